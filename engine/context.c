@@ -1,0 +1,385 @@
+/* context.c - the Llama forward pass over a kv_ctx.
+ *
+ * Shapes: n = tokens in this call (<= max_batch), dim = model width,
+ * qd = n_heads*head_dim, kvd = n_kv_heads*head_dim, hid = MLP width.
+ * Layout of every activation buffer is [n][width], row-major. */
+#define _POSIX_C_SOURCE 200809L
+#include "context.h"
+
+#include <cblas.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "kv_error.h"
+#include "threadpool.h"
+
+/* Rows of a non-f32 weight dequantized at once for sgemm in prefill:
+ * bounded so the scratch stays a few MB whatever the vocabulary. */
+#define KV_DEQ_CHUNK_ELEMS (1 << 20)
+
+struct kv_ctx {
+    const kv_model *m;
+    const kv_model_info *mi;
+    kv_cache *cache;
+    kv_pool *pool;
+    int n_threads;
+    int32_t pos;       /* next position */
+    int32_t max_batch;
+
+    float *x;      /* [B][dim] residual stream */
+    float *xb;     /* [B][dim] normalised input of a sub-block */
+    float *xb2;    /* [B][dim] output of a sub-block */
+    float *q;      /* [B][qd] queries */
+    float *k;      /* [B][kvd] new keys */
+    float *v;      /* [B][kvd] new values */
+    float *att;    /* [B][qd] attention output */
+    float *hb;     /* [B][hid] gate */
+    float *hb2;    /* [B][hid] up */
+    float *rope;   /* [B][n_rot/2][2] cos, sin for this call's positions */
+    double *inv_freq; /* [n_rot/2] base^(-2i/n_rot) */
+    float *deq;    /* [KV_DEQ_CHUNK_ELEMS] dequantized weight rows (prefill) */
+    float *scores; /* attention scores; grown on demand */
+    size_t scores_cap;
+};
+
+kv_ctx_params kv_ctx_default_params(void) {
+    kv_ctx_params p = {.n_threads = 0, .max_batch = 512};
+    return p;
+}
+
+static void *xmalloc_floats(size_t n) { return malloc((n ? n : 1) * sizeof(float)); }
+
+void kv_ctx_free(kv_ctx *c) {
+    if (!c) return;
+    kv_cache_free(c->cache);
+    kv_pool_free(c->pool);
+    free(c->x); free(c->xb); free(c->xb2); free(c->q); free(c->k); free(c->v);
+    free(c->att); free(c->hb); free(c->hb2); free(c->rope); free(c->inv_freq);
+    free(c->deq); free(c->scores);
+    free(c);
+}
+
+int kv_ctx_new(const kv_model *m, const kv_ctx_params *p, kv_ctx **out) {
+    *out = NULL;
+    kv_ctx_params dp = kv_ctx_default_params();
+    if (!p) p = &dp;
+    kv_ctx *c = calloc(1, sizeof *c);
+    if (!c) return kv_errorf(KV_ENOMEM, "out of memory");
+    c->m = m;
+    c->mi = kv_model_get_info(m);
+    const kv_model_info *mi = c->mi;
+    c->n_threads = p->n_threads > 0 ? p->n_threads : (int)sysconf(_SC_NPROCESSORS_ONLN);
+    if (c->n_threads < 1) c->n_threads = 1;
+    c->max_batch = p->max_batch > 0 ? p->max_batch : 512;
+    size_t B = (size_t)c->max_batch;
+    size_t qd = (size_t)mi->n_heads * mi->head_dim, kvd = (size_t)mi->n_kv_heads * mi->head_dim;
+    int rc = kv_cache_new(mi->n_layers, mi->n_kv_heads, mi->head_dim, &c->cache);
+    if (rc) goto fail;
+    c->pool = kv_pool_new(c->n_threads);
+    c->x = xmalloc_floats(B * mi->dim);
+    c->xb = xmalloc_floats(B * mi->dim);
+    c->xb2 = xmalloc_floats(B * mi->dim);
+    c->q = xmalloc_floats(B * qd);
+    c->k = xmalloc_floats(B * kvd);
+    c->v = xmalloc_floats(B * kvd);
+    c->att = xmalloc_floats(B * qd);
+    c->hb = xmalloc_floats(B * mi->hidden_dim);
+    c->hb2 = xmalloc_floats(B * mi->hidden_dim);
+    c->rope = xmalloc_floats(B * (size_t)mi->n_rot);
+    c->inv_freq = malloc((size_t)mi->n_rot / 2 * sizeof(double));
+    size_t deq = KV_DEQ_CHUNK_ELEMS;
+    if (deq < (size_t)mi->hidden_dim) deq = (size_t)mi->hidden_dim;
+    if (deq < (size_t)mi->dim) deq = (size_t)mi->dim;
+    c->deq = xmalloc_floats(deq);
+    if (!c->pool || !c->x || !c->xb || !c->xb2 || !c->q || !c->k || !c->v || !c->att || !c->hb ||
+        !c->hb2 || !c->rope || !c->inv_freq || !c->deq) {
+        rc = kv_errorf(KV_ENOMEM, "out of memory allocating a context for %d tokens", c->max_batch);
+        goto fail;
+    }
+    for (int i = 0; i < mi->n_rot / 2; i++)
+        c->inv_freq[i] = pow((double)mi->rope_base, -2.0 * i / mi->n_rot);
+    openblas_set_num_threads(c->n_threads);
+    *out = c;
+    return KV_OK;
+fail:
+    kv_ctx_free(c);
+    return rc;
+}
+
+void kv_ctx_reset(kv_ctx *c) {
+    kv_cache_clear(c->cache);
+    kv_cache_reset_peak(c->cache);
+    c->pos = 0;
+}
+
+int32_t kv_ctx_pos(const kv_ctx *c) { return c->pos; }
+kv_cache *kv_ctx_cache(kv_ctx *c) { return c->cache; }
+const kv_model *kv_ctx_model(const kv_ctx *c) { return c->m; }
+int kv_ctx_n_threads(const kv_ctx *c) { return c->n_threads; }
+
+/* ------------------------------------------------------------ building blocks */
+
+/* out[i] = x[i] / sqrt(mean(x^2) + eps) * w[i] */
+static void rmsnorm(float *out, const float *x, const float *w, int n, float eps) {
+    double ss = 0;
+    for (int i = 0; i < n; i++) ss += (double)x[i] * x[i];
+    float s = (float)(1.0 / sqrt(ss / n + eps));
+    for (int i = 0; i < n; i++) out[i] = x[i] * s * w[i];
+}
+
+static void softmax(float *x, int n) {
+    float mx = -INFINITY;
+    for (int i = 0; i < n; i++) mx = x[i] > mx ? x[i] : mx;
+    float sum = 0;
+    for (int i = 0; i < n; i++) {
+        x[i] = expf(x[i] - mx);
+        sum += x[i];
+    }
+    float inv = 1.0f / sum;
+    for (int i = 0; i < n; i++) x[i] *= inv;
+}
+
+/* Rotates adjacent pairs (2i, 2i+1) of the first n_rot dims of each head of
+ * vec [n_heads][head_dim] by the angles in cs [n_rot/2][2]. */
+static void rope_apply(float *vec, int n_heads, int head_dim, int n_rot, const float *cs) {
+    for (int h = 0; h < n_heads; h++) {
+        float *v = vec + (size_t)h * head_dim;
+        for (int i = 0; i < n_rot / 2; i++) {
+            float co = cs[2 * i], si = cs[2 * i + 1];
+            float x0 = v[2 * i], x1 = v[2 * i + 1];
+            v[2 * i] = x0 * co - x1 * si;
+            v[2 * i + 1] = x0 * si + x1 * co;
+        }
+    }
+}
+
+/* ------------------------------------------------------------- matmuls */
+
+typedef struct mv_job { const kv_tensor *W; const float *x; float *y; } mv_job;
+typedef struct mv_batch { mv_job job[3]; int n; } mv_batch;
+
+static void mv_worker(void *arg, int ith, int nth) {
+    const mv_batch *b = arg;
+    for (int j = 0; j < b->n; j++) {
+        const mv_job *jb = &b->job[j];
+        int64_t rows = jb->W->rows;
+        int64_t r0 = rows * ith / nth, r1 = rows * (ith + 1) / nth;
+        if (r1 > r0) kv_matvec_rows(jb->W, jb->x, jb->y, r0, r1);
+    }
+}
+
+typedef struct deq_job { const kv_tensor *W; int64_t r0, r1; float *out; } deq_job;
+
+static void deq_worker(void *arg, int ith, int nth) {
+    const deq_job *d = arg;
+    int64_t n = d->r1 - d->r0;
+    int64_t a = d->r0 + n * ith / nth, b = d->r0 + n * (ith + 1) / nth;
+    if (b > a) kv_dequant_rows(d->W, a, b, d->out + (a - d->r0) * d->W->cols);
+}
+
+/* Y [n][W->rows] = X [n][W->cols] . W^T. One token: the threaded
+ * matrix-vector kernels. Several: sgemm, on the weights directly when they
+ * are f32, else on row chunks dequantized into c->deq. */
+static void matmul(kv_ctx *c, const kv_tensor *W, const float *X, float *Y, int n) {
+    const int64_t rows = W->rows, cols = W->cols;
+    if (n == 1) {
+        mv_batch b = {.job = {{W, X, Y}}, .n = 1};
+        kv_pool_run(c->pool, mv_worker, &b);
+        return;
+    }
+    if (W->type == KV_F32 && ((uintptr_t)W->data & 3u) == 0) {
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, (int)rows, (int)cols, 1.0f, X, (int)cols,
+                    (const float *)W->data, (int)cols, 0.0f, Y, (int)rows);
+        return;
+    }
+    int64_t chunk = KV_DEQ_CHUNK_ELEMS / cols;
+    if (chunk < 1) chunk = 1;
+    for (int64_t r0 = 0; r0 < rows; r0 += chunk) {
+        int64_t r1 = r0 + chunk < rows ? r0 + chunk : rows;
+        deq_job d = {W, r0, r1, c->deq};
+        kv_pool_run(c->pool, deq_worker, &d);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, (int)(r1 - r0), (int)cols, 1.0f, X, (int)cols,
+                    c->deq, (int)cols, 0.0f, Y + r0, (int)rows);
+    }
+}
+
+/* Several matrix-vector products over the same pool run (one hand-off). */
+static void matvec3(kv_ctx *c, const mv_job *jobs, int n) {
+    mv_batch b = {.n = n};
+    for (int j = 0; j < n; j++) b.job[j] = jobs[j];
+    kv_pool_run(c->pool, mv_worker, &b);
+}
+
+/* ----------------------------------------------------------- attention */
+
+static int scores_reserve(kv_ctx *c, size_t n) {
+    if (n <= c->scores_cap) return KV_OK;
+    size_t cap = n + n / 4;
+    float *s = realloc(c->scores, cap * sizeof(float));
+    if (!s) return kv_errorf(KV_ENOMEM, "out of memory for %zu attention scores", n);
+    c->scores = s;
+    c->scores_cap = cap;
+    return KV_OK;
+}
+
+typedef struct attn_job {
+    kv_ctx *c;
+    int layer;
+    int32_t qpos; /* position of the query (decode) */
+} attn_job;
+
+/* Decode attention: query heads split across threads; each thread uses
+ * its own row of c->scores. */
+static void attn_decode_worker(void *arg, int ith, int nth) {
+    const attn_job *j = arg;
+    kv_ctx *c = j->c;
+    const kv_model_info *mi = c->mi;
+    const int hd = mi->head_dim, group = mi->n_heads / mi->n_kv_heads;
+    const float scale = 1.0f / sqrtf((float)hd);
+    size_t stride = c->scores_cap / (size_t)nth;
+    float *s = c->scores + stride * (size_t)ith;
+    for (int h = ith; h < mi->n_heads; h += nth) {
+        kv_cache_head *ch = kv_cache_head_at(c->cache, j->layer, h / group);
+        const float *q = c->q + (size_t)h * hd;
+        float *o = c->att + (size_t)h * hd;
+        for (int32_t t = 0; t < ch->len; t++)
+            s[t] = ch->pos[t] <= j->qpos ? kv_dot_f32(q, ch->k + (size_t)t * hd, hd) * scale : -INFINITY;
+        softmax(s, ch->len);
+        memset(o, 0, (size_t)hd * sizeof(float));
+        for (int32_t t = 0; t < ch->len; t++)
+            if (s[t] != 0.0f) kv_axpy_f32(o, s[t], ch->v + (size_t)t * hd, hd);
+    }
+}
+
+/* Prefill attention for n queries at positions pos0..pos0+n-1 over every
+ * live slot of the layer (the new tokens already appended): per query head
+ * S = Q.K^T (sgemm), causal mask by true position, softmax, O = S.V. */
+static int attn_prefill(kv_ctx *c, int layer, int n, int32_t pos0) {
+    const kv_model_info *mi = c->mi;
+    const int hd = mi->head_dim, group = mi->n_heads / mi->n_kv_heads, qd = mi->n_heads * hd;
+    const float scale = 1.0f / sqrtf((float)hd);
+    for (int h = 0; h < mi->n_heads; h++) {
+        kv_cache_head *ch = kv_cache_head_at(c->cache, layer, h / group);
+        int32_t len = ch->len;
+        int rc = scores_reserve(c, (size_t)n * (size_t)len);
+        if (rc) return rc;
+        float *S = c->scores; /* [n][len] */
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, len, hd, scale, c->q + (size_t)h * hd, qd,
+                    ch->k, hd, 0.0f, S, len);
+        for (int t = 0; t < n; t++) {
+            float *row = S + (size_t)t * len;
+            for (int32_t j = 0; j < len; j++)
+                if (ch->pos[j] > pos0 + t) row[j] = -INFINITY;
+            softmax(row, len);
+        }
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, hd, len, 1.0f, S, len, ch->v, hd, 0.0f,
+                    c->att + (size_t)h * hd, qd);
+    }
+    return KV_OK;
+}
+
+/* ---------------------------------------------------------- the forward */
+
+static int eval_chunk(kv_ctx *c, const int32_t *tokens, int n, float *logits, int all_logits) {
+    const kv_model *m = c->m;
+    const kv_model_info *mi = c->mi;
+    const int dim = mi->dim, hd = mi->head_dim, hid = mi->hidden_dim;
+    const int qd = mi->n_heads * hd, kvd = mi->n_kv_heads * hd, nr2 = mi->n_rot / 2;
+    const int32_t pos0 = c->pos;
+    int rc;
+
+    /* embeddings and this call's rotary angles */
+    for (int t = 0; t < n; t++) {
+        kv_dequant_rows(kv_model_tok_embd(m), tokens[t], tokens[t] + 1, c->x + (size_t)t * dim);
+        float *cs = c->rope + (size_t)t * mi->n_rot;
+        for (int i = 0; i < nr2; i++) {
+            double a = (double)(pos0 + t) * c->inv_freq[i];
+            cs[2 * i] = (float)cos(a);
+            cs[2 * i + 1] = (float)sin(a);
+        }
+    }
+    if (n == 1 && (rc = scores_reserve(c, (size_t)c->n_threads * ((size_t)kv_cache_max_len(c->cache) + 1))))
+        return rc;
+
+    for (int l = 0; l < mi->n_layers; l++) {
+        const kv_layer_weights *w = kv_model_layer(m, l);
+        /* attention */
+        for (int t = 0; t < n; t++)
+            rmsnorm(c->xb + (size_t)t * dim, c->x + (size_t)t * dim, w->attn_norm, dim, mi->norm_eps);
+        if (n == 1) {
+            mv_job jobs[3] = {{&w->wq, c->xb, c->q}, {&w->wk, c->xb, c->k}, {&w->wv, c->xb, c->v}};
+            matvec3(c, jobs, 3);
+        } else {
+            matmul(c, &w->wq, c->xb, c->q, n);
+            matmul(c, &w->wk, c->xb, c->k, n);
+            matmul(c, &w->wv, c->xb, c->v, n);
+        }
+        for (int t = 0; t < n; t++) {
+            const float *cs = c->rope + (size_t)t * mi->n_rot;
+            rope_apply(c->q + (size_t)t * qd, mi->n_heads, hd, mi->n_rot, cs);
+            rope_apply(c->k + (size_t)t * kvd, mi->n_kv_heads, hd, mi->n_rot, cs);
+            for (int g = 0; g < mi->n_kv_heads; g++) {
+                kv_cache_head *ch = kv_cache_head_at(c->cache, l, g);
+                rc = kv_cache_append(c->cache, ch, c->k + (size_t)t * kvd + (size_t)g * hd,
+                                     c->v + (size_t)t * kvd + (size_t)g * hd, pos0 + t);
+                if (rc) return rc;
+            }
+        }
+        if (n == 1) {
+            attn_job j = {c, l, pos0};
+            kv_pool_run(c->pool, attn_decode_worker, &j);
+        } else if ((rc = attn_prefill(c, l, n, pos0))) {
+            return rc;
+        }
+        matmul(c, &w->wo, c->att, c->xb2, n);
+        for (size_t i = 0; i < (size_t)n * dim; i++) c->x[i] += c->xb2[i];
+
+        /* SwiGLU MLP */
+        for (int t = 0; t < n; t++)
+            rmsnorm(c->xb + (size_t)t * dim, c->x + (size_t)t * dim, w->ffn_norm, dim, mi->norm_eps);
+        if (n == 1) {
+            mv_job jobs[2] = {{&w->w_gate, c->xb, c->hb}, {&w->w_up, c->xb, c->hb2}};
+            matvec3(c, jobs, 2);
+        } else {
+            matmul(c, &w->w_gate, c->xb, c->hb, n);
+            matmul(c, &w->w_up, c->xb, c->hb2, n);
+        }
+        for (size_t i = 0; i < (size_t)n * hid; i++) {
+            float g = c->hb[i];
+            c->hb[i] = g / (1.0f + expf(-g)) * c->hb2[i];
+        }
+        matmul(c, &w->w_down, c->hb, c->xb2, n);
+        for (size_t i = 0; i < (size_t)n * dim; i++) c->x[i] += c->xb2[i];
+    }
+
+    c->pos += n;
+    if (!logits) return KV_OK;
+    /* final norm and classifier: every row, or the last one */
+    int first = all_logits ? 0 : n - 1, rows = n - first;
+    for (int t = first; t < n; t++)
+        rmsnorm(c->xb + (size_t)(t - first) * dim, c->x + (size_t)t * dim, kv_model_out_norm(m), dim, mi->norm_eps);
+    matmul(c, kv_model_output(m), c->xb, logits, rows);
+    return KV_OK;
+}
+
+int kv_ctx_eval(kv_ctx *c, const int32_t *tokens, int32_t n, float *logits, int all_logits) {
+    const int32_t V = c->mi->vocab_size;
+    if (n < 1) return kv_errorf(KV_EINVAL, "kv_ctx_eval: expected at least one token, got %d", n);
+    for (int32_t i = 0; i < n; i++)
+        if (tokens[i] < 0 || tokens[i] >= V)
+            return kv_errorf(KV_EINVAL, "token %d (index %d) is outside the vocabulary [0, %d)", tokens[i], i, V);
+    if (c->pos > INT32_MAX - n) return kv_errorf(KV_EINVAL, "sequence longer than 2^31 tokens");
+    for (int32_t done = 0; done < n;) {
+        int32_t len = n - done < c->max_batch ? n - done : c->max_batch;
+        int last = done + len == n;
+        float *out = NULL;
+        if (logits && all_logits) out = logits + (size_t)done * V;
+        else if (logits && last) out = logits;
+        int rc = eval_chunk(c, tokens + done, len, out, all_logits);
+        if (rc) return rc;
+        done += len;
+    }
+    return KV_OK;
+}

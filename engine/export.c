@@ -1,0 +1,144 @@
+/* export.c - see export.h. */
+#define _POSIX_C_SOURCE 200809L
+#include "export.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kv_error.h"
+#include "quant.h"
+
+int kv_export_llama_meta(kv_gguf_writer *w, const kv_model_info *i, const char *name) {
+    int rc;
+    if ((rc = kv_gguf_writer_set_str(w, "general.architecture", "llama")) ||
+        (rc = kv_gguf_writer_set_str(w, "general.name", name ? name : "kvbench")) ||
+        (rc = kv_gguf_writer_set_u32(w, "llama.context_length", (uint32_t)i->ctx_len)) ||
+        (rc = kv_gguf_writer_set_u32(w, "llama.embedding_length", (uint32_t)i->dim)) ||
+        (rc = kv_gguf_writer_set_u32(w, "llama.block_count", (uint32_t)i->n_layers)) ||
+        (rc = kv_gguf_writer_set_u32(w, "llama.feed_forward_length", (uint32_t)i->hidden_dim)) ||
+        (rc = kv_gguf_writer_set_u32(w, "llama.attention.head_count", (uint32_t)i->n_heads)) ||
+        (rc = kv_gguf_writer_set_u32(w, "llama.attention.head_count_kv", (uint32_t)i->n_kv_heads)) ||
+        (rc = kv_gguf_writer_set_f32(w, "llama.attention.layer_norm_rms_epsilon", i->norm_eps)) ||
+        (rc = kv_gguf_writer_set_u32(w, "llama.rope.dimension_count", (uint32_t)i->n_rot)) ||
+        (rc = kv_gguf_writer_set_f32(w, "llama.rope.freq_base", i->rope_base)))
+        return rc;
+    return KV_OK;
+}
+
+/* Is the piece "<0xNN>"? */
+static int is_byte_piece(const char *s, size_t n) {
+    return n == 6 && memcmp(s, "<0x", 3) == 0 && s[5] == '>';
+}
+
+int kv_export_tokenizer(kv_gguf_writer *w, const kv_tokenizer *t) {
+    int32_t n = kv_tokenizer_n_vocab(t), bos = kv_tokenizer_bos(t), eos = kv_tokenizer_eos(t);
+    char **pieces = calloc((size_t)n, sizeof *pieces);
+    size_t *lens = calloc((size_t)n, sizeof *lens);
+    float *scores = malloc((size_t)n * sizeof *scores);
+    int32_t *types = malloc((size_t)n * sizeof *types);
+    int rc = KV_OK;
+    if (!pieces || !lens || !scores || !types) {
+        rc = kv_errorf(KV_ENOMEM, "out of memory");
+        goto out;
+    }
+    for (int32_t i = 0; i < n; i++) {
+        size_t len;
+        const char *s = kv_tokenizer_token_text(t, i, &len);
+        /* spaces become U+2581 (3 bytes), as in SentencePiece vocabularies */
+        char *p = malloc(len * 3 + 1);
+        if (!p) {
+            rc = kv_errorf(KV_ENOMEM, "out of memory");
+            goto out;
+        }
+        size_t k = 0;
+        for (size_t j = 0; j < len; j++) {
+            if (s[j] == ' ') {
+                memcpy(p + k, "\xe2\x96\x81", 3);
+                k += 3;
+            } else {
+                p[k++] = s[j];
+            }
+        }
+        pieces[i] = p;
+        lens[i] = k;
+        scores[i] = kv_tokenizer_token_score(t, i);
+        types[i] = (i == bos || i == eos) ? 3 : is_byte_piece(s, len) ? 6 : (len == 5 && !memcmp(s, "<unk>", 5)) ? 2 : 1;
+    }
+    if ((rc = kv_gguf_writer_set_str(w, "tokenizer.ggml.model", "llama")) ||
+        (rc = kv_gguf_writer_set_arr_str(w, "tokenizer.ggml.tokens", (const char *const *)pieces, lens, (uint64_t)n)) ||
+        (rc = kv_gguf_writer_set_arr_f32(w, "tokenizer.ggml.scores", scores, (uint64_t)n)) ||
+        (rc = kv_gguf_writer_set_arr_i32(w, "tokenizer.ggml.token_type", types, (uint64_t)n)))
+        goto out;
+    if (bos >= 0 && (rc = kv_gguf_writer_set_u32(w, "tokenizer.ggml.bos_token_id", (uint32_t)bos))) goto out;
+    if (eos >= 0 && (rc = kv_gguf_writer_set_u32(w, "tokenizer.ggml.eos_token_id", (uint32_t)eos))) goto out;
+    rc = kv_gguf_writer_set_bool(w, "tokenizer.ggml.add_bos_token", 1);
+out:
+    if (pieces)
+        for (int32_t i = 0; i < n; i++) free(pieces[i]);
+    free(pieces);
+    free(lens);
+    free(scores);
+    free(types);
+    return rc;
+}
+
+int kv_export_matrix(kv_gguf_writer *w, const char *name, const kv_tensor *W, kv_dtype type,
+                     kv_dtype *written_type) {
+    if ((type == KV_Q8_0 || type == KV_Q4_0) && W->cols % KV_QK != 0) type = KV_F32;
+    if (written_type) *written_type = type;
+    uint64_t ne[2] = {(uint64_t)W->cols, (uint64_t)W->rows};
+    if (W->type == type) return kv_gguf_writer_add_tensor(w, name, type, 2, ne, W->data);
+    size_t n = (size_t)(W->rows * W->cols);
+    float *f = malloc(n * sizeof *f);
+    void *q = malloc(kv_dtype_bytes(type, (int64_t)n));
+    int rc;
+    if (!f || !q) {
+        rc = kv_errorf(KV_ENOMEM, "out of memory converting %s", name);
+    } else {
+        kv_dequant_rows(W, 0, W->rows, f);
+        rc = kv_quantize(type, f, q, (int64_t)n);
+        if (!rc) rc = kv_gguf_writer_add_tensor(w, name, type, 2, ne, q);
+    }
+    free(f);
+    free(q);
+    return rc;
+}
+
+static int add_vector(kv_gguf_writer *w, const char *name, const float *v, int64_t n) {
+    uint64_t ne[1] = {(uint64_t)n};
+    return kv_gguf_writer_add_tensor(w, name, KV_F32, 1, ne, v);
+}
+
+int kv_model_export_gguf(const kv_model *m, const char *path, kv_dtype type) {
+    const kv_model_info *i = kv_model_get_info(m);
+    if (type != KV_F32 && type != KV_F16 && type != KV_BF16 && type != KV_Q8_0 && type != KV_Q4_0)
+        return kv_errorf(KV_EINVAL, "convert: cannot write tensors of type %s", kv_dtype_name(type));
+    kv_gguf_writer *w = kv_gguf_writer_new();
+    if (!w) return kv_errorf(KV_ENOMEM, "out of memory");
+    const char *base = strrchr(kv_model_path(m), '/');
+    int rc = kv_export_llama_meta(w, i, base ? base + 1 : kv_model_path(m));
+    if (!rc && kv_model_tokenizer(m)) rc = kv_export_tokenizer(w, kv_model_tokenizer(m));
+    if (!rc) rc = kv_export_matrix(w, "token_embd.weight", kv_model_tok_embd(m), type, NULL);
+    if (!rc) rc = add_vector(w, "output_norm.weight", kv_model_out_norm(m), i->dim);
+    if (!rc && !i->tied_output) rc = kv_export_matrix(w, "output.weight", kv_model_output(m), type, NULL);
+    char name[96];
+    for (int l = 0; l < i->n_layers && !rc; l++) {
+        const kv_layer_weights *L = kv_model_layer(m, l);
+#define NAME(s) (snprintf(name, sizeof name, "blk.%d." s ".weight", l), name)
+        if ((rc = add_vector(w, NAME("attn_norm"), L->attn_norm, i->dim)) ||
+            (rc = add_vector(w, NAME("ffn_norm"), L->ffn_norm, i->dim)) ||
+            (rc = kv_export_matrix(w, NAME("attn_q"), &L->wq, type, NULL)) ||
+            (rc = kv_export_matrix(w, NAME("attn_k"), &L->wk, type, NULL)) ||
+            (rc = kv_export_matrix(w, NAME("attn_v"), &L->wv, type, NULL)) ||
+            (rc = kv_export_matrix(w, NAME("attn_output"), &L->wo, type, NULL)) ||
+            (rc = kv_export_matrix(w, NAME("ffn_gate"), &L->w_gate, type, NULL)) ||
+            (rc = kv_export_matrix(w, NAME("ffn_down"), &L->w_down, type, NULL)) ||
+            (rc = kv_export_matrix(w, NAME("ffn_up"), &L->w_up, type, NULL)))
+            break;
+#undef NAME
+    }
+    if (!rc) rc = kv_gguf_writer_write(w, path);
+    kv_gguf_writer_free(w);
+    return rc;
+}

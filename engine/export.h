@@ -1,0 +1,29 @@
+/* export.h - writing models as GGUF ("llama" architecture).
+ *
+ * Used by `kvbench convert` (any loadable model to GGUF, optionally
+ * requantized) and `kvbench synth` (synthetic models for tests and
+ * benchmarks). A model converted with type KV_F32 from an fp32 file keeps
+ * every weight bit-identical, so both files give identical logits. */
+#ifndef KV_EXPORT_H
+#define KV_EXPORT_H
+
+#include "gguf.h"
+#include "model.h"
+
+/* general.architecture, general.name and the llama.* hyper-parameters. */
+int kv_export_llama_meta(kv_gguf_writer *w, const kv_model_info *i, const char *name);
+
+/* The tokenizer.ggml.* keys of a SentencePiece-style vocabulary (pieces
+ * written with U+2581 for spaces, token types from the pieces). */
+int kv_export_tokenizer(kv_gguf_writer *w, const kv_tokenizer *t);
+
+/* Adds W as a tensor of `type`: copied when the types agree, else
+ * dequantized and requantized. Q8_0/Q4_0 need cols % 32 == 0: other
+ * shapes are written as F32 (and *written_type says so). */
+int kv_export_matrix(kv_gguf_writer *w, const char *name, const kv_tensor *W, kv_dtype type,
+                     kv_dtype *written_type);
+
+/* The whole model: 2-D weights in `type`, norm vectors in F32. */
+int kv_model_export_gguf(const kv_model *m, const char *path, kv_dtype type);
+
+#endif

@@ -1,0 +1,169 @@
+/* kernels.c - run-time dispatch and the portable kernels.
+ *
+ * The ISA is chosen once (pthread_once): the best the CPU reports through
+ * __builtin_cpu_supports, lowered by KVBENCH_ISA=scalar|avx2|avx512. The
+ * portable kernels are the reference the vector ones are tested against,
+ * and what runs on non-x86 machines. */
+#define _POSIX_C_SOURCE 200809L
+#include "kernels.h"
+
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kernels_impl.h"
+#include "kv_error.h"
+#include "quant.h"
+
+/* ------------------------------------------------------- portable path */
+
+/* Row r of W as fp32 into out[cols]. */
+static void row_to_f32(const kv_tensor *W, int64_t r, float *out) {
+    const char *row = (const char *)W->data + (size_t)r * kv_row_bytes(W);
+    if (W->type == KV_Q8_G) {
+        const int8_t *q = (const int8_t *)row;
+        const float *s = W->scales + r * W->cols / W->group;
+        for (int64_t c = 0; c < W->cols; c++) out[c] = q[c] * s[c / W->group];
+        return;
+    }
+    kv_dequantize(W->type, row, out, W->cols);
+}
+
+static int scalar_dequant_rows(const kv_tensor *W, int64_t r0, int64_t r1, float *out) {
+    for (int64_t r = r0; r < r1; r++) row_to_f32(W, r, out + (size_t)(r - r0) * W->cols);
+    return 0;
+}
+
+static float scalar_dot(const float *a, const float *b, int64_t n) {
+    /* four partial sums: the same association as the vector paths use,
+     * roughly, and faster than one serial chain */
+    float s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+    int64_t i = 0;
+    for (; i + 4 <= n; i += 4) {
+        s0 += a[i] * b[i];
+        s1 += a[i + 1] * b[i + 1];
+        s2 += a[i + 2] * b[i + 2];
+        s3 += a[i + 3] * b[i + 3];
+    }
+    for (; i < n; i++) s0 += a[i] * b[i];
+    return (s0 + s1) + (s2 + s3);
+}
+
+static void scalar_axpy(float *y, float a, const float *x, int64_t n) {
+    for (int64_t i = 0; i < n; i++) y[i] += a * x[i];
+}
+
+static int scalar_matvec_rows(const kv_tensor *W, const float *x, float *y, int64_t r0, int64_t r1) {
+    if (W->type == KV_F32) {
+        for (int64_t r = r0; r < r1; r++) y[r] = scalar_dot((const float *)W->data + (size_t)r * W->cols, x, W->cols);
+        return 0;
+    }
+    /* dequantize a row at a time into a stack buffer in pieces */
+    float buf[1024];
+    for (int64_t r = r0; r < r1; r++) {
+        if (W->cols <= 1024 && W->type != KV_Q8_G) {
+            row_to_f32(W, r, buf);
+            y[r] = scalar_dot(buf, x, W->cols);
+            continue;
+        }
+        /* long rows: per block */
+        float s = 0;
+        const char *row = (const char *)W->data + (size_t)r * kv_row_bytes(W);
+        if (W->type == KV_Q8_G) {
+            const int8_t *q = (const int8_t *)row;
+            const float *sc = W->scales + r * W->cols / W->group;
+            for (int64_t g = 0; g < W->cols / W->group; g++) {
+                float gs = 0;
+                for (int64_t c = g * W->group; c < (g + 1) * W->group; c++) gs += q[c] * x[c];
+                s += gs * sc[g];
+            }
+        } else {
+            int64_t step = 1024; /* a multiple of every block size */
+            for (int64_t c = 0; c < W->cols; c += step) {
+                int64_t n = W->cols - c < step ? W->cols - c : step;
+                kv_dequantize(W->type, row + kv_dtype_bytes(W->type, c), buf, n);
+                s += scalar_dot(buf, x + c, n);
+            }
+        }
+        y[r] = s;
+    }
+    return 0;
+}
+
+const kv_kernel_table kv_kernels_scalar = {scalar_matvec_rows, scalar_dequant_rows, scalar_dot, scalar_axpy};
+
+/* ------------------------------------------------------------ dispatch */
+
+static pthread_once_t g_once = PTHREAD_ONCE_INIT;
+static kv_isa g_best = KV_ISA_SCALAR; /* what the CPU supports */
+static kv_isa g_isa = KV_ISA_SCALAR;  /* what is in use */
+static const kv_kernel_table *g_k = &kv_kernels_scalar;
+
+static const kv_kernel_table *table_for(kv_isa isa) {
+#if defined(KV_X86_DISPATCH)
+    if (isa == KV_ISA_AVX512) return &kv_kernels_avx512;
+    if (isa == KV_ISA_AVX2) return &kv_kernels_avx2;
+#endif
+    (void)isa;
+    return &kv_kernels_scalar;
+}
+
+static void detect(void) {
+#if defined(KV_X86_DISPATCH)
+    __builtin_cpu_init();
+    int avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
+    int avx512 = avx2 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+                 __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq");
+    g_best = avx512 ? KV_ISA_AVX512 : avx2 ? KV_ISA_AVX2 : KV_ISA_SCALAR;
+#endif
+    g_isa = g_best;
+    const char *e = getenv("KVBENCH_ISA");
+    if (e) {
+        kv_isa want = !strcmp(e, "scalar") ? KV_ISA_SCALAR : !strcmp(e, "avx2") ? KV_ISA_AVX2
+                    : !strcmp(e, "avx512") ? KV_ISA_AVX512 : g_best;
+        if (want < g_isa) g_isa = want;
+    }
+    g_k = table_for(g_isa);
+}
+
+kv_isa kv_kernels_isa(void) {
+    pthread_once(&g_once, detect);
+    return g_isa;
+}
+
+const char *kv_isa_name(kv_isa isa) {
+    switch (isa) {
+    case KV_ISA_SCALAR: return "scalar";
+    case KV_ISA_AVX2: return "avx2";
+    case KV_ISA_AVX512: return "avx512";
+    }
+    return "?";
+}
+
+int kv_kernels_set_isa(kv_isa isa) {
+    pthread_once(&g_once, detect);
+    if (isa > g_best) return kv_errorf(KV_EUNSUPPORTED, "this CPU does not support %s", kv_isa_name(isa));
+    g_isa = isa;
+    g_k = table_for(isa);
+    return KV_OK;
+}
+
+void kv_matvec_rows(const kv_tensor *W, const float *x, float *y, int64_t r0, int64_t r1) {
+    pthread_once(&g_once, detect);
+    if (g_k->matvec_rows(W, x, y, r0, r1) != 0) scalar_matvec_rows(W, x, y, r0, r1);
+}
+
+void kv_dequant_rows(const kv_tensor *W, int64_t r0, int64_t r1, float *out) {
+    pthread_once(&g_once, detect);
+    if (g_k->dequant_rows(W, r0, r1, out) != 0) scalar_dequant_rows(W, r0, r1, out);
+}
+
+float kv_dot_f32(const float *a, const float *b, int64_t n) {
+    pthread_once(&g_once, detect);
+    return g_k->dot(a, b, n);
+}
+
+void kv_axpy_f32(float *y, float a, const float *x, int64_t n) {
+    pthread_once(&g_once, detect);
+    g_k->axpy(y, a, x, n);
+}

@@ -1,0 +1,49 @@
+/* kernels.h - the numeric kernels the forward pass is made of, with run-time
+ * dispatch to AVX-512 / AVX2 implementations and a portable C path.
+ *
+ * Decode is bound by memory bandwidth: each weight is read once per token,
+ * so the matrix-vector products stream the weights in their stored type
+ * (F16, BF16, Q8_0, Q4_0, Q8_G) and convert in registers. Activations stay
+ * fp32, and accumulation is fp32: results match a float64 reference to
+ * about 1e-6 relative, which the reference tests rely on. */
+#ifndef KV_KERNELS_H
+#define KV_KERNELS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "dtype.h"
+
+/* A 2-D weight, row-major: rows x cols elements in `type`, each row
+ * kv_dtype_bytes(type, cols) bytes, rows contiguous. For KV_Q8_G, `data` is
+ * rows*cols int8 values and `scales` holds rows*cols/group fp32 scales
+ * (group divides cols). `data` may be unaligned. */
+typedef struct kv_tensor {
+    kv_dtype type;
+    int64_t rows, cols;
+    const void *data;
+    const float *scales; /* KV_Q8_G only */
+    int32_t group;       /* KV_Q8_G only */
+} kv_tensor;
+
+typedef enum kv_isa { KV_ISA_SCALAR = 0, KV_ISA_AVX2 = 1, KV_ISA_AVX512 = 2 } kv_isa;
+
+/* The ISA in use: the best the CPU supports, unless KVBENCH_ISA=scalar|avx2|avx512
+ * asks for a lower one (or kv_kernels_set_isa is called). */
+kv_isa kv_kernels_isa(void);
+const char *kv_isa_name(kv_isa isa);
+/* Forces an ISA (for tests comparing paths); returns KV_EUNSUPPORTED if the CPU lacks it. */
+int kv_kernels_set_isa(kv_isa isa);
+
+/* y[r] = sum_c W[r][c] * x[c], for r in [r0, r1). x: [W->cols], y: [W->rows]
+ * (only y[r0..r1) written). Thread-safe: callers split rows across threads. */
+void kv_matvec_rows(const kv_tensor *W, const float *x, float *y, int64_t r0, int64_t r1);
+
+/* Dequantizes rows [r0, r1) of W into out: [(r1-r0)][W->cols] fp32. */
+void kv_dequant_rows(const kv_tensor *W, int64_t r0, int64_t r1, float *out);
+
+/* Small vector helpers used by the forward pass. */
+float kv_dot_f32(const float *a, const float *b, int64_t n);
+void kv_axpy_f32(float *y, float a, const float *x, int64_t n); /* y += a*x */
+
+#endif

@@ -1,0 +1,26 @@
+/* kernels_impl.h - private: the per-ISA kernel tables behind kernels.h. */
+#ifndef KV_KERNELS_IMPL_H
+#define KV_KERNELS_IMPL_H
+
+#include "kernels.h"
+
+/* One ISA's kernels. A NULL entry falls back to the portable one. */
+typedef struct kv_kernel_table {
+    /* y[r] for r in [r0, r1) of a weight of type F32/F16/BF16/Q8_0/Q4_0;
+     * returns 0 when it handled the type, -1 to fall back. */
+    int (*matvec_rows)(const kv_tensor *W, const float *x, float *y, int64_t r0, int64_t r1);
+    int (*dequant_rows)(const kv_tensor *W, int64_t r0, int64_t r1, float *out);
+    float (*dot)(const float *a, const float *b, int64_t n);
+    void (*axpy)(float *y, float a, const float *x, int64_t n);
+} kv_kernel_table;
+
+extern const kv_kernel_table kv_kernels_scalar;
+#if defined(KV_X86_DISPATCH)
+extern const kv_kernel_table kv_kernels_avx2;
+extern const kv_kernel_table kv_kernels_avx512;
+#endif
+
+/* Bytes of one row of W. */
+static inline size_t kv_row_bytes(const kv_tensor *W) { return kv_dtype_bytes(W->type, W->cols); }
+
+#endif

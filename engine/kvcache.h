@@ -1,0 +1,60 @@
+/* kvcache.h - the KV cache: per (layer, kv_head) a set of live slots.
+ *
+ * Each head owns three parallel arrays, k [cap][head_dim], v [cap][head_dim]
+ * and pos [cap]; slots [0, len) are live, in insertion order. `pos` is each
+ * token's true position in the sequence (what the causal mask and the
+ * policies reason with). Keys are stored after rotary embedding at `pos`
+ * ("original positions").
+ *
+ * Heads grow on demand and any slot can be removed; lengths may differ per
+ * head (head-adaptive policies). Removing slots compacts the head and gives
+ * memory back (realloc down) once less than half of the capacity is live,
+ * so kv_cache_bytes() is the physical memory the cache holds, not a mask. */
+#ifndef KV_KVCACHE_H
+#define KV_KVCACHE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct kv_cache_head {
+    float *k;     /* [cap][head_dim] */
+    float *v;     /* [cap][head_dim] */
+    int32_t *pos; /* [cap] true position of each slot */
+    int32_t len;  /* live slots */
+    int32_t cap;  /* allocated slots */
+} kv_cache_head;
+
+typedef struct kv_cache kv_cache; /* opaque */
+
+int kv_cache_new(int n_layers, int n_kv_heads, int head_dim, kv_cache **out);
+void kv_cache_free(kv_cache *c);
+
+int kv_cache_n_layers(const kv_cache *c);
+int kv_cache_n_kv_heads(const kv_cache *c);
+int kv_cache_head_dim(const kv_cache *c);
+kv_cache_head *kv_cache_head_at(kv_cache *c, int layer, int kv_head);
+
+/* Makes room for `extra` more slots in one head (amortised growth). */
+int kv_cache_reserve(kv_cache *c, kv_cache_head *h, int32_t extra);
+/* Appends one slot (reserves as needed). k, v: [head_dim]. */
+int kv_cache_append(kv_cache *c, kv_cache_head *h, const float *k, const float *v, int32_t pos);
+/* Keeps only slots keep[0..n_keep) (strictly increasing indices < len),
+ * compacting in order, and shrinks the allocation when it is mostly empty. */
+int kv_cache_keep(kv_cache *c, kv_cache_head *h, const int32_t *keep, int32_t n_keep);
+/* Removes one slot (compacting in order). */
+int kv_cache_remove(kv_cache *c, kv_cache_head *h, int32_t slot);
+
+/* Empties every head and frees all slot memory: a new sequence starts from
+ * nothing, so no state can leak between samples. */
+void kv_cache_clear(kv_cache *c);
+
+/* Live slots summed over all heads, and the most in any one (layer, head). */
+int64_t kv_cache_total_slots(const kv_cache *c);
+int32_t kv_cache_max_len(const kv_cache *c);
+/* Physical bytes held by slot storage (capacity, not just live slots). */
+size_t kv_cache_bytes(const kv_cache *c);
+/* Largest kv_cache_bytes() seen since creation or kv_cache_reset_peak(). */
+size_t kv_cache_peak_bytes(const kv_cache *c);
+void kv_cache_reset_peak(kv_cache *c);
+
+#endif

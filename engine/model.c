@@ -1,0 +1,608 @@
+/* model.c - loading llama2.c and GGUF files into kv_model.
+ *
+ * Every size read from a file is checked before it is used: the header
+ * values against sane limits (so products cannot overflow), and each
+ * section's end against the file size, so a truncated file names the
+ * section it lost and the offset where the file ends. */
+#define _POSIX_C_SOURCE 200809L
+#include "model.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "gguf.h"
+#include "kv_error.h"
+#include "quant.h"
+
+#define KV_LLAMA2C_MAGIC_Q8 0x616b3432u /* "ak42" */
+#define KV_GGUF_MAGIC 0x46554747u       /* "GGUF" read little-endian */
+
+struct kv_model {
+    char *path;
+    kv_model_info info;
+    kv_tensor tok_embd;      /* [vocab][dim] */
+    kv_layer_weights *layers;/* [n_layers] */
+    const float *out_norm;   /* [dim] */
+    kv_tensor output;        /* [vocab][dim] */
+    kv_tokenizer *tok;
+    /* ownership */
+    void *map;               /* llama2.c files: the whole file, read-only */
+    size_t map_size;
+    kv_gguf *gguf;           /* GGUF files: owns its own mapping */
+    void **owned;            /* heap blocks to free (converted norms, aligned scales) */
+    int n_owned, cap_owned;
+};
+
+kv_model_params kv_model_default_params(void) {
+    kv_model_params p = {0};
+    return p;
+}
+
+const char *kv_model_format_name(kv_model_format f) {
+    switch (f) {
+    case KV_FORMAT_GGUF: return "gguf";
+    case KV_FORMAT_LLAMA2C: return "llama2c";
+    case KV_FORMAT_LLAMA2C_Q8: return "llama2c-q8";
+    }
+    return "?";
+}
+
+static void *model_own(kv_model *m, size_t bytes) {
+    if (m->n_owned == m->cap_owned) {
+        int cap = m->cap_owned ? 2 * m->cap_owned : 16;
+        void **o = realloc(m->owned, (size_t)cap * sizeof *o);
+        if (!o) return NULL;
+        m->owned = o;
+        m->cap_owned = cap;
+    }
+    void *p = malloc(bytes ? bytes : 1);
+    if (p) m->owned[m->n_owned++] = p;
+    return p;
+}
+
+void kv_model_free(kv_model *m) {
+    if (!m) return;
+    kv_tokenizer_free(m->tok);
+    for (int i = 0; i < m->n_owned; i++) free(m->owned[i]);
+    free(m->owned);
+    free(m->layers);
+    if (m->map) munmap(m->map, m->map_size);
+    kv_gguf_close(m->gguf);
+    free(m->path);
+    free(m);
+}
+
+const kv_model_info *kv_model_get_info(const kv_model *m) { return &m->info; }
+const kv_tokenizer *kv_model_tokenizer(const kv_model *m) { return m->tok; }
+const char *kv_model_path(const kv_model *m) { return m->path; }
+const kv_tensor *kv_model_tok_embd(const kv_model *m) { return &m->tok_embd; }
+const kv_layer_weights *kv_model_layer(const kv_model *m, int l) { return &m->layers[l]; }
+const float *kv_model_out_norm(const kv_model *m) { return m->out_norm; }
+const kv_tensor *kv_model_output(const kv_model *m) { return &m->output; }
+
+/* ---------------------------------------------------------------- helpers */
+
+static int map_file(const char *path, void **map, size_t *size) {
+    int fd = open(path, O_RDONLY);
+    if (fd < 0) return kv_errorf(KV_EIO, "%s: cannot open: %s", path, strerror(errno));
+    struct stat st;
+    if (fstat(fd, &st) != 0) {
+        int e = errno;
+        close(fd);
+        return kv_errorf(KV_EIO, "%s: cannot stat: %s", path, strerror(e));
+    }
+    if (!S_ISREG(st.st_mode)) {
+        close(fd);
+        return kv_errorf(KV_EIO, "%s: not a regular file", path);
+    }
+    if (st.st_size == 0) {
+        close(fd);
+        return kv_errorf(KV_EFORMAT, "%s: offset 0: expected a model header, the file is empty", path);
+    }
+    void *p = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
+    int e = errno;
+    close(fd);
+    if (p == MAP_FAILED) return kv_errorf(KV_EIO, "%s: cannot map: %s", path, strerror(e));
+    *map = p;
+    *size = (size_t)st.st_size;
+    return KV_OK;
+}
+
+static kv_tensor tensor2d(kv_dtype t, int64_t rows, int64_t cols, const void *data) {
+    kv_tensor x = {.type = t, .rows = rows, .cols = cols, .data = data};
+    return x;
+}
+
+size_t kv_tensor_bytes(const kv_tensor *t) {
+    size_t b = kv_dtype_bytes(t->type, t->rows * t->cols);
+    if (t->type == KV_Q8_G) b += (size_t)(t->rows * t->cols / t->group) * sizeof(float);
+    return b;
+}
+
+/* Totals over the weights as held: parameters and bytes. */
+static void model_count(kv_model *m) {
+    const kv_model_info *i = &m->info;
+    int64_t n = 0;
+    size_t b = 0;
+    n += m->tok_embd.rows * m->tok_embd.cols;
+    b += kv_tensor_bytes(&m->tok_embd);
+    for (int l = 0; l < i->n_layers; l++) {
+        const kv_layer_weights *w = &m->layers[l];
+        const kv_tensor *ts[] = {&w->wq, &w->wk, &w->wv, &w->wo, &w->w_gate, &w->w_down, &w->w_up};
+        for (size_t k = 0; k < sizeof ts / sizeof ts[0]; k++) {
+            n += ts[k]->rows * ts[k]->cols;
+            b += kv_tensor_bytes(ts[k]);
+        }
+        n += 2 * (int64_t)i->dim;
+        b += 2 * (size_t)i->dim * sizeof(float);
+    }
+    n += i->dim;
+    b += (size_t)i->dim * sizeof(float);
+    if (!i->tied_output) {
+        n += m->output.rows * m->output.cols;
+        b += kv_tensor_bytes(&m->output);
+    }
+    m->info.n_params = n;
+    m->info.weight_bytes = b;
+}
+
+/* Checks the hyper-parameters every format shares. Limits keep every
+ * product below 2^62 so later size arithmetic cannot overflow. */
+static int check_hparams(const char *path, const kv_model_info *i) {
+    const struct { const char *name; int64_t v, lo, hi; } lim[] = {
+        {"dim", i->dim, 1, 1 << 16},          {"hidden_dim", i->hidden_dim, 1, 1 << 18},
+        {"n_layers", i->n_layers, 1, 1024},   {"n_heads", i->n_heads, 1, 1024},
+        {"n_kv_heads", i->n_kv_heads, 1, 1024}, {"vocab_size", i->vocab_size, 1, 1 << 22},
+        {"context length", i->ctx_len, 1, 1 << 24},
+    };
+    for (size_t k = 0; k < sizeof lim / sizeof lim[0]; k++)
+        if (lim[k].v < lim[k].lo || lim[k].v > lim[k].hi)
+            return kv_errorf(KV_EFORMAT, "%s: header: expected %s in [%lld, %lld], got %lld", path,
+                             lim[k].name, (long long)lim[k].lo, (long long)lim[k].hi,
+                             (long long)lim[k].v);
+    if (i->dim % i->n_heads != 0)
+        return kv_errorf(KV_EFORMAT, "%s: header: dim %d is not a multiple of n_heads %d", path,
+                         i->dim, i->n_heads);
+    if (i->n_heads % i->n_kv_heads != 0)
+        return kv_errorf(KV_EFORMAT, "%s: header: n_heads %d is not a multiple of n_kv_heads %d",
+                         path, i->n_heads, i->n_kv_heads);
+    if (i->n_rot < 2 || i->n_rot > i->head_dim || i->n_rot % 2 != 0)
+        return kv_errorf(KV_EFORMAT, "%s: header: expected an even rotary dimension count in [2, %d], got %d",
+                         path, i->head_dim, i->n_rot);
+    return KV_OK;
+}
+
+static int load_tokenizer_llama2c(kv_model *m, const kv_model_params *p) {
+    if (p->no_tokenizer) return KV_OK;
+    if (p->tokenizer_path)
+        return kv_tokenizer_load_llama2c(p->tokenizer_path, m->info.vocab_size, &m->tok);
+    /* beside the model: tok<vocab>.bin, then tokenizer.bin */
+    const char *slash = strrchr(m->path, '/');
+    size_t dirlen = slash ? (size_t)(slash - m->path + 1) : 0;
+    char cand[2][64];
+    snprintf(cand[0], sizeof cand[0], "tok%d.bin", m->info.vocab_size);
+    snprintf(cand[1], sizeof cand[1], "tokenizer.bin");
+    for (int k = 0; k < 2; k++) {
+        size_t n = dirlen + strlen(cand[k]) + 1;
+        char *f = malloc(n);
+        if (!f) return kv_errorf(KV_ENOMEM, "out of memory");
+        memcpy(f, m->path, dirlen);
+        strcpy(f + dirlen, cand[k]);
+        int rc = access(f, R_OK) == 0 ? kv_tokenizer_load_llama2c(f, m->info.vocab_size, &m->tok)
+                                      : KV_ENOTFOUND;
+        free(f);
+        if (rc != KV_ENOTFOUND) return rc;
+    }
+    return kv_errorf(KV_ENOTFOUND,
+                     "%s: no tokenizer given and none found beside it (tried tok%d.bin, tokenizer.bin)",
+                     m->path, m->info.vocab_size);
+}
+
+/* ------------------------------------------------------ llama2.c legacy */
+
+/* A cursor over the file's fp32 arrays: each take() checks the section fits. */
+typedef struct l2c_cursor {
+    const char *path;
+    const uint8_t *base;
+    size_t size, off;
+} l2c_cursor;
+
+static int l2c_take(l2c_cursor *c, const char *what, uint64_t n_elems, size_t elem_size,
+                    const void **out) {
+    uint64_t bytes = n_elems * elem_size; /* hparam limits keep this < 2^62 */
+    if (bytes > c->size - c->off)
+        return kv_errorf(KV_EFORMAT,
+                         "%s: offset %zu: expected %s (%llu bytes), but the file ends at offset %zu",
+                         c->path, c->off, what, (unsigned long long)bytes, c->size);
+    *out = c->base + c->off;
+    c->off += bytes;
+    return KV_OK;
+}
+
+static int load_llama2c_legacy(kv_model *m, const kv_model_params *p) {
+    kv_model_info *i = &m->info;
+    if (m->map_size < 28)
+        return kv_errorf(KV_EFORMAT, "%s: offset 0: expected a 28-byte llama2.c header, file has %zu bytes",
+                         m->path, m->map_size);
+    int32_t h[7];
+    memcpy(h, m->map, sizeof h);
+    i->arch = KV_ARCH_LLAMA;
+    i->format = KV_FORMAT_LLAMA2C;
+    i->dim = h[0];
+    i->hidden_dim = h[1];
+    i->n_layers = h[2];
+    i->n_heads = h[3];
+    i->n_kv_heads = h[4];
+    i->tied_output = h[5] > 0;
+    i->vocab_size = h[5] == INT32_MIN ? 0 : (h[5] > 0 ? h[5] : -h[5]);
+    i->ctx_len = h[6];
+    i->head_dim = i->n_heads > 0 ? i->dim / i->n_heads : 0;
+    i->n_rot = i->head_dim;
+    i->rope_base = 10000.0f;
+    i->norm_eps = 1e-5f;
+    i->wtype = KV_F32;
+    int rc = check_hparams(m->path, i);
+    if (rc) return rc;
+
+    int64_t dim = i->dim, hid = i->hidden_dim, L = i->n_layers, V = i->vocab_size;
+    int64_t kvd = (int64_t)i->n_kv_heads * i->head_dim;
+    l2c_cursor c = {m->path, m->map, m->map_size, 28};
+    const void *emb = NULL, *rms_att = NULL, *wq = NULL, *wk = NULL, *wv = NULL, *wo = NULL, *rms_ffn = NULL,
+               *w1 = NULL, *w2 = NULL, *w3 = NULL, *rms_fin = NULL, *rope = NULL, *wcls = NULL;
+    if ((rc = l2c_take(&c, "token_embedding [vocab][dim]", (uint64_t)(V * dim), 4, &emb)) ||
+        (rc = l2c_take(&c, "rms_att [layers][dim]", (uint64_t)(L * dim), 4, &rms_att)) ||
+        (rc = l2c_take(&c, "wq [layers][dim][dim]", (uint64_t)(L * dim * dim), 4, &wq)) ||
+        (rc = l2c_take(&c, "wk [layers][kv_dim][dim]", (uint64_t)(L * kvd * dim), 4, &wk)) ||
+        (rc = l2c_take(&c, "wv [layers][kv_dim][dim]", (uint64_t)(L * kvd * dim), 4, &wv)) ||
+        (rc = l2c_take(&c, "wo [layers][dim][dim]", (uint64_t)(L * dim * dim), 4, &wo)) ||
+        (rc = l2c_take(&c, "rms_ffn [layers][dim]", (uint64_t)(L * dim), 4, &rms_ffn)) ||
+        (rc = l2c_take(&c, "w1 [layers][hidden][dim]", (uint64_t)(L * hid * dim), 4, &w1)) ||
+        (rc = l2c_take(&c, "w2 [layers][dim][hidden]", (uint64_t)(L * dim * hid), 4, &w2)) ||
+        (rc = l2c_take(&c, "w3 [layers][hidden][dim]", (uint64_t)(L * hid * dim), 4, &w3)) ||
+        (rc = l2c_take(&c, "rms_final [dim]", (uint64_t)dim, 4, &rms_fin)) ||
+        (rc = l2c_take(&c, "the legacy RoPE tables [2][seq_len][head_dim/2]",
+                       (uint64_t)i->ctx_len * (uint64_t)i->head_dim, 4, &rope)))
+        return rc;
+    if (!i->tied_output &&
+        (rc = l2c_take(&c, "wcls [vocab][dim] (vocab_size < 0: unshared classifier)",
+                       (uint64_t)(V * dim), 4, &wcls)))
+        return rc;
+    if (c.off != c.size)
+        return kv_errorf(KV_EFORMAT, "%s: offset %zu: expected the end of the file, found %zu more bytes "
+                         "(wrong header, or not a llama2.c legacy checkpoint)", m->path, c.off, c.size - c.off);
+
+    m->layers = calloc((size_t)L, sizeof *m->layers);
+    if (!m->layers) return kv_errorf(KV_ENOMEM, "out of memory");
+    const float *f_att = rms_att, *f_ffn = rms_ffn;
+    for (int64_t l = 0; l < L; l++) {
+        kv_layer_weights *w = &m->layers[l];
+        w->attn_norm = f_att + l * dim;
+        w->ffn_norm = f_ffn + l * dim;
+        w->wq = tensor2d(KV_F32, dim, dim, (const float *)wq + l * dim * dim);
+        w->wk = tensor2d(KV_F32, kvd, dim, (const float *)wk + l * kvd * dim);
+        w->wv = tensor2d(KV_F32, kvd, dim, (const float *)wv + l * kvd * dim);
+        w->wo = tensor2d(KV_F32, dim, dim, (const float *)wo + l * dim * dim);
+        w->w_gate = tensor2d(KV_F32, hid, dim, (const float *)w1 + l * hid * dim);
+        w->w_down = tensor2d(KV_F32, dim, hid, (const float *)w2 + l * dim * hid);
+        w->w_up = tensor2d(KV_F32, hid, dim, (const float *)w3 + l * hid * dim);
+    }
+    m->tok_embd = tensor2d(KV_F32, V, dim, emb);
+    m->out_norm = rms_fin;
+    m->output = i->tied_output ? m->tok_embd : tensor2d(KV_F32, V, dim, wcls);
+    model_count(m);
+    return load_tokenizer_llama2c(m, p);
+}
+
+/* ----------------------------------------------------- llama2.c "ak42" */
+
+/* One group-quantized tensor of the version-2 file: all int8 values, then
+ * all fp32 scales. Scales are copied when misaligned (reading an unaligned
+ * float through a float pointer is undefined behaviour). */
+static int q8_take(kv_model *m, l2c_cursor *c, const char *what, int64_t n, int32_t gs,
+                   const int8_t **q, const float **s) {
+    const void *qv = NULL, *sv = NULL;
+    int rc = l2c_take(c, what, (uint64_t)n, 1, &qv);
+    if (rc) return rc;
+    char buf[160];
+    snprintf(buf, sizeof buf, "%s scales", what);
+    if ((rc = l2c_take(c, buf, (uint64_t)(n / gs), 4, &sv))) return rc;
+    *q = qv;
+    if (((uintptr_t)sv & 3u) == 0) {
+        *s = sv;
+    } else {
+        float *a = model_own(m, (size_t)(n / gs) * sizeof(float));
+        if (!a) return kv_errorf(KV_ENOMEM, "out of memory");
+        memcpy(a, sv, (size_t)(n / gs) * sizeof(float));
+        *s = a;
+    }
+    return KV_OK;
+}
+
+static kv_tensor q8g(const int8_t *q, const float *s, int32_t gs, int64_t rows, int64_t cols) {
+    kv_tensor t = {.type = KV_Q8_G, .rows = rows, .cols = cols, .data = q, .scales = s, .group = gs};
+    return t;
+}
+
+static int load_llama2c_q8(kv_model *m, const kv_model_params *p) {
+    kv_model_info *i = &m->info;
+    const uint8_t *b = m->map;
+    if (m->map_size < 256)
+        return kv_errorf(KV_EFORMAT, "%s: offset 0: expected a 256-byte version-2 header, file has %zu bytes",
+                         m->path, m->map_size);
+    int32_t version, h[7], gs;
+    memcpy(&version, b + 4, 4);
+    if (version != 2)
+        return kv_errorf(KV_EUNSUPPORTED, "%s: offset 4: expected llama2.c export version 2, got %d",
+                         m->path, version);
+    memcpy(h, b + 8, sizeof h);
+    uint8_t shared = b[36];
+    memcpy(&gs, b + 37, 4);
+    i->arch = KV_ARCH_LLAMA;
+    i->format = KV_FORMAT_LLAMA2C_Q8;
+    i->dim = h[0];
+    i->hidden_dim = h[1];
+    i->n_layers = h[2];
+    i->n_heads = h[3];
+    i->n_kv_heads = h[4];
+    i->vocab_size = h[5];
+    i->ctx_len = h[6];
+    i->tied_output = shared != 0;
+    i->head_dim = i->n_heads > 0 ? i->dim / i->n_heads : 0;
+    i->n_rot = i->head_dim;
+    i->rope_base = 10000.0f;
+    i->norm_eps = 1e-5f;
+    i->wtype = KV_Q8_G;
+    int rc = check_hparams(m->path, i);
+    if (rc) return rc;
+    if (shared > 1)
+        return kv_errorf(KV_EFORMAT, "%s: offset 36: expected shared_classifier 0 or 1, got %u", m->path, shared);
+    int64_t dim = i->dim, hid = i->hidden_dim, L = i->n_layers, V = i->vocab_size;
+    int64_t kvd = (int64_t)i->n_kv_heads * i->head_dim;
+    if (gs < 1 || dim % gs != 0 || hid % gs != 0)
+        return kv_errorf(KV_EFORMAT, "%s: offset 37: expected a group size dividing dim %lld and hidden_dim %lld, got %d",
+                         m->path, (long long)dim, (long long)hid, gs);
+
+    l2c_cursor c = {m->path, m->map, m->map_size, 256};
+    const void *att = NULL, *ffn = NULL, *fin = NULL;
+    if ((rc = l2c_take(&c, "rms_att [layers][dim]", (uint64_t)(L * dim), 4, &att)) ||
+        (rc = l2c_take(&c, "rms_ffn [layers][dim]", (uint64_t)(L * dim), 4, &ffn)) ||
+        (rc = l2c_take(&c, "rms_final [dim]", (uint64_t)dim, 4, &fin)))
+        return rc;
+    /* Quantized tensors follow, each stored as its int8 values then its
+     * fp32 group scales: the embedding, then per kind (wq, wk, wv, wo, w1,
+     * w2, w3) one tensor per layer, then the classifier when not shared. */
+    const int8_t *q = NULL;
+    const float *s = NULL;
+    if ((rc = q8_take(m, &c, "token_embedding [vocab][dim] int8", V * dim, gs, &q, &s))) return rc;
+    m->tok_embd = q8g(q, s, gs, V, dim);
+    m->layers = calloc((size_t)L, sizeof *m->layers);
+    if (!m->layers) return kv_errorf(KV_ENOMEM, "out of memory");
+    const struct { const char *what; size_t field; int64_t rows, cols; } kinds[7] = {
+        {"wq [dim][dim]", offsetof(kv_layer_weights, wq), dim, dim},
+        {"wk [kv_dim][dim]", offsetof(kv_layer_weights, wk), kvd, dim},
+        {"wv [kv_dim][dim]", offsetof(kv_layer_weights, wv), kvd, dim},
+        {"wo [dim][dim]", offsetof(kv_layer_weights, wo), dim, dim},
+        {"w1 [hidden][dim]", offsetof(kv_layer_weights, w_gate), hid, dim},
+        {"w2 [dim][hidden]", offsetof(kv_layer_weights, w_down), dim, hid},
+        {"w3 [hidden][dim]", offsetof(kv_layer_weights, w_up), hid, dim},
+    };
+    char what[96];
+    for (int k = 0; k < 7; k++)
+        for (int64_t l = 0; l < L; l++) {
+            snprintf(what, sizeof what, "layer %lld %s int8", (long long)l, kinds[k].what);
+            if ((rc = q8_take(m, &c, what, kinds[k].rows * kinds[k].cols, gs, &q, &s))) return rc;
+            *(kv_tensor *)((char *)&m->layers[l] + kinds[k].field) = q8g(q, s, gs, kinds[k].rows, kinds[k].cols);
+        }
+    if (!i->tied_output) {
+        if ((rc = q8_take(m, &c, "wcls [vocab][dim] int8", V * dim, gs, &q, &s))) return rc;
+        m->output = q8g(q, s, gs, V, dim);
+    } else {
+        m->output = m->tok_embd;
+    }
+    if (c.off != c.size)
+        return kv_errorf(KV_EFORMAT, "%s: offset %zu: expected the end of the file, found %zu more bytes",
+                         m->path, c.off, c.size - c.off);
+    const float *fa = att, *ff = ffn;
+    for (int64_t l = 0; l < L; l++) {
+        m->layers[l].attn_norm = fa + l * dim;
+        m->layers[l].ffn_norm = ff + l * dim;
+    }
+    m->out_norm = fin;
+    model_count(m);
+    return load_tokenizer_llama2c(m, p);
+}
+
+/* ----------------------------------------------------------------- GGUF */
+
+static int gguf_int(const kv_gguf *g, const char *key, int64_t dflt, int required, int64_t *out) {
+    int rc = kv_gguf_get_int(g, key, out);
+    if (rc == KV_ENOTFOUND && !required) {
+        *out = dflt;
+        return KV_OK;
+    }
+    if (rc == KV_ENOTFOUND)
+        return kv_errorf(KV_EFORMAT, "%s: missing metadata key '%s'", kv_gguf_path(g), key);
+    return rc;
+}
+
+static int gguf_float(const kv_gguf *g, const char *key, double dflt, double *out) {
+    int rc = kv_gguf_get_float(g, key, out);
+    if (rc == KV_ENOTFOUND) {
+        *out = dflt;
+        return KV_OK;
+    }
+    return rc;
+}
+
+/* Finds a tensor and checks its shape (ne order: [cols, rows]). */
+static int gguf_tensor(const kv_gguf *g, const char *name, int optional, uint64_t ne0, uint64_t ne1,
+                       const kv_gguf_tensor **out) {
+    const kv_gguf_tensor *t = kv_gguf_find_tensor(g, name);
+    *out = t;
+    if (!t) {
+        if (optional) return KV_OK;
+        return kv_errorf(KV_EFORMAT, "%s: missing tensor '%s'", kv_gguf_path(g), name);
+    }
+    int ok = t->ne[0] == ne0 && t->ne[1] == ne1 && t->ne[2] == 1 && t->ne[3] == 1;
+    if (!ok)
+        return kv_errorf(KV_EFORMAT,
+                         "%s: tensor '%s' (data offset %llu): expected shape [%llu, %llu], got [%llu, %llu, %llu, %llu]",
+                         kv_gguf_path(g), name, (unsigned long long)t->offset, (unsigned long long)ne0,
+                         (unsigned long long)ne1, (unsigned long long)t->ne[0], (unsigned long long)t->ne[1],
+                         (unsigned long long)t->ne[2], (unsigned long long)t->ne[3]);
+    return KV_OK;
+}
+
+static int gguf_matrix(const kv_gguf *g, const char *name, int64_t rows, int64_t cols, kv_tensor *out) {
+    const kv_gguf_tensor *t;
+    int rc = gguf_tensor(g, name, 0, (uint64_t)cols, (uint64_t)rows, &t);
+    if (rc) return rc;
+    *out = tensor2d(t->type, rows, cols, t->data);
+    return KV_OK;
+}
+
+/* A 1-D norm vector as fp32: pointed to when stored F32 (GGUF data is
+ * 32-byte aligned), converted into an owned copy otherwise. */
+static int gguf_vector(kv_model *m, const char *name, int64_t n, const float **out) {
+    const kv_gguf_tensor *t;
+    int rc = gguf_tensor(m->gguf, name, 0, (uint64_t)n, 1, &t);
+    if (rc) return rc;
+    if (t->type == KV_F32 && ((uintptr_t)t->data & 3u) == 0) {
+        *out = t->data;
+        return KV_OK;
+    }
+    if (t->type == KV_Q8_0 || t->type == KV_Q4_0)
+        return kv_errorf(KV_EUNSUPPORTED, "%s: tensor '%s': expected a float type for a norm vector, got %s",
+                         m->path, name, kv_dtype_name(t->type));
+    float *f = model_own(m, (size_t)n * sizeof(float));
+    if (!f) return kv_errorf(KV_ENOMEM, "out of memory");
+    kv_dequantize(t->type, t->data, f, n);
+    *out = f;
+    return KV_OK;
+}
+
+static int load_gguf(kv_model *m, const kv_model_params *p) {
+    int rc = kv_gguf_open(m->path, &m->gguf);
+    if (rc) return rc;
+    const kv_gguf *g = m->gguf;
+    const char *arch;
+    size_t arch_len;
+    if ((rc = kv_gguf_get_str(g, "general.architecture", &arch, &arch_len)))
+        return rc == KV_ENOTFOUND ? kv_errorf(KV_EFORMAT, "%s: missing metadata key 'general.architecture'", m->path) : rc;
+    if (arch_len != 5 || memcmp(arch, "llama", 5) != 0)
+        return kv_errorf(KV_EUNSUPPORTED, "%s: architecture '%.*s' is not supported (supported: llama)",
+                         m->path, (int)(arch_len > 64 ? 64 : arch_len), arch);
+
+    kv_model_info *i = &m->info;
+    i->arch = KV_ARCH_LLAMA;
+    i->format = KV_FORMAT_GGUF;
+    int64_t v;
+    double d;
+    if ((rc = gguf_int(g, "llama.embedding_length", 0, 1, &v))) return rc;
+    i->dim = v > INT32_MAX ? -1 : (int32_t)v;
+    if ((rc = gguf_int(g, "llama.feed_forward_length", 0, 1, &v))) return rc;
+    i->hidden_dim = v > INT32_MAX ? -1 : (int32_t)v;
+    if ((rc = gguf_int(g, "llama.block_count", 0, 1, &v))) return rc;
+    i->n_layers = v > INT32_MAX ? -1 : (int32_t)v;
+    if ((rc = gguf_int(g, "llama.attention.head_count", 0, 1, &v))) return rc;
+    i->n_heads = v > INT32_MAX ? -1 : (int32_t)v;
+    if ((rc = gguf_int(g, "llama.attention.head_count_kv", i->n_heads, 0, &v))) return rc;
+    i->n_kv_heads = v > INT32_MAX ? -1 : (int32_t)v;
+    if ((rc = gguf_int(g, "llama.context_length", 2048, 0, &v))) return rc;
+    i->ctx_len = v > INT32_MAX ? -1 : (int32_t)v;
+    i->head_dim = i->n_heads > 0 ? i->dim / i->n_heads : 0;
+    if ((rc = gguf_int(g, "llama.rope.dimension_count", i->head_dim, 0, &v))) return rc;
+    i->n_rot = v > INT32_MAX ? -1 : (int32_t)v;
+    if ((rc = gguf_float(g, "llama.rope.freq_base", 10000.0, &d))) return rc;
+    i->rope_base = (float)d;
+    if ((rc = gguf_float(g, "llama.attention.layer_norm_rms_epsilon", 1e-5, &d))) return rc;
+    i->norm_eps = (float)d;
+    if (!(i->rope_base > 0) || !(i->norm_eps >= 0))
+        return kv_errorf(KV_EFORMAT, "%s: expected a positive rope.freq_base and epsilon, got %g and %g",
+                         m->path, (double)i->rope_base, (double)i->norm_eps);
+
+    const kv_gguf_tensor *emb = kv_gguf_find_tensor(g, "token_embd.weight");
+    if (!emb) return kv_errorf(KV_EFORMAT, "%s: missing tensor 'token_embd.weight'", m->path);
+    i->vocab_size = emb->ne[1] > (1u << 22) ? -1 : (int32_t)emb->ne[1];
+    if ((rc = check_hparams(m->path, i))) return rc;
+
+    int64_t dim = i->dim, hid = i->hidden_dim, V = i->vocab_size;
+    int64_t qd = (int64_t)i->n_heads * i->head_dim, kvd = (int64_t)i->n_kv_heads * i->head_dim;
+    if ((rc = gguf_matrix(g, "token_embd.weight", V, dim, &m->tok_embd))) return rc;
+    if ((rc = gguf_vector(m, "output_norm.weight", dim, &m->out_norm))) return rc;
+    const kv_gguf_tensor *out;
+    if ((rc = gguf_tensor(g, "output.weight", 1, (uint64_t)dim, (uint64_t)V, &out))) return rc;
+    i->tied_output = out == NULL;
+    m->output = out ? tensor2d(out->type, V, dim, out->data) : m->tok_embd;
+
+    m->layers = calloc((size_t)i->n_layers, sizeof *m->layers);
+    if (!m->layers) return kv_errorf(KV_ENOMEM, "out of memory");
+    char name[96];
+    for (int l = 0; l < i->n_layers; l++) {
+        kv_layer_weights *w = &m->layers[l];
+#define NAME(s) (snprintf(name, sizeof name, "blk.%d." s ".weight", l), name)
+        if ((rc = gguf_vector(m, NAME("attn_norm"), dim, &w->attn_norm)) ||
+            (rc = gguf_vector(m, NAME("ffn_norm"), dim, &w->ffn_norm)) ||
+            (rc = gguf_matrix(g, NAME("attn_q"), qd, dim, &w->wq)) ||
+            (rc = gguf_matrix(g, NAME("attn_k"), kvd, dim, &w->wk)) ||
+            (rc = gguf_matrix(g, NAME("attn_v"), kvd, dim, &w->wv)) ||
+            (rc = gguf_matrix(g, NAME("attn_output"), dim, qd, &w->wo)) ||
+            (rc = gguf_matrix(g, NAME("ffn_gate"), hid, dim, &w->w_gate)) ||
+            (rc = gguf_matrix(g, NAME("ffn_down"), dim, hid, &w->w_down)) ||
+            (rc = gguf_matrix(g, NAME("ffn_up"), hid, dim, &w->w_up)))
+            return rc;
+#undef NAME
+    }
+    i->wtype = m->layers[0].wq.type;
+    model_count(m);
+    if (p->no_tokenizer) return KV_OK;
+    if (p->tokenizer_path) return kv_tokenizer_load_llama2c(p->tokenizer_path, i->vocab_size, &m->tok);
+    if (kv_gguf_find_key(g, "tokenizer.ggml.tokens") < 0) return KV_OK; /* weights-only file */
+    if ((rc = kv_tokenizer_from_gguf(g, &m->tok))) return rc;
+    if (kv_tokenizer_n_vocab(m->tok) != i->vocab_size)
+        return kv_errorf(KV_EFORMAT, "%s: tokenizer has %d tokens but token_embd has %d rows", m->path,
+                         kv_tokenizer_n_vocab(m->tok), i->vocab_size);
+    return KV_OK;
+}
+
+/* ----------------------------------------------------------------- entry */
+
+int kv_model_load(const char *path, const kv_model_params *params, kv_model **out) {
+    *out = NULL;
+    kv_model_params dflt = kv_model_default_params();
+    if (!params) params = &dflt;
+    kv_model *m = calloc(1, sizeof *m);
+    if (!m || !(m->path = strdup(path))) {
+        free(m);
+        return kv_errorf(KV_ENOMEM, "out of memory");
+    }
+    /* Peek at the magic to choose the loader. */
+    uint32_t magic = 0;
+    int rc;
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        rc = kv_errorf(KV_EIO, "%s: cannot open: %s", path, strerror(errno));
+        goto fail;
+    }
+    size_t got = fread(&magic, 1, 4, f);
+    fclose(f);
+    if (got == 4 && magic == KV_GGUF_MAGIC) {
+        rc = load_gguf(m, params);
+    } else {
+        if ((rc = map_file(path, &m->map, &m->map_size))) goto fail;
+        rc = magic == KV_LLAMA2C_MAGIC_Q8 ? load_llama2c_q8(m, params) : load_llama2c_legacy(m, params);
+    }
+    if (rc) goto fail;
+    *out = m;
+    return KV_OK;
+fail:
+    kv_model_free(m);
+    return rc;
+}

@@ -1,0 +1,94 @@
+/* model.h - a loaded transformer: its hyper-parameters, its weights in one
+ * in-memory layout whatever the file format, and its tokenizer.
+ *
+ * Formats (detected from the first bytes, see kv_model_load):
+ *   - GGUF v3/v2, architecture "llama" (F32, F16, BF16, Q8_0, Q4_0 tensors);
+ *   - llama2.c legacy fp32 checkpoints (7 x int32 header);
+ *   - llama2.c version-2 "ak42" Q8 checkpoints (int8 + fp32 group scales).
+ * Weights stay in their stored type: GGUF and legacy llama2.c tensors point
+ * into a read-only mapping of the file; nothing is silently widened to fp32
+ * except 1-D norm vectors, which the forward pass reads as fp32. */
+#ifndef KV_MODEL_H
+#define KV_MODEL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "dtype.h"
+#include "kernels.h"
+#include "tokenizer.h"
+
+typedef enum kv_arch { KV_ARCH_LLAMA = 0 } kv_arch;
+
+typedef enum kv_model_format {
+    KV_FORMAT_GGUF = 0,
+    KV_FORMAT_LLAMA2C = 1,    /* legacy fp32 */
+    KV_FORMAT_LLAMA2C_Q8 = 2, /* "ak42" version 2 */
+} kv_model_format;
+
+typedef struct kv_model_info {
+    kv_arch arch;
+    kv_model_format format;
+    int32_t dim;        /* embedding width */
+    int32_t hidden_dim; /* MLP width */
+    int32_t n_layers;
+    int32_t n_heads;    /* query heads */
+    int32_t n_kv_heads; /* key/value heads (GQA when < n_heads) */
+    int32_t head_dim;   /* dim / n_heads */
+    int32_t vocab_size;
+    int32_t ctx_len;    /* trained context length */
+    int32_t n_rot;      /* rotary dims per head (<= head_dim) */
+    float rope_base;    /* rotary frequency base */
+    float norm_eps;     /* RMSNorm epsilon */
+    int tied_output;    /* classifier shares the embedding table */
+    kv_dtype wtype;     /* type of the attention/MLP matrices */
+    int64_t n_params;   /* parameters, counting tied weights once */
+    size_t weight_bytes;/* bytes of weights as held in memory */
+} kv_model_info;
+
+/* One transformer block's weights. Shapes are [rows][cols] = [out][in]. */
+typedef struct kv_layer_weights {
+    const float *attn_norm; /* [dim] */
+    kv_tensor wq;           /* [n_heads*head_dim][dim] */
+    kv_tensor wk;           /* [n_kv_heads*head_dim][dim] */
+    kv_tensor wv;           /* [n_kv_heads*head_dim][dim] */
+    kv_tensor wo;           /* [dim][n_heads*head_dim] */
+    const float *ffn_norm;  /* [dim] */
+    kv_tensor w_gate;       /* [hidden][dim]  (llama2.c w1) */
+    kv_tensor w_down;       /* [dim][hidden]  (llama2.c w2) */
+    kv_tensor w_up;         /* [hidden][dim]  (llama2.c w3) */
+} kv_layer_weights;
+
+typedef struct kv_model kv_model; /* opaque */
+
+typedef struct kv_model_params {
+    /* Tokenizer file for llama2.c checkpoints (GGUF files carry their own).
+     * NULL: look beside the model for tok<vocab>.bin, then tokenizer.bin. */
+    const char *tokenizer_path;
+    int no_tokenizer; /* load weights only (tests, converters) */
+} kv_model_params;
+
+kv_model_params kv_model_default_params(void);
+
+/* Loads a model. Returns KV_OK, or KV_EIO / KV_EFORMAT / KV_EUNSUPPORTED
+ * with a message naming the file, the offset and what was expected. */
+int kv_model_load(const char *path, const kv_model_params *params, kv_model **out);
+void kv_model_free(kv_model *m);
+
+const kv_model_info *kv_model_get_info(const kv_model *m);
+const kv_tokenizer *kv_model_tokenizer(const kv_model *m); /* NULL if none */
+const char *kv_model_path(const kv_model *m);
+
+/* Weights, for the forward pass and the converter. */
+const kv_tensor *kv_model_tok_embd(const kv_model *m);     /* [vocab][dim] */
+const kv_layer_weights *kv_model_layer(const kv_model *m, int l);
+const float *kv_model_out_norm(const kv_model *m);         /* [dim] */
+const kv_tensor *kv_model_output(const kv_model *m);       /* [vocab][dim] */
+
+/* Bytes a weight occupies as held (Q8_G: values plus scales). */
+size_t kv_tensor_bytes(const kv_tensor *t);
+
+/* "gguf", "llama2c", "llama2c-q8". */
+const char *kv_model_format_name(kv_model_format f);
+
+#endif

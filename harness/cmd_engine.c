@@ -1,0 +1,582 @@
+/* cmd_engine.c - the subcommands that run the engine directly: info,
+ * tokenize, generate, logits, perplexity and bench. */
+#define _POSIX_C_SOURCE 200809L
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "../engine/context.h"
+#include "../engine/kv_error.h"
+#include "../engine/model.h"
+#include "../engine/sampler.h"
+#include "commands.h"
+#include "opts.h"
+#include "paths.h"
+
+#define N_OPTS(a) (int)(sizeof(a) / sizeof((a)[0]))
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+/* Options every engine command shares. */
+typedef struct model_args {
+    const char *model;
+    const char *tokenizer;
+    int threads;
+} model_args;
+
+#define MODEL_OPTS(a)                                                                         \
+    {"model", 'm', HX_OPT_STR, &(a).model, "PATH", "model file (GGUF or llama2.c .bin)"},     \
+    {"tokenizer", 'z', HX_OPT_STR, &(a).tokenizer, "PATH", "tokenizer for llama2.c models"}, \
+    {"threads", 't', HX_OPT_INT, &(a).threads, "N", "threads (default: all cores)"}
+
+static int load_model(const char *cmd, const model_args *a, int need_tokenizer, kv_model **m) {
+    if (!a->model) {
+        fprintf(stderr, "kvbench %s: --model PATH is required\n", cmd);
+        return -1;
+    }
+    char mp[4096], tp[4096];
+    kv_model_params p = kv_model_default_params();
+    if (a->tokenizer) p.tokenizer_path = hx_resolve_model(a->tokenizer, tp, sizeof tp);
+    p.no_tokenizer = !need_tokenizer && !a->tokenizer;
+    int rc = kv_model_load(hx_resolve_model(a->model, mp, sizeof mp), &p, m);
+    if (rc) {
+        fprintf(stderr, "kvbench %s: %s\n", cmd, kv_last_error());
+        return -1;
+    }
+    if (need_tokenizer && !kv_model_tokenizer(*m)) {
+        fprintf(stderr, "kvbench %s: %s has no tokenizer; give one with --tokenizer\n", cmd, mp);
+        kv_model_free(*m);
+        return -1;
+    }
+    return 0;
+}
+
+static int new_ctx(const char *cmd, const kv_model *m, int threads, kv_ctx **c) {
+    kv_ctx_params p = kv_ctx_default_params();
+    p.n_threads = threads;
+    if (kv_ctx_new(m, &p, c)) {
+        fprintf(stderr, "kvbench %s: %s\n", cmd, kv_last_error());
+        return -1;
+    }
+    return 0;
+}
+
+/* Encodes text, growing the buffer as needed. *ids is malloc'd. */
+static int encode(const kv_tokenizer *t, const char *text, size_t len, int bos, int32_t **ids, size_t *n) {
+    size_t cap = len + 16;
+    *ids = malloc(cap * sizeof **ids);
+    if (!*ids) return kv_errorf(KV_ENOMEM, "out of memory");
+    int rc = kv_tokenizer_encode(t, text, len, bos, *ids, cap, n);
+    if (rc == KV_OK && *n > cap) {
+        int32_t *b = realloc(*ids, *n * sizeof **ids);
+        if (!b) return kv_errorf(KV_ENOMEM, "out of memory");
+        *ids = b;
+        rc = kv_tokenizer_encode(t, text, len, bos, *ids, *n, n);
+    }
+    return rc;
+}
+
+static char *read_file(const char *path, size_t *len) {
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        kv_errorf(KV_EIO, "%s: cannot open: %s", path, strerror(errno));
+        return NULL;
+    }
+    size_t cap = 1 << 16, n = 0;
+    char *buf = malloc(cap);
+    while (buf) {
+        n += fread(buf + n, 1, cap - n, f);
+        if (n < cap) break;
+        char *b = realloc(buf, cap *= 2);
+        if (!b) free(buf);
+        buf = b;
+    }
+    int err = ferror(f);
+    fclose(f);
+    if (!buf || err) {
+        free(buf);
+        kv_errorf(KV_EIO, "%s: read failed", path);
+        return NULL;
+    }
+    *len = n;
+    return buf;
+}
+
+/* ------------------------------------------------------------------ info */
+
+int hx_cmd_info(int argc, char **argv, int help) {
+    model_args a = {0};
+    hx_opt opts[] = {MODEL_OPTS(a)};
+    if (help) {
+        printf("usage: kvbench info --model PATH\n\nPrints the architecture, sizes, parameter count and bytes of a model.\n\n");
+        hx_opts_print(opts, N_OPTS(opts));
+        return 0;
+    }
+    const char *pos[1];
+    int np;
+    if (hx_opts_parse("info", argc, argv, opts, N_OPTS(opts), pos, 1, &np)) return 2;
+    if (np == 1 && !a.model) a.model = pos[0];
+    kv_model *m;
+    if (load_model("info", &a, 0, &m)) return 1;
+    const kv_model_info *i = kv_model_get_info(m);
+    printf("file          %s\n", kv_model_path(m));
+    printf("format        %s\n", kv_model_format_name(i->format));
+    printf("architecture  llama\n");
+    printf("dim           %d\nhidden_dim    %d\nn_layers      %d\nn_heads       %d\nn_kv_heads    %d\n",
+           i->dim, i->hidden_dim, i->n_layers, i->n_heads, i->n_kv_heads);
+    printf("head_dim      %d\nvocab_size    %d\nctx_len       %d\nn_rot         %d\nrope_base     %g\nnorm_eps      %g\n",
+           i->head_dim, i->vocab_size, i->ctx_len, i->n_rot, (double)i->rope_base, (double)i->norm_eps);
+    printf("tied_output   %s\nweight_type   %s\nparameters    %lld\nweight_bytes  %zu\n", i->tied_output ? "yes" : "no",
+           kv_dtype_name(i->wtype), (long long)i->n_params, i->weight_bytes);
+    kv_model_free(m);
+    return 0;
+}
+
+/* -------------------------------------------------------------- tokenize */
+
+int hx_cmd_tokenize(int argc, char **argv, int help) {
+    model_args a = {0};
+    const char *text = NULL;
+    int bos = 0;
+    hx_opt opts[] = {MODEL_OPTS(a), {"text", 0, HX_OPT_STR, &text, "TEXT", "text to encode"},
+                     {"bos", 0, HX_OPT_FLAG, &bos, NULL, "prepend BOS"}};
+    if (help) {
+        printf("usage: kvbench tokenize --model PATH --text TEXT [--bos]\n\nPrints one line per token: id and piece.\n\n");
+        hx_opts_print(opts, N_OPTS(opts));
+        return 0;
+    }
+    const char *pos[1];
+    int np;
+    if (hx_opts_parse("tokenize", argc, argv, opts, N_OPTS(opts), pos, 0, &np)) return 2;
+    if (!text) {
+        fprintf(stderr, "kvbench tokenize: --text TEXT is required\n");
+        return 2;
+    }
+    kv_model *m;
+    if (load_model("tokenize", &a, 1, &m)) return 1;
+    const kv_tokenizer *t = kv_model_tokenizer(m);
+    int32_t *ids;
+    size_t n;
+    if (encode(t, text, strlen(text), bos, &ids, &n)) {
+        fprintf(stderr, "kvbench tokenize: %s\n", kv_last_error());
+        kv_model_free(m);
+        return 1;
+    }
+    for (size_t i = 0; i < n; i++) {
+        size_t len;
+        const char *p = kv_tokenizer_token_text(t, ids[i], &len);
+        printf("%d\t%.*s\n", ids[i], (int)len, p);
+    }
+    free(ids);
+    kv_model_free(m);
+    return 0;
+}
+
+/* -------------------------------------------------------------- generate */
+
+int hx_cmd_generate(int argc, char **argv, int help) {
+    model_args a = {0};
+    const char *prompt = "";
+    int n_new = 256;
+    kv_sampler_params sp = kv_sampler_default_params();
+    int quiet = 0;
+    hx_opt opts[] = {
+        MODEL_OPTS(a),
+        {"prompt", 'p', HX_OPT_STR, &prompt, "TEXT", "prompt (default: empty, i.e. start from BOS)"},
+        {"n", 'n', HX_OPT_INT, &n_new, "N", "tokens to generate at most (default 256)"},
+        {"temp", 0, HX_OPT_FLOAT, &sp.temperature, "T", "temperature (default 0 = greedy)"},
+        {"top-k", 0, HX_OPT_INT, &sp.top_k, "K", "keep the K most likely tokens (0 = off)"},
+        {"top-p", 0, HX_OPT_FLOAT, &sp.top_p, "P", "nucleus sampling mass (1 = off)"},
+        {"seed", 's', HX_OPT_U64, &sp.seed, "S", "random seed (default 42)"},
+        {"quiet", 'q', HX_OPT_FLAG, &quiet, NULL, "print only the generated text"},
+    };
+    if (help) {
+        printf("usage: kvbench generate --model PATH [--prompt TEXT] [-n N] [--temp T --top-k K --top-p P --seed S]\n\n"
+               "Prints the prompt and its continuation; statistics (speed, KV bytes held) go to stderr.\n"
+               "Generation stops after N tokens or at an end-of-sequence (or BOS) token.\n\n");
+        hx_opts_print(opts, N_OPTS(opts));
+        return 0;
+    }
+    const char *pos[1];
+    int np;
+    if (hx_opts_parse("generate", argc, argv, opts, N_OPTS(opts), pos, 0, &np)) return 2;
+    if (n_new < 0) {
+        fprintf(stderr, "kvbench generate: -n: expected a value >= 0, got %d\n", n_new);
+        return 2;
+    }
+    kv_model *m;
+    if (load_model("generate", &a, 1, &m)) return 1;
+    const kv_tokenizer *tok = kv_model_tokenizer(m);
+    const kv_model_info *mi = kv_model_get_info(m);
+    kv_ctx *c = NULL;
+    kv_sampler *s = NULL;
+    int32_t *ids = NULL;
+    float *logits = NULL;
+    int status = 1;
+    size_t n_prompt;
+    if (new_ctx("generate", m, a.threads, &c)) goto out;
+    if (kv_sampler_new(&sp, mi->vocab_size, &s) || encode(tok, prompt, strlen(prompt), 1, &ids, &n_prompt)) {
+        fprintf(stderr, "kvbench generate: %s\n", kv_last_error());
+        goto out;
+    }
+    logits = malloc((size_t)mi->vocab_size * sizeof *logits);
+    if (!logits) goto out;
+
+    double t0 = now_s();
+    if (kv_ctx_eval(c, ids, (int32_t)n_prompt, logits, 0)) {
+        fprintf(stderr, "kvbench generate: %s\n", kv_last_error());
+        goto out;
+    }
+    double t_prefill = now_s() - t0;
+    if (!quiet) fputs(prompt, stdout);
+    int32_t prev = ids[n_prompt - 1], bos = kv_tokenizer_bos(tok), eos = kv_tokenizer_eos(tok);
+    int generated = 0;
+    double t1 = now_s();
+    for (; generated < n_new; generated++) {
+        int32_t next = kv_sampler_sample(s, logits);
+        if (next == eos || next == bos) break;
+        size_t len;
+        const char *piece = kv_tokenizer_piece(tok, prev, next, &len);
+        fwrite(piece, 1, len, stdout);
+        fflush(stdout);
+        prev = next;
+        if (generated + 1 < n_new && kv_ctx_eval(c, &next, 1, logits, 0)) {
+            fprintf(stderr, "\nkvbench generate: %s\n", kv_last_error());
+            goto out;
+        }
+    }
+    double t_decode = now_s() - t1;
+    printf("\n");
+    fflush(stdout);
+    kv_cache *cache = kv_ctx_cache(c);
+    fprintf(stderr,
+            "kvbench: prompt %zu tokens (%.1f tok/s), generated %d tokens (%.1f tok/s), "
+            "policy full, KV cache %lld slots, %zu bytes held (peak %zu)\n",
+            n_prompt, n_prompt / (t_prefill > 0 ? t_prefill : 1e-9), generated,
+            generated > 1 ? (generated - 1) / (t_decode > 0 ? t_decode : 1e-9) : 0.0,
+            (long long)kv_cache_total_slots(cache), kv_cache_bytes(cache), kv_cache_peak_bytes(cache));
+    status = 0;
+out:
+    free(logits);
+    free(ids);
+    kv_sampler_free(s);
+    kv_ctx_free(c);
+    kv_model_free(m);
+    return status;
+}
+
+/* ---------------------------------------------------------------- logits */
+
+static int parse_tokens(const char *s, int32_t **out, int32_t *n) {
+    size_t cap = 16, k = 0;
+    int32_t *v = malloc(cap * sizeof *v);
+    while (v && *s) {
+        char *end;
+        errno = 0;
+        long x = strtol(s, &end, 10);
+        if (end == s || errno || x < 0 || x > INT32_MAX) {
+            free(v);
+            return kv_errorf(KV_EINVAL, "--tokens: expected comma-separated token ids at '%.20s'", s);
+        }
+        if (k == cap) {
+            int32_t *b = realloc(v, (cap *= 2) * sizeof *v);
+            if (!b) free(v);
+            v = b;
+            if (!v) break;
+        }
+        v[k++] = (int32_t)x;
+        s = *end == ',' ? end + 1 : end;
+        if (*end && *end != ',') {
+            free(v);
+            return kv_errorf(KV_EINVAL, "--tokens: unexpected '%c'", *end);
+        }
+    }
+    if (!v) return kv_errorf(KV_ENOMEM, "out of memory");
+    *out = v;
+    *n = (int32_t)k;
+    return KV_OK;
+}
+
+int hx_cmd_logits(int argc, char **argv, int help) {
+    model_args a = {0};
+    const char *tokens = NULL, *text = NULL, *mode = "prefill", *outp = NULL;
+    hx_opt opts[] = {
+        MODEL_OPTS(a),
+        {"tokens", 0, HX_OPT_STR, &tokens, "IDS", "comma-separated token ids"},
+        {"text", 0, HX_OPT_STR, &text, "TEXT", "text to tokenize (with BOS) instead of --tokens"},
+        {"mode", 0, HX_OPT_STR, &mode, "MODE", "prefill (one call), decode (one token per call) or chunk:N"},
+        {"out", 'o', HX_OPT_STR, &outp, "FILE", "output: float32 little-endian [n_tokens][vocab]"},
+    };
+    if (help) {
+        printf("usage: kvbench logits --model PATH (--tokens IDS | --text TEXT) [--mode MODE] --out FILE\n\n"
+               "Writes the logits of every position, for checking the engine against a reference.\n\n");
+        hx_opts_print(opts, N_OPTS(opts));
+        return 0;
+    }
+    const char *pos[1];
+    int np;
+    if (hx_opts_parse("logits", argc, argv, opts, N_OPTS(opts), pos, 0, &np)) return 2;
+    int chunk;
+    if (strcmp(mode, "prefill") == 0) chunk = 0;
+    else if (strcmp(mode, "decode") == 0) chunk = 1;
+    else if (strncmp(mode, "chunk:", 6) == 0 && (chunk = atoi(mode + 6)) > 0) {
+    } else {
+        fprintf(stderr, "kvbench logits: --mode: expected prefill, decode or chunk:N, got '%s'\n", mode);
+        return 2;
+    }
+    if (!outp || (!tokens == !text)) {
+        fprintf(stderr, "kvbench logits: --out and one of --tokens or --text are required\n");
+        return 2;
+    }
+    kv_model *m;
+    if (load_model("logits", &a, text != NULL, &m)) return 1;
+    const kv_model_info *mi = kv_model_get_info(m);
+    int32_t *ids = NULL, n = 0;
+    float *logits = NULL;
+    kv_ctx *c = NULL;
+    int status = 1;
+    size_t nz;
+    if (tokens ? parse_tokens(tokens, &ids, &n)
+               : (encode(kv_model_tokenizer(m), text, strlen(text), 1, &ids, &nz) || ((n = (int32_t)nz), 0))) {
+        fprintf(stderr, "kvbench logits: %s\n", kv_last_error());
+        goto out;
+    }
+    if (n == 0) {
+        fprintf(stderr, "kvbench logits: no tokens\n");
+        goto out;
+    }
+    if (new_ctx("logits", m, a.threads, &c)) goto out;
+    logits = malloc((size_t)n * mi->vocab_size * sizeof *logits);
+    if (!logits) goto out;
+    int32_t step = chunk ? chunk : n;
+    for (int32_t i = 0; i < n; i += step) {
+        int32_t len = n - i < step ? n - i : step;
+        if (kv_ctx_eval(c, ids + i, len, logits + (size_t)i * mi->vocab_size, 1)) {
+            fprintf(stderr, "kvbench logits: %s\n", kv_last_error());
+            goto out;
+        }
+    }
+    FILE *f = fopen(outp, "wb");
+    if (!f || fwrite(logits, sizeof *logits, (size_t)n * mi->vocab_size, f) != (size_t)n * mi->vocab_size) {
+        fprintf(stderr, "kvbench logits: %s: cannot write: %s\n", outp, strerror(errno));
+        if (f) fclose(f);
+        goto out;
+    }
+    if (fclose(f)) {
+        fprintf(stderr, "kvbench logits: %s: cannot write: %s\n", outp, strerror(errno));
+        goto out;
+    }
+    status = 0;
+out:
+    free(ids);
+    free(logits);
+    kv_ctx_free(c);
+    kv_model_free(m);
+    return status;
+}
+
+/* ------------------------------------------------------------ perplexity */
+
+/* -log softmax(logits)[target], in double for a stable long sum. */
+static double nll_of(const float *logits, int32_t n, int32_t target) {
+    float mx = logits[kv_argmax(logits, n)];
+    double sum = 0;
+    for (int32_t i = 0; i < n; i++) sum += exp((double)logits[i] - mx);
+    return log(sum) + mx - logits[target];
+}
+
+int hx_cmd_perplexity(int argc, char **argv, int help) {
+    model_args a = {0};
+    const char *file = NULL;
+    int ctx_len = 0, stride = 0, bos = 0, max_tokens = 0;
+    hx_opt opts[] = {
+        MODEL_OPTS(a),
+        {"file", 'f', HX_OPT_STR, &file, "PATH", "text file (relative paths also tried under $KVBENCH_DATA)"},
+        {"ctx", 'c', HX_OPT_INT, &ctx_len, "N", "window length in tokens (default: the model's context)"},
+        {"stride", 0, HX_OPT_INT, &stride, "S", "window stride (default ctx/2)"},
+        {"bos", 0, HX_OPT_FLAG, &bos, NULL, "prepend BOS to the text"},
+        {"max-tokens", 0, HX_OPT_INT, &max_tokens, "N", "score only the first N tokens of the text"},
+    };
+    if (help) {
+        printf("usage: kvbench perplexity --model PATH --file TEXT [--ctx N --stride S]\n\n"
+               "Sliding-window perplexity: windows of N tokens start every S tokens; each window\n"
+               "starts from an empty cache and scores only the tokens not scored by an earlier\n"
+               "window (the first window scores all its tokens but the first).\n\n");
+        hx_opts_print(opts, N_OPTS(opts));
+        return 0;
+    }
+    const char *pos[1];
+    int np;
+    if (hx_opts_parse("perplexity", argc, argv, opts, N_OPTS(opts), pos, 0, &np)) return 2;
+    if (!file) {
+        fprintf(stderr, "kvbench perplexity: --file PATH is required\n");
+        return 2;
+    }
+    kv_model *m;
+    if (load_model("perplexity", &a, 1, &m)) return 1;
+    const kv_model_info *mi = kv_model_get_info(m);
+    if (ctx_len <= 0) ctx_len = mi->ctx_len;
+    if (stride <= 0) stride = ctx_len / 2 > 0 ? ctx_len / 2 : 1;
+    int status = 1;
+    char fp[4096];
+    size_t len, n_tok;
+    int32_t *ids = NULL;
+    float *logits = NULL;
+    kv_ctx *c = NULL;
+    char *text = read_file(hx_resolve_data(file, fp, sizeof fp), &len);
+    if (ctx_len < 2 || stride > ctx_len - 1) {
+        fprintf(stderr, "kvbench perplexity: expected --ctx >= 2 and 1 <= --stride < ctx, got %d and %d\n", ctx_len, stride);
+        goto out;
+    }
+    if (!text || encode(kv_model_tokenizer(m), text, len, bos, &ids, &n_tok)) {
+        fprintf(stderr, "kvbench perplexity: %s\n", kv_last_error());
+        goto out;
+    }
+    if (max_tokens > 0 && (size_t)max_tokens < n_tok) n_tok = (size_t)max_tokens;
+    if (n_tok < 2) {
+        fprintf(stderr, "kvbench perplexity: %s: fewer than 2 tokens\n", fp);
+        goto out;
+    }
+    if (new_ctx("perplexity", m, a.threads, &c)) goto out;
+    logits = malloc((size_t)ctx_len * mi->vocab_size * sizeof *logits);
+    if (!logits) goto out;
+    double nll = 0, t0 = now_s();
+    size_t scored = 0, evaluated = 0, prev_end = 1;
+    for (size_t begin = 0;; begin += (size_t)stride) {
+        size_t end = begin + (size_t)ctx_len < n_tok ? begin + (size_t)ctx_len : n_tok;
+        kv_ctx_reset(c);
+        if (kv_ctx_eval(c, ids + begin, (int32_t)(end - begin), logits, 1)) {
+            fprintf(stderr, "kvbench perplexity: %s\n", kv_last_error());
+            goto out;
+        }
+        evaluated += end - begin;
+        for (size_t t = prev_end > begin + 1 ? prev_end : begin + 1; t < end; t++, scored++)
+            nll += nll_of(logits + (t - 1 - begin) * (size_t)mi->vocab_size, mi->vocab_size, ids[t]);
+        prev_end = end;
+        if (end == n_tok) break;
+    }
+    double dt = now_s() - t0;
+    printf("file %s\ntokens %zu\nscored %zu\nprotocol sliding-window ctx=%d stride=%d%s\n", fp, n_tok, scored,
+           ctx_len, stride, bos ? " bos" : "");
+    printf("nll %.6f\nppl %.4f\nseconds %.2f\ntokens_per_second %.1f\n", nll / (double)scored,
+           exp(nll / (double)scored), dt, evaluated / dt);
+    status = 0;
+out:
+    free(text);
+    free(ids);
+    free(logits);
+    kv_ctx_free(c);
+    kv_model_free(m);
+    return status;
+}
+
+/* ----------------------------------------------------------------- bench */
+
+static int cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+/* Weight bytes one decoded token reads: every matrix once, the norms, one
+ * embedding row and the classifier. */
+static size_t decode_weight_bytes(const kv_model *m) {
+    const kv_model_info *i = kv_model_get_info(m);
+    size_t b = kv_tensor_bytes(kv_model_output(m)) + (size_t)i->dim * 4 * (2 * (size_t)i->n_layers + 1);
+    b += kv_tensor_bytes(kv_model_tok_embd(m)) / (size_t)i->vocab_size;
+    for (int l = 0; l < i->n_layers; l++) {
+        const kv_layer_weights *w = kv_model_layer(m, l);
+        b += kv_tensor_bytes(&w->wq) + kv_tensor_bytes(&w->wk) + kv_tensor_bytes(&w->wv) + kv_tensor_bytes(&w->wo) +
+             kv_tensor_bytes(&w->w_gate) + kv_tensor_bytes(&w->w_down) + kv_tensor_bytes(&w->w_up);
+    }
+    return b;
+}
+
+int hx_cmd_bench(int argc, char **argv, int help) {
+    model_args a = {0};
+    int n_prompt = 128, n_gen = 64, reps = 5;
+    hx_opt opts[] = {
+        MODEL_OPTS(a),
+        {"prompt", 'p', HX_OPT_INT, &n_prompt, "N", "prompt tokens for prefill (default 128)"},
+        {"gen", 'n', HX_OPT_INT, &n_gen, "N", "decoded tokens per run (default 64)"},
+        {"reps", 'r', HX_OPT_INT, &reps, "N", "runs; medians are reported (default 5)"},
+    };
+    if (help) {
+        printf("usage: kvbench bench --model PATH [--threads N] [--prompt N] [--gen N] [--reps N]\n\n"
+               "Times prefill of a random prompt and greedy decoding after it, from an empty\n"
+               "cache each run, and prints median tokens/s and the bytes read per decoded token.\n\n");
+        hx_opts_print(opts, N_OPTS(opts));
+        return 0;
+    }
+    const char *pos[1];
+    int np;
+    if (hx_opts_parse("bench", argc, argv, opts, N_OPTS(opts), pos, 0, &np)) return 2;
+    if (n_prompt < 1 || n_gen < 1 || reps < 1) {
+        fprintf(stderr, "kvbench bench: --prompt, --gen and --reps must be >= 1\n");
+        return 2;
+    }
+    kv_model *m;
+    if (load_model("bench", &a, 0, &m)) return 1;
+    const kv_model_info *mi = kv_model_get_info(m);
+    kv_ctx *c = NULL;
+    int status = 1;
+    int32_t *prompt = malloc((size_t)n_prompt * sizeof *prompt);
+    float *logits = malloc((size_t)mi->vocab_size * sizeof *logits);
+    double *pf = malloc((size_t)reps * sizeof *pf), *dc = malloc((size_t)reps * sizeof *dc);
+    if (!prompt || !logits || !pf || !dc || new_ctx("bench", m, a.threads, &c)) goto out;
+    uint64_t x = 88172645463325252ull; /* fixed xorshift seed: the same prompt every run */
+    for (int i = 0; i < n_prompt; i++) {
+        x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+        prompt[i] = (int32_t)(x % (uint64_t)mi->vocab_size);
+    }
+    size_t kv_read = 0;
+    for (int r = 0; r < reps; r++) {
+        kv_ctx_reset(c);
+        double t0 = now_s();
+        if (kv_ctx_eval(c, prompt, n_prompt, logits, 0)) goto fail;
+        pf[r] = n_prompt / (now_s() - t0);
+        double t1 = now_s();
+        for (int g = 0; g < n_gen; g++) {
+            int32_t next = kv_argmax(logits, mi->vocab_size);
+            if (kv_ctx_eval(c, &next, 1, logits, 0)) goto fail;
+        }
+        dc[r] = n_gen / (now_s() - t1);
+        /* mean KV bytes read per decoded token: keys and values of the
+         * live slots, at the middle of the decoded span */
+        kv_read = (size_t)mi->n_layers * mi->n_kv_heads * mi->head_dim * 2 * sizeof(float) *
+                  (size_t)(n_prompt + n_gen / 2);
+    }
+    qsort(pf, (size_t)reps, sizeof *pf, cmp_double);
+    qsort(dc, (size_t)reps, sizeof *dc, cmp_double);
+    double pfm = pf[reps / 2], dcm = dc[reps / 2];
+    size_t wb = decode_weight_bytes(m);
+    printf("model            %s\n", kv_model_path(m));
+    printf("params           %lld (%s, %.1f MB)\n", (long long)mi->n_params, kv_dtype_name(mi->wtype),
+           mi->weight_bytes / 1e6);
+    printf("threads          %d (kernels: %s)\n", kv_ctx_n_threads(c), kv_isa_name(kv_kernels_isa()));
+    printf("prefill          %d tokens: %.1f tok/s (median of %d; min %.1f, max %.1f)\n", n_prompt, pfm, reps,
+           pf[0], pf[reps - 1]);
+    printf("decode           %d tokens after the prompt: %.1f tok/s (median of %d; min %.1f, max %.1f)\n", n_gen,
+           dcm, reps, dc[0], dc[reps - 1]);
+    printf("bytes per token  %.2f MB weights + %.2f MB KV cache = %.2f MB\n", wb / 1e6, kv_read / 1e6,
+           (wb + kv_read) / 1e6);
+    printf("decode bandwidth %.1f GB/s\n", (wb + kv_read) * dcm / 1e9);
+    status = 0;
+    goto out;
+fail:
+    fprintf(stderr, "kvbench bench: %s\n", kv_last_error());
+out:
+    free(prompt);
+    free(logits);
+    free(pf);
+    free(dc);
+    kv_ctx_free(c);
+    kv_model_free(m);
+    return status;
+}

@@ -1,0 +1,85 @@
+#!/usr/bin/env bash
+# Command-line checks of kvbench on the real stories260K model: help lists
+# only working commands, generate/convert/perplexity/bench run, and bad
+# input gives a clear error (file, offset) and a non-zero exit.
+# usage: test_cli.sh KVBENCH_BINARY TMPDIR
+set -u
+kv=$1
+tmp=$2
+rm -rf "$tmp" && mkdir -p "$tmp"
+pass=0
+fail=0
+ok() { pass=$((pass + 1)); echo "ok   $1"; }
+bad() { fail=$((fail + 1)); echo "FAIL $1"; [ -n "${2:-}" ] && echo "$2" | head -20; }
+
+# expect_fail NAME EXPECTED_RC PATTERN -- command...
+expect_fail() {
+  local name=$1 want=$2 pat=$3
+  shift 4
+  local out rc
+  out=$("$@" 2>&1 >/dev/null)
+  rc=$?
+  if [ "$rc" = "$want" ] && echo "$out" | grep -qE "$pat"; then ok "$name"; else bad "$name (rc $rc)" "$out"; fi
+}
+
+M=stories260K/stories260K.bin
+
+# help lists every command and each command's help works
+out=$("$kv" help)
+for c in generate perplexity bench info tokenize logits convert synth; do
+  echo "$out" | grep -q "^  $c " || bad "help lists $c"
+  "$kv" help "$c" >/dev/null || bad "help $c"
+done
+ok "help"
+
+# generate: greedy from BOS starts like the model card's sample, reports KV bytes
+out=$("$kv" generate --model $M -n 40 --threads 2 2>"$tmp/gen.err")
+if echo "$out" | grep -q "^Once upon a time, there was a little girl named Lily" &&
+   grep -qE "KV cache [0-9]+ slots, [0-9]+ bytes held" "$tmp/gen.err"; then ok "generate"; else bad "generate" "$out"; fi
+
+# sampling with a seed is reproducible and differs from greedy
+a=$("$kv" generate --model $M -n 30 --temp 1 --top-p 0.9 --seed 7 -q 2>/dev/null)
+b=$("$kv" generate --model $M -n 30 --temp 1 --top-p 0.9 --seed 7 -q 2>/dev/null)
+c=$("$kv" generate --model $M -n 30 --temp 1 --top-p 0.9 --seed 8 -q 2>/dev/null)
+if [ "$a" = "$b" ] && [ "$a" != "$c" ]; then ok "seeded sampling"; else bad "seeded sampling" "$a / $c"; fi
+
+# convert to GGUF (f32: same text; q8_0: loads and runs)
+if "$kv" convert $M "$tmp/s.gguf" >/dev/null && "$kv" convert $M "$tmp/s8.gguf" --type q8_0 >/dev/null; then
+  g1=$("$kv" generate --model $M -n 60 -q 2>/dev/null)
+  g2=$("$kv" generate --model "$tmp/s.gguf" -n 60 -q 2>/dev/null)
+  g3=$("$kv" generate --model "$tmp/s8.gguf" -n 10 -q 2>/dev/null)
+  if [ "$g1" = "$g2" ] && [ -n "$g3" ]; then ok "convert"; else bad "convert" "$g1 / $g2"; fi
+else
+  bad "convert"
+fi
+
+# perplexity over a small text
+head -c 20000 "${KVBENCH_DATA:-../shared/data}/wikitext/wikitext2_test.txt" > "$tmp/wiki.txt"
+out=$("$kv" perplexity --model $M --file "$tmp/wiki.txt" --ctx 256 --stride 128 2>&1)
+ppl=$(echo "$out" | awk '/^ppl/ {print $2}')
+if [ -n "$ppl" ] && awk "BEGIN{exit !($ppl > 1 && $ppl < 512)}"; then ok "perplexity ($ppl)"; else bad "perplexity" "$out"; fi
+
+# bench prints its figures
+out=$("$kv" bench --model $M --prompt 32 --gen 16 --reps 2 --threads 2 2>&1)
+if echo "$out" | grep -qE "^decode .* tok/s" && echo "$out" | grep -q "bytes per token"; then ok "bench"; else bad "bench" "$out"; fi
+
+# synth writes a model that loads
+if "$kv" synth "$tmp/syn.gguf" --dim 64 --hidden 128 --layers 2 --heads 4 --kv-heads 2 --vocab 320 --type q4_0 >/dev/null &&
+   "$kv" info --model "$tmp/syn.gguf" | grep -q "parameters"; then ok "synth"; else bad "synth"; fi
+
+# bad input: a clear message and a non-zero exit
+head -c 1000 "${KVBENCH_MODELS:-../shared/models}/$M" > "$tmp/trunc.bin"
+expect_fail "truncated llama2.c names file and offset" 1 "trunc.bin: offset [0-9]+: expected" -- \
+  "$kv" info --model "$tmp/trunc.bin"
+head -c 5000 "$tmp/s.gguf" > "$tmp/trunc.gguf"
+expect_fail "truncated GGUF names file and offset" 1 "trunc.gguf.*offset [0-9]+" -- "$kv" info --model "$tmp/trunc.gguf"
+expect_fail "missing model file" 1 "nope.bin: cannot open" -- "$kv" info --model "$tmp/nope.bin"
+expect_fail "unknown option" 2 "unknown option '--nope'" -- "$kv" generate --model $M --nope 1
+expect_fail "bad number" 2 "option --n: expected an integer, got 'x'" -- "$kv" generate --model $M -n x
+expect_fail "unknown command" 2 "unknown command 'frobnicate'" -- "$kv" frobnicate
+expect_fail "bad convert type" 2 "expected f32, f16, bf16, q8_0 or q4_0" -- "$kv" convert $M "$tmp/x.gguf" --type q3
+expect_fail "token outside vocabulary" 1 "outside the vocabulary" -- "$kv" logits --model $M --tokens 1,600 --out "$tmp/l.f32"
+[ -e "$tmp/x.gguf" ] && bad "failed convert left a file" || ok "failed convert left no file"
+
+echo "$pass passed, $fail failed"
+[ "$fail" -eq 0 ]
