@@ -24,40 +24,25 @@ static inline float sc_f32(float v) { return v; }
 static inline float sc_f16(uint16_t v) { return kv_fp16_to_fp32(v); }
 static inline float sc_bf16(uint16_t v) { return kv_bf16_to_fp32(v); }
 
+/* One row at a time (sequential streaming), four accumulators. */
 #define PLAIN_MATVEC(NAME, T, LD, SC)                                                                    \
     static void NAME(const kv_tensor *W, const float *x, float *y, int64_t r0, int64_t r1) {           \
         const int64_t n = W->cols;                                                                      \
-        const T *base = (const T *)W->data;                                                             \
-        int64_t r = r0;                                                                                 \
-        for (; r + 4 <= r1; r += 4) {                                                                   \
-            const T *w0 = base + r * n, *w1 = w0 + n, *w2 = w1 + n, *w3 = w2 + n;                       \
+        for (int64_t r = r0; r < r1; r++) {                                                             \
+            const T *w = (const T *)W->data + r * n;                                                    \
             __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps(), a2 = _mm256_setzero_ps(),        \
                    a3 = _mm256_setzero_ps();                                                            \
             int64_t c = 0;                                                                              \
-            for (; c + 8 <= n; c += 8) {                                                                \
-                __m256 xv = _mm256_loadu_ps(x + c);                                                     \
-                a0 = _mm256_fmadd_ps(LD(w0 + c), xv, a0);                                               \
-                a1 = _mm256_fmadd_ps(LD(w1 + c), xv, a1);                                               \
-                a2 = _mm256_fmadd_ps(LD(w2 + c), xv, a2);                                               \
-                a3 = _mm256_fmadd_ps(LD(w3 + c), xv, a3);                                               \
+            for (; c + 32 <= n; c += 32) {                                                              \
+                a0 = _mm256_fmadd_ps(LD(w + c), _mm256_loadu_ps(x + c), a0);                            \
+                a1 = _mm256_fmadd_ps(LD(w + c + 8), _mm256_loadu_ps(x + c + 8), a1);                    \
+                a2 = _mm256_fmadd_ps(LD(w + c + 16), _mm256_loadu_ps(x + c + 16), a2);                  \
+                a3 = _mm256_fmadd_ps(LD(w + c + 24), _mm256_loadu_ps(x + c + 24), a3);                  \
             }                                                                                           \
-            float s0 = hsum(a0), s1 = hsum(a1), s2 = hsum(a2), s3 = hsum(a3);                           \
-            for (; c < n; c++) {                                                                        \
-                s0 += SC(w0[c]) * x[c];                                                                 \
-                s1 += SC(w1[c]) * x[c];                                                                 \
-                s2 += SC(w2[c]) * x[c];                                                                 \
-                s3 += SC(w3[c]) * x[c];                                                                 \
-            }                                                                                           \
-            y[r] = s0, y[r + 1] = s1, y[r + 2] = s2, y[r + 3] = s3;                                     \
-        }                                                                                               \
-        for (; r < r1; r++) {                                                                           \
-            const T *w0 = base + r * n;                                                                 \
-            __m256 a0 = _mm256_setzero_ps();                                                            \
-            int64_t c = 0;                                                                              \
-            for (; c + 8 <= n; c += 8) a0 = _mm256_fmadd_ps(LD(w0 + c), _mm256_loadu_ps(x + c), a0);    \
-            float s0 = hsum(a0);                                                                        \
-            for (; c < n; c++) s0 += SC(w0[c]) * x[c];                                                  \
-            y[r] = s0;                                                                                  \
+            for (; c + 8 <= n; c += 8) a0 = _mm256_fmadd_ps(LD(w + c), _mm256_loadu_ps(x + c), a0);     \
+            float s = hsum(_mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)));                \
+            for (; c < n; c++) s += SC(w[c]) * x[c];                                                    \
+            y[r] = s;                                                                                   \
         }                                                                                               \
     }
 
@@ -97,33 +82,28 @@ static inline __m256 block_dot(const __m256 v[4], const float *x) {
     return _mm256_fmadd_ps(v[3], _mm256_loadu_ps(x + 24), t);
 }
 
+/* One row at a time, two blocks per step into two accumulators. */
 #define BLOCK_MATVEC(NAME, BLOCK, BYTES)                                                              \
     static void NAME(const kv_tensor *W, const float *x, float *y, int64_t r0, int64_t r1) {        \
         const int64_t nb = W->cols / KV_QK;                                                          \
         const size_t rb = (size_t)nb * (BYTES);                                                      \
-        const uint8_t *base = (const uint8_t *)W->data;                                              \
-        int64_t r = r0;                                                                              \
-        for (; r + 4 <= r1; r += 4) {                                                                \
-            __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(),          \
-                             _mm256_setzero_ps()};                                                   \
-            for (int64_t b = 0; b < nb; b++)                                                         \
-                for (int k = 0; k < 4; k++) {                                                        \
-                    const uint8_t *blk = base + (r + k) * rb + (size_t)b * (BYTES);                  \
-                    __m256 v[4];                                                                     \
-                    BLOCK(blk, v);                                                                   \
-                    acc[k] = _mm256_fmadd_ps(_mm256_set1_ps(blk_scale(blk)), block_dot(v, x + b * KV_QK), acc[k]); \
-                }                                                                                    \
-            for (int k = 0; k < 4; k++) y[r + k] = hsum(acc[k]);                                     \
-        }                                                                                            \
-        for (; r < r1; r++) {                                                                        \
-            __m256 acc = _mm256_setzero_ps();                                                        \
-            for (int64_t b = 0; b < nb; b++) {                                                       \
-                const uint8_t *blk = base + r * rb + (size_t)b * (BYTES);                            \
-                __m256 v[4];                                                                         \
-                BLOCK(blk, v);                                                                       \
-                acc = _mm256_fmadd_ps(_mm256_set1_ps(blk_scale(blk)), block_dot(v, x + b * KV_QK), acc); \
+        for (int64_t r = r0; r < r1; r++) {                                                          \
+            const uint8_t *p = (const uint8_t *)W->data + (size_t)r * rb;                            \
+            __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps(), v[4];                         \
+            int64_t b = 0;                                                                           \
+            for (; b + 2 <= nb; b += 2) {                                                            \
+                const uint8_t *k0 = p + (size_t)b * (BYTES), *k1 = k0 + (BYTES);                     \
+                BLOCK(k0, v);                                                                        \
+                a0 = _mm256_fmadd_ps(_mm256_set1_ps(blk_scale(k0)), block_dot(v, x + b * KV_QK), a0); \
+                BLOCK(k1, v);                                                                        \
+                a1 = _mm256_fmadd_ps(_mm256_set1_ps(blk_scale(k1)), block_dot(v, x + (b + 1) * KV_QK), a1); \
             }                                                                                        \
-            y[r] = hsum(acc);                                                                        \
+            if (b < nb) {                                                                            \
+                const uint8_t *k0 = p + (size_t)b * (BYTES);                                         \
+                BLOCK(k0, v);                                                                        \
+                a0 = _mm256_fmadd_ps(_mm256_set1_ps(blk_scale(k0)), block_dot(v, x + b * KV_QK), a0); \
+            }                                                                                        \
+            y[r] = hsum(_mm256_add_ps(a0, a1));                                                      \
         }                                                                                            \
     }
 

@@ -1,8 +1,8 @@
 /* kernels_avx512.c - AVX-512 kernels (compiled with -mavx512f -mavx512bw
  * -mavx512vl -mavx512dq -mfma -mf16c; called only when the CPU has them).
  *
- * Matrix-vector products walk four rows at once so each load of x serves
- * four weight streams, convert the stored type to fp32 in registers
+ * Matrix-vector products stream each row once, convert the stored type to
+ * fp32 in registers
  * (vcvtph2ps for F16, a 16-bit shift for BF16, sign/zero extension for the
  * int8/int4 blocks) and accumulate in fp32. */
 #include <immintrin.h>
@@ -21,42 +21,28 @@ static inline float sc_f32(float v) { return v; }
 static inline float sc_f16(uint16_t v) { return kv_fp16_to_fp32(v); }
 static inline float sc_bf16(uint16_t v) { return kv_bf16_to_fp32(v); }
 
-/* Four rows (or one) of a plain-typed weight against x. */
+/* One row at a time, so the weights stream strictly sequentially through
+ * memory (the hardware prefetcher keeps one long stream going; walking
+ * several rows at once measured 20-40% slower here), with four independent
+ * accumulators to hide the FMA latency. */
 #define PLAIN_MATVEC(NAME, T, LD, SC)                                                                    \
     static void NAME(const kv_tensor *W, const float *x, float *y, int64_t r0, int64_t r1) {           \
         const int64_t n = W->cols;                                                                      \
-        const T *base = (const T *)W->data;                                                             \
-        int64_t r = r0;                                                                                 \
-        for (; r + 4 <= r1; r += 4) {                                                                   \
-            const T *w0 = base + r * n, *w1 = w0 + n, *w2 = w1 + n, *w3 = w2 + n;                       \
+        for (int64_t r = r0; r < r1; r++) {                                                             \
+            const T *w = (const T *)W->data + r * n;                                                    \
             __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps(), a2 = _mm512_setzero_ps(),        \
                    a3 = _mm512_setzero_ps();                                                            \
             int64_t c = 0;                                                                              \
-            for (; c + 16 <= n; c += 16) {                                                              \
-                __m512 xv = _mm512_loadu_ps(x + c);                                                     \
-                a0 = _mm512_fmadd_ps(LD(w0 + c), xv, a0);                                               \
-                a1 = _mm512_fmadd_ps(LD(w1 + c), xv, a1);                                               \
-                a2 = _mm512_fmadd_ps(LD(w2 + c), xv, a2);                                               \
-                a3 = _mm512_fmadd_ps(LD(w3 + c), xv, a3);                                               \
+            for (; c + 64 <= n; c += 64) {                                                              \
+                a0 = _mm512_fmadd_ps(LD(w + c), _mm512_loadu_ps(x + c), a0);                            \
+                a1 = _mm512_fmadd_ps(LD(w + c + 16), _mm512_loadu_ps(x + c + 16), a1);                  \
+                a2 = _mm512_fmadd_ps(LD(w + c + 32), _mm512_loadu_ps(x + c + 32), a2);                  \
+                a3 = _mm512_fmadd_ps(LD(w + c + 48), _mm512_loadu_ps(x + c + 48), a3);                  \
             }                                                                                           \
-            float s0 = _mm512_reduce_add_ps(a0), s1 = _mm512_reduce_add_ps(a1),                         \
-                  s2 = _mm512_reduce_add_ps(a2), s3 = _mm512_reduce_add_ps(a3);                         \
-            for (; c < n; c++) {                                                                        \
-                s0 += SC(w0[c]) * x[c];                                                                 \
-                s1 += SC(w1[c]) * x[c];                                                                 \
-                s2 += SC(w2[c]) * x[c];                                                                 \
-                s3 += SC(w3[c]) * x[c];                                                                 \
-            }                                                                                           \
-            y[r] = s0, y[r + 1] = s1, y[r + 2] = s2, y[r + 3] = s3;                                     \
-        }                                                                                               \
-        for (; r < r1; r++) {                                                                           \
-            const T *w0 = base + r * n;                                                                 \
-            __m512 a0 = _mm512_setzero_ps();                                                            \
-            int64_t c = 0;                                                                              \
-            for (; c + 16 <= n; c += 16) a0 = _mm512_fmadd_ps(LD(w0 + c), _mm512_loadu_ps(x + c), a0);  \
-            float s0 = _mm512_reduce_add_ps(a0);                                                        \
-            for (; c < n; c++) s0 += SC(w0[c]) * x[c];                                                  \
-            y[r] = s0;                                                                                  \
+            for (; c + 16 <= n; c += 16) a0 = _mm512_fmadd_ps(LD(w + c), _mm512_loadu_ps(x + c), a0);   \
+            float s = _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3))); \
+            for (; c < n; c++) s += SC(w[c]) * x[c];                                                    \
+            y[r] = s;                                                                                   \
         }                                                                                               \
     }
 
@@ -84,41 +70,34 @@ static inline void q4_0_block(const uint8_t *blk, __m512 *lo, __m512 *hi) {
     *hi = _mm512_cvtepi32_ps(_mm512_sub_epi32(_mm512_srli_epi32(v, 4), eight));
 }
 
+/* One row at a time (sequential streaming, as above), two blocks per
+ * step into two accumulators: sum over blocks of d * (q . x). */
 #define BLOCK_MATVEC(NAME, BLOCK, BYTES)                                                                 \
     static void NAME(const kv_tensor *W, const float *x, float *y, int64_t r0, int64_t r1) {           \
         const int64_t nb = W->cols / KV_QK;                                                             \
         const size_t rb = (size_t)nb * (BYTES);                                                         \
-        const uint8_t *base = (const uint8_t *)W->data;                                                 \
-        int64_t r = r0;                                                                                 \
-        for (; r + 4 <= r1; r += 4) {                                                                   \
-            const uint8_t *p[4] = {base + r * rb, base + (r + 1) * rb, base + (r + 2) * rb,              \
-                                   base + (r + 3) * rb};                                                \
-            __m512 acc[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(),             \
-                             _mm512_setzero_ps()};                                                      \
-            for (int64_t b = 0; b < nb; b++) {                                                          \
-                __m512 x0 = _mm512_loadu_ps(x + b * KV_QK), x1 = _mm512_loadu_ps(x + b * KV_QK + 16);    \
-                for (int k = 0; k < 4; k++) {                                                           \
-                    const uint8_t *blk = p[k] + (size_t)b * (BYTES);                                    \
-                    __m512 lo, hi;                                                                      \
-                    BLOCK(blk, &lo, &hi);                                                               \
-                    __m512 t = _mm512_fmadd_ps(hi, x1, _mm512_mul_ps(lo, x0));                          \
-                    acc[k] = _mm512_fmadd_ps(_mm512_set1_ps(blk_scale(blk)), t, acc[k]);                \
-                }                                                                                       \
+        for (int64_t r = r0; r < r1; r++) {                                                             \
+            const uint8_t *p = (const uint8_t *)W->data + (size_t)r * rb;                               \
+            __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps(), lo, hi;                          \
+            int64_t b = 0;                                                                              \
+            for (; b + 2 <= nb; b += 2) {                                                               \
+                const uint8_t *k0 = p + (size_t)b * (BYTES), *k1 = k0 + (BYTES);                        \
+                const float *xb = x + b * KV_QK;                                                        \
+                BLOCK(k0, &lo, &hi);                                                                    \
+                __m512 t0 = _mm512_fmadd_ps(hi, _mm512_loadu_ps(xb + 16), _mm512_mul_ps(lo, _mm512_loadu_ps(xb))); \
+                BLOCK(k1, &lo, &hi);                                                                    \
+                __m512 t1 = _mm512_fmadd_ps(hi, _mm512_loadu_ps(xb + 48), _mm512_mul_ps(lo, _mm512_loadu_ps(xb + 32))); \
+                a0 = _mm512_fmadd_ps(_mm512_set1_ps(blk_scale(k0)), t0, a0);                            \
+                a1 = _mm512_fmadd_ps(_mm512_set1_ps(blk_scale(k1)), t1, a1);                            \
             }                                                                                           \
-            for (int k = 0; k < 4; k++) y[r + k] = _mm512_reduce_add_ps(acc[k]);                        \
-        }                                                                                               \
-        for (; r < r1; r++) {                                                                           \
-            const uint8_t *p0 = base + r * rb;                                                          \
-            __m512 acc = _mm512_setzero_ps();                                                           \
-            for (int64_t b = 0; b < nb; b++) {                                                          \
-                const uint8_t *blk = p0 + (size_t)b * (BYTES);                                          \
-                __m512 lo, hi;                                                                          \
-                BLOCK(blk, &lo, &hi);                                                                   \
-                __m512 t = _mm512_fmadd_ps(hi, _mm512_loadu_ps(x + b * KV_QK + 16),                     \
-                                           _mm512_mul_ps(lo, _mm512_loadu_ps(x + b * KV_QK)));          \
-                acc = _mm512_fmadd_ps(_mm512_set1_ps(blk_scale(blk)), t, acc);                          \
+            if (b < nb) {                                                                               \
+                const uint8_t *k0 = p + (size_t)b * (BYTES);                                            \
+                const float *xb = x + b * KV_QK;                                                        \
+                BLOCK(k0, &lo, &hi);                                                                    \
+                __m512 t0 = _mm512_fmadd_ps(hi, _mm512_loadu_ps(xb + 16), _mm512_mul_ps(lo, _mm512_loadu_ps(xb))); \
+                a0 = _mm512_fmadd_ps(_mm512_set1_ps(blk_scale(k0)), t0, a0);                            \
             }                                                                                           \
-            y[r] = _mm512_reduce_add_ps(acc);                                                           \
+            y[r] = _mm512_reduce_add_ps(_mm512_add_ps(a0, a1));                                         \
         }                                                                                               \
     }
 

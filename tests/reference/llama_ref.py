@@ -1,0 +1,74 @@
+"""The Llama forward pass in float64 numpy, from the Llama paper (Touvron
+et al. 2023: pre-normalisation with RMSNorm, SwiGLU, rotary embeddings) and
+grouped-query attention (Ainslie et al. 2023), with the file conventions of
+shared/docs/FORMATS.md (adjacent-pair rotary layout in llama2.c and GGUF).
+
+A model is a dict: cfg (dim, hidden, n_layers, n_heads, n_kv_heads, vocab,
+head_dim, n_rot, rope_base, eps), emb [vocab, dim], layers (attn_norm, wq,
+wk, wv, wo, ffn_norm, w_gate, w_down, w_up; matrices [out, in]), out_norm,
+out [vocab, dim].
+"""
+import numpy as np
+
+import gguf_io
+
+
+def from_gguf(path):
+    meta, t, _ = gguf_io.read(path)
+    assert meta['general.architecture'] == 'llama'
+    p = 'llama.'
+    dim = int(meta[p + 'embedding_length'])
+    H = int(meta[p + 'attention.head_count'])
+    c = dict(dim=dim, hidden=int(meta[p + 'feed_forward_length']), n_layers=int(meta[p + 'block_count']),
+             n_heads=H, n_kv_heads=int(meta.get(p + 'attention.head_count_kv', H)),
+             vocab=t['token_embd.weight'].shape[0], head_dim=dim // H,
+             n_rot=int(meta.get(p + 'rope.dimension_count', dim // H)),
+             rope_base=float(meta.get(p + 'rope.freq_base', 10000.0)),
+             eps=float(meta.get(p + 'attention.layer_norm_rms_epsilon', 1e-5)))
+    names = dict(attn_norm='attn_norm', wq='attn_q', wk='attn_k', wv='attn_v', wo='attn_output',
+                 ffn_norm='ffn_norm', w_gate='ffn_gate', w_down='ffn_down', w_up='ffn_up')
+    layers = [{k: t['blk.%d.%s.weight' % (l, v)] for k, v in names.items()} for l in range(c['n_layers'])]
+    out = t.get('output.weight', t['token_embd.weight'])
+    return dict(cfg=c, emb=t['token_embd.weight'], layers=layers, out_norm=t['output_norm.weight'], out=out)
+
+
+def rmsnorm(x, w, eps):
+    return x / np.sqrt(np.mean(x * x, axis=-1, keepdims=True) + eps) * w
+
+
+def rope(x, pos, n_rot, base):
+    """x [T, heads, head_dim]: rotate pairs (2i, 2i+1), i < n_rot/2, by pos * base^(-2i/n_rot)."""
+    i = np.arange(n_rot // 2)
+    theta = pos[:, None] * base ** (-2.0 * i / n_rot)          # [T, n_rot/2]
+    cos, sin = np.cos(theta)[:, None, :], np.sin(theta)[:, None, :]
+    x = x.copy()
+    a, b = x[..., 0:n_rot:2].copy(), x[..., 1:n_rot:2].copy()
+    x[..., 0:n_rot:2] = a * cos - b * sin
+    x[..., 1:n_rot:2] = a * sin + b * cos
+    return x
+
+
+def logits(model, tokens):
+    """Logits [T, vocab] for every position of `tokens` (positions 0..T-1)."""
+    c = model['cfg']
+    T, H, KV, hd = len(tokens), c['n_heads'], c['n_kv_heads'], c['head_dim']
+    pos = np.arange(T, dtype=np.float64)
+    x = model['emb'][np.asarray(tokens)]
+    mask = np.triu(np.full((T, T), -np.inf), k=1)
+    for L in model['layers']:
+        h = rmsnorm(x, L['attn_norm'], c['eps'])
+        q = rope((h @ L['wq'].T).reshape(T, H, hd), pos, c['n_rot'], c['rope_base'])
+        k = rope((h @ L['wk'].T).reshape(T, KV, hd), pos, c['n_rot'], c['rope_base'])
+        v = (h @ L['wv'].T).reshape(T, KV, hd)
+        out = np.empty((T, H, hd))
+        for head in range(H):
+            g = head // (H // KV)                                # the KV head this query head reads
+            s = q[:, head, :] @ k[:, g, :].T / np.sqrt(hd) + mask
+            s = np.exp(s - s.max(axis=1, keepdims=True))
+            s /= s.sum(axis=1, keepdims=True)
+            out[:, head, :] = s @ v[:, g, :]
+        x = x + out.reshape(T, H * hd) @ L['wo'].T
+        h = rmsnorm(x, L['ffn_norm'], c['eps'])
+        gate, up = h @ L['w_gate'].T, h @ L['w_up'].T
+        x = x + (gate / (1 + np.exp(-gate)) * up) @ L['w_down'].T
+    return rmsnorm(x, model['out_norm'], c['eps']) @ model['out'].T

@@ -1,0 +1,73 @@
+"""Small synthetic Llama models as GGUF files, with seeded random weights,
+for checking architecture paths that stories260K does not exercise
+(head sizes, KV-head ratios, weight types, untied output, rotary settings).
+Weights and metadata follow shared/docs/FORMATS.md; nothing here comes from
+kvbench's C code.
+"""
+import numpy as np
+
+import gguf_io as G
+
+# name: dim, hidden, layers, heads, kv_heads, vocab, weight type, embedding type,
+#       tied, rope base, n_rot (None = head_dim), eps
+CONFIGS = {
+    'hd64_gqa2_f32':        (256, 512, 2, 4, 2, 320, G.F32, G.F32, True, 10000.0, None, 1e-5),
+    'hd128_mqa_f32':        (256, 384, 2, 2, 1, 288, G.F32, G.F32, False, 10000.0, None, 1e-5),
+    'hd64_mha_f16_untied':  (128, 256, 2, 2, 2, 320, G.F16, G.F16, False, 500000.0, None, 1e-6),
+    'hd32_gqa4_bf16':       (128, 320, 3, 4, 1, 256, G.BF16, G.F32, True, 1000000.0, None, 1e-5),
+    'hd64_gqa2_q8_0':       (256, 512, 2, 4, 2, 320, G.Q8_0, G.Q8_0, False, 10000.0, None, 1e-5),
+    'hd64_gqa8_q4_0':       (512, 1024, 2, 8, 1, 320, G.Q4_0, G.Q4_0, True, 10000.0, None, 1e-5),
+    'hd64_partial_rope':    (256, 512, 2, 4, 4, 288, G.F32, G.F32, True, 10000.0, 32, 1e-5),
+    'hd128_gqa2_q8_0':      (512, 768, 2, 4, 2, 256, G.Q8_0, G.F16, False, 10000.0, None, 1e-6),
+}
+
+
+def vocab(n):
+    toks = ['<unk>', '<s>', '</s>'] + ['<0x%02X>' % b for b in range(256 if n >= 300 else 0)]
+    toks += ['\u2581w%d' % i for i in range(n - len(toks))]
+    types = [2, 3, 3] + [6 if t.startswith('<0x') else 1 for t in toks[3:]]
+    return toks, [-float(i) for i in range(n)], types
+
+
+def make(path, name, seed=0):
+    dim, hid, L, H, KV, V, wt, et, tied, base, n_rot, eps = CONFIGS[name]
+    rng = np.random.default_rng(seed)
+    hd = dim // H
+
+    def mat(rows, cols, scale=None):
+        return rng.standard_normal((rows, cols)) * (scale or 1.0 / np.sqrt(cols))
+
+    def norm(n):
+        return 1.0 + 0.2 * rng.standard_normal(n)
+    toks, scores, types = vocab(V)
+    meta = {
+        'general.architecture': (G.STRING, 'llama'),
+        'general.name': (G.STRING, name),
+        'llama.context_length': (G.U32, 256),
+        'llama.embedding_length': (G.U32, dim),
+        'llama.block_count': (G.U32, L),
+        'llama.feed_forward_length': (G.U32, hid),
+        'llama.attention.head_count': (G.U32, H),
+        'llama.attention.head_count_kv': (G.U32, KV),
+        'llama.attention.layer_norm_rms_epsilon': (G.FLOAT32, eps),
+        'llama.rope.freq_base': (G.FLOAT32, base),
+        'tokenizer.ggml.model': (G.STRING, 'llama'),
+        'tokenizer.ggml.tokens': (G.ARRAY, (G.STRING, toks)),
+        'tokenizer.ggml.scores': (G.ARRAY, (G.FLOAT32, scores)),
+        'tokenizer.ggml.token_type': (G.ARRAY, (G.I32, types)),
+        'tokenizer.ggml.bos_token_id': (G.U32, 1),
+        'tokenizer.ggml.eos_token_id': (G.U32, 2),
+    }
+    if n_rot is not None:
+        meta['llama.rope.dimension_count'] = (G.U32, n_rot)
+    tensors = [('token_embd.weight', mat(V, dim, 1.0), et), ('output_norm.weight', norm(dim), G.F32)]
+    if not tied:
+        tensors.append(('output.weight', mat(V, dim), wt))
+    for l in range(L):
+        b = 'blk.%d.' % l
+        tensors += [(b + 'attn_norm.weight', norm(dim), G.F32), (b + 'ffn_norm.weight', norm(dim), G.F32),
+                    (b + 'attn_q.weight', mat(H * hd, dim), wt), (b + 'attn_k.weight', mat(KV * hd, dim), wt),
+                    (b + 'attn_v.weight', mat(KV * hd, dim), wt), (b + 'attn_output.weight', mat(dim, H * hd), wt),
+                    (b + 'ffn_gate.weight', mat(hid, dim), wt), (b + 'ffn_down.weight', mat(dim, hid), wt),
+                    (b + 'ffn_up.weight', mat(hid, dim), wt)]
+    G.write(path, meta, tensors)
