@@ -536,17 +536,22 @@ int hx_cmd_bench(int argc, char **argv, int help) {
         prompt[i] = (int32_t)(x % (uint64_t)mi->vocab_size);
     }
     size_t kv_read = 0;
-    for (int r = 0; r < reps; r++) {
+    /* run -1 is a warm-up (page faults of the mapped weights, thread start),
+     * not counted */
+    for (int r = -1; r < reps; r++) {
         kv_ctx_reset(c);
         double t0 = now_s();
         if (kv_ctx_eval(c, prompt, n_prompt, logits, 0)) goto fail;
-        pf[r] = n_prompt / (now_s() - t0);
+        double t_pf = now_s() - t0;
         double t1 = now_s();
         for (int g = 0; g < n_gen; g++) {
             int32_t next = kv_argmax(logits, mi->vocab_size);
             if (kv_ctx_eval(c, &next, 1, logits, 0)) goto fail;
         }
-        dc[r] = n_gen / (now_s() - t1);
+        double t_dc = now_s() - t1;
+        if (r < 0) continue;
+        pf[r] = n_prompt / t_pf;
+        dc[r] = n_gen / t_dc;
         /* mean KV bytes read per decoded token: keys and values of the
          * live slots, at the middle of the decoded span */
         kv_read = (size_t)mi->n_layers * mi->n_kv_heads * mi->head_dim * 2 * sizeof(float) *

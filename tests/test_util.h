@@ -20,7 +20,8 @@ static inline const char *tu_model_path(const char *rel, char *buf, size_t cap) 
 }
 
 static inline char *tu_read(const char *path, size_t *len) {
-    FILE *f = fopen(path, "rb");
+    if (len) *len = 0;
+    FILE *f = path ? fopen(path, "rb") : NULL;
     if (!f) return NULL;
     fseek(f, 0, SEEK_END);
     long n = ftell(f);

@@ -1,0 +1,172 @@
+/* test_kernels.c - every matrix-vector and dequantization kernel, on every
+ * ISA this CPU has, against a double-precision reference built from the
+ * scalar decoder, on odd shapes, partial row ranges and unaligned data. */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kernels.h"
+#include "kv_error.h"
+#include "quant.h"
+
+static float frand(uint64_t *s) {
+    *s = *s * 6364136223846793005ull + 1442695040888963407ull;
+    return (float)((*s >> 40) & 0xffffff) / (float)0x1000000 - 0.5f;
+}
+
+/* W (rows x cols of `type`) at an odd address, its fp32 decode, and x. */
+typedef struct fixture {
+    kv_tensor W;
+    uint8_t *raw;   /* allocation (data = raw + 1) */
+    float *wf;      /* [rows][cols] decoded */
+    float *scales;  /* Q8_G */
+    float *x;
+} fixture;
+
+static void make(fixture *f, kv_dtype type, int64_t rows, int64_t cols, uint64_t seed) {
+    memset(f, 0, sizeof *f);
+    float *src = malloc((size_t)(rows * cols) * sizeof(float));
+    for (int64_t i = 0; i < rows * cols; i++) src[i] = frand(&seed);
+    f->x = malloc((size_t)cols * sizeof(float));
+    for (int64_t i = 0; i < cols; i++) f->x[i] = frand(&seed) * 4;
+    f->wf = malloc((size_t)(rows * cols) * sizeof(float));
+    if (type == KV_Q8_G) {
+        const int g = 4;
+        f->raw = malloc((size_t)(rows * cols) + 1);
+        f->scales = malloc((size_t)(rows * cols / g) * sizeof(float));
+        int8_t *q = (int8_t *)(f->raw + 1);
+        for (int64_t i = 0; i < rows * cols / g; i++) {
+            f->scales[i] = 0.01f + 0.001f * (float)(i % 7);
+            for (int j = 0; j < g; j++) {
+                q[i * g + j] = (int8_t)(((i * 31 + j * 17) % 255) - 127);
+                f->wf[i * g + j] = q[i * g + j] * f->scales[i];
+            }
+        }
+        f->W = (kv_tensor){.type = type, .rows = rows, .cols = cols, .data = q, .scales = f->scales, .group = g};
+    } else {
+        size_t nb = kv_dtype_bytes(type, rows * cols);
+        f->raw = malloc(nb + 1);
+        assert_int_equal(kv_quantize(type, src, f->raw + 1, rows * cols), KV_OK);
+        assert_int_equal(kv_dequantize(type, f->raw + 1, f->wf, rows * cols), KV_OK);
+        f->W = (kv_tensor){.type = type, .rows = rows, .cols = cols, .data = f->raw + 1};
+    }
+    free(src);
+}
+
+static void drop(fixture *f) {
+    free(f->raw);
+    free(f->wf);
+    free(f->scales);
+    free(f->x);
+}
+
+static void check_matvec(const fixture *f, int64_t r0, int64_t r1) {
+    int64_t rows = f->W.rows, cols = f->W.cols;
+    float *y = malloc((size_t)rows * sizeof(float));
+    for (int64_t r = 0; r < rows; r++) y[r] = 12345.0f; /* rows outside [r0, r1) must stay untouched */
+    kv_matvec_rows(&f->W, f->x, y, r0, r1);
+    for (int64_t r = 0; r < rows; r++) {
+        if (r < r0 || r >= r1) {
+            assert_true(y[r] == 12345.0f);
+            continue;
+        }
+        double ref = 0, mag = 0;
+        for (int64_t c = 0; c < cols; c++) {
+            ref += (double)f->wf[r * cols + c] * f->x[c];
+            mag += fabs((double)f->wf[r * cols + c] * f->x[c]);
+        }
+        if (!(fabs(y[r] - ref) <= 1e-5 * mag + 1e-6))
+            fail_msg("%s %s rows %lld cols %lld row %lld: got %.9g want %.9g", kv_isa_name(kv_kernels_isa()),
+                     kv_dtype_name(f->W.type), (long long)rows, (long long)cols, (long long)r, y[r], ref);
+    }
+    free(y);
+}
+
+static void test_matvec_all(void **state) {
+    (void)state;
+    const kv_dtype types[6] = {KV_F32, KV_F16, KV_BF16, KV_Q8_0, KV_Q4_0, KV_Q8_G};
+    const int64_t rows[5] = {1, 3, 5, 17, 130}, cols[6] = {32, 64, 96, 160, 768, 2048};
+    int isas = 0;
+    for (int isa = KV_ISA_SCALAR; isa <= KV_ISA_AVX512; isa++) {
+        if (kv_kernels_set_isa((kv_isa)isa) != KV_OK) continue;
+        isas++;
+        for (int t = 0; t < 6; t++)
+            for (int r = 0; r < 5; r++)
+                for (int c = 0; c < 6; c++) {
+                    fixture f;
+                    make(&f, types[t], rows[r], cols[c], (uint64_t)(t * 100 + r * 10 + c));
+                    check_matvec(&f, 0, rows[r]);
+                    if (rows[r] > 2) check_matvec(&f, 1, rows[r] - 1);
+                    drop(&f);
+                }
+    }
+    printf("checked %d ISA(s)\n", isas);
+    assert_true(isas >= 1);
+}
+
+static void test_plain_tails(void **state) {
+    (void)state;
+    /* F32/F16/BF16 rows whose length is no multiple of the vector width */
+    const kv_dtype types[3] = {KV_F32, KV_F16, KV_BF16};
+    const int64_t cols[5] = {1, 7, 15, 33, 100};
+    for (int isa = KV_ISA_SCALAR; isa <= KV_ISA_AVX512; isa++) {
+        if (kv_kernels_set_isa((kv_isa)isa) != KV_OK) continue;
+        for (int t = 0; t < 3; t++)
+            for (int c = 0; c < 5; c++) {
+                fixture f;
+                make(&f, types[t], 6, cols[c], 99);
+                check_matvec(&f, 0, 6);
+                drop(&f);
+            }
+    }
+}
+
+static void test_dequant_rows_exact(void **state) {
+    (void)state;
+    const kv_dtype types[6] = {KV_F32, KV_F16, KV_BF16, KV_Q8_0, KV_Q4_0, KV_Q8_G};
+    for (int isa = KV_ISA_SCALAR; isa <= KV_ISA_AVX512; isa++) {
+        if (kv_kernels_set_isa((kv_isa)isa) != KV_OK) continue;
+        for (int t = 0; t < 6; t++) {
+            fixture f;
+            make(&f, types[t], 9, 96, 7);
+            float out[9 * 96];
+            kv_dequant_rows(&f.W, 2, 7, out);
+            assert_memory_equal(out, f.wf + 2 * 96, 5 * 96 * sizeof(float));
+            drop(&f);
+        }
+    }
+}
+
+static void test_dot_axpy(void **state) {
+    (void)state;
+    uint64_t s = 5;
+    float a[301], b[301], y[301], y0[301];
+    for (int i = 0; i < 301; i++) a[i] = frand(&s), b[i] = frand(&s), y0[i] = frand(&s);
+    for (int isa = KV_ISA_SCALAR; isa <= KV_ISA_AVX512; isa++) {
+        if (kv_kernels_set_isa((kv_isa)isa) != KV_OK) continue;
+        for (int n = 0; n <= 301; n += (n < 40 ? 1 : 37)) {
+            double ref = 0;
+            for (int i = 0; i < n; i++) ref += (double)a[i] * b[i];
+            assert_true(fabs(kv_dot_f32(a, b, n) - ref) < 1e-5);
+            memcpy(y, y0, sizeof y);
+            kv_axpy_f32(y, 0.75f, a, n);
+            for (int i = 0; i < 301; i++)
+                assert_true(fabsf(y[i] - (i < n ? y0[i] + 0.75f * a[i] : y0[i])) < 1e-6f);
+        }
+    }
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_matvec_all),       cmocka_unit_test(test_plain_tails),
+        cmocka_unit_test(test_dequant_rows_exact), cmocka_unit_test(test_dot_axpy),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
