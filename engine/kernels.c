@@ -54,14 +54,14 @@ static void scalar_axpy(float *y, float a, const float *x, int64_t n) {
 }
 
 static int scalar_matvec_rows(const kv_tensor *W, const float *x, float *y, int64_t r0, int64_t r1) {
-    if (W->type == KV_F32) {
+    if (W->type == KV_F32 && ((uintptr_t)W->data & 3u) == 0) {
         for (int64_t r = r0; r < r1; r++) y[r] = scalar_dot((const float *)W->data + (size_t)r * W->cols, x, W->cols);
         return 0;
     }
     /* dequantize a row at a time into a stack buffer in pieces */
     float buf[1024];
     for (int64_t r = r0; r < r1; r++) {
-        if (W->cols <= 1024 && W->type != KV_Q8_G) {
+        if (W->cols <= 1024 && W->type != KV_Q8_G) { /* (also unaligned f32: copied) */
             row_to_f32(W, r, buf);
             y[r] = scalar_dot(buf, x, W->cols);
             continue;

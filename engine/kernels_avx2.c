@@ -20,9 +20,22 @@ static inline __m256 ld_bf16(const uint16_t *p) {
     __m256i v = _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)p));
     return _mm256_castsi256_ps(_mm256_slli_epi32(v, 16));
 }
-static inline float sc_f32(float v) { return v; }
-static inline float sc_f16(uint16_t v) { return kv_fp16_to_fp32(v); }
-static inline float sc_bf16(uint16_t v) { return kv_bf16_to_fp32(v); }
+/* One element for the tails, read with memcpy: rows may be unaligned. */
+static inline float sc_f32(const float *p) {
+    float v;
+    memcpy(&v, p, 4);
+    return v;
+}
+static inline float sc_f16(const uint16_t *p) {
+    uint16_t v;
+    memcpy(&v, p, 2);
+    return kv_fp16_to_fp32(v);
+}
+static inline float sc_bf16(const uint16_t *p) {
+    uint16_t v;
+    memcpy(&v, p, 2);
+    return kv_bf16_to_fp32(v);
+}
 
 /* One row at a time (sequential streaming), four accumulators. */
 #define PLAIN_MATVEC(NAME, T, LD, SC)                                                                    \
@@ -41,7 +54,7 @@ static inline float sc_bf16(uint16_t v) { return kv_bf16_to_fp32(v); }
             }                                                                                           \
             for (; c + 8 <= n; c += 8) a0 = _mm256_fmadd_ps(LD(w + c), _mm256_loadu_ps(x + c), a0);     \
             float s = hsum(_mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)));                \
-            for (; c < n; c++) s += SC(w[c]) * x[c];                                                    \
+            for (; c < n; c++) s += SC(w + c) * x[c];                                                    \
             y[r] = s;                                                                                   \
         }                                                                                               \
     }
@@ -129,11 +142,11 @@ static int avx2_dequant_rows(const kv_tensor *W, int64_t r0, int64_t r1, float *
     case KV_F32: memcpy(out, src, (size_t)total * sizeof(float)); return 0;
     case KV_F16:
         for (; i + 8 <= total; i += 8) _mm256_storeu_ps(out + i, ld_f16((const uint16_t *)src + i));
-        for (; i < total; i++) out[i] = sc_f16(((const uint16_t *)src)[i]);
+        for (; i < total; i++) out[i] = sc_f16((const uint16_t *)src + i);
         return 0;
     case KV_BF16:
         for (; i + 8 <= total; i += 8) _mm256_storeu_ps(out + i, ld_bf16((const uint16_t *)src + i));
-        for (; i < total; i++) out[i] = sc_bf16(((const uint16_t *)src)[i]);
+        for (; i < total; i++) out[i] = sc_bf16((const uint16_t *)src + i);
         return 0;
     case KV_Q8_0:
     case KV_Q4_0: {

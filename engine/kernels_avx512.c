@@ -17,9 +17,22 @@ static inline __m512 ld_bf16(const uint16_t *p) {
     __m512i v = _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)p));
     return _mm512_castsi512_ps(_mm512_slli_epi32(v, 16));
 }
-static inline float sc_f32(float v) { return v; }
-static inline float sc_f16(uint16_t v) { return kv_fp16_to_fp32(v); }
-static inline float sc_bf16(uint16_t v) { return kv_bf16_to_fp32(v); }
+/* One element for the tails, read with memcpy: rows may be unaligned. */
+static inline float sc_f32(const float *p) {
+    float v;
+    memcpy(&v, p, 4);
+    return v;
+}
+static inline float sc_f16(const uint16_t *p) {
+    uint16_t v;
+    memcpy(&v, p, 2);
+    return kv_fp16_to_fp32(v);
+}
+static inline float sc_bf16(const uint16_t *p) {
+    uint16_t v;
+    memcpy(&v, p, 2);
+    return kv_bf16_to_fp32(v);
+}
 
 /* One row at a time, so the weights stream strictly sequentially through
  * memory (the hardware prefetcher keeps one long stream going; walking
@@ -41,7 +54,7 @@ static inline float sc_bf16(uint16_t v) { return kv_bf16_to_fp32(v); }
             }                                                                                           \
             for (; c + 16 <= n; c += 16) a0 = _mm512_fmadd_ps(LD(w + c), _mm512_loadu_ps(x + c), a0);   \
             float s = _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3))); \
-            for (; c < n; c++) s += SC(w[c]) * x[c];                                                    \
+            for (; c < n; c++) s += SC(w + c) * x[c];                                                    \
             y[r] = s;                                                                                   \
         }                                                                                               \
     }
@@ -123,11 +136,11 @@ static int avx512_dequant_rows(const kv_tensor *W, int64_t r0, int64_t r1, float
     case KV_F32: memcpy(out, src, (size_t)total * sizeof(float)); return 0;
     case KV_F16:
         for (; i + 16 <= total; i += 16) _mm512_storeu_ps(out + i, ld_f16((const uint16_t *)src + i));
-        for (; i < total; i++) out[i] = sc_f16(((const uint16_t *)src)[i]);
+        for (; i < total; i++) out[i] = sc_f16((const uint16_t *)src + i);
         return 0;
     case KV_BF16:
         for (; i + 16 <= total; i += 16) _mm512_storeu_ps(out + i, ld_bf16((const uint16_t *)src + i));
-        for (; i < total; i++) out[i] = sc_bf16(((const uint16_t *)src)[i]);
+        for (; i < total; i++) out[i] = sc_bf16((const uint16_t *)src + i);
         return 0;
     case KV_Q8_0:
     case KV_Q4_0: {

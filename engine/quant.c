@@ -84,16 +84,29 @@ int kv_quantize(kv_dtype type, const float *x, void *out, int64_t n) {
     if (n < 0 || n % kv_dtype_block_elems(type) != 0)
         return kv_errorf(KV_EINVAL, "quantize: %lld values is not a whole number of %s blocks", (long long)n,
                          kv_dtype_name(type) ? kv_dtype_name(type) : "?");
-    uint16_t *h = out;
+    uint8_t *o8 = out; /* may be unaligned */
+    uint16_t h;
     switch (type) {
     case KV_F32: memcpy(out, x, (size_t)n * sizeof(float)); return KV_OK;
-    case KV_F16: for (int64_t i = 0; i < n; i++) h[i] = kv_fp32_to_fp16(x[i]); return KV_OK;
-    case KV_BF16: for (int64_t i = 0; i < n; i++) h[i] = kv_fp32_to_bf16(x[i]); return KV_OK;
+    case KV_F16:
+        for (int64_t i = 0; i < n; i++) h = kv_fp32_to_fp16(x[i]), memcpy(o8 + 2 * i, &h, 2);
+        return KV_OK;
+    case KV_BF16:
+        for (int64_t i = 0; i < n; i++) h = kv_fp32_to_bf16(x[i]), memcpy(o8 + 2 * i, &h, 2);
+        return KV_OK;
     case KV_Q8_0:
-        for (int64_t i = 0; i < n / KV_QK; i++) quantize_q8_0(x + i * KV_QK, (kv_block_q8_0 *)out + i);
+        for (int64_t i = 0; i < n / KV_QK; i++) { /* built in place, copied out: `out` may be unaligned */
+            kv_block_q8_0 b;
+            quantize_q8_0(x + i * KV_QK, &b);
+            memcpy(o8 + (size_t)i * sizeof b, &b, sizeof b);
+        }
         return KV_OK;
     case KV_Q4_0:
-        for (int64_t i = 0; i < n / KV_QK; i++) quantize_q4_0(x + i * KV_QK, (kv_block_q4_0 *)out + i);
+        for (int64_t i = 0; i < n / KV_QK; i++) {
+            kv_block_q4_0 b;
+            quantize_q4_0(x + i * KV_QK, &b);
+            memcpy(o8 + (size_t)i * sizeof b, &b, sizeof b);
+        }
         return KV_OK;
     default: return kv_errorf(KV_EINVAL, "quantize: cannot encode type %d", (int)type);
     }
@@ -102,11 +115,16 @@ int kv_quantize(kv_dtype type, const float *x, void *out, int64_t n) {
 int kv_dequantize(kv_dtype type, const void *in, float *out, int64_t n) {
     if (n < 0 || n % kv_dtype_block_elems(type) != 0)
         return kv_errorf(KV_EINVAL, "dequantize: %lld values is not a whole number of blocks", (long long)n);
-    const uint16_t *h = in;
+    const uint8_t *b8 = in; /* may be unaligned: 16-bit values are read with memcpy */
+    uint16_t h;
     switch (type) {
     case KV_F32: memcpy(out, in, (size_t)n * sizeof(float)); return KV_OK;
-    case KV_F16: for (int64_t i = 0; i < n; i++) out[i] = kv_fp16_to_fp32(h[i]); return KV_OK;
-    case KV_BF16: for (int64_t i = 0; i < n; i++) out[i] = kv_bf16_to_fp32(h[i]); return KV_OK;
+    case KV_F16:
+        for (int64_t i = 0; i < n; i++) memcpy(&h, b8 + 2 * i, 2), out[i] = kv_fp16_to_fp32(h);
+        return KV_OK;
+    case KV_BF16:
+        for (int64_t i = 0; i < n; i++) memcpy(&h, b8 + 2 * i, 2), out[i] = kv_bf16_to_fp32(h);
+        return KV_OK;
     case KV_Q8_0:
         for (int64_t i = 0; i < n / KV_QK; i++) {
             kv_block_q8_0 b;
