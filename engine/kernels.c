@@ -1,7 +1,7 @@
 /* kernels.c - run-time dispatch and the portable kernels.
  *
- * The ISA is chosen once (pthread_once): the best the CPU reports through
- * __builtin_cpu_supports, lowered by KVBENCH_ISA=scalar|avx2|avx512. The
+ * The ISA is chosen once (pthread_once): the best the CPU and OS support
+ * (CPUID and XCR0), lowered by KVBENCH_ISA=scalar|avx2|avx512. The
  * portable kernels are the reference the vector ones are tested against,
  * and what runs on non-x86 machines. */
 #define _POSIX_C_SOURCE 200809L
@@ -108,13 +108,32 @@ static const kv_kernel_table *table_for(kv_isa isa) {
     return &kv_kernels_scalar;
 }
 
+#if defined(KV_X86_DISPATCH)
+#include <cpuid.h>
+
+/* What the CPU and the OS support, from CPUID and XCR0 (the OS must save
+ * the YMM/ZMM registers). Written with cpuid.h rather than
+ * __builtin_cpu_supports because compilers disagree on its feature names. */
+static kv_isa detect_x86(void) {
+    unsigned a, b, c, d;
+    if (!__get_cpuid(1, &a, &b, &c, &d)) return KV_ISA_SCALAR;
+    int fma = (c >> 12) & 1, osxsave = (c >> 27) & 1, avx = (c >> 28) & 1, f16c = (c >> 29) & 1;
+    if (!osxsave || !avx) return KV_ISA_SCALAR;
+    unsigned xlo, xhi;
+    __asm__ volatile("xgetbv" : "=a"(xlo), "=d"(xhi) : "c"(0));
+    int ymm = (xlo & 0x6) == 0x6, zmm = (xlo & 0xe6) == 0xe6;
+    if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return KV_ISA_SCALAR;
+    int avx2 = (b >> 5) & 1, avx512f = (b >> 16) & 1, avx512dq = (b >> 17) & 1, avx512bw = (b >> 30) & 1,
+        avx512vl = (b >> 31) & 1;
+    if (!(ymm && avx2 && fma && f16c)) return KV_ISA_SCALAR;
+    if (zmm && avx512f && avx512dq && avx512bw && avx512vl) return KV_ISA_AVX512;
+    return KV_ISA_AVX2;
+}
+#endif
+
 static void detect(void) {
 #if defined(KV_X86_DISPATCH)
-    __builtin_cpu_init();
-    int avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
-    int avx512 = avx2 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-                 __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq");
-    g_best = avx512 ? KV_ISA_AVX512 : avx2 ? KV_ISA_AVX2 : KV_ISA_SCALAR;
+    g_best = detect_x86();
 #endif
     g_isa = g_best;
     const char *e = getenv("KVBENCH_ISA");
