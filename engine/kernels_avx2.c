@@ -20,22 +20,6 @@ static inline __m256 ld_bf16(const uint16_t *p) {
     __m256i v = _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)p));
     return _mm256_castsi256_ps(_mm256_slli_epi32(v, 16));
 }
-/* One element for the tails, read with memcpy: rows may be unaligned. */
-static inline float sc_f32(const float *p) {
-    float v;
-    memcpy(&v, p, 4);
-    return v;
-}
-static inline float sc_f16(const uint16_t *p) {
-    uint16_t v;
-    memcpy(&v, p, 2);
-    return kv_fp16_to_fp32(v);
-}
-static inline float sc_bf16(const uint16_t *p) {
-    uint16_t v;
-    memcpy(&v, p, 2);
-    return kv_bf16_to_fp32(v);
-}
 
 /* One row at a time (sequential streaming), four accumulators. */
 #define PLAIN_MATVEC(NAME, T, LD, SC)                                                                    \

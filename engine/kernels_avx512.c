@@ -17,22 +17,6 @@ static inline __m512 ld_bf16(const uint16_t *p) {
     __m512i v = _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)p));
     return _mm512_castsi512_ps(_mm512_slli_epi32(v, 16));
 }
-/* One element for the tails, read with memcpy: rows may be unaligned. */
-static inline float sc_f32(const float *p) {
-    float v;
-    memcpy(&v, p, 4);
-    return v;
-}
-static inline float sc_f16(const uint16_t *p) {
-    uint16_t v;
-    memcpy(&v, p, 2);
-    return kv_fp16_to_fp32(v);
-}
-static inline float sc_bf16(const uint16_t *p) {
-    uint16_t v;
-    memcpy(&v, p, 2);
-    return kv_bf16_to_fp32(v);
-}
 
 /* One row at a time, so the weights stream strictly sequentially through
  * memory (the hardware prefetcher keeps one long stream going; walking

@@ -2,7 +2,10 @@
 #ifndef KV_KERNELS_IMPL_H
 #define KV_KERNELS_IMPL_H
 
+#include <string.h>
+
 #include "kernels.h"
+#include "quant.h"
 
 /* One ISA's kernels. A NULL entry falls back to the portable one. */
 typedef struct kv_kernel_table {
@@ -19,6 +22,23 @@ extern const kv_kernel_table kv_kernels_scalar;
 extern const kv_kernel_table kv_kernels_avx2;
 extern const kv_kernel_table kv_kernels_avx512;
 #endif
+
+/* One element (the vector kernels' tails), read with memcpy: rows may be unaligned. */
+static inline float sc_f32(const float *p) {
+    float v;
+    memcpy(&v, p, 4);
+    return v;
+}
+static inline float sc_f16(const uint16_t *p) {
+    uint16_t v;
+    memcpy(&v, p, 2);
+    return kv_fp16_to_fp32(v);
+}
+static inline float sc_bf16(const uint16_t *p) {
+    uint16_t v;
+    memcpy(&v, p, 2);
+    return kv_bf16_to_fp32(v);
+}
 
 /* Bytes of one row of W. */
 static inline size_t kv_row_bytes(const kv_tensor *W) { return kv_dtype_bytes(W->type, W->cols); }
