@@ -42,6 +42,10 @@ struct kv_ctx {
     float *deq;    /* [KV_DEQ_CHUNK_ELEMS] dequantized weight rows (prefill) */
     float *scores; /* attention scores; grown on demand */
     size_t scores_cap;
+    kv_ctx_hook hook;  /* on_layer NULL: none */
+    float *stats;      /* [2][n_heads][stats_stride]: last rows, column sums */
+    size_t stats_cap;
+    int32_t stats_stride;
 };
 
 kv_ctx_params kv_ctx_default_params(void) {
@@ -57,7 +61,7 @@ void kv_ctx_free(kv_ctx *c) {
     kv_pool_free(c->pool);
     free(c->x); free(c->xb); free(c->xb2); free(c->q); free(c->k); free(c->v);
     free(c->att); free(c->hb); free(c->hb2); free(c->rope); free(c->inv_freq);
-    free(c->deq); free(c->scores);
+    free(c->deq); free(c->scores); free(c->stats);
     free(c);
 }
 
@@ -112,6 +116,11 @@ void kv_ctx_reset(kv_ctx *c) {
     kv_cache_clear(c->cache);
     kv_cache_reset_peak(c->cache);
     c->pos = 0;
+}
+
+void kv_ctx_set_hook(kv_ctx *c, const kv_ctx_hook *hook) {
+    if (hook) c->hook = *hook;
+    else memset(&c->hook, 0, sizeof c->hook);
 }
 
 int32_t kv_ctx_pos(const kv_ctx *c) { return c->pos; }
@@ -224,6 +233,32 @@ static int scores_reserve(kv_ctx *c, size_t n) {
     return KV_OK;
 }
 
+/* Room for the statistics of one layer whose longest head has max_len
+ * slots; rows zeroed (column sums accumulate). */
+static int stats_prepare(kv_ctx *c, int layer) {
+    int32_t len = 0;
+    for (int g = 0; g < c->mi->n_kv_heads; g++) {
+        int32_t l = kv_cache_head_at(c->cache, layer, g)->len;
+        if (l > len) len = l;
+    }
+    size_t need = 2 * (size_t)c->mi->n_heads * (size_t)len;
+    if (need > c->stats_cap) {
+        size_t cap = need + need / 4;
+        float *s = realloc(c->stats, cap * sizeof(float));
+        if (!s) return kv_errorf(KV_ENOMEM, "out of memory for attention statistics");
+        c->stats = s;
+        c->stats_cap = cap;
+    }
+    c->stats_stride = len;
+    memset(c->stats, 0, need * sizeof(float));
+    return KV_OK;
+}
+
+static float *stats_last_row(kv_ctx *c, int h) { return c->stats + (size_t)h * c->stats_stride; }
+static float *stats_colsum(kv_ctx *c, int h) {
+    return c->stats + ((size_t)c->mi->n_heads + (size_t)h) * c->stats_stride;
+}
+
 typedef struct attn_job {
     kv_ctx *c;
     int layer;
@@ -247,6 +282,8 @@ static void attn_decode_worker(void *arg, int ith, int nth) {
         for (int32_t t = 0; t < ch->len; t++)
             s[t] = ch->pos[t] <= j->qpos ? kv_dot_f32(q, ch->k + (size_t)t * hd, hd) * scale : -INFINITY;
         softmax(s, ch->len);
+        if (c->hook.needs & KV_NEED_LAST_ROW) memcpy(stats_last_row(c, h), s, (size_t)ch->len * sizeof(float));
+        if (c->hook.needs & KV_NEED_COLSUM) memcpy(stats_colsum(c, h), s, (size_t)ch->len * sizeof(float));
         memset(o, 0, (size_t)hd * sizeof(float));
         for (int32_t t = 0; t < ch->len; t++)
             if (s[t] != 0.0f) kv_axpy_f32(o, s[t], ch->v + (size_t)t * hd, hd);
@@ -273,7 +310,10 @@ static int attn_prefill(kv_ctx *c, int layer, int n, int32_t pos0) {
             for (int32_t j = 0; j < len; j++)
                 if (ch->pos[j] > pos0 + t) row[j] = -INFINITY;
             softmax(row, len);
+            if (c->hook.needs & KV_NEED_COLSUM) kv_axpy_f32(stats_colsum(c, h), 1.0f, row, len);
         }
+        if (c->hook.needs & KV_NEED_LAST_ROW)
+            memcpy(stats_last_row(c, h), S + (size_t)(n - 1) * len, (size_t)len * sizeof(float));
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, hd, len, 1.0f, S, len, ch->v, hd, 0.0f,
                     c->att + (size_t)h * hd, qd);
     }
@@ -327,11 +367,21 @@ static int eval_chunk(kv_ctx *c, const int32_t *tokens, int n, float *logits, in
                 if (rc) return rc;
             }
         }
+        if (c->hook.needs && (rc = stats_prepare(c, l))) return rc;
         if (n == 1) {
             attn_job j = {c, l, pos0};
             kv_pool_run(c->pool, attn_decode_worker, &j);
         } else if ((rc = attn_prefill(c, l, n, pos0))) {
             return rc;
+        }
+        if (c->hook.on_layer) {
+            kv_attn_view view = {
+                .layer = l, .n_heads = mi->n_heads, .n_kv_heads = mi->n_kv_heads, .n_new = n, .pos0 = pos0,
+                .stride = c->stats_stride,
+                .last_row = (c->hook.needs & KV_NEED_LAST_ROW) ? c->stats : NULL,
+                .colsum = (c->hook.needs & KV_NEED_COLSUM) ? c->stats + (size_t)mi->n_heads * c->stats_stride : NULL,
+            };
+            if ((rc = c->hook.on_layer(c->hook.user, c->cache, &view))) return rc;
         }
         matmul(c, &w->wo, c->att, c->xb2, n);
         for (size_t i = 0; i < (size_t)n * dim; i++) c->x[i] += c->xb2[i];

@@ -16,6 +16,37 @@
 
 typedef struct kv_ctx kv_ctx; /* opaque */
 
+/* Attention statistics the engine computes only when a hook asks for them
+ * (a KV policy that asks for nothing costs nothing). */
+enum kv_attn_need {
+    KV_NEED_LAST_ROW = 1u << 0, /* softmax row of the newest query, per query head */
+    KV_NEED_COLSUM = 1u << 1,   /* per key, the sum of the softmax rows of this call's queries */
+};
+
+/* What one layer's attention saw, handed to the hook right after it. Rows
+ * are per query head h and cover the slots [0, len) of KV head
+ * h / (n_heads / n_kv_heads) as they were during the attention (the new
+ * tokens already appended). Row h starts at h * stride. NULL when not asked
+ * for. */
+typedef struct kv_attn_view {
+    int layer;
+    int n_heads, n_kv_heads;
+    int32_t n_new;          /* queries in this call (1 when decoding) */
+    int32_t pos0;           /* position of the first of them */
+    int32_t stride;         /* floats between rows */
+    const float *last_row;  /* [n_heads][stride] */
+    const float *colsum;    /* [n_heads][stride] */
+} kv_attn_view;
+
+/* Called after each layer's attention, before the next layer runs: the
+ * place where a KV policy scores and evicts. A non-zero return aborts the
+ * evaluation with that code. */
+typedef struct kv_ctx_hook {
+    void *user;
+    unsigned needs; /* kv_attn_need bits */
+    int (*on_layer)(void *user, kv_cache *cache, const kv_attn_view *view);
+} kv_ctx_hook;
+
 typedef struct kv_ctx_params {
     int n_threads;     /* decode threads and OpenBLAS threads; 0 = all cores */
     int32_t max_batch; /* largest n one eval call processes at once (longer
@@ -37,6 +68,9 @@ void kv_ctx_reset(kv_ctx *c);
  * for a token id outside the vocabulary (message names the index), or
  * KV_ENOMEM. */
 int kv_ctx_eval(kv_ctx *c, const int32_t *tokens, int32_t n, float *logits, int all_logits);
+
+/* Installs (or with NULL removes) the per-layer hook; copied. */
+void kv_ctx_set_hook(kv_ctx *c, const kv_ctx_hook *hook);
 
 int32_t kv_ctx_pos(const kv_ctx *c); /* tokens evaluated so far */
 kv_cache *kv_ctx_cache(kv_ctx *c);

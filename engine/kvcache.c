@@ -15,7 +15,7 @@ struct kv_cache {
 
 /* Growth granule: small enough that a fixed-budget cache holds little
  * slack, large enough that appends rarely reallocate. */
-#define KV_CACHE_MIN_GROW 32
+#define KV_CACHE_MIN_GROW 16
 
 static size_t slot_bytes(const kv_cache *c) {
     return 2 * (size_t)c->head_dim * sizeof(float) + sizeof(int32_t);
@@ -110,15 +110,18 @@ int kv_cache_append(kv_cache *c, kv_cache_head *h, const float *k, const float *
     return KV_OK;
 }
 
-/* Gives memory back once at most half of the capacity is live, keeping a
- * granule of headroom so a cache at its budget does not thrash. */
+/* Gives memory back once at most half of the capacity is live, keeping an
+ * eighth (at least 4 slots) of headroom: a cache held at its budget gains
+ * one slot and loses one per step, so it never reallocates, and what it
+ * holds stays within 12.5% of what it uses. */
 static int head_maybe_shrink(kv_cache *c, kv_cache_head *h) {
     if (h->len == 0) {
         head_release(c, h);
         return KV_OK;
     }
-    if (h->len > h->cap / 2 || h->cap - h->len <= KV_CACHE_MIN_GROW) return KV_OK;
-    return head_resize(c, h, h->len + KV_CACHE_MIN_GROW < h->cap ? h->len + KV_CACHE_MIN_GROW : h->cap);
+    int32_t room = h->len / 8 > 4 ? h->len / 8 : 4;
+    if (h->len > h->cap / 2 || h->cap - h->len <= room) return KV_OK;
+    return head_resize(c, h, h->len + room);
 }
 
 int kv_cache_keep(kv_cache *c, kv_cache_head *h, const int32_t *keep, int32_t n_keep) {

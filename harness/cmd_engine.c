@@ -12,6 +12,7 @@
 #include "../engine/kv_error.h"
 #include "../engine/model.h"
 #include "../engine/sampler.h"
+#include "../policies/policy.h"
 #include "commands.h"
 #include "opts.h"
 #include "paths.h"
@@ -66,6 +67,39 @@ static int new_ctx(const char *cmd, const kv_model *m, int threads, kv_ctx **c) 
         return -1;
     }
     return 0;
+}
+
+/* The KV policy options shared by generate and logits. */
+typedef struct policy_args {
+    const char *name;   /* default "full" */
+    const char *budget; /* "512", "60%", "none" */
+    const char *set;    /* "k=v,k=v" */
+    uint64_t seed;
+} policy_args;
+
+#define POLICY_OPTS(a)                                                                                  \
+    {"policy", 0, HX_OPT_STR, &(a).name, "NAME", "KV cache policy (see 'kvbench list policies'; default full)"}, \
+    {"budget", 'b', HX_OPT_STR, &(a).budget, "B", "KV budget: tokens per layer and KV head (512) or % of the prompt (60%)"}, \
+    {"set", 0, HX_OPT_STR, &(a).set, "K=V,...", "policy parameters, comma-separated"}
+
+/* Creates the policy (NULL for full without a budget). Prints the error. */
+static int make_policy(const char *cmd, const policy_args *a, const kv_model *m, kv_policy **out) {
+    *out = NULL;
+    const char *name = a->name ? a->name : "full";
+    pol_budget b = {POL_BUDGET_NONE, 0};
+    if (a->budget && pol_budget_parse(a->budget, &b)) goto fail;
+    const char *set[POL_MAX_PARAMS];
+    int n_set = 0;
+    char buf[512] = "";
+    if (a->set) {
+        snprintf(buf, sizeof buf, "%s", a->set);
+        for (char *tok = strtok(buf, ","); tok && n_set < POL_MAX_PARAMS; tok = strtok(NULL, ",")) set[n_set++] = tok;
+    }
+    if (pol_new(name, set, n_set, &b, a->seed, kv_model_get_info(m), out)) goto fail;
+    return 0;
+fail:
+    fprintf(stderr, "kvbench %s: %s\n", cmd, kv_last_error());
+    return -1;
 }
 
 /* Encodes text, growing the buffer as needed. *ids is malloc'd. */
@@ -187,8 +221,10 @@ int hx_cmd_generate(int argc, char **argv, int help) {
     int n_new = 256;
     kv_sampler_params sp = kv_sampler_default_params();
     int quiet = 0;
+    policy_args pa = {0};
     hx_opt opts[] = {
         MODEL_OPTS(a),
+        POLICY_OPTS(pa),
         {"prompt", 'p', HX_OPT_STR, &prompt, "TEXT", "prompt (default: empty, i.e. start from BOS)"},
         {"n", 'n', HX_OPT_INT, &n_new, "N", "tokens to generate at most (default 256)"},
         {"temp", 0, HX_OPT_FLOAT, &sp.temperature, "T", "temperature (default 0 = greedy)"},
@@ -217,17 +253,21 @@ int hx_cmd_generate(int argc, char **argv, int help) {
     const kv_model_info *mi = kv_model_get_info(m);
     kv_ctx *c = NULL;
     kv_sampler *s = NULL;
+    kv_policy *pol = NULL;
     int32_t *ids = NULL;
     float *logits = NULL;
     int status = 1;
     size_t n_prompt;
-    if (new_ctx("generate", m, a.threads, &c)) goto out;
+    pa.seed = sp.seed;
+    if (new_ctx("generate", m, a.threads, &c) || make_policy("generate", &pa, m, &pol)) goto out;
     if (kv_sampler_new(&sp, mi->vocab_size, &s) || encode(tok, prompt, strlen(prompt), 1, &ids, &n_prompt)) {
         fprintf(stderr, "kvbench generate: %s\n", kv_last_error());
         goto out;
     }
     logits = malloc((size_t)mi->vocab_size * sizeof *logits);
     if (!logits) goto out;
+    pol_begin(pol, (int32_t)n_prompt);
+    pol_attach(pol, c);
 
     double t0 = now_s();
     if (kv_ctx_eval(c, ids, (int32_t)n_prompt, logits, 0)) {
@@ -256,18 +296,25 @@ int hx_cmd_generate(int argc, char **argv, int help) {
     printf("\n");
     fflush(stdout);
     kv_cache *cache = kv_ctx_cache(c);
+    char bs[32], lim[32];
+    if (pol->limit == INT32_MAX) snprintf(lim, sizeof lim, "unlimited");
+    else snprintf(lim, sizeof lim, "%d", pol->limit);
     fprintf(stderr,
             "kvbench: prompt %zu tokens (%.1f tok/s), generated %d tokens (%.1f tok/s), "
-            "policy full, KV cache %lld slots, %zu bytes held (peak %zu)\n",
+            "policy %s budget %s (%s slots per layer and KV head), KV cache %lld slots (at most %d in one head), "
+            "%zu bytes held (peak %zu)\n",
             n_prompt, n_prompt / (t_prefill > 0 ? t_prefill : 1e-9), generated,
-            generated > 1 ? (generated - 1) / (t_decode > 0 ? t_decode : 1e-9) : 0.0,
-            (long long)kv_cache_total_slots(cache), kv_cache_bytes(cache), kv_cache_peak_bytes(cache));
+            generated > 1 ? (generated - 1) / (t_decode > 0 ? t_decode : 1e-9) : 0.0, pol->ops->name,
+            pol_budget_str(&pol->budget, bs, sizeof bs), lim,
+            (long long)kv_cache_total_slots(cache), kv_cache_max_len(cache), kv_cache_bytes(cache),
+            kv_cache_peak_bytes(cache));
     status = 0;
 out:
     free(logits);
     free(ids);
     kv_sampler_free(s);
     kv_ctx_free(c);
+    pol_free(pol);
     kv_model_free(m);
     return status;
 }
@@ -307,8 +354,12 @@ static int parse_tokens(const char *s, int32_t **out, int32_t *n) {
 int hx_cmd_logits(int argc, char **argv, int help) {
     model_args a = {0};
     const char *tokens = NULL, *text = NULL, *mode = "prefill", *outp = NULL;
+    policy_args pa = {.seed = 42};
+    int32_t n_prompt = 0;
     hx_opt opts[] = {
         MODEL_OPTS(a),
+        POLICY_OPTS(pa),
+        {"prompt-len", 0, HX_OPT_INT, &n_prompt, "N", "tokens that count as the prompt for % budgets (default: all)"},
         {"tokens", 0, HX_OPT_STR, &tokens, "IDS", "comma-separated token ids"},
         {"text", 0, HX_OPT_STR, &text, "TEXT", "text to tokenize (with BOS) instead of --tokens"},
         {"mode", 0, HX_OPT_STR, &mode, "MODE", "prefill (one call), decode (one token per call) or chunk:N"},
@@ -340,6 +391,7 @@ int hx_cmd_logits(int argc, char **argv, int help) {
     const kv_model_info *mi = kv_model_get_info(m);
     int32_t *ids = NULL, n = 0;
     float *logits = NULL;
+    kv_policy *pol = NULL;
     kv_ctx *c = NULL;
     int status = 1;
     size_t nz;
@@ -352,9 +404,11 @@ int hx_cmd_logits(int argc, char **argv, int help) {
         fprintf(stderr, "kvbench logits: no tokens\n");
         goto out;
     }
-    if (new_ctx("logits", m, a.threads, &c)) goto out;
+    if (new_ctx("logits", m, a.threads, &c) || make_policy("logits", &pa, m, &pol)) goto out;
     logits = malloc((size_t)n * mi->vocab_size * sizeof *logits);
     if (!logits) goto out;
+    pol_begin(pol, n_prompt > 0 ? n_prompt : n);
+    pol_attach(pol, c);
     int32_t step = chunk ? chunk : n;
     for (int32_t i = 0; i < n; i += step) {
         int32_t len = n - i < step ? n - i : step;
@@ -378,6 +432,7 @@ out:
     free(ids);
     free(logits);
     kv_ctx_free(c);
+    pol_free(pol);
     kv_model_free(m);
     return status;
 }

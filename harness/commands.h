@@ -12,5 +12,6 @@ int hx_cmd_perplexity(int argc, char **argv, int help);
 int hx_cmd_bench(int argc, char **argv, int help);
 int hx_cmd_convert(int argc, char **argv, int help);
 int hx_cmd_synth(int argc, char **argv, int help);
+int hx_cmd_list(int argc, char **argv, int help);
 
 #endif

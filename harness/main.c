@@ -15,6 +15,7 @@ static const hx_cmd commands[] = {
     {"perplexity", hx_cmd_perplexity, "perplexity of a text file with a sliding window"},
     {"bench", hx_cmd_bench, "prefill and decode speed, bytes read per token"},
     {"info", hx_cmd_info, "print a model's architecture, parameters and bytes"},
+    {"list", hx_cmd_list, "list the KV cache policies and their parameters"},
     {"tokenize", hx_cmd_tokenize, "print the token ids and pieces of a text"},
     {"logits", hx_cmd_logits, "write raw logits of a token sequence (reference checks)"},
     {"convert", hx_cmd_convert, "convert a model file to GGUF (optionally requantized)"},

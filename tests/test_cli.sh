@@ -26,7 +26,7 @@ M=stories260K/stories260K.bin
 
 # help lists every command and each command's help works
 out=$("$kv" help)
-for c in generate perplexity bench info tokenize logits convert synth; do
+for c in generate perplexity bench info list tokenize logits convert synth; do
   echo "$out" | grep -q "^  $c " || bad "help lists $c"
   "$kv" help "$c" >/dev/null || bad "help $c"
 done
@@ -35,7 +35,24 @@ ok "help"
 # generate: greedy from BOS starts like the model card's sample, reports KV bytes
 out=$("$kv" generate --model $M -n 40 --threads 2 2>"$tmp/gen.err")
 if echo "$out" | grep -q "^Once upon a time, there was a little girl named Lily" &&
-   grep -qE "KV cache [0-9]+ slots, [0-9]+ bytes held" "$tmp/gen.err"; then ok "generate"; else bad "generate" "$out"; fi
+   grep -qE "policy full budget none .*KV cache [0-9]+ slots .*[0-9]+ bytes held" "$tmp/gen.err"; then ok "generate"; else bad "generate" "$out"; fi
+
+# every policy runs with a budget and reports the bytes it holds, below the full cache's
+full_bytes=$(grep -oE "[0-9]+ bytes held" "$tmp/gen.err" | grep -oE "^[0-9]+")
+out=$("$kv" list policies)
+for p in $(echo "$out" | awk '/^[a-z]/ {print $1}'); do
+  [ "$p" = full ] && continue
+  err=$("$kv" generate --model $M -n 40 --policy "$p" --budget 16 -q 2>&1 >/dev/null)
+  held=$(echo "$err" | grep -oE "[0-9]+ bytes held" | grep -oE "^[0-9]+")
+  if echo "$err" | grep -q "policy $p budget 16 (16 slots" && [ -n "$held" ] && [ "$held" -lt "$full_bytes" ]; then
+    ok "generate --policy $p ($held < $full_bytes bytes)"
+  else
+    bad "generate --policy $p" "$err"
+  fi
+done
+expect_fail "unknown policy" 1 "unknown policy 'nope'" -- "$kv" generate --model $M --policy nope --budget 8
+expect_fail "unknown policy parameter" 1 "unknown parameter 'sink'" -- "$kv" generate --model $M --policy streamingllm --budget 8 --set sink=2
+expect_fail "bad budget" 1 "budget '12x'" -- "$kv" generate --model $M --policy window --budget 12x
 
 # sampling with a seed is reproducible and differs from greedy
 a=$("$kv" generate --model $M -n 30 --temp 1 --top-p 0.9 --seed 7 -q 2>/dev/null)

@@ -132,7 +132,7 @@ static void test_fixed_budget_is_bounded(void **state) {
         assert_true(h->len <= 64);
         if (kv_cache_bytes(c) > max_bytes) max_bytes = kv_cache_bytes(c);
     }
-    assert_true(max_bytes <= (size_t)(64 + 32 + 1) * (2 * HD * 4 + 4));
+    assert_true(max_bytes <= (size_t)(64 + 16 + 1) * (2 * HD * 4 + 4));
     check_slot(h, 0, 0);
     check_slot(h, 63, 4999);
     kv_cache_free(c);

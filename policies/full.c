@@ -1,0 +1,7 @@
+/* full.c - keep everything: the 100% reference every method is measured against. */
+#include "policy.h"
+
+const pol_ops pol_full_ops = {
+    .name = "full",
+    .summary = "keep every token (the reference)",
+};

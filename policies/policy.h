@@ -1,0 +1,116 @@
+/* policy.h - KV-cache policies: one vtable per method, a registry by name,
+ * a parameter table per policy, and budgets in both conventions.
+ *
+ * A policy is attached to a kv_ctx through the engine's per-layer hook
+ * (pol_attach): after every layer's attention, in prefill and in decode, it
+ * sees the statistics it asked for (`needs`) and brings that layer's cache
+ * within its budget by removing slots, which frees their memory. Each
+ * method's file says which authors' code it follows (see METHODS.md). */
+#ifndef POL_POLICY_H
+#define POL_POLICY_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "context.h"
+#include "kvcache.h"
+
+/* ------------------------------------------------------------ budgets */
+
+typedef enum pol_budget_kind {
+    POL_BUDGET_NONE = 0,     /* unlimited (full cache) */
+    POL_BUDGET_TOKENS = 1,   /* absolute slots per (layer, KV head): "512" */
+    POL_BUDGET_FRACTION = 2, /* of the prompt length, fixed when the prompt is seen: "60%" */
+} pol_budget_kind;
+
+typedef struct pol_budget {
+    pol_budget_kind kind;
+    double value; /* tokens, or a fraction in (0, 1] */
+} pol_budget;
+
+/* Parses "512", "60%" or "none". KV_EINVAL with a message naming the text. */
+int pol_budget_parse(const char *s, pol_budget *out);
+/* Slots per (layer, KV head) for a prompt of n_prompt tokens (INT32_MAX for none). */
+int32_t pol_budget_tokens(const pol_budget *b, int32_t n_prompt);
+/* "512", "60%" or "none" into buf. */
+const char *pol_budget_str(const pol_budget *b, char *buf, size_t cap);
+
+/* --------------------------------------------------------- parameters */
+
+typedef struct pol_param_def {
+    const char *name;
+    double dflt, min, max; /* inclusive range */
+    int is_int;
+    const char *meaning;
+} pol_param_def;
+
+#define POL_MAX_PARAMS 8
+
+/* ------------------------------------------------------------- the vtable */
+
+typedef struct kv_policy kv_policy;
+
+typedef struct pol_ops {
+    const char *name;
+    const char *summary;       /* one line, with the paper / code it follows */
+    const pol_param_def *params;
+    int n_params;
+    unsigned needs;            /* kv_attn_need bits */
+    /* Called once per policy instance; may allocate p->state. */
+    int (*init)(kv_policy *p);
+    /* Brings layer `layer` within p->limit slots per KV head (or whatever the
+     * method keeps) after its attention; view holds the requested statistics. */
+    int (*on_layer)(kv_policy *p, kv_cache *c, const kv_attn_view *view);
+    /* A new sequence: forget every score. */
+    void (*reset)(kv_policy *p);
+    void (*free)(kv_policy *p);
+} pol_ops;
+
+/* An instance: the ops, its parameter values, the budget, and the method's state. */
+struct kv_policy {
+    const pol_ops *ops;
+    double param[POL_MAX_PARAMS]; /* in the order of ops->params */
+    pol_budget budget;
+    int32_t limit;                /* slots per (layer, KV head) for this sequence */
+    uint64_t seed;
+    int n_layers, n_kv_heads;
+    void *state;
+};
+
+/* ------------------------------------------------------------- registry */
+
+int pol_count(void);
+const pol_ops *pol_at(int i);
+const pol_ops *pol_find(const char *name); /* NULL if unknown */
+
+/* Creates an instance of policy `name` with "key=value" settings
+ * (e.g. {"sinks=4"}): an unknown policy or key, a malformed number or a
+ * value out of range is KV_EINVAL with a message naming it. */
+int pol_new(const char *name, const char *const *settings, int n_settings, const pol_budget *budget,
+            uint64_t seed, const kv_model_info *mi, kv_policy **out);
+void pol_free(kv_policy *p);
+
+/* Value of a parameter by name (it must exist). */
+double pol_param(const kv_policy *p, const char *name);
+
+/* A new sequence whose prompt has n_prompt tokens: resets every score and
+ * fixes the budget in slots. Call before evaluating the prompt. */
+void pol_begin(kv_policy *p, int32_t n_prompt);
+
+/* Installs p as ctx's per-layer hook (NULL p removes it). */
+void pol_attach(kv_policy *p, kv_ctx *ctx);
+
+/* Prints the registry with each policy's parameter table. */
+void pol_print_all(void);
+
+/* ------------------------------------------------- helpers for methods */
+
+/* Keeps, in one head, the slots whose indices are listed (any order,
+ * duplicates ignored); also compacts `scores` [len] alongside when given.
+ * Sorting happens here so methods can pick slots by score. */
+int pol_keep_slots(kv_cache *c, kv_cache_head *h, int32_t *idx, int32_t n, float *scores);
+
+/* Indices of the k largest of v[0..n) (ties: lower index first) into out. */
+int pol_top_k(const float *v, int32_t n, int32_t k, int32_t *out);
+
+#endif

@@ -1,0 +1,213 @@
+/* registry.c - the policy registry, parameters, budgets, the engine hook,
+ * and the slot-selection helpers the methods share. */
+#define _POSIX_C_SOURCE 200809L
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kv_error.h"
+#include "policy.h"
+
+extern const pol_ops pol_full_ops, pol_window_ops, pol_streamingllm_ops, pol_h2o_ops, pol_tova_ops,
+    pol_random_ops, pol_knorm_ops;
+
+/* To add a policy: write policies/NAME.c with its pol_ops, declare it above,
+ * list it here, add the file to meson.build, and test it in tests/test_policies.c. */
+static const pol_ops *const registry[] = {
+    &pol_full_ops, &pol_window_ops, &pol_streamingllm_ops, &pol_h2o_ops, &pol_tova_ops, &pol_random_ops,
+    &pol_knorm_ops,
+};
+
+int pol_count(void) { return (int)(sizeof registry / sizeof registry[0]); }
+const pol_ops *pol_at(int i) { return registry[i]; }
+
+const pol_ops *pol_find(const char *name) {
+    for (int i = 0; i < pol_count(); i++)
+        if (strcmp(registry[i]->name, name) == 0) return registry[i];
+    return NULL;
+}
+
+/* ------------------------------------------------------------- budgets */
+
+int pol_budget_parse(const char *s, pol_budget *out) {
+    char *end;
+    if (strcmp(s, "none") == 0 || strcmp(s, "full") == 0) {
+        *out = (pol_budget){POL_BUDGET_NONE, 0};
+        return KV_OK;
+    }
+    errno = 0;
+    double v = strtod(s, &end);
+    if (end == s || errno || !isfinite(v))
+        return kv_errorf(KV_EINVAL, "budget '%s': expected a token count (512), a percentage (60%%) or none", s);
+    if (*end == '%' && end[1] == 0) {
+        if (!(v > 0 && v <= 100))
+            return kv_errorf(KV_EINVAL, "budget '%s': expected a percentage in (0, 100]", s);
+        *out = (pol_budget){POL_BUDGET_FRACTION, v / 100.0};
+        return KV_OK;
+    }
+    if (*end != 0 || v < 1 || v != floor(v) || v > INT32_MAX)
+        return kv_errorf(KV_EINVAL, "budget '%s': expected a whole number of tokens >= 1 or a percentage", s);
+    *out = (pol_budget){POL_BUDGET_TOKENS, v};
+    return KV_OK;
+}
+
+int32_t pol_budget_tokens(const pol_budget *b, int32_t n_prompt) {
+    switch (b->kind) {
+    case POL_BUDGET_TOKENS: return (int32_t)b->value;
+    case POL_BUDGET_FRACTION: {
+        /* as Keyformer/H2O compute it: int(n_prompt * ratio), at least one slot */
+        int32_t k = (int32_t)((double)n_prompt * b->value);
+        return k < 1 ? 1 : k;
+    }
+    default: return INT32_MAX;
+    }
+}
+
+const char *pol_budget_str(const pol_budget *b, char *buf, size_t cap) {
+    if (b->kind == POL_BUDGET_TOKENS) snprintf(buf, cap, "%.0f", b->value);
+    else if (b->kind == POL_BUDGET_FRACTION) snprintf(buf, cap, "%g%%", b->value * 100);
+    else snprintf(buf, cap, "none");
+    return buf;
+}
+
+/* ----------------------------------------------------------- instances */
+
+static int set_param(kv_policy *p, const char *kv) {
+    const pol_ops *o = p->ops;
+    const char *eq = strchr(kv, '=');
+    if (!eq) return kv_errorf(KV_EINVAL, "policy %s: expected key=value, got '%s'", o->name, kv);
+    size_t klen = (size_t)(eq - kv);
+    for (int i = 0; i < o->n_params; i++) {
+        const pol_param_def *d = &o->params[i];
+        if (strlen(d->name) != klen || strncmp(d->name, kv, klen) != 0) continue;
+        char *end;
+        errno = 0;
+        double v = strtod(eq + 1, &end);
+        if (end == eq + 1 || *end || errno || !isfinite(v) || (d->is_int && v != floor(v)))
+            return kv_errorf(KV_EINVAL, "policy %s: parameter %s: expected %s, got '%s'", o->name, d->name,
+                             d->is_int ? "an integer" : "a number", eq + 1);
+        if (v < d->min || v > d->max)
+            return kv_errorf(KV_EINVAL, "policy %s: parameter %s = %g is outside [%g, %g]", o->name, d->name, v,
+                             d->min, d->max);
+        p->param[i] = v;
+        return KV_OK;
+    }
+    char known[256] = "";
+    for (int i = 0; i < o->n_params; i++)
+        snprintf(known + strlen(known), sizeof known - strlen(known), "%s%s", i ? ", " : "", o->params[i].name);
+    return kv_errorf(KV_EINVAL, "policy %s: unknown parameter '%.*s' (known: %s)", o->name, (int)klen, kv,
+                     o->n_params ? known : "none");
+}
+
+int pol_new(const char *name, const char *const *settings, int n_settings, const pol_budget *budget,
+            uint64_t seed, const kv_model_info *mi, kv_policy **out) {
+    *out = NULL;
+    const pol_ops *o = pol_find(name);
+    if (!o) {
+        char known[512] = "";
+        for (int i = 0; i < pol_count(); i++)
+            snprintf(known + strlen(known), sizeof known - strlen(known), "%s%s", i ? ", " : "", registry[i]->name);
+        return kv_errorf(KV_EINVAL, "unknown policy '%s' (known: %s)", name, known);
+    }
+    if (strcmp(o->name, "full") != 0 && (!budget || budget->kind == POL_BUDGET_NONE))
+        return kv_errorf(KV_EINVAL, "policy %s needs a budget (a token count or a percentage of the prompt)", name);
+    kv_policy *p = calloc(1, sizeof *p);
+    if (!p) return kv_errorf(KV_ENOMEM, "out of memory");
+    p->ops = o;
+    for (int i = 0; i < o->n_params; i++) p->param[i] = o->params[i].dflt;
+    p->budget = budget ? *budget : (pol_budget){POL_BUDGET_NONE, 0};
+    if (strcmp(o->name, "full") == 0) p->budget.kind = POL_BUDGET_NONE;
+    p->limit = INT32_MAX;
+    p->seed = seed;
+    p->n_layers = mi->n_layers;
+    p->n_kv_heads = mi->n_kv_heads;
+    int rc = KV_OK;
+    for (int i = 0; i < n_settings && !rc; i++) rc = set_param(p, settings[i]);
+    if (!rc && o->init) rc = o->init(p);
+    if (rc) {
+        pol_free(p);
+        return rc;
+    }
+    *out = p;
+    return KV_OK;
+}
+
+void pol_free(kv_policy *p) {
+    if (!p) return;
+    if (p->ops->free) p->ops->free(p);
+    free(p);
+}
+
+double pol_param(const kv_policy *p, const char *name) {
+    for (int i = 0; i < p->ops->n_params; i++)
+        if (strcmp(p->ops->params[i].name, name) == 0) return p->param[i];
+    return NAN;
+}
+
+void pol_begin(kv_policy *p, int32_t n_prompt) {
+    p->limit = pol_budget_tokens(&p->budget, n_prompt);
+    if (p->ops->reset) p->ops->reset(p);
+}
+
+static int hook_on_layer(void *user, kv_cache *c, const kv_attn_view *v) {
+    kv_policy *p = user;
+    return p->ops->on_layer ? p->ops->on_layer(p, c, v) : KV_OK;
+}
+
+void pol_attach(kv_policy *p, kv_ctx *ctx) {
+    if (!p) {
+        kv_ctx_set_hook(ctx, NULL);
+        return;
+    }
+    kv_ctx_hook h = {.user = p, .needs = p->ops->needs, .on_layer = p->ops->on_layer ? hook_on_layer : NULL};
+    kv_ctx_set_hook(ctx, &h);
+}
+
+void pol_print_all(void) {
+    for (int i = 0; i < pol_count(); i++) {
+        const pol_ops *o = registry[i];
+        printf("%-14s %s\n", o->name, o->summary);
+        for (int k = 0; k < o->n_params; k++) {
+            const pol_param_def *d = &o->params[k];
+            printf("    %-12s default %-8g range [%g, %g]  %s\n", d->name, d->dflt, d->min, d->max, d->meaning);
+        }
+    }
+}
+
+/* ------------------------------------------------------------ helpers */
+
+static int cmp_i32(const void *a, const void *b) {
+    int32_t x = *(const int32_t *)a, y = *(const int32_t *)b;
+    return (x > y) - (x < y);
+}
+
+int pol_keep_slots(kv_cache *c, kv_cache_head *h, int32_t *idx, int32_t n, float *scores) {
+    qsort(idx, (size_t)n, sizeof *idx, cmp_i32);
+    int32_t m = 0;
+    for (int32_t i = 0; i < n; i++)
+        if (m == 0 || idx[i] != idx[m - 1]) idx[m++] = idx[i];
+    if (scores)
+        for (int32_t j = 0; j < m; j++) scores[j] = scores[idx[j]]; /* idx[j] >= j: safe in place */
+    return kv_cache_keep(c, h, idx, m);
+}
+
+typedef struct scored { float v; int32_t i; } scored;
+
+static int by_value_desc(const void *a, const void *b) {
+    const scored *x = a, *y = b;
+    if (x->v != y->v) return x->v > y->v ? -1 : 1;
+    return (x->i > y->i) - (x->i < y->i);
+}
+
+int pol_top_k(const float *v, int32_t n, int32_t k, int32_t *out) {
+    if (k > n) k = n;
+    scored *s = malloc((size_t)(n > 0 ? n : 1) * sizeof *s);
+    if (!s) return kv_errorf(KV_ENOMEM, "out of memory ranking %d slots", n);
+    for (int32_t i = 0; i < n; i++) s[i] = (scored){v[i], i};
+    qsort(s, (size_t)n, sizeof *s, by_value_desc);
+    for (int32_t i = 0; i < k; i++) out[i] = s[i].i;
+    free(s);
+    return KV_OK;
+}
