@@ -41,11 +41,27 @@ int kv_cache_new(int n_layers, int n_kv_heads, int head_dim, kv_cache **out) {
 }
 
 static void head_release(kv_cache *c, kv_cache_head *h) {
+    size_t hd = (size_t)c->head_dim;
     c->bytes -= (size_t)h->cap * slot_bytes(c);
-    free(h->k);
-    free(h->v);
-    free(h->pos);
+    if (h->k) {
+        free(h->k - (size_t)h->off * hd);
+        free(h->v - (size_t)h->off * hd);
+        free(h->pos - h->off);
+    }
     memset(h, 0, sizeof *h);
+}
+
+/* Moves the live slots to the start of the allocation (off = 0). */
+static void head_rebase(kv_cache *c, kv_cache_head *h) {
+    if (h->off == 0) return;
+    size_t hd = (size_t)c->head_dim;
+    float *k = h->k - (size_t)h->off * hd, *v = h->v - (size_t)h->off * hd;
+    int32_t *p = h->pos - h->off;
+    memmove(k, h->k, (size_t)h->len * hd * sizeof(float));
+    memmove(v, h->v, (size_t)h->len * hd * sizeof(float));
+    memmove(p, h->pos, (size_t)h->len * sizeof(int32_t));
+    h->k = k, h->v = v, h->pos = p;
+    h->off = 0;
 }
 
 void kv_cache_free(kv_cache *c) {
@@ -63,13 +79,15 @@ kv_cache_head *kv_cache_head_at(kv_cache *c, int layer, int kv_head) {
     return &c->heads[(size_t)layer * (size_t)c->n_kv_heads + (size_t)kv_head];
 }
 
-/* Resizes one head's arrays to exactly `cap` slots. */
+/* Resizes one head's arrays to exactly `cap` slots (live slots first moved
+ * to the start). */
 static int head_resize(kv_cache *c, kv_cache_head *h, int32_t cap) {
     size_t hd = (size_t)c->head_dim;
     if (cap == 0) {
         head_release(c, h);
         return KV_OK;
     }
+    head_rebase(c, h);
     float *k = realloc(h->k, (size_t)cap * hd * sizeof(float));
     if (!k) return kv_errorf(KV_ENOMEM, "KV cache: out of memory growing a head to %d slots", cap);
     h->k = k;
@@ -89,7 +107,15 @@ int kv_cache_reserve(kv_cache *c, kv_cache_head *h, int32_t extra) {
     if (extra < 0 || h->len > INT32_MAX - extra)
         return kv_errorf(KV_EINVAL, "KV cache: cannot reserve %d more slots", extra);
     int32_t need = h->len + extra;
-    if (need <= h->cap) return KV_OK;
+    if (need + h->off <= h->cap) return KV_OK;
+    /* Room freed at the front is reused by moving the live slots back, but
+     * only when that leaves an eighth of headroom: a window sliding one
+     * slot per step then moves its slots once every len/8 steps. */
+    int32_t room = need / 8 > 4 ? need / 8 : 4;
+    if (need + room <= h->cap) {
+        head_rebase(c, h);
+        return KV_OK;
+    }
     /* Grow by a quarter (at least the granule): amortised O(1) appends
      * with at most 25% slack in a growing cache. */
     int64_t cap = (int64_t)h->cap + h->cap / 4;
@@ -124,6 +150,14 @@ static int head_maybe_shrink(kv_cache *c, kv_cache_head *h) {
     return head_resize(c, h, h->len + room);
 }
 
+/* Moves n consecutive slots from src to dst (ranges may overlap). */
+static void slots_move(kv_cache *c, kv_cache_head *h, int32_t dst, int32_t src, int32_t n) {
+    size_t hd = (size_t)c->head_dim;
+    memmove(h->k + (size_t)dst * hd, h->k + (size_t)src * hd, (size_t)n * hd * sizeof(float));
+    memmove(h->v + (size_t)dst * hd, h->v + (size_t)src * hd, (size_t)n * hd * sizeof(float));
+    memmove(h->pos + dst, h->pos + src, (size_t)n * sizeof(int32_t));
+}
+
 int kv_cache_keep(kv_cache *c, kv_cache_head *h, const int32_t *keep, int32_t n_keep) {
     size_t hd = (size_t)c->head_dim;
     if (n_keep < 0 || n_keep > h->len)
@@ -134,12 +168,32 @@ int kv_cache_keep(kv_cache *c, kv_cache_head *h, const int32_t *keep, int32_t n_
             return kv_errorf(KV_EINVAL, "KV cache: keep list entry %d (slot %d) is out of order or range [0, %d)",
                              j, s, h->len);
     }
-    for (int32_t j = 0; j < n_keep; j++) {
-        int32_t s = keep[j];
-        if (s == j) continue;
-        memcpy(h->k + (size_t)j * hd, h->k + (size_t)s * hd, hd * sizeof(float));
-        memcpy(h->v + (size_t)j * hd, h->v + (size_t)s * hd, hd * sizeof(float));
-        h->pos[j] = h->pos[s];
+    /* Either slide the kept slots after the first gap to the left, or those
+     * before the last gap to the right (then the live range starts later):
+     * whichever moves fewer slots. Both keep the order. */
+    const int32_t shift = h->len - n_keep;
+    int32_t head_ok = 0, tail_ok = 0; /* kept slots already in place for each direction */
+    while (head_ok < n_keep && keep[head_ok] == head_ok) head_ok++;
+    while (tail_ok < n_keep && keep[n_keep - 1 - tail_ok] == h->len - 1 - tail_ok) tail_ok++;
+    /* runs of consecutive kept slots move with one memmove each */
+    if (n_keep - head_ok <= n_keep - tail_ok) {
+        for (int32_t j = head_ok; j < n_keep;) {
+            int32_t r = 1;
+            while (j + r < n_keep && keep[j + r] == keep[j] + r) r++;
+            slots_move(c, h, j, keep[j], r);
+            j += r;
+        }
+    } else {
+        for (int32_t j = n_keep - 1 - tail_ok; j >= 0;) {
+            int32_t r = 1;
+            while (j - r >= 0 && keep[j - r] == keep[j] - r) r++;
+            slots_move(c, h, shift + j - r + 1, keep[j] - r + 1, r);
+            j -= r;
+        }
+        h->k += (size_t)shift * hd;
+        h->v += (size_t)shift * hd;
+        h->pos += shift;
+        h->off += shift;
     }
     h->len = n_keep;
     return head_maybe_shrink(c, h);
@@ -149,10 +203,17 @@ int kv_cache_remove(kv_cache *c, kv_cache_head *h, int32_t slot) {
     size_t hd = (size_t)c->head_dim;
     if (slot < 0 || slot >= h->len)
         return kv_errorf(KV_EINVAL, "KV cache: remove slot %d of %d", slot, h->len);
-    size_t tail = (size_t)(h->len - slot - 1);
-    memmove(h->k + (size_t)slot * hd, h->k + (size_t)(slot + 1) * hd, tail * hd * sizeof(float));
-    memmove(h->v + (size_t)slot * hd, h->v + (size_t)(slot + 1) * hd, tail * hd * sizeof(float));
-    memmove(h->pos + slot, h->pos + slot + 1, tail * sizeof(int32_t));
+    if (slot < h->len - 1 - slot) { /* the front is shorter: slide it right */
+        memmove(h->k + hd, h->k, (size_t)slot * hd * sizeof(float));
+        memmove(h->v + hd, h->v, (size_t)slot * hd * sizeof(float));
+        memmove(h->pos + 1, h->pos, (size_t)slot * sizeof(int32_t));
+        h->k += hd, h->v += hd, h->pos += 1, h->off += 1;
+    } else {
+        size_t tail = (size_t)(h->len - slot - 1);
+        memmove(h->k + (size_t)slot * hd, h->k + (size_t)(slot + 1) * hd, tail * hd * sizeof(float));
+        memmove(h->v + (size_t)slot * hd, h->v + (size_t)(slot + 1) * hd, tail * hd * sizeof(float));
+        memmove(h->pos + slot, h->pos + slot + 1, tail * sizeof(int32_t));
+    }
     h->len--;
     return head_maybe_shrink(c, h);
 }

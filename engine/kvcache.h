@@ -7,9 +7,12 @@
  * ("original positions").
  *
  * Heads grow on demand and any slot can be removed; lengths may differ per
- * head (head-adaptive policies). Removing slots compacts the head and gives
- * memory back (realloc down) once less than half of the capacity is live,
- * so kv_cache_bytes() is the physical memory the cache holds, not a mask. */
+ * head (head-adaptive policies). Removing slots keeps the others in order
+ * and moves whichever side of the removed slots is shorter, so evicting the
+ * oldest tokens (window, sinks + recent) moves almost nothing: the live
+ * slots then start `off` slots into the allocation. Memory is given back
+ * (realloc down) once at most half of the capacity is live, so
+ * kv_cache_bytes() is the physical memory the cache holds, not a mask. */
 #ifndef KV_KVCACHE_H
 #define KV_KVCACHE_H
 
@@ -17,11 +20,12 @@
 #include <stdint.h>
 
 typedef struct kv_cache_head {
-    float *k;     /* [cap][head_dim] */
-    float *v;     /* [cap][head_dim] */
-    int32_t *pos; /* [cap] true position of each slot */
+    float *k;     /* [len][head_dim]: the live slots (inside an allocation of cap) */
+    float *v;     /* [len][head_dim] */
+    int32_t *pos; /* [len] true position of each slot */
     int32_t len;  /* live slots */
     int32_t cap;  /* allocated slots */
+    int32_t off;  /* slots of the allocation before k (freed by evictions at the front) */
 } kv_cache_head;
 
 typedef struct kv_cache kv_cache; /* opaque */

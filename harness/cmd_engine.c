@@ -556,8 +556,10 @@ static size_t decode_weight_bytes(const kv_model *m) {
 int hx_cmd_bench(int argc, char **argv, int help) {
     model_args a = {0};
     int n_prompt = 128, n_gen = 64, reps = 5;
+    policy_args pa = {.seed = 42};
     hx_opt opts[] = {
         MODEL_OPTS(a),
+        POLICY_OPTS(pa),
         {"prompt", 'p', HX_OPT_INT, &n_prompt, "N", "prompt tokens for prefill (default 128)"},
         {"gen", 'n', HX_OPT_INT, &n_gen, "N", "decoded tokens per run (default 64)"},
         {"reps", 'r', HX_OPT_INT, &reps, "N", "runs; medians are reported (default 5)"},
@@ -584,7 +586,10 @@ int hx_cmd_bench(int argc, char **argv, int help) {
     int32_t *prompt = malloc((size_t)n_prompt * sizeof *prompt);
     float *logits = malloc((size_t)mi->vocab_size * sizeof *logits);
     double *pf = malloc((size_t)reps * sizeof *pf), *dc = malloc((size_t)reps * sizeof *dc);
-    if (!prompt || !logits || !pf || !dc || new_ctx("bench", m, a.threads, &c)) goto out;
+    kv_policy *pol = NULL;
+    if (!prompt || !logits || !pf || !dc || new_ctx("bench", m, a.threads, &c) || make_policy("bench", &pa, m, &pol))
+        goto out;
+    pol_attach(pol, c);
     uint64_t x = 88172645463325252ull; /* fixed xorshift seed: the same prompt every run */
     for (int i = 0; i < n_prompt; i++) {
         x ^= x << 13, x ^= x >> 7, x ^= x << 17;
@@ -595,6 +600,7 @@ int hx_cmd_bench(int argc, char **argv, int help) {
      * not counted */
     for (int r = -1; r < reps; r++) {
         kv_ctx_reset(c);
+        pol_begin(pol, n_prompt);
         double t0 = now_s();
         if (kv_ctx_eval(c, prompt, n_prompt, logits, 0)) goto fail;
         double t_pf = now_s() - t0;
@@ -607,10 +613,9 @@ int hx_cmd_bench(int argc, char **argv, int help) {
         if (r < 0) continue;
         pf[r] = n_prompt / t_pf;
         dc[r] = n_gen / t_dc;
-        /* mean KV bytes read per decoded token: keys and values of the
-         * live slots, at the middle of the decoded span */
-        kv_read = (size_t)mi->n_layers * mi->n_kv_heads * mi->head_dim * 2 * sizeof(float) *
-                  (size_t)(n_prompt + n_gen / 2);
+        /* KV bytes read per decoded token: keys and values of the live
+         * slots (the cache as the last step left it) */
+        kv_read = (size_t)kv_cache_total_slots(kv_ctx_cache(c)) * (size_t)mi->head_dim * 2 * sizeof(float);
     }
     qsort(pf, (size_t)reps, sizeof *pf, cmp_double);
     qsort(dc, (size_t)reps, sizeof *dc, cmp_double);
@@ -619,7 +624,9 @@ int hx_cmd_bench(int argc, char **argv, int help) {
     printf("model            %s\n", kv_model_path(m));
     printf("params           %lld (%s, %.1f MB)\n", (long long)mi->n_params, kv_dtype_name(mi->wtype),
            mi->weight_bytes / 1e6);
+    char bs[32];
     printf("threads          %d (kernels: %s)\n", kv_ctx_n_threads(c), kv_isa_name(kv_kernels_isa()));
+    printf("policy           %s, budget %s\n", pol->ops->name, pol_budget_str(&pol->budget, bs, sizeof bs));
     printf("prefill          %d tokens: %.1f tok/s (median of %d; min %.1f, max %.1f)\n", n_prompt, pfm, reps,
            pf[0], pf[reps - 1]);
     printf("decode           %d tokens after the prompt: %.1f tok/s (median of %d; min %.1f, max %.1f)\n", n_gen,
@@ -627,6 +634,7 @@ int hx_cmd_bench(int argc, char **argv, int help) {
     printf("bytes per token  %.2f MB weights + %.2f MB KV cache = %.2f MB\n", wb / 1e6, kv_read / 1e6,
            (wb + kv_read) / 1e6);
     printf("decode bandwidth %.1f GB/s\n", (wb + kv_read) * dcm / 1e9);
+    printf("decode step      %.3f ms (median)\n", 1e3 / dcm);
     status = 0;
     goto out;
 fail:
@@ -637,6 +645,7 @@ out:
     free(pf);
     free(dc);
     kv_ctx_free(c);
+    pol_free(pol);
     kv_model_free(m);
     return status;
 }

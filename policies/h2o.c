@@ -21,7 +21,7 @@ static const pol_param_def params[] = {
 };
 
 typedef struct h2o_head { float *score; int32_t n, cap; } h2o_head;
-typedef struct h2o_state { h2o_head *heads; /* [layers][kv_heads] */ int32_t *idx; int32_t idx_cap; } h2o_state;
+typedef struct h2o_state { h2o_head *heads; /* [layers][kv_heads] */ } h2o_state;
 
 static int h2o_init(kv_policy *p) {
     h2o_state *s = calloc(1, sizeof *s);
@@ -45,7 +45,6 @@ static void h2o_free(kv_policy *p) {
     if (!s) return;
     for (int i = 0; i < p->n_layers * p->n_kv_heads; i++) free(s->heads[i].score);
     free(s->heads);
-    free(s->idx);
     free(s);
 }
 
@@ -76,16 +75,7 @@ static int h2o_on_layer(kv_policy *p, kv_cache *c, const kv_attn_view *v) {
         }
         if (h->len <= p->limit) continue;
         int32_t recent = (int32_t)(p->limit * p->param[0]);
-        int32_t heavy = p->limit - recent, older = h->len - recent;
-        if (s->idx_cap < p->limit) {
-            int32_t *b = realloc(s->idx, (size_t)p->limit * sizeof *b);
-            if (!b) return kv_errorf(KV_ENOMEM, "out of memory");
-            s->idx = b;
-            s->idx_cap = p->limit;
-        }
-        if ((rc = pol_top_k(hs->score, older, heavy, s->idx))) return rc;
-        for (int32_t j = 0; j < recent; j++) s->idx[heavy + j] = older + j;
-        if ((rc = pol_keep_slots(c, h, s->idx, p->limit, hs->score))) return rc;
+        if ((rc = pol_keep_top(c, h, hs->score, h->len - recent, p->limit - recent, 1))) return rc;
         hs->n = h->len;
     }
     return KV_OK;

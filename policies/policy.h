@@ -106,11 +106,16 @@ void pol_print_all(void);
 /* ------------------------------------------------- helpers for methods */
 
 /* Keeps, in one head, the slots whose indices are listed (any order,
- * duplicates ignored); also compacts `scores` [len] alongside when given.
- * Sorting happens here so methods can pick slots by score. */
+ * duplicates ignored); also compacts `scores` [len] alongside when given. */
 int pol_keep_slots(kv_cache *c, kv_cache_head *h, int32_t *idx, int32_t n, float *scores);
 
-/* Indices of the k largest of v[0..n) (ties: lower index first) into out. */
-int pol_top_k(const float *v, int32_t n, int32_t k, int32_t *out);
+/* The same, from a mask: keep[j] != 0 keeps slot j (the common path). */
+int pol_keep_mask(kv_cache *c, kv_cache_head *h, const uint8_t *keep, float *scores);
+
+/* Keeps the k highest-scoring of the slots [0, n_cand) of a head and every
+ * slot from n_cand on (a recent window), dropping the rest; ties keep the
+ * older slot. `score` [len] is compacted alongside when `compact` is set.
+ * O(len log(n_cand - k)): a policy that drops one slot per step scans once. */
+int pol_keep_top(kv_cache *c, kv_cache_head *h, float *score, int32_t n_cand, int32_t k, int compact);
 
 #endif

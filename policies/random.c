@@ -1,6 +1,7 @@
-/* random.c - a floor: when a head holds more than the budget, keep a
- * uniformly random subset of its slots (seeded, so runs repeat). */
+/* random.c - a floor: when a head holds more than the budget, drop
+ * uniformly random slots until it fits (seeded, so runs repeat). */
 #include <stdlib.h>
+#include <string.h>
 
 #include "kv_error.h"
 #include "policy.h"
@@ -27,17 +28,18 @@ static int random_on_layer(kv_policy *p, kv_cache *c, const kv_attn_view *v) {
     for (int g = 0; g < v->n_kv_heads; g++) {
         kv_cache_head *h = kv_cache_head_at(c, v->layer, g);
         if (h->len <= p->limit) continue;
-        int32_t *perm = malloc((size_t)h->len * sizeof *perm);
-        if (!perm) return kv_errorf(KV_ENOMEM, "out of memory");
-        for (int32_t j = 0; j < h->len; j++) perm[j] = j;
-        for (int32_t j = 0; j < p->limit; j++) { /* partial Fisher-Yates */
-            int32_t k = j + (int32_t)(next(&st->s) % (uint64_t)(h->len - j));
-            int32_t t = perm[j];
-            perm[j] = perm[k];
-            perm[k] = t;
+        uint8_t *keep = malloc((size_t)h->len);
+        if (!keep) return kv_errorf(KV_ENOMEM, "out of memory");
+        /* choose which to drop (few, usually one) or which to keep, whichever
+         * is fewer: each draw is uniform among the slots not yet chosen */
+        int32_t drop = h->len - p->limit, pick = drop <= p->limit ? drop : p->limit;
+        memset(keep, drop <= p->limit, (size_t)h->len);
+        for (int32_t n = 0; n < pick;) {
+            int32_t j = (int32_t)(next(&st->s) % (uint64_t)h->len);
+            if (keep[j] == (drop <= p->limit)) keep[j] = !keep[j], n++;
         }
-        int rc = pol_keep_slots(c, h, perm, p->limit, NULL);
-        free(perm);
+        int rc = pol_keep_mask(c, h, keep, NULL);
+        free(keep);
         if (rc) return rc;
     }
     return KV_OK;

@@ -193,21 +193,63 @@ int pol_keep_slots(kv_cache *c, kv_cache_head *h, int32_t *idx, int32_t n, float
     return kv_cache_keep(c, h, idx, m);
 }
 
-typedef struct scored { float v; int32_t i; } scored;
-
-static int by_value_desc(const void *a, const void *b) {
-    const scored *x = a, *y = b;
-    if (x->v != y->v) return x->v > y->v ? -1 : 1;
-    return (x->i > y->i) - (x->i < y->i);
+int pol_keep_mask(kv_cache *c, kv_cache_head *h, const uint8_t *keep, float *scores) {
+    int32_t *idx = malloc((size_t)(h->len > 0 ? h->len : 1) * sizeof *idx), n = 0;
+    if (!idx) return kv_errorf(KV_ENOMEM, "out of memory");
+    for (int32_t j = 0; j < h->len; j++)
+        if (keep[j]) idx[n++] = j;
+    if (scores)
+        for (int32_t j = 0; j < n; j++) scores[j] = scores[idx[j]];
+    int rc = kv_cache_keep(c, h, idx, n);
+    free(idx);
+    return rc;
 }
 
-int pol_top_k(const float *v, int32_t n, int32_t k, int32_t *out) {
-    if (k > n) k = n;
-    scored *s = malloc((size_t)(n > 0 ? n : 1) * sizeof *s);
-    if (!s) return kv_errorf(KV_ENOMEM, "out of memory ranking %d slots", n);
-    for (int32_t i = 0; i < n; i++) s[i] = (scored){v[i], i};
-    qsort(s, (size_t)n, sizeof *s, by_value_desc);
-    for (int32_t i = 0; i < k; i++) out[i] = s[i].i;
-    free(s);
-    return KV_OK;
+/* "a is dropped before b": lower score, then the newer slot. */
+typedef struct cand { float v; int32_t i; } cand;
+static int drops_before(cand a, cand b) { return a.v < b.v || (a.v == b.v && a.i > b.i); }
+
+int pol_keep_top(kv_cache *c, kv_cache_head *h, float *score, int32_t n_cand, int32_t k, int compact) {
+    if (n_cand > h->len) n_cand = h->len;
+    int32_t d = n_cand - k; /* slots to drop */
+    if (d <= 0) return KV_OK;
+    /* a max-heap (by drops_before) of the d most droppable candidates so far:
+     * its top is the one among them most worth keeping */
+    cand *heap = malloc((size_t)d * sizeof *heap);
+    uint8_t *keep = malloc((size_t)h->len);
+    if (!heap || !keep) {
+        free(heap);
+        free(keep);
+        return kv_errorf(KV_ENOMEM, "out of memory");
+    }
+    int32_t n = 0;
+    for (int32_t j = 0; j < n_cand; j++) {
+        cand x = {score[j], j};
+        if (n < d) { /* sift up */
+            int32_t i = n++;
+            while (i > 0 && drops_before(heap[(i - 1) / 2], x)) {
+                heap[i] = heap[(i - 1) / 2];
+                i = (i - 1) / 2;
+            }
+            heap[i] = x;
+        } else if (drops_before(x, heap[0])) { /* replace the top, sift down */
+            int32_t i = 0;
+            for (;;) {
+                int32_t l = 2 * i + 1, r = l + 1, m = i;
+                cand best = x;
+                if (l < n && drops_before(best, heap[l])) m = l, best = heap[l];
+                if (r < n && drops_before(best, heap[r])) m = r;
+                if (m == i) break;
+                heap[i] = heap[m];
+                i = m;
+            }
+            heap[i] = x;
+        }
+    }
+    memset(keep, 1, (size_t)h->len);
+    for (int32_t j = 0; j < n; j++) keep[heap[j].i] = 0;
+    free(heap);
+    int rc = pol_keep_mask(c, h, keep, compact ? score : NULL);
+    free(keep);
+    return rc;
 }

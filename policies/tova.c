@@ -5,33 +5,41 @@
  * top `budget` - the same indices for every KV head of the layer. No score
  * is carried between steps. */
 #include <stdlib.h>
-#include <string.h>
 
 #include "kv_error.h"
 #include "policy.h"
 
+/* Mean over query heads q0..q1 of the newest query's row, slots [0, len). */
+static void mean_row(const kv_attn_view *v, int q0, int q1, int32_t len, float *s) {
+    for (int32_t j = 0; j < len; j++) s[j] = 0;
+    for (int q = q0; q < q1; q++) {
+        const float *row = v->last_row + (size_t)q * v->stride;
+        for (int32_t j = 0; j < len; j++) s[j] += row[j];
+    }
+    for (int32_t j = 0; j < len; j++) s[j] /= (float)(q1 - q0);
+}
+
 static int tova_on_layer(kv_policy *p, kv_cache *c, const kv_attn_view *v) {
     int32_t len = kv_cache_head_at(c, v->layer, 0)->len;
-    int shared = 1;
+    int shared = 1; /* heads aligned: always, under TOVA alone */
     for (int g = 1; g < v->n_kv_heads; g++) shared &= kv_cache_head_at(c, v->layer, g)->len == len;
+    if (shared && len <= p->limit) return KV_OK;
     const int group = v->n_heads / v->n_kv_heads;
-    int rc = KV_OK;
-    /* mean over all heads when the layer's heads are aligned (always, under
-     * TOVA alone); over each KV head's group otherwise */
+    float *s = malloc((size_t)v->stride * sizeof *s), *t = malloc((size_t)v->stride * sizeof *t);
+    int rc = !s || !t ? kv_errorf(KV_ENOMEM, "out of memory") : KV_OK;
+    if (!rc && shared) mean_row(v, 0, v->n_heads, len, s); /* once for the layer */
     for (int g = 0; g < v->n_kv_heads && !rc; g++) {
         kv_cache_head *h = kv_cache_head_at(c, v->layer, g);
         if (h->len <= p->limit) continue;
-        float *s = calloc((size_t)h->len, sizeof *s);
-        int32_t *idx = malloc((size_t)p->limit * sizeof *idx);
-        if (!s || !idx) rc = kv_errorf(KV_ENOMEM, "out of memory");
-        int q0 = shared ? 0 : g * group, q1 = shared ? v->n_heads : (g + 1) * group;
-        for (int q = q0; q < q1 && !rc; q++)
-            for (int32_t j = 0; j < h->len; j++) s[j] += v->last_row[(size_t)q * v->stride + j] / (float)(q1 - q0);
-        if (!rc) rc = pol_top_k(s, h->len, p->limit, idx);
-        if (!rc) rc = pol_keep_slots(c, h, idx, p->limit, NULL);
-        free(s);
-        free(idx);
+        float *score = s;
+        if (!shared) {
+            mean_row(v, g * group, (g + 1) * group, h->len, t);
+            score = t;
+        }
+        rc = pol_keep_top(c, h, score, h->len, p->limit, 0);
     }
+    free(s);
+    free(t);
     return rc;
 }
 

@@ -138,12 +138,50 @@ static void test_fixed_budget_is_bounded(void **state) {
     kv_cache_free(c);
 }
 
+/* Random appends and random keep lists against a plain list of positions:
+ * both compaction directions, runs of every length, the front offset and
+ * its reuse. */
+static void test_random_against_model(void **state) {
+    (void)state;
+    kv_cache *c;
+    assert_int_equal(kv_cache_new(1, 1, HD, &c), KV_OK);
+    kv_cache_head *h = kv_cache_head_at(c, 0, 0);
+    int32_t model[600], n = 0, next_pos = 0, keep[600];
+    uint64_t r = 12345;
+    float k[HD], v[HD];
+    for (int step = 0; step < 3000; step++) {
+        r = r * 6364136223846793005ull + 1442695040888963407ull;
+        int add = (int)((r >> 33) % 5);
+        for (int a = 0; a < add && n < 500; a++) {
+            fill(k, v, next_pos);
+            assert_int_equal(kv_cache_append(c, h, k, v, next_pos), KV_OK);
+            model[n++] = next_pos++;
+        }
+        if ((r >> 20) % 3 == 0 && n > 0) { /* keep a random subset */
+            int32_t m = 0;
+            uint64_t bits = r;
+            for (int32_t j = 0; j < n; j++) {
+                bits = bits * 2862933555777941757ull + 3037000493ull;
+                if ((bits >> 40) % 8 != 0) keep[m++] = j; /* drop about one in eight */
+            }
+            assert_int_equal(kv_cache_keep(c, h, keep, m), KV_OK);
+            for (int32_t j = 0; j < m; j++) model[j] = model[keep[j]];
+            n = m;
+        }
+        assert_int_equal(h->len, n);
+        for (int32_t j = 0; j < n; j++) check_slot(h, j, model[j]);
+        assert_true(h->off + h->len <= h->cap);
+    }
+    kv_cache_free(c);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_append_and_keep),
         cmocka_unit_test(test_bad_keep_lists),
         cmocka_unit_test(test_ragged_and_clear),
         cmocka_unit_test(test_fixed_budget_is_bounded),
+        cmocka_unit_test(test_random_against_model),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
