@@ -199,6 +199,21 @@ int kv_cache_keep(kv_cache *c, kv_cache_head *h, const int32_t *keep, int32_t n_
     return head_maybe_shrink(c, h);
 }
 
+int kv_cache_drop(kv_cache *c, kv_cache_head *h, const uint8_t *keep, int32_t *src) {
+    int32_t last = h->len - 1, n = 0;
+    for (int32_t j = 0; j < h->len; j++) n += keep[j] != 0;
+    for (int32_t j = 0; j < n; j++) {
+        if (src) src[j] = j;
+        if (keep[j]) continue;
+        while (!keep[last]) last--; /* the last kept slot; it lies beyond j since n kept lie in [0, len) */
+        slots_move(c, h, j, last, 1);
+        if (src) src[j] = last;
+        last--;
+    }
+    h->len = n;
+    return head_maybe_shrink(c, h);
+}
+
 int kv_cache_remove(kv_cache *c, kv_cache_head *h, int32_t slot) {
     size_t hd = (size_t)c->head_dim;
     if (slot < 0 || slot >= h->len)

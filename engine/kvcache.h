@@ -45,6 +45,12 @@ int kv_cache_append(kv_cache *c, kv_cache_head *h, const float *k, const float *
 /* Keeps only slots keep[0..n_keep) (strictly increasing indices < len),
  * compacting in order, and shrinks the allocation when it is mostly empty. */
 int kv_cache_keep(kv_cache *c, kv_cache_head *h, const int32_t *keep, int32_t n_keep);
+/* Removes every slot whose keep[j] is 0 by moving slots from the end of the
+ * head into the holes: O(removed) slot moves wherever they are, but the
+ * order of the slots changes (positions stay with their slots). When src is
+ * given, src[i] receives the old index of the slot now at i, for i below the
+ * new length, so a policy can move per-slot state alongside. */
+int kv_cache_drop(kv_cache *c, kv_cache_head *h, const uint8_t *keep, int32_t *src);
 /* Removes one slot (compacting in order). */
 int kv_cache_remove(kv_cache *c, kv_cache_head *h, int32_t slot);
 

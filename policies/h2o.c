@@ -74,8 +74,11 @@ static int h2o_on_layer(kv_policy *p, kv_cache *c, const kv_attn_view *v) {
             for (int32_t j = 0; j < h->len; j++) hs->score[j] += row[j];
         }
         if (h->len <= p->limit) continue;
+        /* the recent window: the newest `recent` positions (tokens are
+         * never evicted while inside it, so these are all present) */
         int32_t recent = (int32_t)(p->limit * p->param[0]);
-        if ((rc = pol_keep_top(c, h, hs->score, h->len - recent, p->limit - recent, 1))) return rc;
+        int32_t from = recent > 0 ? pol_max_pos(h) - recent + 1 : INT32_MAX;
+        if ((rc = pol_keep_top(c, h, hs->score, from, p->limit - recent, 1))) return rc;
         hs->n = h->len;
     }
     return KV_OK;

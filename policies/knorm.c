@@ -3,6 +3,7 @@
  * changes, so its score is computed once, when its slot first appears, and
  * travels with the slot. */
 #include <math.h>
+#include <stdint.h>
 #include <stdlib.h>
 
 #include "kv_error.h"
@@ -45,7 +46,7 @@ static int knorm_on_layer(kv_policy *p, kv_cache *c, const kv_attn_view *v) {
         }
         s->n = h->len;
         if (h->len <= p->limit) continue;
-        int rc = pol_keep_top(c, h, s->score, h->len, p->limit, 1);
+        int rc = pol_keep_top(c, h, s->score, INT32_MAX, p->limit, 1);
         if (rc) return rc;
         s->n = h->len;
     }

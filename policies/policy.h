@@ -109,13 +109,18 @@ void pol_print_all(void);
  * duplicates ignored); also compacts `scores` [len] alongside when given. */
 int pol_keep_slots(kv_cache *c, kv_cache_head *h, int32_t *idx, int32_t n, float *scores);
 
-/* The same, from a mask: keep[j] != 0 keeps slot j (the common path). */
+/* Drops the slots whose keep[j] is 0 (kv_cache_drop: order not kept),
+ * moving `scores` [len] alongside when given. */
 int pol_keep_mask(kv_cache *c, kv_cache_head *h, const uint8_t *keep, float *scores);
 
-/* Keeps the k highest-scoring of the slots [0, n_cand) of a head and every
- * slot from n_cand on (a recent window), dropping the rest; ties keep the
- * older slot. `score` [len] is compacted alongside when `compact` is set.
- * O(len log(n_cand - k)): a policy that drops one slot per step scans once. */
-int pol_keep_top(kv_cache *c, kv_cache_head *h, float *score, int32_t n_cand, int32_t k, int compact);
+/* Keeps every slot whose position is >= recent_from (a recent window;
+ * INT32_MAX for none) and the k highest-scoring of the others, dropping the
+ * rest with kv_cache_drop (slot order is not kept); ties keep the older
+ * slot. `score` [len] moves with its slots when `compact` is set.
+ * O(len log(dropped)): a policy that drops one slot per step scans once. */
+int pol_keep_top(kv_cache *c, kv_cache_head *h, float *score, int32_t recent_from, int32_t k, int compact);
+
+/* The largest position held by a head (-1 when empty). */
+int32_t pol_max_pos(const kv_cache_head *h);
 
 #endif

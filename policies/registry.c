@@ -194,37 +194,46 @@ int pol_keep_slots(kv_cache *c, kv_cache_head *h, int32_t *idx, int32_t n, float
 }
 
 int pol_keep_mask(kv_cache *c, kv_cache_head *h, const uint8_t *keep, float *scores) {
-    int32_t *idx = malloc((size_t)(h->len > 0 ? h->len : 1) * sizeof *idx), n = 0;
-    if (!idx) return kv_errorf(KV_ENOMEM, "out of memory");
-    for (int32_t j = 0; j < h->len; j++)
-        if (keep[j]) idx[n++] = j;
-    if (scores)
-        for (int32_t j = 0; j < n; j++) scores[j] = scores[idx[j]];
-    int rc = kv_cache_keep(c, h, idx, n);
-    free(idx);
+    int32_t *src = scores ? malloc((size_t)(h->len > 0 ? h->len : 1) * sizeof *src) : NULL;
+    if (scores && !src) return kv_errorf(KV_ENOMEM, "out of memory");
+    int rc = kv_cache_drop(c, h, keep, src);
+    if (!rc && scores) /* src[j] >= j and the sources beyond the new length are never written */
+        for (int32_t j = 0; j < h->len; j++) scores[j] = scores[src[j]];
+    free(src);
     return rc;
 }
 
-/* "a is dropped before b": lower score, then the newer slot. */
-typedef struct cand { float v; int32_t i; } cand;
-static int drops_before(cand a, cand b) { return a.v < b.v || (a.v == b.v && a.i > b.i); }
+int32_t pol_max_pos(const kv_cache_head *h) {
+    int32_t m = -1;
+    for (int32_t j = 0; j < h->len; j++)
+        if (h->pos[j] > m) m = h->pos[j];
+    return m;
+}
 
-int pol_keep_top(kv_cache *c, kv_cache_head *h, float *score, int32_t n_cand, int32_t k, int compact) {
-    if (n_cand > h->len) n_cand = h->len;
+/* "a is dropped before b": lower score, then the newer position. */
+typedef struct cand { float v; int32_t pos, slot; } cand;
+static int drops_before(cand a, cand b) { return a.v < b.v || (a.v == b.v && a.pos > b.pos); }
+
+int pol_keep_top(kv_cache *c, kv_cache_head *h, float *score, int32_t recent_from, int32_t k, int compact) {
+    int32_t n_cand = 0;
+    for (int32_t j = 0; j < h->len; j++) n_cand += h->pos[j] < recent_from;
     int32_t d = n_cand - k; /* slots to drop */
     if (d <= 0) return KV_OK;
     /* a max-heap (by drops_before) of the d most droppable candidates so far:
      * its top is the one among them most worth keeping */
+    if (h->len <= 0) return KV_OK;
+    const size_t len = (size_t)(uint32_t)h->len;
     cand *heap = malloc((size_t)d * sizeof *heap);
-    uint8_t *keep = malloc((size_t)h->len);
+    uint8_t *keep = malloc(len);
     if (!heap || !keep) {
         free(heap);
         free(keep);
         return kv_errorf(KV_ENOMEM, "out of memory");
     }
     int32_t n = 0;
-    for (int32_t j = 0; j < n_cand; j++) {
-        cand x = {score[j], j};
+    for (int32_t j = 0; j < h->len; j++) {
+        if (h->pos[j] >= recent_from) continue;
+        cand x = {score[j], h->pos[j], j}; /* ties by position: the older is kept */
         if (n < d) { /* sift up */
             int32_t i = n++;
             while (i > 0 && drops_before(heap[(i - 1) / 2], x)) {
@@ -246,8 +255,8 @@ int pol_keep_top(kv_cache *c, kv_cache_head *h, float *score, int32_t n_cand, in
             heap[i] = x;
         }
     }
-    memset(keep, 1, (size_t)h->len);
-    for (int32_t j = 0; j < n; j++) keep[heap[j].i] = 0;
+    memset(keep, 1, len);
+    for (int32_t e = 0; e < n; e++) keep[heap[e].slot] = 0;
     free(heap);
     int rc = pol_keep_mask(c, h, keep, compact ? score : NULL);
     free(keep);

@@ -4,6 +4,7 @@
  * slot by the newest query's attention averaged over heads and keep the
  * top `budget` - the same indices for every KV head of the layer. No score
  * is carried between steps. */
+#include <stdint.h>
 #include <stdlib.h>
 
 #include "kv_error.h"
@@ -36,7 +37,7 @@ static int tova_on_layer(kv_policy *p, kv_cache *c, const kv_attn_view *v) {
             mean_row(v, g * group, (g + 1) * group, h->len, t);
             score = t;
         }
-        rc = pol_keep_top(c, h, score, h->len, p->limit, 0);
+        rc = pol_keep_top(c, h, score, INT32_MAX, p->limit, 0);
     }
     free(s);
     free(t);

@@ -4,6 +4,9 @@
 # selection, compaction). Every policy runs with a budget one below the
 # context, so it evicts one slot per layer and KV head at every step while
 # attending over the same number of keys as the full cache.
+# The machine's memory bandwidth drifts from minute to minute, so the runs
+# are interleaved (full, then every policy, three rounds) and each policy's
+# figure is the median over the rounds.
 # usage: scripts/bench_policies.sh [MODEL] [CONTEXT] [THREADS]
 # (default: a synthetic 110M Llama in F32, written to /tmp if missing; 2048; 2)
 set -euo pipefail
@@ -13,12 +16,20 @@ model=${1:-/tmp/kvbench-llama110m-f32.gguf}
 ctx=${2:-2048}
 threads=${3:-2}
 [ -f "$model" ] || build/kvbench synth "$model" --type f32 >/dev/null
-step() { build/kvbench bench --model "$model" --threads "$threads" --prompt "$ctx" --gen 16 --reps 5 "$@" |
+step() { build/kvbench bench --model "$model" --threads "$threads" --prompt "$ctx" --gen 32 --reps 3 "$@" |
          awk '/^decode step/ {print $3}'; }
-full=$(step --policy full)
-printf "%-14s %12s %10s\n" policy "ms/step" "vs full"
-printf "%-14s %12.3f %10s\n" full "$full" "-"
-for p in $(build/kvbench list policies | awk '/^[a-z]/ && $1 != "full" {print $1}'); do
-  t=$(step --policy "$p" --budget $((ctx - 1)))
-  printf "%-14s %12.3f %+9.1f%%\n" "$p" "$t" "$(echo "($t / $full - 1) * 100" | bc -l)"
+policies=$(build/kvbench list policies | awk '/^[a-z]/ {print $1}')
+declare -A runs
+for round in 1 2 3; do
+  for p in $policies; do
+    if [ "$p" = full ]; then t=$(step --policy full); else t=$(step --policy "$p" --budget $((ctx - 1))); fi
+    runs[$p]="${runs[$p]:-} $t"
+  done
+done
+median() { echo "$@" | tr ' ' '\n' | sed '/^$/d' | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+full=$(median ${runs[full]})
+printf "%-14s %10s %9s   %s\n" policy "ms/step" "vs full" "rounds"
+for p in $policies; do
+  t=$(median ${runs[$p]})
+  printf "%-14s %10.3f %+8.1f%%  %s\n" "$p" "$t" "$(echo "($t / $full - 1) * 100" | bc -l)" "${runs[$p]}"
 done

@@ -157,7 +157,7 @@ static void test_random_against_model(void **state) {
             assert_int_equal(kv_cache_append(c, h, k, v, next_pos), KV_OK);
             model[n++] = next_pos++;
         }
-        if ((r >> 20) % 3 == 0 && n > 0) { /* keep a random subset */
+        if ((r >> 20) % 3 == 0 && n > 0) { /* keep a random subset, in order */
             int32_t m = 0;
             uint64_t bits = r;
             for (int32_t j = 0; j < n; j++) {
@@ -166,6 +166,22 @@ static void test_random_against_model(void **state) {
             }
             assert_int_equal(kv_cache_keep(c, h, keep, m), KV_OK);
             for (int32_t j = 0; j < m; j++) model[j] = model[keep[j]];
+            n = m;
+        } else if ((r >> 20) % 3 == 1 && n > 0) { /* drop a random subset, order not kept */
+            uint8_t mask[600];
+            int32_t src[600], m = 0, old[600];
+            uint64_t bits = r;
+            for (int32_t j = 0; j < n; j++) {
+                bits = bits * 2862933555777941757ull + 3037000493ull;
+                mask[j] = (bits >> 40) % 6 != 0;
+                m += mask[j];
+                old[j] = model[j];
+            }
+            assert_int_equal(kv_cache_drop(c, h, mask, src), KV_OK);
+            for (int32_t j = 0; j < m; j++) {
+                assert_true(mask[src[j]]);
+                model[j] = old[src[j]];
+            }
             n = m;
         }
         assert_int_equal(h->len, n);

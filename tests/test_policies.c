@@ -164,11 +164,32 @@ static kv_cache *hand_cache(int32_t n) {
     return c;
 }
 
+static int cmp_i32(const void *a, const void *b) {
+    return (*(const int32_t *)a > *(const int32_t *)b) - (*(const int32_t *)a < *(const int32_t *)b);
+}
+
+/* The head holds exactly these positions (in any slot order), each with
+ * the key it was appended with. */
 static void expect_positions(kv_cache *c, const int32_t *want, int32_t n) {
     kv_cache_head *h = kv_cache_head_at(c, 0, 0);
     assert_int_equal(h->len, n);
+    int32_t got[64];
+    for (int32_t j = 0; j < n; j++) {
+        got[j] = h->pos[j];
+        assert_true(h->k[2 * j] == (float)h->pos[j]); /* the key moved with its position */
+    }
+    qsort(got, (size_t)n, sizeof *got, cmp_i32);
     for (int32_t j = 0; j < n; j++)
-        if (h->pos[j] != want[j]) fail_msg("slot %d holds position %d, expected %d", j, h->pos[j], want[j]);
+        if (got[j] != want[j]) fail_msg("held positions differ at %d: %d, expected %d", j, got[j], want[j]);
+}
+
+/* The slot holding position `pos`. */
+static int32_t slot_of(kv_cache *c, int32_t pos) {
+    kv_cache_head *h = kv_cache_head_at(c, 0, 0);
+    for (int32_t j = 0; j < h->len; j++)
+        if (h->pos[j] == pos) return j;
+    fail_msg("position %d not held", pos);
+    return -1;
 }
 
 static kv_policy *hand_policy(const char *name, int32_t limit, const char *set) {
@@ -213,7 +234,8 @@ static void test_rules_by_hand(void **state) {
      * position 8's slot (now slot 2) makes it the heaviest; recent = {9, 10} */
     float k[2] = {10, 1}, vv[2] = {0, 0};
     assert_int_equal(kv_cache_append(c, kv_cache_head_at(c, 0, 0), k, vv, 10), KV_OK);
-    float colsum2[2][5] = {{0, 0, 1.0f, 0, 0}, {0, 0, 1.0f, 0, 0}};
+    float colsum2[2][5] = {{0}};
+    colsum2[0][slot_of(c, 8)] = colsum2[1][slot_of(c, 8)] = 1.0f;
     hv.colsum = &colsum2[0][0];
     hv.stride = 5;
     assert_int_equal(p->ops->on_layer(p, c, &hv), KV_OK);
