@@ -120,6 +120,16 @@ int pol_keep_mask(kv_cache *c, kv_cache_head *h, const uint8_t *keep, float *sco
  * O(len log(dropped)): a policy that drops one slot per step scans once. */
 int pol_keep_top(kv_cache *c, kv_cache_head *h, float *score, int32_t recent_from, int32_t k, int compact);
 
+/* Per-slot scores kept by a policy for every (layer, KV head), moved with
+ * their slots by pol_keep_top. pol_scores_sync grows a head's array to the
+ * head's length, zeroing the entries of slots new since the last call, and
+ * returns it; sets *fresh to the first new index. */
+typedef struct pol_scores pol_scores;
+pol_scores *pol_scores_new(int n_layers, int n_kv_heads);
+void pol_scores_reset(pol_scores *s);   /* a new sequence */
+void pol_scores_free(pol_scores *s);
+float *pol_scores_sync(pol_scores *s, int layer, int kv_head, const kv_cache_head *h, int32_t *fresh);
+
 /* The largest position held by a head (-1 when empty). */
 int32_t pol_max_pos(const kv_cache_head *h);
 

@@ -203,6 +203,52 @@ int pol_keep_mask(kv_cache *c, kv_cache_head *h, const uint8_t *keep, float *sco
     return rc;
 }
 
+typedef struct pol_score_row { float *v; int32_t n, cap; } pol_score_row;
+struct pol_scores { int n_layers, n_kv_heads; pol_score_row *rows; };
+
+pol_scores *pol_scores_new(int n_layers, int n_kv_heads) {
+    pol_scores *s = calloc(1, sizeof *s);
+    if (!s) return NULL;
+    s->n_layers = n_layers;
+    s->n_kv_heads = n_kv_heads;
+    s->rows = calloc((size_t)n_layers * (size_t)n_kv_heads, sizeof *s->rows);
+    if (!s->rows) {
+        free(s);
+        return NULL;
+    }
+    return s;
+}
+
+void pol_scores_reset(pol_scores *s) {
+    for (int i = 0; i < s->n_layers * s->n_kv_heads; i++) s->rows[i].n = 0;
+}
+
+void pol_scores_free(pol_scores *s) {
+    if (!s) return;
+    for (int i = 0; i < s->n_layers * s->n_kv_heads; i++) free(s->rows[i].v);
+    free(s->rows);
+    free(s);
+}
+
+float *pol_scores_sync(pol_scores *s, int layer, int kv_head, const kv_cache_head *h, int32_t *fresh) {
+    pol_score_row *r = &s->rows[layer * s->n_kv_heads + kv_head];
+    if (h->len > r->cap || !r->v) {
+        int32_t cap = h->len + h->len / 2 + 16;
+        float *v = realloc(r->v, (size_t)cap * sizeof *v);
+        if (!v) {
+            kv_errorf(KV_ENOMEM, "out of memory for policy scores");
+            return NULL;
+        }
+        r->v = v;
+        r->cap = cap;
+    }
+    if (r->n > h->len) r->n = h->len; /* slots removed by someone else: their scores are gone too */
+    *fresh = r->n;
+    for (int32_t j = r->n; j < h->len; j++) r->v[j] = 0.0f;
+    r->n = h->len;
+    return r->v;
+}
+
 int32_t pol_max_pos(const kv_cache_head *h) {
     int32_t m = -1;
     for (int32_t j = 0; j < h->len; j++)
