@@ -16,6 +16,7 @@
 #include "commands.h"
 #include "opts.h"
 #include "paths.h"
+#include "record.h"
 
 #define N_OPTS(a) (int)(sizeof(a) / sizeof((a)[0]))
 
@@ -353,13 +354,15 @@ static int parse_tokens(const char *s, int32_t **out, int32_t *n) {
 
 int hx_cmd_logits(int argc, char **argv, int help) {
     model_args a = {0};
-    const char *tokens = NULL, *text = NULL, *mode = "prefill", *outp = NULL;
+    const char *tokens = NULL, *text = NULL, *mode = "prefill", *outp = NULL, *record = NULL;
+    hx_recorder rec = {0};
     policy_args pa = {.seed = 42};
     int32_t n_prompt = 0;
     hx_opt opts[] = {
         MODEL_OPTS(a),
         POLICY_OPTS(pa),
         {"prompt-len", 0, HX_OPT_INT, &n_prompt, "N", "tokens that count as the prompt for % budgets (default: all)"},
+        {"record", 0, HX_OPT_STR, &record, "FILE", "record what the policy saw and kept at every layer call"},
         {"tokens", 0, HX_OPT_STR, &tokens, "IDS", "comma-separated token ids"},
         {"text", 0, HX_OPT_STR, &text, "TEXT", "text to tokenize (with BOS) instead of --tokens"},
         {"mode", 0, HX_OPT_STR, &mode, "MODE", "prefill (one call), decode (one token per call) or chunk:N"},
@@ -408,7 +411,11 @@ int hx_cmd_logits(int argc, char **argv, int help) {
     logits = malloc((size_t)n * mi->vocab_size * sizeof *logits);
     if (!logits) goto out;
     pol_begin(pol, n_prompt > 0 ? n_prompt : n);
-    pol_attach(pol, c);
+    if (record) {
+        if (hx_record_attach(&rec, record, pol, c)) goto out;
+    } else {
+        pol_attach(pol, c);
+    }
     int32_t step = chunk ? chunk : n;
     for (int32_t i = 0; i < n; i += step) {
         int32_t len = n - i < step ? n - i : step;
@@ -427,8 +434,10 @@ int hx_cmd_logits(int argc, char **argv, int help) {
         fprintf(stderr, "kvbench logits: %s: cannot write: %s\n", outp, strerror(errno));
         goto out;
     }
+    if (hx_record_close(&rec)) goto out;
     status = 0;
 out:
+    hx_record_close(&rec);
     free(ids);
     free(logits);
     kv_ctx_free(c);

@@ -1,0 +1,30 @@
+/* record.h - records what a KV policy saw and kept, layer by layer, so an
+ * independent implementation (tests/reference/policies_ref.py) can replay
+ * the same attention statistics and must keep the same tokens.
+ *
+ * File: "KVRC", int32 version 1, int32 limit, int32 name length, name bytes,
+ * int32 n_params, float64 params; then one event per layer call:
+ * int32 layer, n_heads, n_kv_heads, n_new, pos0, stride, needs; per KV head
+ * int32 len and int32 pos[len] (before the policy ran); float32
+ * last_row[n_heads][stride] when needs & 1; float32 colsum[n_heads][stride]
+ * when needs & 2; per KV head int32 len and int32 pos[len] (after). */
+#ifndef HX_RECORD_H
+#define HX_RECORD_H
+
+#include <stdio.h>
+
+#include "../policies/policy.h"
+
+typedef struct hx_recorder {
+    FILE *f;
+    kv_policy *p;
+    int failed;
+} hx_recorder;
+
+/* Opens path, writes the header and installs the recording hook on ctx in
+ * place of pol_attach. Returns 0 or prints an error and returns -1. */
+int hx_record_attach(hx_recorder *r, const char *path, kv_policy *p, kv_ctx *ctx);
+/* Closes the file; -1 (message printed) if any write failed. */
+int hx_record_close(hx_recorder *r);
+
+#endif
