@@ -397,12 +397,13 @@ int hx_cmd_logits(int argc, char **argv, int help) {
     kv_policy *pol = NULL;
     kv_ctx *c = NULL;
     int status = 1;
-    size_t nz;
-    if (tokens ? parse_tokens(tokens, &ids, &n)
-               : (encode(kv_model_tokenizer(m), text, strlen(text), 1, &ids, &nz) || ((n = (int32_t)nz), 0))) {
+    size_t nz = 0;
+    int rc = tokens ? parse_tokens(tokens, &ids, &n) : encode(kv_model_tokenizer(m), text, strlen(text), 1, &ids, &nz);
+    if (rc) {
         fprintf(stderr, "kvbench logits: %s\n", kv_last_error());
         goto out;
     }
+    if (!tokens) n = (int32_t)nz;
     if (n == 0) {
         fprintf(stderr, "kvbench logits: no tokens\n");
         goto out;

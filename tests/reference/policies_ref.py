@@ -9,7 +9,9 @@ Rules (per layer and KV head, applied when the head holds more than B):
   streamingllm  keep the s oldest (sinks) and the B - s newest    (A3)
   h2o           score = attention received, summed over every query so far and
                 over the query heads sharing the KV head; keep the r = int(B * recent)
-                newest and the B - r best-scored others          (A4, real drop)
+                newest and the B - r best-scored others          (A4 (b), real drop)
+                sim=1: the mask simulation (A4 (a)): the kept set counts the token
+                about to be generated, so B - 1 are kept, r - 1 of them recent
   tova          score = the newest query's attention averaged over all heads;
                 keep the B best                                   (A6)
 Ties go to the older position.
@@ -88,11 +90,14 @@ def replay(rec):
                 sc = {p: sc.get(p, 0.0) for p in held}          # scores leave with their tokens
                 for j, p in enumerate(before):
                     sc[p] += sum(ev['colsum'][q][j] for q in range(g * group, (g + 1) * group))
+                nxt = int(rec.params[1])
                 keep = held
-                if len(held) > B:
+                if len(held) > B - nxt:
                     r = int(B * rec.params[0])
+                    heavy = B - r
+                    r = max(r - nxt, 0)
                     recent = set(sorted(held)[len(held) - r:]) if r > 0 else set()
-                    keep = recent | best({p: v for p, v in sc.items() if p not in recent}, B - r)
+                    keep = recent | best({p: v for p, v in sc.items() if p not in recent}, min(heavy, B - nxt))
                 state[(ev['layer'], g)] = {p: sc[p] for p in keep}
             elif rec.name == 'tova':
                 keep = held
