@@ -43,6 +43,11 @@ struct kv_ctx {
     float *scores; /* attention scores; grown on demand */
     size_t scores_cap;
     kv_ctx_hook hook;  /* on_layer NULL: none */
+    float *rope_tab;   /* KV_POS_CACHE: [rope_tab_n][n_rot] cos, sin per position */
+    int32_t rope_tab_n;
+    float *kr;         /* KV_POS_CACHE: [n_kv_heads][kr_stride][head_dim] keys rotated for this call */
+    size_t kr_cap;
+    int32_t kr_stride;
     float *stats;      /* [2][n_heads][stats_stride]: last rows, column sums */
     size_t stats_cap;
     int32_t stats_stride;
@@ -61,7 +66,7 @@ void kv_ctx_free(kv_ctx *c) {
     kv_pool_free(c->pool);
     free(c->x); free(c->xb); free(c->xb2); free(c->q); free(c->k); free(c->v);
     free(c->att); free(c->hb); free(c->hb2); free(c->rope); free(c->inv_freq);
-    free(c->deq); free(c->scores); free(c->stats);
+    free(c->deq); free(c->scores); free(c->stats); free(c->rope_tab); free(c->kr);
     free(c);
 }
 
@@ -259,6 +264,96 @@ static float *stats_colsum(kv_ctx *c, int h) {
     return c->stats + ((size_t)c->mi->n_heads + (size_t)h) * c->stats_stride;
 }
 
+/* cos, sin of position p for every rotary pair (computed like the per-call
+ * table, so both position modes rotate identically). */
+static void rope_angles(const kv_ctx *c, int64_t p, float *cs) {
+    for (int i = 0; i < c->mi->n_rot / 2; i++) {
+        double a = (double)p * c->inv_freq[i];
+        cs[2 * i] = (float)cos(a);
+        cs[2 * i + 1] = (float)sin(a);
+    }
+}
+
+typedef struct pos_idx { int32_t pos, slot; } pos_idx;
+
+static int by_pos(const void *a, const void *b) {
+    const pos_idx *x = a, *y = b;
+    return (x->pos > y->pos) - (x->pos < y->pos);
+}
+
+/* rank[j] = how many slots of the head hold an earlier position than slot j. */
+static int position_ranks(const kv_cache_head *ch, int32_t **out) {
+    pos_idx *p = malloc((size_t)ch->len * sizeof *p);
+    int32_t *rank = malloc((size_t)ch->len * sizeof *rank);
+    if (!p || !rank) {
+        free(p);
+        free(rank);
+        return kv_errorf(KV_ENOMEM, "out of memory ranking positions");
+    }
+    for (int32_t j = 0; j < ch->len; j++) p[j] = (pos_idx){ch->pos[j], j};
+    qsort(p, (size_t)ch->len, sizeof *p, by_pos);
+    for (int32_t r = 0; r < ch->len; r++) rank[p[r].slot] = r;
+    free(p);
+    *out = rank;
+    return KV_OK;
+}
+
+/* KV_POS_CACHE: rotates every key of layer l by its index in the cache into
+ * c->kr, and each query row of this call by the index of its own slot in
+ * its KV head (heads may have different lengths). */
+static int rotate_in_cache(kv_ctx *c, int l, int n) {
+    const kv_model_info *mi = c->mi;
+    const int hd = mi->head_dim, qd = mi->n_heads * hd, group = mi->n_heads / mi->n_kv_heads;
+    int32_t len = kv_cache_max_len(c->cache);
+    if (len > c->rope_tab_n) { /* table of angles for positions [0, len) */
+        int32_t n_pos = len + len / 4 + 64;
+        float *t = realloc(c->rope_tab, (size_t)n_pos * (size_t)mi->n_rot * sizeof(float));
+        if (!t) return kv_errorf(KV_ENOMEM, "out of memory for rotary tables");
+        c->rope_tab = t;
+        for (int32_t p = c->rope_tab_n; p < n_pos; p++) rope_angles(c, p, t + (size_t)p * mi->n_rot);
+        c->rope_tab_n = n_pos;
+    }
+    size_t need = (size_t)mi->n_kv_heads * (size_t)len * (size_t)hd;
+    if (need > c->kr_cap) {
+        float *k = realloc(c->kr, need * sizeof(float));
+        if (!k) return kv_errorf(KV_ENOMEM, "out of memory for rotated keys");
+        c->kr = k;
+        c->kr_cap = need;
+    }
+    c->kr_stride = len;
+    for (int g = 0; g < mi->n_kv_heads; g++) {
+        kv_cache_head *ch = kv_cache_head_at(c->cache, l, g);
+        float *kr = c->kr + (size_t)g * len * hd;
+        memcpy(kr, ch->k, (size_t)ch->len * hd * sizeof(float));
+        /* a key's in-cache index is its rank by position: its slot index
+         * when slots are in position order (policies that keep order),
+         * else counted (policies that fill holes from the end) */
+        int sorted = 1;
+        for (int32_t j = 1; j < ch->len && sorted; j++) sorted = ch->pos[j - 1] < ch->pos[j];
+        int32_t *rank = NULL;
+        if (!sorted) {
+            int rc = position_ranks(ch, &rank);
+            if (rc) return rc;
+        }
+        for (int32_t j = 0; j < ch->len; j++)
+            rope_apply(kr + (size_t)j * hd, 1, hd, mi->n_rot,
+                       c->rope_tab + (size_t)(rank ? rank[j] : j) * mi->n_rot);
+        free(rank);
+        for (int h = g * group; h < (g + 1) * group; h++)
+            for (int t = 0; t < n; t++)
+                rope_apply(c->q + (size_t)t * qd + (size_t)h * hd, 1, hd, mi->n_rot,
+                           c->rope_tab + (size_t)(ch->len - n + t) * mi->n_rot);
+    }
+    return KV_OK;
+}
+
+/* The keys attention reads for KV head g of layer l: the cache's (rotated
+ * at their positions), or this call's in-cache rotation. */
+static const float *attn_keys(const kv_ctx *c, const kv_cache_head *ch, int g) {
+    if (c->hook.positions == KV_POS_CACHE) return c->kr + (size_t)g * c->kr_stride * c->mi->head_dim;
+    return ch->k;
+}
+
 typedef struct attn_job {
     kv_ctx *c;
     int layer;
@@ -277,10 +372,10 @@ static void attn_decode_worker(void *arg, int ith, int nth) {
     float *s = c->scores + stride * (size_t)ith;
     for (int h = ith; h < mi->n_heads; h += nth) {
         kv_cache_head *ch = kv_cache_head_at(c->cache, j->layer, h / group);
-        const float *q = c->q + (size_t)h * hd;
+        const float *q = c->q + (size_t)h * hd, *keys = attn_keys(c, ch, h / group);
         float *o = c->att + (size_t)h * hd;
         for (int32_t t = 0; t < ch->len; t++)
-            s[t] = ch->pos[t] <= j->qpos ? kv_dot_f32(q, ch->k + (size_t)t * hd, hd) * scale : -INFINITY;
+            s[t] = ch->pos[t] <= j->qpos ? kv_dot_f32(q, keys + (size_t)t * hd, hd) * scale : -INFINITY;
         softmax(s, ch->len);
         if (c->hook.needs & KV_NEED_LAST_ROW) memcpy(stats_last_row(c, h), s, (size_t)ch->len * sizeof(float));
         if (c->hook.needs & KV_NEED_COLSUM) memcpy(stats_colsum(c, h), s, (size_t)ch->len * sizeof(float));
@@ -304,7 +399,7 @@ static int attn_prefill(kv_ctx *c, int layer, int n, int32_t pos0) {
         if (rc) return rc;
         float *S = c->scores; /* [n][len] */
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, len, hd, scale, c->q + (size_t)h * hd, qd,
-                    ch->k, hd, 0.0f, S, len);
+                    attn_keys(c, ch, h / group), hd, 0.0f, S, len);
         for (int t = 0; t < n; t++) {
             float *row = S + (size_t)t * len;
             for (int32_t j = 0; j < len; j++)
@@ -326,19 +421,14 @@ static int eval_chunk(kv_ctx *c, const int32_t *tokens, int n, float *logits, in
     const kv_model *m = c->m;
     const kv_model_info *mi = c->mi;
     const int dim = mi->dim, hd = mi->head_dim, hid = mi->hidden_dim;
-    const int qd = mi->n_heads * hd, kvd = mi->n_kv_heads * hd, nr2 = mi->n_rot / 2;
+    const int qd = mi->n_heads * hd, kvd = mi->n_kv_heads * hd;
     const int32_t pos0 = c->pos;
     int rc;
 
     /* embeddings and this call's rotary angles */
     for (int t = 0; t < n; t++) {
         kv_dequant_rows(kv_model_tok_embd(m), tokens[t], tokens[t] + 1, c->x + (size_t)t * dim);
-        float *cs = c->rope + (size_t)t * mi->n_rot;
-        for (int i = 0; i < nr2; i++) {
-            double a = (double)(pos0 + t) * c->inv_freq[i];
-            cs[2 * i] = (float)cos(a);
-            cs[2 * i + 1] = (float)sin(a);
-        }
+        rope_angles(c, (int64_t)pos0 + t, c->rope + (size_t)t * mi->n_rot);
     }
     if (n == 1 && (rc = scores_reserve(c, (size_t)c->n_threads * ((size_t)kv_cache_max_len(c->cache) + 1))))
         return rc;
@@ -356,10 +446,13 @@ static int eval_chunk(kv_ctx *c, const int32_t *tokens, int n, float *logits, in
             matmul(c, &w->wk, c->xb, c->k, n);
             matmul(c, &w->wv, c->xb, c->v, n);
         }
+        const int in_cache = c->hook.positions == KV_POS_CACHE;
         for (int t = 0; t < n; t++) {
             const float *cs = c->rope + (size_t)t * mi->n_rot;
-            rope_apply(c->q + (size_t)t * qd, mi->n_heads, hd, mi->n_rot, cs);
-            rope_apply(c->k + (size_t)t * kvd, mi->n_kv_heads, hd, mi->n_rot, cs);
+            if (!in_cache) { /* in-cache positions rotate both at attention time */
+                rope_apply(c->q + (size_t)t * qd, mi->n_heads, hd, mi->n_rot, cs);
+                rope_apply(c->k + (size_t)t * kvd, mi->n_kv_heads, hd, mi->n_rot, cs);
+            }
             for (int g = 0; g < mi->n_kv_heads; g++) {
                 kv_cache_head *ch = kv_cache_head_at(c->cache, l, g);
                 rc = kv_cache_append(c->cache, ch, c->k + (size_t)t * kvd + (size_t)g * hd,
@@ -368,6 +461,7 @@ static int eval_chunk(kv_ctx *c, const int32_t *tokens, int n, float *logits, in
             }
         }
         if (c->hook.needs && (rc = stats_prepare(c, l))) return rc;
+        if (in_cache && (rc = rotate_in_cache(c, l, n))) return rc;
         if (n == 1) {
             attn_job j = {c, l, pos0};
             kv_pool_run(c->pool, attn_decode_worker, &j);

@@ -38,12 +38,24 @@ typedef struct kv_attn_view {
     const float *colsum;    /* [n_heads][stride] */
 } kv_attn_view;
 
+/* Which positions rotary embeddings use (METHODS.md section 0):
+ * ORIGINAL - keys are rotated at their true position when stored, queries
+ *            at theirs (what most methods do);
+ * CACHE    - keys are stored un-rotated and, at every attention, rotated by
+ *            their index in the cache (0..len-1, in position order); the
+ *            newest query sits at the index of its own slot. This is
+ *            StreamingLLM's "pos shift": it lets a model run past its trained
+ *            context. Slot order must follow position order (policies using
+ *            it evict with kv_cache_keep). */
+typedef enum kv_pos_mode { KV_POS_ORIGINAL = 0, KV_POS_CACHE = 1 } kv_pos_mode;
+
 /* Called after each layer's attention, before the next layer runs: the
  * place where a KV policy scores and evicts. A non-zero return aborts the
  * evaluation with that code. */
 typedef struct kv_ctx_hook {
     void *user;
     unsigned needs; /* kv_attn_need bits */
+    kv_pos_mode positions;
     int (*on_layer)(void *user, kv_cache *cache, const kv_attn_view *view);
 } kv_ctx_hook;
 

@@ -48,7 +48,7 @@ int hx_record_attach(hx_recorder *r, const char *path, kv_policy *p, kv_ctx *ctx
     put(r, p->ops->name, strlen(p->ops->name));
     put_i32(r, p->ops->n_params);
     put(r, p->param, (size_t)p->ops->n_params * sizeof(double));
-    kv_ctx_hook h = {.user = r, .needs = p->ops->needs, .on_layer = record_layer};
+    kv_ctx_hook h = {.user = r, .needs = p->ops->needs, .positions = p->positions, .on_layer = record_layer};
     kv_ctx_set_hook(ctx, &h);
     return 0;
 }

@@ -73,6 +73,7 @@ struct kv_policy {
     pol_budget budget;
     int32_t limit;                /* slots per (layer, KV head) for this sequence */
     uint64_t seed;
+    kv_pos_mode positions;        /* "positions=original|cache", any policy */
     int n_layers, n_kv_heads;
     void *state;
 };
@@ -85,7 +86,9 @@ const pol_ops *pol_find(const char *name); /* NULL if unknown */
 
 /* Creates an instance of policy `name` with "key=value" settings
  * (e.g. {"sinks=4"}): an unknown policy or key, a malformed number or a
- * value out of range is KV_EINVAL with a message naming it. */
+ * value out of range is KV_EINVAL with a message naming it. Besides each
+ * policy's own table, every policy accepts positions=original|cache (see
+ * kv_pos_mode in context.h). */
 int pol_new(const char *name, const char *const *settings, int n_settings, const pol_budget *budget,
             uint64_t seed, const kv_model_info *mi, kv_policy **out);
 void pol_free(kv_policy *p);

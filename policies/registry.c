@@ -79,6 +79,12 @@ static int set_param(kv_policy *p, const char *kv) {
     const char *eq = strchr(kv, '=');
     if (!eq) return kv_errorf(KV_EINVAL, "policy %s: expected key=value, got '%s'", o->name, kv);
     size_t klen = (size_t)(eq - kv);
+    if (klen == 9 && strncmp(kv, "positions", 9) == 0) {
+        if (strcmp(eq + 1, "original") == 0) p->positions = KV_POS_ORIGINAL;
+        else if (strcmp(eq + 1, "cache") == 0) p->positions = KV_POS_CACHE;
+        else return kv_errorf(KV_EINVAL, "policy %s: positions: expected original or cache, got '%s'", o->name, eq + 1);
+        return KV_OK;
+    }
     for (int i = 0; i < o->n_params; i++) {
         const pol_param_def *d = &o->params[i];
         if (strlen(d->name) != klen || strncmp(d->name, kv, klen) != 0) continue;
@@ -161,7 +167,8 @@ void pol_attach(kv_policy *p, kv_ctx *ctx) {
         kv_ctx_set_hook(ctx, NULL);
         return;
     }
-    kv_ctx_hook h = {.user = p, .needs = p->ops->needs, .on_layer = p->ops->on_layer ? hook_on_layer : NULL};
+    kv_ctx_hook h = {.user = p, .needs = p->ops->needs, .positions = p->positions,
+                     .on_layer = p->ops->on_layer ? hook_on_layer : NULL};
     kv_ctx_set_hook(ctx, &h);
 }
 
@@ -169,6 +176,7 @@ void pol_print_all(void) {
     for (int i = 0; i < pol_count(); i++) {
         const pol_ops *o = registry[i];
         printf("%-14s %s\n", o->name, o->summary);
+        if (i == 0) printf("    %-12s original|cache: rotary positions, for every policy (cache = StreamingLLM's pos shift)\n", "positions");
         for (int k = 0; k < o->n_params; k++) {
             const pol_param_def *d = &o->params[k];
             printf("    %-12s default %-8g range [%g, %g]  %s\n", d->name, d->dflt, d->min, d->max, d->meaning);

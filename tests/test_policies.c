@@ -64,14 +64,17 @@ static void run(kv_ctx *c, kv_policy *p, int salt, float *out, int32_t *max_seen
     if (bytes_end) *bytes_end = kv_cache_bytes(kv_ctx_cache(c));
 }
 
-static kv_policy *make(const char *name, const char *budget) {
+static kv_policy *make_set(const char *name, const char *budget, const char *setting) {
     pol_budget b;
     assert_int_equal(pol_budget_parse(budget, &b), KV_OK);
     kv_policy *p;
-    int rc = pol_new(name, NULL, 0, &b, 7, kv_model_get_info(g_model), &p);
+    const char *s[1] = {setting};
+    int rc = pol_new(name, setting ? s : NULL, setting ? 1 : 0, &b, 7, kv_model_get_info(g_model), &p);
     if (rc) fail_msg("%s", kv_last_error());
     return p;
 }
+
+static kv_policy *make(const char *name, const char *budget) { return make_set(name, budget, NULL); }
 
 static void test_large_budget_is_full(void **state) {
     (void)state;
@@ -85,13 +88,15 @@ static void test_large_budget_is_full(void **state) {
     assert_int_equal(seen, PROMPT + GEN);
     pol_free(full);
     for (int i = 0; i < pol_count(); i++) {
-        const char *budgets[2] = {"71", "100%"}; /* PROMPT + GEN + 1 slots; and all of the prompt... */
+        /* PROMPT + GEN + 1 slots: never evicts; in-cache positions then equal
+         * the true ones, so both position modes match the full cache exactly */
+        const char *settings[2] = {NULL, "positions=cache"};
         for (int k = 0; k < 2; k++) {
-            if (k == 1) continue; /* a percentage of the prompt is below the sequence length */
-            kv_policy *p = make(pol_at(i)->name, budgets[k]);
+            kv_policy *p = make_set(pol_at(i)->name, "71", settings[k]);
             run(c, p, 1, got, &seen, NULL);
             if (memcmp(got, ref, (1 + GEN) * V * sizeof(float)) != 0)
-                fail_msg("%s with budget %s differs from the full cache", p->ops->name, budgets[k]);
+                fail_msg("%s (%s) with a budget above the length differs from the full cache", p->ops->name,
+                         settings[k] ? settings[k] : "original positions");
             pol_free(p);
         }
     }
@@ -337,6 +342,9 @@ static void test_errors(void **state) {
     assert_int_equal(pol_new("h2o", range, 1, &b, 0, &mi, &p), KV_EINVAL);
     assert_non_null(strstr(kv_last_error(), "outside [0, 1]"));
     assert_int_equal(pol_new("streamingllm", noeq, 1, &b, 0, &mi, &p), KV_EINVAL);
+    const char *badpos[1] = {"positions=shifted"};
+    assert_int_equal(pol_new("window", badpos, 1, &b, 0, &mi, &p), KV_EINVAL);
+    assert_non_null(strstr(kv_last_error(), "expected original or cache"));
     assert_int_equal(pol_new("h2o", NULL, 0, &none, 0, &mi, &p), KV_EINVAL);
     assert_non_null(strstr(kv_last_error(), "needs a budget"));
     pol_budget x;

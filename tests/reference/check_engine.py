@@ -78,6 +78,32 @@ def main():
             print('%-4s %-22s %-8s rel %.2e' % ('PASS' if ok else 'FAIL', label, mode, rel))
             passed += ok
             failed += not ok
+    # Evicting caches, token by token, in both position modes: the engine's
+    # window and streamingllm policies against the reference decoder.
+    p = os.path.join(a.models, 'stories260K', 'stories260K.bin')
+    if os.path.exists(p) and not a.only:
+        m = llama2c_io.read(p)
+        tokens = [1] + list(rng.integers(3, 512, 47))
+        for policy, sinks, budget in [('window', 0, 9), ('streamingllm', 4, 12), ('streamingllm', 2, 20)]:
+            for positions in ['original', 'cache']:
+                ref = llama_ref.logits_sinks_recent(m, tokens, sinks, budget, positions == 'cache')
+                out = os.path.join(a.tmp, 'logits.f32')
+                cmd = [a.kvbench, 'logits', '--model', p, '--tokens', ','.join(map(str, tokens)), '--mode', 'decode',
+                       '--out', out, '--threads', '2', '--policy', policy, '--budget', str(budget),
+                       '--set', 'positions=%s' % positions + (',sinks=%d' % sinks if policy == 'streamingllm' else '')]
+                r = subprocess.run(cmd, capture_output=True, text=True)
+                ok, rel = False, float('nan')
+                if r.returncode == 0:
+                    got = np.fromfile(out, dtype='<f4').reshape(len(tokens), -1).astype(np.float64)
+                    rel = np.abs(got - ref).max() / np.abs(ref).max()
+                    ok = rel <= TOL
+                else:
+                    print('  error: %s' % r.stderr.strip())
+                print('%-4s %-22s %-8s rel %.2e' % ('PASS' if ok else 'FAIL', '%s %d/%d %s' % (policy, sinks, budget, positions),
+                                                  'decode', rel))
+                passed += ok
+                failed += not ok
+
     if not a.keep:
         shutil.rmtree(a.tmp, ignore_errors=True)
     print('%d passed, %d failed' % (passed, failed))

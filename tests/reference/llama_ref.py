@@ -72,3 +72,54 @@ def logits(model, tokens):
         gate, up = h @ L['w_gate'].T, h @ L['w_up'].T
         x = x + (gate / (1 + np.exp(-gate)) * up) @ L['w_down'].T
     return rmsnorm(x, model['out_norm'], c['eps']) @ model['out'].T
+
+
+def logits_sinks_recent(model, tokens, sinks, budget, in_cache_positions):
+    """Token-by-token decoding with a cache that keeps the first `sinks` and the
+    most recent `budget - sinks` tokens of every layer, evicting after each
+    token's attention (StreamingLLM, METHODS.md A3; sinks = 0 is a plain window).
+
+    in_cache_positions: keys are cached un-rotated and rotated at every step by
+    their index in the cache (0..len-1), the query by its own index (len-1):
+    StreamingLLM's "pos shift". Otherwise keys are rotated at their true
+    position when cached and the query at its true position.
+    Returns logits [T, vocab]."""
+    c = model['cfg']
+    H, KV, hd = c['n_heads'], c['n_kv_heads'], c['head_dim']
+    layers = model['layers']
+    cache = [dict(k=[], v=[]) for _ in layers]      # lists of [KV, hd] arrays, oldest first
+    out = []
+    for t, tok in enumerate(tokens):
+        x = model['emb'][tok][None, :]
+        pos = np.array([float(t)])
+        for L, kv in zip(layers, cache):
+            h = rmsnorm(x, L['attn_norm'], c['eps'])
+            q = (h @ L['wq'].T).reshape(1, H, hd)
+            k = (h @ L['wk'].T).reshape(1, KV, hd)
+            v = (h @ L['wv'].T).reshape(1, KV, hd)
+            if not in_cache_positions:
+                q = rope(q, pos, c['n_rot'], c['rope_base'])
+                k = rope(k, pos, c['n_rot'], c['rope_base'])
+            kv['k'].append(k[0])
+            kv['v'].append(v[0])
+            K, V = np.stack(kv['k']), np.stack(kv['v'])     # [len, KV, hd]
+            n = len(K)
+            if in_cache_positions:
+                K = rope(K, np.arange(n, dtype=np.float64), c['n_rot'], c['rope_base'])
+                q = rope(q, np.array([float(n - 1)]), c['n_rot'], c['rope_base'])
+            o = np.empty((H, hd))
+            for head in range(H):
+                g = head // (H // KV)
+                s = K[:, g, :] @ q[0, head] / np.sqrt(hd)
+                s = np.exp(s - s.max())
+                o[head] = (s / s.sum()) @ V[:, g, :]
+            x = x + o.reshape(1, H * hd) @ L['wo'].T
+            if n > budget:                                    # evict after this token's attention
+                keep = list(range(sinks)) + list(range(n - (budget - sinks), n))
+                kv['k'] = [kv['k'][i] for i in keep]
+                kv['v'] = [kv['v'][i] for i in keep]
+            h = rmsnorm(x, L['ffn_norm'], c['eps'])
+            gate, up = h @ L['w_gate'].T, h @ L['w_up'].T
+            x = x + (gate / (1 + np.exp(-gate)) * up) @ L['w_down'].T
+        out.append((rmsnorm(x, model['out_norm'], c['eps']) @ model['out'].T)[0])
+    return np.array(out)
