@@ -8,6 +8,7 @@
 
 #include <cblas.h>
 #include <math.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -298,12 +299,46 @@ static int position_ranks(const kv_cache_head *ch, int32_t **out) {
     return KV_OK;
 }
 
+typedef struct rot_job { kv_ctx *c; int layer, n; _Atomic int failed; } rot_job;
+
+/* Rotates the keys of KV heads ith, ith + nth, ... of the layer, and the
+ * queries of their groups (see rotate_in_cache). */
+static void rotate_worker(void *arg, int ith, int nth) {
+    rot_job *j = arg;
+    kv_ctx *c = j->c;
+    const kv_model_info *mi = c->mi;
+    const int hd = mi->head_dim, qd = mi->n_heads * hd, group = mi->n_heads / mi->n_kv_heads, n = j->n;
+    const int32_t len = c->kr_stride;
+    for (int g = ith; g < mi->n_kv_heads; g += nth) {
+        kv_cache_head *ch = kv_cache_head_at(c->cache, j->layer, g);
+        float *kr = c->kr + (size_t)g * len * hd;
+        memcpy(kr, ch->k, (size_t)ch->len * hd * sizeof(float));
+        /* a key's in-cache index is its rank by position: its slot index
+         * when slots are in position order (policies that keep order),
+         * else counted (policies that fill holes from the end) */
+        int sorted = 1;
+        for (int32_t t = 1; t < ch->len && sorted; t++) sorted = ch->pos[t - 1] < ch->pos[t];
+        int32_t *rank = NULL;
+        if (!sorted && position_ranks(ch, &rank) != KV_OK) {
+            atomic_store(&j->failed, 1);
+            continue;
+        }
+        for (int32_t t = 0; t < ch->len; t++)
+            rope_apply(kr + (size_t)t * hd, 1, hd, mi->n_rot, c->rope_tab + (size_t)(rank ? rank[t] : t) * mi->n_rot);
+        free(rank);
+        for (int h = g * group; h < (g + 1) * group; h++)
+            for (int t = 0; t < n; t++)
+                rope_apply(c->q + (size_t)t * qd + (size_t)h * hd, 1, hd, mi->n_rot,
+                           c->rope_tab + (size_t)(ch->len - n + t) * mi->n_rot);
+    }
+}
+
 /* KV_POS_CACHE: rotates every key of layer l by its index in the cache into
  * c->kr, and each query row of this call by the index of its own slot in
  * its KV head (heads may have different lengths). */
 static int rotate_in_cache(kv_ctx *c, int l, int n) {
     const kv_model_info *mi = c->mi;
-    const int hd = mi->head_dim, qd = mi->n_heads * hd, group = mi->n_heads / mi->n_kv_heads;
+    const int hd = mi->head_dim;
     int32_t len = kv_cache_max_len(c->cache);
     if (len > c->rope_tab_n) { /* table of angles for positions [0, len) */
         int32_t n_pos = len + len / 4 + 64;
@@ -321,29 +356,9 @@ static int rotate_in_cache(kv_ctx *c, int l, int n) {
         c->kr_cap = need;
     }
     c->kr_stride = len;
-    for (int g = 0; g < mi->n_kv_heads; g++) {
-        kv_cache_head *ch = kv_cache_head_at(c->cache, l, g);
-        float *kr = c->kr + (size_t)g * len * hd;
-        memcpy(kr, ch->k, (size_t)ch->len * hd * sizeof(float));
-        /* a key's in-cache index is its rank by position: its slot index
-         * when slots are in position order (policies that keep order),
-         * else counted (policies that fill holes from the end) */
-        int sorted = 1;
-        for (int32_t j = 1; j < ch->len && sorted; j++) sorted = ch->pos[j - 1] < ch->pos[j];
-        int32_t *rank = NULL;
-        if (!sorted) {
-            int rc = position_ranks(ch, &rank);
-            if (rc) return rc;
-        }
-        for (int32_t j = 0; j < ch->len; j++)
-            rope_apply(kr + (size_t)j * hd, 1, hd, mi->n_rot,
-                       c->rope_tab + (size_t)(rank ? rank[j] : j) * mi->n_rot);
-        free(rank);
-        for (int h = g * group; h < (g + 1) * group; h++)
-            for (int t = 0; t < n; t++)
-                rope_apply(c->q + (size_t)t * qd + (size_t)h * hd, 1, hd, mi->n_rot,
-                           c->rope_tab + (size_t)(ch->len - n + t) * mi->n_rot);
-    }
+    rot_job j = {c, l, n, 0};
+    kv_pool_run(c->pool, rotate_worker, &j);
+    if (atomic_load(&j.failed)) return kv_errorf(KV_ENOMEM, "out of memory ranking positions");
     return KV_OK;
 }
 
