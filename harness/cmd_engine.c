@@ -459,10 +459,14 @@ static double nll_of(const float *logits, int32_t n, int32_t target) {
 
 int hx_cmd_perplexity(int argc, char **argv, int help) {
     model_args a = {0};
-    const char *file = NULL;
-    int ctx_len = 0, stride = 0, bos = 0, max_tokens = 0;
+    const char *file = NULL, *curve = NULL;
+    int ctx_len = 0, stride = 0, bos = 0, max_tokens = 0, stream = 0;
+    policy_args pa = {.seed = 42};
     hx_opt opts[] = {
         MODEL_OPTS(a),
+        POLICY_OPTS(pa),
+        {"stream", 0, HX_OPT_FLAG, &stream, NULL, "feed one token at a time through one cache (the policy evicting as it goes) and score every token"},
+        {"curve", 0, HX_OPT_STR, &curve, "FILE", "with --stream: write 'position nll' per scored token"},
         {"file", 'f', HX_OPT_STR, &file, "PATH", "text file (relative paths also tried under $KVBENCH_DATA)"},
         {"ctx", 'c', HX_OPT_INT, &ctx_len, "N", "window length in tokens (default: the model's context)"},
         {"stride", 0, HX_OPT_INT, &stride, "S", "window stride (default ctx/2)"},
@@ -470,10 +474,13 @@ int hx_cmd_perplexity(int argc, char **argv, int help) {
         {"max-tokens", 0, HX_OPT_INT, &max_tokens, "N", "score only the first N tokens of the text"},
     };
     if (help) {
-        printf("usage: kvbench perplexity --model PATH --file TEXT [--ctx N --stride S]\n\n"
+        printf("usage: kvbench perplexity --model PATH --file TEXT [--ctx N --stride S]\n"
+               "       kvbench perplexity --model PATH --file TEXT --stream --policy P --budget B [--curve FILE]\n\n"
                "Sliding-window perplexity: windows of N tokens start every S tokens; each window\n"
                "starts from an empty cache and scores only the tokens not scored by an earlier\n"
-               "window (the first window scores all its tokens but the first).\n\n");
+               "window (the first window scores all its tokens but the first).\n"
+               "--stream: StreamingLLM's protocol - one token at a time through a single cache that\n"
+               "the policy keeps within its budget (a token count), scoring every token.\n\n");
         hx_opts_print(opts, N_OPTS(opts));
         return 0;
     }
@@ -495,7 +502,18 @@ int hx_cmd_perplexity(int argc, char **argv, int help) {
     int32_t *ids = NULL;
     float *logits = NULL;
     kv_ctx *c = NULL;
+    kv_policy *pol = NULL;
+    FILE *cf = NULL;
     char *text = read_file(hx_resolve_data(file, fp, sizeof fp), &len);
+    if (make_policy("perplexity", &pa, m, &pol)) goto out;
+    if (!stream && (pa.name || pa.budget)) {
+        fprintf(stderr, "kvbench perplexity: --policy and --budget go with --stream\n");
+        goto out;
+    }
+    if (stream && pol->budget.kind == POL_BUDGET_FRACTION) {
+        fprintf(stderr, "kvbench perplexity: --stream needs a budget in tokens (a stream has no prompt to take a percentage of)\n");
+        goto out;
+    }
     if (ctx_len < 2 || stride > ctx_len - 1) {
         fprintf(stderr, "kvbench perplexity: expected --ctx >= 2 and 1 <= --stride < ctx, got %d and %d\n", ctx_len, stride);
         goto out;
@@ -512,6 +530,33 @@ int hx_cmd_perplexity(int argc, char **argv, int help) {
     if (new_ctx("perplexity", m, a.threads, &c)) goto out;
     logits = malloc((size_t)ctx_len * mi->vocab_size * sizeof *logits);
     if (!logits) goto out;
+    if (stream) {
+        if (curve && !(cf = fopen(curve, "w"))) {
+            fprintf(stderr, "kvbench perplexity: %s: cannot create: %s\n", curve, strerror(errno));
+            goto out;
+        }
+        pol_begin(pol, 0);
+        pol_attach(pol, c);
+        double nll = 0, t0 = now_s();
+        for (size_t t = 0; t + 1 < n_tok; t++) {
+            if (kv_ctx_eval(c, ids + t, 1, logits, 0)) {
+                fprintf(stderr, "kvbench perplexity: %s\n", kv_last_error());
+                goto out;
+            }
+            double x = nll_of(logits, mi->vocab_size, ids[t + 1]);
+            nll += x;
+            if (cf) fprintf(cf, "%zu %.6f\n", t + 1, x);
+        }
+        double dt = now_s() - t0;
+        char bs[32];
+        printf("file %s\ntokens %zu\nscored %zu\nprotocol stream policy=%s budget=%s%s%s\n", fp, n_tok, n_tok - 1,
+               pol->ops->name, pol_budget_str(&pol->budget, bs, sizeof bs),
+               pol->positions == KV_POS_CACHE ? " positions=cache" : "", bos ? " bos" : "");
+        printf("nll %.6f\nppl %.4f\nseconds %.2f\ntokens_per_second %.1f\nkv_bytes_peak %zu\n", nll / (double)(n_tok - 1),
+               exp(nll / (double)(n_tok - 1)), dt, (n_tok - 1) / dt, kv_cache_peak_bytes(kv_ctx_cache(c)));
+        status = 0;
+        goto out;
+    }
     double nll = 0, t0 = now_s();
     size_t scored = 0, evaluated = 0, prev_end = 1;
     for (size_t begin = 0;; begin += (size_t)stride) {
@@ -534,6 +579,11 @@ int hx_cmd_perplexity(int argc, char **argv, int help) {
            exp(nll / (double)scored), dt, evaluated / dt);
     status = 0;
 out:
+    if (cf && fclose(cf) != 0 && status == 0) {
+        fprintf(stderr, "kvbench perplexity: %s: write failed\n", curve);
+        status = 1;
+    }
+    pol_free(pol);
     free(text);
     free(ids);
     free(logits);

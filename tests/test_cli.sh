@@ -76,6 +76,19 @@ out=$("$kv" perplexity --model $M --file "$tmp/wiki.txt" --ctx 256 --stride 128 
 ppl=$(echo "$out" | awk '/^ppl/ {print $2}')
 if [ -n "$ppl" ] && awk "BEGIN{exit !($ppl > 1 && $ppl < 512)}"; then ok "perplexity ($ppl)"; else bad "perplexity" "$out"; fi
 
+# streaming perplexity: one token at a time through an evicting cache, a curve per token
+head -c 6000 "$tmp/wiki.txt" > "$tmp/small.txt"
+out=$("$kv" perplexity --model $M --file "$tmp/small.txt" --stream --policy streamingllm --budget 64 \
+      --set positions=cache --curve "$tmp/curve.txt" 2>&1)
+scored=$(echo "$out" | awk '/^scored/ {print $2}')
+if echo "$out" | grep -q "^protocol stream policy=streamingllm budget=64 positions=cache" &&
+   [ -n "$scored" ] && [ "$(wc -l < "$tmp/curve.txt")" -eq "$scored" ]; then ok "perplexity --stream ($scored tokens)"
+else bad "perplexity --stream" "$out"; fi
+expect_fail "stream needs a token budget" 1 "needs a budget in tokens" -- \
+  "$kv" perplexity --model $M --file "$tmp/small.txt" --stream --policy window --budget 50%
+expect_fail "policy without --stream" 1 "go with --stream" -- \
+  "$kv" perplexity --model $M --file "$tmp/small.txt" --policy window --budget 50
+
 # bench prints its figures
 out=$("$kv" bench --model $M --prompt 32 --gen 16 --reps 2 --threads 2 2>&1)
 if echo "$out" | grep -qE "^decode .* tok/s" && echo "$out" | grep -q "bytes per token"; then ok "bench"; else bad "bench" "$out"; fi
