@@ -93,9 +93,6 @@ int pol_new(const char *name, const char *const *settings, int n_settings, const
             uint64_t seed, const kv_model_info *mi, kv_policy **out);
 void pol_free(kv_policy *p);
 
-/* Value of a parameter by name (it must exist). */
-double pol_param(const kv_policy *p, const char *name);
-
 /* A new sequence whose prompt has n_prompt tokens: resets every score and
  * fixes the budget in slots. Call before evaluating the prompt. */
 void pol_begin(kv_policy *p, int32_t n_prompt);
@@ -107,10 +104,6 @@ void pol_attach(kv_policy *p, kv_ctx *ctx);
 void pol_print_all(void);
 
 /* ------------------------------------------------- helpers for methods */
-
-/* Keeps, in one head, the slots whose indices are listed (any order,
- * duplicates ignored); also compacts `scores` [len] alongside when given. */
-int pol_keep_slots(kv_cache *c, kv_cache_head *h, int32_t *idx, int32_t n, float *scores);
 
 /* Drops the slots whose keep[j] is 0 (kv_cache_drop: order not kept),
  * moving `scores` [len] alongside when given. */

@@ -146,12 +146,6 @@ void pol_free(kv_policy *p) {
     free(p);
 }
 
-double pol_param(const kv_policy *p, const char *name) {
-    for (int i = 0; i < p->ops->n_params; i++)
-        if (strcmp(p->ops->params[i].name, name) == 0) return p->param[i];
-    return NAN;
-}
-
 void pol_begin(kv_policy *p, int32_t n_prompt) {
     p->limit = pol_budget_tokens(&p->budget, n_prompt);
     if (p->ops->reset) p->ops->reset(p);
@@ -185,21 +179,6 @@ void pol_print_all(void) {
 }
 
 /* ------------------------------------------------------------ helpers */
-
-static int cmp_i32(const void *a, const void *b) {
-    int32_t x = *(const int32_t *)a, y = *(const int32_t *)b;
-    return (x > y) - (x < y);
-}
-
-int pol_keep_slots(kv_cache *c, kv_cache_head *h, int32_t *idx, int32_t n, float *scores) {
-    qsort(idx, (size_t)n, sizeof *idx, cmp_i32);
-    int32_t m = 0;
-    for (int32_t i = 0; i < n; i++)
-        if (m == 0 || idx[i] != idx[m - 1]) idx[m++] = idx[i];
-    if (scores)
-        for (int32_t j = 0; j < m; j++) scores[j] = scores[idx[j]]; /* idx[j] >= j: safe in place */
-    return kv_cache_keep(c, h, idx, m);
-}
 
 int pol_keep_mask(kv_cache *c, kv_cache_head *h, const uint8_t *keep, float *scores) {
     int32_t *src = scores ? malloc((size_t)(h->len > 0 ? h->len : 1) * sizeof *src) : NULL;
