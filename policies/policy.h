@@ -126,6 +126,10 @@ void pol_scores_reset(pol_scores *s);   /* a new sequence */
 void pol_scores_free(pol_scores *s);
 float *pol_scores_sync(pol_scores *s, int layer, int kv_head, const kv_cache_head *h, int32_t *fresh);
 
+/* Keeps the first `sinks` and the newest limit - sinks slots of a head
+ * whose slots are in insertion order (a no-op at or under the limit). */
+int pol_keep_sinks_recent(kv_cache *c, kv_cache_head *h, int32_t sinks, int32_t limit);
+
 /* The largest position held by a head (-1 when empty). */
 int32_t pol_max_pos(const kv_cache_head *h);
 

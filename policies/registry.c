@@ -236,6 +236,19 @@ float *pol_scores_sync(pol_scores *s, int layer, int kv_head, const kv_cache_hea
     return r->v;
 }
 
+int pol_keep_sinks_recent(kv_cache *c, kv_cache_head *h, int32_t sinks, int32_t limit) {
+    if (h->len <= limit) return KV_OK;
+    if (sinks > limit) sinks = limit;
+    const int32_t recent = limit - sinks;
+    int32_t *keep = malloc((size_t)limit * sizeof *keep);
+    if (!keep) return kv_errorf(KV_ENOMEM, "out of memory");
+    for (int32_t j = 0; j < sinks; j++) keep[j] = j;
+    for (int32_t j = 0; j < recent; j++) keep[sinks + j] = h->len - recent + j;
+    int rc = kv_cache_keep(c, h, keep, limit);
+    free(keep);
+    return rc;
+}
+
 int32_t pol_max_pos(const kv_cache_head *h) {
     int32_t m = -1;
     for (int32_t j = 0; j < h->len; j++)

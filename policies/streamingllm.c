@@ -1,10 +1,8 @@
 /* streamingllm.c - attention sinks + recent window (Xiao et al., StreamingLLM;
  * mit-han-lab/streaming-llm StartRecentKVCache, METHODS.md A3): keep the
  * first `sinks` tokens and the most recent budget - sinks, evicting after
- * every attention. Positions: original (keys rotated at their true
- * position); the paper's in-cache positions come with the position modes. */
-#include <stdlib.h>
-
+ * every attention. The paper's in-cache positions ("pos shift") are
+ * --set positions=cache; the default is original positions. */
 #include "kv_error.h"
 #include "policy.h"
 
@@ -13,18 +11,8 @@ static const pol_param_def params[] = {
 };
 
 static int streaming_on_layer(kv_policy *p, kv_cache *c, const kv_attn_view *v) {
-    int32_t sinks = (int32_t)p->param[0];
-    if (sinks > p->limit) sinks = p->limit;
-    int32_t recent = p->limit - sinks;
     for (int g = 0; g < v->n_kv_heads; g++) {
-        kv_cache_head *h = kv_cache_head_at(c, v->layer, g);
-        if (h->len <= p->limit) continue;
-        int32_t *keep = malloc((size_t)p->limit * sizeof *keep);
-        if (!keep) return kv_errorf(KV_ENOMEM, "out of memory");
-        for (int32_t j = 0; j < sinks; j++) keep[j] = j;
-        for (int32_t j = 0; j < recent; j++) keep[sinks + j] = h->len - recent + j;
-        int rc = kv_cache_keep(c, h, keep, p->limit);
-        free(keep);
+        int rc = pol_keep_sinks_recent(c, kv_cache_head_at(c, v->layer, g), (int32_t)p->param[0], p->limit);
         if (rc) return rc;
     }
     return KV_OK;

@@ -1,21 +1,12 @@
 /* window.c - local attention: keep the most recent `budget` tokens of each
  * layer, evicting after every attention (prefill and decode). METHODS.md A2:
- * H2O's code with heavy_ratio = 0. */
-#include <stdlib.h>
-
+ * H2O's code with heavy_ratio = 0, i.e. StreamingLLM without sinks. */
 #include "kv_error.h"
 #include "policy.h"
 
 static int window_on_layer(kv_policy *p, kv_cache *c, const kv_attn_view *v) {
     for (int g = 0; g < v->n_kv_heads; g++) {
-        kv_cache_head *h = kv_cache_head_at(c, v->layer, g);
-        if (h->len <= p->limit) continue;
-        int32_t drop = h->len - p->limit;
-        int32_t *keep = malloc((size_t)p->limit * sizeof *keep);
-        if (!keep) return kv_errorf(KV_ENOMEM, "out of memory");
-        for (int32_t j = 0; j < p->limit; j++) keep[j] = drop + j;
-        int rc = kv_cache_keep(c, h, keep, p->limit);
-        free(keep);
+        int rc = pol_keep_sinks_recent(c, kv_cache_head_at(c, v->layer, g), 0, p->limit);
         if (rc) return rc;
     }
     return KV_OK;
