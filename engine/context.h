@@ -17,26 +17,64 @@
 typedef struct kv_ctx kv_ctx; /* opaque */
 
 /* Attention statistics the engine computes only when a hook asks for them
- * (a KV policy that asks for nothing costs nothing). */
+ * (a KV policy that asks for nothing costs nothing). Each is reduced while
+ * the attention runs: none holds more than one row per query head, except
+ * KV_NEED_WINDOW (`window` rows per query head) - never an n x n matrix. */
 enum kv_attn_need {
     KV_NEED_LAST_ROW = 1u << 0, /* softmax row of the newest query, per query head */
     KV_NEED_COLSUM = 1u << 1,   /* per key, the sum of the softmax rows of this call's queries */
+    KV_NEED_LOGITS = 1u << 2,   /* each query's raw (pre-softmax) logit row is handed to the hook's
+                                   reduce_row, which adds what it makes of it into `reduced` */
+    KV_NEED_WINDOW = 1u << 3,   /* softmax rows of the queries in an observation window of positions */
 };
+
+/* One query's raw attention logits, handed to kv_ctx_hook.reduce_row
+ * (KV_NEED_LOGITS) before the softmax. */
+typedef struct kv_logit_row {
+    int layer, head;      /* query head */
+    int32_t qpos;         /* the query's position */
+    int32_t len;          /* slots of its KV head */
+    const float *x;       /* [len] q.k / sqrt(head_dim) (the keys as attention read them);
+                             -INFINITY where the causal mask hides the key */
+    const int32_t *kpos;  /* [len] each slot's true position */
+    double *acc;          /* [len] the reducer adds into it (the engine sums these into `reduced`) */
+    double *tmp;          /* [len] scratch, the reducer's own while it runs */
+} kv_logit_row;
 
 /* What one layer's attention saw, handed to the hook right after it. Rows
  * are per query head h and cover the slots [0, len) of KV head
  * h / (n_heads / n_kv_heads) as they were during the attention (the new
- * tokens already appended). Row h starts at h * stride. NULL when not asked
- * for. */
+ * tokens already appended); entries past a shorter head's length are 0.
+ * Row h starts at h * stride. NULL when not computed in this call. */
 typedef struct kv_attn_view {
     int layer;
     int n_heads, n_kv_heads;
     int32_t n_new;          /* queries in this call (1 when decoding) */
     int32_t pos0;           /* position of the first of them */
     int32_t stride;         /* floats between rows */
+    unsigned needs;         /* the statistics this call computed (see kv_attn_plan) */
     const float *last_row;  /* [n_heads][stride] */
     const float *colsum;    /* [n_heads][stride] */
+    /* KV_NEED_LOGITS: per key, the sum over this call's queries of what
+     * reduce_row added (rows are reduced in fixed blocks and the blocks
+     * summed in order, so the result does not depend on the thread count) */
+    const double *reduced;  /* [n_heads][stride] */
+    /* KV_NEED_WINDOW: the softmax rows of the queries at positions
+     * win_pos0 .. win_pos0 + win_n - 1 (all within this call) */
+    int32_t win_pos0, win_n;
+    const float *window;    /* [n_heads][win_n][stride] */
 } kv_attn_view;
+
+/* Asked of the hook (kv_ctx_hook.plan) before each layer's attention: which
+ * statistics this call needs. Lets a policy ask only when it will use them
+ * (SnapKV: the observation-window rows of the prompt, nothing in decode). */
+typedef struct kv_attn_plan {
+    int layer;
+    int32_t pos0, n_new;     /* this call's queries */
+    unsigned needs;          /* in: the hook's needs; out: this call's (other bits are ignored) */
+    int32_t win_pos0, win_n; /* KV_NEED_WINDOW, in: the call's last `window` queries; out: the
+                                positions whose rows to deliver (clipped to the call) */
+} kv_attn_plan;
 
 /* Which positions rotary embeddings use (METHODS.md section 0):
  * ORIGINAL - keys are rotated at their true position when stored, queries
@@ -56,7 +94,14 @@ typedef struct kv_ctx_hook {
     void *user;
     unsigned needs; /* kv_attn_need bits */
     kv_pos_mode positions;
+    int32_t window; /* KV_NEED_WINDOW: the last `window` queries of each call, unless plan says otherwise */
     int (*on_layer)(void *user, kv_cache *cache, const kv_attn_view *view);
+    /* Optional: narrows `needs` and places the window for one layer's call. */
+    void (*plan)(void *user, kv_attn_plan *plan);
+    /* KV_NEED_LOGITS: called once per (query head, query row), from the
+     * context's pool threads, concurrently for different rows; it must only
+     * write row->acc and row->tmp. */
+    void (*reduce_row)(void *user, const kv_logit_row *row);
 } kv_ctx_hook;
 
 typedef struct kv_ctx_params {

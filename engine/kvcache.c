@@ -136,17 +136,18 @@ int kv_cache_append(kv_cache *c, kv_cache_head *h, const float *k, const float *
     return KV_OK;
 }
 
-/* Gives memory back once at most half of the capacity is live, keeping an
- * eighth (at least 4 slots) of headroom: a cache held at its budget gains
- * one slot and loses one per step, so it never reallocates, and what it
- * holds stays within 12.5% of what it uses. */
+/* Gives memory back once the slack exceeds a quarter of the live slots (at
+ * least 8), shrinking to an eighth (at least 4) of headroom: a cache held
+ * at its budget gains one slot and loses one per step, so it never
+ * reallocates, and what it holds stays within 25% of what it uses (12.5%
+ * right after an eviction). */
 static int head_maybe_shrink(kv_cache *c, kv_cache_head *h) {
     if (h->len == 0) {
         head_release(c, h);
         return KV_OK;
     }
     int32_t room = h->len / 8 > 4 ? h->len / 8 : 4;
-    if (h->len > h->cap / 2 || h->cap - h->len <= room) return KV_OK;
+    if (h->cap - h->len <= 2 * room) return KV_OK;
     return head_resize(c, h, h->len + room);
 }
 

@@ -8,23 +8,19 @@
 #include <string.h>
 #include <time.h>
 
+#include "../datasets/dataset.h"
 #include "../engine/context.h"
 #include "../engine/kv_error.h"
 #include "../engine/model.h"
 #include "../engine/sampler.h"
 #include "../policies/policy.h"
+#include "clock.h"
 #include "commands.h"
 #include "opts.h"
 #include "paths.h"
 #include "record.h"
 
 #define N_OPTS(a) (int)(sizeof(a) / sizeof((a)[0]))
-
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
 
 /* Options every engine command shares. */
 typedef struct model_args {
@@ -118,31 +114,8 @@ static int encode(const kv_tokenizer *t, const char *text, size_t len, int bos, 
     return rc;
 }
 
-static char *read_file(const char *path, size_t *len) {
-    FILE *f = fopen(path, "rb");
-    if (!f) {
-        kv_errorf(KV_EIO, "%s: cannot open: %s", path, strerror(errno));
-        return NULL;
-    }
-    size_t cap = 1 << 16, n = 0;
-    char *buf = malloc(cap);
-    while (buf) {
-        n += fread(buf + n, 1, cap - n, f);
-        if (n < cap) break;
-        char *b = realloc(buf, cap *= 2);
-        if (!b) free(buf);
-        buf = b;
-    }
-    int err = ferror(f);
-    fclose(f);
-    if (!buf || err) {
-        free(buf);
-        kv_errorf(KV_EIO, "%s: read failed", path);
-        return NULL;
-    }
-    *len = n;
-    return buf;
-}
+/* Reads a whole file (the datasets module's reader: one implementation). */
+static char *read_file(const char *path, size_t *len) { return ds_read_file(path, len); }
 
 /* ------------------------------------------------------------------ info */
 

@@ -13,5 +13,10 @@ int hx_cmd_bench(int argc, char **argv, int help);
 int hx_cmd_convert(int argc, char **argv, int help);
 int hx_cmd_synth(int argc, char **argv, int help);
 int hx_cmd_list(int argc, char **argv, int help);
+int hx_cmd_run(int argc, char **argv, int help);
+int hx_cmd_report(int argc, char **argv, int help);
+int hx_cmd_plot(int argc, char **argv, int help);
+int hx_cmd_merge(int argc, char **argv, int help);
+int hx_cmd_score(int argc, char **argv, int help);
 
 #endif

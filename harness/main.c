@@ -11,11 +11,16 @@ typedef struct hx_cmd {
 } hx_cmd;
 
 static const hx_cmd commands[] = {
+    {"run", hx_cmd_run, "run an experiment's sweep into the results database"},
+    {"report", hx_cmd_report, "paper-style tables from the results database"},
+    {"plot", hx_cmd_plot, "gnuplot figures (PNG, SVG) from the results database"},
+    {"merge", hx_cmd_merge, "combine results databases (the shards of a sweep)"},
+    {"score", hx_cmd_score, "ROUGE of any outputs; the lead-N summarization baseline"},
     {"generate", hx_cmd_generate, "generate text from a prompt (sampling, KV bytes held)"},
     {"perplexity", hx_cmd_perplexity, "perplexity of a text file with a sliding window"},
     {"bench", hx_cmd_bench, "prefill and decode speed, bytes read per token"},
     {"info", hx_cmd_info, "print a model's architecture, parameters and bytes"},
-    {"list", hx_cmd_list, "list the KV cache policies and their parameters"},
+    {"list", hx_cmd_list, "list the KV cache policies (and parameters) or the prompt templates"},
     {"tokenize", hx_cmd_tokenize, "print the token ids and pieces of a text"},
     {"logits", hx_cmd_logits, "write raw logits of a token sequence (reference checks)"},
     {"convert", hx_cmd_convert, "convert a model file to GGUF (optionally requantized)"},

@@ -9,7 +9,7 @@ packages=(
   libcmocka-dev                           # unit tests
   python3-numpy                           # the independent reference (tests/reference)
   libsqlite3-dev libcsv-dev libinih-dev libcjson-dev  # results database, CSV and JSONL data, experiment files
-  gnuplot-nox                             # figures
+  gnuplot-nox sqlite3                     # figures; the results database's command line
 )
 
 missing=()

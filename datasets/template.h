@@ -1,0 +1,41 @@
+/* template.h - named, versioned prompt templates.
+ *
+ * A template is text with {field} placeholders filled from a sample's
+ * fields. One field (its `cut` field: the document or context) is the one
+ * truncated when the rendered prompt exceeds a token budget; the template's
+ * own words are never cut, so the instruction and the answer cue survive
+ * (the papers truncate the article, not the "### Response:" cue). Each
+ * result records the template's name@version, so a changed wording is a
+ * new version, never a silent edit. */
+#ifndef DS_TEMPLATE_H
+#define DS_TEMPLATE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "dataset.h"
+
+typedef struct ds_template {
+    const char *name;    /* "keyformer-summ" */
+    int version;         /* bumped whenever the text changes */
+    const char *kind;    /* the task kind it is written for */
+    const char *cut;     /* the field truncated to fit a budget */
+    const char *text;    /* with {field} placeholders */
+    const char *summary; /* where it comes from */
+} ds_template;
+
+/* By name ("keyformer-summ") or name@version ("keyformer-summ@1"); NULL if unknown. */
+const ds_template *ds_template_find(const char *name);
+int ds_template_count(void);
+const ds_template *ds_template_at(int i);
+
+/* Renders t for sample s into a malloc'd string. When max_tokens > 0 and the
+ * prompt counts more tokens than that, the cut field is shortened from its
+ * end (at a character boundary, then back to a word boundary) to the longest
+ * that fits; *cut_chars receives how many characters were removed (0 when
+ * none). A placeholder naming a field the sample lacks is KV_EINVAL, naming
+ * both. */
+int ds_template_render(const ds_template *t, const ds_sample *s, int32_t max_tokens, ds_count_tokens_fn count,
+                       void *user, char **out, size_t *cut_chars);
+
+#endif

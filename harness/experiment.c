@@ -1,0 +1,516 @@
+/* experiment.c - reading and validating experiment files; see experiment.h. */
+#define _POSIX_C_SOURCE 200809L
+#include <ctype.h>
+#include <errno.h>
+#include <ini.h>
+#include <limits.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "../datasets/template.h"
+#include "../engine/kv_error.h"
+#include "experiment.h"
+#include "paths.h"
+
+static const char *const KIND_NAMES[] = {"summarization", "conversation", "passkey", "needle",
+                                         "ruler", "fidelity", "perplexity"};
+
+const char *hx_task_kind_name(hx_task_kind k) { return KIND_NAMES[k]; }
+
+/* ---------------------------------------------------------------- parsing state */
+
+typedef enum sect_kind { S_NONE, S_EXPERIMENT, S_MODEL, S_TASK, S_POLICY, S_SWEEP } sect_kind;
+
+typedef struct parse_state {
+    hx_experiment *e;
+    FILE *f;
+    int line;        /* line the reader returned last */
+    sect_kind sect;  /* the section being read */
+    int idx;         /* its index in the model/task/policy arrays */
+    int rc;          /* first error */
+    /* the sweep's lists, resolved once every section is read */
+    char *sweep_models, *sweep_tasks, *sweep_policies, *sweep_budgets;
+    int line_models, line_tasks, line_policies, line_budgets, line_sweep;
+    int have_experiment;
+} parse_state;
+
+static int fail(parse_state *st, int line, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static int fail(parse_state *st, int line, const char *fmt, ...) {
+    if (st->rc) return st->rc;
+    char msg[768];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    st->rc = kv_errorf(KV_EINVAL, "%s:%d: %s", st->e->path, line, msg);
+    return st->rc;
+}
+
+char *hx_expand_env(const char *s, const char **missing) {
+    static _Thread_local char miss[128];
+    size_t cap = strlen(s) + 1, n = 0;
+    char *out = malloc(cap);
+    if (!out) return NULL;
+    for (const char *p = s; *p;) {
+        const char *val = NULL;
+        size_t vlen = 0, skip = 1;
+        if (p[0] == '$' && (p[1] == '{' || isalpha((unsigned char)p[1]) || p[1] == '_')) {
+            const char *b = p + 1 + (p[1] == '{'), *q = b;
+            while (isalnum((unsigned char)*q) || *q == '_') q++;
+            if (p[1] == '{' && *q != '}') {
+                val = p; vlen = 1; /* not a variable: copy the '$' */
+            } else {
+                snprintf(miss, sizeof miss, "%.*s", (int)(q - b), b);
+                val = getenv(miss);
+                if (!val) {
+                    free(out);
+                    if (missing) *missing = miss;
+                    return NULL;
+                }
+                vlen = strlen(val);
+                skip = (size_t)(q - p) + (p[1] == '{');
+            }
+        } else {
+            val = p;
+            vlen = 1;
+        }
+        if (n + vlen + 1 > cap) {
+            while (n + vlen + 1 > cap) cap *= 2;
+            char *b = realloc(out, cap);
+            if (!b) { free(out); return NULL; }
+            out = b;
+        }
+        memcpy(out + n, val, vlen);
+        n += vlen;
+        p += skip;
+    }
+    out[n] = 0;
+    return out;
+}
+
+/* Reads an int in [lo, hi]. */
+static int get_int(parse_state *st, const char *sect, const char *key, const char *v, long lo, long hi, int *out) {
+    char *end;
+    errno = 0;
+    long x = strtol(v, &end, 10);
+    if (errno || end == v || *end || x < lo || x > hi)
+        return fail(st, st->line, "[%s] %s: expected an integer in %ld..%ld, got '%s'", sect, key, lo, hi, v);
+    *out = (int)x;
+    return 0;
+}
+
+static int get_bool(parse_state *st, const char *sect, const char *key, const char *v, int *out) {
+    if (!strcmp(v, "yes") || !strcmp(v, "true") || !strcmp(v, "on") || !strcmp(v, "1")) *out = 1;
+    else if (!strcmp(v, "no") || !strcmp(v, "false") || !strcmp(v, "off") || !strcmp(v, "0")) *out = 0;
+    else return fail(st, st->line, "[%s] %s: expected yes or no, got '%s'", sect, key, v);
+    return 0;
+}
+
+/* A comma-separated list of integers in [lo, hi]. */
+static int get_int_list(parse_state *st, const char *sect, const char *key, const char *v, long lo, long hi,
+                        int32_t *out, int *n) {
+    *n = 0;
+    char buf[1024];
+    snprintf(buf, sizeof buf, "%s", v);
+    char *save = NULL;
+    for (char *t = strtok_r(buf, ", ", &save); t; t = strtok_r(NULL, ", ", &save)) {
+        if (*n == HX_MAX_ITEMS) return fail(st, st->line, "[%s] %s: at most %d values", sect, key, HX_MAX_ITEMS);
+        int x = 0;
+        if (get_int(st, sect, key, t, lo, hi, &x)) return st->rc;
+        out[(*n)++] = x;
+    }
+    if (!*n) return fail(st, st->line, "[%s] %s: expected a list of integers", sect, key);
+    return 0;
+}
+
+static int set_str(parse_state *st, char **dst, const char *v, const char *sect, const char *key) {
+    if (*dst) return fail(st, st->line, "[%s] %s: given twice", sect, key);
+    const char *missing = NULL;
+    *dst = hx_expand_env(v, &missing);
+    if (!*dst) {
+        if (missing) return fail(st, st->line, "[%s] %s: environment variable $%s is not set", sect, key, missing);
+        return fail(st, st->line, "out of memory");
+    }
+    return 0;
+}
+
+/* ------------------------------------------------------------ budgets */
+
+static int parse_one_budget(const char *t, pol_budget *b) { return pol_budget_parse(t, b); }
+
+int hx_parse_budgets(const char *s, pol_budget *out, int max, int *n) {
+    *n = 0;
+    char buf[1024];
+    snprintf(buf, sizeof buf, "%s", s);
+    char *save = NULL;
+    for (char *item = strtok_r(buf, ",", &save); item; item = strtok_r(NULL, ",", &save)) {
+        while (*item == ' ') item++;
+        size_t l = strlen(item);
+        while (l && item[l - 1] == ' ') item[--l] = 0;
+        char *dots = strstr(item, "..");
+        if (!dots) {
+            if (*n == max) return kv_errorf(KV_EINVAL, "at most %d budgets", max);
+            if (parse_one_budget(item, &out[*n])) return KV_EINVAL;
+            (*n)++;
+            continue;
+        }
+        /* A range: "A..B step S" in one convention (all percentages or all tokens). */
+        *dots = 0;
+        char *rest = dots + 2, *step = strstr(rest, "step");
+        if (!step) return kv_errorf(KV_EINVAL, "budget range '%s..%s': expected 'A..B step S'", item, rest);
+        *step = 0;
+        step += 4;
+        pol_budget a, b, st;
+        char *ta = item, *tb = rest, *ts = step;
+        while (*tb == ' ') tb++;
+        for (char *e = tb + strlen(tb); e > tb && e[-1] == ' ';) *--e = 0;
+        while (*ts == ' ') ts++;
+        if (parse_one_budget(ta, &a) || parse_one_budget(tb, &b) || parse_one_budget(ts, &st)) return KV_EINVAL;
+        if (a.kind != b.kind || a.kind != st.kind || a.kind == POL_BUDGET_NONE)
+            return kv_errorf(KV_EINVAL, "budget range '%s..%s step %s': the three must be all percentages or all token counts",
+                             ta, tb, ts);
+        if (b.value < a.value || st.value <= 0)
+            return kv_errorf(KV_EINVAL, "budget range '%s..%s step %s': expected A <= B and a positive step", ta, tb, ts);
+        for (int k = 0;; k++) {
+            double v = a.value + k * st.value;
+            if (v > b.value + 1e-9) break;
+            if (*n == max) return kv_errorf(KV_EINVAL, "at most %d budgets", max);
+            out[*n] = a;
+            out[*n].value = a.kind == POL_BUDGET_FRACTION ? round(v * 1e6) / 1e6 : v;
+            (*n)++;
+        }
+    }
+    if (*n == 0) return kv_errorf(KV_EINVAL, "empty budget list");
+    return KV_OK;
+}
+
+/* -------------------------------------------------------------- sections */
+
+static int find_name(char *const *names, size_t stride_items, int n, const char *name) {
+    (void)stride_items;
+    for (int i = 0; i < n; i++)
+        if (!strcmp(names[i], name)) return i;
+    return -1;
+}
+
+/* Called by the reader for each "[...]" line, so that sections without keys
+ * exist too and every section knows its line. */
+static void on_section(parse_state *st, const char *text) {
+    hx_experiment *e = st->e;
+    char name[256];
+    const char *rb = strchr(text, ']');
+    size_t n = rb ? (size_t)(rb - text - 1) : strlen(text + 1);
+    if (n >= sizeof name) n = sizeof name - 1;
+    memcpy(name, text + 1, n);
+    name[n] = 0;
+    char kind[32] = "", label[200] = "";
+    int got = sscanf(name, "%31s %199s", kind, label);
+    st->sect = S_NONE;
+    if (!strcmp(kind, "experiment") && got == 1) {
+        if (st->have_experiment) { fail(st, st->line, "[experiment] given twice"); return; }
+        st->have_experiment = 1;
+        st->sect = S_EXPERIMENT;
+    } else if (!strcmp(kind, "sweep") && got == 1) {
+        if (st->line_sweep) { fail(st, st->line, "[sweep] given twice"); return; }
+        st->line_sweep = st->line;
+        st->sect = S_SWEEP;
+    } else if ((!strcmp(kind, "model") || !strcmp(kind, "task") || !strcmp(kind, "policy")) && got == 2) {
+        char *names[HX_MAX_ITEMS];
+        int count, *cnt;
+        if (kind[0] == 'm') { cnt = &e->n_models; for (int i = 0; i < *cnt; i++) names[i] = e->model[i].name; }
+        else if (kind[0] == 't') { cnt = &e->n_tasks; for (int i = 0; i < *cnt; i++) names[i] = e->task[i].name; }
+        else { cnt = &e->n_policies; for (int i = 0; i < *cnt; i++) names[i] = e->policy[i].label; }
+        count = *cnt;
+        if (find_name(names, 0, count, label) >= 0) { fail(st, st->line, "[%s %s] defined twice", kind, label); return; }
+        if (count == HX_MAX_ITEMS) { fail(st, st->line, "at most %d %s sections", HX_MAX_ITEMS, kind); return; }
+        char *dup = strdup(label);
+        if (!dup) { fail(st, st->line, "out of memory"); return; }
+        st->idx = count;
+        (*cnt)++;
+        if (kind[0] == 'm') {
+            st->sect = S_MODEL;
+            e->model[count] = (hx_model_def){.name = dup, .line = st->line};
+        } else if (kind[0] == 't') {
+            st->sect = S_TASK;
+            e->task[count] = (hx_task_def){.name = dup, .line = st->line, .kind = -1, .max_new_tokens = 64,
+                                           .fidelity = 1, .per_cell = 1, .curve_bucket = 64};
+        } else {
+            st->sect = S_POLICY;
+            e->policy[count] = (hx_policy_def){.label = dup, .line = st->line};
+        }
+    } else {
+        fail(st, st->line, "unknown section [%s]: expected [experiment], [model NAME], [task NAME], [policy NAME] or [sweep]", name);
+    }
+}
+
+static char *reader(char *buf, int size, void *user) {
+    parse_state *st = user;
+    char *r = fgets(buf, size, st->f);
+    if (!r) return NULL;
+    st->line++;
+    const char *p = buf;
+    while (*p == ' ' || *p == '\t') p++;
+    if (*p == '[') on_section(st, p);
+    return r;
+}
+
+#define SECT_NAME(buf, kind, label) (snprintf(buf, sizeof buf, "%s%s%s", kind, label ? " " : "", label ? label : ""), buf)
+
+static int handler(void *user, const char *section, const char *key, const char *value) {
+    (void)section;
+    parse_state *st = user;
+    hx_experiment *e = st->e;
+    if (st->rc) return 0;
+    char sn[256];
+    switch (st->sect) {
+    case S_NONE:
+        fail(st, st->line, "key '%s' outside any known section", key);
+        break;
+    case S_EXPERIMENT:
+        SECT_NAME(sn, "experiment", (char *)NULL);
+        if (!strcmp(key, "name")) set_str(st, &e->name, value, sn, key);
+        else if (!strcmp(key, "description")) set_str(st, &e->description, value, sn, key);
+        else if (!strcmp(key, "mirrors")) set_str(st, &e->mirrors, value, sn, key);
+        else if (!strcmp(key, "db")) set_str(st, &e->db, value, sn, key);
+        else if (!strcmp(key, "threads")) get_int(st, sn, key, value, 0, 1024, &e->threads);
+        else if (!strcmp(key, "bootstrap")) get_int(st, sn, key, value, 0, 1000000, &e->bootstrap);
+        else if (!strcmp(key, "seed")) {
+            char *end;
+            errno = 0;
+            unsigned long long s = strtoull(value, &end, 10);
+            if (errno || end == value || *end || value[0] == '-') fail(st, st->line, "[experiment] seed: expected a non-negative integer, got '%s'", value);
+            e->seed = s;
+        } else fail(st, st->line, "[experiment] unknown key '%s' (expected name, description, mirrors, seed, db, threads, bootstrap)", key);
+        break;
+    case S_MODEL: {
+        hx_model_def *m = &e->model[st->idx];
+        SECT_NAME(sn, "model", m->name);
+        if (!strcmp(key, "path")) set_str(st, &m->path, value, sn, key);
+        else if (!strcmp(key, "tokenizer")) set_str(st, &m->tokenizer, value, sn, key);
+        else fail(st, st->line, "[%s] unknown key '%s' (expected path, tokenizer)", sn, key);
+        break;
+    }
+    case S_TASK: {
+        hx_task_def *t = &e->task[st->idx];
+        SECT_NAME(sn, "task", t->name);
+        if (!strcmp(key, "kind")) {
+            int k = -1;
+            for (int i = 0; i < (int)(sizeof KIND_NAMES / sizeof *KIND_NAMES); i++)
+                if (!strcmp(value, KIND_NAMES[i])) k = i;
+            if (k < 0) fail(st, st->line, "[%s] kind: unknown kind '%s' (expected summarization, conversation, passkey, needle, ruler, fidelity or perplexity)", sn, value);
+            t->kind = (hx_task_kind)k;
+        } else if (!strcmp(key, "data")) set_str(st, &t->data, value, sn, key);
+        else if (!strcmp(key, "haystack")) set_str(st, &t->haystack, value, sn, key);
+        else if (!strcmp(key, "samples")) get_int(st, sn, key, value, 1, INT_MAX, &t->samples);
+        else if (!strcmp(key, "template")) {
+            if (!ds_template_find(value)) fail(st, st->line, "[%s] template: unknown template '%s' (see 'kvbench list templates')", sn, value);
+            else set_str(st, &t->template_name, value, sn, key);
+        } else if (!strcmp(key, "max_prompt_tokens")) get_int(st, sn, key, value, 1, 1 << 24, &t->max_prompt_tokens);
+        else if (!strcmp(key, "max_new_tokens")) get_int(st, sn, key, value, 0, 1 << 20, &t->max_new_tokens);
+        else if (!strcmp(key, "stop")) {
+            if (!strcmp(value, "newline")) t->stop_newline = 1;
+            else if (!strcmp(value, "eos")) t->stop_newline = 0;
+            else fail(st, st->line, "[%s] stop: expected eos or newline, got '%s'", sn, value);
+        } else if (!strcmp(key, "fidelity")) get_bool(st, sn, key, value, &t->fidelity);
+        else if (!strcmp(key, "bad_rows")) {
+            if (!strcmp(value, "skip")) t->bad_rows = DS_BAD_SKIP;
+            else if (!strcmp(value, "fail")) t->bad_rows = DS_BAD_FAIL;
+            else fail(st, st->line, "[%s] bad_rows: expected skip or fail, got '%s'", sn, value);
+        } else if (!strcmp(key, "doc_field")) set_str(st, &t->doc_field, value, sn, key);
+        else if (!strcmp(key, "ref_field")) set_str(st, &t->ref_field, value, sn, key);
+        else if (!strcmp(key, "lengths")) get_int_list(st, sn, key, value, 16, 1 << 22, t->lengths, &t->n_lengths);
+        else if (!strcmp(key, "depths")) get_int_list(st, sn, key, value, 0, 100, t->depths, &t->n_depths);
+        else if (!strcmp(key, "per_cell")) get_int(st, sn, key, value, 1, 10000, &t->per_cell);
+        else if (!strcmp(key, "tokens")) get_int(st, sn, key, value, 2, INT_MAX, &t->tokens);
+        else if (!strcmp(key, "min_chars")) get_int(st, sn, key, value, 0, INT_MAX, &t->min_chars);
+        else if (!strcmp(key, "curve_bucket")) get_int(st, sn, key, value, 1, 1 << 20, &t->curve_bucket);
+        else fail(st, st->line, "[%s] unknown key '%s' (expected kind, data, haystack, samples, template, max_prompt_tokens, max_new_tokens, stop, fidelity, bad_rows, doc_field, ref_field, lengths, depths, per_cell, tokens, min_chars, curve_bucket)", sn, key);
+        break;
+    }
+    case S_POLICY: {
+        hx_policy_def *p = &e->policy[st->idx];
+        SECT_NAME(sn, "policy", p->label);
+        if (!strcmp(key, "policy")) set_str(st, &p->policy, value, sn, key);
+        else {
+            if (p->n_settings == POL_MAX_PARAMS + 1) { fail(st, st->line, "[%s] too many parameters", sn); break; }
+            size_t n = strlen(key) + strlen(value) + 2;
+            char *kv = malloc(n);
+            if (!kv) { fail(st, st->line, "out of memory"); break; }
+            snprintf(kv, n, "%s=%s", key, value);
+            p->setting_line[p->n_settings] = st->line;
+            p->settings[p->n_settings++] = kv;
+        }
+        break;
+    }
+    case S_SWEEP:
+        if (!strcmp(key, "models")) { set_str(st, &st->sweep_models, value, "sweep", key); st->line_models = st->line; }
+        else if (!strcmp(key, "tasks")) { set_str(st, &st->sweep_tasks, value, "sweep", key); st->line_tasks = st->line; }
+        else if (!strcmp(key, "policies")) { set_str(st, &st->sweep_policies, value, "sweep", key); st->line_policies = st->line; }
+        else if (!strcmp(key, "budgets")) { set_str(st, &st->sweep_budgets, value, "sweep", key); st->line_budgets = st->line; }
+        else fail(st, st->line, "[sweep] unknown key '%s' (expected models, tasks, policies, budgets)", key);
+        break;
+    }
+    return st->rc == 0;
+}
+
+/* ----------------------------------------------------------- validation */
+
+static int file_exists(const char *p) {
+    struct stat sb;
+    return stat(p, &sb) == 0;
+}
+
+/* Resolves a comma-separated list of names (or "*" for all) into indexes. */
+static int resolve_list(parse_state *st, const char *list, int line, const char *what, char *const *names, int n_names,
+                        int *out, int *n_out) {
+    *n_out = 0;
+    if (!list) return fail(st, st->line_sweep, "[sweep] %s: missing (list the %s sections to run, or *)", what, what);
+    if (!strcmp(list, "*")) {
+        for (int i = 0; i < n_names; i++) out[(*n_out)++] = i;
+        if (!n_names) return fail(st, line, "[sweep] %s: no sections defined", what);
+        return 0;
+    }
+    char buf[2048];
+    snprintf(buf, sizeof buf, "%s", list);
+    char *save = NULL;
+    for (char *t = strtok_r(buf, ", ", &save); t; t = strtok_r(NULL, ", ", &save)) {
+        int k = find_name(names, 0, n_names, t);
+        if (k < 0) return fail(st, line, "[sweep] %s: '%s' is not defined by any section", what, t);
+        for (int i = 0; i < *n_out; i++)
+            if (out[i] == k) return fail(st, line, "[sweep] %s: '%s' listed twice", what, t);
+        out[(*n_out)++] = k;
+    }
+    if (!*n_out) return fail(st, line, "[sweep] %s: empty list", what);
+    return 0;
+}
+
+static int validate(parse_state *st) {
+    hx_experiment *e = st->e;
+    if (!st->have_experiment) return fail(st, 1, "missing [experiment] section");
+    if (!e->name) return fail(st, 1, "[experiment] name: missing");
+    if (!st->line_sweep) return fail(st, st->line, "missing [sweep] section");
+    char buf[4096];
+    for (int i = 0; i < e->n_models; i++) {
+        hx_model_def *m = &e->model[i];
+        if (!m->path) return fail(st, m->line, "[model %s] path: missing", m->name);
+        if (!file_exists(hx_resolve_model(m->path, buf, sizeof buf)))
+            return fail(st, m->line, "[model %s] path: '%s' not found (also looked under $KVBENCH_MODELS = %s)", m->name, m->path, hx_models_dir());
+        if (m->tokenizer && !file_exists(hx_resolve_model(m->tokenizer, buf, sizeof buf)))
+            return fail(st, m->line, "[model %s] tokenizer: '%s' not found (also looked under $KVBENCH_MODELS = %s)", m->name, m->tokenizer, hx_models_dir());
+    }
+    for (int i = 0; i < e->n_tasks; i++) {
+        hx_task_def *t = &e->task[i];
+        char sn[256];
+        snprintf(sn, sizeof sn, "task %s", t->name);
+        if ((int)t->kind < 0) return fail(st, t->line, "[%s] kind: missing", sn);
+        int needs_data = t->kind != HX_TASK_PASSKEY && t->kind != HX_TASK_NEEDLE;
+        if (needs_data && !t->data) return fail(st, t->line, "[%s] data: missing (a %s task reads a file)", sn, hx_task_kind_name(t->kind));
+        if (!needs_data && t->data) return fail(st, t->line, "[%s] data: a %s task generates its prompts and reads no data file", sn, hx_task_kind_name(t->kind));
+        if (t->data && !file_exists(hx_resolve_data(t->data, buf, sizeof buf)))
+            return fail(st, t->line, "[%s] data: '%s' not found (also looked under $KVBENCH_DATA = %s)", sn, t->data, hx_data_dir());
+        if (t->kind == HX_TASK_NEEDLE) {
+            if (!t->haystack) return fail(st, t->line, "[%s] haystack: missing (a folder of .txt files)", sn);
+            if (!file_exists(hx_resolve_data(t->haystack, buf, sizeof buf)))
+                return fail(st, t->line, "[%s] haystack: '%s' not found (also looked under $KVBENCH_DATA = %s)", sn, t->haystack, hx_data_dir());
+        } else if (t->haystack) return fail(st, t->line, "[%s] haystack: only needle tasks take one", sn);
+        int grid = t->kind == HX_TASK_PASSKEY || t->kind == HX_TASK_NEEDLE;
+        if (grid && (!t->n_lengths || !t->n_depths)) return fail(st, t->line, "[%s] lengths and depths: required for a %s task", sn, hx_task_kind_name(t->kind));
+        if (!grid && (t->n_lengths || t->n_depths)) return fail(st, t->line, "[%s] lengths/depths: only passkey and needle tasks take them", sn);
+        if (!t->template_name) {
+            static const char *const dflt[] = {"keyformer-summ", "keyformer-dialog", "passkey", "needle", "ruler", "text", "text"};
+            t->template_name = strdup(dflt[t->kind]);
+            if (!t->template_name) return fail(st, t->line, "out of memory");
+        }
+        const ds_template *tp = ds_template_find(t->template_name);
+        const char *want = t->kind == HX_TASK_PERPLEXITY || t->kind == HX_TASK_FIDELITY ? "text" : hx_task_kind_name(t->kind);
+        if (t->kind != HX_TASK_FIDELITY && strcmp(tp->kind, want) != 0)
+            return fail(st, t->line, "[%s] template: '%s' is written for %s tasks, not %s", sn, t->template_name, tp->kind, hx_task_kind_name(t->kind));
+    }
+    kv_model_info dummy = {.n_layers = 1, .n_kv_heads = 1, .n_heads = 1, .head_dim = 8, .dim = 8, .ctx_len = 512};
+    for (int i = 0; i < e->n_policies; i++) {
+        hx_policy_def *p = &e->policy[i];
+        if (!p->policy && !(p->policy = strdup(p->label))) return fail(st, p->line, "out of memory");
+        if (!pol_find(p->policy)) return fail(st, p->line, "[policy %s] policy: unknown policy '%s' (see 'kvbench list policies')", p->label, p->policy);
+        pol_budget none = {POL_BUDGET_TOKENS, 16}; /* any budget: only the parameters are checked here */
+        /* One setting more at a time, so an error names the line of the key at fault. */
+        for (int k = 0; k <= p->n_settings; k++) {
+            kv_policy *inst = NULL;
+            if (pol_new(p->policy, (const char *const *)p->settings, k, &none, 0, &dummy, &inst))
+                return fail(st, k ? p->setting_line[k - 1] : p->line, "[policy %s] %s", p->label, kv_last_error());
+            pol_free(inst);
+        }
+    }
+    char *names[HX_MAX_ITEMS];
+    for (int i = 0; i < e->n_models; i++) names[i] = e->model[i].name;
+    if (resolve_list(st, st->sweep_models, st->line_models, "models", names, e->n_models, e->sweep_model, &e->n_sweep_models)) return st->rc;
+    for (int i = 0; i < e->n_tasks; i++) names[i] = e->task[i].name;
+    if (resolve_list(st, st->sweep_tasks, st->line_tasks, "tasks", names, e->n_tasks, e->sweep_task, &e->n_sweep_tasks)) return st->rc;
+    for (int i = 0; i < e->n_policies; i++) names[i] = e->policy[i].label;
+    if (resolve_list(st, st->sweep_policies, st->line_policies, "policies", names, e->n_policies, e->sweep_policy, &e->n_sweep_policies)) return st->rc;
+    if (!st->sweep_budgets) return fail(st, st->line_sweep, "[sweep] budgets: missing (e.g. 20%%..90%% step 10%% or 128,256)");
+    if (hx_parse_budgets(st->sweep_budgets, e->budget, HX_MAX_ITEMS, &e->n_budgets))
+        return fail(st, st->line_budgets, "[sweep] budgets: %s", kv_last_error());
+    /* A streaming task has no prompt to take a percentage of. */
+    for (int i = 0; i < e->n_sweep_tasks; i++) {
+        hx_task_def *t = &e->task[e->sweep_task[i]];
+        if (t->kind != HX_TASK_PERPLEXITY) continue;
+        for (int b = 0; b < e->n_budgets; b++)
+            if (e->budget[b].kind == POL_BUDGET_FRACTION)
+                return fail(st, st->line_budgets, "[sweep] budgets: task %s streams its text (no prompt), so budgets must be token counts", t->name);
+    }
+    return 0;
+}
+
+int hx_experiment_load(const char *path, hx_experiment *e) {
+    memset(e, 0, sizeof *e);
+    e->seed = 12345;
+    e->bootstrap = 1000;
+    parse_state st = {.e = e};
+    if (!(e->path = strdup(path))) return kv_errorf(KV_ENOMEM, "out of memory");
+    st.f = fopen(path, "r");
+    if (!st.f) return kv_errorf(KV_EIO, "%s: cannot open: %s", path, strerror(errno));
+    int r = ini_parse_stream(reader, &st, handler, &st);
+    fclose(st.f);
+    if (!st.rc && r > 0) fail(&st, r, "expected 'key = value' or '[section]'");
+    if (!st.rc && r < 0) st.rc = kv_errorf(KV_EIO, "%s: cannot read", path);
+    if (!st.rc) validate(&st);
+    if (!st.rc && !e->db && !(e->db = strdup("results/kvbench.db"))) st.rc = kv_errorf(KV_ENOMEM, "out of memory");
+    free(st.sweep_models);
+    free(st.sweep_tasks);
+    free(st.sweep_policies);
+    free(st.sweep_budgets);
+    if (st.rc) hx_experiment_free(e);
+    return st.rc;
+}
+
+void hx_experiment_free(hx_experiment *e) {
+    free(e->path);
+    free(e->name);
+    free(e->description);
+    free(e->mirrors);
+    free(e->db);
+    for (int i = 0; i < e->n_models; i++) {
+        free(e->model[i].name);
+        free(e->model[i].path);
+        free(e->model[i].tokenizer);
+    }
+    for (int i = 0; i < e->n_tasks; i++) {
+        hx_task_def *t = &e->task[i];
+        free(t->name);
+        free(t->data);
+        free(t->haystack);
+        free(t->template_name);
+        free(t->doc_field);
+        free(t->ref_field);
+    }
+    for (int i = 0; i < e->n_policies; i++) {
+        free(e->policy[i].label);
+        free(e->policy[i].policy);
+        for (int k = 0; k < e->policy[i].n_settings; k++) free(e->policy[i].settings[k]);
+    }
+    memset(e, 0, sizeof *e);
+}

@@ -1,0 +1,110 @@
+/* experiment.h - declarative experiment files (INI, parsed with inih).
+ *
+ *   [experiment]      name, description, mirrors, seed, db, threads, bootstrap
+ *   [model NAME]      path, tokenizer
+ *   [task NAME]       kind, data, samples, template, max_prompt_tokens,
+ *                     max_new_tokens, stop, fidelity, bad_rows, doc_field,
+ *                     ref_field, lengths, depths, per_cell, haystack,
+ *                     tokens, min_chars
+ *   [policy LABEL]    policy = registry name, then the policy's parameters
+ *   [sweep]           models, tasks, policies, budgets
+ *
+ * hx_experiment_load() validates everything before any work starts: every
+ * section and key is known, every value in range, every name the sweep uses
+ * defined, every policy and parameter accepted by the registry, every file
+ * present. Errors name the file, the line and the key. $VAR and ${VAR}
+ * expand in values. See docs/EXPERIMENTS.md. */
+#ifndef HX_EXPERIMENT_H
+#define HX_EXPERIMENT_H
+
+#include <stdint.h>
+
+#include "../datasets/dataset.h"
+#include "../policies/policy.h"
+
+#define HX_MAX_ITEMS 64
+
+typedef struct hx_model_def {
+    char *name, *path, *tokenizer; /* path/tokenizer as written (expanded) */
+    int line;
+} hx_model_def;
+
+typedef enum hx_task_kind {
+    HX_TASK_SUMMARIZATION,
+    HX_TASK_CONVERSATION,
+    HX_TASK_PASSKEY,
+    HX_TASK_NEEDLE,
+    HX_TASK_RULER,
+    HX_TASK_FIDELITY,   /* any text: only drift from the full cache is scored */
+    HX_TASK_PERPLEXITY, /* streaming: one token at a time through the evicting cache */
+} hx_task_kind;
+
+const char *hx_task_kind_name(hx_task_kind k);
+
+typedef struct hx_task_def {
+    char *name;
+    hx_task_kind kind;
+    char *data;            /* file (summarization, conversation, ruler, fidelity, perplexity) */
+    char *haystack;        /* needle: folder of .txt files */
+    int samples;           /* 0 = all */
+    char *template_name;   /* "keyformer-summ" or "keyformer-summ@1" */
+    int max_prompt_tokens; /* 0 = the model's context minus max_new_tokens */
+    int max_new_tokens;
+    int stop_newline;      /* stop generating at the first newline */
+    int fidelity;          /* also score drift from the full cache (KL, agreement) */
+    ds_bad_rows bad_rows;
+    char *doc_field, *ref_field;
+    int32_t lengths[HX_MAX_ITEMS];
+    int n_lengths;
+    int32_t depths[HX_MAX_ITEMS];
+    int n_depths;
+    int per_cell;
+    int tokens;            /* perplexity: tokens scored per sample (0 = all) */
+    int min_chars;         /* fidelity/perplexity text files: split at blank lines into pieces this long */
+    int curve_bucket;      /* perplexity: positions per point of the stored NLL curve */
+    int line;
+} hx_task_def;
+
+typedef struct hx_policy_def {
+    char *label;                      /* the section's name, shown in reports */
+    char *policy;                     /* registry name */
+    char *settings[POL_MAX_PARAMS + 1]; /* "key=value" */
+    int setting_line[POL_MAX_PARAMS + 1];
+    int n_settings;
+    int line;
+} hx_policy_def;
+
+typedef struct hx_experiment {
+    char *path;
+    char *name, *description, *mirrors;
+    uint64_t seed;
+    char *db;
+    int threads;
+    int bootstrap;           /* bootstrap resamples for confidence intervals */
+    hx_model_def model[HX_MAX_ITEMS];
+    int n_models;
+    hx_task_def task[HX_MAX_ITEMS];
+    int n_tasks;
+    hx_policy_def policy[HX_MAX_ITEMS];
+    int n_policies;
+    /* the sweep, as indexes into the arrays above */
+    int sweep_model[HX_MAX_ITEMS], n_sweep_models;
+    int sweep_task[HX_MAX_ITEMS], n_sweep_tasks;
+    int sweep_policy[HX_MAX_ITEMS], n_sweep_policies;
+    pol_budget budget[HX_MAX_ITEMS];
+    int n_budgets;
+} hx_experiment;
+
+/* Parses and validates path. On error returns non-zero with kv_last_error()
+ * naming path:line and the key. */
+int hx_experiment_load(const char *path, hx_experiment *out);
+void hx_experiment_free(hx_experiment *e);
+
+/* Parses a budget list: "128,256,512", "20%..90% step 10%", "none", or a
+ * mix separated by commas. KV_EINVAL naming the text on error. */
+int hx_parse_budgets(const char *s, pol_budget *out, int max, int *n);
+
+/* Expands $VAR and ${VAR} (unset variables are an error). malloc'd. */
+char *hx_expand_env(const char *s, const char **missing);
+
+#endif

@@ -1,0 +1,147 @@
+/* results_query.c - see results_query.h. */
+#define _POSIX_C_SOURCE 200809L
+#include <math.h>
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../engine/kv_error.h"
+#include "../metrics/stats.h"
+#include "results_query.h"
+
+static int q_err(sqlite3 *db, const char *what) { return kv_errorf(KV_EIO, "%s: %s", what, sqlite3_errmsg(db)); }
+
+static void col_text(sqlite3_stmt *st, int i, char *dst, size_t cap) {
+    const unsigned char *t = sqlite3_column_text(st, i);
+    snprintf(dst, cap, "%s", t ? (const char *)t : "");
+}
+
+int hx_q_latest_experiment(sqlite3 *db, char *name, size_t cap) {
+    sqlite3_stmt *st;
+    if (sqlite3_prepare_v2(db, "SELECT name FROM experiments ORDER BY updated DESC, rowid DESC LIMIT 1", -1, &st, NULL))
+        return q_err(db, "reading experiments");
+    int r = sqlite3_step(st);
+    if (r == SQLITE_ROW) col_text(st, 0, name, cap);
+    sqlite3_finalize(st);
+    if (r != SQLITE_ROW) return kv_errorf(KV_ENOTFOUND, "the database holds no experiment");
+    return KV_OK;
+}
+
+int hx_q_runs(sqlite3 *db, const char *experiment, hx_q_run **runs, int *n) {
+    *runs = NULL;
+    *n = 0;
+    sqlite3_stmt *st;
+    /* Policies in the order the sweep first met them (experiment_runs' rowid). */
+    const char *sql =
+        "SELECT r.id, r.model, r.task, r.task_kind, r.policy_label, r.policy, r.budget, r.budget_kind, r.budget_value "
+        "FROM experiment_runs er JOIN runs r ON r.id = er.run WHERE er.experiment = ?1 "
+        "ORDER BY r.model, r.task, (SELECT MIN(er2.rowid) FROM experiment_runs er2 JOIN runs r2 ON r2.id = er2.run "
+        "WHERE er2.experiment = ?1 AND r2.policy_label = r.policy_label), r.budget_kind, r.budget_value";
+    if (sqlite3_prepare_v2(db, sql, -1, &st, NULL)) return q_err(db, "reading runs");
+    sqlite3_bind_text(st, 1, experiment, -1, SQLITE_STATIC);
+    int cap = 0, rc = KV_OK;
+    while (sqlite3_step(st) == SQLITE_ROW) {
+        if (*n == cap) {
+            hx_q_run *b = realloc(*runs, (size_t)(cap = cap ? cap * 2 : 64) * sizeof *b);
+            if (!b) { rc = kv_errorf(KV_ENOMEM, "out of memory"); break; }
+            *runs = b;
+        }
+        hx_q_run *r = &(*runs)[(*n)++];
+        col_text(st, 0, r->id, sizeof r->id);
+        col_text(st, 1, r->model, sizeof r->model);
+        col_text(st, 2, r->task, sizeof r->task);
+        col_text(st, 3, r->task_kind, sizeof r->task_kind);
+        col_text(st, 4, r->label, sizeof r->label);
+        col_text(st, 5, r->policy, sizeof r->policy);
+        col_text(st, 6, r->budget, sizeof r->budget);
+        r->budget_kind = sqlite3_column_int(st, 7);
+        r->budget_value = sqlite3_column_double(st, 8);
+    }
+    sqlite3_finalize(st);
+    if (rc == KV_OK && *n == 0) rc = kv_errorf(KV_ENOTFOUND, "experiment '%s' has no runs in this database", experiment);
+    if (rc) {
+        free(*runs);
+        *runs = NULL;
+        *n = 0;
+    }
+    return rc;
+}
+
+const hx_q_run *hx_q_full_of(const hx_q_run *runs, int n, const hx_q_run *r) {
+    for (int i = 0; i < n; i++)
+        if (!strcmp(runs[i].policy, "full") && !strcmp(runs[i].model, r->model) && !strcmp(runs[i].task, r->task))
+            return &runs[i];
+    return NULL;
+}
+
+int hx_q_stat_of(sqlite3 *db, const char *run, const char *full_run, const char *metric, int bootstrap, double level,
+                 hx_q_stat *out) {
+    out->n = 0;
+    out->mean = out->lo = out->hi = out->ratio = NAN;
+    sqlite3_stmt *st;
+    if (sqlite3_prepare_v2(db, "SELECT m.value, f.value FROM metrics m LEFT JOIN metrics f ON f.run = ?3 "
+                               "AND f.sample = m.sample AND f.name = m.name WHERE m.run = ?1 AND m.name = ?2 "
+                               "AND m.value IS NOT NULL ORDER BY m.sample",
+                           -1, &st, NULL))
+        return q_err(db, "reading metrics");
+    sqlite3_bind_text(st, 1, run, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 2, metric, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 3, full_run ? full_run : "", -1, SQLITE_STATIC);
+    size_t cap = 256, n = 0;
+    double *v = malloc(cap * sizeof *v), pol_sum = 0, full_sum = 0;
+    int paired = 0, rc = KV_OK;
+    while (v && sqlite3_step(st) == SQLITE_ROW) {
+        if (n == cap) {
+            double *b = realloc(v, (cap *= 2) * sizeof *b);
+            if (!b) { free(v); v = NULL; break; }
+            v = b;
+        }
+        v[n] = sqlite3_column_double(st, 0);
+        if (sqlite3_column_type(st, 1) != SQLITE_NULL) {
+            pol_sum += v[n];
+            full_sum += sqlite3_column_double(st, 1);
+            paired++;
+        }
+        n++;
+    }
+    sqlite3_finalize(st);
+    if (!v) return kv_errorf(KV_ENOMEM, "out of memory");
+    out->n = (int)n;
+    if (n) {
+        out->mean = met_mean(v, n);
+        /* The seed depends on the run and metric only: reports are reproducible. */
+        uint64_t seed = 1469598103934665603ull;
+        for (const char *p = run; *p; p++) seed = (seed ^ (unsigned char)*p) * 1099511628211ull;
+        for (const char *p = metric; *p; p++) seed = (seed ^ (unsigned char)*p) * 1099511628211ull;
+        rc = met_bootstrap_ci(v, n, bootstrap, level, seed, &out->lo, &out->hi);
+    }
+    if (paired && full_sum != 0) out->ratio = pol_sum / full_sum;
+    free(v);
+    return rc;
+}
+
+int hx_q_metric_names(sqlite3 *db, const char *run, char *buf, size_t cap) {
+    buf[0] = 0;
+    sqlite3_stmt *st;
+    if (sqlite3_prepare_v2(db, "SELECT DISTINCT name FROM metrics WHERE run = ? ORDER BY name", -1, &st, NULL))
+        return q_err(db, "reading metric names");
+    sqlite3_bind_text(st, 1, run, -1, SQLITE_STATIC);
+    while (sqlite3_step(st) == SQLITE_ROW)
+        snprintf(buf + strlen(buf), cap - strlen(buf), "%s%s", buf[0] ? "," : "", sqlite3_column_text(st, 0));
+    sqlite3_finalize(st);
+    return KV_OK;
+}
+
+int hx_q_lower_is_better(const char *m) {
+    return !strcmp(m, "ppl") || !strcmp(m, "nll") || !strcmp(m, "fid_kl") || strstr(m, "latency") ||
+           strstr(m, "ttft") || strstr(m, "bytes") || !strcmp(m, "budget_exceeded");
+}
+
+double hx_q_display_scale(const char *m) {
+    if (strstr(m, "bytes")) return 1.0 / (1024 * 1024); /* shown in MiB */
+    return !strncmp(m, "rouge", 5) || !strncmp(m, "fid_rouge", 9) || !strcmp(m, "accuracy") ||
+                   !strcmp(m, "fid_top1_agree") || !strcmp(m, "fid_prefix_match")
+               ? 100
+               : 1;
+}

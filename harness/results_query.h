@@ -1,0 +1,48 @@
+/* results_query.h - reading the results database for reports and plots:
+ * an experiment's runs, per-sample metric values, and their aggregate
+ * (mean, bootstrap confidence interval, paired ratio to the full cache). */
+#ifndef HX_RESULTS_QUERY_H
+#define HX_RESULTS_QUERY_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct sqlite3 sqlite3;
+
+typedef struct hx_q_run {
+    char id[17];
+    char model[64], task[64], task_kind[32], label[64], policy[32], budget[32];
+    int budget_kind;      /* pol_budget_kind */
+    double budget_value;
+} hx_q_run;
+
+typedef struct hx_q_stat {
+    int n;                /* samples with the metric */
+    double mean, lo, hi;  /* mean and its confidence interval */
+    double ratio;         /* mean over the samples both hold / the full cache's mean on them; NAN without one */
+} hx_q_stat;
+
+/* The experiment updated last (for commands given no --experiment). */
+int hx_q_latest_experiment(sqlite3 *db, char *name, size_t cap);
+
+/* The runs of an experiment, ordered by model, task, policy (in the order
+ * the sweep first ran them), budget kind and value. *runs is malloc'd. */
+int hx_q_runs(sqlite3 *db, const char *experiment, hx_q_run **runs, int *n);
+
+/* The full-cache run of the same model and task (NULL if none). */
+const hx_q_run *hx_q_full_of(const hx_q_run *runs, int n, const hx_q_run *r);
+
+/* Aggregate of metric over run's samples; ratio against full (may be NULL). */
+int hx_q_stat_of(sqlite3 *db, const char *run, const char *full_run, const char *metric, int bootstrap, double level,
+                 hx_q_stat *out);
+
+/* The metric names stored for a run, comma-separated into buf. */
+int hx_q_metric_names(sqlite3 *db, const char *run, char *buf, size_t cap);
+
+/* 1 if a smaller value is better (ppl, nll, KL, latency, bytes). */
+int hx_q_lower_is_better(const char *metric);
+/* The factor a metric is shown with (100 for fractions such as ROUGE,
+ * 1/2^20 for bytes, shown in MiB). */
+double hx_q_display_scale(const char *metric);
+
+#endif

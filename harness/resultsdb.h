@@ -1,0 +1,78 @@
+/* resultsdb.h - the results database (SQLite, WAL). Schema: docs/RESULTS.md.
+ *
+ * A run is one (model, task, policy, parameters, budget, settings) cell of
+ * a sweep, keyed by a hash of everything that determines its output; its
+ * samples and their metrics are written in one transaction per sample, so
+ * a killed process loses at most the sample in flight and a rerun skips
+ * what is stored. */
+#ifndef HX_RESULTSDB_H
+#define HX_RESULTSDB_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct sqlite3 sqlite3;
+typedef struct hx_db hx_db;
+
+#define HX_DB_SCHEMA_VERSION 1
+
+typedef struct hx_run_row {
+    char id[17];          /* 16 hex digits */
+    const char *model, *model_path, *model_hash;
+    const char *task, *task_kind, *data, *template_name;
+    const char *policy_label, *policy, *params; /* params: "k=v,k=v" with defaults filled */
+    const char *budget;                         /* "60%", "128", "none" */
+    int budget_kind;                            /* pol_budget_kind */
+    double budget_value;
+    uint64_t seed;
+    int max_prompt_tokens, max_new_tokens;
+    const char *spec;                           /* the canonical text the id hashes */
+} hx_run_row;
+
+typedef struct hx_sample_row {
+    const char *run, *sample;
+    int idx, length, depth;
+    int prompt_tokens, generated_tokens;
+    long cut_chars;
+    double ttft_ms, decode_ms;        /* time to first token; total decode time */
+    int64_t kv_bytes_peak, kv_bytes_final;
+    int kv_slots_max, budget_slots;   /* largest head length seen at any step; the budget in slots */
+    const char *output, *reference;
+} hx_sample_row;
+
+typedef struct hx_metric {
+    const char *name;
+    double value;
+} hx_metric;
+
+/* Opens (creating when asked) the database and its schema. An existing file
+ * with another schema version is refused. */
+int hx_db_open(const char *path, int create, hx_db **out);
+void hx_db_close(hx_db *db);
+sqlite3 *hx_db_handle(hx_db *db);
+
+/* Records the experiment (by name; its file text is replaced when rerun). */
+int hx_db_put_experiment(hx_db *db, const char *name, const char *file, const char *text, const char *description,
+                         const char *mirrors);
+/* Inserts the run if new and links it to the experiment. */
+int hx_db_put_run(hx_db *db, const char *experiment, const hx_run_row *r);
+/* 1 if (run, sample) is stored, 0 if not, negative on error. */
+int hx_db_has_sample(hx_db *db, const char *run, const char *sample);
+/* A series over positions (token index in the sequence). */
+typedef struct hx_curve {
+    const int32_t *pos;
+    const double *val;
+    int n;
+} hx_curve;
+
+/* One sample with its metrics, its NLL curve (streaming perplexity) and its
+ * KV-bytes trace (bytes held after the prompt and after each step), in one
+ * transaction. Curves may be NULL. */
+int hx_db_put_sample(hx_db *db, const hx_sample_row *s, const hx_metric *m, int n_metrics, const hx_curve *nll,
+                     const hx_curve *kv);
+
+/* A 64-bit FNV-1a hash of bytes, continuing from h (start with HX_HASH_INIT). */
+#define HX_HASH_INIT 0xcbf29ce484222325ull
+uint64_t hx_hash(uint64_t h, const void *data, size_t n);
+
+#endif

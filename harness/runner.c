@@ -1,0 +1,945 @@
+/* runner.c - `kvbench run FILE`: expands an experiment's sweep and runs
+ * every (model, task, sample, policy, budget) unit not yet stored, writing
+ * each finished sample to the results database in its own transaction.
+ *
+ * Order: model, task, sample, then the sweep's (policy, budget) runs, so
+ * that a model and a task's data are loaded once and the full cache's
+ * reference output for a sample (for the fidelity metrics) is computed once
+ * and reused by every compressed run of that sample. Units are numbered in
+ * that order; `--shard I/N` takes the units whose number is I modulo N. */
+#define _POSIX_C_SOURCE 200809L
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "../datasets/dataset.h"
+#include "../datasets/template.h"
+#include "../engine/context.h"
+#include "../engine/kv_error.h"
+#include "../engine/model.h"
+#include "../engine/sampler.h"
+#include "../metrics/rouge.h"
+#include "../metrics/stats.h"
+#include "../policies/policy.h"
+#include "clock.h"
+#include "commands.h"
+#include "experiment.h"
+#include "opts.h"
+#include "paths.h"
+#include "resultsdb.h"
+
+#define N_OPTS(a) (int)(sizeof(a) / sizeof((a)[0]))
+
+/* ------------------------------------------------------------ the sweep */
+
+/* One run: a (model, task, policy, budget) cell. */
+typedef struct run_cell {
+    int model, task, policy; /* indexes into the experiment's arrays */
+    pol_budget budget;
+} run_cell;
+
+/* --only filters: key=value pairs; the same key repeated means any of them. */
+typedef struct only_filter {
+    char key[16][16], val[16][64];
+    int n;
+} only_filter;
+
+static int parse_only(const char *s, only_filter *f) {
+    f->n = 0;
+    if (!s) return 0;
+    char buf[1024];
+    snprintf(buf, sizeof buf, "%s", s);
+    char *save = NULL;
+    for (char *t = strtok_r(buf, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
+        char *eq = strchr(t, '=');
+        if (!eq || f->n == 16) {
+            fprintf(stderr, "kvbench run: --only: expected key=value pairs (model, task, policy, budget), got '%s'\n", t);
+            return -1;
+        }
+        *eq = 0;
+        if (strcmp(t, "model") && strcmp(t, "task") && strcmp(t, "policy") && strcmp(t, "budget")) {
+            fprintf(stderr, "kvbench run: --only: unknown key '%s' (expected model, task, policy or budget)\n", t);
+            return -1;
+        }
+        snprintf(f->key[f->n], sizeof f->key[0], "%s", t);
+        snprintf(f->val[f->n], sizeof f->val[0], "%s", eq + 1);
+        f->n++;
+    }
+    return 0;
+}
+
+/* 1 if the value passes the filters on key (no filter on key passes). */
+static int only_pass(const only_filter *f, const char *key, const char *v1, const char *v2) {
+    int any = 0;
+    for (int i = 0; i < f->n; i++) {
+        if (strcmp(f->key[i], key)) continue;
+        any = 1;
+        if (!strcmp(f->val[i], v1) || (v2 && !strcmp(f->val[i], v2))) return 1;
+    }
+    return !any;
+}
+
+static int expand_sweep(const hx_experiment *e, const only_filter *f, run_cell **out, int *n_out) {
+    int cap = e->n_sweep_models * e->n_sweep_tasks * e->n_sweep_policies * e->n_budgets + 1;
+    run_cell *r = malloc((size_t)cap * sizeof *r);
+    if (!r) return -1;
+    int n = 0;
+    for (int mi = 0; mi < e->n_sweep_models; mi++)
+        for (int ti = 0; ti < e->n_sweep_tasks; ti++)
+            for (int pi = 0; pi < e->n_sweep_policies; pi++) {
+                int m = e->sweep_model[mi], t = e->sweep_task[ti], p = e->sweep_policy[pi];
+                const hx_policy_def *pd = &e->policy[p];
+                if (!only_pass(f, "model", e->model[m].name, NULL) || !only_pass(f, "task", e->task[t].name, NULL) ||
+                    !only_pass(f, "policy", pd->label, pd->policy))
+                    continue;
+                int is_full = !strcmp(pd->policy, "full");
+                for (int b = 0; b < (is_full ? 1 : e->n_budgets); b++) {
+                    pol_budget bud = is_full ? (pol_budget){POL_BUDGET_NONE, 0} : e->budget[b];
+                    char bs[32];
+                    pol_budget_str(&bud, bs, sizeof bs);
+                    if (!only_pass(f, "budget", bs, NULL)) continue;
+                    r[n++] = (run_cell){m, t, p, bud};
+                }
+            }
+    *out = r;
+    *n_out = n;
+    return 0;
+}
+
+/* ------------------------------------------------------- model identity */
+
+/* A hash of the model file's bytes (files over 256 MiB: their size and
+ * first and last 16 MiB), so a run's key changes when the weights do. */
+static int hash_file(const char *path, char hex[17]) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return kv_errorf(KV_EIO, "%s: cannot open: %s", path, strerror(errno));
+    struct stat sb;
+    fstat(fileno(f), &sb);
+    uint64_t h = HX_HASH_INIT, size = (uint64_t)sb.st_size;
+    h = hx_hash(h, &size, sizeof size);
+    static unsigned char buf[1 << 16];
+    const uint64_t whole = 256ull << 20, part = 16ull << 20;
+    uint64_t ranges[2][2] = {{0, size <= whole ? size : part}, {size <= whole ? size : size - part, size}};
+    for (int r = 0; r < 2; r++) {
+        if (fseeko(f, (off_t)ranges[r][0], SEEK_SET) != 0) break;
+        for (uint64_t left = ranges[r][1] - ranges[r][0]; left > 0;) {
+            size_t n = fread(buf, 1, left < sizeof buf ? (size_t)left : sizeof buf, f);
+            if (!n) break;
+            h = hx_hash(h, buf, n);
+            left -= n;
+        }
+    }
+    fclose(f);
+    snprintf(hex, 17, "%016llx", (unsigned long long)h);
+    return KV_OK;
+}
+
+/* ---------------------------------------------------------- tokenizing */
+
+typedef struct tok_counter {
+    const kv_tokenizer *tok;
+    int32_t *buf;
+    size_t cap;
+} tok_counter;
+
+/* Encodes text into tc->buf (grown as needed); returns the count or < 0. */
+static int64_t encode_into(tok_counter *tc, const char *text, size_t len, int bos) {
+    size_t need = len + 16, n = 0;
+    if (need > tc->cap) {
+        int32_t *b = realloc(tc->buf, need * sizeof *b);
+        if (!b) return kv_errorf(KV_ENOMEM, "out of memory");
+        tc->buf = b;
+        tc->cap = need;
+    }
+    int rc = kv_tokenizer_encode(tc->tok, text, len, bos, tc->buf, tc->cap, &n);
+    if (rc) return rc;
+    if (n > tc->cap) { /* cannot happen with len + 16, but stay safe */
+        int32_t *b = realloc(tc->buf, n * sizeof *b);
+        if (!b) return kv_errorf(KV_ENOMEM, "out of memory");
+        tc->buf = b;
+        tc->cap = n;
+        if ((rc = kv_tokenizer_encode(tc->tok, text, len, bos, tc->buf, tc->cap, &n))) return rc;
+    }
+    return (int64_t)n;
+}
+
+static int64_t count_tokens(void *user, const char *text, size_t len) { return encode_into(user, text, len, 0); }
+
+/* ------------------------------------------------------------- metrics */
+
+#define MAX_METRICS 48
+
+typedef struct metric_list {
+    hx_metric m[MAX_METRICS];
+    int n;
+} metric_list;
+
+static void put(metric_list *l, const char *name, double v) {
+    if (l->n < MAX_METRICS) l->m[l->n++] = (hx_metric){name, v};
+}
+
+static int put_rouge(metric_list *l, const char *prefix, const char *pred, const char *ref) {
+    kv_rouge_scores s;
+    if (kv_rouge_score(pred, ref, 1, &s)) return -1;
+    static const char *const names[2][12] = {
+        {"rouge1_f", "rouge1_p", "rouge1_r", "rouge2_f", "rouge2_p", "rouge2_r", "rougeL_f", "rougeL_p", "rougeL_r",
+         "rougeLsum_f", "rougeLsum_p", "rougeLsum_r"},
+        {"fid_rouge1_f", "", "", "fid_rouge2_f", "", "", "fid_rougeL_f", "", "", "fid_rougeLsum_f", "", ""}};
+    int k = prefix ? 1 : 0;
+    const kv_rouge_prf *prf[4] = {&s.r1, &s.r2, &s.rl, &s.rlsum};
+    for (int i = 0; i < 4; i++) {
+        put(l, names[k][i * 3], prf[i]->f);
+        if (!k) {
+            put(l, names[k][i * 3 + 1], prf[i]->p);
+            put(l, names[k][i * 3 + 2], prf[i]->r);
+        }
+    }
+    return 0;
+}
+
+/* --------------------------------------------------------- one sample */
+
+typedef struct gen_result {
+    int32_t *tokens; /* [n] generated ids */
+    int n;
+    char *text;      /* decoded */
+    size_t text_len, text_cap;
+    float *logits;   /* [n][vocab] when kept (the full cache's reference) */
+    double ttft_ms, decode_ms;
+    double *step_ms; /* [n] per decode step */
+    int32_t slots_max;
+    size_t bytes_peak, bytes_final;
+    int32_t *trace_pos; /* KV bytes held after the prompt and after each step */
+    double *trace_bytes;
+    int n_trace, trace_cap;
+} gen_result;
+
+static void gen_free(gen_result *g) {
+    free(g->tokens);
+    free(g->text);
+    free(g->logits);
+    free(g->step_ms);
+    free(g->trace_pos);
+    free(g->trace_bytes);
+    memset(g, 0, sizeof *g);
+}
+
+static int text_add(gen_result *g, const char *p, size_t n) {
+    if (g->text_len + n + 1 > g->text_cap) {
+        size_t cap = g->text_cap ? g->text_cap * 2 : 256;
+        while (cap < g->text_len + n + 1) cap *= 2;
+        char *b = realloc(g->text, cap);
+        if (!b) return kv_errorf(KV_ENOMEM, "out of memory");
+        g->text = b;
+        g->text_cap = cap;
+    }
+    memcpy(g->text + g->text_len, p, n);
+    g->text_len += n;
+    g->text[g->text_len] = 0;
+    return KV_OK;
+}
+
+typedef struct engine {
+    kv_model *model;
+    const kv_model_info *mi;
+    const kv_tokenizer *tok;
+    kv_ctx *ctx;
+    float *logits;     /* [vocab] */
+    char model_hash[17];
+    char model_path[4096];
+} engine;
+
+/* Starts a sample: an empty cache (checked) and the policy's budget fixed
+ * for this prompt. */
+static int begin_sample(engine *en, kv_policy *pol, int32_t n_prompt) {
+    kv_ctx_reset(en->ctx);
+    kv_cache *c = kv_ctx_cache(en->ctx);
+    if (kv_cache_total_slots(c) != 0 || kv_cache_bytes(c) != 0 || kv_ctx_pos(en->ctx) != 0)
+        return kv_errorf(KV_EINVAL, "internal: the cache is not empty at the start of a sample (%lld slots, %zu bytes)",
+                         (long long)kv_cache_total_slots(c), kv_cache_bytes(c));
+    pol_begin(pol, n_prompt);
+    pol_attach(pol, en->ctx);
+    return KV_OK;
+}
+
+/* After every evaluation: the largest head (the budget check) and, every
+ * `every` positions, the bytes held (the memory trace). */
+static void track(engine *en, gen_result *g, int every) {
+    kv_cache *c = kv_ctx_cache(en->ctx);
+    int32_t m = kv_cache_max_len(c);
+    if (m > g->slots_max) g->slots_max = m;
+    int32_t pos = kv_ctx_pos(en->ctx);
+    if (every > 1 && pos % every != 0) return;
+    if (g->n_trace == g->trace_cap) {
+        int cap = g->trace_cap ? g->trace_cap * 2 : 256;
+        int32_t *p = realloc(g->trace_pos, (size_t)cap * sizeof *p);
+        if (p) g->trace_pos = p;
+        double *b = realloc(g->trace_bytes, (size_t)cap * sizeof *b);
+        if (b) g->trace_bytes = b;
+        if (!p || !b) return; /* the trace is a convenience: stop recording */
+        g->trace_cap = cap;
+    }
+    g->trace_pos[g->n_trace] = pos;
+    g->trace_bytes[g->n_trace++] = (double)kv_cache_bytes(c);
+}
+
+/* Greedy generation of up to max_new tokens after the prompt, stopping at
+ * EOS/BOS (and at a newline when asked). keep_logits stores every step's
+ * distribution (the full-cache reference for fidelity). */
+static int generate(engine *en, kv_policy *pol, const int32_t *prompt, int32_t n_prompt, int max_new, int stop_newline,
+                    int keep_logits, gen_result *g) {
+    memset(g, 0, sizeof *g);
+    int32_t V = en->mi->vocab_size;
+    g->tokens = malloc(((size_t)max_new + 1) * sizeof *g->tokens);
+    g->step_ms = malloc(((size_t)max_new + 1) * sizeof *g->step_ms);
+    if (keep_logits) g->logits = malloc(((size_t)max_new + 1) * (size_t)V * sizeof *g->logits);
+    if (!g->tokens || !g->step_ms || (keep_logits && !g->logits) || text_add(g, "", 0))
+        return kv_errorf(KV_ENOMEM, "out of memory");
+    int rc = begin_sample(en, pol, n_prompt);
+    if (rc) return rc;
+    double t0 = now_s();
+    if ((rc = kv_ctx_eval(en->ctx, prompt, n_prompt, en->logits, 0))) return rc;
+    track(en, g, 1);
+    int32_t bos = kv_tokenizer_bos(en->tok), eos = kv_tokenizer_eos(en->tok), prev = prompt[n_prompt - 1];
+    double t_step = now_s();
+    for (int i = 0; i < max_new; i++) {
+        int32_t next = kv_argmax(en->logits, V);
+        if (i == 0) g->ttft_ms = (now_s() - t0) * 1e3;
+        if (next == eos || next == bos) break;
+        size_t len;
+        const char *piece = kv_tokenizer_piece(en->tok, prev, next, &len);
+        if (stop_newline && memchr(piece, '\n', len) && g->n > 0) break;
+        if (keep_logits) memcpy(g->logits + (size_t)g->n * V, en->logits, (size_t)V * sizeof(float));
+        g->tokens[g->n++] = next;
+        if ((rc = text_add(g, piece, len))) return rc;
+        prev = next;
+        if (i + 1 < max_new) {
+            double t = now_s();
+            if ((rc = kv_ctx_eval(en->ctx, &next, 1, en->logits, 0))) return rc;
+            double t2 = now_s();
+            g->step_ms[g->n - 1] = (t2 - t) * 1e3;
+            track(en, g, 1);
+        }
+    }
+    g->decode_ms = (now_s() - t_step) * 1e3;
+    kv_cache *c = kv_ctx_cache(en->ctx);
+    g->bytes_peak = kv_cache_peak_bytes(c);
+    g->bytes_final = kv_cache_bytes(c);
+    return KV_OK;
+}
+
+/* Teacher-forced drift from the full cache: the policy reads the prompt and
+ * then the full cache's own continuation; at each step its next-token
+ * distribution is compared with the full cache's. */
+static int fidelity(engine *en, kv_policy *pol, const int32_t *prompt, int32_t n_prompt, const gen_result *ref,
+                    double *kl_mean, double *top1) {
+    int32_t V = en->mi->vocab_size;
+    int rc = begin_sample(en, pol, n_prompt);
+    if (rc) return rc;
+    if ((rc = kv_ctx_eval(en->ctx, prompt, n_prompt, en->logits, 0))) return rc;
+    double kl = 0;
+    int agree = 0;
+    for (int i = 0; i < ref->n; i++) {
+        const float *p = ref->logits + (size_t)i * V;
+        kl += met_kl(p, en->logits, V);
+        agree += kv_argmax(en->logits, V) == ref->tokens[i];
+        if (i + 1 < ref->n && (rc = kv_ctx_eval(en->ctx, &ref->tokens[i], 1, en->logits, 0))) return rc;
+    }
+    *kl_mean = ref->n ? kl / ref->n : 0;
+    *top1 = ref->n ? (double)agree / ref->n : 1;
+    return KV_OK;
+}
+
+/* Streaming perplexity: every token through one cache the policy keeps
+ * within its budget; per-token NLL, bucketed into the curve. */
+static int stream_ppl(engine *en, kv_policy *pol, const int32_t *ids, int32_t n, int bucket, double *nll_out,
+                      double *seconds, int32_t **curve_pos, double **curve_nll, int *n_curve, gen_result *g) {
+    int rc = begin_sample(en, pol, 0);
+    if (rc) return rc;
+    int nb = (n - 1 + bucket - 1) / bucket;
+    *curve_pos = malloc((size_t)nb * sizeof **curve_pos);
+    *curve_nll = calloc((size_t)nb, sizeof **curve_nll);
+    if (!*curve_pos || !*curve_nll) return kv_errorf(KV_ENOMEM, "out of memory");
+    double total = 0, t0 = now_s();
+    for (int32_t t = 0; t + 1 < n; t++) {
+        if ((rc = kv_ctx_eval(en->ctx, ids + t, 1, en->logits, 0))) return rc;
+        track(en, g, bucket);
+        double x = met_nll(en->logits, en->mi->vocab_size, ids[t + 1]);
+        total += x;
+        (*curve_nll)[t / bucket] += x;
+    }
+    *seconds = now_s() - t0;
+    for (int b = 0; b < nb; b++) {
+        int32_t lo = b * bucket + 1, hi = (b + 1) * bucket < n - 1 ? (b + 1) * bucket : n - 1;
+        (*curve_pos)[b] = lo;
+        (*curve_nll)[b] /= (double)(hi - lo + 1);
+    }
+    *n_curve = nb;
+    *nll_out = total / (double)(n - 1);
+    kv_cache *c = kv_ctx_cache(en->ctx);
+    g->bytes_peak = kv_cache_peak_bytes(c);
+    g->bytes_final = kv_cache_bytes(c);
+    return KV_OK;
+}
+
+/* ----------------------------------------------------------- progress */
+
+typedef struct progress {
+    int tty, quiet;
+    long total, done, skipped;
+    double t0, last;
+} progress;
+
+static void progress_show(progress *p, const char *what) {
+    if (p->quiet) return;
+    double t = now_s(), el = t - p->t0;
+    long work = p->done - p->skipped;
+    double rate = el > 0 ? work / el : 0;
+    long left = p->total - p->done;
+    double eta = rate > 0 ? left / rate : 0;
+    if (p->tty) {
+        if (t - p->last < 0.1 && p->done < p->total) return;
+        p->last = t;
+        int w = 30, fill = p->total ? (int)(w * p->done / p->total) : w;
+        char bar[64];
+        for (int i = 0; i < w; i++) bar[i] = i < fill ? '#' : '.';
+        bar[w] = 0;
+        fprintf(stderr, "\r[%s] %ld/%ld  %.2f/s  left %d:%02d  %-40.40s", bar, p->done, p->total, rate,
+                (int)(eta / 60), (int)eta % 60, what);
+        if (p->done == p->total) fputc('\n', stderr);
+    } else if (p->done == p->total || t - p->last >= 10 || p->last == 0) {
+        /* not a terminal (a log file, a batch job): a line every 10 s */
+        p->last = t;
+        fprintf(stderr, "kvbench run: %ld/%ld %s (%.2f/s, about %.0f s left)\n", p->done, p->total, what, rate, eta);
+    }
+}
+
+/* ---------------------------------------------------------------- run */
+
+typedef struct run_state {
+    hx_experiment *e;
+    hx_db *db;
+    run_cell *cells;
+    int n_cells;
+    int shard_i, shard_n;
+    long unit;            /* units numbered so far (for sharding) */
+    progress prog;
+    long failed_budget;   /* samples whose cache exceeded the budget */
+    long counted[HX_MAX_ITEMS][HX_MAX_ITEMS]; /* units per (model, task) already in prog.total */
+    int dry;
+} run_state;
+
+/* The canonical description of a run and its hash. */
+static int run_identity(const run_state *rs, const engine *en, const run_cell *rc, const kv_policy *pol,
+                        char *spec, size_t cap, char *params, size_t pcap, hx_run_row *row) {
+    const hx_experiment *e = rs->e;
+    const hx_task_def *t = &e->task[rc->task];
+    const ds_template *tp = ds_template_find(t->template_name);
+    params[0] = 0;
+    for (int i = 0; i < pol->ops->n_params; i++)
+        snprintf(params + strlen(params), pcap - strlen(params), "%s%s=%g", i ? "," : "", pol->ops->params[i].name,
+                 pol->param[i]);
+    snprintf(params + strlen(params), pcap - strlen(params), "%spositions=%s", pol->ops->n_params ? "," : "",
+             pol->positions == KV_POS_CACHE ? "cache" : "original");
+    char bs[32], lens[512] = "", deps[512] = "";
+    pol_budget_str(&rc->budget, bs, sizeof bs);
+    for (int i = 0; i < t->n_lengths; i++) snprintf(lens + strlen(lens), sizeof lens - strlen(lens), "%d ", t->lengths[i]);
+    for (int i = 0; i < t->n_depths; i++) snprintf(deps + strlen(deps), sizeof deps - strlen(deps), "%d ", t->depths[i]);
+    int n = snprintf(spec, cap,
+                     "kvbench-run/1 version=%s model_hash=%s task_kind=%s data=%s haystack=%s template=%s@%d "
+                     "max_prompt_tokens=%d max_new_tokens=%d stop_newline=%d fidelity=%d doc_field=%s ref_field=%s "
+                     "lengths=%s depths=%s per_cell=%d tokens=%d min_chars=%d curve_bucket=%d policy=%s params=%s "
+                     "budget=%s seed=%llu",
+                     KVBENCH_VERSION, en->model_hash, hx_task_kind_name(t->kind), t->data ? t->data : "",
+                     t->haystack ? t->haystack : "", tp->name, tp->version, t->max_prompt_tokens, t->max_new_tokens,
+                     t->stop_newline, t->fidelity, t->doc_field ? t->doc_field : "", t->ref_field ? t->ref_field : "",
+                     lens, deps, t->per_cell, t->tokens, t->min_chars, t->curve_bucket, pol->ops->name, params, bs,
+                     (unsigned long long)e->seed);
+    if (n < 0 || (size_t)n >= cap) return kv_errorf(KV_EINVAL, "run description too long");
+    uint64_t h = hx_hash(HX_HASH_INIT, spec, strlen(spec));
+    snprintf(row->id, sizeof row->id, "%016llx", (unsigned long long)h);
+    return KV_OK;
+}
+
+static int load_task(const run_state *rs, engine *en, const hx_task_def *t, tok_counter *tc, ds_set *set) {
+    char dp[4096];
+    ds_load_params lp = {.max_samples = t->samples, .bad_rows = t->bad_rows, .doc_field = t->doc_field,
+                         .ref_field = t->ref_field};
+    if (t->data) lp.path = hx_resolve_data(t->data, dp, sizeof dp);
+    (void)rs;
+    (void)en;
+    switch (t->kind) {
+    case HX_TASK_SUMMARIZATION: return ds_load_summarization(&lp, set);
+    case HX_TASK_CONVERSATION: return ds_load_conversation(&lp, set);
+    case HX_TASK_RULER: return ds_load_ruler(&lp, set);
+    case HX_TASK_FIDELITY:
+    case HX_TASK_PERPLEXITY: return ds_load_text(&lp, (size_t)t->min_chars, set);
+    case HX_TASK_PASSKEY: {
+        int rc = ds_make_passkey(t->lengths, t->n_lengths, t->depths, t->n_depths, t->per_cell, rs->e->seed,
+                                 count_tokens, tc, set);
+        return rc;
+    }
+    case HX_TASK_NEEDLE: {
+        char hp[4096];
+        int rc = ds_make_needle(hx_resolve_data(t->haystack, hp, sizeof hp), t->lengths, t->n_lengths, t->depths,
+                                t->n_depths, NULL, NULL, NULL, count_tokens, tc, set);
+        if (rc == KV_OK && t->samples > 0 && set->n > t->samples) set->n = t->samples; /* ds_set_free frees all */
+        return rc;
+    }
+    }
+    return KV_EINVAL;
+}
+
+/* One run of a task: its cell, policy instance and identity. */
+typedef struct task_run {
+    run_cell *cell;
+    kv_policy *pol;
+    hx_run_row row;
+    char spec[4096], params[1024], budget[32], template_name[96];
+} task_run;
+
+/* Runs every unit of one (model, task) pair. */
+static int run_task(run_state *rs, engine *en, int model, int task) {
+    hx_experiment *e = rs->e;
+    hx_task_def *t = &e->task[task];
+    tok_counter tc = {.tok = en->tok};
+    ds_set set = {0};
+    int status = 0;
+    int rc = load_task(rs, en, t, &tc, &set);
+    if (rc) {
+        fprintf(stderr, "kvbench run: task %s: %s\n", t->name, kv_last_error());
+        free(tc.buf);
+        return -1;
+    }
+    if (t->samples > 0 && set.n > t->samples) {
+        /* generated sets may be larger than asked; keep the first */
+        for (int i = t->samples; i < set.n; i++) {
+            ds_sample *s = &set.s[i];
+            free(s->id); free(s->reference);
+            for (int f = 0; f < s->n_fields; f++) free(s->field[f].name), free(s->field[f].value);
+        }
+        set.n = t->samples;
+    }
+    const ds_template *tp = ds_template_find(t->template_name);
+    int max_prompt = t->max_prompt_tokens;
+    if (max_prompt <= 0) max_prompt = en->mi->ctx_len - t->max_new_tokens - 1;
+    if (max_prompt < 8) max_prompt = 8;
+
+    /* This task's runs, their policies and identities. */
+    int n_runs = 0;
+    task_run *tr = calloc((size_t)rs->n_cells, sizeof *tr);
+    int *todo = calloc((size_t)rs->n_cells, sizeof *todo);
+    if (!tr || !todo) {
+        fprintf(stderr, "kvbench run: out of memory\n");
+        status = -1;
+        goto out;
+    }
+    for (int i = 0; i < rs->n_cells; i++) {
+        run_cell *c = &rs->cells[i];
+        if (c->model != model || c->task != task) continue;
+        const hx_policy_def *pd = &e->policy[c->policy];
+        int k = n_runs++;
+        tr[k].cell = c;
+        if (pol_new(pd->policy, (const char *const *)pd->settings, pd->n_settings, &c->budget, e->seed, en->mi, &tr[k].pol) ||
+            run_identity(rs, en, c, tr[k].pol, tr[k].spec, sizeof tr[k].spec, tr[k].params, sizeof tr[k].params, &tr[k].row)) {
+            fprintf(stderr, "kvbench run: policy %s: %s\n", pd->label, kv_last_error());
+            status = -1;
+            goto out;
+        }
+        pol_budget_str(&c->budget, tr[k].budget, sizeof tr[k].budget);
+        hx_run_row *r = &tr[k].row;
+        r->model = e->model[model].name;
+        r->model_path = en->model_path;
+        r->model_hash = en->model_hash;
+        r->task = t->name;
+        r->task_kind = hx_task_kind_name(t->kind);
+        r->data = t->data ? t->data : t->haystack;
+        snprintf(tr[k].template_name, sizeof tr[k].template_name, "%s@%d", tp->name, tp->version);
+        r->template_name = tr[k].template_name;
+        r->policy_label = pd->label;
+        r->policy = pd->policy;
+        r->params = tr[k].params;
+        r->budget = tr[k].budget;
+        r->budget_kind = c->budget.kind;
+        r->budget_value = c->budget.value;
+        r->seed = e->seed;
+        r->max_prompt_tokens = max_prompt;
+        r->max_new_tokens = t->max_new_tokens;
+        r->spec = tr[k].spec;
+        if (!rs->dry && hx_db_put_run(rs->db, e->name, r)) {
+            fprintf(stderr, "kvbench run: %s\n", kv_last_error());
+            status = -1;
+            goto out;
+        }
+    }
+    /* The progress total counted this task with the samples it asked for;
+     * correct it by what the set holds. */
+    rs->prog.total += ((long)n_runs * set.n - rs->counted[model][task]) / rs->shard_n;
+    if (rs->dry) {
+        for (int k = 0; k < n_runs; k++)
+            printf("  run %s  model=%s task=%s policy=%s budget=%s  (%d samples)\n", tr[k].row.id, tr[k].row.model,
+                   tr[k].row.task, tr[k].row.policy_label, tr[k].row.budget, set.n);
+        rs->unit += (long)n_runs * set.n;
+        goto out;
+    }
+
+    for (int si = 0; si < set.n && status == 0; si++) {
+        ds_sample *s = &set.s[si];
+        /* Which of this sample's units are ours and not yet stored? */
+        int n_todo = 0, need_ref = 0;
+        for (int k = 0; k < n_runs; k++) {
+            long unit = rs->unit++;
+            if (rs->shard_n > 1 && unit % rs->shard_n != rs->shard_i) continue;
+            int have = hx_db_has_sample(rs->db, tr[k].row.id, s->id);
+            if (have < 0) { fprintf(stderr, "kvbench run: %s\n", kv_last_error()); status = -1; break; }
+            if (have) {
+                rs->prog.done++;
+                rs->prog.skipped++;
+                continue;
+            }
+            todo[n_todo++] = k;
+            if (t->fidelity && strcmp(tr[k].pol->ops->name, "full") != 0 && t->kind != HX_TASK_PERPLEXITY) need_ref = 1;
+        }
+        if (status || n_todo == 0) continue;
+
+        /* The prompt, rendered and truncated once for every run. */
+        char *prompt = NULL;
+        size_t cut = 0;
+        int64_t n_prompt = 0;
+        int32_t *ids = NULL;
+        gen_result ref = {0};
+        if (t->kind == HX_TASK_PERPLEXITY) {
+            const char *doc = ds_sample_field(s, "document");
+            n_prompt = encode_into(&tc, doc, strlen(doc), 1);
+            if (n_prompt >= 0 && t->tokens > 0 && n_prompt > t->tokens) n_prompt = t->tokens;
+        } else {
+            rc = ds_template_render(tp, s, max_prompt - 1, count_tokens, &tc, &prompt, &cut);
+            n_prompt = rc ? rc : encode_into(&tc, prompt, strlen(prompt), 1);
+        }
+        if (n_prompt < 2) {
+            fprintf(stderr, "kvbench run: task %s sample %s: %s\n", t->name, s->id,
+                    n_prompt < 0 ? kv_last_error() : "fewer than 2 tokens");
+            status = -1;
+            goto sample_done;
+        }
+        ids = malloc((size_t)n_prompt * sizeof *ids);
+        if (!ids) { status = -1; goto sample_done; }
+        memcpy(ids, tc.buf, (size_t)n_prompt * sizeof *ids);
+        if (need_ref) {
+            kv_policy *full = NULL;
+            pol_budget none = {POL_BUDGET_NONE, 0};
+            rc = pol_new("full", NULL, 0, &none, e->seed, en->mi, &full);
+            if (!rc) rc = generate(en, full, ids, (int32_t)n_prompt, t->max_new_tokens, t->stop_newline, 1, &ref);
+            pol_free(full);
+            if (rc) {
+                fprintf(stderr, "kvbench run: task %s sample %s (full-cache reference): %s\n", t->name, s->id, kv_last_error());
+                status = -1;
+                goto sample_done;
+            }
+        }
+        for (int q = 0; q < n_todo && status == 0; q++) {
+            int k = todo[q];
+            kv_policy *pol = tr[k].pol;
+            gen_result g = {0};
+            metric_list ml = {0};
+            int32_t *cpos = NULL;
+            double *cnll = NULL;
+            int n_curve = 0;
+            if (t->kind == HX_TASK_PERPLEXITY) {
+                double nll = 0, secs = 1;
+                rc = stream_ppl(en, pol, ids, (int32_t)n_prompt, t->curve_bucket, &nll, &secs, &cpos, &cnll, &n_curve, &g);
+                if (!rc) {
+                    put(&ml, "nll", nll);
+                    put(&ml, "ppl", exp(nll));
+                    put(&ml, "tokens_per_s", (double)(n_prompt - 1) / secs);
+                    g.decode_ms = secs * 1e3;
+                }
+            } else {
+                rc = generate(en, pol, ids, (int32_t)n_prompt, t->max_new_tokens, t->stop_newline, 0, &g);
+                if (!rc) {
+                    switch (t->kind) {
+                    case HX_TASK_SUMMARIZATION:
+                    case HX_TASK_CONVERSATION:
+                        if (put_rouge(&ml, NULL, g.text, s->reference)) rc = KV_ENOMEM;
+                        break;
+                    case HX_TASK_PASSKEY:
+                    case HX_TASK_NEEDLE:
+                        put(&ml, "accuracy", met_contains(g.text, s->reference));
+                        break;
+                    case HX_TASK_RULER:
+                        put(&ml, "accuracy", met_match_all(g.text, s->reference));
+                        break;
+                    default:
+                        break;
+                    }
+                    put(&ml, "ttft_ms", g.ttft_ms);
+                    if (g.n > 1) {
+                        put(&ml, "decode_tokens_per_s", (g.n - 1) / (g.decode_ms / 1e3));
+                        double *lat = malloc((size_t)(g.n - 1) * sizeof *lat);
+                        if (lat) {
+                            memcpy(lat, g.step_ms, (size_t)(g.n - 1) * sizeof *lat);
+                            put(&ml, "latency_p50_ms", met_percentile(lat, (size_t)(g.n - 1), 50));
+                            put(&ml, "latency_p95_ms", met_percentile(lat, (size_t)(g.n - 1), 95));
+                            put(&ml, "latency_p99_ms", met_percentile(lat, (size_t)(g.n - 1), 99));
+                            free(lat);
+                        }
+                    }
+                    if (!rc && ref.tokens && strcmp(pol->ops->name, "full") != 0) {
+                        int same = 0;
+                        while (same < g.n && same < ref.n && g.tokens[same] == ref.tokens[same]) same++;
+                        put(&ml, "fid_prefix_match", ref.n ? (double)same / ref.n : 1);
+                        if (put_rouge(&ml, "fid", g.text, ref.text)) rc = KV_ENOMEM;
+                        double kl, top1;
+                        if (!rc) rc = fidelity(en, pol, ids, (int32_t)n_prompt, &ref, &kl, &top1);
+                        if (!rc) {
+                            put(&ml, "fid_kl", kl);
+                            put(&ml, "fid_top1_agree", top1);
+                        }
+                    }
+                }
+            }
+            if (!rc) {
+                int over = pol->limit != INT32_MAX && g.slots_max > pol->limit;
+                put(&ml, "kv_bytes_peak", (double)g.bytes_peak);
+                put(&ml, "budget_exceeded", over);
+                if (over) {
+                    rs->failed_budget++;
+                    fprintf(stderr, "\nkvbench run: warning: %s at %s held %d slots in one head, over its budget of %d\n",
+                            pol->ops->name, tr[k].budget, g.slots_max, pol->limit);
+                }
+                hx_sample_row row = {
+                    .run = tr[k].row.id, .sample = s->id, .idx = si, .length = s->length, .depth = s->depth_pct,
+                    .prompt_tokens = (int)n_prompt, .generated_tokens = g.n, .cut_chars = (long)cut,
+                    .ttft_ms = g.ttft_ms, .decode_ms = g.decode_ms, .kv_bytes_peak = (int64_t)g.bytes_peak,
+                    .kv_bytes_final = (int64_t)g.bytes_final, .kv_slots_max = g.slots_max,
+                    .budget_slots = pol->limit == INT32_MAX ? -1 : pol->limit,
+                    .output = g.text ? g.text : "", .reference = s->reference};
+                hx_curve nc = {cpos, cnll, n_curve}, kc = {g.trace_pos, g.trace_bytes, g.n_trace};
+                rc = hx_db_put_sample(rs->db, &row, ml.m, ml.n, &nc, &kc);
+            }
+            if (rc) {
+                fprintf(stderr, "\nkvbench run: task %s sample %s policy %s budget %s: %s\n", t->name, s->id,
+                        e->policy[tr[k].cell->policy].label, tr[k].budget, kv_last_error());
+                status = -1;
+            }
+            gen_free(&g);
+            free(cpos);
+            free(cnll);
+            rs->prog.done++;
+            char what[128];
+            snprintf(what, sizeof what, "%s %s %s %s", t->name, s->id, e->policy[tr[k].cell->policy].label, tr[k].budget);
+            progress_show(&rs->prog, what);
+        }
+    sample_done:
+        gen_free(&ref);
+        free(prompt);
+        free(ids);
+    }
+out:
+    for (int k = 0; k < n_runs; k++) pol_free(tr[k].pol);
+    free(tr);
+    free(todo);
+    ds_set_free(&set);
+    free(tc.buf);
+    return status;
+}
+
+static int load_engine(const hx_experiment *e, int model, int threads, engine *en) {
+    memset(en, 0, sizeof *en);
+    const hx_model_def *md = &e->model[model];
+    char tp[4096];
+    kv_model_params p = kv_model_default_params();
+    if (md->tokenizer) p.tokenizer_path = hx_resolve_model(md->tokenizer, tp, sizeof tp);
+    hx_resolve_model(md->path, en->model_path, sizeof en->model_path);
+    if (kv_model_load(en->model_path, &p, &en->model)) return -1;
+    en->mi = kv_model_get_info(en->model);
+    en->tok = kv_model_tokenizer(en->model);
+    if (!en->tok) return kv_errorf(KV_EINVAL, "model %s: %s has no tokenizer; give one with 'tokenizer ='", md->name, en->model_path);
+    kv_ctx_params cp = kv_ctx_default_params();
+    cp.n_threads = threads;
+    if (kv_ctx_new(en->model, &cp, &en->ctx)) return -1;
+    en->logits = malloc((size_t)en->mi->vocab_size * sizeof *en->logits);
+    if (!en->logits) return kv_errorf(KV_ENOMEM, "out of memory");
+    return hash_file(en->model_path, en->model_hash);
+}
+
+static void free_engine(engine *en) {
+    free(en->logits);
+    kv_ctx_free(en->ctx);
+    kv_model_free(en->model);
+    memset(en, 0, sizeof *en);
+}
+
+static char *slurp(const char *path) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    fseek(f, 0, SEEK_END);
+    long n = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    char *b = n >= 0 ? malloc((size_t)n + 1) : NULL;
+    if (b) b[fread(b, 1, (size_t)n, f)] = 0;
+    fclose(f);
+    return b;
+}
+
+/* Makes the folder that will hold the database. */
+static int ensure_parent_dir(const char *path) {
+    char dir[4096];
+    snprintf(dir, sizeof dir, "%s", path);
+    char *slash = strrchr(dir, '/');
+    if (!slash) return 0;
+    *slash = 0;
+    for (char *p = dir + 1; *p; p++)
+        if (*p == '/') {
+            *p = 0;
+            mkdir(dir, 0777);
+            *p = '/';
+        }
+    if (mkdir(dir, 0777) != 0 && errno != EEXIST) {
+        fprintf(stderr, "kvbench run: cannot create %s: %s\n", dir, strerror(errno));
+        return -1;
+    }
+    return 0;
+}
+
+int hx_cmd_run(int argc, char **argv, int help) {
+    const char *db_path = NULL, *only = NULL, *shard = NULL;
+    int dry = 0, threads = -1, quiet = 0;
+    hx_opt opts[] = {
+        {"dry-run", 0, HX_OPT_FLAG, &dry, NULL, "print the expanded sweep and its size, run nothing"},
+        {"only", 0, HX_OPT_STR, &only, "K=V,...", "run only these models, tasks, policies (label or name) or budgets"},
+        {"shard", 0, HX_OPT_STR, &shard, "I/N", "run the units whose number is I modulo N (I from 0)"},
+        {"db", 0, HX_OPT_STR, &db_path, "PATH", "results database (default: the experiment's db)"},
+        {"threads", 't', HX_OPT_INT, &threads, "N", "threads (default: the experiment's, else all cores)"},
+        {"quiet", 'q', HX_OPT_FLAG, &quiet, NULL, "no progress output"},
+    };
+    if (help) {
+        printf("usage: kvbench run FILE.ini [--dry-run] [--only policy=h2o,budget=60%%] [--shard I/N] [--db PATH]\n\n"
+               "Runs every (model, task, policy, budget, sample) of the experiment's sweep that the\n"
+               "results database does not hold yet; each finished sample is committed at once, so an\n"
+               "interrupted run resumes where it stopped. See docs/EXPERIMENTS.md.\n\n");
+        hx_opts_print(opts, N_OPTS(opts));
+        return 0;
+    }
+    const char *pos[1];
+    int np;
+    if (hx_opts_parse("run", argc, argv, opts, N_OPTS(opts), pos, 1, &np)) return 2;
+    if (np != 1) {
+        fprintf(stderr, "kvbench run: expected one experiment file (kvbench run FILE.ini)\n");
+        return 2;
+    }
+    only_filter of;
+    if (parse_only(only, &of)) return 2;
+    int shard_i = 0, shard_n = 1;
+    if (shard) {
+        char extra;
+        if (sscanf(shard, "%d/%d%c", &shard_i, &shard_n, &extra) != 2 || shard_n < 1 || shard_i < 0 || shard_i >= shard_n) {
+            fprintf(stderr, "kvbench run: --shard: expected I/N with 0 <= I < N, got '%s'\n", shard);
+            return 2;
+        }
+    }
+    hx_experiment e;
+    if (hx_experiment_load(pos[0], &e)) {
+        fprintf(stderr, "kvbench run: %s\n", kv_last_error());
+        return 2;
+    }
+    run_state rs = {.e = &e, .shard_i = shard_i, .shard_n = shard_n, .dry = dry};
+    if (expand_sweep(&e, &of, &rs.cells, &rs.n_cells)) {
+        hx_experiment_free(&e);
+        return 1;
+    }
+    int status = 0;
+    if (rs.n_cells == 0) {
+        fprintf(stderr, "kvbench run: %s: nothing to run (the --only filter matches no run)\n", pos[0]);
+        status = 2;
+        goto out;
+    }
+    if (threads < 0) threads = e.threads;
+    const char *dbp = db_path ? db_path : e.db;
+    char *text = NULL;
+    if (dry) {
+        printf("experiment %s (%s)\n", e.name, pos[0]);
+        if (e.mirrors) printf("mirrors: %s\n", e.mirrors);
+        printf("database: %s\n", dbp);
+    } else {
+        if (ensure_parent_dir(dbp) || hx_db_open(dbp, 1, &rs.db)) {
+            if (rs.db == NULL) fprintf(stderr, "kvbench run: %s\n", kv_last_error());
+            status = 1;
+            goto out;
+        }
+        text = slurp(pos[0]);
+        if (hx_db_put_experiment(rs.db, e.name, pos[0], text, e.description, e.mirrors)) {
+            fprintf(stderr, "kvbench run: %s\n", kv_last_error());
+            status = 1;
+            goto out;
+        }
+    }
+    /* Size of the sweep (in units), for the progress bar. A dry run counts
+     * as it goes; a real one counts each task's samples first. */
+    rs.prog.tty = isatty(2);
+    rs.prog.quiet = quiet;
+    rs.prog.t0 = now_s();
+    double t_start = now_s();
+    for (int mi = 0; mi < e.n_sweep_models && status == 0; mi++) {
+        int m = e.sweep_model[mi];
+        int used = 0;
+        for (int i = 0; i < rs.n_cells; i++) used |= rs.cells[i].model == m;
+        if (!used) continue;
+        engine en;
+        if (load_engine(&e, m, threads, &en)) {
+            fprintf(stderr, "kvbench run: model %s: %s\n", e.model[m].name, kv_last_error());
+            free_engine(&en);
+            status = 1;
+            break;
+        }
+        if (dry) printf("model %s: %s (%lld parameters)\n", e.model[m].name, en.model_path, (long long)en.mi->n_params);
+        if (!dry && rs.prog.total == 0) {
+            /* count units: runs per task x samples (cheap: loads the sets) */
+            long total = 0;
+            for (int mj = 0; mj < e.n_sweep_models; mj++)
+                for (int ti = 0; ti < e.n_sweep_tasks; ti++) {
+                    int runs = 0;
+                    for (int i = 0; i < rs.n_cells; i++)
+                        runs += rs.cells[i].model == e.sweep_model[mj] && rs.cells[i].task == e.sweep_task[ti];
+                    if (!runs) continue;
+                    const hx_task_def *t = &e.task[e.sweep_task[ti]];
+                    long ns = t->samples;
+                    if (t->kind == HX_TASK_PASSKEY || t->kind == HX_TASK_NEEDLE) {
+                        long cells = (long)t->n_lengths * t->n_depths * (t->kind == HX_TASK_PASSKEY ? t->per_cell : 1);
+                        ns = ns > 0 && ns < cells ? ns : cells;
+                    } /* a data file without a sample count: known once loaded */
+                    rs.counted[e.sweep_model[mj]][e.sweep_task[ti]] += (long)runs * ns;
+                    total += (long)runs * ns;
+                }
+            rs.prog.total = shard_n > 1 ? (total + shard_n - 1) / shard_n : total;
+        }
+        for (int ti = 0; ti < e.n_sweep_tasks && status == 0; ti++) {
+            int task = e.sweep_task[ti], runs = 0;
+            for (int i = 0; i < rs.n_cells; i++) runs += rs.cells[i].model == m && rs.cells[i].task == task;
+            if (!runs) continue;
+            if (dry) printf("task %s (%s, template %s):\n", e.task[task].name, hx_task_kind_name(e.task[task].kind),
+                            e.task[task].template_name);
+            if (run_task(&rs, &en, m, task)) status = 1;
+        }
+        free_engine(&en);
+    }
+    if (dry) {
+        printf("total: %d runs, %ld units (run x sample)%s\n", rs.n_cells, rs.unit,
+               shard_n > 1 ? " before sharding" : "");
+    } else if (!quiet) {
+        double dt = now_s() - t_start;
+        fprintf(stderr, "%skvbench run: %s: %ld units done (%ld already stored), %ld over budget, %.1f s, results in %s\n",
+                rs.prog.tty ? "\n" : "", e.name, rs.prog.done, rs.prog.skipped, rs.failed_budget, dt, dbp);
+    }
+    free(text);
+out:
+    hx_db_close(rs.db);
+    free(rs.cells);
+    hx_experiment_free(&e);
+    return status;
+}

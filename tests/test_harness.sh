@@ -1,0 +1,173 @@
+#!/usr/bin/env bash
+# The harness end to end on stories260K and real data: a sweep into SQLite,
+# resumption after SIGKILL with results identical to an uninterrupted run,
+# two shards in parallel merged and compared with the unsharded run, merge
+# refusing conflicts, report and plot, and malformed experiment files each
+# giving a precise error and writing nothing.
+# usage: test_harness.sh KVBENCH_BINARY TMPDIR
+set -u
+kv=$1
+tmp=$2
+here=$(cd "$(dirname "$0")" && pwd)
+py=/usr/bin/python3
+rm -rf "$tmp" && mkdir -p "$tmp"
+pass=0
+fail=0
+ok() { pass=$((pass + 1)); echo "ok   $1"; }
+bad() { fail=$((fail + 1)); echo "FAIL $1"; [ -n "${2:-}" ] && echo "$2" | head -20; }
+ini=$here/experiments/tiny.ini
+
+# Rows that must be identical between two databases: every column but
+# timings (and the time a sample finished), every metric but timings.
+dump() {
+  $py - "$1" <<'PY'
+import sqlite3, sys
+db = sqlite3.connect(sys.argv[1])
+for r in db.execute("select run, sample, idx, length, depth, prompt_tokens, generated_tokens, cut_chars, "
+                    "kv_bytes_peak, kv_bytes_final, kv_slots_max, budget_slots, output, reference from samples order by run, sample"):
+    print(r)
+for r in db.execute("select run, sample, name, value from metrics where name not in "
+                    "('ttft_ms','decode_tokens_per_s','tokens_per_s','latency_p50_ms','latency_p95_ms','latency_p99_ms') "
+                    "order by run, sample, name"):
+    print(r)
+for r in db.execute("select * from curves order by run, sample, pos"):
+    print(r)
+PY
+}
+count() { $py -c "import sqlite3,sys; print(sqlite3.connect(sys.argv[1]).execute('select count(*) from samples').fetchone()[0])" "$1" 2>/dev/null || echo 0; }
+
+# --- dry run: the expanded sweep and its size, nothing written
+export KVBENCH_TEST_DB=$tmp/dry.db
+out=$("$kv" run "$ini" --dry-run 2>&1)
+if echo "$out" | grep -q "total: 20 runs, 50 units" && [ ! -e "$tmp/dry.db" ]; then ok "dry-run"; else bad "dry-run" "$out"; fi
+out=$("$kv" run "$ini" --dry-run --only policy=h2o,budget=64 2>&1)
+if echo "$out" | grep -q "total: 4 runs, 10 units"; then ok "dry-run --only"; else bad "dry-run --only" "$out"; fi
+
+# --- the uninterrupted reference run
+export KVBENCH_TEST_DB=$tmp/full.db
+if "$kv" run "$ini" --threads 1 -q && [ "$(count "$tmp/full.db")" = 50 ]; then ok "run"; else bad "run"; fi
+dump "$tmp/full.db" >"$tmp/full.txt"
+# every task kind stored its metrics; no policy exceeded its budget; each sample started empty
+$py - "$tmp/full.db" >"$tmp/check.txt" 2>&1 <<'PY'
+import sqlite3, sys
+db = sqlite3.connect(sys.argv[1])
+def names(kind):
+    return {r[0] for r in db.execute("select distinct m.name from metrics m join runs r on r.id=m.run where r.task_kind=?", (kind,))}
+assert {"rouge1_f", "rouge2_f", "rougeL_f", "rougeLsum_f", "fid_kl", "fid_top1_agree"} <= names("summarization"), names("summarization")
+assert {"rouge1_f", "fid_kl"} <= names("conversation")
+assert {"accuracy"} <= names("passkey")
+assert {"ppl", "nll"} <= names("perplexity")
+over = db.execute("select count(*) from samples where budget_slots >= 0 and kv_slots_max > budget_slots").fetchone()[0]
+assert over == 0, over
+bad = db.execute("select count(*) from metrics where name='budget_exceeded' and value != 0").fetchone()[0]
+assert bad == 0
+# compressed runs really hold fewer bytes than the full cache on the same
+# sample: never more, and less wherever the full cache holds a third more
+# slots than the budget (the cache keeps up to 25% headroom)
+pairs = db.execute("""select s.kv_bytes_final, f.kv_bytes_final, s.kv_slots_max, f.kv_slots_max from samples s
+  join runs r on r.id=s.run join samples f on f.sample=s.sample join runs rf on rf.id=f.run and rf.policy='full'
+  and rf.task=r.task where r.policy!='full'""").fetchall()
+assert len(pairs) == 40, len(pairs)
+for sb, fb, ss, fs in pairs:
+    assert sb <= fb, (sb, fb)
+    if fs > ss * 4 / 3: assert sb < fb, (sb, fb, ss, fs)
+# the full cache's fidelity reference: a policy holding everything agrees perfectly
+print("ok")
+PY
+if grep -q "^ok" "$tmp/check.txt"; then ok "stored metrics, budgets held, memory freed"; else bad "stored metrics" "$(cat "$tmp/check.txt")"; fi
+
+# --- a rerun does nothing new
+out=$("$kv" run "$ini" --threads 1 2>&1)
+if echo "$out" | grep -q "50 units done (50 already stored)"; then ok "rerun skips stored samples"; else bad "rerun" "$out"; fi
+
+# --- SIGKILL partway, rerun, compare
+export KVBENCH_TEST_DB=$tmp/killed.db
+"$kv" run "$ini" --threads 1 -q &
+pid=$!
+for _ in $(seq 1 400); do
+  n=$(count "$tmp/killed.db")
+  [ "$n" -ge 20 ] && break
+  sleep 0.05
+done
+kill -9 $pid 2>/dev/null
+wait $pid 2>/dev/null
+n=$(count "$tmp/killed.db")
+if [ "$n" -ge 1 ] && [ "$n" -lt 50 ]; then ok "killed partway ($n of 50 stored)"; else bad "kill partway (stored $n)"; fi
+"$kv" run "$ini" --threads 1 -q
+dump "$tmp/killed.db" >"$tmp/killed.txt"
+if cmp -s "$tmp/full.txt" "$tmp/killed.txt"; then ok "resumed run equals the uninterrupted one"; else bad "resume" "$(diff "$tmp/full.txt" "$tmp/killed.txt" | head)"; fi
+
+# --- two shards in parallel, merged
+export KVBENCH_TEST_DB=$tmp/unused.db
+"$kv" run "$ini" --threads 1 -q --shard 0/2 --db "$tmp/s0.db" &
+p0=$!
+"$kv" run "$ini" --threads 1 -q --shard 1/2 --db "$tmp/s1.db"
+r1=$?
+wait $p0
+r0=$?
+n0=$(count "$tmp/s0.db")
+n1=$(count "$tmp/s1.db")
+if [ $r0 = 0 ] && [ $r1 = 0 ] && [ $((n0 + n1)) = 50 ] && [ "$n0" -gt 0 ] && [ "$n1" -gt 0 ]; then ok "shards ($n0 + $n1)"; else bad "shards ($r0 $r1 $n0 $n1)"; fi
+if "$kv" merge "$tmp/merged.db" "$tmp/s0.db" "$tmp/s1.db" >/dev/null; then
+  dump "$tmp/merged.db" >"$tmp/merged.txt"
+  if cmp -s "$tmp/full.txt" "$tmp/merged.txt"; then ok "merged shards equal the unsharded run"; else bad "merge" "$(diff "$tmp/full.txt" "$tmp/merged.txt" | head)"; fi
+else bad "merge ran"; fi
+
+# --- merge refuses a conflicting row and leaves OUT untouched
+cp "$tmp/s0.db" "$tmp/conflict.db"
+$py -c "import sqlite3,sys; d=sqlite3.connect(sys.argv[1]); d.execute(\"update samples set output='changed' where rowid=(select min(rowid) from samples)\"); d.commit()" "$tmp/conflict.db"
+before=$(count "$tmp/merged.db")
+out=$("$kv" merge "$tmp/merged.db" "$tmp/conflict.db" 2>&1)
+rc=$?
+if [ $rc != 0 ] && echo "$out" | grep -q "conflict" && [ "$(count "$tmp/merged.db")" = "$before" ] && cmp -s <(dump "$tmp/merged.db") "$tmp/full.txt"; then
+  ok "merge refuses conflicts"; else bad "merge conflict (rc $rc)" "$out"; fi
+
+# --- report and plot
+export KVBENCH_TEST_DB=$tmp/full.db
+out=$("$kv" report --db "$tmp/full.db" 2>&1)
+if echo "$out" | grep -q "### stories260K / cnndm (summarization): rouge1_f x100" &&
+   echo "$out" | grep -qE "^\| h2o \| [0-9.]+ \[[0-9.]+, [0-9.]+\] [0-9]+% \|" &&
+   echo "$out" | grep -q "passkey (passkey): accuracy" && echo "$out" | grep -q "pg19 (perplexity): ppl"; then
+  ok "report (markdown)"; else bad "report" "$out"; fi
+out=$("$kv" report --db "$tmp/full.db" --format csv --metric ppl 2>&1)
+if echo "$out" | head -1 | grep -q "^experiment,model,task,metric,policy,budget,n,mean,ci_lo,ci_hi,ratio_to_full$" &&
+   [ "$(echo "$out" | grep -c ",pg19,ppl,")" = 5 ]; then ok "report (csv)"; else bad "report csv" "$out"; fi
+if command -v gnuplot >/dev/null; then
+  out=$("$kv" plot --db "$tmp/full.db" --out "$tmp/plots" 2>&1)
+  if [ -s "$tmp/plots/stories260K_cnndm_rougeLsum_f_tokens.png" ] && [ -s "$tmp/plots/stories260K_pg19_nll_64.svg" ] &&
+     ls "$tmp"/plots/stories260K_passkey_heatmap_h2o_64.png >/dev/null 2>&1; then ok "plot"; else bad "plot" "$out"; fi
+else
+  out=$(PATH=/nonexistent "$kv" plot --db "$tmp/full.db" --out "$tmp/plots" 2>&1)
+  if echo "$out" | grep -q "gnuplot was not found"; then ok "plot without gnuplot"; else bad "plot without gnuplot" "$out"; fi
+fi
+
+# --- malformed experiment files: a precise error, nothing written
+export KVBENCH_TEST_DB=$tmp/never.db
+# expect_bad NAME PATTERN SED-SCRIPT: applies the edit to tiny.ini and runs it
+expect_bad() {
+  local name=$1 pat=$2 edit=$3
+  sed "$edit" "$ini" >"$tmp/bad.ini"
+  local out rc
+  out=$("$kv" run "$tmp/bad.ini" 2>&1)
+  rc=$?
+  if [ $rc = 2 ] && echo "$out" | grep -qE "$pat" && [ ! -e "$tmp/never.db" ]; then ok "bad experiment: $name"; else bad "bad experiment: $name (rc $rc)" "$out"; fi
+}
+expect_bad "unknown section" "bad.ini:[0-9]+: unknown section \[modle x\]" 's/^\[model stories260K\]/[modle x]/'
+expect_bad "unknown key" "bad.ini:17: \[task cnndm\] unknown key 'sample'" 's/^samples = 3/sample = 3/'
+expect_bad "unknown policy" "bad.ini:[0-9]+: \[policy h2o\] policy: unknown policy 'h2oo'" 's/^policy = h2o$/policy = h2oo/'
+expect_bad "unknown parameter" "bad.ini:52: \[policy h2o\] policy h2o: unknown parameter 'recnt'" 's/^recent = 0.5/recnt = 0.5/'
+expect_bad "parameter out of range" "bad.ini:52: \[policy h2o\] policy h2o: parameter recent = 7 is outside" 's/^recent = 0.5/recent = 7/'
+expect_bad "bad budget" "bad.ini:58: \[sweep\] budgets: budget '12x'" 's/^budgets = 64, 128/budgets = 64, 12x/'
+expect_bad "bad budget range" "bad.ini:58: \[sweep\] budgets: budget range" 's/^budgets = 64, 128/budgets = 20%..90% step 10/'
+expect_bad "percent budget on a stream" "streams its text .* budgets must be token counts" 's/^budgets = 64, 128/budgets = 50%/'
+expect_bad "missing data file" "bad.ini:[0-9]+: \[task cnndm\] data: 'nope.csv' not found" 's#^data = cnn_dailymail/cnndm_test_500.csv#data = nope.csv#'
+expect_bad "missing model file" "\[model stories260K\] path: 'nope.bin' not found" 's#^path = stories260K/stories260K.bin#path = nope.bin#'
+expect_bad "undefined sweep name" "\[sweep\] policies: 'tova' is not defined" 's/^policies = full, window, h2o/policies = full, tova/'
+expect_bad "bad integer" "\[task passkey\] depths: expected an integer in 0..100, got '150'" 's/^depths = 0, 50/depths = 0, 150/'
+expect_bad "unknown task kind" "\[task cnndm\] kind: unknown kind 'summarisation'" 's/^kind = summarization/kind = summarisation/'
+expect_bad "unknown template" "\[task cnndm\] template: unknown template 'plainsumm'" 's/^template = plain-summ/template = plainsumm/'
+expect_bad "unset variable" "environment variable \\\$NOPE_NOT_SET is not set" 's/^db = .*/db = ${NOPE_NOT_SET}\/x.db/'
+expect_bad "not key = value" "bad.ini:[0-9]+: expected 'key = value'" 's/^per_cell = 1/per_cell/'
+
+echo "$pass passed, $fail failed"
+[ "$fail" = 0 ]
