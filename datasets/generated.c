@@ -155,7 +155,8 @@ int ds_make_needle(const char *haystack_dir, const int32_t *lengths, int n_lengt
     if (q_tokens < 0) rc = (int)q_tokens;
     for (int li = 0; li < n_lengths && rc == KV_OK; li++) {
         /* Context length in characters such that context + question fit. */
-        size_t lo = 0, hi = hay.n;
+        /* no tokenizer needs more than 16 characters a token: search below that */
+        size_t lo = 0, hi = (size_t)lengths[li] * 16 < hay.n ? (size_t)lengths[li] * 16 : hay.n;
         while (lo < hi && rc == KV_OK) {
             size_t mid = lo + (hi - lo + 1) / 2;
             if ((rc = needle_context(&hay, mid, 50, needle, &ctx))) break;

@@ -12,24 +12,24 @@
  * (narrative, role instruction, first utterance; the separator is a newline
  * here); the passkey prompt is complete in its context field. */
 static const ds_template TEMPLATES[] = {
-    {"keyformer-summ", 1, "summarization", "document",
+    {"keyformer-summ", 1, "summarization", "document", 0,
      "Below is an instruction that describes a task, paired with an input that provides further context. "
      "Write a response that appropriately completes the request.\n\n"
      "### Instruction:\nSummarize the following news article:\n\n### Input:\n{document}\n\n### Response:",
      "Keyformer's Alpaca-style summarization prompt"},
-    {"plain-summ", 1, "summarization", "document", "{document}\n\nSummary:", "the article, then 'Summary:'"},
-    {"chat-summ", 1, "summarization", "document", "[INST] Summarize the following article.\n\n{document} [/INST]",
+    {"plain-summ", 1, "summarization", "document", 0, "{document}\n\nSummary:", "the article, then 'Summary:'"},
+    {"chat-summ", 1, "summarization", "document", 0, "[INST] Summarize the following article.\n\n{document} [/INST]",
      "Llama-2 chat style instruction"},
-    {"keyformer-dialog", 1, "conversation", "narrative",
+    {"keyformer-dialog", 1, "conversation", "narrative", 0,
      "{narrative}\nGenerate a dialogue between {speaker_a} and {speaker_b} given above narrative.\n"
      "{speaker_a}: {first_turn}\n{speaker_b}:",
      "Keyformer's SODA protocol: narrative, role instruction, first turn"},
-    {"plain-dialog", 1, "conversation", "narrative", "{speaker_a}: {first_turn}\n{speaker_b}:",
+    {"plain-dialog", 1, "conversation", "narrative", 0, "{speaker_a}: {first_turn}\n{speaker_b}:",
      "the first turn only"},
-    {"passkey", 1, "passkey", "context", "{context}", "the generated passkey prompt as is"},
-    {"needle", 1, "needle", "context", "{context}\n\n{question} Answer:", "haystack, then the question"},
-    {"ruler", 1, "ruler", "context", "{context}", "RULER's input as is (it ends with the answer cue)"},
-    {"text", 1, "text", "document", "{document}", "the text as is (fidelity, perplexity)"},
+    {"passkey", 1, "passkey", "context", 0, "{context}", "the generated passkey prompt as is"},
+    {"needle", 1, "needle", "context", 0, "{context}\n\n{question} Answer:", "haystack, then the question"},
+    {"ruler", 1, "ruler", "context", 1, "{context}", "RULER's input as is, its middle cut to fit (it ends with the question)"},
+    {"text", 1, "text", "document", 0, "{document}", "the text as is (fidelity, perplexity)"},
 };
 #define N_TEMPLATES (int)(sizeof TEMPLATES / sizeof TEMPLATES[0])
 
@@ -47,7 +47,18 @@ const ds_template *ds_template_find(const char *name) {
     return NULL;
 }
 
-/* Fills the template with the cut field limited to cut_len bytes. */
+/* Moves a cut point back to a UTF-8 character start, then to a space when
+ * one is near (so words are not split). */
+static size_t tidy_cut(const char *v, size_t at) {
+    while (at > 0 && ((unsigned char)v[at] & 0xC0) == 0x80) at--;
+    size_t w = at;
+    while (w > 0 && at - w < 32 && v[w - 1] != ' ' && v[w - 1] != '\n') w--;
+    return w > 0 && at - w < 32 ? w - 1 : at;
+}
+
+/* Fills the template with the cut field limited to cut_len bytes: its head
+ * (or, for cut_middle, its first cut_len/2 and last cut_len - cut_len/2
+ * bytes, moved to character and word boundaries, joined by " ... "). */
 static int fill(const ds_template *t, const ds_sample *s, size_t cut_len, ds_str *out) {
     out->n = 0;
     if (ds_str_add(out, "", 0)) return KV_ENOMEM;
@@ -67,20 +78,24 @@ static int fill(const ds_template *t, const ds_sample *s, size_t cut_len, ds_str
             return kv_errorf(KV_EINVAL, "template %s@%d needs field '%s', which sample %s does not have", t->name,
                              t->version, name, s->id);
         size_t len = strlen(v);
-        if (strcmp(name, t->cut) == 0 && cut_len < len) len = cut_len;
+        if (strcmp(name, t->cut) == 0 && cut_len < len) {
+            if (t->cut_middle) {
+                size_t head = tidy_cut(v, cut_len / 2), tail = len - (cut_len - cut_len / 2);
+                while (tail < len && ((unsigned char)v[tail] & 0xC0) == 0x80) tail++;
+                size_t w = tail;
+                while (w < len && w - tail < 32 && v[w] != ' ' && v[w] != '\n') w++;
+                if (w < len && w - tail < 32) tail = w + 1;
+                if (ds_str_add(out, v, head) || ds_str_adds(out, " ... ") || ds_str_add(out, v + tail, len - tail))
+                    return KV_ENOMEM;
+                p = close + 1;
+                continue;
+            }
+            len = tidy_cut(v, cut_len);
+        }
         if (ds_str_add(out, v, len)) return KV_ENOMEM;
         p = close + 1;
     }
     return KV_OK;
-}
-
-/* Moves a cut point back to a UTF-8 character start, then to a space when
- * one is near (so words are not split). */
-static size_t tidy_cut(const char *v, size_t at) {
-    while (at > 0 && ((unsigned char)v[at] & 0xC0) == 0x80) at--;
-    size_t w = at;
-    while (w > 0 && at - w < 32 && v[w - 1] != ' ' && v[w - 1] != '\n') w--;
-    return w > 0 && at - w < 32 ? w - 1 : at;
 }
 
 int ds_template_render(const ds_template *t, const ds_sample *s, int32_t max_tokens, ds_count_tokens_fn count,
@@ -104,9 +119,11 @@ int ds_template_render(const ds_template *t, const ds_sample *s, int32_t max_tok
                 else if (m <= max_tokens) lo = mid;
                 else hi = mid;
             }
-            size_t keep = tidy_cut(v, lo);
-            if (rc == KV_OK) rc = fill(t, s, keep, &buf);
-            if (rc == KV_OK && cut_chars) *cut_chars = full - keep;
+            size_t full_len = 0;
+            if (rc == KV_OK && (rc = fill(t, s, full, &buf)) == KV_OK) full_len = buf.n;
+            if (rc == KV_OK) rc = fill(t, s, lo, &buf);
+            /* what the cut removed (the " ... " a middle cut inserts is not text kept) */
+            if (rc == KV_OK && cut_chars) *cut_chars = full_len - buf.n + (t->cut_middle ? 5 : 0);
             /* Without its cut field the template alone may exceed the budget. */
             if (rc == KV_OK && (n = count(user, buf.p, buf.n)) > max_tokens)
                 rc = kv_errorf(KV_EINVAL, "template %s@%d: the prompt of sample %s needs %lld tokens even with '%s' cut, over the limit of %d",

@@ -20,6 +20,9 @@ typedef struct ds_template {
     int version;         /* bumped whenever the text changes */
     const char *kind;    /* the task kind it is written for */
     const char *cut;     /* the field truncated to fit a budget */
+    int cut_middle;      /* 0: cut its end; 1: cut its middle, keeping head
+                            and tail (when the question sits at the end of
+                            the field, as in RULER's inputs: LongBench's rule) */
     const char *text;    /* with {field} placeholders */
     const char *summary; /* where it comes from */
 } ds_template;
@@ -31,7 +34,8 @@ const ds_template *ds_template_at(int i);
 
 /* Renders t for sample s into a malloc'd string. When max_tokens > 0 and the
  * prompt counts more tokens than that, the cut field is shortened from its
- * end (at a character boundary, then back to a word boundary) to the longest
+ * end (or, for cut_middle templates, from its middle: equal parts of head
+ * and tail kept), at character and then word boundaries, to the longest
  * that fits; *cut_chars receives how many characters were removed (0 when
  * none). A placeholder naming a field the sample lacks is KV_EINVAL, naming
  * both. */

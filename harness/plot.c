@@ -128,6 +128,7 @@ static void plot_vs_budget(plot_ctx *pc, const hx_q_run *runs, int n_all, int lo
         if (!f && !(f = begin(pc, name, title, kind == 2 ? "KV budget (% of the prompt)" : "KV budget (tokens per head)",
                               metric, path, sizeof path)))
             return;
+        if (labels == 0 && !strcmp(metric, "accuracy")) fprintf(f, "set yrange [-2:102]\n");
         fprintf(f, "$d%d << EOD\n%sEOD\n", labels, block);
         snprintf(plot + strlen(plot), sizeof plot - strlen(plot),
                  "%s$d%d using 1:3:4 with filledcurves lc %d notitle, $d%d using 1:2 with linespoints lw 2 pt 7 lc %d "
@@ -162,20 +163,28 @@ static void plot_memory(plot_ctx *pc, const hx_q_run *runs, int lo, int hi) {
         int first = 1;
         for (int j = lo; j < i && first; j++) first = strcmp(runs[j].label, runs[i].label) != 0;
         if (!first) continue;
-        fprintf(f, "$d%d << EOD\n", labels);
+        int rows = 0;
         for (int j = i; j < hi; j++) {
             if (strcmp(runs[j].label, runs[i].label)) continue;
             sqlite3_reset(st);
             sqlite3_bind_text(st, 1, runs[j].id, -1, SQLITE_STATIC);
-            while (sqlite3_step(st) == SQLITE_ROW)
+            while (sqlite3_step(st) == SQLITE_ROW) {
+                if (!rows++) fprintf(f, "$d%d << EOD\n", labels);
                 fprintf(f, "%d %g\n", sqlite3_column_int(st, 0), sqlite3_column_double(st, 1) / (1024.0 * 1024.0));
+            }
         }
+        if (!rows) continue; /* nothing stored for this policy yet */
         fprintf(f, "EOD\n");
         snprintf(plot + strlen(plot), sizeof plot - strlen(plot), "%s$d%d using 1:2 with points pt 7 ps 0.8 lc %d title \"%s\"",
                  labels ? ", " : "", labels, labels + 1, runs[i].label);
         labels++;
     }
     sqlite3_finalize(st);
+    if (!labels) {
+        fclose(f);
+        remove(path);
+        return;
+    }
     finish(pc, f, name, plot, path);
 }
 
@@ -197,20 +206,39 @@ static void plot_heatmap(plot_ctx *pc, const hx_q_run *r) {
                            -1, &st, NULL))
         return;
     sqlite3_bind_text(st, 1, r->id, -1, SQLITE_STATIC);
-    char block[16384] = "";
-    int n = 0;
-    while (sqlite3_step(st) == SQLITE_ROW && strlen(block) < sizeof block - 64) {
-        snprintf(block + strlen(block), sizeof block - strlen(block), "%d %d %g\n", sqlite3_column_int(st, 0),
-                 sqlite3_column_int(st, 1), sqlite3_column_double(st, 2));
-        n++;
+    /* A grid of cells: x = the length's index, y = the depth's, labelled
+     * with the real values; each cell coloured and printed with its accuracy. */
+    int lens[64], deps[64], nl = 0, nd = 0, n = 0;
+    int cl[1024], cd[1024];
+    double acc[1024];
+    while (sqlite3_step(st) == SQLITE_ROW && n < 1024) {
+        int L = sqlite3_column_int(st, 0), D = sqlite3_column_int(st, 1), li = -1, di = -1;
+        for (int i = 0; i < nl; i++) if (lens[i] == L) li = i;
+        for (int i = 0; i < nd; i++) if (deps[i] == D) di = i;
+        if (li < 0 && nl < 64) lens[li = nl++] = L;
+        if (di < 0 && nd < 64) deps[di = nd++] = D;
+        if (li < 0 || di < 0) continue;
+        cl[n] = li;
+        cd[n] = di;
+        acc[n++] = sqlite3_column_double(st, 2);
     }
     sqlite3_finalize(st);
     if (!n) return;
     FILE *f = begin(pc, name, title, "context length (tokens)", "needle depth (%)", path, sizeof path);
     if (!f) return;
-    fprintf(f, "$d << EOD\n%sEOD\nset cbrange [0:100]\nset palette defined (0 \"#c0392b\", 50 \"#f1c40f\", 100 \"#27ae60\")\n"
-               "set view map\nset xtics rotate by -30\n", block);
-    finish(pc, f, name, "plot $d using 1:2:3 with points pt 5 ps 4 palette notitle", path);
+    fprintf(f, "$d << EOD\n");
+    for (int i = 0; i < n; i++) fprintf(f, "%d %d %g\n", cl[i], cd[i], acc[i]);
+    fprintf(f, "EOD\nset xtics (");
+    for (int i = 0; i < nl; i++) fprintf(f, "%s\"%d\" %d", i ? ", " : "", lens[i], i);
+    fprintf(f, ")\nset ytics (");
+    for (int i = 0; i < nd; i++) fprintf(f, "%s\"%d\" %d", i ? ", " : "", deps[i], i);
+    fprintf(f, ")\nset xrange [-0.5:%g]\nset yrange [-0.5:%g]\nset cbrange [0:100]\nset cblabel \"accuracy (%%)\"\n"
+               "set palette defined (0 \"#c0392b\", 50 \"#f1c40f\", 100 \"#27ae60\")\nunset grid\n"
+               "set style fill solid 1.0 noborder\n", nl - 0.5, nd - 0.5);
+    finish(pc, f, name,
+           "plot $d using 1:2:(0.5):(0.5):3 with boxxyerror palette notitle, "
+           "$d using 1:2:(sprintf(\"%.0f\", $3)) with labels notitle",
+           path);
 }
 
 /* A per-position series (streaming NLL, or KV bytes held) against

@@ -240,6 +240,15 @@ static void test_template_render(void **state) {
     assert_true(strlen(out) <= 30);
     assert_int_equal(cut, strlen(doc) - strlen("one two three four"));
     free(out);
+    /* a middle cut keeps the head and the tail (RULER's question is at the end) */
+    const ds_template *r = ds_template_find("ruler");
+    const char *cnames[] = {"context"};
+    const char *ctx = "alpha beta gamma delta epsilon zeta eta theta iota kappa lambda. What is the key?";
+    assert_int_equal(ds_set_add(&s, "r", cnames, &ctx, 1, "k"), KV_OK);
+    assert_int_equal(ds_template_render(r, &s.s[1], 40, count_bytes, NULL, &out, &cut), KV_OK);
+    assert_string_equal(out, "alpha beta gamma ... What is the key?");
+    assert_int_equal(cut, strlen(ctx) - strlen("alpha beta gammaWhat is the key?"));
+    free(out);
     /* even an empty document does not fit: an error naming the limit */
     assert_int_equal(ds_template_render(t, &s.s[0], 5, count_bytes, NULL, &out, &cut), KV_EINVAL);
     assert_non_null(strstr(kv_last_error(), "over the limit of 5"));

@@ -39,13 +39,13 @@ count() { $py -c "import sqlite3,sys; print(sqlite3.connect(sys.argv[1]).execute
 # --- dry run: the expanded sweep and its size, nothing written
 export KVBENCH_TEST_DB=$tmp/dry.db
 out=$("$kv" run "$ini" --dry-run 2>&1)
-if echo "$out" | grep -q "total: 20 runs, 50 units" && [ ! -e "$tmp/dry.db" ]; then ok "dry-run"; else bad "dry-run" "$out"; fi
+if echo "$out" | grep -q "total: 35 runs, 75 units" && [ ! -e "$tmp/dry.db" ]; then ok "dry-run"; else bad "dry-run" "$out"; fi
 out=$("$kv" run "$ini" --dry-run --only policy=h2o,budget=64 2>&1)
-if echo "$out" | grep -q "total: 4 runs, 10 units"; then ok "dry-run --only"; else bad "dry-run --only" "$out"; fi
+if echo "$out" | grep -q "total: 7 runs, 15 units"; then ok "dry-run --only"; else bad "dry-run --only" "$out"; fi
 
 # --- the uninterrupted reference run
 export KVBENCH_TEST_DB=$tmp/full.db
-if "$kv" run "$ini" --threads 1 -q && [ "$(count "$tmp/full.db")" = 50 ]; then ok "run"; else bad "run"; fi
+if "$kv" run "$ini" --threads 1 -q && [ "$(count "$tmp/full.db")" = 75 ]; then ok "run"; else bad "run"; fi
 dump "$tmp/full.db" >"$tmp/full.txt"
 # every task kind stored its metrics; no policy exceeded its budget; each sample started empty
 $py - "$tmp/full.db" >"$tmp/check.txt" 2>&1 <<'PY'
@@ -57,6 +57,11 @@ assert {"rouge1_f", "rouge2_f", "rougeL_f", "rougeLsum_f", "fid_kl", "fid_top1_a
 assert {"rouge1_f", "fid_kl"} <= names("conversation")
 assert {"accuracy"} <= names("passkey")
 assert {"ppl", "nll"} <= names("perplexity")
+assert {"accuracy"} <= names("needle") and {"accuracy"} <= names("ruler")
+assert {"fid_kl", "fid_top1_agree", "fid_prefix_match", "fid_rougeL_f"} <= names("fidelity")
+# every prompt fits its budget; the RULER prompt kept its question (middle cut)
+cut = db.execute("select count(*) from samples s join runs r on r.id=s.run where r.task='ruler' and s.cut_chars > 0").fetchone()[0]
+assert cut == 5, cut
 over = db.execute("select count(*) from samples where budget_slots >= 0 and kv_slots_max > budget_slots").fetchone()[0]
 assert over == 0, over
 bad = db.execute("select count(*) from metrics where name='budget_exceeded' and value != 0").fetchone()[0]
@@ -67,7 +72,7 @@ assert bad == 0
 pairs = db.execute("""select s.kv_bytes_final, f.kv_bytes_final, s.kv_slots_max, f.kv_slots_max from samples s
   join runs r on r.id=s.run join samples f on f.sample=s.sample join runs rf on rf.id=f.run and rf.policy='full'
   and rf.task=r.task where r.policy!='full'""").fetchall()
-assert len(pairs) == 40, len(pairs)
+assert len(pairs) == 60, len(pairs)
 for sb, fb, ss, fs in pairs:
     assert sb <= fb, (sb, fb)
     if fs > ss * 4 / 3: assert sb < fb, (sb, fb, ss, fs)
@@ -78,7 +83,7 @@ if grep -q "^ok" "$tmp/check.txt"; then ok "stored metrics, budgets held, memory
 
 # --- a rerun does nothing new
 out=$("$kv" run "$ini" --threads 1 2>&1)
-if echo "$out" | grep -q "50 units done (50 already stored)"; then ok "rerun skips stored samples"; else bad "rerun" "$out"; fi
+if echo "$out" | grep -q "75 units done (75 already stored)"; then ok "rerun skips stored samples"; else bad "rerun" "$out"; fi
 
 # --- SIGKILL partway, rerun, compare
 export KVBENCH_TEST_DB=$tmp/killed.db
@@ -92,7 +97,7 @@ done
 kill -9 $pid 2>/dev/null
 wait $pid 2>/dev/null
 n=$(count "$tmp/killed.db")
-if [ "$n" -ge 1 ] && [ "$n" -lt 50 ]; then ok "killed partway ($n of 50 stored)"; else bad "kill partway (stored $n)"; fi
+if [ "$n" -ge 1 ] && [ "$n" -lt 75 ]; then ok "killed partway ($n of 75 stored)"; else bad "kill partway (stored $n)"; fi
 "$kv" run "$ini" --threads 1 -q
 dump "$tmp/killed.db" >"$tmp/killed.txt"
 if cmp -s "$tmp/full.txt" "$tmp/killed.txt"; then ok "resumed run equals the uninterrupted one"; else bad "resume" "$(diff "$tmp/full.txt" "$tmp/killed.txt" | head)"; fi
@@ -107,7 +112,7 @@ wait $p0
 r0=$?
 n0=$(count "$tmp/s0.db")
 n1=$(count "$tmp/s1.db")
-if [ $r0 = 0 ] && [ $r1 = 0 ] && [ $((n0 + n1)) = 50 ] && [ "$n0" -gt 0 ] && [ "$n1" -gt 0 ]; then ok "shards ($n0 + $n1)"; else bad "shards ($r0 $r1 $n0 $n1)"; fi
+if [ $r0 = 0 ] && [ $r1 = 0 ] && [ $((n0 + n1)) = 75 ] && [ "$n0" -gt 0 ] && [ "$n1" -gt 0 ]; then ok "shards ($n0 + $n1)"; else bad "shards ($r0 $r1 $n0 $n1)"; fi
 if "$kv" merge "$tmp/merged.db" "$tmp/s0.db" "$tmp/s1.db" >/dev/null; then
   dump "$tmp/merged.db" >"$tmp/merged.txt"
   if cmp -s "$tmp/full.txt" "$tmp/merged.txt"; then ok "merged shards equal the unsharded run"; else bad "merge" "$(diff "$tmp/full.txt" "$tmp/merged.txt" | head)"; fi
@@ -152,13 +157,17 @@ expect_bad() {
   rc=$?
   if [ $rc = 2 ] && echo "$out" | grep -qE "$pat" && [ ! -e "$tmp/never.db" ]; then ok "bad experiment: $name"; else bad "bad experiment: $name (rc $rc)" "$out"; fi
 }
+line_of() { grep -n "^$1" "$ini" | head -1 | cut -d: -f1; }
+L_samples=$(line_of "samples = 3")
+L_recent=$(line_of "recent = 0.5")
+L_budgets=$(line_of "budgets = 64, 128")
 expect_bad "unknown section" "bad.ini:[0-9]+: unknown section \[modle x\]" 's/^\[model stories260K\]/[modle x]/'
-expect_bad "unknown key" "bad.ini:17: \[task cnndm\] unknown key 'sample'" 's/^samples = 3/sample = 3/'
+expect_bad "unknown key" "bad.ini:$L_samples: \[task cnndm\] unknown key 'sample'" 's/^samples = 3/sample = 3/'
 expect_bad "unknown policy" "bad.ini:[0-9]+: \[policy h2o\] policy: unknown policy 'h2oo'" 's/^policy = h2o$/policy = h2oo/'
-expect_bad "unknown parameter" "bad.ini:52: \[policy h2o\] policy h2o: unknown parameter 'recnt'" 's/^recent = 0.5/recnt = 0.5/'
-expect_bad "parameter out of range" "bad.ini:52: \[policy h2o\] policy h2o: parameter recent = 7 is outside" 's/^recent = 0.5/recent = 7/'
-expect_bad "bad budget" "bad.ini:58: \[sweep\] budgets: budget '12x'" 's/^budgets = 64, 128/budgets = 64, 12x/'
-expect_bad "bad budget range" "bad.ini:58: \[sweep\] budgets: budget range" 's/^budgets = 64, 128/budgets = 20%..90% step 10/'
+expect_bad "unknown parameter" "bad.ini:$L_recent: \[policy h2o\] policy h2o: unknown parameter 'recnt'" 's/^recent = 0.5/recnt = 0.5/'
+expect_bad "parameter out of range" "bad.ini:$L_recent: \[policy h2o\] policy h2o: parameter recent = 7 is outside" 's/^recent = 0.5/recent = 7/'
+expect_bad "bad budget" "bad.ini:$L_budgets: \[sweep\] budgets: budget '12x'" 's/^budgets = 64, 128/budgets = 64, 12x/'
+expect_bad "bad budget range" "bad.ini:$L_budgets: \[sweep\] budgets: budget range" 's/^budgets = 64, 128/budgets = 20%..90% step 10/'
 expect_bad "percent budget on a stream" "streams its text .* budgets must be token counts" 's/^budgets = 64, 128/budgets = 50%/'
 expect_bad "missing data file" "bad.ini:[0-9]+: \[task cnndm\] data: 'nope.csv' not found" 's#^data = cnn_dailymail/cnndm_test_500.csv#data = nope.csv#'
 expect_bad "missing model file" "\[model stories260K\] path: 'nope.bin' not found" 's#^path = stories260K/stories260K.bin#path = nope.bin#'
