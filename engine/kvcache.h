@@ -11,7 +11,7 @@
  * and moves whichever side of the removed slots is shorter, so evicting the
  * oldest tokens (window, sinks + recent) moves almost nothing: the live
  * slots then start `off` slots into the allocation. Memory is given back
- * (realloc down) once at most half of the capacity is live, so
+ * (realloc down) once the slack passes a quarter of the live slots, so
  * kv_cache_bytes() is the physical memory the cache holds, not a mask. */
 #ifndef KV_KVCACHE_H
 #define KV_KVCACHE_H

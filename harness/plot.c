@@ -345,8 +345,10 @@ int hx_cmd_plot(int argc, char **argv, int help) {
         const char *kind = runs[lo].task_kind;
         for (int k = 1; k <= 2; k++) {
             plot_vs_budget(&pc, runs, n, lo, hi, metric ? metric : headline(kind), NULL, k);
-            if (!metric && strcmp(kind, "perplexity") && strcmp(kind, "fidelity"))
-                plot_vs_budget(&pc, runs, n, lo, hi, "fid_top1_agree", NULL, k);
+            if (!metric && strcmp(kind, "perplexity")) {
+                if (strcmp(kind, "fidelity")) plot_vs_budget(&pc, runs, n, lo, hi, "fid_top1_agree", NULL, k);
+                plot_vs_budget(&pc, runs, n, lo, hi, "attn_mass_lost", NULL, k);
+            }
             plot_vs_budget(&pc, runs, n, lo, hi, !strcmp(kind, "perplexity") ? "tokens_per_s" : "decode_tokens_per_s",
                            "throughput", k);
             plot_vs_budget(&pc, runs, n, lo, hi, "latency_p50_ms", "latency", k);

@@ -21,10 +21,10 @@
 
 static const char *default_metrics(const char *kind) {
     if (!strcmp(kind, "summarization") || !strcmp(kind, "conversation"))
-        return "rouge1_f,rouge2_f,rougeLsum_f,fid_top1_agree,fid_kl,kv_bytes_peak";
+        return "rouge1_f,rouge2_f,rougeLsum_f,fid_top1_agree,fid_kl,attn_mass_lost,kv_bytes_peak";
     if (!strcmp(kind, "passkey") || !strcmp(kind, "needle") || !strcmp(kind, "ruler")) return "accuracy,kv_bytes_peak";
     if (!strcmp(kind, "perplexity")) return "ppl,kv_bytes_peak";
-    return "fid_top1_agree,fid_kl,fid_rougeL_f,kv_bytes_peak";
+    return "fid_top1_agree,fid_kl,attn_mass_lost,fid_rougeL_f,kv_bytes_peak";
 }
 
 /* Quality metrics get the 99% column; costs (memory, time) do not. */
@@ -85,6 +85,8 @@ static int table(sqlite3 *db, const char *exp, const hx_q_run *runs, int n_all, 
         any = s.n > 0;
     }
     if (!any) return 0; /* this task stores no such metric */
+    /* the 99% column needs the full cache's own value of the metric */
+    int show_hold = !is_cost(metric) && full && fs.n > 0;
     char a[32], b[32], c[32];
     if (csv) {
         if (full && fs.n)
@@ -102,9 +104,9 @@ static int table(sqlite3 *db, const char *exp, const hx_q_run *runs, int n_all, 
         else printf("no full-cache run: ratios are not available\n\n");
         printf("| policy |");
         for (int k = 0; k < n_cols; k++) printf(" %s |", cols[k]->budget);
-        if (!is_cost(metric)) printf(" holds %s at |", hx_q_lower_is_better(metric) ? "within 1%" : "99%");
+        if (show_hold) printf(" holds %s at |", hx_q_lower_is_better(metric) ? "within 1%" : "99%");
         printf("\n|---|");
-        for (int k = 0; k < n_cols + !is_cost(metric); k++) printf("---|");
+        for (int k = 0; k < n_cols + show_hold; k++) printf("---|");
         printf("\n");
     }
     /* One row per policy label, in run order. */
@@ -148,7 +150,7 @@ static int table(sqlite3 *db, const char *exp, const hx_q_run *runs, int n_all, 
                 broken = 0;
             }
         }
-        if (!csv && !is_cost(metric)) printf(" %s |", from ? from : "-");
+        if (!csv && show_hold) printf(" %s |", from ? from : "-");
         if (!csv) printf("\n");
     }
     return 0;

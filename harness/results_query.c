@@ -134,7 +134,7 @@ int hx_q_metric_names(sqlite3 *db, const char *run, char *buf, size_t cap) {
 }
 
 int hx_q_lower_is_better(const char *m) {
-    return !strcmp(m, "ppl") || !strcmp(m, "nll") || !strcmp(m, "fid_kl") || strstr(m, "latency") ||
+    return !strcmp(m, "ppl") || !strcmp(m, "nll") || !strcmp(m, "fid_kl") || !strcmp(m, "attn_mass_lost") || strstr(m, "latency") ||
            strstr(m, "ttft") || strstr(m, "bytes") || !strcmp(m, "budget_exceeded");
 }
 

@@ -249,6 +249,8 @@ typedef struct engine {
     const kv_model_info *mi;
     const kv_tokenizer *tok;
     kv_ctx *ctx;
+    kv_ctx *ref_ctx;   /* a full cache run in lockstep (attention mass lost); made when first needed */
+    int threads;
     float *logits;     /* [vocab] */
     char model_hash[17];
     char model_path[4096];
@@ -333,25 +335,86 @@ static int generate(engine *en, kv_policy *pol, const int32_t *prompt, int32_t n
     return KV_OK;
 }
 
+/* The attention mass the full cache puts on tokens a policy no longer
+ * holds: the hook of a full-cache context evaluated in lockstep with the
+ * policy's, after the policy's own evaluation (and eviction) of the same
+ * tokens. Per (layer, query head) and evaluation: the sum of the newest
+ * query's softmax row over the slots whose position the policy's cache
+ * lacks in that layer and KV head. */
+typedef struct lost_state {
+    kv_cache *pol;     /* the policy's cache */
+    uint8_t *present;  /* [cap] position -> held by the policy's head */
+    int32_t cap;
+    double sum;
+    long count;
+    int rc;
+} lost_state;
+
+static int lost_on_layer(void *user, kv_cache *ref, const kv_attn_view *v) {
+    lost_state *ls = user;
+    int group = v->n_heads / v->n_kv_heads;
+    for (int g = 0; g < v->n_kv_heads; g++) {
+        kv_cache_head *ph = kv_cache_head_at(ls->pol, v->layer, g), *rh = kv_cache_head_at(ref, v->layer, g);
+        int32_t need = v->pos0 + v->n_new + 1;
+        if (need > ls->cap) {
+            uint8_t *b = realloc(ls->present, (size_t)need);
+            if (!b) return ls->rc = kv_errorf(KV_ENOMEM, "out of memory");
+            ls->present = b;
+            ls->cap = need;
+        }
+        memset(ls->present, 0, (size_t)need);
+        for (int32_t j = 0; j < ph->len; j++)
+            if (ph->pos[j] >= 0 && ph->pos[j] < need) ls->present[ph->pos[j]] = 1;
+        for (int q = 0; q < group; q++) {
+            const float *row = v->last_row + (size_t)(g * group + q) * v->stride;
+            double lost = 0;
+            for (int32_t j = 0; j < rh->len; j++)
+                if (!ls->present[rh->pos[j]]) lost += row[j];
+            ls->sum += lost;
+            ls->count++;
+        }
+    }
+    return KV_OK;
+}
+
 /* Teacher-forced drift from the full cache: the policy reads the prompt and
  * then the full cache's own continuation; at each step its next-token
- * distribution is compared with the full cache's. */
+ * distribution is compared with the full cache's, and a full cache fed the
+ * same tokens in lockstep measures the attention mass the policy lost. */
 static int fidelity(engine *en, kv_policy *pol, const int32_t *prompt, int32_t n_prompt, const gen_result *ref,
-                    double *kl_mean, double *top1) {
+                    double *kl_mean, double *top1, double *mass_lost) {
     int32_t V = en->mi->vocab_size;
+    if (!en->ref_ctx) {
+        kv_ctx_params cp = kv_ctx_default_params();
+        cp.n_threads = en->threads;
+        if (kv_ctx_new(en->model, &cp, &en->ref_ctx)) return KV_ENOMEM;
+    }
+    lost_state ls = {.pol = kv_ctx_cache(en->ctx)};
+    kv_ctx_hook hook = {.user = &ls, .needs = KV_NEED_LAST_ROW, .positions = KV_POS_ORIGINAL, .on_layer = lost_on_layer};
+    kv_ctx_reset(en->ref_ctx);
+    kv_ctx_set_hook(en->ref_ctx, &hook);
     int rc = begin_sample(en, pol, n_prompt);
-    if (rc) return rc;
-    if ((rc = kv_ctx_eval(en->ctx, prompt, n_prompt, en->logits, 0))) return rc;
+    if (!rc) rc = kv_ctx_eval(en->ctx, prompt, n_prompt, en->logits, 0);
+    if (!rc) rc = kv_ctx_eval(en->ref_ctx, prompt, n_prompt, NULL, 0);
     double kl = 0;
     int agree = 0;
-    for (int i = 0; i < ref->n; i++) {
+    for (int i = 0; !rc && i < ref->n; i++) {
         const float *p = ref->logits + (size_t)i * V;
         kl += met_kl(p, en->logits, V);
         agree += kv_argmax(en->logits, V) == ref->tokens[i];
-        if (i + 1 < ref->n && (rc = kv_ctx_eval(en->ctx, &ref->tokens[i], 1, en->logits, 0))) return rc;
+        if (i + 1 < ref->n) {
+            rc = kv_ctx_eval(en->ctx, &ref->tokens[i], 1, en->logits, 0);
+            if (!rc) rc = kv_ctx_eval(en->ref_ctx, &ref->tokens[i], 1, NULL, 0);
+        }
     }
+    kv_ctx_set_hook(en->ref_ctx, NULL);
+    kv_ctx_reset(en->ref_ctx);
+    free(ls.present);
+    if (rc) return rc;
+    if (ls.rc) return ls.rc;
     *kl_mean = ref->n ? kl / ref->n : 0;
     *top1 = ref->n ? (double)agree / ref->n : 1;
+    *mass_lost = ls.count ? ls.sum / (double)ls.count : 0;
     return KV_OK;
 }
 
@@ -694,11 +757,12 @@ static int run_task(run_state *rs, engine *en, int model, int task) {
                         while (same < g.n && same < ref.n && g.tokens[same] == ref.tokens[same]) same++;
                         put(&ml, "fid_prefix_match", ref.n ? (double)same / ref.n : 1);
                         if (put_rouge(&ml, "fid", g.text, ref.text)) rc = KV_ENOMEM;
-                        double kl, top1;
-                        if (!rc) rc = fidelity(en, pol, ids, (int32_t)n_prompt, &ref, &kl, &top1);
+                        double kl, top1, lost;
+                        if (!rc) rc = fidelity(en, pol, ids, (int32_t)n_prompt, &ref, &kl, &top1, &lost);
                         if (!rc) {
                             put(&ml, "fid_kl", kl);
                             put(&ml, "fid_top1_agree", top1);
+                            put(&ml, "attn_mass_lost", lost);
                         }
                     }
                 }
@@ -762,6 +826,7 @@ static int load_engine(const hx_experiment *e, int model, int threads, engine *e
     if (!en->tok) return kv_errorf(KV_EINVAL, "model %s: %s has no tokenizer; give one with 'tokenizer ='", md->name, en->model_path);
     kv_ctx_params cp = kv_ctx_default_params();
     cp.n_threads = threads;
+    en->threads = threads;
     if (kv_ctx_new(en->model, &cp, &en->ctx)) return -1;
     en->logits = malloc((size_t)en->mi->vocab_size * sizeof *en->logits);
     if (!en->logits) return kv_errorf(KV_ENOMEM, "out of memory");
@@ -771,6 +836,7 @@ static int load_engine(const hx_experiment *e, int model, int threads, engine *e
 static void free_engine(engine *en) {
     free(en->logits);
     kv_ctx_free(en->ctx);
+    kv_ctx_free(en->ref_ctx);
     kv_model_free(en->model);
     memset(en, 0, sizeof *en);
 }

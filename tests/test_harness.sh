@@ -53,7 +53,12 @@ import sqlite3, sys
 db = sqlite3.connect(sys.argv[1])
 def names(kind):
     return {r[0] for r in db.execute("select distinct m.name from metrics m join runs r on r.id=m.run where r.task_kind=?", (kind,))}
-assert {"rouge1_f", "rouge2_f", "rougeL_f", "rougeLsum_f", "fid_kl", "fid_top1_agree"} <= names("summarization"), names("summarization")
+assert {"rouge1_f", "rouge2_f", "rougeL_f", "rougeLsum_f", "fid_kl", "fid_top1_agree", "attn_mass_lost"} <= names("summarization"), names("summarization")
+# attention mass lost: a fraction; positive where the policy evicted (cnndm prompts are ~200 tokens, budget 64)
+lost = db.execute("""select m.value from metrics m join runs r on r.id=m.run where m.name='attn_mass_lost'
+  and r.task='cnndm' and r.policy='window' and r.budget='64'""").fetchall()
+assert len(lost) == 3 and all(0 < v < 1 for (v,) in lost), lost
+assert db.execute("select count(*) from metrics where name='attn_mass_lost' and (value < 0 or value > 1)").fetchone()[0] == 0
 assert {"rouge1_f", "fid_kl"} <= names("conversation")
 assert {"accuracy"} <= names("passkey")
 assert {"ppl", "nll"} <= names("perplexity")
@@ -81,7 +86,29 @@ print("ok")
 PY
 if grep -q "^ok" "$tmp/check.txt"; then ok "stored metrics, budgets held, memory freed"; else bad "stored metrics" "$(cat "$tmp/check.txt")"; fi
 
+# --- a budget above every sequence: each policy must equal the full cache exactly
+sed 's/^budgets = 64, 128/budgets = 1000/; s/^tasks = .*/tasks = cnndm, dialog, wiki/' "$ini" >"$tmp/big.ini"
+export KVBENCH_TEST_DB=$tmp/big.db
+"$kv" run "$tmp/big.ini" --threads 1 -q
+out=$($py - "$tmp/big.db" 2>&1 <<'PY'
+import sqlite3, sys
+db = sqlite3.connect(sys.argv[1])
+n = 0
+for name, v in db.execute("select m.name, m.value from metrics m join runs r on r.id=m.run where r.policy!='full' "
+                          "and m.name in ('fid_kl','attn_mass_lost','fid_top1_agree','fid_prefix_match')"):
+    want = 1.0 if name in ('fid_top1_agree', 'fid_prefix_match') else 0.0
+    assert v == want, (name, v)
+    n += 1
+diff = db.execute("""select count(*) from samples s join runs r on r.id=s.run join samples f on f.sample=s.sample
+  join runs rf on rf.id=f.run and rf.policy='full' and rf.task=r.task where r.policy!='full' and s.output != f.output""").fetchone()[0]
+assert diff == 0, diff
+print("ok", n)
+PY
+)
+if echo "$out" | grep -q "^ok 56$"; then ok "budget above the sequence = full cache (KL 0, no mass lost, same text)"; else bad "large budget" "$out"; fi
+
 # --- a rerun does nothing new
+export KVBENCH_TEST_DB=$tmp/full.db
 out=$("$kv" run "$ini" --threads 1 2>&1)
 if echo "$out" | grep -q "75 units done (75 already stored)"; then ok "rerun skips stored samples"; else bad "rerun" "$out"; fi
 
