@@ -237,7 +237,7 @@ static void on_section(parse_state *st, const char *text) {
         } else if (kind[0] == 't') {
             st->sect = S_TASK;
             e->task[count] = (hx_task_def){.name = dup, .line = st->line, .kind = -1, .max_new_tokens = 64,
-                                           .fidelity = 1, .per_cell = 1, .curve_bucket = 64};
+                                           .fidelity = 1, .per_cell = 1, .chunk = 1, .curve_bucket = 64};
         } else {
             st->sect = S_POLICY;
             e->policy[count] = (hx_policy_def){.label = dup, .line = st->line};
@@ -326,9 +326,10 @@ static int handler(void *user, const char *section, const char *key, const char 
         else if (!strcmp(key, "depths")) get_int_list(st, sn, key, value, 0, 100, t->depths, &t->n_depths);
         else if (!strcmp(key, "per_cell")) get_int(st, sn, key, value, 1, 10000, &t->per_cell);
         else if (!strcmp(key, "tokens")) get_int(st, sn, key, value, 2, INT_MAX, &t->tokens);
+        else if (!strcmp(key, "chunk")) get_int(st, sn, key, value, 1, 1 << 16, &t->chunk);
         else if (!strcmp(key, "min_chars")) get_int(st, sn, key, value, 0, INT_MAX, &t->min_chars);
         else if (!strcmp(key, "curve_bucket")) get_int(st, sn, key, value, 1, 1 << 20, &t->curve_bucket);
-        else fail(st, st->line, "[%s] unknown key '%s' (expected kind, data, haystack, samples, template, max_prompt_tokens, max_new_tokens, stop, fidelity, bad_rows, doc_field, ref_field, lengths, depths, per_cell, tokens, min_chars, curve_bucket)", sn, key);
+        else fail(st, st->line, "[%s] unknown key '%s' (expected kind, data, haystack, samples, template, max_prompt_tokens, max_new_tokens, stop, fidelity, bad_rows, doc_field, ref_field, lengths, depths, per_cell, tokens, chunk, min_chars, curve_bucket)", sn, key);
         break;
     }
     case S_POLICY: {

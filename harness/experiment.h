@@ -5,7 +5,7 @@
  *   [task NAME]       kind, data, samples, template, max_prompt_tokens,
  *                     max_new_tokens, stop, fidelity, bad_rows, doc_field,
  *                     ref_field, lengths, depths, per_cell, haystack,
- *                     tokens, min_chars
+ *                     tokens, chunk, min_chars
  *   [policy LABEL]    policy = registry name, then the policy's parameters
  *   [sweep]           models, tasks, policies, budgets
  *
@@ -60,6 +60,7 @@ typedef struct hx_task_def {
     int n_depths;
     int per_cell;
     int tokens;            /* perplexity: tokens scored per sample (0 = all) */
+    int chunk;             /* perplexity: tokens per evaluation (1 = one at a time) */
     int min_chars;         /* fidelity/perplexity text files: split at blank lines into pieces this long */
     int curve_bucket;      /* perplexity: positions per point of the stored NLL curve */
     int line;

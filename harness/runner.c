@@ -276,7 +276,7 @@ static void track(engine *en, gen_result *g, int every) {
     int32_t m = kv_cache_max_len(c);
     if (m > g->slots_max) g->slots_max = m;
     int32_t pos = kv_ctx_pos(en->ctx);
-    if (every > 1 && pos % every != 0) return;
+    if (every > 1 && g->n_trace > 0 && g->trace_pos[g->n_trace - 1] / every == pos / every) return;
     if (g->n_trace == g->trace_cap) {
         int cap = g->trace_cap ? g->trace_cap * 2 : 256;
         int32_t *p = realloc(g->trace_pos, (size_t)cap * sizeof *p);
@@ -420,22 +420,34 @@ static int fidelity(engine *en, kv_policy *pol, const int32_t *prompt, int32_t n
 
 /* Streaming perplexity: every token through one cache the policy keeps
  * within its budget; per-token NLL, bucketed into the curve. */
-static int stream_ppl(engine *en, kv_policy *pol, const int32_t *ids, int32_t n, int bucket, double *nll_out,
+static int stream_ppl(engine *en, kv_policy *pol, const int32_t *ids, int32_t n, int chunk, int bucket, double *nll_out,
                       double *seconds, int32_t **curve_pos, double **curve_nll, int *n_curve, gen_result *g) {
     int rc = begin_sample(en, pol, 0);
     if (rc) return rc;
+    int32_t V = en->mi->vocab_size;
     int nb = (n - 1 + bucket - 1) / bucket;
     *curve_pos = malloc((size_t)nb * sizeof **curve_pos);
     *curve_nll = calloc((size_t)nb, sizeof **curve_nll);
-    if (!*curve_pos || !*curve_nll) return kv_errorf(KV_ENOMEM, "out of memory");
-    double total = 0, t0 = now_s();
-    for (int32_t t = 0; t + 1 < n; t++) {
-        if ((rc = kv_ctx_eval(en->ctx, ids + t, 1, en->logits, 0))) return rc;
-        track(en, g, bucket);
-        double x = met_nll(en->logits, en->mi->vocab_size, ids[t + 1]);
-        total += x;
-        (*curve_nll)[t / bucket] += x;
+    float *logits = chunk > 1 ? malloc((size_t)chunk * V * sizeof *logits) : en->logits;
+    if (!*curve_pos || !*curve_nll || !logits) {
+        if (chunk > 1) free(logits);
+        return kv_errorf(KV_ENOMEM, "out of memory");
     }
+    double total = 0, t0 = now_s();
+    /* chunk tokens per evaluation (1: StreamingLLM's token at a time); the
+     * policy evicts inside each evaluation, layer by layer */
+    for (int32_t t = 0; t + 1 < n && !rc; t += chunk) {
+        int32_t m = n - 1 - t < chunk ? n - 1 - t : chunk;
+        if ((rc = kv_ctx_eval(en->ctx, ids + t, m, logits, chunk > 1))) break;
+        track(en, g, bucket);
+        for (int32_t i = 0; i < m; i++) {
+            double x = met_nll(logits + (size_t)i * V, V, ids[t + i + 1]);
+            total += x;
+            (*curve_nll)[(t + i) / bucket] += x;
+        }
+    }
+    if (chunk > 1) free(logits);
+    if (rc) return rc;
     *seconds = now_s() - t0;
     for (int b = 0; b < nb; b++) {
         int32_t lo = b * bucket + 1, hi = (b + 1) * bucket < n - 1 ? (b + 1) * bucket : n - 1;
@@ -516,12 +528,12 @@ static int run_identity(const run_state *rs, const engine *en, const run_cell *r
     int n = snprintf(spec, cap,
                      "kvbench-run/1 version=%s model_hash=%s task_kind=%s data=%s haystack=%s template=%s@%d "
                      "max_prompt_tokens=%d max_new_tokens=%d stop_newline=%d fidelity=%d doc_field=%s ref_field=%s "
-                     "lengths=%s depths=%s per_cell=%d tokens=%d min_chars=%d curve_bucket=%d policy=%s params=%s "
+                     "lengths=%s depths=%s per_cell=%d tokens=%d chunk=%d min_chars=%d curve_bucket=%d policy=%s params=%s "
                      "budget=%s seed=%llu",
                      KVBENCH_VERSION, en->model_hash, hx_task_kind_name(t->kind), t->data ? t->data : "",
                      t->haystack ? t->haystack : "", tp->name, tp->version, t->max_prompt_tokens, t->max_new_tokens,
                      t->stop_newline, t->fidelity, t->doc_field ? t->doc_field : "", t->ref_field ? t->ref_field : "",
-                     lens, deps, t->per_cell, t->tokens, t->min_chars, t->curve_bucket, pol->ops->name, params, bs,
+                     lens, deps, t->per_cell, t->tokens, t->chunk, t->min_chars, t->curve_bucket, pol->ops->name, params, bs,
                      (unsigned long long)e->seed);
     if (n < 0 || (size_t)n >= cap) return kv_errorf(KV_EINVAL, "run description too long");
     uint64_t h = hx_hash(HX_HASH_INIT, spec, strlen(spec));
@@ -715,7 +727,7 @@ static int run_task(run_state *rs, engine *en, int model, int task) {
             int n_curve = 0;
             if (t->kind == HX_TASK_PERPLEXITY) {
                 double nll = 0, secs = 1;
-                rc = stream_ppl(en, pol, ids, (int32_t)n_prompt, t->curve_bucket, &nll, &secs, &cpos, &cnll, &n_curve, &g);
+                rc = stream_ppl(en, pol, ids, (int32_t)n_prompt, t->chunk, t->curve_bucket, &nll, &secs, &cpos, &cnll, &n_curve, &g);
                 if (!rc) {
                     put(&ml, "nll", nll);
                     put(&ml, "ppl", exp(nll));
