@@ -49,10 +49,22 @@ struct kv_ctx {
     float *kr;         /* KV_POS_CACHE: [n_kv_heads][kr_stride][head_dim] keys rotated for this call */
     size_t kr_cap;
     int32_t kr_stride;
-    float *stats;      /* [2][n_heads][stats_stride]: last rows, column sums */
+    /* attention statistics of the layer being evaluated (what the plan asked) */
+    kv_attn_plan plan;
+    float *stats;      /* last rows, column sums [n_heads][stats_stride] each, then window rows [n_heads][win_n][stats_stride] */
     size_t stats_cap;
     int32_t stats_stride;
+    float *st_last, *st_colsum, *st_window; /* into stats; NULL when not asked */
+    double *dstats;    /* KV_NEED_LOGITS: reduced [n_heads][stats_stride], then per-thread scratch
+                          [n_pool][stats_stride], then block partials [n_blocks][stats_stride] */
+    size_t dstats_cap;
+    double *st_reduced, *st_tmp, *st_part;
 };
+
+/* KV_NEED_LOGITS in prefill: query rows are reduced in blocks of this many,
+ * each block into its own partial row, and the partials summed in block
+ * order, so the sums do not depend on the number of threads. */
+#define KV_REDUCE_BLOCK 8
 
 kv_ctx_params kv_ctx_default_params(void) {
     kv_ctx_params p = {.n_threads = 0, .max_batch = 512};
@@ -67,7 +79,7 @@ void kv_ctx_free(kv_ctx *c) {
     kv_pool_free(c->pool);
     free(c->x); free(c->xb); free(c->xb2); free(c->q); free(c->k); free(c->v);
     free(c->att); free(c->hb); free(c->hb2); free(c->rope); free(c->inv_freq);
-    free(c->deq); free(c->scores); free(c->stats); free(c->rope_tab); free(c->kr);
+    free(c->deq); free(c->scores); free(c->stats); free(c->dstats); free(c->rope_tab); free(c->kr);
     free(c);
 }
 
@@ -239,15 +251,19 @@ static int scores_reserve(kv_ctx *c, size_t n) {
     return KV_OK;
 }
 
-/* Room for the statistics of one layer whose longest head has max_len
- * slots; rows zeroed (column sums accumulate). */
-static int stats_prepare(kv_ctx *c, int layer) {
+/* Room for the statistics c->plan asks of layer `layer` (n queries), for
+ * its longest head; rows zeroed (column sums and reductions accumulate). */
+static int stats_prepare(kv_ctx *c, int layer, int n) {
+    const kv_attn_plan *pl = &c->plan;
     int32_t len = 0;
     for (int g = 0; g < c->mi->n_kv_heads; g++) {
         int32_t l = kv_cache_head_at(c->cache, layer, g)->len;
         if (l > len) len = l;
     }
-    size_t need = 2 * (size_t)c->mi->n_heads * (size_t)len;
+    const size_t H = (size_t)c->mi->n_heads, row = (size_t)len;
+    size_t n_last = pl->needs & KV_NEED_LAST_ROW ? H * row : 0, n_col = pl->needs & KV_NEED_COLSUM ? H * row : 0;
+    size_t n_win = pl->needs & KV_NEED_WINDOW ? H * (size_t)pl->win_n * row : 0;
+    size_t need = n_last + n_col + n_win;
     if (need > c->stats_cap) {
         size_t cap = need + need / 4;
         float *s = realloc(c->stats, cap * sizeof(float));
@@ -256,13 +272,57 @@ static int stats_prepare(kv_ctx *c, int layer) {
         c->stats_cap = cap;
     }
     c->stats_stride = len;
-    memset(c->stats, 0, need * sizeof(float));
+    if (need) memset(c->stats, 0, need * sizeof(float));
+    c->st_last = n_last ? c->stats : NULL;
+    c->st_colsum = n_col ? c->stats + n_last : NULL;
+    c->st_window = n_win ? c->stats + n_last + n_col : NULL;
+    c->st_reduced = c->st_tmp = c->st_part = NULL;
+    if (pl->needs & KV_NEED_LOGITS) {
+        size_t n_pool = (size_t)kv_pool_n_threads(c->pool), n_blocks = n > 1 ? ((size_t)n + KV_REDUCE_BLOCK - 1) / KV_REDUCE_BLOCK : 0;
+        size_t dneed = (H + n_pool + n_blocks) * row;
+        if (dneed > c->dstats_cap) {
+            size_t cap = dneed + dneed / 4;
+            double *d = realloc(c->dstats, (cap ? cap : 1) * sizeof(double));
+            if (!d) return kv_errorf(KV_ENOMEM, "out of memory for attention statistics");
+            c->dstats = d;
+            c->dstats_cap = cap;
+        }
+        memset(c->dstats, 0, H * row * sizeof(double));
+        c->st_reduced = c->dstats;
+        c->st_tmp = c->dstats + H * row;
+        c->st_part = c->st_tmp + n_pool * row;
+    }
     return KV_OK;
 }
 
-static float *stats_last_row(kv_ctx *c, int h) { return c->stats + (size_t)h * c->stats_stride; }
-static float *stats_colsum(kv_ctx *c, int h) {
-    return c->stats + ((size_t)c->mi->n_heads + (size_t)h) * c->stats_stride;
+/* What the hook needs of layer l's attention over queries pos0..pos0+n-1:
+ * its needs, narrowed by its plan, the window clipped to the call. */
+static void plan_layer(kv_ctx *c, int l, int32_t pos0, int n) {
+    const kv_ctx_hook *hk = &c->hook;
+    int32_t w = hk->window < n ? hk->window : n;
+    if (w < 0) w = 0;
+    kv_attn_plan pl = {.layer = l, .pos0 = pos0, .n_new = n, .needs = hk->needs, .win_pos0 = pos0 + n - w, .win_n = w};
+    if (hk->plan) hk->plan(hk->user, &pl);
+    pl.needs &= hk->needs;
+    if (!hk->reduce_row) pl.needs &= ~(unsigned)KV_NEED_LOGITS;
+    int64_t lo = pl.win_pos0 > pos0 ? pl.win_pos0 : pos0;
+    int64_t hi = (int64_t)pl.win_pos0 + (pl.win_n > 0 ? pl.win_n : 0);
+    if (hi > (int64_t)pos0 + n) hi = (int64_t)pos0 + n;
+    if (!(pl.needs & KV_NEED_WINDOW) || hi <= lo) {
+        pl.needs &= ~(unsigned)KV_NEED_WINDOW;
+        lo = hi = pos0;
+    }
+    pl.win_pos0 = (int32_t)lo;
+    pl.win_n = (int32_t)(hi - lo);
+    c->plan = pl;
+}
+
+static float *stats_last_row(kv_ctx *c, int h) { return c->st_last + (size_t)h * c->stats_stride; }
+static float *stats_colsum(kv_ctx *c, int h) { return c->st_colsum + (size_t)h * c->stats_stride; }
+/* The window row of the query at position qpos, or NULL if it is not in the window. */
+static float *stats_window(kv_ctx *c, int h, int32_t qpos) {
+    if (!c->st_window || qpos < c->plan.win_pos0 || qpos >= c->plan.win_pos0 + c->plan.win_n) return NULL;
+    return c->st_window + ((size_t)h * (size_t)c->plan.win_n + (size_t)(qpos - c->plan.win_pos0)) * c->stats_stride;
 }
 
 /* cos, sin of position p for every rotary pair (computed like the per-call
@@ -383,6 +443,7 @@ static void attn_decode_worker(void *arg, int ith, int nth) {
     const kv_model_info *mi = c->mi;
     const int hd = mi->head_dim, group = mi->n_heads / mi->n_kv_heads;
     const float scale = 1.0f / sqrtf((float)hd);
+    const unsigned needs = c->plan.needs;
     size_t stride = c->scores_cap / (size_t)nth;
     float *s = c->scores + stride * (size_t)ith;
     for (int h = ith; h < mi->n_heads; h += nth) {
@@ -391,13 +452,53 @@ static void attn_decode_worker(void *arg, int ith, int nth) {
         float *o = c->att + (size_t)h * hd;
         for (int32_t t = 0; t < ch->len; t++)
             s[t] = ch->pos[t] <= j->qpos ? kv_dot_f32(q, keys + (size_t)t * hd, hd) * scale : -INFINITY;
+        if (needs & KV_NEED_LOGITS) {
+            kv_logit_row r = {j->layer, h, j->qpos, ch->len, s, ch->pos, c->st_reduced + (size_t)h * c->stats_stride,
+                              c->st_tmp + (size_t)ith * c->stats_stride};
+            c->hook.reduce_row(c->hook.user, &r);
+        }
         softmax(s, ch->len);
-        if (c->hook.needs & KV_NEED_LAST_ROW) memcpy(stats_last_row(c, h), s, (size_t)ch->len * sizeof(float));
-        if (c->hook.needs & KV_NEED_COLSUM) memcpy(stats_colsum(c, h), s, (size_t)ch->len * sizeof(float));
+        if (needs & KV_NEED_LAST_ROW) memcpy(stats_last_row(c, h), s, (size_t)ch->len * sizeof(float));
+        if (needs & KV_NEED_COLSUM) memcpy(stats_colsum(c, h), s, (size_t)ch->len * sizeof(float));
+        float *wrow = needs & KV_NEED_WINDOW ? stats_window(c, h, j->qpos) : NULL;
+        if (wrow) memcpy(wrow, s, (size_t)ch->len * sizeof(float));
         memset(o, 0, (size_t)hd * sizeof(float));
         for (int32_t t = 0; t < ch->len; t++)
             if (s[t] != 0.0f) kv_axpy_f32(o, s[t], ch->v + (size_t)t * hd, hd);
     }
+}
+
+/* KV_NEED_LOGITS in prefill: the raw rows of one query head, reduced by
+ * the hook in blocks of KV_REDUCE_BLOCK rows spread over the pool. */
+typedef struct reduce_job {
+    kv_ctx *c;
+    int layer, head, n;
+    int32_t pos0, len;
+    const float *S;             /* [n][len] masked logits */
+    const kv_cache_head *ch;
+} reduce_job;
+
+static void reduce_worker(void *arg, int ith, int nth) {
+    const reduce_job *j = arg;
+    kv_ctx *c = j->c;
+    const size_t row = (size_t)c->stats_stride;
+    for (int b = ith; b * KV_REDUCE_BLOCK < j->n; b += nth)
+        for (int t = b * KV_REDUCE_BLOCK; t < j->n && t < (b + 1) * KV_REDUCE_BLOCK; t++) {
+            kv_logit_row r = {j->layer, j->head, j->pos0 + t, j->len, j->S + (size_t)t * j->len, j->ch->pos,
+                              c->st_part + (size_t)b * row, c->st_tmp + (size_t)ith * row};
+            c->hook.reduce_row(c->hook.user, &r);
+        }
+}
+
+static void reduce_rows(kv_ctx *c, int layer, int h, int n, int32_t pos0, const float *S, const kv_cache_head *ch) {
+    const size_t row = (size_t)c->stats_stride;
+    const int n_blocks = (n + KV_REDUCE_BLOCK - 1) / KV_REDUCE_BLOCK;
+    memset(c->st_part, 0, (size_t)n_blocks * row * sizeof(double));
+    reduce_job j = {c, layer, h, n, pos0, ch->len, S, ch};
+    kv_pool_run(c->pool, reduce_worker, &j);
+    double *acc = c->st_reduced + (size_t)h * row;
+    for (int b = 0; b < n_blocks; b++)
+        for (int32_t k = 0; k < ch->len; k++) acc[k] += c->st_part[(size_t)b * row + k];
 }
 
 /* Prefill attention for n queries at positions pos0..pos0+n-1 over every
@@ -407,6 +508,7 @@ static int attn_prefill(kv_ctx *c, int layer, int n, int32_t pos0) {
     const kv_model_info *mi = c->mi;
     const int hd = mi->head_dim, group = mi->n_heads / mi->n_kv_heads, qd = mi->n_heads * hd;
     const float scale = 1.0f / sqrtf((float)hd);
+    const unsigned needs = c->plan.needs;
     for (int h = 0; h < mi->n_heads; h++) {
         kv_cache_head *ch = kv_cache_head_at(c->cache, layer, h / group);
         int32_t len = ch->len;
@@ -419,10 +521,16 @@ static int attn_prefill(kv_ctx *c, int layer, int n, int32_t pos0) {
             float *row = S + (size_t)t * len;
             for (int32_t j = 0; j < len; j++)
                 if (ch->pos[j] > pos0 + t) row[j] = -INFINITY;
-            softmax(row, len);
-            if (c->hook.needs & KV_NEED_COLSUM) kv_axpy_f32(stats_colsum(c, h), 1.0f, row, len);
         }
-        if (c->hook.needs & KV_NEED_LAST_ROW)
+        if (needs & KV_NEED_LOGITS) reduce_rows(c, layer, h, n, pos0, S, ch);
+        for (int t = 0; t < n; t++) {
+            float *row = S + (size_t)t * len;
+            softmax(row, len);
+            if (needs & KV_NEED_COLSUM) kv_axpy_f32(stats_colsum(c, h), 1.0f, row, len);
+            float *wrow = needs & KV_NEED_WINDOW ? stats_window(c, h, pos0 + t) : NULL;
+            if (wrow) memcpy(wrow, row, (size_t)len * sizeof(float));
+        }
+        if (needs & KV_NEED_LAST_ROW)
             memcpy(stats_last_row(c, h), S + (size_t)(n - 1) * len, (size_t)len * sizeof(float));
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, hd, len, 1.0f, S, len, ch->v, hd, 0.0f,
                     c->att + (size_t)h * hd, qd);
@@ -475,7 +583,11 @@ static int eval_chunk(kv_ctx *c, const int32_t *tokens, int n, float *logits, in
                 if (rc) return rc;
             }
         }
-        if (c->hook.needs && (rc = stats_prepare(c, l))) return rc;
+        c->plan = (kv_attn_plan){.layer = l, .pos0 = pos0, .n_new = n};
+        c->st_last = c->st_colsum = c->st_window = NULL;
+        c->st_reduced = c->st_tmp = c->st_part = NULL;
+        if (c->hook.needs) plan_layer(c, l, pos0, n);
+        if (c->plan.needs && (rc = stats_prepare(c, l, n))) return rc;
         if (in_cache && (rc = rotate_in_cache(c, l, n))) return rc;
         if (n == 1) {
             attn_job j = {c, l, pos0};
@@ -486,9 +598,9 @@ static int eval_chunk(kv_ctx *c, const int32_t *tokens, int n, float *logits, in
         if (c->hook.on_layer) {
             kv_attn_view view = {
                 .layer = l, .n_heads = mi->n_heads, .n_kv_heads = mi->n_kv_heads, .n_new = n, .pos0 = pos0,
-                .stride = c->stats_stride,
-                .last_row = (c->hook.needs & KV_NEED_LAST_ROW) ? c->stats : NULL,
-                .colsum = (c->hook.needs & KV_NEED_COLSUM) ? c->stats + (size_t)mi->n_heads * c->stats_stride : NULL,
+                .stride = c->stats_stride, .needs = c->plan.needs,
+                .last_row = c->st_last, .colsum = c->st_colsum, .reduced = c->st_reduced,
+                .win_pos0 = c->plan.win_pos0, .win_n = c->plan.win_n, .window = c->st_window,
             };
             if ((rc = c->hook.on_layer(c->hook.user, c->cache, &view))) return rc;
         }

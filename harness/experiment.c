@@ -455,10 +455,18 @@ static int validate(parse_state *st) {
     if (!st->sweep_budgets) return fail(st, st->line_sweep, "[sweep] budgets: missing (e.g. 20%%..90%% step 10%% or 128,256)");
     if (hx_parse_budgets(st->sweep_budgets, e->budget, HX_MAX_ITEMS, &e->n_budgets))
         return fail(st, st->line_budgets, "[sweep] budgets: %s", kv_last_error());
-    /* A streaming task has no prompt to take a percentage of. */
+    /* A streaming task has no prompt to take a percentage of, nor one to
+     * compress once. */
     for (int i = 0; i < e->n_sweep_tasks; i++) {
         hx_task_def *t = &e->task[e->sweep_task[i]];
         if (t->kind != HX_TASK_PERPLEXITY) continue;
+        for (int k = 0; k < e->n_sweep_policies; k++) {
+            const hx_policy_def *pd = &e->policy[e->sweep_policy[k]];
+            const pol_ops *ops = pol_find(pd->policy);
+            if (ops && (ops->flags & POL_ONE_SHOT))
+                return fail(st, st->line_policies, "[sweep] policies: %s compresses a prompt once, and task %s streams its text without one",
+                            pd->label, t->name);
+        }
         for (int b = 0; b < e->n_budgets; b++)
             if (e->budget[b].kind == POL_BUDGET_FRACTION)
                 return fail(st, st->line_budgets, "[sweep] budgets: task %s streams its text (no prompt), so budgets must be token counts", t->name);

@@ -2,6 +2,8 @@
 #include "record.h"
 
 #include <errno.h>
+#include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "../engine/kv_error.h"
@@ -20,14 +22,61 @@ static void put_heads(hx_recorder *r, kv_cache *c, int layer, int n_kv) {
     }
 }
 
+/* Before a layer's attention: the policy's plan, then room for the raw
+ * rows its reducer will see. */
+static void record_plan(void *user, kv_attn_plan *pl) {
+    hx_recorder *r = user;
+    if (r->p->ops->plan) r->p->ops->plan(r->p, pl);
+    r->lg_n = 0;
+    if (!(pl->needs & KV_NEED_LOGITS)) return;
+    kv_cache *c = kv_ctx_cache(r->ctx);
+    int32_t len = 0;
+    for (int g = 0; g < kv_cache_n_kv_heads(c); g++) {
+        int32_t l = kv_cache_head_at(c, pl->layer, g)->len;
+        if (l > len) len = l;
+    }
+    const kv_model_info *mi = kv_model_get_info(kv_ctx_model(r->ctx));
+    size_t need = (size_t)mi->n_heads * (size_t)pl->n_new * (size_t)len;
+    if (need > r->logits_cap) {
+        float *b = realloc(r->logits, need * sizeof *b);
+        if (!b) {
+            r->failed = 1;
+            return;
+        }
+        r->logits = b;
+        r->logits_cap = need;
+    }
+    for (size_t i = 0; i < need; i++) r->logits[i] = -INFINITY;
+    r->lg_pos0 = pl->pos0;
+    r->lg_n = pl->n_new;
+    r->lg_stride = len;
+}
+
+static void record_reduce_row(void *user, const kv_logit_row *row) {
+    hx_recorder *r = user;
+    if (r->lg_n > 0) /* each row its own place: safe from the engine's threads */
+        memcpy(r->logits + ((size_t)row->head * r->lg_n + (size_t)(row->qpos - r->lg_pos0)) * r->lg_stride, row->x,
+               (size_t)row->len * sizeof(float));
+    r->p->ops->reduce_row(r->p, row);
+}
+
 static int record_layer(void *user, kv_cache *c, const kv_attn_view *v) {
     hx_recorder *r = user;
-    int32_t hdr[7] = {v->layer, v->n_heads, v->n_kv_heads, v->n_new, v->pos0, v->stride, (int32_t)r->p->ops->needs};
+    int32_t hdr[7] = {v->layer, v->n_heads, v->n_kv_heads, v->n_new, v->pos0, v->stride, (int32_t)v->needs};
     put(r, hdr, sizeof hdr);
     put_heads(r, c, v->layer, v->n_kv_heads);
     size_t rows = (size_t)v->n_heads * (size_t)v->stride * 4;
-    if (r->p->ops->needs & KV_NEED_LAST_ROW) put(r, v->last_row, rows);
-    if (r->p->ops->needs & KV_NEED_COLSUM) put(r, v->colsum, rows);
+    if (v->needs & KV_NEED_LAST_ROW) put(r, v->last_row, rows);
+    if (v->needs & KV_NEED_COLSUM) put(r, v->colsum, rows);
+    if (v->needs & KV_NEED_LOGITS) {
+        if (r->lg_n != v->n_new || r->lg_stride != v->stride) r->failed = 1;
+        else put(r, r->logits, rows * (size_t)v->n_new);
+    }
+    if (v->needs & KV_NEED_WINDOW) {
+        put_i32(r, v->win_pos0);
+        put_i32(r, v->win_n);
+        put(r, v->window, rows * (size_t)v->win_n);
+    }
     int rc = r->p->ops->on_layer ? r->p->ops->on_layer(r->p, c, v) : KV_OK;
     put_heads(r, c, v->layer, v->n_kv_heads);
     return rc;
@@ -36,24 +85,34 @@ static int record_layer(void *user, kv_cache *c, const kv_attn_view *v) {
 int hx_record_attach(hx_recorder *r, const char *path, kv_policy *p, kv_ctx *ctx) {
     memset(r, 0, sizeof *r);
     r->p = p;
+    r->ctx = ctx;
     r->f = fopen(path, "wb");
     if (!r->f) {
         fprintf(stderr, "kvbench: %s: cannot create: %s\n", path, strerror(errno));
         return -1;
     }
     put(r, "KVRC", 4);
-    put_i32(r, 1);
+    put_i32(r, 2);
     put_i32(r, p->limit);
+    put_i32(r, p->n_prompt);
+    int64_t seed = (int64_t)p->seed;
+    put(r, &seed, 8);
+    put_i32(r, p->n_layers);
+    put(r, p->layer_limit, (size_t)p->n_layers * 4);
     put_i32(r, (int32_t)strlen(p->ops->name));
     put(r, p->ops->name, strlen(p->ops->name));
     put_i32(r, p->ops->n_params);
     put(r, p->param, (size_t)p->ops->n_params * sizeof(double));
-    kv_ctx_hook h = {.user = r, .needs = p->ops->needs, .positions = p->positions, .on_layer = record_layer};
+    kv_ctx_hook h = {.user = r, .needs = p->ops->needs, .positions = p->positions, .on_layer = record_layer,
+                     .plan = record_plan, .reduce_row = p->ops->reduce_row ? record_reduce_row : NULL};
     kv_ctx_set_hook(ctx, &h);
     return 0;
 }
 
 int hx_record_close(hx_recorder *r) {
+    free(r->logits);
+    r->logits = NULL;
+    r->logits_cap = 0;
     if (!r->f) return 0;
     if (fclose(r->f) != 0) r->failed = 1;
     r->f = NULL;

@@ -17,8 +17,8 @@
 #include "policy.h"
 
 static const pol_param_def params[] = {
-    {"recent", 0.5, 0, 1, 0, "share of the budget kept as the most recent tokens (H2O: recent = heavy)"},
-    {"sim", 0, 0, 1, 1, "1: the mask-simulation variant (the next token counts against budget and window)"},
+    {"recent", 0.5, 0, 1, 0, "share of the budget kept as the most recent tokens (H2O: recent = heavy)", NULL},
+    {"sim", 0, 0, 1, 1, "1: the mask-simulation variant (the next token counts against budget and window)", NULL},
 };
 
 static int h2o_init(kv_policy *p) {

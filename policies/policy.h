@@ -42,6 +42,10 @@ typedef struct pol_param_def {
     double dflt, min, max; /* inclusive range */
     int is_int;
     const char *meaning;
+    /* A choice among names, "a|b|c": the value is the index of the name
+     * (set as the name, or as its index); min 0, max the last index, is_int 1.
+     * NULL for a number. */
+    const char *choices;
 } pol_param_def;
 
 #define POL_MAX_PARAMS 8
@@ -50,20 +54,37 @@ typedef struct pol_param_def {
 
 typedef struct kv_policy kv_policy;
 
+enum pol_flags {
+    /* Compresses the prompt once, at its end, and appends generated tokens
+     * without eviction (SnapKV, PyramidKV: METHODS.md section 0, family 1):
+     * the budget bounds the prompt's slots, and the cache grows by one slot
+     * per generated token. */
+    POL_ONE_SHOT = 1u << 0,
+};
+
 typedef struct pol_ops {
     const char *name;
     const char *summary;       /* one line, with the paper / code it follows */
     const pol_param_def *params;
     int n_params;
     unsigned needs;            /* kv_attn_need bits */
+    unsigned flags;            /* pol_flags */
     /* Called once per policy instance; may allocate p->state. */
     int (*init)(kv_policy *p);
     /* Brings layer `layer` within p->limit slots per KV head (or whatever the
      * method keeps) after its attention; view holds the requested statistics. */
     int (*on_layer)(kv_policy *p, kv_cache *c, const kv_attn_view *view);
-    /* A new sequence: forget every score. */
+    /* A new sequence: forget every score. Called by pol_begin once limit,
+     * layer_limit and n_prompt are set; may set its own layer_limit. */
     void (*reset)(kv_policy *p);
     void (*free)(kv_policy *p);
+    /* Optional: before each layer's attention, which statistics this call
+     * needs (see kv_attn_plan); absent, `needs` on every call. */
+    void (*plan)(kv_policy *p, kv_attn_plan *plan);
+    /* KV_NEED_LOGITS: reduces one query's raw logit row (called from the
+     * engine's threads, concurrently: it may only read p and write r->acc,
+     * r->tmp). */
+    void (*reduce_row)(const kv_policy *p, const kv_logit_row *r);
 } pol_ops;
 
 /* An instance: the ops, its parameter values, the budget, and the method's state. */
@@ -72,6 +93,9 @@ struct kv_policy {
     double param[POL_MAX_PARAMS]; /* in the order of ops->params */
     pol_budget budget;
     int32_t limit;                /* slots per (layer, KV head) for this sequence */
+    int32_t *layer_limit;         /* [n_layers] slots per KV head of each layer: `limit`,
+                                     unless the method spreads the budget over layers */
+    int32_t n_prompt;             /* prompt tokens of this sequence (pol_begin; 0: not known) */
     uint64_t seed;
     kv_pos_mode positions;        /* "positions=original|cache", any policy */
     int n_layers, n_kv_heads;
@@ -94,7 +118,8 @@ int pol_new(const char *name, const char *const *settings, int n_settings, const
 void pol_free(kv_policy *p);
 
 /* A new sequence whose prompt has n_prompt tokens: resets every score and
- * fixes the budget in slots. Call before evaluating the prompt. */
+ * fixes the budget in slots (limit and layer_limit). Call before evaluating
+ * the prompt. */
 void pol_begin(kv_policy *p, int32_t n_prompt);
 
 /* Installs p as ctx's per-layer hook (NULL p removes it). */
@@ -102,6 +127,9 @@ void pol_attach(kv_policy *p, kv_ctx *ctx);
 
 /* Prints the registry with each policy's parameter table. */
 void pol_print_all(void);
+
+/* Parameter i of p as text: its name for a choice ("gumbel"), else "%g". */
+const char *pol_param_str(const kv_policy *p, int i, char *buf, size_t cap);
 
 /* ------------------------------------------------- helpers for methods */
 
@@ -116,6 +144,10 @@ int pol_keep_mask(kv_cache *c, kv_cache_head *h, const uint8_t *keep, float *sco
  * O(len log(dropped)): a policy that drops one slot per step scans once. */
 int pol_keep_top(kv_cache *c, kv_cache_head *h, float *score, int32_t recent_from, int32_t k, int compact);
 
+/* pol_keep_top with double scores (for sums that must rank exactly as a
+ * float64 reference ranks them). */
+int pol_keep_top_d(kv_cache *c, kv_cache_head *h, double *score, int32_t recent_from, int32_t k, int compact);
+
 /* Per-slot scores kept by a policy for every (layer, KV head), moved with
  * their slots by pol_keep_top. pol_scores_sync grows a head's array to the
  * head's length, zeroing the entries of slots new since the last call, and
@@ -125,6 +157,9 @@ pol_scores *pol_scores_new(int n_layers, int n_kv_heads);
 void pol_scores_reset(pol_scores *s);   /* a new sequence */
 void pol_scores_free(pol_scores *s);
 float *pol_scores_sync(pol_scores *s, int layer, int kv_head, const kv_cache_head *h, int32_t *fresh);
+/* The same with double scores (pol_keep_top_d). */
+pol_scores *pol_dscores_new(int n_layers, int n_kv_heads);
+double *pol_dscores_sync(pol_scores *s, int layer, int kv_head, const kv_cache_head *h, int32_t *fresh);
 
 /* Keeps the first `sinks` and the newest limit - sinks slots of a head
  * whose slots are in insertion order (a no-op at or under the limit). */

@@ -11,13 +11,13 @@
 #include "policy.h"
 
 extern const pol_ops pol_full_ops, pol_window_ops, pol_streamingllm_ops, pol_h2o_ops, pol_tova_ops,
-    pol_random_ops, pol_knorm_ops;
+    pol_random_ops, pol_knorm_ops, pol_keyformer_ops, pol_snapkv_ops, pol_pyramidkv_ops;
 
 /* To add a policy: write policies/NAME.c with its pol_ops, declare it above,
  * list it here, add the file to meson.build, and test it in tests/test_policies.c. */
 static const pol_ops *const registry[] = {
     &pol_full_ops, &pol_window_ops, &pol_streamingllm_ops, &pol_h2o_ops, &pol_tova_ops, &pol_random_ops,
-    &pol_knorm_ops,
+    &pol_knorm_ops, &pol_keyformer_ops, &pol_snapkv_ops, &pol_pyramidkv_ops,
 };
 
 int pol_count(void) { return (int)(sizeof registry / sizeof registry[0]); }
@@ -88,9 +88,23 @@ static int set_param(kv_policy *p, const char *kv) {
     for (int i = 0; i < o->n_params; i++) {
         const pol_param_def *d = &o->params[i];
         if (strlen(d->name) != klen || strncmp(d->name, kv, klen) != 0) continue;
+        if (d->choices) { /* a name from the list (or its index, as a stored parameter string has it) */
+            const char *c = d->choices, *val = eq + 1;
+            for (int idx = 0; *c; idx++) {
+                size_t n = strcspn(c, "|");
+                if (strlen(val) == n && strncmp(c, val, n) == 0) {
+                    p->param[i] = idx;
+                    return KV_OK;
+                }
+                c += n + (c[n] == '|');
+            }
+        }
         char *end;
         errno = 0;
         double v = strtod(eq + 1, &end);
+        if (d->choices && (end == eq + 1 || *end || errno || !isfinite(v) || v != floor(v) || v < d->min || v > d->max))
+            return kv_errorf(KV_EINVAL, "policy %s: parameter %s: expected one of %s, got '%s'", o->name, d->name,
+                             d->choices, eq + 1);
         if (end == eq + 1 || *end || errno || !isfinite(v) || (d->is_int && v != floor(v)))
             return kv_errorf(KV_EINVAL, "policy %s: parameter %s: expected %s, got '%s'", o->name, d->name,
                              d->is_int ? "an integer" : "a number", eq + 1);
@@ -129,6 +143,12 @@ int pol_new(const char *name, const char *const *settings, int n_settings, const
     p->seed = seed;
     p->n_layers = mi->n_layers;
     p->n_kv_heads = mi->n_kv_heads;
+    p->layer_limit = malloc((size_t)(mi->n_layers > 0 ? mi->n_layers : 1) * sizeof *p->layer_limit);
+    if (!p->layer_limit) {
+        free(p);
+        return kv_errorf(KV_ENOMEM, "out of memory");
+    }
+    for (int l = 0; l < mi->n_layers; l++) p->layer_limit[l] = INT32_MAX;
     int rc = KV_OK;
     for (int i = 0; i < n_settings && !rc; i++) rc = set_param(p, settings[i]);
     if (!rc && o->init) rc = o->init(p);
@@ -143,11 +163,14 @@ int pol_new(const char *name, const char *const *settings, int n_settings, const
 void pol_free(kv_policy *p) {
     if (!p) return;
     if (p->ops->free) p->ops->free(p);
+    free(p->layer_limit);
     free(p);
 }
 
 void pol_begin(kv_policy *p, int32_t n_prompt) {
     p->limit = pol_budget_tokens(&p->budget, n_prompt);
+    p->n_prompt = n_prompt > 0 ? n_prompt : 0;
+    for (int l = 0; l < p->n_layers; l++) p->layer_limit[l] = p->limit;
     if (p->ops->reset) p->ops->reset(p);
 }
 
@@ -156,13 +179,25 @@ static int hook_on_layer(void *user, kv_cache *c, const kv_attn_view *v) {
     return p->ops->on_layer ? p->ops->on_layer(p, c, v) : KV_OK;
 }
 
+static void hook_plan(void *user, kv_attn_plan *plan) {
+    kv_policy *p = user;
+    p->ops->plan(p, plan);
+}
+
+static void hook_reduce_row(void *user, const kv_logit_row *r) {
+    const kv_policy *p = user;
+    p->ops->reduce_row(p, r);
+}
+
 void pol_attach(kv_policy *p, kv_ctx *ctx) {
     if (!p) {
         kv_ctx_set_hook(ctx, NULL);
         return;
     }
     kv_ctx_hook h = {.user = p, .needs = p->ops->needs, .positions = p->positions,
-                     .on_layer = p->ops->on_layer ? hook_on_layer : NULL};
+                     .on_layer = p->ops->on_layer ? hook_on_layer : NULL,
+                     .plan = p->ops->plan ? hook_plan : NULL,
+                     .reduce_row = p->ops->reduce_row ? hook_reduce_row : NULL};
     kv_ctx_set_hook(ctx, &h);
 }
 
@@ -173,29 +208,57 @@ void pol_print_all(void) {
         if (i == 0) printf("    %-12s original|cache: rotary positions, for every policy (cache = StreamingLLM's pos shift)\n", "positions");
         for (int k = 0; k < o->n_params; k++) {
             const pol_param_def *d = &o->params[k];
-            printf("    %-12s default %-8g range [%g, %g]  %s\n", d->name, d->dflt, d->min, d->max, d->meaning);
+            if (d->choices) {
+                char dflt[32];
+                const char *c = d->choices;
+                for (int idx = 0; idx < (int)d->dflt && strchr(c, '|'); idx++) c = strchr(c, '|') + 1;
+                snprintf(dflt, sizeof dflt, "%.*s", (int)strcspn(c, "|"), c);
+                printf("    %-12s default %-8s one of %s  %s\n", d->name, dflt, d->choices, d->meaning);
+            } else {
+                printf("    %-12s default %-8g range [%g, %g]  %s\n", d->name, d->dflt, d->min, d->max, d->meaning);
+            }
         }
     }
 }
 
+const char *pol_param_str(const kv_policy *p, int i, char *buf, size_t cap) {
+    const pol_param_def *d = &p->ops->params[i];
+    const char *c = d->choices;
+    if (c) {
+        for (int idx = 0; idx < (int)p->param[i] && strchr(c, '|'); idx++) c = strchr(c, '|') + 1;
+        snprintf(buf, cap, "%.*s", (int)strcspn(c, "|"), c);
+    } else {
+        snprintf(buf, cap, "%g", p->param[i]);
+    }
+    return buf;
+}
+
 /* ------------------------------------------------------------ helpers */
 
-int pol_keep_mask(kv_cache *c, kv_cache_head *h, const uint8_t *keep, float *scores) {
-    int32_t *src = scores ? malloc((size_t)(h->len > 0 ? h->len : 1) * sizeof *src) : NULL;
-    if (scores && !src) return kv_errorf(KV_ENOMEM, "out of memory");
+/* pol_keep_mask moving float or double scores (or none). */
+static int keep_mask_any(kv_cache *c, kv_cache_head *h, const uint8_t *keep, float *fs, double *ds) {
+    int32_t *src = fs || ds ? malloc((size_t)(h->len > 0 ? h->len : 1) * sizeof *src) : NULL;
+    if ((fs || ds) && !src) return kv_errorf(KV_ENOMEM, "out of memory");
     int rc = kv_cache_drop(c, h, keep, src);
-    if (!rc && scores) /* src[j] >= j and the sources beyond the new length are never written */
-        for (int32_t j = 0; j < h->len; j++) scores[j] = scores[src[j]];
+    if (!rc && fs) /* src[j] >= j and the sources beyond the new length are never written */
+        for (int32_t j = 0; j < h->len; j++) fs[j] = fs[src[j]];
+    if (!rc && ds)
+        for (int32_t j = 0; j < h->len; j++) ds[j] = ds[src[j]];
     free(src);
     return rc;
 }
 
-typedef struct pol_score_row { float *v; int32_t n, cap; } pol_score_row;
-struct pol_scores { int n_layers, n_kv_heads; pol_score_row *rows; };
+int pol_keep_mask(kv_cache *c, kv_cache_head *h, const uint8_t *keep, float *scores) {
+    return keep_mask_any(c, h, keep, scores, NULL);
+}
 
-pol_scores *pol_scores_new(int n_layers, int n_kv_heads) {
+typedef struct pol_score_row { char *v; int32_t n, cap; } pol_score_row;
+struct pol_scores { int n_layers, n_kv_heads; size_t elem; pol_score_row *rows; };
+
+static pol_scores *scores_new(int n_layers, int n_kv_heads, size_t elem) {
     pol_scores *s = calloc(1, sizeof *s);
     if (!s) return NULL;
+    s->elem = elem;
     s->n_layers = n_layers;
     s->n_kv_heads = n_kv_heads;
     s->rows = calloc((size_t)n_layers * (size_t)n_kv_heads, sizeof *s->rows);
@@ -205,6 +268,9 @@ pol_scores *pol_scores_new(int n_layers, int n_kv_heads) {
     }
     return s;
 }
+
+pol_scores *pol_scores_new(int n_layers, int n_kv_heads) { return scores_new(n_layers, n_kv_heads, sizeof(float)); }
+pol_scores *pol_dscores_new(int n_layers, int n_kv_heads) { return scores_new(n_layers, n_kv_heads, sizeof(double)); }
 
 void pol_scores_reset(pol_scores *s) {
     for (int i = 0; i < s->n_layers * s->n_kv_heads; i++) s->rows[i].n = 0;
@@ -217,11 +283,11 @@ void pol_scores_free(pol_scores *s) {
     free(s);
 }
 
-float *pol_scores_sync(pol_scores *s, int layer, int kv_head, const kv_cache_head *h, int32_t *fresh) {
+static void *scores_sync(pol_scores *s, int layer, int kv_head, const kv_cache_head *h, int32_t *fresh) {
     pol_score_row *r = &s->rows[layer * s->n_kv_heads + kv_head];
     if (h->len > r->cap || !r->v) {
         int32_t cap = h->len + h->len / 2 + 16;
-        float *v = realloc(r->v, (size_t)cap * sizeof *v);
+        char *v = realloc(r->v, (size_t)cap * s->elem);
         if (!v) {
             kv_errorf(KV_ENOMEM, "out of memory for policy scores");
             return NULL;
@@ -231,9 +297,17 @@ float *pol_scores_sync(pol_scores *s, int layer, int kv_head, const kv_cache_hea
     }
     if (r->n > h->len) r->n = h->len; /* slots removed by someone else: their scores are gone too */
     *fresh = r->n;
-    for (int32_t j = r->n; j < h->len; j++) r->v[j] = 0.0f;
+    if (h->len > r->n) memset(r->v + (size_t)r->n * s->elem, 0, (size_t)(h->len - r->n) * s->elem); /* 0.0 */
     r->n = h->len;
     return r->v;
+}
+
+float *pol_scores_sync(pol_scores *s, int layer, int kv_head, const kv_cache_head *h, int32_t *fresh) {
+    return s->elem == sizeof(float) ? scores_sync(s, layer, kv_head, h, fresh) : NULL;
+}
+
+double *pol_dscores_sync(pol_scores *s, int layer, int kv_head, const kv_cache_head *h, int32_t *fresh) {
+    return s->elem == sizeof(double) ? scores_sync(s, layer, kv_head, h, fresh) : NULL;
 }
 
 int pol_keep_sinks_recent(kv_cache *c, kv_cache_head *h, int32_t sinks, int32_t limit) {
@@ -257,10 +331,11 @@ int32_t pol_max_pos(const kv_cache_head *h) {
 }
 
 /* "a is dropped before b": lower score, then the newer position. */
-typedef struct cand { float v; int32_t pos, slot; } cand;
+typedef struct cand { double v; int32_t pos, slot; } cand; /* a float score converts exactly */
 static int drops_before(cand a, cand b) { return a.v < b.v || (a.v == b.v && a.pos > b.pos); }
 
-int pol_keep_top(kv_cache *c, kv_cache_head *h, float *score, int32_t recent_from, int32_t k, int compact) {
+static int keep_top_any(kv_cache *c, kv_cache_head *h, float *fs, double *ds, int32_t recent_from, int32_t k,
+                        int compact) {
     int32_t n_cand = 0;
     for (int32_t j = 0; j < h->len; j++) n_cand += h->pos[j] < recent_from;
     int32_t d = n_cand - k; /* slots to drop */
@@ -279,7 +354,7 @@ int pol_keep_top(kv_cache *c, kv_cache_head *h, float *score, int32_t recent_fro
     int32_t n = 0;
     for (int32_t j = 0; j < h->len; j++) {
         if (h->pos[j] >= recent_from) continue;
-        cand x = {score[j], h->pos[j], j}; /* ties by position: the older is kept */
+        cand x = {fs ? (double)fs[j] : ds[j], h->pos[j], j}; /* ties by position: the older is kept */
         if (n < d) { /* sift up */
             int32_t i = n++;
             while (i > 0 && drops_before(heap[(i - 1) / 2], x)) {
@@ -304,7 +379,15 @@ int pol_keep_top(kv_cache *c, kv_cache_head *h, float *score, int32_t recent_fro
     memset(keep, 1, len);
     for (int32_t e = 0; e < n; e++) keep[heap[e].slot] = 0;
     free(heap);
-    int rc = pol_keep_mask(c, h, keep, compact ? score : NULL);
+    int rc = keep_mask_any(c, h, keep, compact ? fs : NULL, compact ? ds : NULL);
     free(keep);
     return rc;
+}
+
+int pol_keep_top(kv_cache *c, kv_cache_head *h, float *score, int32_t recent_from, int32_t k, int compact) {
+    return keep_top_any(c, h, score, NULL, recent_from, k, compact);
+}
+
+int pol_keep_top_d(kv_cache *c, kv_cache_head *h, double *score, int32_t recent_from, int32_t k, int compact) {
+    return keep_top_any(c, h, NULL, score, recent_from, k, compact);
 }

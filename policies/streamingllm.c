@@ -7,7 +7,7 @@
 #include "policy.h"
 
 static const pol_param_def params[] = {
-    {"sinks", 4, 0, 1 << 20, 1, "initial tokens always kept (start_size)"},
+    {"sinks", 4, 0, 1 << 20, 1, "initial tokens always kept (start_size)", NULL},
 };
 
 static int streaming_on_layer(kv_policy *p, kv_cache *c, const kv_attn_view *v) {

@@ -43,6 +43,31 @@ if echo "$out" | grep -q "total: 35 runs, 75 units" && [ ! -e "$tmp/dry.db" ]; t
 out=$("$kv" run "$ini" --dry-run --only policy=h2o,budget=64 2>&1)
 if echo "$out" | grep -q "total: 7 runs, 15 units"; then ok "dry-run --only"; else bad "dry-run --only" "$out"; fi
 
+# --- every shipped experiment is valid (a dry run parses, validates and expands it)
+for f in "$here"/../experiments/*.ini; do
+  out=$("$kv" run "$f" --dry-run 2>&1)
+  if [ $? = 0 ] && echo "$out" | grep -qE "^total: [0-9]+ runs, [0-9]+ units"; then ok "shipped $(basename "$f") is valid"; else bad "shipped $(basename "$f")" "$out"; fi
+done
+
+# --- a one-shot policy cannot stream
+sed 's/^policy = window$/policy = snapkv/' "$ini" >"$tmp/oneshot.ini"
+out=$("$kv" run "$tmp/oneshot.ini" --dry-run 2>&1)
+if [ $? = 2 ] && echo "$out" | grep -q "window compresses a prompt once, and task pg19 streams its text"; then ok "one-shot policy on a stream refused"; else bad "one-shot on a stream" "$out"; fi
+
+# --- Keyformer, SnapKV and PyramidKV through the harness: budgets held at every step
+sed 's/^tasks = .*/tasks = cnndm, passkey/; s/^policies = .*/policies = full, keyformer, snapkv, pyramidkv/' "$ini" >"$tmp/new.ini"
+printf '[policy keyformer]\n[policy snapkv]\n[policy pyramidkv]\n' >>"$tmp/new.ini"
+export KVBENCH_TEST_DB=$tmp/new.db
+out=$("$kv" run "$tmp/new.ini" --threads 1 2>&1)
+chk=$($py -c "
+import sqlite3, sys
+d = sqlite3.connect(sys.argv[1])
+n = d.execute('select count(*) from samples').fetchone()[0]
+over = d.execute(\"select count(*) from metrics where name='budget_exceeded' and value != 0\").fetchone()[0]
+kf = d.execute(\"select params from runs where policy='keyformer' limit 1\").fetchone()[0]
+print(n, over, kf)" "$tmp/new.db" 2>&1)
+if echo "$chk" | grep -q "^49 0 recent=30,tau_init=1,tau_end=2,steps=24,noise=gumbel,positions=original$"; then ok "keyformer, snapkv, pyramidkv runs within budget (steps = max_new_tokens)"; else bad "new policies" "$chk $out"; fi
+
 # --- the uninterrupted reference run
 export KVBENCH_TEST_DB=$tmp/full.db
 if "$kv" run "$ini" --threads 1 -q && [ "$(count "$tmp/full.db")" = 75 ]; then ok "run"; else bad "run"; fi

@@ -21,6 +21,7 @@
 #include "model.h"
 #include "policy.h"
 #include "sampler.h"
+#include "snap.h"
 
 static kv_model *g_model;
 
@@ -41,27 +42,64 @@ static int teardown(void **state) {
 
 enum { V = 512, PROMPT = 40, GEN = 30 };
 
+enum { MAX_LAYERS = 16 };
+
+/* The most slots holding prompt tokens in one KV head of layer l. */
+static int32_t prompt_slots(kv_cache *c, int l) {
+    int32_t most = 0;
+    for (int g = 0; g < kv_cache_n_kv_heads(c); g++) {
+        const kv_cache_head *h = kv_cache_head_at(c, l, g);
+        int32_t n = 0;
+        for (int32_t j = 0; j < h->len; j++) n += h->pos[j] < PROMPT;
+        if (n > most) most = n;
+    }
+    return most;
+}
+
 /* Prompt tokens (seeded by `salt`), prefilled in one call, then GEN greedy
  * decode steps; logits of every step into out [1 + GEN][V]. After each
- * call, checks the budget held and records the most slots seen. */
-static void run(kv_ctx *c, kv_policy *p, int salt, float *out, int32_t *max_seen, size_t *bytes_end) {
+ * call, checks the budget held and records the most slots seen (per layer
+ * in seen_layer when given). A one-shot policy (POL_ONE_SHOT) holds at most
+ * its layer's budget of prompt tokens and every generated token. */
+static void run_layers(kv_ctx *c, kv_policy *p, int salt, float *out, int32_t *max_seen, size_t *bytes_end,
+                       int32_t *seen_layer) {
     int32_t t[PROMPT];
     for (int i = 0; i < PROMPT; i++) t[i] = (int32_t)((i * 37 + salt * 101 + 3) % V);
     kv_ctx_reset(c);
     pol_begin(p, PROMPT);
     pol_attach(p, c);
     *max_seen = 0;
+    const int one_shot = (p->ops->flags & POL_ONE_SHOT) != 0;
+    kv_cache *cache = kv_ctx_cache(c);
+    if (seen_layer)
+        for (int l = 0; l < p->n_layers; l++) seen_layer[l] = 0;
     assert_int_equal(kv_ctx_eval(c, t, PROMPT, out, 0), KV_OK);
     for (int s = 0; s <= GEN; s++) {
-        int32_t held = kv_cache_max_len(kv_ctx_cache(c));
-        if (held > *max_seen) *max_seen = held;
-        if (p->limit != INT32_MAX && held > p->limit)
-            fail_msg("%s: %d slots held in one head, budget %d (step %d)", p->ops->name, held, p->limit, s);
+        int32_t held = kv_cache_max_len(cache);
+        for (int l = 0; l < p->n_layers; l++) {
+            int32_t pl = prompt_slots(cache, l), limit = p->layer_limit[l];
+            int32_t n = one_shot ? pl : 0;
+            for (int g = 0; g < kv_cache_n_kv_heads(cache) && !one_shot; g++)
+                if (kv_cache_head_at(cache, l, g)->len > n) n = kv_cache_head_at(cache, l, g)->len;
+            if (limit != INT32_MAX && n > limit)
+                fail_msg("%s: layer %d holds %d %sslots in one head, budget %d (step %d)", p->ops->name, l, n,
+                         one_shot ? "prompt " : "", limit, s);
+            if (one_shot)
+                for (int g = 0; g < kv_cache_n_kv_heads(cache); g++) /* every generated token is kept */
+                    assert_int_equal(kv_cache_head_at(cache, l, g)->len - prompt_slots(cache, l), s);
+            if (seen_layer && n > seen_layer[l]) seen_layer[l] = n;
+            if (one_shot && pl > *max_seen) *max_seen = pl;
+        }
+        if (!one_shot && held > *max_seen) *max_seen = held;
         if (s == GEN) break;
         int32_t next = kv_argmax(out + (size_t)s * V, V);
         assert_int_equal(kv_ctx_eval(c, &next, 1, out + (size_t)(s + 1) * V, 0), KV_OK);
     }
     if (bytes_end) *bytes_end = kv_cache_bytes(kv_ctx_cache(c));
+}
+
+static void run(kv_ctx *c, kv_policy *p, int salt, float *out, int32_t *max_seen, size_t *bytes_end) {
+    run_layers(c, p, salt, out, max_seen, bytes_end, NULL);
 }
 
 static kv_policy *make_set(const char *name, const char *budget, const char *setting) {
@@ -105,6 +143,20 @@ static void test_large_budget_is_full(void **state) {
     kv_ctx_free(c);
 }
 
+/* Every policy with its defaults, then the new methods' other settings. */
+typedef struct pol_cfg { const char *name, *set; } pol_cfg;
+
+static int all_configs(pol_cfg *cfg) {
+    int n = 0;
+    for (int i = 1; i < pol_count(); i++) cfg[n++] = (pol_cfg){pol_at(i)->name, NULL};
+    cfg[n++] = (pol_cfg){"keyformer", "noise=gaussian"};
+    cfg[n++] = (pol_cfg){"keyformer", "noise=none"};
+    cfg[n++] = (pol_cfg){"snapkv", "window=4"};
+    cfg[n++] = (pol_cfg){"pyramidkv", "window=4"};
+    cfg[n++] = (pol_cfg){"pyramidkv", "alloc=factory"};
+    return n;
+}
+
 static void test_budget_never_exceeded(void **state) {
     (void)state;
     if (!g_model) skip();
@@ -117,13 +169,36 @@ static void test_budget_never_exceeded(void **state) {
     run(c, full, 2, out, &seen, &full_bytes);
     pol_free(full);
     const char *budgets[3] = {"8", "17", "25%"};
-    for (int i = 1; i < pol_count(); i++)
+    pol_cfg cfg[32];
+    const int n_cfg = all_configs(cfg);
+    int32_t seen_layer[MAX_LAYERS];
+    for (int i = 0; i < n_cfg; i++)
         for (int k = 0; k < 3; k++) {
-            kv_policy *p = make(pol_at(i)->name, budgets[k]);
+            kv_policy *p = make_set(cfg[i].name, budgets[k], cfg[i].set);
+            assert_true(p->n_layers <= MAX_LAYERS);
             size_t bytes;
-            run(c, p, 2, out, &seen, &bytes);
-            assert_int_equal(seen, p->limit); /* the cache fills up to the budget and stays there */
-            assert_true(bytes < full_bytes / 2); /* memory is freed for real */
+            run_layers(c, p, 2, out, &seen, &bytes, seen_layer);
+            if (p->ops->flags & POL_ONE_SHOT) {
+                /* each layer's prompt slots fill up to that layer's budget,
+                 * and (alloc=exact) the layers together spend L x budget */
+                int64_t total = 0;
+                for (int l = 0; l < p->n_layers; l++) {
+                    if (seen_layer[l] != p->layer_limit[l])
+                        fail_msg("%s %s budget %s: layer %d holds %d prompt slots, its budget is %d", cfg[i].name,
+                                 cfg[i].set ? cfg[i].set : "", budgets[k], l, seen_layer[l], p->layer_limit[l]);
+                    total += p->layer_limit[l];
+                }
+                if (!cfg[i].set || !strstr(cfg[i].set, "factory")) assert_int_equal(total, (int64_t)p->n_layers * p->limit);
+                assert_true(bytes < full_bytes); /* the generated tokens stay, the prompt was cut */
+            } else {
+                /* the cache fills up to the budget and stays there; Keyformer's
+                 * kept set counts the token about to be generated */
+                int32_t want = p->limit - (strcmp(cfg[i].name, "keyformer") == 0);
+                if (seen != want)
+                    fail_msg("%s %s budget %s: at most %d slots held, expected %d", cfg[i].name,
+                             cfg[i].set ? cfg[i].set : "", budgets[k], seen, want);
+                assert_true(bytes < full_bytes / 2); /* memory is freed for real */
+            }
             pol_free(p);
         }
     free(out);
@@ -137,16 +212,20 @@ static void test_no_state_leak(void **state) {
     if (!g_model) skip();
     float *fresh = malloc((1 + GEN) * V * sizeof(float)), *after = malloc((1 + GEN) * V * sizeof(float));
     int32_t seen;
-    for (int i = 0; i < pol_count(); i++) {
+    pol_cfg cfg[32];
+    const int n_cfg = all_configs(cfg);
+    cfg[n_cfg] = (pol_cfg){"full", NULL};
+    for (int i = 0; i <= n_cfg; i++) {
         kv_ctx *c1, *c2;
         assert_int_equal(kv_ctx_new(g_model, NULL, &c1), KV_OK);
         assert_int_equal(kv_ctx_new(g_model, NULL, &c2), KV_OK);
-        kv_policy *p1 = make(pol_at(i)->name, "12"), *p2 = make(pol_at(i)->name, "12");
+        kv_policy *p1 = make_set(cfg[i].name, "12", cfg[i].set), *p2 = make_set(cfg[i].name, "12", cfg[i].set);
         run(c1, p1, 5, fresh, &seen, NULL);
         run(c2, p2, 9, after, &seen, NULL); /* another sample first */
         run(c2, p2, 5, after, &seen, NULL);
         if (memcmp(fresh, after, (1 + GEN) * V * sizeof(float)) != 0)
-            fail_msg("%s: a second sample differs from the same sample run fresh", pol_at(i)->name);
+            fail_msg("%s %s: a second sample differs from the same sample run fresh", cfg[i].name,
+                     cfg[i].set ? cfg[i].set : "");
         pol_free(p1);
         pol_free(p2);
         kv_ctx_free(c1);
@@ -267,6 +346,198 @@ static void test_rules_by_hand(void **state) {
     kv_cache_free(c);
 }
 
+/* Keyformer's selection on given scores, and its score of one row. */
+static void test_keyformer_by_hand(void **state) {
+    (void)state;
+    /* budget 6, recent=50: w = 3; the kept set counts the next token, so
+     * 5 are kept: the w - 1 = 2 newest (8, 9) and the 3 best of 0..7 by the
+     * sum over both query heads: 2 (.4), 5 (.25), then 1 and 4 tie (.2):
+     * the older, 1 */
+    kv_cache *c = hand_cache(10);
+    kv_policy *p = hand_policy("keyformer", 6, "recent=50");
+    double red[2][10] = {{0.1, 0, 0.3, 0, 0.2, 0, 0, 0.05, 0.9, 0.9}, {0, 0.2, 0.1, 0, 0, 0.25, 0, 0.1, 0, 0}};
+    kv_attn_view v = {.layer = 0, .n_heads = 2, .n_kv_heads = 1, .n_new = 1, .pos0 = 9, .stride = 10,
+                      .needs = KV_NEED_LOGITS, .reduced = &red[0][0]};
+    assert_int_equal(p->ops->on_layer(p, c, &v), KV_OK);
+    expect_positions(c, (int32_t[]){1, 2, 5, 8, 9}, 5);
+    /* scores travel with their slots: position 1 gets a whole row more and
+     * becomes the heaviest; recent = {9, 10}; 1 (1.2), 8 (.9), 2 (.4) */
+    float k[2] = {10, 1}, vv[2] = {0, 0};
+    assert_int_equal(kv_cache_append(c, kv_cache_head_at(c, 0, 0), k, vv, 10), KV_OK);
+    double red2[2][6] = {{0}};
+    red2[0][slot_of(c, 1)] = 1.0;
+    v.reduced = &red2[0][0];
+    v.stride = 6;
+    v.pos0 = 10;
+    assert_int_equal(p->ops->on_layer(p, c, &v), KV_OK);
+    expect_positions(c, (int32_t[]){1, 2, 8, 9, 10}, 5);
+    pol_free(p);
+    kv_cache_free(c);
+
+    /* the score of one row: noise=none is softmax(x) */
+    const float x[3] = {0, logf(2), -INFINITY};
+    const int32_t kpos[3] = {0, 1, 2};
+    double acc[3], tmp[3];
+    kv_logit_row r = {.layer = 0, .head = 1, .qpos = 50, .len = 3, .x = x, .kpos = kpos, .acc = acc, .tmp = tmp};
+    p = hand_policy("keyformer", 6, "noise=none"); /* prompt of 100 tokens */
+    memset(acc, 0, sizeof acc);
+    p->ops->reduce_row(p, &r);
+    assert_true(fabs(acc[0] - 1.0 / 3) < 1e-7 && fabs(acc[1] - 2.0 / 3) < 1e-7 && acc[2] == 0);
+    pol_free(p);
+    /* constant noise cancels: softmax(x / tau), tau_init 1 in the prompt,
+     * tau_init + 5 (tau_end - tau_init) / 10 = 1.5 at position 104 (itr 5),
+     * held at tau_end = 2 past `steps` */
+    const kv_model_info mi = {.n_layers = 1, .n_heads = 2, .n_kv_heads = 1};
+    const pol_budget b6 = {POL_BUDGET_TOKENS, 6};
+    const char *cst[2] = {"noise=constant", "steps=10"};
+    assert_int_equal(pol_new("keyformer", cst, 2, &b6, 1, &mi, &p), KV_OK);
+    pol_begin(p, 100);
+    const int32_t qpos[3] = {50, 104, 500};
+    const double tau[3] = {1.0, 1.5, 2.0};
+    for (int i = 0; i < 3; i++) {
+        memset(acc, 0, sizeof acc);
+        r.qpos = qpos[i];
+        p->ops->reduce_row(p, &r);
+        double e = pow(2.0, 1.0 / tau[i]);
+        assert_true(fabs(acc[1] - e / (1 + e)) < 1e-7);
+    }
+    pol_free(p);
+
+    /* Gumbel noise: over many queries, log(f0 / f1) of two equal logits is
+     * g0 - g1, a Logistic(0, 1) (mean 0, variance pi^2/3, excess kurtosis
+     * 1.2); the gaussian ablation has the same mean and variance but no
+     * excess kurtosis; the draws repeat for a seed and change with it */
+    const char *noises[2] = {"noise=gumbel", "noise=gaussian"};
+    const float x2[2] = {0, 0};
+    enum { NQ = 20000 };
+    for (int kind = 0; kind < 2; kind++) {
+        kv_policy *p1 = hand_policy("keyformer", 6, noises[kind]), *p2 = hand_policy("keyformer", 6, noises[kind]);
+        p2->seed = 2;
+        kv_logit_row r2 = {.layer = 0, .head = 0, .len = 2, .x = x2, .kpos = kpos, .tmp = tmp};
+        double m1 = 0, m2 = 0, m4 = 0, d[NQ], a1[2], a2[2], a3[2];
+        int differ = 0;
+        for (int q = 0; q < NQ; q++) {
+            r2.qpos = q % 100; /* prompt positions: tau = 1 */
+            r2.layer = q / 100;
+            memset(a1, 0, sizeof a1), memset(a2, 0, sizeof a2), memset(a3, 0, sizeof a3);
+            r2.acc = a1;
+            p1->ops->reduce_row(p1, &r2);
+            r2.acc = a2;
+            p1->ops->reduce_row(p1, &r2);
+            r2.acc = a3;
+            p2->ops->reduce_row(p2, &r2);
+            assert_true(a1[0] == a2[0] && a1[1] == a2[1]);
+            differ += a1[0] != a3[0];
+            d[q] = log(a1[0] / a1[1]);
+            m1 += d[q];
+        }
+        m1 /= NQ;
+        for (int q = 0; q < NQ; q++) m2 += (d[q] - m1) * (d[q] - m1), m4 += pow(d[q] - m1, 4);
+        m2 /= NQ;
+        m4 /= NQ;
+        double kurt = m4 / (m2 * m2) - 3;
+        if (fabs(m1) > 0.06 || fabs(m2 - 3.14159265358979 * 3.14159265358979 / 3) > 0.25 || (kind == 0 ? kurt < 0.8 : fabs(kurt) > 0.3))
+            fail_msg("%s: g0 - g1 has mean %g, variance %g, excess kurtosis %g", noises[kind], m1, m2, kurt);
+        assert_true(differ > NQ * 0.99);
+        pol_free(p1);
+        pol_free(p2);
+    }
+}
+
+/* SnapKV's one-shot compression on given window rows (prompt of 10,
+ * budget 5, window 2: the 3 best of the prefix 0..7 + 8, 9), whole or in
+ * two calls, and PyramidKV's caps. */
+static void test_snapkv_by_hand(void **state) {
+    (void)state;
+    const kv_model_info mi = {.n_layers = 1, .n_heads = 2, .n_kv_heads = 1};
+    const pol_budget b5 = {POL_BUDGET_TOKENS, 5};
+    /* votes per query head, each split over the two window queries */
+    const float v0[8] = {0, 0, 0.9f, 0, 0.8f, 0, 0, 0.3f}, v1[8] = {0.4f, 0, 0, 0, 0, 0, 0.7f, 0};
+    float rows[2][2][10] = {{{0}}};
+    for (int j = 0; j < 8; j++) {
+        rows[0][0][j] = rows[0][1][j] = v0[j] / 2;
+        rows[1][0][j] = rows[1][1][j] = v1[j] / 2;
+    }
+    struct { const char *set[3]; int32_t want[5]; } cases[3] = {
+        {{"window=2", "kernel=3", "pooling=avg"}, {1, 3, 5, 8, 9}}, /* sums/3: .13 .43 .3 .57 .27 .5 .33 .33 */
+        {{"window=2", "kernel=3", "pooling=max"}, {1, 5, 6, 8, 9}}, /* .4 1.3 .9 .9 .8 1.5 1 1: ties to the older */
+        {{"window=2", "kernel=1", "pooling=max"}, {2, 4, 6, 8, 9}}, /* the votes themselves */
+    };
+    for (int k = 0; k < 3; k++)
+        for (int split = 0; split < 2; split++) {
+            kv_policy *p;
+            assert_int_equal(pol_new("snapkv", cases[k].set, 3, &b5, 1, &mi, &p), KV_OK);
+            pol_begin(p, 10);
+            kv_cache *c = hand_cache(10);
+            kv_attn_plan pl = {.layer = 0, .pos0 = 0, .n_new = 10, .needs = KV_NEED_WINDOW};
+            p->ops->plan(p, &pl);
+            assert_int_equal(pl.needs, KV_NEED_WINDOW);
+            assert_int_equal(pl.win_pos0, 8);
+            assert_int_equal(pl.win_n, 2);
+            float w9[2][1][10]; /* the rows of query 9 alone */
+            for (int h = 0; h < 2; h++) memcpy(w9[h][0], rows[h][1], sizeof w9[h][0]);
+            kv_attn_view v = {.layer = 0, .n_heads = 2, .n_kv_heads = 1, .n_new = 10, .pos0 = 0, .stride = 10,
+                              .needs = KV_NEED_WINDOW, .win_pos0 = 8, .win_n = 2, .window = &rows[0][0][0]};
+            if (split) { /* the prompt in two calls: 0..8 (window query 8), then 9 */
+                float w8[2][1][10];
+                for (int h = 0; h < 2; h++) memcpy(w8[h][0], rows[h][0], sizeof w8[h][0]);
+                kv_attn_view a = v;
+                a.n_new = 9, a.win_n = 1, a.window = &w8[0][0][0];
+                assert_int_equal(p->ops->on_layer(p, c, &a), KV_OK);
+                assert_int_equal(kv_cache_head_at(c, 0, 0)->len, 10); /* nothing before the prompt's end */
+                v.n_new = 1, v.pos0 = 9, v.win_pos0 = 9, v.win_n = 1, v.window = &w9[0][0][0];
+            }
+            assert_int_equal(p->ops->on_layer(p, c, &v), KV_OK);
+            expect_positions(c, cases[k].want, 5);
+            /* decode: nothing asked, nothing evicted */
+            pl = (kv_attn_plan){.layer = 0, .pos0 = 10, .n_new = 1, .needs = KV_NEED_WINDOW};
+            p->ops->plan(p, &pl);
+            assert_int_equal(pl.needs, 0);
+            float k2[2] = {10, 1}, vv[2] = {0, 0};
+            assert_int_equal(kv_cache_append(c, kv_cache_head_at(c, 0, 0), k2, vv, 10), KV_OK);
+            kv_attn_view d = {.layer = 0, .n_heads = 2, .n_kv_heads = 1, .n_new = 1, .pos0 = 10, .stride = 6};
+            assert_int_equal(p->ops->on_layer(p, c, &d), KV_OK);
+            assert_int_equal(kv_cache_head_at(c, 0, 0)->len, 6);
+            pol_free(p);
+            kv_cache_free(c);
+        }
+    /* an even kernel is refused */
+    const char *even[1] = {"kernel=4"};
+    kv_policy *p;
+    assert_int_equal(pol_new("snapkv", even, 1, &b5, 1, &mi, &p), KV_EINVAL);
+    assert_non_null(strstr(kv_last_error(), "odd"));
+
+    /* PyramidKV's caps (METHODS.md A8) */
+    int32_t cap[8];
+    assert_int_equal(snap_pyramid_caps(40, 17, 8, 5, 20, 1, cap), 2); /* min 0, max 18, line 18 13.5 9 4.5 0 */
+    assert_memory_equal(cap, ((int32_t[]){18, 14, 9, 4, 0}), 5 * sizeof(int32_t));
+    assert_int_equal(snap_pyramid_caps(40, 17, 8, 5, 20, 0, cap), 2); /* steps 18 // 4 = 4 */
+    assert_memory_equal(cap, ((int32_t[]){18, 14, 10, 6, 2}), 5 * sizeof(int32_t));
+    assert_int_equal(snap_pyramid_caps(33, 20, 4, 5, 20, 1, cap), 2); /* max 32 >= n - w = 29: max 29, min 3 */
+    assert_memory_equal(cap, ((int32_t[]){29, 23, 16, 9, 3}), 5 * sizeof(int32_t));
+    assert_int_equal(snap_pyramid_caps(33, 20, 4, 5, 20, 0, cap), 2);
+    assert_memory_equal(cap, ((int32_t[]){29, 23, 17, 11, 5}), 5 * sizeof(int32_t));
+    assert_int_equal(snap_pyramid_caps(30, 20, 4, 5, 20, 1, cap), 1); /* n < 2 (B - w): uniform */
+    assert_memory_equal(cap, ((int32_t[]){16, 16, 16, 16, 16}), 5 * sizeof(int32_t));
+    assert_int_equal(snap_pyramid_caps(20, 20, 4, 5, 20, 1, cap), 0); /* n <= B: all */
+    assert_int_equal(cap[0], -1);
+    /* exact: the caps sum to L (B - w), do not increase with depth, fit the prefix */
+    for (int32_t n = 2; n < 300; n += 7)
+        for (int32_t B = 2; B < 120; B += 5)
+            for (int32_t w = 1; w <= B && w < 40; w += 6)
+                for (int L = 2; L <= 8; L += 3)
+                    for (int32_t beta = 1; beta <= 40; beta *= 3) {
+                        if (snap_pyramid_caps(n, B, w, L, beta, 1, cap) != 2) continue;
+                        int64_t sum = 0;
+                        for (int l = 0; l < L; l++) {
+                            sum += cap[l];
+                            assert_true(cap[l] >= 0 && cap[l] <= n - w);
+                            if (l) assert_true(cap[l] <= cap[l - 1]);
+                        }
+                        assert_int_equal(sum, (int64_t)L * (B - w));
+                    }
+}
+
 /* The engine's statistics, two ways: the column sums of a prefill equal the
  * sums of the newest-query rows seen one token at a time, and each row is a
  * distribution. */
@@ -327,6 +598,122 @@ static void test_attention_statistics(void **state) {
     }
 }
 
+/* KV_NEED_LOGITS and KV_NEED_WINDOW: a reducer that takes the plain softmax
+ * of each raw row gives the column sums; the window rows are the decode
+ * rows of the same positions; the reduction does not depend on the thread
+ * count; a plan that asks for nothing gets nothing. */
+typedef struct stat_rec {
+    int layer;
+    int32_t plan_pos0, plan_n; /* plan_n > 0: the window the plan asks for */
+    unsigned plan_needs;       /* what the plan asks for */
+    int planned;
+    unsigned needs;
+    int32_t n, win_pos0, win_n;
+    double reduced[8][64];
+    float colsum[8][64], window[8][8][64];
+    float last_at[64][8][64]; /* the newest query's row, by its position */
+} stat_rec;
+
+static void softmax_rows(void *user, const kv_logit_row *r) {
+    (void)user;
+    double mx = -INFINITY, sum = 0;
+    for (int32_t j = 0; j < r->len; j++) mx = r->x[j] > mx ? r->x[j] : mx;
+    for (int32_t j = 0; j < r->len; j++) sum += r->tmp[j] = r->x[j] == -INFINITY ? 0 : exp(r->x[j] - mx);
+    for (int32_t j = 0; j < r->len; j++) r->acc[j] += r->tmp[j] / sum;
+}
+
+static void stat_plan(void *user, kv_attn_plan *pl) {
+    stat_rec *s = user;
+    s->planned++;
+    pl->needs = s->plan_needs;
+    if (s->plan_n > 0) pl->win_pos0 = s->plan_pos0, pl->win_n = s->plan_n;
+}
+
+static int stat_layer(void *user, kv_cache *c, const kv_attn_view *v) {
+    (void)c;
+    stat_rec *s = user;
+    if (v->layer != s->layer) return KV_OK;
+    s->needs = v->needs;
+    s->n = v->stride;
+    s->win_pos0 = v->win_pos0;
+    s->win_n = v->win_n;
+    if (!(v->needs & KV_NEED_LOGITS) && v->reduced) return KV_EINVAL;
+    if (!(v->needs & KV_NEED_WINDOW) && v->window) return KV_EINVAL;
+    if (!(v->needs & KV_NEED_COLSUM) && v->colsum) return KV_EINVAL;
+    for (int h = 0; h < v->n_heads; h++)
+        for (int32_t j = 0; j < v->stride; j++) {
+            if (v->reduced) s->reduced[h][j] = v->reduced[(size_t)h * v->stride + j];
+            if (v->colsum) s->colsum[h][j] = v->colsum[(size_t)h * v->stride + j];
+            if (v->last_row) s->last_at[v->pos0 + v->n_new - 1][h][j] = v->last_row[(size_t)h * v->stride + j];
+            for (int32_t r = 0; r < v->win_n && v->window; r++)
+                s->window[h][r][j] = v->window[((size_t)h * v->win_n + r) * v->stride + j];
+        }
+    return KV_OK;
+}
+
+static void test_logit_and_window_statistics(void **state) {
+    (void)state;
+    if (!g_model) skip();
+    enum { N = 50 };
+    int32_t t[N];
+    for (int i = 0; i < N; i++) t[i] = (int32_t)((i * 53 + 7) % V);
+    const unsigned all = KV_NEED_LOGITS | KV_NEED_COLSUM | KV_NEED_WINDOW | KV_NEED_LAST_ROW;
+    for (int layer = 0; layer < 5; layer += 4) {
+        stat_rec *dec = calloc(1, sizeof *dec), *pre[3];
+        dec->layer = layer;
+        kv_ctx *c;
+        assert_int_equal(kv_ctx_new(g_model, NULL, &c), KV_OK);
+        kv_ctx_hook hook = {.user = dec, .needs = KV_NEED_LAST_ROW, .on_layer = stat_layer};
+        kv_ctx_set_hook(c, &hook);
+        for (int i = 0; i < N; i++) assert_int_equal(kv_ctx_eval(c, &t[i], 1, NULL, 0), KV_OK);
+        kv_ctx_free(c);
+        /* prefill: (0) last 4 queries of the call, 1 thread; (1) the same,
+         * 3 threads; (2) a plan placing the window at 10..12 */
+        for (int k = 0; k < 3; k++) {
+            pre[k] = calloc(1, sizeof *pre[k]);
+            pre[k]->layer = layer;
+            pre[k]->plan_needs = all;
+            if (k == 2) pre[k]->plan_pos0 = 10, pre[k]->plan_n = 3;
+            kv_ctx_params cp = kv_ctx_default_params();
+            cp.n_threads = k == 1 ? 3 : 1;
+            assert_int_equal(kv_ctx_new(g_model, &cp, &c), KV_OK);
+            hook = (kv_ctx_hook){.user = pre[k], .needs = all, .window = 4, .on_layer = stat_layer,
+                                 .plan = k == 2 ? stat_plan : NULL, .reduce_row = softmax_rows};
+            kv_ctx_set_hook(c, &hook);
+            assert_int_equal(kv_ctx_eval(c, t, N, NULL, 0), KV_OK);
+            kv_ctx_free(c);
+            assert_int_equal(pre[k]->needs, all);
+            assert_int_equal(pre[k]->n, N);
+        }
+        assert_int_equal(pre[0]->win_pos0, N - 4);
+        assert_int_equal(pre[0]->win_n, 4);
+        assert_int_equal(pre[2]->win_pos0, 10);
+        assert_int_equal(pre[2]->win_n, 3);
+        assert_memory_equal(pre[0]->reduced, pre[1]->reduced, sizeof pre[0]->reduced); /* any thread count */
+        for (int h = 0; h < 8; h++)
+            for (int32_t j = 0; j < N; j++) {
+                assert_true(fabs(pre[0]->reduced[h][j] - pre[0]->colsum[h][j]) < 1e-4);
+                for (int r = 0; r < 4; r++) assert_true(fabsf(pre[0]->window[h][r][j] - dec->last_at[N - 4 + r][h][j]) < 1e-5f);
+                for (int r = 0; r < 3; r++) assert_true(fabsf(pre[2]->window[h][r][j] - dec->last_at[10 + r][h][j]) < 1e-5f);
+            }
+        /* a plan asking for nothing: nothing computed, on every layer */
+        stat_rec *none = calloc(1, sizeof *none);
+        none->layer = layer;
+        assert_int_equal(kv_ctx_new(g_model, NULL, &c), KV_OK);
+        hook = (kv_ctx_hook){.user = none, .needs = all, .window = 4, .on_layer = stat_layer, .plan = stat_plan,
+                             .reduce_row = softmax_rows};
+        kv_ctx_set_hook(c, &hook);
+        assert_int_equal(kv_ctx_eval(c, t, N, NULL, 0), KV_OK);
+        assert_int_equal(kv_ctx_eval(c, t, 1, NULL, 0), KV_OK);
+        assert_int_equal(none->needs, 0);
+        assert_int_equal(none->planned, 2 * 5);
+        kv_ctx_free(c);
+        free(none);
+        for (int k = 0; k < 3; k++) free(pre[k]);
+        free(dec);
+    }
+}
+
 static void test_errors(void **state) {
     (void)state;
     kv_model_info mi = {.n_layers = 1, .n_heads = 2, .n_kv_heads = 1};
@@ -342,6 +729,17 @@ static void test_errors(void **state) {
     assert_int_equal(pol_new("h2o", range, 1, &b, 0, &mi, &p), KV_EINVAL);
     assert_non_null(strstr(kv_last_error(), "outside [0, 1]"));
     assert_int_equal(pol_new("streamingllm", noeq, 1, &b, 0, &mi, &p), KV_EINVAL);
+    const char *badnoise[1] = {"noise=uniform"}, *noise_idx[1] = {"noise=3"}, *noise_name[1] = {"noise=gaussian"};
+    assert_int_equal(pol_new("keyformer", badnoise, 1, &b, 0, &mi, &p), KV_EINVAL);
+    assert_non_null(strstr(kv_last_error(), "expected one of gumbel|gaussian|constant|none, got 'uniform'"));
+    assert_int_equal(pol_new("keyformer", noise_idx, 1, &b, 0, &mi, &p), KV_OK); /* a stored index reads back */
+    char buf[32];
+    assert_string_equal(pol_param_str(p, 4, buf, sizeof buf), "none");
+    pol_free(p);
+    assert_int_equal(pol_new("keyformer", noise_name, 1, &b, 0, &mi, &p), KV_OK);
+    assert_true(p->param[4] == 1);
+    assert_string_equal(pol_param_str(p, 0, buf, sizeof buf), "30");
+    pol_free(p);
     const char *badpos[1] = {"positions=shifted"};
     assert_int_equal(pol_new("window", badpos, 1, &b, 0, &mi, &p), KV_EINVAL);
     assert_non_null(strstr(kv_last_error(), "expected original or cache"));
@@ -366,6 +764,8 @@ int main(void) {
         cmocka_unit_test(test_large_budget_is_full), cmocka_unit_test(test_budget_never_exceeded),
         cmocka_unit_test(test_no_state_leak),        cmocka_unit_test(test_rules_by_hand),
         cmocka_unit_test(test_attention_statistics),
+        cmocka_unit_test(test_keyformer_by_hand),    cmocka_unit_test(test_snapkv_by_hand),
+        cmocka_unit_test(test_logit_and_window_statistics),
         cmocka_unit_test(test_errors),
     };
     return cmocka_run_group_tests(tests, setup, teardown);

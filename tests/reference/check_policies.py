@@ -22,6 +22,13 @@ RUNS = [  # policy, settings, budget
     ('h2o', 'recent=0.5', '12'), ('h2o', 'recent=0.25', '9'), ('h2o', 'recent=0', '8'),
     ('tova', None, '7'), ('tova', None, '20'),
     ('h2o', 'recent=0.5', '40%'), ('h2o', 'recent=0.5,sim=1', '40%'), ('h2o', 'recent=0.3,sim=1', '11'),
+    ('keyformer', None, '40%'), ('keyformer', 'recent=50', '12'), ('keyformer', 'noise=gaussian', '50%'),
+    ('keyformer', 'noise=constant,steps=16', '9'), ('keyformer', 'noise=none,recent=0', '8'),
+    ('keyformer', 'tau_init=0.5,tau_end=3,steps=20,recent=20', '60%'),
+    ('snapkv', 'window=4', '12'), ('snapkv', 'window=6,kernel=3,pooling=max', '20'), ('snapkv', None, '60%'),
+    ('snapkv', 'window=8,kernel=7,pooling=max', '17'),
+    ('pyramidkv', 'window=4', '12'), ('pyramidkv', 'window=2,kernel=3,alloc=factory', '10'),
+    ('pyramidkv', None, '50%'), ('pyramidkv', 'window=4,beta=2,pooling=avg', '9'), ('pyramidkv', 'window=4', '20'),
 ]
 MODES = ['decode', 'chunk:13', 'prefill']
 

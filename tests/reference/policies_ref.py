@@ -14,8 +14,32 @@ Rules (per layer and KV head, applied when the head holds more than B):
                 about to be generated, so B - 1 are kept, r - 1 of them recent
   tova          score = the newest query's attention averaged over all heads;
                 keep the B best                                   (A6)
+  keyformer     score = sum over queries (prompt and generation) and over the query
+                heads sharing the KV head of softmax((x + g) / tau), x the raw logits,
+                g the noise (gumbel | gaussian | constant | none = plain softmax(x),
+                H2O's score), tau = tau_init + itr (tau_end - tau_init) / steps,
+                itr = 0 in the prompt, t - n_prompt + 1 at position t after it;
+                k = B, w = int(k * recent / 100); the kept set counts the next token:
+                once more than k - 1 are held, keep the w - 1 newest and the
+                min(k - w, k - 1) best others                     (A5)
+  snapkv        once, at the end of the prompt (n tokens, n > B): votes = the softmax
+                rows of the last w = min(window, B) prompt queries summed over those
+                queries, for each prefix key (position < n - w), per query head;
+                pool1d (avg: zero-padded sum / kernel; max), summed over the query
+                heads of the KV head; keep the B - w best prefix keys and every key
+                at position >= n - w; nothing evicted afterwards  (A7)
+  pyramidkv     snapkv with per-layer prefix caps: min = (B - w) // beta,
+                max = 2 (B - w) - min, clipped to n - w; n <= B keeps all,
+                n < 2 (B - w) keeps B - w in every layer, else layer l keeps
+                cap_l = max - l * ((max - min) // (L - 1)) (alloc=factory), or the
+                same line rounded so the caps sum to L (B - w) (alloc=exact) (A8)
 Ties go to the older position.
+
+The Keyformer noise is the one the policy documents (policies/keyformer.c),
+a counter-based draw so that it can be replayed here: splitmix64's finaliser
+chained over (seed, layer, query head, query position, key position).
 """
+from fractions import Fraction
 import struct
 import sys
 
@@ -28,13 +52,22 @@ class Record:
         self.o = 0
         assert self.d[:4] == b'KVRC', 'not a kvbench attention record'
         self.o = 4
-        version, self.limit, n = self.i32(3)
-        assert version == 1
+        version, self.limit = self.i32(2)
+        assert version in (1, 2)
+        self.n_prompt, self.seed, self.n_layers, self.layer_limit = 0, 0, 0, []
+        if version == 2:
+            (self.n_prompt,) = self.i32(1)
+            (self.seed,) = struct.unpack_from('<Q', self.d, self.o)
+            self.o += 8
+            (self.n_layers,) = self.i32(1)
+            self.layer_limit = list(self.i32(self.n_layers))
+        (n,) = self.i32(1)
         self.name = self.d[self.o:self.o + n].decode()
         self.o += n
         (np_,) = self.i32(1)
         self.params = list(struct.unpack_from('<%dd' % np_, self.d, self.o))
         self.o += 8 * np_
+        self.start = self.o
 
     def i32(self, n):
         v = struct.unpack_from('<%di' % n, self.d, self.o)
@@ -54,14 +87,21 @@ class Record:
         return out
 
     def events(self):
+        self.o = self.start
         while self.o < len(self.d):
             layer, H, KV, n_new, pos0, stride, needs = self.i32(7)
             before = self.heads(KV)
             last = self.f32(H * stride).reshape(H, stride) if needs & 1 else None
             colsum = self.f32(H * stride).reshape(H, stride) if needs & 2 else None
+            logits = self.f32(H * n_new * stride).reshape(H, n_new, stride) if needs & 4 else None
+            win_pos0, win_n, window = 0, 0, None
+            if needs & 8:
+                win_pos0, win_n = self.i32(2)
+                window = self.f32(H * win_n * stride).reshape(H, win_n, stride)
             after = self.heads(KV)
             yield dict(layer=layer, H=H, KV=KV, n_new=n_new, pos0=pos0, before=before, last=last,
-                       colsum=colsum, after=after)
+                       colsum=colsum, logits=logits, win_pos0=win_pos0, win_n=win_n, window=window,
+                       after=after)
 
 
 def best(scores, k):
@@ -70,11 +110,135 @@ def best(scores, k):
     return {p for p, _ in ranked[:k]}
 
 
+# ------------------------------------------------------------- keyformer
+
+U64 = np.uint64
+
+
+def splitmix(z):
+    """splitmix64's finaliser on a uint64 array (wrapping arithmetic)."""
+    with np.errstate(over='ignore'):
+        z = z + U64(0x9E3779B97F4A7C15)
+        z = (z ^ (z >> U64(30))) * U64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> U64(27))) * U64(0x94D049BB133111EB)
+        return z ^ (z >> U64(31))
+
+
+def uniform(u):
+    return ((u >> U64(11)).astype(np.float64) + 0.5) * 2.0 ** -53
+
+
+EULER = 0.57721566490153286           # Gumbel(0, 1) mean
+GUMBEL_SD = np.pi / np.sqrt(6.0)      # and standard deviation
+NOISES = ['gumbel', 'gaussian', 'constant', 'none']
+
+
+def keyformer_noise(kind, seed, layer, head, qpos, kpos):
+    """The logit adjustment for keys at positions kpos seen by one query."""
+    one = lambda v: np.array([v], dtype=np.uint64)
+    base = splitmix(splitmix(splitmix(splitmix(one(seed)) ^ one(layer)) ^ one(head)) ^ one(qpos))
+    u = splitmix(base ^ np.asarray(kpos, dtype=np.uint64))
+    if kind == 'gumbel':
+        return -np.log(-np.log(uniform(u)))
+    if kind == 'gaussian':
+        return EULER + GUMBEL_SD * np.sqrt(-2.0 * np.log(uniform(u))) * np.cos(2 * np.pi * uniform(splitmix(u)))
+    if kind == 'constant':
+        return np.full(len(kpos), EULER)
+    return np.zeros(len(kpos))
+
+
+def keyformer_row_score(rec, layer, head, qpos, x, kpos):
+    """f = softmax((x + g) / tau) over the keys the query sees (x finite)."""
+    recent, tau_init, tau_end, steps, noise = rec.params
+    kind = NOISES[int(noise)]
+    seen = np.isfinite(x)
+    if kind == 'none':
+        y = x[seen]
+    else:
+        itr = min(qpos - rec.n_prompt + 1, steps) if qpos >= rec.n_prompt else 0
+        tau = tau_init + itr * (tau_end - tau_init) / steps
+        y = (x[seen] + keyformer_noise(kind, rec.seed, layer, head, qpos, np.asarray(kpos)[seen])) / tau
+    e = np.exp(y - y.max())
+    f = np.zeros(len(x))
+    f[seen] = e / e.sum()
+    return f
+
+
+# ------------------------------------------------------------- snapkv / pyramidkv
+
+def pool1d(v, kernel, kind):
+    """Stride 1, padding kernel // 2: avg counts the zero padding (avg_pool1d), max ignores it."""
+    r = kernel // 2
+    m = len(v)
+    pad = np.concatenate([np.full(r, 0.0 if kind == 'avg' else -np.inf), v,
+                          np.full(r, 0.0 if kind == 'avg' else -np.inf)])
+    if kind == 'max':
+        out = np.full(m, -np.inf)
+        for d in range(kernel):
+            out = np.maximum(out, pad[d:d + m])
+        return out
+    acc = np.zeros(m)
+    for d in range(kernel):
+        acc = acc + pad[d:d + m]
+    return acc / kernel
+
+
+def pyramid_caps(n, B, w, L, beta, alloc):
+    """Prefix tokens each layer keeps besides the window (None: everything)."""
+    if n <= B:
+        return [None] * L
+    if n < 2 * (B - w) or L == 1:
+        return [B - w] * L
+    lo = (B - w) // beta
+    hi = 2 * (B - w) - lo
+    if hi >= n - w:
+        hi = n - w
+        lo = 2 * (B - w) - hi
+    if alloc == 'factory':
+        steps = (hi - lo) // (L - 1)
+        return [hi - l * steps for l in range(L)]
+    line = [Fraction(hi) - Fraction(l * (hi - lo), L - 1) for l in range(L)]
+    caps = [int(c) for c in line]            # floors (all non-negative)
+    order = sorted(range(L), key=lambda l: (-(line[l] - caps[l]), l))
+    for l in order[:L * (B - w) - sum(caps)]:
+        caps[l] += 1
+    assert sum(caps) == L * (B - w)
+    return caps
+
+
+def snap_setup(rec, first_call):
+    """(n, w, caps) of a snapkv / pyramidkv record."""
+    B = rec.limit
+    n = rec.n_prompt or first_call
+    w = min(int(rec.params[0]), B)
+    L = rec.n_layers
+    if rec.name == 'snapkv':
+        caps = [None if n <= B else B - w] * L
+    else:
+        caps = pyramid_caps(n, B, w, L, int(rec.params[3]), ['exact', 'factory'][int(rec.params[4])])
+    return n, w, caps
+
+
+def best_of(scores, k):
+    """best() on a (positions, scores) pair of arrays, exact ties to the older."""
+    order = sorted(range(len(scores)), key=lambda i: (-scores[i][1], scores[i][0]))
+    return {scores[i][0] for i in order[:k]}
+
+
 def replay(rec):
     """Yields (event, expected kept set, recorded kept set) per (layer call, KV head)."""
     B = rec.limit
-    state = {}       # (layer, g) -> {position: score}   (h2o)
+    state = {}       # (layer, g) -> {position: score}   (h2o, keyformer)
+    snap = None      # snapkv / pyramidkv: n, w, caps, votes per layer, layers done
     for ev in rec.events():
+        if rec.name in ('snapkv', 'pyramidkv'):
+            if snap is None:
+                n, w, caps = snap_setup(rec, ev['n_new'])
+                want = [B if c is None else c + w for c in caps]
+                if rec.layer_limit and rec.layer_limit != want:
+                    raise ValueError('per-layer budgets: kvbench %s, reference %s' % (rec.layer_limit, want))
+                snap = dict(n=n, w=w, caps=caps, votes={}, done=set())
+            snap_event(rec, snap, ev)
         group = ev['H'] // ev['KV']
         for g in range(ev['KV']):
             before = ev['before'][g]
@@ -104,21 +268,76 @@ def replay(rec):
                 if len(held) > B:
                     mean = ev['last'].mean(axis=0)               # over all heads of the layer
                     keep = best({p: mean[j] for j, p in enumerate(before)}, B)
+            elif rec.name == 'keyformer':
+                sc = state.setdefault((ev['layer'], g), {})
+                sc = {p: sc.get(p, 0.0) for p in held}
+                for q in range(g * group, (g + 1) * group):
+                    for r in range(ev['n_new']):
+                        f = keyformer_row_score(rec, ev['layer'], q, ev['pos0'] + r,
+                                                ev['logits'][q][r][:len(before)], before)
+                        for j, p in enumerate(before):
+                            sc[p] += f[j]
+                k = B
+                w = int(k * rec.params[0] / 100)
+                keep = held
+                if len(held) > k - 1:
+                    r = max(w - 1, 0)
+                    recent = set(sorted(held)[len(held) - r:]) if r > 0 else set()
+                    keep = recent | best_of([(p, v) for p, v in sc.items() if p not in recent], min(k - w, k - 1))
+                state[(ev['layer'], g)] = {p: sc[p] for p in keep}
+            elif rec.name in ('snapkv', 'pyramidkv'):
+                keep = snap['keep'].get(g, held)
             else:
                 raise ValueError('no reference for policy %s' % rec.name)
             yield ev, g, keep, set(ev['after'][g])
 
 
+def snap_event(rec, snap, ev):
+    """Adds the event's window rows to the votes and, at the prompt's end,
+    fixes snap['keep'][g] for each KV head of the layer."""
+    n, w, layer = snap['n'], snap['w'], ev['layer']
+    m = n - w
+    cap = snap['caps'][layer]
+    snap['keep'] = {}
+    if cap is None or layer in snap['done']:
+        return
+    group = ev['H'] // ev['KV']
+    votes = snap['votes'].setdefault(layer, np.zeros((ev['H'], max(m, 0))))
+    if ev['window'] is not None:
+        for q in range(ev['H']):
+            before = ev['before'][q // group]
+            for r in range(ev['win_n']):          # each row: a query of the observation window
+                assert n - w <= ev['win_pos0'] + r < n
+                for j, p in enumerate(before):
+                    if p < m:
+                        votes[q][p] = votes[q][p] + ev['window'][q][r][j]
+    if ev['pos0'] + ev['n_new'] < n:
+        return
+    snap['done'].add(layer)
+    kernel, kind = int(rec.params[1]), ['avg', 'max'][int(rec.params[2])]
+    for g in range(ev['KV']):
+        score = np.zeros(m)
+        for q in range(g * group, (g + 1) * group):
+            score = score + pool1d(votes[q], kernel, kind)
+        before = ev['before'][g]
+        prefix = [(p, score[p]) for p in before if p < m]
+        snap['keep'][g] = {p for p in before if p >= m} | best_of(prefix, cap)
+
+
 def check(path):
     rec = Record(path)
     calls = bad = 0
-    for ev, g, want, got in replay(rec):
-        calls += 1
-        if want != got:
-            bad += 1
-            if bad <= 3:
-                print('  %s layer %d head %d pos0 %d: reference keeps %s, kvbench %s' % (
-                    rec.name, ev['layer'], g, ev['pos0'], sorted(want - got), sorted(got - want)))
+    try:
+        for ev, g, want, got in replay(rec):
+            calls += 1
+            if want != got:
+                bad += 1
+                if bad <= 3:
+                    print('  %s layer %d head %d pos0 %d: reference keeps %s, kvbench %s' % (
+                        rec.name, ev['layer'], g, ev['pos0'], sorted(want - got), sorted(got - want)))
+    except ValueError as e:
+        print('  %s: %s' % (rec.name, e))
+        bad += 1
     return calls, bad
 
 

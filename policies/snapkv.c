@@ -1,0 +1,206 @@
+/* snapkv.c - SnapKV (Li et al.; FasterDecoding/SnapKV SnapKVCluster, and
+ * KVCache-Factory's, METHODS.md A7): the prompt is compressed once, when it
+ * ends; generated tokens are appended without eviction (the cache grows by
+ * one slot per generated token: pol_ops.flags POL_ONE_SHOT).
+ *
+ * Per layer, once the prompt's n tokens are in the cache and n > B (the
+ * budget, window included):
+ *     votes  v[h, j] = sum over the last w prompt queries (the observation
+ *            window) of their softmax attention to prefix key j < n - w
+ *     pooled p[h, :] = pool1d(v[h, :], kernel, stride 1, padding kernel // 2):
+ *            avg (zeros padded, divided by kernel, as avg_pool1d counts them)
+ *            or max
+ *     score  s[g, j] = sum of p[h, j] over the query heads h of KV head g
+ *            (GQA: the mean of KVCache-Factory's kv_head granularity; the
+ *            sum ranks the same)
+ *     keep   the B - w best-scored prefix keys (ties: the older) and every
+ *            key at position >= n - w (the window, and any token past the
+ *            prompt fed in the same call).
+ * w = min(window, B). The kernel must be odd (avg_pool1d's output would be
+ * one longer than its input). The votes are summed in double, in query
+ * order, from the engine's float softmax rows.
+ *
+ * The prompt is pol_begin's n_prompt (or, when 0, the first call). The
+ * engine delivers the window rows as they are computed (KV_NEED_WINDOW,
+ * asked for by snap_plan only for calls that hold window queries), so a
+ * prompt fed in chunks or one token at a time gives the same votes; they
+ * are kept per (layer, query head) over the n - w prefix keys until the
+ * layer is compressed - H * (n - w) doubles per layer, and all layers at
+ * once only when the window straddles calls. After the prompt the policy
+ * asks for nothing and costs nothing. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "kv_error.h"
+#include "snap.h"
+
+typedef struct snap_state {
+    snap_caps_fn caps;
+    int32_t n, w;         /* prompt length (0 until known), effective window */
+    int32_t *cap;         /* [n_layers] prefix tokens kept (-1: all) */
+    uint8_t *done;        /* [n_layers] compressed */
+    double **vote;        /* [n_layers] -> [n_heads][n - w] or NULL */
+} snap_state;
+
+int snap_init(kv_policy *p, snap_caps_fn caps) {
+    if (((int)p->param[SNAP_P_KERNEL] & 1) == 0)
+        return kv_errorf(KV_EINVAL, "policy %s: parameter kernel = %g must be odd", p->ops->name, p->param[SNAP_P_KERNEL]);
+    snap_state *st = calloc(1, sizeof *st);
+    size_t L = (size_t)(p->n_layers > 0 ? p->n_layers : 1);
+    if (st) {
+        st->caps = caps;
+        st->cap = calloc(L, sizeof *st->cap);
+        st->done = calloc(L, 1);
+        st->vote = calloc(L, sizeof *st->vote);
+    }
+    p->state = st;
+    if (!st || !st->cap || !st->done || !st->vote) return kv_errorf(KV_ENOMEM, "out of memory");
+    return KV_OK;
+}
+
+void snap_free(kv_policy *p) {
+    snap_state *st = p->state;
+    if (!st) return;
+    for (int l = 0; l < p->n_layers && st->vote; l++) free(st->vote[l]);
+    free(st->vote);
+    free(st->cap);
+    free(st->done);
+    free(st);
+}
+
+/* The prompt is n tokens: fixes the window and each layer's cap. */
+static void fix_prompt(kv_policy *p, int32_t n) {
+    snap_state *st = p->state;
+    const int32_t B = p->limit;
+    st->n = n;
+    st->w = (int32_t)p->param[SNAP_P_WINDOW] < B ? (int32_t)p->param[SNAP_P_WINDOW] : B;
+    st->caps(p, n, st->w, st->cap);
+    for (int l = 0; l < p->n_layers; l++) p->layer_limit[l] = st->cap[l] < 0 ? B : st->cap[l] + st->w;
+}
+
+void snap_reset(kv_policy *p) {
+    snap_state *st = p->state;
+    for (int l = 0; l < p->n_layers; l++) {
+        free(st->vote[l]);
+        st->vote[l] = NULL;
+        st->done[l] = 0;
+    }
+    st->n = 0;
+    if (p->n_prompt > 0) fix_prompt(p, p->n_prompt);
+}
+
+void snap_plan(kv_policy *p, kv_attn_plan *pl) {
+    snap_state *st = p->state;
+    if (st->n == 0 && pl->pos0 == 0) fix_prompt(p, pl->n_new); /* no prompt length given: the first call */
+    if (st->n == 0 || st->done[pl->layer] || st->cap[pl->layer] < 0) {
+        pl->needs = 0;
+        return;
+    }
+    pl->needs = KV_NEED_WINDOW;
+    pl->win_pos0 = st->n - st->w;
+    pl->win_n = st->w;
+}
+
+/* p [m] = pool1d(v [m]) with stride 1 and padding kernel / 2. */
+static void pool(const double *v, int32_t m, int kernel, int kind, double *p) {
+    const int32_t r = kernel / 2;
+    for (int32_t i = 0; i < m; i++) {
+        int32_t a = i - r > 0 ? i - r : 0, b = i + r < m - 1 ? i + r : m - 1;
+        if (kind == SNAP_POOL_MAX) {
+            double x = v[a];
+            for (int32_t t = a + 1; t <= b; t++) x = v[t] > x ? v[t] : x;
+            p[i] = x;
+        } else {
+            double s = 0;
+            for (int32_t t = a; t <= b; t++) s += v[t];
+            p[i] = s / kernel;
+        }
+    }
+}
+
+/* Keeps cap best prefix keys + everything from position m on, per KV head. */
+static int compress(kv_policy *p, kv_cache *c, const kv_attn_view *v, const double *vote) {
+    snap_state *st = p->state;
+    const int32_t m = st->n - st->w, cap = st->cap[v->layer];
+    const int group = v->n_heads / v->n_kv_heads;
+    double *pooled = malloc((size_t)(m > 0 ? m : 1) * sizeof *pooled), *sum = malloc((size_t)(m > 0 ? m : 1) * sizeof *sum);
+    double *score = NULL;
+    int rc = pooled && sum ? KV_OK : kv_errorf(KV_ENOMEM, "out of memory");
+    for (int g = 0; g < v->n_kv_heads && !rc; g++) {
+        kv_cache_head *h = kv_cache_head_at(c, v->layer, g);
+        memset(sum, 0, (size_t)(m > 0 ? m : 1) * sizeof *sum);
+        for (int q = g * group; q < (g + 1) * group && m > 0; q++) {
+            pool(vote + (size_t)q * m, m, (int)p->param[SNAP_P_KERNEL], (int)p->param[SNAP_P_POOLING], pooled);
+            for (int32_t i = 0; i < m; i++) sum[i] += pooled[i];
+        }
+        double *s = realloc(score, (size_t)(h->len > 0 ? h->len : 1) * sizeof *s);
+        if (!s) {
+            rc = kv_errorf(KV_ENOMEM, "out of memory");
+            break;
+        }
+        score = s;
+        for (int32_t j = 0; j < h->len; j++) score[j] = h->pos[j] < m ? sum[h->pos[j]] : 0.0;
+        rc = pol_keep_top_d(c, h, score, m, cap, 0);
+    }
+    free(pooled);
+    free(sum);
+    free(score);
+    return rc;
+}
+
+int snap_on_layer(kv_policy *p, kv_cache *c, const kv_attn_view *v) {
+    snap_state *st = p->state;
+    const int l = v->layer;
+    if (st->n == 0 || st->done[l] || st->cap[l] < 0) return KV_OK;
+    const int32_t m = st->n - st->w;
+    const int group = v->n_heads / v->n_kv_heads;
+    const int last = v->pos0 + v->n_new >= st->n; /* this call holds the prompt's last query */
+    if (!st->vote[l] && (v->window || last)) {
+        st->vote[l] = calloc((size_t)v->n_heads * (size_t)(m > 0 ? m : 1), sizeof(double));
+        if (!st->vote[l]) return kv_errorf(KV_ENOMEM, "out of memory for SnapKV votes");
+    }
+    double *vote = st->vote[l];
+    if (v->window)
+        for (int q = 0; q < v->n_heads; q++) {
+            const kv_cache_head *h = kv_cache_head_at(c, l, q / group);
+            for (int32_t r = 0; r < v->win_n; r++) { /* in query order */
+                const float *row = v->window + ((size_t)q * v->win_n + r) * v->stride;
+                for (int32_t j = 0; j < h->len; j++)
+                    if (h->pos[j] < m) vote[(size_t)q * m + h->pos[j]] += row[j];
+            }
+        }
+    if (!last) return KV_OK; /* the prompt goes on */
+    st->done[l] = 1;
+    int rc = compress(p, c, v, vote);
+    free(st->vote[l]);
+    st->vote[l] = NULL;
+    return rc;
+}
+
+/* ------------------------------------------------------------ SnapKV */
+
+static const pol_param_def params[] = {
+    {"window", 32, 1, 1 << 20, 1, "observation window: the last prompt queries whose attention votes (kept too)", NULL},
+    {"kernel", 5, 1, 1023, 1, "pooling kernel over the votes (odd)", NULL},
+    {"pooling", SNAP_POOL_AVG, 0, 1, 1, "pooling of the votes", "avg|max"},
+};
+
+static void uniform_caps(const kv_policy *p, int32_t n, int32_t w, int32_t *cap) {
+    for (int l = 0; l < p->n_layers; l++) cap[l] = n <= p->limit ? -1 : p->limit - w;
+}
+
+static int snapkv_init(kv_policy *p) { return snap_init(p, uniform_caps); }
+
+const pol_ops pol_snapkv_ops = {
+    .name = "snapkv",
+    .summary = "one-shot: the prompt cut to the budget by its observation window's pooled attention, no eviction in decode (SnapKV; METHODS.md A7)",
+    .params = params,
+    .n_params = 3,
+    .needs = KV_NEED_WINDOW,
+    .flags = POL_ONE_SHOT,
+    .init = snapkv_init,
+    .on_layer = snap_on_layer,
+    .reset = snap_reset,
+    .free = snap_free,
+    .plan = snap_plan,
+};
