@@ -55,6 +55,10 @@ struct kv_ctx {
     size_t stats_cap;
     int32_t stats_stride;
     float *st_last, *st_colsum, *st_window; /* into stats; NULL when not asked */
+    float *st_dcolsum; /* KV_NEED_DECAYED_COLSUM: into stats after the window rows */
+    float *dweight;    /* [max_batch] decay^(n-1-t) of this call's queries */
+    int32_t dweight_n; /* the n it holds (-1: none) */
+    double dweight_decay;
     double *dstats;    /* KV_NEED_LOGITS: reduced [n_heads][stats_stride], then per-thread scratch
                           [n_pool][stats_stride], then block partials [n_blocks][stats_stride] */
     size_t dstats_cap;
@@ -80,6 +84,7 @@ void kv_ctx_free(kv_ctx *c) {
     free(c->x); free(c->xb); free(c->xb2); free(c->q); free(c->k); free(c->v);
     free(c->att); free(c->hb); free(c->hb2); free(c->rope); free(c->inv_freq);
     free(c->deq); free(c->scores); free(c->stats); free(c->dstats); free(c->rope_tab); free(c->kr);
+    free(c->dweight);
     free(c);
 }
 
@@ -115,8 +120,10 @@ int kv_ctx_new(const kv_model *m, const kv_ctx_params *p, kv_ctx **out) {
     if (deq < (size_t)mi->hidden_dim) deq = (size_t)mi->hidden_dim;
     if (deq < (size_t)mi->dim) deq = (size_t)mi->dim;
     c->deq = xmalloc_floats(deq);
+    c->dweight = xmalloc_floats(B);
+    c->dweight_n = -1;
     if (!c->pool || !c->x || !c->xb || !c->xb2 || !c->q || !c->k || !c->v || !c->att || !c->hb ||
-        !c->hb2 || !c->rope || !c->inv_freq || !c->deq) {
+        !c->hb2 || !c->rope || !c->inv_freq || !c->deq || !c->dweight) {
         rc = kv_errorf(KV_ENOMEM, "out of memory allocating a context for %d tokens", c->max_batch);
         goto fail;
     }
@@ -263,7 +270,8 @@ static int stats_prepare(kv_ctx *c, int layer, int n) {
     const size_t H = (size_t)c->mi->n_heads, row = (size_t)len;
     size_t n_last = pl->needs & KV_NEED_LAST_ROW ? H * row : 0, n_col = pl->needs & KV_NEED_COLSUM ? H * row : 0;
     size_t n_win = pl->needs & KV_NEED_WINDOW ? H * (size_t)pl->win_n * row : 0;
-    size_t need = n_last + n_col + n_win;
+    size_t n_dcol = pl->needs & KV_NEED_DECAYED_COLSUM ? H * row : 0;
+    size_t need = n_last + n_col + n_win + n_dcol;
     if (need > c->stats_cap) {
         size_t cap = need + need / 4;
         float *s = realloc(c->stats, cap * sizeof(float));
@@ -276,6 +284,13 @@ static int stats_prepare(kv_ctx *c, int layer, int n) {
     c->st_last = n_last ? c->stats : NULL;
     c->st_colsum = n_col ? c->stats + n_last : NULL;
     c->st_window = n_win ? c->stats + n_last + n_col : NULL;
+    c->st_dcolsum = n_dcol ? c->stats + n_last + n_col + n_win : NULL;
+    if (n_dcol && n > 1 && (c->dweight_n != n || c->dweight_decay != c->hook.decay)) {
+        /* the weight of query t: decay^(n-1-t), computed in double */
+        for (int t = 0; t < n; t++) c->dweight[t] = (float)pow(c->hook.decay, (double)(n - 1 - t));
+        c->dweight_n = n;
+        c->dweight_decay = c->hook.decay;
+    }
     c->st_reduced = c->st_tmp = c->st_part = NULL;
     if (pl->needs & KV_NEED_LOGITS) {
         size_t n_pool = (size_t)kv_pool_n_threads(c->pool), n_blocks = n > 1 ? ((size_t)n + KV_REDUCE_BLOCK - 1) / KV_REDUCE_BLOCK : 0;
@@ -319,6 +334,7 @@ static void plan_layer(kv_ctx *c, int l, int32_t pos0, int n) {
 
 static float *stats_last_row(kv_ctx *c, int h) { return c->st_last + (size_t)h * c->stats_stride; }
 static float *stats_colsum(kv_ctx *c, int h) { return c->st_colsum + (size_t)h * c->stats_stride; }
+static float *stats_dcolsum(kv_ctx *c, int h) { return c->st_dcolsum + (size_t)h * c->stats_stride; }
 /* The window row of the query at position qpos, or NULL if it is not in the window. */
 static float *stats_window(kv_ctx *c, int h, int32_t qpos) {
     if (!c->st_window || qpos < c->plan.win_pos0 || qpos >= c->plan.win_pos0 + c->plan.win_n) return NULL;
@@ -460,6 +476,7 @@ static void attn_decode_worker(void *arg, int ith, int nth) {
         softmax(s, ch->len);
         if (needs & KV_NEED_LAST_ROW) memcpy(stats_last_row(c, h), s, (size_t)ch->len * sizeof(float));
         if (needs & KV_NEED_COLSUM) memcpy(stats_colsum(c, h), s, (size_t)ch->len * sizeof(float));
+        if (needs & KV_NEED_DECAYED_COLSUM) memcpy(stats_dcolsum(c, h), s, (size_t)ch->len * sizeof(float)); /* weight 1 */
         float *wrow = needs & KV_NEED_WINDOW ? stats_window(c, h, j->qpos) : NULL;
         if (wrow) memcpy(wrow, s, (size_t)ch->len * sizeof(float));
         memset(o, 0, (size_t)hd * sizeof(float));
@@ -527,6 +544,7 @@ static int attn_prefill(kv_ctx *c, int layer, int n, int32_t pos0) {
             float *row = S + (size_t)t * len;
             softmax(row, len);
             if (needs & KV_NEED_COLSUM) kv_axpy_f32(stats_colsum(c, h), 1.0f, row, len);
+            if (needs & KV_NEED_DECAYED_COLSUM) kv_axpy_f32(stats_dcolsum(c, h), c->dweight[t], row, len);
             float *wrow = needs & KV_NEED_WINDOW ? stats_window(c, h, pos0 + t) : NULL;
             if (wrow) memcpy(wrow, row, (size_t)len * sizeof(float));
         }
@@ -584,7 +602,7 @@ static int eval_chunk(kv_ctx *c, const int32_t *tokens, int n, float *logits, in
             }
         }
         c->plan = (kv_attn_plan){.layer = l, .pos0 = pos0, .n_new = n};
-        c->st_last = c->st_colsum = c->st_window = NULL;
+        c->st_last = c->st_colsum = c->st_window = c->st_dcolsum = NULL;
         c->st_reduced = c->st_tmp = c->st_part = NULL;
         if (c->hook.needs) plan_layer(c, l, pos0, n);
         if (c->plan.needs && (rc = stats_prepare(c, l, n))) return rc;
@@ -601,6 +619,7 @@ static int eval_chunk(kv_ctx *c, const int32_t *tokens, int n, float *logits, in
                 .stride = c->stats_stride, .needs = c->plan.needs,
                 .last_row = c->st_last, .colsum = c->st_colsum, .reduced = c->st_reduced,
                 .win_pos0 = c->plan.win_pos0, .win_n = c->plan.win_n, .window = c->st_window,
+                .dcolsum = c->st_dcolsum,
             };
             if ((rc = c->hook.on_layer(c->hook.user, c->cache, &view))) return rc;
         }
@@ -644,6 +663,10 @@ int kv_ctx_eval(kv_ctx *c, const int32_t *tokens, int32_t n, float *logits, int 
     if (c->pos > INT32_MAX - n) return kv_errorf(KV_EINVAL, "sequence longer than 2^31 tokens");
     for (int32_t done = 0; done < n;) {
         int32_t len = n - done < c->max_batch ? n - done : c->max_batch;
+        if (c->hook.split) { /* the hook's chunk boundaries */
+            int32_t m = c->hook.split(c->hook.user, c->pos, len);
+            if (m >= 1 && m < len) len = m;
+        }
         int last = done + len == n;
         float *out = NULL;
         if (logits && all_logits) out = logits + (size_t)done * V;

@@ -26,6 +26,10 @@ enum kv_attn_need {
     KV_NEED_LOGITS = 1u << 2,   /* each query's raw (pre-softmax) logit row is handed to the hook's
                                    reduce_row, which adds what it makes of it into `reduced` */
     KV_NEED_WINDOW = 1u << 3,   /* softmax rows of the queries in an observation window of positions */
+    KV_NEED_DECAYED_COLSUM = 1u << 4, /* per key, sum over this call's n queries t = 0..n-1 of
+                                         decay^(n-1-t) x the softmax row of query t (the newest
+                                         weighted 1; kv_ctx_hook.decay): an exponentially
+                                         weighted column sum (Cascading KV cache's EMA) */
 };
 
 /* One query's raw attention logits, handed to kv_ctx_hook.reduce_row
@@ -63,6 +67,7 @@ typedef struct kv_attn_view {
      * win_pos0 .. win_pos0 + win_n - 1 (all within this call) */
     int32_t win_pos0, win_n;
     const float *window;    /* [n_heads][win_n][stride] */
+    const float *dcolsum;   /* [n_heads][stride] KV_NEED_DECAYED_COLSUM */
 } kv_attn_view;
 
 /* Asked of the hook (kv_ctx_hook.plan) before each layer's attention: which
@@ -95,6 +100,7 @@ typedef struct kv_ctx_hook {
     unsigned needs; /* kv_attn_need bits */
     kv_pos_mode positions;
     int32_t window; /* KV_NEED_WINDOW: the last `window` queries of each call, unless plan says otherwise */
+    double decay;   /* KV_NEED_DECAYED_COLSUM: the weight of a query relative to the next one's */
     int (*on_layer)(void *user, kv_cache *cache, const kv_attn_view *view);
     /* Optional: narrows `needs` and places the window for one layer's call. */
     void (*plan)(void *user, kv_attn_plan *plan);
@@ -102,6 +108,11 @@ typedef struct kv_ctx_hook {
      * context's pool threads, concurrently for different rows; it must only
      * write row->acc and row->tmp. */
     void (*reduce_row)(void *user, const kv_logit_row *row);
+    /* Optional: of the next n tokens of a kv_ctx_eval call, starting at
+     * position pos0, how many one forward may process (1..n; the engine
+     * also splits at max_batch). Lets a policy that evicts after chunks of
+     * positions (Cascading's strided prefill) see its chunks' boundaries. */
+    int32_t (*split)(void *user, int32_t pos0, int32_t n);
 } kv_ctx_hook;
 
 typedef struct kv_ctx_params {

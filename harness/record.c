@@ -60,6 +60,11 @@ static void record_reduce_row(void *user, const kv_logit_row *row) {
     r->p->ops->reduce_row(r->p, row);
 }
 
+static int32_t record_split(void *user, int32_t pos0, int32_t n) {
+    hx_recorder *r = user;
+    return r->p->ops->split(r->p, pos0, n);
+}
+
 static int record_layer(void *user, kv_cache *c, const kv_attn_view *v) {
     hx_recorder *r = user;
     int32_t hdr[7] = {v->layer, v->n_heads, v->n_kv_heads, v->n_new, v->pos0, v->stride, (int32_t)v->needs};
@@ -77,6 +82,7 @@ static int record_layer(void *user, kv_cache *c, const kv_attn_view *v) {
         put_i32(r, v->win_n);
         put(r, v->window, rows * (size_t)v->win_n);
     }
+    if (v->needs & KV_NEED_DECAYED_COLSUM) put(r, v->dcolsum, rows);
     int rc = r->p->ops->on_layer ? r->p->ops->on_layer(r->p, c, v) : KV_OK;
     put_heads(r, c, v->layer, v->n_kv_heads);
     return rc;
@@ -104,7 +110,8 @@ int hx_record_attach(hx_recorder *r, const char *path, kv_policy *p, kv_ctx *ctx
     put_i32(r, p->ops->n_params);
     put(r, p->param, (size_t)p->ops->n_params * sizeof(double));
     kv_ctx_hook h = {.user = r, .needs = p->ops->needs, .positions = p->positions, .on_layer = record_layer,
-                     .plan = record_plan, .reduce_row = p->ops->reduce_row ? record_reduce_row : NULL};
+                     .plan = record_plan, .reduce_row = p->ops->reduce_row ? record_reduce_row : NULL,
+                     .decay = p->decay, .split = p->ops->split ? record_split : NULL};
     kv_ctx_set_hook(ctx, &h);
     return 0;
 }

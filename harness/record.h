@@ -11,8 +11,10 @@
  * colsum[n_heads][stride] when needs & 2; float32 logits[n_heads][n_new][stride]
  * when needs & 4 (each query's raw row as the policy's reducer saw it,
  * -inf where masked or past a shorter head); int32 win_pos0, win_n and
- * float32 window[n_heads][win_n][stride] when needs & 8; per KV head int32
- * len and int32 pos[len] (after). */
+ * float32 window[n_heads][win_n][stride] when needs & 8; float32
+ * dcolsum[n_heads][stride] when needs & 16 (the decayed column sums); per
+ * KV head int32 len and int32 pos[len] (after). The recording hook passes
+ * the policy's decay and split on to the engine. */
 #ifndef HX_RECORD_H
 #define HX_RECORD_H
 

@@ -75,7 +75,8 @@ typedef struct pol_ops {
      * method keeps) after its attention; view holds the requested statistics. */
     int (*on_layer)(kv_policy *p, kv_cache *c, const kv_attn_view *view);
     /* A new sequence: forget every score. Called by pol_begin once limit,
-     * layer_limit and n_prompt are set; may set its own layer_limit. */
+     * layer_limit and n_prompt are set; may set its own layer_limit, and
+     * limit when it holds more than the budget names (cascade: + sinks). */
     void (*reset)(kv_policy *p);
     void (*free)(kv_policy *p);
     /* Optional: before each layer's attention, which statistics this call
@@ -85,6 +86,11 @@ typedef struct pol_ops {
      * engine's threads, concurrently: it may only read p and write r->acc,
      * r->tmp). */
     void (*reduce_row)(const kv_policy *p, const kv_logit_row *r);
+    /* Optional: how many of the next n tokens from position pos0 one
+     * forward may process (see kv_ctx_hook.split). */
+    int32_t (*split)(const kv_policy *p, int32_t pos0, int32_t n);
+    /* The default of positions=original|cache: the authors' own (0: original). */
+    kv_pos_mode positions;
 } pol_ops;
 
 /* An instance: the ops, its parameter values, the budget, and the method's state. */
@@ -94,10 +100,13 @@ struct kv_policy {
     pol_budget budget;
     int32_t limit;                /* slots per (layer, KV head) for this sequence */
     int32_t *layer_limit;         /* [n_layers] slots per KV head of each layer: `limit`,
-                                     unless the method spreads the budget over layers */
+                                     unless the method spreads the budget over layers (or
+                                     heads: Ada-KV's longest head; a one-shot method whose
+                                     budgets follow the prompt tightens it at its cut) */
     int32_t n_prompt;             /* prompt tokens of this sequence (pol_begin; 0: not known) */
     uint64_t seed;
     kv_pos_mode positions;        /* "positions=original|cache", any policy */
+    double decay;                 /* KV_NEED_DECAYED_COLSUM: kv_ctx_hook.decay (set by init) */
     int n_layers, n_kv_heads;
     void *state;
 };

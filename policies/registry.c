@@ -11,13 +11,19 @@
 #include "policy.h"
 
 extern const pol_ops pol_full_ops, pol_window_ops, pol_streamingllm_ops, pol_h2o_ops, pol_tova_ops,
-    pol_random_ops, pol_knorm_ops, pol_keyformer_ops, pol_snapkv_ops, pol_pyramidkv_ops;
+    pol_random_ops, pol_knorm_ops, pol_keyformer_ops, pol_snapkv_ops, pol_pyramidkv_ops,
+    pol_sentinel_proxy_ops;
+extern const pol_ops pol_adakv_ops, pol_zigzag_ops;
+extern const pol_ops pol_cascade_ops;
 
 /* To add a policy: write policies/NAME.c with its pol_ops, declare it above,
  * list it here, add the file to meson.build, and test it in tests/test_policies.c. */
 static const pol_ops *const registry[] = {
     &pol_full_ops, &pol_window_ops, &pol_streamingllm_ops, &pol_h2o_ops, &pol_tova_ops, &pol_random_ops,
     &pol_knorm_ops, &pol_keyformer_ops, &pol_snapkv_ops, &pol_pyramidkv_ops,
+    &pol_sentinel_proxy_ops,
+    &pol_adakv_ops, &pol_zigzag_ops,
+    &pol_cascade_ops,
 };
 
 int pol_count(void) { return (int)(sizeof registry / sizeof registry[0]); }
@@ -140,6 +146,7 @@ int pol_new(const char *name, const char *const *settings, int n_settings, const
     p->budget = budget ? *budget : (pol_budget){POL_BUDGET_NONE, 0};
     if (strcmp(o->name, "full") == 0) p->budget.kind = POL_BUDGET_NONE;
     p->limit = INT32_MAX;
+    p->positions = o->positions;
     p->seed = seed;
     p->n_layers = mi->n_layers;
     p->n_kv_heads = mi->n_kv_heads;
@@ -189,6 +196,11 @@ static void hook_reduce_row(void *user, const kv_logit_row *r) {
     p->ops->reduce_row(p, r);
 }
 
+static int32_t hook_split(void *user, int32_t pos0, int32_t n) {
+    const kv_policy *p = user;
+    return p->ops->split(p, pos0, n);
+}
+
 void pol_attach(kv_policy *p, kv_ctx *ctx) {
     if (!p) {
         kv_ctx_set_hook(ctx, NULL);
@@ -197,7 +209,8 @@ void pol_attach(kv_policy *p, kv_ctx *ctx) {
     kv_ctx_hook h = {.user = p, .needs = p->ops->needs, .positions = p->positions,
                      .on_layer = p->ops->on_layer ? hook_on_layer : NULL,
                      .plan = p->ops->plan ? hook_plan : NULL,
-                     .reduce_row = p->ops->reduce_row ? hook_reduce_row : NULL};
+                     .reduce_row = p->ops->reduce_row ? hook_reduce_row : NULL,
+                     .decay = p->decay, .split = p->ops->split ? hook_split : NULL};
     kv_ctx_set_hook(ctx, &h);
 }
 
@@ -215,7 +228,7 @@ void pol_print_all(void) {
                 snprintf(dflt, sizeof dflt, "%.*s", (int)strcspn(c, "|"), c);
                 printf("    %-12s default %-8s one of %s  %s\n", d->name, dflt, d->choices, d->meaning);
             } else {
-                printf("    %-12s default %-8g range [%g, %g]  %s\n", d->name, d->dflt, d->min, d->max, d->meaning);
+                printf("    %-12s default %-8.10g range [%g, %g]  %s\n", d->name, d->dflt, d->min, d->max, d->meaning);
             }
         }
     }
@@ -227,8 +240,11 @@ const char *pol_param_str(const kv_policy *p, int i, char *buf, size_t cap) {
     if (c) {
         for (int idx = 0; idx < (int)p->param[i] && strchr(c, '|'); idx++) c = strchr(c, '|') + 1;
         snprintf(buf, cap, "%.*s", (int)strcspn(c, "|"), c);
-    } else {
-        snprintf(buf, cap, "%g", p->param[i]);
+    } else { /* "%g", or more digits until it reads back exactly (beta=0.9999999) */
+        for (int prec = 6; prec <= 17; prec++) {
+            snprintf(buf, cap, "%.*g", prec, p->param[i]);
+            if (strtod(buf, NULL) == p->param[i]) break;
+        }
     }
     return buf;
 }

@@ -34,21 +34,15 @@
 #include "kv_error.h"
 #include "snap.h"
 
-typedef struct snap_state {
-    snap_caps_fn caps;
-    int32_t n, w;         /* prompt length (0 until known), effective window */
-    int32_t *cap;         /* [n_layers] prefix tokens kept (-1: all) */
-    uint8_t *done;        /* [n_layers] compressed */
-    double **vote;        /* [n_layers] -> [n_heads][n - w] or NULL */
-} snap_state;
-
-int snap_init(kv_policy *p, snap_caps_fn caps) {
+int snap_init_cut(kv_policy *p, snap_caps_fn caps, snap_cut_fn cut, snap_bound_fn bound) {
     if (((int)p->param[SNAP_P_KERNEL] & 1) == 0)
         return kv_errorf(KV_EINVAL, "policy %s: parameter kernel = %g must be odd", p->ops->name, p->param[SNAP_P_KERNEL]);
     snap_state *st = calloc(1, sizeof *st);
     size_t L = (size_t)(p->n_layers > 0 ? p->n_layers : 1);
     if (st) {
         st->caps = caps;
+        st->cut = cut;
+        st->bound = bound;
         st->cap = calloc(L, sizeof *st->cap);
         st->done = calloc(L, 1);
         st->vote = calloc(L, sizeof *st->vote);
@@ -57,6 +51,8 @@ int snap_init(kv_policy *p, snap_caps_fn caps) {
     if (!st || !st->cap || !st->done || !st->vote) return kv_errorf(KV_ENOMEM, "out of memory");
     return KV_OK;
 }
+
+int snap_init(kv_policy *p, snap_caps_fn caps) { return snap_init_cut(p, caps, NULL, NULL); }
 
 void snap_free(kv_policy *p) {
     snap_state *st = p->state;
@@ -75,7 +71,8 @@ static void fix_prompt(kv_policy *p, int32_t n) {
     st->n = n;
     st->w = (int32_t)p->param[SNAP_P_WINDOW] < B ? (int32_t)p->param[SNAP_P_WINDOW] : B;
     st->caps(p, n, st->w, st->cap);
-    for (int l = 0; l < p->n_layers; l++) p->layer_limit[l] = st->cap[l] < 0 ? B : st->cap[l] + st->w;
+    for (int l = 0; l < p->n_layers; l++)
+        p->layer_limit[l] = st->cap[l] < 0 ? B : st->bound ? st->bound(p, l, st->cap[l]) : st->cap[l] + st->w;
 }
 
 void snap_reset(kv_policy *p) {
@@ -118,32 +115,37 @@ static void pool(const double *v, int32_t m, int kernel, int kind, double *p) {
     }
 }
 
-/* Keeps cap best prefix keys + everything from position m on, per KV head. */
-static int compress(kv_policy *p, kv_cache *c, const kv_attn_view *v, const double *vote) {
+int snap_keep(kv_cache *c, kv_cache_head *h, const double *score, int32_t m, int32_t k) {
+    double *s = malloc((size_t)(h->len > 0 ? h->len : 1) * sizeof *s);
+    if (!s) return kv_errorf(KV_ENOMEM, "out of memory");
+    for (int32_t j = 0; j < h->len; j++) s[j] = h->pos[j] < m ? score[h->pos[j]] : 0.0;
+    int rc = pol_keep_top_d(c, h, s, m, k, 0);
+    free(s);
+    return rc;
+}
+
+/* The layer's votes are complete: pooled and summed over each KV head's
+ * query heads into score [n_kv_heads][m], then the cut (by default, the
+ * layer's cap best prefix keys + everything from position m on, per head). */
+static int cut_layer(kv_policy *p, kv_cache *c, const kv_attn_view *v, const double *vote) {
     snap_state *st = p->state;
     const int32_t m = st->n - st->w, cap = st->cap[v->layer];
     const int group = v->n_heads / v->n_kv_heads;
-    double *pooled = malloc((size_t)(m > 0 ? m : 1) * sizeof *pooled), *sum = malloc((size_t)(m > 0 ? m : 1) * sizeof *sum);
-    double *score = NULL;
-    int rc = pooled && sum ? KV_OK : kv_errorf(KV_ENOMEM, "out of memory");
-    for (int g = 0; g < v->n_kv_heads && !rc; g++) {
-        kv_cache_head *h = kv_cache_head_at(c, v->layer, g);
-        memset(sum, 0, (size_t)(m > 0 ? m : 1) * sizeof *sum);
-        for (int q = g * group; q < (g + 1) * group && m > 0; q++) {
+    const size_t mm = (size_t)(m > 0 ? m : 1);
+    double *pooled = malloc(mm * sizeof *pooled), *score = calloc((size_t)v->n_kv_heads * mm, sizeof *score);
+    int rc = pooled && score ? KV_OK : kv_errorf(KV_ENOMEM, "out of memory");
+    for (int g = 0; g < v->n_kv_heads && !rc && m > 0; g++) {
+        double *sum = score + (size_t)g * m;
+        for (int q = g * group; q < (g + 1) * group; q++) {
             pool(vote + (size_t)q * m, m, (int)p->param[SNAP_P_KERNEL], (int)p->param[SNAP_P_POOLING], pooled);
             for (int32_t i = 0; i < m; i++) sum[i] += pooled[i];
         }
-        double *s = realloc(score, (size_t)(h->len > 0 ? h->len : 1) * sizeof *s);
-        if (!s) {
-            rc = kv_errorf(KV_ENOMEM, "out of memory");
-            break;
-        }
-        score = s;
-        for (int32_t j = 0; j < h->len; j++) score[j] = h->pos[j] < m ? sum[h->pos[j]] : 0.0;
-        rc = pol_keep_top_d(c, h, score, m, cap, 0);
     }
     free(pooled);
-    free(sum);
+    if (!rc && st->cut) rc = st->cut(p, c, v->layer, &score, m);
+    else
+        for (int g = 0; g < v->n_kv_heads && !rc; g++)
+            rc = snap_keep(c, kv_cache_head_at(c, v->layer, g), score + (size_t)g * m, m, cap);
     free(score);
     return rc;
 }
@@ -171,7 +173,7 @@ int snap_on_layer(kv_policy *p, kv_cache *c, const kv_attn_view *v) {
         }
     if (!last) return KV_OK; /* the prompt goes on */
     st->done[l] = 1;
-    int rc = compress(p, c, v, vote);
+    int rc = cut_layer(p, c, v, vote);
     free(st->vote[l]);
     st->vote[l] = NULL;
     return rc;

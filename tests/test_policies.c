@@ -85,8 +85,12 @@ static void run_layers(kv_ctx *c, kv_policy *p, int salt, float *out, int32_t *m
                 fail_msg("%s: layer %d holds %d %sslots in one head, budget %d (step %d)", p->ops->name, l, n,
                          one_shot ? "prompt " : "", limit, s);
             if (one_shot)
-                for (int g = 0; g < kv_cache_n_kv_heads(cache); g++) /* every generated token is kept */
-                    assert_int_equal(kv_cache_head_at(cache, l, g)->len - prompt_slots(cache, l), s);
+                for (int g = 0; g < kv_cache_n_kv_heads(cache); g++) { /* every generated token is kept */
+                    const kv_cache_head *h = kv_cache_head_at(cache, l, g);
+                    int32_t gen = 0; /* (heads may hold different numbers of prompt slots: Ada-KV) */
+                    for (int32_t j = 0; j < h->len; j++) gen += h->pos[j] >= PROMPT;
+                    assert_int_equal(gen, s);
+                }
             if (seen_layer && n > seen_layer[l]) seen_layer[l] = n;
             if (one_shot && pl > *max_seen) *max_seen = pl;
         }
@@ -106,8 +110,20 @@ static kv_policy *make_set(const char *name, const char *budget, const char *set
     pol_budget b;
     assert_int_equal(pol_budget_parse(budget, &b), KV_OK);
     kv_policy *p;
-    const char *s[1] = {setting};
-    int rc = pol_new(name, setting ? s : NULL, setting ? 1 : 0, &b, 7, kv_model_get_info(g_model), &p);
+    char buf[256] = "";
+    const char *s[8];
+    int n = 0; /* "k=v,k=v": one setting each */
+    if (setting) {
+        snprintf(buf, sizeof buf, "%s", setting);
+        for (char *t = buf; n < 8;) {
+            s[n++] = t;
+            char *comma = strchr(t, ',');
+            if (!comma) break;
+            *comma = 0;
+            t = comma + 1;
+        }
+    }
+    int rc = pol_new(name, n ? s : NULL, n, &b, 7, kv_model_get_info(g_model), &p);
     if (rc) fail_msg("%s", kv_last_error());
     return p;
 }
@@ -154,7 +170,62 @@ static int all_configs(pol_cfg *cfg) {
     cfg[n++] = (pol_cfg){"snapkv", "window=4"};
     cfg[n++] = (pol_cfg){"pyramidkv", "window=4"};
     cfg[n++] = (pol_cfg){"pyramidkv", "alloc=factory"};
+    cfg[n++] = (pol_cfg){"adakv", "window=4"};
+    cfg[n++] = (pol_cfg){"adakv", "window=2,floor=0.5,normalize=1"};
+    cfg[n++] = (pol_cfg){"adakv", "window=4,layers=pyramid"};
+    cfg[n++] = (pol_cfg){"adakv", "window=2,alloc=factory,floor=0"};
+    cfg[n++] = (pol_cfg){"zigzag", "window=4"};
+    cfg[n++] = (pol_cfg){"zigzag", "window=2,bound=0,threshold=0.5"};
+    cfg[n++] = (pol_cfg){"zigzag", "window=4,alloc=kvpress"};
+    cfg[n++] = (pol_cfg){"cascade", "positions=original"};
+    cfg[n++] = (pol_cfg){"cascade", "head_reduction=mean"};
+    cfg[n++] = (pol_cfg){"cascade", "stride=7"};
+    cfg[n++] = (pol_cfg){"cascade", "eager_fill=0"};
     return n;
+}
+
+/* Prompt slots held by head (l, g), and by the whole cache. */
+static int32_t head_prompt_slots(kv_cache *c, int l, int g) {
+    const kv_cache_head *h = kv_cache_head_at(c, l, g);
+    int32_t n = 0;
+    for (int32_t j = 0; j < h->len; j++) n += h->pos[j] < PROMPT;
+    return n;
+}
+
+static int64_t prompt_total(kv_cache *c) {
+    int64_t n = 0;
+    for (int l = 0; l < kv_cache_n_layers(c); l++)
+        for (int g = 0; g < kv_cache_n_kv_heads(c); g++) n += head_prompt_slots(c, l, g);
+    return n;
+}
+
+/* Ada-KV's ragged heads after the cut: each holds exactly its own limit of
+ * prompt slots (its cap + w), and (alloc=exact) a layer's heads together
+ * hold Hkv x the layer's base budget (B, or with layers=pyramid PyramidKV's
+ * cap + w), what that layer holds with uniform heads. */
+static void check_adakv_heads(const kv_policy *p, kv_cache *c, int exact, const char *set, const char *budget) {
+    const int32_t w = (int32_t)p->param[0] < p->limit ? (int32_t)p->param[0] : p->limit; /* window */
+    int32_t base[MAX_LAYERS];
+    if (p->param[4] == 1) /* layers=pyramid, beta */
+        snap_pyramid_caps(PROMPT, p->limit, w, p->n_layers, (int32_t)p->param[5], exact, base);
+    else
+        for (int l = 0; l < p->n_layers; l++) base[l] = p->limit - w;
+    int differ = 0;
+    for (int l = 0; l < p->n_layers; l++) {
+        int64_t sum = 0;
+        for (int g = 0; g < p->n_kv_heads; g++) {
+            int32_t n = head_prompt_slots(c, l, g);
+            if (n != adakv_head_limit(p, l, g))
+                fail_msg("adakv %s budget %s: layer %d head %d holds %d prompt slots, its limit is %d", set ? set : "",
+                         budget, l, g, n, adakv_head_limit(p, l, g));
+            differ |= n != head_prompt_slots(c, l, 0);
+            sum += n;
+        }
+        if (exact && sum != (int64_t)p->n_kv_heads * (base[l] + w))
+            fail_msg("adakv %s budget %s: layer %d holds %lld prompt slots, expected %lld", set ? set : "", budget, l,
+                     (long long)sum, (long long)p->n_kv_heads * (base[l] + w));
+    }
+    if (w < p->limit && !differ) fail_msg("adakv %s budget %s: every head kept the same", set ? set : "", budget);
 }
 
 static void test_budget_never_exceeded(void **state) {
@@ -169,7 +240,7 @@ static void test_budget_never_exceeded(void **state) {
     run(c, full, 2, out, &seen, &full_bytes);
     pol_free(full);
     const char *budgets[3] = {"8", "17", "25%"};
-    pol_cfg cfg[32];
+    pol_cfg cfg[64];
     const int n_cfg = all_configs(cfg);
     int32_t seen_layer[MAX_LAYERS];
     for (int i = 0; i < n_cfg; i++)
@@ -188,7 +259,12 @@ static void test_budget_never_exceeded(void **state) {
                                  cfg[i].set ? cfg[i].set : "", budgets[k], l, seen_layer[l], p->layer_limit[l]);
                     total += p->layer_limit[l];
                 }
-                if (!cfg[i].set || !strstr(cfg[i].set, "factory")) assert_int_equal(total, (int64_t)p->n_layers * p->limit);
+                const int exact = !cfg[i].set || (!strstr(cfg[i].set, "factory") && !strstr(cfg[i].set, "kvpress"));
+                if (strcmp(cfg[i].name, "adakv") == 0) /* ragged heads: checked below */
+                    check_adakv_heads(p, kv_ctx_cache(c), exact, cfg[i].set, budgets[k]);
+                else if (exact) assert_int_equal(total, (int64_t)p->n_layers * p->limit);
+                /* the same total as the uniform budget: L x Hkv x B prompt slots */
+                if (exact) assert_int_equal(prompt_total(kv_ctx_cache(c)), (int64_t)p->n_layers * p->n_kv_heads * p->limit);
                 assert_true(bytes < full_bytes); /* the generated tokens stay, the prompt was cut */
             } else {
                 /* the cache fills up to the budget and stays there; Keyformer's
@@ -212,7 +288,7 @@ static void test_no_state_leak(void **state) {
     if (!g_model) skip();
     float *fresh = malloc((1 + GEN) * V * sizeof(float)), *after = malloc((1 + GEN) * V * sizeof(float));
     int32_t seen;
-    pol_cfg cfg[32];
+    pol_cfg cfg[64];
     const int n_cfg = all_configs(cfg);
     cfg[n_cfg] = (pol_cfg){"full", NULL};
     for (int i = 0; i <= n_cfg; i++) {
@@ -538,6 +614,270 @@ static void test_snapkv_by_hand(void **state) {
                     }
 }
 
+/* L layers of n_kv KV heads, each holding positions 0..n-1 (key = position). */
+static kv_cache *hand_cache_heads(int L, int n_kv, int32_t n) {
+    kv_cache *c;
+    assert_int_equal(kv_cache_new(L, n_kv, 2, &c), KV_OK);
+    for (int l = 0; l < L; l++)
+        for (int g = 0; g < n_kv; g++)
+            for (int32_t t = 0; t < n; t++) {
+                float k[2] = {(float)t, 1.0f}, v[2] = {0, 0};
+                assert_int_equal(kv_cache_append(c, kv_cache_head_at(c, l, g), k, v, t), KV_OK);
+            }
+    return c;
+}
+
+/* Head (l, g) holds exactly these positions, each with its own key. */
+static void expect_head(kv_cache *c, int l, int g, const int32_t *want, int32_t n) {
+    kv_cache_head *h = kv_cache_head_at(c, l, g);
+    if (h->len != n) fail_msg("layer %d head %d holds %d slots, expected %d", l, g, h->len, n);
+    int32_t got[64];
+    for (int32_t j = 0; j < n; j++) {
+        got[j] = h->pos[j];
+        assert_true(h->k[2 * j] == (float)h->pos[j]);
+    }
+    qsort(got, (size_t)n, sizeof *got, cmp_i32);
+    for (int32_t j = 0; j < n; j++)
+        if (got[j] != want[j]) fail_msg("layer %d head %d: held positions differ at %d: %d, expected %d", l, g, j, got[j],
+                                        want[j]);
+}
+
+/* Ada-KV (METHODS.md A9): the head budgets, then the policy on a hand-made
+ * layer of two KV heads. */
+static void test_adakv_by_hand(void **state) {
+    (void)state;
+    int32_t cap[4];
+    /* two heads, 6 prefix keys, b = 3: of the 6 best of 12 scores, 0.9 0.8 0.7
+     * 0.6 0.1 are head 0's and 0.3 head 1's: counts 5, 1 */
+    const double s[2][6] = {{0.9, 0.1, 0.8, 0.05, 0.7, 0.6}, {0.3, 0.02, 0.01, 0.04, 0.0, 0.03}};
+    struct { double alpha; int exact; int32_t want[2]; } cases[] = {
+        {0.0, 1, {5, 1}}, /* no floor: the counts themselves */
+        {0.2, 1, {5, 1}}, /* f = int(0.6) = 0 */
+        {0.5, 1, {4, 2}}, /* f = 1: 1 + 2*5/3 = 4.33, 1 + 2/3 = 1.67: floors 4 1, the spare slot to 1.67 */
+        {1.0, 1, {3, 3}}, /* f = b: uniform */
+        {0.5, 0, {4, 2}}, /* AdaKV: round(2.5 + 1) = 4 (half to even), round(0.5 + 1) = 2 */
+        {0.2, 0, {4, 1}}, /* round(4.0), round(0.8): 5 slots of 6, AdaKV's rounding loses one */
+    };
+    for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
+        assert_int_equal(snap_ada_caps(2, 6, 3, cases[k].alpha, cases[k].exact, 0, &s[0][0], cap), KV_OK);
+        if (cap[0] != cases[k].want[0] || cap[1] != cases[k].want[1])
+            fail_msg("alpha %g exact %d: caps %d %d, expected %d %d", cases[k].alpha, cases[k].exact, cap[0], cap[1],
+                     cases[k].want[0], cases[k].want[1]);
+    }
+    /* normalize: head 0's mass is spread (its 2 best hold 1/3 of it), head 1's
+     * concentrated (0.65 / 0.85): scaled, head 1's 0.45 and 0.2 (0.34, 0.15)
+     * pass head 0's 0.3s (0.1), so b = 2 splits 3 1 -> 2 2 */
+    const double t[2][6] = {{0.3, 0.3, 0.3, 0.3, 0.3, 0.3}, {0.45, 0.2, 0.05, 0.05, 0.05, 0.05}};
+    assert_int_equal(snap_ada_caps(2, 6, 2, 0, 1, 0, &t[0][0], cap), KV_OK);
+    assert_memory_equal(cap, ((int32_t[]){3, 1}), 2 * sizeof(int32_t));
+    assert_int_equal(snap_ada_caps(2, 6, 2, 0, 1, 1, &t[0][0], cap), KV_OK);
+    assert_memory_equal(cap, ((int32_t[]){2, 2}), 2 * sizeof(int32_t));
+    /* ties: the older position, then the lower head (b = 1: positions 0 of
+     * heads 1 and 2 beat position 1 of head 0) */
+    const double u[3][2] = {{0.1, 0.5}, {0.5, 0.1}, {0.5, 0.5}};
+    assert_int_equal(snap_ada_caps(3, 2, 1, 0, 1, 0, &u[0][0], cap), KV_OK);
+    assert_memory_equal(cap, ((int32_t[]){1, 1, 1}), 3 * sizeof(int32_t));
+    assert_int_equal(snap_ada_caps(3, 2, 2, 0, 1, 0, &u[0][0], cap), KV_OK); /* 6 of 6 */
+    assert_memory_equal(cap, ((int32_t[]){2, 2, 2}), 3 * sizeof(int32_t));
+    /* exact: the caps sum to n_kv b, each between the floor and m */
+    uint64_t r = 12345;
+    double rs[4 * 40];
+    for (int it = 0; it < 400; it++) {
+        const int n_kv = 1 + it % 4;
+        const int32_t m = 1 + (int32_t)(it * 7 % 40), b = (int32_t)(it * 13 % (m + 1));
+        const double alpha = (it % 5) / 4.0;
+        for (int i = 0; i < n_kv * m; i++) {
+            r = r * 6364136223846793005ull + 1442695040888963407ull;
+            rs[i] = (double)(r >> 40) / (double)(1 << 24) * (it % 3 ? 1.0 : (i % 2 ? 1e-3 : 1.0));
+        }
+        assert_int_equal(snap_ada_caps(n_kv, m, b, alpha, 1, it % 2, rs, cap), KV_OK);
+        int64_t sum = 0;
+        for (int g = 0; g < n_kv; g++) {
+            sum += cap[g];
+            assert_true(cap[g] >= (int32_t)(alpha * b) && cap[g] <= m);
+        }
+        assert_int_equal(sum, (int64_t)n_kv * b);
+    }
+
+    /* the policy: prompt 10, budget 5, window 2, kernel 1 (the votes
+     * themselves): b = 3, m = 8. Votes (one query head per KV head):
+     * head 0: 0.875 @2, 0.75 @4, 0.25 @7; head 1: 0.5 @0, 0.625 @6. The 6 best of
+     * 16: those 5, then the zeros, oldest first: head 0's position 0. Counts
+     * 4, 2; floor 0.2: f = 0, caps 4 2: head 0 keeps 0 2 4 7 + 8 9, head 1 keeps
+     * 0 6 + 8 9, 10 slots in all as two heads of 5 */
+    const kv_model_info mi = {.n_layers = 1, .n_heads = 2, .n_kv_heads = 2};
+    const pol_budget b5 = {POL_BUDGET_TOKENS, 5};
+    const float v0[8] = {0, 0, 0.875f, 0, 0.75f, 0, 0, 0.25f}, v1[8] = {0.5f, 0, 0, 0, 0, 0, 0.625f, 0};
+    float rows[2][2][10] = {{{0}}};
+    for (int j = 0; j < 8; j++) {
+        rows[0][0][j] = rows[0][1][j] = v0[j] / 2;
+        rows[1][0][j] = rows[1][1][j] = v1[j] / 2;
+    }
+    const char *set[3] = {"window=2", "kernel=1", NULL};
+    for (int factory = 0; factory < 2; factory++) {
+        set[2] = factory ? "alloc=factory" : "alloc=exact";
+        kv_policy *p;
+        assert_int_equal(pol_new("adakv", set, 3, &b5, 1, &mi, &p), KV_OK);
+        pol_begin(p, 10);
+        assert_int_equal(p->layer_limit[0], 2 + 6); /* before the cut: w + min(m, f + (b - f) Hkv) */
+        kv_cache *c = hand_cache_heads(1, 2, 10);
+        kv_attn_plan pl = {.layer = 0, .pos0 = 0, .n_new = 10, .needs = KV_NEED_WINDOW};
+        p->ops->plan(p, &pl);
+        assert_int_equal(pl.needs, KV_NEED_WINDOW);
+        assert_int_equal(pl.win_pos0, 8);
+        kv_attn_view v = {.layer = 0, .n_heads = 2, .n_kv_heads = 2, .n_new = 10, .pos0 = 0, .stride = 10,
+                          .needs = KV_NEED_WINDOW, .win_pos0 = 8, .win_n = 2, .window = &rows[0][0][0]};
+        assert_int_equal(p->ops->on_layer(p, c, &v), KV_OK);
+        if (!factory) {
+            expect_head(c, 0, 0, (int32_t[]){0, 2, 4, 7, 8, 9}, 6);
+            expect_head(c, 0, 1, (int32_t[]){0, 6, 8, 9}, 4);
+            assert_int_equal(adakv_head_limit(p, 0, 0), 6);
+            assert_int_equal(adakv_head_limit(p, 0, 1), 4);
+        } else { /* round(4 * 0.8) = 3, round(2 * 0.8) = 2: one slot short */
+            expect_head(c, 0, 0, (int32_t[]){2, 4, 7, 8, 9}, 5);
+            expect_head(c, 0, 1, (int32_t[]){0, 6, 8, 9}, 4);
+        }
+        assert_int_equal(p->layer_limit[0], factory ? 5 : 6); /* the longest head */
+        /* decode: nothing asked, nothing evicted */
+        pl = (kv_attn_plan){.layer = 0, .pos0 = 10, .n_new = 1, .needs = KV_NEED_WINDOW};
+        p->ops->plan(p, &pl);
+        assert_int_equal(pl.needs, 0);
+        kv_attn_view d = {.layer = 0, .n_heads = 2, .n_kv_heads = 2, .n_new = 1, .pos0 = 10, .stride = 6};
+        assert_int_equal(p->ops->on_layer(p, c, &d), KV_OK);
+        assert_int_equal(kv_cache_head_at(c, 0, 1)->len, 4);
+        pol_free(p);
+        kv_cache_free(c);
+    }
+}
+
+/* ZigZagKV (METHODS.md A12): LMBA, the layer budgets, then the policy on two
+ * hand-made layers, the first cut only when the second has seen the prompt. */
+static void test_zigzag_by_hand(void **state) {
+    (void)state;
+    /* sorted 0.5 0.25 0.125 0.125, running sums 0.5 0.75 0.875 1 */
+    const double s[4] = {0.5, 0.125, 0.25, 0.125};
+    assert_int_equal(snap_lmba(s, 4, 0.75), 2);
+    assert_int_equal(snap_lmba(s, 4, 0.875), 3);
+    assert_int_equal(snap_lmba(s, 4, 1.0), 4);
+    assert_int_equal(snap_lmba(s, 4, 0.5), 1);
+    assert_int_equal(snap_lmba(s, 4, 0.0), 1);
+
+    int32_t cap[8];
+    /* b = 8, bound 0.25: bb = 2, 3 * 6 = 18 shared 2:4:6 -> 3 6 9 */
+    assert_int_equal(snap_zigzag_caps(3, (int64_t[]){2, 4, 6}, 20, 8, 0.25, 1, cap), KV_OK);
+    assert_memory_equal(cap, ((int32_t[]){5, 8, 11}), 3 * sizeof(int32_t));
+    /* m = 10: the third held at 10, its excess (18 - 8 = 10 left) shared 2:4 ->
+     * 3.33 6.67: floors 5 8, the spare slot to the larger remainder */
+    assert_int_equal(snap_zigzag_caps(3, (int64_t[]){2, 4, 6}, 10, 8, 0.25, 1, cap), KV_OK);
+    assert_memory_equal(cap, ((int32_t[]){5, 9, 10}), 3 * sizeof(int32_t));
+    assert_int_equal(snap_zigzag_caps(3, (int64_t[]){2, 4, 6}, 10, 8, 0.25, 0, cap), KV_OK); /* kvpress: clipped */
+    assert_memory_equal(cap, ((int32_t[]){5, 8, 10}), 3 * sizeof(int32_t));
+    /* 15 shared 1:1:2 = 3.75 3.75 7.5: exact 4 4 7; kvpress rounds 7.5 to 8 (16 in all) */
+    assert_int_equal(snap_zigzag_caps(3, (int64_t[]){1, 1, 2}, 20, 5, 0, 1, cap), KV_OK);
+    assert_memory_equal(cap, ((int32_t[]){4, 4, 7}), 3 * sizeof(int32_t));
+    assert_int_equal(snap_zigzag_caps(3, (int64_t[]){1, 1, 2}, 20, 5, 0, 0, cap), KV_OK);
+    assert_memory_equal(cap, ((int32_t[]){4, 4, 8}), 3 * sizeof(int32_t));
+    /* bound 1: uniform whatever the LMBA */
+    assert_int_equal(snap_zigzag_caps(3, (int64_t[]){1, 7, 2}, 20, 5, 1, 1, cap), KV_OK);
+    assert_memory_equal(cap, ((int32_t[]){5, 5, 5}), 3 * sizeof(int32_t));
+    /* exact: the caps sum to L b, lie in [bb, m], and never decrease with LMBA */
+    uint64_t r = 777;
+    for (int it = 0; it < 2000; it++) {
+        const int L = 1 + it % 8;
+        const int32_t m = 2 + (int32_t)(it * 11 % 60), b = (int32_t)(it * 17 % m); /* b < m */
+        const double bound = (it % 6) / 5.0;
+        int64_t lm[8];
+        for (int l = 0; l < L; l++) {
+            r = r * 6364136223846793005ull + 1442695040888963407ull;
+            lm[l] = 1 + (int64_t)((r >> 33) % (uint64_t)(it % 4 ? 4 * m : 3));
+        }
+        assert_int_equal(snap_zigzag_caps(L, lm, m, b, bound, 1, cap), KV_OK);
+        int64_t sum = 0;
+        for (int l = 0; l < L; l++) {
+            sum += cap[l];
+            assert_true(cap[l] >= (int32_t)(bound * b) && cap[l] <= m);
+            for (int k = 0; k < L; k++)
+                if (lm[k] < lm[l]) assert_true(cap[k] <= cap[l]);
+        }
+        assert_int_equal(sum, (int64_t)L * b);
+    }
+
+    /* the policy: 2 layers of one KV head (one query head), prompt 10, budget
+     * 5, window 2, kernel 1, bound 0: b = 3, m = 8. Layer 0's votes are
+     * concentrated (0.75 @0, 0.25 @7: LMBA 2 at 0.9), layer 1's spread (0.125 on
+     * each of 0..7: LMBA 8). 6 slots shared 2:8 = 1.2 4.8 -> 1 5: layer 0 keeps
+     * 0 + 8 9, layer 1 the 5 oldest of its equal scores + 8 9 */
+    const kv_model_info mi = {.n_layers = 2, .n_heads = 1, .n_kv_heads = 1};
+    const pol_budget b5 = {POL_BUDGET_TOKENS, 5};
+    float rows[2][1][2][10] = {{{{0}}}}; /* [layer][head][window query][key] */
+    for (int r2 = 0; r2 < 2; r2++) {
+        rows[0][0][r2][0] = 0.375f, rows[0][0][r2][7] = 0.125f;
+        for (int j = 0; j < 8; j++) rows[1][0][r2][j] = 0.0625f;
+    }
+    const char *set[3] = {"window=2", "kernel=1", "bound=0"};
+    kv_policy *p;
+    assert_int_equal(pol_new("zigzag", set, 3, &b5, 1, &mi, &p), KV_OK);
+    for (int sample = 0; sample < 2; sample++) { /* twice: nothing is left from the first */
+        pol_begin(p, 10);
+        assert_int_equal(p->layer_limit[0], 2 + 6); /* before the cut: w + min(m, bb + L (b - bb)) */
+        kv_cache *c = hand_cache_heads(2, 1, 10);
+        for (int l = 0; l < 2; l++) {
+            kv_attn_plan pl = {.layer = l, .pos0 = 0, .n_new = 10, .needs = KV_NEED_WINDOW};
+            p->ops->plan(p, &pl);
+            assert_int_equal(pl.needs, KV_NEED_WINDOW);
+            kv_attn_view v = {.layer = l, .n_heads = 1, .n_kv_heads = 1, .n_new = 10, .pos0 = 0, .stride = 10,
+                              .needs = KV_NEED_WINDOW, .win_pos0 = 8, .win_n = 2, .window = &rows[l][0][0][0]};
+            assert_int_equal(p->ops->on_layer(p, c, &v), KV_OK);
+            if (l == 0) assert_int_equal(kv_cache_head_at(c, 0, 0)->len, 10); /* waits for the last layer */
+        }
+        expect_head(c, 0, 0, (int32_t[]){0, 8, 9}, 3);
+        expect_head(c, 1, 0, (int32_t[]){0, 1, 2, 3, 4, 8, 9}, 7);
+        assert_int_equal(p->layer_limit[0], 3);
+        assert_int_equal(p->layer_limit[1], 7);
+        kv_attn_plan pl = {.layer = 0, .pos0 = 10, .n_new = 1, .needs = KV_NEED_WINDOW};
+        p->ops->plan(p, &pl);
+        assert_int_equal(pl.needs, 0);
+        kv_cache_free(c);
+    }
+    pol_free(p);
+}
+
+/* With the floor (Ada-KV) or the bound (ZigZagKV) at 1 every head and layer
+ * keeps the uniform b: both are SnapKV, bit for bit, on the real model. */
+static void test_adaptive_at_uniform_is_snapkv(void **state) {
+    (void)state;
+    if (!g_model) skip();
+    kv_ctx *c;
+    assert_int_equal(kv_ctx_new(g_model, NULL, &c), KV_OK);
+    float *ref = malloc((1 + GEN) * V * sizeof(float)), *got = malloc((1 + GEN) * V * sizeof(float));
+    int32_t seen;
+    const char *budgets[2] = {"12", "25%"};
+    for (int k = 0; k < 2; k++) {
+        pol_budget b;
+        assert_int_equal(pol_budget_parse(budgets[k], &b), KV_OK);
+        const char *snap_set[3] = {"window=4", "kernel=3", "pooling=max"};
+        kv_policy *snap;
+        assert_int_equal(pol_new("snapkv", snap_set, 3, &b, 7, kv_model_get_info(g_model), &snap), KV_OK);
+        run(c, snap, 3, ref, &seen, NULL);
+        const char *ada_set[4] = {"window=4", "kernel=3", "pooling=max", "floor=1"};
+        const char *zz_set[4] = {"window=4", "kernel=3", "pooling=max", "bound=1"};
+        const char *const *sets[2] = {ada_set, zz_set};
+        const char *names[2] = {"adakv", "zigzag"};
+        for (int i = 0; i < 2; i++) {
+            kv_policy *p;
+            assert_int_equal(pol_new(names[i], sets[i], 4, &b, 7, kv_model_get_info(g_model), &p), KV_OK);
+            run(c, p, 3, got, &seen, NULL);
+            if (memcmp(got, ref, (1 + GEN) * V * sizeof(float)) != 0)
+                fail_msg("%s at its uniform setting differs from snapkv (budget %s)", names[i], budgets[k]);
+            pol_free(p);
+        }
+        pol_free(snap);
+    }
+    free(ref);
+    free(got);
+    kv_ctx_free(c);
+}
+
 /* The engine's statistics, two ways: the column sums of a prefill equal the
  * sums of the newest-query rows seen one token at a time, and each row is a
  * distribution. */
@@ -714,6 +1054,279 @@ static void test_logit_and_window_statistics(void **state) {
     }
 }
 
+/* ------------------------------------------------- cascade by hand */
+
+/* A cascade policy on one layer with one KV head and two query heads (the
+ * hand caches), for a sequence with an n_prompt-token prompt. */
+static kv_policy *cascade_policy(int32_t budget, const char *const *set, int n_set, int32_t n_prompt) {
+    kv_model_info mi = {.n_layers = 1, .n_heads = 2, .n_kv_heads = 1};
+    pol_budget b = {POL_BUDGET_TOKENS, budget};
+    kv_policy *p;
+    if (pol_new("cascade", set, n_set, &b, 1, &mi, &p)) fail_msg("%s", kv_last_error());
+    pol_begin(p, n_prompt);
+    return p;
+}
+
+/* Appends positions pos0 .. pos0 + n - 1 (keys (t, 1)) to the hand cache
+ * and runs the policy on them as one layer call whose decayed column sums
+ * are, at the slot holding position t, d0[t] (query head 0) and d1[t]
+ * (query head 1; d1 NULL: the same as d0); 0 from position 64. */
+static void cascade_call(kv_policy *p, kv_cache *c, int32_t pos0, int32_t n, const float *d0, const float *d1) {
+    kv_cache_head *h = kv_cache_head_at(c, 0, 0);
+    for (int32_t t = pos0; t < pos0 + n; t++) {
+        float k[2] = {(float)t, 1.0f}, v[2] = {0, 0};
+        assert_int_equal(kv_cache_append(c, h, k, v, t), KV_OK);
+    }
+    float d[2 * 64] = {0};
+    assert_true(h->len <= 64);
+    for (int32_t j = 0; j < h->len; j++) {
+        d[j] = h->pos[j] < 64 ? d0[h->pos[j]] : 0;
+        d[h->len + j] = h->pos[j] < 64 ? (d1 ? d1 : d0)[h->pos[j]] : 0;
+    }
+    kv_attn_view v = {.layer = 0, .n_heads = 2, .n_kv_heads = 1, .n_new = n, .pos0 = pos0, .stride = h->len,
+                      .needs = KV_NEED_DECAYED_COLSUM, .dcolsum = d};
+    assert_int_equal(p->ops->on_layer(p, c, &v), KV_OK);
+    for (int32_t j = 1; j < h->len; j++) assert_true(h->pos[j - 1] < h->pos[j]); /* slot order = position order */
+}
+
+static void test_cascade_by_hand(void **state) {
+    (void)state;
+    /* geometry: W = budget / C slots per sub-cache, the limit counts the sinks */
+    const char *s1[] = {"sinks=1", "cascades=2"}, *s4[] = {"sinks=4"}, *s0[] = {"sinks=0", "cascades=4"};
+    kv_policy *p = cascade_policy(4, s1, 2, 0);
+    assert_int_equal(p->limit, 5);
+    assert_int_equal(p->layer_limit[0], 5);
+    assert_int_equal(p->positions, KV_POS_CACHE); /* the authors' default */
+    pol_free(p);
+    p = cascade_policy(9, s4, 1, 0); /* C = 4, W = 2: 8 + 4 */
+    assert_int_equal(p->limit, 12);
+    pol_free(p);
+    p = cascade_policy(3, s0, 2, 0); /* fewer slots than cascades: 3 of 1 */
+    assert_int_equal(p->limit, 3);
+    pol_free(p);
+    const char *orig[] = {"positions=original"};
+    p = cascade_policy(8, orig, 1, 0);
+    assert_int_equal(p->positions, KV_POS_ORIGINAL);
+    pol_free(p);
+
+    /* the chunks the engine is asked to stop at: stride 8, a 10-token prompt */
+    const char *st8[] = {"stride=8"};
+    p = cascade_policy(8, st8, 1, 10);
+    assert_int_equal(p->ops->split(p, 0, 10), 8);
+    assert_int_equal(p->ops->split(p, 3, 100), 5);
+    assert_int_equal(p->ops->split(p, 8, 5), 2);  /* the prompt's end */
+    assert_int_equal(p->ops->split(p, 10, 5), 1); /* decoding: one at a time */
+    assert_int_equal(p->ops->split(p, 0, 3), 3);
+    pol_begin(p, 0); /* no prompt known: stride only */
+    assert_int_equal(p->ops->split(p, 5, 20), 3);
+    assert_int_equal(p->ops->split(p, 16, 20), 8);
+    pol_free(p);
+
+    /* S = 1, C = 2, W = 2, beta = 1/2, one token per call (decoding), no eager
+     * fill: sub-cache 0 takes every token, sub-cache 1 those with (t - 1) even.
+     * New token t's own column: d0[t], d1[t] (all else 0), so its score is
+     * (1 - beta) red(d[t]) and halves at every later step.
+     *   t=1,2  sub-cache 0 = [1 2]
+     *   t=3    1 pushed down into sub-cache 1 (accepting, empty): [2 3] [1]
+     *   t=4    2 pushed down, sub-cache 1 not accepting: 2 (score .3/8) against
+     *          its newest, 1 (max .8/16 = .05; mean .5/16 = .03125):
+     *          max keeps 1 and drops 2, mean replaces 1 by 2
+     *   t=5    3 pushed down, accepted: [4 5] [1|2 3]
+     *   t=6    4 pushed down, not accepting: 4 (.25/8) ties 3 (.5/16): the carry
+     *          wins, 3 dropped: [5 6] [1|2 4]
+     *   t=7    5 pushed down, accepted, full: its oldest (1|2) pushed out of the
+     *          last sub-cache and dropped: [6 7] [4 5] */
+    const float d0[8] = {0, 0.8f, 0.3f, 0.5f, 0.25f, 0, 0, 0}, d1[8] = {0, 0.2f, 0.3f, 0.5f, 0.25f, 0, 0, 0};
+    for (int mean = 0; mean < 2; mean++) {
+        const char *set[] = {"sinks=1", "cascades=2", "beta=0.5", "eager_fill=0",
+                             mean ? "head_reduction=mean" : "head_reduction=max"};
+        p = cascade_policy(4, set, 5, 0);
+        kv_cache *c;
+        assert_int_equal(kv_cache_new(1, 1, 2, &c), KV_OK);
+        const int32_t a = mean ? 2 : 1; /* the one of 1 and 2 that stays at t = 4 */
+        const int32_t want[8][5] = {{0}, {0, 1}, {0, 1, 2}, {0, 1, 2, 3}, {0, a, 3, 4}, {0, a, 3, 4, 5},
+                                    {0, a, 4, 5, 6}, {0, 4, 5, 6, 7}};
+        const int32_t n_want[8] = {1, 2, 3, 4, 4, 5, 5, 5};
+        for (int32_t t = 0; t < 8; t++) {
+            float own0[64] = {0}, own1[64] = {0}; /* only the new token's column */
+            own0[t] = d0[t], own1[t] = d1[t];
+            cascade_call(p, c, t, 1, own0, own1);
+            expect_positions(c, want[t], n_want[t]);
+        }
+        pol_free(p);
+        kv_cache_free(c);
+    }
+
+    /* eager fill: every sub-cache takes every token while t <= N + S = 5, so
+     * the cache fills at t = 4 and, at t = 5, 1 is pushed out of the last one;
+     * from t = 6 the schedule: 4 against 3 (a tie: the carry wins) */
+    {
+        const char *set[] = {"sinks=1", "cascades=2", "beta=0.5"};
+        p = cascade_policy(4, set, 3, 0);
+        kv_cache *c;
+        assert_int_equal(kv_cache_new(1, 1, 2, &c), KV_OK);
+        const int32_t want[7][5] = {{0}, {0, 1}, {0, 1, 2}, {0, 1, 2, 3}, {0, 1, 2, 3, 4}, {0, 2, 3, 4, 5}, {0, 2, 4, 5, 6}};
+        const int32_t n_want[7] = {1, 2, 3, 4, 5, 5, 5};
+        for (int32_t t = 0; t < 7; t++) {
+            float own0[64] = {0}, own1[64] = {0};
+            own0[t] = d0[t], own1[t] = d1[t];
+            cascade_call(p, c, t, 1, own0, own1);
+            expect_positions(c, want[t], n_want[t]);
+        }
+        pol_free(p);
+        kv_cache_free(c);
+    }
+    /* ... up to t = N + S itself: S = 0, C = 3, W = 1: at t = 3, sub-cache 2
+     * (every 4th token) takes 1 and drops 0 (without eager fill, sub-cache 1
+     * would not take 2, and 0 would stay) */
+    {
+        const char *set[] = {"sinks=0", "cascades=3"};
+        p = cascade_policy(3, set, 2, 0);
+        kv_cache *c;
+        assert_int_equal(kv_cache_new(1, 1, 2, &c), KV_OK);
+        const float none[64] = {0};
+        for (int32_t t = 0; t < 3; t++) cascade_call(p, c, t, 1, none, NULL);
+        expect_positions(c, (int32_t[]){0, 1, 2}, 3);
+        cascade_call(p, c, 3, 1, none, NULL);
+        expect_positions(c, (int32_t[]){1, 2, 3}, 3);
+        pol_free(p);
+        kv_cache_free(c);
+    }
+
+    /* strided prefill: a 10-token prompt, stride 8. Chunk 0..7 is inserted
+     * after its attention, token by token, with scores (1 - beta) red(v[t]):
+     * v = 0 .5 .25 .5 .5 .125 .25 0 -> scores 0 .25 .125 .25 .25 .0625 .125 0
+     *   t=3  1 pushed into sub-cache 1: [2 3] [1]
+     *   t=4  2 (.125) against 1 (.25): 2 dropped: [3 4] [1]
+     *   t=5  3 pushed down, accepted: [4 5] [1 3]
+     *   t=6  4 (.25) ties 3 (.25): 3 dropped: [5 6] [1 4]
+     *   t=7  5 pushed down, accepted, full: 1 out: [6 7] [4 5]
+     * Fed in one call, or in three (0..2, 3..5, 6..7: nothing evicted before
+     * the chunk's end, the sums carried over as P <- beta^n P + D), the result
+     * is the same; so are the steps after it. */
+    const float v[8] = {0, 0.5f, 0.25f, 0.5f, 0.5f, 0.125f, 0.25f, 0};
+    float one[64] = {0}, pa[64] = {0}, pb[64] = {0}, pc[64] = {0}, t89[64] = {0}, t10[64] = {0};
+    for (int t = 0; t < 8; t++) {
+        one[t] = v[t];
+        /* P = D_a / 32 + D_b / 4 + D_c (beta^(3+2), beta^2, 1) */
+        if (t < 3) pa[t] = 16 * v[t], pc[t] = v[t] / 2;
+        else if (t < 6) pb[t] = 2 * v[t], pc[t] = v[t] / 2;
+        else pc[t] = v[t];
+    }
+    t89[8] = 1, t89[9] = 0.5f, t89[5] = 0.0625f, t10[10] = 0.5f; /* the calls after the chunk */
+    for (int split = 0; split < 2; split++) {
+        const char *set[] = {"sinks=1", "cascades=2", "beta=0.5", "eager_fill=0", "stride=8"};
+        p = cascade_policy(4, set, 5, 10);
+        kv_cache *c;
+        assert_int_equal(kv_cache_new(1, 1, 2, &c), KV_OK);
+        if (split) {
+            cascade_call(p, c, 0, 3, pa, NULL);
+            assert_int_equal(kv_cache_head_at(c, 0, 0)->len, 3);
+            cascade_call(p, c, 3, 3, pb, NULL);
+            assert_int_equal(kv_cache_head_at(c, 0, 0)->len, 6); /* over the limit inside a chunk */
+            cascade_call(p, c, 6, 2, pc, NULL);
+        } else {
+            cascade_call(p, c, 0, 8, one, NULL);
+        }
+        expect_positions(c, (int32_t[]){0, 4, 5, 6, 7}, 5);
+        /* the prompt's last chunk, 8..9, whose queries also attend to 5
+         * (columns 8: 1, 9: .5, 5: .0625): scores 4 .0625, 5 .015625 + .03125,
+         * 6 .03125, 7 0 (beta^2 = 1/4 of theirs, + (1 - beta) D), 8 .5, 9 .25.
+         * 8 pushes 6 down; t - 1 = 7 is odd: 6 (.03125) loses to the newest,
+         * 5 (.046875), and is dropped: [7 8] [4 5]; 9 pushes 7 down into the
+         * accepting, full sub-cache 1, whose oldest, 4, is dropped: [8 9] [5 7] */
+        cascade_call(p, c, 8, 2, t89, NULL);
+        expect_positions(c, (int32_t[]){0, 5, 7, 8, 9}, 5);
+        /* decoding: 10 pushes 8 down, t - 1 = 9 is odd: 8 (.25) beats 7 (0) */
+        cascade_call(p, c, 10, 1, t10, NULL);
+        expect_positions(c, (int32_t[]){0, 5, 8, 9, 10}, 5);
+        pol_free(p);
+        kv_cache_free(c);
+    }
+}
+
+/* KV_NEED_DECAYED_COLSUM: a prefill's decayed column sums equal the newest
+ * rows of one-token steps weighted decay^(n-1-t) (decay 1: the column sums);
+ * and a hook's split stops the forwards at its boundaries. */
+typedef struct dec_rec {
+    int32_t n, pieces, pos0[64], n_new[64];
+    float dcol[8][64], col[8][64], last_at[64][8][64];
+} dec_rec;
+
+static int dec_layer(void *user, kv_cache *c, const kv_attn_view *v) {
+    (void)c;
+    dec_rec *r = user;
+    if (v->layer != 0) return KV_OK;
+    if (r->pieces < 64) r->pos0[r->pieces] = v->pos0, r->n_new[r->pieces] = v->n_new;
+    r->pieces++;
+    r->n = v->stride;
+    for (int h = 0; h < v->n_heads; h++)
+        for (int32_t j = 0; j < v->stride; j++) {
+            if (v->dcolsum) r->dcol[h][j] = v->dcolsum[(size_t)h * v->stride + j];
+            if (v->colsum) r->col[h][j] = v->colsum[(size_t)h * v->stride + j];
+            if (v->last_row) r->last_at[v->pos0][h][j] = v->last_row[(size_t)h * v->stride + j];
+        }
+    return KV_OK;
+}
+
+static int32_t split7(void *user, int32_t pos0, int32_t n) {
+    (void)user;
+    int32_t m = 7 - pos0 % 7;
+    return n < m ? n : m;
+}
+
+static void test_decayed_colsum_and_split(void **state) {
+    (void)state;
+    if (!g_model) skip();
+    enum { N = 40 };
+    int32_t t[N];
+    for (int i = 0; i < N; i++) t[i] = (int32_t)((i * 53 + 7) % V);
+    dec_rec *dec = calloc(1, sizeof *dec), *pre = calloc(1, sizeof *pre);
+    kv_ctx *c;
+    assert_int_equal(kv_ctx_new(g_model, NULL, &c), KV_OK);
+    kv_ctx_hook hook = {.user = dec, .needs = KV_NEED_LAST_ROW, .on_layer = dec_layer};
+    kv_ctx_set_hook(c, &hook);
+    for (int i = 0; i < N; i++) assert_int_equal(kv_ctx_eval(c, &t[i], 1, NULL, 0), KV_OK);
+    const double decays[3] = {0.5, 0.9, 1.0};
+    for (int k = 0; k < 3; k++) {
+        memset(pre, 0, sizeof *pre);
+        kv_ctx_reset(c);
+        hook = (kv_ctx_hook){.user = pre, .needs = KV_NEED_DECAYED_COLSUM | KV_NEED_COLSUM, .decay = decays[k],
+                             .on_layer = dec_layer};
+        kv_ctx_set_hook(c, &hook);
+        assert_int_equal(kv_ctx_eval(c, t, N, NULL, 0), KV_OK);
+        assert_int_equal(pre->pieces, 1);
+        for (int h = 0; h < 8; h++)
+            for (int32_t j = 0; j < N; j++) {
+                double want = 0;
+                for (int q = 0; q < N; q++) want += pow(decays[k], N - 1 - q) * dec->last_at[q][h][j];
+                assert_true(fabs(pre->dcol[h][j] - want) < 1e-4);
+                if (k == 2) assert_true(fabsf(pre->dcol[h][j] - pre->col[h][j]) < 1e-5f);
+            }
+        /* one token: the row itself (weight 1) */
+        assert_int_equal(kv_ctx_eval(c, t, 1, NULL, 0), KV_OK);
+        for (int h = 0; h < 8; h++)
+            for (int32_t j = 0; j <= N; j++) assert_true(pre->dcol[h][j] == pre->col[h][j]);
+    }
+    /* split: forwards of at most 7 tokens, never across a multiple of 7 */
+    memset(pre, 0, sizeof *pre);
+    kv_ctx_reset(c);
+    hook = (kv_ctx_hook){.user = pre, .on_layer = dec_layer, .split = split7};
+    kv_ctx_set_hook(c, &hook);
+    assert_int_equal(kv_ctx_eval(c, t, 3, NULL, 0), KV_OK);
+    assert_int_equal(kv_ctx_eval(c, t + 3, N - 3, NULL, 0), KV_OK);
+    const int32_t want0[8] = {0, 3, 7, 14, 21, 28, 35}, want_n[8] = {3, 4, 7, 7, 7, 7, 5};
+    assert_int_equal(pre->pieces, 7);
+    for (int i = 0; i < 7; i++) {
+        assert_int_equal(pre->pos0[i], want0[i]);
+        assert_int_equal(pre->n_new[i], want_n[i]);
+    }
+    assert_int_equal(kv_ctx_pos(c), N);
+    kv_ctx_free(c);
+    free(dec);
+    free(pre);
+}
+
 static void test_errors(void **state) {
     (void)state;
     kv_model_info mi = {.n_layers = 1, .n_heads = 2, .n_kv_heads = 1};
@@ -765,7 +1378,10 @@ int main(void) {
         cmocka_unit_test(test_no_state_leak),        cmocka_unit_test(test_rules_by_hand),
         cmocka_unit_test(test_attention_statistics),
         cmocka_unit_test(test_keyformer_by_hand),    cmocka_unit_test(test_snapkv_by_hand),
+        cmocka_unit_test(test_adakv_by_hand),        cmocka_unit_test(test_zigzag_by_hand),
+        cmocka_unit_test(test_adaptive_at_uniform_is_snapkv),
         cmocka_unit_test(test_logit_and_window_statistics),
+        cmocka_unit_test(test_cascade_by_hand),      cmocka_unit_test(test_decayed_colsum_and_split),
         cmocka_unit_test(test_errors),
     };
     return cmocka_run_group_tests(tests, setup, teardown);

@@ -33,6 +33,39 @@ Rules (per layer and KV head, applied when the head holds more than B):
                 n < 2 (B - w) keeps B - w in every layer, else layer l keeps
                 cap_l = max - l * ((max - min) // (L - 1)) (alloc=factory), or the
                 same line rounded so the caps sum to L (B - w) (alloc=exact) (A8)
+  adakv         snapkv's per-KV-head scores s[g, j]; per layer with base b (B - w, or
+                pyramidkv's cap with layers=pyramid): count_g = the number of head g's
+                scores among the layer's KV * b best (normalize=1: each head's scores
+                times its b best's share of its total); f = int(floor * b);
+                alloc=exact: cap_g = f + (b - f) count_g / b rounded by largest remainder
+                (ties to the lower head), summing to KV * b; alloc=factory:
+                round(count_g (1 - floor) + f); head g keeps its cap_g best prefix keys
+                and every key at position >= n - w                (A9)
+  zigzag        snapkv's per-KV-head scores; LMBA of a head = the fewest of its prefix
+                scores, best first, whose running sum reaches threshold * their sum
+                (at least 1); per layer, summed over its heads; bb = int(bound * b),
+                cap_l = bb + (b - bb) L LMBA_l / sum LMBA with layers above n - w held
+                there and the excess shared by the others (alloc=exact, largest
+                remainder, summing to L b) or round()ed and clipped (alloc=kvpress);
+                every head of layer l keeps its cap_l best prefix keys and every key
+                at position >= n - w. All layers are cut in the last layer's call at
+                the prompt's end, so the earlier layers' cut shows in their next
+                call's `before`                                   (A12)
+  cascade       per KV head: S sinks (the first S tokens), then C sub-caches of
+                W = (limit - S) / C tokens, each a list oldest first (the record's
+                limit counts the sinks: N = C W cascade slots + S). The prompt is
+                cut into chunks [k stride, (k+1) stride) and its end, every later
+                token is a chunk of one (no prompt length: every call); at a
+                chunk's end its tokens are inserted in position order: a sink
+                while fewer than S, else carried down the sub-caches: sub-cache i
+                takes it when t <= N + S (eager_fill) or (t - S) % 2^i == 0 (full:
+                the oldest leaves it and is carried on; past the last it is
+                dropped); one not taking it appends it when empty, else keeps the
+                better of it and its newest token (score >= keeps the carry).
+                Score: per query head P = beta^n P + D over the chunk's calls (D the
+                recorded decayed column sums), red = max or mean over the group
+                (summed in head order, / G), cached score = beta^L score +
+                (1 - beta) red, a chunk token's = (1 - beta) red  (A10)
 Ties go to the older position.
 
 The Keyformer noise is the one the policy documents (policies/keyformer.c),
@@ -98,10 +131,11 @@ class Record:
             if needs & 8:
                 win_pos0, win_n = self.i32(2)
                 window = self.f32(H * win_n * stride).reshape(H, win_n, stride)
+            dcolsum = self.f32(H * stride).reshape(H, stride) if needs & 16 else None
             after = self.heads(KV)
             yield dict(layer=layer, H=H, KV=KV, n_new=n_new, pos0=pos0, before=before, last=last,
                        colsum=colsum, logits=logits, win_pos0=win_pos0, win_n=win_n, window=window,
-                       after=after)
+                       dcolsum=dcolsum, after=after)
 
 
 def best(scores, k):
@@ -206,17 +240,114 @@ def pyramid_caps(n, B, w, L, beta, alloc):
     return caps
 
 
+SNAP_POLICIES = ('snapkv', 'pyramidkv', 'adakv', 'zigzag')
+
+
 def snap_setup(rec, first_call):
-    """(n, w, caps) of a snapkv / pyramidkv record."""
+    """(n, w, caps) of a snapkv / pyramidkv / adakv / zigzag record: each layer's
+    prefix budget per head (adakv: the base the heads share; zigzag: the average)."""
     B = rec.limit
     n = rec.n_prompt or first_call
     w = min(int(rec.params[0]), B)
     L = rec.n_layers
-    if rec.name == 'snapkv':
-        caps = [None if n <= B else B - w] * L
-    else:
+    if rec.name == 'pyramidkv':
         caps = pyramid_caps(n, B, w, L, int(rec.params[3]), ['exact', 'factory'][int(rec.params[4])])
+    elif rec.name == 'adakv' and int(rec.params[4]) == 1:   # layers=pyramid
+        caps = pyramid_caps(n, B, w, L, int(rec.params[5]), ['exact', 'factory'][int(rec.params[6])])
+    else:
+        caps = [None if n <= B else B - w] * L
     return n, w, caps
+
+
+def snap_limits(rec, n, w, caps, KV):
+    """The per-layer head limits a snap record starts with: the cap + w, or for
+    adakv and zigzag the most their rule can give one head."""
+    out = []
+    for c in caps:
+        if c is None:
+            out.append(rec.limit)
+        elif rec.name == 'adakv':
+            f = int(rec.params[3] * c)
+            out.append(w + min(n - w, f + (c - f) * KV))
+        elif rec.name == 'zigzag':
+            bb = int(rec.params[4] * c)
+            out.append(w + min(n - w, bb + rec.n_layers * (c - bb)))
+        else:
+            out.append(c + w)
+    return out
+
+
+def ada_caps(scores, b, alpha, alloc, normalize):
+    """Ada-KV's prefix caps of the KV heads of one layer (scores: per head, by position)."""
+    KV, m = len(scores), len(scores[0])
+    if b <= 0:
+        return [0] * KV
+    weight = [1.0] * KV
+    if normalize:
+        for g in range(KV):
+            desc = sorted(scores[g].tolist(), reverse=True)
+            total, top = 0.0, 0.0
+            for j, x in enumerate(desc):
+                total += x
+                if j + 1 == b:
+                    top = total
+            weight[g] = top / total if total > 0 else 0.0
+    ranked = sorted((-(float(scores[g][j]) * weight[g]), j, g) for g in range(KV) for j in range(m))
+    count = [0] * KV
+    for _, _, g in ranked[:KV * b]:
+        count[g] += 1
+    f = int(alpha * b)
+    if alloc == 'factory':
+        return [min(max(round(c * (1 - alpha) + f), 0), m) for c in count]
+    ideal = [f + Fraction((b - f) * c, b) for c in count]
+    caps = [int(x) for x in ideal]
+    for g in sorted(range(KV), key=lambda g: (-(ideal[g] - caps[g]), g))[:KV * b - sum(caps)]:
+        caps[g] += 1
+    assert sum(caps) == KV * b and all(f <= c <= m for c in caps)
+    return caps
+
+
+def lmba(score, tau):
+    """The fewest scores, best first, whose running sum reaches tau of their sum (>= 1)."""
+    desc = sorted(score.tolist(), reverse=True)
+    total = 0.0
+    for x in desc:
+        total += x
+    run, below = 0.0, 0
+    for x in desc:
+        run += x
+        below += run < tau * total
+    return min(below + 1, len(desc))
+
+
+def zigzag_caps(lm, m, b, bound, alloc):
+    """ZigZagKV's prefix caps per layer from the layers' LMBA (summed over heads)."""
+    L = len(lm)
+    if alloc == 'kvpress':
+        bbr = bound * b
+        total = float(sum(lm))
+        return [min(max(round(bbr + (b - bbr) * L * (x / total)), 0), m) for x in lm]
+    bb = int(bound * b)
+    caps, free, share = [None] * L, set(range(L)), Fraction(L * (b - bb))
+    while free:
+        S = sum(lm[l] for l in free)
+        over = [l for l in free if bb + share * lm[l] / S > m]
+        if not over:
+            break
+        for l in over:                       # held at m, the excess to the others
+            caps[l] = m
+            free.discard(l)
+            share -= m - bb
+    if free:
+        S = sum(lm[l] for l in free)
+        ideal = {l: bb + share * lm[l] / S for l in free}
+        for l in free:
+            caps[l] = int(ideal[l])
+        left = L * b - sum(caps)
+        for l in sorted(free, key=lambda l: (-(ideal[l] - caps[l]), l))[:left]:
+            caps[l] += 1
+    assert sum(caps) == L * b and all(bb <= c <= m for c in caps)
+    return caps
 
 
 def best_of(scores, k):
@@ -231,13 +362,18 @@ def replay(rec):
     state = {}       # (layer, g) -> {position: score}   (h2o, keyformer)
     snap = None      # snapkv / pyramidkv: n, w, caps, votes per layer, layers done
     for ev in rec.events():
-        if rec.name in ('snapkv', 'pyramidkv'):
+        if rec.name in SNAP_POLICIES:
             if snap is None:
                 n, w, caps = snap_setup(rec, ev['n_new'])
-                want = [B if c is None else c + w for c in caps]
+                want = snap_limits(rec, n, w, caps, ev['KV'])
                 if rec.layer_limit and rec.layer_limit != want:
                     raise ValueError('per-layer budgets: kvbench %s, reference %s' % (rec.layer_limit, want))
-                snap = dict(n=n, w=w, caps=caps, votes={}, done=set())
+                snap = dict(n=n, w=w, caps=caps, votes={}, done=set(), stash={}, pending={})
+            # zigzag: a layer cut in a later layer's call shows it in its next call
+            cut = snap['pending'].pop(ev['layer'], None)
+            for g in range(ev['KV']) if cut is not None else []:
+                new = set(range(ev['pos0'], ev['pos0'] + ev['n_new']))
+                yield ev, g, cut[g] | new, set(ev['before'][g])
             snap_event(rec, snap, ev)
         group = ev['H'] // ev['KV']
         for g in range(ev['KV']):
@@ -285,11 +421,110 @@ def replay(rec):
                     recent = set(sorted(held)[len(held) - r:]) if r > 0 else set()
                     keep = recent | best_of([(p, v) for p, v in sc.items() if p not in recent], min(k - w, k - 1))
                 state[(ev['layer'], g)] = {p: sc[p] for p in keep}
-            elif rec.name in ('snapkv', 'pyramidkv'):
+            elif rec.name in SNAP_POLICIES:
                 keep = snap['keep'].get(g, held)
+            elif rec.name == 'cascade':
+                keep = cascade_event(rec, state, ev, g)
             else:
                 raise ValueError('no reference for policy %s' % rec.name)
             yield ev, g, keep, set(ev['after'][g])
+    if snap and snap['pending']:
+        raise ValueError('the cut of layers %s never shows in this record (feed the prompt in a call of its own)'
+                         % sorted(snap['pending']))
+
+
+# ------------------------------------------------------------- cascade
+
+class CascadeHead:
+    """One (layer, KV head) of the Cascading KV cache."""
+
+    def __init__(self, C):
+        self.sinks = []
+        self.subs = [[] for _ in range(C)]   # each oldest first
+        self.score = {}                       # position -> score
+        self.P = {}                           # position -> per query head sums of the open chunk
+        self.new = []                         # the open chunk's positions
+        self.L = 0                            # and its length
+
+    def held(self):
+        return set(self.sinks).union(*self.subs)
+
+
+def cascade_geometry(rec):
+    S, C = int(rec.params[0]), int(rec.params[1])
+    n = rec.limit - S
+    C = min(C, n)
+    W = n // C
+    if C * W != n:
+        raise ValueError('cascade: limit %d - sinks %d is not C x W' % (rec.limit, S))
+    return S, C, W
+
+
+def cascade_insert(st, t, S, C, W, eager):
+    if len(st.sinks) < S:
+        st.sinks.append(t)
+        return
+    early = eager and t <= C * W + S
+    carry = t
+    for i in range(C):
+        sub = st.subs[i]
+        if early or (t - S) % (2 ** i) == 0:
+            sub.append(carry)
+            if len(sub) <= W:
+                return
+            carry = sub.pop(0)                # the oldest goes down a level
+        else:
+            if not sub:
+                sub.append(carry)
+            elif st.score[carry] >= st.score[sub[-1]]:
+                sub[-1] = carry
+            return
+    # pushed out of the last sub-cache: dropped
+
+
+def cascade_event(rec, state, ev, g):
+    S, C, W = cascade_geometry(rec)
+    beta, eager, stride = rec.params[2], int(rec.params[4]) != 0, int(rec.params[5])
+    mode = ['max', 'mean'][int(rec.params[3])]
+    st = state.setdefault((ev['layer'], g), CascadeHead(C))
+    before, pos0, n, np_ = ev['before'][g], ev['pos0'], ev['n_new'], rec.n_prompt
+    G = ev['H'] // ev['KV']
+    # the engine stopped its forwards at the chunks' boundaries
+    if np_ > 0 and pos0 >= np_:
+        if n != 1:
+            raise ValueError('cascade: %d tokens in one forward after the prompt' % n)
+    elif pos0 // stride != (pos0 + n - 1) // stride or (np_ > 0 and pos0 + n > np_):
+        raise ValueError('cascade: a forward over %d..%d crosses a chunk boundary' % (pos0, pos0 + n - 1))
+    had = st.held() | set(st.new)
+    if set(before) != had | set(range(pos0, pos0 + n)) or had & set(range(pos0, pos0 + n)):
+        raise ValueError('cascade: layer %d head %d holds %s before, the reference %s + the new tokens' % (
+            ev['layer'], g, sorted(before), sorted(had)))
+    st.new += list(range(pos0, pos0 + n))
+    st.L += n
+    b = beta ** n
+    D = ev['dcolsum']
+    for j, p in enumerate(before):
+        old = st.P.get(p, [0.0] * G)
+        st.P[p] = [b * old[k] + float(D[g * G + k][j]) for k in range(G)]
+    e = pos0 + n
+    if not (np_ <= 0 or e >= np_ or e % stride == 0):
+        return set(before)                   # the chunk goes on in the next call
+    omb, bL = 1.0 - beta, beta ** st.L
+    for p, x in st.P.items():
+        if mode == 'max':
+            r = max(x)
+        else:
+            r = x[0]
+            for v in x[1:]:
+                r += v
+            r = r / G
+        st.score[p] = bL * st.score[p] + omb * r if p in st.score else omb * r
+    for t in st.new:
+        cascade_insert(st, t, S, C, W, eager)
+    keep = st.held()
+    st.score = {p: st.score[p] for p in keep}
+    st.new, st.P, st.L = [], {}, 0
+    return keep
 
 
 def snap_event(rec, snap, ev):
@@ -315,13 +550,47 @@ def snap_event(rec, snap, ev):
         return
     snap['done'].add(layer)
     kernel, kind = int(rec.params[1]), ['avg', 'max'][int(rec.params[2])]
+    scores = []
     for g in range(ev['KV']):
         score = np.zeros(m)
         for q in range(g * group, (g + 1) * group):
             score = score + pool1d(votes[q], kernel, kind)
-        before = ev['before'][g]
+        scores.append(score)
+
+    def cut(before, score, k):
         prefix = [(p, score[p]) for p in before if p < m]
-        snap['keep'][g] = {p for p in before if p >= m} | best_of(prefix, cap)
+        return {p for p in before if p >= m} | best_of(prefix, k)
+
+    if rec.name == 'zigzag':
+        snap['stash'][layer] = (scores, ev['before'])
+        if len(snap['stash']) < rec.n_layers:
+            return
+        lm = [sum(lmba(s, rec.params[3]) for s in snap['stash'][l][0]) for l in range(rec.n_layers)]
+        caps = zigzag_caps(lm, m, cap, rec.params[4], ['exact', 'kvpress'][int(rec.params[5])])
+        for l, (sc, before) in snap['stash'].items():
+            kept = [cut(before[g], sc[g], caps[l]) for g in range(ev['KV'])]
+            if l == layer:
+                snap['keep'] = dict(enumerate(kept))
+            else:
+                snap['pending'][l] = kept
+        return
+    head_caps = [cap] * ev['KV']
+    if rec.name == 'adakv':
+        head_caps = ada_caps(scores, cap, rec.params[3], ['exact', 'factory'][int(rec.params[6])], int(rec.params[7]))
+    for g in range(ev['KV']):
+        snap['keep'][g] = cut(ev['before'][g], scores[g], head_caps[g])
+
+
+def evicted(rec):
+    """Whether any token left the cache: within a layer call, or between two
+    calls of a layer (a cut made in another layer's call, as zigzag's)."""
+    last = {}
+    for ev in rec.events():
+        for g, (b, a) in enumerate(zip(ev['before'], ev['after'])):
+            if len(a) < len(b) or not last.get((ev['layer'], g), set()) <= set(b):
+                return True
+            last[(ev['layer'], g)] = set(a)
+    return False
 
 
 def check(path):
