@@ -600,6 +600,11 @@ int kv_model_load(const char *path, const kv_model_params *params, kv_model **ou
         rc = magic == KV_LLAMA2C_MAGIC_Q8 ? load_llama2c_q8(m, params) : load_llama2c_legacy(m, params);
     }
     if (rc) goto fail;
+    if (params) { /* architecture overrides */
+        if (params->rope_base > 0) m->info.rope_base = params->rope_base;
+        if (params->ctx_len > 0) m->info.ctx_len = params->ctx_len;
+        if (params->norm_eps > 0) m->info.norm_eps = params->norm_eps;
+    }
     *out = m;
     return KV_OK;
 fail:

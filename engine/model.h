@@ -66,6 +66,12 @@ typedef struct kv_model_params {
      * NULL: look beside the model for tok<vocab>.bin, then tokenizer.bin. */
     const char *tokenizer_path;
     int no_tokenizer; /* load weights only (tests, converters) */
+    /* Architecture overrides (0: as the file says): the rotary frequency base,
+     * the context length the harness plans prompts with, RMSNorm's epsilon.
+     * For experiments such as a longer context with a scaled base. */
+    float rope_base;
+    int32_t ctx_len;
+    float norm_eps;
 } kv_model_params;
 
 kv_model_params kv_model_default_params(void);

@@ -12,6 +12,7 @@
 #include <sys/stat.h>
 
 #include "../datasets/template.h"
+#include "../engine/dtype.h"
 #include "../engine/kv_error.h"
 #include "experiment.h"
 #include "paths.h"
@@ -291,7 +292,22 @@ static int handler(void *user, const char *section, const char *key, const char 
         SECT_NAME(sn, "model", m->name);
         if (!strcmp(key, "path")) set_str(st, &m->path, value, sn, key);
         else if (!strcmp(key, "tokenizer")) set_str(st, &m->tokenizer, value, sn, key);
-        else fail(st, st->line, "[%s] unknown key '%s' (expected path, tokenizer)", sn, key);
+        else if (!strcmp(key, "dtype")) {
+            kv_dtype dt;
+            if (kv_dtype_parse(value, &dt) || dt == KV_Q8_G)
+                fail(st, st->line, "[%s] dtype: expected f32, f16, bf16, q8_0 or q4_0, got '%s'", sn, value);
+            else set_str(st, &m->dtype, value, sn, key);
+        } else if (!strcmp(key, "ctx_len")) get_int(st, sn, key, value, 16, 1 << 24, &m->ctx_len);
+        else if (!strcmp(key, "rope_base") || !strcmp(key, "norm_eps")) {
+            char *end;
+            errno = 0;
+            double x = strtod(value, &end);
+            int eps = key[0] == 'n';
+            if (errno || end == value || *end || !(x > 0) || x > (eps ? 1.0 : 1e12))
+                fail(st, st->line, "[%s] %s: expected a number in (0, %s], got '%s'", sn, key, eps ? "1" : "1e12", value);
+            else if (eps) m->norm_eps = (float)x;
+            else m->rope_base = (float)x;
+        } else fail(st, st->line, "[%s] unknown key '%s' (expected path, tokenizer, dtype, rope_base, ctx_len, norm_eps)", sn, key);
         break;
     }
     case S_TASK: {
@@ -506,6 +522,7 @@ void hx_experiment_free(hx_experiment *e) {
         free(e->model[i].name);
         free(e->model[i].path);
         free(e->model[i].tokenizer);
+        free(e->model[i].dtype);
     }
     for (int i = 0; i < e->n_tasks; i++) {
         hx_task_def *t = &e->task[i];

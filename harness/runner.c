@@ -20,6 +20,8 @@
 #include "../datasets/dataset.h"
 #include "../datasets/template.h"
 #include "../engine/context.h"
+#include "../engine/dtype.h"
+#include "../engine/export.h"
 #include "../engine/kv_error.h"
 #include "../engine/model.h"
 #include "../engine/sampler.h"
@@ -544,11 +546,12 @@ static int run_identity(const run_state *rs, const engine *en, const run_cell *r
     for (int i = 0; i < t->n_lengths; i++) snprintf(lens + strlen(lens), sizeof lens - strlen(lens), "%d ", t->lengths[i]);
     for (int i = 0; i < t->n_depths; i++) snprintf(deps + strlen(deps), sizeof deps - strlen(deps), "%d ", t->depths[i]);
     int n = snprintf(spec, cap,
-                     "kvbench-run/1 version=%s model_hash=%s task_kind=%s data=%s haystack=%s template=%s@%d "
+                     "kvbench-run/1 version=%s model_hash=%s arch=%g/%d/%g task_kind=%s data=%s haystack=%s template=%s@%d "
                      "max_prompt_tokens=%d max_new_tokens=%d stop_newline=%d fidelity=%d doc_field=%s ref_field=%s "
                      "lengths=%s depths=%s per_cell=%d tokens=%d chunk=%d min_chars=%d curve_bucket=%d policy=%s params=%s "
                      "budget=%s seed=%llu",
-                     KVBENCH_VERSION, en->model_hash, hx_task_kind_name(t->kind), t->data ? t->data : "",
+                     KVBENCH_VERSION, en->model_hash, (double)en->mi->rope_base, en->mi->ctx_len, (double)en->mi->norm_eps,
+                     hx_task_kind_name(t->kind), t->data ? t->data : "",
                      t->haystack ? t->haystack : "", tp->name, tp->version, t->max_prompt_tokens, t->max_new_tokens,
                      t->stop_newline, t->fidelity, t->doc_field ? t->doc_field : "", t->ref_field ? t->ref_field : "",
                      lens, deps, t->per_cell, t->tokens, t->chunk, t->min_chars, t->curve_bucket, pol->ops->name, params, bs,
@@ -857,14 +860,53 @@ out:
     return status;
 }
 
-static int load_engine(const hx_experiment *e, int model, int threads, engine *en) {
+/* A model asked for in another weight type runs from a converted copy,
+ * made once beside the results database (cache/NAME-HASH-TYPE.gguf) and
+ * reused: its bytes then identify the runs. */
+static int convert_model(engine *en, const hx_model_def *md, const char *db, const kv_model_params *p) {
+    kv_dtype want;
+    if (kv_dtype_parse(md->dtype, &want)) return -1;
+    if (kv_model_get_info(en->model)->wtype == want) return KV_OK;
+    char src_hash[17], dir[4096], path[4300], tmp[4400];
+    if (hash_file(en->model_path, src_hash)) return -1;
+    snprintf(dir, sizeof dir, "%s", db);
+    char *slash = strrchr(dir, '/');
+    if (slash) *slash = 0;
+    else snprintf(dir, sizeof dir, ".");
+    snprintf(path, sizeof path, "%s/cache", dir);
+    if (mkdir(path, 0777) != 0 && errno != EEXIST) return kv_errorf(KV_EIO, "%s: cannot create: %s", path, strerror(errno));
+    snprintf(path, sizeof path, "%s/cache/%s-%s-%s.gguf", dir, md->name, src_hash, md->dtype);
+    struct stat sb;
+    if (stat(path, &sb) != 0) {
+        snprintf(tmp, sizeof tmp, "%s.tmp", path);
+        int rc = kv_model_export_gguf(en->model, tmp, want);
+        if (rc == KV_OK && rename(tmp, path) != 0) rc = kv_errorf(KV_EIO, "%s: cannot rename into place", path);
+        if (rc) {
+            unlink(tmp);
+            return rc;
+        }
+        fprintf(stderr, "kvbench run: model %s converted to %s: %s\n", md->name, md->dtype, path);
+    }
+    kv_model_free(en->model);
+    en->model = NULL;
+    size_t n = strlen(path);
+    if (n >= sizeof en->model_path) return kv_errorf(KV_EINVAL, "%s: path too long", path);
+    memcpy(en->model_path, path, n + 1);
+    return kv_model_load(en->model_path, p, &en->model);
+}
+
+static int load_engine(const hx_experiment *e, const char *db, int model, int threads, engine *en) {
     memset(en, 0, sizeof *en);
     const hx_model_def *md = &e->model[model];
     char tp[4096];
     kv_model_params p = kv_model_default_params();
     if (md->tokenizer) p.tokenizer_path = hx_resolve_model(md->tokenizer, tp, sizeof tp);
+    p.rope_base = md->rope_base;
+    p.ctx_len = md->ctx_len;
+    p.norm_eps = md->norm_eps;
     hx_resolve_model(md->path, en->model_path, sizeof en->model_path);
     if (kv_model_load(en->model_path, &p, &en->model)) return -1;
+    if (md->dtype && convert_model(en, md, db, &p)) return -1;
     en->mi = kv_model_get_info(en->model);
     en->tok = kv_model_tokenizer(en->model);
     if (!en->tok) return kv_errorf(KV_EINVAL, "model %s: %s has no tokenizer; give one with 'tokenizer ='", md->name, en->model_path);
@@ -1001,7 +1043,7 @@ int hx_cmd_run(int argc, char **argv, int help) {
         for (int i = 0; i < rs.n_cells; i++) used |= rs.cells[i].model == m;
         if (!used) continue;
         engine en;
-        if (load_engine(&e, m, threads, &en)) {
+        if (load_engine(&e, dbp, m, threads, &en)) {
             fprintf(stderr, "kvbench run: model %s: %s\n", e.model[m].name, kv_last_error());
             free_engine(&en);
             status = 1;

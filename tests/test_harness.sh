@@ -68,6 +68,16 @@ kf = d.execute(\"select params from runs where policy='keyformer' limit 1\").fet
 print(n, over, kf)" "$tmp/new.db" 2>&1)
 if echo "$chk" | grep -q "^49 0 recent=30,tau_init=1,tau_end=2,steps=24,noise=gumbel,positions=original$"; then ok "keyformer, snapkv, pyramidkv runs within budget (steps = max_new_tokens)"; else bad "new policies" "$chk $out"; fi
 
+# --- a model run in another weight type with architecture overrides: converted once, beside the database
+sed 's/^tasks = .*/tasks = cnndm/; s/^policies = .*/policies = full, h2o/; s#^tokenizer = stories260K/tok512.bin#tokenizer = stories260K/tok512.bin\ndtype = q8_0\nctx_len = 1024\nrope_base = 20000#' "$ini" >"$tmp/dtype.ini"
+export KVBENCH_TEST_DB=$tmp/dtype/d.db
+out1=$("$kv" run "$tmp/dtype.ini" --threads 1 2>&1)
+rm -f "$tmp"/dtype/d.db*
+out2=$("$kv" run "$tmp/dtype.ini" --threads 1 2>&1)
+spec=$($py -c "import sqlite3,sys; print(sqlite3.connect(sys.argv[1]).execute('select spec from runs limit 1').fetchone()[0])" "$tmp/dtype/d.db" 2>&1)
+if echo "$out1" | grep -q "converted to q8_0" && ! echo "$out2" | grep -q "converted" && ls "$tmp"/dtype/cache/stories260K-*-q8_0.gguf >/dev/null 2>&1 &&
+   echo "$spec" | grep -q " arch=20000/1024/"; then ok "dtype conversion cached, overrides in the run spec"; else bad "dtype" "$out1 $out2 $spec"; fi
+
 # --- the uninterrupted reference run
 export KVBENCH_TEST_DB=$tmp/full.db
 if "$kv" run "$ini" --threads 1 -q && [ "$(count "$tmp/full.db")" = 75 ]; then ok "run"; else bad "run"; fi
@@ -228,6 +238,7 @@ expect_bad "bad integer" "\[task passkey\] depths: expected an integer in 0..100
 expect_bad "unknown task kind" "\[task cnndm\] kind: unknown kind 'summarisation'" 's/^kind = summarization/kind = summarisation/'
 expect_bad "unknown template" "\[task cnndm\] template: unknown template 'plainsumm'" 's/^template = plain-summ/template = plainsumm/'
 expect_bad "unset variable" "environment variable \\\$NOPE_NOT_SET is not set" 's/^db = .*/db = ${NOPE_NOT_SET}\/x.db/'
+expect_bad "bad dtype" "\\[model stories260K\\] dtype: expected f32, f16, bf16, q8_0 or q4_0, got 'q9'" 's#^tokenizer = stories260K/tok512.bin#tokenizer = stories260K/tok512.bin\ndtype = q9#'
 expect_bad "not key = value" "bad.ini:[0-9]+: expected 'key = value'" 's/^per_cell = 1/per_cell/'
 
 echo "$pass passed, $fail failed"
