@@ -9,14 +9,8 @@
 #include <string.h>
 
 #include "../engine/kv_error.h"
+#include "../engine/sampler.h"
 #include "internal.h"
-
-static uint64_t splitmix64(uint64_t *s) {
-    uint64_t z = (*s += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-}
 
 /* ------------------------------------------------------------- passkey */
 
@@ -66,7 +60,7 @@ int ds_make_passkey(const int32_t *lengths, int n_lengths, const int32_t *depths
         }
         for (int di = 0; di < n_depths && rc == KV_OK; di++)
             for (int k = 0; k < n_per_cell && rc == KV_OK; k++) {
-                int key = (int)(splitmix64(&rng) % 50000) + 1;
+                int key = (int)(kv_splitmix64(&rng) % 50000) + 1;
                 size_t prefix = lo * (size_t)depths[di] / 100;
                 if ((rc = passkey_prompt(filler.p, lo, prefix, key, &prompt))) break;
                 char id[64], ref[16];

@@ -18,6 +18,9 @@ int ds_bad_row(const ds_load_params *p, ds_set *set, long line, const char *fmt,
 typedef int (*ds_line_fn)(void *user, long line, char *text, size_t len);
 int ds_each_line(const char *path, ds_line_fn fn, void *user);
 
+/* 1 if s ends with suffix (file extensions). */
+int ds_ends_with(const char *s, const char *suffix);
+
 /* Growable string. */
 typedef struct ds_str {
     char *p;

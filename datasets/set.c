@@ -156,3 +156,8 @@ int ds_str_add(ds_str *s, const char *t, size_t n) {
 }
 
 int ds_str_adds(ds_str *s, const char *t) { return ds_str_add(s, t, strlen(t)); }
+
+int ds_ends_with(const char *s, const char *suffix) {
+    size_t n = strlen(s), m = strlen(suffix);
+    return n >= m && strcmp(s + n - m, suffix) == 0;
+}

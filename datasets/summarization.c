@@ -12,11 +12,6 @@
 #include "internal.h"
 #include "json_util.h"
 
-static int ends_with(const char *s, const char *suffix) {
-    size_t n = strlen(s), m = strlen(suffix);
-    return n >= m && strcmp(s + n - m, suffix) == 0;
-}
-
 /* ------------------------------------------------------------------ CSV */
 
 #define CSV_MAX_COLS 64
@@ -197,7 +192,7 @@ out:
 int ds_load_summarization(const ds_load_params *p, ds_set *out) {
     memset(out, 0, sizeof *out);
     int rc;
-    if (ends_with(p->path, ".csv")) rc = load_csv(p, out);
+    if (ds_ends_with(p->path, ".csv")) rc = load_csv(p, out);
     else rc = ds_each_object(p, out, summ_object, NULL);
     if (rc == KV_OK && out->n == 0) rc = kv_errorf(KV_EFORMAT, "%s: no usable samples", p->path);
     if (rc) ds_set_free(out);

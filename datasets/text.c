@@ -9,11 +9,6 @@
 #include "internal.h"
 #include "json_util.h"
 
-static int ends_with(const char *s, const char *suffix) {
-    size_t n = strlen(s), m = strlen(suffix);
-    return n >= m && strcmp(s + n - m, suffix) == 0;
-}
-
 /* user: non-NULL for RULER's layout (input, outputs). */
 static int text_object(void *user, const ds_load_params *p, ds_set *out, long line, const cJSON *o) {
     int ruler = user != NULL;
@@ -86,7 +81,7 @@ out:
 int ds_load_text(const ds_load_params *p, size_t min_chars, ds_set *out) {
     memset(out, 0, sizeof *out);
     int rc;
-    if (ends_with(p->path, ".jsonl")) rc = ds_each_object(p, out, text_object, NULL);
+    if (ds_ends_with(p->path, ".jsonl")) rc = ds_each_object(p, out, text_object, NULL);
     else rc = split_text(p, min_chars, out);
     if (rc == KV_OK && out->n == 0) rc = kv_errorf(KV_EFORMAT, "%s: no text", p->path);
     if (rc) ds_set_free(out);

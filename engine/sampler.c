@@ -16,7 +16,7 @@ struct kv_sampler {
     kv_cand *cand;   /* [n_vocab] candidates, sorted by probability */
 };
 
-static uint64_t splitmix64(uint64_t *x) {
+uint64_t kv_splitmix64(uint64_t *x) {
     uint64_t z = (*x += 0x9e3779b97f4a7c15ull);
     z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
     z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
@@ -46,7 +46,7 @@ kv_sampler_params kv_sampler_default_params(void) {
 
 void kv_sampler_reset(kv_sampler *s) {
     uint64_t x = s->p.seed;
-    for (int i = 0; i < 4; i++) s->s[i] = splitmix64(&x);
+    for (int i = 0; i < 4; i++) s->s[i] = kv_splitmix64(&x);
 }
 
 int kv_sampler_new(const kv_sampler_params *p, int32_t n_vocab, kv_sampler **out) {

@@ -30,4 +30,8 @@ int32_t kv_sampler_sample(kv_sampler *s, const float *logits);
 /* Index of the largest value (lowest index on ties). */
 int32_t kv_argmax(const float *x, int32_t n);
 
+/* splitmix64: advances *state and returns the next 64 random bits (the
+ * seeding generator of the sampler; also the project's small seeded RNG). */
+uint64_t kv_splitmix64(uint64_t *state);
+
 #endif

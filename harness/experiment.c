@@ -141,8 +141,6 @@ static int set_str(parse_state *st, char **dst, const char *v, const char *sect,
 
 /* ------------------------------------------------------------ budgets */
 
-static int parse_one_budget(const char *t, pol_budget *b) { return pol_budget_parse(t, b); }
-
 int hx_parse_budgets(const char *s, pol_budget *out, int max, int *n) {
     *n = 0;
     char buf[1024];
@@ -155,7 +153,7 @@ int hx_parse_budgets(const char *s, pol_budget *out, int max, int *n) {
         char *dots = strstr(item, "..");
         if (!dots) {
             if (*n == max) return kv_errorf(KV_EINVAL, "at most %d budgets", max);
-            if (parse_one_budget(item, &out[*n])) return KV_EINVAL;
+            if (pol_budget_parse(item, &out[*n])) return KV_EINVAL;
             (*n)++;
             continue;
         }
@@ -170,7 +168,7 @@ int hx_parse_budgets(const char *s, pol_budget *out, int max, int *n) {
         while (*tb == ' ') tb++;
         for (char *e = tb + strlen(tb); e > tb && e[-1] == ' ';) *--e = 0;
         while (*ts == ' ') ts++;
-        if (parse_one_budget(ta, &a) || parse_one_budget(tb, &b) || parse_one_budget(ts, &st)) return KV_EINVAL;
+        if (pol_budget_parse(ta, &a) || pol_budget_parse(tb, &b) || pol_budget_parse(ts, &st)) return KV_EINVAL;
         if (a.kind != b.kind || a.kind != st.kind || a.kind == POL_BUDGET_NONE)
             return kv_errorf(KV_EINVAL, "budget range '%s..%s step %s': the three must be all percentages or all token counts",
                              ta, tb, ts);
@@ -191,8 +189,7 @@ int hx_parse_budgets(const char *s, pol_budget *out, int max, int *n) {
 
 /* -------------------------------------------------------------- sections */
 
-static int find_name(char *const *names, size_t stride_items, int n, const char *name) {
-    (void)stride_items;
+static int find_name(char *const *names, int n, const char *name) {
     for (int i = 0; i < n; i++)
         if (!strcmp(names[i], name)) return i;
     return -1;
@@ -226,7 +223,7 @@ static void on_section(parse_state *st, const char *text) {
         else if (kind[0] == 't') { cnt = &e->n_tasks; for (int i = 0; i < *cnt; i++) names[i] = e->task[i].name; }
         else { cnt = &e->n_policies; for (int i = 0; i < *cnt; i++) names[i] = e->policy[i].label; }
         count = *cnt;
-        if (find_name(names, 0, count, label) >= 0) { fail(st, st->line, "[%s %s] defined twice", kind, label); return; }
+        if (find_name(names, count, label) >= 0) { fail(st, st->line, "[%s %s] defined twice", kind, label); return; }
         if (count == HX_MAX_ITEMS) { fail(st, st->line, "at most %d %s sections", HX_MAX_ITEMS, kind); return; }
         char *dup = strdup(label);
         if (!dup) { fail(st, st->line, "out of memory"); return; }
@@ -395,7 +392,7 @@ static int resolve_list(parse_state *st, const char *list, int line, const char 
     snprintf(buf, sizeof buf, "%s", list);
     char *save = NULL;
     for (char *t = strtok_r(buf, ", ", &save); t; t = strtok_r(NULL, ", ", &save)) {
-        int k = find_name(names, 0, n_names, t);
+        int k = find_name(names, n_names, t);
         if (k < 0) return fail(st, line, "[sweep] %s: '%s' is not defined by any section", what, t);
         for (int i = 0; i < *n_out; i++)
             if (out[i] == k) return fail(st, line, "[sweep] %s: '%s' listed twice", what, t);

@@ -9,6 +9,7 @@
 #include "../engine/kv_error.h"
 #include "../metrics/stats.h"
 #include "results_query.h"
+#include "resultsdb.h"
 
 static int q_err(sqlite3 *db, const char *what) { return kv_errorf(KV_EIO, "%s: %s", what, sqlite3_errmsg(db)); }
 
@@ -111,9 +112,7 @@ int hx_q_stat_of(sqlite3 *db, const char *run, const char *full_run, const char 
     if (n) {
         out->mean = met_mean(v, n);
         /* The seed depends on the run and metric only: reports are reproducible. */
-        uint64_t seed = 1469598103934665603ull;
-        for (const char *p = run; *p; p++) seed = (seed ^ (unsigned char)*p) * 1099511628211ull;
-        for (const char *p = metric; *p; p++) seed = (seed ^ (unsigned char)*p) * 1099511628211ull;
+        uint64_t seed = hx_hash(hx_hash(1469598103934665603ull, run, strlen(run)), metric, strlen(metric));
         rc = met_bootstrap_ci(v, n, bootstrap, level, seed, &out->lo, &out->hi);
     }
     if (paired && full_sum != 0) out->ratio = pol_sum / full_sum;

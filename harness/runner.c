@@ -575,17 +575,14 @@ static int load_task(const run_state *rs, engine *en, const hx_task_def *t, tok_
     case HX_TASK_RULER: return ds_load_ruler(&lp, set);
     case HX_TASK_FIDELITY:
     case HX_TASK_PERPLEXITY: return ds_load_text(&lp, (size_t)t->min_chars, set);
-    case HX_TASK_PASSKEY: {
-        int rc = ds_make_passkey(t->lengths, t->n_lengths, t->depths, t->n_depths, t->per_cell, rs->e->seed,
-                                 count_tokens, tc, set);
-        return rc;
-    }
+    case HX_TASK_PASSKEY:
+        return ds_make_passkey(t->lengths, t->n_lengths, t->depths, t->n_depths, t->per_cell, rs->e->seed,
+                               count_tokens, tc, set);
     case HX_TASK_NEEDLE: {
         char hp[4096];
-        int rc = ds_make_needle(hx_resolve_data(t->haystack, hp, sizeof hp), t->lengths, t->n_lengths, t->depths,
-                                t->n_depths, NULL, NULL, NULL, count_tokens, tc, set);
-        if (rc == KV_OK && t->samples > 0 && set->n > t->samples) set->n = t->samples; /* ds_set_free frees all */
-        return rc;
+        /* a grid larger than `samples` is cut by run_task */
+        return ds_make_needle(hx_resolve_data(t->haystack, hp, sizeof hp), t->lengths, t->n_lengths, t->depths,
+                              t->n_depths, NULL, NULL, NULL, count_tokens, tc, set);
     }
     }
     return KV_EINVAL;
@@ -927,18 +924,6 @@ static void free_engine(engine *en) {
     memset(en, 0, sizeof *en);
 }
 
-static char *slurp(const char *path) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *b = n >= 0 ? malloc((size_t)n + 1) : NULL;
-    if (b) b[fread(b, 1, (size_t)n, f)] = 0;
-    fclose(f);
-    return b;
-}
-
 /* Makes the folder that will hold the database. */
 static int ensure_parent_dir(const char *path) {
     char dir[4096];
@@ -1024,7 +1009,7 @@ int hx_cmd_run(int argc, char **argv, int help) {
             status = 1;
             goto out;
         }
-        text = slurp(pos[0]);
+        text = ds_read_file(pos[0], NULL);
         if (hx_db_put_experiment(rs.db, e.name, pos[0], text, e.description, e.mirrors)) {
             fprintf(stderr, "kvbench run: %s\n", kv_last_error());
             status = 1;

@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "../engine/kv_error.h"
+#include "../engine/sampler.h"
 #include "stats.h"
 
 double met_nll(const float *logits, int32_t n, int32_t target) {
@@ -81,13 +82,6 @@ double met_mean(const double *x, size_t n) {
     return s / (double)n;
 }
 
-static uint64_t splitmix64(uint64_t *s) {
-    uint64_t z = (*s += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-}
-
 int met_bootstrap_ci(const double *x, size_t n, int iters, double level, uint64_t seed, double *lo, double *hi) {
     if (n == 0) {
         *lo = *hi = NAN;
@@ -102,7 +96,7 @@ int met_bootstrap_ci(const double *x, size_t n, int iters, double level, uint64_
     uint64_t s = seed;
     for (int it = 0; it < iters; it++) {
         double sum = 0;
-        for (size_t i = 0; i < n; i++) sum += x[splitmix64(&s) % n];
+        for (size_t i = 0; i < n; i++) sum += x[kv_splitmix64(&s) % n];
         means[it] = sum / (double)n;
     }
     double a = (1 - level) / 2 * 100;

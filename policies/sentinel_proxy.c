@@ -21,6 +21,7 @@
 #include <string.h>
 
 #include "kv_error.h"
+#include "sampler.h"
 #include "sentinel_proxy.h"
 
 enum { P_MODE, P_MAX_SPAN, P_RECENT };
@@ -38,13 +39,6 @@ typedef struct sent_state {
     int32_t *keep;     /* [cap] scratch: slot indices kept */
     int32_t *slot_of;  /* [cap] scratch: position -> slot */
 } sent_state;
-
-static uint64_t splitmix64(uint64_t *s) {
-    uint64_t z = (*s += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-}
 
 static int sent_init(kv_policy *p) {
     sent_state *st = calloc(1, sizeof *st);
@@ -88,11 +82,11 @@ static int plan_spans(kv_policy *p, int32_t n) {
      * after 3x the expected attempts), then the gaps left to right. */
     int64_t expected = to_free / ((max_span + 1) / 2) + 1, attempts = 3 * expected + 16;
     for (int64_t a = 0; a < attempts && to_free > 0; a++) {
-        int32_t len = 2 + (int32_t)(splitmix64(&rng) % (uint64_t)(max_span - 1));
+        int32_t len = 2 + (int32_t)(kv_splitmix64(&rng) % (uint64_t)(max_span - 1));
         if (len - 1 > to_free) len = (int32_t)to_free + 1;
         if (len > region) continue;
         if (len > region - 1) continue;
-        int32_t start = 1 + (int32_t)(splitmix64(&rng) % (uint64_t)(region - 1 - len + 1));
+        int32_t start = 1 + (int32_t)(kv_splitmix64(&rng) % (uint64_t)(region - 1 - len + 1));
         int clash = 0;
         for (int32_t i = start; i < start + len && !clash; i++) clash = st->span_end[i] >= 0;
         if (clash) continue;
