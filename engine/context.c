@@ -1,4 +1,6 @@
-/* context.c - the Llama forward pass over a kv_ctx.
+/* context.c - the forward pass over a kv_ctx: Llama (RMSNorm, rotary,
+ * SwiGLU) and MPT (LayerNorm, ALiBi, GELU), one code path branching on the
+ * architecture where they differ.
  *
  * Shapes: n = tokens in this call (<= max_batch), dim = model width,
  * qd = n_heads*head_dim, kvd = n_kv_heads*head_dim, hid = MLP width.
@@ -63,6 +65,11 @@ struct kv_ctx {
                           [n_pool][stats_stride], then block partials [n_blocks][stats_stride] */
     size_t dstats_cap;
     double *st_reduced, *st_tmp, *st_part;
+    /* ALiBi models (MPT) */
+    float *alibi;      /* [n_heads] slopes; NULL: a rotary model */
+    int32_t *alibi_idx; /* in-cache positions: [n_kv_heads][alibi_stride] each slot's index (rank by position) */
+    size_t alibi_idx_cap;
+    int32_t alibi_stride;
 };
 
 /* KV_NEED_LOGITS in prefill: query rows are reduced in blocks of this many,
@@ -85,6 +92,7 @@ void kv_ctx_free(kv_ctx *c) {
     free(c->att); free(c->hb); free(c->hb2); free(c->rope); free(c->inv_freq);
     free(c->deq); free(c->scores); free(c->stats); free(c->dstats); free(c->rope_tab); free(c->kr);
     free(c->dweight);
+    free(c->alibi); free(c->alibi_idx);
     free(c);
 }
 
@@ -115,7 +123,7 @@ int kv_ctx_new(const kv_model *m, const kv_ctx_params *p, kv_ctx **out) {
     c->hb = xmalloc_floats(B * mi->hidden_dim);
     c->hb2 = xmalloc_floats(B * mi->hidden_dim);
     c->rope = xmalloc_floats(B * (size_t)mi->n_rot);
-    c->inv_freq = malloc((size_t)mi->n_rot / 2 * sizeof(double));
+    c->inv_freq = malloc(((size_t)mi->n_rot / 2 + 1) * sizeof(double)); /* n_rot is 0 for ALiBi */
     size_t deq = KV_DEQ_CHUNK_ELEMS;
     if (deq < (size_t)mi->hidden_dim) deq = (size_t)mi->hidden_dim;
     if (deq < (size_t)mi->dim) deq = (size_t)mi->dim;
@@ -129,6 +137,13 @@ int kv_ctx_new(const kv_model *m, const kv_ctx_params *p, kv_ctx **out) {
     }
     for (int i = 0; i < mi->n_rot / 2; i++)
         c->inv_freq[i] = pow((double)mi->rope_base, -2.0 * i / mi->n_rot);
+    if (mi->arch == KV_ARCH_MPT) { /* ALiBi slope of each query head */
+        if (!(c->alibi = malloc((size_t)mi->n_heads * sizeof(float)))) {
+            rc = kv_errorf(KV_ENOMEM, "out of memory");
+            goto fail;
+        }
+        for (int h = 0; h < mi->n_heads; h++) c->alibi[h] = (float)kv_alibi_slope(mi->n_heads, mi->max_alibi_bias, h);
+    }
     openblas_set_num_threads(c->n_threads);
     *out = c;
     return KV_OK;
@@ -161,6 +176,40 @@ static void rmsnorm(float *out, const float *x, const float *w, int n, float eps
     for (int i = 0; i < n; i++) ss += (double)x[i] * x[i];
     float s = (float)(1.0 / sqrt(ss / n + eps));
     for (int i = 0; i < n; i++) out[i] = x[i] * s * w[i];
+}
+
+/* out[i] = (x[i] - mean(x)) / sqrt(var(x) + eps) * w[i] + b[i] (LayerNorm; b may be NULL) */
+static void layernorm(float *out, const float *x, const float *w, const float *b, int n, float eps) {
+    double mean = 0, var = 0;
+    for (int i = 0; i < n; i++) mean += x[i];
+    mean /= n;
+    for (int i = 0; i < n; i++) var += ((double)x[i] - mean) * ((double)x[i] - mean);
+    double inv = 1.0 / sqrt(var / n + eps);
+    for (int i = 0; i < n; i++) out[i] = (float)(((double)x[i] - mean) * inv) * w[i] + (b ? b[i] : 0.0f);
+}
+
+/* A block's (or the final) normalisation of one row of width dim:
+ * RMSNorm for llama, LayerNorm with its optional bias for MPT. */
+static void norm_row(const kv_ctx *c, float *out, const float *x, const float *w, const float *b) {
+    if (c->mi->arch == KV_ARCH_MPT) layernorm(out, x, w, b, c->mi->dim, c->mi->norm_eps);
+    else rmsnorm(out, x, w, c->mi->dim, c->mi->norm_eps);
+}
+
+/* x[i] = GELU(x[i]): the tanh approximation (llama.cpp's for MPT) or the
+ * exact erf form (Hugging Face MPT's nn.GELU()); see kv_gelu. */
+static void gelu(float *x, size_t n, kv_gelu kind) {
+    if (kind == KV_GELU_ERF) {
+        for (size_t i = 0; i < n; i++) x[i] = 0.5f * x[i] * (1.0f + erff(x[i] * 0.70710678118654752f));
+        return;
+    }
+    for (size_t i = 0; i < n; i++) {
+        float v = x[i];
+        x[i] = 0.5f * v * (1.0f + tanhf(0.79788456080286536f * (v + 0.044715f * v * v * v)));
+    }
+}
+
+static void clamp_all(float *x, size_t n, float lim) {
+    for (size_t i = 0; i < n; i++) x[i] = x[i] < -lim ? -lim : x[i] > lim ? lim : x[i];
 }
 
 static void softmax(float *x, int n) {
@@ -439,10 +488,69 @@ static int rotate_in_cache(kv_ctx *c, int l, int n) {
 }
 
 /* The keys attention reads for KV head g of layer l: the cache's (rotated
- * at their positions), or this call's in-cache rotation. */
+ * at their positions), or this call's in-cache rotation (never for ALiBi,
+ * whose keys are not rotated). */
 static const float *attn_keys(const kv_ctx *c, const kv_cache_head *ch, int g) {
-    if (c->hook.positions == KV_POS_CACHE) return c->kr + (size_t)g * c->kr_stride * c->mi->head_dim;
+    if (c->hook.positions == KV_POS_CACHE && !c->alibi) return c->kr + (size_t)g * c->kr_stride * c->mi->head_dim;
     return ch->k;
+}
+
+/* ALiBi (MPT): keys are never rotated; attention adds -slope_h * (query
+ * index - key index) to each logit. KV_POS_ORIGINAL uses true positions
+ * (Keyformer's "Org Pos": the bias at each kept key's original index); any
+ * other position mode uses in-cache indices (StreamingLLM on MPT, Keyformer's
+ * "New Pos"): a key's rank by position among its head's slots, the query
+ * the index of its own slot. */
+static int alibi_in_cache(const kv_ctx *c) { return c->hook.positions != KV_POS_ORIGINAL; }
+
+/* In-cache indices of layer l's slots, per KV head (heads may differ in
+ * length and order), into c->alibi_idx. */
+static int alibi_prepare(kv_ctx *c, int l) {
+    const int n_kv = c->mi->n_kv_heads;
+    int32_t len = 0;
+    for (int g = 0; g < n_kv; g++)
+        if (kv_cache_head_at(c->cache, l, g)->len > len) len = kv_cache_head_at(c->cache, l, g)->len;
+    size_t need = (size_t)n_kv * (size_t)len;
+    if (need > c->alibi_idx_cap) {
+        size_t cap = need + need / 4 + 64;
+        int32_t *p = realloc(c->alibi_idx, cap * sizeof *p);
+        if (!p) return kv_errorf(KV_ENOMEM, "out of memory for in-cache positions");
+        c->alibi_idx = p;
+        c->alibi_idx_cap = cap;
+    }
+    c->alibi_stride = len;
+    for (int g = 0; g < n_kv; g++) {
+        const kv_cache_head *ch = kv_cache_head_at(c->cache, l, g);
+        int32_t *idx = c->alibi_idx + (size_t)g * len;
+        int sorted = 1; /* slots in position order: the index is the slot */
+        for (int32_t t = 1; t < ch->len && sorted; t++) sorted = ch->pos[t - 1] < ch->pos[t];
+        if (sorted) {
+            for (int32_t t = 0; t < ch->len; t++) idx[t] = t;
+            continue;
+        }
+        int32_t *rank;
+        int rc = position_ranks(ch, &rank);
+        if (rc) return rc;
+        memcpy(idx, rank, (size_t)ch->len * sizeof *idx);
+        free(rank);
+    }
+    return KV_OK;
+}
+
+/* Adds the ALiBi bias of query head h to its logits s [n][len] over the
+ * slots of KV head g (the new tokens already appended): row t is the query
+ * at position pos0 + t, whose in-cache index is its slot's, len - n + t.
+ * Masked logits stay -INFINITY. */
+static void alibi_bias(const kv_ctx *c, int h, int g, const kv_cache_head *ch, float *s, int n, int32_t pos0) {
+    const float slope = c->alibi[h];
+    const int32_t len = ch->len;
+    const int in_cache = alibi_in_cache(c);
+    const int32_t *kidx = in_cache ? c->alibi_idx + (size_t)g * c->alibi_stride : ch->pos;
+    for (int t = 0; t < n; t++) {
+        float *row = s + (size_t)t * len;
+        const int32_t qi = in_cache ? len - n + t : pos0 + t;
+        for (int32_t j = 0; j < len; j++) row[j] -= slope * (float)(qi - kidx[j]);
+    }
 }
 
 typedef struct attn_job {
@@ -468,6 +576,7 @@ static void attn_decode_worker(void *arg, int ith, int nth) {
         float *o = c->att + (size_t)h * hd;
         for (int32_t t = 0; t < ch->len; t++)
             s[t] = ch->pos[t] <= j->qpos ? kv_dot_f32(q, keys + (size_t)t * hd, hd) * scale : -INFINITY;
+        if (c->alibi) alibi_bias(c, h, h / group, ch, s, 1, j->qpos);
         if (needs & KV_NEED_LOGITS) {
             kv_logit_row r = {j->layer, h, j->qpos, ch->len, s, ch->pos, c->st_reduced + (size_t)h * c->stats_stride,
                               c->st_tmp + (size_t)ith * c->stats_stride};
@@ -539,6 +648,7 @@ static int attn_prefill(kv_ctx *c, int layer, int n, int32_t pos0) {
             for (int32_t j = 0; j < len; j++)
                 if (ch->pos[j] > pos0 + t) row[j] = -INFINITY;
         }
+        if (c->alibi) alibi_bias(c, h, h / group, ch, S, n, pos0);
         if (needs & KV_NEED_LOGITS) reduce_rows(c, layer, h, n, pos0, S, ch);
         for (int t = 0; t < n; t++) {
             float *row = S + (size_t)t * len;
@@ -554,6 +664,21 @@ static int attn_prefill(kv_ctx *c, int layer, int n, int32_t pos0) {
                     c->att + (size_t)h * hd, qd);
     }
     return KV_OK;
+}
+
+/* MPT: q, k, v of this call's n tokens clamped to [-clamp_kqv, clamp_kqv]. */
+static void clamp_qkv(kv_ctx *c, int n) {
+    const kv_model_info *mi = c->mi;
+    const size_t qd = (size_t)mi->n_heads * mi->head_dim, kvd = (size_t)mi->n_kv_heads * mi->head_dim;
+    clamp_all(c->q, (size_t)n * qd, mi->clamp_kqv);
+    clamp_all(c->k, (size_t)n * kvd, mi->clamp_kqv);
+    clamp_all(c->v, (size_t)n * kvd, mi->clamp_kqv);
+}
+
+/* MPT's MLP up to the down projection: hb = gelu(up(xb)) (no gate). */
+static void mlp_up_gelu(kv_ctx *c, const kv_layer_weights *w, int n) {
+    matmul(c, &w->w_up, c->xb, c->hb, n);
+    gelu(c->hb, (size_t)n * c->mi->hidden_dim, c->mi->gelu);
 }
 
 /* ---------------------------------------------------------- the forward */
@@ -578,7 +703,7 @@ static int eval_chunk(kv_ctx *c, const int32_t *tokens, int n, float *logits, in
         const kv_layer_weights *w = kv_model_layer(m, l);
         /* attention */
         for (int t = 0; t < n; t++)
-            rmsnorm(c->xb + (size_t)t * dim, c->x + (size_t)t * dim, w->attn_norm, dim, mi->norm_eps);
+            norm_row(c, c->xb + (size_t)t * dim, c->x + (size_t)t * dim, w->attn_norm, w->attn_norm_b);
         if (n == 1) {
             mv_job jobs[3] = {{&w->wq, c->xb, c->q}, {&w->wk, c->xb, c->k}, {&w->wv, c->xb, c->v}};
             matvec3(c, jobs, 3);
@@ -587,6 +712,7 @@ static int eval_chunk(kv_ctx *c, const int32_t *tokens, int n, float *logits, in
             matmul(c, &w->wk, c->xb, c->k, n);
             matmul(c, &w->wv, c->xb, c->v, n);
         }
+        if (mi->clamp_kqv > 0) clamp_qkv(c, n);
         const int in_cache = c->hook.positions == KV_POS_CACHE;
         for (int t = 0; t < n; t++) {
             const float *cs = c->rope + (size_t)t * mi->n_rot;
@@ -606,7 +732,8 @@ static int eval_chunk(kv_ctx *c, const int32_t *tokens, int n, float *logits, in
         c->st_reduced = c->st_tmp = c->st_part = NULL;
         if (c->hook.needs) plan_layer(c, l, pos0, n);
         if (c->plan.needs && (rc = stats_prepare(c, l, n))) return rc;
-        if (in_cache && (rc = rotate_in_cache(c, l, n))) return rc;
+        if (in_cache && !c->alibi && (rc = rotate_in_cache(c, l, n))) return rc;
+        if (c->alibi && alibi_in_cache(c) && (rc = alibi_prepare(c, l))) return rc;
         if (n == 1) {
             attn_job j = {c, l, pos0};
             kv_pool_run(c->pool, attn_decode_worker, &j);
@@ -626,17 +753,20 @@ static int eval_chunk(kv_ctx *c, const int32_t *tokens, int n, float *logits, in
         matmul(c, &w->wo, c->att, c->xb2, n);
         for (size_t i = 0; i < (size_t)n * dim; i++) c->x[i] += c->xb2[i];
 
-        /* SwiGLU MLP */
+        /* SwiGLU MLP (MPT: GELU) */
         for (int t = 0; t < n; t++)
-            rmsnorm(c->xb + (size_t)t * dim, c->x + (size_t)t * dim, w->ffn_norm, dim, mi->norm_eps);
-        if (n == 1) {
+            norm_row(c, c->xb + (size_t)t * dim, c->x + (size_t)t * dim, w->ffn_norm, w->ffn_norm_b);
+        if (mi->arch == KV_ARCH_MPT) {
+            mlp_up_gelu(c, w, n);
+        } else if (n == 1) {
             mv_job jobs[2] = {{&w->w_gate, c->xb, c->hb}, {&w->w_up, c->xb, c->hb2}};
             matvec3(c, jobs, 2);
         } else {
             matmul(c, &w->w_gate, c->xb, c->hb, n);
             matmul(c, &w->w_up, c->xb, c->hb2, n);
         }
-        for (size_t i = 0; i < (size_t)n * hid; i++) {
+        const size_t n_swiglu = mi->arch == KV_ARCH_MPT ? 0 : (size_t)n * hid;
+        for (size_t i = 0; i < n_swiglu; i++) {
             float g = c->hb[i];
             c->hb[i] = g / (1.0f + expf(-g)) * c->hb2[i];
         }
@@ -649,7 +779,8 @@ static int eval_chunk(kv_ctx *c, const int32_t *tokens, int n, float *logits, in
     /* final norm and classifier: every row, or the last one */
     int first = all_logits ? 0 : n - 1, rows = n - first;
     for (int t = first; t < n; t++)
-        rmsnorm(c->xb + (size_t)(t - first) * dim, c->x + (size_t)t * dim, kv_model_out_norm(m), dim, mi->norm_eps);
+        norm_row(c, c->xb + (size_t)(t - first) * dim, c->x + (size_t)t * dim, kv_model_out_norm(m),
+                 kv_model_out_norm_bias(m));
     matmul(c, kv_model_output(m), c->xb, logits, rows);
     return KV_OK;
 }

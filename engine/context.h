@@ -38,8 +38,9 @@ typedef struct kv_logit_row {
     int layer, head;      /* query head */
     int32_t qpos;         /* the query's position */
     int32_t len;          /* slots of its KV head */
-    const float *x;       /* [len] q.k / sqrt(head_dim) (the keys as attention read them);
-                             -INFINITY where the causal mask hides the key */
+    const float *x;       /* [len] q.k / sqrt(head_dim) (the keys as attention read them),
+                             plus the ALiBi bias for ALiBi models (exactly what the softmax
+                             sees); -INFINITY where the causal mask hides the key */
     const int32_t *kpos;  /* [len] each slot's true position */
     double *acc;          /* [len] the reducer adds into it (the engine sums these into `reduced`) */
     double *tmp;          /* [len] scratch, the reducer's own while it runs */
@@ -89,7 +90,12 @@ typedef struct kv_attn_plan {
  *            newest query sits at the index of its own slot. This is
  *            StreamingLLM's "pos shift": it lets a model run past its trained
  *            context. Slot order must follow position order (policies using
- *            it evict with kv_cache_keep). */
+ *            it evict with kv_cache_keep).
+ * ALiBi models (MPT) rotate nothing: ORIGINAL biases each logit by
+ * -slope_h * (query position - key position) (Keyformer's "Org Pos"); any
+ * other mode uses the same in-cache indices as CACHE - the key's rank by
+ * position in its head, the query's own slot (Keyformer's "New Pos").
+ * The causal mask always compares true positions. */
 typedef enum kv_pos_mode { KV_POS_ORIGINAL = 0, KV_POS_CACHE = 1 } kv_pos_mode;
 
 /* Called after each layer's attention, before the next layer runs: the

@@ -26,6 +26,23 @@ int kv_export_llama_meta(kv_gguf_writer *w, const kv_model_info *i, const char *
     return KV_OK;
 }
 
+int kv_export_mpt_meta(kv_gguf_writer *w, const kv_model_info *i, const char *name) {
+    int rc;
+    if ((rc = kv_gguf_writer_set_str(w, "general.architecture", "mpt")) ||
+        (rc = kv_gguf_writer_set_str(w, "general.name", name ? name : "kvbench")) ||
+        (rc = kv_gguf_writer_set_u32(w, "mpt.context_length", (uint32_t)i->ctx_len)) ||
+        (rc = kv_gguf_writer_set_u32(w, "mpt.embedding_length", (uint32_t)i->dim)) ||
+        (rc = kv_gguf_writer_set_u32(w, "mpt.block_count", (uint32_t)i->n_layers)) ||
+        (rc = kv_gguf_writer_set_u32(w, "mpt.feed_forward_length", (uint32_t)i->hidden_dim)) ||
+        (rc = kv_gguf_writer_set_u32(w, "mpt.attention.head_count", (uint32_t)i->n_heads)) ||
+        (rc = kv_gguf_writer_set_u32(w, "mpt.attention.head_count_kv", (uint32_t)i->n_kv_heads)) ||
+        (rc = kv_gguf_writer_set_f32(w, "mpt.attention.layer_norm_epsilon", i->norm_eps)) ||
+        (rc = kv_gguf_writer_set_f32(w, "mpt.attention.max_alibi_bias", i->max_alibi_bias)))
+        return rc;
+    if (i->clamp_kqv > 0 && (rc = kv_gguf_writer_set_f32(w, "mpt.attention.clamp_kqv", i->clamp_kqv))) return rc;
+    return KV_OK;
+}
+
 /* Is the piece "<0xNN>"? */
 static int is_byte_piece(const char *s, size_t n) {
     return n == 6 && memcmp(s, "<0x", 3) == 0 && s[5] == '>';
@@ -117,15 +134,30 @@ int kv_model_export_gguf(const kv_model *m, const char *path, kv_dtype type) {
     kv_gguf_writer *w = kv_gguf_writer_new();
     if (!w) return kv_errorf(KV_ENOMEM, "out of memory");
     const char *base = strrchr(kv_model_path(m), '/');
-    int rc = kv_export_llama_meta(w, i, base ? base + 1 : kv_model_path(m));
+    const int mpt = i->arch == KV_ARCH_MPT;
+    int rc = (mpt ? kv_export_mpt_meta : kv_export_llama_meta)(w, i, base ? base + 1 : kv_model_path(m));
     if (!rc && kv_model_tokenizer(m)) rc = kv_export_tokenizer(w, kv_model_tokenizer(m));
     if (!rc) rc = kv_export_matrix(w, "token_embd.weight", kv_model_tok_embd(m), type, NULL);
     if (!rc) rc = add_vector(w, "output_norm.weight", kv_model_out_norm(m), i->dim);
+    if (!rc && kv_model_out_norm_bias(m)) rc = add_vector(w, "output_norm.bias", kv_model_out_norm_bias(m), i->dim);
     if (!rc && !i->tied_output) rc = kv_export_matrix(w, "output.weight", kv_model_output(m), type, NULL);
     char name[96];
     for (int l = 0; l < i->n_layers && !rc; l++) {
         const kv_layer_weights *L = kv_model_layer(m, l);
 #define NAME(s) (snprintf(name, sizeof name, "blk.%d." s ".weight", l), name)
+#define BIAS(s) (snprintf(name, sizeof name, "blk.%d." s ".bias", l), name)
+        if (mpt) {
+            if ((rc = add_vector(w, NAME("attn_norm"), L->attn_norm, i->dim)) ||
+                (L->attn_norm_b && (rc = add_vector(w, BIAS("attn_norm"), L->attn_norm_b, i->dim))) ||
+                (rc = kv_export_matrix(w, NAME("attn_qkv"), &L->wqkv, type, NULL)) ||
+                (rc = kv_export_matrix(w, NAME("attn_output"), &L->wo, type, NULL)) ||
+                (rc = add_vector(w, NAME("ffn_norm"), L->ffn_norm, i->dim)) ||
+                (L->ffn_norm_b && (rc = add_vector(w, BIAS("ffn_norm"), L->ffn_norm_b, i->dim))) ||
+                (rc = kv_export_matrix(w, NAME("ffn_up"), &L->w_up, type, NULL)) ||
+                (rc = kv_export_matrix(w, NAME("ffn_down"), &L->w_down, type, NULL)))
+                break;
+            continue;
+        }
         if ((rc = add_vector(w, NAME("attn_norm"), L->attn_norm, i->dim)) ||
             (rc = add_vector(w, NAME("ffn_norm"), L->ffn_norm, i->dim)) ||
             (rc = kv_export_matrix(w, NAME("attn_q"), &L->wq, type, NULL)) ||
@@ -137,6 +169,7 @@ int kv_model_export_gguf(const kv_model *m, const char *path, kv_dtype type) {
             (rc = kv_export_matrix(w, NAME("ffn_up"), &L->w_up, type, NULL)))
             break;
 #undef NAME
+#undef BIAS
     }
     if (!rc) rc = kv_gguf_writer_write(w, path);
     kv_gguf_writer_free(w);

@@ -1,4 +1,4 @@
-/* export.h - writing models as GGUF ("llama" architecture).
+/* export.h - writing models as GGUF ("llama" and "mpt" architectures).
  *
  * Used by `kvbench convert` (any loadable model to GGUF, optionally
  * requantized) and `kvbench synth` (synthetic models for tests and
@@ -12,6 +12,9 @@
 
 /* general.architecture, general.name and the llama.* hyper-parameters. */
 int kv_export_llama_meta(kv_gguf_writer *w, const kv_model_info *i, const char *name);
+/* The same for "mpt": mpt.* sizes, LayerNorm epsilon, max_alibi_bias and,
+ * when set, clamp_kqv (as llama.cpp's converter writes them). */
+int kv_export_mpt_meta(kv_gguf_writer *w, const kv_model_info *i, const char *name);
 
 /* The tokenizer.ggml.* keys of a SentencePiece-style vocabulary (pieces
  * written with U+2581 for spaces, token types from the pieces). */
@@ -23,7 +26,8 @@ int kv_export_tokenizer(kv_gguf_writer *w, const kv_tokenizer *t);
 int kv_export_matrix(kv_gguf_writer *w, const char *name, const kv_tensor *W, kv_dtype type,
                      kv_dtype *written_type);
 
-/* The whole model: 2-D weights in `type`, norm vectors in F32. */
+/* The whole model: 2-D weights in `type`, norm vectors (and MPT's norm
+ * biases) in F32, under the tensor names of its architecture. */
 int kv_model_export_gguf(const kv_model *m, const char *path, kv_dtype type);
 
 #endif

@@ -1,4 +1,4 @@
-/* model.c - loading llama2.c and GGUF files into kv_model.
+/* model.c - loading llama2.c and GGUF (llama, mpt) files into kv_model.
  *
  * Every size read from a file is checked before it is used: the header
  * values against sane limits (so products cannot overflow), and each
@@ -9,6 +9,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <math.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -30,6 +31,7 @@ struct kv_model {
     kv_tensor tok_embd;      /* [vocab][dim] */
     kv_layer_weights *layers;/* [n_layers] */
     const float *out_norm;   /* [dim] */
+    const float *out_norm_b; /* [dim] MPT LayerNorm bias, or NULL */
     kv_tensor output;        /* [vocab][dim] */
     kv_tokenizer *tok;
     /* ownership */
@@ -85,6 +87,31 @@ const char *kv_model_path(const kv_model *m) { return m->path; }
 const kv_tensor *kv_model_tok_embd(const kv_model *m) { return &m->tok_embd; }
 const kv_layer_weights *kv_model_layer(const kv_model *m, int l) { return &m->layers[l]; }
 const float *kv_model_out_norm(const kv_model *m) { return m->out_norm; }
+const float *kv_model_out_norm_bias(const kv_model *m) { return m->out_norm_b; }
+
+const char *kv_arch_name(kv_arch a) {
+    switch (a) {
+    case KV_ARCH_LLAMA: return "llama";
+    case KV_ARCH_MPT: return "mpt";
+    }
+    return "?";
+}
+
+const char *kv_gelu_name(kv_gelu g) { return g == KV_GELU_ERF ? "erf" : "tanh"; }
+
+int kv_gelu_parse(const char *name, kv_gelu *out) {
+    if (name && !strcmp(name, "tanh")) *out = KV_GELU_TANH;
+    else if (name && !strcmp(name, "erf")) *out = KV_GELU_ERF;
+    else return kv_errorf(KV_EINVAL, "gelu: expected tanh or erf, got '%s'", name ? name : "");
+    return KV_OK;
+}
+
+double kv_alibi_slope(int n_heads, double max_bias, int h) {
+    int n2 = 1;
+    while (2 * n2 <= n_heads) n2 *= 2;
+    double m0 = pow(2.0, -max_bias / n2), m1 = pow(2.0, -(max_bias / 2.0) / n2);
+    return h < n2 ? pow(m0, h + 1) : pow(m1, 2 * (h - n2) + 1);
+}
 const kv_tensor *kv_model_output(const kv_model *m) { return &m->output; }
 
 /* ---------------------------------------------------------------- helpers */
@@ -140,11 +167,13 @@ static void model_count(kv_model *m) {
             n += ts[k]->rows * ts[k]->cols;
             b += kv_tensor_bytes(ts[k]);
         }
-        n += 2 * (int64_t)i->dim;
-        b += 2 * (size_t)i->dim * sizeof(float);
+        int n_vec = 2 + (w->attn_norm_b != NULL) + (w->ffn_norm_b != NULL); /* norms, MPT biases */
+        n += n_vec * (int64_t)i->dim;
+        b += (size_t)n_vec * (size_t)i->dim * sizeof(float);
     }
-    n += i->dim;
-    b += (size_t)i->dim * sizeof(float);
+    int n_out = 1 + (m->out_norm_b != NULL);
+    n += n_out * (int64_t)i->dim;
+    b += (size_t)n_out * (size_t)i->dim * sizeof(float);
     if (!i->tied_output) {
         n += m->output.rows * m->output.cols;
         b += kv_tensor_bytes(&m->output);
@@ -173,7 +202,7 @@ static int check_hparams(const char *path, const kv_model_info *i) {
     if (i->n_heads % i->n_kv_heads != 0)
         return kv_errorf(KV_EFORMAT, "%s: header: n_heads %d is not a multiple of n_kv_heads %d",
                          path, i->n_heads, i->n_kv_heads);
-    if (i->n_rot < 2 || i->n_rot > i->head_dim || i->n_rot % 2 != 0)
+    if (i->arch == KV_ARCH_LLAMA && (i->n_rot < 2 || i->n_rot > i->head_dim || i->n_rot % 2 != 0))
         return kv_errorf(KV_EFORMAT, "%s: header: expected an even rotary dimension count in [2, %d], got %d",
                          path, i->head_dim, i->n_rot);
     return KV_OK;
@@ -488,6 +517,38 @@ static int gguf_vector(kv_model *m, const char *name, int64_t n, const float **o
     return KV_OK;
 }
 
+/* An optional 1-D vector (a LayerNorm bias): NULL when absent. */
+static int gguf_vector_opt(kv_model *m, const char *name, int64_t n, const float **out) {
+    *out = NULL;
+    if (!kv_gguf_find_tensor(m->gguf, name)) return KV_OK;
+    return gguf_vector(m, name, n, out);
+}
+
+/* Rows [r0, r0 + rows) of W (rows of every stored type are contiguous). */
+static kv_tensor tensor_rows(const kv_tensor *W, int64_t r0, int64_t rows) {
+    kv_tensor t = *W;
+    t.rows = rows;
+    t.data = (const uint8_t *)W->data + kv_dtype_bytes(W->type, r0 * W->cols);
+    return t;
+}
+
+/* The tokenizer of a GGUF model: the given llama2.c one, the file's, or none. */
+static int gguf_tokenizer(kv_model *m, const kv_model_params *p) {
+    const kv_gguf *g = m->gguf;
+    const kv_model_info *i = &m->info;
+    int rc;
+    if (p->no_tokenizer) return KV_OK;
+    if (p->tokenizer_path) return kv_tokenizer_load_llama2c(p->tokenizer_path, i->vocab_size, &m->tok);
+    if (kv_gguf_find_key(g, "tokenizer.ggml.tokens") < 0) return KV_OK; /* weights-only file */
+    if ((rc = kv_tokenizer_from_gguf(g, &m->tok))) return rc;
+    if (kv_tokenizer_n_vocab(m->tok) != i->vocab_size)
+        return kv_errorf(KV_EFORMAT, "%s: tokenizer has %d tokens but token_embd has %d rows", m->path,
+                         kv_tokenizer_n_vocab(m->tok), i->vocab_size);
+    return KV_OK;
+}
+
+static int load_gguf_mpt(kv_model *m, const kv_model_params *p);
+
 static int load_gguf(kv_model *m, const kv_model_params *p) {
     int rc = kv_gguf_open(m->path, &m->gguf);
     if (rc) return rc;
@@ -496,8 +557,9 @@ static int load_gguf(kv_model *m, const kv_model_params *p) {
     size_t arch_len;
     if ((rc = kv_gguf_get_str(g, "general.architecture", &arch, &arch_len)))
         return rc == KV_ENOTFOUND ? kv_errorf(KV_EFORMAT, "%s: missing metadata key 'general.architecture'", m->path) : rc;
+    if (arch_len == 3 && memcmp(arch, "mpt", 3) == 0) return load_gguf_mpt(m, p);
     if (arch_len != 5 || memcmp(arch, "llama", 5) != 0)
-        return kv_errorf(KV_EUNSUPPORTED, "%s: architecture '%.*s' is not supported (supported: llama)",
+        return kv_errorf(KV_EUNSUPPORTED, "%s: architecture '%.*s' is not supported (supported: llama, mpt)",
                          m->path, (int)(arch_len > 64 ? 64 : arch_len), arch);
 
     kv_model_info *i = &m->info;
@@ -562,14 +624,117 @@ static int load_gguf(kv_model *m, const kv_model_params *p) {
     }
     i->wtype = m->layers[0].wq.type;
     model_count(m);
-    if (p->no_tokenizer) return KV_OK;
-    if (p->tokenizer_path) return kv_tokenizer_load_llama2c(p->tokenizer_path, i->vocab_size, &m->tok);
-    if (kv_gguf_find_key(g, "tokenizer.ggml.tokens") < 0) return KV_OK; /* weights-only file */
-    if ((rc = kv_tokenizer_from_gguf(g, &m->tok))) return rc;
-    if (kv_tokenizer_n_vocab(m->tok) != i->vocab_size)
-        return kv_errorf(KV_EFORMAT, "%s: tokenizer has %d tokens but token_embd has %d rows", m->path,
-                         kv_tokenizer_n_vocab(m->tok), i->vocab_size);
-    return KV_OK;
+    return gguf_tokenizer(m, p);
+}
+
+/* GGUF "mpt", as llama.cpp's converter writes MPT-7B: mpt.* keys; per block
+ * a LayerNorm (weight, optional bias), one fused Q,K,V matrix (rows: the
+ * queries, then the keys, then the values), the output projection, a
+ * second LayerNorm and a GELU MLP (ffn_up, ffn_down, no gate); a final
+ * LayerNorm; output.weight, or the embedding when absent (tied). No rotary
+ * embedding: attention adds ALiBi biases. Variants this forward pass does
+ * not compute (learned positions, QK LayerNorm, linear biases) have extra
+ * tensors, and any tensor not listed here is refused rather than ignored. */
+static int load_gguf_mpt(kv_model *m, const kv_model_params *p) {
+    const kv_gguf *g = m->gguf;
+    kv_model_info *i = &m->info;
+    i->arch = KV_ARCH_MPT;
+    i->format = KV_FORMAT_GGUF;
+    int64_t v;
+    double d, eps, max_bias, clamp;
+    int rc;
+    if ((rc = gguf_int(g, "mpt.embedding_length", 0, 1, &v))) return rc;
+    i->dim = v > INT32_MAX ? -1 : (int32_t)v;
+    if ((rc = gguf_int(g, "mpt.feed_forward_length", 0, 1, &v))) return rc;
+    i->hidden_dim = v > INT32_MAX ? -1 : (int32_t)v;
+    if ((rc = gguf_int(g, "mpt.block_count", 0, 1, &v))) return rc;
+    i->n_layers = v > INT32_MAX ? -1 : (int32_t)v;
+    if ((rc = gguf_int(g, "mpt.attention.head_count", 0, 1, &v))) return rc;
+    i->n_heads = v > INT32_MAX ? -1 : (int32_t)v;
+    if ((rc = gguf_int(g, "mpt.attention.head_count_kv", i->n_heads, 0, &v))) return rc;
+    i->n_kv_heads = v > INT32_MAX ? -1 : (int32_t)v;
+    if ((rc = gguf_int(g, "mpt.context_length", 2048, 0, &v))) return rc;
+    i->ctx_len = v > INT32_MAX ? -1 : (int32_t)v;
+    i->head_dim = i->n_heads > 0 ? i->dim / i->n_heads : 0;
+    i->n_rot = 0;
+    i->rope_base = 0.0f;
+    /* llama.cpp's key is attention.layer_norm_epsilon; layernorm_epsilon is read too */
+    if ((rc = gguf_float(g, "mpt.attention.layernorm_epsilon", 1e-5, &d))) return rc;
+    if ((rc = gguf_float(g, "mpt.attention.layer_norm_epsilon", d, &eps))) return rc;
+    if ((rc = gguf_float(g, "mpt.attention.max_alibi_bias", 8.0, &max_bias))) return rc;
+    if ((rc = gguf_float(g, "mpt.attention.clamp_kqv", 0.0, &clamp))) return rc;
+    if (!(eps >= 0 && eps <= 1))
+        return kv_errorf(KV_EFORMAT, "%s: expected mpt.attention.layer_norm_epsilon in [0, 1], got %g", m->path, eps);
+    if (!(max_bias > 0 && max_bias <= 1024))
+        return kv_errorf(KV_EFORMAT, "%s: expected mpt.attention.max_alibi_bias in (0, 1024], got %g", m->path, max_bias);
+    if (!(clamp >= 0 && clamp < INFINITY))
+        return kv_errorf(KV_EFORMAT, "%s: expected mpt.attention.clamp_kqv >= 0 (0: none), got %g", m->path, clamp);
+    i->norm_eps = (float)eps;
+    i->max_alibi_bias = (float)max_bias;
+    i->clamp_kqv = (float)clamp;
+    i->gelu = p->gelu == KV_GELU_ERF ? KV_GELU_ERF : KV_GELU_TANH;
+
+    const kv_gguf_tensor *emb = kv_gguf_find_tensor(g, "token_embd.weight");
+    if (!emb) return kv_errorf(KV_EFORMAT, "%s: missing tensor 'token_embd.weight'", m->path);
+    i->vocab_size = emb->ne[1] > (1u << 22) ? -1 : (int32_t)emb->ne[1];
+    if ((rc = check_hparams(m->path, i))) return rc;
+
+    int64_t dim = i->dim, hid = i->hidden_dim, V = i->vocab_size;
+    int64_t qd = (int64_t)i->n_heads * i->head_dim, kvd = (int64_t)i->n_kv_heads * i->head_dim;
+    if ((rc = gguf_matrix(g, "token_embd.weight", V, dim, &m->tok_embd))) return rc;
+    if ((rc = gguf_vector(m, "output_norm.weight", dim, &m->out_norm))) return rc;
+    if ((rc = gguf_vector_opt(m, "output_norm.bias", dim, &m->out_norm_b))) return rc;
+    const kv_gguf_tensor *out;
+    if ((rc = gguf_tensor(g, "output.weight", 1, (uint64_t)dim, (uint64_t)V, &out))) return rc;
+    i->tied_output = out == NULL;
+    m->output = out ? tensor2d(out->type, V, dim, out->data) : m->tok_embd;
+    int64_t used = 2 + (m->out_norm_b != NULL) + (out != NULL); /* tensors read, to spot others */
+
+    m->layers = calloc((size_t)i->n_layers, sizeof *m->layers);
+    if (!m->layers) return kv_errorf(KV_ENOMEM, "out of memory");
+    char name[96];
+    for (int l = 0; l < i->n_layers; l++) {
+        kv_layer_weights *w = &m->layers[l];
+#define NAME(s) (snprintf(name, sizeof name, "blk.%d." s, l), name)
+        if ((rc = gguf_vector(m, NAME("attn_norm.weight"), dim, &w->attn_norm)) ||
+            (rc = gguf_vector_opt(m, NAME("attn_norm.bias"), dim, &w->attn_norm_b)) ||
+            (rc = gguf_matrix(g, NAME("attn_qkv.weight"), qd + 2 * kvd, dim, &w->wqkv)) ||
+            (rc = gguf_matrix(g, NAME("attn_output.weight"), dim, qd, &w->wo)) ||
+            (rc = gguf_vector(m, NAME("ffn_norm.weight"), dim, &w->ffn_norm)) ||
+            (rc = gguf_vector_opt(m, NAME("ffn_norm.bias"), dim, &w->ffn_norm_b)) ||
+            (rc = gguf_matrix(g, NAME("ffn_up.weight"), hid, dim, &w->w_up)) ||
+            (rc = gguf_matrix(g, NAME("ffn_down.weight"), dim, hid, &w->w_down)))
+            return rc;
+#undef NAME
+        w->wq = tensor_rows(&w->wqkv, 0, qd);
+        w->wk = tensor_rows(&w->wqkv, qd, kvd);
+        w->wv = tensor_rows(&w->wqkv, qd + kvd, kvd);
+        used += 6 + (w->attn_norm_b != NULL) + (w->ffn_norm_b != NULL);
+    }
+    if (kv_gguf_n_tensors(g) != used) { /* something this forward pass would ignore */
+        for (int64_t k = 0; k < kv_gguf_n_tensors(g); k++) {
+            const char *tn = kv_gguf_tensor_at(g, k)->name;
+            int known = !strcmp(tn, "token_embd.weight") || !strcmp(tn, "output_norm.weight") ||
+                        !strcmp(tn, "output_norm.bias") || !strcmp(tn, "output.weight");
+            int l = -1, off = 0;
+            if (!known && sscanf(tn, "blk.%d.%n", &l, &off) == 1 && off > 0 && l >= 0 && l < i->n_layers) {
+                static const char *const per_layer[] = {"attn_norm.weight", "attn_norm.bias", "attn_qkv.weight",
+                                                        "attn_output.weight", "ffn_norm.weight", "ffn_norm.bias",
+                                                        "ffn_up.weight", "ffn_down.weight"};
+                for (size_t s = 0; s < sizeof per_layer / sizeof *per_layer && !known; s++)
+                    known = !strcmp(tn + off, per_layer[s]);
+            }
+            if (!known)
+                return kv_errorf(KV_EUNSUPPORTED,
+                                 "%s: tensor '%s' is not supported for mpt (expected only token_embd, output_norm, "
+                                 "output and blk.N.{attn_norm, attn_qkv, attn_output, ffn_norm, ffn_up, ffn_down}: "
+                                 "learned positions, QK LayerNorm and linear biases are not implemented)",
+                                 m->path, tn);
+        }
+    }
+    i->wtype = m->layers[0].wqkv.type;
+    model_count(m);
+    return gguf_tokenizer(m, p);
 }
 
 /* ----------------------------------------------------------------- entry */

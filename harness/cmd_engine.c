@@ -27,12 +27,14 @@ typedef struct model_args {
     const char *model;
     const char *tokenizer;
     int threads;
+    const char *gelu; /* MPT's GELU: tanh (default) or erf */
 } model_args;
 
 #define MODEL_OPTS(a)                                                                         \
     {"model", 'm', HX_OPT_STR, &(a).model, "PATH", "model file (GGUF or llama2.c .bin)"},     \
     {"tokenizer", 'z', HX_OPT_STR, &(a).tokenizer, "PATH", "tokenizer for llama2.c models"}, \
-    {"threads", 't', HX_OPT_INT, &(a).threads, "N", "threads (default: all cores)"}
+    {"threads", 't', HX_OPT_INT, &(a).threads, "N", "threads (default: all cores)"},          \
+    {"gelu", 0, HX_OPT_STR, &(a).gelu, "tanh|erf", "MPT models: GELU form (default tanh, as llama.cpp; erf as HF)"}
 
 static int load_model(const char *cmd, const model_args *a, int need_tokenizer, kv_model **m) {
     if (!a->model) {
@@ -43,6 +45,10 @@ static int load_model(const char *cmd, const model_args *a, int need_tokenizer, 
     kv_model_params p = kv_model_default_params();
     if (a->tokenizer) p.tokenizer_path = hx_resolve_model(a->tokenizer, tp, sizeof tp);
     p.no_tokenizer = !need_tokenizer && !a->tokenizer;
+    if (a->gelu && kv_gelu_parse(a->gelu, &p.gelu)) {
+        fprintf(stderr, "kvbench %s: --%s\n", cmd, kv_last_error());
+        return -1;
+    }
     int rc = kv_model_load(hx_resolve_model(a->model, mp, sizeof mp), &p, m);
     if (rc) {
         fprintf(stderr, "kvbench %s: %s\n", cmd, kv_last_error());
@@ -136,11 +142,16 @@ int hx_cmd_info(int argc, char **argv, int help) {
     const kv_model_info *i = kv_model_get_info(m);
     printf("file          %s\n", kv_model_path(m));
     printf("format        %s\n", kv_model_format_name(i->format));
-    printf("architecture  llama\n");
+    printf("architecture  %s\n", kv_arch_name(i->arch));
     printf("dim           %d\nhidden_dim    %d\nn_layers      %d\nn_heads       %d\nn_kv_heads    %d\n",
            i->dim, i->hidden_dim, i->n_layers, i->n_heads, i->n_kv_heads);
-    printf("head_dim      %d\nvocab_size    %d\nctx_len       %d\nn_rot         %d\nrope_base     %g\nnorm_eps      %g\n",
-           i->head_dim, i->vocab_size, i->ctx_len, i->n_rot, (double)i->rope_base, (double)i->norm_eps);
+    printf("head_dim      %d\nvocab_size    %d\nctx_len       %d\n", i->head_dim, i->vocab_size, i->ctx_len);
+    if (i->arch == KV_ARCH_MPT)
+        printf("positions     alibi (max_alibi_bias %g)\nclamp_kqv     %g\ngelu          %s\nnorm          layernorm\n",
+               (double)i->max_alibi_bias, (double)i->clamp_kqv, kv_gelu_name(i->gelu));
+    else
+        printf("n_rot         %d\nrope_base     %g\n", i->n_rot, (double)i->rope_base);
+    printf("norm_eps      %g\n", (double)i->norm_eps);
     printf("tied_output   %s\nweight_type   %s\nparameters    %lld\nweight_bytes  %zu\n", i->tied_output ? "yes" : "no",
            kv_dtype_name(i->wtype), (long long)i->n_params, i->weight_bytes);
     kv_model_free(m);

@@ -304,7 +304,9 @@ static int handler(void *user, const char *section, const char *key, const char 
                 fail(st, st->line, "[%s] %s: expected a number in (0, %s], got '%s'", sn, key, eps ? "1" : "1e12", value);
             else if (eps) m->norm_eps = (float)x;
             else m->rope_base = (float)x;
-        } else fail(st, st->line, "[%s] unknown key '%s' (expected path, tokenizer, dtype, rope_base, ctx_len, norm_eps)", sn, key);
+        } else if (!strcmp(key, "gelu")) {
+            if (kv_gelu_parse(value, &m->gelu)) fail(st, st->line, "[%s] gelu: expected tanh or erf, got '%s'", sn, value);
+        } else fail(st, st->line, "[%s] unknown key '%s' (expected path, tokenizer, dtype, rope_base, ctx_len, norm_eps, gelu)", sn, key);
         break;
     }
     case S_TASK: {

@@ -1,7 +1,7 @@
 /* experiment.h - declarative experiment files (INI, parsed with inih).
  *
  *   [experiment]      name, description, mirrors, seed, db, threads, bootstrap
- *   [model NAME]      path, tokenizer, dtype, rope_base, ctx_len, norm_eps
+ *   [model NAME]      path, tokenizer, dtype, rope_base, ctx_len, norm_eps, gelu
  *   [task NAME]       kind, data, samples, template, max_prompt_tokens,
  *                     max_new_tokens, stop, fidelity, bad_rows, doc_field,
  *                     ref_field, lengths, depths, per_cell, haystack,
@@ -28,6 +28,7 @@ typedef struct hx_model_def {
     char *name, *path, *tokenizer; /* path/tokenizer as written (expanded) */
     char *dtype;                   /* "q8_0" etc.: run a converted copy (NULL: as stored) */
     float rope_base, norm_eps;     /* architecture overrides (0: the file's) */
+    kv_gelu gelu;                  /* MPT: tanh (default, llama.cpp's) or erf (Hugging Face's) */
     int ctx_len;
     int line;
 } hx_model_def;

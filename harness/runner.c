@@ -546,11 +546,13 @@ static int run_identity(const run_state *rs, const engine *en, const run_cell *r
     for (int i = 0; i < t->n_lengths; i++) snprintf(lens + strlen(lens), sizeof lens - strlen(lens), "%d ", t->lengths[i]);
     for (int i = 0; i < t->n_depths; i++) snprintf(deps + strlen(deps), sizeof deps - strlen(deps), "%d ", t->depths[i]);
     int n = snprintf(spec, cap,
-                     "kvbench-run/1 version=%s model_hash=%s arch=%g/%d/%g task_kind=%s data=%s haystack=%s template=%s@%d "
+                     "kvbench-run/1 version=%s model_hash=%s arch=%g/%d/%g%s task_kind=%s data=%s haystack=%s template=%s@%d "
                      "max_prompt_tokens=%d max_new_tokens=%d stop_newline=%d fidelity=%d doc_field=%s ref_field=%s "
                      "lengths=%s depths=%s per_cell=%d tokens=%d chunk=%d min_chars=%d curve_bucket=%d policy=%s params=%s "
                      "budget=%s seed=%llu",
                      KVBENCH_VERSION, en->model_hash, (double)en->mi->rope_base, en->mi->ctx_len, (double)en->mi->norm_eps,
+                     /* MPT's GELU, only when not the default (other runs' ids unchanged) */
+                     en->mi->arch == KV_ARCH_MPT && en->mi->gelu == KV_GELU_ERF ? "/gelu=erf" : "",
                      hx_task_kind_name(t->kind), t->data ? t->data : "",
                      t->haystack ? t->haystack : "", tp->name, tp->version, t->max_prompt_tokens, t->max_new_tokens,
                      t->stop_newline, t->fidelity, t->doc_field ? t->doc_field : "", t->ref_field ? t->ref_field : "",
@@ -901,6 +903,7 @@ static int load_engine(const hx_experiment *e, const char *db, int model, int th
     p.rope_base = md->rope_base;
     p.ctx_len = md->ctx_len;
     p.norm_eps = md->norm_eps;
+    p.gelu = md->gelu;
     hx_resolve_model(md->path, en->model_path, sizeof en->model_path);
     if (kv_model_load(en->model_path, &p, &en->model)) return -1;
     if (md->dtype && convert_model(en, md, db, &p)) return -1;
