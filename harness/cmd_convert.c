@@ -1,6 +1,6 @@
 /* cmd_convert.c - `kvbench convert` (any loadable model to GGUF) and
- * `kvbench synth` (a Llama GGUF with seeded random weights, for tests and
- * benchmarks at sizes no real model here has). */
+ * `kvbench synth` (a Llama or MPT GGUF with seeded random weights, for tests
+ * and benchmarks at sizes no real model here has). */
 #define _POSIX_C_SOURCE 200809L
 #include <math.h>
 #include <stdio.h>
@@ -140,30 +140,35 @@ out:
 }
 
 int hx_cmd_synth(int argc, char **argv, int help) {
-    kv_model_info i = {.dim = 768, .hidden_dim = 2048, .n_layers = 12, .n_heads = 12, .n_kv_heads = 0,
-                       .vocab_size = 32000, .ctx_len = 2048, .rope_base = 10000.0f, .norm_eps = 1e-5f};
-    const char *type_name = "f32";
+    kv_model_info i = {.dim = 768, .hidden_dim = 0, .n_layers = 12, .n_heads = 12, .n_kv_heads = 0,
+                       .vocab_size = 32000, .ctx_len = 2048, .rope_base = 10000.0f, .norm_eps = 1e-5f,
+                       .max_alibi_bias = 8.0f};
+    const char *type_name = "f32", *arch = "llama";
     uint64_t seed = 1;
     int untied = 0;
     float std = 0.02f;
     hx_opt opts[] = {
         {"dim", 0, HX_OPT_INT, &i.dim, "N", "embedding width (default 768)"},
-        {"hidden", 0, HX_OPT_INT, &i.hidden_dim, "N", "MLP width (default 2048)"},
+        {"arch", 0, HX_OPT_STR, &arch, "A", "llama (default) or mpt (LayerNorm, ALiBi, GELU MLP, fused QKV)"},
+        {"hidden", 0, HX_OPT_INT, &i.hidden_dim, "N", "MLP width (default 2048; mpt: 4 x dim)"},
         {"layers", 0, HX_OPT_INT, &i.n_layers, "N", "blocks (default 12)"},
         {"heads", 0, HX_OPT_INT, &i.n_heads, "N", "query heads (default 12)"},
         {"kv-heads", 0, HX_OPT_INT, &i.n_kv_heads, "N", "key/value heads (default: = heads)"},
         {"vocab", 0, HX_OPT_INT, &i.vocab_size, "N", "vocabulary (default 32000)"},
         {"ctx", 0, HX_OPT_INT, &i.ctx_len, "N", "context length (default 2048)"},
         {"rope-base", 0, HX_OPT_FLOAT, &i.rope_base, "F", "rotary base (default 10000)"},
+        {"alibi-max", 0, HX_OPT_FLOAT, &i.max_alibi_bias, "F", "mpt: max_alibi_bias (default 8)"},
+        {"clamp-kqv", 0, HX_OPT_FLOAT, &i.clamp_kqv, "F", "mpt: clamp_kqv (default 0: none)"},
         {"type", 0, HX_OPT_STR, &type_name, "TYPE", "2-D weight type: f32, f16, bf16, q8_0, q4_0"},
         {"untied", 0, HX_OPT_FLAG, &untied, NULL, "separate output matrix (default: tied)"},
         {"std", 0, HX_OPT_FLOAT, &std, "F", "weight standard deviation (default 0.02)"},
         {"seed", 's', HX_OPT_U64, &seed, "S", "random seed (default 1)"},
     };
     if (help) {
-        printf("usage: kvbench synth OUT.gguf [--dim N --hidden N --layers N --heads N --kv-heads N --vocab N --type T]\n\n"
-               "Writes a Llama GGUF with seeded random weights (defaults: the 110M-parameter\n"
-               "benchmark model) and a placeholder vocabulary.\n\n");
+        printf("usage: kvbench synth OUT.gguf [--arch llama|mpt --dim N --hidden N --layers N --heads N --kv-heads N\n"
+               "                    --vocab N --type T]\n\n"
+               "Writes a Llama (or MPT) GGUF with seeded random weights (defaults: the\n"
+               "110M-parameter benchmark model) and a placeholder vocabulary.\n\n");
         hx_opts_print(opts, N_OPTS(opts));
         return 0;
     }
@@ -179,6 +184,16 @@ int hx_cmd_synth(int argc, char **argv, int help) {
         fprintf(stderr, "kvbench synth: --type: expected f32, f16, bf16, q8_0 or q4_0, got '%s'\n", type_name);
         return 2;
     }
+    const int mpt = !strcmp(arch, "mpt");
+    if (!mpt && strcmp(arch, "llama")) {
+        fprintf(stderr, "kvbench synth: --arch: expected llama or mpt, got '%s'\n", arch);
+        return 2;
+    }
+    if (mpt && (!(i.max_alibi_bias > 0) || !(i.clamp_kqv >= 0))) {
+        fprintf(stderr, "kvbench synth: expected --alibi-max > 0 and --clamp-kqv >= 0\n");
+        return 2;
+    }
+    if (i.hidden_dim == 0) i.hidden_dim = mpt ? 4 * i.dim : 2048;
     if (i.n_kv_heads == 0) i.n_kv_heads = i.n_heads;
     if (i.dim < 1 || i.hidden_dim < 1 || i.n_layers < 1 || i.n_heads < 1 || i.n_kv_heads < 1 || i.vocab_size < 3 ||
         i.dim % i.n_heads || i.n_heads % i.n_kv_heads || (i.dim / i.n_heads) % 2) {
@@ -193,7 +208,7 @@ int hx_cmd_synth(int argc, char **argv, int help) {
     kv_gguf_writer *w = kv_gguf_writer_new();
     if (!w) return 1;
     int64_t qd = (int64_t)i.n_heads * i.head_dim, kvd = (int64_t)i.n_kv_heads * i.head_dim;
-    int rc = kv_export_llama_meta(w, &i, "kvbench-synthetic");
+    int rc = (mpt ? kv_export_mpt_meta : kv_export_llama_meta)(w, &i, "kvbench-synthetic");
     if (!rc) rc = synth_vocab(w, i.vocab_size);
     if (!rc) rc = synth_matrix(w, "token_embd.weight", i.vocab_size, i.dim, type, std, &r);
     if (!rc) rc = synth_norm(w, "output_norm.weight", i.dim, &r);
@@ -201,6 +216,16 @@ int hx_cmd_synth(int argc, char **argv, int help) {
     char name[96];
     for (int l = 0; l < i.n_layers && !rc; l++) {
 #define NAME(s) (snprintf(name, sizeof name, "blk.%d." s ".weight", l), name)
+        if (mpt) { /* fused Q, K, V rows; no gate; norms without biases (as MPT-7B) */
+            if ((rc = synth_norm(w, NAME("attn_norm"), i.dim, &r)) ||
+                (rc = synth_matrix(w, NAME("attn_qkv"), qd + 2 * kvd, i.dim, type, std, &r)) ||
+                (rc = synth_matrix(w, NAME("attn_output"), i.dim, qd, type, std, &r)) ||
+                (rc = synth_norm(w, NAME("ffn_norm"), i.dim, &r)) ||
+                (rc = synth_matrix(w, NAME("ffn_up"), i.hidden_dim, i.dim, type, std, &r)) ||
+                (rc = synth_matrix(w, NAME("ffn_down"), i.dim, i.hidden_dim, type, std, &r)))
+                break;
+            continue;
+        }
         if ((rc = synth_norm(w, NAME("attn_norm"), i.dim, &r)) || (rc = synth_norm(w, NAME("ffn_norm"), i.dim, &r)) ||
             (rc = synth_matrix(w, NAME("attn_q"), qd, i.dim, type, std, &r)) ||
             (rc = synth_matrix(w, NAME("attn_k"), kvd, i.dim, type, std, &r)) ||

@@ -24,7 +24,7 @@ static const hx_cmd commands[] = {
     {"tokenize", hx_cmd_tokenize, "print the token ids and pieces of a text"},
     {"logits", hx_cmd_logits, "write raw logits of a token sequence (reference checks)"},
     {"convert", hx_cmd_convert, "convert a model file to GGUF (optionally requantized)"},
-    {"synth", hx_cmd_synth, "write a synthetic Llama GGUF with random weights"},
+    {"synth", hx_cmd_synth, "write a synthetic Llama or MPT GGUF with random weights"},
 };
 #define N_COMMANDS (int)(sizeof commands / sizeof commands[0])
 

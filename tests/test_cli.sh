@@ -102,6 +102,17 @@ if echo "$out" | grep -qE "^decode .* tok/s" && echo "$out" | grep -q "bytes per
 # synth writes a model that loads
 if "$kv" synth "$tmp/syn.gguf" --dim 64 --hidden 128 --layers 2 --heads 4 --kv-heads 2 --vocab 320 --type q4_0 >/dev/null &&
    "$kv" info --model "$tmp/syn.gguf" | grep -q "parameters"; then ok "synth"; else bad "synth"; fi
+# an MPT one: info names the architecture; it generates (its placeholder
+# vocabulary) under an evicting policy in both position modes; converts to Q8_0
+if "$kv" synth "$tmp/mpt.gguf" --arch mpt --dim 64 --layers 2 --heads 4 --vocab 320 --clamp-kqv 2 >/dev/null &&
+   "$kv" info --model "$tmp/mpt.gguf" | grep -q "^architecture  mpt" &&
+   "$kv" info --model "$tmp/mpt.gguf" --gelu erf | grep -q "^gelu          erf" &&
+   "$kv" generate --model "$tmp/mpt.gguf" -n 20 -q --policy streamingllm --budget 8 --set sinks=2,positions=cache >/dev/null 2>&1 &&
+   "$kv" generate --model "$tmp/mpt.gguf" -n 20 -q --policy h2o --budget 8 >/dev/null 2>&1 &&
+   "$kv" convert "$tmp/mpt.gguf" "$tmp/mpt-q8.gguf" --type q8_0 >/dev/null &&
+   "$kv" info --model "$tmp/mpt-q8.gguf" | grep -q "^weight_type   q8_0"; then ok "synth mpt"; else bad "synth mpt"; fi
+expect_fail "synth: unknown architecture" 2 "arch: expected llama or mpt" -- "$kv" synth "$tmp/x.gguf" --arch gpt2
+expect_fail "bad --gelu" 1 "gelu: expected tanh or erf" -- "$kv" info --model "$tmp/mpt.gguf" --gelu exact
 
 # bad input: a clear message and a non-zero exit
 head -c 1000 "${KVBENCH_MODELS:-../shared/models}/$M" > "$tmp/trunc.bin"
