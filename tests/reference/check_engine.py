@@ -78,15 +78,17 @@ def main():
             print('%-4s %-22s %-8s rel %.2e' % ('PASS' if ok else 'FAIL', label, mode, rel))
             passed += ok
             failed += not ok
-    # Evicting caches, token by token, in both position modes: the engine's
+    # Evicting caches, token by token, in every position mode: the engine's
     # window and streamingllm policies against the reference decoder.
     p = os.path.join(a.models, 'stories260K', 'stories260K.bin')
     if os.path.exists(p) and not a.only:
         m = llama2c_io.read(p)
         tokens = [1] + list(rng.integers(3, 512, 47))
         for policy, sinks, budget in [('window', 0, 9), ('streamingllm', 4, 12), ('streamingllm', 2, 20)]:
-            for positions in ['original', 'cache']:
-                ref = llama_ref.logits_sinks_recent(m, tokens, sinks, budget, positions == 'cache')
+            # rerotate reaches the in-cache positions of 'cache' by rotating
+            # kept keys at each eviction: the same reference
+            for positions in ['original', 'cache', 'rerotate']:
+                ref = llama_ref.logits_sinks_recent(m, tokens, sinks, budget, positions != 'original')
                 out = os.path.join(a.tmp, 'logits.f32')
                 cmd = [a.kvbench, 'logits', '--model', p, '--tokens', ','.join(map(str, tokens)), '--mode', 'decode',
                        '--out', out, '--threads', '2', '--policy', policy, '--budget', str(budget),
