@@ -45,11 +45,11 @@ full_long=$("$kv" generate --model $M -n 40 -q --prompt "$long" 2>&1 >/dev/null 
 out=$("$kv" list policies)
 for p in $(echo "$out" | awk '/^[a-z]/ {print $1}'); do
   [ "$p" = full ] && continue
-  prompt=() ref=$full_bytes set=()
+  prompt=() ref=$full_bytes extra=()
   if echo "$out" | grep -qE "^$p +one-shot"; then prompt=(--prompt "$long"); ref=$full_long; fi
   # stories260K has no <CL>/<CR>: the sentinel method runs (meaninglessly) on two ids it is given
-  [ "$p" = sentinel ] && set=(--set cl=510,cr=511)
-  err=$("$kv" generate --model $M -n 40 --policy "$p" --budget 16 -q "${prompt[@]}" "${set[@]}" 2>&1 >/dev/null)
+  [ "$p" = sentinel ] && extra=(--set cl=510,cr=511)
+  err=$("$kv" generate --model $M -n 40 --policy "$p" --budget 16 -q "${prompt[@]}" "${extra[@]}" 2>&1 >/dev/null)
   held=$(echo "$err" | grep -oE "[0-9]+ bytes held" | grep -oE "^[0-9]+")
   slots=16; [ "$p" = cascade ] && slots=20 # cascade: its budget in sub-caches + 4 sinks
   if echo "$err" | grep -q "policy $p budget 16 ($slots slots" && [ -n "$held" ] && [ -n "$ref" ] && [ "$held" -lt "$ref" ]; then
