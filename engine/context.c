@@ -22,6 +22,13 @@
  * bounded so the scratch stays a few MB whatever the vocabulary. */
 #define KV_DEQ_CHUNK_ELEMS (1 << 20)
 
+/* KV_POS_REROTATE: what a head's keys were rotated to: the positions of its
+ * slots in index order as of the last synchronisation (the key at index i
+ * was rotated to i). Kept per (layer, KV head) across calls because a
+ * policy may evict from any layer in any layer's hook (ZigZagKV cuts every
+ * layer at the last). */
+typedef struct rr_head { int32_t *pos, len, cap; } rr_head;
+
 struct kv_ctx {
     const kv_model *m;
     const kv_model_info *mi;
@@ -65,6 +72,9 @@ struct kv_ctx {
                           [n_pool][stats_stride], then block partials [n_blocks][stats_stride] */
     size_t dstats_cap;
     double *st_reduced, *st_tmp, *st_part;
+    const kv_eval_layout *lay; /* this call's layout (kv_ctx_eval_ext), or NULL */
+    rr_head *rr;       /* KV_POS_REROTATE: [n_layers][n_kv_heads] what each head's keys are rotated to */
+    float *rot_cs;     /* [n_threads][n_rot] per-thread cos, sin of a rerotation */
     /* ALiBi models (MPT) */
     float *alibi;      /* [n_heads] slopes; NULL: a rotary model */
     int32_t *alibi_idx; /* in-cache positions: [n_kv_heads][alibi_stride] each slot's index (rank by position) */
@@ -91,7 +101,10 @@ void kv_ctx_free(kv_ctx *c) {
     free(c->x); free(c->xb); free(c->xb2); free(c->q); free(c->k); free(c->v);
     free(c->att); free(c->hb); free(c->hb2); free(c->rope); free(c->inv_freq);
     free(c->deq); free(c->scores); free(c->stats); free(c->dstats); free(c->rope_tab); free(c->kr);
-    free(c->dweight);
+    free(c->dweight); free(c->rot_cs);
+    if (c->rr)
+        for (size_t i = 0; i < (size_t)c->mi->n_layers * (size_t)c->mi->n_kv_heads; i++) free(c->rr[i].pos);
+    free(c->rr);
     free(c->alibi); free(c->alibi_idx);
     free(c);
 }
@@ -130,7 +143,8 @@ int kv_ctx_new(const kv_model *m, const kv_ctx_params *p, kv_ctx **out) {
     c->deq = xmalloc_floats(deq);
     c->dweight = xmalloc_floats(B);
     c->dweight_n = -1;
-    if (!c->pool || !c->x || !c->xb || !c->xb2 || !c->q || !c->k || !c->v || !c->att || !c->hb ||
+    c->rot_cs = xmalloc_floats((size_t)c->n_threads * (size_t)(mi->n_rot > 0 ? mi->n_rot : 1));
+    if (!c->rot_cs || !c->pool || !c->x || !c->xb || !c->xb2 || !c->q || !c->k || !c->v || !c->att || !c->hb ||
         !c->hb2 || !c->rope || !c->inv_freq || !c->deq || !c->dweight) {
         rc = kv_errorf(KV_ENOMEM, "out of memory allocating a context for %d tokens", c->max_batch);
         goto fail;
@@ -152,15 +166,34 @@ fail:
     return rc;
 }
 
+/* Forgets what rerotation recorded (a new sequence). */
+static void rerotate_forget(kv_ctx *c) {
+    if (!c->rr) return;
+    for (size_t i = 0; i < (size_t)c->mi->n_layers * (size_t)c->mi->n_kv_heads; i++) c->rr[i].len = 0;
+}
+
 void kv_ctx_reset(kv_ctx *c) {
     kv_cache_clear(c->cache);
     kv_cache_reset_peak(c->cache);
     c->pos = 0;
+    rerotate_forget(c);
 }
 
 void kv_ctx_set_hook(kv_ctx *c, const kv_ctx_hook *hook) {
     if (hook) c->hook = *hook;
     else memset(&c->hook, 0, sizeof c->hook);
+}
+
+static const char *const pos_mode_names[] = {"original", "cache", "rerotate"};
+
+const char *kv_pos_mode_name(kv_pos_mode m) {
+    return (unsigned)m < sizeof pos_mode_names / sizeof *pos_mode_names ? pos_mode_names[m] : "?";
+}
+
+int kv_pos_mode_parse(const char *s) {
+    for (int i = 0; i < (int)(sizeof pos_mode_names / sizeof *pos_mode_names); i++)
+        if (strcmp(s, pos_mode_names[i]) == 0) return i;
+    return -1;
 }
 
 int32_t kv_ctx_pos(const kv_ctx *c) { return c->pos; }
@@ -458,6 +491,19 @@ static void rotate_worker(void *arg, int ith, int nth) {
     }
 }
 
+/* The table of rotary angles by in-cache index covers [0, len). */
+static int rope_tab_reserve(kv_ctx *c, int32_t len) {
+    const int n_rot = c->mi->n_rot;
+    if (len <= c->rope_tab_n) return KV_OK;
+    int32_t n_pos = len + len / 4 + 64;
+    float *t = realloc(c->rope_tab, (size_t)n_pos * (size_t)n_rot * sizeof(float));
+    if (!t) return kv_errorf(KV_ENOMEM, "out of memory for rotary tables");
+    c->rope_tab = t;
+    for (int32_t p = c->rope_tab_n; p < n_pos; p++) rope_angles(c, p, t + (size_t)p * n_rot);
+    c->rope_tab_n = n_pos;
+    return KV_OK;
+}
+
 /* KV_POS_CACHE: rotates every key of layer l by its index in the cache into
  * c->kr, and each query row of this call by the index of its own slot in
  * its KV head (heads may have different lengths). */
@@ -465,14 +511,8 @@ static int rotate_in_cache(kv_ctx *c, int l, int n) {
     const kv_model_info *mi = c->mi;
     const int hd = mi->head_dim;
     int32_t len = kv_cache_max_len(c->cache);
-    if (len > c->rope_tab_n) { /* table of angles for positions [0, len) */
-        int32_t n_pos = len + len / 4 + 64;
-        float *t = realloc(c->rope_tab, (size_t)n_pos * (size_t)mi->n_rot * sizeof(float));
-        if (!t) return kv_errorf(KV_ENOMEM, "out of memory for rotary tables");
-        c->rope_tab = t;
-        for (int32_t p = c->rope_tab_n; p < n_pos; p++) rope_angles(c, p, t + (size_t)p * mi->n_rot);
-        c->rope_tab_n = n_pos;
-    }
+    int rc = rope_tab_reserve(c, len);
+    if (rc) return rc;
     size_t need = (size_t)mi->n_kv_heads * (size_t)len * (size_t)hd;
     if (need > c->kr_cap) {
         float *k = realloc(c->kr, need * sizeof(float));
@@ -487,12 +527,123 @@ static int rotate_in_cache(kv_ctx *c, int l, int n) {
     return KV_OK;
 }
 
+/* ------------------------------------------------ KV_POS_REROTATE */
+
+static int rr_reserve(rr_head *r, int32_t n) {
+    if (n <= r->cap) return KV_OK;
+    int32_t cap = n + n / 4 + 16;
+    int32_t *p = realloc(r->pos, (size_t)cap * sizeof *p);
+    if (!p) return KV_ENOMEM;
+    r->pos = p;
+    r->cap = cap;
+    return KV_OK;
+}
+
+/* The index a key at position p had: its rank among the n recorded
+ * positions (ascending), -1 if absent. */
+static int32_t saved_index(const int32_t *saved, int32_t n, int32_t p) {
+    int32_t lo = 0, hi = n;
+    while (lo < hi) {
+        int32_t mid = lo + (hi - lo) / 2;
+        if (saved[mid] < p) lo = mid + 1;
+        else hi = mid;
+    }
+    return lo < n && saved[lo] == p ? lo : -1;
+}
+
+typedef struct rerot_job { kv_ctx *c; int layer; _Atomic int failed; } rerot_job;
+
+/* Before layer l's attention, for KV heads ith, ith + nth, ...: if the
+ * policy evicted since the last call, rotates each kept key by
+ * R(new index - old index) and records the new order. A key whose position
+ * was never recorded (made by the policy) cannot be placed: failed = 2. */
+static void rerotate_worker(void *arg, int ith, int nth) {
+    rerot_job *j = arg;
+    kv_ctx *c = j->c;
+    const kv_model_info *mi = c->mi;
+    const int hd = mi->head_dim;
+    float *cs = c->rot_cs + (size_t)ith * mi->n_rot;
+    for (int g = ith; g < mi->n_kv_heads; g += nth) {
+        kv_cache_head *ch = kv_cache_head_at(c->cache, j->layer, g);
+        rr_head *r = &c->rr[(size_t)j->layer * mi->n_kv_heads + g];
+        int sorted = 1;
+        for (int32_t t = 1; t < ch->len && sorted; t++) sorted = ch->pos[t - 1] < ch->pos[t];
+        if (sorted && r->len == ch->len && (!ch->len || memcmp(r->pos, ch->pos, (size_t)ch->len * sizeof *ch->pos) == 0))
+            continue; /* nothing moved */
+        int32_t *rank = NULL;
+        if ((!sorted && position_ranks(ch, &rank) != KV_OK) || rr_reserve(r, ch->len) != KV_OK) {
+            free(rank);
+            atomic_store(&j->failed, 1);
+            continue;
+        }
+        int64_t last = 0;
+        for (int32_t t = 0; t < ch->len; t++) {
+            /* nothing recorded (positions changed mode mid-sequence): keys
+             * sit at their true positions, as ORIGINAL stores them */
+            int64_t old = r->len ? saved_index(r->pos, r->len, ch->pos[t]) : ch->pos[t];
+            if (old < 0) {
+                atomic_store(&j->failed, 2);
+                break;
+            }
+            int64_t d = (int64_t)(rank ? rank[t] : t) - old;
+            if (d == 0) continue;
+            if (d != last) {
+                rope_angles(c, d, cs);
+                last = d;
+            }
+            rope_apply(ch->k + (size_t)t * hd, 1, hd, mi->n_rot, cs);
+        }
+        for (int32_t t = 0; t < ch->len; t++) r->pos[rank ? rank[t] : t] = ch->pos[t];
+        r->len = ch->len;
+        free(rank);
+    }
+}
+
+static int rerotate_sync(kv_ctx *c, int l) {
+    if (!c->rr) {
+        c->rr = calloc((size_t)c->mi->n_layers * (size_t)c->mi->n_kv_heads, sizeof *c->rr);
+        if (!c->rr) return kv_errorf(KV_ENOMEM, "out of memory for rerotation records");
+    }
+    rerot_job j = {c, l, 0};
+    kv_pool_run(c->pool, rerotate_worker, &j);
+    int f = atomic_load(&j.failed);
+    if (f == 1) return kv_errorf(KV_ENOMEM, "out of memory rerotating keys");
+    if (f == 2)
+        return kv_errorf(KV_EINVAL, "positions=rerotate: layer %d holds a key the policy made (its rotation is "
+                         "unknown); this policy cannot use rerotate", l);
+    return KV_OK;
+}
+
+/* After the call's keys went into layer l at the next indices: records them. */
+static int rerotate_record_new(kv_ctx *c, int l, int n) {
+    for (int g = 0; g < c->mi->n_kv_heads; g++) {
+        const kv_cache_head *ch = kv_cache_head_at(c->cache, l, g);
+        rr_head *r = &c->rr[(size_t)l * c->mi->n_kv_heads + g];
+        if (rr_reserve(r, r->len + n)) return kv_errorf(KV_ENOMEM, "out of memory for rerotation records");
+        memcpy(r->pos + r->len, ch->pos + ch->len - n, (size_t)n * sizeof *r->pos);
+        r->len += n;
+    }
+    return KV_OK;
+}
+
 /* The keys attention reads for KV head g of layer l: the cache's (rotated
  * at their positions), or this call's in-cache rotation (never for ALiBi,
  * whose keys are not rotated). */
 static const float *attn_keys(const kv_ctx *c, const kv_cache_head *ch, int g) {
     if (c->hook.positions == KV_POS_CACHE && !c->alibi) return c->kr + (size_t)g * c->kr_stride * c->mi->head_dim;
     return ch->k;
+}
+
+/* Whether query t of a call of n tokens with a layout sees slot j of head
+ * ch: the call's tokens are the head's last n slots (hooks run after the
+ * attention); the slots before them were held before the call. The causal
+ * rule by index, then the layout's masks. */
+static inline int sees_slot(const kv_ctx *c, const kv_cache_head *ch, int32_t j, int t, int n) {
+    const kv_eval_layout *L = c->lay;
+    int32_t base = ch->len - n;
+    if (j < base) return !L->sees_cached || L->sees_cached[t];
+    int32_t i = j - base;
+    return i == t || (i < t && (!L->sees || L->sees[(size_t)t * (size_t)n + (size_t)i]));
 }
 
 /* ALiBi (MPT): keys are never rotated; attention adds -slope_h * (query
@@ -539,16 +690,17 @@ static int alibi_prepare(kv_ctx *c, int l) {
 
 /* Adds the ALiBi bias of query head h to its logits s [n][len] over the
  * slots of KV head g (the new tokens already appended): row t is the query
- * at position pos0 + t, whose in-cache index is its slot's, len - n + t.
- * Masked logits stay -INFINITY. */
+ * at position pos0 + t (a layout's pos[t] when it gives positions), whose
+ * in-cache index is its slot's, len - n + t. Masked logits stay -INFINITY. */
 static void alibi_bias(const kv_ctx *c, int h, int g, const kv_cache_head *ch, float *s, int n, int32_t pos0) {
     const float slope = c->alibi[h];
     const int32_t len = ch->len;
     const int in_cache = alibi_in_cache(c);
     const int32_t *kidx = in_cache ? c->alibi_idx + (size_t)g * c->alibi_stride : ch->pos;
+    const int32_t *lay_pos = c->lay ? c->lay->pos : NULL;
     for (int t = 0; t < n; t++) {
         float *row = s + (size_t)t * len;
-        const int32_t qi = in_cache ? len - n + t : pos0 + t;
+        const int32_t qi = in_cache ? len - n + t : lay_pos ? lay_pos[t] : pos0 + t;
         for (int32_t j = 0; j < len; j++) row[j] -= slope * (float)(qi - kidx[j]);
     }
 }
@@ -574,8 +726,12 @@ static void attn_decode_worker(void *arg, int ith, int nth) {
         kv_cache_head *ch = kv_cache_head_at(c->cache, j->layer, h / group);
         const float *q = c->q + (size_t)h * hd, *keys = attn_keys(c, ch, h / group);
         float *o = c->att + (size_t)h * hd;
-        for (int32_t t = 0; t < ch->len; t++)
-            s[t] = ch->pos[t] <= j->qpos ? kv_dot_f32(q, keys + (size_t)t * hd, hd) * scale : -INFINITY;
+        if (!c->lay)
+            for (int32_t t = 0; t < ch->len; t++)
+                s[t] = ch->pos[t] <= j->qpos ? kv_dot_f32(q, keys + (size_t)t * hd, hd) * scale : -INFINITY;
+        else
+            for (int32_t t = 0; t < ch->len; t++)
+                s[t] = sees_slot(c, ch, t, 0, 1) ? kv_dot_f32(q, keys + (size_t)t * hd, hd) * scale : -INFINITY;
         if (c->alibi) alibi_bias(c, h, h / group, ch, s, 1, j->qpos);
         if (needs & KV_NEED_LOGITS) {
             kv_logit_row r = {j->layer, h, j->qpos, ch->len, s, ch->pos, c->st_reduced + (size_t)h * c->stats_stride,
@@ -645,8 +801,13 @@ static int attn_prefill(kv_ctx *c, int layer, int n, int32_t pos0) {
                     attn_keys(c, ch, h / group), hd, 0.0f, S, len);
         for (int t = 0; t < n; t++) {
             float *row = S + (size_t)t * len;
-            for (int32_t j = 0; j < len; j++)
-                if (ch->pos[j] > pos0 + t) row[j] = -INFINITY;
+            if (!c->lay) {
+                for (int32_t j = 0; j < len; j++)
+                    if (ch->pos[j] > pos0 + t) row[j] = -INFINITY;
+            } else {
+                for (int32_t j = 0; j < len; j++)
+                    if (!sees_slot(c, ch, j, t, n)) row[j] = -INFINITY;
+            }
         }
         if (c->alibi) alibi_bias(c, h, h / group, ch, S, n, pos0);
         if (needs & KV_NEED_LOGITS) reduce_rows(c, layer, h, n, pos0, S, ch);
@@ -691,10 +852,11 @@ static int eval_chunk(kv_ctx *c, const int32_t *tokens, int n, float *logits, in
     const int32_t pos0 = c->pos;
     int rc;
 
+    const int32_t *lay_pos = c->lay ? c->lay->pos : NULL; /* explicit positions, or pos0 + t */
     /* embeddings and this call's rotary angles */
     for (int t = 0; t < n; t++) {
         kv_dequant_rows(kv_model_tok_embd(m), tokens[t], tokens[t] + 1, c->x + (size_t)t * dim);
-        rope_angles(c, (int64_t)pos0 + t, c->rope + (size_t)t * mi->n_rot);
+        rope_angles(c, lay_pos ? lay_pos[t] : (int64_t)pos0 + t, c->rope + (size_t)t * mi->n_rot);
     }
     if (n == 1 && (rc = scores_reserve(c, (size_t)c->n_threads * ((size_t)kv_cache_max_len(c->cache) + 1))))
         return rc;
@@ -714,19 +876,33 @@ static int eval_chunk(kv_ctx *c, const int32_t *tokens, int n, float *logits, in
         }
         if (mi->clamp_kqv > 0) clamp_qkv(c, n);
         const int in_cache = c->hook.positions == KV_POS_CACHE;
+        const int rerot = c->hook.positions == KV_POS_REROTATE && !c->alibi; /* ALiBi: nothing to rotate */
+        if (rerot && ((rc = rope_tab_reserve(c, kv_cache_max_len(c->cache) + n)) || (rc = rerotate_sync(c, l))))
+            return rc;
         for (int t = 0; t < n; t++) {
             const float *cs = c->rope + (size_t)t * mi->n_rot;
-            if (!in_cache) { /* in-cache positions rotate both at attention time */
+            if (!in_cache && !rerot) { /* in-cache positions rotate both at attention time */
                 rope_apply(c->q + (size_t)t * qd, mi->n_heads, hd, mi->n_rot, cs);
                 rope_apply(c->k + (size_t)t * kvd, mi->n_kv_heads, hd, mi->n_rot, cs);
             }
             for (int g = 0; g < mi->n_kv_heads; g++) {
                 kv_cache_head *ch = kv_cache_head_at(c->cache, l, g);
-                rc = kv_cache_append(c->cache, ch, c->k + (size_t)t * kvd + (size_t)g * hd,
-                                     c->v + (size_t)t * kvd + (size_t)g * hd, pos0 + t);
+                float *kt = c->k + (size_t)t * kvd + (size_t)g * hd;
+                if (rerot) /* the new key at its index: the head's next slot */
+                    rope_apply(kt, 1, hd, mi->n_rot, c->rope_tab + (size_t)ch->len * mi->n_rot);
+                rc = kv_cache_append(c->cache, ch, kt, c->v + (size_t)t * kvd + (size_t)g * hd,
+                                     lay_pos ? lay_pos[t] : pos0 + t);
                 if (rc) return rc;
             }
         }
+        if (rerot && (rc = rerotate_record_new(c, l, n))) return rc;
+        if (rerot) /* each query at the index of its own slot in its KV head */
+            for (int h = 0; h < mi->n_heads; h++) {
+                const kv_cache_head *ch = kv_cache_head_at(c->cache, l, h / (mi->n_heads / mi->n_kv_heads));
+                for (int t = 0; t < n; t++)
+                    rope_apply(c->q + (size_t)t * qd + (size_t)h * hd, 1, hd, mi->n_rot,
+                               c->rope_tab + (size_t)(ch->len - n + t) * mi->n_rot);
+            }
         c->plan = (kv_attn_plan){.layer = l, .pos0 = pos0, .n_new = n};
         c->st_last = c->st_colsum = c->st_window = c->st_dcolsum = NULL;
         c->st_reduced = c->st_tmp = c->st_part = NULL;
@@ -735,7 +911,7 @@ static int eval_chunk(kv_ctx *c, const int32_t *tokens, int n, float *logits, in
         if (in_cache && !c->alibi && (rc = rotate_in_cache(c, l, n))) return rc;
         if (c->alibi && alibi_in_cache(c) && (rc = alibi_prepare(c, l))) return rc;
         if (n == 1) {
-            attn_job j = {c, l, pos0};
+            attn_job j = {c, l, lay_pos ? lay_pos[0] : pos0};
             kv_pool_run(c->pool, attn_decode_worker, &j);
         } else if ((rc = attn_prefill(c, l, n, pos0))) {
             return rc;
@@ -774,7 +950,7 @@ static int eval_chunk(kv_ctx *c, const int32_t *tokens, int n, float *logits, in
         for (size_t i = 0; i < (size_t)n * dim; i++) c->x[i] += c->xb2[i];
     }
 
-    c->pos += n;
+    c->pos = lay_pos ? lay_pos[n - 1] + 1 : c->pos + n;
     if (!logits) return KV_OK;
     /* final norm and classifier: every row, or the last one */
     int first = all_logits ? 0 : n - 1, rows = n - first;
@@ -783,6 +959,33 @@ static int eval_chunk(kv_ctx *c, const int32_t *tokens, int n, float *logits, in
                  kv_model_out_norm_bias(m));
     matmul(c, kv_model_output(m), c->xb, logits, rows);
     return KV_OK;
+}
+
+int kv_ctx_eval_ext(kv_ctx *c, const int32_t *tokens, int32_t n, const kv_eval_layout *layout, float *logits,
+                    int all_logits) {
+    if (!layout || (!layout->pos && !layout->sees_cached && !layout->sees))
+        return kv_ctx_eval(c, tokens, n, logits, all_logits);
+    const int32_t V = c->mi->vocab_size;
+    if (n < 1) return kv_errorf(KV_EINVAL, "kv_ctx_eval_ext: expected at least one token, got %d", n);
+    if (n > c->max_batch)
+        return kv_errorf(KV_EINVAL, "kv_ctx_eval_ext: a call with a layout is one forward: %d tokens, at most %d",
+                         n, c->max_batch);
+    if (c->hook.positions != KV_POS_ORIGINAL)
+        return kv_errorf(KV_EINVAL, "kv_ctx_eval_ext: a layout needs positions=original");
+    if (c->hook.needs || c->hook.split)
+        return kv_errorf(KV_EINVAL, "kv_ctx_eval_ext: a layout cannot be combined with attention statistics "
+                         "or forward splits");
+    for (int32_t i = 0; i < n; i++) {
+        if (tokens[i] < 0 || tokens[i] >= V)
+            return kv_errorf(KV_EINVAL, "token %d (index %d) is outside the vocabulary [0, %d)", tokens[i], i, V);
+        if (layout->pos && (layout->pos[i] < 0 || layout->pos[i] == INT32_MAX || (i && layout->pos[i] < layout->pos[i - 1])))
+            return kv_errorf(KV_EINVAL, "kv_ctx_eval_ext: position %d of token %d: expected non-decreasing "
+                             "positions >= 0", layout->pos[i], i);
+    }
+    c->lay = layout;
+    int rc = eval_chunk(c, tokens, n, logits, all_logits);
+    c->lay = NULL;
+    return rc;
 }
 
 int kv_ctx_eval(kv_ctx *c, const int32_t *tokens, int32_t n, float *logits, int all_logits) {

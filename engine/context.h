@@ -91,12 +91,25 @@ typedef struct kv_attn_plan {
  *            StreamingLLM's "pos shift": it lets a model run past its trained
  *            context. Slot order must follow position order (policies using
  *            it evict with kv_cache_keep).
+ * REROTATE - keys are stored rotated at their index in the cache and, after
+ *            every eviction, each kept key whose index changed is rotated by
+ *            R(new index - old index), so the held keys always sit at
+ *            0..len-1 (kvpress KeyRerotationPress, Hugging Face SinkCache);
+ *            queries at the index of their own slot, new keys at theirs.
+ *            The same positions as CACHE, reached incrementally: keys are
+ *            rotated once plus once per move instead of at every attention
+ *            (and carry the rounding of the repeated rotations). While
+ *            nothing is evicted, index = position: identical to ORIGINAL.
  * ALiBi models (MPT) rotate nothing: ORIGINAL biases each logit by
- * -slope_h * (query position - key position) (Keyformer's "Org Pos"); any
- * other mode uses the same in-cache indices as CACHE - the key's rank by
- * position in its head, the query's own slot (Keyformer's "New Pos").
- * The causal mask always compares true positions. */
-typedef enum kv_pos_mode { KV_POS_ORIGINAL = 0, KV_POS_CACHE = 1 } kv_pos_mode;
+ * -slope_h * (query position - key position) (Keyformer's "Org Pos"); CACHE
+ * and REROTATE both use in-cache indices - the key's rank by position in its
+ * head, the query's own slot (Keyformer's "New Pos"). The causal mask always
+ * compares true positions. */
+typedef enum kv_pos_mode { KV_POS_ORIGINAL = 0, KV_POS_CACHE = 1, KV_POS_REROTATE = 2 } kv_pos_mode;
+
+/* "original", "cache", "rerotate"; and back (-1 for an unknown name). */
+const char *kv_pos_mode_name(kv_pos_mode m);
+int kv_pos_mode_parse(const char *s);
 
 /* Called after each layer's attention, before the next layer runs: the
  * place where a KV policy scores and evicts. A non-zero return aborts the
@@ -142,6 +155,28 @@ void kv_ctx_reset(kv_ctx *c);
  * for a token id outside the vocabulary (message names the index), or
  * KV_ENOMEM. */
 int kv_ctx_eval(kv_ctx *c, const int32_t *tokens, int32_t n, float *logits, int all_logits);
+
+/* Explicit positions and visibility for one kv_ctx_eval_ext call: what a
+ * method that changes the attention pattern itself needs (sentinel-token
+ * compression: a sentinel reuses the position of the token before it and
+ * sees only what the method lets it see). Every field may be NULL. */
+typedef struct kv_eval_layout {
+    const int32_t *pos;         /* [n] each token's position (non-decreasing, >= 0), stored
+                                   with its slot; NULL: the next n positions */
+    const uint8_t *sees_cached; /* [n] 1 if query t sees the slots held before this call;
+                                   NULL: every query does */
+    const uint8_t *sees;        /* [n][n] row t: 1 where query t sees this call's token j
+                                   (only j <= t is read; a query always sees itself);
+                                   NULL: causal */
+} kv_eval_layout;
+
+/* kv_ctx_eval with a layout (NULL: exactly kv_ctx_eval). With a mask or
+ * positions the call is one forward: n <= max_batch, positions mode
+ * ORIGINAL, and a hook that asks for no statistics and no splits
+ * (statistics assume consecutive positions); else KV_EINVAL naming what.
+ * Afterwards the next position is pos[n-1] + 1. */
+int kv_ctx_eval_ext(kv_ctx *c, const int32_t *tokens, int32_t n, const kv_eval_layout *layout, float *logits,
+                    int all_logits);
 
 /* Installs (or with NULL removes) the per-layer hook; copied. */
 void kv_ctx_set_hook(kv_ctx *c, const kv_ctx_hook *hook);

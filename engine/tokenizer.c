@@ -48,6 +48,8 @@ static int32_t lookup(const kv_tokenizer *t, const char *s, size_t n) {
     }
 }
 
+int32_t kv_tokenizer_find(const kv_tokenizer *t, const char *text) { return lookup(t, text, strlen(text)); }
+
 void kv_tokenizer_free(kv_tokenizer *t) {
     if (!t) return;
     for (int32_t i = 0; t->text && i < t->n; i++) free(t->text[i]);

@@ -44,6 +44,10 @@ int kv_tokenizer_encode(const kv_tokenizer *t, const char *text, size_t len, int
  * The result is valid until the tokenizer is freed. */
 const char *kv_tokenizer_piece(const kv_tokenizer *t, int32_t prev, int32_t tok, size_t *len);
 
+/* The id of the vocabulary entry spelled exactly `text` (a raw entry, as
+ * kv_tokenizer_token_text gives it: "<CL>", "\xe2\x96\x81the"), or -1. */
+int32_t kv_tokenizer_find(const kv_tokenizer *t, const char *text);
+
 /* The raw vocabulary entry of `tok` (for listings and tests). */
 const char *kv_tokenizer_token_text(const kv_tokenizer *t, int32_t tok, size_t *len);
 float kv_tokenizer_token_score(const kv_tokenizer *t, int32_t tok);

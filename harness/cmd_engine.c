@@ -14,6 +14,7 @@
 #include "../engine/model.h"
 #include "../engine/sampler.h"
 #include "../policies/policy.h"
+#include "../policies/sentinel_proxy.h"
 #include "clock.h"
 #include "commands.h"
 #include "opts.h"
@@ -36,6 +37,8 @@ typedef struct model_args {
     {"threads", 't', HX_OPT_INT, &(a).threads, "N", "threads (default: all cores)"},          \
     {"gelu", 0, HX_OPT_STR, &(a).gelu, "tanh|erf", "MPT models: GELU form (default tanh, as llama.cpp; erf as HF)"}
 
+/* need_tokenizer: 1 required, 0 not loaded, 2 loaded when the model has
+ * one (a policy may look tokens up: sentinel's <CL>, <CR>). */
 static int load_model(const char *cmd, const model_args *a, int need_tokenizer, kv_model **m) {
     if (!a->model) {
         fprintf(stderr, "kvbench %s: --model PATH is required\n", cmd);
@@ -54,7 +57,7 @@ static int load_model(const char *cmd, const model_args *a, int need_tokenizer, 
         fprintf(stderr, "kvbench %s: %s\n", cmd, kv_last_error());
         return -1;
     }
-    if (need_tokenizer && !kv_model_tokenizer(*m)) {
+    if (need_tokenizer == 1 && !kv_model_tokenizer(*m)) {
         fprintf(stderr, "kvbench %s: %s has no tokenizer; give one with --tokenizer\n", cmd, mp);
         kv_model_free(*m);
         return -1;
@@ -99,6 +102,11 @@ static int make_policy(const char *cmd, const policy_args *a, const kv_model *m,
         for (char *tok = strtok(buf, ","); tok && n_set < POL_MAX_PARAMS; tok = strtok(NULL, ",")) set[n_set++] = tok;
     }
     if (pol_new(name, set, n_set, &b, a->seed, kv_model_get_info(m), out)) goto fail;
+    if (pol_check_model(*out, m)) {
+        pol_free(*out);
+        *out = NULL;
+        goto fail;
+    }
     return 0;
 fail:
     fprintf(stderr, "kvbench %s: %s\n", cmd, kv_last_error());
@@ -255,7 +263,7 @@ int hx_cmd_generate(int argc, char **argv, int help) {
     pol_attach(pol, c);
 
     double t0 = now_s();
-    if (kv_ctx_eval(c, ids, (int32_t)n_prompt, logits, 0)) {
+    if (pol_eval_prompt(pol, c, ids, (int32_t)n_prompt, logits)) {
         fprintf(stderr, "kvbench generate: %s\n", kv_last_error());
         goto out;
     }
@@ -374,7 +382,7 @@ int hx_cmd_logits(int argc, char **argv, int help) {
         return 2;
     }
     kv_model *m;
-    if (load_model("logits", &a, text != NULL, &m)) return 1;
+    if (load_model("logits", &a, text != NULL ? 1 : pa.name ? 2 : 0, &m)) return 1;
     const kv_model_info *mi = kv_model_get_info(m);
     int32_t *ids = NULL, n = 0;
     float *logits = NULL;
@@ -401,8 +409,30 @@ int hx_cmd_logits(int argc, char **argv, int help) {
     } else {
         pol_attach(pol, c);
     }
-    int32_t step = chunk ? chunk : n;
-    for (int32_t i = 0; i < n; i += step) {
+    int32_t step = chunk ? chunk : n, first = 0;
+    if (pol->ops->eval_prompt) { /* the method reads the prompt its own way: its last row, then decode */
+        if (n_prompt < 1 || n_prompt > n) {
+            fprintf(stderr, "kvbench logits: policy %s evaluates the prompt itself: --prompt-len N (1..%d) is "
+                    "needed\n", pol->ops->name, n);
+            goto out;
+        }
+        for (size_t i = 0; i < (size_t)(n_prompt - 1) * mi->vocab_size; i++) logits[i] = NAN;
+        if (pol_eval_prompt(pol, c, ids, n_prompt, logits + (size_t)(n_prompt - 1) * mi->vocab_size)) {
+            fprintf(stderr, "kvbench logits: %s\n", kv_last_error());
+            goto out;
+        }
+        first = n_prompt;
+        step = 1;
+    }
+    int32_t n_spans;
+    const int32_t *span_end = pol_sentinel_spans(pol, &n_spans);
+    if (span_end) { /* what a reference needs to replay the spans */
+        printf("spans");
+        for (int32_t i = 0; i < n_spans; i++)
+            if (span_end[i] >= 0 && (i == 0 || span_end[i - 1] != span_end[i])) printf(" %d-%d", i, span_end[i]);
+        printf("\n");
+    }
+    for (int32_t i = first; i < n; i += step) {
         int32_t len = n - i < step ? n - i : step;
         if (kv_ctx_eval(c, ids + i, len, logits + (size_t)i * mi->vocab_size, 1)) {
             fprintf(stderr, "kvbench logits: %s\n", kv_last_error());
@@ -533,9 +563,10 @@ int hx_cmd_perplexity(int argc, char **argv, int help) {
         }
         double dt = now_s() - t0;
         char bs[32];
-        printf("file %s\ntokens %zu\nscored %zu\nprotocol stream policy=%s budget=%s%s%s\n", fp, n_tok, n_tok - 1,
+        printf("file %s\ntokens %zu\nscored %zu\nprotocol stream policy=%s budget=%s%s%s%s\n", fp, n_tok, n_tok - 1,
                pol->ops->name, pol_budget_str(&pol->budget, bs, sizeof bs),
-               pol->positions == KV_POS_CACHE ? " positions=cache" : "", bos ? " bos" : "");
+               pol->positions != KV_POS_ORIGINAL ? " positions=" : "",
+               pol->positions != KV_POS_ORIGINAL ? kv_pos_mode_name(pol->positions) : "", bos ? " bos" : "");
         printf("nll %.6f\nppl %.4f\nseconds %.2f\ntokens_per_second %.1f\nkv_bytes_peak %zu\n", nll / (double)(n_tok - 1),
                exp(nll / (double)(n_tok - 1)), dt, (n_tok - 1) / dt, kv_cache_peak_bytes(kv_ctx_cache(c)));
         status = 0;
@@ -623,7 +654,7 @@ int hx_cmd_bench(int argc, char **argv, int help) {
         return 2;
     }
     kv_model *m;
-    if (load_model("bench", &a, 0, &m)) return 1;
+    if (load_model("bench", &a, pa.name ? 2 : 0, &m)) return 1;
     const kv_model_info *mi = kv_model_get_info(m);
     kv_ctx *c = NULL;
     int status = 1;
@@ -646,7 +677,7 @@ int hx_cmd_bench(int argc, char **argv, int help) {
         kv_ctx_reset(c);
         pol_begin(pol, n_prompt);
         double t0 = now_s();
-        if (kv_ctx_eval(c, prompt, n_prompt, logits, 0)) goto fail;
+        if (pol_eval_prompt(pol, c, prompt, n_prompt, logits)) goto fail;
         double t_pf = now_s() - t0;
         double t1 = now_s();
         for (int g = 0; g < n_gen; g++) {

@@ -322,7 +322,7 @@ static int generate(engine *en, kv_policy *pol, const int32_t *prompt, int32_t n
     int rc = begin_sample(en, pol, n_prompt);
     if (rc) return rc;
     double t0 = now_s();
-    if ((rc = kv_ctx_eval(en->ctx, prompt, n_prompt, en->logits, 0))) return rc;
+    if ((rc = pol_eval_prompt(pol, en->ctx, prompt, n_prompt, en->logits))) return rc;
     track(en, pol, g, 1);
     int32_t bos = kv_tokenizer_bos(en->tok), eos = kv_tokenizer_eos(en->tok), prev = prompt[n_prompt - 1];
     double t_step = now_s();
@@ -411,7 +411,7 @@ static int fidelity(engine *en, kv_policy *pol, const int32_t *prompt, int32_t n
     kv_ctx_reset(en->ref_ctx);
     kv_ctx_set_hook(en->ref_ctx, &hook);
     int rc = begin_sample(en, pol, n_prompt);
-    if (!rc) rc = kv_ctx_eval(en->ctx, prompt, n_prompt, en->logits, 0);
+    if (!rc) rc = pol_eval_prompt(pol, en->ctx, prompt, n_prompt, en->logits);
     if (!rc) rc = kv_ctx_eval(en->ref_ctx, prompt, n_prompt, NULL, 0);
     double kl = 0;
     int agree = 0;
@@ -540,7 +540,7 @@ static int run_identity(const run_state *rs, const engine *en, const run_cell *r
                  pol_param_str(pol, i, v, sizeof v));
     }
     snprintf(params + strlen(params), pcap - strlen(params), "%spositions=%s", pol->ops->n_params ? "," : "",
-             pol->positions == KV_POS_CACHE ? "cache" : "original");
+             kv_pos_mode_name(pol->positions));
     char bs[32], lens[512] = "", deps[512] = "";
     pol_budget_str(&rc->budget, bs, sizeof bs);
     for (int i = 0; i < t->n_lengths; i++) snprintf(lens + strlen(lens), sizeof lens - strlen(lens), "%d ", t->lengths[i]);
@@ -655,6 +655,7 @@ static int run_task(run_state *rs, engine *en, int model, int task) {
         }
         for (int i = 0; i < pd->n_settings; i++) set[n_set++] = pd->settings[i];
         if (pol_new(pd->policy, set, n_set, &c->budget, e->seed, en->mi, &tr[k].pol) ||
+            pol_check_model(tr[k].pol, en->model) ||
             run_identity(rs, en, c, tr[k].pol, tr[k].spec, sizeof tr[k].spec, tr[k].params, sizeof tr[k].params, &tr[k].row)) {
             fprintf(stderr, "kvbench run: policy %s: %s\n", pd->label, kv_last_error());
             status = -1;

@@ -89,8 +89,15 @@ typedef struct pol_ops {
     /* Optional: how many of the next n tokens from position pos0 one
      * forward may process (see kv_ctx_hook.split). */
     int32_t (*split)(const kv_policy *p, int32_t pos0, int32_t n);
-    /* The default of positions=original|cache: the authors' own (0: original). */
+    /* The default of positions=original|cache|rerotate: the authors' own (0: original). */
     kv_pos_mode positions;
+    /* Optional: evaluates the prompt itself (pol_eval_prompt), for a method
+     * that changes what the model reads (sentinel tokens, their positions
+     * and attention mask). Absent: one kv_ctx_eval of the prompt. */
+    int (*eval_prompt)(kv_policy *p, kv_ctx *ctx, const int32_t *tokens, int32_t n, float *logits);
+    /* Optional: whether the policy can run on model m (e.g. its vocabulary
+     * has the tokens the method needs); KV_EINVAL with a message if not. */
+    int (*check_model)(const kv_policy *p, const kv_model *m);
 } pol_ops;
 
 /* An instance: the ops, its parameter values, the budget, and the method's state. */
@@ -105,7 +112,7 @@ struct kv_policy {
                                      budgets follow the prompt tightens it at its cut) */
     int32_t n_prompt;             /* prompt tokens of this sequence (pol_begin; 0: not known) */
     uint64_t seed;
-    kv_pos_mode positions;        /* "positions=original|cache", any policy */
+    kv_pos_mode positions;        /* "positions=original|cache|rerotate", any policy */
     double decay;                 /* KV_NEED_DECAYED_COLSUM: kv_ctx_hook.decay (set by init) */
     int n_layers, n_kv_heads;
     void *state;
@@ -120,7 +127,7 @@ const pol_ops *pol_find(const char *name); /* NULL if unknown */
 /* Creates an instance of policy `name` with "key=value" settings
  * (e.g. {"sinks=4"}): an unknown policy or key, a malformed number or a
  * value out of range is KV_EINVAL with a message naming it. Besides each
- * policy's own table, every policy accepts positions=original|cache (see
+ * policy's own table, every policy accepts positions=original|cache|rerotate (see
  * kv_pos_mode in context.h). */
 int pol_new(const char *name, const char *const *settings, int n_settings, const pol_budget *budget,
             uint64_t seed, const kv_model_info *mi, kv_policy **out);
@@ -133,6 +140,15 @@ void pol_begin(kv_policy *p, int32_t n_prompt);
 
 /* Installs p as ctx's per-layer hook (NULL p removes it). */
 void pol_attach(kv_policy *p, kv_ctx *ctx);
+
+/* Evaluates a sequence's prompt through p (attached, pol_begin called):
+ * the method's own prompt evaluation when it has one, else kv_ctx_eval.
+ * logits [vocab]: the next-token logits after the prompt (may be NULL). */
+int pol_eval_prompt(kv_policy *p, kv_ctx *ctx, const int32_t *tokens, int32_t n, float *logits);
+
+/* KV_OK if p can run on model m, else KV_EINVAL naming why (see
+ * pol_ops.check_model); call once a model is loaded, before any work. */
+int pol_check_model(const kv_policy *p, const kv_model *m);
 
 /* Prints the registry with each policy's parameter table. */
 void pol_print_all(void);

@@ -12,7 +12,7 @@
 
 extern const pol_ops pol_full_ops, pol_window_ops, pol_streamingllm_ops, pol_h2o_ops, pol_tova_ops,
     pol_random_ops, pol_knorm_ops, pol_keyformer_ops, pol_snapkv_ops, pol_pyramidkv_ops,
-    pol_sentinel_proxy_ops;
+    pol_sentinel_proxy_ops, pol_sentinel_ops;
 extern const pol_ops pol_adakv_ops, pol_zigzag_ops;
 extern const pol_ops pol_cascade_ops;
 
@@ -21,7 +21,7 @@ extern const pol_ops pol_cascade_ops;
 static const pol_ops *const registry[] = {
     &pol_full_ops, &pol_window_ops, &pol_streamingllm_ops, &pol_h2o_ops, &pol_tova_ops, &pol_random_ops,
     &pol_knorm_ops, &pol_keyformer_ops, &pol_snapkv_ops, &pol_pyramidkv_ops,
-    &pol_sentinel_proxy_ops,
+    &pol_sentinel_proxy_ops, &pol_sentinel_ops,
     &pol_adakv_ops, &pol_zigzag_ops,
     &pol_cascade_ops,
 };
@@ -86,9 +86,11 @@ static int set_param(kv_policy *p, const char *kv) {
     if (!eq) return kv_errorf(KV_EINVAL, "policy %s: expected key=value, got '%s'", o->name, kv);
     size_t klen = (size_t)(eq - kv);
     if (klen == 9 && strncmp(kv, "positions", 9) == 0) {
-        if (strcmp(eq + 1, "original") == 0) p->positions = KV_POS_ORIGINAL;
-        else if (strcmp(eq + 1, "cache") == 0) p->positions = KV_POS_CACHE;
-        else return kv_errorf(KV_EINVAL, "policy %s: positions: expected original or cache, got '%s'", o->name, eq + 1);
+        int m = kv_pos_mode_parse(eq + 1);
+        if (m < 0)
+            return kv_errorf(KV_EINVAL, "policy %s: positions: expected original, cache or rerotate, got '%s'", o->name,
+                             eq + 1);
+        p->positions = (kv_pos_mode)m;
         return KV_OK;
     }
     for (int i = 0; i < o->n_params; i++) {
@@ -214,11 +216,20 @@ void pol_attach(kv_policy *p, kv_ctx *ctx) {
     kv_ctx_set_hook(ctx, &h);
 }
 
+int pol_eval_prompt(kv_policy *p, kv_ctx *ctx, const int32_t *tokens, int32_t n, float *logits) {
+    if (p && p->ops->eval_prompt) return p->ops->eval_prompt(p, ctx, tokens, n, logits);
+    return kv_ctx_eval(ctx, tokens, n, logits, 0);
+}
+
+int pol_check_model(const kv_policy *p, const kv_model *m) {
+    return p && p->ops->check_model ? p->ops->check_model(p, m) : KV_OK;
+}
+
 void pol_print_all(void) {
     for (int i = 0; i < pol_count(); i++) {
         const pol_ops *o = registry[i];
         printf("%-14s %s\n", o->name, o->summary);
-        if (i == 0) printf("    %-12s original|cache: rotary positions, for every policy (cache = StreamingLLM's pos shift)\n", "positions");
+        if (i == 0) printf("    %-12s original|cache|rerotate: positions after eviction, every policy (cache = StreamingLLM's pos shift, rerotate = kvpress's key rerotation)\n", "positions");
         for (int k = 0; k < o->n_params; k++) {
             const pol_param_def *d = &o->params[k];
             if (d->choices) {

@@ -23,6 +23,7 @@
 #include "kv_error.h"
 #include "sampler.h"
 #include "sentinel_proxy.h"
+#include "spans.h"
 
 enum { P_MODE, P_MAX_SPAN, P_RECENT };
 
@@ -75,36 +76,7 @@ static int plan_spans(kv_policy *p, int32_t n) {
     for (int32_t i = 0; i < n; i++) st->span_end[i] = -1;
     int32_t region = n - (int32_t)p->param[P_RECENT]; /* spans live in [0, region) */
     int64_t to_free = (int64_t)n - (p->limit < n ? p->limit : n);
-    if (to_free <= 0 || region < 3) return KV_OK;
-    int32_t max_span = (int32_t)p->param[P_MAX_SPAN];
-    uint64_t rng = p->seed ^ 0x53454e54494e454cull; /* "SENTINEL" */
-    /* Random placement first (as the paper's sampler, with its give-up
-     * after 3x the expected attempts), then the gaps left to right. */
-    int64_t expected = to_free / ((max_span + 1) / 2) + 1, attempts = 3 * expected + 16;
-    for (int64_t a = 0; a < attempts && to_free > 0; a++) {
-        int32_t len = 2 + (int32_t)(kv_splitmix64(&rng) % (uint64_t)(max_span - 1));
-        if (len - 1 > to_free) len = (int32_t)to_free + 1;
-        if (len > region) continue;
-        if (len > region - 1) continue;
-        int32_t start = 1 + (int32_t)(kv_splitmix64(&rng) % (uint64_t)(region - 1 - len + 1));
-        int clash = 0;
-        for (int32_t i = start; i < start + len && !clash; i++) clash = st->span_end[i] >= 0;
-        if (clash) continue;
-        for (int32_t i = start; i < start + len; i++) st->span_end[i] = start + len - 1;
-        to_free -= len - 1;
-    }
-    for (int32_t i = 1; i < region && to_free > 0;) {
-        if (st->span_end[i] >= 0) { i++; continue; }
-        int32_t j = i;
-        while (j < region && st->span_end[j] < 0 && j - i < max_span) j++;
-        int32_t len = j - i;
-        if (len - 1 > to_free) len = (int32_t)to_free + 1;
-        if (len >= 2) {
-            for (int32_t k = i; k < i + len; k++) st->span_end[k] = i + len - 1;
-            to_free -= len - 1;
-        }
-        i += len > 0 ? len : 1;
-    }
+    pol_plan_spans(p->seed, region, to_free, (int32_t)p->param[P_MAX_SPAN], st->span_end);
     /* to_free > 0 here only when the budget is below what spans can reach
      * (region/2 slots at best): the prompt then keeps more than its budget. */
     return KV_OK;
@@ -169,7 +141,13 @@ static int sent_on_layer(kv_policy *p, kv_cache *c, const kv_attn_view *v) {
     return KV_OK;
 }
 
+extern const pol_ops pol_sentinel_ops, pol_sentinel_proxy_ops;
+const int32_t *pol_sentinel_method_spans(const kv_policy *p, int32_t *n); /* sentinel.c */
+
 const int32_t *pol_sentinel_spans(const kv_policy *p, int32_t *n) {
+    *n = 0;
+    if (p->ops == &pol_sentinel_ops) return pol_sentinel_method_spans(p, n);
+    if (p->ops != &pol_sentinel_proxy_ops) return NULL;
     const sent_state *st = p->state;
     *n = st ? st->n : 0;
     return st && st->n ? st->span_end : NULL;

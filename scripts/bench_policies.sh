@@ -22,7 +22,9 @@ policies=$(build/kvbench list policies | awk '/^[a-z]/ {print $1}')
 declare -A runs
 for round in 1 2 3; do
   for p in $policies; do
-    if [ "$p" = full ]; then t=$(step --policy full); else t=$(step --policy "$p" --budget $((ctx - 1))); fi
+    # (a synthetic model has no <CL>/<CR>: the sentinel method is given two ids)
+    extra=(); [ "$p" = sentinel ] && extra=(--set cl=3,cr=4)
+    if [ "$p" = full ]; then t=$(step --policy full); else t=$(step --policy "$p" --budget $((ctx - 1)) "${extra[@]}"); fi
     runs[$p]="${runs[$p]:-} $t"
   done
 done

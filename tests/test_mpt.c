@@ -5,11 +5,13 @@
  *    variant are errors naming the file and what was expected;
  *  - the ALiBi slopes for power-of-two and other head counts;
  *  - prefill, chunked prefill and decode compute the same function, and so do
- *    both position modes while nothing is evicted;
+ *    the three position modes while nothing is evicted;
  *  - every policy with a budget above the sequence equals the full cache bit
- *    for bit, in both position modes;
+ *    for bit, in every position mode;
  *  - in-cache positions do not depend on slot order (kv_cache_drop vs
- *    kv_cache_keep of the same slots), per KV head;
+ *    kv_cache_keep of the same slots), per KV head; rerotate equals cache
+ *    bit for bit (nothing to rotate);
+ *  - explicit positions (kv_ctx_eval_ext) are the ones the bias sees;
  *  - the raw logits handed to reduce_row include the bias exactly as the
  *    softmax sees it;
  *  - converting to GGUF keeps the model (identical logits).
@@ -286,7 +288,8 @@ static double max_rel_diff(const float *a, const float *b, size_t n) {
 }
 
 /* Prefill (split by max_batch), chunks and decode agree to fp32 rounding;
- * without eviction, in-cache positions are the true ones, bit for bit. */
+ * without eviction, in-cache positions (cache, rerotate) are the true ones,
+ * bit for bit. */
 static void test_prefill_decode_agree(void **state) {
     (void)state;
     mpt_spec specs[2] = {SPEC, SPEC};
@@ -318,12 +321,14 @@ static void test_prefill_decode_agree(void **state) {
             float *orig = malloc(N * V * sizeof(float));
             kv_ctx_reset(c);
             eval_all(c, t, N, all_steps[s], orig);
-            kv_ctx_hook h = {.positions = KV_POS_CACHE};
-            kv_ctx_set_hook(c, &h);
-            kv_ctx_reset(c);
-            eval_all(c, t, N, all_steps[s], got);
-            kv_ctx_set_hook(c, NULL);
-            assert_memory_equal(got, orig, (size_t)N * V * sizeof(float));
+            for (int md = KV_POS_CACHE; md <= KV_POS_REROTATE; md++) {
+                kv_ctx_hook h = {.positions = (kv_pos_mode)md};
+                kv_ctx_set_hook(c, &h);
+                kv_ctx_reset(c);
+                eval_all(c, t, N, all_steps[s], got);
+                kv_ctx_set_hook(c, NULL);
+                assert_memory_equal(got, orig, (size_t)N * V * sizeof(float));
+            }
             free(orig);
         }
         kv_ctx_free(c);
@@ -334,7 +339,7 @@ static void test_prefill_decode_agree(void **state) {
 }
 
 /* Every policy, with a budget above the sequence, equals the full cache bit
- * for bit in both position modes (as test_policies checks for Llama). */
+ * for bit in every position mode (as test_policies checks for Llama). */
 static void test_large_budget_is_full(void **state) {
     (void)state;
     kv_model *m = load_spec(&SPEC, "budget.gguf");
@@ -347,8 +352,8 @@ static void test_large_budget_is_full(void **state) {
     cp.n_threads = 2;
     assert_int_equal(kv_ctx_new(m, &cp, &c), KV_OK);
     for (int i = -1; i < pol_count(); i++) { /* -1: full without a budget, the reference */
-        const char *settings[2] = {NULL, "positions=cache"};
-        for (int k = 0; k < 2; k++) {
+        const char *settings[3] = {NULL, "positions=cache", "positions=rerotate"};
+        for (int k = 0; k < 3; k++) {
             if (i < 0 && k) break;
             pol_budget b;
             assert_int_equal(pol_budget_parse(i < 0 ? "none" : "51", &b), KV_OK);
@@ -420,14 +425,15 @@ static void test_slot_order(void **state) {
     enum { N = 40 };
     int32_t t[N];
     for (int i = 0; i < N; i++) t[i] = (int32_t)((i * 13 + 5) % V);
-    float *a = malloc(N * V * sizeof(float)), *b = malloc(N * V * sizeof(float)), *o = malloc(N * V * sizeof(float));
+    float *a = malloc(N * V * sizeof(float)), *b = malloc(N * V * sizeof(float)), *o = malloc(N * V * sizeof(float)),
+          *r = malloc(N * V * sizeof(float));
     kv_ctx *c;
     assert_int_equal(kv_ctx_new(m, NULL, &c), KV_OK);
     const int steps[2] = {1, 6};
     for (int k = 0; k < 2; k++) {
-        kv_pos_mode modes[2] = {KV_POS_CACHE, KV_POS_ORIGINAL};
-        float *by_mode[2] = {a, o};
-        for (int md = 0; md < 2; md++) {
+        kv_pos_mode modes[3] = {KV_POS_CACHE, KV_POS_ORIGINAL, KV_POS_REROTATE};
+        float *by_mode[3] = {a, o, r};
+        for (int md = 0; md < 3; md++) {
             evict_rec keep = {0, 0}, drop = {1, 0};
             kv_ctx_hook h = {.user = &keep, .positions = modes[md], .on_layer = evict_layer};
             kv_ctx_set_hook(c, &h);
@@ -442,14 +448,63 @@ static void test_slot_order(void **state) {
             double rel = max_rel_diff(b, by_mode[md], (size_t)N * V);
             if (!(rel < 1e-5)) fail_msg("step %d mode %d: kept and dropped slots differ by %g", steps[k], md, rel);
         }
-        /* with gaps in the cache the two position modes differ */
+        /* with gaps in the cache in-cache and true distances differ; rerotate
+         * is cache (no rotation to round) */
         assert_true(max_rel_diff(a, o, (size_t)N * V) > 1e-3);
+        assert_memory_equal(a, r, (size_t)N * V * sizeof(float));
     }
     kv_ctx_set_hook(c, NULL);
     kv_ctx_free(c);
     free(a);
     free(b);
     free(o);
+    free(r);
+    kv_model_free(m);
+}
+
+/* kv_ctx_eval_ext: ALiBi depends on distances only, so positions shifted by
+ * a constant give the same logits bit for bit, and a causal mask spelled
+ * out changes nothing; a gap between the keys' positions changes them. */
+static void test_layout_positions(void **state) {
+    (void)state;
+    kv_model *m = load_spec(&SPEC, "layout.gguf");
+    enum { N = 24 };
+    int32_t t[N], shifted[N], gapped[N];
+    uint8_t sees[N * N];
+    for (int i = 0; i < N; i++) {
+        t[i] = (int32_t)((i * 11 + 4) % V);
+        shifted[i] = 100 + i;
+        gapped[i] = i < N / 2 ? i : i + 40;
+    }
+    memset(sees, 1, sizeof sees);
+    float *ref = malloc(N * V * sizeof(float)), *got = malloc(N * V * sizeof(float));
+    kv_ctx *c;
+    assert_int_equal(kv_ctx_new(m, NULL, &c), KV_OK);
+    eval_all(c, t, N, N, ref);
+    kv_eval_layout lay = {.pos = shifted};
+    kv_ctx_reset(c);
+    assert_int_equal(kv_ctx_eval_ext(c, t, N, &lay, got, 1), KV_OK);
+    assert_int_equal(kv_ctx_pos(c), 100 + N);
+    assert_memory_equal(got, ref, N * V * sizeof(float));
+    /* then decoding on from the shifted positions, one explicit position per call */
+    kv_ctx_reset(c);
+    for (int i = 0; i < N; i++) {
+        kv_eval_layout one = {.pos = &shifted[i]};
+        assert_int_equal(kv_ctx_eval_ext(c, &t[i], 1, &one, got + (size_t)i * V, 1), KV_OK);
+    }
+    assert_true(max_rel_diff(got, ref, (size_t)N * V) < 1e-5);
+    lay = (kv_eval_layout){.sees = sees};
+    kv_ctx_reset(c);
+    assert_int_equal(kv_ctx_eval_ext(c, t, N, &lay, got, 1), KV_OK);
+    assert_memory_equal(got, ref, N * V * sizeof(float));
+    lay = (kv_eval_layout){.pos = gapped};
+    kv_ctx_reset(c);
+    assert_int_equal(kv_ctx_eval_ext(c, t, N, &lay, got, 1), KV_OK);
+    assert_memory_equal(got, ref, (size_t)N / 2 * V * sizeof(float)); /* before the gap: the same */
+    assert_true(max_rel_diff(got + (size_t)N / 2 * V, ref + (size_t)N / 2 * V, (size_t)N / 2 * V) > 1e-3);
+    kv_ctx_free(c);
+    free(ref);
+    free(got);
     kv_model_free(m);
 }
 
@@ -555,6 +610,7 @@ int main(void) {
         cmocka_unit_test(test_prefill_decode_agree),
         cmocka_unit_test(test_large_budget_is_full),
         cmocka_unit_test(test_slot_order),
+        cmocka_unit_test(test_layout_positions),
         cmocka_unit_test(test_raw_logits_include_bias),
         cmocka_unit_test(test_convert_roundtrip),
     };

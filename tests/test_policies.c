@@ -73,7 +73,7 @@ static void run_layers(kv_ctx *c, kv_policy *p, int salt, float *out, int32_t *m
     kv_cache *cache = kv_ctx_cache(c);
     if (seen_layer)
         for (int l = 0; l < p->n_layers; l++) seen_layer[l] = 0;
-    assert_int_equal(kv_ctx_eval(c, t, PROMPT, out, 0), KV_OK);
+    if (pol_eval_prompt(p, c, t, PROMPT, out) != KV_OK) fail_msg("%s: %s", p->ops->name, kv_last_error());
     for (int s = 0; s <= GEN; s++) {
         int32_t held = kv_cache_max_len(cache);
         for (int l = 0; l < p->n_layers; l++) {
@@ -143,10 +143,13 @@ static void test_large_budget_is_full(void **state) {
     pol_free(full);
     for (int i = 0; i < pol_count(); i++) {
         /* PROMPT + GEN + 1 slots: never evicts; in-cache positions then equal
-         * the true ones, so both position modes match the full cache exactly */
-        const char *settings[2] = {NULL, "positions=cache"};
-        for (int k = 0; k < 2; k++) {
-            kv_policy *p = make_set(pol_at(i)->name, "71", settings[k]);
+         * the true ones, so every position mode matches the full cache exactly */
+        const char *settings[3] = {NULL, "positions=cache", "positions=rerotate"};
+        for (int k = 0; k < 3; k++) {
+            /* stories260K has no <CL>/<CR>: the sentinel method is told two ids */
+            const int sentinel = strcmp(pol_at(i)->name, "sentinel") == 0;
+            if (sentinel && k) break; /* it sets its own positions */
+            kv_policy *p = make_set(pol_at(i)->name, "71", sentinel ? "cl=510,cr=511" : settings[k]);
             run(c, p, 1, got, &seen, NULL);
             if (memcmp(got, ref, (1 + GEN) * V * sizeof(float)) != 0)
                 fail_msg("%s (%s) with a budget above the length differs from the full cache", p->ops->name,
@@ -159,12 +162,67 @@ static void test_large_budget_is_full(void **state) {
     kv_ctx_free(c);
 }
 
-/* Every policy with its defaults, then the new methods' other settings. */
 typedef struct pol_cfg { const char *name, *set; } pol_cfg;
+static int all_configs(pol_cfg *cfg);
+
+/* positions=rerotate gives keys the positions positions=cache gives them
+ * (their index in the cache, the query at its own slot's), reached by
+ * rotating each kept key by R(new - old) at every eviction instead of from
+ * scratch at every attention: the logits must agree to float rounding for
+ * every policy, with evictions at every step (budget 17 of a 40-token
+ * prompt). The merge proxy averages keys, rotated or not, so its two modes
+ * differ by design. */
+static void test_rerotate_matches_cache(void **state) {
+    (void)state;
+    if (!g_model) skip();
+    kv_ctx *c;
+    assert_int_equal(kv_ctx_new(g_model, NULL, &c), KV_OK);
+    float *a = malloc((1 + GEN) * V * sizeof(float)), *b = malloc((1 + GEN) * V * sizeof(float));
+    pol_cfg cfg[64];
+    int n = all_configs(cfg);
+    for (int i = 0; i < n; i++) {
+        if (strcmp(cfg[i].name, "sentinel") == 0) continue; /* sets its own positions (original only) */
+        char set[2][200];
+        const char *mode[2] = {"cache", "rerotate"};
+        float *out[2] = {a, b};
+        int32_t seen;
+        for (int k = 0; k < 2; k++) {
+            snprintf(set[k], sizeof set[k], "%s%spositions=%s", cfg[i].set ? cfg[i].set : "", cfg[i].set ? "," : "",
+                     mode[k]);
+            kv_policy *p = make_set(cfg[i].name, "17", set[k]);
+            run(c, p, 3, out[k], &seen, NULL);
+            pol_free(p);
+        }
+        double dmax = 0, amax = 0;
+        for (size_t j = 0; j < (size_t)(1 + GEN) * V; j++) {
+            double d = fabs((double)a[j] - b[j]);
+            if (d > dmax) dmax = d;
+            if (fabs((double)a[j]) > amax) amax = fabs((double)a[j]);
+        }
+        if (!(dmax <= 1e-4 * amax))
+            fail_msg("%s (%s): rerotate differs from cache by %g (max |logit| %g)", cfg[i].name,
+                     cfg[i].set ? cfg[i].set : "defaults", dmax, amax);
+    }
+    /* and it is not the original positions' result (the check can fail) */
+    kv_policy *p = make_set("streamingllm", "17", "positions=original");
+    int32_t seen;
+    run(c, p, 3, a, &seen, NULL);
+    pol_free(p);
+    double dmax = 0;
+    for (size_t j = 0; j < (size_t)(1 + GEN) * V; j++)
+        if (fabs((double)a[j] - b[j]) > dmax) dmax = fabs((double)a[j] - b[j]);
+    assert_true(dmax > 1e-2);
+    free(a);
+    free(b);
+    kv_ctx_free(c);
+}
+
+/* Every policy with its defaults, then the new methods' other settings. */
 
 static int all_configs(pol_cfg *cfg) {
     int n = 0;
-    for (int i = 1; i < pol_count(); i++) cfg[n++] = (pol_cfg){pol_at(i)->name, NULL};
+    for (int i = 1; i < pol_count(); i++) /* (stories260K has no <CL>/<CR>: sentinel is told two ids) */
+        cfg[n++] = (pol_cfg){pol_at(i)->name, strcmp(pol_at(i)->name, "sentinel") ? NULL : "cl=510,cr=511"};
     cfg[n++] = (pol_cfg){"keyformer", "noise=gaussian"};
     cfg[n++] = (pol_cfg){"keyformer", "noise=none"};
     cfg[n++] = (pol_cfg){"snapkv", "window=4"};
@@ -1355,7 +1413,7 @@ static void test_errors(void **state) {
     pol_free(p);
     const char *badpos[1] = {"positions=shifted"};
     assert_int_equal(pol_new("window", badpos, 1, &b, 0, &mi, &p), KV_EINVAL);
-    assert_non_null(strstr(kv_last_error(), "expected original or cache"));
+    assert_non_null(strstr(kv_last_error(), "expected original, cache or rerotate"));
     assert_int_equal(pol_new("h2o", NULL, 0, &none, 0, &mi, &p), KV_EINVAL);
     assert_non_null(strstr(kv_last_error(), "needs a budget"));
     pol_budget x;
@@ -1375,6 +1433,7 @@ static void test_errors(void **state) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_large_budget_is_full), cmocka_unit_test(test_budget_never_exceeded),
+        cmocka_unit_test(test_rerotate_matches_cache),
         cmocka_unit_test(test_no_state_leak),        cmocka_unit_test(test_rules_by_hand),
         cmocka_unit_test(test_attention_statistics),
         cmocka_unit_test(test_keyformer_by_hand),    cmocka_unit_test(test_snapkv_by_hand),

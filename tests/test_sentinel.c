@@ -2,7 +2,10 @@
  * stories260K model: the spans (lengths, placement, exact budget, seeded),
  * what each mode keeps (the span ends, in order, with the full cache's keys
  * and values for mode=last and the span means for mode=merge), one-shot
- * behaviour in decode, and nothing carried between sequences. */
+ * behaviour in decode, and nothing carried between sequences. Then the
+ * engine's explicit layouts (kv_ctx_eval_ext) and what the sentinel method
+ * leaves in the cache (its logits are checked against numpy in
+ * tests/reference/check_sentinel.py). */
 #include "test_util.h"
 
 #include <math.h>
@@ -168,6 +171,104 @@ static void test_merge(void **state) {
 }
 
 /* Labelled as a proxy wherever it is listed. */
+/* A layout of the next positions and no masks is the causal rule:
+ * bit-identical to kv_ctx_eval; bad layouts are refused, naming why. */
+static void test_eval_layout(void **state) {
+    (void)state;
+    if (!g_model) skip();
+    const int32_t V = kv_model_get_info(g_model)->vocab_size;
+    int32_t t[N], pos[N];
+    prompt_tokens(t, N, 5);
+    for (int i = 0; i < N; i++) pos[i] = i;
+    float *a = malloc((size_t)N * V * sizeof(float)), *b = malloc((size_t)N * V * sizeof(float));
+    kv_ctx *c;
+    assert_int_equal(kv_ctx_new(g_model, NULL, &c), KV_OK);
+    assert_int_equal(kv_ctx_eval(c, t, N, a, 1), KV_OK);
+    kv_ctx_reset(c);
+    kv_eval_layout lay = {pos, NULL, NULL};
+    assert_int_equal(kv_ctx_eval_ext(c, t, N, &lay, b, 1), KV_OK);
+    assert_memory_equal(a, b, (size_t)N * V * sizeof(float));
+    assert_int_equal(kv_ctx_pos(c), N);
+    /* a query that sees nothing but itself gives other logits than causal */
+    uint8_t none[N];
+    memset(none, 0, sizeof none);
+    kv_ctx_reset(c);
+    kv_eval_layout alone = {pos, none, none};
+    uint8_t *sees0 = calloc((size_t)N * N, 1);
+    alone.sees = sees0;
+    assert_int_equal(kv_ctx_eval_ext(c, t, N, &alone, b, 1), KV_OK);
+    assert_memory_equal(a, b, (size_t)V * sizeof(float)); /* the first token sees only itself anyway */
+    assert_memory_not_equal(a + (size_t)(N - 1) * V, b + (size_t)(N - 1) * V, (size_t)V * sizeof(float));
+    free(sees0);
+    /* refused: decreasing positions, more than one batch, in-cache positions */
+    kv_ctx_reset(c);
+    pos[3] = 1;
+    assert_int_equal(kv_ctx_eval_ext(c, t, 8, &lay, NULL, 0), KV_EINVAL);
+    assert_non_null(strstr(kv_last_error(), "non-decreasing"));
+    pos[3] = 3;
+    int32_t *many = calloc(600, sizeof *many), *mpos = calloc(600, sizeof *mpos);
+    for (int i = 0; i < 600; i++) mpos[i] = i, many[i] = 5;
+    kv_eval_layout big = {mpos, NULL, NULL};
+    assert_int_equal(kv_ctx_eval_ext(c, many, 600, &big, NULL, 0), KV_EINVAL);
+    assert_non_null(strstr(kv_last_error(), "one forward"));
+    kv_ctx_hook h = {.positions = KV_POS_CACHE};
+    kv_ctx_set_hook(c, &h);
+    assert_int_equal(kv_ctx_eval_ext(c, t, 8, &lay, NULL, 0), KV_EINVAL);
+    assert_non_null(strstr(kv_last_error(), "positions=original"));
+    free(many);
+    free(mpos);
+    free(a);
+    free(b);
+    kv_ctx_free(c);
+}
+
+/* The method on stories260K with two stand-in ids (its vocabulary has no
+ * sentinels, so only the mechanics are checked here): after the prompt
+ * every head holds the ordinary tokens and one <CR> slot per span at the
+ * span's last position, with the budget's count; generated tokens are
+ * appended; a second prompt starts from nothing. */
+static void test_method_cache(void **state) {
+    (void)state;
+    if (!g_model) skip();
+    const char *set[] = {"cl=510", "cr=511", "max_span=10"};
+    pol_budget bud = {POL_BUDGET_TOKENS, BUDGET};
+    kv_policy *p = NULL;
+    assert_int_equal(pol_new("sentinel", set, 3, &bud, 3, kv_model_get_info(g_model), &p), KV_OK);
+    assert_int_equal(pol_check_model(p, g_model), KV_OK);
+    kv_ctx *c;
+    assert_int_equal(kv_ctx_new(g_model, NULL, &c), KV_OK);
+    int32_t t[N];
+    for (int round = 0; round < 2; round++) {
+        prompt_tokens(t, N, round);
+        kv_ctx_reset(c);
+        pol_begin(p, N);
+        pol_attach(p, c);
+        assert_int_equal(pol_eval_prompt(p, c, t, N, NULL), KV_OK);
+        assert_int_equal(kv_ctx_pos(c), N); /* the sentinels take no position */
+        int32_t n_sp;
+        const int32_t *span_end = pol_sentinel_spans(p, &n_sp);
+        assert_non_null(span_end);
+        assert_int_equal(n_sp, N);
+        kv_cache *cache = kv_ctx_cache(c);
+        for (int l = 0; l < kv_cache_n_layers(cache); l++)
+            for (int g = 0; g < kv_cache_n_kv_heads(cache); g++) {
+                const kv_cache_head *h = kv_cache_head_at(cache, l, g);
+                assert_int_equal(h->len, BUDGET);
+                for (int32_t j = 0; j < h->len; j++) { /* in order: outside spans, or a span's end (its <CR>) */
+                    int32_t q = h->pos[j];
+                    assert_true(q >= 0 && q < N);
+                    assert_true(span_end[q] < 0 || span_end[q] == q);
+                    if (j) assert_true(h->pos[j - 1] < q);
+                }
+            }
+        int32_t next = 7;
+        assert_int_equal(kv_ctx_eval(c, &next, 1, NULL, 0), KV_OK);
+        assert_int_equal(kv_cache_max_len(cache), BUDGET + 1);
+    }
+    kv_ctx_free(c);
+    pol_free(p);
+}
+
 static void test_labelled(void **state) {
     (void)state;
     const pol_ops *o = pol_find("sentinel_proxy");
@@ -182,6 +283,8 @@ int main(void) {
         cmocka_unit_test(test_last),
         cmocka_unit_test(test_merge),
         cmocka_unit_test(test_labelled),
+        cmocka_unit_test(test_eval_layout),
+        cmocka_unit_test(test_method_cache),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

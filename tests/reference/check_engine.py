@@ -8,9 +8,10 @@ call (decode), and chunks of 7 - and each must satisfy
     max |engine - reference| / max |reference| <= 1e-4
 over all positions. MPT's two GELU forms are each checked to be the one
 computed (much nearer its own reference than the other form's). Evicting
-caches (window, sinks + recent) are checked token by token in both position
-modes on stories260K and on synthetic MPT models (ALiBi over true or
-in-cache positions). Prints a line per check and then "N passed, M failed".
+caches (window, sinks + recent) are checked token by token in every position
+mode (original, cache, rerotate) on stories260K and on synthetic MPT models
+(ALiBi over true or in-cache distances). Prints a line per check and then
+"N passed, M failed".
 
 usage: /usr/bin/python3 check_engine.py --kvbench BIN --models DIR --tmp DIR [--only NAME] [--keep]
 """
@@ -117,7 +118,7 @@ def main():
                 passed += ok
                 failed += not ok
                 worst[name] = max(worst.get(name, 0.0), rel)
-    # Evicting caches, token by token, in both position modes: the engine's
+    # Evicting caches, token by token, in every position mode: the engine's
     # window and streamingllm policies against the reference decoder.
     evict = []  # (label, path, tokens, reference decoder)
     p = os.path.join(a.models, 'stories260K', 'stories260K.bin')
@@ -136,8 +137,11 @@ def main():
         evict.append((name + ' ', pm, t, lambda s, b, c, m=m, t=t: mpt_ref.logits_sinks_recent(m, t, s, b, c)))
     for label, p, tokens, ref_decoder in evict:
         for policy, sinks, budget in [('window', 0, 9), ('streamingllm', 4, 12), ('streamingllm', 2, 20)]:
-            for positions in ['original', 'cache']:
-                ref = ref_decoder(sinks, budget, positions == 'cache')
+            # rerotate reaches the in-cache positions of 'cache' by rotating
+            # kept keys at each eviction (nothing to rotate for ALiBi): the
+            # same reference
+            for positions in ['original', 'cache', 'rerotate']:
+                ref = ref_decoder(sinks, budget, positions != 'original')
                 out = os.path.join(a.tmp, 'logits.f32')
                 cmd = [a.kvbench, 'logits', '--model', p, '--tokens', ','.join(map(str, tokens)), '--mode', 'decode',
                        '--out', out, '--threads', '2', '--policy', policy, '--budget', str(budget),

@@ -48,13 +48,18 @@ def rope(x, pos, n_rot, base):
     return x
 
 
-def logits(model, tokens):
-    """Logits [T, vocab] for every position of `tokens` (positions 0..T-1)."""
+def logits(model, tokens, pos=None, allowed=None):
+    """Logits [T, vocab] for every position of `tokens`: at positions 0..T-1
+    with a causal mask, or at the given positions [T] with the given mask
+    (allowed [T, T] booleans: query row t may attend key column j)."""
     c = model['cfg']
     T, H, KV, hd = len(tokens), c['n_heads'], c['n_kv_heads'], c['head_dim']
-    pos = np.arange(T, dtype=np.float64)
+    pos = np.arange(T, dtype=np.float64) if pos is None else np.asarray(pos, dtype=np.float64)
     x = model['emb'][np.asarray(tokens)]
-    mask = np.triu(np.full((T, T), -np.inf), k=1)
+    if allowed is None:
+        mask = np.triu(np.full((T, T), -np.inf), k=1)
+    else:
+        mask = np.where(np.asarray(allowed, dtype=bool), 0.0, -np.inf)
     for L in model['layers']:
         h = rmsnorm(x, L['attn_norm'], c['eps'])
         q = rope((h @ L['wq'].T).reshape(T, H, hd), pos, c['n_rot'], c['rope_base'])
