@@ -239,6 +239,9 @@ static int all_configs(pol_cfg *cfg) {
     cfg[n++] = (pol_cfg){"cascade", "head_reduction=mean"};
     cfg[n++] = (pol_cfg){"cascade", "stride=7"};
     cfg[n++] = (pol_cfg){"cascade", "eager_fill=0"};
+    cfg[n++] = (pol_cfg){"streamingllm", "positions=rerotate"};
+    cfg[n++] = (pol_cfg){"h2o", "positions=rerotate"};
+    cfg[n++] = (pol_cfg){"zigzag", "window=4,positions=rerotate"};
     return n;
 }
 
