@@ -239,7 +239,7 @@ void pol_print_all(void) {
                 snprintf(dflt, sizeof dflt, "%.*s", (int)strcspn(c, "|"), c);
                 printf("    %-12s default %-8s one of %s  %s\n", d->name, dflt, d->choices, d->meaning);
             } else {
-                printf("    %-12s default %-8.10g range [%g, %g]  %s\n", d->name, d->dflt, d->min, d->max, d->meaning);
+                printf("    %-12s default %-8.10g range [%.10g, %.10g]  %s\n", d->name, d->dflt, d->min, d->max, d->meaning);
             }
         }
     }
