@@ -55,17 +55,17 @@ struct kv_bpe {
 
 /* ------------------------------------------------------- bytes_to_unicode */
 
-static uint32_t byte_cp[256]; /* byte -> code point */
-static int16_t cp_byte[324];  /* code point (< 324) -> byte, or -1 */
+/* GPT-2's table: byte -> code point, and back (code points < 324; -1 for none).
+ * Filled by each load (no shared state: loads may run on several threads). */
+typedef struct byte_table { uint32_t cp[256]; int16_t byte[324]; } byte_table;
 
-static void byte_table_init(void) {
-    if (byte_cp['!'] == '!') return; /* idempotent: every caller writes the same values */
+static void byte_table_fill(byte_table *bt) {
     uint32_t next = 256;
-    for (int cp = 0; cp < 324; cp++) cp_byte[cp] = -1;
+    for (int cp = 0; cp < 324; cp++) bt->byte[cp] = -1;
     for (int b = 0; b < 256; b++) {
         int printable = (b >= '!' && b <= '~') || (b >= 0xA1 && b <= 0xAC) || (b >= 0xAE && b <= 0xFF);
-        byte_cp[b] = printable ? (uint32_t)b : next++;
-        cp_byte[byte_cp[b]] = (int16_t)b;
+        bt->cp[b] = printable ? (uint32_t)b : next++;
+        bt->byte[bt->cp[b]] = (int16_t)b;
     }
 }
 
@@ -227,13 +227,14 @@ static int spec_cmp(const void *pa, const void *pb) {
  * the regex. */
 static int bpe_finish(kv_tokenizer *t, const char *path, const char *tokens_key, const char *pre,
                       const char *const *ms, const size_t *ml, uint64_t nm, const merge_src *src) {
-    byte_table_init();
+    byte_table bt;
+    byte_table_fill(&bt);
     kv_bpe *b = t->bpe;
     int rc = kv_tok_index(t);
     if (rc) return rc;
     for (int c = 0; c < 256; c++) {
         char u[4];
-        size_t ul = utf8_put(byte_cp[c], u);
+        size_t ul = utf8_put(bt.cp[c], u);
         b->byte_id[c] = kv_tok_lookup(t, u, ul);
         /* bytes that never occur in UTF-8 may be missing (GPT-NeoX's vocabulary has no 0xC0, 0xC1, 0xF5..0xFF):
          * they encode as U+FFFD, as llama.cpp reads invalid UTF-8 */
@@ -265,7 +266,7 @@ static int bpe_finish(kv_tokenizer *t, const char *path, const char *tokens_key,
             for (size_t j = 0; j < t->len[i];) {
                 uint32_t cp;
                 size_t cl = utf8_get(s + j, t->len[i] - j, &cp);
-                if (cp < 324 && cp_byte[cp] >= 0) o[k++] = (char)cp_byte[cp];
+                if (cp < 324 && bt.byte[cp] >= 0) o[k++] = (char)bt.byte[cp];
                 else for (size_t q = 0; q < cl; q++) o[k++] = (char)s[j + q]; /* outside the table: as is */
                 j += cl;
             }
