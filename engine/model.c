@@ -208,10 +208,19 @@ static int check_hparams(const char *path, const kv_model_info *i) {
     return KV_OK;
 }
 
+/* The tokenizer the caller named: a llama2.c .bin of the model's vocabulary
+ * size, a GGUF file's, or a GPT-2 encoder.json + vocab.bpe folder. */
+static int given_tokenizer(kv_model *m, const kv_model_params *p) {
+    int rc = kv_tokenizer_load(p->tokenizer_path, m->info.vocab_size, &m->tok);
+    if (rc == KV_OK && kv_tokenizer_n_vocab(m->tok) > m->info.vocab_size)
+        return kv_errorf(KV_EINVAL, "%s: the tokenizer has %d tokens, more than the %d of %s", p->tokenizer_path,
+                         kv_tokenizer_n_vocab(m->tok), m->info.vocab_size, m->path);
+    return rc;
+}
+
 static int load_tokenizer_llama2c(kv_model *m, const kv_model_params *p) {
     if (p->no_tokenizer) return KV_OK;
-    if (p->tokenizer_path)
-        return kv_tokenizer_load_llama2c(p->tokenizer_path, m->info.vocab_size, &m->tok);
+    if (p->tokenizer_path) return given_tokenizer(m, p);
     /* beside the model: tok<vocab>.bin, then tokenizer.bin */
     const char *slash = strrchr(m->path, '/');
     size_t dirlen = slash ? (size_t)(slash - m->path + 1) : 0;
@@ -532,13 +541,13 @@ static kv_tensor tensor_rows(const kv_tensor *W, int64_t r0, int64_t rows) {
     return t;
 }
 
-/* The tokenizer of a GGUF model: the given llama2.c one, the file's, or none. */
+/* The tokenizer of a GGUF model: the given one, the file's, or none. */
 static int gguf_tokenizer(kv_model *m, const kv_model_params *p) {
     const kv_gguf *g = m->gguf;
     const kv_model_info *i = &m->info;
     int rc;
     if (p->no_tokenizer) return KV_OK;
-    if (p->tokenizer_path) return kv_tokenizer_load_llama2c(p->tokenizer_path, i->vocab_size, &m->tok);
+    if (p->tokenizer_path) return given_tokenizer(m, p);
     if (kv_gguf_find_key(g, "tokenizer.ggml.tokens") < 0) return KV_OK; /* weights-only file */
     if ((rc = kv_tokenizer_from_gguf(g, &m->tok))) return rc;
     if (kv_tokenizer_n_vocab(m->tok) != i->vocab_size)

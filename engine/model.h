@@ -80,8 +80,10 @@ typedef struct kv_layer_weights {
 typedef struct kv_model kv_model; /* opaque */
 
 typedef struct kv_model_params {
-    /* Tokenizer file for llama2.c checkpoints (GGUF files carry their own).
-     * NULL: look beside the model for tok<vocab>.bin, then tokenizer.bin. */
+    /* Tokenizer for llama2.c checkpoints (GGUF files carry their own), as
+     * kv_tokenizer_load reads it: a llama2.c .bin, a GGUF file, or a folder
+     * with GPT-2's encoder.json + vocab.bpe. NULL: look beside the model for
+     * tok<vocab>.bin, then tokenizer.bin. */
     const char *tokenizer_path;
     int no_tokenizer; /* load weights only (tests, converters) */
     /* Architecture overrides (0: as the file says): the rotary frequency base,

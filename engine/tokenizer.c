@@ -1,4 +1,5 @@
-/* tokenizer.c - SentencePiece-style BPE tokenizer. See tokenizer.h.
+/* tokenizer.c - SentencePiece-style BPE tokenizer, and the public entry
+ * points for both kinds (byte-level BPE: tokenizer_bpe.c). See tokenizer.h.
  *
  * Pieces are held as SentencePiece writes them (U+2581 for a space);
  * llama2.c vocabularies, which store ' ', are converted on load so both
@@ -9,30 +10,15 @@
 #include "tokenizer.h"
 
 #include <errno.h>
+#include <sys/stat.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "kv_error.h"
+#include "tokenizer_impl.h"
 
 #define SPACE_MARK "\xe2\x96\x81" /* U+2581 */
-
-enum tok_type { TT_NORMAL = 1, TT_UNKNOWN = 2, TT_CONTROL = 3, TT_USER = 4, TT_UNUSED = 5, TT_BYTE = 6 };
-
-struct kv_tokenizer {
-    int32_t n;
-    char **text;      /* [n] pieces, NUL-terminated, U+2581 for spaces */
-    uint32_t *len;    /* [n] */
-    float *score;     /* [n] */
-    uint8_t *type;    /* [n] enum tok_type */
-    char **out;       /* [n] what the token prints as (bytes for byte tokens, ' ' for U+2581) */
-    uint32_t *out_len;
-    int32_t byte_tok[256]; /* id of <0xNN>, or -1 */
-    int32_t bos, eos, unk;
-    int add_space_prefix;
-    int32_t *table;   /* open addressing: token ids, -1 empty */
-    uint32_t table_mask;
-};
 
 static uint32_t hash_bytes(const char *s, size_t n) {
     uint32_t h = 2166136261u; /* FNV-1a */
@@ -40,7 +26,7 @@ static uint32_t hash_bytes(const char *s, size_t n) {
     return h;
 }
 
-static int32_t lookup(const kv_tokenizer *t, const char *s, size_t n) {
+int32_t kv_tok_lookup(const kv_tokenizer *t, const char *s, size_t n) {
     for (uint32_t i = hash_bytes(s, n) & t->table_mask;; i = (i + 1) & t->table_mask) {
         int32_t id = t->table[i];
         if (id < 0) return -1;
@@ -48,7 +34,7 @@ static int32_t lookup(const kv_tokenizer *t, const char *s, size_t n) {
     }
 }
 
-int32_t kv_tokenizer_find(const kv_tokenizer *t, const char *text) { return lookup(t, text, strlen(text)); }
+int32_t kv_tokenizer_find(const kv_tokenizer *t, const char *text) { return kv_tok_lookup(t, text, strlen(text)); }
 
 void kv_tokenizer_free(kv_tokenizer *t) {
     if (!t) return;
@@ -61,10 +47,11 @@ void kv_tokenizer_free(kv_tokenizer *t) {
     free(t->score);
     free(t->type);
     free(t->table);
+    kv_bpe_free(t->bpe);
     free(t);
 }
 
-static kv_tokenizer *tok_alloc(int32_t n) {
+kv_tokenizer *kv_tok_alloc(int32_t n) {
     kv_tokenizer *t = calloc(1, sizeof *t);
     if (!t) return NULL;
     t->n = n;
@@ -101,22 +88,30 @@ static int is_byte_piece(const char *s, size_t n, int *byte) {
     return 1;
 }
 
-/* Builds the lookup table and the printed form of each token. */
-static int tok_finish(kv_tokenizer *t, const char *path) {
+int kv_tok_index(kv_tokenizer *t) {
     uint32_t cap = 1;
     while (cap < (uint32_t)t->n * 2u + 2u) cap <<= 1;
     t->table = malloc(cap * sizeof *t->table);
     if (!t->table) return kv_errorf(KV_ENOMEM, "out of memory");
     memset(t->table, 0xff, cap * sizeof *t->table);
     t->table_mask = cap - 1;
-    for (int b = 0; b < 256; b++) t->byte_tok[b] = -1;
     for (int32_t i = 0; i < t->n; i++) {
         /* first occurrence wins for duplicate pieces */
-        if (lookup(t, t->text[i], t->len[i]) < 0) {
+        if (kv_tok_lookup(t, t->text[i], t->len[i]) < 0) {
             uint32_t h = hash_bytes(t->text[i], t->len[i]) & t->table_mask;
             while (t->table[h] >= 0) h = (h + 1) & t->table_mask;
             t->table[h] = i;
         }
+    }
+    return KV_OK;
+}
+
+/* Builds the lookup table and the printed form of each token. */
+static int tok_finish(kv_tokenizer *t, const char *path) {
+    int rc = kv_tok_index(t);
+    if (rc) return rc;
+    for (int b = 0; b < 256; b++) t->byte_tok[b] = -1;
+    for (int32_t i = 0; i < t->n; i++) {
         int byte;
         if (t->type[i] == TT_BYTE && is_byte_piece(t->text[i], t->len[i], &byte)) {
             if (t->byte_tok[byte] < 0) t->byte_tok[byte] = i;
@@ -157,7 +152,7 @@ int kv_tokenizer_load_llama2c(const char *path, int32_t vocab_size, kv_tokenizer
     if (vocab_size < 1) return kv_errorf(KV_EINVAL, "%s: vocabulary size %d", path, vocab_size);
     FILE *f = fopen(path, "rb");
     if (!f) return kv_errorf(KV_EIO, "%s: cannot open: %s", path, strerror(errno));
-    kv_tokenizer *t = tok_alloc(vocab_size);
+    kv_tokenizer *t = kv_tok_alloc(vocab_size);
     int rc = KV_OK;
     long off = 0;
     int32_t max_len;
@@ -247,8 +242,9 @@ int kv_tokenizer_from_gguf(const kv_gguf *g, kv_tokenizer **out) {
     size_t mlen;
     int rc = kv_gguf_get_str(g, "tokenizer.ggml.model", &model, &mlen);
     if (rc) return rc == KV_ENOTFOUND ? kv_errorf(KV_EFORMAT, "%s: missing metadata key 'tokenizer.ggml.model'", path) : rc;
+    if (mlen == 4 && memcmp(model, "gpt2", 4) == 0) return kv_bpe_from_gguf(g, out);
     if (mlen != 5 || memcmp(model, "llama", 5) != 0)
-        return kv_errorf(KV_EUNSUPPORTED, "%s: tokenizer model '%.*s' is not supported (supported: llama)", path,
+        return kv_errorf(KV_EUNSUPPORTED, "%s: tokenizer model '%.*s' is not supported (supported: llama, gpt2)", path,
                          (int)(mlen > 32 ? 32 : mlen), model);
     kv_gguf_type et;
     uint64_t n, ns = 0, nt = 0;
@@ -267,7 +263,7 @@ int kv_tokenizer_from_gguf(const kv_gguf *g, kv_tokenizer **out) {
                              (unsigned long long)n);
         kv_gguf_get_arr_data(g, "tokenizer.ggml.token_type", &types);
     }
-    kv_tokenizer *t = tok_alloc((int32_t)n);
+    kv_tokenizer *t = kv_tok_alloc((int32_t)n);
     if (!t) return kv_errorf(KV_ENOMEM, "out of memory");
     for (uint64_t i = 0; i < n; i++) {
         const char *s;
@@ -309,6 +305,40 @@ fail:
     return rc;
 }
 
+int kv_tokenizer_load_gpt2(const char *encoder_json, const char *vocab_bpe, kv_tokenizer **out) {
+    return kv_bpe_load_hf(encoder_json, vocab_bpe, out);
+}
+
+int kv_tokenizer_load(const char *path, int32_t vocab_size, kv_tokenizer **out) {
+    *out = NULL;
+    struct stat st;
+    if (stat(path, &st) == 0 && S_ISDIR(st.st_mode)) {
+        char ej[4096], vb[4096];
+        snprintf(ej, sizeof ej, "%s/encoder.json", path);
+        snprintf(vb, sizeof vb, "%s/vocab.bpe", path);
+        return kv_bpe_load_hf(ej, vb, out);
+    }
+    char magic[4] = {0};
+    FILE *f = fopen(path, "rb");
+    if (f) {
+        size_t got = fread(magic, 1, 4, f);
+        fclose(f);
+        if (got == 4 && memcmp(magic, "GGUF", 4) == 0) {
+            kv_gguf *g;
+            int rc = kv_gguf_open(path, &g);
+            if (rc) return rc;
+            if (kv_gguf_find_key(g, "tokenizer.ggml.tokens") < 0) {
+                kv_gguf_close(g);
+                return kv_errorf(KV_EFORMAT, "%s: a GGUF file without a tokenizer (no tokenizer.ggml.tokens)", path);
+            }
+            rc = kv_tokenizer_from_gguf(g, out);
+            kv_gguf_close(g);
+            return rc;
+        }
+    }
+    return kv_tokenizer_load_llama2c(path, vocab_size, out);
+}
+
 int32_t kv_tokenizer_n_vocab(const kv_tokenizer *t) { return t->n; }
 int32_t kv_tokenizer_bos(const kv_tokenizer *t) { return t->bos; }
 int32_t kv_tokenizer_eos(const kv_tokenizer *t) { return t->eos; }
@@ -334,7 +364,7 @@ const char *kv_tokenizer_piece(const kv_tokenizer *t, int32_t prev, int32_t tok,
     const char *s = t->out[tok];
     *len = t->out_len[tok];
     /* SentencePiece drops the space that starts the first word */
-    if (prev == t->bos && *len > 0 && s[0] == ' ' && t->type[tok] != TT_BYTE) {
+    if (!t->bpe && prev == t->bos && *len > 0 && s[0] == ' ' && t->type[tok] != TT_BYTE) {
         s++;
         (*len)--;
     }
@@ -388,7 +418,7 @@ static bigram heap_pop(heap *h) {
 static int try_bigram(const kv_tokenizer *t, const char *s, const sym *sy, heap *h, int32_t l, int32_t r) {
     if (l < 0 || r < 0) return 0;
     size_t n = sy[l].n + sy[r].n;
-    int32_t id = lookup(t, s + sy[l].off, n);
+    int32_t id = kv_tok_lookup(t, s + sy[l].off, n);
     if (id < 0) return 0;
     bigram b = {t->score[id], l, r, n};
     return heap_push(h, b);
@@ -409,6 +439,7 @@ int kv_tokenizer_encode(const kv_tokenizer *t, const char *text, size_t len, int
                         size_t *n_out) {
     *n_out = 0;
     if (add_bos && t->bos >= 0) emit(out, cap, n_out, t->bos);
+    if (t->bpe) return kv_bpe_encode(t, text, len, out, cap, n_out);
     if (len == 0) return KV_OK;
     /* normalise: optional leading space, then every ' ' becomes U+2581 */
     size_t spaces = 0;
@@ -460,7 +491,7 @@ int kv_tokenizer_encode(const kv_tokenizer *t, const char *text, size_t len, int
     }
     if (rc) rc = kv_errorf(KV_ENOMEM, "out of memory tokenizing %zu bytes", len);
     for (int32_t i = 0; i >= 0 && !rc; i = sy[i].next) {
-        int32_t id = lookup(t, s + sy[i].off, sy[i].n);
+        int32_t id = kv_tok_lookup(t, s + sy[i].off, sy[i].n);
         if (id >= 0) {
             emit(out, cap, n_out, id);
             continue;

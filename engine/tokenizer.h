@@ -1,12 +1,23 @@
-/* tokenizer.h - SentencePiece-style tokenizers (llama2.c tokenizer files and
- * GGUF "llama" vocabularies).
+/* tokenizer.h - the engine's tokenizers, one API for two kinds:
  *
- * Encoding follows SentencePiece's BPE model as llama.cpp's SPM tokenizer
- * runs it: a leading space is added (add_space_prefix), spaces become U+2581,
- * the text is split into UTF-8 characters, adjacent pieces are merged
- * best-score-first while the merged piece is in the vocabulary, and a
- * character with no token is emitted as its UTF-8 bytes through the <0xNN>
- * byte-fallback tokens. */
+ * SentencePiece-style BPE (llama2.c tokenizer files and GGUF "llama"
+ * vocabularies; tokenizer.c). Encoding follows SentencePiece's BPE model as
+ * llama.cpp's SPM tokenizer runs it: a leading space is added
+ * (add_space_prefix), spaces become U+2581, the text is split into UTF-8
+ * characters, adjacent pieces are merged best-score-first while the merged
+ * piece is in the vocabulary, and a character with no token is emitted as
+ * its UTF-8 bytes through the <0xNN> byte-fallback tokens.
+ *
+ * Byte-level BPE as GPT-2 defines it (GGUF "gpt2" vocabularies: GPT-2,
+ * GPT-NeoX/Pythia, MPT, OPT, GPT-J, Cerebras-GPT; Hugging Face's
+ * encoder.json + vocab.bpe; tokenizer_bpe.c). Control and user-defined
+ * tokens ("<|endoftext|>", "<CL>", MPT's runs of spaces) are matched whole
+ * in the text first (leftmost, longest), as Hugging Face's tokenizers do;
+ * the rest is split by the pre-tokenizer regex tokenizer.ggml.pre names
+ * ("gpt-2", "mpt", "gpt-neox"; absent means gpt-2) and each word, one
+ * symbol per byte, is merged by the rank of tokenizer.ggml.merges. No space
+ * is added in front, and any bytes (invalid UTF-8 too) encode and decode
+ * back to themselves. */
 #ifndef KV_TOKENIZER_H
 #define KV_TOKENIZER_H
 
@@ -22,9 +33,21 @@ typedef struct kv_tokenizer kv_tokenizer; /* opaque */
  * pieces use ' ' where GGUF vocabularies use U+2581; both are handled. */
 int kv_tokenizer_load_llama2c(const char *path, int32_t vocab_size, kv_tokenizer **out);
 
-/* From the tokenizer.ggml.* keys of an opened GGUF file (model "llama").
- * KV_EUNSUPPORTED names any other tokenizer model. */
+/* From the tokenizer.ggml.* keys of an opened GGUF file (model "llama" or
+ * "gpt2"). KV_EUNSUPPORTED names any other tokenizer model or an unknown
+ * tokenizer.ggml.pre; a malformed vocabulary or merge list is KV_EFORMAT
+ * naming the file and the key. The tokenizer keeps no pointer into g. */
 int kv_tokenizer_from_gguf(const kv_gguf *g, kv_tokenizer **out);
+
+/* Hugging Face / OpenAI GPT-2 files: encoder.json (token -> id) and
+ * vocab.bpe (merges, one "a b" a line after "#version"). <|endoftext|> is
+ * the control token and BOS/EOS. */
+int kv_tokenizer_load_gpt2(const char *encoder_json, const char *vocab_bpe, kv_tokenizer **out);
+
+/* Any of the above by what path is: a folder holding encoder.json and
+ * vocab.bpe, a GGUF file (by its magic; vocabulary-only files too), or else
+ * a llama2.c tokenizer .bin of vocab_size tokens. */
+int kv_tokenizer_load(const char *path, int32_t vocab_size, kv_tokenizer **out);
 
 void kv_tokenizer_free(kv_tokenizer *t);
 
@@ -40,12 +63,14 @@ int kv_tokenizer_encode(const kv_tokenizer *t, const char *text, size_t len, int
 
 /* The bytes token `tok` stands for when printed after token `prev`
  * (byte tokens give their byte, U+2581 gives ' ', and a leading space
- * is dropped right after BOS as SentencePiece does). Control tokens give "".
+ * is dropped right after BOS as SentencePiece does; byte-level BPE tokens
+ * give the bytes their code points stand for, user-defined ones their
+ * text, and nothing depends on prev). Control tokens give "".
  * The result is valid until the tokenizer is freed. */
 const char *kv_tokenizer_piece(const kv_tokenizer *t, int32_t prev, int32_t tok, size_t *len);
 
 /* The id of the vocabulary entry spelled exactly `text` (a raw entry, as
- * kv_tokenizer_token_text gives it: "<CL>", "\xe2\x96\x81the"), or -1. */
+ * kv_tokenizer_token_text gives it: "<CL>", "\xe2\x96\x81the", "\xc4\xa0the"), or -1. */
 int32_t kv_tokenizer_find(const kv_tokenizer *t, const char *text);
 
 /* The raw vocabulary entry of `tok` (for listings and tests). */

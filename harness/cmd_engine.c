@@ -33,7 +33,7 @@ typedef struct model_args {
 
 #define MODEL_OPTS(a)                                                                         \
     {"model", 'm', HX_OPT_STR, &(a).model, "PATH", "model file (GGUF or llama2.c .bin)"},     \
-    {"tokenizer", 'z', HX_OPT_STR, &(a).tokenizer, "PATH", "tokenizer for llama2.c models"}, \
+    {"tokenizer", 'z', HX_OPT_STR, &(a).tokenizer, "PATH", "tokenizer: llama2.c .bin, GGUF, or a folder with GPT-2's encoder.json + vocab.bpe"}, \
     {"threads", 't', HX_OPT_INT, &(a).threads, "N", "threads (default: all cores)"},          \
     {"gelu", 0, HX_OPT_STR, &(a).gelu, "tanh|erf", "MPT models: GELU form (default tanh, as llama.cpp; erf as HF)"}
 
@@ -168,6 +168,16 @@ int hx_cmd_info(int argc, char **argv, int help) {
 
 /* -------------------------------------------------------------- tokenize */
 
+/* Whether path starts with the GGUF magic. */
+static int is_gguf(const char *path) {
+    char magic[4];
+    FILE *f = fopen(path, "rb");
+    if (!f) return 0;
+    int yes = fread(magic, 1, 4, f) == 4 && memcmp(magic, "GGUF", 4) == 0;
+    fclose(f);
+    return yes;
+}
+
 int hx_cmd_tokenize(int argc, char **argv, int help) {
     model_args a = {0};
     const char *text = NULL;
@@ -175,7 +185,11 @@ int hx_cmd_tokenize(int argc, char **argv, int help) {
     hx_opt opts[] = {MODEL_OPTS(a), {"text", 0, HX_OPT_STR, &text, "TEXT", "text to encode"},
                      {"bos", 0, HX_OPT_FLAG, &bos, NULL, "prepend BOS"}};
     if (help) {
-        printf("usage: kvbench tokenize --model PATH --text TEXT [--bos]\n\nPrints one line per token: id and piece.\n\n");
+        printf("usage: kvbench tokenize --model PATH --text TEXT [--bos]\n"
+               "       kvbench tokenize --tokenizer PATH --text TEXT [--bos]\n\n"
+               "Prints one line per token: id and vocabulary entry. A GGUF file needs only its\n"
+               "tokenizer (vocabulary-only files work); --tokenizer alone reads a GGUF file or a\n"
+               "folder with GPT-2's encoder.json + vocab.bpe.\n\n");
         hx_opts_print(opts, N_OPTS(opts));
         return 0;
     }
@@ -186,24 +200,39 @@ int hx_cmd_tokenize(int argc, char **argv, int help) {
         fprintf(stderr, "kvbench tokenize: --text TEXT is required\n");
         return 2;
     }
-    kv_model *m;
-    if (load_model("tokenize", &a, 1, &m)) return 1;
-    const kv_tokenizer *t = kv_model_tokenizer(m);
-    int32_t *ids;
-    size_t n;
-    if (encode(t, text, strlen(text), bos, &ids, &n)) {
-        fprintf(stderr, "kvbench tokenize: %s\n", kv_last_error());
-        kv_model_free(m);
+    kv_model *m = NULL;
+    kv_tokenizer *own = NULL;
+    char mp[4096], tp[4096];
+    const char *tok_only = NULL; /* a file to read just the tokenizer from */
+    if (a.tokenizer && !a.model) tok_only = hx_resolve_model(a.tokenizer, tp, sizeof tp);
+    else if (a.model && !a.tokenizer && is_gguf(hx_resolve_model(a.model, mp, sizeof mp))) tok_only = mp;
+    if (tok_only) {
+        if (kv_tokenizer_load(tok_only, 0, &own)) {
+            fprintf(stderr, "kvbench tokenize: %s%s\n", kv_last_error(),
+                    a.tokenizer && !a.model ? " (a llama2.c tokenizer needs --model for its size)" : "");
+            return 1;
+        }
+    } else if (load_model("tokenize", &a, 1, &m)) {
         return 1;
     }
-    for (size_t i = 0; i < n; i++) {
-        size_t len;
-        const char *p = kv_tokenizer_token_text(t, ids[i], &len);
-        printf("%d\t%.*s\n", ids[i], (int)len, p);
+    const kv_tokenizer *t = own ? own : kv_model_tokenizer(m);
+    int32_t *ids;
+    size_t n;
+    int rc = 0;
+    if (encode(t, text, strlen(text), bos, &ids, &n)) {
+        fprintf(stderr, "kvbench tokenize: %s\n", kv_last_error());
+        rc = 1;
+    } else {
+        for (size_t i = 0; i < n; i++) {
+            size_t len;
+            const char *p = kv_tokenizer_token_text(t, ids[i], &len);
+            printf("%d\t%.*s\n", ids[i], (int)len, p);
+        }
+        free(ids);
     }
-    free(ids);
+    kv_tokenizer_free(own);
     kv_model_free(m);
-    return 0;
+    return rc;
 }
 
 /* -------------------------------------------------------------- generate */

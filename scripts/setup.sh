@@ -9,6 +9,7 @@ packages=(
   libcmocka-dev                           # unit tests
   python3-numpy                           # the independent reference (tests/reference)
   libsqlite3-dev libcsv-dev libinih-dev libcjson-dev  # results database, CSV and JSONL data, experiment files
+  libpcre2-dev                            # byte-level BPE pre-tokenizer regexes (Unicode \p{L}, \p{N})
   gnuplot-nox sqlite3                     # figures; the results database's command line
 )
 

@@ -118,6 +118,21 @@ if "$kv" synth "$tmp/mpt.gguf" --arch mpt --dim 64 --layers 2 --heads 4 --vocab 
 expect_fail "synth: unknown architecture" 2 "arch: expected llama or mpt" -- "$kv" synth "$tmp/x.gguf" --arch gpt2
 expect_fail "bad --gelu" 1 "gelu: expected tanh or erf" -- "$kv" info --model "$tmp/mpt.gguf" --gelu exact
 
+# tokenize: a vocabulary-only GGUF (byte-level BPE) needs no weights; GPT-2's
+# encoder.json + vocab.bpe folder gives the same ids; the model's own tokenizer
+V=tokenizers/gguf-vocab
+out=$("$kv" tokenize --model $V/ggml-vocab-gpt-2.gguf --text "Hello world<|endoftext|>" 2>&1)
+want=$(printf '15496\tHello\n995\t\xc4\xa0world\n50256\t<|endoftext|>')
+if [ "$out" = "$want" ]; then ok "tokenize gpt-2 GGUF"; else bad "tokenize gpt-2 GGUF" "$out"; fi
+out=$("$kv" tokenize --tokenizer tokenizers/gpt2 --text "Hello world<|endoftext|>" --bos 2>&1)
+if [ "$out" = "$(printf '50256\t<|endoftext|>\n%s' "$want")" ]; then ok "tokenize gpt2 folder"; else bad "tokenize gpt2 folder" "$out"; fi
+out=$("$kv" tokenize --model $V/ggml-vocab-mpt.gguf --text "    Hello" 2>&1)
+if [ "$out" = "$(printf '50274\t    \n12092\tHello')" ]; then ok "tokenize mpt GGUF"; else bad "tokenize mpt GGUF" "$out"; fi
+out=$("$kv" tokenize --model $M --text "Once upon" 2>&1)
+if echo "$out" | head -1 | grep -qF "$(printf '\t\xe2\x96\x81Once')"; then ok "tokenize llama2.c"; else bad "tokenize llama2.c" "$out"; fi
+expect_fail "tokenize: llama2.c tokenizer alone" 1 "needs --model for its size" -- \
+  "$kv" tokenize --tokenizer tokenizers/llama2/tokenizer.bin --text hi
+
 # bad input: a clear message and a non-zero exit
 head -c 1000 "${KVBENCH_MODELS:-../shared/models}/$M" > "$tmp/trunc.bin"
 expect_fail "truncated llama2.c names file and offset" 1 "trunc.bin: offset [0-9]+: expected" -- \

@@ -2,6 +2,7 @@
  * conformance vectors for the Llama vocabulary (from the GGUF file and from
  * the llama2.c tokenizer.bin of the same vocabulary), round trips with the
  * stories260K vocabulary, byte fallback, and corrupt tokenizer files. */
+#define _GNU_SOURCE /* memmem */
 #include "test_util.h"
 
 #include <stdarg.h>
@@ -16,12 +17,15 @@
 #include "kv_error.h"
 #include "tokenizer.h"
 
-/* Runs every vector of the .inp/.out pair through t; returns failures. */
-static int run_vectors(const kv_tokenizer *t, int *n_vectors) {
-    char pi[1024], po[1024];
-    if (!tu_model_path("tokenizers/gguf-vocab/ggml-vocab-llama-spm.gguf.inp", pi, sizeof pi) ||
-        !tu_model_path("tokenizers/gguf-vocab/ggml-vocab-llama-spm.gguf.out", po, sizeof po))
-        return -1;
+/* Runs every vector of ggml-vocab-<vocab>.gguf.inp/.out through t; returns
+ * failures. With roundtrip, also checks that the pieces of each encoding
+ * spell the text again. */
+static int run_vectors_of(const char *vocab, const kv_tokenizer *t, int *n_vectors, int roundtrip) {
+    char pi[1024], po[1024], rel[256];
+    snprintf(rel, sizeof rel, "tokenizers/gguf-vocab/ggml-vocab-%s.gguf.inp", vocab);
+    if (!tu_model_path(rel, pi, sizeof pi)) return -1;
+    snprintf(rel, sizeof rel, "tokenizers/gguf-vocab/ggml-vocab-%s.gguf.out", vocab);
+    if (!tu_model_path(rel, po, sizeof po)) return -1;
     char *inp = tu_read(pi, NULL), *out = tu_read(po, NULL);
     assert_non_null(inp);
     assert_non_null(out);
@@ -40,7 +44,23 @@ static int run_vectors(const kv_tokenizer *t, int *n_vectors) {
         for (size_t i = 0; i < n && i < 2048; i++) snprintf(got + strlen(got), sizeof got - strlen(got), " %d", ids[i]);
         if (strcmp(got, o) != 0) {
             fails++;
-            fprintf(stderr, "vector %d [%.*s]:\n  got %s\n want %s\n", *n_vectors, (int)(e - p), p, got, o);
+            fprintf(stderr, "%s vector %d [%.*s]:\n  got %s\n want %s\n", vocab, *n_vectors, (int)(e - p), p, got, o);
+        }
+        if (roundtrip) {
+            char back[8192];
+            size_t bl = 0;
+            for (size_t i = 0; i < n && i < 2048; i++) {
+                size_t pl;
+                const char *piece = kv_tokenizer_piece(t, i ? ids[i - 1] : -1, ids[i], &pl);
+                assert_true(bl + pl < sizeof back);
+                memcpy(back + bl, piece, pl);
+                bl += pl;
+            }
+            if (bl != (size_t)(e - p) || memcmp(back, p, bl) != 0) {
+                fails++;
+                fprintf(stderr, "%s vector %d [%.*s]: decodes to [%.*s]\n", vocab, *n_vectors, (int)(e - p), p, (int)bl,
+                        back);
+            }
         }
         (*n_vectors)++;
         o = eol + 1;
@@ -49,6 +69,8 @@ static int run_vectors(const kv_tokenizer *t, int *n_vectors) {
     free(out);
     return fails;
 }
+
+static int run_vectors(const kv_tokenizer *t, int *n_vectors) { return run_vectors_of("llama-spm", t, n_vectors, 0); }
 
 static void test_conformance_gguf(void **state) {
     (void)state;
@@ -81,6 +103,556 @@ static void test_conformance_llama2c(void **state) {
     printf("llama2.c tokenizer.bin (same vocabulary): %d of %d conformance vectors match\n", n - fails, n);
     assert_int_equal(fails, 0);
     kv_tokenizer_free(t);
+}
+
+/* ------------------------------------------------------ byte-level BPE */
+
+/* The GGUF vocabulary ggml-vocab-<vocab>.gguf, or NULL (skip) when absent. */
+static kv_tokenizer *load_vocab(const char *vocab) {
+    char p[1024], rel[256];
+    snprintf(rel, sizeof rel, "tokenizers/gguf-vocab/ggml-vocab-%s.gguf", vocab);
+    if (!tu_model_path(rel, p, sizeof p)) return NULL;
+    kv_gguf *g;
+    kv_tokenizer *t;
+    assert_int_equal(kv_gguf_open(p, &g), KV_OK);
+    int rc = kv_tokenizer_from_gguf(g, &t);
+    if (rc) fprintf(stderr, "%s\n", kv_last_error());
+    assert_int_equal(rc, KV_OK);
+    kv_gguf_close(g);
+    return t;
+}
+
+static void check_bpe_vectors(const char *vocab, const char *vectors, int32_t n_vocab, int32_t bos) {
+    kv_tokenizer *t = load_vocab(vocab);
+    if (!t) skip();
+    assert_int_equal(kv_tokenizer_n_vocab(t), n_vocab);
+    assert_int_equal(kv_tokenizer_bos(t), bos);
+    int n;
+    int fails = run_vectors_of(vectors, t, &n, 1);
+    printf("%s GGUF vocabulary: %d of %d %s conformance vectors match (and decode back)\n", vocab, n - fails, n, vectors);
+    assert_true(n >= 40);
+    assert_int_equal(fails, 0);
+    kv_tokenizer_free(t);
+}
+
+static void test_conformance_gpt2(void **state) {
+    (void)state;
+    check_bpe_vectors("gpt-2", "gpt-2", 50257, 50256);
+}
+
+static void test_conformance_mpt(void **state) {
+    (void)state;
+    check_bpe_vectors("mpt", "mpt", 50432, 0);
+}
+
+/* GPT-NeoX-20B's file predates tokenizer.ggml.pre (so GPT-2's regex) and
+ * holds the vocabulary and merges MPT reuses: MPT's vectors hold for it. */
+static void test_conformance_gpt_neox(void **state) {
+    (void)state;
+    check_bpe_vectors("gpt-neox", "mpt", 50432, 0);
+}
+
+/* OpenAI's encoder.json + vocab.bpe encode GPT-2's vectors as the GGUF does. */
+static void test_conformance_gpt2_files(void **state) {
+    (void)state;
+    char dir[1024];
+    if (!tu_model_path("tokenizers/gpt2/encoder.json", dir, sizeof dir)) skip();
+    *strrchr(dir, '/') = 0;
+    kv_tokenizer *t;
+    int rc = kv_tokenizer_load(dir, 0, &t);
+    if (rc) fprintf(stderr, "%s\n", kv_last_error());
+    assert_int_equal(rc, KV_OK);
+    assert_int_equal(kv_tokenizer_n_vocab(t), 50257);
+    assert_int_equal(kv_tokenizer_bos(t), 50256);
+    assert_int_equal(kv_tokenizer_eos(t), 50256);
+    int n;
+    int fails = run_vectors_of("gpt-2", t, &n, 1);
+    printf("gpt2 encoder.json + vocab.bpe: %d of %d gpt-2 conformance vectors match\n", n - fails, n);
+    assert_true(n >= 40);
+    assert_int_equal(fails, 0);
+    kv_tokenizer_free(t);
+}
+
+/* Concatenates the pieces of ids[0..n) into a malloc'd buffer. */
+static char *decode_all(const kv_tokenizer *t, const int32_t *ids, size_t n, size_t *len) {
+    size_t cap = 64, k = 0;
+    char *b = malloc(cap);
+    assert_non_null(b);
+    for (size_t i = 0; i < n; i++) {
+        size_t pl;
+        const char *p = kv_tokenizer_piece(t, i ? ids[i - 1] : -1, ids[i], &pl);
+        while (k + pl + 1 > cap) {
+            cap *= 2;
+            b = realloc(b, cap);
+            assert_non_null(b);
+        }
+        memcpy(b + k, p, pl);
+        k += pl;
+    }
+    b[k] = 0;
+    *len = k;
+    return b;
+}
+
+static int32_t *encode_all(const kv_tokenizer *t, const char *text, size_t len, size_t *n) {
+    size_t cap = len + 8;
+    int32_t *ids = malloc(cap * sizeof *ids);
+    assert_non_null(ids);
+    assert_int_equal(kv_tokenizer_encode(t, text, len, 0, ids, cap, n), KV_OK);
+    assert_true(*n <= cap); /* byte-level BPE never needs more ids than bytes */
+    return ids;
+}
+
+/* Encodes and decodes text; with exact, the bytes must come back. */
+static void roundtrip(const kv_tokenizer *t, const char *text, size_t len, int exact) {
+    size_t n, bl;
+    int32_t *ids = encode_all(t, text, len, &n);
+    for (size_t i = 0; i < n; i++) assert_true(ids[i] >= 0 && ids[i] < kv_tokenizer_n_vocab(t));
+    char *back = decode_all(t, ids, n, &bl);
+    if (exact) {
+        assert_int_equal(bl, len);
+        assert_memory_equal(back, text, len);
+    }
+    free(back);
+    free(ids);
+}
+
+/* FNV-1a 64 of the ids as little-endian int32 (what tests/reference/bpe/ref.mjs prints). */
+static uint64_t ids_hash(const int32_t *ids, size_t n) {
+    uint64_t h = 0xcbf29ce484222325ull;
+    for (size_t i = 0; i < n; i++)
+        for (int k = 0; k < 4; k++) h = (h ^ (((uint32_t)ids[i] >> (8 * k)) & 255u)) * 0x100000001b3ull;
+    return h;
+}
+
+/* The first 200 KB (cut back to a UTF-8 boundary) of real text: the ids
+ * match Hugging Face's tokenizers (Tokenizers.js; for GPT-2 also OpenAI's
+ * encoder.py as gpt-3-encoder ports it), recorded as a count and a hash by
+ * tests/reference/bpe/ref.mjs, and decode back to the text. Speed printed. */
+static void test_bpe_real_text(void **state) {
+    (void)state;
+    static const struct { const char *vocab, *file; size_t tokens; uint64_t hash; } ref[] = {
+        {"gpt-2", "wikitext/wikitext2_test.txt", 44642, 0x41839a1acaf00e6cull},
+        {"gpt-2", "pg19/10146.txt", 49570, 0x14baf8d288c98200ull},
+        {"mpt", "wikitext/wikitext2_test.txt", 44863, 0x072bde05af4f2d14ull},
+        {"mpt", "pg19/10146.txt", 47622, 0x3046a1b8bd44c72cull},
+    };
+    const char *data = getenv("KVBENCH_DATA");
+    if (!data || !*data) data = "../shared/data";
+    int ran = 0;
+    for (size_t k = 0; k < sizeof ref / sizeof ref[0]; k++) {
+        char p[1024];
+        snprintf(p, sizeof p, "%s/%s", data, ref[k].file);
+        size_t len;
+        char *text = tu_read(p, &len);
+        kv_tokenizer *t = load_vocab(ref[k].vocab);
+        if (!text || !t) {
+            free(text);
+            kv_tokenizer_free(t);
+            continue;
+        }
+        if (len > 200000) len = 200000;
+        while (len > 0 && ((uint8_t)text[len] & 0xC0) == 0x80) len--;
+        size_t n, bl;
+        struct timespec a, b;
+        clock_gettime(CLOCK_MONOTONIC, &a);
+        int32_t *ids = encode_all(t, text, len, &n);
+        clock_gettime(CLOCK_MONOTONIC, &b);
+        double s = (b.tv_sec - a.tv_sec) + (b.tv_nsec - a.tv_nsec) * 1e-9;
+        uint64_t h = ids_hash(ids, n);
+        printf("%s, first %zu bytes of %s: %zu tokens, hash %016llx (want %zu, %016llx), %.1f MB/s\n", ref[k].vocab, len,
+               ref[k].file, n, (unsigned long long)h, ref[k].tokens, (unsigned long long)ref[k].hash, len / s / 1e6);
+        assert_int_equal(n, ref[k].tokens);
+        assert_true(h == ref[k].hash);
+        char *back = decode_all(t, ids, n, &bl);
+        assert_int_equal(bl, len);
+        assert_memory_equal(back, text, len);
+        free(back);
+        free(ids);
+        free(text);
+        kv_tokenizer_free(t);
+        ran++;
+    }
+    if (!ran) skip();
+}
+
+/* Bytes that are not UTF-8 encode (as byte tokens) and decode back, for
+ * GPT-2 whose vocabulary has every byte; GPT-NeoX/MPT's lacks the bytes
+ * UTF-8 never uses (0xC0, 0xC1, 0xF5..0xFF), which come back as U+FFFD. */
+static void test_bpe_invalid_utf8(void **state) {
+    (void)state;
+    kv_tokenizer *g = load_vocab("gpt-2"), *m = load_vocab("mpt");
+    if (!g || !m) skip();
+    static const char *const bad[] = {
+        "\xff", "abc\xc0\x80" "def", "caf\xe9 au lait", "\xe2\x82", "end \xf0\x9f\xa6", "\x80\x80\x80 lone continuations",
+        "\xed\xa0\x80 surrogate", "\xf8\x88\x80\x80\x80 five bytes", " \xfe\xff BOM-ish", "mixed \xc3\xa9\xc3 \xa9 x",
+        "nul \0 inside",
+    };
+    for (size_t k = 0; k < sizeof bad / sizeof bad[0]; k++) {
+        size_t len = strlen(bad[k]) + (k == 10 ? 7 : 0);
+        roundtrip(g, bad[k], len, 1);
+        roundtrip(m, bad[k], len, 0);
+    }
+    /* every single byte, and random byte strings */
+    char one[1];
+    for (int c = 0; c < 256; c++) {
+        one[0] = (char)c;
+        roundtrip(g, one, 1, 1);
+        roundtrip(m, one, 1, !(c == 0xC0 || c == 0xC1 || c >= 0xF5));
+    }
+    uint64_t x = 42;
+    char buf[96];
+    for (int r = 0; r < 3000; r++) {
+        size_t len = 0;
+        x = x * 6364136223846793005ull + 1442695040888963407ull;
+        len = (size_t)(x >> 58) + 1; /* 1..64 */
+        for (size_t i = 0; i < len; i++) {
+            x = x * 6364136223846793005ull + 1442695040888963407ull;
+            /* bias toward ASCII letters, spaces and UTF-8 lead/continuation bytes */
+            unsigned v = (unsigned)(x >> 33);
+            const char pool[] = " a\n'sZ9\xc3\xa9\xe2\x80\x99\xf0\x9f\x98\x81<|endoftext|>";
+            buf[i] = (v & 3) ? pool[v % (sizeof pool - 1)] : (char)(v >> 8);
+        }
+        roundtrip(g, buf, len, memmem(buf, len, "<|endoftext|>", 13) == NULL);
+        roundtrip(m, buf, len, 0);
+    }
+    /* MPT: 0xFF is U+FFFD */
+    size_t n, bl;
+    int32_t *ids = encode_all(m, "a\xff" "b", 3, &n);
+    char *back = decode_all(m, ids, n, &bl);
+    assert_string_equal(back, "a\xef\xbf\xbd" "b");
+    free(back);
+    free(ids);
+    kv_tokenizer_free(g);
+    kv_tokenizer_free(m);
+}
+
+/* Long runs one regex alternative takes whole (spaces, letters,
+ * punctuation, newlines, digits, bytes that are not UTF-8) encode in
+ * O(n log n) without a PCRE2 limit error, and come back. */
+static void test_bpe_long_runs(void **state) {
+    (void)state;
+    kv_tokenizer *g = load_vocab("gpt-2"), *m = load_vocab("mpt");
+    if (!g || !m) skip();
+    static const char *const unit[] = {" ", "a", "!", "\n", "7", "\xff", "\xc3\xa9", " \t", "ab ", "\xe2\x80\x99"};
+    size_t len = 200000;
+    char *text = malloc(len + 1);
+    for (size_t k = 0; k < sizeof unit / sizeof unit[0]; k++) {
+        size_t ul = strlen(unit[k]), n = len - len % ul;
+        for (size_t i = 0; i < n; i++) text[i] = unit[k][i % ul];
+        struct timespec a, b;
+        clock_gettime(CLOCK_MONOTONIC, &a);
+        roundtrip(g, text, n, 1);
+        roundtrip(m, text, n, unit[k][0] != '\xff');
+        clock_gettime(CLOCK_MONOTONIC, &b);
+        printf("200 KB of \"%s\" x n: %.3f s (gpt-2 and mpt, both ways)\n", k == 3 ? "\\n" : unit[k],
+               (b.tv_sec - a.tv_sec) + (b.tv_nsec - a.tv_nsec) * 1e-9);
+    }
+    /* MPT's added tokens: a run of spaces is 24-space tokens and the rest */
+    size_t n;
+    memset(text, ' ', 50);
+    int32_t *ids = encode_all(m, text, 50, &n);
+    assert_int_equal(n, 3);
+    assert_int_equal(ids[0], 50254); /* 24 spaces */
+    assert_int_equal(ids[1], 50254);
+    assert_int_equal(ids[2], 50276); /* 2 spaces */
+    free(ids);
+    free(text);
+    kv_tokenizer_free(g);
+    kv_tokenizer_free(m);
+}
+
+/* Control tokens are matched whole in the text and print as nothing;
+ * user-defined ones print as their text; lookups use the raw entries. */
+static void test_bpe_special_tokens(void **state) {
+    (void)state;
+    kv_tokenizer *g = load_vocab("gpt-2");
+    if (!g) skip();
+    const char *s = "Hello<|endoftext|>world<|endoftext";
+    int32_t ids[16];
+    size_t n;
+    assert_int_equal(kv_tokenizer_encode(g, s, strlen(s), 1, ids, 16, &n), KV_OK);
+    int32_t want[] = {50256, 15496, 50256, 6894, 27, 91, 437, 1659, 5239};
+    for (size_t i = 0; i < n && i < 16; i++) printf(" %d", ids[i]);
+    printf("\n");
+    assert_int_equal(n, sizeof want / sizeof want[0]);
+    assert_memory_equal(ids, want, sizeof want);
+    size_t pl;
+    kv_tokenizer_piece(g, 15496, 50256, &pl);
+    assert_int_equal(pl, 0);
+    assert_int_equal(kv_tokenizer_find(g, "<|endoftext|>"), 50256);
+    assert_int_equal(kv_tokenizer_find(g, "\xc4\xa0world"), 995); /* Ġworld */
+    const char *tt = kv_tokenizer_token_text(g, 995, &pl);
+    assert_memory_equal(tt, "\xc4\xa0world", pl);
+    const char *piece = kv_tokenizer_piece(g, 15496, 995, &pl);
+    assert_int_equal(pl, 6);
+    assert_memory_equal(piece, " world", 6);
+    /* no space is added in front, after BOS or not */
+    assert_int_equal(kv_tokenizer_encode(g, "Hello", 5, 1, ids, 16, &n), KV_OK);
+    assert_int_equal(n, 2);
+    assert_int_equal(ids[1], 15496);
+    piece = kv_tokenizer_piece(g, 50256, 18435, &pl); /* " Hello" after BOS keeps its space */
+    assert_int_equal(pl, 6);
+    kv_tokenizer_free(g);
+    kv_tokenizer *m = load_vocab("mpt");
+    if (!m) return;
+    piece = kv_tokenizer_piece(m, 0, 50276, &pl); /* user-defined "  " */
+    assert_int_equal(pl, 2);
+    assert_memory_equal(piece, "  ", 2);
+    kv_tokenizer_piece(m, 0, 1, &pl); /* <|padding|> */
+    assert_int_equal(pl, 0);
+    kv_tokenizer_free(m);
+}
+
+/* ---------------------------------------- small synthetic BPE vocabularies */
+
+/* GPT-2's byte -> code point table, written independently of the engine's. */
+static void byte_char(int b, char out[3]) {
+    int cp;
+    if ((b >= 33 && b <= 126) || (b >= 161 && b <= 172) || b >= 174) {
+        cp = b;
+    } else {
+        int k = 0;
+        for (int c = 0; c < b; c++)
+            if (!((c >= 33 && c <= 126) || (c >= 161 && c <= 172) || c >= 174)) k++;
+        cp = 256 + k;
+    }
+    if (cp < 0x80) {
+        out[0] = (char)cp;
+        out[1] = 0;
+    } else {
+        out[0] = (char)(0xC0 | (cp >> 6));
+        out[1] = (char)(0x80 | (cp & 0x3F));
+        out[2] = 0;
+    }
+}
+
+typedef struct synth {
+    const char *model, *pre;  /* NULL: key absent */
+    const char *extra[8];     /* tokens after the 256 bytes */
+    int32_t extra_type[8];    /* 0: normal */
+    const char *merges[8];
+    int merges_as_i32;        /* write merges with the wrong element type */
+    int no_merges, tokens_as_f32, short_types;
+} synth;
+
+/* Writes a vocabulary-only GGUF: the 256 byte tokens, then s->extra. */
+static void write_synth(const char *path, const synth *s) {
+    kv_gguf_writer *w = kv_gguf_writer_new();
+    assert_non_null(w);
+    char *tok[270];
+    size_t len[270];
+    int32_t ty[270];
+    int n = 0;
+    for (int b = 0; b < 256; b++, n++) {
+        tok[n] = malloc(3);
+        byte_char(b, tok[n]);
+        len[n] = strlen(tok[n]);
+        ty[n] = 1;
+    }
+    for (int k = 0; k < 8 && s->extra[k]; k++, n++) {
+        tok[n] = strdup(s->extra[k]);
+        len[n] = strlen(tok[n]);
+        ty[n] = s->extra_type[k] ? s->extra_type[k] : 1;
+    }
+    if (s->model) assert_int_equal(kv_gguf_writer_set_str(w, "tokenizer.ggml.model", s->model), KV_OK);
+    if (s->pre) assert_int_equal(kv_gguf_writer_set_str(w, "tokenizer.ggml.pre", s->pre), KV_OK);
+    if (s->tokens_as_f32) {
+        float f[4] = {0};
+        assert_int_equal(kv_gguf_writer_set_arr_f32(w, "tokenizer.ggml.tokens", f, 4), KV_OK);
+    } else {
+        assert_int_equal(kv_gguf_writer_set_arr_str(w, "tokenizer.ggml.tokens", (const char *const *)tok, len, (uint64_t)n), KV_OK);
+    }
+    assert_int_equal(kv_gguf_writer_set_arr_i32(w, "tokenizer.ggml.token_type", ty, (uint64_t)(s->short_types ? n - 1 : n)), KV_OK);
+    int nm = 0;
+    size_t ml[8];
+    while (nm < 8 && s->merges[nm]) {
+        ml[nm] = strlen(s->merges[nm]);
+        nm++;
+    }
+    if (s->merges_as_i32) {
+        int32_t v[2] = {1, 2};
+        assert_int_equal(kv_gguf_writer_set_arr_i32(w, "tokenizer.ggml.merges", v, 2), KV_OK);
+    } else if (!s->no_merges) {
+        assert_int_equal(kv_gguf_writer_set_arr_str(w, "tokenizer.ggml.merges", s->merges, ml, (uint64_t)nm), KV_OK);
+    }
+    assert_int_equal(kv_gguf_writer_set_u32(w, "tokenizer.ggml.bos_token_id", 256), KV_OK);
+    assert_int_equal(kv_gguf_writer_write(w, path), KV_OK);
+    kv_gguf_writer_free(w);
+    for (int i = 0; i < n; i++) free(tok[i]);
+}
+
+/* Loads path's tokenizer: the status, and the message in msg. */
+static int load_synth(const char *path, kv_tokenizer **t, char *msg, size_t cap) {
+    kv_gguf *g;
+    *t = NULL;
+    int rc = kv_gguf_open(path, &g);
+    if (rc == KV_OK) {
+        rc = kv_tokenizer_from_gguf(g, t);
+        kv_gguf_close(g);
+    }
+    snprintf(msg, cap, "%s", rc ? kv_last_error() : "");
+    return rc;
+}
+
+static void expect_ids(const kv_tokenizer *t, const char *text, const int32_t *want, size_t n_want) {
+    int32_t ids[32];
+    size_t n;
+    assert_int_equal(kv_tokenizer_encode(t, text, strlen(text), 0, ids, 32, &n), KV_OK);
+    if (n != n_want || memcmp(ids, want, n * sizeof *ids)) {
+        fprintf(stderr, "[%s]: got", text);
+        for (size_t i = 0; i < n; i++) fprintf(stderr, " %d", ids[i]);
+        fprintf(stderr, "\n");
+    }
+    assert_int_equal(n, n_want);
+    assert_memory_equal(ids, want, n * sizeof *ids);
+}
+
+/* Merges apply by rank (their order in the list), not by length or id;
+ * added tokens are matched whole before the regex; no pre is GPT-2's. */
+static void test_bpe_merge_rank(void **state) {
+    (void)state;
+    char tmp[256], path[512], msg[1024];
+    assert_non_null(tu_mkdtemp(tmp, sizeof tmp));
+    snprintf(path, sizeof path, "%s/v.gguf", tmp);
+    kv_tokenizer *t;
+    /* 256: "ab", 257: "bc", 258: "abc", 259: "<CL>" (user-defined), 260: "<|end|>" (control) */
+    synth s = {.model = "gpt2", .pre = "gpt-2", .extra = {"ab", "bc", "abc", "<CL>", "<|end|>"},
+               .extra_type = {0, 0, 0, 4, 3}, .merges = {"b c", "a b", "ab c"}};
+    write_synth(path, &s);
+    assert_int_equal(load_synth(path, &t, msg, sizeof msg), KV_OK);
+    /* "b c" ranks first: a + bc, and no merge makes abc from a + bc */
+    expect_ids(t, "abc", (int32_t[]){'a', 257}, 2); /* byte b is token b here */
+    expect_ids(t, "ab", (int32_t[]){256}, 1);
+    expect_ids(t, "x<CL>abc<|end|>", (int32_t[]){'x', 259, 'a', 257, 260}, 5);
+    kv_tokenizer_free(t);
+    /* "a b" first: ab, then ab + c */
+    synth s2 = s;
+    s2.merges[0] = "a b";
+    s2.merges[1] = "b c";
+    s2.pre = NULL;
+    write_synth(path, &s2);
+    assert_int_equal(load_synth(path, &t, msg, sizeof msg), KV_OK);
+    expect_ids(t, "abc", (int32_t[]){258}, 1);
+    expect_ids(t, "abcbc", (int32_t[]){258, 257}, 2);
+    /* the regex splits before merging: " ab" is Ġ + ab, "ab!" is ab + ! */
+    expect_ids(t, " ab!", (int32_t[]){' ', 256, '!'}, 3);
+    kv_tokenizer_free(t);
+    tu_rmdir(tmp);
+}
+
+/* A malformed gpt2 vocabulary is KV_EFORMAT naming the file and the key
+ * (an unknown model or pre-tokenizer KV_EUNSUPPORTED naming it), never a crash. */
+static void test_bpe_corrupt(void **state) {
+    (void)state;
+    char tmp[256], path[512], msg[1024];
+    assert_non_null(tu_mkdtemp(tmp, sizeof tmp));
+    snprintf(path, sizeof path, "%s/v.gguf", tmp);
+    const synth good = {.model = "gpt2", .pre = "gpt-2", .extra = {"ab"}, .merges = {"a b"}};
+    static const struct { const char *what; int rc; const char *pat; } cases[] = {
+        {"merge names an unknown token", KV_EFORMAT, "tokenizer.ggml.merges[0] \"a zz\": \"zz\" is not in the vocabulary"},
+        {"merged token unknown", KV_EFORMAT, "tokenizer.ggml.merges[1] \"b a\": the merged token \"ba\" is not in the vocabulary"},
+        {"merge without a space", KV_EFORMAT, "tokenizer.ggml.merges[0] \"ab\": expected two tokens"},
+        {"merge with an empty side", KV_EFORMAT, "tokenizer.ggml.merges[0] \"a \": expected two tokens"},
+        {"missing merges", KV_EFORMAT, "missing metadata key 'tokenizer.ggml.merges'"},
+        {"merges of i32", KV_EFORMAT, "'tokenizer.ggml.merges': expected an array of strings"},
+        {"tokens of f32", KV_EFORMAT, "'tokenizer.ggml.tokens': expected an array of strings"},
+        {"token_type too short", KV_EFORMAT, "'tokenizer.ggml.token_type': expected 257 i32 values"},
+        {"unknown pre", KV_EUNSUPPORTED, "pre-tokenizer 'llama3-ish' \\(tokenizer.ggml.pre\\) is not supported"},
+        {"unknown model", KV_EUNSUPPORTED, "tokenizer model 'bert' is not supported \\(supported: llama, gpt2\\)"},
+        {"a byte UTF-8 uses is missing", KV_EFORMAT, "tokenizer.ggml.tokens: no token for byte 0x61"},
+    };
+    for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
+        synth s = good;
+        switch (k) {
+        case 0: s.merges[0] = "a zz"; break;
+        case 1: s.merges[1] = "b a"; break;
+        case 2: s.merges[0] = "ab"; break;
+        case 3: s.merges[0] = "a "; break;
+        case 4: s.no_merges = 1; break;
+        case 5: s.merges_as_i32 = 1; break;
+        case 6: s.tokens_as_f32 = 1; break;
+        case 7: s.short_types = 1; break;
+        case 8: s.pre = "llama3-ish"; break;
+        case 9: s.model = "bert"; break;
+        }
+        write_synth(path, &s);
+        if (k == 10) { /* rename token 'a' (byte 0x61) so no token spells it */
+            size_t n;
+            char *d = tu_read(path, &n);
+            char *at = memmem(d, n, "\x01\0\0\0\0\0\0\0a", 9);
+            assert_non_null(at);
+            at[8] = '\x7f'; /* DEL: not a token of a byte-level vocabulary */
+            assert_int_equal(tu_write(path, d, n), 0);
+            free(d);
+        }
+        kv_tokenizer *t = (kv_tokenizer *)0x1;
+        int rc = load_synth(path, &t, msg, sizeof msg);
+        printf("%-30s -> %s\n", cases[k].what, msg);
+        assert_int_equal(rc, cases[k].rc);
+        assert_null(t);
+        assert_non_null(strstr(msg, path));
+        char pat[256];
+        snprintf(pat, sizeof pat, "%s", cases[k].pat);
+        /* the patterns escape ( ) for readability as regexes; compare plainly */
+        char plain[256];
+        size_t j = 0;
+        for (size_t i = 0; pat[i]; i++)
+            if (pat[i] != '\\') plain[j++] = pat[i];
+        plain[j] = 0;
+        assert_non_null(strstr(msg, plain));
+    }
+    /* the good one loads */
+    write_synth(path, &good);
+    kv_tokenizer *t;
+    assert_int_equal(load_synth(path, &t, msg, sizeof msg), KV_OK);
+    kv_tokenizer_free(t);
+    tu_rmdir(tmp);
+}
+
+/* Bytes flipped anywhere in a real gpt2 vocabulary: loads or fails with an
+ * error, and what loads encodes a text without crashing. */
+static void test_bpe_mutated_file(void **state) {
+    (void)state;
+    char p[1024], tmp[256], path[512];
+    if (!tu_model_path("tokenizers/gguf-vocab/ggml-vocab-gpt-2.gguf", p, sizeof p)) skip();
+    size_t n;
+    char *d = tu_read(p, &n);
+    assert_non_null(tu_mkdtemp(tmp, sizeof tmp));
+    snprintf(path, sizeof path, "%s/m.gguf", tmp);
+    uint64_t x = 7;
+    int loaded = 0, failed = 0;
+    for (int r = 0; r < 60; r++) {
+        char *c = malloc(n);
+        memcpy(c, d, n);
+        for (int f = 0; f < 4; f++) {
+            size_t at;
+            do { /* most flips land in string contents (printable bytes), a few anywhere */
+                x = x * 6364136223846793005ull + 1442695040888963407ull;
+                at = (size_t)(x >> 20) % n;
+            } while (r % 10 != 0 && (c[at] < 0x21 || c[at] > 0x7e));
+            x = x * 6364136223846793005ull + 1442695040888963407ull;
+            c[at] = r % 3 == 0 ? (char)' ' : (char)(x >> 40); /* spaces split merges and tokens */
+        }
+        assert_int_equal(tu_write(path, c, n), 0);
+        free(c);
+        kv_tokenizer *t;
+        char msg[1024];
+        int rc = load_synth(path, &t, msg, sizeof msg);
+        if (rc == KV_OK) {
+            loaded++;
+            roundtrip(t, "Hello, world! caf\xc3\xa9 \xff 123", 22, 0);
+            kv_tokenizer_free(t);
+        } else {
+            failed++;
+            if (failed <= 5) printf("  %s\n", msg);
+            assert_true(rc == KV_EFORMAT || rc == KV_EUNSUPPORTED);
+            assert_non_null(strstr(msg, path));
+        }
+    }
+    printf("mutated gpt-2 vocabularies: %d loaded, %d refused with an error\n", loaded, failed);
+    free(d);
+    tu_rmdir(tmp);
 }
 
 /* Decoding pieces after BOS gives back the text exactly. */
@@ -186,6 +758,12 @@ int main(void) {
         cmocka_unit_test(test_conformance_gguf),    cmocka_unit_test(test_conformance_llama2c),
         cmocka_unit_test(test_roundtrip_tok512),    cmocka_unit_test(test_truncated_tokenizer),
         cmocka_unit_test(test_long_input),
+        cmocka_unit_test(test_conformance_gpt2),    cmocka_unit_test(test_conformance_mpt),
+        cmocka_unit_test(test_conformance_gpt_neox), cmocka_unit_test(test_conformance_gpt2_files),
+        cmocka_unit_test(test_bpe_real_text),       cmocka_unit_test(test_bpe_invalid_utf8),
+        cmocka_unit_test(test_bpe_long_runs),       cmocka_unit_test(test_bpe_special_tokens),
+        cmocka_unit_test(test_bpe_merge_rank),      cmocka_unit_test(test_bpe_corrupt),
+        cmocka_unit_test(test_bpe_mutated_file),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
