@@ -328,6 +328,50 @@ static void matvec3(kv_ctx *c, const mv_job *jobs, int n) {
     kv_pool_run(c->pool, mv_worker, &b);
 }
 
+/* One decoded token, after attention: wo and the residual, the MLP norm,
+ * gate and up with SwiGLU, down and the residual, as one pool job. Each
+ * thread takes the same rows of every matrix it multiplies and does the
+ * element-wise work on those rows itself; barriers separate the steps that
+ * need a whole vector (the norm reads all of x, down reads all of hb).
+ * Every element is computed as the unfused path computes it. */
+typedef struct ffn_job { kv_ctx *c; const kv_layer_weights *w; } ffn_job;
+
+static void ffn_rows(const kv_tensor *W, int ith, int nth, int64_t *r0, int64_t *r1) {
+    *r0 = W->rows * ith / nth;
+    *r1 = W->rows * (ith + 1) / nth;
+}
+
+static void decode_ffn_worker(void *arg, int ith, int nth) {
+    const ffn_job *j = arg;
+    kv_ctx *c = j->c;
+    const kv_layer_weights *w = j->w;
+    int64_t r0, r1;
+    ffn_rows(&w->wo, ith, nth, &r0, &r1);
+    if (r1 > r0) kv_matvec_rows(&w->wo, c->att, c->xb2, r0, r1);
+    for (int64_t i = r0; i < r1; i++) c->x[i] += c->xb2[i];
+    kv_pool_barrier(c->pool);
+    if (ith == 0) rmsnorm(c->xb, c->x, w->ffn_norm, c->mi->dim, c->mi->norm_eps);
+    kv_pool_barrier(c->pool);
+    ffn_rows(&w->w_gate, ith, nth, &r0, &r1);
+    if (r1 > r0) {
+        kv_matvec_rows(&w->w_gate, c->xb, c->hb, r0, r1);
+        kv_matvec_rows(&w->w_up, c->xb, c->hb2, r0, r1);
+    }
+    for (int64_t i = r0; i < r1; i++) {
+        float g = c->hb[i];
+        c->hb[i] = g / (1.0f + expf(-g)) * c->hb2[i];
+    }
+    kv_pool_barrier(c->pool);
+    ffn_rows(&w->w_down, ith, nth, &r0, &r1);
+    if (r1 > r0) kv_matvec_rows(&w->w_down, c->hb, c->xb2, r0, r1);
+    for (int64_t i = r0; i < r1; i++) c->x[i] += c->xb2[i];
+}
+
+static void decode_ffn(kv_ctx *c, const kv_layer_weights *w) {
+    ffn_job j = {c, w};
+    kv_pool_run(c->pool, decode_ffn_worker, &j);
+}
+
 /* ----------------------------------------------------------- attention */
 
 static int scores_reserve(kv_ctx *c, size_t n) {
@@ -925,6 +969,10 @@ static int eval_chunk(kv_ctx *c, const int32_t *tokens, int n, float *logits, in
                 .dcolsum = c->st_dcolsum,
             };
             if ((rc = c->hook.on_layer(c->hook.user, c->cache, &view))) return rc;
+        }
+        if (n == 1) { /* wo, the MLP and both residuals in one pool job */
+            decode_ffn(c, w);
+            continue;
         }
         matmul(c, &w->wo, c->att, c->xb2, n);
         for (size_t i = 0; i < (size_t)n * dim; i++) c->x[i] += c->xb2[i];

@@ -8,6 +8,7 @@
 #include "kernels.h"
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -95,9 +96,20 @@ const kv_kernel_table kv_kernels_scalar = {scalar_matvec_rows, scalar_dequant_ro
 /* ------------------------------------------------------------ dispatch */
 
 static pthread_once_t g_once = PTHREAD_ONCE_INIT;
+static void detect(void);
 static kv_isa g_best = KV_ISA_SCALAR; /* what the CPU supports */
 static kv_isa g_isa = KV_ISA_SCALAR;  /* what is in use */
-static const kv_kernel_table *g_k = &kv_kernels_scalar;
+/* The table in use; NULL until detect() has run. The hot entry points
+ * (attention calls kv_dot_f32 and kv_axpy_f32 once per cached key) read it
+ * with one acquire load instead of a pthread_once call each. */
+static _Atomic(const kv_kernel_table *) g_k;
+
+static const kv_kernel_table *kernels(void) {
+    const kv_kernel_table *k = atomic_load_explicit(&g_k, memory_order_acquire);
+    if (k) return k;
+    pthread_once(&g_once, detect);
+    return atomic_load_explicit(&g_k, memory_order_acquire);
+}
 
 static const kv_kernel_table *table_for(kv_isa isa) {
 #if defined(KV_X86_DISPATCH)
@@ -142,7 +154,7 @@ static void detect(void) {
                     : !strcmp(e, "avx512") ? KV_ISA_AVX512 : g_best;
         if (want < g_isa) g_isa = want;
     }
-    g_k = table_for(g_isa);
+    atomic_store_explicit(&g_k, table_for(g_isa), memory_order_release);
 }
 
 kv_isa kv_kernels_isa(void) {
@@ -163,26 +175,18 @@ int kv_kernels_set_isa(kv_isa isa) {
     pthread_once(&g_once, detect);
     if (isa > g_best) return kv_errorf(KV_EUNSUPPORTED, "this CPU does not support %s", kv_isa_name(isa));
     g_isa = isa;
-    g_k = table_for(isa);
+    atomic_store_explicit(&g_k, table_for(isa), memory_order_release);
     return KV_OK;
 }
 
 void kv_matvec_rows(const kv_tensor *W, const float *x, float *y, int64_t r0, int64_t r1) {
-    pthread_once(&g_once, detect);
-    if (g_k->matvec_rows(W, x, y, r0, r1) != 0) scalar_matvec_rows(W, x, y, r0, r1);
+    if (kernels()->matvec_rows(W, x, y, r0, r1) != 0) scalar_matvec_rows(W, x, y, r0, r1);
 }
 
 void kv_dequant_rows(const kv_tensor *W, int64_t r0, int64_t r1, float *out) {
-    pthread_once(&g_once, detect);
-    if (g_k->dequant_rows(W, r0, r1, out) != 0) scalar_dequant_rows(W, r0, r1, out);
+    if (kernels()->dequant_rows(W, r0, r1, out) != 0) scalar_dequant_rows(W, r0, r1, out);
 }
 
-float kv_dot_f32(const float *a, const float *b, int64_t n) {
-    pthread_once(&g_once, detect);
-    return g_k->dot(a, b, n);
-}
+float kv_dot_f32(const float *a, const float *b, int64_t n) { return kernels()->dot(a, b, n); }
 
-void kv_axpy_f32(float *y, float a, const float *x, int64_t n) {
-    pthread_once(&g_once, detect);
-    g_k->axpy(y, a, x, n);
-}
+void kv_axpy_f32(float *y, float a, const float *x, int64_t n) { kernels()->axpy(y, a, x, n); }

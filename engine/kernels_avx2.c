@@ -21,26 +21,52 @@ static inline __m256 ld_bf16(const uint16_t *p) {
     return _mm256_castsi256_ps(_mm256_slli_epi32(v, 16));
 }
 
-/* One row at a time (sequential streaming), four accumulators. */
+/* KV_MV_STREAMS rows at a time, each from its own contiguous part of
+ * [r0, r1), as in the AVX-512 file (two: sixteen YMM registers hold two
+ * rows' four accumulators and the four x vectors). Each row's sum is formed
+ * exactly as a one-row loop forms it. */
+#ifndef KV_MV_STREAMS
+#define KV_MV_STREAMS 2
+#endif
+#define KV_INLINE static inline __attribute__((always_inline))
+
+/* Rows r + k*part + i of W (k < K, i < cnt) into y; K a constant. */
 #define PLAIN_MATVEC(NAME, T, LD, SC)                                                                    \
-    static void NAME(const kv_tensor *W, const float *x, float *y, int64_t r0, int64_t r1) {           \
-        const int64_t n = W->cols;                                                                      \
-        for (int64_t r = r0; r < r1; r++) {                                                             \
-            const T *w = (const T *)W->data + r * n;                                                    \
-            __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps(), a2 = _mm256_setzero_ps(),        \
-                   a3 = _mm256_setzero_ps();                                                            \
+    KV_INLINE void NAME##_k(const T *base, int64_t n, const float *x, float *y, int64_t r, int64_t part,  \
+                            int64_t cnt, const int K) {                                                 \
+        for (int64_t i = 0; i < cnt; i++) {                                                             \
+            const T *w[KV_MV_STREAMS];                                                                  \
+            __m256 a[KV_MV_STREAMS][4];                                                                 \
+            for (int k = 0; k < K; k++) {                                                               \
+                w[k] = base + (r + k * part + i) * n;                                                   \
+                a[k][0] = a[k][1] = a[k][2] = a[k][3] = _mm256_setzero_ps();                            \
+            }                                                                                           \
             int64_t c = 0;                                                                              \
             for (; c + 32 <= n; c += 32) {                                                              \
-                a0 = _mm256_fmadd_ps(LD(w + c), _mm256_loadu_ps(x + c), a0);                            \
-                a1 = _mm256_fmadd_ps(LD(w + c + 8), _mm256_loadu_ps(x + c + 8), a1);                    \
-                a2 = _mm256_fmadd_ps(LD(w + c + 16), _mm256_loadu_ps(x + c + 16), a2);                  \
-                a3 = _mm256_fmadd_ps(LD(w + c + 24), _mm256_loadu_ps(x + c + 24), a3);                  \
+                const __m256 x0 = _mm256_loadu_ps(x + c), x1 = _mm256_loadu_ps(x + c + 8),              \
+                             x2 = _mm256_loadu_ps(x + c + 16), x3 = _mm256_loadu_ps(x + c + 24);        \
+                for (int k = 0; k < K; k++) {                                                           \
+                    a[k][0] = _mm256_fmadd_ps(LD(w[k] + c), x0, a[k][0]);                               \
+                    a[k][1] = _mm256_fmadd_ps(LD(w[k] + c + 8), x1, a[k][1]);                           \
+                    a[k][2] = _mm256_fmadd_ps(LD(w[k] + c + 16), x2, a[k][2]);                          \
+                    a[k][3] = _mm256_fmadd_ps(LD(w[k] + c + 24), x3, a[k][3]);                          \
+                }                                                                                       \
             }                                                                                           \
-            for (; c + 8 <= n; c += 8) a0 = _mm256_fmadd_ps(LD(w + c), _mm256_loadu_ps(x + c), a0);     \
-            float s = hsum(_mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)));                \
-            for (; c < n; c++) s += SC(w + c) * x[c];                                                    \
-            y[r] = s;                                                                                   \
+            for (; c + 8 <= n; c += 8) {                                                                \
+                const __m256 x0 = _mm256_loadu_ps(x + c);                                               \
+                for (int k = 0; k < K; k++) a[k][0] = _mm256_fmadd_ps(LD(w[k] + c), x0, a[k][0]);       \
+            }                                                                                           \
+            for (int k = 0; k < K; k++) {                                                               \
+                float s = hsum(_mm256_add_ps(_mm256_add_ps(a[k][0], a[k][1]), _mm256_add_ps(a[k][2], a[k][3]))); \
+                for (int64_t t = c; t < n; t++) s += SC(w[k] + t) * x[t];                               \
+                y[r + k * part + i] = s;                                                                \
+            }                                                                                           \
         }                                                                                               \
+    }                                                                                                   \
+    static void NAME(const kv_tensor *W, const float *x, float *y, int64_t r0, int64_t r1) {           \
+        const int64_t part = (r1 - r0) / KV_MV_STREAMS, rest = r0 + part * KV_MV_STREAMS;               \
+        if (part > 0) NAME##_k((const T *)W->data, W->cols, x, y, r0, part, part, KV_MV_STREAMS);       \
+        NAME##_k((const T *)W->data, W->cols, x, y, rest, 0, r1 - rest, 1);                             \
     }
 
 PLAIN_MATVEC(matvec_f32, float, ld_f32, sc_f32)
@@ -79,29 +105,43 @@ static inline __m256 block_dot(const __m256 v[4], const float *x) {
     return _mm256_fmadd_ps(v[3], _mm256_loadu_ps(x + 24), t);
 }
 
-/* One row at a time, two blocks per step into two accumulators. */
-#define BLOCK_MATVEC(NAME, BLOCK, BYTES)                                                              \
-    static void NAME(const kv_tensor *W, const float *x, float *y, int64_t r0, int64_t r1) {        \
-        const int64_t nb = W->cols / KV_QK;                                                          \
-        const size_t rb = (size_t)nb * (BYTES);                                                      \
-        for (int64_t r = r0; r < r1; r++) {                                                          \
-            const uint8_t *p = (const uint8_t *)W->data + (size_t)r * rb;                            \
-            __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps(), v[4];                         \
-            int64_t b = 0;                                                                           \
-            for (; b + 2 <= nb; b += 2) {                                                            \
-                const uint8_t *k0 = p + (size_t)b * (BYTES), *k1 = k0 + (BYTES);                     \
-                BLOCK(k0, v);                                                                        \
-                a0 = _mm256_fmadd_ps(_mm256_set1_ps(blk_scale(k0)), block_dot(v, x + b * KV_QK), a0); \
-                BLOCK(k1, v);                                                                        \
-                a1 = _mm256_fmadd_ps(_mm256_set1_ps(blk_scale(k1)), block_dot(v, x + (b + 1) * KV_QK), a1); \
-            }                                                                                        \
-            if (b < nb) {                                                                            \
-                const uint8_t *k0 = p + (size_t)b * (BYTES);                                         \
-                BLOCK(k0, v);                                                                        \
-                a0 = _mm256_fmadd_ps(_mm256_set1_ps(blk_scale(k0)), block_dot(v, x + b * KV_QK), a0); \
-            }                                                                                        \
-            y[r] = hsum(_mm256_add_ps(a0, a1));                                                      \
-        }                                                                                            \
+/* KV_MV_STREAMS rows at a time (as above), two blocks per step into two
+ * accumulators per row. */
+#define BLOCK_MATVEC(NAME, BLOCK, BYTES)                                                                 \
+    KV_INLINE void NAME##_k(const uint8_t *base, size_t rb, int64_t nb, const float *x, float *y, int64_t r, \
+                            int64_t part, int64_t cnt, const int K) {                                   \
+        for (int64_t i = 0; i < cnt; i++) {                                                             \
+            const uint8_t *p[KV_MV_STREAMS];                                                            \
+            __m256 a0[KV_MV_STREAMS], a1[KV_MV_STREAMS], v[4];                                          \
+            for (int k = 0; k < K; k++) {                                                               \
+                p[k] = base + (size_t)(r + k * part + i) * rb;                                          \
+                a0[k] = a1[k] = _mm256_setzero_ps();                                                    \
+            }                                                                                           \
+            int64_t b = 0;                                                                              \
+            for (; b + 2 <= nb; b += 2) {                                                               \
+                for (int k = 0; k < K; k++) {                                                           \
+                    const uint8_t *k0 = p[k] + (size_t)b * (BYTES), *k1 = k0 + (BYTES);                 \
+                    BLOCK(k0, v);                                                                       \
+                    a0[k] = _mm256_fmadd_ps(_mm256_set1_ps(blk_scale(k0)), block_dot(v, x + b * KV_QK), a0[k]); \
+                    BLOCK(k1, v);                                                                       \
+                    a1[k] = _mm256_fmadd_ps(_mm256_set1_ps(blk_scale(k1)), block_dot(v, x + (b + 1) * KV_QK), a1[k]); \
+                }                                                                                       \
+            }                                                                                           \
+            if (b < nb) {                                                                               \
+                for (int k = 0; k < K; k++) {                                                           \
+                    const uint8_t *k0 = p[k] + (size_t)b * (BYTES);                                     \
+                    BLOCK(k0, v);                                                                       \
+                    a0[k] = _mm256_fmadd_ps(_mm256_set1_ps(blk_scale(k0)), block_dot(v, x + b * KV_QK), a0[k]); \
+                }                                                                                       \
+            }                                                                                           \
+            for (int k = 0; k < K; k++) y[r + k * part + i] = hsum(_mm256_add_ps(a0[k], a1[k]));        \
+        }                                                                                               \
+    }                                                                                                   \
+    static void NAME(const kv_tensor *W, const float *x, float *y, int64_t r0, int64_t r1) {           \
+        const int64_t nb = W->cols / KV_QK, part = (r1 - r0) / KV_MV_STREAMS, rest = r0 + part * KV_MV_STREAMS; \
+        const size_t rb = (size_t)nb * (BYTES);                                                         \
+        if (part > 0) NAME##_k((const uint8_t *)W->data, rb, nb, x, y, r0, part, part, KV_MV_STREAMS);  \
+        NAME##_k((const uint8_t *)W->data, rb, nb, x, y, rest, 0, r1 - rest, 1);                        \
     }
 
 BLOCK_MATVEC(matvec_q8_0, q8_0_block, 34)

@@ -9,6 +9,7 @@
 #include "threadpool.h"
 
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 
@@ -19,10 +20,27 @@
 #define kv_cpu_relax() ((void)0)
 #endif
 
-/* Pause iterations a worker spins before sleeping (tens of µs): long enough
+/* Pause iterations a worker spins before sleeping (about 100 µs): long enough
  * to bridge the gaps between a decode step's jobs, short enough not to
  * steal a core from OpenBLAS during prefill. */
 #define KV_POOL_SPIN 4000
+
+/* Pause iterations (about 25 ns each here: some 50 µs) a thread waiting
+ * for the others of the same job (the caller for the workers' shares,
+ * kv_pool_barrier) spins before it yields the core once and spins again:
+ * the others are running, but with more threads than cores, or on a loaded
+ * machine, one may have been preempted, and pure spinning would keep it
+ * off the core for a whole time slice. */
+#define KV_POOL_YIELD 2000
+
+static inline void kv_wait_step(int *spins) {
+    if (++*spins < KV_POOL_YIELD) {
+        kv_cpu_relax();
+    } else {
+        sched_yield();
+        *spins = 0;
+    }
+}
 
 typedef struct kv_worker {
     kv_pool *pool;
@@ -37,6 +55,8 @@ struct kv_pool {
     _Atomic int done;
     _Atomic int stop;
     _Atomic int sleepers;
+    _Atomic int bar_count;  /* kv_pool_barrier: threads arrived at the current one */
+    _Atomic unsigned bar_phase;
     kv_pool_fn fn;          /* written before generation is released */
     void *arg;
     pthread_mutex_t mu;
@@ -130,5 +150,21 @@ void kv_pool_run(kv_pool *p, kv_pool_fn fn, void *arg) {
         pthread_mutex_unlock(&p->mu);
     }
     fn(arg, 0, p->n);
-    while (atomic_load_explicit(&p->done, memory_order_acquire) < p->n - 1) kv_cpu_relax();
+    int spins = 0;
+    while (atomic_load_explicit(&p->done, memory_order_acquire) < p->n - 1) kv_wait_step(&spins);
+}
+
+/* Sense-reversing: the last thread to arrive resets the count and then
+ * advances the phase (release), which the others wait for (acquire); a
+ * thread that leaves and reaches the next barrier sees the count reset. */
+void kv_pool_barrier(kv_pool *p) {
+    if (p->n == 1) return;
+    unsigned phase = atomic_load_explicit(&p->bar_phase, memory_order_relaxed);
+    if (atomic_fetch_add_explicit(&p->bar_count, 1, memory_order_acq_rel) == p->n - 1) {
+        atomic_store_explicit(&p->bar_count, 0, memory_order_relaxed);
+        atomic_store_explicit(&p->bar_phase, phase + 1, memory_order_release);
+        return;
+    }
+    int spins = 0;
+    while (atomic_load_explicit(&p->bar_phase, memory_order_acquire) == phase) kv_wait_step(&spins);
 }

@@ -1,8 +1,10 @@
 /* bench_matvec.c - the decode kernels alone: the matrix-vector products of
  * one decoded token of a 110M-parameter Llama (dim 768, hidden 2048, 12
  * layers, vocab 32000), per weight type and ISA, on 1 and 2 threads.
- * Prints GB/s of weights streamed and the tokens/s that bound implies.
- * usage: bench_matvec [reps]   (build/bench_matvec after a build) */
+ * Prints GB/s of weights streamed (best and median rep: memory bandwidth
+ * here drifts from run to run) and the tokens/s the best implies.
+ * usage: bench_matvec [reps [type...]]   (build/bench_matvec after a build;
+ * types among f32 f16 q8_0 q4_0, default all) */
 #define _POSIX_C_SOURCE 200809L
 #include <stdio.h>
 #include <stdlib.h>
@@ -23,6 +25,11 @@ static void worker(void *arg, int ith, int nth) {
     kv_matvec_rows(j->W, j->x, j->y, r0, r1);
 }
 
+static int cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
 static double now(void) {
     struct timespec t;
     clock_gettime(CLOCK_MONOTONIC, &t);
@@ -31,6 +38,7 @@ static double now(void) {
 
 int main(int argc, char **argv) {
     int reps = argc > 1 ? atoi(argv[1]) : 20;
+    if (reps < 1) reps = 1;
     /* per layer: q, k, v, o [768x768], gate, up [2048x768], down [768x2048]; then the classifier */
     const int64_t shapes[8][2] = {{DIM, DIM}, {DIM, DIM}, {DIM, DIM}, {DIM, DIM}, {HID, DIM}, {HID, DIM}, {DIM, HID}, {VOCAB, DIM}};
     const kv_dtype types[4] = {KV_F32, KV_F16, KV_Q8_0, KV_Q4_0};
@@ -40,9 +48,13 @@ int main(int argc, char **argv) {
     for (int64_t i = 0; i < (int64_t)VOCAB * DIM; i++) src[i] = (float)rand() / RAND_MAX - 0.5f;
     for (int i = 0; i < HID; i++) x[i] = (float)rand() / RAND_MAX - 0.5f;
     const kv_isa best = kv_kernels_isa(); /* the best this CPU has (or KVBENCH_ISA's) */
-    printf("%-6s %-7s %-7s %10s %10s\n", "type", "isa", "threads", "GB/s", "tok/s");
+    double *dt = malloc((size_t)reps * sizeof *dt);
+    printf("%-6s %-7s %-7s %10s %10s %10s\n", "type", "isa", "threads", "GB/s", "median", "tok/s");
     for (int ti = 0; ti < 4; ti++) {
         kv_dtype t = types[ti];
+        int wanted = argc <= 2;
+        for (int a = 2; a < argc; a++) wanted |= !strcmp(argv[a], kv_dtype_name(t));
+        if (!wanted) continue;
         int n_w = LAYERS * 7 + 1;
         kv_tensor *W = calloc((size_t)n_w, sizeof *W);
         size_t bytes = 0;
@@ -58,18 +70,17 @@ int main(int argc, char **argv) {
             if (kv_kernels_set_isa((kv_isa)isa)) continue;
             for (int nth = 1; nth <= 2; nth++) {
                 kv_pool *pool = kv_pool_new(nth);
-                double best = 1e9;
                 for (int r = 0; r < reps; r++) {
                     double t0 = now();
                     for (int i = 0; i < n_w; i++) {
                         job j = {&W[i], x, y};
                         kv_pool_run(pool, worker, &j);
                     }
-                    double dt = now() - t0;
-                    if (dt < best) best = dt;
+                    dt[r] = now() - t0;
                 }
-                printf("%-6s %-7s %-7d %10.1f %10.1f\n", kv_dtype_name(t), kv_isa_name((kv_isa)isa), nth,
-                       bytes / best / 1e9, 1.0 / best);
+                qsort(dt, (size_t)reps, sizeof *dt, cmp_double);
+                printf("%-6s %-7s %-7d %10.1f %10.1f %10.1f\n", kv_dtype_name(t), kv_isa_name((kv_isa)isa), nth,
+                       bytes / dt[0] / 1e9, bytes / dt[reps / 2] / 1e9, 1.0 / dt[0]);
                 kv_pool_free(pool);
             }
         }
@@ -77,6 +88,7 @@ int main(int argc, char **argv) {
         for (int i = 0; i < n_w; i++) free((void *)W[i].data);
         free(W);
     }
+    free(dt);
     free(src);
     free(x);
     free(y);

@@ -1,6 +1,7 @@
 /* test_kernels.c - every matrix-vector and dequantization kernel, on every
  * ISA this CPU has, against a double-precision reference built from the
- * scalar decoder, on odd shapes, partial row ranges and unaligned data. */
+ * scalar decoder, on odd shapes, partial row ranges and unaligned data;
+ * and each row bit-identical whatever range it is computed in. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -128,6 +129,38 @@ static void test_plain_tails(void **state) {
     }
 }
 
+/* A row's result does not depend on the range it was computed in: the
+ * vector kernels walk several rows of a range at once, and threads split
+ * rows differently by thread count, yet each row must come out bit for bit
+ * as when computed alone (decode and the tests comparing thread counts rely
+ * on it). */
+static void test_matvec_range_invariant(void **state) {
+    (void)state;
+    const kv_dtype types[5] = {KV_F32, KV_F16, KV_BF16, KV_Q8_0, KV_Q4_0};
+    const int64_t cols[3] = {64, 96, 800};
+    enum { ROWS = 23 };
+    for (int isa = KV_ISA_SCALAR; isa <= KV_ISA_AVX512; isa++) {
+        if (kv_kernels_set_isa((kv_isa)isa) != KV_OK) continue;
+        for (int t = 0; t < 5; t++)
+            for (int c = 0; c < 3; c++) {
+                fixture f;
+                make(&f, types[t], ROWS, cols[c], (uint64_t)(1000 + t * 10 + c));
+                float alone[ROWS], y[ROWS];
+                for (int64_t r = 0; r < ROWS; r++) kv_matvec_rows(&f.W, f.x, alone, r, r + 1);
+                for (int64_t r0 = 0; r0 < ROWS; r0 += 3)
+                    for (int64_t r1 = r0 + 1; r1 <= ROWS; r1 += 2) {
+                        kv_matvec_rows(&f.W, f.x, y, r0, r1);
+                        for (int64_t r = r0; r < r1; r++)
+                            if (memcmp(&y[r], &alone[r], sizeof(float)) != 0)
+                                fail_msg("%s %s cols %lld: row %lld of [%lld, %lld) is %.9g, alone %.9g",
+                                         kv_isa_name(kv_kernels_isa()), kv_dtype_name(types[t]), (long long)cols[c],
+                                         (long long)r, (long long)r0, (long long)r1, y[r], alone[r]);
+                    }
+                drop(&f);
+            }
+    }
+}
+
 static void test_dequant_rows_exact(void **state) {
     (void)state;
     const kv_dtype types[6] = {KV_F32, KV_F16, KV_BF16, KV_Q8_0, KV_Q4_0, KV_Q8_G};
@@ -166,6 +199,7 @@ static void test_dot_axpy(void **state) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_matvec_all),       cmocka_unit_test(test_plain_tails),
+        cmocka_unit_test(test_matvec_range_invariant),
         cmocka_unit_test(test_dequant_rows_exact), cmocka_unit_test(test_dot_axpy),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -1,6 +1,7 @@
 #define _DEFAULT_SOURCE /* usleep */
 /* test_threadpool.c - every thread runs every job exactly once, jobs never
- * overlap, and pools of 1..4 threads come and go cleanly. */
+ * overlap, pools of 1..4 threads come and go cleanly, and kv_pool_barrier
+ * holds every thread of a job until all have reached it. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -8,6 +9,7 @@
 #include <cmocka.h>
 
 #include <stdatomic.h>
+#include <stdlib.h>
 #include <unistd.h>
 
 #include "threadpool.h"
@@ -48,7 +50,45 @@ static void test_runs_every_share(void **state) {
     }
 }
 
+/* A job of several steps: in step s each thread writes its own slot, and
+ * after the barrier reads every other thread's slot of step s. */
+typedef struct bjob {
+    kv_pool *pool;
+    int steps;
+    int slots[32][8]; /* [step][thread] */
+    _Atomic int bad;
+} bjob;
+
+static void steps_work(void *arg, int ith, int nth) {
+    bjob *j = arg;
+    for (int s = 0; s < j->steps; s++) {
+        if ((s + ith) % 13 == 0) usleep(50); /* someone is late now and then */
+        j->slots[s][ith] = s * 8 + ith + 1;
+        kv_pool_barrier(j->pool);
+        for (int i = 0; i < nth; i++)
+            if (j->slots[s][i] != s * 8 + i + 1) atomic_store(&j->bad, 1);
+    }
+}
+
+static void test_barrier(void **state) {
+    (void)state;
+    for (int n = 1; n <= 4; n++) {
+        kv_pool *p = kv_pool_new(n);
+        assert_non_null(p);
+        for (int r = 0; r < 100; r++) {
+            bjob *j = calloc(1, sizeof *j);
+            assert_non_null(j);
+            j->pool = p;
+            j->steps = 1 + r % 32;
+            kv_pool_run(p, steps_work, j);
+            assert_int_equal(atomic_load(&j->bad), 0);
+            free(j);
+        }
+        kv_pool_free(p);
+    }
+}
+
 int main(void) {
-    const struct CMUnitTest tests[] = {cmocka_unit_test(test_runs_every_share)};
+    const struct CMUnitTest tests[] = {cmocka_unit_test(test_runs_every_share), cmocka_unit_test(test_barrier)};
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
