@@ -7,7 +7,7 @@
 # The machine's memory bandwidth drifts from minute to minute, so the runs
 # are interleaved (full, then every policy, three rounds) and each policy's
 # figure is the median over the rounds.
-# usage: scripts/bench_policies.sh [MODEL] [CONTEXT] [THREADS]
+# usage: [ROUNDS=3] [REPS=3] scripts/bench_policies.sh [MODEL] [CONTEXT] [THREADS]
 # (default: a synthetic 110M Llama in F32, written to /tmp if missing; 2048; 2)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,11 +16,12 @@ model=${1:-/tmp/kvbench-llama110m-f32.gguf}
 ctx=${2:-2048}
 threads=${3:-2}
 [ -f "$model" ] || build/kvbench synth "$model" --type f32 >/dev/null
-step() { build/kvbench bench --model "$model" --threads "$threads" --prompt "$ctx" --gen 32 --reps 3 "$@" |
+rounds=${ROUNDS:-3} reps=${REPS:-3} # fewer for a quick look: ROUNDS=2 REPS=1
+step() { build/kvbench bench --model "$model" --threads "$threads" --prompt "$ctx" --gen 32 --reps "$reps" "$@" |
          awk '/^decode step/ {print $3}'; }
 policies=$(build/kvbench list policies | awk '/^[a-z]/ {print $1}')
 declare -A runs
-for round in 1 2 3; do
+for round in $(seq "$rounds"); do
   for p in $policies; do
     # (a synthetic model has no <CL>/<CR>: the sentinel method is given two ids)
     extra=(); [ "$p" = sentinel ] && extra=(--set cl=3,cr=4)
