@@ -970,7 +970,7 @@ static int eval_chunk(kv_ctx *c, const int32_t *tokens, int n, float *logits, in
             };
             if ((rc = c->hook.on_layer(c->hook.user, c->cache, &view))) return rc;
         }
-        if (n == 1) { /* wo, the MLP and both residuals in one pool job */
+        if (n == 1 && mi->arch == KV_ARCH_LLAMA) { /* wo, the SwiGLU MLP and both residuals in one pool job */
             decode_ffn(c, w);
             continue;
         }
