@@ -480,6 +480,34 @@ static int gguf_float(const kv_gguf *g, const char *key, double dflt, double *ou
 }
 
 /* Finds a tensor and checks its shape (ne order: [cols, rows]). */
+/* An integer hyper-parameter "ARCH.KEY" into *out (-1 when it does not
+ * fit an int32, which check_hparams then rejects). */
+static int gguf_arch_int(const kv_gguf *g, const char *arch, const char *key, int64_t dflt, int required,
+                         int32_t *out) {
+    char k[128];
+    snprintf(k, sizeof k, "%s.%s", arch, key);
+    int64_t v;
+    int rc = gguf_int(g, k, dflt, required, &v);
+    if (rc) return rc;
+    *out = v > INT32_MAX ? -1 : (int32_t)v;
+    return KV_OK;
+}
+
+/* The shape every architecture states under its prefix ("llama", "mpt"):
+ * widths, depth, heads (KV heads default to the heads) and context. */
+static int gguf_common_hparams(const kv_gguf *g, const char *arch, kv_model_info *i) {
+    int rc;
+    if ((rc = gguf_arch_int(g, arch, "embedding_length", 0, 1, &i->dim)) ||
+        (rc = gguf_arch_int(g, arch, "feed_forward_length", 0, 1, &i->hidden_dim)) ||
+        (rc = gguf_arch_int(g, arch, "block_count", 0, 1, &i->n_layers)) ||
+        (rc = gguf_arch_int(g, arch, "attention.head_count", 0, 1, &i->n_heads)) ||
+        (rc = gguf_arch_int(g, arch, "attention.head_count_kv", i->n_heads, 0, &i->n_kv_heads)) ||
+        (rc = gguf_arch_int(g, arch, "context_length", 2048, 0, &i->ctx_len)))
+        return rc;
+    i->head_dim = i->n_heads > 0 ? i->dim / i->n_heads : 0;
+    return KV_OK;
+}
+
 static int gguf_tensor(const kv_gguf *g, const char *name, int optional, uint64_t ne0, uint64_t ne1,
                        const kv_gguf_tensor **out) {
     const kv_gguf_tensor *t = kv_gguf_find_tensor(g, name);
@@ -576,19 +604,7 @@ static int load_gguf(kv_model *m, const kv_model_params *p) {
     i->format = KV_FORMAT_GGUF;
     int64_t v;
     double d;
-    if ((rc = gguf_int(g, "llama.embedding_length", 0, 1, &v))) return rc;
-    i->dim = v > INT32_MAX ? -1 : (int32_t)v;
-    if ((rc = gguf_int(g, "llama.feed_forward_length", 0, 1, &v))) return rc;
-    i->hidden_dim = v > INT32_MAX ? -1 : (int32_t)v;
-    if ((rc = gguf_int(g, "llama.block_count", 0, 1, &v))) return rc;
-    i->n_layers = v > INT32_MAX ? -1 : (int32_t)v;
-    if ((rc = gguf_int(g, "llama.attention.head_count", 0, 1, &v))) return rc;
-    i->n_heads = v > INT32_MAX ? -1 : (int32_t)v;
-    if ((rc = gguf_int(g, "llama.attention.head_count_kv", i->n_heads, 0, &v))) return rc;
-    i->n_kv_heads = v > INT32_MAX ? -1 : (int32_t)v;
-    if ((rc = gguf_int(g, "llama.context_length", 2048, 0, &v))) return rc;
-    i->ctx_len = v > INT32_MAX ? -1 : (int32_t)v;
-    i->head_dim = i->n_heads > 0 ? i->dim / i->n_heads : 0;
+    if ((rc = gguf_common_hparams(g, "llama", i))) return rc;
     if ((rc = gguf_int(g, "llama.rope.dimension_count", i->head_dim, 0, &v))) return rc;
     i->n_rot = v > INT32_MAX ? -1 : (int32_t)v;
     if ((rc = gguf_float(g, "llama.rope.freq_base", 10000.0, &d))) return rc;
@@ -649,22 +665,9 @@ static int load_gguf_mpt(kv_model *m, const kv_model_params *p) {
     kv_model_info *i = &m->info;
     i->arch = KV_ARCH_MPT;
     i->format = KV_FORMAT_GGUF;
-    int64_t v;
     double d, eps, max_bias, clamp;
     int rc;
-    if ((rc = gguf_int(g, "mpt.embedding_length", 0, 1, &v))) return rc;
-    i->dim = v > INT32_MAX ? -1 : (int32_t)v;
-    if ((rc = gguf_int(g, "mpt.feed_forward_length", 0, 1, &v))) return rc;
-    i->hidden_dim = v > INT32_MAX ? -1 : (int32_t)v;
-    if ((rc = gguf_int(g, "mpt.block_count", 0, 1, &v))) return rc;
-    i->n_layers = v > INT32_MAX ? -1 : (int32_t)v;
-    if ((rc = gguf_int(g, "mpt.attention.head_count", 0, 1, &v))) return rc;
-    i->n_heads = v > INT32_MAX ? -1 : (int32_t)v;
-    if ((rc = gguf_int(g, "mpt.attention.head_count_kv", i->n_heads, 0, &v))) return rc;
-    i->n_kv_heads = v > INT32_MAX ? -1 : (int32_t)v;
-    if ((rc = gguf_int(g, "mpt.context_length", 2048, 0, &v))) return rc;
-    i->ctx_len = v > INT32_MAX ? -1 : (int32_t)v;
-    i->head_dim = i->n_heads > 0 ? i->dim / i->n_heads : 0;
+    if ((rc = gguf_common_hparams(g, "mpt", i))) return rc;
     i->n_rot = 0;
     i->rope_base = 0.0f;
     /* llama.cpp's key is attention.layer_norm_epsilon; layernorm_epsilon is read too */
