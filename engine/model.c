@@ -508,6 +508,14 @@ static int gguf_common_hparams(const kv_gguf *g, const char *arch, kv_model_info
     return KV_OK;
 }
 
+/* The vocabulary size from the embedding's rows, then the whole shape checked. */
+static int gguf_vocab_and_check(kv_model *m) {
+    const kv_gguf_tensor *emb = kv_gguf_find_tensor(m->gguf, "token_embd.weight");
+    if (!emb) return kv_errorf(KV_EFORMAT, "%s: missing tensor 'token_embd.weight'", m->path);
+    m->info.vocab_size = emb->ne[1] > (1u << 22) ? -1 : (int32_t)emb->ne[1];
+    return check_hparams(m->path, &m->info);
+}
+
 static int gguf_tensor(const kv_gguf *g, const char *name, int optional, uint64_t ne0, uint64_t ne1,
                        const kv_gguf_tensor **out) {
     const kv_gguf_tensor *t = kv_gguf_find_tensor(g, name);
@@ -615,10 +623,7 @@ static int load_gguf(kv_model *m, const kv_model_params *p) {
         return kv_errorf(KV_EFORMAT, "%s: expected a positive rope.freq_base and epsilon, got %g and %g",
                          m->path, (double)i->rope_base, (double)i->norm_eps);
 
-    const kv_gguf_tensor *emb = kv_gguf_find_tensor(g, "token_embd.weight");
-    if (!emb) return kv_errorf(KV_EFORMAT, "%s: missing tensor 'token_embd.weight'", m->path);
-    i->vocab_size = emb->ne[1] > (1u << 22) ? -1 : (int32_t)emb->ne[1];
-    if ((rc = check_hparams(m->path, i))) return rc;
+    if ((rc = gguf_vocab_and_check(m))) return rc;
 
     int64_t dim = i->dim, hid = i->hidden_dim, V = i->vocab_size;
     int64_t qd = (int64_t)i->n_heads * i->head_dim, kvd = (int64_t)i->n_kv_heads * i->head_dim;
@@ -686,10 +691,7 @@ static int load_gguf_mpt(kv_model *m, const kv_model_params *p) {
     i->clamp_kqv = (float)clamp;
     i->gelu = p->gelu == KV_GELU_ERF ? KV_GELU_ERF : KV_GELU_TANH;
 
-    const kv_gguf_tensor *emb = kv_gguf_find_tensor(g, "token_embd.weight");
-    if (!emb) return kv_errorf(KV_EFORMAT, "%s: missing tensor 'token_embd.weight'", m->path);
-    i->vocab_size = emb->ne[1] > (1u << 22) ? -1 : (int32_t)emb->ne[1];
-    if ((rc = check_hparams(m->path, i))) return rc;
+    if ((rc = gguf_vocab_and_check(m))) return rc;
 
     int64_t dim = i->dim, hid = i->hidden_dim, V = i->vocab_size;
     int64_t qd = (int64_t)i->n_heads * i->head_dim, kvd = (int64_t)i->n_kv_heads * i->head_dim;
