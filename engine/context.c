@@ -484,8 +484,15 @@ static int by_pos(const void *a, const void *b) {
     return (x->pos > y->pos) - (x->pos < y->pos);
 }
 
-/* rank[j] = how many slots of the head hold an earlier position than slot j. */
+/* A key's in-cache index is its rank by position: rank[j] = how many slots
+ * of the head hold an earlier position than slot j. *out is NULL when the
+ * slots are in position order (policies that keep order): the rank is the
+ * slot index; else an array the caller frees (policies that fill holes). */
 static int position_ranks(const kv_cache_head *ch, int32_t **out) {
+    *out = NULL;
+    int sorted = 1;
+    for (int32_t t = 1; t < ch->len && sorted; t++) sorted = ch->pos[t - 1] < ch->pos[t];
+    if (sorted) return KV_OK;
     pos_idx *p = malloc((size_t)ch->len * sizeof *p);
     int32_t *rank = malloc((size_t)ch->len * sizeof *rank);
     if (!p || !rank) {
@@ -515,13 +522,8 @@ static void rotate_worker(void *arg, int ith, int nth) {
         kv_cache_head *ch = kv_cache_head_at(c->cache, j->layer, g);
         float *kr = c->kr + (size_t)g * len * hd;
         memcpy(kr, ch->k, (size_t)ch->len * hd * sizeof(float));
-        /* a key's in-cache index is its rank by position: its slot index
-         * when slots are in position order (policies that keep order),
-         * else counted (policies that fill holes from the end) */
-        int sorted = 1;
-        for (int32_t t = 1; t < ch->len && sorted; t++) sorted = ch->pos[t - 1] < ch->pos[t];
-        int32_t *rank = NULL;
-        if (!sorted && position_ranks(ch, &rank) != KV_OK) {
+        int32_t *rank;
+        if (position_ranks(ch, &rank) != KV_OK) {
             atomic_store(&j->failed, 1);
             continue;
         }
@@ -610,12 +612,14 @@ static void rerotate_worker(void *arg, int ith, int nth) {
     for (int g = ith; g < mi->n_kv_heads; g += nth) {
         kv_cache_head *ch = kv_cache_head_at(c->cache, j->layer, g);
         rr_head *r = &c->rr[(size_t)j->layer * mi->n_kv_heads + g];
-        int sorted = 1;
-        for (int32_t t = 1; t < ch->len && sorted; t++) sorted = ch->pos[t - 1] < ch->pos[t];
-        if (sorted && r->len == ch->len && (!ch->len || memcmp(r->pos, ch->pos, (size_t)ch->len * sizeof *ch->pos) == 0))
+        int32_t *rank;
+        if (position_ranks(ch, &rank) != KV_OK) {
+            atomic_store(&j->failed, 1);
+            continue;
+        }
+        if (!rank && r->len == ch->len && (!ch->len || memcmp(r->pos, ch->pos, (size_t)ch->len * sizeof *ch->pos) == 0))
             continue; /* nothing moved */
-        int32_t *rank = NULL;
-        if ((!sorted && position_ranks(ch, &rank) != KV_OK) || rr_reserve(r, ch->len) != KV_OK) {
+        if (rr_reserve(r, ch->len) != KV_OK) {
             free(rank);
             atomic_store(&j->failed, 1);
             continue;
@@ -717,16 +721,10 @@ static int alibi_prepare(kv_ctx *c, int l) {
     for (int g = 0; g < n_kv; g++) {
         const kv_cache_head *ch = kv_cache_head_at(c->cache, l, g);
         int32_t *idx = c->alibi_idx + (size_t)g * len;
-        int sorted = 1; /* slots in position order: the index is the slot */
-        for (int32_t t = 1; t < ch->len && sorted; t++) sorted = ch->pos[t - 1] < ch->pos[t];
-        if (sorted) {
-            for (int32_t t = 0; t < ch->len; t++) idx[t] = t;
-            continue;
-        }
         int32_t *rank;
         int rc = position_ranks(ch, &rank);
         if (rc) return rc;
-        memcpy(idx, rank, (size_t)ch->len * sizeof *idx);
+        for (int32_t t = 0; t < ch->len; t++) idx[t] = rank ? rank[t] : t;
         free(rank);
     }
     return KV_OK;

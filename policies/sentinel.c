@@ -102,12 +102,16 @@ static int sentinel_ids(const kv_policy *p, const kv_model *m, int32_t ids[2]) {
     return KV_OK;
 }
 
+static int sen_check_positions(const kv_policy *p) {
+    if (p->positions == KV_POS_ORIGINAL) return KV_OK;
+    return kv_errorf(KV_EINVAL, "policy sentinel: positions=%s: the method sets its own position ids "
+                     "(only positions=original)", kv_pos_mode_name(p->positions));
+}
+
 static int sen_check_model(const kv_policy *p, const kv_model *m) {
-    if (p->positions != KV_POS_ORIGINAL)
-        return kv_errorf(KV_EINVAL, "policy sentinel: positions=%s: the method sets its own position ids "
-                         "(only positions=original)", kv_pos_mode_name(p->positions));
     int32_t ids[2];
-    return sentinel_ids(p, m, ids);
+    int rc = sen_check_positions(p);
+    return rc ? rc : sentinel_ids(p, m, ids);
 }
 
 static int grow_i32(int32_t **a, int32_t n) {
@@ -177,7 +181,7 @@ static int call_reserve(sen_state *st, int32_t m) {
 static int sen_eval_prompt(kv_policy *p, kv_ctx *ctx, const int32_t *tokens, int32_t n, float *logits) {
     sen_state *st = p->state;
     int32_t ids[2];
-    int rc = sen_check_model(p, kv_ctx_model(ctx));
+    int rc = sen_check_positions(p);
     if (rc || (rc = sentinel_ids(p, kv_ctx_model(ctx), ids))) return rc;
     if (n < 1) return kv_errorf(KV_EINVAL, "policy sentinel: an empty prompt");
     if (st->n != n && (rc = plan(p, n))) return rc;
