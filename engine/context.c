@@ -20,7 +20,7 @@
 
 /* Rows of a non-f32 weight dequantized at once for sgemm in prefill:
  * bounded so the scratch stays a few MB whatever the vocabulary. */
-#define KV_DEQ_CHUNK_ELEMS (1 << 20)
+#define KV_MM_BLOCK 128 /* weight rows per sgemm call in prefill (mm_worker) */
 
 /* KV_POS_REROTATE: what a head's keys were rotated to: the positions of its
  * slots in index order as of the last synchronisation (the key at index i
@@ -49,7 +49,8 @@ struct kv_ctx {
     float *hb2;    /* [B][hid] up */
     float *rope;   /* [B][n_rot/2][2] cos, sin for this call's positions */
     double *inv_freq; /* [n_rot/2] base^(-2i/n_rot) */
-    float *deq;    /* [KV_DEQ_CHUNK_ELEMS] dequantized weight rows (prefill) */
+    float *deq;    /* [n_threads][deq_stride] KV_MM_BLOCK dequantized weight rows each (prefill) */
+    size_t deq_stride;
     float *scores; /* attention scores; grown on demand */
     size_t scores_cap;
     kv_ctx_hook hook;  /* on_layer NULL: none */
@@ -137,10 +138,11 @@ int kv_ctx_new(const kv_model *m, const kv_ctx_params *p, kv_ctx **out) {
     c->hb2 = xmalloc_floats(B * mi->hidden_dim);
     c->rope = xmalloc_floats(B * (size_t)mi->n_rot);
     c->inv_freq = malloc(((size_t)mi->n_rot / 2 + 1) * sizeof(double)); /* n_rot is 0 for ALiBi */
-    size_t deq = KV_DEQ_CHUNK_ELEMS;
-    if (deq < (size_t)mi->hidden_dim) deq = (size_t)mi->hidden_dim;
-    if (deq < (size_t)mi->dim) deq = (size_t)mi->dim;
-    c->deq = xmalloc_floats(deq);
+    size_t widest = (size_t)mi->dim; /* the most columns any weight has */
+    if ((size_t)mi->hidden_dim > widest) widest = (size_t)mi->hidden_dim;
+    if (qd > widest) widest = qd;
+    c->deq_stride = (size_t)KV_MM_BLOCK * widest;
+    c->deq = xmalloc_floats((size_t)c->n_threads * c->deq_stride);
     c->dweight = xmalloc_floats(B);
     c->dweight_n = -1;
     c->rot_cs = xmalloc_floats((size_t)c->n_threads * (size_t)(mi->n_rot > 0 ? mi->n_rot : 1));
@@ -158,7 +160,7 @@ int kv_ctx_new(const kv_model *m, const kv_ctx_params *p, kv_ctx **out) {
         }
         for (int h = 0; h < mi->n_heads; h++) c->alibi[h] = (float)kv_alibi_slope(mi->n_heads, mi->max_alibi_bias, h);
     }
-    openblas_set_num_threads(c->n_threads);
+    openblas_set_num_threads(1); /* see mm_worker */
     *out = c;
     return KV_OK;
 fail:
@@ -286,39 +288,44 @@ static void mv_worker(void *arg, int ith, int nth) {
     }
 }
 
-typedef struct deq_job { const kv_tensor *W; int64_t r0, r1; float *out; } deq_job;
+/* Prefill products: W's rows are cut into blocks of KV_MM_BLOCK rows, and
+ * each pool thread multiplies its run of blocks with single-threaded sgemm
+ * calls (OpenBLAS's own threads stay off, so two thread pools never fight
+ * over the cores, and none spins on into the decode steps that follow).
+ * A block is one call of the same shape whatever the thread count, so the
+ * result does not depend on it (OpenBLAS picks a different kernel, with a
+ * different summation order, for small shapes). Rows of other types are
+ * dequantized a block at a time into the thread's buffer, still in cache
+ * when sgemm reads them. */
+typedef struct mm_job { kv_ctx *c; const kv_tensor *W; const float *X; float *Y; int n; } mm_job;
 
-static void deq_worker(void *arg, int ith, int nth) {
-    const deq_job *d = arg;
-    int64_t n = d->r1 - d->r0;
-    int64_t a = d->r0 + n * ith / nth, b = d->r0 + n * (ith + 1) / nth;
-    if (b > a) kv_dequant_rows(d->W, a, b, d->out + (a - d->r0) * d->W->cols);
+static void mm_worker(void *arg, int ith, int nth) {
+    const mm_job *j = arg;
+    const int64_t rows = j->W->rows, cols = j->W->cols, n_blocks = (rows + KV_MM_BLOCK - 1) / KV_MM_BLOCK;
+    const int direct = j->W->type == KV_F32 && ((uintptr_t)j->W->data & 3u) == 0;
+    float *buf = j->c->deq + (size_t)ith * j->c->deq_stride;
+    for (int64_t bk = n_blocks * ith / nth; bk < n_blocks * (ith + 1) / nth; bk++) {
+        int64_t r0 = bk * KV_MM_BLOCK, r1 = r0 + KV_MM_BLOCK < rows ? r0 + KV_MM_BLOCK : rows;
+        const float *w = (const float *)j->W->data + r0 * cols;
+        if (!direct) {
+            kv_dequant_rows(j->W, r0, r1, buf);
+            w = buf;
+        }
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, j->n, (int)(r1 - r0), (int)cols, 1.0f, j->X, (int)cols,
+                    w, (int)cols, 0.0f, j->Y + r0, (int)rows);
+    }
 }
 
 /* Y [n][W->rows] = X [n][W->cols] . W^T. One token: the threaded
- * matrix-vector kernels. Several: sgemm, on the weights directly when they
- * are f32, else on row chunks dequantized into c->deq. */
+ * matrix-vector kernels. Several: sgemm per thread (mm_worker). */
 static void matmul(kv_ctx *c, const kv_tensor *W, const float *X, float *Y, int n) {
-    const int64_t rows = W->rows, cols = W->cols;
     if (n == 1) {
         mv_batch b = {.job = {{W, X, Y}}, .n = 1};
         kv_pool_run(c->pool, mv_worker, &b);
         return;
     }
-    if (W->type == KV_F32 && ((uintptr_t)W->data & 3u) == 0) {
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, (int)rows, (int)cols, 1.0f, X, (int)cols,
-                    (const float *)W->data, (int)cols, 0.0f, Y, (int)rows);
-        return;
-    }
-    int64_t chunk = KV_DEQ_CHUNK_ELEMS / cols;
-    if (chunk < 1) chunk = 1;
-    for (int64_t r0 = 0; r0 < rows; r0 += chunk) {
-        int64_t r1 = r0 + chunk < rows ? r0 + chunk : rows;
-        deq_job d = {W, r0, r1, c->deq};
-        kv_pool_run(c->pool, deq_worker, &d);
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, (int)(r1 - r0), (int)cols, 1.0f, X, (int)cols,
-                    c->deq, (int)cols, 0.0f, Y + r0, (int)rows);
-    }
+    mm_job j = {c, W, X, Y, n};
+    kv_pool_run(c->pool, mm_worker, &j);
 }
 
 /* Several matrix-vector products over the same pool run (one hand-off). */
@@ -825,47 +832,73 @@ static void reduce_rows(kv_ctx *c, int layer, int h, int n, int32_t pos0, const 
         for (int32_t k = 0; k < ch->len; k++) acc[k] += c->st_part[(size_t)b * row + k];
 }
 
-/* Prefill attention for n queries at positions pos0..pos0+n-1 over every
- * live slot of the layer (the new tokens already appended): per query head
- * S = Q.K^T (sgemm), causal mask by true position, softmax, O = S.V. */
-static int attn_prefill(kv_ctx *c, int layer, int n, int32_t pos0) {
+/* Prefill attention of query head h for n queries at positions
+ * pos0..pos0+n-1 over every live slot of the layer (the new tokens already
+ * appended): S = Q.K^T (sgemm), causal mask by true position (or the
+ * layout's masks), softmax, O = S.V. S: room for [n][len] scores. Runs on
+ * any pool thread; with KV_NEED_LOGITS only on the caller, between pool
+ * jobs (reduce_rows spreads the rows over the pool). */
+static void attn_prefill_head(kv_ctx *c, int layer, int h, int n, int32_t pos0, float *S) {
     const kv_model_info *mi = c->mi;
     const int hd = mi->head_dim, group = mi->n_heads / mi->n_kv_heads, qd = mi->n_heads * hd;
     const float scale = 1.0f / sqrtf((float)hd);
     const unsigned needs = c->plan.needs;
-    for (int h = 0; h < mi->n_heads; h++) {
-        kv_cache_head *ch = kv_cache_head_at(c->cache, layer, h / group);
-        int32_t len = ch->len;
-        int rc = scores_reserve(c, (size_t)n * (size_t)len);
-        if (rc) return rc;
-        float *S = c->scores; /* [n][len] */
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, len, hd, scale, c->q + (size_t)h * hd, qd,
-                    attn_keys(c, ch, h / group), hd, 0.0f, S, len);
-        for (int t = 0; t < n; t++) {
-            float *row = S + (size_t)t * len;
-            if (!c->lay) {
-                for (int32_t j = 0; j < len; j++)
-                    if (ch->pos[j] > pos0 + t) row[j] = -INFINITY;
-            } else {
-                for (int32_t j = 0; j < len; j++)
-                    if (!sees_slot(c, ch, j, t, n)) row[j] = -INFINITY;
-            }
+    kv_cache_head *ch = kv_cache_head_at(c->cache, layer, h / group);
+    const int32_t len = ch->len;
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, len, hd, scale, c->q + (size_t)h * hd, qd,
+                attn_keys(c, ch, h / group), hd, 0.0f, S, len);
+    for (int t = 0; t < n; t++) {
+        float *row = S + (size_t)t * len;
+        if (!c->lay) {
+            for (int32_t j = 0; j < len; j++)
+                if (ch->pos[j] > pos0 + t) row[j] = -INFINITY;
+        } else {
+            for (int32_t j = 0; j < len; j++)
+                if (!sees_slot(c, ch, j, t, n)) row[j] = -INFINITY;
         }
-        if (c->alibi) alibi_bias(c, h, h / group, ch, S, n, pos0);
-        if (needs & KV_NEED_LOGITS) reduce_rows(c, layer, h, n, pos0, S, ch);
-        for (int t = 0; t < n; t++) {
-            float *row = S + (size_t)t * len;
-            softmax(row, len);
-            if (needs & KV_NEED_COLSUM) kv_axpy_f32(stats_colsum(c, h), 1.0f, row, len);
-            if (needs & KV_NEED_DECAYED_COLSUM) kv_axpy_f32(stats_dcolsum(c, h), c->dweight[t], row, len);
-            float *wrow = needs & KV_NEED_WINDOW ? stats_window(c, h, pos0 + t) : NULL;
-            if (wrow) memcpy(wrow, row, (size_t)len * sizeof(float));
-        }
-        if (needs & KV_NEED_LAST_ROW)
-            memcpy(stats_last_row(c, h), S + (size_t)(n - 1) * len, (size_t)len * sizeof(float));
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, hd, len, 1.0f, S, len, ch->v, hd, 0.0f,
-                    c->att + (size_t)h * hd, qd);
     }
+    if (c->alibi) alibi_bias(c, h, h / group, ch, S, n, pos0);
+    if (needs & KV_NEED_LOGITS) reduce_rows(c, layer, h, n, pos0, S, ch);
+    for (int t = 0; t < n; t++) {
+        float *row = S + (size_t)t * len;
+        softmax(row, len);
+        if (needs & KV_NEED_COLSUM) kv_axpy_f32(stats_colsum(c, h), 1.0f, row, len);
+        if (needs & KV_NEED_DECAYED_COLSUM) kv_axpy_f32(stats_dcolsum(c, h), c->dweight[t], row, len);
+        float *wrow = needs & KV_NEED_WINDOW ? stats_window(c, h, pos0 + t) : NULL;
+        if (wrow) memcpy(wrow, row, (size_t)len * sizeof(float));
+    }
+    if (needs & KV_NEED_LAST_ROW) memcpy(stats_last_row(c, h), S + (size_t)(n - 1) * len, (size_t)len * sizeof(float));
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, hd, len, 1.0f, S, len, ch->v, hd, 0.0f,
+                c->att + (size_t)h * hd, qd);
+}
+
+typedef struct prefill_job { kv_ctx *c; int layer, n; int32_t pos0; size_t stride; } prefill_job;
+
+/* Query heads split across threads, each with its own part of c->scores. */
+static void attn_prefill_worker(void *arg, int ith, int nth) {
+    const prefill_job *j = arg;
+    for (int h = ith; h < j->c->mi->n_heads; h += nth)
+        attn_prefill_head(j->c, j->layer, h, j->n, j->pos0, j->c->scores + j->stride * (size_t)ith);
+}
+
+static int attn_prefill(kv_ctx *c, int layer, int n, int32_t pos0) {
+    const kv_model_info *mi = c->mi;
+    int32_t max_len = 0;
+    for (int g = 0; g < mi->n_kv_heads; g++) {
+        int32_t len = kv_cache_head_at(c->cache, layer, g)->len;
+        if (len > max_len) max_len = len;
+    }
+    const size_t stride = (size_t)n * (size_t)max_len;
+    if (c->plan.needs & KV_NEED_LOGITS) { /* the hook's reductions use the pool: heads one by one */
+        int rc = scores_reserve(c, stride);
+        if (rc) return rc;
+        for (int h = 0; h < mi->n_heads; h++) attn_prefill_head(c, layer, h, n, pos0, c->scores);
+        return KV_OK;
+    }
+    int rc = scores_reserve(c, stride * (size_t)kv_pool_n_threads(c->pool));
+    if (rc) return rc;
+    prefill_job j = {c, layer, n, pos0, stride};
+    kv_pool_run(c->pool, attn_prefill_worker, &j);
     return KV_OK;
 }
 

@@ -12,10 +12,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "filemap.h"
 #include "kv_error.h"
 
 #define GGUF_MAX_NAME 64       /* tensor names, per the spec */
@@ -34,7 +34,8 @@ typedef struct gguf_kv {
 
 struct kv_gguf {
     char *path;
-    const uint8_t *map;
+    kv_filemap fm;      /* the file's bytes (mapped or copied) */
+    const uint8_t *map; /* = fm.data */
     size_t size;
     uint32_t version;
     uint32_t alignment;
@@ -163,7 +164,7 @@ void kv_gguf_close(kv_gguf *g) {
     free(g->tensors);
     free(g->by_name);
     free(g->arena);
-    if (g->map) munmap((void *)g->map, g->size);
+    kv_filemap_close(&g->fm);
     free(g->path);
     free(g);
 }
@@ -265,38 +266,24 @@ static int parse_tensors(kv_gguf *g, cursor *c) {
     return KV_OK;
 }
 
-int kv_gguf_open(const char *path, kv_gguf **out) {
+int kv_gguf_open(const char *path, kv_gguf **out) { return kv_gguf_open_ext(path, KV_FILEMAP_MMAP, out); }
+
+int kv_gguf_open_ext(const char *path, kv_filemap_mode mode, kv_gguf **out) {
     *out = NULL;
     kv_gguf *g = calloc(1, sizeof *g);
     if (!g || !(g->path = strdup(path))) {
         free(g);
         return kv_errorf(KV_ENOMEM, "out of memory");
     }
-    int rc, fd = open(path, O_RDONLY);
-    if (fd < 0) {
-        rc = kv_errorf(KV_EIO, "%s: cannot open: %s", path, strerror(errno));
-        goto fail;
-    }
-    struct stat st;
-    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-        close(fd);
-        rc = kv_errorf(KV_EIO, "%s: not a readable regular file", path);
-        goto fail;
-    }
-    g->size = (size_t)st.st_size;
+    int rc = kv_filemap_open(path, mode, "a 24-byte GGUF header", &g->fm);
+    if (rc) goto fail;
+    g->map = g->fm.data;
+    g->size = g->fm.size;
     if (g->size < 24) {
-        close(fd);
         rc = kv_errorf(KV_EFORMAT, "%s: offset 0: expected a 24-byte GGUF header, the file has %zu bytes", path,
                        g->size);
         goto fail;
     }
-    void *m = mmap(NULL, g->size, PROT_READ, MAP_PRIVATE, fd, 0);
-    close(fd);
-    if (m == MAP_FAILED) {
-        rc = kv_errorf(KV_EIO, "%s: cannot map: %s", path, strerror(errno));
-        goto fail;
-    }
-    g->map = m;
 
     cursor c = {g, 0};
     uint32_t magic;
@@ -375,6 +362,7 @@ fail:
     return rc;
 }
 
+const kv_filemap *kv_gguf_filemap(const kv_gguf *g) { return &g->fm; }
 const char *kv_gguf_path(const kv_gguf *g) { return g->path; }
 uint32_t kv_gguf_version(const kv_gguf *g) { return g->version; }
 uint32_t kv_gguf_alignment(const kv_gguf *g) { return g->alignment; }

@@ -15,6 +15,7 @@
 #include <stdint.h>
 
 #include "dtype.h"
+#include "filemap.h"
 
 typedef enum kv_gguf_type {
     KV_GGUF_U8 = 0, KV_GGUF_I8 = 1, KV_GGUF_U16 = 2, KV_GGUF_I16 = 3,
@@ -37,9 +38,13 @@ typedef struct kv_gguf_tensor {
 
 /* Opens, maps and validates `path`. On success *out owns the mapping. */
 int kv_gguf_open(const char *path, kv_gguf **out);
+/* The same with the file's bytes held as `mode` says (filemap.h): a model's
+ * weights are read from a copy in huge pages, a vocabulary from the map. */
+int kv_gguf_open_ext(const char *path, kv_filemap_mode mode, kv_gguf **out);
 void kv_gguf_close(kv_gguf *g);
 
 const char *kv_gguf_path(const kv_gguf *g);
+const kv_filemap *kv_gguf_filemap(const kv_gguf *g);
 uint32_t kv_gguf_version(const kv_gguf *g);
 uint32_t kv_gguf_alignment(const kv_gguf *g);
 size_t kv_gguf_file_size(const kv_gguf *g);

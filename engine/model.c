@@ -14,7 +14,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -35,7 +34,8 @@ struct kv_model {
     kv_tensor output;        /* [vocab][dim] */
     kv_tokenizer *tok;
     /* ownership */
-    void *map;               /* llama2.c files: the whole file, read-only */
+    kv_filemap file;         /* llama2.c files: the whole file, read-only */
+    const uint8_t *map;      /* = file.data */
     size_t map_size;
     kv_gguf *gguf;           /* GGUF files: owns its own mapping */
     void **owned;            /* heap blocks to free (converted norms, aligned scales) */
@@ -75,7 +75,7 @@ void kv_model_free(kv_model *m) {
     for (int i = 0; i < m->n_owned; i++) free(m->owned[i]);
     free(m->owned);
     free(m->layers);
-    if (m->map) munmap(m->map, m->map_size);
+    kv_filemap_close(&m->file);
     kv_gguf_close(m->gguf);
     free(m->path);
     free(m);
@@ -84,6 +84,7 @@ void kv_model_free(kv_model *m) {
 const kv_model_info *kv_model_get_info(const kv_model *m) { return &m->info; }
 const kv_tokenizer *kv_model_tokenizer(const kv_model *m) { return m->tok; }
 const char *kv_model_path(const kv_model *m) { return m->path; }
+const kv_filemap *kv_model_file(const kv_model *m) { return m->gguf ? kv_gguf_filemap(m->gguf) : &m->file; }
 const kv_tensor *kv_model_tok_embd(const kv_model *m) { return &m->tok_embd; }
 const kv_layer_weights *kv_model_layer(const kv_model *m, int l) { return &m->layers[l]; }
 const float *kv_model_out_norm(const kv_model *m) { return m->out_norm; }
@@ -116,30 +117,8 @@ const kv_tensor *kv_model_output(const kv_model *m) { return &m->output; }
 
 /* ---------------------------------------------------------------- helpers */
 
-static int map_file(const char *path, void **map, size_t *size) {
-    int fd = open(path, O_RDONLY);
-    if (fd < 0) return kv_errorf(KV_EIO, "%s: cannot open: %s", path, strerror(errno));
-    struct stat st;
-    if (fstat(fd, &st) != 0) {
-        int e = errno;
-        close(fd);
-        return kv_errorf(KV_EIO, "%s: cannot stat: %s", path, strerror(e));
-    }
-    if (!S_ISREG(st.st_mode)) {
-        close(fd);
-        return kv_errorf(KV_EIO, "%s: not a regular file", path);
-    }
-    if (st.st_size == 0) {
-        close(fd);
-        return kv_errorf(KV_EFORMAT, "%s: offset 0: expected a model header, the file is empty", path);
-    }
-    void *p = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
-    int e = errno;
-    close(fd);
-    if (p == MAP_FAILED) return kv_errorf(KV_EIO, "%s: cannot map: %s", path, strerror(e));
-    *map = p;
-    *size = (size_t)st.st_size;
-    return KV_OK;
+static kv_filemap_mode weights_mode(const kv_model_params *p) {
+    return p->weights_mmap ? KV_FILEMAP_MMAP : KV_FILEMAP_COPY;
 }
 
 static kv_tensor tensor2d(kv_dtype t, int64_t rows, int64_t cols, const void *data) {
@@ -595,7 +574,7 @@ static int gguf_tokenizer(kv_model *m, const kv_model_params *p) {
 static int load_gguf_mpt(kv_model *m, const kv_model_params *p);
 
 static int load_gguf(kv_model *m, const kv_model_params *p) {
-    int rc = kv_gguf_open(m->path, &m->gguf);
+    int rc = kv_gguf_open_ext(m->path, weights_mode(p), &m->gguf);
     if (rc) return rc;
     const kv_gguf *g = m->gguf;
     const char *arch;
@@ -775,7 +754,9 @@ int kv_model_load(const char *path, const kv_model_params *params, kv_model **ou
     if (got == 4 && magic == KV_GGUF_MAGIC) {
         rc = load_gguf(m, params);
     } else {
-        if ((rc = map_file(path, &m->map, &m->map_size))) goto fail;
+        if ((rc = kv_filemap_open(path, weights_mode(params), "a model header", &m->file))) goto fail;
+        m->map = m->file.data;
+        m->map_size = m->file.size;
         rc = magic == KV_LLAMA2C_MAGIC_Q8 ? load_llama2c_q8(m, params) : load_llama2c_legacy(m, params);
     }
     if (rc) goto fail;

@@ -16,6 +16,7 @@
 #include <stdint.h>
 
 #include "dtype.h"
+#include "filemap.h"
 #include "kernels.h"
 #include "tokenizer.h"
 
@@ -95,6 +96,11 @@ typedef struct kv_model_params {
     /* MPT's GELU (default KV_GELU_TANH, what llama.cpp runs); ignored by
      * other architectures. */
     kv_gelu gelu;
+    /* 0 (default): the file is read into anonymous memory in 2 MB huge
+     * pages, which decode streams faster (filemap.h); 1: the weights are
+     * read from the file's mapping (no copy, page cache shared between
+     * processes: for models close to the machine's memory). */
+    int weights_mmap;
 } kv_model_params;
 
 kv_model_params kv_model_default_params(void);
@@ -107,6 +113,8 @@ void kv_model_free(kv_model *m);
 const kv_model_info *kv_model_get_info(const kv_model *m);
 const kv_tokenizer *kv_model_tokenizer(const kv_model *m); /* NULL if none */
 const char *kv_model_path(const kv_model *m);
+/* How the model's file is held (mode, size, and kv_filemap_huge_bytes). */
+const kv_filemap *kv_model_file(const kv_model *m);
 
 /* Weights, for the forward pass and the converter. */
 const kv_tensor *kv_model_tok_embd(const kv_model *m);     /* [vocab][dim] */

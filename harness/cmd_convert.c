@@ -45,6 +45,7 @@ int hx_cmd_convert(int argc, char **argv, int help) {
     char ip[4096], tp[4096];
     kv_model_params p = kv_model_default_params();
     if (tokenizer) p.tokenizer_path = hx_resolve_model(tokenizer, tp, sizeof tp);
+    p.weights_mmap = 1; /* each weight is read once: no copy */
     kv_model *m;
     if (kv_model_load(hx_resolve_model(pos[0], ip, sizeof ip), &p, &m)) {
         fprintf(stderr, "kvbench convert: %s\n", kv_last_error());

@@ -52,6 +52,10 @@ static int load_model(const char *cmd, const model_args *a, int need_tokenizer, 
         fprintf(stderr, "kvbench %s: --%s\n", cmd, kv_last_error());
         return -1;
     }
+    if (hx_weights_mmap(&p.weights_mmap)) {
+        fprintf(stderr, "kvbench %s: %s\n", cmd, kv_last_error());
+        return -1;
+    }
     int rc = kv_model_load(hx_resolve_model(a->model, mp, sizeof mp), &p, m);
     if (rc) {
         fprintf(stderr, "kvbench %s: %s\n", cmd, kv_last_error());
@@ -162,6 +166,9 @@ int hx_cmd_info(int argc, char **argv, int help) {
     printf("norm_eps      %g\n", (double)i->norm_eps);
     printf("tied_output   %s\nweight_type   %s\nparameters    %lld\nweight_bytes  %zu\n", i->tied_output ? "yes" : "no",
            kv_dtype_name(i->wtype), (long long)i->n_params, i->weight_bytes);
+    const kv_filemap *fm = kv_model_file(m);
+    printf("file_held     %s (%zu bytes, %zu in 2 MB pages)\n", kv_filemap_mode_name(fm->mode), fm->size,
+           kv_filemap_huge_bytes(fm));
     kv_model_free(m);
     return 0;
 }
@@ -728,6 +735,9 @@ int hx_cmd_bench(int argc, char **argv, int help) {
     printf("model            %s\n", kv_model_path(m));
     printf("params           %lld (%s, %.1f MB)\n", (long long)mi->n_params, kv_dtype_name(mi->wtype),
            mi->weight_bytes / 1e6);
+    const kv_filemap *fm = kv_model_file(m);
+    printf("weights held     %s: %.1f of %.1f MB in 2 MB pages (KVBENCH_WEIGHTS=copy|mmap)\n",
+           fm->mode == KV_FILEMAP_COPY ? "copied" : "mapped", kv_filemap_huge_bytes(fm) / 1e6, fm->size / 1e6);
     char bs[32];
     printf("threads          %d (kernels: %s)\n", kv_ctx_n_threads(c), kv_isa_name(kv_kernels_isa()));
     printf("policy           %s, budget %s\n", pol->ops->name, pol_budget_str(&pol->budget, bs, sizeof bs));

@@ -6,6 +6,9 @@
 #include <stdlib.h>
 #include <unistd.h>
 
+#include "../engine/filemap.h"
+#include "../engine/kv_error.h"
+
 #ifndef KVBENCH_DEFAULT_MODELS
 #define KVBENCH_DEFAULT_MODELS "../shared/models"
 #endif
@@ -38,4 +41,13 @@ const char *hx_resolve_model(const char *path, char *buf, size_t cap) {
 
 const char *hx_resolve_data(const char *path, char *buf, size_t cap) {
     return resolve(path, hx_data_dir(), buf, cap);
+}
+
+int hx_weights_mmap(int *weights_mmap) {
+    const char *e = getenv("KVBENCH_WEIGHTS");
+    kv_filemap_mode mode = KV_FILEMAP_COPY;
+    if (e && *e && kv_filemap_mode_parse(e, &mode))
+        return kv_errorf(KV_EINVAL, "KVBENCH_WEIGHTS: expected mmap or copy, got '%s'", e);
+    *weights_mmap = mode == KV_FILEMAP_MMAP;
+    return KV_OK;
 }

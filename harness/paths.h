@@ -20,4 +20,11 @@ const char *hx_data_dir(void);
 const char *hx_resolve_model(const char *path, char *buf, size_t cap);
 const char *hx_resolve_data(const char *path, char *buf, size_t cap);
 
+/* $KVBENCH_WEIGHTS: how model files are held, "copy" (the default: read
+ * into 2 MB huge pages, faster decode) or "mmap" (mapped from the page
+ * cache, no copy: a model close to the machine's memory). Sets
+ * *weights_mmap (kv_model_params); KV_EINVAL with a message for any other
+ * value. */
+int hx_weights_mmap(int *weights_mmap);
+
 #endif

@@ -905,6 +905,7 @@ static int load_engine(const hx_experiment *e, const char *db, int model, int th
     p.ctx_len = md->ctx_len;
     p.norm_eps = md->norm_eps;
     p.gelu = md->gelu;
+    if (hx_weights_mmap(&p.weights_mmap)) return -1;
     hx_resolve_model(md->path, en->model_path, sizeof en->model_path);
     if (kv_model_load(en->model_path, &p, &en->model)) return -1;
     if (md->dtype && convert_model(en, md, db, &p)) return -1;

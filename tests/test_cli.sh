@@ -115,6 +115,19 @@ if "$kv" synth "$tmp/mpt.gguf" --arch mpt --dim 64 --layers 2 --heads 4 --vocab 
    "$kv" generate --model "$tmp/mpt.gguf" -n 20 -q --policy h2o --budget 8 >/dev/null 2>&1 &&
    "$kv" convert "$tmp/mpt.gguf" "$tmp/mpt-q8.gguf" --type q8_0 >/dev/null &&
    "$kv" info --model "$tmp/mpt-q8.gguf" | grep -q "^weight_type   q8_0"; then ok "synth mpt"; else bad "synth mpt"; fi
+# logits do not depend on the thread count: prefill's products run in
+# fixed blocks of weight rows (hidden 172 and vocab 1000 end in partial
+# blocks), attention a head per call; F32 weights and dequantized Q8_0
+toks=$(seq -s, 3 7 300)
+for ty in f32 q8_0; do
+  same=1
+  "$kv" synth "$tmp/thr-$ty.gguf" --dim 64 --hidden 172 --layers 2 --heads 4 --kv-heads 2 --vocab 1000 --type $ty >/dev/null || same=0
+  for th in 1 2 3; do
+    "$kv" logits --model "$tmp/thr-$ty.gguf" --tokens "$toks" --mode prefill --threads $th --out "$tmp/thr-$th.f32" >/dev/null || same=0
+  done
+  cmp -s "$tmp/thr-1.f32" "$tmp/thr-2.f32" && cmp -s "$tmp/thr-1.f32" "$tmp/thr-3.f32" || same=0
+  if [ $same = 1 ]; then ok "logits identical on 1, 2, 3 threads ($ty)"; else bad "logits identical on 1, 2, 3 threads ($ty)"; fi
+done
 expect_fail "synth: unknown architecture" 2 "arch: expected llama or mpt" -- "$kv" synth "$tmp/x.gguf" --arch gpt2
 expect_fail "bad --gelu" 1 "gelu: expected tanh or erf" -- "$kv" info --model "$tmp/mpt.gguf" --gelu exact
 
