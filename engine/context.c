@@ -775,12 +775,11 @@ static void attn_decode_worker(void *arg, int ith, int nth) {
         kv_cache_head *ch = kv_cache_head_at(c->cache, j->layer, h / group);
         const float *q = c->q + (size_t)h * hd, *keys = attn_keys(c, ch, h / group);
         float *o = c->att + (size_t)h * hd;
+        kv_dots_f32(q, keys, ch->len, hd, s);
         if (!c->lay)
-            for (int32_t t = 0; t < ch->len; t++)
-                s[t] = ch->pos[t] <= j->qpos ? kv_dot_f32(q, keys + (size_t)t * hd, hd) * scale : -INFINITY;
+            for (int32_t t = 0; t < ch->len; t++) s[t] = ch->pos[t] <= j->qpos ? s[t] * scale : -INFINITY;
         else
-            for (int32_t t = 0; t < ch->len; t++)
-                s[t] = sees_slot(c, ch, t, 0, 1) ? kv_dot_f32(q, keys + (size_t)t * hd, hd) * scale : -INFINITY;
+            for (int32_t t = 0; t < ch->len; t++) s[t] = sees_slot(c, ch, t, 0, 1) ? s[t] * scale : -INFINITY;
         if (c->alibi) alibi_bias(c, h, h / group, ch, s, 1, j->qpos);
         if (needs & KV_NEED_LOGITS) {
             kv_logit_row r = {j->layer, h, j->qpos, ch->len, s, ch->pos, c->st_reduced + (size_t)h * c->stats_stride,
@@ -793,9 +792,7 @@ static void attn_decode_worker(void *arg, int ith, int nth) {
         if (needs & KV_NEED_DECAYED_COLSUM) memcpy(stats_dcolsum(c, h), s, (size_t)ch->len * sizeof(float)); /* weight 1 */
         float *wrow = needs & KV_NEED_WINDOW ? stats_window(c, h, j->qpos) : NULL;
         if (wrow) memcpy(wrow, s, (size_t)ch->len * sizeof(float));
-        memset(o, 0, (size_t)hd * sizeof(float));
-        for (int32_t t = 0; t < ch->len; t++)
-            if (s[t] != 0.0f) kv_axpy_f32(o, s[t], ch->v + (size_t)t * hd, hd);
+        kv_wsum_f32(o, s, ch->v, ch->len, hd);
     }
 }
 

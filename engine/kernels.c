@@ -54,6 +54,16 @@ static void scalar_axpy(float *y, float a, const float *x, int64_t n) {
     for (int64_t i = 0; i < n; i++) y[i] += a * x[i];
 }
 
+static void scalar_dots(const float *q, const float *K, int64_t n, int64_t d, float *out) {
+    for (int64_t t = 0; t < n; t++) out[t] = scalar_dot(q, K + (size_t)t * d, d);
+}
+
+static void scalar_wsum(float *o, const float *w, const float *K, int64_t n, int64_t d) {
+    memset(o, 0, (size_t)d * sizeof *o);
+    for (int64_t t = 0; t < n; t++)
+        if (w[t] != 0.0f) scalar_axpy(o, w[t], K + (size_t)t * d, d);
+}
+
 static int scalar_matvec_rows(const kv_tensor *W, const float *x, float *y, int64_t r0, int64_t r1) {
     if (W->type == KV_F32 && ((uintptr_t)W->data & 3u) == 0) {
         for (int64_t r = r0; r < r1; r++) y[r] = scalar_dot((const float *)W->data + (size_t)r * W->cols, x, W->cols);
@@ -91,7 +101,8 @@ static int scalar_matvec_rows(const kv_tensor *W, const float *x, float *y, int6
     return 0;
 }
 
-const kv_kernel_table kv_kernels_scalar = {scalar_matvec_rows, scalar_dequant_rows, scalar_dot, scalar_axpy};
+const kv_kernel_table kv_kernels_scalar = {scalar_matvec_rows, scalar_dequant_rows, scalar_dot, scalar_axpy,
+                                           scalar_dots, scalar_wsum};
 
 /* ------------------------------------------------------------ dispatch */
 
@@ -190,3 +201,7 @@ void kv_dequant_rows(const kv_tensor *W, int64_t r0, int64_t r1, float *out) {
 float kv_dot_f32(const float *a, const float *b, int64_t n) { return kernels()->dot(a, b, n); }
 
 void kv_axpy_f32(float *y, float a, const float *x, int64_t n) { kernels()->axpy(y, a, x, n); }
+
+void kv_dots_f32(const float *q, const float *K, int64_t n, int64_t d, float *out) { kernels()->dots(q, K, n, d, out); }
+
+void kv_wsum_f32(float *o, const float *w, const float *K, int64_t n, int64_t d) { kernels()->wsum(o, w, K, n, d); }

@@ -45,5 +45,11 @@ void kv_dequant_rows(const kv_tensor *W, int64_t r0, int64_t r1, float *out);
 /* Small vector helpers used by the forward pass. */
 float kv_dot_f32(const float *a, const float *b, int64_t n);
 void kv_axpy_f32(float *y, float a, const float *x, int64_t n); /* y += a*x */
+/* Attention over one head's cache, K and V [n][d]: out[t] = q . K[t] (as
+ * kv_dot_f32 computes each), and o = sum of w[t] V[t] over the t with
+ * w[t] != 0 (as zeroing o and kv_axpy_f32 for each t in order would), in
+ * one call instead of one per cached key. */
+void kv_dots_f32(const float *q, const float *K, int64_t n, int64_t d, float *out);
+void kv_wsum_f32(float *o, const float *w, const float *V, int64_t n, int64_t d);
 
 #endif

@@ -188,7 +188,7 @@ static int avx2_dequant_rows(const kv_tensor *W, int64_t r0, int64_t r1, float *
     }
 }
 
-static float avx2_dot(const float *a, const float *b, int64_t n) {
+static inline float avx2_dot(const float *a, const float *b, int64_t n) {
     __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps();
     int64_t i = 0;
     for (; i + 16 <= n; i += 16) {
@@ -209,4 +209,33 @@ static void avx2_axpy(float *y, float a, const float *x, int64_t n) {
     for (; i < n; i++) y[i] += a * x[i];
 }
 
-const kv_kernel_table kv_kernels_avx2 = {avx2_matvec_rows, avx2_dequant_rows, avx2_dot, avx2_axpy};
+static void avx2_dots(const float *q, const float *K, int64_t n, int64_t d, float *out) {
+    for (int64_t t = 0; t < n; t++) out[t] = avx2_dot(q, K + (size_t)t * d, d);
+}
+
+/* o in chunks of 32 floats held in four registers across all t (the
+ * d % 8 tail in scalars, written as avx2_axpy's tail is): the same
+ * arithmetic per element, in the same order, as avx2_axpy into a zeroed o. */
+static void avx2_wsum(float *o, const float *w, const float *K, int64_t n, int64_t d) {
+    const int64_t d8 = d / 8 * 8;
+    for (int64_t c = 0; c < d8; c += 32) {
+        const int nv = (int)((d8 - c < 32 ? d8 - c : 32) / 8);
+        __m256 a[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
+        for (int64_t t = 0; t < n; t++) {
+            if (w[t] == 0.0f) continue;
+            const __m256 av = _mm256_set1_ps(w[t]);
+            const float *x = K + (size_t)t * d + c;
+            for (int k = 0; k < nv; k++) a[k] = _mm256_fmadd_ps(av, _mm256_loadu_ps(x + 8 * k), a[k]);
+        }
+        for (int k = 0; k < nv; k++) _mm256_storeu_ps(o + c + 8 * k, a[k]);
+    }
+    for (int64_t i = d8; i < d; i++) {
+        float y = 0.0f;
+        for (int64_t t = 0; t < n; t++)
+            if (w[t] != 0.0f) y += w[t] * K[(size_t)t * d + i];
+        o[i] = y;
+    }
+}
+
+const kv_kernel_table kv_kernels_avx2 = {avx2_matvec_rows, avx2_dequant_rows, avx2_dot,
+                                         avx2_axpy,        avx2_dots,         avx2_wsum};

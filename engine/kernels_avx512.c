@@ -188,7 +188,7 @@ static int avx512_dequant_rows(const kv_tensor *W, int64_t r0, int64_t r1, float
     }
 }
 
-static float avx512_dot(const float *a, const float *b, int64_t n) {
+static inline float avx512_dot(const float *a, const float *b, int64_t n) {
     __m512 s0 = _mm512_setzero_ps(), s1 = _mm512_setzero_ps();
     int64_t i = 0;
     for (; i + 32 <= n; i += 32) {
@@ -214,4 +214,37 @@ static void avx512_axpy(float *y, float a, const float *x, int64_t n) {
     }
 }
 
-const kv_kernel_table kv_kernels_avx512 = {avx512_matvec_rows, avx512_dequant_rows, avx512_dot, avx512_axpy};
+static void avx512_dots(const float *q, const float *K, int64_t n, int64_t d, float *out) {
+    for (int64_t t = 0; t < n; t++) out[t] = avx512_dot(q, K + (size_t)t * d, d);
+}
+
+/* o in chunks of 64 floats held in four registers across all t: the same
+ * fused multiply-add per element, in the same order, as avx512_axpy into
+ * a zeroed o, without reloading and storing o for every t. */
+static void avx512_wsum(float *o, const float *w, const float *K, int64_t n, int64_t d) {
+    for (int64_t c = 0; c < d; c += 64) {
+        const int64_t m = d - c < 64 ? d - c : 64;
+        __mmask16 mk[4];
+        for (int k = 0; k < 4; k++) {
+            int64_t lanes = m - 16 * k;
+            mk[k] = lanes >= 16 ? (__mmask16)0xffff : lanes > 0 ? (__mmask16)((1u << lanes) - 1) : 0;
+        }
+        __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+        for (int64_t t = 0; t < n; t++) {
+            if (w[t] == 0.0f) continue;
+            const __m512 av = _mm512_set1_ps(w[t]);
+            const float *x = K + (size_t)t * d + c;
+            a0 = _mm512_fmadd_ps(av, _mm512_maskz_loadu_ps(mk[0], x), a0);
+            if (mk[1]) a1 = _mm512_fmadd_ps(av, _mm512_maskz_loadu_ps(mk[1], x + 16), a1);
+            if (mk[2]) a2 = _mm512_fmadd_ps(av, _mm512_maskz_loadu_ps(mk[2], x + 32), a2);
+            if (mk[3]) a3 = _mm512_fmadd_ps(av, _mm512_maskz_loadu_ps(mk[3], x + 48), a3);
+        }
+        _mm512_mask_storeu_ps(o + c, mk[0], a0);
+        _mm512_mask_storeu_ps(o + c + 16, mk[1], a1);
+        _mm512_mask_storeu_ps(o + c + 32, mk[2], a2);
+        _mm512_mask_storeu_ps(o + c + 48, mk[3], a3);
+    }
+}
+
+const kv_kernel_table kv_kernels_avx512 = {avx512_matvec_rows, avx512_dequant_rows, avx512_dot,
+                                           avx512_axpy,        avx512_dots,         avx512_wsum};

@@ -15,6 +15,11 @@ typedef struct kv_kernel_table {
     int (*dequant_rows)(const kv_tensor *W, int64_t r0, int64_t r1, float *out);
     float (*dot)(const float *a, const float *b, int64_t n);
     void (*axpy)(float *y, float a, const float *x, int64_t n);
+    /* out[t] = dot(q, K[t]) for t < n, each bit-identical to dot's */
+    void (*dots)(const float *q, const float *K, int64_t n, int64_t d, float *out);
+    /* o = sum over t < n with w[t] != 0 of w[t] K[t], bit-identical to
+     * zeroing o and calling axpy for each t in order */
+    void (*wsum)(float *o, const float *w, const float *K, int64_t n, int64_t d);
 } kv_kernel_table;
 
 extern const kv_kernel_table kv_kernels_scalar;

@@ -196,11 +196,47 @@ static void test_dot_axpy(void **state) {
     }
 }
 
+/* The one-call attention kernels give, bit for bit, what one dot per key
+ * and zeroing plus one axpy per key give (decode's results must not change
+ * with the kernel that computes them), for head sizes with and without
+ * vector tails, and skip zero weights (masked keys). */
+static void test_dots_wsum(void **state) {
+    (void)state;
+    enum { NMAX = 37, DMAX = 200 };
+    static float K[NMAX * DMAX], q[DMAX], out[NMAX], o[DMAX], ref[DMAX];
+    float w[NMAX];
+    uint64_t s = 9;
+    for (int i = 0; i < NMAX * DMAX; i++) K[i] = frand(&s);
+    for (int i = 0; i < DMAX; i++) q[i] = frand(&s);
+    for (int t = 0; t < NMAX; t++) w[t] = t % 5 == 3 ? 0.0f : frand(&s);
+    const int ds[] = {1, 7, 8, 15, 16, 17, 33, 64, 80, 96, 128, 200}, ns[] = {1, 5, NMAX};
+    for (int isa = KV_ISA_SCALAR; isa <= KV_ISA_AVX512; isa++) {
+        if (kv_kernels_set_isa((kv_isa)isa) != KV_OK) continue;
+        for (size_t di = 0; di < sizeof ds / sizeof ds[0]; di++)
+            for (size_t ni = 0; ni < sizeof ns / sizeof ns[0]; ni++) {
+                const int d = ds[di], n = ns[ni];
+                kv_dots_f32(q, K, n, d, out);
+                for (int t = 0; t < n; t++) {
+                    float one = kv_dot_f32(q, K + (size_t)t * d, d);
+                    assert_memory_equal(&out[t], &one, sizeof one);
+                }
+                memset(ref, 0, sizeof ref);
+                for (int t = 0; t < n; t++)
+                    if (w[t] != 0.0f) kv_axpy_f32(ref, w[t], K + (size_t)t * d, d);
+                for (int i = 0; i < DMAX; i++) o[i] = 7.0f; /* stale values must be overwritten */
+                kv_wsum_f32(o, w, K, n, d);
+                assert_memory_equal(o, ref, (size_t)d * sizeof(float));
+                assert_true(o[d < DMAX ? d : 0] == (d < DMAX ? 7.0f : o[0])); /* nothing written past d */
+            }
+    }
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_matvec_all),       cmocka_unit_test(test_plain_tails),
         cmocka_unit_test(test_matvec_range_invariant),
         cmocka_unit_test(test_dequant_rows_exact), cmocka_unit_test(test_dot_axpy),
+        cmocka_unit_test(test_dots_wsum),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
