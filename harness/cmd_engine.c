@@ -18,6 +18,7 @@
 #include "clock.h"
 #include "commands.h"
 #include "opts.h"
+#include "membw.h"
 #include "paths.h"
 #include "record.h"
 
@@ -666,7 +667,7 @@ static size_t decode_weight_bytes(const kv_model *m) {
 
 int hx_cmd_bench(int argc, char **argv, int help) {
     model_args a = {0};
-    int n_prompt = 128, n_gen = 64, reps = 5;
+    int n_prompt = 128, n_gen = 64, reps = 5, membw_mb = 256;
     policy_args pa = {.seed = 42};
     hx_opt opts[] = {
         MODEL_OPTS(a),
@@ -674,6 +675,7 @@ int hx_cmd_bench(int argc, char **argv, int help) {
         {"prompt", 'p', HX_OPT_INT, &n_prompt, "N", "prompt tokens for prefill (default 128)"},
         {"gen", 'n', HX_OPT_INT, &n_gen, "N", "decoded tokens per run (default 64)"},
         {"reps", 'r', HX_OPT_INT, &reps, "N", "runs; medians are reported (default 5)"},
+        {"membw", 0, HX_OPT_INT, &membw_mb, "MB", "measure memory read bandwidth on a buffer this large before and after the runs (default 256; 0: skip)"},
     };
     if (help) {
         printf("usage: kvbench bench --model PATH [--threads N] [--prompt N] [--gen N] [--reps N]\n\n"
@@ -685,8 +687,8 @@ int hx_cmd_bench(int argc, char **argv, int help) {
     const char *pos[1];
     int np;
     if (hx_opts_parse("bench", argc, argv, opts, N_OPTS(opts), pos, 0, &np)) return 2;
-    if (n_prompt < 1 || n_gen < 1 || reps < 1) {
-        fprintf(stderr, "kvbench bench: --prompt, --gen and --reps must be >= 1\n");
+    if (n_prompt < 1 || n_gen < 1 || reps < 1 || membw_mb < 0) {
+        fprintf(stderr, "kvbench bench: --prompt, --gen and --reps must be >= 1, --membw >= 0\n");
         return 2;
     }
     kv_model *m;
@@ -707,6 +709,8 @@ int hx_cmd_bench(int argc, char **argv, int help) {
         prompt[i] = (int32_t)(x % (uint64_t)mi->vocab_size);
     }
     size_t kv_read = 0;
+    /* the memory's read bandwidth now and after the runs: decode is bound by it */
+    double bw0 = membw_mb ? hx_membw_read(kv_ctx_n_threads(c), (size_t)membw_mb << 20, 5) : 0, bw1 = 0;
     /* run -1 is a warm-up (page faults of the mapped weights, thread start),
      * not counted */
     for (int r = -1; r < reps; r++) {
@@ -728,6 +732,7 @@ int hx_cmd_bench(int argc, char **argv, int help) {
          * slots (the cache as the last step left it) */
         kv_read = (size_t)kv_cache_total_slots(kv_ctx_cache(c)) * (size_t)mi->head_dim * 2 * sizeof(float);
     }
+    if (membw_mb) bw1 = hx_membw_read(kv_ctx_n_threads(c), (size_t)membw_mb << 20, 5);
     qsort(pf, (size_t)reps, sizeof *pf, cmp_double);
     qsort(dc, (size_t)reps, sizeof *dc, cmp_double);
     double pfm = pf[reps / 2], dcm = dc[reps / 2];
@@ -747,7 +752,14 @@ int hx_cmd_bench(int argc, char **argv, int help) {
            dcm, reps, dc[0], dc[reps - 1]);
     printf("bytes per token  %.2f MB weights + %.2f MB KV cache = %.2f MB\n", wb / 1e6, kv_read / 1e6,
            (wb + kv_read) / 1e6);
-    printf("decode bandwidth %.1f GB/s\n", (wb + kv_read) * dcm / 1e9);
+    if (membw_mb) {
+        printf("memory read      %.1f GB/s before the runs, %.1f after (%d threads, %d MB)\n", bw0, bw1,
+               kv_ctx_n_threads(c), membw_mb);
+        printf("decode bandwidth %.1f GB/s (%.0f%% of the mean of those)\n", (wb + kv_read) * dcm / 1e9,
+               100.0 * (wb + kv_read) * dcm / 1e9 / ((bw0 + bw1) / 2));
+    } else {
+        printf("decode bandwidth %.1f GB/s\n", (wb + kv_read) * dcm / 1e9);
+    }
     printf("decode step      %.3f ms (median)\n", 1e3 / dcm);
     status = 0;
     goto out;
