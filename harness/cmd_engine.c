@@ -667,7 +667,7 @@ static size_t decode_weight_bytes(const kv_model *m) {
 
 int hx_cmd_bench(int argc, char **argv, int help) {
     model_args a = {0};
-    int n_prompt = 128, n_gen = 64, reps = 5, membw_mb = 256;
+    int n_prompt = 128, n_gen = 64, reps = 5, membw_mb = 128;
     policy_args pa = {.seed = 42};
     hx_opt opts[] = {
         MODEL_OPTS(a),
@@ -675,7 +675,7 @@ int hx_cmd_bench(int argc, char **argv, int help) {
         {"prompt", 'p', HX_OPT_INT, &n_prompt, "N", "prompt tokens for prefill (default 128)"},
         {"gen", 'n', HX_OPT_INT, &n_gen, "N", "decoded tokens per run (default 64)"},
         {"reps", 'r', HX_OPT_INT, &reps, "N", "runs; medians are reported (default 5)"},
-        {"membw", 0, HX_OPT_INT, &membw_mb, "MB", "measure memory read bandwidth on a buffer this large before and after the runs (default 256; 0: skip)"},
+        {"membw", 0, HX_OPT_INT, &membw_mb, "MB", "measure the memory read bandwidth on a buffer this large around each run (default 128, four times the last-level cache here; 0: skip)"},
     };
     if (help) {
         printf("usage: kvbench bench --model PATH [--threads N] [--prompt N] [--gen N] [--reps N]\n\n"
@@ -699,9 +699,15 @@ int hx_cmd_bench(int argc, char **argv, int help) {
     int32_t *prompt = malloc((size_t)n_prompt * sizeof *prompt);
     float *logits = malloc((size_t)mi->vocab_size * sizeof *logits);
     double *pf = malloc((size_t)reps * sizeof *pf), *dc = malloc((size_t)reps * sizeof *dc);
+    double *mem = calloc((size_t)reps + 1, sizeof *mem), *share = calloc((size_t)reps, sizeof *share);
     kv_policy *pol = NULL;
-    if (!prompt || !logits || !pf || !dc || new_ctx("bench", m, a.threads, &c) || make_policy("bench", &pa, m, &pol))
+    hx_membw *probe = NULL;
+    if (!prompt || !logits || !pf || !dc || !mem || !share || new_ctx("bench", m, a.threads, &c) || make_policy("bench", &pa, m, &pol))
         goto out;
+    if (membw_mb && !(probe = hx_membw_new(kv_ctx_n_threads(c), (size_t)membw_mb << 20))) {
+        fprintf(stderr, "kvbench bench: out of memory for a %d MB bandwidth probe (--membw 0 skips it)\n", membw_mb);
+        goto out;
+    }
     pol_attach(pol, c);
     uint64_t x = 88172645463325252ull; /* fixed xorshift seed: the same prompt every run */
     for (int i = 0; i < n_prompt; i++) {
@@ -709,11 +715,13 @@ int hx_cmd_bench(int argc, char **argv, int help) {
         prompt[i] = (int32_t)(x % (uint64_t)mi->vocab_size);
     }
     size_t kv_read = 0;
-    /* the memory's read bandwidth now and after the runs: decode is bound by it */
-    double bw0 = membw_mb ? hx_membw_read(kv_ctx_n_threads(c), (size_t)membw_mb << 20, 5) : 0, bw1 = 0;
+    const size_t wb = decode_weight_bytes(m);
     /* run -1 is a warm-up (page faults of the mapped weights, thread start),
      * not counted */
     for (int r = -1; r < reps; r++) {
+        /* the memory's read bandwidth right before each run (and after
+         * the last): decode is bound by it, and it moves */
+        if (probe && r >= 0) mem[r] = hx_membw_measure(probe, 3);
         kv_ctx_reset(c);
         pol_begin(pol, n_prompt);
         double t0 = now_s();
@@ -732,11 +740,16 @@ int hx_cmd_bench(int argc, char **argv, int help) {
          * slots (the cache as the last step left it) */
         kv_read = (size_t)kv_cache_total_slots(kv_ctx_cache(c)) * (size_t)mi->head_dim * 2 * sizeof(float);
     }
-    if (membw_mb) bw1 = hx_membw_read(kv_ctx_n_threads(c), (size_t)membw_mb << 20, 5);
+    if (probe) {
+        mem[reps] = hx_membw_measure(probe, 3);
+        for (int r = 0; r < reps; r++) /* each run's decode bandwidth over the memory's around it */
+            share[r] = (double)(wb + kv_read) * dc[r] / 1e9 / ((mem[r] + mem[r + 1]) / 2);
+        qsort(mem, (size_t)reps + 1, sizeof *mem, cmp_double);
+        qsort(share, (size_t)reps, sizeof *share, cmp_double);
+    }
     qsort(pf, (size_t)reps, sizeof *pf, cmp_double);
     qsort(dc, (size_t)reps, sizeof *dc, cmp_double);
     double pfm = pf[reps / 2], dcm = dc[reps / 2];
-    size_t wb = decode_weight_bytes(m);
     printf("model            %s\n", kv_model_path(m));
     printf("params           %lld (%s, %.1f MB)\n", (long long)mi->n_params, kv_dtype_name(mi->wtype),
            mi->weight_bytes / 1e6);
@@ -752,13 +765,12 @@ int hx_cmd_bench(int argc, char **argv, int help) {
            dcm, reps, dc[0], dc[reps - 1]);
     printf("bytes per token  %.2f MB weights + %.2f MB KV cache = %.2f MB\n", wb / 1e6, kv_read / 1e6,
            (wb + kv_read) / 1e6);
-    if (membw_mb) {
-        printf("memory read      %.1f GB/s before the runs, %.1f after (%d threads, %d MB)\n", bw0, bw1,
-               kv_ctx_n_threads(c), membw_mb);
-        printf("decode bandwidth %.1f GB/s (%.0f%% of the mean of those)\n", (wb + kv_read) * dcm / 1e9,
-               100.0 * (wb + kv_read) * dcm / 1e9 / ((bw0 + bw1) / 2));
-    } else {
-        printf("decode bandwidth %.1f GB/s\n", (wb + kv_read) * dcm / 1e9);
+    printf("decode bandwidth %.1f GB/s\n", (wb + kv_read) * dcm / 1e9);
+    if (probe) {
+        printf("memory read      %.1f GB/s (median; min %.1f, max %.1f: %d MB read by %d threads before each run)\n",
+               mem[reps / 2], mem[0], mem[reps], membw_mb, kv_ctx_n_threads(c));
+        printf("decode share     %.0f%% of the memory read bandwidth (median of the runs; min %.0f%%, max %.0f%%)\n",
+               100 * share[reps / 2], 100 * share[0], 100 * share[reps - 1]);
     }
     printf("decode step      %.3f ms (median)\n", 1e3 / dcm);
     status = 0;
@@ -770,6 +782,9 @@ out:
     free(logits);
     free(pf);
     free(dc);
+    free(mem);
+    free(share);
+    hx_membw_free(probe);
     kv_ctx_free(c);
     pol_free(pol);
     kv_model_free(m);

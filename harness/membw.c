@@ -10,16 +10,21 @@
 #include "../engine/threadpool.h"
 #include "clock.h"
 
-typedef struct probe {
-    const uint64_t *buf;
+#define HX_HUGE_PAGE ((size_t)2 << 20)
+
+struct hx_membw {
+    void *region;            /* the mapping, and its length */
+    size_t region_len;
+    const uint64_t *buf;     /* 2 MB aligned, inside region */
     size_t n;                /* words */
+    kv_pool *pool;
     volatile uint64_t sink[64];
-} probe;
+};
 
 /* Eight independent integer sums: the compiler vectorises them, and the
  * loop is bound by the loads, not by an add chain. */
 static void read_share(void *arg, int ith, int nth) {
-    probe *p = arg;
+    hx_membw *p = arg;
     size_t a = p->n * (size_t)ith / (size_t)nth / 8 * 8, b = p->n * (size_t)(ith + 1) / (size_t)nth / 8 * 8;
     uint64_t s[8] = {0};
     for (size_t i = a; i < b; i += 8)
@@ -32,36 +37,48 @@ static int cmp_double(const void *x, const void *y) {
     return (a > b) - (a < b);
 }
 
-double hx_membw_read(int threads, size_t bytes, int passes) {
-    if (passes < 1) passes = 1;
-    const size_t page = (size_t)2 << 20;
-    bytes = (bytes + page - 1) / page * page;
-    void *r = mmap(NULL, bytes + page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (r == MAP_FAILED) return -1.0;
-    uint64_t *buf = (uint64_t *)(((uintptr_t)r + page - 1) / page * page);
+hx_membw *hx_membw_new(int threads, size_t bytes) {
+    hx_membw *m = calloc(1, sizeof *m);
+    if (!m) return NULL;
+    bytes = (bytes + HX_HUGE_PAGE - 1) / HX_HUGE_PAGE * HX_HUGE_PAGE;
+    m->region_len = bytes + HX_HUGE_PAGE;
+    m->region = mmap(NULL, m->region_len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (m->region == MAP_FAILED) {
+        free(m);
+        return NULL;
+    }
+    uint64_t *buf = (uint64_t *)(((uintptr_t)m->region + HX_HUGE_PAGE - 1) / HX_HUGE_PAGE * HX_HUGE_PAGE);
 #ifdef MADV_HUGEPAGE
     (void)madvise(buf, bytes, MADV_HUGEPAGE);
 #endif
     memset(buf, 1, bytes); /* real pages, not the shared zero page */
-    kv_pool *pool = kv_pool_new(threads);
-    double *gbs = malloc((size_t)passes * sizeof *gbs);
-    probe *p = calloc(1, sizeof *p);
-    double med = -1.0;
-    if (pool && gbs && p) {
-        p->buf = buf;
-        p->n = bytes / sizeof(uint64_t);
-        kv_pool_run(pool, read_share, p); /* untimed: wakes the threads */
-        for (int i = 0; i < passes; i++) {
-            double t0 = now_s();
-            kv_pool_run(pool, read_share, p);
-            gbs[i] = (double)bytes / (now_s() - t0) / 1e9;
-        }
-        qsort(gbs, (size_t)passes, sizeof *gbs, cmp_double);
-        med = gbs[passes / 2];
+    m->buf = buf;
+    m->n = bytes / sizeof(uint64_t);
+    if (!(m->pool = kv_pool_new(threads))) {
+        hx_membw_free(m);
+        return NULL;
     }
-    free(p);
-    free(gbs);
-    kv_pool_free(pool);
-    munmap(r, bytes + page);
-    return med;
+    return m;
+}
+
+double hx_membw_measure(hx_membw *m, int passes) {
+    enum { MAX_PASSES = 64 };
+    double gbs[MAX_PASSES];
+    if (passes < 1) passes = 1;
+    if (passes > MAX_PASSES) passes = MAX_PASSES;
+    kv_pool_run(m->pool, read_share, m); /* untimed: wakes the threads */
+    for (int i = 0; i < passes; i++) {
+        double t0 = now_s();
+        kv_pool_run(m->pool, read_share, m);
+        gbs[i] = (double)(m->n * sizeof(uint64_t)) / (now_s() - t0) / 1e9;
+    }
+    qsort(gbs, (size_t)passes, sizeof *gbs, cmp_double);
+    return gbs[passes / 2];
+}
+
+void hx_membw_free(hx_membw *m) {
+    if (!m) return;
+    kv_pool_free(m->pool);
+    munmap(m->region, m->region_len);
+    free(m);
 }

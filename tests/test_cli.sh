@@ -101,7 +101,12 @@ expect_fail "policy without --stream" 1 "go with --stream" -- \
 
 # bench prints its figures
 out=$("$kv" bench --model $M --prompt 32 --gen 16 --reps 2 --threads 2 2>&1)
-if echo "$out" | grep -qE "^decode .* tok/s" && echo "$out" | grep -q "bytes per token"; then ok "bench"; else bad "bench" "$out"; fi
+if echo "$out" | grep -qE "^decode .* tok/s" && echo "$out" | grep -q "bytes per token" &&
+   echo "$out" | grep -qE "^memory read +[0-9.]+ GB/s" && echo "$out" | grep -qE "^decode share +[0-9]+% " &&
+   echo "$out" | grep -qE "^weights held +copied: "; then ok "bench"; else bad "bench" "$out"; fi
+out=$(KVBENCH_WEIGHTS=mmap "$kv" bench --model $M --prompt 8 --gen 4 --reps 1 --membw 0 2>&1)
+if echo "$out" | grep -qE "^weights held +mapped: " && ! echo "$out" | grep -q "^memory read"; then ok "bench: mapped weights, no probe"; else bad "bench: mapped weights, no probe" "$out"; fi
+expect_fail "bad KVBENCH_WEIGHTS" 1 "KVBENCH_WEIGHTS: expected mmap or copy, got 'huge'" -- env KVBENCH_WEIGHTS=huge "$kv" info --model $M
 
 # synth writes a model that loads
 if "$kv" synth "$tmp/syn.gguf" --dim 64 --hidden 128 --layers 2 --heads 4 --kv-heads 2 --vocab 320 --type q4_0 >/dev/null &&

@@ -332,12 +332,53 @@ static void test_gguf_model_errors(void **state) {
     assert_non_null(strstr(kv_last_error(), "offset"));
 }
 
+/* Weights copied into huge pages (the default) or read from the file's
+ * mapping give identical logits, for llama2.c and GGUF files; the model
+ * says how its file is held. */
+static void test_weights_copy_or_mmap(void **state) {
+    (void)state;
+    char bin[1024], gg[512];
+    if (!tu_model_path("stories260K/stories260K.bin", bin, sizeof bin)) skip();
+    kv_model *src = load_or_skip("stories260K/stories260K.bin", 0);
+    snprintf(gg, sizeof gg, "%s/held.gguf", g_tmp);
+    assert_int_equal(kv_model_export_gguf(src, gg, KV_Q8_0), KV_OK);
+    kv_model_free(src);
+    enum { N = 24, V = 512 };
+    int32_t t[N];
+    for (int i = 0; i < N; i++) t[i] = (i * 29 + 5) % V;
+    const char *paths[2] = {bin, gg};
+    for (int f = 0; f < 2; f++) {
+        float *out[2];
+        for (int mm = 0; mm < 2; mm++) {
+            kv_model_params mp = kv_model_default_params();
+            mp.no_tokenizer = 1;
+            mp.weights_mmap = mm;
+            kv_model *m;
+            assert_int_equal(kv_model_load(paths[f], &mp, &m), KV_OK);
+            const kv_filemap *fm = kv_model_file(m);
+            assert_int_equal(fm->mode, mm ? KV_FILEMAP_MMAP : KV_FILEMAP_COPY);
+            assert_true(fm->size > 0 && fm->data != NULL);
+            if (!mm) assert_int_equal((uintptr_t)fm->data % (2u << 20), 0); /* on a huge-page boundary */
+            kv_ctx *c;
+            assert_int_equal(kv_ctx_new(m, NULL, &c), KV_OK);
+            out[mm] = malloc((size_t)N * V * sizeof(float));
+            eval_all(c, t, N, N, out[mm], V);
+            kv_ctx_free(c);
+            kv_model_free(m);
+        }
+        assert_memory_equal(out[0], out[1], (size_t)N * V * sizeof(float));
+        free(out[0]);
+        free(out[1]);
+    }
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_stories_info),       cmocka_unit_test(test_truncated_llama2c),
         cmocka_unit_test(test_bad_llama2c_header), cmocka_unit_test(test_convert_roundtrip),
         cmocka_unit_test(test_prefill_decode_agree), cmocka_unit_test(test_no_state_leak),
         cmocka_unit_test(test_bad_tokens),         cmocka_unit_test(test_gguf_model_errors),
+        cmocka_unit_test(test_weights_copy_or_mmap),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
