@@ -247,6 +247,62 @@ static void clamp_all(float *x, size_t n, float lim) {
     for (size_t i = 0; i < n; i++) x[i] = x[i] < -lim ? -lim : x[i] > lim ? lim : x[i];
 }
 
+/* Element-wise work of a prefill spread over the pool: fn(c, arg, i0, i1)
+ * on contiguous shares of [0, n). Each element is computed as a serial
+ * loop computes it, whatever the split. Below `min_par` items (decode) it
+ * runs on the caller: a hand-off would cost more than the work. */
+typedef void (*range_fn)(kv_ctx *c, const void *arg, int64_t i0, int64_t i1);
+typedef struct range_job { kv_ctx *c; const void *arg; int64_t n; range_fn fn; } range_job;
+
+static void range_worker(void *p, int ith, int nth) {
+    const range_job *j = p;
+    int64_t a = j->n * ith / nth, b = j->n * (ith + 1) / nth;
+    if (b > a) j->fn(j->c, j->arg, a, b);
+}
+
+static void pool_range(kv_ctx *c, int64_t n, int64_t min_par, range_fn fn, const void *arg) {
+    if (n < min_par || c->n_threads == 1) {
+        fn(c, arg, 0, n);
+        return;
+    }
+    range_job j = {c, arg, n, fn};
+    kv_pool_run(c->pool, range_worker, &j);
+}
+
+enum { KV_PAR_ROWS = 8, KV_PAR_ELEMS = 8192 }; /* below these, element-wise work stays serial */
+
+/* xb rows [i0, i1) = the norm of x's rows, with weight w[0] and bias w[1] (or NULL) */
+static void norm_range(kv_ctx *c, const void *arg, int64_t i0, int64_t i1) {
+    const float *const *w = arg;
+    const size_t dim = (size_t)c->mi->dim;
+    for (int64_t t = i0; t < i1; t++) norm_row(c, c->xb + (size_t)t * dim, c->x + (size_t)t * dim, w[0], w[1]);
+}
+
+static void norm_rows(kv_ctx *c, int n, const float *weight, const float *bias) {
+    const float *w[2] = {weight, bias};
+    pool_range(c, n, KV_PAR_ROWS, norm_range, w);
+}
+
+/* x += xb2 (a residual) */
+static void residual_range(kv_ctx *c, const void *arg, int64_t i0, int64_t i1) {
+    (void)arg;
+    for (int64_t i = i0; i < i1; i++) c->x[i] += c->xb2[i];
+}
+
+/* hb = silu(hb) * hb2 */
+static void swiglu_range(kv_ctx *c, const void *arg, int64_t i0, int64_t i1) {
+    (void)arg;
+    for (int64_t i = i0; i < i1; i++) {
+        float g = c->hb[i];
+        c->hb[i] = g / (1.0f + expf(-g)) * c->hb2[i];
+    }
+}
+
+static void gelu_range(kv_ctx *c, const void *arg, int64_t i0, int64_t i1) {
+    (void)arg;
+    gelu(c->hb + i0, (size_t)(i1 - i0), c->mi->gelu);
+}
+
 static void softmax(float *x, int n) {
     float mx = -INFINITY;
     for (int i = 0; i < n; i++) mx = x[i] > mx ? x[i] : mx;
@@ -911,7 +967,7 @@ static void clamp_qkv(kv_ctx *c, int n) {
 /* MPT's MLP up to the down projection: hb = gelu(up(xb)) (no gate). */
 static void mlp_up_gelu(kv_ctx *c, const kv_layer_weights *w, int n) {
     matmul(c, &w->w_up, c->xb, c->hb, n);
-    gelu(c->hb, (size_t)n * c->mi->hidden_dim, c->mi->gelu);
+    pool_range(c, (int64_t)n * c->mi->hidden_dim, KV_PAR_ELEMS, gelu_range, NULL);
 }
 
 /* ---------------------------------------------------------- the forward */
@@ -936,8 +992,7 @@ static int eval_chunk(kv_ctx *c, const int32_t *tokens, int n, float *logits, in
     for (int l = 0; l < mi->n_layers; l++) {
         const kv_layer_weights *w = kv_model_layer(m, l);
         /* attention */
-        for (int t = 0; t < n; t++)
-            norm_row(c, c->xb + (size_t)t * dim, c->x + (size_t)t * dim, w->attn_norm, w->attn_norm_b);
+        norm_rows(c, n, w->attn_norm, w->attn_norm_b);
         if (n == 1) {
             mv_job jobs[3] = {{&w->wq, c->xb, c->q}, {&w->wk, c->xb, c->k}, {&w->wv, c->xb, c->v}};
             matvec3(c, jobs, 3);
@@ -1003,11 +1058,10 @@ static int eval_chunk(kv_ctx *c, const int32_t *tokens, int n, float *logits, in
             continue;
         }
         matmul(c, &w->wo, c->att, c->xb2, n);
-        for (size_t i = 0; i < (size_t)n * dim; i++) c->x[i] += c->xb2[i];
+        pool_range(c, (int64_t)n * dim, KV_PAR_ELEMS, residual_range, NULL);
 
         /* SwiGLU MLP (MPT: GELU) */
-        for (int t = 0; t < n; t++)
-            norm_row(c, c->xb + (size_t)t * dim, c->x + (size_t)t * dim, w->ffn_norm, w->ffn_norm_b);
+        norm_rows(c, n, w->ffn_norm, w->ffn_norm_b);
         if (mi->arch == KV_ARCH_MPT) {
             mlp_up_gelu(c, w, n);
         } else if (n == 1) {
@@ -1017,13 +1071,9 @@ static int eval_chunk(kv_ctx *c, const int32_t *tokens, int n, float *logits, in
             matmul(c, &w->w_gate, c->xb, c->hb, n);
             matmul(c, &w->w_up, c->xb, c->hb2, n);
         }
-        const size_t n_swiglu = mi->arch == KV_ARCH_MPT ? 0 : (size_t)n * hid;
-        for (size_t i = 0; i < n_swiglu; i++) {
-            float g = c->hb[i];
-            c->hb[i] = g / (1.0f + expf(-g)) * c->hb2[i];
-        }
+        if (mi->arch != KV_ARCH_MPT) pool_range(c, (int64_t)n * hid, KV_PAR_ELEMS, swiglu_range, NULL);
         matmul(c, &w->w_down, c->hb, c->xb2, n);
-        for (size_t i = 0; i < (size_t)n * dim; i++) c->x[i] += c->xb2[i];
+        pool_range(c, (int64_t)n * dim, KV_PAR_ELEMS, residual_range, NULL);
     }
 
     c->pos = lay_pos ? lay_pos[n - 1] + 1 : c->pos + n;
