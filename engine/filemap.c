@@ -41,6 +41,24 @@ static uint8_t *huge_alloc(size_t size, void **base, size_t *len) {
     return p;
 }
 
+/* Bytes the kernel says can be had without swapping (MemAvailable: free
+ * memory plus reclaimable page cache); free memory where /proc is absent. */
+static size_t available_bytes(void) {
+    FILE *f = fopen("/proc/meminfo", "r");
+    if (f) {
+        char line[128];
+        unsigned long kb;
+        while (fgets(line, sizeof line, f))
+            if (sscanf(line, "MemAvailable: %lu kB", &kb) == 1) {
+                fclose(f);
+                return (size_t)kb * 1024;
+            }
+        fclose(f);
+    }
+    long pages = sysconf(_SC_AVPHYS_PAGES), page = sysconf(_SC_PAGESIZE);
+    return pages > 0 && page > 0 ? (size_t)pages * (size_t)page : SIZE_MAX;
+}
+
 static int read_all(int fd, const char *path, uint8_t *dst, size_t size) {
     size_t off = 0;
     while (off < size) {
@@ -75,6 +93,10 @@ int kv_filemap_open(const char *path, kv_filemap_mode mode, const char *what_exp
         return kv_errorf(KV_EFORMAT, "%s: offset 0: expected %s, the file is empty", path, what_expected);
     }
     size_t size = (size_t)st.st_size;
+    /* A copy that needs more than half of the memory to be had would push
+     * the machine into swapping or the OOM killer; the mapping pages in
+     * from the file instead. The caller sees the mode in out->mode. */
+    if (mode == KV_FILEMAP_COPY && size > available_bytes() / 2) mode = KV_FILEMAP_MMAP;
     int rc = KV_OK;
     if (mode == KV_FILEMAP_COPY) {
         uint8_t *p = huge_alloc(size, &out->base, &out->len);

@@ -29,7 +29,9 @@ typedef struct kv_filemap {
     size_t len;
 } kv_filemap;
 
-/* Opens `path` (a regular, non-empty file) the way `mode` says. Returns
+/* Opens `path` (a regular, non-empty file) the way `mode` says, except
+ * that a copy larger than half of the memory the kernel reports available
+ * (MemAvailable) is mapped instead: out->mode says which it got. Returns
  * KV_OK, KV_EIO (open, stat, map or read failed; the message names the
  * file and, for a short read, the offset), KV_EFORMAT (empty file:
  * `what_expected` names what the caller wanted at offset 0) or KV_ENOMEM. */

@@ -11,6 +11,8 @@
 #include <cmocka.h>
 
 #include <math.h>
+#include <stdio.h>
+#include <unistd.h>
 
 #include "context.h"
 #include "export.h"
@@ -372,13 +374,44 @@ static void test_weights_copy_or_mmap(void **state) {
     }
 }
 
+/* A copy that would take more than half of the available memory is mapped
+ * instead (a sparse file: no disk, no memory used). */
+static void test_large_copy_is_mapped(void **state) {
+    (void)state;
+    unsigned long kb = 0;
+    char line[128];
+    FILE *mi = fopen("/proc/meminfo", "r");
+    if (!mi) skip();
+    while (fgets(line, sizeof line, mi) && sscanf(line, "MemAvailable: %lu kB", &kb) != 1) {}
+    fclose(mi);
+    if (!kb) skip();
+    char p[512];
+    snprintf(p, sizeof p, "%s/sparse.bin", g_tmp);
+    FILE *f = fopen(p, "wb");
+    assert_non_null(f);
+    fclose(f);
+    off_t big = (off_t)kb * 1024 / 10 * 6; /* 60% of what is available */
+    if (truncate(p, big) != 0) skip();
+    kv_filemap fm;
+    assert_int_equal(kv_filemap_open(p, KV_FILEMAP_COPY, "anything", &fm), KV_OK);
+    assert_int_equal(fm.mode, KV_FILEMAP_MMAP);
+    assert_true(fm.size == (size_t)big && fm.data[0] == 0 && fm.data[fm.size - 1] == 0);
+    kv_filemap_close(&fm);
+    /* a small file is copied as asked */
+    assert_int_equal(truncate(p, 4096), 0);
+    assert_int_equal(kv_filemap_open(p, KV_FILEMAP_COPY, "anything", &fm), KV_OK);
+    assert_int_equal(fm.mode, KV_FILEMAP_COPY);
+    kv_filemap_close(&fm);
+    unlink(p);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_stories_info),       cmocka_unit_test(test_truncated_llama2c),
         cmocka_unit_test(test_bad_llama2c_header), cmocka_unit_test(test_convert_roundtrip),
         cmocka_unit_test(test_prefill_decode_agree), cmocka_unit_test(test_no_state_leak),
         cmocka_unit_test(test_bad_tokens),         cmocka_unit_test(test_gguf_model_errors),
-        cmocka_unit_test(test_weights_copy_or_mmap),
+        cmocka_unit_test(test_weights_copy_or_mmap), cmocka_unit_test(test_large_copy_is_mapped),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
