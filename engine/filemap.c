@@ -25,14 +25,12 @@ int kv_filemap_mode_parse(const char *name, kv_filemap_mode *out) {
     return KV_OK;
 }
 
-/* Anonymous memory for `size` bytes starting on a 2 MB boundary, advised
- * for huge pages; the whole reservation goes to *base / *len. */
-static uint8_t *huge_alloc(size_t size, void **base, size_t *len) {
+void *kv_huge_alloc(size_t size, void **base, size_t *len) {
     size_t rounded = (size + KV_HUGE_PAGE - 1) / KV_HUGE_PAGE * KV_HUGE_PAGE;
     size_t total = rounded + KV_HUGE_PAGE;
     void *r = mmap(NULL, total, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (r == MAP_FAILED) return NULL;
-    uint8_t *p = (uint8_t *)(((uintptr_t)r + KV_HUGE_PAGE - 1) / KV_HUGE_PAGE * KV_HUGE_PAGE);
+    void *p = (void *)(((uintptr_t)r + KV_HUGE_PAGE - 1) / KV_HUGE_PAGE * KV_HUGE_PAGE);
 #ifdef MADV_HUGEPAGE
     (void)madvise(p, rounded, MADV_HUGEPAGE); /* advice only: fails harmlessly without THP */
 #endif
@@ -99,7 +97,7 @@ int kv_filemap_open(const char *path, kv_filemap_mode mode, const char *what_exp
     if (mode == KV_FILEMAP_COPY && size > available_bytes() / 2) mode = KV_FILEMAP_MMAP;
     int rc = KV_OK;
     if (mode == KV_FILEMAP_COPY) {
-        uint8_t *p = huge_alloc(size, &out->base, &out->len);
+        uint8_t *p = kv_huge_alloc(size, &out->base, &out->len);
         if (!p) {
             rc = kv_errorf(KV_ENOMEM, "%s: out of memory for a %zu-byte copy (try weights = mmap)", path, size);
         } else if ((rc = read_all(fd, path, p, size)) != KV_OK) {
@@ -126,8 +124,12 @@ int kv_filemap_open(const char *path, kv_filemap_mode mode, const char *what_exp
 }
 
 void kv_filemap_close(kv_filemap *m) {
-    if (m->base) munmap(m->base, m->len);
+    kv_huge_free(m->base, m->len);
     memset(m, 0, sizeof *m);
+}
+
+void kv_huge_free(void *base, size_t len) {
+    if (base) munmap(base, len);
 }
 
 size_t kv_filemap_huge_bytes(const kv_filemap *m) {

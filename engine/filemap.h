@@ -9,7 +9,7 @@
  *
  * Why a copy: decode streams every weight once per token, and walking 4 KB
  * pages costs a TLB miss every 4 KB of the stream; on the 110M benchmark
- * model the copy decodes 3-6% faster (docs/ARCHITECTURE.md, "Weights in
+ * model the copy decodes 4-15% faster (docs/ARCHITECTURE.md, "Weights in
  * memory"). Where the kernel has no transparent huge pages the copy still
  * works, in whatever pages it gets: kv_filemap_huge_bytes says how many
  * bytes really sit in huge pages. */
@@ -41,6 +41,13 @@ void kv_filemap_close(kv_filemap *m);
 /* Bytes of the map that the kernel holds in huge pages now (from
  * /proc/self/smaps; 0 where that cannot be read). */
 size_t kv_filemap_huge_bytes(const kv_filemap *m);
+
+/* Anonymous read-write memory for `size` bytes starting on a 2 MB boundary
+ * and advised for huge pages (what KV_FILEMAP_COPY reads a file into; also
+ * the bandwidth probe's buffer). *base / *len: the reservation, for
+ * kv_huge_free. NULL when out of memory. */
+void *kv_huge_alloc(size_t size, void **base, size_t *len);
+void kv_huge_free(void *base, size_t len); /* base NULL: nothing */
 
 const char *kv_filemap_mode_name(kv_filemap_mode mode);
 /* "mmap" or "copy"; KV_EINVAL naming what was expected otherwise. */

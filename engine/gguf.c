@@ -8,11 +8,9 @@
 #include "gguf.h"
 
 #include <errno.h>
-#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include "filemap.h"
@@ -34,9 +32,7 @@ typedef struct gguf_kv {
 
 struct kv_gguf {
     char *path;
-    kv_filemap fm;      /* the file's bytes (mapped or copied) */
-    const uint8_t *map; /* = fm.data */
-    size_t size;
+    kv_filemap fm;      /* the file's bytes (mapped or copied): fm.data [fm.size] */
     uint32_t version;
     uint32_t alignment;
     int64_t n_kv;
@@ -55,19 +51,19 @@ typedef struct cursor {
     size_t off;
 } cursor;
 
-static size_t left(const cursor *c) { return c->g->size - c->off; }
+static size_t left(const cursor *c) { return c->g->fm.size - c->off; }
 
 static int need(cursor *c, uint64_t n, const char *what) {
     if (n > left(c))
         return kv_errorf(KV_EFORMAT, "%s: offset %zu: expected %s (%llu bytes), but the file ends at offset %zu",
-                         c->g->path, c->off, what, (unsigned long long)n, c->g->size);
+                         c->g->path, c->off, what, (unsigned long long)n, c->g->fm.size);
     return KV_OK;
 }
 
 static int rd_u32(cursor *c, uint32_t *v, const char *what) {
     int rc = need(c, 4, what);
     if (rc) return rc;
-    memcpy(v, c->g->map + c->off, 4);
+    memcpy(v, c->g->fm.data + c->off, 4);
     c->off += 4;
     return KV_OK;
 }
@@ -75,7 +71,7 @@ static int rd_u32(cursor *c, uint32_t *v, const char *what) {
 static int rd_u64(cursor *c, uint64_t *v, const char *what) {
     int rc = need(c, 8, what);
     if (rc) return rc;
-    memcpy(v, c->g->map + c->off, 8);
+    memcpy(v, c->g->fm.data + c->off, 8);
     c->off += 8;
     return KV_OK;
 }
@@ -184,9 +180,9 @@ static int parse_kvs(kv_gguf *g, cursor *c) {
         if (klen == 0 || klen > 65535)
             return kv_errorf(KV_EFORMAT, "%s: offset %zu: expected a metadata key of 1..65535 bytes, got %llu", g->path,
                              at, (unsigned long long)klen);
-        if (memchr(g->map + ko, 0, (size_t)klen))
+        if (memchr(g->fm.data + ko, 0, (size_t)klen))
             return kv_errorf(KV_EFORMAT, "%s: offset %zu: metadata key contains a NUL byte", g->path, at);
-        kv->key = arena_add(g, g->map + ko, (size_t)klen);
+        kv->key = arena_add(g, g->fm.data + ko, (size_t)klen);
         if (!kv->key) return kv_errorf(KV_ENOMEM, "out of memory");
         for (int64_t j = 0; j < i; j++)
             if (strcmp(g->kvs[j].key, kv->key) == 0)
@@ -194,9 +190,9 @@ static int parse_kvs(kv_gguf *g, cursor *c) {
         if ((rc = rd_u32(c, &t, "a metadata value type"))) return rc;
         kv->type = (kv_gguf_type)t;
         kv->off = c->off;
-        if (t == KV_GGUF_ARRAY && c->off + 12 <= g->size) {
-            memcpy(&kv->elem, g->map + c->off, 4);
-            memcpy(&kv->n, g->map + c->off + 4, 8);
+        if (t == KV_GGUF_ARRAY && c->off + 12 <= g->fm.size) {
+            memcpy(&kv->elem, g->fm.data + c->off, 4);
+            memcpy(&kv->n, g->fm.data + c->off + 4, 8);
             kv->data_off = c->off + 12;
         }
         if ((rc = skip_value(c, t, 0, kv->key))) return rc;
@@ -208,7 +204,7 @@ static int parse_kvs(kv_gguf *g, cursor *c) {
             for (uint64_t e = 0; e < kv->n; e++) {
                 uint64_t len;
                 kv->str_offs[e] = p;
-                memcpy(&len, g->map + p, 8);
+                memcpy(&len, g->fm.data + p, 8);
                 p += 8 + (size_t)len;
             }
         }
@@ -224,10 +220,10 @@ static int parse_tensors(kv_gguf *g, cursor *c) {
         uint32_t nd, type;
         int rc = rd_str(c, &no, &nlen, "a tensor name");
         if (rc) return rc;
-        if (nlen == 0 || nlen > GGUF_MAX_NAME || memchr(g->map + no, 0, (size_t)nlen))
+        if (nlen == 0 || nlen > GGUF_MAX_NAME || memchr(g->fm.data + no, 0, (size_t)nlen))
             return kv_errorf(KV_EFORMAT, "%s: offset %zu: expected a tensor name of 1..%d bytes, got %llu", g->path, at,
                              GGUF_MAX_NAME, (unsigned long long)nlen);
-        t->name = arena_add(g, g->map + no, (size_t)nlen);
+        t->name = arena_add(g, g->fm.data + no, (size_t)nlen);
         if (!t->name) return kv_errorf(KV_ENOMEM, "out of memory");
         size_t nd_at = c->off;
         if ((rc = rd_u32(c, &nd, "a tensor's dimension count"))) return rc;
@@ -277,11 +273,9 @@ int kv_gguf_open_ext(const char *path, kv_filemap_mode mode, kv_gguf **out) {
     }
     int rc = kv_filemap_open(path, mode, "a 24-byte GGUF header", &g->fm);
     if (rc) goto fail;
-    g->map = g->fm.data;
-    g->size = g->fm.size;
-    if (g->size < 24) {
+    if (g->fm.size < 24) {
         rc = kv_errorf(KV_EFORMAT, "%s: offset 0: expected a 24-byte GGUF header, the file has %zu bytes", path,
-                       g->size);
+                       g->fm.size);
         goto fail;
     }
 
@@ -289,7 +283,7 @@ int kv_gguf_open_ext(const char *path, kv_filemap_mode mode, kv_gguf **out) {
     uint32_t magic;
     uint64_t nt = 0, nkv = 0;
     rd_u32(&c, &magic, "the magic");
-    if (memcmp(g->map, "GGUF", 4) != 0) {
+    if (memcmp(g->fm.data, "GGUF", 4) != 0) {
         rc = kv_errorf(KV_EFORMAT, "%s: offset 0: expected the magic \"GGUF\"", path);
         goto fail;
     }
@@ -303,12 +297,12 @@ int kv_gguf_open_ext(const char *path, kv_filemap_mode mode, kv_gguf **out) {
     /* each entry takes at least 13 (metadata) or 32 (tensor info) bytes */
     if (nkv > left(&c) / 13) {
         rc = kv_errorf(KV_EFORMAT, "%s: offset 16: %llu metadata entries cannot fit in a %zu-byte file", path,
-                       (unsigned long long)nkv, g->size);
+                       (unsigned long long)nkv, g->fm.size);
         goto fail;
     }
     if (nt > left(&c) / 32) {
         rc = kv_errorf(KV_EFORMAT, "%s: offset 8: %llu tensors cannot fit in a %zu-byte file", path,
-                       (unsigned long long)nt, g->size);
+                       (unsigned long long)nt, g->fm.size);
         goto fail;
     }
     g->n_kv = (int64_t)nkv;
@@ -316,7 +310,7 @@ int kv_gguf_open_ext(const char *path, kv_filemap_mode mode, kv_gguf **out) {
     g->kvs = calloc((size_t)(nkv ? nkv : 1), sizeof *g->kvs);
     g->tensors = calloc((size_t)(nt ? nt : 1), sizeof *g->tensors);
     g->by_name = calloc((size_t)(nt ? nt : 1), sizeof *g->by_name);
-    g->arena_cap = g->size + 2 * (size_t)(nkv + nt) + 1; /* names are copied from the file, plus NULs */
+    g->arena_cap = g->fm.size + 2 * (size_t)(nkv + nt) + 1; /* names are copied from the file, plus NULs */
     g->arena = malloc(g->arena_cap);
     if (!g->kvs || !g->tensors || !g->by_name || !g->arena) {
         rc = kv_errorf(KV_ENOMEM, "out of memory");
@@ -340,13 +334,13 @@ int kv_gguf_open_ext(const char *path, kv_filemap_mode mode, kv_gguf **out) {
     size_t data = (c.off + g->alignment - 1) / g->alignment * g->alignment;
     for (int64_t i = 0; i < g->n_tensors; i++) {
         kv_gguf_tensor *t = &g->tensors[i];
-        if (data > g->size || t->offset > g->size - data || t->nbytes > g->size - data - t->offset) {
+        if (data > g->fm.size || t->offset > g->fm.size - data || t->nbytes > g->fm.size - data - t->offset) {
             rc = kv_errorf(KV_EFORMAT, "%s: offset %zu: tensor '%s': data [%llu, +%zu) past the end of the file "
-                           "(%zu bytes)", path, data + (size_t)(t->offset > g->size ? 0 : t->offset), t->name,
-                           (unsigned long long)(data + t->offset), t->nbytes, g->size);
+                           "(%zu bytes)", path, data + (size_t)(t->offset > g->fm.size ? 0 : t->offset), t->name,
+                           (unsigned long long)(data + t->offset), t->nbytes, g->fm.size);
             goto fail;
         }
-        t->data = g->map + data + t->offset;
+        t->data = g->fm.data + data + t->offset;
         g->by_name[i] = t;
     }
     qsort(g->by_name, (size_t)g->n_tensors, sizeof *g->by_name, cmp_tensor_name);
@@ -366,7 +360,7 @@ const kv_filemap *kv_gguf_filemap(const kv_gguf *g) { return &g->fm; }
 const char *kv_gguf_path(const kv_gguf *g) { return g->path; }
 uint32_t kv_gguf_version(const kv_gguf *g) { return g->version; }
 uint32_t kv_gguf_alignment(const kv_gguf *g) { return g->alignment; }
-size_t kv_gguf_file_size(const kv_gguf *g) { return g->size; }
+size_t kv_gguf_file_size(const kv_gguf *g) { return g->fm.size; }
 int64_t kv_gguf_n_kv(const kv_gguf *g) { return g->n_kv; }
 const char *kv_gguf_key(const kv_gguf *g, int64_t i) { return g->kvs[i].key; }
 kv_gguf_type kv_gguf_kv_type(const kv_gguf *g, int64_t i) { return g->kvs[i].type; }
@@ -427,7 +421,7 @@ int kv_gguf_get_int(const kv_gguf *g, const char *key, int64_t *out) {
     int rc;
     const gguf_kv *kv = lookup(g, key, &rc);
     if (!kv) return rc;
-    if (read_int(g->map + kv->off, kv->type, out) != 0) return wrong_type(g, kv, "an integer");
+    if (read_int(g->fm.data + kv->off, kv->type, out) != 0) return wrong_type(g, kv, "an integer");
     return KV_OK;
 }
 
@@ -437,13 +431,13 @@ int kv_gguf_get_float(const kv_gguf *g, const char *key, double *out) {
     if (!kv) return rc;
     if (kv->type == KV_GGUF_F32) {
         float f;
-        memcpy(&f, g->map + kv->off, 4);
+        memcpy(&f, g->fm.data + kv->off, 4);
         *out = f;
     } else if (kv->type == KV_GGUF_F64) {
-        memcpy(out, g->map + kv->off, 8);
+        memcpy(out, g->fm.data + kv->off, 8);
     } else {
         int64_t i;
-        if (read_int(g->map + kv->off, kv->type, &i) != 0) return wrong_type(g, kv, "a number");
+        if (read_int(g->fm.data + kv->off, kv->type, &i) != 0) return wrong_type(g, kv, "a number");
         *out = (double)i;
     }
     return KV_OK;
@@ -454,7 +448,7 @@ int kv_gguf_get_bool(const kv_gguf *g, const char *key, int *out) {
     const gguf_kv *kv = lookup(g, key, &rc);
     if (!kv) return rc;
     int64_t i;
-    if (read_int(g->map + kv->off, kv->type, &i) != 0) return wrong_type(g, kv, "a bool");
+    if (read_int(g->fm.data + kv->off, kv->type, &i) != 0) return wrong_type(g, kv, "a bool");
     *out = i != 0;
     return KV_OK;
 }
@@ -465,8 +459,8 @@ int kv_gguf_get_str(const kv_gguf *g, const char *key, const char **s, size_t *l
     if (!kv) return rc;
     if (kv->type != KV_GGUF_STRING) return wrong_type(g, kv, "a string");
     uint64_t n;
-    memcpy(&n, g->map + kv->off, 8);
-    *s = (const char *)g->map + kv->off + 8;
+    memcpy(&n, g->fm.data + kv->off, 8);
+    *s = (const char *)g->fm.data + kv->off + 8;
     *len = (size_t)n;
     return KV_OK;
 }
@@ -487,7 +481,7 @@ int kv_gguf_get_arr_data(const kv_gguf *g, const char *key, const void **data) {
     if (!kv) return rc;
     if (kv->type != KV_GGUF_ARRAY || type_size(kv->elem) == 0)
         return wrong_type(g, kv, "an array of fixed-size elements");
-    *data = g->map + kv->data_off;
+    *data = g->fm.data + kv->data_off;
     return KV_OK;
 }
 
@@ -500,8 +494,8 @@ int kv_gguf_get_arr_str(const kv_gguf *g, const char *key, uint64_t i, const cha
         return kv_errorf(KV_EINVAL, "%s: metadata key '%s': element %llu of %llu", g->path, key,
                          (unsigned long long)i, (unsigned long long)kv->n);
     uint64_t n;
-    memcpy(&n, g->map + kv->str_offs[i], 8);
-    *s = (const char *)g->map + kv->str_offs[i] + 8;
+    memcpy(&n, g->fm.data + kv->str_offs[i], 8);
+    *s = (const char *)g->fm.data + kv->str_offs[i] + 8;
     *len = (size_t)n;
     return KV_OK;
 }

@@ -8,13 +8,11 @@
 #include "model.h"
 
 #include <errno.h>
-#include <fcntl.h>
 #include <math.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include "gguf.h"
@@ -34,9 +32,7 @@ struct kv_model {
     kv_tensor output;        /* [vocab][dim] */
     kv_tokenizer *tok;
     /* ownership */
-    kv_filemap file;         /* llama2.c files: the whole file, read-only */
-    const uint8_t *map;      /* = file.data */
-    size_t map_size;
+    kv_filemap file;         /* llama2.c files: the whole file, read-only (file.data [file.size]) */
     kv_gguf *gguf;           /* GGUF files: owns its own mapping */
     void **owned;            /* heap blocks to free (converted norms, aligned scales) */
     int n_owned, cap_owned;
@@ -245,11 +241,11 @@ static int l2c_take(l2c_cursor *c, const char *what, uint64_t n_elems, size_t el
 
 static int load_llama2c_legacy(kv_model *m, const kv_model_params *p) {
     kv_model_info *i = &m->info;
-    if (m->map_size < 28)
+    if (m->file.size < 28)
         return kv_errorf(KV_EFORMAT, "%s: offset 0: expected a 28-byte llama2.c header, file has %zu bytes",
-                         m->path, m->map_size);
+                         m->path, m->file.size);
     int32_t h[7];
-    memcpy(h, m->map, sizeof h);
+    memcpy(h, m->file.data, sizeof h);
     i->arch = KV_ARCH_LLAMA;
     i->format = KV_FORMAT_LLAMA2C;
     i->dim = h[0];
@@ -270,7 +266,7 @@ static int load_llama2c_legacy(kv_model *m, const kv_model_params *p) {
 
     int64_t dim = i->dim, hid = i->hidden_dim, L = i->n_layers, V = i->vocab_size;
     int64_t kvd = (int64_t)i->n_kv_heads * i->head_dim;
-    l2c_cursor c = {m->path, m->map, m->map_size, 28};
+    l2c_cursor c = {m->path, m->file.data, m->file.size, 28};
     const void *emb = NULL, *rms_att = NULL, *wq = NULL, *wk = NULL, *wv = NULL, *wo = NULL, *rms_ffn = NULL,
                *w1 = NULL, *w2 = NULL, *w3 = NULL, *rms_fin = NULL, *rope = NULL, *wcls = NULL;
     if ((rc = l2c_take(&c, "token_embedding [vocab][dim]", (uint64_t)(V * dim), 4, &emb)) ||
@@ -349,10 +345,10 @@ static kv_tensor q8g(const int8_t *q, const float *s, int32_t gs, int64_t rows, 
 
 static int load_llama2c_q8(kv_model *m, const kv_model_params *p) {
     kv_model_info *i = &m->info;
-    const uint8_t *b = m->map;
-    if (m->map_size < 256)
+    const uint8_t *b = m->file.data;
+    if (m->file.size < 256)
         return kv_errorf(KV_EFORMAT, "%s: offset 0: expected a 256-byte version-2 header, file has %zu bytes",
-                         m->path, m->map_size);
+                         m->path, m->file.size);
     int32_t version, h[7], gs;
     memcpy(&version, b + 4, 4);
     if (version != 2)
@@ -386,7 +382,7 @@ static int load_llama2c_q8(kv_model *m, const kv_model_params *p) {
         return kv_errorf(KV_EFORMAT, "%s: offset 37: expected a group size dividing dim %lld and hidden_dim %lld, got %d",
                          m->path, (long long)dim, (long long)hid, gs);
 
-    l2c_cursor c = {m->path, m->map, m->map_size, 256};
+    l2c_cursor c = {m->path, m->file.data, m->file.size, 256};
     const void *att = NULL, *ffn = NULL, *fin = NULL;
     if ((rc = l2c_take(&c, "rms_att [layers][dim]", (uint64_t)(L * dim), 4, &att)) ||
         (rc = l2c_take(&c, "rms_ffn [layers][dim]", (uint64_t)(L * dim), 4, &ffn)) ||
@@ -755,8 +751,6 @@ int kv_model_load(const char *path, const kv_model_params *params, kv_model **ou
         rc = load_gguf(m, params);
     } else {
         if ((rc = kv_filemap_open(path, weights_mode(params), "a model header", &m->file))) goto fail;
-        m->map = m->file.data;
-        m->map_size = m->file.size;
         rc = magic == KV_LLAMA2C_MAGIC_Q8 ? load_llama2c_q8(m, params) : load_llama2c_legacy(m, params);
     }
     if (rc) goto fail;

@@ -1,19 +1,16 @@
 /* membw.c - see membw.h. */
-#define _DEFAULT_SOURCE
 #include "membw.h"
 
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 
+#include "../engine/filemap.h"
 #include "../engine/threadpool.h"
 #include "clock.h"
 
-#define HX_HUGE_PAGE ((size_t)2 << 20)
-
 struct hx_membw {
-    void *region;            /* the mapping, and its length */
+    void *region;            /* kv_huge_alloc's reservation, and its length */
     size_t region_len;
     const uint64_t *buf;     /* 2 MB aligned, inside region */
     size_t n;                /* words */
@@ -40,17 +37,11 @@ static int cmp_double(const void *x, const void *y) {
 hx_membw *hx_membw_new(int threads, size_t bytes) {
     hx_membw *m = calloc(1, sizeof *m);
     if (!m) return NULL;
-    bytes = (bytes + HX_HUGE_PAGE - 1) / HX_HUGE_PAGE * HX_HUGE_PAGE;
-    m->region_len = bytes + HX_HUGE_PAGE;
-    m->region = mmap(NULL, m->region_len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (m->region == MAP_FAILED) {
+    uint64_t *buf = kv_huge_alloc(bytes, &m->region, &m->region_len);
+    if (!buf) {
         free(m);
         return NULL;
     }
-    uint64_t *buf = (uint64_t *)(((uintptr_t)m->region + HX_HUGE_PAGE - 1) / HX_HUGE_PAGE * HX_HUGE_PAGE);
-#ifdef MADV_HUGEPAGE
-    (void)madvise(buf, bytes, MADV_HUGEPAGE);
-#endif
     memset(buf, 1, bytes); /* real pages, not the shared zero page */
     m->buf = buf;
     m->n = bytes / sizeof(uint64_t);
@@ -79,6 +70,6 @@ double hx_membw_measure(hx_membw *m, int passes) {
 void hx_membw_free(hx_membw *m) {
     if (!m) return;
     kv_pool_free(m->pool);
-    munmap(m->region, m->region_len);
+    kv_huge_free(m->region, m->region_len);
     free(m);
 }
