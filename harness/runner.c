@@ -539,14 +539,15 @@ static int run_identity(const run_state *rs, const engine *en, const run_cell *r
         snprintf(params + strlen(params), pcap - strlen(params), "%s%s=%s", i ? "," : "", pol->ops->params[i].name,
                  pol_param_str(pol, i, v, sizeof v));
     }
-    snprintf(params + strlen(params), pcap - strlen(params), "%spositions=%s", pol->ops->n_params ? "," : "",
-             kv_pos_mode_name(pol->positions));
+    char common[96];
+    snprintf(params + strlen(params), pcap - strlen(params), "%s%s", pol->ops->n_params ? "," : "",
+             pol_common_str(pol, common, sizeof common));
     char bs[32], lens[512] = "", deps[512] = "";
     pol_budget_str(&rc->budget, bs, sizeof bs);
     for (int i = 0; i < t->n_lengths; i++) snprintf(lens + strlen(lens), sizeof lens - strlen(lens), "%d ", t->lengths[i]);
     for (int i = 0; i < t->n_depths; i++) snprintf(deps + strlen(deps), sizeof deps - strlen(deps), "%d ", t->depths[i]);
     int n = snprintf(spec, cap,
-                     "kvbench-run/1 version=%s model_hash=%s arch=%g/%d/%g%s task_kind=%s data=%s haystack=%s template=%s@%d "
+                     "kvbench-run/2 version=%s model_hash=%s arch=%g/%d/%g%s task_kind=%s data=%s haystack=%s template=%s@%d "
                      "max_prompt_tokens=%d max_new_tokens=%d stop_newline=%d fidelity=%d doc_field=%s ref_field=%s "
                      "lengths=%s depths=%s per_cell=%d tokens=%d chunk=%d min_chars=%d curve_bucket=%d policy=%s params=%s "
                      "budget=%s seed=%llu",

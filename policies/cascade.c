@@ -375,6 +375,7 @@ const pol_ops pol_cascade_ops = {
     .needs = KV_NEED_DECAYED_COLSUM,
     .init = cascade_init,
     .on_layer = cascade_on_layer,
+    .prefill = POL_PREFILL_STREAMING, /* strided: the authors' prefill */
     .reset = cascade_reset,
     .free = cascade_free,
     .split = cascade_split,

@@ -42,7 +42,7 @@ static int h2o_on_layer(kv_policy *p, kv_cache *c, const kv_attn_view *v) {
         }
         /* sim: the slot of the token about to be generated is counted in */
         const int32_t next = (int32_t)p->param[1], limit = p->limit - next;
-        if (h->len <= limit) continue;
+        if (p->hold || h->len <= limit) continue;
         /* the recent window: the newest `recent` positions (tokens are
          * never evicted while inside it, so these are all present) */
         int32_t recent = (int32_t)(p->limit * p->param[0]), heavy = p->limit - recent;

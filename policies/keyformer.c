@@ -132,7 +132,7 @@ static int kf_on_layer(kv_policy *p, kv_cache *c, const kv_attn_view *v) {
                 const double *row = v->reduced + (size_t)q * v->stride;
                 for (int32_t j = 0; j < h->len; j++) score[j] += row[j];
             }
-        if (h->len <= keep) continue;
+        if (p->hold || h->len <= keep) continue;
         /* the recent window: the newest positions (tokens are never evicted
          * while inside it, so these are all present) */
         int32_t from = recent > 0 ? pol_max_pos(h) - recent + 1 : INT32_MAX;

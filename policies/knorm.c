@@ -29,7 +29,7 @@ static int knorm_on_layer(kv_policy *p, kv_cache *c, const kv_attn_view *v) {
             for (int d = 0; d < hd; d++) n2 += (double)h->k[(size_t)j * hd + d] * h->k[(size_t)j * hd + d];
             score[j] = -(float)sqrt(n2);
         }
-        if (h->len <= p->limit) continue;
+        if (p->hold || h->len <= p->limit) continue;
         int rc = pol_keep_top(c, h, score, INT32_MAX, p->limit, 1);
         if (rc) return rc;
         pol_scores_sync(p->state, v->layer, g, h, &fresh); /* record the new length */

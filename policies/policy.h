@@ -54,6 +54,19 @@ typedef struct pol_param_def {
 
 typedef struct kv_policy kv_policy;
 
+/* How the prompt meets the policy (every policy takes prefill=whole|streaming):
+ * WHOLE     - the authors' protocol for prompts: the whole prompt is
+ *             evaluated with full attention, however the engine chunks it,
+ *             and nothing is evicted until its last token has been seen
+ *             (on_layer is called with p->hold set and accumulates only);
+ *             the statistics are those of one full-attention pass.
+ * STREAMING - evict while reading: the prompt goes through the cache in
+ *             forwards of `chunk` tokens (chunk=N; 0: the engine's batch) and
+ *             the policy evicts after each, as a memory-bound deployment or
+ *             StreamingLLM's streams do. The default only where the method's
+ *             authors define it so (the cascading cache's strided prefill). */
+typedef enum pol_prefill { POL_PREFILL_WHOLE = 0, POL_PREFILL_STREAMING = 1 } pol_prefill;
+
 enum pol_flags {
     /* Compresses the prompt once, at its end, and appends generated tokens
      * without eviction (SnapKV, PyramidKV: METHODS.md section 0, family 1):
@@ -98,6 +111,8 @@ typedef struct pol_ops {
     /* Optional: whether the policy can run on model m (e.g. its vocabulary
      * has the tokens the method needs); KV_EINVAL with a message if not. */
     int (*check_model)(const kv_policy *p, const kv_model *m);
+    /* The default of prefill=whole|streaming: the authors' own (0: whole). */
+    pol_prefill prefill;
 } pol_ops;
 
 /* An instance: the ops, its parameter values, the budget, and the method's state. */
@@ -113,6 +128,13 @@ struct kv_policy {
     int32_t n_prompt;             /* prompt tokens of this sequence (pol_begin; 0: not known) */
     uint64_t seed;
     kv_pos_mode positions;        /* "positions=original|cache|rerotate", any policy */
+    pol_prefill prefill;          /* "prefill=whole|streaming", any policy */
+    int32_t chunk;                /* "chunk=N": streaming forwards of N prompt tokens (0: engine's batch) */
+    /* Set by the hook for each on_layer call: 1 while prefill=whole and the
+     * prompt is not yet fully read. on_layer must then only accumulate its
+     * statistics and remove nothing (the hook checks: removing a slot while
+     * holding is an error naming the policy). */
+    int hold;
     double decay;                 /* KV_NEED_DECAYED_COLSUM: kv_ctx_hook.decay (set by init) */
     int n_layers, n_kv_heads;
     void *state;
@@ -128,7 +150,10 @@ const pol_ops *pol_find(const char *name); /* NULL if unknown */
  * (e.g. {"sinks=4"}): an unknown policy or key, a malformed number or a
  * value out of range is KV_EINVAL with a message naming it. Besides each
  * policy's own table, every policy accepts positions=original|cache|rerotate (see
- * kv_pos_mode in context.h). */
+ * kv_pos_mode in context.h), prefill=whole|streaming and chunk=N (see
+ * pol_prefill; a method that compresses once at the prompt's end, or reads
+ * the prompt its own way, refuses streaming; the cascading cache, whose
+ * authors define a strided streaming prefill, refuses whole). */
 int pol_new(const char *name, const char *const *settings, int n_settings, const pol_budget *budget,
             uint64_t seed, const kv_model_info *mi, kv_policy **out);
 void pol_free(kv_policy *p);
@@ -152,6 +177,15 @@ int pol_check_model(const kv_policy *p, const kv_model *m);
 
 /* Prints the registry with each policy's parameter table. */
 void pol_print_all(void);
+
+/* "whole", "streaming"; and back (-1 for an unknown name). */
+const char *pol_prefill_name(pol_prefill m);
+int pol_prefill_parse(const char *s);
+
+/* The settings every policy takes, as "positions=..,prefill=..[,chunk=N]"
+ * (chunk only when streaming): what a run's parameters record besides the
+ * method's own table. */
+const char *pol_common_str(const kv_policy *p, char *buf, size_t cap);
 
 /* Parameter i of p as text: its name for a choice ("gumbel"), else "%g". */
 const char *pol_param_str(const kv_policy *p, int i, char *buf, size_t cap);

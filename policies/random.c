@@ -27,7 +27,7 @@ static int random_on_layer(kv_policy *p, kv_cache *c, const kv_attn_view *v) {
     rnd_state *st = p->state;
     for (int g = 0; g < v->n_kv_heads; g++) {
         kv_cache_head *h = kv_cache_head_at(c, v->layer, g);
-        if (h->len <= p->limit) continue;
+        if (p->hold || h->len <= p->limit) continue;
         uint8_t *keep = malloc((size_t)h->len);
         if (!keep) return kv_errorf(KV_ENOMEM, "out of memory");
         /* choose which to drop (few, usually one) or which to keep, whichever

@@ -85,6 +85,23 @@ static int set_param(kv_policy *p, const char *kv) {
     const char *eq = strchr(kv, '=');
     if (!eq) return kv_errorf(KV_EINVAL, "policy %s: expected key=value, got '%s'", o->name, kv);
     size_t klen = (size_t)(eq - kv);
+    if (klen == 7 && strncmp(kv, "prefill", 7) == 0) {
+        int m = pol_prefill_parse(eq + 1);
+        if (m < 0)
+            return kv_errorf(KV_EINVAL, "policy %s: prefill: expected whole or streaming, got '%s'", o->name, eq + 1);
+        p->prefill = (pol_prefill)m;
+        return KV_OK;
+    }
+    if (klen == 5 && strncmp(kv, "chunk", 5) == 0) {
+        char *end;
+        errno = 0;
+        long v = strtol(eq + 1, &end, 10);
+        if (end == eq + 1 || *end || errno || v < 0 || v > INT32_MAX)
+            return kv_errorf(KV_EINVAL, "policy %s: chunk: expected a whole number of tokens >= 0, got '%s'", o->name,
+                             eq + 1);
+        p->chunk = (int32_t)v;
+        return KV_OK;
+    }
     if (klen == 9 && strncmp(kv, "positions", 9) == 0) {
         int m = kv_pos_mode_parse(eq + 1);
         if (m < 0)
@@ -129,6 +146,41 @@ static int set_param(kv_policy *p, const char *kv) {
                      o->n_params ? known : "none");
 }
 
+const char *pol_prefill_name(pol_prefill m) { return m == POL_PREFILL_STREAMING ? "streaming" : "whole"; }
+
+int pol_prefill_parse(const char *s) {
+    if (strcmp(s, "whole") == 0) return POL_PREFILL_WHOLE;
+    if (strcmp(s, "streaming") == 0) return POL_PREFILL_STREAMING;
+    return -1;
+}
+
+/* Which prefill modes a method defines: streaming means evicting between
+ * forwards of the prompt, which a method that cuts once at the prompt's end
+ * (one-shot), reads the prompt its own way (sentinel) or keeps everything
+ * (full) does not do; the cascading cache's authors define only their
+ * strided streaming prefill. */
+static int check_prefill(const kv_policy *p) {
+    const pol_ops *o = p->ops;
+    if (p->chunk > 0 && p->prefill != POL_PREFILL_STREAMING)
+        return kv_errorf(KV_EINVAL, "policy %s: chunk=%d needs prefill=streaming (a whole prefill evicts nothing "
+                         "until the prompt is read, whatever its chunks)", o->name, (int)p->chunk);
+    if (p->prefill == POL_PREFILL_STREAMING && o->prefill != POL_PREFILL_STREAMING &&
+        ((o->flags & POL_ONE_SHOT) || o->eval_prompt || !o->on_layer))
+        return kv_errorf(KV_EINVAL, "policy %s: prefill=streaming is not defined for it (it %s)", o->name,
+                         !o->on_layer ? "evicts nothing" : o->eval_prompt ? "evaluates the prompt its own way"
+                                                                           : "compresses the prompt once, at its end");
+    if (p->prefill == POL_PREFILL_WHOLE && o->prefill == POL_PREFILL_STREAMING)
+        return kv_errorf(KV_EINVAL, "policy %s: prefill=whole is not defined for it (its authors' prefill is "
+                         "streaming; set its chunks with its own parameters)", o->name);
+    return KV_OK;
+}
+
+const char *pol_common_str(const kv_policy *p, char *buf, size_t cap) {
+    int n = snprintf(buf, cap, "positions=%s,prefill=%s", kv_pos_mode_name(p->positions), pol_prefill_name(p->prefill));
+    if (p->chunk > 0 && n >= 0 && (size_t)n < cap) snprintf(buf + n, cap - (size_t)n, ",chunk=%d", (int)p->chunk);
+    return buf;
+}
+
 int pol_new(const char *name, const char *const *settings, int n_settings, const pol_budget *budget,
             uint64_t seed, const kv_model_info *mi, kv_policy **out) {
     *out = NULL;
@@ -159,7 +211,9 @@ int pol_new(const char *name, const char *const *settings, int n_settings, const
     }
     for (int l = 0; l < mi->n_layers; l++) p->layer_limit[l] = INT32_MAX;
     int rc = KV_OK;
+    p->prefill = o->prefill;
     for (int i = 0; i < n_settings && !rc; i++) rc = set_param(p, settings[i]);
+    if (!rc) rc = check_prefill(p);
     if (!rc && o->init) rc = o->init(p);
     if (rc) {
         pol_free(p);
@@ -183,9 +237,28 @@ void pol_begin(kv_policy *p, int32_t n_prompt) {
     if (p->ops->reset) p->ops->reset(p);
 }
 
+enum { HOLD_CHECK_HEADS = 64 };
+
+/* prefill=whole: while the prompt is being read the policy only gathers
+ * statistics (p->hold); the call that ends the prompt, and every decode
+ * call, may evict. A method that reads the prompt its own way (sentinel)
+ * lays out its own positions and is never held. The hook checks that a
+ * held policy removed nothing. */
 static int hook_on_layer(void *user, kv_cache *c, const kv_attn_view *v) {
     kv_policy *p = user;
-    return p->ops->on_layer ? p->ops->on_layer(p, c, v) : KV_OK;
+    p->hold = p->prefill == POL_PREFILL_WHOLE && !p->ops->eval_prompt && p->n_prompt > 0 &&
+              (int64_t)v->pos0 + v->n_new < p->n_prompt;
+    if (!p->hold) return p->ops->on_layer(p, c, v);
+    int32_t len[HOLD_CHECK_HEADS];
+    const int nh = v->n_kv_heads < HOLD_CHECK_HEADS ? v->n_kv_heads : HOLD_CHECK_HEADS;
+    for (int g = 0; g < nh; g++) len[g] = kv_cache_head_at(c, v->layer, g)->len;
+    int rc = p->ops->on_layer(p, c, v);
+    p->hold = 0;
+    for (int g = 0; g < nh && !rc; g++)
+        if (kv_cache_head_at(c, v->layer, g)->len < len[g])
+            rc = kv_errorf(KV_EINVAL, "internal: policy %s removed slots of layer %d while the prompt was still "
+                           "being read (prefill=whole)", p->ops->name, v->layer);
+    return rc;
 }
 
 static void hook_plan(void *user, kv_attn_plan *plan) {
@@ -198,9 +271,17 @@ static void hook_reduce_row(void *user, const kv_logit_row *r) {
     p->ops->reduce_row(p, r);
 }
 
+/* The method's own boundaries, and with prefill=streaming, chunk=N,
+ * forwards of N prompt tokens (a stream without a prompt length: all). */
 static int32_t hook_split(void *user, int32_t pos0, int32_t n) {
     const kv_policy *p = user;
-    return p->ops->split(p, pos0, n);
+    int32_t m = p->ops->split ? p->ops->split(p, pos0, n) : n;
+    if (p->prefill == POL_PREFILL_STREAMING && p->chunk > 0 && (p->n_prompt == 0 || pos0 < p->n_prompt)) {
+        int32_t to = p->chunk - pos0 % p->chunk;
+        if (p->n_prompt > 0 && p->n_prompt - pos0 < to) to = p->n_prompt - pos0;
+        if (to < m) m = to;
+    }
+    return m;
 }
 
 void pol_attach(kv_policy *p, kv_ctx *ctx) {
@@ -212,7 +293,8 @@ void pol_attach(kv_policy *p, kv_ctx *ctx) {
                      .on_layer = p->ops->on_layer ? hook_on_layer : NULL,
                      .plan = p->ops->plan ? hook_plan : NULL,
                      .reduce_row = p->ops->reduce_row ? hook_reduce_row : NULL,
-                     .decay = p->decay, .split = p->ops->split ? hook_split : NULL};
+                     .decay = p->decay,
+                     .split = p->ops->split || (p->prefill == POL_PREFILL_STREAMING && p->chunk > 0) ? hook_split : NULL};
     kv_ctx_set_hook(ctx, &h);
 }
 
@@ -229,7 +311,12 @@ void pol_print_all(void) {
     for (int i = 0; i < pol_count(); i++) {
         const pol_ops *o = registry[i];
         printf("%-14s %s\n", o->name, o->summary);
-        if (i == 0) printf("    %-12s original|cache|rerotate: positions after eviction, every policy (cache = StreamingLLM's pos shift, rerotate = kvpress's key rerotation)\n", "positions");
+        if (i == 0) {
+            printf("    %-12s original|cache|rerotate: positions after eviction, every policy (cache = StreamingLLM's pos shift, rerotate = kvpress's key rerotation)\n", "positions");
+            printf("    %-12s whole|streaming: whole = the prompt read with full attention, then compressed (the authors' protocol; default but for cascade); streaming = evict while reading\n", "prefill");
+            printf("    %-12s N: with prefill=streaming, forwards of N prompt tokens (0: the engine's batch)\n", "chunk");
+        }
+        if (o->prefill == POL_PREFILL_STREAMING) printf("    %-12s default streaming (the authors' prefill)\n", "prefill");
         for (int k = 0; k < o->n_params; k++) {
             const pol_param_def *d = &o->params[k];
             if (d->choices) {

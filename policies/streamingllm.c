@@ -11,6 +11,7 @@ static const pol_param_def params[] = {
 };
 
 static int streaming_on_layer(kv_policy *p, kv_cache *c, const kv_attn_view *v) {
+    if (p->hold) return KV_OK; /* the prompt is still being read */
     for (int g = 0; g < v->n_kv_heads; g++) {
         int rc = pol_keep_sinks_recent(c, kv_cache_head_at(c, v->layer, g), (int32_t)p->param[0], p->limit);
         if (rc) return rc;

@@ -21,6 +21,7 @@ static void mean_row(const kv_attn_view *v, int q0, int q1, int32_t len, float *
 }
 
 static int tova_on_layer(kv_policy *p, kv_cache *c, const kv_attn_view *v) {
+    if (p->hold) return KV_OK; /* no score is carried: only the prompt's last row counts */
     int32_t len = kv_cache_head_at(c, v->layer, 0)->len;
     int shared = 1; /* heads aligned: always, under TOVA alone */
     for (int g = 1; g < v->n_kv_heads; g++) shared &= kv_cache_head_at(c, v->layer, g)->len == len;

@@ -16,6 +16,7 @@ mode (original, cache, rerotate) on stories260K and on synthetic MPT models
 usage: /usr/bin/python3 check_engine.py --kvbench BIN --models DIR --tmp DIR [--only NAME] [--keep]
 """
 import argparse
+import itertools
 import os
 import shutil
 import subprocess
@@ -125,7 +126,8 @@ def main():
     if os.path.exists(p) and not a.only:
         m = llama2c_io.read(p)
         t = [1] + list(rng.integers(3, 512, 47))
-        evict.append(('', p, t, lambda s, b, c, m=m, t=t: llama_ref.logits_sinks_recent(m, t, s, b, c)))
+        evict.append(('', p, t, lambda s, b, c, n, m=m, t=t: llama_ref.logits_sinks_recent(m, t, s, b, c,
+                                                                                         prompt_len=n)))
     # MPT: ALiBi distances over true positions (original) or in-cache indices
     # (cache); 6 heads (non-power-of-two slopes, norm biases) and GQA
     for name in ['mpt_h6_f32_bias_untied', 'mpt_h8_gqa2_f16_bias12']:
@@ -134,18 +136,25 @@ def main():
         pm = os.path.join(a.tmp, name + '.gguf')
         m = mpt_ref.from_gguf(pm)
         t = [1] + list(rng_mpt.integers(3, m['cfg']['vocab'], 47))
-        evict.append((name + ' ', pm, t, lambda s, b, c, m=m, t=t: mpt_ref.logits_sinks_recent(m, t, s, b, c)))
+        evict.append((name + ' ', pm, t, lambda s, b, c, n, m=m, t=t: mpt_ref.logits_sinks_recent(m, t, s, b, c,
+                                                                                                  prompt_len=n)))
     for label, p, tokens, ref_decoder in evict:
         for policy, sinks, budget in [('window', 0, 9), ('streamingllm', 4, 12), ('streamingllm', 2, 20)]:
             # rerotate reaches the in-cache positions of 'cache' by rotating
             # kept keys at each eviction (nothing to rotate for ALiBi): the
             # same reference
-            for positions in ['original', 'cache', 'rerotate']:
-                ref = ref_decoder(sinks, budget, positions != 'original')
+            # prefill=streaming evicts from the first token on; whole reads a
+            # 20-token prompt with full attention and evicts at its end
+            for positions, prefill in itertools.product(['original', 'cache', 'rerotate'], ['streaming', 'whole']):
+                n_prompt = 20 if prefill == 'whole' else 0
+                ref = ref_decoder(sinks, budget, positions != 'original', n_prompt)
                 out = os.path.join(a.tmp, 'logits.f32')
                 cmd = [a.kvbench, 'logits', '--model', p, '--tokens', ','.join(map(str, tokens)), '--mode', 'decode',
                        '--out', out, '--threads', '2', '--policy', policy, '--budget', str(budget),
-                       '--set', 'positions=%s' % positions + (',sinks=%d' % sinks if policy == 'streamingllm' else '')]
+                       '--set', 'positions=%s,prefill=%s' % (positions, prefill) +
+                       (',sinks=%d' % sinks if policy == 'streamingllm' else '')]
+                if n_prompt:
+                    cmd += ['--prompt-len', str(n_prompt)]
                 r = subprocess.run(cmd, capture_output=True, text=True)
                 ok, rel = False, float('nan')
                 if r.returncode == 0:
@@ -154,8 +163,8 @@ def main():
                     ok = rel <= TOL
                 else:
                     print('  error: %s' % r.stderr.strip())
-                print('%-4s %-22s %-8s rel %.2e' % ('PASS' if ok else 'FAIL', '%s%s %d/%d %s' % (
-                    label, policy, sinks, budget, positions), 'decode', rel))
+                print('%-4s %-22s %-8s rel %.2e' % ('PASS' if ok else 'FAIL', '%s%s %d/%d %s %s' % (
+                    label, policy, sinks, budget, positions, prefill), 'decode', rel))
                 passed += ok
                 failed += not ok
                 if label.startswith('mpt'):

@@ -79,7 +79,7 @@ def logits(model, tokens, pos=None, allowed=None):
     return rmsnorm(x, model['out_norm'], c['eps']) @ model['out'].T
 
 
-def logits_sinks_recent(model, tokens, sinks, budget, in_cache_positions):
+def logits_sinks_recent(model, tokens, sinks, budget, in_cache_positions, prompt_len=0):
     """Token-by-token decoding with a cache that keeps the first `sinks` and the
     most recent `budget - sinks` tokens of every layer, evicting after each
     token's attention (StreamingLLM, METHODS.md A3; sinks = 0 is a plain window).
@@ -88,6 +88,10 @@ def logits_sinks_recent(model, tokens, sinks, budget, in_cache_positions):
     their index in the cache (0..len-1), the query by its own index (len-1):
     StreamingLLM's "pos shift". Otherwise keys are rotated at their true
     position when cached and the query at its true position.
+
+    prompt_len: the first prompt_len tokens are a prompt read whole - full
+    attention, nothing evicted until the prompt's last token has attended
+    (the authors' prefill-then-compress); 0 evicts from the first token on.
     Returns logits [T, vocab]."""
     c = model['cfg']
     H, KV, hd = c['n_heads'], c['n_kv_heads'], c['head_dim']
@@ -119,7 +123,7 @@ def logits_sinks_recent(model, tokens, sinks, budget, in_cache_positions):
                 s = np.exp(s - s.max())
                 o[head] = (s / s.sum()) @ V[:, g, :]
             x = x + o.reshape(1, H * hd) @ L['wo'].T
-            if n > budget:                                    # evict after this token's attention
+            if n > budget and t >= prompt_len - 1:            # evict after this token's attention
                 keep = list(range(sinks)) + list(range(n - (budget - sinks), n))
                 kv['k'] = [kv['k'][i] for i in keep]
                 kv['v'] = [kv['v'][i] for i in keep]

@@ -138,7 +138,7 @@ def logits(model, tokens, form='tanh'):
     return _head(model, x)
 
 
-def logits_sinks_recent(model, tokens, sinks, budget, in_cache_positions, form='tanh'):
+def logits_sinks_recent(model, tokens, sinks, budget, in_cache_positions, form='tanh', prompt_len=0):
     """Token-by-token decoding with a cache that keeps, in every layer, the
     first `sinks` and the most recent `budget - sinks` tokens, evicting after
     each token's attention (StreamingLLM, METHODS.md A3; sinks = 0 is a
@@ -169,7 +169,7 @@ def logits_sinks_recent(model, tokens, sinks, budget, in_cache_positions, form='
             else:
                 o = _attend(q[0], K, V, slopes, t, P, P <= t)
             x = x + o.reshape(1, H * hd) @ L['wo'].T
-            if n > budget:                                    # evict after this token's attention
+            if n > budget and t >= prompt_len - 1:            # evict after this token's attention
                 keep = list(range(sinks)) + list(range(n - (budget - sinks), n))
                 for key in ('k', 'v', 'pos'):
                     kv[key] = [kv[key][i] for i in keep]
