@@ -277,7 +277,7 @@ static int begin_sample(engine *en, kv_policy *pol, int32_t n_prompt) {
  * all kept) its largest layer limit plus the tokens since the prompt. */
 static int32_t allowed_slots(const kv_policy *pol, int32_t pos) {
     if (pol->limit == INT32_MAX) return INT32_MAX;
-    if (!(pol->ops->flags & POL_ONE_SHOT)) return pol->limit;
+    if (!(pol->flags & POL_ONE_SHOT)) return pol->limit;
     int32_t most = 0;
     for (int l = 0; l < pol->n_layers; l++)
         if (pol->layer_limit[l] > most) most = pol->layer_limit[l];

@@ -118,6 +118,8 @@ typedef struct pol_ops {
 /* An instance: the ops, its parameter values, the budget, and the method's state. */
 struct kv_policy {
     const pol_ops *ops;
+    unsigned flags;               /* pol_flags: ops->flags, which init may change when a
+                                     parameter decides (knorm schedule=prompt is one-shot) */
     double param[POL_MAX_PARAMS]; /* in the order of ops->params */
     pol_budget budget;
     int32_t limit;                /* slots per (layer, KV head) for this sequence */

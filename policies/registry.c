@@ -165,7 +165,7 @@ static int check_prefill(const kv_policy *p) {
         return kv_errorf(KV_EINVAL, "policy %s: chunk=%d needs prefill=streaming (a whole prefill evicts nothing "
                          "until the prompt is read, whatever its chunks)", o->name, (int)p->chunk);
     if (p->prefill == POL_PREFILL_STREAMING && o->prefill != POL_PREFILL_STREAMING &&
-        ((o->flags & POL_ONE_SHOT) || o->eval_prompt || !o->on_layer))
+        ((p->flags & POL_ONE_SHOT) || o->eval_prompt || !o->on_layer))
         return kv_errorf(KV_EINVAL, "policy %s: prefill=streaming is not defined for it (it %s)", o->name,
                          !o->on_layer ? "evicts nothing" : o->eval_prompt ? "evaluates the prompt its own way"
                                                                            : "compresses the prompt once, at its end");
@@ -212,9 +212,10 @@ int pol_new(const char *name, const char *const *settings, int n_settings, const
     for (int l = 0; l < mi->n_layers; l++) p->layer_limit[l] = INT32_MAX;
     int rc = KV_OK;
     p->prefill = o->prefill;
+    p->flags = o->flags;
     for (int i = 0; i < n_settings && !rc; i++) rc = set_param(p, settings[i]);
-    if (!rc) rc = check_prefill(p);
     if (!rc && o->init) rc = o->init(p);
+    if (!rc) rc = check_prefill(p); /* after init: it may make the instance one-shot */
     if (rc) {
         pol_free(p);
         return rc;

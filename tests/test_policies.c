@@ -69,7 +69,7 @@ static void run_layers(kv_ctx *c, kv_policy *p, int salt, float *out, int32_t *m
     pol_begin(p, PROMPT);
     pol_attach(p, c);
     *max_seen = 0;
-    const int one_shot = (p->ops->flags & POL_ONE_SHOT) != 0;
+    const int one_shot = (p->flags & POL_ONE_SHOT) != 0;
     kv_cache *cache = kv_ctx_cache(c);
     if (seen_layer)
         for (int l = 0; l < p->n_layers; l++) seen_layer[l] = 0;
@@ -310,7 +310,7 @@ static void test_budget_never_exceeded(void **state) {
             assert_true(p->n_layers <= MAX_LAYERS);
             size_t bytes;
             run_layers(c, p, 2, out, &seen, &bytes, seen_layer);
-            if (p->ops->flags & POL_ONE_SHOT) {
+            if (p->flags & POL_ONE_SHOT) {
                 /* each layer's prompt slots fill up to that layer's budget,
                  * and (alloc=exact) the layers together spend L x budget */
                 int64_t total = 0;
