@@ -60,11 +60,13 @@ typedef struct kv_policy kv_policy;
  *             and nothing is evicted until its last token has been seen
  *             (on_layer is called with p->hold set and accumulates only);
  *             the statistics are those of one full-attention pass.
- * STREAMING - evict while reading: the prompt goes through the cache in
- *             forwards of `chunk` tokens (chunk=N; 0: the engine's batch) and
- *             the policy evicts after each, as a memory-bound deployment or
- *             StreamingLLM's streams do. The default only where the method's
- *             authors define it so (the cascading cache's strided prefill). */
+ * STREAMING - evict while reading: the prompt goes through the cache
+ *             `chunk` tokens at a time (chunk=N, required) and the policy
+ *             evicts after each N (held in between, however the engine cuts
+ *             its forwards), as a memory-bound deployment or StreamingLLM's
+ *             streams do. The default only where the method's authors define
+ *             it so (the cascading cache's strided prefill, whose chunks are
+ *             its own `stride`). */
 typedef enum pol_prefill { POL_PREFILL_WHOLE = 0, POL_PREFILL_STREAMING = 1 } pol_prefill;
 
 enum pol_flags {
@@ -131,11 +133,12 @@ struct kv_policy {
     uint64_t seed;
     kv_pos_mode positions;        /* "positions=original|cache|rerotate", any policy */
     pol_prefill prefill;          /* "prefill=whole|streaming", any policy */
-    int32_t chunk;                /* "chunk=N": streaming forwards of N prompt tokens (0: engine's batch) */
+    int32_t chunk;                /* "chunk=N": with streaming, prompt tokens read between evictions */
     /* Set by the hook for each on_layer call: 1 while prefill=whole and the
-     * prompt is not yet fully read. on_layer must then only accumulate its
-     * statistics and remove nothing (the hook checks: removing a slot while
-     * holding is an error naming the policy). */
+     * prompt is not yet fully read (streaming: between multiples of chunk).
+     * on_layer must then only accumulate its statistics and remove nothing
+     * (the hook checks: removing a slot while holding is an error naming
+     * the policy). */
     int hold;
     double decay;                 /* KV_NEED_DECAYED_COLSUM: kv_ctx_hook.decay (set by init) */
     int n_layers, n_kv_heads;

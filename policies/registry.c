@@ -169,6 +169,9 @@ static int check_prefill(const kv_policy *p) {
         return kv_errorf(KV_EINVAL, "policy %s: prefill=streaming is not defined for it (it %s)", o->name,
                          !o->on_layer ? "evicts nothing" : o->eval_prompt ? "evaluates the prompt its own way"
                                                                            : "compresses the prompt once, at its end");
+    if (p->prefill == POL_PREFILL_STREAMING && o->prefill != POL_PREFILL_STREAMING && p->chunk < 1)
+        return kv_errorf(KV_EINVAL, "policy %s: prefill=streaming needs chunk=N, the prompt tokens read between "
+                         "evictions (so that results do not depend on the engine's batch)", o->name);
     if (p->prefill == POL_PREFILL_WHOLE && o->prefill == POL_PREFILL_STREAMING)
         return kv_errorf(KV_EINVAL, "policy %s: prefill=whole is not defined for it (its authors' prefill is "
                          "streaming; set its chunks with its own parameters)", o->name);
@@ -243,12 +246,17 @@ enum { HOLD_CHECK_HEADS = 64 };
 /* prefill=whole: while the prompt is being read the policy only gathers
  * statistics (p->hold); the call that ends the prompt, and every decode
  * call, may evict. A method that reads the prompt its own way (sentinel)
- * lays out its own positions and is never held. The hook checks that a
- * held policy removed nothing. */
+ * lays out its own positions and is never held. prefill=streaming, chunk=N:
+ * held but at multiples of N, so a forward cut elsewhere (the engine's
+ * batch, the caller's pieces) changes nothing. The hook checks that a held
+ * policy removed nothing. */
 static int hook_on_layer(void *user, kv_cache *c, const kv_attn_view *v) {
     kv_policy *p = user;
-    p->hold = p->prefill == POL_PREFILL_WHOLE && !p->ops->eval_prompt && p->n_prompt > 0 &&
-              (int64_t)v->pos0 + v->n_new < p->n_prompt;
+    const int64_t end = (int64_t)v->pos0 + v->n_new;
+    if (p->prefill == POL_PREFILL_WHOLE)
+        p->hold = !p->ops->eval_prompt && p->n_prompt > 0 && end < p->n_prompt;
+    else /* streaming: evictions only at multiples of chunk (and the prompt's end), however the forwards fall */
+        p->hold = p->chunk > 0 && (p->n_prompt == 0 || end < p->n_prompt) && end % p->chunk != 0;
     if (!p->hold) return p->ops->on_layer(p, c, v);
     int32_t len[HOLD_CHECK_HEADS];
     const int nh = v->n_kv_heads < HOLD_CHECK_HEADS ? v->n_kv_heads : HOLD_CHECK_HEADS;
@@ -315,7 +323,7 @@ void pol_print_all(void) {
         if (i == 0) {
             printf("    %-12s original|cache|rerotate: positions after eviction, every policy (cache = StreamingLLM's pos shift, rerotate = kvpress's key rerotation)\n", "positions");
             printf("    %-12s whole|streaming: whole = the prompt read with full attention, then compressed (the authors' protocol; default but for cascade); streaming = evict while reading\n", "prefill");
-            printf("    %-12s N: with prefill=streaming, forwards of N prompt tokens (0: the engine's batch)\n", "chunk");
+            printf("    %-12s N: with prefill=streaming, the prompt tokens read between evictions (required)\n", "chunk");
         }
         if (o->prefill == POL_PREFILL_STREAMING) printf("    %-12s default streaming (the authors' prefill)\n", "prefill");
         for (int k = 0; k < o->n_params; k++) {

@@ -1,0 +1,332 @@
+/* test_prefill.c - a result does not depend on how the prompt is chunked.
+ *
+ * With prefill=whole (every policy's default but cascade's) the prompt is
+ * read with full attention and compressed once it has been read, whatever
+ * the engine's batch or the caller's chunks. For every policy, both prompt
+ * lengths (40, and 700 > the engine's default batch of 512) and two
+ * position modes, the prompt is evaluated in one forward, in the caller's
+ * chunks of 7, 64 and 512, and in one call through contexts whose batch is
+ * 7, 64 and 512; each must keep the same slots (positions per layer and KV
+ * head) after the prompt and after each decode step, and give the same
+ * logits within 1e-5 of the largest logit (the forwards' own float
+ * rounding differs with their shapes: ~1e-6 here). A synthetic Llama model with a 1,024-token context
+ * is written here. prefill=streaming, by contrast, must depend on chunk
+ * (the check can fail). */
+#include "test_util.h"
+
+#include <math.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include "context.h"
+#include "export.h"
+#include "gguf.h"
+#include "kv_error.h"
+#include "model.h"
+#include "policy.h"
+#include "sampler.h"
+
+enum { DIM = 64, HIDDEN = 128, LAYERS = 2, HEADS = 4, KV_HEADS = 2, VOCAB = 1024, CTX = 1024, GEN = 8 };
+
+static char g_tmp[256];
+static kv_model *g_model;
+
+static uint64_t g_rng = 11;
+static double unit_normal(void) { /* splitmix64 + Box-Muller */
+    double u[2];
+    for (int i = 0; i < 2; i++) {
+        uint64_t z = (g_rng += 0x9e3779b97f4a7c15ull);
+        z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+        z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+        u[i] = (double)((z ^ (z >> 31)) >> 11) * 0x1.0p-53;
+    }
+    return sqrt(-2.0 * log(u[0] + 0x1.0p-54)) * cos(6.283185307179586 * u[1]);
+}
+
+static void add_tensor(kv_gguf_writer *w, const char *name, int64_t rows, int64_t cols, double std, double mean) {
+    float *f = malloc((size_t)(rows * cols) * sizeof *f);
+    assert_non_null(f);
+    for (int64_t i = 0; i < rows * cols; i++) f[i] = (float)(mean + std * unit_normal());
+    uint64_t ne[2] = {(uint64_t)cols, (uint64_t)rows};
+    assert_int_equal(kv_gguf_writer_add_tensor(w, name, KV_F32, rows > 1 ? 2 : 1, ne, f), KV_OK);
+    free(f);
+}
+
+/* Queries and keys scaled up so that attention is peaked, as a trained
+ * model's is (a random small-weight model attends almost uniformly). */
+static void write_model(const char *path) {
+    const int hd = DIM / HEADS;
+    kv_model_info i = {.dim = DIM, .hidden_dim = HIDDEN, .n_layers = LAYERS, .n_heads = HEADS, .n_kv_heads = KV_HEADS,
+                       .vocab_size = VOCAB, .ctx_len = CTX, .rope_base = 10000.0f, .norm_eps = 1e-5f,
+                       .head_dim = hd, .n_rot = hd};
+    kv_gguf_writer *w = kv_gguf_writer_new();
+    assert_non_null(w);
+    assert_int_equal(kv_export_llama_meta(w, &i, "prefill-test"), KV_OK);
+    const double s = 1.0 / sqrt(DIM);
+    add_tensor(w, "token_embd.weight", VOCAB, DIM, 1.0, 0);
+    add_tensor(w, "output_norm.weight", 1, DIM, 0.1, 1.0);
+    char name[96];
+    for (int l = 0; l < LAYERS; l++) {
+#define NAME(x) (snprintf(name, sizeof name, "blk.%d." x ".weight", l), name)
+        add_tensor(w, NAME("attn_norm"), 1, DIM, 0.1, 1.0);
+        add_tensor(w, NAME("ffn_norm"), 1, DIM, 0.1, 1.0);
+        add_tensor(w, NAME("attn_q"), DIM, DIM, 3 * s, 0);
+        add_tensor(w, NAME("attn_k"), KV_HEADS * hd, DIM, 3 * s, 0);
+        add_tensor(w, NAME("attn_v"), KV_HEADS * hd, DIM, s, 0);
+        add_tensor(w, NAME("attn_output"), DIM, DIM, s, 0);
+        add_tensor(w, NAME("ffn_gate"), HIDDEN, DIM, s, 0);
+        add_tensor(w, NAME("ffn_up"), HIDDEN, DIM, s, 0);
+        add_tensor(w, NAME("ffn_down"), DIM, HIDDEN, s, 0);
+#undef NAME
+    }
+    assert_int_equal(kv_gguf_writer_write(w, path), KV_OK);
+    kv_gguf_writer_free(w);
+}
+
+static int setup(void **state) {
+    (void)state;
+    if (!tu_mkdtemp(g_tmp, sizeof g_tmp)) return -1;
+    char p[512];
+    snprintf(p, sizeof p, "%s/model.gguf", g_tmp);
+    write_model(p);
+    kv_model_params mp = kv_model_default_params();
+    mp.no_tokenizer = 1;
+    return kv_model_load(p, &mp, &g_model) == KV_OK ? 0 : -1;
+}
+
+static int teardown(void **state) {
+    (void)state;
+    kv_model_free(g_model);
+    tu_rmdir(g_tmp);
+    return 0;
+}
+
+/* What one way of feeding the prompt produced: logits after the prompt and
+ * each decode step, and the kept positions (sorted per head) at each. */
+typedef struct outcome {
+    float *logits;    /* [1 + GEN][VOCAB] */
+    int32_t *kept;    /* [1 + GEN][LAYERS][KV_HEADS][CTX] sorted positions, -1 padded */
+} outcome;
+
+static int cmp_i32(const void *a, const void *b) {
+    int32_t x = *(const int32_t *)a, y = *(const int32_t *)b;
+    return (x > y) - (x < y);
+}
+
+static void snapshot(kv_ctx *c, int32_t *kept) {
+    kv_cache *cache = kv_ctx_cache(c);
+    for (int l = 0; l < LAYERS; l++)
+        for (int g = 0; g < KV_HEADS; g++) {
+            const kv_cache_head *h = kv_cache_head_at(cache, l, g);
+            int32_t *k = kept + ((size_t)l * KV_HEADS + g) * CTX;
+            assert_true(h->len <= CTX);
+            for (int32_t j = 0; j < CTX; j++) k[j] = j < h->len ? h->pos[j] : INT32_MAX;
+            qsort(k, (size_t)h->len, sizeof *k, cmp_i32);
+        }
+}
+
+static kv_policy *make(const char *name, const char *set) {
+    char buf[256] = "";
+    const char *s[8];
+    int n = 0;
+    if (set && *set) {
+        snprintf(buf, sizeof buf, "%s", set);
+        for (char *t = buf; n < 8;) {
+            s[n++] = t;
+            char *comma = strchr(t, ',');
+            if (!comma) break;
+            *comma = 0;
+            t = comma + 1;
+        }
+    }
+    pol_budget b;
+    assert_int_equal(pol_budget_parse(strcmp(name, "full") ? "40%" : "none", &b), KV_OK);
+    kv_policy *p;
+    if (pol_new(name, s, n, &b, 5, kv_model_get_info(g_model), &p)) fail_msg("%s", kv_last_error());
+    return p;
+}
+
+/* The prompt in caller chunks of `chunk` (0: one call) through a context of
+ * batch `batch`; then GEN decode steps of the given tokens (or, when
+ * `follow` is NULL, greedy ones written there). */
+static void feed(const char *name, const char *set, const int32_t *prompt, int32_t n, int batch, int chunk,
+                 int32_t *follow, int greedy, outcome *o) {
+    kv_ctx_params cp = kv_ctx_default_params();
+    cp.n_threads = 2;
+    cp.max_batch = batch;
+    kv_ctx *c;
+    assert_int_equal(kv_ctx_new(g_model, &cp, &c), KV_OK);
+    kv_policy *p = make(name, set);
+    kv_ctx_reset(c);
+    pol_begin(p, n);
+    pol_attach(p, c);
+    for (int32_t t = 0; t < n;) {
+        int32_t m = chunk > 0 && n - t > chunk ? chunk : n - t;
+        if (kv_ctx_eval(c, prompt + t, m, o->logits, 0)) fail_msg("%s %s: %s", name, set, kv_last_error());
+        t += m;
+    }
+    snapshot(c, o->kept);
+    for (int s = 0; s < GEN; s++) {
+        if (greedy) follow[s] = kv_argmax(o->logits + (size_t)s * VOCAB, VOCAB);
+        if (kv_ctx_eval(c, &follow[s], 1, o->logits + (size_t)(s + 1) * VOCAB, 0))
+            fail_msg("%s %s: %s", name, set, kv_last_error());
+        snapshot(c, o->kept + (size_t)(s + 1) * LAYERS * KV_HEADS * CTX);
+    }
+    pol_free(p);
+    kv_ctx_free(c);
+}
+
+/* Largest |a - b| over the logits relative to the largest |a|, and whether
+ * the kept slots are equal. */
+static double compare(const outcome *a, const outcome *b, int *same_slots) {
+    double d = 0, m = 0;
+    for (size_t i = 0; i < (size_t)(1 + GEN) * VOCAB; i++) {
+        if (fabs((double)a->logits[i] - b->logits[i]) > d) d = fabs((double)a->logits[i] - b->logits[i]);
+        if (fabs((double)a->logits[i]) > m) m = fabs((double)a->logits[i]);
+    }
+    d = m > 0 ? d / m : d;
+    *same_slots = memcmp(a->kept, b->kept, (size_t)(1 + GEN) * LAYERS * KV_HEADS * CTX * sizeof(int32_t)) == 0;
+    return d;
+}
+
+static void outcome_new(outcome *o) {
+    o->logits = malloc((size_t)(1 + GEN) * VOCAB * sizeof *o->logits);
+    o->kept = malloc((size_t)(1 + GEN) * LAYERS * KV_HEADS * CTX * sizeof *o->kept);
+    assert_true(o->logits && o->kept);
+}
+
+static void outcome_free(outcome *o) {
+    free(o->logits);
+    free(o->kept);
+}
+
+/* Every policy with its defaults (the prompt-reading sentinel method and
+ * its proxy excepted below), then variants that change what is scored. */
+static int configs(const char **name, const char **set) {
+    int n = 0;
+    for (int i = 0; i < pol_count(); i++) {
+        if (!strcmp(pol_at(i)->name, "sentinel")) continue; /* reads the prompt itself: nothing to chunk */
+        name[n] = pol_at(i)->name, set[n++] = "";
+    }
+    const char *extra[][2] = {{"h2o", "sim=1"}, {"keyformer", "noise=none"}, {"snapkv", "window=4"},
+                              {"cascade", "stride=7"}, {"streamingllm", "sinks=0"}};
+    for (size_t i = 0; i < sizeof extra / sizeof extra[0]; i++) name[n] = extra[i][0], set[n++] = extra[i][1];
+    return n;
+}
+
+static void test_chunk_invariance(void **state) {
+    (void)state;
+    const int32_t lengths[2] = {40, 700};
+    const int ways[6][2] = {{1024, 7}, {1024, 64}, {1024, 512}, {7, 0}, {64, 0}, {512, 0}}; /* batch, chunk */
+    const char *name[64], *set[64];
+    const int n_cfg = configs(name, set);
+    outcome ref, got;
+    outcome_new(&ref);
+    outcome_new(&got);
+    int32_t *prompt = malloc(700 * sizeof *prompt), follow[GEN];
+    for (int i = 0; i < 700; i++) prompt[i] = (int32_t)((i * 131 + 17) % VOCAB); /* distinct: no exact ties between equal tokens */
+    int checked = 0;
+    for (int k = 0; k < n_cfg; k++)
+        for (int mode = 0; mode < 2; mode++)
+            for (int li = 0; li < 2; li++) {
+                char s[128];
+                snprintf(s, sizeof s, "%s%spositions=%s", set[k], *set[k] ? "," : "", mode ? "cache" : "original");
+                feed(name[k], s, prompt, lengths[li], 1024, 0, follow, 1, &ref);
+                for (int w = 0; w < 6; w++) {
+                    feed(name[k], s, prompt, lengths[li], ways[w][0], ways[w][1], follow, 0, &got);
+                    int same;
+                    double d = compare(&ref, &got, &same);
+                    if (!same || !(d <= 1e-5))
+                        fail_msg("%s (%s), %d-token prompt, batch %d, caller chunks %d: %s, max |logit diff| / max |logit| %g",
+                                 name[k], s, lengths[li], ways[w][0], ways[w][1],
+                                 same ? "same slots" : "different slots kept", d);
+                    checked++;
+                }
+            }
+    assert_int_equal(checked, n_cfg * 2 * 2 * 6);
+    free(prompt);
+    outcome_free(&ref);
+    outcome_free(&got);
+}
+
+/* Evicting while reading is a different protocol: h2o with
+ * prefill=streaming, chunk=7 keeps other slots than the whole prefill, and
+ * its chunk size matters (so the invariance above is not vacuous). */
+static void test_streaming_differs(void **state) {
+    (void)state;
+    outcome whole, s7, s64;
+    outcome_new(&whole);
+    outcome_new(&s7);
+    outcome_new(&s64);
+    int32_t prompt[200], follow[GEN];
+    for (int i = 0; i < 200; i++) prompt[i] = (int32_t)((i * 131 + 17) % VOCAB); /* distinct: no exact ties between equal tokens */
+    feed("h2o", "", prompt, 200, 1024, 0, follow, 1, &whole);
+    feed("h2o", "prefill=streaming,chunk=7", prompt, 200, 1024, 0, follow, 0, &s7);
+    feed("h2o", "prefill=streaming,chunk=64", prompt, 200, 1024, 0, follow, 0, &s64);
+    int same_a, same_b;
+    double da = compare(&whole, &s7, &same_a), db = compare(&s7, &s64, &same_b);
+    assert_false(same_a);
+    assert_false(same_b);
+    assert_true(da > 1e-3 && db > 1e-3);
+    /* and streaming itself is independent of how the caller feeds it */
+    outcome again;
+    outcome_new(&again);
+    feed("h2o", "prefill=streaming,chunk=7", prompt, 200, 64, 5, follow, 0, &again);
+    int same_c;
+    double dc = compare(&s7, &again, &same_c);
+    assert_true(same_c);
+    assert_true(dc <= 1e-5);
+    outcome_free(&whole);
+    outcome_free(&s7);
+    outcome_free(&s64);
+    outcome_free(&again);
+}
+
+/* The settings are validated: chunk without streaming, streaming for a
+ * method that compresses once or reads the prompt itself, whole for the
+ * cascading cache. */
+static void test_prefill_settings(void **state) {
+    (void)state;
+    pol_budget b;
+    assert_int_equal(pol_budget_parse("16", &b), KV_OK);
+    const kv_model_info *mi = kv_model_get_info(g_model);
+    struct { const char *name, *set, *msg; } bad[] = {
+        {"h2o", "chunk=8", "needs prefill=streaming"},
+        {"h2o", "prefill=sometimes", "expected whole or streaming"},
+        {"h2o", "prefill=streaming", "needs chunk=N"},
+        {"h2o", "chunk=-1", "expected a whole number"},
+        {"snapkv", "prefill=streaming", "compresses the prompt once"},
+        {"sentinel", "prefill=streaming", "evaluates the prompt its own way"},
+        {"cascade", "prefill=whole", "its authors' prefill is streaming"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        kv_policy *p = NULL;
+        const char *s[2] = {bad[i].set, "cl=1,cr=2"};
+        int rc = pol_new(bad[i].name, s, 1, &b, 1, mi, &p);
+        if (rc == KV_OK || !strstr(kv_last_error(), bad[i].msg))
+            fail_msg("%s %s: expected an error containing '%s', got %d '%s'", bad[i].name, bad[i].set, bad[i].msg, rc,
+                     rc ? kv_last_error() : "");
+        assert_null(p);
+    }
+    kv_policy *p;
+    const char *ok[2] = {"prefill=streaming", "chunk=16"};
+    assert_int_equal(pol_new("h2o", ok, 2, &b, 1, mi, &p), KV_OK);
+    char buf[96];
+    assert_string_equal(pol_common_str(p, buf, sizeof buf), "positions=original,prefill=streaming,chunk=16");
+    pol_free(p);
+    assert_int_equal(pol_new("cascade", NULL, 0, &b, 1, mi, &p), KV_OK);
+    assert_string_equal(pol_common_str(p, buf, sizeof buf), "positions=cache,prefill=streaming");
+    pol_free(p);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_prefill_settings),
+        cmocka_unit_test(test_streaming_differs),
+        cmocka_unit_test(test_chunk_invariance),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}
