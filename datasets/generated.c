@@ -66,9 +66,13 @@ int ds_make_passkey(const int32_t *lengths, int n_lengths, const int32_t *depths
                 char id[64], ref[16];
                 snprintf(id, sizeof id, "len%d-depth%d-%d", lengths[li], depths[di], k);
                 snprintf(ref, sizeof ref, "%d", key);
-                const char *names[] = {"context"};
-                const char *ctx = prompt.p;
-                if ((rc = ds_set_add(out, id, names, &ctx, 1, ref))) break;
+                /* the question apart, so that it can be asked after the
+                 * context is compressed (template passkey@2 joins them) */
+                prompt.n -= strlen(PK_QUESTION);
+                prompt.p[prompt.n] = 0;
+                const char *names[] = {"context", "question"};
+                const char *values[] = {prompt.p, PK_QUESTION};
+                if ((rc = ds_set_add(out, id, names, values, 2, ref))) break;
                 out->s[out->n - 1].length = lengths[li];
                 out->s[out->n - 1].depth_pct = depths[di];
             }

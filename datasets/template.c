@@ -16,20 +16,22 @@ static const ds_template TEMPLATES[] = {
      "Below is an instruction that describes a task, paired with an input that provides further context. "
      "Write a response that appropriately completes the request.\n\n"
      "### Instruction:\nSummarize the following news article:\n\n### Input:\n{document}\n\n### Response:",
-     "Keyformer's Alpaca-style summarization prompt"},
-    {"plain-summ", 1, "summarization", "document", 0, "{document}\n\nSummary:", "the article, then 'Summary:'"},
+     "Keyformer's Alpaca-style summarization prompt", NULL},
+    {"plain-summ", 1, "summarization", "document", 0, "{document}\n\nSummary:", "the article, then 'Summary:'", NULL},
     {"chat-summ", 1, "summarization", "document", 0, "[INST] Summarize the following article.\n\n{document} [/INST]",
-     "Llama-2 chat style instruction"},
+     "Llama-2 chat style instruction", NULL},
     {"keyformer-dialog", 1, "conversation", "narrative", 0,
      "{narrative}\nGenerate a dialogue between {speaker_a} and {speaker_b} given above narrative.\n"
      "{speaker_a}: {first_turn}\n{speaker_b}:",
-     "Keyformer's SODA protocol: narrative, role instruction, first turn"},
+     "Keyformer's SODA protocol: narrative, role instruction, first turn", NULL},
     {"plain-dialog", 1, "conversation", "narrative", 0, "{speaker_a}: {first_turn}\n{speaker_b}:",
-     "the first turn only"},
-    {"passkey", 1, "passkey", "context", 0, "{context}", "the generated passkey prompt as is"},
-    {"needle", 1, "needle", "context", 0, "{context}\n\n{question} Answer:", "haystack, then the question"},
-    {"ruler", 1, "ruler", "context", 1, "{context}", "RULER's input as is, its middle cut to fit (it ends with the question)"},
-    {"text", 1, "text", "document", 0, "{document}", "the text as is (fidelity, perplexity)"},
+     "the first turn only", NULL},
+    {"passkey", 2, "passkey", "context", 0, "{context}{question}",
+     "the generated passkey prompt as is (its question a field of its own)", "{question}"},
+    {"needle", 1, "needle", "context", 0, "{context}\n\n{question} Answer:", "haystack, then the question",
+     "\n\n{question}"},
+    {"ruler", 1, "ruler", "context", 1, "{context}", "RULER's input as is, its middle cut to fit (it ends with the question)", NULL},
+    {"text", 1, "text", "document", 0, "{document}", "the text as is (fidelity, perplexity)", NULL},
 };
 #define N_TEMPLATES (int)(sizeof TEMPLATES / sizeof TEMPLATES[0])
 
@@ -136,4 +138,22 @@ int ds_template_render(const ds_template *t, const ds_sample *s, int32_t max_tok
     }
     *out = buf.p;
     return KV_OK;
+}
+
+int ds_template_question_at(const ds_template *t, const ds_sample *s, const char *rendered, size_t *offset) {
+    const char *at = t->qsplit ? strstr(t->text, t->qsplit) : NULL;
+    if (!at)
+        return kv_errorf(KV_EINVAL, "template %s@%d has no question part to ask after the context (templates with "
+                         "one: passkey, needle)", t->name, t->version);
+    ds_template q = *t; /* the question part alone: no cut field in it */
+    q.text = at;
+    ds_str buf = {0};
+    int rc = fill(&q, s, 0, &buf);
+    size_t n = strlen(rendered);
+    if (!rc && (buf.n > n || strcmp(rendered + n - buf.n, buf.p) != 0))
+        rc = kv_errorf(KV_EINVAL, "template %s@%d: the prompt of sample %s does not end with its question part",
+                       t->name, t->version, s->id);
+    if (!rc) *offset = n - buf.n;
+    free(buf.p);
+    return rc;
 }

@@ -25,6 +25,11 @@ typedef struct ds_template {
                             the field, as in RULER's inputs: LongBench's rule) */
     const char *text;    /* with {field} placeholders */
     const char *summary; /* where it comes from */
+    /* Where the question begins: a substring of `text` (its first
+     * occurrence), everything from there on being the question part, which
+     * holds no cut field. NULL: the prompt has no separable question. Lets
+     * the question be asked after the context is compressed. */
+    const char *qsplit;
 } ds_template;
 
 /* By name ("keyformer-summ") or name@version ("keyformer-summ@1"); NULL if unknown. */
@@ -41,5 +46,10 @@ const ds_template *ds_template_at(int i);
  * both. */
 int ds_template_render(const ds_template *t, const ds_sample *s, int32_t max_tokens, ds_count_tokens_fn count,
                        void *user, char **out, size_t *cut_chars);
+
+/* The byte offset in `rendered` (ds_template_render's output for s) where
+ * the question part begins. KV_EINVAL naming the template when it has none
+ * (qsplit NULL) or the rendering does not end with it. */
+int ds_template_question_at(const ds_template *t, const ds_sample *s, const char *rendered, size_t *offset);
 
 #endif

@@ -331,6 +331,11 @@ static int handler(void *user, const char *section, const char *key, const char 
             else if (!strcmp(value, "eos")) t->stop_newline = 0;
             else fail(st, st->line, "[%s] stop: expected eos or newline, got '%s'", sn, value);
         } else if (!strcmp(key, "fidelity")) get_bool(st, sn, key, value, &t->fidelity);
+        else if (!strcmp(key, "question")) {
+            if (!strcmp(value, "in_prompt")) t->question_after = 0;
+            else if (!strcmp(value, "after_compression")) t->question_after = 1;
+            else fail(st, st->line, "[%s] question: expected in_prompt or after_compression, got '%s'", sn, value);
+        }
         else if (!strcmp(key, "bad_rows")) {
             if (!strcmp(value, "skip")) t->bad_rows = DS_BAD_SKIP;
             else if (!strcmp(value, "fail")) t->bad_rows = DS_BAD_FAIL;
@@ -344,7 +349,7 @@ static int handler(void *user, const char *section, const char *key, const char 
         else if (!strcmp(key, "chunk")) get_int(st, sn, key, value, 1, 1 << 16, &t->chunk);
         else if (!strcmp(key, "min_chars")) get_int(st, sn, key, value, 0, INT_MAX, &t->min_chars);
         else if (!strcmp(key, "curve_bucket")) get_int(st, sn, key, value, 1, 1 << 20, &t->curve_bucket);
-        else fail(st, st->line, "[%s] unknown key '%s' (expected kind, data, haystack, samples, template, max_prompt_tokens, max_new_tokens, stop, fidelity, bad_rows, doc_field, ref_field, lengths, depths, per_cell, tokens, chunk, min_chars, curve_bucket)", sn, key);
+        else fail(st, st->line, "[%s] unknown key '%s' (expected kind, data, haystack, samples, template, max_prompt_tokens, max_new_tokens, stop, fidelity, question, bad_rows, doc_field, ref_field, lengths, depths, per_cell, tokens, chunk, min_chars, curve_bucket)", sn, key);
         break;
     }
     case S_POLICY: {
@@ -445,6 +450,9 @@ static int validate(parse_state *st) {
         const char *want = t->kind == HX_TASK_PERPLEXITY || t->kind == HX_TASK_FIDELITY ? "text" : hx_task_kind_name(t->kind);
         if (t->kind != HX_TASK_FIDELITY && strcmp(tp->kind, want) != 0)
             return fail(st, t->line, "[%s] template: '%s' is written for %s tasks, not %s", sn, t->template_name, tp->kind, hx_task_kind_name(t->kind));
+        if (t->question_after && !tp->qsplit)
+            return fail(st, t->line, "[%s] question = after_compression: template %s@%d has no question part to ask "
+                        "after the context (templates with one: passkey, needle)", sn, tp->name, tp->version);
     }
     kv_model_info dummy = {.n_layers = 1, .n_kv_heads = 1, .n_heads = 1, .head_dim = 8, .dim = 8, .ctx_len = 512};
     for (int i = 0; i < e->n_policies; i++) {

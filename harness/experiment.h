@@ -56,6 +56,8 @@ typedef struct hx_task_def {
     int max_new_tokens;
     int stop_newline;      /* stop generating at the first newline */
     int fidelity;          /* also score drift from the full cache (KL, agreement) */
+    int question_after;    /* question = after_compression: the context is read and compressed, then
+                              the question read with the compressed cache (0: in_prompt) */
     ds_bad_rows bad_rows;
     char *doc_field, *ref_field;
     int32_t lengths[HX_MAX_ITEMS];

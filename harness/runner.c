@@ -206,6 +206,25 @@ static int put_rouge(metric_list *l, const char *prefix, const char *pred, const
 
 /* --------------------------------------------------------- one sample */
 
+/* Where the question begins in a sample's prompt tokens (ids [n], the
+ * rendered prompt tokenized once): the tokens of the context part alone,
+ * as far as they agree with the prompt's own (a merge across the join is
+ * left to the question), so that both protocols read the same tokens. */
+static int question_split(tok_counter *tc, const ds_template *tp, const ds_sample *s, const char *prompt,
+                          const int32_t *ids, int64_t n, int32_t *split) {
+    size_t at;
+    int rc = ds_template_question_at(tp, s, prompt, &at);
+    if (rc) return rc;
+    int64_t m = encode_into(tc, prompt, at, 1);
+    if (m < 0) return (int)m;
+    int64_t k = 0;
+    while (k < m && k < n && tc->buf[k] == ids[k]) k++;
+    if (k < 1 || k >= n)
+        return kv_errorf(KV_EINVAL, "sample %s: the question leaves no context or no question tokens", s->id);
+    *split = (int32_t)k;
+    return KV_OK;
+}
+
 typedef struct gen_result {
     int32_t *tokens; /* [n] generated ids */
     int n;
@@ -217,6 +236,8 @@ typedef struct gen_result {
     int32_t slots_max;
     int over_budget;    /* some head held more than the policy may hold */
     size_t bytes_peak, bytes_final;
+    size_t bytes_prompt_peak;  /* the most held while the prompt was read (before compression, when whole) */
+    size_t bytes_steady_peak;  /* the most held from the compressed prompt on, through decoding */
     int32_t *trace_pos; /* KV bytes held after the prompt and after each step */
     double *trace_bytes;
     int n_trace, trace_cap;
@@ -289,6 +310,7 @@ static int32_t allowed_slots(const kv_policy *pol, int32_t pos) {
  * memory trace). */
 static void track(engine *en, const kv_policy *pol, gen_result *g, int every) {
     kv_cache *c = kv_ctx_cache(en->ctx);
+    if (kv_cache_bytes(c) > g->bytes_steady_peak) g->bytes_steady_peak = kv_cache_bytes(c);
     int32_t m = kv_cache_max_len(c);
     if (m > g->slots_max) g->slots_max = m;
     if (m > allowed_slots(pol, kv_ctx_pos(en->ctx))) g->over_budget = 1;
@@ -307,11 +329,34 @@ static void track(engine *en, const kv_policy *pol, gen_result *g, int every) {
     g->trace_bytes[g->n_trace++] = (double)kv_cache_bytes(c);
 }
 
+/* A sample's prompt through the policy, leaving the next-token logits in
+ * en->logits. q_split 0: the prompt is one prompt. q_split > 0 (the
+ * question asked after compression): its first q_split tokens are the
+ * prompt the policy compresses, and the rest, the question, is read as one
+ * more forward with the compressed cache. g (may be NULL) gets the
+ * prompt-phase peak and the first point of the trace. */
+static int read_prompt(engine *en, kv_policy *pol, const int32_t *prompt, int32_t n_prompt, int32_t q_split,
+                       gen_result *g) {
+    int32_t n_ctx = q_split > 0 && q_split < n_prompt ? q_split : n_prompt;
+    int rc = begin_sample(en, pol, n_ctx);
+    if (!rc) rc = pol_eval_prompt(pol, en->ctx, prompt, n_ctx, en->logits);
+    if (rc) return rc;
+    if (g) {
+        g->bytes_prompt_peak = kv_cache_peak_bytes(kv_ctx_cache(en->ctx));
+        track(en, pol, g, 1);
+    }
+    if (n_ctx < n_prompt) {
+        rc = kv_ctx_eval(en->ctx, prompt + n_ctx, n_prompt - n_ctx, en->logits, 0);
+        if (!rc && g) track(en, pol, g, 1);
+    }
+    return rc;
+}
+
 /* Greedy generation of up to max_new tokens after the prompt, stopping at
  * EOS/BOS (and at a newline when asked). keep_logits stores every step's
  * distribution (the full-cache reference for fidelity). */
-static int generate(engine *en, kv_policy *pol, const int32_t *prompt, int32_t n_prompt, int max_new, int stop_newline,
-                    int keep_logits, gen_result *g) {
+static int generate(engine *en, kv_policy *pol, const int32_t *prompt, int32_t n_prompt, int32_t q_split, int max_new,
+                    int stop_newline, int keep_logits, gen_result *g) {
     memset(g, 0, sizeof *g);
     int32_t V = en->mi->vocab_size;
     g->tokens = malloc(((size_t)max_new + 1) * sizeof *g->tokens);
@@ -319,11 +364,9 @@ static int generate(engine *en, kv_policy *pol, const int32_t *prompt, int32_t n
     if (keep_logits) g->logits = malloc(((size_t)max_new + 1) * (size_t)V * sizeof *g->logits);
     if (!g->tokens || !g->step_ms || (keep_logits && !g->logits) || text_add(g, "", 0))
         return kv_errorf(KV_ENOMEM, "out of memory");
-    int rc = begin_sample(en, pol, n_prompt);
-    if (rc) return rc;
     double t0 = now_s();
-    if ((rc = pol_eval_prompt(pol, en->ctx, prompt, n_prompt, en->logits))) return rc;
-    track(en, pol, g, 1);
+    int rc = read_prompt(en, pol, prompt, n_prompt, q_split, g);
+    if (rc) return rc;
     int32_t bos = kv_tokenizer_bos(en->tok), eos = kv_tokenizer_eos(en->tok), prev = prompt[n_prompt - 1];
     double t_step = now_s();
     for (int i = 0; i < max_new; i++) {
@@ -398,8 +441,8 @@ static int lost_on_layer(void *user, kv_cache *ref, const kv_attn_view *v) {
  * then the full cache's own continuation; at each step its next-token
  * distribution is compared with the full cache's, and a full cache fed the
  * same tokens in lockstep measures the attention mass the policy lost. */
-static int fidelity(engine *en, kv_policy *pol, const int32_t *prompt, int32_t n_prompt, const gen_result *ref,
-                    double *kl_mean, double *top1, double *mass_lost) {
+static int fidelity(engine *en, kv_policy *pol, const int32_t *prompt, int32_t n_prompt, int32_t q_split,
+                    const gen_result *ref, double *kl_mean, double *top1, double *mass_lost) {
     int32_t V = en->mi->vocab_size;
     if (!en->ref_ctx) {
         kv_ctx_params cp = kv_ctx_default_params();
@@ -410,8 +453,7 @@ static int fidelity(engine *en, kv_policy *pol, const int32_t *prompt, int32_t n
     kv_ctx_hook hook = {.user = &ls, .needs = KV_NEED_LAST_ROW, .positions = KV_POS_ORIGINAL, .on_layer = lost_on_layer};
     kv_ctx_reset(en->ref_ctx);
     kv_ctx_set_hook(en->ref_ctx, &hook);
-    int rc = begin_sample(en, pol, n_prompt);
-    if (!rc) rc = pol_eval_prompt(pol, en->ctx, prompt, n_prompt, en->logits);
+    int rc = read_prompt(en, pol, prompt, n_prompt, q_split, NULL);
     if (!rc) rc = kv_ctx_eval(en->ref_ctx, prompt, n_prompt, NULL, 0);
     double kl = 0;
     int agree = 0;
@@ -549,15 +591,16 @@ static int run_identity(const run_state *rs, const engine *en, const run_cell *r
     int n = snprintf(spec, cap,
                      "kvbench-run/2 version=%s model_hash=%s arch=%g/%d/%g%s task_kind=%s data=%s haystack=%s template=%s@%d "
                      "max_prompt_tokens=%d max_new_tokens=%d stop_newline=%d fidelity=%d doc_field=%s ref_field=%s "
-                     "lengths=%s depths=%s per_cell=%d tokens=%d chunk=%d min_chars=%d curve_bucket=%d policy=%s params=%s "
-                     "budget=%s seed=%llu",
+                     "lengths=%s depths=%s per_cell=%d tokens=%d chunk=%d min_chars=%d curve_bucket=%d question=%s policy=%s "
+                     "params=%s budget=%s seed=%llu",
                      KVBENCH_VERSION, en->model_hash, (double)en->mi->rope_base, en->mi->ctx_len, (double)en->mi->norm_eps,
                      /* MPT's GELU, only when not the default (other runs' ids unchanged) */
                      en->mi->arch == KV_ARCH_MPT && en->mi->gelu == KV_GELU_ERF ? "/gelu=erf" : "",
                      hx_task_kind_name(t->kind), t->data ? t->data : "",
                      t->haystack ? t->haystack : "", tp->name, tp->version, t->max_prompt_tokens, t->max_new_tokens,
                      t->stop_newline, t->fidelity, t->doc_field ? t->doc_field : "", t->ref_field ? t->ref_field : "",
-                     lens, deps, t->per_cell, t->tokens, t->chunk, t->min_chars, t->curve_bucket, pol->ops->name, params, bs,
+                     lens, deps, t->per_cell, t->tokens, t->chunk, t->min_chars, t->curve_bucket,
+                     t->question_after ? "after_compression" : "in_prompt", pol->ops->name, params, bs,
                      (unsigned long long)e->seed);
     if (n < 0 || (size_t)n >= cap) return kv_errorf(KV_EINVAL, "run description too long");
     uint64_t h = hx_hash(HX_HASH_INIT, spec, strlen(spec));
@@ -741,11 +784,17 @@ static int run_task(run_state *rs, engine *en, int model, int task) {
         ids = malloc((size_t)n_prompt * sizeof *ids);
         if (!ids) { status = -1; goto sample_done; }
         memcpy(ids, tc.buf, (size_t)n_prompt * sizeof *ids);
+        int32_t q_split = 0; /* question = after_compression: where it begins */
+        if (t->question_after && (rc = question_split(&tc, tp, s, prompt, ids, n_prompt, &q_split))) {
+            fprintf(stderr, "kvbench run: task %s: %s\n", t->name, kv_last_error());
+            status = -1;
+            goto sample_done;
+        }
         if (need_ref) {
             kv_policy *full = NULL;
             pol_budget none = {POL_BUDGET_NONE, 0};
             rc = pol_new("full", NULL, 0, &none, e->seed, en->mi, &full);
-            if (!rc) rc = generate(en, full, ids, (int32_t)n_prompt, t->max_new_tokens, t->stop_newline, 1, &ref);
+            if (!rc) rc = generate(en, full, ids, (int32_t)n_prompt, q_split, t->max_new_tokens, t->stop_newline, 1, &ref);
             pol_free(full);
             if (rc) {
                 fprintf(stderr, "kvbench run: task %s sample %s (full-cache reference): %s\n", t->name, s->id, kv_last_error());
@@ -771,7 +820,7 @@ static int run_task(run_state *rs, engine *en, int model, int task) {
                     g.decode_ms = secs * 1e3;
                 }
             } else {
-                rc = generate(en, pol, ids, (int32_t)n_prompt, t->max_new_tokens, t->stop_newline, 0, &g);
+                rc = generate(en, pol, ids, (int32_t)n_prompt, q_split, t->max_new_tokens, t->stop_newline, 0, &g);
                 if (!rc) {
                     switch (t->kind) {
                     case HX_TASK_SUMMARIZATION:
@@ -806,7 +855,7 @@ static int run_task(run_state *rs, engine *en, int model, int task) {
                         put(&ml, "fid_prefix_match", ref.n ? (double)same / ref.n : 1);
                         if (put_rouge(&ml, "fid", g.text, ref.text)) rc = KV_ENOMEM;
                         double kl, top1, lost;
-                        if (!rc) rc = fidelity(en, pol, ids, (int32_t)n_prompt, &ref, &kl, &top1, &lost);
+                        if (!rc) rc = fidelity(en, pol, ids, (int32_t)n_prompt, q_split, &ref, &kl, &top1, &lost);
                         if (!rc) {
                             put(&ml, "fid_kl", kl);
                             put(&ml, "fid_top1_agree", top1);
@@ -818,6 +867,10 @@ static int run_task(run_state *rs, engine *en, int model, int task) {
             if (!rc) {
                 int over = g.over_budget;
                 put(&ml, "kv_bytes_peak", (double)g.bytes_peak);
+                if (t->kind != HX_TASK_PERPLEXITY) { /* a stream has no prompt phase */
+                    put(&ml, "kv_bytes_prompt_peak", (double)g.bytes_prompt_peak);
+                    put(&ml, "kv_bytes_steady_peak", (double)g.bytes_steady_peak);
+                }
                 put(&ml, "budget_exceeded", over);
                 if (over) {
                     rs->failed_budget++;

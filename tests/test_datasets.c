@@ -277,8 +277,10 @@ static void test_passkey(void **state) {
     assert_int_equal(a.n, 12);
     assert_int_equal(ds_make_passkey(lengths, 2, depths, 3, 2, 42, count_words, NULL, &b), KV_OK);
     for (int i = 0; i < a.n; i++) {
-        const char *ctx = ds_sample_field(&a.s[i], "context");
-        assert_string_equal(ctx, ds_sample_field(&b.s[i], "context")); /* seeded */
+        assert_string_equal(ds_sample_field(&a.s[i], "context"), ds_sample_field(&b.s[i], "context")); /* seeded */
+        assert_string_equal(ds_sample_field(&a.s[i], "question"), "What is the pass key? The pass key is");
+        char ctx[8192]; /* the prompt as template passkey@2 joins it */
+        snprintf(ctx, sizeof ctx, "%s%s", ds_sample_field(&a.s[i], "context"), ds_sample_field(&a.s[i], "question"));
         int key = atoi(a.s[i].reference);
         assert_true(key >= 1 && key <= 50000);
         char line[128];

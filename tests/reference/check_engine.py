@@ -151,7 +151,7 @@ def main():
                 out = os.path.join(a.tmp, 'logits.f32')
                 cmd = [a.kvbench, 'logits', '--model', p, '--tokens', ','.join(map(str, tokens)), '--mode', 'decode',
                        '--out', out, '--threads', '2', '--policy', policy, '--budget', str(budget),
-                       '--set', 'positions=%s,prefill=%s' % (positions, prefill) +
+                       '--set', 'positions=%s,prefill=%s' % (positions, prefill + (',chunk=1' if prefill == 'streaming' else '')) +
                        (',sinks=%d' % sinks if policy == 'streamingllm' else '')]
                 if n_prompt:
                     cmd += ['--prompt-len', str(n_prompt)]
