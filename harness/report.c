@@ -19,12 +19,15 @@
 
 #define N_OPTS(a) (int)(sizeof(a) / sizeof((a)[0]))
 
+/* Memory in two figures where there is a prompt: the most held while it was
+ * read (a whole prefill holds it all once) and the most held afterwards. */
 static const char *default_metrics(const char *kind) {
     if (!strcmp(kind, "summarization") || !strcmp(kind, "conversation"))
-        return "rouge1_f,rouge2_f,rougeLsum_f,fid_top1_agree,fid_kl,attn_mass_lost,kv_bytes_peak";
-    if (!strcmp(kind, "passkey") || !strcmp(kind, "needle") || !strcmp(kind, "ruler")) return "accuracy,kv_bytes_peak";
+        return "rouge1_f,rouge2_f,rougeLsum_f,fid_top1_agree,fid_kl,attn_mass_lost,kv_bytes_prompt_peak,kv_bytes_steady_peak";
+    if (!strcmp(kind, "passkey") || !strcmp(kind, "needle") || !strcmp(kind, "ruler"))
+        return "accuracy,kv_bytes_prompt_peak,kv_bytes_steady_peak";
     if (!strcmp(kind, "perplexity")) return "ppl,kv_bytes_peak";
-    return "fid_top1_agree,fid_kl,attn_mass_lost,fid_rougeL_f,kv_bytes_peak";
+    return "fid_top1_agree,fid_kl,attn_mass_lost,fid_rougeL_f,kv_bytes_prompt_peak,kv_bytes_steady_peak";
 }
 
 /* Quality metrics get the 99% column; costs (memory, time) do not. */

@@ -241,6 +241,62 @@ expect_bad "unset variable" "environment variable \\\$NOPE_NOT_SET is not set" '
 expect_bad "bad dtype" "\\[model stories260K\\] dtype: expected f32, f16, bf16, q8_0 or q4_0, got 'q9'" 's#^tokenizer = stories260K/tok512.bin#tokenizer = stories260K/tok512.bin\ndtype = q9#'
 expect_bad "bad gelu" "\\[model stories260K\\] gelu: expected tanh or erf, got 'exact'" 's#^tokenizer = stories260K/tok512.bin#tokenizer = stories260K/tok512.bin\ngelu = exact#'
 expect_bad "not key = value" "bad.ini:[0-9]+: expected 'key = value'" 's/^per_cell = 1/per_cell/'
+expect_bad "question with no question part" "\[task ruler\] question = after_compression: template ruler@1 has no question part" 's/^kind = ruler/kind = ruler\nquestion = after_compression/'
+expect_bad "bad question mode" "\[task passkey\] question: expected in_prompt or after_compression, got 'later'" 's/^kind = passkey/kind = passkey\nquestion = later/'
+expect_bad "streaming without chunk" "\[policy h2o\] policy h2o: prefill=streaming needs chunk=N" 's/^recent = 0.5/recent = 0.5\nprefill = streaming/'
+
+# --- the question asked after the context is compressed: the same tokens as
+# in_prompt (the full cache gives the same answers both ways), the mode in the
+# run's spec, and a policy that sees the question only after compressing
+# differs from the one that sees it inside the prompt; prompt-phase KV peaks
+# are whole prompts, steady-state ones are the budget's
+sed -n '1,/^\[task passkey\]/p' "$ini" | sed '$d' >"$tmp/q.ini"
+cat >>"$tmp/q.ini" <<'EOF2'
+[task pk_in]
+kind = passkey
+lengths = 240
+depths = 0, 50, 100
+per_cell = 2
+max_new_tokens = 8
+
+[task pk_after]
+kind = passkey
+lengths = 240
+depths = 0, 50, 100
+per_cell = 2
+max_new_tokens = 8
+question = after_compression
+
+[policy full]
+[policy snapkv]
+[policy window]
+
+[sweep]
+models = stories260K
+tasks = pk_in, pk_after
+policies = full, snapkv, window
+budgets = 64
+EOF2
+export KVBENCH_TEST_DB=$tmp/q.db
+out=$("$kv" run "$tmp/q.ini" --threads 1 -q 2>&1)
+chk=$($py - "$tmp/q.db" <<'PY' 2>&1
+import sqlite3, sys
+d = sqlite3.connect(sys.argv[1])
+out = {}
+for task, pol, sample, o in d.execute("select r.task, r.policy_label, s.sample, s.output from runs r join samples s on s.run = r.id"):
+    out[(task, pol, sample)] = o
+samples = sorted({k[2] for k in out})
+same_full = all(out[('pk_in', 'full', s)] == out[('pk_after', 'full', s)] for s in samples)
+differ_snap = sum(out[('pk_in', 'snapkv', s)] != out[('pk_after', 'snapkv', s)] for s in samples)
+specs = [r[0] for r in d.execute("select spec from runs where task = 'pk_after'")]
+modes = all(' question=after_compression ' in sp for sp in specs) and len(specs) == 3
+m = {(t, p, n): v for t, p, n, v in d.execute("select r.task, r.policy_label, m.name, max(m.value) from runs r join metrics m on m.run = r.id group by 1, 2, 3")}
+peaks = m[('pk_in', 'window', 'kv_bytes_prompt_peak')] > m[('pk_in', 'window', 'kv_bytes_steady_peak')] and \
+        m[('pk_in', 'window', 'kv_bytes_steady_peak')] < m[('pk_in', 'full', 'kv_bytes_steady_peak')]
+print(len(samples), same_full, differ_snap > 0, modes, peaks)
+PY
+)
+if [ "$chk" = "6 True True True True" ]; then ok "question after compression: same tokens, recorded, changes snapkv; KV peaks by phase"; else bad "question after compression" "$chk $out"; fi
 
 echo "$pass passed, $fail failed"
 [ "$fail" = 0 ]
