@@ -75,7 +75,15 @@ int hx_db_open(const char *path, int create, hx_db **out) {
     int have = sqlite3_step(st) == SQLITE_ROW ? sqlite3_column_int(st, 0) : 0;
     sqlite3_finalize(st);
     if (have && have != HX_DB_SCHEMA_VERSION) {
-        rc = kv_errorf(KV_EFORMAT, "%s: schema version %d, this kvbench reads version %d", path, have, HX_DB_SCHEMA_VERSION);
+        if (have == 1) /* the one older version there is: say why and what to do */
+            rc = kv_errorf(KV_EFORMAT, "%s: schema version 1, this kvbench reads version %d: its results come from "
+                           "prompts read in chunks with evictions between them and from a partial model hash, so "
+                           "they are not comparable with this version's; give this version a new database "
+                           "(--db PATH or the experiment's db =) and keep this one for the kvbench that wrote it",
+                           path, HX_DB_SCHEMA_VERSION);
+        else
+            rc = kv_errorf(KV_EFORMAT, "%s: schema version %d, this kvbench reads version %d", path, have,
+                           HX_DB_SCHEMA_VERSION);
         hx_db_close(db);
         return rc;
     }

@@ -14,7 +14,10 @@
 typedef struct sqlite3 sqlite3;
 typedef struct hx_db hx_db;
 
-#define HX_DB_SCHEMA_VERSION 1
+/* 2: runs read the prompt whole before any eviction (prefill=whole), their
+ * spec records prefill and question modes, models are identified by a hash
+ * of the whole file. Version 1 results are not comparable: refused. */
+#define HX_DB_SCHEMA_VERSION 2
 
 typedef struct hx_run_row {
     char id[17];          /* 16 hex digits */

@@ -245,6 +245,11 @@ expect_bad "question with no question part" "\[task ruler\] question = after_com
 expect_bad "bad question mode" "\[task passkey\] question: expected in_prompt or after_compression, got 'later'" 's/^kind = passkey/kind = passkey\nquestion = later/'
 expect_bad "streaming without chunk" "\[policy h2o\] policy h2o: prefill=streaming needs chunk=N" 's/^recent = 0.5/recent = 0.5\nprefill = streaming/'
 
+# --- a database of schema version 1 (results not comparable) is refused, naming why and the fix
+$py -c "import sqlite3,sys; d=sqlite3.connect(sys.argv[1]); d.execute('create table meta(key text primary key, value text not null)'); d.execute(\"insert into meta values('schema_version','1')\"); d.commit()" "$tmp/v1.db"
+out=$(KVBENCH_TEST_DB=$tmp/v1.db "$kv" run "$ini" --only task=cnndm 2>&1)
+if [ $? != 0 ] && echo "$out" | grep -q "v1.db: schema version 1, .*not comparable.*new database"; then ok "schema version 1 refused with the reason"; else bad "schema version 1" "$out"; fi
+
 # --- the question asked after the context is compressed: the same tokens as
 # in_prompt (the full cache gives the same answers both ways), the mode in the
 # run's spec, and a policy that sees the question only after compressing
