@@ -70,7 +70,7 @@
 #include "kv_error.h"
 #include "policy.h"
 
-enum { P_SINKS, P_CASCADES, P_BETA, P_REDUCE, P_EAGER, P_STRIDE };
+enum { P_SINKS, P_CASCADES, P_BETA, P_REDUCE, P_EAGER, P_STRIDE, P_COUNTS };
 enum { RED_MAX, RED_MEAN };
 
 static const pol_param_def params[] = {
@@ -81,6 +81,8 @@ static const pol_param_def params[] = {
      "max|mean"},
     {"eager_fill", 1, 0, 1, 1, "1: every sub-cache takes every token while t <= N + S", NULL},
     {"stride", 1024, 1, 1 << 30, 1, "prompt chunk (cascade_stride): its attention, then its tokens inserted in order", NULL},
+    {"budget_counts", 0, 0, 1, 1, "what the budget B counts: cascades = the N cascade slots, sinks beside (the authors' "
+     "--window); total = sinks included, N = B - S (equal total slots with streamingllm at B)", "cascades|total"},
 };
 
 typedef struct ring {     /* one sub-cache: token positions, oldest at `start` */
@@ -149,8 +151,12 @@ static void cascade_free(kv_policy *p) { free_state(p->state, p->n_layers * p->n
 static void cascade_reset(kv_policy *p) {
     cascade_st *st = p->state;
     int64_t budget = p->limit, C = st->n_rings;
-    if (C > budget) C = budget;
     st->S = (int32_t)p->param[P_SINKS];
+    if (p->param[P_COUNTS] == 1 && budget != INT32_MAX) { /* total: the sinks come out of the budget */
+        if (st->S > budget - 1) st->S = (int32_t)(budget - 1);
+        budget -= st->S;
+    }
+    if (C > budget) C = budget;
     st->C = (int32_t)C;
     st->W = (int32_t)(budget / C);
     st->N = st->C * st->W;
@@ -371,7 +377,7 @@ const pol_ops pol_cascade_ops = {
     .summary = "sinks + C sub-caches taking every 2^i-th token, EMA-attention-gated, strided prefill; holds budget + sinks, "
                "positions=cache by default (Cascading KV cache; METHODS.md A10)",
     .params = params,
-    .n_params = 6,
+    .n_params = 7,
     .needs = KV_NEED_DECAYED_COLSUM,
     .init = cascade_init,
     .on_layer = cascade_on_layer,
