@@ -30,6 +30,9 @@ typedef struct parse_state {
     hx_experiment *e;
     FILE *f;
     int line;        /* line the reader returned last */
+    char *buf;       /* the line read whole (getline) */
+    size_t buf_cap;
+    char *long_value; /* the value of a line too long for inih's buffer (see reader) */
     sect_kind sect;  /* the section being read */
     int idx;         /* its index in the model/task/policy arrays */
     int rc;          /* first error */
@@ -245,15 +248,58 @@ static void on_section(parse_state *st, const char *text) {
     }
 }
 
+/* A value as inih leaves it: an inline comment (';' after whitespace) cut
+ * off, surrounding whitespace trimmed. In place. */
+static char *ini_value(char *v) {
+    for (char *p = v; *p; p++)
+        if (*p == ';' && p > v && (p[-1] == ' ' || p[-1] == '\t')) {
+            *p = 0;
+            break;
+        }
+    while (*v == ' ' || *v == '\t') v++;
+    size_t n = strlen(v);
+    while (n > 0 && (v[n - 1] == ' ' || v[n - 1] == '\t' || v[n - 1] == '\r' || v[n - 1] == '\n')) v[--n] = 0;
+    return v;
+}
+
+#define LONG_VALUE "\x01" /* stands for st->long_value in what inih is handed */
+
+/* inih's stream reader, reading each line whole: Debian's libinih reads
+ * into a 200-byte buffer and would take the rest of a longer line for a
+ * line of its own (the tail of a long comment becoming a real setting). A
+ * long comment is handed on as an empty one; a long `key = value` as
+ * `key = LONG_VALUE`, its value kept aside for the handler. A NUL byte is
+ * an error, not a silent cut. */
 static char *reader(char *buf, int size, void *user) {
     parse_state *st = user;
-    char *r = fgets(buf, size, st->f);
-    if (!r) return NULL;
+    if (st->rc) return NULL;
+    ssize_t n = getline(&st->buf, &st->buf_cap, st->f);
+    if (n < 0) return NULL;
     st->line++;
-    const char *p = buf;
+    if (memchr(st->buf, 0, (size_t)n)) {
+        fail(st, st->line, "a NUL byte at column %d (expected text)", (int)((char *)memchr(st->buf, 0, (size_t)n) - st->buf) + 1);
+        return NULL;
+    }
+    const char *p = st->buf;
     while (*p == ' ' || *p == '\t') p++;
     if (*p == '[') on_section(st, p);
-    return r;
+    if (n < size) return memcpy(buf, st->buf, (size_t)n + 1);
+    if (*p == ';' || *p == '#') return strcpy(buf, ";\n");
+    const char *eq = strchr(p, '=');
+    size_t klen = eq ? (size_t)(eq - p) : 0;
+    if (*p == '[' || !eq || klen + sizeof LONG_VALUE + 3 > (size_t)size) {
+        fail(st, st->line, *p == '[' ? "a section header of %d bytes (expected a short [kind NAME])"
+                                     : "a line of %d bytes that is not 'key = value' with a short key", (int)n);
+        return NULL;
+    }
+    free(st->long_value);
+    if (!(st->long_value = strdup(eq + 1))) {
+        fail(st, st->line, "out of memory");
+        return NULL;
+    }
+    memmove(st->long_value, ini_value(st->long_value), strlen(ini_value(st->long_value)) + 1);
+    snprintf(buf, (size_t)size, "%.*s= " LONG_VALUE "\n", (int)klen, p);
+    return buf;
 }
 
 #define SECT_NAME(buf, kind, label) (snprintf(buf, sizeof buf, "%s%s%s", kind, label ? " " : "", label ? label : ""), buf)
@@ -263,6 +309,7 @@ static int handler(void *user, const char *section, const char *key, const char 
     parse_state *st = user;
     hx_experiment *e = st->e;
     if (st->rc) return 0;
+    if (!strcmp(value, LONG_VALUE) && st->long_value) value = st->long_value;
     char sn[256];
     switch (st->sect) {
     case S_NONE:
@@ -507,6 +554,8 @@ int hx_experiment_load(const char *path, hx_experiment *e) {
     if (!st.f) return kv_errorf(KV_EIO, "%s: cannot open: %s", path, strerror(errno));
     int r = ini_parse_stream(reader, &st, handler, &st);
     fclose(st.f);
+    free(st.buf);
+    free(st.long_value);
     if (!st.rc && r > 0) fail(&st, r, "expected 'key = value' or '[section]'");
     if (!st.rc && r < 0) st.rc = kv_errorf(KV_EIO, "%s: cannot read", path);
     if (!st.rc) validate(&st);

@@ -245,6 +245,19 @@ expect_bad "question with no question part" "\[task ruler\] question = after_com
 expect_bad "bad question mode" "\[task passkey\] question: expected in_prompt or after_compression, got 'later'" 's/^kind = passkey/kind = passkey\nquestion = later/'
 expect_bad "streaming without chunk" "\[policy h2o\] policy h2o: prefill=streaming needs chunk=N" 's/^recent = 0.5/recent = 0.5\nprefill = streaming/'
 
+# --- lines of any length are read whole: a long comment stays a comment (its
+# tail is no setting), a long value is one value, a NUL byte is an error
+base=$("$kv" run "$ini" --dry-run 2>&1)
+long_comment="; $(printf 'x%.0s' $(seq 1 260)) recent = 0.9"
+sed "s/^recent = 0.5/recent = 0.5\n$long_comment/" "$ini" >"$tmp/long.ini"
+sed -i "s/^budgets = 64, 128/budgets = 64,$(printf ' %.0s' $(seq 1 250))128/" "$tmp/long.ini"
+out=$(KVBENCH_TEST_DB=$tmp/dry.db "$kv" run "$tmp/long.ini" --dry-run 2>&1)
+if [ "$(echo "$out" | grep -c '^  run ')" -gt 0 ] && [ "$(echo "$out" | grep '^  run ')" = "$(echo "$base" | grep '^  run ')" ]; then ok "long comment and long value lines read whole"; else bad "long lines" "$out"; fi
+L_nul=$(grep -n "^samples = 3" "$ini" | cut -d: -f1)
+$py -c "import sys; t=open(sys.argv[1],'rb').read().replace(b'samples = 3', b'samples = 3\x00 0', 1); open(sys.argv[2],'wb').write(t)" "$ini" "$tmp/nul.ini"
+out=$("$kv" run "$tmp/nul.ini" --dry-run 2>&1)
+if [ $? = 2 ] && echo "$out" | grep -q "nul.ini:$L_nul: a NUL byte at column 12"; then ok "NUL byte in a value refused with its line"; else bad "NUL byte" "$out"; fi
+
 # --- a database of schema version 1 (results not comparable) is refused, naming why and the fix
 $py -c "import sqlite3,sys; d=sqlite3.connect(sys.argv[1]); d.execute('create table meta(key text primary key, value text not null)'); d.execute(\"insert into meta values('schema_version','1')\"); d.commit()" "$tmp/v1.db"
 out=$(KVBENCH_TEST_DB=$tmp/v1.db "$kv" run "$ini" --only task=cnndm 2>&1)
