@@ -54,6 +54,14 @@ sed 's/^policy = window$/policy = snapkv/' "$ini" >"$tmp/oneshot.ini"
 out=$("$kv" run "$tmp/oneshot.ini" --dry-run 2>&1)
 if [ $? = 2 ] && echo "$out" | grep -q "window compresses a prompt once, and task pg19 streams its text"; then ok "one-shot policy on a stream refused"; else bad "one-shot on a stream" "$out"; fi
 
+# --- one-shot is an instance's: knorm schedule=prompt (its default) is refused on a stream, every_step runs
+sed 's/^policy = window$/policy = knorm/' "$ini" >"$tmp/knorm.ini"
+out=$("$kv" run "$tmp/knorm.ini" --dry-run 2>&1)
+sed 's/^policy = window$/policy = knorm\nschedule = every_step/' "$ini" >"$tmp/knorm2.ini"
+out2=$("$kv" run "$tmp/knorm2.ini" --dry-run 2>&1)
+if echo "$out" | grep -q "window compresses a prompt once" && echo "$out2" | grep -q "^total: 35 runs"; then
+  ok "knorm schedule=prompt refused on a stream, schedule=every_step allowed"; else bad "knorm schedule on a stream" "$out $out2"; fi
+
 # --- Keyformer, SnapKV and PyramidKV through the harness: budgets held at every step
 sed 's/^tasks = .*/tasks = cnndm, passkey/; s/^policies = .*/policies = full, keyformer, snapkv, pyramidkv/' "$ini" >"$tmp/new.ini"
 printf '[policy keyformer]\n[policy snapkv]\n[policy pyramidkv]\n' >>"$tmp/new.ini"
