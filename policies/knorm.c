@@ -79,7 +79,7 @@ static int knorm_on_layer(kv_policy *p, kv_cache *c, const kv_attn_view *v) {
 
 const pol_ops pol_knorm_ops = {
     .name = "knorm",
-    .summary = "keep the lowest-norm keys (kvpress KnormPress: the prompt cut once at its end; a floor)",
+    .summary = "one-shot by default (schedule=prompt, as kvpress runs it): keep the lowest-norm keys (kvpress KnormPress; a floor)",
     .params = params,
     .n_params = 2,
     .init = knorm_init,

@@ -103,7 +103,7 @@ static int random_on_layer(kv_policy *p, kv_cache *c, const kv_attn_view *v) {
 
 const pol_ops pol_random_ops = {
     .name = "random",
-    .summary = "a seeded random subset (kvpress RandomPress: the prompt cut once at its end; a floor)",
+    .summary = "one-shot by default (schedule=prompt, as kvpress runs it): a seeded random subset (kvpress RandomPress; a floor)",
     .params = params,
     .n_params = 2,
     .init = random_init,
