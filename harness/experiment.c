@@ -456,6 +456,20 @@ static int resolve_list(parse_state *st, const char *list, int line, const char 
     return 0;
 }
 
+/* Whether policy pd's instances compress the prompt once: a parameter may
+ * decide (knorm and random with schedule=prompt are one-shot, with
+ * schedule=every_step not), so an instance is made with pd's settings
+ * (already validated) and its flags read. */
+static int policy_is_one_shot(const hx_policy_def *pd) {
+    const kv_model_info mi = {.n_layers = 1, .n_kv_heads = 1, .n_heads = 1, .head_dim = 8, .dim = 8, .ctx_len = 512};
+    const pol_budget b = {POL_BUDGET_TOKENS, 16};
+    kv_policy *inst = NULL;
+    if (pol_new(pd->policy, (const char *const *)pd->settings, pd->n_settings, &b, 0, &mi, &inst)) return 0;
+    const int one_shot = (inst->flags & POL_ONE_SHOT) != 0;
+    pol_free(inst);
+    return one_shot;
+}
+
 static int validate(parse_state *st) {
     hx_experiment *e = st->e;
     if (!st->have_experiment) return fail(st, 1, "missing [experiment] section");
@@ -532,8 +546,7 @@ static int validate(parse_state *st) {
         if (t->kind != HX_TASK_PERPLEXITY) continue;
         for (int k = 0; k < e->n_sweep_policies; k++) {
             const hx_policy_def *pd = &e->policy[e->sweep_policy[k]];
-            const pol_ops *ops = pol_find(pd->policy);
-            if (ops && (ops->flags & POL_ONE_SHOT))
+            if (policy_is_one_shot(pd))
                 return fail(st, st->line_policies, "[sweep] policies: %s compresses a prompt once, and task %s streams its text without one",
                             pd->label, t->name);
         }

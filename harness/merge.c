@@ -6,7 +6,9 @@
  * text, the token counts and every metric except timings - or the merge is
  * refused and OUT is left as it was: the merge is built in a copy of OUT
  * that replaces it (rename) only when every input went in. Identical
- * duplicates are kept once. */
+ * duplicates are kept once. Runs of one experiment, model name, task,
+ * policy label and budget made from different model files (model_hash:
+ * XXH3-128 of the file) are refused too: reports would pool them. */
 #define _POSIX_C_SOURCE 200809L
 #include <sqlite3.h>
 #include <stdio.h>
@@ -44,6 +46,36 @@ static long count(sqlite3 *db, const char *sql) {
     long n = sqlite3_step(st) == SQLITE_ROW ? sqlite3_column_int64(st, 0) : -1;
     sqlite3_finalize(st);
     return n;
+}
+
+/* Runs of src that share experiment, model name, task, policy label and
+ * budget with a run of main or src whose model file differs: prints the
+ * first and returns 1 (0 if none, -1 on a database error). */
+static int model_file_conflict(sqlite3 *db, const char *in) {
+    static const char sql[] =
+        "WITH a AS (SELECT r.*, e.experiment FROM src.runs r JOIN src.experiment_runs e ON e.run = r.id), "
+        "b AS (SELECT r.*, e.experiment FROM main.runs r JOIN main.experiment_runs e ON e.run = r.id "
+        "UNION ALL SELECT * FROM a) "
+        "SELECT a.experiment, a.model, a.task, a.policy_label, a.budget, a.model_hash, b.model_hash FROM a JOIN b "
+        "ON b.experiment = a.experiment AND b.model = a.model AND b.task = a.task "
+        "AND b.policy_label = a.policy_label AND b.budget = a.budget AND b.model_hash IS NOT a.model_hash LIMIT 1";
+    sqlite3_stmt *st;
+    if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) != SQLITE_OK) {
+        fprintf(stderr, "kvbench merge: %s: %s\n", in, sqlite3_errmsg(db));
+        return -1;
+    }
+    int found = sqlite3_step(st) == SQLITE_ROW;
+    if (found) {
+        const char *t[7];
+        for (int i = 0; i < 7; i++) t[i] = sqlite3_column_text(st, i) ? (const char *)sqlite3_column_text(st, i) : "(none)";
+        fprintf(stderr,
+                "kvbench merge: %s: experiment %s, model %s, task %s, policy %s, budget %s: runs from two different "
+                "model files (model hash %s and %s); a report would pool them. Rename the model in one experiment "
+                "file, or re-run one side with the other's file\n",
+                in, t[0], t[1], t[2], t[3], t[4], t[5], t[6]);
+    }
+    sqlite3_finalize(st);
+    return found;
 }
 
 static int merge_one(sqlite3 *db, const char *in) {
@@ -85,6 +117,7 @@ static int merge_one(sqlite3 *db, const char *in) {
         if (bad > 0) fprintf(stderr, "kvbench merge: %s: %ld metric values conflict with ones already merged\n", in, bad);
         goto out;
     }
+    if (model_file_conflict(db, in)) goto out;
     if (exec(db,
              "INSERT OR IGNORE INTO main.runs SELECT * FROM src.runs;"
              "INSERT OR IGNORE INTO main.experiments SELECT * FROM src.experiments;"
@@ -109,7 +142,9 @@ int hx_cmd_merge(int argc, char **argv, int help) {
         printf("usage: kvbench merge OUT.db IN.db [IN.db...]\n\n"
                "Adds the runs, samples, metrics and curves of each IN to OUT (created if absent),\n"
                "typically the shards of one sweep run with --shard I/N. A sample stored in two inputs\n"
-               "must agree on its output and on every metric but timings, or nothing is merged.\n");
+               "must agree on its output and on every metric but timings, and runs of one experiment,\n"
+               "model name, task, policy and budget must come from the same model file (model hash),\n"
+               "or nothing is merged.\n");
         return 0;
     }
     const char *pos[64];

@@ -206,6 +206,7 @@ int hx_cmd_report(int argc, char **argv, int help) {
     if (experiment) snprintf(exp, sizeof exp, "%s", experiment);
     else if (hx_q_latest_experiment(db, exp, sizeof exp)) goto fail;
     if (hx_q_runs(db, exp, &runs, &n)) goto fail;
+    hx_q_note_model_files("report", exp, runs, n);
     report_opts o = {format, level, bootstrap};
     if (!strcmp(format, "csv")) printf("experiment,model,task,metric,policy,budget,n,mean,ci_lo,ci_hi,ratio_to_full\n");
     else printf("## %s (%s)\n", exp, db_path);

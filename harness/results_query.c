@@ -35,9 +35,11 @@ int hx_q_runs(sqlite3 *db, const char *experiment, hx_q_run **runs, int *n) {
     sqlite3_stmt *st;
     /* Policies in the order the sweep first met them (experiment_runs' rowid). */
     const char *sql =
-        "SELECT r.id, r.model, r.task, r.task_kind, r.policy_label, r.policy, r.budget, r.budget_kind, r.budget_value "
+        "SELECT r.id, r.model, r.task, r.task_kind, r.policy_label, r.policy, r.budget, r.budget_kind, r.budget_value, "
+        "r.model_hash, (SELECT COUNT(DISTINCT r3.model_hash) FROM experiment_runs er3 JOIN runs r3 ON r3.id = er3.run "
+        "WHERE er3.experiment = ?1 AND r3.model = r.model) "
         "FROM experiment_runs er JOIN runs r ON r.id = er.run WHERE er.experiment = ?1 "
-        "ORDER BY r.model, r.task, (SELECT MIN(er2.rowid) FROM experiment_runs er2 JOIN runs r2 ON r2.id = er2.run "
+        "ORDER BY r.model, r.model_hash, r.task, (SELECT MIN(er2.rowid) FROM experiment_runs er2 JOIN runs r2 ON r2.id = er2.run "
         "WHERE er2.experiment = ?1 AND r2.policy_label = r.policy_label), r.budget_kind, r.budget_value";
     if (sqlite3_prepare_v2(db, sql, -1, &st, NULL)) return q_err(db, "reading runs");
     sqlite3_bind_text(st, 1, experiment, -1, SQLITE_STATIC);
@@ -58,6 +60,17 @@ int hx_q_runs(sqlite3 *db, const char *experiment, hx_q_run **runs, int *n) {
         col_text(st, 6, r->budget, sizeof r->budget);
         r->budget_kind = sqlite3_column_int(st, 7);
         r->budget_value = sqlite3_column_double(st, 8);
+        col_text(st, 9, r->model_hash, sizeof r->model_hash);
+        r->model_files = sqlite3_column_int(st, 10);
+        /* One model name, several files (a re-quantization, weights changed
+         * between runs): averaging them together would report a model that
+         * does not exist, and refusing would hide results that are sound
+         * file by file; so each file becomes a model of its own. */
+        if (r->model_files > 1) {
+            size_t k = strlen(r->model);
+            if (k > sizeof r->model - 10) k = sizeof r->model - 10;
+            snprintf(r->model + k, sizeof r->model - k, "@%.8s", r->model_hash);
+        }
     }
     sqlite3_finalize(st);
     if (rc == KV_OK && *n == 0) rc = kv_errorf(KV_ENOTFOUND, "experiment '%s' has no runs in this database", experiment);
@@ -67,6 +80,27 @@ int hx_q_runs(sqlite3 *db, const char *experiment, hx_q_run **runs, int *n) {
         *n = 0;
     }
     return rc;
+}
+
+void hx_q_note_model_files(const char *cmd, const char *experiment, const hx_q_run *runs, int n) {
+    for (int i = 0; i < n; i++) {
+        if (runs[i].model_files < 2) continue;
+        const char *at = strrchr(runs[i].model, '@');
+        const size_t k = at ? (size_t)(at - runs[i].model) : strlen(runs[i].model);
+        int first = 1; /* the first run of this model name: print its note once */
+        for (int j = 0; j < i && first; j++)
+            first = !(runs[j].model_files > 1 && !strncmp(runs[j].model, runs[i].model, k) && runs[j].model[k] == '@');
+        if (!first) continue;
+        fprintf(stderr, "kvbench %s: note: experiment %s holds runs of model %.*s made from %d different files "
+                "(model hashes", cmd, experiment, (int)k, runs[i].model, runs[i].model_files);
+        const char *last = "";
+        for (int j = i; j < n; j++) /* ordered by model, hash: each hash once */
+            if (!strncmp(runs[j].model, runs[i].model, k) && runs[j].model[k] == '@' && strcmp(runs[j].model_hash, last)) {
+                fprintf(stderr, " %s", runs[j].model_hash);
+                last = runs[j].model_hash;
+            }
+        fprintf(stderr, "); they are shown apart as %.*s@HASH and never averaged together\n", (int)k, runs[i].model);
+    }
 }
 
 const hx_q_run *hx_q_full_of(const hx_q_run *runs, int n, const hx_q_run *r) {

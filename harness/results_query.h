@@ -14,6 +14,8 @@ typedef struct hx_q_run {
     char model[64], task[64], task_kind[32], label[64], policy[32], budget[32];
     int budget_kind;      /* pol_budget_kind */
     double budget_value;
+    char model_hash[33];  /* the model file's identity (XXH3-128, hex) */
+    int model_files;      /* model files (hashes) the experiment's runs of this model name came from */
 } hx_q_run;
 
 typedef struct hx_q_stat {
@@ -26,8 +28,15 @@ typedef struct hx_q_stat {
 int hx_q_latest_experiment(sqlite3 *db, char *name, size_t cap);
 
 /* The runs of an experiment, ordered by model, task, policy (in the order
- * the sweep first ran them), budget kind and value. *runs is malloc'd. */
+ * the sweep first ran them), budget kind and value. *runs is malloc'd.
+ * Runs of one model name made from different model files are never pooled:
+ * their model reads "NAME@HASH" (the hash's first 8 digits), so each file
+ * is a model of its own for reports and plots (see hx_q_note_model_files). */
 int hx_q_runs(sqlite3 *db, const char *experiment, hx_q_run **runs, int *n);
+
+/* Prints to stderr, once per model name, which files a model name's runs
+ * came from when there are several (the note for hx_q_runs' renaming). */
+void hx_q_note_model_files(const char *cmd, const char *experiment, const hx_q_run *runs, int n);
 
 /* The full-cache run of the same model and task (NULL if none). */
 const hx_q_run *hx_q_full_of(const hx_q_run *runs, int n, const hx_q_run *r);

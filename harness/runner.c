@@ -31,6 +31,7 @@
 #include "clock.h"
 #include "commands.h"
 #include "experiment.h"
+#include "identity.h"
 #include "opts.h"
 #include "paths.h"
 #include "resultsdb.h"
@@ -111,34 +112,6 @@ static int expand_sweep(const hx_experiment *e, const only_filter *f, run_cell *
     *out = r;
     *n_out = n;
     return 0;
-}
-
-/* ------------------------------------------------------- model identity */
-
-/* A hash of the model file's bytes (files over 256 MiB: their size and
- * first and last 16 MiB), so a run's key changes when the weights do. */
-static int hash_file(const char *path, char hex[17]) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return kv_errorf(KV_EIO, "%s: cannot open: %s", path, strerror(errno));
-    struct stat sb;
-    fstat(fileno(f), &sb);
-    uint64_t h = HX_HASH_INIT, size = (uint64_t)sb.st_size;
-    h = hx_hash(h, &size, sizeof size);
-    static unsigned char buf[1 << 16];
-    const uint64_t whole = 256ull << 20, part = 16ull << 20;
-    uint64_t ranges[2][2] = {{0, size <= whole ? size : part}, {size <= whole ? size : size - part, size}};
-    for (int r = 0; r < 2; r++) {
-        if (fseeko(f, (off_t)ranges[r][0], SEEK_SET) != 0) break;
-        for (uint64_t left = ranges[r][1] - ranges[r][0]; left > 0;) {
-            size_t n = fread(buf, 1, left < sizeof buf ? (size_t)left : sizeof buf, f);
-            if (!n) break;
-            h = hx_hash(h, buf, n);
-            left -= n;
-        }
-    }
-    fclose(f);
-    snprintf(hex, 17, "%016llx", (unsigned long long)h);
-    return KV_OK;
 }
 
 /* ---------------------------------------------------------- tokenizing */
@@ -276,7 +249,7 @@ typedef struct engine {
     kv_ctx *ref_ctx;   /* a full cache run in lockstep (attention mass lost); made when first needed */
     int threads;
     float *logits;     /* [vocab] */
-    char model_hash[17];
+    char model_hash[HX_IDENTITY_BUF];
     char model_path[4096];
 } engine;
 
@@ -921,8 +894,8 @@ static int convert_model(engine *en, const hx_model_def *md, const char *db, con
     kv_dtype want;
     if (kv_dtype_parse(md->dtype, &want)) return -1;
     if (kv_model_get_info(en->model)->wtype == want) return KV_OK;
-    char src_hash[17], dir[4096], path[4300], tmp[4400];
-    if (hash_file(en->model_path, src_hash)) return -1;
+    char src_hash[HX_IDENTITY_BUF], dir[4096], path[4300], tmp[4400];
+    if (hx_file_identity(en->model_path, src_hash)) return -1;
     snprintf(dir, sizeof dir, "%s", db);
     char *slash = strrchr(dir, '/');
     if (slash) *slash = 0;
@@ -972,7 +945,7 @@ static int load_engine(const hx_experiment *e, const char *db, int model, int th
     if (kv_ctx_new(en->model, &cp, &en->ctx)) return -1;
     en->logits = malloc((size_t)en->mi->vocab_size * sizeof *en->logits);
     if (!en->logits) return kv_errorf(KV_ENOMEM, "out of memory");
-    return hash_file(en->model_path, en->model_hash);
+    return hx_file_identity(en->model_path, en->model_hash);
 }
 
 static void free_engine(engine *en) {

@@ -54,6 +54,14 @@ sed 's/^policy = window$/policy = snapkv/' "$ini" >"$tmp/oneshot.ini"
 out=$("$kv" run "$tmp/oneshot.ini" --dry-run 2>&1)
 if [ $? = 2 ] && echo "$out" | grep -q "window compresses a prompt once, and task pg19 streams its text"; then ok "one-shot policy on a stream refused"; else bad "one-shot on a stream" "$out"; fi
 
+# --- one-shot is an instance's: knorm schedule=prompt (its default) is refused on a stream, every_step runs
+sed 's/^policy = window$/policy = knorm/' "$ini" >"$tmp/knorm.ini"
+out=$("$kv" run "$tmp/knorm.ini" --dry-run 2>&1)
+sed 's/^policy = window$/policy = knorm\nschedule = every_step/' "$ini" >"$tmp/knorm2.ini"
+out2=$("$kv" run "$tmp/knorm2.ini" --dry-run 2>&1)
+if echo "$out" | grep -q "window compresses a prompt once" && echo "$out2" | grep -q "^total: 35 runs"; then
+  ok "knorm schedule=prompt refused on a stream, schedule=every_step allowed"; else bad "knorm schedule on a stream" "$out $out2"; fi
+
 # --- Keyformer, SnapKV and PyramidKV through the harness: budgets held at every step
 sed 's/^tasks = .*/tasks = cnndm, passkey/; s/^policies = .*/policies = full, keyformer, snapkv, pyramidkv/' "$ini" >"$tmp/new.ini"
 printf '[policy keyformer]\n[policy snapkv]\n[policy pyramidkv]\n' >>"$tmp/new.ini"
@@ -188,6 +196,39 @@ out=$("$kv" merge "$tmp/merged.db" "$tmp/conflict.db" 2>&1)
 rc=$?
 if [ $rc != 0 ] && echo "$out" | grep -q "conflict" && [ "$(count "$tmp/merged.db")" = "$before" ] && cmp -s <(dump "$tmp/merged.db") "$tmp/full.txt"; then
   ok "merge refuses conflicts"; else bad "merge conflict (rc $rc)" "$out"; fi
+
+# --- runs of one model name from two model files: merge refuses them, report shows them apart
+# (other.db: s0.db's runs as if made from another file: another model hash, spec and run id)
+cp "$tmp/s0.db" "$tmp/other.db"
+cp "$tmp/full.db" "$tmp/twofiles.db"
+$py - "$tmp/other.db" "$tmp/twofiles.db" <<'PY'
+import sqlite3, sys
+H = 'f' * 32
+d = sqlite3.connect(sys.argv[1])
+for t in ('samples', 'metrics', 'curves', 'kv_trace', 'experiment_runs'):
+    d.execute("update %s set run = 'h' || substr(run, 2)" % t)
+d.execute("update runs set id = 'h' || substr(id, 2), model_hash = ?, spec = spec || ' other-file'", (H,))
+d.commit()
+d = sqlite3.connect(sys.argv[2])
+cols = [r[1] for r in d.execute('pragma table_info(runs)')]
+sel = ', '.join({'id': "'h' || substr(id, 2)", 'model_hash': "'%s'" % H, 'spec': "spec || ' other-file'"}.get(c, c) for c in cols)
+d.execute("insert into runs select %s from runs" % sel)
+for t in ('samples', 'metrics', 'experiment_runs'):
+    tc = [r[1] for r in d.execute('pragma table_info(%s)' % t)]
+    d.execute("insert into %s select %s from %s" % (t, ', '.join("'h' || substr(run, 2)" if c == 'run' else c for c in tc), t))
+d.commit()
+PY
+before=$(count "$tmp/merged.db")
+hash0=$($py -c "import sqlite3,sys; print(sqlite3.connect(sys.argv[1]).execute('select model_hash from runs limit 1').fetchone()[0])" "$tmp/s0.db")
+out=$("$kv" merge "$tmp/merged.db" "$tmp/other.db" 2>&1)
+rc=$?
+if [ $rc != 0 ] && echo "$out" | grep -q "runs from two different model files" && echo "$out" | grep -q "$hash0" &&
+   echo "$out" | grep -q "ffffffffffffffffffffffffffffffff" && [ "$(count "$tmp/merged.db")" = "$before" ] &&
+   [ ${#hash0} = 32 ]; then ok "merge refuses runs of one model name from two files"; else bad "merge two model files (rc $rc, hash $hash0)" "$out"; fi
+out=$("$kv" report --db "$tmp/twofiles.db" 2>&1)
+if echo "$out" | grep -q "note: experiment .* holds runs of model stories260K made from 2 different files" &&
+   echo "$out" | grep -q "### stories260K@${hash0:0:8} / cnndm" && echo "$out" | grep -q "### stories260K@ffffffff / cnndm" &&
+   ! echo "$out" | grep -q "### stories260K / "; then ok "report shows one model name's two files apart"; else bad "report two model files" "$out"; fi
 
 # --- report and plot
 export KVBENCH_TEST_DB=$tmp/full.db

@@ -164,6 +164,7 @@ static void test_large_budget_is_full(void **state) {
 
 typedef struct pol_cfg { const char *name, *set; } pol_cfg;
 static int all_configs(pol_cfg *cfg);
+static int counts_next_token(const kv_policy *p);
 
 /* positions=rerotate gives keys the positions positions=cache gives them
  * (their index in the cache, the query at its own slot's), reached by
@@ -182,6 +183,7 @@ static void test_rerotate_matches_cache(void **state) {
     int n = all_configs(cfg);
     for (int i = 0; i < n; i++) {
         if (strcmp(cfg[i].name, "sentinel") == 0) continue; /* sets its own positions (original only) */
+        if (cfg[i].set && strstr(cfg[i].set, "sim=1")) continue; /* h2o sim=1 refuses rerotate (h2o.c) */
         char set[2][200];
         const char *mode[2] = {"cache", "rerotate"};
         float *out[2] = {a, b};
@@ -242,6 +244,12 @@ static int all_configs(pol_cfg *cfg) {
     cfg[n++] = (pol_cfg){"streamingllm", "positions=rerotate"};
     cfg[n++] = (pol_cfg){"h2o", "positions=rerotate"};
     cfg[n++] = (pol_cfg){"zigzag", "window=4,positions=rerotate"};
+    cfg[n++] = (pol_cfg){"knorm", "schedule=every_step"};
+    cfg[n++] = (pol_cfg){"knorm", "recent=4"};
+    cfg[n++] = (pol_cfg){"random", "schedule=every_step,recent=3"};
+    cfg[n++] = (pol_cfg){"random", "recent=4"};
+    cfg[n++] = (pol_cfg){"h2o", "sim=1"};
+    cfg[n++] = (pol_cfg){"h2o", "sim=1,recent=0.3"};
     return n;
 }
 
@@ -330,7 +338,7 @@ static void test_budget_never_exceeded(void **state) {
             } else {
                 /* the cache fills up to the budget and stays there; Keyformer's
                  * kept set counts the token about to be generated */
-                int32_t want = p->limit - (strcmp(cfg[i].name, "keyformer") == 0);
+                int32_t want = p->limit - (strcmp(cfg[i].name, "keyformer") == 0 || counts_next_token(p));
                 if (seen != want)
                     fail_msg("%s %s budget %s: at most %d slots held, expected %d", cfg[i].name,
                              cfg[i].set ? cfg[i].set : "", budgets[k], seen, want);
@@ -474,13 +482,7 @@ static void test_rules_by_hand(void **state) {
     pol_free(p);
     kv_cache_free(c);
 
-    /* knorm budget 2: keys (t, 1) have norms growing with t: keep 0 and 1 */
-    c = hand_cache(5);
-    p = hand_policy("knorm", 2, NULL);
-    assert_int_equal(p->ops->on_layer(p, c, &v), KV_OK);
-    expect_positions(c, (int32_t[]){0, 1}, 2);
-    pol_free(p);
-    kv_cache_free(c);
+    /* knorm: test_floors_by_hand */
 }
 
 /* Keyformer's selection on given scores, and its score of one row. */
@@ -1388,6 +1390,186 @@ static void test_decayed_colsum_and_split(void **state) {
     free(pre);
 }
 
+/* ------------------------- knorm, random and h2o sim=1 (issue 11, section 2) */
+
+/* h2o sim=1 holds heavy + recent - 1 slots between steps (the next token
+ * counts against its budget, as Keyformer's kept set does). */
+static int counts_next_token(const kv_policy *p) { return strcmp(p->ops->name, "h2o") == 0 && p->param[1] == 1; }
+
+/* A policy on the hand-made one-layer cache with "k=v,k=v" settings, a
+ * budget (tokens, or "N%"), and a prompt of n_prompt tokens. */
+static kv_policy *floor_policy(const char *name, const char *budget, const char *set, int32_t n_prompt) {
+    kv_model_info mi = {.n_layers = 1, .n_heads = 2, .n_kv_heads = 1};
+    pol_budget b;
+    assert_int_equal(pol_budget_parse(budget, &b), KV_OK);
+    char buf[128];
+    const char *s[8];
+    int n = 0;
+    snprintf(buf, sizeof buf, "%s", set ? set : "");
+    for (char *t = strtok(buf, ","); t && n < 8; t = strtok(NULL, ",")) s[n++] = t;
+    kv_policy *p;
+    if (pol_new(name, s, n, &b, 1, &mi, &p)) fail_msg("%s", kv_last_error());
+    pol_begin(p, n_prompt);
+    return p;
+}
+
+static void append_pos(kv_cache *c, int32_t t) {
+    float k[2] = {(float)t, 1.0f}, v[2] = {0, 0};
+    assert_int_equal(kv_cache_append(c, kv_cache_head_at(c, 0, 0), k, v, t), KV_OK);
+}
+
+static void test_floors_by_hand(void **state) {
+    (void)state;
+    kv_attn_view v = {.layer = 0, .n_heads = 2, .n_kv_heads = 1, .n_new = 1, .stride = 16};
+    /* knorm schedule=prompt (default, one-shot), budget 2 of a 5-token prompt;
+     * keys (t, 1) have norms growing with t: keep 0 and 1, at the prompt's end only */
+    kv_cache *c = hand_cache(5);
+    kv_policy *p = floor_policy("knorm", "2", NULL, 5);
+    assert_true(p->flags & POL_ONE_SHOT);
+    v.pos0 = 3; /* position 3's call: the prompt goes on */
+    assert_int_equal(p->ops->on_layer(p, c, &v), KV_OK);
+    expect_positions(c, (int32_t[]){0, 1, 2, 3, 4}, 5);
+    v.pos0 = 4;
+    assert_int_equal(p->ops->on_layer(p, c, &v), KV_OK);
+    expect_positions(c, (int32_t[]){0, 1}, 2);
+    append_pos(c, 5); /* generated tokens are appended, never evicted */
+    v.pos0 = 5;
+    assert_int_equal(p->ops->on_layer(p, c, &v), KV_OK);
+    expect_positions(c, (int32_t[]){0, 1, 5}, 3);
+    pol_free(p);
+    kv_cache_free(c);
+
+    /* recent=1 with schedule=prompt: the prompt's last token and the best 2 others */
+    c = hand_cache(5);
+    p = floor_policy("knorm", "3", "recent=1", 5);
+    assert_int_equal(p->ops->on_layer(p, c, &v), KV_OK);
+    expect_positions(c, (int32_t[]){0, 1, 4}, 3);
+    pol_free(p);
+    kv_cache_free(c);
+
+    /* every_step (not one-shot): the newest token always stays (window 1 by
+     * default), the lowest norm of the others fills the budget */
+    c = hand_cache(5);
+    p = floor_policy("knorm", "2", "schedule=every_step", 5);
+    assert_false(p->flags & POL_ONE_SHOT);
+    v.pos0 = 4;
+    assert_int_equal(p->ops->on_layer(p, c, &v), KV_OK);
+    expect_positions(c, (int32_t[]){0, 4}, 2);
+    append_pos(c, 5);
+    v.pos0 = 5;
+    assert_int_equal(p->ops->on_layer(p, c, &v), KV_OK);
+    expect_positions(c, (int32_t[]){0, 5}, 2);
+    pol_free(p);
+    kv_cache_free(c);
+
+    /* random: prompt schedule keeps recent + a random subset once; every_step
+     * keeps the newest and drops each older slot about equally often */
+    c = hand_cache(6);
+    p = floor_policy("random", "3", "recent=2", 6);
+    v.pos0 = 5;
+    assert_int_equal(p->ops->on_layer(p, c, &v), KV_OK);
+    kv_cache_head *h = kv_cache_head_at(c, 0, 0);
+    assert_int_equal(h->len, 3);
+    assert_true(slot_of(c, 4) >= 0 && slot_of(c, 5) >= 0);
+    append_pos(c, 6);
+    v.pos0 = 6;
+    assert_int_equal(p->ops->on_layer(p, c, &v), KV_OK);
+    assert_int_equal(h->len, 4);
+    pol_free(p);
+    kv_cache_free(c);
+    int kept[10] = {0};
+    for (int seed = 0; seed < 300; seed++) {
+        c = hand_cache(10);
+        p = floor_policy("random", "3", "schedule=every_step", 10);
+        p->seed = (uint64_t)seed;
+        pol_begin(p, 10);
+        v.pos0 = 9;
+        assert_int_equal(p->ops->on_layer(p, c, &v), KV_OK);
+        h = kv_cache_head_at(c, 0, 0);
+        assert_int_equal(h->len, 3);
+        for (int32_t j = 0; j < h->len; j++) kept[h->pos[j]]++;
+        pol_free(p);
+        kv_cache_free(c);
+    }
+    assert_int_equal(kept[9], 300);
+    for (int t = 0; t < 9; t++) /* 2 of 9 kept: 66.7 expected of 300 */
+        if (kept[t] < 35 || kept[t] > 100) fail_msg("random every_step kept position %d %d times of 300", t, kept[t]);
+
+    /* flags per instance: prompt refuses a streaming prefill, every_step takes it */
+    kv_model_info mi = {.n_layers = 1, .n_heads = 2, .n_kv_heads = 1};
+    pol_budget b = {POL_BUDGET_TOKENS, 8};
+    const char *stream[2] = {"prefill=streaming", "schedule=every_step"};
+    assert_int_equal(pol_new("knorm", stream, 1, &b, 0, &mi, &p), KV_EINVAL);
+    assert_non_null(strstr(kv_last_error(), "compresses the prompt once"));
+    assert_int_equal(pol_new("random", stream, 2, &b, 0, &mi, &p), KV_OK);
+    assert_false(p->flags & POL_ONE_SHOT);
+    pol_free(p);
+}
+
+/* Column sums [2 heads][16] giving slot j of the head score[j] in head 0. */
+static void sim_step(kv_policy *p, kv_cache *c, int32_t pos0, const float *score_by_pos) {
+    static float colsum[2][16];
+    memset(colsum, 0, sizeof colsum);
+    const kv_cache_head *h = kv_cache_head_at(c, 0, 0);
+    for (int32_t j = 0; j < h->len; j++) colsum[0][j] = score_by_pos[h->pos[j]];
+    kv_attn_view v = {.layer = 0, .n_heads = 2, .n_kv_heads = 1, .n_new = 1, .pos0 = pos0, .stride = 16,
+                      .colsum = &colsum[0][0]};
+    assert_int_equal(p->ops->on_layer(p, c, &v), KV_OK);
+}
+
+static void test_h2o_sim_by_hand(void **state) {
+    (void)state;
+    /* budget 6, recent 0.5: heavy 3, recent 3. After the 8-token prompt
+     * (K = 8 > 6) the next step sees the new token and 6, 7; position 5 is
+     * held out for one step although it scores most; heavy: the best 3 of 0..4 */
+    kv_cache *c = hand_cache(8);
+    kv_policy *p = floor_policy("h2o", "6", "sim=1", 8);
+    assert_int_equal(p->limit, 6);
+    float s1[16] = {0.1f, 0.5f, 0.2f, 0.6f, 0.7f, 5.0f, 0.1f, 0.1f};
+    sim_step(p, c, 0, s1);
+    expect_positions(c, (int32_t[]){0, 1, 2, 3, 4, 5, 6, 7}, 8); /* the prompt goes on: masked nowhere */
+    float none[16] = {0};
+    sim_step(p, c, 7, none);
+    expect_positions(c, (int32_t[]){1, 3, 4, 6, 7}, 5);
+    /* the next step: 8 appended; 6 is held out, 5 comes back (its key with
+     * it) and with 3 (0.6 + 0.1 of this step) and 4 (0.7) beats 1 (0.5) */
+    append_pos(c, 8);
+    float s2[16] = {[3] = 0.1f, [8] = 0.2f};
+    sim_step(p, c, 8, s2);
+    expect_positions(c, (int32_t[]){3, 4, 5, 7, 8}, 5);
+    /* and 6, held out (0.1), lost to 5, 4 and 3: it is gone for good */
+    append_pos(c, 9);
+    sim_step(p, c, 9, none);
+    expect_positions(c, (int32_t[]){3, 4, 5, 8, 9}, 5);
+    pol_free(p);
+    kv_cache_free(c);
+
+    /* utils_hh's arithmetic: 60% of 103 with recent 0.5: heavy = int(0.3 x 103)
+     * = 30 and recent = 30, so 60 - not int(0.6 x 103) = 61 split 30/31 */
+    p = floor_policy("h2o", "60%", "sim=1", 103);
+    assert_int_equal(p->limit, 60);
+    assert_true(p->param[2] == 0.3 && p->param[3] == 0.3); /* the ratios, recorded */
+    pol_free(p);
+    p = floor_policy("h2o", "20%", "sim=1,heavy_ratio=0.15,recent_ratio=0.05", 103);
+    assert_int_equal(p->limit, 15 + 5);
+    pol_free(p);
+    p = floor_policy("h2o", "60%", NULL, 103); /* real drop: the budget as it was */
+    assert_int_equal(p->limit, 61);
+    pol_free(p);
+
+    kv_model_info mi = {.n_layers = 1, .n_heads = 2, .n_kv_heads = 1};
+    pol_budget b20;
+    assert_int_equal(pol_budget_parse("20%", &b20), KV_OK);
+    const char *bad[][2] = {{"sim=1", "heavy_ratio=0.3"}, {"sim=1", "positions=rerotate"},
+                            {"sim=1", "prefill=streaming"}, {"sim=1", "recent=0"}, {"heavy_ratio=0.1", "recent=0.5"}};
+    const char *why[] = {"must equal the budget", "rerotate", "streaming", "needs recent", "sim=1's"};
+    for (int i = 0; i < 5; i++) {
+        kv_policy *q;
+        assert_int_equal(pol_new("h2o", bad[i], 2, &b20, 0, &mi, &q), KV_EINVAL);
+        if (!strstr(kv_last_error(), why[i])) fail_msg("h2o %s,%s: %s", bad[i][0], bad[i][1], kv_last_error());
+    }
+}
+
 static void test_errors(void **state) {
     (void)state;
     kv_model_info mi = {.n_layers = 1, .n_heads = 2, .n_kv_heads = 1};
@@ -1445,6 +1627,7 @@ int main(void) {
         cmocka_unit_test(test_logit_and_window_statistics),
         cmocka_unit_test(test_cascade_by_hand),      cmocka_unit_test(test_decayed_colsum_and_split),
         cmocka_unit_test(test_errors),
+        cmocka_unit_test(test_floors_by_hand),       cmocka_unit_test(test_h2o_sim_by_hand),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -38,6 +38,10 @@ RUNS = [  # policy, settings, budget
     ('cascade', None, '12'), ('cascade', 'sinks=2,cascades=3,stride=8', '9'),
     ('cascade', 'head_reduction=mean,eager_fill=0,stride=5', '16'), ('cascade', 'cascades=1', '8'),
     ('cascade', 'positions=original,beta=0.5,stride=7', '40%'), ('cascade', 'cascades=2,sinks=0,eager_fill=0,beta=0.9', '10'),
+    # knorm, random (schedule, window) and h2o sim=1 (utils_hh's mask simulation)
+    ('knorm', None, '12'), ('knorm', 'recent=4', '40%'), ('knorm', 'schedule=every_step', '9'),
+    ('random', 'recent=3', '12'), ('random', 'schedule=every_step,recent=2', '9'),
+    ('h2o', 'sim=1', '20%'), ('h2o', 'sim=1,heavy_ratio=0.15,recent_ratio=0.1', '25%'), ('h2o', 'sim=1,recent=0.25', '12'),
 ]
 MODES = ['decode', 'chunk:13', 'prefill']
 # zigzag cuts every layer in the last layer's call, so an earlier layer's cut

@@ -10,8 +10,13 @@ Rules (per layer and KV head, applied when the head holds more than B):
   h2o           score = attention received, summed over every query so far and
                 over the query heads sharing the KV head; keep the r = int(B * recent)
                 newest and the B - r best-scored others          (A4 (b), real drop)
-                sim=1: the mask simulation (A4 (a)): the kept set counts the token
-                about to be generated, so B - 1 are kept, r - 1 of them recent
+                sim=1: utils_hh's mask simulation, replayed as its code runs it
+                (h2o_sim_event below)
+  knorm, random schedule=prompt: evictions only in the call that ends the prompt
+                (n tokens), which keeps every position >= n - recent and B in all
+                of the prompt; every_step: after each call at most B, the newest
+                max(recent, 1) kept (the scores, key norms or draws, are not in the
+                record: the schedule and window are checked, not the choice)
   tova          score = the newest query's attention averaged over all heads;
                 keep the B best                                   (A6)
   keyformer     score = sum over queries (prompt and generation) and over the query
@@ -385,6 +390,10 @@ def replay(rec):
                 s = min(int(rec.params[0]), B)
                 ordered = sorted(held)
                 keep = set(ordered[:s] + ordered[len(ordered) - (B - s):]) if len(held) > B else held
+            elif rec.name == 'h2o' and int(rec.params[1]) == 1:
+                keep = h2o_sim_event(rec, state, ev, g)
+            elif rec.name in ('knorm', 'random'):
+                keep = floor_event(rec, state, ev, g)
             elif rec.name == 'h2o':
                 sc = state.setdefault((ev['layer'], g), {})
                 sc = {p: sc.get(p, 0.0) for p in held}          # scores leave with their tokens
@@ -431,6 +440,86 @@ def replay(rec):
     if snap and snap['pending']:
         raise ValueError('the cut of layers %s never shows in this record (feed the prompt in a call of its own)'
                          % sorted(snap['pending']))
+
+
+# ------------------------------------------------------------- h2o sim=1
+
+def h2o_sim_budgets(rec, n):
+    """heavy, recent as utils_hh sizes them: int(ratio * n) each on the prompt's
+    n tokens (ratios recorded as params 2, 3); a token budget B: int(B * recent)
+    recent and the rest heavy."""
+    if rec.params[2] > 0 or rec.params[3] > 0:
+        heavy, recent = int(rec.params[2] * n), int(rec.params[3] * n)
+    else:
+        recent = int(rec.limit * rec.params[0])
+        heavy = rec.limit - recent
+    if rec.limit != heavy + recent:
+        raise ValueError('h2o sim: limit %d recorded, heavy %d + recent %d expected' % (rec.limit, heavy, recent))
+    return heavy, recent
+
+
+def h2o_sim_event(rec, state, ev, g):
+    """LlamaAttention_heavy_hitter (FMInference/H2O utils_hh) on one KV head:
+    `prev` holds a score for every position of the sequence (zero once masked),
+    `mask` the positions the next forward may attend (None: all). After a
+    forward leaving K tokens, if K > heavy + recent: mask = the last recent of
+    the K + 1 positions (the new token's included) and the heavy best of the
+    first K - recent; prev is zeroed outside the mask except for its last
+    recent positions. The kvbench cache must hold exactly the mask."""
+    st = state.setdefault((ev['layer'], g), {'prev': {}, 'mask': None, 'n': rec.n_prompt})
+    group = ev['H'] // ev['KV']
+    before, pos0, n_new = ev['before'][g], ev['pos0'], ev['n_new']
+    if st['n'] <= 0:
+        st['n'] = pos0 + n_new
+    new = set(range(pos0, pos0 + n_new))
+    seen = set(range(pos0)) if st['mask'] is None else {p for p in st['mask'] if p < pos0}
+    if set(before) != seen | new:
+        raise ValueError('h2o sim: layer %d head %d attends %s, utils_hh %s' % (
+            ev['layer'], g, sorted(set(before) ^ (seen | new)), 'differently'))
+    prev = st['prev']
+    for j, p in enumerate(before):        # masked positions receive no attention
+        prev[p] = prev.get(p, 0.0) + sum(float(ev['colsum'][q][j]) for q in range(g * group, (g + 1) * group))
+    K = pos0 + n_new
+    if K < st['n']:
+        return set(before)                 # the prompt's one forward is not over
+    heavy, recent = h2o_sim_budgets(rec, st['n'])
+    if K <= heavy + recent:
+        st['mask'] = None
+        return set(before)
+    mask = set(range(K + 1 - recent, K + 1))
+    if heavy:
+        mask |= best({p: prev.get(p, 0.0) for p in range(K - recent)}, heavy)
+    for p in range(K):
+        if p not in mask and p < K - recent:
+            prev[p] = 0.0
+    st['mask'] = mask
+    return {p for p in mask if p < K}
+
+
+def floor_event(rec, state, ev, g):
+    """knorm and random: the schedule and the window (see the module's doc)."""
+    before, after = ev['before'][g], set(ev['after'][g])
+    B, every, recent = rec.limit, int(rec.params[0]) == 1, int(rec.params[1])
+    st = state.setdefault((ev['layer'], g), {'n': rec.n_prompt, 'cut': False})
+    if st['n'] <= 0:
+        st['n'] = ev['pos0'] + ev['n_new']
+    end = ev['pos0'] + ev['n_new']
+    if every:
+        w = min(max(recent, 1), B)
+        if len(before) <= B:
+            return set(before)
+        must = set(sorted(before)[len(before) - w:])
+        ok = len(after) == B and must <= after and after <= set(before)
+        return after if ok else must
+    if st['cut'] or end < st['n'] or len(before) <= B:
+        st['cut'] = st['cut'] or end >= st['n']
+        return set(before)
+    st['cut'] = True
+    w = min(recent, B)
+    must = {p for p in before if p >= st['n'] - w}
+    prompt = {p for p in after if p < st['n']}
+    ok = must <= after and after <= set(before) and len(prompt) == B
+    return after if ok else must
 
 
 # ------------------------------------------------------------- cascade
