@@ -26,7 +26,7 @@ static void put_heads(hx_recorder *r, kv_cache *c, int layer, int n_kv) {
  * rows its reducer will see. */
 static void record_plan(void *user, kv_attn_plan *pl) {
     hx_recorder *r = user;
-    if (r->p->ops->plan) r->p->ops->plan(r->p, pl);
+    if (r->inner.plan) r->inner.plan(r->inner.user, pl);
     r->lg_n = 0;
     if (!(pl->needs & KV_NEED_LOGITS)) return;
     kv_cache *c = kv_ctx_cache(r->ctx);
@@ -57,12 +57,12 @@ static void record_reduce_row(void *user, const kv_logit_row *row) {
     if (r->lg_n > 0) /* each row its own place: safe from the engine's threads */
         memcpy(r->logits + ((size_t)row->head * r->lg_n + (size_t)(row->qpos - r->lg_pos0)) * r->lg_stride, row->x,
                (size_t)row->len * sizeof(float));
-    r->p->ops->reduce_row(r->p, row);
+    r->inner.reduce_row(r->inner.user, row);
 }
 
 static int32_t record_split(void *user, int32_t pos0, int32_t n) {
     hx_recorder *r = user;
-    return r->p->ops->split(r->p, pos0, n);
+    return r->inner.split(r->inner.user, pos0, n);
 }
 
 static int record_layer(void *user, kv_cache *c, const kv_attn_view *v) {
@@ -83,7 +83,7 @@ static int record_layer(void *user, kv_cache *c, const kv_attn_view *v) {
         put(r, v->window, rows * (size_t)v->win_n);
     }
     if (v->needs & KV_NEED_DECAYED_COLSUM) put(r, v->dcolsum, rows);
-    int rc = r->p->ops->on_layer ? r->p->ops->on_layer(r->p, c, v) : KV_OK;
+    int rc = r->inner.on_layer ? r->inner.on_layer(r->inner.user, c, v) : KV_OK;
     put_heads(r, c, v->layer, v->n_kv_heads);
     return rc;
 }
@@ -109,9 +109,14 @@ int hx_record_attach(hx_recorder *r, const char *path, kv_policy *p, kv_ctx *ctx
     put(r, p->ops->name, strlen(p->ops->name));
     put_i32(r, p->ops->n_params);
     put(r, p->param, (size_t)p->ops->n_params * sizeof(double));
-    kv_ctx_hook h = {.user = r, .needs = p->ops->needs, .positions = p->positions, .on_layer = record_layer,
-                     .plan = record_plan, .reduce_row = p->ops->reduce_row ? record_reduce_row : NULL,
-                     .decay = p->decay, .split = p->ops->split ? record_split : NULL};
+    /* the policy's own hook, wrapped: the same plan, prefill protocol and splits */
+    r->inner = pol_hook(p);
+    kv_ctx_hook h = r->inner;
+    h.user = r;
+    h.on_layer = record_layer;
+    h.plan = record_plan;
+    h.reduce_row = r->inner.reduce_row ? record_reduce_row : NULL;
+    h.split = r->inner.split ? record_split : NULL;
     kv_ctx_set_hook(ctx, &h);
     return 0;
 }

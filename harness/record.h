@@ -25,6 +25,7 @@
 typedef struct hx_recorder {
     FILE *f;
     kv_policy *p;
+    kv_ctx_hook inner;   /* the policy's hook (pol_hook), which the recording hook calls through */
     kv_ctx *ctx;
     int failed;
     float *logits;       /* this layer call's raw rows [n_heads][n_new][stride] (KV_NEED_LOGITS) */

@@ -171,6 +171,11 @@ void pol_begin(kv_policy *p, int32_t n_prompt);
 /* Installs p as ctx's per-layer hook (NULL p removes it). */
 void pol_attach(kv_policy *p, kv_ctx *ctx);
 
+/* The hook pol_attach installs. A caller that wraps it (the recorder of
+ * `kvbench logits --record`) must call through it, not p->ops directly, so
+ * that the prefill protocol (p->hold) and its check apply. */
+kv_ctx_hook pol_hook(kv_policy *p);
+
 /* Evaluates a sequence's prompt through p (attached, pol_begin called):
  * the method's own prompt evaluation when it has one, else kv_ctx_eval.
  * logits [vocab]: the next-token logits after the prompt (may be NULL). */

@@ -293,17 +293,22 @@ static int32_t hook_split(void *user, int32_t pos0, int32_t n) {
     return m;
 }
 
-void pol_attach(kv_policy *p, kv_ctx *ctx) {
-    if (!p) {
-        kv_ctx_set_hook(ctx, NULL);
-        return;
-    }
+kv_ctx_hook pol_hook(kv_policy *p) {
     kv_ctx_hook h = {.user = p, .needs = p->ops->needs, .positions = p->positions,
                      .on_layer = p->ops->on_layer ? hook_on_layer : NULL,
                      .plan = p->ops->plan ? hook_plan : NULL,
                      .reduce_row = p->ops->reduce_row ? hook_reduce_row : NULL,
                      .decay = p->decay,
                      .split = p->ops->split || (p->prefill == POL_PREFILL_STREAMING && p->chunk > 0) ? hook_split : NULL};
+    return h;
+}
+
+void pol_attach(kv_policy *p, kv_ctx *ctx) {
+    if (!p) {
+        kv_ctx_set_hook(ctx, NULL);
+        return;
+    }
+    kv_ctx_hook h = pol_hook(p);
     kv_ctx_set_hook(ctx, &h);
 }
 

@@ -250,6 +250,7 @@ static int all_configs(pol_cfg *cfg) {
     cfg[n++] = (pol_cfg){"random", "recent=4"};
     cfg[n++] = (pol_cfg){"h2o", "sim=1"};
     cfg[n++] = (pol_cfg){"h2o", "sim=1,recent=0.3"};
+    cfg[n++] = (pol_cfg){"cascade", "budget_counts=total"};
     return n;
 }
 
@@ -1498,10 +1499,10 @@ static void test_floors_by_hand(void **state) {
     /* flags per instance: prompt refuses a streaming prefill, every_step takes it */
     kv_model_info mi = {.n_layers = 1, .n_heads = 2, .n_kv_heads = 1};
     pol_budget b = {POL_BUDGET_TOKENS, 8};
-    const char *stream[2] = {"prefill=streaming", "schedule=every_step"};
+    const char *stream[3] = {"prefill=streaming", "schedule=every_step", "chunk=4"};
     assert_int_equal(pol_new("knorm", stream, 1, &b, 0, &mi, &p), KV_EINVAL);
     assert_non_null(strstr(kv_last_error(), "compresses the prompt once"));
-    assert_int_equal(pol_new("random", stream, 2, &b, 0, &mi, &p), KV_OK);
+    assert_int_equal(pol_new("random", stream, 3, &b, 0, &mi, &p), KV_OK);
     assert_false(p->flags & POL_ONE_SHOT);
     pol_free(p);
 }

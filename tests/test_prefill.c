@@ -212,7 +212,9 @@ static int configs(const char **name, const char **set) {
         name[n] = pol_at(i)->name, set[n++] = "";
     }
     const char *extra[][2] = {{"h2o", "sim=1"}, {"keyformer", "noise=none"}, {"snapkv", "window=4"},
-                              {"cascade", "stride=7"}, {"streamingllm", "sinks=0"}};
+                              {"cascade", "stride=7"}, {"streamingllm", "sinks=0"},
+                              {"knorm", "schedule=every_step"}, {"random", "schedule=every_step,recent=2"},
+                              {"cascade", "budget_counts=total"}};
     for (size_t i = 0; i < sizeof extra / sizeof extra[0]; i++) name[n] = extra[i][0], set[n++] = extra[i][1];
     return n;
 }
@@ -319,6 +321,13 @@ static void test_prefill_settings(void **state) {
     pol_free(p);
     assert_int_equal(pol_new("cascade", NULL, 0, &b, 1, mi, &p), KV_OK);
     assert_string_equal(pol_common_str(p, buf, sizeof buf), "positions=cache,prefill=streaming");
+    pol_begin(p, 40);
+    assert_int_equal(p->limit, 16 + 4); /* the authors' budget: the cascades, sinks beside */
+    pol_free(p);
+    const char *total[1] = {"budget_counts=total"};
+    assert_int_equal(pol_new("cascade", total, 1, &b, 1, mi, &p), KV_OK);
+    pol_begin(p, 40);
+    assert_int_equal(p->limit, 16); /* sinks included: what streamingllm holds at 16 */
     pol_free(p);
 }
 

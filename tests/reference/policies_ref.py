@@ -381,15 +381,19 @@ def replay(rec):
                 yield ev, g, cut[g] | new, set(ev['before'][g])
             snap_event(rec, snap, ev)
         group = ev['H'] // ev['KV']
+        # prefill=whole (the records here use it): the prompt is read with
+        # full attention and nothing is evicted before its last token; the
+        # every-step rules then start (their scores gathered all along)
+        hold = rec.n_prompt > 0 and ev['pos0'] + ev['n_new'] < rec.n_prompt
         for g in range(ev['KV']):
             before = ev['before'][g]
             held = set(before)
             if rec.name == 'window':
-                keep = set(sorted(held)[-B:]) if len(held) > B else held
+                keep = set(sorted(held)[-B:]) if len(held) > B and not hold else held
             elif rec.name == 'streamingllm':
                 s = min(int(rec.params[0]), B)
                 ordered = sorted(held)
-                keep = set(ordered[:s] + ordered[len(ordered) - (B - s):]) if len(held) > B else held
+                keep = set(ordered[:s] + ordered[len(ordered) - (B - s):]) if len(held) > B and not hold else held
             elif rec.name == 'h2o' and int(rec.params[1]) == 1:
                 keep = h2o_sim_event(rec, state, ev, g)
             elif rec.name in ('knorm', 'random'):
@@ -401,7 +405,7 @@ def replay(rec):
                     sc[p] += sum(ev['colsum'][q][j] for q in range(g * group, (g + 1) * group))
                 nxt = int(rec.params[1])
                 keep = held
-                if len(held) > B - nxt:
+                if len(held) > B - nxt and not hold:
                     r = int(B * rec.params[0])
                     heavy = B - r
                     r = max(r - nxt, 0)
@@ -410,7 +414,7 @@ def replay(rec):
                 state[(ev['layer'], g)] = {p: sc[p] for p in keep}
             elif rec.name == 'tova':
                 keep = held
-                if len(held) > B:
+                if len(held) > B and not hold:
                     mean = ev['last'].mean(axis=0)               # over all heads of the layer
                     keep = best({p: mean[j] for j, p in enumerate(before)}, B)
             elif rec.name == 'keyformer':
@@ -425,7 +429,7 @@ def replay(rec):
                 k = B
                 w = int(k * rec.params[0] / 100)
                 keep = held
-                if len(held) > k - 1:
+                if len(held) > k - 1 and not hold:
                     r = max(w - 1, 0)
                     recent = set(sorted(held)[len(held) - r:]) if r > 0 else set()
                     keep = recent | best_of([(p, v) for p, v in sc.items() if p not in recent], min(k - w, k - 1))
@@ -506,7 +510,7 @@ def floor_event(rec, state, ev, g):
     end = ev['pos0'] + ev['n_new']
     if every:
         w = min(max(recent, 1), B)
-        if len(before) <= B:
+        if len(before) <= B or (rec.n_prompt > 0 and end < rec.n_prompt):  # prefill=whole: held while reading
             return set(before)
         must = set(sorted(before)[len(before) - w:])
         ok = len(after) == B and must <= after and after <= set(before)
