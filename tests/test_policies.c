@@ -483,33 +483,128 @@ static void test_rules_by_hand(void **state) {
     kv_cache_free(c);
 }
 
-/* Keyformer's selection on given scores, and its score of one row. */
+/* A one-layer policy with two settings (hand_policy takes one). */
+static kv_policy *hand_policy2(const char *name, int32_t limit, const char *s1, const char *s2) {
+    kv_model_info mi = {.n_layers = 1, .n_heads = 2, .n_kv_heads = 1};
+    pol_budget b = {POL_BUDGET_TOKENS, limit};
+    kv_policy *p;
+    const char *s[2] = {s1, s2};
+    assert_int_equal(pol_new(name, s, 2, &b, 1, &mi, &p), KV_OK);
+    pol_begin(p, 100);
+    return p;
+}
+
+/* Whether the head holds position pos. */
+static int holds(kv_cache *c, int32_t pos) {
+    const kv_cache_head *h = kv_cache_head_at(c, 0, 0);
+    for (int32_t j = 0; j < h->len; j++)
+        if (h->pos[j] == pos) return 1;
+    return 0;
+}
+
+/* Keyformer's selection on given scores, both readings, and its score of one row. */
 static void test_keyformer_by_hand(void **state) {
     (void)state;
     /* budget 6, recent=50: w = 3; the kept set counts the next token, so
-     * 5 are kept: the w - 1 = 2 newest (8, 9) and the 3 best of 0..7 by the
-     * sum over both query heads: 2 (.4), 5 (.25), then 1 and 4 tie (.2):
-     * the older, 1 */
-    kv_cache *c = hand_cache(10);
-    kv_policy *p = hand_policy("keyformer", 6, "recent=50");
-    double red[2][10] = {{0.1, 0, 0.3, 0, 0.2, 0, 0, 0.05, 0.9, 0.9}, {0, 0.2, 0.1, 0, 0, 0.25, 0, 0.1, 0, 0}};
-    kv_attn_view v = {.layer = 0, .n_heads = 2, .n_kv_heads = 1, .n_new = 1, .pos0 = 9, .stride = 10,
-                      .needs = KV_NEED_LOGITS, .reduced = &red[0][0]};
-    assert_int_equal(p->ops->on_layer(p, c, &v), KV_OK);
-    expect_positions(c, (int32_t[]){1, 2, 5, 8, 9}, 5);
-    /* scores travel with their slots: position 1 gets a whole row more and
-     * becomes the heaviest; recent = {9, 10}; 1 (1.2), 8 (.9), 2 (.4) */
-    float k[2] = {10, 1}, vv[2] = {0, 0};
-    assert_int_equal(kv_cache_append(c, kv_cache_head_at(c, 0, 0), k, vv, 10), KV_OK);
-    double red2[2][6] = {{0}};
-    red2[0][slot_of(c, 1)] = 1.0;
-    v.reduced = &red2[0][0];
-    v.stride = 6;
-    v.pos0 = 10;
-    assert_int_equal(p->ops->on_layer(p, c, &v), KV_OK);
-    expect_positions(c, (int32_t[]){1, 2, 8, 9, 10}, 5);
-    pol_free(p);
-    kv_cache_free(c);
+     * 5 are kept: the w - 1 = 2 newest (8, 9) and the 3 best of the others
+     * by the sum over both query heads: 2 (.4), 5 (.25), then 1 and 4 tie
+     * (.2): the older, 1. The authors' rule leaves 7 out of the running
+     * (N - w, leaving the window); it scores .15, so both agree here */
+    for (int sel = 0; sel < 2; sel++) {
+        kv_cache *c = hand_cache(10);
+        kv_policy *p = hand_policy2("keyformer", 6, "recent=50", sel ? "selection=paper" : "selection=authors");
+        double red[2][10] = {{0.1, 0, 0.3, 0, 0.2, 0, 0, 0.05, 0.9, 0.9}, {0, 0.2, 0.1, 0, 0, 0.25, 0, 0.1, 0, 0}};
+        kv_attn_view v = {.layer = 0, .n_heads = 2, .n_kv_heads = 1, .n_new = 1, .pos0 = 9, .stride = 10,
+                          .needs = KV_NEED_LOGITS, .reduced = &red[0][0]};
+        assert_int_equal(p->ops->on_layer(p, c, &v), KV_OK);
+        expect_positions(c, (int32_t[]){1, 2, 5, 8, 9}, 5);
+        /* scores travel with their slots: position 1 gets a whole row more;
+         * recent = {9, 10}. paper: 8 (.9), leaving the window, competes and
+         * beats 5 (.25): 1 2 8. authors: 8 is dropped as it leaves the
+         * window and the key set 1 2 5 stays */
+        float k[2] = {10, 1}, vv[2] = {0, 0};
+        assert_int_equal(kv_cache_append(c, kv_cache_head_at(c, 0, 0), k, vv, 10), KV_OK);
+        double red2[2][6] = {{0}};
+        red2[0][slot_of(c, 1)] = 1.0;
+        v.reduced = &red2[0][0];
+        v.stride = 6;
+        v.pos0 = 10;
+        kv_attn_plan pl = {.layer = 0, .pos0 = 10, .n_new = 1, .needs = KV_NEED_LOGITS};
+        p->ops->plan(p, &pl);
+        assert_int_equal(pl.needs, sel ? KV_NEED_LOGITS : 0); /* authors: frozen, no logits needed */
+        assert_int_equal(p->ops->on_layer(p, c, &v), KV_OK);
+        if (sel) expect_positions(c, (int32_t[]){1, 2, 8, 9, 10}, 5);
+        else expect_positions(c, (int32_t[]){1, 2, 5, 9, 10}, 5);
+        /* authors: whatever the scores, the key set stays and the window
+         * slides (9 is the heaviest and goes) */
+        if (!sel) {
+            float k3[2] = {11, 1};
+            assert_int_equal(kv_cache_append(c, kv_cache_head_at(c, 0, 0), k3, vv, 11), KV_OK);
+            double red3[2][6] = {{0}};
+            red3[0][slot_of(c, 9)] = red3[1][slot_of(c, 9)] = 5.0;
+            v.reduced = &red3[0][0];
+            v.pos0 = 11;
+            assert_int_equal(p->ops->on_layer(p, c, &v), KV_OK);
+            expect_positions(c, (int32_t[]){1, 2, 5, 10, 11}, 5);
+        }
+        /* a new sequence forgets the selection: logits are asked for again */
+        pol_begin(p, 100);
+        pl = (kv_attn_plan){.layer = 0, .pos0 = 0, .n_new = 1, .needs = KV_NEED_LOGITS};
+        p->ops->plan(p, &pl);
+        assert_int_equal(pl.needs, KV_NEED_LOGITS);
+        pol_free(p);
+        kv_cache_free(c);
+    }
+    /* authors: nothing is chosen until more than k tokens have been seen
+     * (N = 6 = k: 6 held, the attention sees 7); paper keeps k - 1 */
+    for (int sel = 0; sel < 2; sel++) {
+        kv_cache *c = hand_cache(6);
+        kv_policy *p = hand_policy2("keyformer", 6, "recent=50", sel ? "selection=paper" : "selection=authors");
+        double red[2][6] = {{0}};
+        kv_attn_view v = {.layer = 0, .n_heads = 2, .n_kv_heads = 1, .n_new = 1, .pos0 = 5, .stride = 6,
+                          .needs = KV_NEED_LOGITS, .reduced = &red[0][0]};
+        assert_int_equal(p->ops->on_layer(p, c, &v), KV_OK);
+        assert_int_equal(kv_cache_head_at(c, 0, 0)->len, sel ? 5 : 6);
+        pol_free(p);
+        kv_cache_free(c);
+    }
+    /* authors, recent=0: no window, the k best of every position are kept
+     * (k = 4 of 10: 3 .9, 6 .8, 0 .5, 9 .4) */
+    {
+        kv_cache *c = hand_cache(10);
+        kv_policy *p = hand_policy2("keyformer", 4, "recent=0", "selection=authors");
+        double red[2][10] = {{0.5, 0, 0, 0.9, 0, 0, 0.8, 0, 0, 0.4}, {0}};
+        kv_attn_view v = {.layer = 0, .n_heads = 2, .n_kv_heads = 1, .n_new = 1, .pos0 = 9, .stride = 10,
+                          .needs = KV_NEED_LOGITS, .reduced = &red[0][0]};
+        assert_int_equal(p->ops->on_layer(p, c, &v), KV_OK);
+        expect_positions(c, (int32_t[]){0, 3, 6, 9}, 4);
+        kv_attn_plan pl = {.layer = 0, .pos0 = 10, .n_new = 1, .needs = KV_NEED_LOGITS};
+        p->ops->plan(p, &pl);
+        assert_int_equal(pl.needs, KV_NEED_LOGITS); /* no window: the kept set can change */
+        pol_free(p);
+        kv_cache_free(c);
+    }
+    /* the integer split: a 70% budget of 90 tokens is int(90 * 70 / 100) = 63
+     * (90 * 0.7 truncates to 62), and recent=70 of k = 90 is w = 63: with
+     * equal scores 62 newest (38..99) + the 27 oldest of 0..36; 37 leaves */
+    {
+        pol_budget x;
+        assert_int_equal(pol_budget_parse("70%", &x), KV_OK);
+        assert_int_equal(pol_budget_tokens(&x, 90), 63);
+        assert_int_equal(pol_budget_tokens(&x, 170), 119);
+        kv_cache *c = hand_cache(100);
+        kv_policy *p = hand_policy("keyformer", 90, "recent=70");
+        double red[2][100] = {{0}};
+        kv_attn_view v = {.layer = 0, .n_heads = 2, .n_kv_heads = 1, .n_new = 1, .pos0 = 99, .stride = 100,
+                          .needs = KV_NEED_LOGITS, .reduced = &red[0][0]};
+        assert_int_equal(p->ops->on_layer(p, c, &v), KV_OK);
+        assert_int_equal(kv_cache_head_at(c, 0, 0)->len, 89);
+        for (int32_t t = 0; t < 100; t++)
+            if (holds(c, t) != (t < 27 || t >= 38)) fail_msg("recent=70 of 90: position %d %s", t, holds(c, t) ? "held" : "dropped");
+        pol_free(p);
+        kv_cache_free(c);
+    }
+    kv_policy *p;
 
     /* the score of one row: noise=none is softmax(x) */
     const float x[3] = {0, logf(2), -INFINITY};
@@ -549,7 +644,7 @@ static void test_keyformer_by_hand(void **state) {
     enum { NQ = 20000 };
     for (int kind = 0; kind < 2; kind++) {
         kv_policy *p1 = hand_policy("keyformer", 6, noises[kind]), *p2 = hand_policy("keyformer", 6, noises[kind]);
-        p2->seed = 2;
+        pol_set_sample_seed(p2, 2); /* another sample */
         kv_logit_row r2 = {.layer = 0, .head = 0, .len = 2, .x = x2, .kpos = kpos, .tmp = tmp};
         double m1 = 0, m2 = 0, m4 = 0, d[NQ], a1[2], a2[2], a3[2];
         int differ = 0;
@@ -579,6 +674,38 @@ static void test_keyformer_by_hand(void **state) {
         pol_free(p1);
         pol_free(p2);
     }
+
+    /* the per-sample seed: without a call the draws are the seed's; a call
+     * makes them mix(seed ^ mix(sample)), the same for the same sample
+     * whatever ran before, another for another sample */
+    kv_policy *pa = hand_policy("keyformer", 6, NULL), *pb = hand_policy("keyformer", 6, NULL);
+    assert_true(pa->draw_seed == pa->seed);
+    uint64_t z = 77;
+    for (int i = 0; i < 2; i++) { /* mix(77), then mix(seed ^ that) */
+        z += 0x9E3779B97F4A7C15ull;
+        z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+        z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+        z ^= z >> 31;
+        if (i == 0) z ^= pa->seed;
+    }
+    pol_set_sample_seed(pa, 5);
+    pol_set_sample_seed(pa, 77);
+    pol_set_sample_seed(pb, 77);
+    assert_true(pa->draw_seed == z && pb->draw_seed == z);
+    pol_begin(pa, 100); /* a new sequence keeps it */
+    assert_true(pa->draw_seed == z);
+    const float x3[2] = {0, 0};
+    double s1[2] = {0}, s2[2] = {0}, s3[2] = {0};
+    kv_logit_row r3 = {.layer = 0, .head = 0, .qpos = 3, .len = 2, .x = x3, .kpos = kpos, .tmp = tmp, .acc = s1};
+    pa->ops->reduce_row(pa, &r3);
+    r3.acc = s2;
+    pb->ops->reduce_row(pb, &r3);
+    pol_set_sample_seed(pb, 78);
+    r3.acc = s3;
+    pb->ops->reduce_row(pb, &r3);
+    assert_true(s1[0] == s2[0] && s1[0] != s3[0]);
+    pol_free(pa);
+    pol_free(pb);
 }
 
 /* SnapKV's one-shot compression on given window rows (prompt of 10,

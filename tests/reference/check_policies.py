@@ -38,6 +38,10 @@ RUNS = [  # policy, settings, budget
     ('cascade', None, '12'), ('cascade', 'sinks=2,cascades=3,stride=8', '9'),
     ('cascade', 'head_reduction=mean,eager_fill=0,stride=5', '16'), ('cascade', 'cascades=1', '8'),
     ('cascade', 'positions=original,beta=0.5,stride=7', '40%'), ('cascade', 'cascades=2,sinks=0,eager_fill=0,beta=0.9', '10'),
+    # keyformer's two selections (the runs above use the default, authors)
+    ('keyformer', 'selection=paper', '40%'), ('keyformer', 'selection=paper,recent=50', '12'),
+    ('keyformer', 'selection=paper,noise=none,recent=0', '8'), ('keyformer', 'recent=70', '70%'),
+    ('keyformer', 'selection=authors,noise=none,recent=0', '9'),
 ]
 MODES = ['decode', 'chunk:13', 'prefill']
 # zigzag cuts every layer in the last layer's call, so an earlier layer's cut
@@ -56,6 +60,17 @@ def cascade_limit_differs(rec, settings, budget, n_prompt):
     want = C * (N // C) + S
     if rec.limit != want:
         print('  cascade: limit %d recorded, %d expected' % (rec.limit, want))
+    return rec.limit != want
+
+
+def budget_limit_differs(rec, budget, n_prompt):
+    """A percentage budget in slots as Keyformer's summarize.py computes it:
+    int(n * pct / 100) (30 tokens at 70%: 21, where 30 * 0.7 truncates to 20)."""
+    if not budget.endswith('%'):
+        return False
+    want = max(int(n_prompt * float(budget[:-1]) / 100), 1)
+    if rec.limit != want:
+        print('  %s: limit %d recorded, %d expected' % (rec.name, rec.limit, want))
     return rec.limit != want
 
 
@@ -92,6 +107,8 @@ def main():
             calls, bad = policies_ref.check(rec)
             if policy == 'cascade':
                 bad += cascade_limit_differs(rec_obj, settings, budget, 30)
+            elif policy in ('keyformer', 'snapkv', 'h2o'):
+                bad += budget_limit_differs(rec_obj, budget, 30)
             ok = bad == 0 and evicted
             print('%s %s: %d layer calls, %d differ%s' % ('PASS' if ok else 'FAIL', label, calls, bad,
                                                        '' if evicted else ', no eviction happened'))

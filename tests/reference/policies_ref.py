@@ -19,9 +19,13 @@ Rules (per layer and KV head, applied when the head holds more than B):
                 g the noise (gumbel | gaussian | constant | none = plain softmax(x),
                 H2O's score), tau = tau_init + itr (tau_end - tau_init) / steps,
                 itr = 0 in the prompt, t - n_prompt + 1 at position t after it;
-                k = B, w = int(k * recent / 100); the kept set counts the next token:
-                once more than k - 1 are held, keep the w - 1 newest and the
-                min(k - w, k - 1) best others                     (A5)
+                k = B, w = int(k * recent / 100); the kept set counts the next token.
+                selection=paper: once more than k - 1 are held, keep the w - 1 newest
+                and the min(k - w, k - 1) best others. selection=authors (the
+                authors' mask, ANDed step to step): once N > k tokens have been
+                seen, the mask over N + 1 columns keeps the last w and the k - w
+                best of the columns before the last w (all when w = 0), dropped
+                tokens scoring 0; only held tokens stay      (A5)
   snapkv        once, at the end of the prompt (n tokens, n > B): votes = the softmax
                 rows of the last w = min(window, B) prompt queries summed over those
                 queries, for each prefix key (position < n - w), per query head;
@@ -183,7 +187,7 @@ def keyformer_noise(kind, seed, layer, head, qpos, kpos):
 
 def keyformer_row_score(rec, layer, head, qpos, x, kpos):
     """f = softmax((x + g) / tau) over the keys the query sees (x finite)."""
-    recent, tau_init, tau_end, steps, noise = rec.params
+    recent, tau_init, tau_end, steps, noise = rec.params[:5]
     kind = NOISES[int(noise)]
     seen = np.isfinite(x)
     if kind == 'none':
@@ -196,6 +200,29 @@ def keyformer_row_score(rec, layer, head, qpos, x, kpos):
     f = np.zeros(len(x))
     f[seen] = e / e.sum()
     return f
+
+
+def keyformer_selection(rec):
+    """'authors' (the default) or 'paper'; a record without the parameter is 'paper'."""
+    return ['authors', 'paper'][int(rec.params[5])] if len(rec.params) > 5 else 'paper'
+
+
+def keyformer_authors_step(held, sc, N, k, r, have_scores):
+    """One step of the authors' token mask (keyformer-llm: modeling_gptj.py's
+    _attn, mpt attention.py), after the attention over the first N tokens:
+    the mask has N + 1 columns (the token about to be generated is column
+    N). Once N > k: the last r columns are kept, and the k - r best-scored
+    columns of score[:, :-r] (all N columns when r = 0), where a token
+    dropped earlier has score 0; the mask is ANDed with the previous one, so
+    only held tokens can be kept."""
+    if N <= k:
+        return set(held)
+    recent = set(range(N + 1 - r, N + 1)) if r > 0 else set()
+    columns = range(N - r) if r > 0 else range(N)
+    key = best_of([(p, sc.get(p, 0.0)) for p in columns], k - r) if k - r > 0 else set()
+    if not have_scores and r > 0 and len([p for p in held if p < N - r]) > k - r:
+        raise ValueError('keyformer: no logits at a step whose selection depends on them')
+    return set(held) & (recent | key)
 
 
 # ------------------------------------------------------------- snapkv / pyramidkv
@@ -407,7 +434,7 @@ def replay(rec):
             elif rec.name == 'keyformer':
                 sc = state.setdefault((ev['layer'], g), {})
                 sc = {p: sc.get(p, 0.0) for p in held}
-                for q in range(g * group, (g + 1) * group):
+                for q in range(g * group, (g + 1) * group) if ev['logits'] is not None else []:
                     for r in range(ev['n_new']):
                         f = keyformer_row_score(rec, ev['layer'], q, ev['pos0'] + r,
                                                 ev['logits'][q][r][:len(before)], before)
@@ -416,7 +443,9 @@ def replay(rec):
                 k = B
                 w = int(k * rec.params[0] / 100)
                 keep = held
-                if len(held) > k - 1:
+                if keyformer_selection(rec) == 'authors':
+                    keep = keyformer_authors_step(held, sc, ev['pos0'] + ev['n_new'], k, w, ev['logits'] is not None)
+                elif len(held) > k - 1:
                     r = max(w - 1, 0)
                     recent = set(sorted(held)[len(held) - r:]) if r > 0 else set()
                     keep = recent | best_of([(p, v) for p, v in sc.items() if p not in recent], min(k - w, k - 1))
