@@ -141,6 +141,7 @@ struct kv_policy {
     int hold;
     double decay;                 /* KV_NEED_DECAYED_COLSUM: kv_ctx_hook.decay (set by init) */
     int n_layers, n_kv_heads;
+    int n_heads;                  /* query heads (GQA: a multiple of n_kv_heads) */
     void *state;
 };
 

@@ -209,6 +209,7 @@ int pol_new(const char *name, const char *const *settings, int n_settings, const
     p->draw_seed = seed;
     p->n_layers = mi->n_layers;
     p->n_kv_heads = mi->n_kv_heads;
+    p->n_heads = mi->n_heads;
     p->layer_limit = malloc((size_t)(mi->n_layers > 0 ? mi->n_layers : 1) * sizeof *p->layer_limit);
     if (!p->layer_limit) {
         free(p);

@@ -42,6 +42,12 @@ RUNS = [  # policy, settings, budget
     ('keyformer', 'selection=paper', '40%'), ('keyformer', 'selection=paper,recent=50', '12'),
     ('keyformer', 'selection=paper,noise=none,recent=0', '8'), ('keyformer', 'recent=70', '70%'),
     ('keyformer', 'selection=authors,noise=none,recent=0', '9'),
+    # the snap family per query head (a KV head keeps the union of its group's picks)
+    ('snapkv', 'window=4,granularity=query_head', '12'), ('snapkv', 'window=6,kernel=3,pooling=avg,granularity=query_head', '20'),
+    ('pyramidkv', 'window=4,granularity=query_head', '12'), ('pyramidkv', 'window=2,alloc=factory,granularity=query_head', '10'),
+    ('adakv', 'window=4,granularity=query_head', '12'), ('adakv', 'window=2,normalize=1,alloc=factory,granularity=query_head', '9'),
+    ('adakv', 'window=4,layers=pyramid,granularity=query_head', '16'),
+    ('zigzag', 'window=4,granularity=query_head', '12'), ('zigzag', 'window=2,bound=0,threshold=0.5,granularity=query_head', '20'),
 ]
 MODES = ['decode', 'chunk:13', 'prefill']
 # zigzag cuts every layer in the last layer's call, so an earlier layer's cut

@@ -32,6 +32,13 @@ Rules (per layer and KV head, applied when the head holds more than B):
                 pool1d (avg: zero-padded sum / kernel; max), summed over the query
                 heads of the KV head; keep the B - w best prefix keys and every key
                 at position >= n - w; nothing evicted afterwards  (A7)
+                granularity=kv_head: the group's votes are summed BEFORE pooling
+                (KVCache-Factory's kv_head mode, AdaKV's gqa_support), one score
+                per KV head; granularity=query_head: each query head's votes
+                pooled and each query head selecting its own B - w (SnapKV's
+                code after repeat_kv), the KV head keeping the union. The same
+                units serve pyramidkv's, adakv's (caps shared among the units)
+                and zigzag's (LMBA summed over the units) cuts
   pyramidkv     snapkv with per-layer prefix caps: min = (B - w) // beta,
                 max = 2 (B - w) - min, clipped to n - w; n <= B keeps all,
                 n < 2 (B - w) keeps B - w in every layer, else layer l keeps
@@ -286,21 +293,36 @@ def snap_setup(rec, first_call):
     return n, w, caps
 
 
-def snap_limits(rec, n, w, caps, KV):
+GRANULARITY_INDEX = {'snapkv': 3, 'pyramidkv': 5, 'adakv': 8, 'zigzag': 6}
+
+
+def snap_granularity(rec):
+    """'kv_head' or 'query_head' (a record without the parameter: kv_head)."""
+    i = GRANULARITY_INDEX[rec.name]
+    return ['kv_head', 'query_head'][int(rec.params[i])] if len(rec.params) > i else 'kv_head'
+
+
+def snap_limits(rec, n, w, caps, KV, H):
     """The per-layer head limits a snap record starts with: the cap + w, or for
-    adakv and zigzag the most their rule can give one head."""
+    adakv and zigzag the most their rule can give one head. Per query head,
+    a KV head may hold the union of its G query heads' selections."""
+    G = H // KV if snap_granularity(rec) == 'query_head' else 1
+    units = KV * G
+    m = n - w
     out = []
     for c in caps:
         if c is None:
             out.append(rec.limit)
-        elif rec.name == 'adakv':
+            continue
+        if rec.name == 'adakv':
             f = int(rec.params[3] * c)
-            out.append(w + min(n - w, f + (c - f) * KV))
+            unit = f + (c - f) * units
         elif rec.name == 'zigzag':
             bb = int(rec.params[4] * c)
-            out.append(w + min(n - w, bb + rec.n_layers * (c - bb)))
+            unit = bb + rec.n_layers * (c - bb)
         else:
-            out.append(c + w)
+            unit = c
+        out.append(w + min(m, G * min(m, unit)))
     return out
 
 
@@ -392,7 +414,7 @@ def replay(rec):
         if rec.name in SNAP_POLICIES:
             if snap is None:
                 n, w, caps = snap_setup(rec, ev['n_new'])
-                want = snap_limits(rec, n, w, caps, ev['KV'])
+                want = snap_limits(rec, n, w, caps, ev['KV'], ev['H'])
                 if rec.layer_limit and rec.layer_limit != want:
                     raise ValueError('per-layer budgets: kvbench %s, reference %s' % (rec.layer_limit, want))
                 snap = dict(n=n, w=w, caps=caps, votes={}, done=set(), stash={}, pending={})
@@ -579,16 +601,26 @@ def snap_event(rec, snap, ev):
         return
     snap['done'].add(layer)
     kernel, kind = int(rec.params[1]), ['avg', 'max'][int(rec.params[2])]
-    scores = []
-    for g in range(ev['KV']):
-        score = np.zeros(m)
-        for q in range(g * group, (g + 1) * group):
-            score = score + pool1d(votes[q], kernel, kind)
-        scores.append(score)
+    # the scoring units: per KV head, its query heads' votes summed and then
+    # pooled (KVCache-Factory's kv_head mode, AdaKV's gqa_support); or per
+    # query head, pooled (SnapKV's code after repeat_kv)
+    per_query = snap_granularity(rec) == 'query_head'
+    upk = group if per_query else 1
+    if per_query:
+        scores = [pool1d(votes[q], kernel, kind) for q in range(ev['H'])]
+    else:
+        scores = [pool1d(votes[g * group:(g + 1) * group].sum(axis=0), kernel, kind) for g in range(ev['KV'])]
 
     def cut(before, score, k):
         prefix = [(p, score[p]) for p in before if p < m]
         return {p for p in before if p >= m} | best_of(prefix, k)
+
+    def cut_union(before, g, caps):
+        """KV head g keeps the union of its units' selections."""
+        kept = set()
+        for u in range(g * upk, (g + 1) * upk):
+            kept |= cut(before, scores[u], caps[u])
+        return kept
 
     if rec.name == 'zigzag':
         snap['stash'][layer] = (scores, ev['before'])
@@ -597,17 +629,21 @@ def snap_event(rec, snap, ev):
         lm = [sum(lmba(s, rec.params[3]) for s in snap['stash'][l][0]) for l in range(rec.n_layers)]
         caps = zigzag_caps(lm, m, cap, rec.params[4], ['exact', 'kvpress'][int(rec.params[5])])
         for l, (sc, before) in snap['stash'].items():
-            kept = [cut(before[g], sc[g], caps[l]) for g in range(ev['KV'])]
+            kept = []
+            for g in range(ev['KV']):
+                kept.append(set())
+                for u in range(g * upk, (g + 1) * upk):
+                    kept[g] |= cut(before[g], sc[u], caps[l])
             if l == layer:
                 snap['keep'] = dict(enumerate(kept))
             else:
                 snap['pending'][l] = kept
         return
-    head_caps = [cap] * ev['KV']
+    unit_caps = [cap] * len(scores)
     if rec.name == 'adakv':
-        head_caps = ada_caps(scores, cap, rec.params[3], ['exact', 'factory'][int(rec.params[6])], int(rec.params[7]))
+        unit_caps = ada_caps(scores, cap, rec.params[3], ['exact', 'factory'][int(rec.params[6])], int(rec.params[7]))
     for g in range(ev['KV']):
-        snap['keep'][g] = cut(ev['before'][g], scores[g], head_caps[g])
+        snap['keep'][g] = cut_union(ev['before'][g], g, unit_caps)
 
 
 def evicted(rec):
