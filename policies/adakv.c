@@ -36,7 +36,13 @@
  * p->layer_limit[l] is the most slots one head of layer l may hold: before
  * the cut, the most the rule can give a head, w + min(m, f + (b - f) Hkv);
  * after it, the largest head's cap + w. adakv_head_limit() gives each
- * head's. Defaults are AdaKV's (window 32, kernel 7, max pooling) with
+ * head's. granularity=query_head (AdaKV without gqa_support, and its
+ * pre-GQA code): the units are the query heads, count and caps are shared
+ * among the layer's H query heads (H b in all), and each KV head keeps the
+ * union of its query heads' selections (snap.h): head_cap is then the
+ * union's size. With kv_head (default) the group's votes are reduced before
+ * pooling, as AdaKV's gqa_support does (its mean; the sum ranks the same).
+ * Defaults are AdaKV's (window 32, kernel 7, max pooling) with
  * KVCache-Factory's and kvpress's floor 0.2 (AdaKV's README example uses
  * 0.5). AdaKV's `skip` (the first layers uniform) is not offered. */
 #include <math.h>
@@ -46,7 +52,7 @@
 #include "kv_error.h"
 #include "snap.h"
 
-enum { P_FLOOR = 3, P_LAYERS = 4, P_BETA = 5, P_ALLOC = 6, P_NORMALIZE = 7 };
+enum { P_FLOOR = 3, P_LAYERS = 4, P_BETA = 5, P_ALLOC = 6, P_NORMALIZE = 7, P_GRANULARITY = 8 };
 
 static const pol_param_def params[] = {
     {"window", 32, 1, 1 << 20, 1, "observation window: the last prompt queries whose attention votes (kept too)", NULL},
@@ -60,6 +66,7 @@ static const pol_param_def params[] = {
      "exact|factory"},
     {"normalize", 0, 0, 1, 1, "1: scale each head's scores by the share of its mass in its b best (AdaKV's normalize)",
      NULL},
+    SNAP_PARAM_GRANULARITY,
 };
 
 typedef struct ada_ext {
@@ -171,22 +178,19 @@ static int32_t ada_bound(const kv_policy *p, int layer, int32_t b) {
     (void)layer;
     const snap_state *st = p->state;
     const int32_t m = st->n - st->w, f = (int32_t)(p->param[P_FLOOR] * b);
-    int64_t most = f + (int64_t)(b - f) * p->n_kv_heads;
-    return st->w + (int32_t)(most < m ? most : m);
+    return st->w + snap_head_most(p, m, f + (int64_t)(b - f) * st->n_units);
 }
 
 static int ada_cut(kv_policy *p, kv_cache *c, int layer, double **score, int32_t m) {
     snap_state *st = p->state;
     ada_ext *x = st->ext;
-    int32_t *cap = x->head_cap + (size_t)layer * p->n_kv_heads;
-    int rc = snap_ada_caps(p->n_kv_heads, m, st->cap[layer], p->param[P_FLOOR], (int)p->param[P_ALLOC] == 0,
-                           (int)p->param[P_NORMALIZE], *score, cap);
-    int32_t most = 0;
-    for (int g = 0; g < p->n_kv_heads && !rc; g++) {
-        rc = snap_keep(c, kv_cache_head_at(c, layer, g), *score + (size_t)g * m, m, cap[g]);
-        if (cap[g] > most) most = cap[g];
-    }
-    if (!rc) p->layer_limit[layer] = most + st->w;
+    int32_t *ucap = malloc((size_t)st->n_units * sizeof *ucap);
+    if (!ucap) return kv_errorf(KV_ENOMEM, "out of memory");
+    int rc = snap_ada_caps(st->n_units, m, st->cap[layer], p->param[P_FLOOR], (int)p->param[P_ALLOC] == 0,
+                           (int)p->param[P_NORMALIZE], *score, ucap);
+    /* each KV head: the union of its units' selections (kv_head: its own cap) */
+    if (!rc) rc = snap_cut_heads(p, c, layer, *score, m, ucap, x->head_cap + (size_t)layer * p->n_kv_heads);
+    free(ucap);
     return rc;
 }
 
@@ -228,9 +232,10 @@ static void adakv_free(kv_policy *p) {
 
 const pol_ops pol_adakv_ops = {
     .name = "adakv",
-    .summary = "one-shot: snapkv with the layer's budget shared among its KV heads by their scores, same total (Ada-KV; METHODS.md A9)",
+    .summary = "one-shot: snapkv with the layer's budget shared among its KV heads by their scores, same total (Ada-KV; "
+               "defaults: FFY0/AdaKV AdaptiveSnapKVCluster, window 32 kernel 7 max, floor 0.2 of KVCache-Factory and kvpress; METHODS.md A9)",
     .params = params,
-    .n_params = 8,
+    .n_params = 9,
     .needs = KV_NEED_WINDOW,
     .flags = POL_ONE_SHOT,
     .init = adakv_init,

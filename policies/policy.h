@@ -48,7 +48,7 @@ typedef struct pol_param_def {
     const char *choices;
 } pol_param_def;
 
-#define POL_MAX_PARAMS 8
+#define POL_MAX_PARAMS 12 /* Ada-KV has 9 */
 
 /* ------------------------------------------------------------- the vtable */
 
@@ -130,7 +130,9 @@ struct kv_policy {
                                      heads: Ada-KV's longest head; a one-shot method whose
                                      budgets follow the prompt tightens it at its cut) */
     int32_t n_prompt;             /* prompt tokens of this sequence (pol_begin; 0: not known) */
-    uint64_t seed;
+    uint64_t seed;                /* pol_new's (the experiment's --seed) */
+    uint64_t draw_seed;           /* this sample's random draws (Keyformer's noise): seed, or
+                                     what pol_set_sample_seed made of it */
     kv_pos_mode positions;        /* "positions=original|cache|rerotate", any policy */
     pol_prefill prefill;          /* "prefill=whole|streaming", any policy */
     int32_t chunk;                /* "chunk=N": with streaming, prompt tokens read between evictions */
@@ -142,6 +144,7 @@ struct kv_policy {
     int hold;
     double decay;                 /* KV_NEED_DECAYED_COLSUM: kv_ctx_hook.decay (set by init) */
     int n_layers, n_kv_heads;
+    int n_heads;                  /* query heads (GQA: a multiple of n_kv_heads) */
     void *state;
 };
 
@@ -167,6 +170,16 @@ void pol_free(kv_policy *p);
  * fixes the budget in slots (limit and layer_limit). Call before evaluating
  * the prompt. */
 void pol_begin(kv_policy *p, int32_t n_prompt);
+
+/* Gives the next samples their own random draws: draw_seed becomes
+ * mix(seed ^ mix(sample_seed)), mix being splitmix64's finaliser (see
+ * keyformer.c), until the next call. A runner calls it before pol_begin with
+ * a hash of the sample's id mixed with the experiment's seed, so that each
+ * sample draws its own noise (as the authors' torch generator does, running
+ * on) and a sample's draws do not depend on which samples ran before it.
+ * Without a call, draw_seed is seed: every sample draws the same field.
+ * Only Keyformer's noise uses it so far. */
+void pol_set_sample_seed(kv_policy *p, uint64_t sample_seed);
 
 /* Installs p as ctx's per-layer hook (NULL p removes it). */
 void pol_attach(kv_policy *p, kv_ctx *ctx);

@@ -16,8 +16,12 @@
  * (alloc=factory); the default alloc=exact rounds the same line so that
  * the caps sum to exactly L (B - w): every layer together holds what the
  * uniform budget holds. p->layer_limit[l] = cap_l + w.
- * Defaults are KVCache-Factory's LongBench runner's (window 8, kernel 7,
- * max pooling); SnapKV's own defaults differ (32, 5, avg). */
+ * The scores, their granularity (kv_head: the group reduced before
+ * pooling; query_head: per query head, a KV head keeping the union) and the
+ * cut are SnapKV's (snapkv.c, snap.h); the caps are per unit.
+ * Defaults are KVCache-Factory's LongBench runner's, the PyramidKV authors'
+ * code (run_longbench.py: window 8, kernel 7, max pooling); SnapKV's
+ * LongBench configuration has window 32. */
 #include <stdlib.h>
 
 #include "kv_error.h"
@@ -32,6 +36,7 @@ static const pol_param_def params[] = {
     {"beta", 20, 1, 1 << 20, 1, "the last layer keeps about (B - w) / beta prefix tokens", NULL},
     {"alloc", 0, 0, 1, 1, "exact: the layers' caps sum to L (B - w); factory: KVCache-Factory's integer steps",
      "exact|factory"},
+    SNAP_PARAM_GRANULARITY,
 };
 
 int snap_pyramid_caps(int32_t n, int32_t B, int32_t w, int L, int32_t beta, int exact, int32_t *cap) {
@@ -82,9 +87,10 @@ static int pyramidkv_init(kv_policy *p) { return snap_init(p, pyramid_caps); }
 
 const pol_ops pol_pyramidkv_ops = {
     .name = "pyramidkv",
-    .summary = "one-shot: snapkv with per-layer budgets decreasing linearly, same total (PyramidKV; METHODS.md A8)",
+    .summary = "one-shot: snapkv with per-layer budgets decreasing linearly, same total (PyramidKV; defaults: "
+               "Zefan-Cai/KVCache-Factory run_longbench.py, window 8 kernel 7 max; METHODS.md A8)",
     .params = params,
-    .n_params = 5,
+    .n_params = 6,
     .needs = KV_NEED_WINDOW,
     .flags = POL_ONE_SHOT,
     .init = pyramidkv_init,

@@ -63,9 +63,13 @@ int32_t pol_budget_tokens(const pol_budget *b, int32_t n_prompt) {
     switch (b->kind) {
     case POL_BUDGET_TOKENS: return (int32_t)b->value;
     case POL_BUDGET_FRACTION: {
-        /* as Keyformer/H2O compute it: int(n_prompt * ratio), at least one slot */
-        int32_t k = (int32_t)((double)n_prompt * b->value);
-        return k < 1 ? 1 : k;
+        /* as Keyformer computes it (summarize.py's kv_cache = 60: int(n * 60 / 100)),
+         * in integers with the percentage recovered to a millionth of a percent:
+         * n * 0.7 in floating point truncates 90 tokens at 70% to 62, not 63.
+         * At least one slot. */
+        const int64_t ppm = llround(b->value * 1e8); /* millionths of a percent */
+        const int64_t k = (int64_t)(n_prompt > 0 ? n_prompt : 0) * ppm / 100000000;
+        return k < 1 ? 1 : k > INT32_MAX ? INT32_MAX : (int32_t)k;
     }
     default: return INT32_MAX;
     }
@@ -205,8 +209,10 @@ int pol_new(const char *name, const char *const *settings, int n_settings, const
     p->limit = INT32_MAX;
     p->positions = o->positions;
     p->seed = seed;
+    p->draw_seed = seed;
     p->n_layers = mi->n_layers;
     p->n_kv_heads = mi->n_kv_heads;
+    p->n_heads = mi->n_heads;
     p->layer_limit = malloc((size_t)(mi->n_layers > 0 ? mi->n_layers : 1) * sizeof *p->layer_limit);
     if (!p->layer_limit) {
         free(p);
@@ -240,6 +246,15 @@ void pol_begin(kv_policy *p, int32_t n_prompt) {
     for (int l = 0; l < p->n_layers; l++) p->layer_limit[l] = p->limit;
     if (p->ops->reset) p->ops->reset(p);
 }
+
+static uint64_t seed_mix(uint64_t z) { /* splitmix64's finaliser */
+    z += 0x9E3779B97F4A7C15ull;
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+
+void pol_set_sample_seed(kv_policy *p, uint64_t sample_seed) { p->draw_seed = seed_mix(p->seed ^ seed_mix(sample_seed)); }
 
 enum { HOLD_CHECK_HEADS = 64 };
 

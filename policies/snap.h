@@ -3,11 +3,27 @@
  * (internal to policies/).
  *
  * Their parameter tables begin with window, kernel, pooling (in that
- * order); they differ in how many prefix tokens each layer (and head)
- * keeps: a `caps` function fills in each layer's base once the prompt length
- * is known, and an optional `cut` replaces the uniform per-head cut once a
- * layer's scores are complete (Ada-KV: heads share the layer's budget;
- * ZigZagKV: layers share the model's, so it waits for the last layer). */
+ * order) and end with granularity; they differ in how many prefix tokens
+ * each layer (and head) keeps: a `caps` function fills in each layer's base
+ * once the prompt length is known, and an optional `cut` replaces the
+ * uniform cut once a layer's scores are complete (Ada-KV: heads share the
+ * layer's budget; ZigZagKV: layers share the model's, so it waits for the
+ * last layer).
+ *
+ * Granularity: the scores are per unit, a unit being a KV head (kv_head:
+ * the group's votes summed, then pooled, as KVCache-Factory's kv_head mode
+ * and AdaKV's gqa_support reduce the group before pooling) or a query head
+ * (query_head: each query head's votes pooled, as SnapKV's and
+ * KVCache-Factory's default code scores them after repeat_kv). A unit
+ * selects its own cap best prefix keys; a KV head keeps every key at
+ * position >= n - w and the union of its units' selections. The reference
+ * code holds one copy of the selected keys per query head (G = n_heads /
+ * n_kv_heads copies of the window, and of any key two query heads both
+ * chose): the engine's cache has one array per KV head, shared by the
+ * group's query heads, so here the group's picks are held once, the memory
+ * reported is the union's (between B and G (B - w) + w slots per KV head,
+ * where the reference holds G B), and each query head also sees the keys
+ * its group's other query heads picked (in the reference it sees its own). */
 #ifndef POL_SNAP_H
 #define POL_SNAP_H
 
@@ -17,15 +33,24 @@
 
 enum { SNAP_P_WINDOW, SNAP_P_KERNEL, SNAP_P_POOLING };
 enum { SNAP_POOL_AVG, SNAP_POOL_MAX };
+enum { SNAP_GRAN_KV_HEAD, SNAP_GRAN_QUERY_HEAD };
+
+/* The granularity parameter every snap policy ends its table with. */
+#define SNAP_PARAM_GRANULARITY                                                                                     \
+    {"granularity", SNAP_GRAN_KV_HEAD, 0, 1, 1,                                                                    \
+     "kv_head: a KV head's group votes together (summed, then pooled; B slots per KV head); query_head: each "      \
+     "query head selects (SnapKV's code), a KV head keeps the union (up to G (B - w) + w slots)",                 \
+     "kv_head|query_head"}
 
 /* Fills cap[l] for l < n_layers: the prefix tokens (positions < n - w)
  * layer l keeps besides the window, or -1 to keep everything (n <= B). */
 typedef void (*snap_caps_fn)(const kv_policy *p, int32_t n, int32_t w, int32_t *cap);
 
-/* Cuts layer `layer` once its votes are complete. (*score) [n_kv_heads][m]
- * is the pooled, group-summed score of each prefix key (by position < m =
- * n - w) per KV head; the function may take it (set *score to NULL and
- * free it later). Without one, every head keeps its cap[layer] best. */
+/* Cuts layer `layer` once its votes are complete. (*score) [n_units][m]
+ * is the pooled score of each prefix key (by position < m = n - w) per
+ * unit (snap_state.n_units: KV heads, or query heads with
+ * granularity=query_head); the function may take it (set *score to NULL
+ * and free it later). Without one, every unit selects its cap[layer] best. */
 typedef int (*snap_cut_fn)(kv_policy *p, kv_cache *c, int layer, double **score, int32_t m);
 /* The most slots a head of a layer whose base cap is cap (>= 0) may hold,
  * for p->layer_limit until the layer is cut; without one, cap + w. */
@@ -40,6 +65,7 @@ typedef struct snap_state {
     int32_t *cap;         /* [n_layers] prefix tokens kept (-1: all) */
     uint8_t *done;        /* [n_layers] votes complete (and cut, unless the cut waits) */
     double **vote;        /* [n_layers] -> [n_heads][n - w] or NULL */
+    int n_units, upk;     /* scoring units per layer, and per KV head (granularity) */
     void *ext;            /* the policy's own state (its free frees it) */
 } snap_state;
 
@@ -55,6 +81,19 @@ int snap_on_layer(kv_policy *p, kv_cache *c, const kv_attn_view *v);
 /* Keeps the k best-scored prefix keys of a head (score by position, for
  * positions < m; ties: the older) and every key at position >= m. */
 int snap_keep(kv_cache *c, kv_cache_head *h, const double *score, int32_t m, int32_t k);
+/* The same for a head selected by n_rows units: the union of each row's
+ * cap[r] best (score [n_rows][m]); *held: the prefix keys left (may be NULL). */
+int snap_keep_union(kv_cache *c, kv_cache_head *h, const double *score, int n_rows, int32_t m, const int32_t *cap,
+                    int32_t *held);
+/* Cuts every KV head of a layer: head g keeps the union of its units'
+ * ucap[u] best (score [n_units][m]) and every key from m on; sets
+ * p->layer_limit[layer] to the longest head's slots and, when held is
+ * given, held[g] to head g's prefix keys. */
+int snap_cut_heads(kv_policy *p, kv_cache *c, int layer, const double *score, int32_t m, const int32_t *ucap,
+                   int32_t *held);
+/* The most prefix keys a KV head holds when each of its units may select
+ * up to `unit_most` of the m (the union of upk selections). */
+int32_t snap_head_most(const kv_policy *p, int32_t m, int64_t unit_most);
 
 /* PyramidKV's per-layer prefix caps (METHODS.md A8) for a prompt of n
  * tokens, budget B per layer (window included), window w < = B, L layers:

@@ -7,18 +7,26 @@
  * budget, window included):
  *     votes  v[h, j] = sum over the last w prompt queries (the observation
  *            window) of their softmax attention to prefix key j < n - w
- *     pooled p[h, :] = pool1d(v[h, :], kernel, stride 1, padding kernel // 2):
+ *     units  granularity=kv_head (default): per KV head g, u[g, j] = the
+ *            sum of v[h, j] over its query heads (KVCache-Factory's kv_head
+ *            mode reduces the group by its mean, AdaKV's gqa_support too:
+ *            the sum ranks the same), reduced BEFORE pooling;
+ *            granularity=query_head: per query head, u[h, j] = v[h, j]
+ *            (SnapKV's code, after repeat_kv) - see snap.h for what the
+ *            cache holds then
+ *     pooled s[u, :] = pool1d(u[u, :], kernel, stride 1, padding kernel // 2):
  *            avg (zeros padded, divided by kernel, as avg_pool1d counts them)
  *            or max
- *     score  s[g, j] = sum of p[h, j] over the query heads h of KV head g
- *            (GQA: the mean of KVCache-Factory's kv_head granularity; the
- *            sum ranks the same)
- *     keep   the B - w best-scored prefix keys (ties: the older) and every
- *            key at position >= n - w (the window, and any token past the
- *            prompt fed in the same call).
+ *     keep   each unit selects its B - w best-scored prefix keys (ties: the
+ *            older); a KV head keeps the union of its units' selections and
+ *            every key at position >= n - w (the window, and any token past
+ *            the prompt fed in the same call).
  * w = min(window, B). The kernel must be odd (avg_pool1d's output would be
  * one longer than its input). The votes are summed in double, in query
- * order, from the engine's float softmax rows.
+ * order, from the engine's float softmax rows. Defaults: the configuration
+ * of SnapKV's LongBench runs (experiments/LongBench/config/
+ * ablation_c*_w32_k7_maxpool.json: window 32, kernel 7, max pooling); its
+ * code's own fallbacks (init_snapkv: kernel 5, avg) are settings.
  *
  * The prompt is pol_begin's n_prompt (or, when 0, the first call). The
  * engine delivers the window rows as they are computed (KV_NEED_WINDOW,
@@ -37,6 +45,13 @@
 int snap_init_cut(kv_policy *p, snap_caps_fn caps, snap_cut_fn cut, snap_bound_fn bound) {
     if (((int)p->param[SNAP_P_KERNEL] & 1) == 0)
         return kv_errorf(KV_EINVAL, "policy %s: parameter kernel = %g must be odd", p->ops->name, p->param[SNAP_P_KERNEL]);
+    const int n_par = p->ops->n_params;
+    if (n_par < 4 || strcmp(p->ops->params[n_par - 1].name, "granularity") != 0)
+        return kv_errorf(KV_EINVAL, "internal: policy %s: its table must end with granularity", p->ops->name);
+    const int query_head = (int)p->param[n_par - 1] == SNAP_GRAN_QUERY_HEAD;
+    if (query_head && (p->n_kv_heads <= 0 || p->n_heads < p->n_kv_heads || p->n_heads % p->n_kv_heads))
+        return kv_errorf(KV_EINVAL, "policy %s: granularity=query_head needs the model's query heads (%d) to be a "
+                         "multiple of its KV heads (%d)", p->ops->name, p->n_heads, p->n_kv_heads);
     snap_state *st = calloc(1, sizeof *st);
     size_t L = (size_t)(p->n_layers > 0 ? p->n_layers : 1);
     if (st) {
@@ -46,6 +61,8 @@ int snap_init_cut(kv_policy *p, snap_caps_fn caps, snap_cut_fn cut, snap_bound_f
         st->cap = calloc(L, sizeof *st->cap);
         st->done = calloc(L, 1);
         st->vote = calloc(L, sizeof *st->vote);
+        st->upk = query_head ? p->n_heads / p->n_kv_heads : 1;
+        st->n_units = p->n_kv_heads * st->upk;
     }
     p->state = st;
     if (!st || !st->cap || !st->done || !st->vote) return kv_errorf(KV_ENOMEM, "out of memory");
@@ -72,7 +89,16 @@ static void fix_prompt(kv_policy *p, int32_t n) {
     st->w = (int32_t)p->param[SNAP_P_WINDOW] < B ? (int32_t)p->param[SNAP_P_WINDOW] : B;
     st->caps(p, n, st->w, st->cap);
     for (int l = 0; l < p->n_layers; l++)
-        p->layer_limit[l] = st->cap[l] < 0 ? B : st->bound ? st->bound(p, l, st->cap[l]) : st->cap[l] + st->w;
+        p->layer_limit[l] = st->cap[l] < 0  ? B
+                            : st->bound ? st->bound(p, l, st->cap[l])
+                                        : st->w + snap_head_most(p, n - st->w, st->cap[l]);
+}
+
+int32_t snap_head_most(const kv_policy *p, int32_t m, int64_t unit_most) {
+    const snap_state *st = p->state;
+    if (unit_most > m) unit_most = m;
+    int64_t most = unit_most * st->upk;
+    return (int32_t)(most < m ? most : m);
 }
 
 void snap_reset(kv_policy *p) {
@@ -115,37 +141,101 @@ static void pool(const double *v, int32_t m, int kernel, int kind, double *p) {
     }
 }
 
-int snap_keep(kv_cache *c, kv_cache_head *h, const double *score, int32_t m, int32_t k) {
-    double *s = malloc((size_t)(h->len > 0 ? h->len : 1) * sizeof *s);
-    if (!s) return kv_errorf(KV_ENOMEM, "out of memory");
-    for (int32_t j = 0; j < h->len; j++) s[j] = h->pos[j] < m ? score[h->pos[j]] : 0.0;
-    int rc = pol_keep_top_d(c, h, s, m, k, 0);
-    free(s);
+typedef struct snap_cand { double v; int32_t pos, slot; } snap_cand;
+
+/* Best first: the higher score, then the older position. */
+static int cand_cmp(const void *a, const void *b) {
+    const snap_cand *x = a, *y = b;
+    if (x->v != y->v) return x->v > y->v ? -1 : 1;
+    return (x->pos > y->pos) - (x->pos < y->pos);
+}
+
+int snap_keep_union(kv_cache *c, kv_cache_head *h, const double *score, int n_rows, int32_t m, const int32_t *cap,
+                    int32_t *held) {
+    const size_t len = (size_t)(h->len > 0 ? h->len : 1);
+    snap_cand *cand = malloc(len * sizeof *cand);
+    uint8_t *keep = malloc(len);
+    if (!cand || !keep) {
+        free(cand);
+        free(keep);
+        return kv_errorf(KV_ENOMEM, "out of memory");
+    }
+    int32_t n_pre = 0;
+    for (int32_t j = 0; j < h->len; j++) {
+        keep[j] = h->pos[j] >= m;
+        n_pre += h->pos[j] < m;
+    }
+    for (int r = 0; r < n_rows; r++) {
+        const double *row = score + (size_t)r * (size_t)(m > 0 ? m : 0);
+        int32_t n = 0;
+        for (int32_t j = 0; j < h->len; j++)
+            if (h->pos[j] < m) cand[n++] = (snap_cand){row[h->pos[j]], h->pos[j], j};
+        qsort(cand, (size_t)n, sizeof *cand, cand_cmp);
+        for (int32_t i = 0; i < n && i < cap[r]; i++) keep[cand[i].slot] = 1;
+    }
+    int32_t kept = 0;
+    for (int32_t j = 0; j < h->len; j++) kept += keep[j] && h->pos[j] < m;
+    int rc = kept < n_pre ? pol_keep_mask(c, h, keep, NULL) : KV_OK;
+    if (held) *held = kept;
+    free(cand);
+    free(keep);
     return rc;
 }
 
-/* The layer's votes are complete: pooled and summed over each KV head's
- * query heads into score [n_kv_heads][m], then the cut (by default, the
- * layer's cap best prefix keys + everything from position m on, per head). */
+int snap_keep(kv_cache *c, kv_cache_head *h, const double *score, int32_t m, int32_t k) {
+    return snap_keep_union(c, h, score, 1, m, &k, NULL);
+}
+
+int snap_cut_heads(kv_policy *p, kv_cache *c, int layer, const double *score, int32_t m, const int32_t *ucap,
+                   int32_t *held) {
+    const snap_state *st = p->state;
+    int32_t most = 0;
+    for (int g = 0; g < p->n_kv_heads; g++) {
+        kv_cache_head *h = kv_cache_head_at(c, layer, g);
+        int32_t n;
+        int rc = snap_keep_union(c, h, score + (size_t)g * st->upk * (size_t)m, st->upk, m, ucap + g * st->upk, &n);
+        if (rc) return rc;
+        if (held) held[g] = n;
+        if (n > most) most = n;
+    }
+    p->layer_limit[layer] = most + st->w;
+    return KV_OK;
+}
+
+/* The layer's votes are complete: the units' pooled scores into score
+ * [n_units][m] (kv_head: the group's votes summed first, then pooled;
+ * query_head: each query head's pooled), then the cut (by default, every
+ * unit its layer's cap best prefix keys, each KV head the union). */
 static int cut_layer(kv_policy *p, kv_cache *c, const kv_attn_view *v, const double *vote) {
     snap_state *st = p->state;
     const int32_t m = st->n - st->w, cap = st->cap[v->layer];
     const int group = v->n_heads / v->n_kv_heads;
+    if (group != st->upk && st->upk != 1)
+        return kv_errorf(KV_EINVAL, "internal: policy %s: %d query heads per KV head, %d expected", p->ops->name, group,
+                         st->upk);
     const size_t mm = (size_t)(m > 0 ? m : 1);
-    double *pooled = malloc(mm * sizeof *pooled), *score = calloc((size_t)v->n_kv_heads * mm, sizeof *score);
-    int rc = pooled && score ? KV_OK : kv_errorf(KV_ENOMEM, "out of memory");
+    double *sum = malloc(mm * sizeof *sum), *score = calloc((size_t)st->n_units * mm, sizeof *score);
+    int32_t *ucap = malloc((size_t)st->n_units * sizeof *ucap);
+    int rc = sum && score && ucap ? KV_OK : kv_errorf(KV_ENOMEM, "out of memory");
+    const int kernel = (int)p->param[SNAP_P_KERNEL], kind = (int)p->param[SNAP_P_POOLING];
     for (int g = 0; g < v->n_kv_heads && !rc && m > 0; g++) {
-        double *sum = score + (size_t)g * m;
-        for (int q = g * group; q < (g + 1) * group; q++) {
-            pool(vote + (size_t)q * m, m, (int)p->param[SNAP_P_KERNEL], (int)p->param[SNAP_P_POOLING], pooled);
-            for (int32_t i = 0; i < m; i++) sum[i] += pooled[i];
+        if (st->upk == 1) { /* reduce the group, then pool */
+            memset(sum, 0, mm * sizeof *sum);
+            for (int q = g * group; q < (g + 1) * group; q++)
+                for (int32_t i = 0; i < m; i++) sum[i] += vote[(size_t)q * m + i];
+            pool(sum, m, kernel, kind, score + (size_t)g * m);
+        } else {
+            for (int q = g * group; q < (g + 1) * group; q++)
+                pool(vote + (size_t)q * m, m, kernel, kind, score + (size_t)q * m);
         }
     }
-    free(pooled);
+    free(sum);
     if (!rc && st->cut) rc = st->cut(p, c, v->layer, &score, m);
-    else
-        for (int g = 0; g < v->n_kv_heads && !rc; g++)
-            rc = snap_keep(c, kv_cache_head_at(c, v->layer, g), score + (size_t)g * m, m, cap);
+    else if (!rc) {
+        for (int u = 0; u < st->n_units; u++) ucap[u] = cap;
+        rc = snap_cut_heads(p, c, v->layer, score, m, ucap, NULL);
+    }
+    free(ucap);
     free(score);
     return rc;
 }
@@ -183,8 +273,9 @@ int snap_on_layer(kv_policy *p, kv_cache *c, const kv_attn_view *v) {
 
 static const pol_param_def params[] = {
     {"window", 32, 1, 1 << 20, 1, "observation window: the last prompt queries whose attention votes (kept too)", NULL},
-    {"kernel", 5, 1, 1023, 1, "pooling kernel over the votes (odd)", NULL},
-    {"pooling", SNAP_POOL_AVG, 0, 1, 1, "pooling of the votes", "avg|max"},
+    {"kernel", 7, 1, 1023, 1, "pooling kernel over the votes (odd)", NULL},
+    {"pooling", SNAP_POOL_MAX, 0, 1, 1, "pooling of the votes", "avg|max"},
+    SNAP_PARAM_GRANULARITY,
 };
 
 static void uniform_caps(const kv_policy *p, int32_t n, int32_t w, int32_t *cap) {
@@ -195,9 +286,10 @@ static int snapkv_init(kv_policy *p) { return snap_init(p, uniform_caps); }
 
 const pol_ops pol_snapkv_ops = {
     .name = "snapkv",
-    .summary = "one-shot: the prompt cut to the budget by its observation window's pooled attention, no eviction in decode (SnapKV; METHODS.md A7)",
+    .summary = "one-shot: the prompt cut to the budget by its observation window's pooled attention, no eviction in decode "
+               "(SnapKV; defaults: FasterDecoding/SnapKV's LongBench config w32_k7_maxpool; METHODS.md A7)",
     .params = params,
-    .n_params = 3,
+    .n_params = 4,
     .needs = KV_NEED_WINDOW,
     .flags = POL_ONE_SHOT,
     .init = snapkv_init,

@@ -39,8 +39,11 @@
  * prompt's end therefore still sees its whole prompt, as in every one-shot
  * method. p->layer_limit[l] is the most a head of layer l may hold: before
  * the cut, w + min(m, bb + L (b - bb)); after it, cap_l + w.
- * Defaults are SnapKV's (window 32, kernel 5, avg pooling) with the port's
- * threshold 0.9 and bound 0.2. */
+ * granularity=query_head: the LMBA is summed over the layer's query heads,
+ * each query head selects cap_l and a KV head keeps the union (snap.h).
+ * Defaults: SnapKV's scoring as SnapKV's LongBench configuration runs it
+ * (window 32, kernel 7, max pooling; snapkv.c), with the port's threshold
+ * 0.9 and bound 0.2. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -52,15 +55,16 @@ enum { P_THRESHOLD = 3, P_BOUND = 4, P_ALLOC = 5 };
 
 static const pol_param_def params[] = {
     {"window", 32, 1, 1 << 20, 1, "observation window: the last prompt queries whose attention votes (kept too)", NULL},
-    {"kernel", 5, 1, 1023, 1, "pooling kernel over the votes (odd)", NULL},
-    {"pooling", SNAP_POOL_AVG, 0, 1, 1, "pooling of the votes", "avg|max"},
+    {"kernel", 7, 1, 1023, 1, "pooling kernel over the votes (odd)", NULL},
+    {"pooling", SNAP_POOL_MAX, 0, 1, 1, "pooling of the votes", "avg|max"},
     {"threshold", 0.9, 0, 1, 0, "LMBA: the share of a head's score mass its fewest best keys must hold", NULL},
     {"bound", 0.2, 0, 1, 0, "every layer keeps at least int(bound (B - w)) prefix tokens", NULL},
     {"alloc", 0, 0, 1, 1, "exact: the layers' caps sum to L (B - w); kvpress: the port's rounding", "exact|kvpress"},
+    SNAP_PARAM_GRANULARITY,
 };
 
 typedef struct zz_ext {
-    double **score;  /* [n_layers] -> [n_kv_heads][m] until the cut */
+    double **score;  /* [n_layers] -> [n_units][m] until the cut */
     int64_t *lmba;   /* [n_layers] */
     int32_t *cap;    /* [n_layers] */
     int n_stashed;
@@ -160,8 +164,7 @@ static int32_t zz_bound(const kv_policy *p, int layer, int32_t b) {
     (void)layer;
     const snap_state *st = p->state;
     const int32_t m = st->n - st->w, bb = (int32_t)(p->param[P_BOUND] * b);
-    int64_t most = bb + (int64_t)p->n_layers * (b - bb);
-    return st->w + (int32_t)(most < m ? most : m);
+    return st->w + snap_head_most(p, m, bb + (int64_t)p->n_layers * (b - bb));
 }
 
 static void zz_drop_stash(kv_policy *p) {
@@ -177,10 +180,10 @@ static void zz_drop_stash(kv_policy *p) {
 static int zz_cut(kv_policy *p, kv_cache *c, int layer, double **score, int32_t m) {
     snap_state *st = p->state;
     zz_ext *x = st->ext;
-    const int Hkv = p->n_kv_heads;
+    const int nu = st->n_units;
     int64_t s = 0;
-    for (int g = 0; g < Hkv; g++) {
-        int32_t k = snap_lmba(*score + (size_t)g * m, m, p->param[P_THRESHOLD]);
+    for (int u = 0; u < nu; u++) {
+        int32_t k = snap_lmba(*score + (size_t)u * m, m, p->param[P_THRESHOLD]);
         if (k < 0) return KV_ENOMEM;
         s += k;
     }
@@ -191,11 +194,13 @@ static int zz_cut(kv_policy *p, kv_cache *c, int layer, double **score, int32_t 
     if (++x->n_stashed < p->n_layers) return KV_OK;
     const int32_t b = p->limit - st->w;
     int rc = snap_zigzag_caps(p->n_layers, x->lmba, m, b, p->param[P_BOUND], (int)p->param[P_ALLOC] == 0, x->cap);
+    int32_t *ucap = rc ? NULL : malloc((size_t)nu * sizeof *ucap);
+    if (!rc && !ucap) rc = kv_errorf(KV_ENOMEM, "out of memory");
     for (int l = 0; l < p->n_layers && !rc; l++) {
-        for (int g = 0; g < Hkv && !rc; g++)
-            rc = snap_keep(c, kv_cache_head_at(c, l, g), x->score[l] + (size_t)g * m, m, x->cap[l]);
-        p->layer_limit[l] = x->cap[l] + st->w;
+        for (int u = 0; u < nu; u++) ucap[u] = x->cap[l];
+        rc = snap_cut_heads(p, c, l, x->score[l], m, ucap, NULL); /* layer_limit: the longest head */
     }
+    free(ucap);
     zz_drop_stash(p);
     return rc;
 }
@@ -236,9 +241,9 @@ static void zigzag_free(kv_policy *p) {
 
 const pol_ops pol_zigzag_ops = {
     .name = "zigzag",
-    .summary = "one-shot: snapkv with per-layer budgets in proportion to the tokens holding 90% of each layer's attention, same total (ZigZagKV; METHODS.md A12)",
+    .summary = "one-shot: snapkv with per-layer budgets in proportion to the tokens holding 90% of each layer's attention, same total (ZigZagKV, no authors' code: kvpress's port; scoring defaults: SnapKV's LongBench config w32_k7_maxpool; METHODS.md A12)",
     .params = params,
-    .n_params = 6,
+    .n_params = 7,
     .needs = KV_NEED_WINDOW,
     .flags = POL_ONE_SHOT,
     .init = zigzag_init,

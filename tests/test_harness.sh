@@ -74,7 +74,7 @@ n = d.execute('select count(*) from samples').fetchone()[0]
 over = d.execute(\"select count(*) from metrics where name='budget_exceeded' and value != 0\").fetchone()[0]
 kf = d.execute(\"select params from runs where policy='keyformer' limit 1\").fetchone()[0]
 print(n, over, kf)" "$tmp/new.db" 2>&1)
-if echo "$chk" | grep -q "^49 0 recent=30,tau_init=1,tau_end=2,steps=24,noise=gumbel,positions=original,prefill=whole$"; then ok "keyformer, snapkv, pyramidkv runs within budget (steps = max_new_tokens)"; else bad "new policies" "$chk $out"; fi
+if echo "$chk" | grep -q "^49 0 recent=30,tau_init=1,tau_end=2,steps=24,noise=gumbel,selection=authors,positions=original,prefill=whole$"; then ok "keyformer, snapkv, pyramidkv runs within budget (steps = max_new_tokens)"; else bad "new policies" "$chk $out"; fi
 
 # --- a model run in another weight type with architecture overrides: converted once, beside the database
 sed 's/^tasks = .*/tasks = cnndm/; s/^policies = .*/policies = full, h2o/; s#^tokenizer = stories260K/tok512.bin#tokenizer = stories260K/tok512.bin\ndtype = q8_0\nctx_len = 1024\nrope_base = 20000#' "$ini" >"$tmp/dtype.ini"

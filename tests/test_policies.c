@@ -251,6 +251,12 @@ static int all_configs(pol_cfg *cfg) {
     cfg[n++] = (pol_cfg){"h2o", "sim=1"};
     cfg[n++] = (pol_cfg){"h2o", "sim=1,recent=0.3"};
     cfg[n++] = (pol_cfg){"cascade", "budget_counts=total"};
+    /* the snap family per query head (each KV head the union of its group's picks) */
+    cfg[n++] = (pol_cfg){"snapkv", "window=4,granularity=query_head"};
+    cfg[n++] = (pol_cfg){"pyramidkv", "window=4,granularity=query_head"};
+    cfg[n++] = (pol_cfg){"adakv", "window=4,granularity=query_head"};
+    cfg[n++] = (pol_cfg){"zigzag", "window=4,granularity=query_head"};
+    cfg[n++] = (pol_cfg){"snapkv", "window=4,kernel=3,pooling=avg"};
     return n;
 }
 
@@ -276,6 +282,7 @@ static int64_t prompt_total(kv_cache *c) {
 static void check_adakv_heads(const kv_policy *p, kv_cache *c, int exact, const char *set, const char *budget) {
     const int32_t w = (int32_t)p->param[0] < p->limit ? (int32_t)p->param[0] : p->limit; /* window */
     int32_t base[MAX_LAYERS];
+    const int union_heads = set && strstr(set, "query_head"); /* the heads hold unions: no fixed sum */
     if (p->param[4] == 1) /* layers=pyramid, beta */
         snap_pyramid_caps(PROMPT, p->limit, w, p->n_layers, (int32_t)p->param[5], exact, base);
     else
@@ -291,11 +298,12 @@ static void check_adakv_heads(const kv_policy *p, kv_cache *c, int exact, const 
             differ |= n != head_prompt_slots(c, l, 0);
             sum += n;
         }
-        if (exact && sum != (int64_t)p->n_kv_heads * (base[l] + w))
+        if (exact && !union_heads && sum != (int64_t)p->n_kv_heads * (base[l] + w))
             fail_msg("adakv %s budget %s: layer %d holds %lld prompt slots, expected %lld", set ? set : "", budget, l,
                      (long long)sum, (long long)p->n_kv_heads * (base[l] + w));
     }
-    if (w < p->limit && !differ) fail_msg("adakv %s budget %s: every head kept the same", set ? set : "", budget);
+    if (w < p->limit && !differ && !union_heads)
+        fail_msg("adakv %s budget %s: every head kept the same", set ? set : "", budget);
 }
 
 static void test_budget_never_exceeded(void **state) {
@@ -330,11 +338,29 @@ static void test_budget_never_exceeded(void **state) {
                     total += p->layer_limit[l];
                 }
                 const int exact = !cfg[i].set || (!strstr(cfg[i].set, "factory") && !strstr(cfg[i].set, "kvpress"));
+                /* granularity=query_head: each KV head holds the union of its query
+                 * heads' picks, between B and G (B - w) + w (snapkv: checked here) */
+                const int union_heads = cfg[i].set && strstr(cfg[i].set, "query_head");
                 if (strcmp(cfg[i].name, "adakv") == 0) /* ragged heads: checked below */
                     check_adakv_heads(p, kv_ctx_cache(c), exact, cfg[i].set, budgets[k]);
-                else if (exact) assert_int_equal(total, (int64_t)p->n_layers * p->limit);
+                else if (exact && !union_heads) assert_int_equal(total, (int64_t)p->n_layers * p->limit);
                 /* the same total as the uniform budget: L x Hkv x B prompt slots */
-                if (exact) assert_int_equal(prompt_total(kv_ctx_cache(c)), (int64_t)p->n_layers * p->n_kv_heads * p->limit);
+                if (exact && !union_heads)
+                    assert_int_equal(prompt_total(kv_ctx_cache(c)), (int64_t)p->n_layers * p->n_kv_heads * p->limit);
+                if (union_heads && strcmp(cfg[i].name, "snapkv") == 0) {
+                    const int32_t w = (int32_t)p->param[0] < p->limit ? (int32_t)p->param[0] : p->limit;
+                    const int32_t G = p->n_heads / p->n_kv_heads, hi = G * (p->limit - w) + w;
+                    int wider = 0;
+                    for (int l = 0; l < p->n_layers; l++)
+                        for (int g = 0; g < p->n_kv_heads; g++) {
+                            int32_t n = head_prompt_slots(kv_ctx_cache(c), l, g);
+                            if (n < p->limit || n > (hi < PROMPT ? hi : PROMPT))
+                                fail_msg("snapkv query_head budget %s: layer %d head %d holds %d prompt slots, "
+                                         "expected %d..%d", budgets[k], l, g, n, p->limit, hi);
+                            wider |= n > p->limit;
+                        }
+                    assert_true(wider); /* the query heads of a group do not all pick alike */
+                }
                 assert_true(bytes < full_bytes); /* the generated tokens stay, the prompt was cut */
             } else {
                 /* the cache fills up to the budget and stays there; Keyformer's
@@ -486,33 +512,128 @@ static void test_rules_by_hand(void **state) {
     /* knorm: test_floors_by_hand */
 }
 
-/* Keyformer's selection on given scores, and its score of one row. */
+/* A one-layer policy with two settings (hand_policy takes one). */
+static kv_policy *hand_policy2(const char *name, int32_t limit, const char *s1, const char *s2) {
+    kv_model_info mi = {.n_layers = 1, .n_heads = 2, .n_kv_heads = 1};
+    pol_budget b = {POL_BUDGET_TOKENS, limit};
+    kv_policy *p;
+    const char *s[2] = {s1, s2};
+    assert_int_equal(pol_new(name, s, 2, &b, 1, &mi, &p), KV_OK);
+    pol_begin(p, 100);
+    return p;
+}
+
+/* Whether the head holds position pos. */
+static int holds(kv_cache *c, int32_t pos) {
+    const kv_cache_head *h = kv_cache_head_at(c, 0, 0);
+    for (int32_t j = 0; j < h->len; j++)
+        if (h->pos[j] == pos) return 1;
+    return 0;
+}
+
+/* Keyformer's selection on given scores, both readings, and its score of one row. */
 static void test_keyformer_by_hand(void **state) {
     (void)state;
     /* budget 6, recent=50: w = 3; the kept set counts the next token, so
-     * 5 are kept: the w - 1 = 2 newest (8, 9) and the 3 best of 0..7 by the
-     * sum over both query heads: 2 (.4), 5 (.25), then 1 and 4 tie (.2):
-     * the older, 1 */
-    kv_cache *c = hand_cache(10);
-    kv_policy *p = hand_policy("keyformer", 6, "recent=50");
-    double red[2][10] = {{0.1, 0, 0.3, 0, 0.2, 0, 0, 0.05, 0.9, 0.9}, {0, 0.2, 0.1, 0, 0, 0.25, 0, 0.1, 0, 0}};
-    kv_attn_view v = {.layer = 0, .n_heads = 2, .n_kv_heads = 1, .n_new = 1, .pos0 = 9, .stride = 10,
-                      .needs = KV_NEED_LOGITS, .reduced = &red[0][0]};
-    assert_int_equal(p->ops->on_layer(p, c, &v), KV_OK);
-    expect_positions(c, (int32_t[]){1, 2, 5, 8, 9}, 5);
-    /* scores travel with their slots: position 1 gets a whole row more and
-     * becomes the heaviest; recent = {9, 10}; 1 (1.2), 8 (.9), 2 (.4) */
-    float k[2] = {10, 1}, vv[2] = {0, 0};
-    assert_int_equal(kv_cache_append(c, kv_cache_head_at(c, 0, 0), k, vv, 10), KV_OK);
-    double red2[2][6] = {{0}};
-    red2[0][slot_of(c, 1)] = 1.0;
-    v.reduced = &red2[0][0];
-    v.stride = 6;
-    v.pos0 = 10;
-    assert_int_equal(p->ops->on_layer(p, c, &v), KV_OK);
-    expect_positions(c, (int32_t[]){1, 2, 8, 9, 10}, 5);
-    pol_free(p);
-    kv_cache_free(c);
+     * 5 are kept: the w - 1 = 2 newest (8, 9) and the 3 best of the others
+     * by the sum over both query heads: 2 (.4), 5 (.25), then 1 and 4 tie
+     * (.2): the older, 1. The authors' rule leaves 7 out of the running
+     * (N - w, leaving the window); it scores .15, so both agree here */
+    for (int sel = 0; sel < 2; sel++) {
+        kv_cache *c = hand_cache(10);
+        kv_policy *p = hand_policy2("keyformer", 6, "recent=50", sel ? "selection=paper" : "selection=authors");
+        double red[2][10] = {{0.1, 0, 0.3, 0, 0.2, 0, 0, 0.05, 0.9, 0.9}, {0, 0.2, 0.1, 0, 0, 0.25, 0, 0.1, 0, 0}};
+        kv_attn_view v = {.layer = 0, .n_heads = 2, .n_kv_heads = 1, .n_new = 1, .pos0 = 9, .stride = 10,
+                          .needs = KV_NEED_LOGITS, .reduced = &red[0][0]};
+        assert_int_equal(p->ops->on_layer(p, c, &v), KV_OK);
+        expect_positions(c, (int32_t[]){1, 2, 5, 8, 9}, 5);
+        /* scores travel with their slots: position 1 gets a whole row more;
+         * recent = {9, 10}. paper: 8 (.9), leaving the window, competes and
+         * beats 5 (.25): 1 2 8. authors: 8 is dropped as it leaves the
+         * window and the key set 1 2 5 stays */
+        float k[2] = {10, 1}, vv[2] = {0, 0};
+        assert_int_equal(kv_cache_append(c, kv_cache_head_at(c, 0, 0), k, vv, 10), KV_OK);
+        double red2[2][6] = {{0}};
+        red2[0][slot_of(c, 1)] = 1.0;
+        v.reduced = &red2[0][0];
+        v.stride = 6;
+        v.pos0 = 10;
+        kv_attn_plan pl = {.layer = 0, .pos0 = 10, .n_new = 1, .needs = KV_NEED_LOGITS};
+        p->ops->plan(p, &pl);
+        assert_int_equal(pl.needs, sel ? KV_NEED_LOGITS : 0); /* authors: frozen, no logits needed */
+        assert_int_equal(p->ops->on_layer(p, c, &v), KV_OK);
+        if (sel) expect_positions(c, (int32_t[]){1, 2, 8, 9, 10}, 5);
+        else expect_positions(c, (int32_t[]){1, 2, 5, 9, 10}, 5);
+        /* authors: whatever the scores, the key set stays and the window
+         * slides (9 is the heaviest and goes) */
+        if (!sel) {
+            float k3[2] = {11, 1};
+            assert_int_equal(kv_cache_append(c, kv_cache_head_at(c, 0, 0), k3, vv, 11), KV_OK);
+            double red3[2][6] = {{0}};
+            red3[0][slot_of(c, 9)] = red3[1][slot_of(c, 9)] = 5.0;
+            v.reduced = &red3[0][0];
+            v.pos0 = 11;
+            assert_int_equal(p->ops->on_layer(p, c, &v), KV_OK);
+            expect_positions(c, (int32_t[]){1, 2, 5, 10, 11}, 5);
+        }
+        /* a new sequence forgets the selection: logits are asked for again */
+        pol_begin(p, 100);
+        pl = (kv_attn_plan){.layer = 0, .pos0 = 0, .n_new = 1, .needs = KV_NEED_LOGITS};
+        p->ops->plan(p, &pl);
+        assert_int_equal(pl.needs, KV_NEED_LOGITS);
+        pol_free(p);
+        kv_cache_free(c);
+    }
+    /* authors: nothing is chosen until more than k tokens have been seen
+     * (N = 6 = k: 6 held, the attention sees 7); paper keeps k - 1 */
+    for (int sel = 0; sel < 2; sel++) {
+        kv_cache *c = hand_cache(6);
+        kv_policy *p = hand_policy2("keyformer", 6, "recent=50", sel ? "selection=paper" : "selection=authors");
+        double red[2][6] = {{0}};
+        kv_attn_view v = {.layer = 0, .n_heads = 2, .n_kv_heads = 1, .n_new = 1, .pos0 = 5, .stride = 6,
+                          .needs = KV_NEED_LOGITS, .reduced = &red[0][0]};
+        assert_int_equal(p->ops->on_layer(p, c, &v), KV_OK);
+        assert_int_equal(kv_cache_head_at(c, 0, 0)->len, sel ? 5 : 6);
+        pol_free(p);
+        kv_cache_free(c);
+    }
+    /* authors, recent=0: no window, the k best of every position are kept
+     * (k = 4 of 10: 3 .9, 6 .8, 0 .5, 9 .4) */
+    {
+        kv_cache *c = hand_cache(10);
+        kv_policy *p = hand_policy2("keyformer", 4, "recent=0", "selection=authors");
+        double red[2][10] = {{0.5, 0, 0, 0.9, 0, 0, 0.8, 0, 0, 0.4}, {0}};
+        kv_attn_view v = {.layer = 0, .n_heads = 2, .n_kv_heads = 1, .n_new = 1, .pos0 = 9, .stride = 10,
+                          .needs = KV_NEED_LOGITS, .reduced = &red[0][0]};
+        assert_int_equal(p->ops->on_layer(p, c, &v), KV_OK);
+        expect_positions(c, (int32_t[]){0, 3, 6, 9}, 4);
+        kv_attn_plan pl = {.layer = 0, .pos0 = 10, .n_new = 1, .needs = KV_NEED_LOGITS};
+        p->ops->plan(p, &pl);
+        assert_int_equal(pl.needs, KV_NEED_LOGITS); /* no window: the kept set can change */
+        pol_free(p);
+        kv_cache_free(c);
+    }
+    /* the integer split: a 70% budget of 90 tokens is int(90 * 70 / 100) = 63
+     * (90 * 0.7 truncates to 62), and recent=70 of k = 90 is w = 63: with
+     * equal scores 62 newest (38..99) + the 27 oldest of 0..36; 37 leaves */
+    {
+        pol_budget x;
+        assert_int_equal(pol_budget_parse("70%", &x), KV_OK);
+        assert_int_equal(pol_budget_tokens(&x, 90), 63);
+        assert_int_equal(pol_budget_tokens(&x, 170), 119);
+        kv_cache *c = hand_cache(100);
+        kv_policy *p = hand_policy("keyformer", 90, "recent=70");
+        double red[2][100] = {{0}};
+        kv_attn_view v = {.layer = 0, .n_heads = 2, .n_kv_heads = 1, .n_new = 1, .pos0 = 99, .stride = 100,
+                          .needs = KV_NEED_LOGITS, .reduced = &red[0][0]};
+        assert_int_equal(p->ops->on_layer(p, c, &v), KV_OK);
+        assert_int_equal(kv_cache_head_at(c, 0, 0)->len, 89);
+        for (int32_t t = 0; t < 100; t++)
+            if (holds(c, t) != (t < 27 || t >= 38)) fail_msg("recent=70 of 90: position %d %s", t, holds(c, t) ? "held" : "dropped");
+        pol_free(p);
+        kv_cache_free(c);
+    }
+    kv_policy *p;
 
     /* the score of one row: noise=none is softmax(x) */
     const float x[3] = {0, logf(2), -INFINITY};
@@ -552,7 +673,7 @@ static void test_keyformer_by_hand(void **state) {
     enum { NQ = 20000 };
     for (int kind = 0; kind < 2; kind++) {
         kv_policy *p1 = hand_policy("keyformer", 6, noises[kind]), *p2 = hand_policy("keyformer", 6, noises[kind]);
-        p2->seed = 2;
+        pol_set_sample_seed(p2, 2); /* another sample */
         kv_logit_row r2 = {.layer = 0, .head = 0, .len = 2, .x = x2, .kpos = kpos, .tmp = tmp};
         double m1 = 0, m2 = 0, m4 = 0, d[NQ], a1[2], a2[2], a3[2];
         int differ = 0;
@@ -582,6 +703,38 @@ static void test_keyformer_by_hand(void **state) {
         pol_free(p1);
         pol_free(p2);
     }
+
+    /* the per-sample seed: without a call the draws are the seed's; a call
+     * makes them mix(seed ^ mix(sample)), the same for the same sample
+     * whatever ran before, another for another sample */
+    kv_policy *pa = hand_policy("keyformer", 6, NULL), *pb = hand_policy("keyformer", 6, NULL);
+    assert_true(pa->draw_seed == pa->seed);
+    uint64_t z = 77;
+    for (int i = 0; i < 2; i++) { /* mix(77), then mix(seed ^ that) */
+        z += 0x9E3779B97F4A7C15ull;
+        z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+        z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+        z ^= z >> 31;
+        if (i == 0) z ^= pa->seed;
+    }
+    pol_set_sample_seed(pa, 5);
+    pol_set_sample_seed(pa, 77);
+    pol_set_sample_seed(pb, 77);
+    assert_true(pa->draw_seed == z && pb->draw_seed == z);
+    pol_begin(pa, 100); /* a new sequence keeps it */
+    assert_true(pa->draw_seed == z);
+    const float x3[2] = {0, 0};
+    double s1[2] = {0}, s2[2] = {0}, s3[2] = {0};
+    kv_logit_row r3 = {.layer = 0, .head = 0, .qpos = 3, .len = 2, .x = x3, .kpos = kpos, .tmp = tmp, .acc = s1};
+    pa->ops->reduce_row(pa, &r3);
+    r3.acc = s2;
+    pb->ops->reduce_row(pb, &r3);
+    pol_set_sample_seed(pb, 78);
+    r3.acc = s3;
+    pb->ops->reduce_row(pb, &r3);
+    assert_true(s1[0] == s2[0] && s1[0] != s3[0]);
+    pol_free(pa);
+    pol_free(pb);
 }
 
 /* SnapKV's one-shot compression on given window rows (prompt of 10,
@@ -598,15 +751,27 @@ static void test_snapkv_by_hand(void **state) {
         rows[0][0][j] = rows[0][1][j] = v0[j] / 2;
         rows[1][0][j] = rows[1][1][j] = v1[j] / 2;
     }
-    struct { const char *set[3]; int32_t want[5]; } cases[3] = {
-        {{"window=2", "kernel=3", "pooling=avg"}, {1, 3, 5, 8, 9}}, /* sums/3: .13 .43 .3 .57 .27 .5 .33 .33 */
-        {{"window=2", "kernel=3", "pooling=max"}, {1, 5, 6, 8, 9}}, /* .4 1.3 .9 .9 .8 1.5 1 1: ties to the older */
-        {{"window=2", "kernel=1", "pooling=max"}, {2, 4, 6, 8, 9}}, /* the votes themselves */
+    /* kv_head: the group's votes summed (.4 0 .9 0 .8 0 .7 .3), then pooled;
+     * query_head: each query head's pooled and selecting its own 3, the KV
+     * head keeping the union (8 slots where kv_head keeps 5) */
+    struct { const char *set[4]; int32_t want[8], n; } cases[6] = {
+        /* avg is linear: pooling then summing is the same, .13 .43 .3 .57 .27 .5 .33 .33 */
+        {{"window=2", "kernel=3", "pooling=avg", "granularity=kv_head"}, {1, 3, 5, 8, 9}, 5},
+        /* max of the sum: .4 .9 .9 .9 .8 .8 .7 .7, ties to the older (the sum of
+         * each head's max, .4 1.3 .9 .9 .8 1.5 1 1, would keep 1 5 6) */
+        {{"window=2", "kernel=3", "pooling=max", "granularity=kv_head"}, {1, 2, 3, 8, 9}, 5},
+        {{"window=2", "kernel=1", "pooling=max", "granularity=kv_head"}, {2, 4, 6, 8, 9}, 5}, /* the votes themselves */
+        /* head 0: 0 .3 .3 .57 .27 .27 .1 .1 -> 1 2 3; head 1: .13 .13 0 0 0 .23 .23 .23 -> 5 6 7 */
+        {{"window=2", "kernel=3", "pooling=avg", "granularity=query_head"}, {1, 2, 3, 5, 6, 7, 8, 9}, 8},
+        /* head 0: 0 .9 .9 .9 .8 .8 .3 .3 -> 1 2 3; head 1: .4 .4 0 0 0 .7 .7 .7 -> 5 6 7 */
+        {{"window=2", "kernel=3", "pooling=max", "granularity=query_head"}, {1, 2, 3, 5, 6, 7, 8, 9}, 8},
+        /* head 0: 2 4 7; head 1: 6 0, then the oldest zero, 1 */
+        {{"window=2", "kernel=1", "pooling=max", "granularity=query_head"}, {0, 1, 2, 4, 6, 7, 8, 9}, 8},
     };
-    for (int k = 0; k < 3; k++)
+    for (int k = 0; k < 6; k++)
         for (int split = 0; split < 2; split++) {
             kv_policy *p;
-            assert_int_equal(pol_new("snapkv", cases[k].set, 3, &b5, 1, &mi, &p), KV_OK);
+            assert_int_equal(pol_new("snapkv", cases[k].set, 4, &b5, 1, &mi, &p), KV_OK);
             pol_begin(p, 10);
             kv_cache *c = hand_cache(10);
             kv_attn_plan pl = {.layer = 0, .pos0 = 0, .n_new = 10, .needs = KV_NEED_WINDOW};
@@ -627,8 +792,10 @@ static void test_snapkv_by_hand(void **state) {
                 assert_int_equal(kv_cache_head_at(c, 0, 0)->len, 10); /* nothing before the prompt's end */
                 v.n_new = 1, v.pos0 = 9, v.win_pos0 = 9, v.win_n = 1, v.window = &w9[0][0][0];
             }
+            assert_int_equal(p->layer_limit[0], 2 + (k < 3 ? 3 : 6)); /* before the cut: w + min(m, G (B - w)) */
             assert_int_equal(p->ops->on_layer(p, c, &v), KV_OK);
-            expect_positions(c, cases[k].want, 5);
+            expect_positions(c, cases[k].want, cases[k].n);
+            assert_int_equal(p->layer_limit[0], cases[k].n); /* the head as held */
             /* decode: nothing asked, nothing evicted */
             pl = (kv_attn_plan){.layer = 0, .pos0 = 10, .n_new = 1, .needs = KV_NEED_WINDOW};
             p->ops->plan(p, &pl);
@@ -637,10 +804,24 @@ static void test_snapkv_by_hand(void **state) {
             assert_int_equal(kv_cache_append(c, kv_cache_head_at(c, 0, 0), k2, vv, 10), KV_OK);
             kv_attn_view d = {.layer = 0, .n_heads = 2, .n_kv_heads = 1, .n_new = 1, .pos0 = 10, .stride = 6};
             assert_int_equal(p->ops->on_layer(p, c, &d), KV_OK);
-            assert_int_equal(kv_cache_head_at(c, 0, 0)->len, 6);
+            assert_int_equal(kv_cache_head_at(c, 0, 0)->len, cases[k].n + 1);
             pol_free(p);
             kv_cache_free(c);
         }
+    /* the defaults: SnapKV's LongBench configuration (window 32, kernel 7,
+     * max pooling), per KV head */
+    {
+        kv_policy *p;
+        assert_int_equal(pol_new("snapkv", NULL, 0, &b5, 1, &mi, &p), KV_OK);
+        assert_true(p->param[SNAP_P_WINDOW] == 32 && p->param[SNAP_P_KERNEL] == 7 &&
+                    p->param[SNAP_P_POOLING] == SNAP_POOL_MAX && p->param[3] == SNAP_GRAN_KV_HEAD);
+        pol_free(p);
+        /* query_head needs whole groups */
+        const kv_model_info odd = {.n_layers = 1, .n_heads = 3, .n_kv_heads = 2};
+        const char *qh[1] = {"granularity=query_head"};
+        assert_int_equal(pol_new("snapkv", qh, 1, &b5, 1, &odd, &p), KV_EINVAL);
+        assert_non_null(strstr(kv_last_error(), "multiple"));
+    }
     /* an even kernel is refused */
     const char *even[1] = {"kernel=4"};
     kv_policy *p;
@@ -809,6 +990,52 @@ static void test_adakv_by_hand(void **state) {
         kv_attn_view d = {.layer = 0, .n_heads = 2, .n_kv_heads = 2, .n_new = 1, .pos0 = 10, .stride = 6};
         assert_int_equal(p->ops->on_layer(p, c, &d), KV_OK);
         assert_int_equal(kv_cache_head_at(c, 0, 1)->len, 4);
+        pol_free(p);
+        kv_cache_free(c);
+    }
+
+    /* GQA: 2 KV heads of 2 query heads, prompt 10, budget 5, window 2,
+     * kernel 3, max pooling, floor 0: b = 3, m = 8.
+     * Query heads 0 1 (KV head 0): the snapkv case's votes; 2 3 (KV head 1):
+     * .2 @0 and .1 @7.
+     * kv_head: KV head 0 scores max3(sum) = .4 .9 .9 .9 .8 .8 .7 .7, KV head 1
+     * .2 .2 0 0 0 0 .1 .1: the 6 best are all head 0's: caps 6 0, head 0
+     * keeps 1..6 (pooling each query head first and summing, .4 1.3 .9 .9 .8
+     * 1.5 1 1, would keep 1 2 3 5 6 7).
+     * query_head: pooled per query head, q0 0 .9 .9 .9 .8 .8 .3 .3, q1 .4 .4 0
+     * 0 0 .7 .7 .7, q2 .2 .2 0..., q3 ... .1 .1; the 12 best are q0's 7 and q1's 5:
+     * q0 keeps 1..7, q1 0 1 5 6 7, KV head 0 the union 0..7, KV head 1 none */
+    const kv_model_info gqa = {.n_layers = 1, .n_heads = 4, .n_kv_heads = 2};
+    float grows[4][2][10] = {{{0}}};
+    for (int j = 0; j < 8; j++) {
+        grows[0][0][j] = grows[0][1][j] = (float[]){0, 0, 0.9f, 0, 0.8f, 0, 0, 0.3f}[j] / 2;
+        grows[1][0][j] = grows[1][1][j] = (float[]){0.4f, 0, 0, 0, 0, 0, 0.7f, 0}[j] / 2;
+    }
+    grows[2][0][0] = grows[2][1][0] = 0.1f;
+    grows[3][0][7] = grows[3][1][7] = 0.05f;
+    for (int qh = 0; qh < 2; qh++) {
+        const char *gset[5] = {"window=2", "kernel=3", "pooling=max", "floor=0",
+                               qh ? "granularity=query_head" : "granularity=kv_head"};
+        kv_policy *p;
+        assert_int_equal(pol_new("adakv", gset, 5, &b5, 1, &gqa, &p), KV_OK);
+        pol_begin(p, 10);
+        /* before the cut: w + min(m, upk min(m, f + (b - f) units)): 2 + min(8, 0 + 3 * 2)
+         * per KV head, 2 + min(8, 2 min(8, 3 * 4)) per query head */
+        assert_int_equal(p->layer_limit[0], qh ? 10 : 8);
+        kv_cache *c = hand_cache_heads(1, 2, 10);
+        kv_attn_view v = {.layer = 0, .n_heads = 4, .n_kv_heads = 2, .n_new = 10, .pos0 = 0, .stride = 10,
+                          .needs = KV_NEED_WINDOW, .win_pos0 = 8, .win_n = 2, .window = &grows[0][0][0]};
+        assert_int_equal(p->ops->on_layer(p, c, &v), KV_OK);
+        if (!qh) {
+            expect_head(c, 0, 0, (int32_t[]){1, 2, 3, 4, 5, 6, 8, 9}, 8);
+            assert_int_equal(adakv_head_limit(p, 0, 0), 8);
+        } else {
+            expect_head(c, 0, 0, (int32_t[]){0, 1, 2, 3, 4, 5, 6, 7, 8, 9}, 10);
+            assert_int_equal(adakv_head_limit(p, 0, 0), 10);
+        }
+        expect_head(c, 0, 1, (int32_t[]){8, 9}, 2);
+        assert_int_equal(adakv_head_limit(p, 0, 1), 2);
+        assert_int_equal(p->layer_limit[0], qh ? 10 : 8);
         pol_free(p);
         kv_cache_free(c);
     }

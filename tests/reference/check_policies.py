@@ -42,6 +42,16 @@ RUNS = [  # policy, settings, budget
     ('knorm', None, '12'), ('knorm', 'recent=4', '40%'), ('knorm', 'schedule=every_step', '9'),
     ('random', 'recent=3', '12'), ('random', 'schedule=every_step,recent=2', '9'),
     ('h2o', 'sim=1', '20%'), ('h2o', 'sim=1,heavy_ratio=0.15,recent_ratio=0.1', '25%'), ('h2o', 'sim=1,recent=0.25', '12'),
+    # keyformer's two selections (the runs above use the default, authors)
+    ('keyformer', 'selection=paper', '40%'), ('keyformer', 'selection=paper,recent=50', '12'),
+    ('keyformer', 'selection=paper,noise=none,recent=0', '8'), ('keyformer', 'recent=70', '70%'),
+    ('keyformer', 'selection=authors,noise=none,recent=0', '9'),
+    # the snap family per query head (a KV head keeps the union of its group's picks)
+    ('snapkv', 'window=4,granularity=query_head', '12'), ('snapkv', 'window=6,kernel=3,pooling=avg,granularity=query_head', '20'),
+    ('pyramidkv', 'window=4,granularity=query_head', '12'), ('pyramidkv', 'window=2,alloc=factory,granularity=query_head', '10'),
+    ('adakv', 'window=4,granularity=query_head', '12'), ('adakv', 'window=2,normalize=1,alloc=factory,granularity=query_head', '9'),
+    ('adakv', 'window=4,layers=pyramid,granularity=query_head', '16'),
+    ('zigzag', 'window=4,granularity=query_head', '12'), ('zigzag', 'window=2,bound=0,threshold=0.5,granularity=query_head', '20'),
 ]
 MODES = ['decode', 'chunk:13', 'prefill']
 # zigzag cuts every layer in the last layer's call, so an earlier layer's cut
@@ -60,6 +70,17 @@ def cascade_limit_differs(rec, settings, budget, n_prompt):
     want = C * (N // C) + S
     if rec.limit != want:
         print('  cascade: limit %d recorded, %d expected' % (rec.limit, want))
+    return rec.limit != want
+
+
+def budget_limit_differs(rec, budget, n_prompt):
+    """A percentage budget in slots as Keyformer's summarize.py computes it:
+    int(n * pct / 100) (30 tokens at 70%: 21, where 30 * 0.7 truncates to 20)."""
+    if not budget.endswith('%'):
+        return False
+    want = max(int(n_prompt * float(budget[:-1]) / 100), 1)
+    if rec.limit != want:
+        print('  %s: limit %d recorded, %d expected' % (rec.name, rec.limit, want))
     return rec.limit != want
 
 
@@ -96,6 +117,8 @@ def main():
             calls, bad = policies_ref.check(rec)
             if policy == 'cascade':
                 bad += cascade_limit_differs(rec_obj, settings, budget, 30)
+            elif policy in ('keyformer', 'snapkv', 'h2o'):
+                bad += budget_limit_differs(rec_obj, budget, 30)
             ok = bad == 0 and evicted
             print('%s %s: %d layer calls, %d differ%s' % ('PASS' if ok else 'FAIL', label, calls, bad,
                                                        '' if evicted else ', no eviction happened'))

@@ -24,15 +24,26 @@ Rules (per layer and KV head, applied when the head holds more than B):
                 g the noise (gumbel | gaussian | constant | none = plain softmax(x),
                 H2O's score), tau = tau_init + itr (tau_end - tau_init) / steps,
                 itr = 0 in the prompt, t - n_prompt + 1 at position t after it;
-                k = B, w = int(k * recent / 100); the kept set counts the next token:
-                once more than k - 1 are held, keep the w - 1 newest and the
-                min(k - w, k - 1) best others                     (A5)
+                k = B, w = int(k * recent / 100); the kept set counts the next token.
+                selection=paper: once more than k - 1 are held, keep the w - 1 newest
+                and the min(k - w, k - 1) best others. selection=authors (the
+                authors' mask, ANDed step to step): once N > k tokens have been
+                seen, the mask over N + 1 columns keeps the last w and the k - w
+                best of the columns before the last w (all when w = 0), dropped
+                tokens scoring 0; only held tokens stay      (A5)
   snapkv        once, at the end of the prompt (n tokens, n > B): votes = the softmax
                 rows of the last w = min(window, B) prompt queries summed over those
                 queries, for each prefix key (position < n - w), per query head;
                 pool1d (avg: zero-padded sum / kernel; max), summed over the query
                 heads of the KV head; keep the B - w best prefix keys and every key
                 at position >= n - w; nothing evicted afterwards  (A7)
+                granularity=kv_head: the group's votes are summed BEFORE pooling
+                (KVCache-Factory's kv_head mode, AdaKV's gqa_support), one score
+                per KV head; granularity=query_head: each query head's votes
+                pooled and each query head selecting its own B - w (SnapKV's
+                code after repeat_kv), the KV head keeping the union. The same
+                units serve pyramidkv's, adakv's (caps shared among the units)
+                and zigzag's (LMBA summed over the units) cuts
   pyramidkv     snapkv with per-layer prefix caps: min = (B - w) // beta,
                 max = 2 (B - w) - min, clipped to n - w; n <= B keeps all,
                 n < 2 (B - w) keeps B - w in every layer, else layer l keeps
@@ -188,7 +199,7 @@ def keyformer_noise(kind, seed, layer, head, qpos, kpos):
 
 def keyformer_row_score(rec, layer, head, qpos, x, kpos):
     """f = softmax((x + g) / tau) over the keys the query sees (x finite)."""
-    recent, tau_init, tau_end, steps, noise = rec.params
+    recent, tau_init, tau_end, steps, noise = rec.params[:5]
     kind = NOISES[int(noise)]
     seen = np.isfinite(x)
     if kind == 'none':
@@ -201,6 +212,29 @@ def keyformer_row_score(rec, layer, head, qpos, x, kpos):
     f = np.zeros(len(x))
     f[seen] = e / e.sum()
     return f
+
+
+def keyformer_selection(rec):
+    """'authors' (the default) or 'paper'; a record without the parameter is 'paper'."""
+    return ['authors', 'paper'][int(rec.params[5])] if len(rec.params) > 5 else 'paper'
+
+
+def keyformer_authors_step(held, sc, N, k, r, have_scores):
+    """One step of the authors' token mask (keyformer-llm: modeling_gptj.py's
+    _attn, mpt attention.py), after the attention over the first N tokens:
+    the mask has N + 1 columns (the token about to be generated is column
+    N). Once N > k: the last r columns are kept, and the k - r best-scored
+    columns of score[:, :-r] (all N columns when r = 0), where a token
+    dropped earlier has score 0; the mask is ANDed with the previous one, so
+    only held tokens can be kept."""
+    if N <= k:
+        return set(held)
+    recent = set(range(N + 1 - r, N + 1)) if r > 0 else set()
+    columns = range(N - r) if r > 0 else range(N)
+    key = best_of([(p, sc.get(p, 0.0)) for p in columns], k - r) if k - r > 0 else set()
+    if not have_scores and r > 0 and len([p for p in held if p < N - r]) > k - r:
+        raise ValueError('keyformer: no logits at a step whose selection depends on them')
+    return set(held) & (recent | key)
 
 
 # ------------------------------------------------------------- snapkv / pyramidkv
@@ -264,21 +298,36 @@ def snap_setup(rec, first_call):
     return n, w, caps
 
 
-def snap_limits(rec, n, w, caps, KV):
+GRANULARITY_INDEX = {'snapkv': 3, 'pyramidkv': 5, 'adakv': 8, 'zigzag': 6}
+
+
+def snap_granularity(rec):
+    """'kv_head' or 'query_head' (a record without the parameter: kv_head)."""
+    i = GRANULARITY_INDEX[rec.name]
+    return ['kv_head', 'query_head'][int(rec.params[i])] if len(rec.params) > i else 'kv_head'
+
+
+def snap_limits(rec, n, w, caps, KV, H):
     """The per-layer head limits a snap record starts with: the cap + w, or for
-    adakv and zigzag the most their rule can give one head."""
+    adakv and zigzag the most their rule can give one head. Per query head,
+    a KV head may hold the union of its G query heads' selections."""
+    G = H // KV if snap_granularity(rec) == 'query_head' else 1
+    units = KV * G
+    m = n - w
     out = []
     for c in caps:
         if c is None:
             out.append(rec.limit)
-        elif rec.name == 'adakv':
+            continue
+        if rec.name == 'adakv':
             f = int(rec.params[3] * c)
-            out.append(w + min(n - w, f + (c - f) * KV))
+            unit = f + (c - f) * units
         elif rec.name == 'zigzag':
             bb = int(rec.params[4] * c)
-            out.append(w + min(n - w, bb + rec.n_layers * (c - bb)))
+            unit = bb + rec.n_layers * (c - bb)
         else:
-            out.append(c + w)
+            unit = c
+        out.append(w + min(m, G * min(m, unit)))
     return out
 
 
@@ -370,7 +419,7 @@ def replay(rec):
         if rec.name in SNAP_POLICIES:
             if snap is None:
                 n, w, caps = snap_setup(rec, ev['n_new'])
-                want = snap_limits(rec, n, w, caps, ev['KV'])
+                want = snap_limits(rec, n, w, caps, ev['KV'], ev['H'])
                 if rec.layer_limit and rec.layer_limit != want:
                     raise ValueError('per-layer budgets: kvbench %s, reference %s' % (rec.layer_limit, want))
                 snap = dict(n=n, w=w, caps=caps, votes={}, done=set(), stash={}, pending={})
@@ -420,7 +469,7 @@ def replay(rec):
             elif rec.name == 'keyformer':
                 sc = state.setdefault((ev['layer'], g), {})
                 sc = {p: sc.get(p, 0.0) for p in held}
-                for q in range(g * group, (g + 1) * group):
+                for q in range(g * group, (g + 1) * group) if ev['logits'] is not None else []:
                     for r in range(ev['n_new']):
                         f = keyformer_row_score(rec, ev['layer'], q, ev['pos0'] + r,
                                                 ev['logits'][q][r][:len(before)], before)
@@ -429,7 +478,11 @@ def replay(rec):
                 k = B
                 w = int(k * rec.params[0] / 100)
                 keep = held
-                if len(held) > k - 1 and not hold:
+                if hold:
+                    pass                                         # prefill=whole: the prompt is still being read
+                elif keyformer_selection(rec) == 'authors':
+                    keep = keyformer_authors_step(held, sc, ev['pos0'] + ev['n_new'], k, w, ev['logits'] is not None)
+                elif len(held) > k - 1:
                     r = max(w - 1, 0)
                     recent = set(sorted(held)[len(held) - r:]) if r > 0 else set()
                     keep = recent | best_of([(p, v) for p, v in sc.items() if p not in recent], min(k - w, k - 1))
@@ -643,16 +696,26 @@ def snap_event(rec, snap, ev):
         return
     snap['done'].add(layer)
     kernel, kind = int(rec.params[1]), ['avg', 'max'][int(rec.params[2])]
-    scores = []
-    for g in range(ev['KV']):
-        score = np.zeros(m)
-        for q in range(g * group, (g + 1) * group):
-            score = score + pool1d(votes[q], kernel, kind)
-        scores.append(score)
+    # the scoring units: per KV head, its query heads' votes summed and then
+    # pooled (KVCache-Factory's kv_head mode, AdaKV's gqa_support); or per
+    # query head, pooled (SnapKV's code after repeat_kv)
+    per_query = snap_granularity(rec) == 'query_head'
+    upk = group if per_query else 1
+    if per_query:
+        scores = [pool1d(votes[q], kernel, kind) for q in range(ev['H'])]
+    else:
+        scores = [pool1d(votes[g * group:(g + 1) * group].sum(axis=0), kernel, kind) for g in range(ev['KV'])]
 
     def cut(before, score, k):
         prefix = [(p, score[p]) for p in before if p < m]
         return {p for p in before if p >= m} | best_of(prefix, k)
+
+    def cut_union(before, g, caps):
+        """KV head g keeps the union of its units' selections."""
+        kept = set()
+        for u in range(g * upk, (g + 1) * upk):
+            kept |= cut(before, scores[u], caps[u])
+        return kept
 
     if rec.name == 'zigzag':
         snap['stash'][layer] = (scores, ev['before'])
@@ -661,17 +724,21 @@ def snap_event(rec, snap, ev):
         lm = [sum(lmba(s, rec.params[3]) for s in snap['stash'][l][0]) for l in range(rec.n_layers)]
         caps = zigzag_caps(lm, m, cap, rec.params[4], ['exact', 'kvpress'][int(rec.params[5])])
         for l, (sc, before) in snap['stash'].items():
-            kept = [cut(before[g], sc[g], caps[l]) for g in range(ev['KV'])]
+            kept = []
+            for g in range(ev['KV']):
+                kept.append(set())
+                for u in range(g * upk, (g + 1) * upk):
+                    kept[g] |= cut(before[g], sc[u], caps[l])
             if l == layer:
                 snap['keep'] = dict(enumerate(kept))
             else:
                 snap['pending'][l] = kept
         return
-    head_caps = [cap] * ev['KV']
+    unit_caps = [cap] * len(scores)
     if rec.name == 'adakv':
-        head_caps = ada_caps(scores, cap, rec.params[3], ['exact', 'factory'][int(rec.params[6])], int(rec.params[7]))
+        unit_caps = ada_caps(scores, cap, rec.params[3], ['exact', 'factory'][int(rec.params[6])], int(rec.params[7]))
     for g in range(ev['KV']):
-        snap['keep'][g] = cut(ev['before'][g], scores[g], head_caps[g])
+        snap['keep'][g] = cut_union(ev['before'][g], g, unit_caps)
 
 
 def evicted(rec):
