@@ -13,6 +13,7 @@
 #include "../engine/kv_error.h"
 #include "../engine/model.h"
 #include "../engine/sampler.h"
+#include "../metrics/kld.h"
 #include "../policies/policy.h"
 #include "../policies/sentinel_proxy.h"
 #include "clock.h"
@@ -508,31 +509,341 @@ static double nll_of(const float *logits, int32_t n, int32_t target) {
     return log(sum) + mx - logits[target];
 }
 
+/* What every perplexity protocol reads: the tokenized text and a context. */
+typedef struct ppl_input {
+    const kv_model *m;
+    const kv_model_info *mi;
+    const char *path; /* the resolved file, as printed */
+    const int32_t *ids;
+    size_t n_tok;
+    kv_ctx *c;
+} ppl_input;
+
+/* " policy=P budget=B[ positions=M]": how a policy run is labelled. */
+static const char *policy_desc(const kv_policy *pol, char *buf, size_t cap) {
+    char bs[32];
+    snprintf(buf, cap, " policy=%s budget=%s%s%s", pol->ops->name, pol_budget_str(&pol->budget, bs, sizeof bs),
+             pol->positions != KV_POS_ORIGINAL ? " positions=" : "",
+             pol->positions != KV_POS_ORIGINAL ? kv_pos_mode_name(pol->positions) : "");
+    return buf;
+}
+
+/* StreamingLLM's protocol: one token at a time through a single cache that
+ * the policy keeps within its budget; every token but the first scored. */
+static int ppl_stream(const ppl_input *in, kv_policy *pol, int bos, const char *curve) {
+    int32_t nv = in->mi->vocab_size;
+    float *logits = malloc((size_t)nv * sizeof *logits);
+    FILE *cf = NULL;
+    int rc = -1;
+    if (!logits) {
+        fprintf(stderr, "kvbench perplexity: out of memory\n");
+        return -1;
+    }
+    if (curve && !(cf = fopen(curve, "w"))) {
+        fprintf(stderr, "kvbench perplexity: %s: cannot create: %s\n", curve, strerror(errno));
+        goto out;
+    }
+    pol_begin(pol, 0);
+    pol_attach(pol, in->c);
+    double nll = 0, t0 = now_s();
+    for (size_t t = 0; t + 1 < in->n_tok; t++) {
+        if (kv_ctx_eval(in->c, in->ids + t, 1, logits, 0)) {
+            fprintf(stderr, "kvbench perplexity: %s\n", kv_last_error());
+            goto out;
+        }
+        double x = nll_of(logits, nv, in->ids[t + 1]);
+        nll += x;
+        if (cf) fprintf(cf, "%zu %.6f\n", t + 1, x);
+    }
+    double dt = now_s() - t0;
+    size_t n = in->n_tok - 1;
+    char pd[128];
+    printf("file %s\ntokens %zu\nscored %zu\nprotocol stream%s%s\n", in->path, in->n_tok, n,
+           policy_desc(pol, pd, sizeof pd), bos ? " bos" : "");
+    printf("nll %.6f\nppl %.4f\nseconds %.2f\ntokens_per_second %.1f\nkv_bytes_peak %zu\n", nll / (double)n,
+           exp(nll / (double)n), dt, n / dt, kv_cache_peak_bytes(kv_ctx_cache(in->c)));
+    rc = 0;
+out:
+    if (cf && fclose(cf) != 0 && rc == 0) {
+        fprintf(stderr, "kvbench perplexity: %s: write failed\n", curve);
+        rc = -1;
+    }
+    free(logits);
+    return rc;
+}
+
+/* Sliding windows of ctx_len tokens every `stride` tokens, each from an
+ * empty cache, scoring only the tokens no earlier window scored. */
+static int ppl_sliding(const ppl_input *in, int ctx_len, int stride, int bos) {
+    int32_t nv = in->mi->vocab_size;
+    float *logits = malloc((size_t)ctx_len * nv * sizeof *logits);
+    if (!logits) {
+        fprintf(stderr, "kvbench perplexity: out of memory\n");
+        return -1;
+    }
+    double nll = 0, t0 = now_s();
+    size_t scored = 0, evaluated = 0, prev_end = 1;
+    for (size_t begin = 0;; begin += (size_t)stride) {
+        size_t end = begin + (size_t)ctx_len < in->n_tok ? begin + (size_t)ctx_len : in->n_tok;
+        kv_ctx_reset(in->c);
+        if (kv_ctx_eval(in->c, in->ids + begin, (int32_t)(end - begin), logits, 1)) {
+            fprintf(stderr, "kvbench perplexity: %s\n", kv_last_error());
+            free(logits);
+            return -1;
+        }
+        evaluated += end - begin;
+        for (size_t t = prev_end > begin + 1 ? prev_end : begin + 1; t < end; t++, scored++)
+            nll += nll_of(logits + (t - 1 - begin) * (size_t)nv, nv, in->ids[t]);
+        prev_end = end;
+        if (end == in->n_tok) break;
+    }
+    double dt = now_s() - t0;
+    printf("file %s\ntokens %zu\nscored %zu\nprotocol sliding-window ctx=%d stride=%d%s\n", in->path, in->n_tok,
+           scored, ctx_len, stride, bos ? " bos" : "");
+    printf("nll %.6f\nppl %.4f\nseconds %.2f\ntokens_per_second %.1f\n", nll / (double)scored,
+           exp(nll / (double)scored), dt, evaluated / dt);
+    free(logits);
+    return 0;
+}
+
+/* llama-perplexity's protocol (llama.cpp tools/perplexity/perplexity.cpp,
+ * perplexity() and kl_divergence()): the text tokenized once with BOS, cut
+ * into non-overlapping chunks of n_ctx tokens; each chunk evaluated from an
+ * empty cache with its first token replaced by BOS; the logits at
+ * positions first = n_ctx/2 .. n_ctx-2 scored against the tokens
+ * first+1 .. n_ctx-1 (the second half: every scored token has at least
+ * n_ctx/2 tokens of context). With a policy, positions 0..first are the
+ * prompt (the policy compresses it) and the rest are fed one at a time
+ * through the policy's cache. */
+typedef struct lc_run {
+    const ppl_input *in;
+    int32_t n_ctx, first, n_scored, nv, bos;
+    kv_policy *pol;   /* NULL: the chunk in one pass, no policy */
+    kv_ctx *c_base;   /* --kl-divergence: the full cache, one pass (else NULL) */
+    int32_t *chunk;   /* [n_ctx] the chunk's tokens, BOS first */
+    float *rows;      /* [n_ctx][nv] one-pass logits: the base's, or the result without a policy */
+    float *q;         /* [n_scored][nv] the policy's logits at first .. n_ctx-2 */
+    met_kld *kld;     /* --kl-divergence statistics */
+    double nll, nll2; /* sums over scored tokens, llama.cpp's final estimate */
+    size_t count;
+    size_t kv_peak; /* the policy's largest cache over chunks */
+} lc_run;
+
+/* The whole chunk from an empty cache, every position's logits. */
+static int lc_one_pass(lc_run *r, kv_ctx *c) {
+    kv_ctx_reset(c);
+    return kv_ctx_eval(c, r->chunk, r->n_ctx, r->rows, 1);
+}
+
+/* Positions 0..first as the policy's prompt, then first+1 .. n_ctx-2 one
+ * at a time; row k of r->q holds the logits at position first + k. */
+static int lc_policy_pass(lc_run *r) {
+    kv_ctx *c = r->in->c;
+    kv_ctx_reset(c);
+    pol_begin(r->pol, r->first + 1);
+    pol_attach(r->pol, c);
+    int rc = pol_eval_prompt(r->pol, c, r->chunk, r->first + 1, r->q);
+    for (int32_t k = 1; rc == KV_OK && k < r->n_scored; k++)
+        rc = kv_ctx_eval(c, r->chunk + r->first + k, 1, r->q + (size_t)k * r->nv, 0);
+    size_t peak = kv_cache_peak_bytes(kv_ctx_cache(c));
+    if (peak > r->kv_peak) r->kv_peak = peak;
+    return rc;
+}
+
+/* Scores the chunk's positions first .. n_ctx-2: q [n_scored][nv] are the
+ * logits scored, base [n_scored][nv] the full cache's (NULL without KL). */
+static int lc_score(lc_run *r, const float *q, const float *base) {
+    for (int32_t k = 0; k < r->n_scored; k++) {
+        int32_t target = r->chunk[r->first + k + 1]; /* never the BOS slot: first + 1 >= 1 */
+        const float *row = q + (size_t)k * r->nv;
+        double v = nll_of(row, r->nv, target);
+        r->nll += v;
+        r->nll2 += v * v;
+        r->count++;
+        if (base) {
+            int rc = met_kld_add(r->kld, base + (size_t)k * r->nv, row, r->nv, target);
+            if (rc) return rc;
+        }
+    }
+    return KV_OK;
+}
+
+/* Chunk i: its tokens, the passes its mode needs, its scores. */
+static int lc_chunk(lc_run *r, int i) {
+    memcpy(r->chunk, r->in->ids + (size_t)i * r->n_ctx, (size_t)r->n_ctx * sizeof *r->chunk);
+    if (r->bos >= 0) r->chunk[0] = r->bos;
+    int rc;
+    if (!r->pol) {
+        if ((rc = lc_one_pass(r, r->in->c))) return rc;
+        return lc_score(r, r->rows + (size_t)r->first * r->nv, NULL);
+    }
+    if ((rc = lc_policy_pass(r))) return rc;
+    if (r->c_base && (rc = lc_one_pass(r, r->c_base))) return rc;
+    return lc_score(r, r->q, r->c_base ? r->rows + (size_t)r->first * r->nv : NULL);
+}
+
+/* llama.cpp's timing line after the first chunk. */
+static void lc_print_eta(double t_chunk, int n_chunk) {
+    printf("perplexity: %.2f seconds per pass - ETA ", t_chunk);
+    int total = (int)(t_chunk * n_chunk);
+    if (total >= 3600) {
+        printf("%d hours ", total / 3600);
+        total %= 3600;
+    }
+    printf("%.2f minutes\n", total / 60.0);
+}
+
+/* After chunk i: llama.cpp's running line, "[i]ppl," or a KL table row. */
+static void lc_print_running(const lc_run *r, int i) {
+    if (r->kld) {
+        met_kld_summary s;
+        met_kld_moments(r->kld, &s);
+        met_kld_print_chunk(stdout, i + 1, &s);
+    } else {
+        printf("[%d]%.4f,", i + 1, exp(r->nll / (double)r->count));
+    }
+    fflush(stdout);
+}
+
+/* The end: llama.cpp's final estimate, ppl ± ppl · sqrt(var(nll) / (n - 1)),
+ * or the --kl-divergence blocks. */
+static int lc_print_final(const lc_run *r) {
+    printf("\n");
+    if (r->kld) {
+        met_kld_summary s;
+        if (met_kld_summarize(r->kld, &s)) {
+            fprintf(stderr, "kvbench perplexity: %s\n", kv_last_error());
+            return -1;
+        }
+        met_kld_print(stdout, &s);
+        return 0;
+    }
+    double n = (double)r->count, mean = r->nll / n, var = r->nll2 / n - mean * mean, ppl = exp(mean);
+    if (var > 0) printf("Final estimate: PPL = %.4f +/- %.5f\n", ppl, sqrt(var / (n - 1)) * ppl);
+    else printf("Final estimate: PPL = %.4f (the log-probabilities do not vary: no error)\n", ppl);
+    return 0;
+}
+
+/* The buffers and contexts a run needs. */
+static int lc_setup(lc_run *r, int threads, int kl) {
+    r->chunk = malloc((size_t)r->n_ctx * sizeof *r->chunk);
+    r->rows = malloc((size_t)r->n_ctx * r->nv * sizeof *r->rows);
+    if (r->pol) r->q = malloc((size_t)r->n_scored * r->nv * sizeof *r->q);
+    if (kl) r->kld = met_kld_new();
+    if (!r->chunk || !r->rows || (r->pol && !r->q) || (kl && !r->kld)) {
+        fprintf(stderr, "kvbench perplexity: out of memory\n");
+        return -1;
+    }
+    return kl ? new_ctx("perplexity", r->in->m, threads, &r->c_base) : 0;
+}
+
+static void lc_free(lc_run *r) {
+    free(r->chunk);
+    free(r->rows);
+    free(r->q);
+    met_kld_free(r->kld);
+    kv_ctx_free(r->c_base);
+}
+
+static int ppl_llamacpp(const ppl_input *in, kv_policy *pol, int n_ctx, int max_chunks, int kl, int threads) {
+    if ((size_t)n_ctx * 2 > in->n_tok) {
+        fprintf(stderr, "kvbench perplexity: %s: %zu tokens; the llama.cpp protocol needs at least 2 x ctx = %d\n",
+                in->path, in->n_tok, 2 * n_ctx);
+        return -1;
+    }
+    lc_run r = {.in = in, .n_ctx = n_ctx, .first = n_ctx / 2, .nv = in->mi->vocab_size, .pol = pol,
+                .bos = kv_tokenizer_bos(kv_model_tokenizer(in->m))};
+    r.n_scored = n_ctx - 1 - r.first;
+    int n_chunk = (int)(in->n_tok / (size_t)n_ctx), rc = -1;
+    if (max_chunks > 0 && max_chunks < n_chunk) n_chunk = max_chunks;
+    if (lc_setup(&r, threads, kl)) goto out;
+    char pd[128] = "";
+    printf("file %s\ntokens %zu\nprotocol llama.cpp ctx=%d chunks=%d scored=%d..%d%s%s\n", in->path, in->n_tok,
+           n_ctx, n_chunk, r.first + 1, n_ctx - 1, pol ? policy_desc(pol, pd, sizeof pd) : "",
+           kl ? " kl-divergence" : "");
+    printf("perplexity: calculating perplexity over %d chunks, n_ctx=%d\n", n_chunk, n_ctx);
+    double t0 = now_s();
+    for (int i = 0; i < n_chunk; i++) {
+        if (lc_chunk(&r, i)) {
+            fprintf(stderr, "kvbench perplexity: chunk %d: %s\n", i + 1, kv_last_error());
+            goto out;
+        }
+        if (i == 0) lc_print_eta(now_s() - t0, n_chunk);
+        if (i == 0 && kl) {
+            printf("\n");
+            met_kld_print_chunk_header(stdout);
+        }
+        lc_print_running(&r, i);
+    }
+    double dt = now_s() - t0;
+    if (lc_print_final(&r)) goto out;
+    printf("scored %zu\nseconds %.2f\n", r.count, dt);
+    if (pol) printf("kv_bytes_peak %zu\n", r.kv_peak);
+    rc = 0;
+out:
+    lc_free(&r);
+    return rc;
+}
+
+/* The usage text of `kvbench perplexity`. */
+static void ppl_help(const hx_opt *opts, int n_opts) {
+    printf("usage: kvbench perplexity --model PATH --file TEXT [--ctx N --stride S]\n"
+           "       kvbench perplexity --model PATH --file TEXT --stream --policy P --budget B [--curve FILE]\n"
+           "       kvbench perplexity --model PATH --file TEXT --protocol llama.cpp --ctx N [--chunks K]\n"
+           "                          [--policy P --budget B [--set K=V,...] [--kl-divergence]]\n\n"
+           "Sliding-window perplexity (the default): windows of N tokens start every S tokens; each\n"
+           "window starts from an empty cache and scores only the tokens not scored by an earlier\n"
+           "window (the first window scores all its tokens but the first).\n"
+           "--stream: StreamingLLM's protocol - one token at a time through a single cache that\n"
+           "the policy keeps within its budget (a token count), scoring every token.\n"
+           "--protocol llama.cpp: llama-perplexity's protocol - the file tokenized once with BOS,\n"
+           "min(K, tokens/N) non-overlapping chunks of N tokens, each from an empty cache with its\n"
+           "first token replaced by BOS, only the second half scored (positions N/2 .. N-2 predict\n"
+           "tokens N/2+1 .. N-1); prints [chunk]ppl, and 'Final estimate: PPL = x +/- e' with\n"
+           "llama.cpp's standard error. With a policy, each chunk's first N/2+1 tokens are the\n"
+           "prompt it compresses and the rest are fed one at a time through its cache.\n"
+           "--kl-divergence (llama.cpp protocol, with a policy): the full cache on the same chunks\n"
+           "is the base; prints llama-perplexity's --kl-divergence table and statistics (PPL ratio,\n"
+           "KL divergence and Δp percentiles, RMS Δp, same top token) with its formulas.\n\n");
+    hx_opts_print(opts, n_opts);
+}
+
+/* The options' combinations that make no sense; prints why. */
+static int ppl_check_args(const policy_args *pa, const kv_policy *pol, int llamacpp, int stream, int kl,
+                          int stride, const char *curve) {
+    const char *why = NULL;
+    if (llamacpp && stream) why = "--stream and --protocol llama.cpp are two protocols: give one";
+    else if (llamacpp && (stride > 0 || curve)) why = "--stride and --curve go with the sliding-window and --stream protocols";
+    else if (!llamacpp && kl) why = "--kl-divergence goes with --protocol llama.cpp";
+    else if (kl && !pa->name && !pa->budget) why = "--kl-divergence compares a policy with the full cache: give --policy (and --budget)";
+    else if (!stream && !llamacpp && (pa->name || pa->budget)) why = "--policy and --budget go with --stream or --protocol llama.cpp";
+    else if (stream && pol->budget.kind == POL_BUDGET_FRACTION)
+        why = "--stream needs a budget in tokens (a stream has no prompt to take a percentage of)";
+    if (why) fprintf(stderr, "kvbench perplexity: %s\n", why);
+    return why ? -1 : 0;
+}
+
 int hx_cmd_perplexity(int argc, char **argv, int help) {
     model_args a = {0};
-    const char *file = NULL, *curve = NULL;
-    int ctx_len = 0, stride = 0, bos = 0, max_tokens = 0, stream = 0;
+    const char *file = NULL, *curve = NULL, *protocol = NULL;
+    int ctx_len = 0, stride = 0, bos = 0, max_tokens = 0, stream = 0, chunks = 0, kl = 0;
     policy_args pa = {.seed = 42};
     hx_opt opts[] = {
         MODEL_OPTS(a),
         POLICY_OPTS(pa),
+        {"protocol", 0, HX_OPT_STR, &protocol, "NAME", "sliding (default) or llama.cpp (llama-perplexity's chunks, second half scored)"},
         {"stream", 0, HX_OPT_FLAG, &stream, NULL, "feed one token at a time through one cache (the policy evicting as it goes) and score every token"},
         {"curve", 0, HX_OPT_STR, &curve, "FILE", "with --stream: write 'position nll' per scored token"},
         {"file", 'f', HX_OPT_STR, &file, "PATH", "text file (relative paths also tried under $KVBENCH_DATA)"},
-        {"ctx", 'c', HX_OPT_INT, &ctx_len, "N", "window length in tokens (default: the model's context)"},
+        {"ctx", 'c', HX_OPT_INT, &ctx_len, "N", "window (llama.cpp: chunk) length in tokens (default: the model's context)"},
         {"stride", 0, HX_OPT_INT, &stride, "S", "window stride (default ctx/2)"},
-        {"bos", 0, HX_OPT_FLAG, &bos, NULL, "prepend BOS to the text"},
+        {"chunks", 0, HX_OPT_INT, &chunks, "K", "llama.cpp protocol: at most K chunks (default all)"},
+        {"kl-divergence", 0, HX_OPT_FLAG, &kl, NULL, "llama.cpp protocol with a policy: statistics against the full cache"},
+        {"bos", 0, HX_OPT_FLAG, &bos, NULL, "prepend BOS to the text (the llama.cpp protocol always does)"},
         {"max-tokens", 0, HX_OPT_INT, &max_tokens, "N", "score only the first N tokens of the text"},
     };
     if (help) {
-        printf("usage: kvbench perplexity --model PATH --file TEXT [--ctx N --stride S]\n"
-               "       kvbench perplexity --model PATH --file TEXT --stream --policy P --budget B [--curve FILE]\n\n"
-               "Sliding-window perplexity: windows of N tokens start every S tokens; each window\n"
-               "starts from an empty cache and scores only the tokens not scored by an earlier\n"
-               "window (the first window scores all its tokens but the first).\n"
-               "--stream: StreamingLLM's protocol - one token at a time through a single cache that\n"
-               "the policy keeps within its budget (a token count), scoring every token.\n\n");
-        hx_opts_print(opts, N_OPTS(opts));
+        ppl_help(opts, N_OPTS(opts));
         return 0;
     }
     const char *pos[1];
@@ -542,34 +853,32 @@ int hx_cmd_perplexity(int argc, char **argv, int help) {
         fprintf(stderr, "kvbench perplexity: --file PATH is required\n");
         return 2;
     }
+    int llamacpp = protocol && strcmp(protocol, "llama.cpp") == 0;
+    if (protocol && !llamacpp && strcmp(protocol, "sliding") != 0) {
+        fprintf(stderr, "kvbench perplexity: --protocol: expected sliding or llama.cpp, got '%s'\n", protocol);
+        return 2;
+    }
     kv_model *m;
     if (load_model("perplexity", &a, 1, &m)) return 1;
     const kv_model_info *mi = kv_model_get_info(m);
     if (ctx_len <= 0) ctx_len = mi->ctx_len;
+    int explicit_stride = stride;
     if (stride <= 0) stride = ctx_len / 2 > 0 ? ctx_len / 2 : 1;
     int status = 1;
     char fp[4096];
     size_t len, n_tok;
     int32_t *ids = NULL;
-    float *logits = NULL;
     kv_ctx *c = NULL;
     kv_policy *pol = NULL;
-    FILE *cf = NULL;
     char *text = read_file(hx_resolve_data(file, fp, sizeof fp), &len);
     if (make_policy("perplexity", &pa, m, &pol)) goto out;
-    if (!stream && (pa.name || pa.budget)) {
-        fprintf(stderr, "kvbench perplexity: --policy and --budget go with --stream\n");
+    if (ppl_check_args(&pa, pol, llamacpp, stream, kl, explicit_stride, curve)) goto out;
+    if (llamacpp ? ctx_len < 3 : (ctx_len < 2 || stride > ctx_len - 1)) {
+        if (llamacpp) fprintf(stderr, "kvbench perplexity: expected --ctx >= 3, got %d\n", ctx_len);
+        else fprintf(stderr, "kvbench perplexity: expected --ctx >= 2 and 1 <= --stride < ctx, got %d and %d\n", ctx_len, stride);
         goto out;
     }
-    if (stream && pol->budget.kind == POL_BUDGET_FRACTION) {
-        fprintf(stderr, "kvbench perplexity: --stream needs a budget in tokens (a stream has no prompt to take a percentage of)\n");
-        goto out;
-    }
-    if (ctx_len < 2 || stride > ctx_len - 1) {
-        fprintf(stderr, "kvbench perplexity: expected --ctx >= 2 and 1 <= --stride < ctx, got %d and %d\n", ctx_len, stride);
-        goto out;
-    }
-    if (!text || encode(kv_model_tokenizer(m), text, len, bos, &ids, &n_tok)) {
+    if (!text || encode(kv_model_tokenizer(m), text, len, bos || llamacpp, &ids, &n_tok)) {
         fprintf(stderr, "kvbench perplexity: %s\n", kv_last_error());
         goto out;
     }
@@ -579,66 +888,16 @@ int hx_cmd_perplexity(int argc, char **argv, int help) {
         goto out;
     }
     if (new_ctx("perplexity", m, a.threads, &c)) goto out;
-    logits = malloc((size_t)ctx_len * mi->vocab_size * sizeof *logits);
-    if (!logits) goto out;
-    if (stream) {
-        if (curve && !(cf = fopen(curve, "w"))) {
-            fprintf(stderr, "kvbench perplexity: %s: cannot create: %s\n", curve, strerror(errno));
-            goto out;
-        }
-        pol_begin(pol, 0);
-        pol_attach(pol, c);
-        double nll = 0, t0 = now_s();
-        for (size_t t = 0; t + 1 < n_tok; t++) {
-            if (kv_ctx_eval(c, ids + t, 1, logits, 0)) {
-                fprintf(stderr, "kvbench perplexity: %s\n", kv_last_error());
-                goto out;
-            }
-            double x = nll_of(logits, mi->vocab_size, ids[t + 1]);
-            nll += x;
-            if (cf) fprintf(cf, "%zu %.6f\n", t + 1, x);
-        }
-        double dt = now_s() - t0;
-        char bs[32];
-        printf("file %s\ntokens %zu\nscored %zu\nprotocol stream policy=%s budget=%s%s%s%s\n", fp, n_tok, n_tok - 1,
-               pol->ops->name, pol_budget_str(&pol->budget, bs, sizeof bs),
-               pol->positions != KV_POS_ORIGINAL ? " positions=" : "",
-               pol->positions != KV_POS_ORIGINAL ? kv_pos_mode_name(pol->positions) : "", bos ? " bos" : "");
-        printf("nll %.6f\nppl %.4f\nseconds %.2f\ntokens_per_second %.1f\nkv_bytes_peak %zu\n", nll / (double)(n_tok - 1),
-               exp(nll / (double)(n_tok - 1)), dt, (n_tok - 1) / dt, kv_cache_peak_bytes(kv_ctx_cache(c)));
-        status = 0;
-        goto out;
-    }
-    double nll = 0, t0 = now_s();
-    size_t scored = 0, evaluated = 0, prev_end = 1;
-    for (size_t begin = 0;; begin += (size_t)stride) {
-        size_t end = begin + (size_t)ctx_len < n_tok ? begin + (size_t)ctx_len : n_tok;
-        kv_ctx_reset(c);
-        if (kv_ctx_eval(c, ids + begin, (int32_t)(end - begin), logits, 1)) {
-            fprintf(stderr, "kvbench perplexity: %s\n", kv_last_error());
-            goto out;
-        }
-        evaluated += end - begin;
-        for (size_t t = prev_end > begin + 1 ? prev_end : begin + 1; t < end; t++, scored++)
-            nll += nll_of(logits + (t - 1 - begin) * (size_t)mi->vocab_size, mi->vocab_size, ids[t]);
-        prev_end = end;
-        if (end == n_tok) break;
-    }
-    double dt = now_s() - t0;
-    printf("file %s\ntokens %zu\nscored %zu\nprotocol sliding-window ctx=%d stride=%d%s\n", fp, n_tok, scored,
-           ctx_len, stride, bos ? " bos" : "");
-    printf("nll %.6f\nppl %.4f\nseconds %.2f\ntokens_per_second %.1f\n", nll / (double)scored,
-           exp(nll / (double)scored), dt, evaluated / dt);
-    status = 0;
+    ppl_input in = {m, mi, fp, ids, n_tok, c};
+    int rc;
+    if (llamacpp) rc = ppl_llamacpp(&in, pa.name || pa.budget ? pol : NULL, ctx_len, chunks, kl, a.threads);
+    else if (stream) rc = ppl_stream(&in, pol, bos, curve);
+    else rc = ppl_sliding(&in, ctx_len, stride, bos);
+    status = rc ? 1 : 0;
 out:
-    if (cf && fclose(cf) != 0 && status == 0) {
-        fprintf(stderr, "kvbench perplexity: %s: write failed\n", curve);
-        status = 1;
-    }
     pol_free(pol);
     free(text);
     free(ids);
-    free(logits);
     kv_ctx_free(c);
     kv_model_free(m);
     return status;

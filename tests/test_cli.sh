@@ -99,6 +99,46 @@ expect_fail "stream needs a token budget" 1 "needs a budget in tokens" -- \
 expect_fail "policy without --stream" 1 "go with --stream" -- \
   "$kv" perplexity --model $M --file "$tmp/small.txt" --policy window --budget 50
 
+# llama-perplexity's protocol. Acceptance figure from issue 11, measured with
+# llama.cpp's llama-perplexity on stories260K: --ctx 128, the first 40 chunks of
+# wikitext2_test.txt: "Final estimate: PPL = 127.4509 +/- 9.34315". kvbench must
+# print the same to 4 significant digits (the forward passes round differently).
+W="${KVBENCH_DATA:-../shared/data}/wikitext/wikitext2_test.txt"
+LC=("$kv" perplexity --model $M --file "$W" --protocol llama.cpp --ctx 128 --chunks 40 --threads 2)
+sig4() { awk -v x="$1" 'BEGIN{printf "%.4g", x}'; }
+out=$("${LC[@]}" 2>&1)
+est=$(echo "$out" | sed -n 's/^Final estimate: PPL = \([0-9.]*\) +\/- \([0-9.]*\)$/\1 \2/p')
+if [ -n "$est" ] && [ "$(sig4 ${est% *})" = "$(sig4 127.4509)" ] && [ "$(sig4 ${est#* })" = "$(sig4 9.34315)" ] &&
+   echo "$out" | grep -q '^\[1\][0-9.]*,\[2\]' && echo "$out" | grep -q '^scored 2520$'; then
+  ok "perplexity --protocol llama.cpp = llama-perplexity's 127.4509 +/- 9.34315 ($est)"
+else bad "perplexity --protocol llama.cpp (expected 127.4509 +/- 9.34315)" "$out"; fi
+# with policy full, the prompt half and then one token at a time: the one-pass figure to rounding
+full=$("${LC[@]}" --policy full 2>&1 | sed -n 's/^Final estimate: PPL = \([0-9.]*\) .*/\1/p')
+if [ -n "$full" ] && awk "BEGIN{d=${full}-${est% *}; exit !(d < 1e-3 && d > -1e-3)}"; then
+  ok "perplexity --protocol llama.cpp --policy full = one pass ($full)"
+else bad "perplexity --protocol llama.cpp --policy full ($full vs ${est% *})"; fi
+# --kl-divergence: full is its own base (KLD 0, same top 100%); streamingllm 32 is not,
+# and its base is the one-pass run above
+out=$("${LC[@]}" --policy full --kl-divergence 2>&1)
+if echo "$out" | grep -qE '^Mean    KLD: +0\.000000 ' && echo "$out" | grep -q '^Same top p: 100.000 '; then
+  ok "perplexity --kl-divergence --policy full: KLD 0"
+else bad "perplexity --kl-divergence --policy full" "$out"; fi
+out=$("${LC[@]}" --policy streamingllm --budget 32 --kl-divergence 2>&1)
+base=$(echo "$out" | awk '/^Mean PPL\(base\)/ {print $4}')
+kld=$(echo "$out" | awk '/^Mean    KLD:/ {print $3}')
+lines=$(echo "$out" | grep -cE '^(Mean PPL\(Q\) |Cor\(ln|Mean ln\(PPL|Mean PPL\(Q\)/|Mean PPL\(Q\)-|Maximum KLD|99\.9%   KLD|Median  KLD| 0\.1%   KLD|Minimum KLD|Mean    Δp|Maximum Δp|75\.0%   Δp|Minimum Δp|RMS Δp|Same top p)')
+if [ "$lines" -eq 16 ] && [ -n "$base" ] && awk "BEGIN{d=$base-${est% *}; exit !(d < 1e-3 && d > -1e-3 && $kld > 0.01)}" &&
+   [ "$(echo "$out" | grep -cE '^ +[0-9]+ +[0-9.]+ ± ')" -eq 40 ]; then
+  ok "perplexity --kl-divergence --policy streamingllm --budget 32 (KLD $kld)"
+else bad "perplexity --kl-divergence streamingllm ($lines lines, base $base, KLD $kld)" "$out"; fi
+expect_fail "kl-divergence needs a policy" 1 "give --policy" -- "${LC[@]}" --kl-divergence
+expect_fail "kl-divergence needs llama.cpp" 1 "goes with --protocol llama.cpp" -- \
+  "$kv" perplexity --model $M --file "$tmp/small.txt" --policy window --budget 8 --kl-divergence
+expect_fail "unknown protocol" 2 "expected sliding or llama.cpp, got 'lama'" -- "${LC[@]}" --protocol lama
+head -c 300 "$tmp/small.txt" > "$tmp/tiny.txt"
+expect_fail "llama.cpp protocol needs 2 x ctx tokens" 1 "tiny.txt: [0-9]+ tokens; .* needs at least 2 x ctx = 256" -- \
+  "$kv" perplexity --model $M --file "$tmp/tiny.txt" --protocol llama.cpp --ctx 128
+
 # bench prints its figures
 out=$("$kv" bench --model $M --prompt 32 --gen 16 --reps 2 --threads 2 2>&1)
 if echo "$out" | grep -qE "^decode .* tok/s" && echo "$out" | grep -q "bytes per token" &&
