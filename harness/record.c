@@ -101,7 +101,7 @@ int hx_record_attach(hx_recorder *r, const char *path, kv_policy *p, kv_ctx *ctx
     put_i32(r, 2);
     put_i32(r, p->limit);
     put_i32(r, p->n_prompt);
-    int64_t seed = (int64_t)p->seed;
+    int64_t seed = (int64_t)p->draw_seed; /* the draws the policy makes (seed, unless a sample's own) */
     put(r, &seed, 8);
     put_i32(r, p->n_layers);
     put(r, p->layer_limit, (size_t)p->n_layers * 4);

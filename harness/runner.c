@@ -25,6 +25,7 @@
 #include "../engine/kv_error.h"
 #include "../engine/model.h"
 #include "../engine/sampler.h"
+#include "../metrics/kld.h"
 #include "../metrics/rouge.h"
 #include "../metrics/stats.h"
 #include "../policies/policy.h"
@@ -147,15 +148,17 @@ static int64_t count_tokens(void *user, const char *text, size_t len) { return e
 
 /* ------------------------------------------------------------- metrics */
 
-#define MAX_METRICS 48
+#define MAX_METRICS 96
 
 typedef struct metric_list {
     hx_metric m[MAX_METRICS];
     int n;
+    int lost; /* metrics that did not fit: an error when the sample is written */
 } metric_list;
 
 static void put(metric_list *l, const char *name, double v) {
     if (l->n < MAX_METRICS) l->m[l->n++] = (hx_metric){name, v};
+    else l->lost++;
 }
 
 static int put_rouge(metric_list *l, const char *prefix, const char *pred, const char *ref) {
@@ -175,6 +178,27 @@ static int put_rouge(metric_list *l, const char *prefix, const char *pred, const
         }
     }
     return 0;
+}
+
+/* llama-perplexity's --kl-divergence figures of one sample's teacher-forced
+ * steps (order statistics over its steps; the report averages them over
+ * samples, where llama.cpp pools the tokens of one text). */
+static int put_kld(metric_list *l, const met_kld *acc) {
+    met_kld_summary s;
+    int rc = met_kld_summarize(acc, &s);
+    if (rc || s.count == 0) return rc;
+    /* met_kld_kld_fractions: 99.9 99 95 90 10 5 1 0.1 % */
+    static const struct { const char *name; int idx; } pct[] = {
+        {"fid_kl_p999", 0}, {"fid_kl_p99", 1}, {"fid_kl_p10", 4}, {"fid_kl_p5", 5}, {"fid_kl_p1", 6}};
+    put(l, "fid_kl_max", s.kld_max);
+    for (size_t i = 0; i < sizeof pct / sizeof pct[0]; i++) put(l, pct[i].name, s.kld_pct[pct[i].idx]);
+    put(l, "fid_kl_median", s.kld_median);
+    put(l, "fid_kl_min", s.kld_min);
+    put(l, "fid_dp_mean", s.dp);
+    put(l, "fid_dp_rms", s.dp_rms);
+    put(l, "fid_same_top", s.same_top);
+    put(l, "fid_ln_ppl_ratio", s.ln_ratio);
+    return KV_OK;
 }
 
 /* --------------------------------------------------------- one sample */
@@ -412,10 +436,12 @@ static int lost_on_layer(void *user, kv_cache *ref, const kv_attn_view *v) {
 
 /* Teacher-forced drift from the full cache: the policy reads the prompt and
  * then the full cache's own continuation; at each step its next-token
- * distribution is compared with the full cache's, and a full cache fed the
- * same tokens in lockstep measures the attention mass the policy lost. */
+ * distribution is compared with the full cache's (into `kld`: llama-
+ * perplexity's statistics with the full cache as the base and the full
+ * cache's token as the target), and a full cache fed the same tokens in
+ * lockstep measures the attention mass the policy lost. */
 static int fidelity(engine *en, kv_policy *pol, const int32_t *prompt, int32_t n_prompt, int32_t q_split,
-                    const gen_result *ref, double *kl_mean, double *top1, double *mass_lost) {
+                    const gen_result *ref, met_kld *kld, double *kl_mean, double *top1, double *mass_lost) {
     int32_t V = en->mi->vocab_size;
     if (!en->ref_ctx) {
         kv_ctx_params cp = kv_ctx_default_params();
@@ -434,6 +460,7 @@ static int fidelity(engine *en, kv_policy *pol, const int32_t *prompt, int32_t n
         const float *p = ref->logits + (size_t)i * V;
         kl += met_kl(p, en->logits, V);
         agree += kv_argmax(en->logits, V) == ref->tokens[i];
+        if ((rc = met_kld_add(kld, p, en->logits, V, ref->tokens[i]))) break;
         if (i + 1 < ref->n) {
             rc = kv_ctx_eval(en->ctx, &ref->tokens[i], 1, en->logits, 0);
             if (!rc) rc = kv_ctx_eval(en->ref_ctx, &ref->tokens[i], 1, NULL, 0);
@@ -783,6 +810,9 @@ static int run_task(run_state *rs, engine *en, int model, int task) {
             int32_t *cpos = NULL;
             double *cnll = NULL;
             int n_curve = 0;
+            /* this sample's own random draws (Keyformer's noise), the same in
+             * every run, shard and resume */
+            pol_set_sample_seed(pol, hx_hash(HX_HASH_INIT, s->id, strlen(s->id)));
             if (t->kind == HX_TASK_PERPLEXITY) {
                 double nll = 0, secs = 1;
                 rc = stream_ppl(en, pol, ids, (int32_t)n_prompt, t->chunk, t->curve_bucket, &nll, &secs, &cpos, &cnll, &n_curve, &g);
@@ -828,12 +858,16 @@ static int run_task(run_state *rs, engine *en, int model, int task) {
                         put(&ml, "fid_prefix_match", ref.n ? (double)same / ref.n : 1);
                         if (put_rouge(&ml, "fid", g.text, ref.text)) rc = KV_ENOMEM;
                         double kl, top1, lost;
-                        if (!rc) rc = fidelity(en, pol, ids, (int32_t)n_prompt, q_split, &ref, &kl, &top1, &lost);
+                        met_kld *kld = met_kld_new();
+                        if (!kld) rc = kv_errorf(KV_ENOMEM, "out of memory");
+                        if (!rc) rc = fidelity(en, pol, ids, (int32_t)n_prompt, q_split, &ref, kld, &kl, &top1, &lost);
                         if (!rc) {
                             put(&ml, "fid_kl", kl);
                             put(&ml, "fid_top1_agree", top1);
                             put(&ml, "attn_mass_lost", lost);
+                            rc = put_kld(&ml, kld);
                         }
+                        met_kld_free(kld);
                     }
                 }
             }
@@ -858,7 +892,8 @@ static int run_task(run_state *rs, engine *en, int model, int task) {
                     .budget_slots = pol->limit == INT32_MAX ? -1 : pol->limit,
                     .output = g.text ? g.text : "", .reference = s->reference};
                 hx_curve nc = {cpos, cnll, n_curve}, kc = {g.trace_pos, g.trace_bytes, g.n_trace};
-                rc = hx_db_put_sample(rs->db, &row, ml.m, ml.n, &nc, &kc);
+                rc = ml.lost ? kv_errorf(KV_EINVAL, "internal: %d metrics over MAX_METRICS", ml.lost)
+                             : hx_db_put_sample(rs->db, &row, ml.m, ml.n, &nc, &kc);
             }
             if (rc) {
                 fprintf(stderr, "\nkvbench run: task %s sample %s policy %s budget %s: %s\n", t->name, s->id,

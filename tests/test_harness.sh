@@ -107,6 +107,25 @@ assert {"accuracy"} <= names("passkey")
 assert {"ppl", "nll"} <= names("perplexity")
 assert {"accuracy"} <= names("needle") and {"accuracy"} <= names("ruler")
 assert {"fid_kl", "fid_top1_agree", "fid_prefix_match", "fid_rougeL_f"} <= names("fidelity")
+# llama-perplexity's KL statistics of each compressed sample: ordered percentiles, the mean KL
+# of the same steps as fid_kl, same top as top-1 agreement (greedy reference: its argmax)
+kld = ["fid_kl_max", "fid_kl_p999", "fid_kl_p99", "fid_kl_median", "fid_kl_p10", "fid_kl_p5", "fid_kl_p1", "fid_kl_min",
+       "fid_dp_mean", "fid_dp_rms", "fid_same_top", "fid_ln_ppl_ratio"]
+assert set(kld) <= names("fidelity") and set(kld) <= names("summarization")
+rows = db.execute("select m.run, m.sample, m.name, m.value from metrics m where m.name like 'fid_%'").fetchall()
+per = {}
+for run, sample, name, value in rows:
+    per.setdefault((run, sample), {})[name] = value
+n_kld = 0
+for k, m in per.items():
+    if "fid_kl_max" not in m:
+        continue
+    n_kld += 1
+    order = [m[x] for x in ["fid_kl_min", "fid_kl_p1", "fid_kl_p5", "fid_kl_p10", "fid_kl_median", "fid_kl_p99", "fid_kl_p999", "fid_kl_max"]]
+    assert all(a <= b + 1e-12 for a, b in zip(order, order[1:])), (k, m)
+    assert order[0] <= m["fid_kl"] <= order[-1] + 1e-12, (k, m)
+    assert abs(m["fid_same_top"] - m["fid_top1_agree"]) < 1e-9 and m["fid_dp_rms"] >= abs(m["fid_dp_mean"]) - 1e-12, (k, m)
+assert n_kld > 20, n_kld
 # every prompt fits its budget; the RULER prompt kept its question (middle cut)
 cut = db.execute("select count(*) from samples s join runs r on r.id=s.run where r.task='ruler' and s.cut_chars > 0").fetchone()[0]
 assert cut == 5, cut
