@@ -521,12 +521,25 @@ static int validate(parse_state *st) {
         if (!p->policy && !(p->policy = strdup(p->label))) return fail(st, p->line, "out of memory");
         if (!pol_find(p->policy)) return fail(st, p->line, "[policy %s] policy: unknown policy '%s' (see 'kvbench list policies')", p->label, p->policy);
         pol_budget none = {POL_BUDGET_TOKENS, 16}; /* any budget: only the parameters are checked here */
-        /* One setting more at a time, so an error names the line of the key at fault. */
-        for (int k = 0; k <= p->n_settings; k++) {
-            kv_policy *inst = NULL;
-            if (pol_new(p->policy, (const char *const *)p->settings, k, &none, 0, &dummy, &inst))
-                return fail(st, k ? p->setting_line[k - 1] : p->line, "[policy %s] %s", p->label, kv_last_error());
+        /* All settings together; when they fail, one setting more at a time,
+         * so that the error names the line of the first key at fault (a
+         * setting that needs a later one, prefill = streaming before chunk,
+         * is no fault when the whole set holds). */
+        kv_policy *inst = NULL;
+        if (pol_new(p->policy, (const char *const *)p->settings, p->n_settings, &none, 0, &dummy, &inst) == KV_OK) {
             pol_free(inst);
+            continue;
+        }
+        int chunk_later = 0; /* prefill = streaming is checked once its chunk is in */
+        for (int k = p->n_settings - 1; k >= 0 && !chunk_later; k--) chunk_later = !strncmp(p->settings[k], "chunk=", 6);
+        for (int k = 0; k <= p->n_settings; k++) {
+            int waits = chunk_later && k > 0 && !strncmp(p->settings[k - 1], "prefill=", 8);
+            if (pol_new(p->policy, (const char *const *)p->settings, k, &none, 0, &dummy, &inst)) {
+                if (waits) continue;
+                return fail(st, k ? p->setting_line[k - 1] : p->line, "[policy %s] %s", p->label, kv_last_error());
+            }
+            pol_free(inst);
+            if (!strncmp(p->settings[k > 0 ? k - 1 : 0], "chunk=", 6)) chunk_later = 0;
         }
     }
     char *names[HX_MAX_ITEMS];
