@@ -65,5 +65,8 @@ int main(int argc, char **argv) {
         fprintf(stderr, "kvbench: unknown command '%s' (see 'kvbench help')\n", argv[1]);
         return 2;
     }
+    /* `kvbench CMD --help` (or -h) anywhere among its options: its help */
+    for (int i = 2; i < argc; i++)
+        if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) return c->run(0, NULL, 1);
     return c->run(argc - 2, argv + 2, 0);
 }
