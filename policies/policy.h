@@ -71,7 +71,8 @@ typedef enum pol_prefill { POL_PREFILL_WHOLE = 0, POL_PREFILL_STREAMING = 1 } po
 
 enum pol_flags {
     /* Compresses the prompt once, at its end, and appends generated tokens
-     * without eviction (SnapKV, PyramidKV: METHODS.md section 0, family 1):
+     * without eviction (the SnapKV family, the sentinel methods, knorm and
+     * random with schedule=prompt: METHODS.md section 0, family 1):
      * the budget bounds the prompt's slots, and the cache grows by one slot
      * per generated token. */
     POL_ONE_SHOT = 1u << 0,
