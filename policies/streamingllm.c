@@ -1,8 +1,11 @@
 /* streamingllm.c - attention sinks + recent window (Xiao et al., StreamingLLM;
  * mit-han-lab/streaming-llm StartRecentKVCache, METHODS.md A3): keep the
  * first `sinks` tokens and the most recent budget - sinks, evicting after
- * every attention. The paper's in-cache positions ("pos shift") are
- * --set positions=cache; the default is original positions. */
+ * every attention. Positions: the authors' code's, in-cache ("pos shift",
+ * enable_streaming_llm.py turns it on for Llama, GPT-NeoX and Falcon), which
+ * is positions=cache here (keys rotated by their index in the cache, so a
+ * model runs past its trained context); positions=original rotates them at
+ * their true positions instead. */
 #include "kv_error.h"
 #include "policy.h"
 
@@ -21,8 +24,9 @@ static int streaming_on_layer(kv_policy *p, kv_cache *c, const kv_attn_view *v) 
 
 const pol_ops pol_streamingllm_ops = {
     .name = "streamingllm",
-    .summary = "attention sinks + recent window (StreamingLLM; METHODS.md A3)",
+    .summary = "attention sinks + recent window, in-cache positions by default (StreamingLLM: mit-han-lab/streaming-llm StartRecentKVCache, pos shift; METHODS.md A3)",
     .params = params,
     .n_params = 1,
     .on_layer = streaming_on_layer,
+    .positions = KV_POS_CACHE, /* the authors' pos shift */
 };
