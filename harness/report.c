@@ -159,6 +159,48 @@ static int table(sqlite3 *db, const char *exp, const hx_q_run *runs, int n_all, 
     return 0;
 }
 
+/* "mean [lo, hi]" of a statistic, or "-". */
+static const char *fmt_stat(char *buf, size_t cap, const hx_q_stat *s, double scale) {
+    if (!s->n) return snprintf(buf, cap, "-"), buf;
+    char a[32], b[32], c[32];
+    fmt_val(a, sizeof a, s->mean, scale);
+    fmt_val(b, sizeof b, s->lo, scale);
+    fmt_val(c, sizeof c, s->hi, scale);
+    snprintf(buf, cap, "%s [%s, %s]", a, b, c);
+    return buf;
+}
+
+/* A task that asks its question after compression, side by side with its
+ * in-prompt twin: the runs whose specs differ only in the question mode
+ * (two tasks of one experiment, same data and settings), per policy and
+ * budget. Markdown only. */
+static int question_table(sqlite3 *db, const hx_q_run *runs, int n, int lo, int hi, const char *metric,
+                          const report_opts *o) {
+    if (strcmp(o->format, "md") != 0 || !runs[lo].question_after) return 0;
+    const double scale = hx_q_display_scale(metric);
+    int printed = 0;
+    for (int i = lo; i < hi; i++) {
+        const hx_q_run *tw = NULL;
+        for (int j = 0; j < n && !tw; j++)
+            if (!runs[j].question_after && runs[j].twin == runs[i].twin && !strcmp(runs[j].model, runs[i].model))
+                tw = &runs[j];
+        if (!tw) continue;
+        hx_q_stat a = {0}, b = {0};
+        if (hx_q_stat_of(db, tw->id, NULL, metric, o->bootstrap, o->level, &a) ||
+            hx_q_stat_of(db, runs[i].id, NULL, metric, o->bootstrap, o->level, &b))
+            return -1;
+        if (!a.n && !b.n) continue;
+        if (!printed++)
+            printf("\n#### %s / %s: the question in the prompt (task %s) vs after compression (task %s)\n\n"
+                   "| policy | budget | in the prompt | after compression |\n|---|---|---|---|\n",
+                   runs[lo].model, metric, tw->task, runs[lo].task);
+        char x[128], y[128];
+        printf("| %s | %s | %s | %s |\n", runs[i].label, runs[i].budget, fmt_stat(x, sizeof x, &a, scale),
+               fmt_stat(y, sizeof y, &b, scale));
+    }
+    return 0;
+}
+
 int hx_cmd_report(int argc, char **argv, int help) {
     const char *db_path = "results/kvbench.db", *experiment = NULL, *metric = NULL, *format = "md";
     const char *task = NULL;
@@ -219,7 +261,7 @@ int hx_cmd_report(int argc, char **argv, int help) {
             snprintf(list, sizeof list, "%s", metric ? metric : default_metrics(runs[lo].task_kind));
             char *save = NULL;
             for (char *m = strtok_r(list, ",", &save); m; m = strtok_r(NULL, ",", &save)) {
-                if (table(db, exp, runs, n, lo, hi, m, &o)) goto fail;
+                if (table(db, exp, runs, n, lo, hi, m, &o) || question_table(db, runs, n, lo, hi, m, &o)) goto fail;
                 shown++;
             }
         }

@@ -29,6 +29,25 @@ int hx_q_latest_experiment(sqlite3 *db, char *name, size_t cap) {
     return KV_OK;
 }
 
+/* The question mode of a run's spec, and the hash of the spec without it
+ * (the key that pairs a run asking after compression with its in-prompt
+ * twin). */
+static void spec_question(sqlite3_stmt *st, int col, hx_q_run *r) {
+    const char *spec = (const char *)sqlite3_column_text(st, col);
+    r->question_after = 0;
+    r->twin = 0;
+    if (!spec) return;
+    const char *q = strstr(spec, " question=");
+    r->question_after = q && !strncmp(q, " question=after_compression ", 28);
+    size_t head = q ? (size_t)(q - spec) : strlen(spec);
+    uint64_t h = hx_hash(HX_HASH_INIT, spec, head);
+    if (q) {
+        const char *rest = strchr(q + 1, ' ');
+        if (rest) h = hx_hash(h, rest, strlen(rest));
+    }
+    r->twin = h;
+}
+
 int hx_q_runs(sqlite3 *db, const char *experiment, hx_q_run **runs, int *n) {
     *runs = NULL;
     *n = 0;
@@ -37,7 +56,7 @@ int hx_q_runs(sqlite3 *db, const char *experiment, hx_q_run **runs, int *n) {
     const char *sql =
         "SELECT r.id, r.model, r.task, r.task_kind, r.policy_label, r.policy, r.budget, r.budget_kind, r.budget_value, "
         "r.model_hash, (SELECT COUNT(DISTINCT r3.model_hash) FROM experiment_runs er3 JOIN runs r3 ON r3.id = er3.run "
-        "WHERE er3.experiment = ?1 AND r3.model = r.model) "
+        "WHERE er3.experiment = ?1 AND r3.model = r.model), r.spec "
         "FROM experiment_runs er JOIN runs r ON r.id = er.run WHERE er.experiment = ?1 "
         "ORDER BY r.model, r.model_hash, r.task, (SELECT MIN(er2.rowid) FROM experiment_runs er2 JOIN runs r2 ON r2.id = er2.run "
         "WHERE er2.experiment = ?1 AND r2.policy_label = r.policy_label), r.budget_kind, r.budget_value";
@@ -62,6 +81,7 @@ int hx_q_runs(sqlite3 *db, const char *experiment, hx_q_run **runs, int *n) {
         r->budget_value = sqlite3_column_double(st, 8);
         col_text(st, 9, r->model_hash, sizeof r->model_hash);
         r->model_files = sqlite3_column_int(st, 10);
+        spec_question(st, 11, r);
         /* One model name, several files (a re-quantization, weights changed
          * between runs): averaging them together would report a model that
          * does not exist, and refusing would hide results that are sound

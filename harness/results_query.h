@@ -16,6 +16,8 @@ typedef struct hx_q_run {
     double budget_value;
     char model_hash[33];  /* the model file's identity (XXH3-128, hex) */
     int model_files;      /* model files (hashes) the experiment's runs of this model name came from */
+    int question_after;   /* its task asks the question after compression (spec question=after_compression) */
+    uint64_t twin;        /* a hash of its spec without the question mode: runs that differ only there share it */
 } hx_q_run;
 
 typedef struct hx_q_stat {
