@@ -376,7 +376,7 @@ PY
 )
 if [ "$chk" = "6 True True True True" ]; then ok "question after compression: same tokens, recorded, changes snapkv; KV peaks by phase"; else bad "question after compression" "$chk $out"; fi
 rep=$("$kv" report --db "$tmp/q.db" --metric fid_kl 2>&1)
-rows=$(echo "$rep" | sed -n '/the question in the prompt (task pk_in) vs after compression (task pk_after)/,/^$/p' | grep -cE '^[|] (snapkv|window) [|] 64 [|] [0-9.]+ [[]' )
+rows=$(echo "$rep" | sed -n '/the question in the prompt (task pk_in) vs after compression (task pk_after)/,/^### /p' | grep -cE '^[|] (snapkv|window) [|] 64 [|] [0-9.]+ [[]' )
 if [ "$rows" = 2 ]; then ok "report: the two question modes side by side"; else bad "report side by side ($rows rows)" "$rep"; fi
 
 echo "$pass passed, $fail failed"
