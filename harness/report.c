@@ -27,7 +27,8 @@ static const char *default_metrics(const char *kind) {
     if (!strcmp(kind, "passkey") || !strcmp(kind, "needle") || !strcmp(kind, "ruler"))
         return "accuracy,kv_bytes_prompt_peak,kv_bytes_steady_peak";
     if (!strcmp(kind, "perplexity")) return "ppl,kv_bytes_peak";
-    return "fid_top1_agree,fid_kl,attn_mass_lost,fid_rougeL_f,kv_bytes_prompt_peak,kv_bytes_steady_peak";
+    return "fid_top1_agree,fid_kl,fid_kl_p99,fid_ln_ppl_ratio,attn_mass_lost,fid_rougeL_f,kv_bytes_prompt_peak,"
+           "kv_bytes_steady_peak";
 }
 
 /* Quality metrics get the 99% column; costs (memory, time) do not. */
