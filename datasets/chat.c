@@ -377,9 +377,24 @@ static int r_gemma3(const chat_call *c, ds_str *o) {
 
 /* ------------------------------------------------------------- Phi */
 
+/* Phi-3-mini as first released (the template llama.cpp's phi-3 vocabulary
+ * holds): BOS, each user turn followed by the assistant's header whether or
+ * not one answers, system messages dropped, no generation prompt. */
+static int r_phi3(const chat_call *c, ds_str *o) {
+    if (add(o, c->bos)) return KV_ENOMEM;
+    for (int i = 0; i < c->n; i++) {
+        const ds_chat_msg *m = &c->m[i];
+        int rc = is_role(m, "user")        ? ADD(o, "<|user|>\n", m->content, "<|end|>\n<|assistant|>\n")
+                 : is_role(m, "assistant") ? ADD(o, m->content, "<|end|>\n")
+                                           : 0;
+        if (rc) return rc;
+    }
+    return 0;
+}
+
 /* Phi-3.5-mini (and Phi-3-mini's revised template): <|role|> turns, an
  * empty system message skipped; without the generation prompt, EOS. */
-static int r_phi3(const chat_call *c, ds_str *o) {
+static int r_phi35(const chat_call *c, ds_str *o) {
     for (int i = 0; i < c->n; i++) {
         const ds_chat_msg *m = &c->m[i];
         if (is_role(m, "system") && !m->content[0]) continue;
@@ -415,7 +430,10 @@ static const ds_chat_family FAMILIES[] = {
     {"gemma3", 1, "Gemma 3 (a system message folded into the first turn)", "<bos>", "<eos>",
      {"<start_of_turn>", "first_user_prefix"}, r_gemma3},
     {"gemma2", 1, "Gemma 2 / Gemma (no system message)", "<bos>", "<eos>", {"<start_of_turn>"}, r_gemma2},
-    {"phi3", 1, "Phi-3 / Phi-3.5 mini", "<s>", "<|endoftext|>", {"<|assistant|>", "<|end|>"}, r_phi3},
+    {"phi3", 1, "Phi-3 mini / medium as first released", "<s>", "<|endoftext|>",
+     {"<|assistant|>", "+ '<|end|>' + '"}, r_phi3},
+    {"phi3.5", 1, "Phi-3.5 mini (and Phi-3 mini's revised template)", "<s>", "<|endoftext|>",
+     {"<|assistant|>", "<|end|>"}, r_phi35},
 };
 #define N_FAMILIES (int)(sizeof FAMILIES / sizeof FAMILIES[0])
 

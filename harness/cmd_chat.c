@@ -140,11 +140,12 @@ typedef struct chat_args {
 
 static int render(const chat_args *a, chat_source *src) {
     int rc = 0;
+    char buf[4096];
     if (a->template_path) {
-        snprintf(src->where, sizeof src->where, "%s", a->template_path);
-        if (!(src->jinja = slurp(a->template_path))) return KV_EIO;
+        snprintf(src->where, sizeof src->where, "%s", hx_resolve_model(a->template_path, buf, sizeof buf));
+        if (!(src->jinja = slurp(src->where))) return KV_EIO;
     } else if (a->tokenizer) {
-        rc = from_config(a->tokenizer, src);
+        rc = from_config(hx_resolve_model(a->tokenizer, buf, sizeof buf), src);
     } else {
         rc = from_gguf(a->model, src);
     }

@@ -51,6 +51,19 @@ static int load_entry(const cJSON *t, entry *e) {
         e->text = tu_read(tu_model_path(file->valuestring, buf, sizeof buf), NULL);
         return e->text == NULL;
     }
+    const cJSON *gguf = cJSON_GetObjectItem(t, "gguf");
+    if (cJSON_IsString(gguf)) { /* tokenizer.chat_template of a GGUF file */
+        kv_gguf *g;
+        const char *s;
+        size_t n;
+        const char *p = tu_model_path(gguf->valuestring, buf, sizeof buf);
+        if (!p) return 1;
+        assert_int_equal(kv_gguf_open(p, &g), 0);
+        assert_int_equal(kv_gguf_get_str(g, "tokenizer.chat_template", &s, &n), 0);
+        e->text = strndup(s, n);
+        kv_gguf_close(g);
+        return 0;
+    }
     if (cJSON_IsString(config)) {
         const char *p = tu_model_path(config->valuestring, buf, sizeof buf);
         if (!p || !(e->config = read_json(p))) return 1;
@@ -168,7 +181,8 @@ static void test_detect_snippets(void **state) {
         {"[AVAILABLE_TOOLS] [ {{- \"[INST] \" + message[\"content\"] }}", "mistral-v3"},
         {"{{ '[SYSTEM_PROMPT] ' + message['content'] }}{{ '[INST] ' }}", "mistral-v7"},
         {"{{'<|im_start|>' + message['role'] }}", "chatml"},
-        {"{{'<|user|>' }}<|end|>{{ '<|assistant|>' }}", "phi3"},
+        {"{{'<|user|>\n' + message['content'] + '<|end|>\n'}}{{ '<|assistant|>\n' }}", "phi3.5"},
+        {"{{'<|user|>' + '\n' + message['content'] + '<|end|>' + '\n' + '<|assistant|>' }}", "phi3"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         const ds_chat_family *f = NULL;

@@ -39,7 +39,18 @@ function strftimeOf(iso) {
     c === "d" ? String(d).padStart(2, "0") : c === "b" ? MON[m - 1] : c === "Y" ? String(y) : String(m).padStart(2, "0"));
 }
 
+// tokenizer.chat_template of a GGUF file: the key, then type 8 (string),
+// a u64 length and the bytes.
+function ggufTemplate(file) {
+  const d = fs.readFileSync(file), key = Buffer.from("tokenizer.chat_template");
+  const at = d.indexOf(key) + key.length;
+  if (at < key.length || d.readUInt32LE(at) !== 8) throw new Error(`${file}: no tokenizer.chat_template string`);
+  const n = Number(d.readBigUInt64LE(at + 4));
+  return d.subarray(at + 12, at + 12 + n).toString("utf8");
+}
+
 function load(t) {
+  if (t.gguf) return { text: ggufTemplate(path.join(models, t.gguf)), bos: t.bos, eos: t.eos };
   if (t.extra) return { text: fs.readFileSync(path.join(extra, t.extra), "utf8"), bos: t.bos, eos: t.eos };
   if (t.file) return { text: fs.readFileSync(path.join(models, t.file), "utf8"), bos: t.bos, eos: t.eos };
   const c = JSON.parse(fs.readFileSync(path.join(models, t.config), "utf8"));
