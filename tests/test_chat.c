@@ -280,13 +280,48 @@ static void test_end_tokens(void **state) {
     kv_gguf_close(g);
 }
 
+/* The GGUF's end-of-turn and end-of-message ids join EOS, and the end
+ * texts the vocabulary holds come after them, each id once. */
+static void test_end_tokens_gguf_keys(void **state) {
+    (void)state;
+    static const char *const tokens[] = {"<unk>", "<s>", "</s>", "a", "<|im_end|>", "<stop>", "<|eom_id|>", "<|end|>x"};
+    size_t lens[8];
+    for (int i = 0; i < 8; i++) lens[i] = strlen(tokens[i]);
+    char path[] = "/tmp/kvbench-test-chat-XXXXXX";
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    close(fd);
+    kv_gguf_writer *w = kv_gguf_writer_new();
+    assert_non_null(w);
+    assert_int_equal(kv_gguf_writer_set_str(w, "tokenizer.ggml.model", "llama"), 0);
+    assert_int_equal(kv_gguf_writer_set_arr_str(w, "tokenizer.ggml.tokens", tokens, lens, 8), 0);
+    assert_int_equal(kv_gguf_writer_set_u32(w, "tokenizer.ggml.eos_token_id", 2), 0);
+    assert_int_equal(kv_gguf_writer_set_u32(w, "tokenizer.ggml.eot_token_id", 5), 0);
+    assert_int_equal(kv_gguf_writer_set_u32(w, "tokenizer.ggml.eom_token_id", 6), 0);
+    assert_int_equal(kv_gguf_writer_write(w, path), 0);
+    kv_gguf_writer_free(w);
+    kv_gguf *g;
+    kv_tokenizer *t;
+    assert_int_equal(kv_gguf_open(path, &g), 0);
+    assert_int_equal(kv_tokenizer_from_gguf(g, &t), 0);
+    int32_t ids[16];
+    assert_int_equal(kv_tokenizer_end_tokens(t, ids, 16), 4);
+    assert_int_equal(ids[0], 2); /* EOS */
+    assert_int_equal(ids[1], 5); /* eot_token_id */
+    assert_int_equal(ids[2], 6); /* eom_token_id, also <|eom_id|>: once */
+    assert_int_equal(ids[3], 4); /* <|im_end|>; "<|end|>x" is not <|end|> */
+    kv_tokenizer_free(t);
+    kv_gguf_close(g);
+    unlink(path);
+}
+
 int main(int argc, char **argv) {
     fixtures = argc > 1 ? argv[1] : "tests/chat";
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_fixtures),       cmocka_unit_test(test_unknown_template),
         cmocka_unit_test(test_detect_snippets), cmocka_unit_test(test_resolve),
         cmocka_unit_test(test_bad_input),      cmocka_unit_test(test_trim_unicode),
-        cmocka_unit_test(test_end_tokens),
+        cmocka_unit_test(test_end_tokens),     cmocka_unit_test(test_end_tokens_gguf_keys),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
