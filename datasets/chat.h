@@ -66,6 +66,18 @@ int ds_chat_detect(const char *jinja, const ds_chat_family **out);
  * format), anything else is a family name (KV_ENOTFOUND listing them). */
 int ds_chat_resolve(const char *setting, const char *jinja, const ds_chat_family **out);
 
+/* Where a model keeps its template: a GGUF's tokenizer.chat_template and
+ * the texts of its bos/eos token ids, or a tokenizer_config.json's
+ * chat_template, bos_token and eos_token. Each out string is malloc'd, or
+ * NULL when the source lacks it (a model without a template is not an
+ * error: ds_chat_resolve says what that means). */
+typedef struct ds_chat_source {
+    char *jinja, *bos, *eos;
+} ds_chat_source;
+int ds_chat_source_gguf(const char *path, ds_chat_source *out);
+int ds_chat_source_config(const char *tokenizer_config_json, ds_chat_source *out);
+void ds_chat_source_free(ds_chat_source *s);
+
 /* Renders n messages into a malloc'd, NUL-terminated string (*len bytes).
  * Roles other than system/user/assistant, no messages, and whatever the
  * family's template refuses are KV_EINVAL. */

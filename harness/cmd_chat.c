@@ -1,7 +1,6 @@
 /* cmd_chat.c - `kvbench chat`: a conversation rendered with a model's chat
  * template, printed exactly (datasets/chat.h does the rendering). */
 #define _POSIX_C_SOURCE 200809L
-#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -9,7 +8,6 @@
 #include <cjson/cJSON.h>
 
 #include "../datasets/chat.h"
-#include "../engine/gguf.h"
 #include "../engine/kv_error.h"
 #include "commands.h"
 #include "opts.h"
@@ -35,70 +33,6 @@ static char *slurp(const char *path) {
     }
     fclose(f);
     return b;
-}
-
-/* Where the template and the special tokens' texts came from. */
-typedef struct chat_source {
-    char *jinja;      /* NULL: none found */
-    char *bos, *eos;  /* NULL: not given by the source */
-    char where[4200];
-} chat_source;
-
-static char *dup_n(const char *s, size_t n) {
-    char *d = malloc(n + 1);
-    if (d) {
-        memcpy(d, s, n);
-        d[n] = 0;
-    }
-    return d;
-}
-
-/* The text of the token whose id the GGUF key holds, or NULL. */
-static char *gguf_token_text(const kv_gguf *g, const char *key) {
-    int64_t id;
-    const char *s;
-    size_t n;
-    if (kv_gguf_get_int(g, key, &id) || id < 0 || kv_gguf_get_arr_str(g, "tokenizer.ggml.tokens", (uint64_t)id, &s, &n))
-        return NULL;
-    return dup_n(s, n);
-}
-
-static int from_gguf(const char *model, chat_source *src) {
-    char buf[4096];
-    const char *path = hx_resolve_model(model, buf, sizeof buf);
-    kv_gguf *g;
-    int rc = kv_gguf_open(path, &g);
-    if (rc) return rc;
-    const char *s;
-    size_t n;
-    if (kv_gguf_get_str(g, "tokenizer.chat_template", &s, &n) == 0) src->jinja = dup_n(s, n);
-    src->bos = gguf_token_text(g, "tokenizer.ggml.bos_token_id");
-    src->eos = gguf_token_text(g, "tokenizer.ggml.eos_token_id");
-    snprintf(src->where, sizeof src->where, "%s (tokenizer.chat_template)", path);
-    kv_gguf_close(g);
-    return 0;
-}
-
-/* A tokenizer_config.json special token: a string, {"content": ...}, or null. */
-static char *config_token(const cJSON *c, const char *key) {
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(c, key);
-    if (cJSON_IsObject(v)) v = cJSON_GetObjectItemCaseSensitive(v, "content");
-    return cJSON_IsString(v) ? strdup(v->valuestring) : cJSON_IsNull(v) ? strdup("") : NULL;
-}
-
-static int from_config(const char *dir, chat_source *src) {
-    snprintf(src->where, sizeof src->where, "%s/tokenizer_config.json", dir);
-    char *text = slurp(src->where);
-    if (!text) return KV_EIO;
-    cJSON *c = cJSON_Parse(text);
-    free(text);
-    if (!c) return kv_errorf(KV_EFORMAT, "%s: not valid JSON", src->where);
-    const cJSON *t = cJSON_GetObjectItemCaseSensitive(c, "chat_template");
-    if (cJSON_IsString(t)) src->jinja = strdup(t->valuestring);
-    src->bos = config_token(c, "bos_token");
-    src->eos = config_token(c, "eos_token");
-    cJSON_Delete(c);
-    return 0;
 }
 
 /* FILE.json: a list of {"role", "content"} objects. The strings stay in
@@ -138,23 +72,33 @@ typedef struct chat_args {
     int gp, no_thinking, list;
 } chat_args;
 
-static int render(const chat_args *a, chat_source *src) {
-    int rc = 0;
+/* Reads the template and its bos/eos from the one source given; *where
+ * names it for the report line. */
+static int load_source(const chat_args *a, ds_chat_source *src, char *where, size_t cap) {
     char buf[4096];
     if (a->template_path) {
-        snprintf(src->where, sizeof src->where, "%s", hx_resolve_model(a->template_path, buf, sizeof buf));
-        if (!(src->jinja = slurp(src->where))) return KV_EIO;
-    } else if (a->tokenizer) {
-        rc = from_config(hx_resolve_model(a->tokenizer, buf, sizeof buf), src);
-    } else {
-        rc = from_gguf(a->model, src);
+        snprintf(where, cap, "%s", hx_resolve_model(a->template_path, buf, sizeof buf));
+        memset(src, 0, sizeof *src);
+        return (src->jinja = slurp(where)) ? 0 : KV_EIO;
     }
+    if (a->tokenizer) {
+        snprintf(where, cap, "%s/tokenizer_config.json", hx_resolve_model(a->tokenizer, buf, sizeof buf));
+        return ds_chat_source_config(where, src);
+    }
+    const char *path = hx_resolve_model(a->model, buf, sizeof buf);
+    snprintf(where, cap, "%s (tokenizer.chat_template)", path);
+    return ds_chat_source_gguf(path, src);
+}
+
+static int render(const chat_args *a, ds_chat_source *src) {
+    char where[4200];
+    int rc = load_source(a, src, where, sizeof where);
     if (rc) return rc;
     const ds_chat_family *f;
     if ((rc = ds_chat_resolve(a->as ? a->as : "auto", src->jinja, &f))) return rc;
     if (!f) return kv_errorf(KV_EINVAL, "--as none renders nothing; give a family name");
     fprintf(stderr, "kvbench chat: %s@%d (%s from %s)\n", ds_chat_name(f), ds_chat_version(f),
-            a->as ? "as asked" : "recognised", src->where);
+            a->as ? "as asked" : "recognised", where);
     cJSON *doc = NULL;
     ds_chat_msg *msgs = NULL;
     int n = 0;
@@ -213,11 +157,9 @@ int hx_cmd_chat(int argc, char **argv, int help) {
         fprintf(stderr, "kvbench chat: give one of --template, --tokenizer, --model, and --messages\n");
         return 2;
     }
-    chat_source src = {0};
+    ds_chat_source src = {0};
     int rc = render(&a, &src);
     if (rc) fprintf(stderr, "kvbench chat: %s\n", kv_last_error());
-    free(src.jinja);
-    free(src.bos);
-    free(src.eos);
+    ds_chat_source_free(&src);
     return rc ? 1 : 0;
 }

@@ -31,45 +31,31 @@ static cJSON *read_json(const char *path) {
 typedef struct entry {
     char *text;
     const char *bos, *eos;
-    cJSON *config; /* owns bos/eos strings when read from a tokenizer_config.json */
+    ds_chat_source src; /* owns text, bos and eos when read from a model's files */
 } entry;
-
-static const char *special(const cJSON *c, const char *key) {
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(c, key);
-    if (cJSON_IsObject(v)) v = cJSON_GetObjectItemCaseSensitive(v, "content");
-    return cJSON_IsString(v) ? v->valuestring : "";
-}
 
 /* 0, or 1 when the shared file is missing (the entry is skipped). */
 static int load_entry(const cJSON *t, entry *e) {
     char buf[4096];
     memset(e, 0, sizeof *e);
-    const cJSON *file = cJSON_GetObjectItem(t, "file"), *config = cJSON_GetObjectItem(t, "config");
+    const char *file = cJSON_GetStringValue(cJSON_GetObjectItem(t, "file"));
+    const char *config = cJSON_GetStringValue(cJSON_GetObjectItem(t, "config"));
+    const char *gguf = cJSON_GetStringValue(cJSON_GetObjectItem(t, "gguf"));
     e->bos = cJSON_GetStringValue(cJSON_GetObjectItem(t, "bos"));
     e->eos = cJSON_GetStringValue(cJSON_GetObjectItem(t, "eos"));
-    if (cJSON_IsString(file)) {
-        e->text = tu_read(tu_model_path(file->valuestring, buf, sizeof buf), NULL);
-        return e->text == NULL;
-    }
-    const cJSON *gguf = cJSON_GetObjectItem(t, "gguf");
-    if (cJSON_IsString(gguf)) { /* tokenizer.chat_template of a GGUF file */
-        kv_gguf *g;
-        const char *s;
-        size_t n;
-        const char *p = tu_model_path(gguf->valuestring, buf, sizeof buf);
-        if (!p) return 1;
-        assert_int_equal(kv_gguf_open(p, &g), 0);
-        assert_int_equal(kv_gguf_get_str(g, "tokenizer.chat_template", &s, &n), 0);
-        e->text = strndup(s, n);
-        kv_gguf_close(g);
-        return 0;
-    }
-    if (cJSON_IsString(config)) {
-        const char *p = tu_model_path(config->valuestring, buf, sizeof buf);
-        if (!p || !(e->config = read_json(p))) return 1;
-        e->text = strdup(cJSON_GetStringValue(cJSON_GetObjectItem(e->config, "chat_template")));
-        e->bos = special(e->config, "bos_token");
-        e->eos = special(e->config, "eos_token");
+    if (file) return !(e->text = e->src.jinja = tu_read(tu_model_path(file, buf, sizeof buf), NULL));
+    if (!config && !gguf) return 0;
+    const char *p = tu_model_path(config ? config : gguf, buf, sizeof buf);
+    if (!p) return 1;
+    assert_int_equal(config ? ds_chat_source_config(p, &e->src) : ds_chat_source_gguf(p, &e->src), 0);
+    assert_non_null(e->src.jinja);
+    e->text = e->src.jinja;
+    if (config) { /* the config's own special tokens */
+        e->bos = e->src.bos;
+        e->eos = e->src.eos;
+    } else { /* the GGUF's token texts are the manifest's */
+        assert_string_equal(e->src.bos, e->bos);
+        assert_string_equal(e->src.eos, e->eos);
     }
     return 0;
 }
@@ -150,8 +136,7 @@ static void test_fixtures(void **state) {
                 pass += check_case(f, t, &e, conv->string, conv, gp);
             }
         }
-        free(e.text);
-        cJSON_Delete(e.config);
+        ds_chat_source_free(&e.src);
     }
     printf("chat fixtures: %d/%d renderings match Hugging Face Jinja; %d/%d real templates recognised; "
            "%d templates skipped (shared file missing)\n", pass, total, detected, detectable, skipped);
