@@ -61,7 +61,7 @@ kv_tokenizer *kv_tok_alloc(int32_t n) {
     t->out_len = calloc((size_t)n, sizeof *t->out_len);
     t->score = calloc((size_t)n, sizeof *t->score);
     t->type = calloc((size_t)n, sizeof *t->type);
-    t->bos = t->eos = t->unk = -1;
+    t->bos = t->eos = t->unk = t->eot = t->eom = -1;
     t->add_space_prefix = 1;
     if (!t->text || !t->out || !t->len || !t->out_len || !t->score || !t->type) {
         kv_tokenizer_free(t);
@@ -236,7 +236,8 @@ done:
     return rc;
 }
 
-int kv_tokenizer_from_gguf(const kv_gguf *g, kv_tokenizer **out) {
+/* The vocabulary of a GGUF file, either kind (kv_tokenizer_from_gguf adds the end ids). */
+static int gguf_vocab(const kv_gguf *g, kv_tokenizer **out) {
     *out = NULL;
     const char *path = kv_gguf_path(g), *model;
     size_t mlen;
@@ -303,6 +304,42 @@ int kv_tokenizer_from_gguf(const kv_gguf *g, kv_tokenizer **out) {
 fail:
     kv_tokenizer_free(t);
     return rc;
+}
+
+/* A GGUF token id key as an id of t, or -1 when absent or out of range. */
+static int32_t gguf_token_id(const kv_gguf *g, const char *key, const kv_tokenizer *t) {
+    int64_t v;
+    return kv_gguf_get_int(g, key, &v) == KV_OK && v >= 0 && v < t->n ? (int32_t)v : -1;
+}
+
+int kv_tokenizer_from_gguf(const kv_gguf *g, kv_tokenizer **out) {
+    int rc = gguf_vocab(g, out);
+    if (rc) return rc;
+    (*out)->eot = gguf_token_id(g, "tokenizer.ggml.eot_token_id", *out);
+    (*out)->eom = gguf_token_id(g, "tokenizer.ggml.eom_token_id", *out);
+    return KV_OK;
+}
+
+/* The end-of-turn texts llama.cpp also stops at (llama-vocab.cpp's
+ * end-of-generation set) when the vocabulary holds them as one token. */
+static const char *const END_TEXTS[] = {"<|eot_id|>", "<|eom_id|>", "<|end_of_text|>", "<|im_end|>",
+                                        "<|endoftext|>", "<|end|>", "<end_of_turn>"};
+
+int kv_tokenizer_end_tokens(const kv_tokenizer *t, int32_t *ids, int cap) {
+    int32_t cand[3 + sizeof END_TEXTS / sizeof END_TEXTS[0]];
+    int nc = 0, n = 0;
+    cand[nc++] = t->eos;
+    cand[nc++] = t->eot;
+    cand[nc++] = t->eom;
+    for (size_t i = 0; i < sizeof END_TEXTS / sizeof END_TEXTS[0]; i++) cand[nc++] = kv_tokenizer_find(t, END_TEXTS[i]);
+    for (int i = 0; i < nc; i++) {
+        int seen = cand[i] < 0;
+        for (int k = 0; k < i && !seen; k++) seen = cand[k] == cand[i];
+        if (seen) continue;
+        if (n < cap) ids[n] = cand[i];
+        n++;
+    }
+    return n;
 }
 
 int kv_tokenizer_load_gpt2(const char *encoder_json, const char *vocab_bpe, kv_tokenizer **out) {

@@ -73,6 +73,14 @@ const char *kv_tokenizer_piece(const kv_tokenizer *t, int32_t prev, int32_t tok,
  * kv_tokenizer_token_text gives it: "<CL>", "\xe2\x96\x81the", "\xc4\xa0the"), or -1. */
 int32_t kv_tokenizer_find(const kv_tokenizer *t, const char *text);
 
+/* The tokens that end generation: EOS, the GGUF's end-of-turn and
+ * end-of-message ids (tokenizer.ggml.eot_token_id / eom_token_id) when it
+ * has them, and each of <|eot_id|>, <|eom_id|>, <|end_of_text|>,
+ * <|im_end|>, <|endoftext|>, <|end|>, <end_of_turn> that is one token of
+ * the vocabulary (the texts llama.cpp also ends a turn at). Writes at most
+ * cap distinct ids, in that order, and returns how many there are. */
+int kv_tokenizer_end_tokens(const kv_tokenizer *t, int32_t *ids, int cap);
+
 /* The raw vocabulary entry of `tok` (for listings and tests). */
 const char *kv_tokenizer_token_text(const kv_tokenizer *t, int32_t tok, size_t *len);
 float kv_tokenizer_token_score(const kv_tokenizer *t, int32_t tok);

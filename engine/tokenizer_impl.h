@@ -27,6 +27,7 @@ struct kv_tokenizer {
     int32_t *table;   /* open addressing: token ids, -1 empty */
     uint32_t table_mask;
     kv_bpe *bpe;      /* non-NULL: a byte-level BPE vocabulary (tokenizer_bpe.c encodes and prints it) */
+    int32_t eot, eom; /* GGUF end-of-turn / end-of-message ids, -1 if none (kv_tokenizer_end_tokens) */
 };
 
 /* tokenizer.c */

@@ -18,5 +18,6 @@ int hx_cmd_report(int argc, char **argv, int help);
 int hx_cmd_plot(int argc, char **argv, int help);
 int hx_cmd_merge(int argc, char **argv, int help);
 int hx_cmd_score(int argc, char **argv, int help);
+int hx_cmd_chat(int argc, char **argv, int help);
 
 #endif

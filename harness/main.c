@@ -21,6 +21,7 @@ static const hx_cmd commands[] = {
     {"bench", hx_cmd_bench, "prefill and decode speed, bytes read per token"},
     {"info", hx_cmd_info, "print a model's architecture, parameters and bytes"},
     {"list", hx_cmd_list, "list the KV cache policies (and parameters) or the prompt templates"},
+    {"chat", hx_cmd_chat, "a conversation rendered with a model's chat template"},
     {"tokenize", hx_cmd_tokenize, "print the token ids and pieces of a text"},
     {"logits", hx_cmd_logits, "write raw logits of a token sequence (reference checks)"},
     {"convert", hx_cmd_convert, "convert a model file to GGUF (optionally requantized)"},

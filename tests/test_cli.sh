@@ -205,5 +205,43 @@ expect_fail "bad convert type" 2 "expected f32, f16, bf16, q8_0 or q4_0" -- "$kv
 expect_fail "token outside vocabulary" 1 "outside the vocabulary" -- "$kv" logits --model $M --tokens 1,600 --out "$tmp/l.f32"
 [ -e "$tmp/x.gguf" ] && bad "failed convert left a file" || ok "failed convert left no file"
 
+# chat: templates render exactly what Hugging Face's Jinja renders (tests/chat/ fixtures)
+CH=$(dirname "$0")/chat
+python3 -c 'import json, sys
+for k, v in json.load(open(sys.argv[1]))["conversations"].items(): json.dump(v, open(sys.argv[2] + "/" + k + ".json", "w"))' \
+  "$CH/manifest.json" "$tmp" || bad "chat: conversations from the manifest"
+# chat_cmp NAME FIXTURE -- kvbench chat args...
+chat_cmp() {
+  local name=$1 want=$2
+  shift 3
+  if "$kv" chat "$@" >"$tmp/chat.out" 2>"$tmp/chat.err" && cmp -s "$tmp/chat.out" "$CH/$want"; then ok "$name"
+  else bad "$name" "$(cat "$tmp/chat.err"; cmp "$tmp/chat.out" "$CH/$want")"; fi
+}
+chat_cmp "chat --template (Llama 3.1)" llama-3.1-8b-sys-gp.txt -- \
+  --template tokenizers/templates/meta-llama-Llama-3.1-8B-Instruct.jinja --messages "$tmp/sys.json" --generation-prompt \
+  --bos '<|begin_of_text|>'
+chat_cmp "chat --tokenizer (Gemma 3 folds the system message)" hf-gemma3-multi-nogp.txt -- \
+  --tokenizer tokenizers/hf/gemma3 --messages "$tmp/multi.json"
+chat_cmp "chat --model (GGUF tokenizer.chat_template, its BOS)" phi-3-gguf-turns-gp.txt -- \
+  --model $V/ggml-vocab-phi-3.gguf --messages "$tmp/turns.json" --generation-prompt
+chat_cmp "chat --date" llama-3.2-3b-date-user-gp.txt -- \
+  --template tokenizers/templates/meta-llama-Llama-3.2-3B-Instruct.jinja --messages "$tmp/user.json" \
+  --generation-prompt --date 2025-12-06
+chat_cmp "chat --as (no template in the config)" llama2-multi-nogp.txt -- \
+  --tokenizer tokenizers/hf/llama2 --messages "$tmp/multi.json" --as llama2
+expect_fail "chat: Gemma 2 refuses a system message" 1 "refuses message 0 \(system\): System role not supported" -- \
+  "$kv" chat --template tokenizers/templates/google-gemma-2-2b-it.jinja --messages "$tmp/sys.json"
+expect_fail "chat: Mistral refuses roles out of order" 1 "must alternate user/assistant" -- \
+  "$kv" chat --template tokenizers/templates/mistralai-Mistral-Nemo-Instruct-2407.jinja --messages "$tmp/twice.json"
+printf '{%% for m in messages %%}{{ m.content }}{%% endfor %%}' > "$tmp/odd.jinja"
+expect_fail "chat: an unknown template names chat = NAME" 1 "not recognised.*chat = NAME, one of: qwen3, " -- \
+  "$kv" chat --template "$tmp/odd.jinja" --messages "$tmp/user.json"
+expect_fail "chat: no template in the config" 1 "has no chat template" -- \
+  "$kv" chat --tokenizer tokenizers/hf/llama2 --messages "$tmp/user.json"
+echo '[{"role": "user"}]' > "$tmp/bad.json"
+expect_fail "chat: a message without content" 1 "bad.json: message 0: expected string fields" -- \
+  "$kv" chat --template "$tmp/odd.jinja" --as chatml --messages "$tmp/bad.json"
+"$kv" chat --list | grep -q "^llama3.1@1 " && "$kv" help chat >/dev/null && ok "chat --list, help chat" || bad "chat --list"
+
 echo "$pass passed, $fail failed"
 [ "$fail" -eq 0 ]
