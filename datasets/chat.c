@@ -423,6 +423,11 @@ static const ds_chat_family FAMILIES[] = {
      r_llama3},
     {"mistral-v7", 1, "Mistral v7 (Mistral-Large-Instruct-2411)", "<s>", "</s>", {"[SYSTEM_PROMPT] ", "[INST]"},
      r_mistral_v7},
+    /* recognised so that it is refused, never rendered as v3: its default
+     * system message needs strftime_now and a Jinja string kvbench does not
+     * reproduce yet (render == NULL) */
+    {"mistral-v7-tekken", 1, "Mistral v7 Tekken (Mistral-Small-3.1): recognised, not rendered", "<s>", "</s>",
+     {"[SYSTEM_PROMPT]", "[AVAILABLE_TOOLS]"}, NULL},
     {"mistral-v1", 1, "Mistral v1 (Mistral-7B-Instruct-v0.1/v0.2, revised)", "<s>", "</s>",
      {"' [INST] ' + system_message"}, r_mistral_v1},
     {"mistral-v3-tekken", 1, "Mistral v3 Tekken (Mistral-Nemo-Instruct-2407)", "<s>", "</s>",
@@ -477,6 +482,10 @@ int ds_chat_detect(const char *jinja, const ds_chat_family **out) {
     for (int i = 0; i < N_FAMILIES; i++) {
         int all = 1;
         for (int k = 0; FAMILIES[i].detect[k] && all; k++) all = strstr(jinja, FAMILIES[i].detect[k]) != NULL;
+        if (all && !FAMILIES[i].render)
+            return kv_errorf(KV_EUNSUPPORTED, "chat template recognised as %s (%s), which kvbench does not render; "
+                             "name another family with chat = NAME if it is equivalent, or chat = none",
+                             FAMILIES[i].name, FAMILIES[i].models);
         if (all) {
             *out = &FAMILIES[i];
             return 0;
@@ -497,7 +506,11 @@ int ds_chat_resolve(const char *setting, const char *jinja, const ds_chat_family
             return kv_errorf(KV_EINVAL, "chat = auto: the model has no chat template; give chat = NAME or none");
         return ds_chat_detect(jinja, out);
     }
-    if ((*out = ds_chat_find(setting))) return 0;
+    if ((*out = ds_chat_find(setting)) && (*out)->render) return 0;
+    if (*out) {
+        *out = NULL;
+        return kv_errorf(KV_EUNSUPPORTED, "chat = %s: recognised but not rendered by kvbench", setting);
+    }
     char names[512];
     return kv_errorf(KV_ENOTFOUND, "chat = %s: no such chat template family; one of: auto, none, %s", setting,
                      name_list(names, sizeof names));
@@ -519,6 +532,7 @@ int ds_chat_render(const ds_chat_family *f, const ds_chat_msg *msgs, int n, cons
                    size_t *len) {
     ds_chat_opts def = ds_chat_default_opts();
     if (!o) o = &def;
+    if (!f->render) return kv_errorf(KV_EUNSUPPORTED, "chat template %s: recognised but not rendered by kvbench", f->name);
     if (n <= 0) return kv_errorf(KV_EINVAL, "chat template %s: no messages to render", f->name);
     for (int i = 0; i < n; i++) {
         if (!msgs[i].role || !msgs[i].content)
