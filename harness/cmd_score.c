@@ -456,15 +456,21 @@ static int lb_score_all(const met_lb_task *t, const lb_file *f, const char *path
     return 0;
 }
 
-/* Adds x to o in the shortest form that reads back exactly (cJSON's own
- * printing settles for 15 digits within an epsilon); NaN is null. */
-static void lb_add_num(cJSON *o, const char *name, double x) {
-    char b[32] = "null";
+/* x in the shortest form of 15 to 17 digits that reads back exactly
+ * (cJSON's own printing settles for 15 digits within an epsilon); NaN is
+ * "null". Returns b. */
+static const char *lb_num(double x, char b[32]) {
+    strcpy(b, "null");
     for (int digits = 15; isfinite(x) && digits <= 17; digits++) {
-        snprintf(b, sizeof b, "%.*g", digits, x);
+        snprintf(b, 32, "%.*g", digits, x);
         if (strtod(b, NULL) == x) break;
     }
-    cJSON_AddRawToObject(o, name, b);
+    return b;
+}
+
+static void lb_add_num(cJSON *o, const char *name, double x) {
+    char b[32];
+    cJSON_AddRawToObject(o, name, lb_num(x, b));
 }
 
 /* Prints one JSON object on a line. */
@@ -486,8 +492,11 @@ static void lb_print_samples(const lb_file *f, const double *scores, int e, int 
             if (e) cJSON_AddStringToObject(o, "bucket", met_lb_e_bucket_name(b));
             lb_add_num(o, "score", scores[i]);
             lb_print_json(o);
-        } else if (e) printf("%d\t%.17g\t%s\t%.17g\n", i + 1, f->s[i].length, met_lb_e_bucket_name(b), scores[i]);
-        else printf("%d\t%.17g\n", i + 1, scores[i]);
+        } else {
+            char l[32], v[32];
+            if (e) printf("%d\t%s\t%s\t%s\n", i + 1, lb_num(f->s[i].length, l), met_lb_e_bucket_name(b), lb_num(scores[i], v));
+            else printf("%d\t%s\n", i + 1, lb_num(scores[i], v));
+        }
     }
 }
 
