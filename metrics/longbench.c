@@ -278,6 +278,7 @@ static int lb_split_ws(const char *s, size_t len, lb_toks *v) {
 
 /* sum over tokens of min(count in a, count in b): Counter(a) & Counter(b). */
 static size_t lb_common(lb_toks *a, lb_toks *b) {
+    if (!a->n || !b->n) return 0; /* (and qsort wants a non-NULL array) */
     qsort(a->t, a->n, sizeof *a->t, lb_tok_cmp);
     qsort(b->t, b->n, sizeof *b->t, lb_tok_cmp);
     size_t i = 0, j = 0, same = 0;
