@@ -242,6 +242,26 @@ echo '[{"role": "user"}]' > "$tmp/bad.json"
 expect_fail "chat: a message without content" 1 "bad.json: message 0: expected string fields" -- \
   "$kv" chat --template "$tmp/odd.jinja" --as chatml --messages "$tmp/bad.json"
 "$kv" chat --list | grep -q "^llama3.1@1 " && "$kv" help chat >/dev/null && ok "chat --list, help chat" || bad "chat --list"
+# score longbench: LongBench's own scorers on its prediction layout. Hand-worked:
+# sample 1 normalizes to "cat sat" vs "cat" (F1 = 2/3; "dog" gives 0), sample 2 keeps
+# triviaqa's first line "Paris" (1); the task is round(100 * (2/3 + 1) / 2, 2) = 83.33.
+# The task comes from the file's name, as in eval.py.
+printf '%s\n' '{"pred": "The cat sat.", "answers": ["a cat", "dog"], "all_classes": null, "length": 3000}' \
+  '{"pred": "\nParis\nLondon", "answers": ["Paris"], "all_classes": null, "length": 5000}' > "$tmp/triviaqa.jsonl"
+out=$("$kv" score longbench --pred "$tmp/triviaqa.jsonl" --format jsonl 2>&1)
+want=$(printf '%s\n' '{"sample":1,"score":0.6666666666666666}' '{"sample":2,"score":1}' '{"task":"triviaqa","samples":2,"score":83.33}')
+if [ "$out" = "$want" ]; then ok "score longbench triviaqa"; else bad "score longbench triviaqa" "$out"; fi
+# LongBench-E: 3000 is in 0-4k (66.67), 5000 in 4-8k (100), nothing in 8k+ (numpy's NaN: null)
+out=$("$kv" score longbench --task triviaqa --pred "$tmp/triviaqa.jsonl" --format jsonl --e 2>&1 | tail -1)
+if [ "$out" = '{"task":"triviaqa","samples":2,"score":{"0-4k":66.67,"4-8k":100,"8k+":null}}' ]; then
+  ok "score longbench --e"; else bad "score longbench --e" "$out"; fi
+expect_fail "score longbench refuses jieba tasks" 1 "task dureader is refused.*jieba" -- \
+  "$kv" score longbench --task dureader --pred "$tmp/triviaqa.jsonl"
+printf '%s\n' '{"pred": "x", "answers": ["y"]}' '{"pred": "x", "answers": [1]}' > "$tmp/lb-bad.jsonl"
+expect_fail "score longbench names file and line" 1 "lb-bad.jsonl:2: \"answers\" holds something other than a string" -- \
+  "$kv" score longbench --task qasper --pred "$tmp/lb-bad.jsonl"
+expect_fail "score longbench --e needs length" 1 "lb-bad.jsonl:1: \"length\" is missing" -- \
+  "$kv" score longbench --task qasper --pred "$tmp/lb-bad.jsonl" --e
 
 echo "$pass passed, $fail failed"
 [ "$fail" -eq 0 ]
