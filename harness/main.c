@@ -15,7 +15,7 @@ static const hx_cmd commands[] = {
     {"report", hx_cmd_report, "paper-style tables from the results database"},
     {"plot", hx_cmd_plot, "gnuplot figures (PNG, SVG) from the results database"},
     {"merge", hx_cmd_merge, "combine results databases (the shards of a sweep)"},
-    {"score", hx_cmd_score, "ROUGE of any outputs; the lead-N summarization baseline"},
+    {"score", hx_cmd_score, "ROUGE of any outputs; LongBench's scorers; the lead-N summarization baseline"},
     {"generate", hx_cmd_generate, "generate text from a prompt (sampling, KV bytes held)"},
     {"perplexity", hx_cmd_perplexity, "perplexity of a text file with a sliding window"},
     {"bench", hx_cmd_bench, "prefill and decode speed, bytes read per token"},
