@@ -252,8 +252,13 @@ static int build_special(kv_tokenizer *t) {
     return KV_OK;
 }
 
-/* Byte-level: the token of each byte's code point, and each token's bytes. */
-static int byte_level_forms(kv_tokenizer *t, const char *path, const char *tokens_key) {
+/* Byte-level: the token of each byte's code point, and each token's bytes.
+ * A vocabulary may lack some bytes (Falcon has no token for 0x03,
+ * StarCoder none for 0xF1): Hugging Face and llama.cpp drop such a byte
+ * from the text, and so does kvbench, except that a byte UTF-8 never uses
+ * stands for U+FFFD, as llama.cpp reads invalid UTF-8 (GPT-NeoX's
+ * vocabulary has no 0xC0, 0xC1, 0xF5..0xFF). */
+static int byte_level_forms(kv_tokenizer *t) {
     byte_table bt;
     byte_table_fill(&bt);
     kv_bpe *b = t->bpe;
@@ -261,12 +266,6 @@ static int byte_level_forms(kv_tokenizer *t, const char *path, const char *token
         char u[4];
         size_t ul = utf8_put(bt.cp[c], u);
         b->byte_id[c] = kv_tok_lookup(t, u, ul);
-        /* bytes that never occur in UTF-8 may be missing (GPT-NeoX's vocabulary has no 0xC0, 0xC1, 0xF5..0xFF):
-         * they encode as U+FFFD, as llama.cpp reads invalid UTF-8 */
-        int never_utf8 = c == 0xC0 || c == 0xC1 || c >= 0xF5;
-        if (b->byte_id[c] < 0 && !never_utf8)
-            return kv_errorf(KV_EFORMAT, "%s: %s: no token for byte 0x%02x (\"%.*s\"), which UTF-8 text can hold",
-                             path, tokens_key, c, (int)ul, u);
     }
     for (int32_t i = 0; i < t->n; i++) {
         uint8_t ty = t->type[i];
@@ -344,7 +343,7 @@ static int spm_forms(kv_tokenizer *t) {
     return KV_OK;
 }
 
-int kv_bpe_build(kv_tokenizer *t, const char *path, const char *tokens_key, const char *merges_key,
+int kv_bpe_build(kv_tokenizer *t, const char *path, const char *merges_key,
                  const uint64_t *lines, const kv_bpe_opts *o, const kv_merge_str *m, uint64_t nm) {
     kv_bpe *b = t->bpe;
     b->o = *o;
@@ -356,7 +355,7 @@ int kv_bpe_build(kv_tokenizer *t, const char *path, const char *tokens_key, cons
         b->byte_id[c] = -1;
     }
     merge_src src = {path, merges_key, lines};
-    if ((rc = o->byte_level ? byte_level_forms(t, path, tokens_key) : spm_forms(t))) return rc;
+    if ((rc = o->byte_level ? byte_level_forms(t) : spm_forms(t))) return rc;
     if ((rc = build_merges(t, m, nm, &src))) return rc;
     if ((rc = build_special(t))) return rc;
     if (!o->pre) {
@@ -494,7 +493,7 @@ int kv_bpe_from_gguf(const kv_gguf *g, kv_tokenizer **out) {
     /* what the pre-tokenizer's models ask for besides its regexes (ignore_merges, NFC) */
     const kv_pre_def *def = kv_pre_find(pre);
     kv_bpe_opts o = {.pre = pre, .byte_level = 1, .ignore_merges = def && def->ignore_merges, .nfc = def && def->nfc};
-    rc = kv_bpe_build(t, path, "tokenizer.ggml.tokens", "tokenizer.ggml.merges", NULL, &o, ms, nm);
+    rc = kv_bpe_build(t, path, "tokenizer.ggml.merges", NULL, &o, ms, nm);
 done:
     free(ms);
     if (rc) kv_tokenizer_free(t);
@@ -618,7 +617,7 @@ int kv_bpe_load_hf(const char *encoder_json, const char *vocab_bpe, kv_tokenizer
         p = e + 1;
     }
     kv_bpe_opts o = {.pre = "gpt-2", .byte_level = 1};
-    rc = kv_bpe_build(t, vocab_bpe, "encoder.json", NULL, lines, &o, ms, nm);
+    rc = kv_bpe_build(t, vocab_bpe, NULL, lines, &o, ms, nm);
 done:
     cJSON_Delete(root);
     free(vb);
@@ -760,20 +759,24 @@ static int32_t whole_word(const kv_tokenizer *t, work *w, const uint8_t *s, size
 
 static int byte_word(const kv_tokenizer *t, work *w, const uint8_t *s, size_t n);
 
-/* A word with bytes the vocabulary has no token for: each becomes U+FFFD. */
+/* A word with bytes the vocabulary has no token for: one UTF-8 never uses
+ * becomes U+FFFD, any other is dropped (see byte_level_forms). */
 static int byte_word_replaced(const kv_tokenizer *t, work *w, const uint8_t *s, size_t n) {
+    const int32_t *id = t->bpe->byte_id;
+    int fffd = id[0xEF] >= 0 && id[0xBF] >= 0 && id[0xBD] >= 0;
     uint8_t *r = malloc(3 * n);
     if (!r) return -1;
     size_t k = 0;
     for (size_t i = 0; i < n; i++) {
-        if (t->bpe->byte_id[s[i]] >= 0) {
+        int never_utf8 = s[i] == 0xC0 || s[i] == 0xC1 || s[i] >= 0xF5;
+        if (id[s[i]] >= 0) {
             r[k++] = s[i];
-        } else {
+        } else if (never_utf8 && fffd) {
             memcpy(r + k, "\xef\xbf\xbd", 3);
             k += 3;
         }
     }
-    int rc = byte_word(t, w, r, k);
+    int rc = k ? byte_word(t, w, r, k) : 0;
     free(r);
     return rc;
 }

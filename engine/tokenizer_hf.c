@@ -306,7 +306,7 @@ static int hf_from_json(const char *dir, const char *path, const cJSON *root, kv
         (rc = read_merges(path, cJSON_GetObjectItemCaseSensitive(model, "merges"), &ms, &nm)))
         goto done;
     t->add_space_prefix = o.prepend_space;
-    if ((rc = kv_bpe_build(t, path, "model.vocab", "model.merges", NULL, &o, ms, nm))) goto done;
+    if ((rc = kv_bpe_build(t, path, "model.merges", NULL, &o, ms, nm))) goto done;
     rc = read_specials(dir, t, root);
 done:
     free(ms);

@@ -81,9 +81,9 @@ int kv_bpe_alloc(int32_t n, kv_tokenizer **out);
 int kv_bpe_set_token(kv_tokenizer *t, int32_t i, const char *s, size_t len);
 /* Everything after the tokens, types, bos and eos are set: the lookup
  * table, printed forms, merges, special-token index and pre-tokenizer.
- * Messages name path, tokens_key, and merge i as "merges_key[i]" (or, with
+ * Messages name path and merge i as "merges_key[i]" (or, with
  * merges_key NULL, "line lines[i]"). */
-int kv_bpe_build(kv_tokenizer *t, const char *path, const char *tokens_key, const char *merges_key,
+int kv_bpe_build(kv_tokenizer *t, const char *path, const char *merges_key,
                  const uint64_t *lines, const kv_bpe_opts *o, const kv_merge_str *m, uint64_t nm);
 int kv_bpe_from_gguf(const kv_gguf *g, kv_tokenizer **out);
 int kv_bpe_load_hf(const char *encoder_json, const char *vocab_bpe, kv_tokenizer **out);
