@@ -79,6 +79,12 @@ int kv_tokenizer_token_type(const kv_tokenizer *t, int32_t tok);
 int64_t kv_tokenizer_n_merges(const kv_tokenizer *t); /* 0 for SentencePiece (scores) */
 int kv_tokenizer_merge(const kv_tokenizer *t, int64_t i, int32_t *left, int32_t *right);
 
+/* What a GGUF tokenizer.ggml.pre name means beyond its regexes: whether
+ * kvbench knows it, and whether a vocabulary loaded under it normalises to
+ * NFC first and ignores merges for words that are tokens. */
+typedef struct kv_pre_info { int known, nfc, ignore_merges; } kv_pre_info;
+kv_pre_info kv_pre_info_of(const char *name);
+
 /* Encodes text[0..len). Writes at most `cap` ids to out and sets *n_out to
  * the number the full encoding has (so a caller can retry with a larger
  * buffer when *n_out > cap). add_bos prepends the BOS id. */

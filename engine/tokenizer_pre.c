@@ -97,6 +97,11 @@ const kv_pre_def *kv_pre_find_hf(const char *pattern) {
     return NULL;
 }
 
+kv_pre_info kv_pre_info_of(const char *name) {
+    const kv_pre_def *d = name ? kv_pre_find(name) : NULL;
+    return d ? (kv_pre_info){1, d->nfc, d->ignore_merges} : (kv_pre_info){0, 0, 0};
+}
+
 void kv_pre_names(char *buf, size_t cap) {
     size_t k = 0;
     buf[0] = 0;

@@ -15,6 +15,7 @@
 
 #include "gguf.h"
 #include "kv_error.h"
+#include "export.h"
 #include "tokenizer.h"
 
 /* Runs every vector of ggml-vocab-<vocab>.gguf.inp/.out through t; returns
@@ -207,6 +208,68 @@ static void test_conformance_phi3(void **state) {
     assert_true(n >= 40);
     assert_int_equal(fails, 0);
     kv_tokenizer_free(t);
+}
+
+/* A Hugging Face tokenizer folder under tokenizers/hf/, loaded directly, or NULL (skip). */
+static kv_tokenizer *load_hf(const char *name) {
+    char p[1024], rel[256];
+    snprintf(rel, sizeof rel, "tokenizers/hf/%s/tokenizer.json", name);
+    if (!tu_model_path(rel, p, sizeof p)) return NULL;
+    *strrchr(p, '/') = 0;
+    kv_tokenizer *t;
+    int rc = kv_tokenizer_load(p, 0, &t);
+    if (rc) fprintf(stderr, "%s\n", kv_last_error());
+    assert_int_equal(rc, KV_OK);
+    return t;
+}
+
+/* Llama 3 and Qwen2 vectors through vocabulary-only GGUFs written from the
+ * tokenizer.json folders by the converter's code (kv_export_vocab_gguf),
+ * and through the folders themselves. */
+static void check_hf_vectors(const char *hf, const char *const *vectors, const char *pre, int32_t n_vocab, int32_t bos,
+                             int32_t eos, int add_bos) {
+    kv_tokenizer *j = load_hf(hf);
+    if (!j) skip();
+    char tmp[256], path[512];
+    assert_non_null(tu_mkdtemp(tmp, sizeof tmp));
+    snprintf(path, sizeof path, "%s/%s.gguf", tmp, hf);
+    assert_int_equal(kv_export_vocab_gguf(j, hf, path), KV_OK);
+    kv_tokenizer *g;
+    assert_int_equal(kv_tokenizer_load(path, 0, &g), KV_OK);
+    const kv_tokenizer *both[2] = {j, g};
+    for (int k = 0; k < 2; k++) {
+        const kv_tokenizer *t = both[k];
+        assert_int_equal(kv_tokenizer_n_vocab(t), n_vocab);
+        assert_int_equal(kv_tokenizer_bos(t), bos);
+        assert_int_equal(kv_tokenizer_eos(t), eos);
+        assert_int_equal(kv_tokenizer_add_bos(t), add_bos);
+        assert_string_equal(kv_tokenizer_pre(t), pre);
+        assert_int_equal(kv_tokenizer_n_merges(t), kv_tokenizer_n_merges(j));
+        for (int v = 0; vectors[v]; v++) {
+            int n;
+            int fails = run_vectors_of(vectors[v], t, &n, !kv_tokenizer_nfc(t));
+            printf("%s %s: %d of %d %s conformance vectors match\n", hf, k ? "vocabulary GGUF" : "tokenizer.json",
+                   n - fails, n, vectors[v]);
+            assert_true(n >= 40);
+            assert_int_equal(fails, 0);
+        }
+    }
+    kv_tokenizer_free(g);
+    kv_tokenizer_free(j);
+    tu_rmdir(tmp);
+}
+
+static void test_conformance_llama3(void **state) {
+    (void)state;
+    static const char *const v[] = {"llama-bpe", NULL};
+    check_hf_vectors("llama3_1", v, "llama-bpe", 128256, 128000, 128009, 1);
+}
+
+/* DeepSeek-R1's Qwen distills keep Qwen2.5's vocabulary: their vectors hold for Qwen3's too. */
+static void test_conformance_qwen(void **state) {
+    (void)state;
+    static const char *const v[] = {"qwen2", "deepseek-r1-qwen", NULL};
+    check_hf_vectors("qwen3", v, "qwen2", 151669, -1, 151645, 0);
 }
 
 /* Concatenates the pieces of ids[0..n) into a malloc'd buffer. */
@@ -807,7 +870,8 @@ int main(void) {
         cmocka_unit_test(test_bpe_mutated_file),
         cmocka_unit_test(test_conformance_falcon),  cmocka_unit_test(test_conformance_deepseek_llm),
         cmocka_unit_test(test_conformance_starcoder), cmocka_unit_test(test_conformance_refact),
-        cmocka_unit_test(test_conformance_phi3),
+        cmocka_unit_test(test_conformance_phi3),    cmocka_unit_test(test_conformance_llama3),
+        cmocka_unit_test(test_conformance_qwen),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
