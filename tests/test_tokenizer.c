@@ -12,6 +12,8 @@
 #include <cmocka.h>
 
 #include <time.h>
+#include <cjson/cJSON.h>
+#include <utf8proc.h>
 
 #include "gguf.h"
 #include "kv_error.h"
@@ -373,6 +375,153 @@ static void test_bpe_real_text(void **state) {
         ran++;
     }
     if (!ran) skip();
+}
+
+/* The text of one reference input: the first max bytes of a data file (cut
+ * back to a UTF-8 boundary), the articles of the first 40 CNN/DailyMail
+ * records joined by blank lines (as ref.mjs --cnndm), or unicode.txt. */
+static char *reference_text(const char *what, size_t *len) {
+    const char *data = getenv("KVBENCH_DATA");
+    if (!data || !*data) data = "../shared/data";
+    char p[1024];
+    if (!strcmp(what, "unicode")) {
+        const char *src = getenv("KVBENCH_SOURCE_ROOT");
+        snprintf(p, sizeof p, "%s/tests/reference/bpe/unicode.txt", src && *src ? src : "..");
+        return tu_read(p, len);
+    }
+    if (strcmp(what, "cnndm")) {
+        snprintf(p, sizeof p, "%s/%s", data, what);
+        char *t = tu_read(p, len);
+        if (!t) return NULL;
+        if (*len > 200000) *len = 200000;
+        while (*len > 0 && ((uint8_t)t[*len] & 0xC0) == 0x80) (*len)--;
+        t[*len] = 0;
+        return t;
+    }
+    snprintf(p, sizeof p, "%s/cnn_dailymail/cnndm_test_500.jsonl", data);
+    char *j = tu_read(p, NULL);
+    if (!j) return NULL;
+    size_t cap = 1 << 20, k = 0;
+    char *out = malloc(cap), *line = j;
+    for (int r = 0; r < 40 && line && *line; r++) {
+        char *e = strchr(line, '\n');
+        if (e) *e = 0;
+        cJSON *o = cJSON_Parse(line);
+        const cJSON *a = cJSON_GetObjectItemCaseSensitive(o, "article");
+        assert_true(cJSON_IsString(a));
+        size_t al = strlen(a->valuestring);
+        assert_true(k + al + 2 < cap);
+        if (r) {
+            memcpy(out + k, "\n\n", 2);
+            k += 2;
+        }
+        memcpy(out + k, a->valuestring, al);
+        k += al;
+        cJSON_Delete(o);
+        line = e ? e + 1 : NULL;
+    }
+    free(j);
+    out[k] = 0;
+    *len = k;
+    return out;
+}
+
+/* Pieces, but control and unknown tokens give their text (for round trips
+ * of texts that spell them). */
+static char *decode_raw(const kv_tokenizer *t, const int32_t *ids, size_t n, size_t *len) {
+    size_t cap = 64, k = 0;
+    char *b = malloc(cap);
+    for (size_t i = 0; i < n; i++) {
+        size_t pl;
+        int ty = kv_tokenizer_token_type(t, ids[i]);
+        const char *p = ty == 2 || ty == 3 ? kv_tokenizer_token_text(t, ids[i], &pl)
+                                           : kv_tokenizer_piece(t, i ? ids[i - 1] : -1, ids[i], &pl);
+        while (k + pl + 1 > cap) b = realloc(b, cap *= 2);
+        memcpy(b + k, p, pl);
+        k += pl;
+    }
+    b[k] = 0;
+    *len = k;
+    return b;
+}
+
+/* Hugging Face tokenizer.json folders on real text and on unicode.txt: the
+ * ids equal Tokenizers.js's (counts and hashes recorded by
+ * tests/reference/bpe/make_reference_hf.sh), and the text decodes back: as
+ * it is, NFC for Qwen, with the U+2581 Llama 2 puts in front (which it also
+ * puts after each control token, so unicode.txt is not compared there). */
+static void test_hf_real_text(void **state) {
+    (void)state;
+    static const struct { const char *hf, *text; size_t tokens; uint64_t hash; } ref[] = {
+        {"llama3_1", "wikitext/wikitext2_test.txt", 45568, 0x509e1e435101fad7ull},
+        {"llama3_1", "pg19/10146.txt", 45909, 0x03063d57e09eda25ull},
+        {"llama3_1", "cnndm", 25195, 0x2df5dfcf11d4f908ull},
+        {"llama3_1", "unicode", 407, 0x4fe6fe357b4139f1ull},
+        {"qwen3", "wikitext/wikitext2_test.txt", 47561, 0x3b6b38a98d4ed11dull},
+        {"qwen3", "pg19/10146.txt", 46389, 0x46ac104162663954ull},
+        {"qwen3", "cnndm", 25589, 0x7517dc0547633229ull},
+        {"qwen3", "unicode", 406, 0x63be765a5b0e7508ull},
+        {"llama2", "wikitext/wikitext2_test.txt", 52573, 0xe1d8c3418565dc74ull},
+        {"llama2", "pg19/10146.txt", 51276, 0x6280390ac5074eefull},
+        {"llama2", "cnndm", 28253, 0x8ece1d2550e19cfcull},
+        {"llama2", "unicode", 580, 0x337a860bb0de62e8ull},
+        {"gemma3", "wikitext/wikitext2_test.txt", 46871, 0xff9bf2fb8e23f79full},
+        {"gemma3", "pg19/10146.txt", 46154, 0xb2aaa49d769067a9ull},
+        {"gemma3", "cnndm", 25555, 0x509b80281972373cull},
+        {"gemma3", "unicode", 404, 0x4b0d60483ef2780dull},
+    };
+    int ran = 0, fails = 0;
+    kv_tokenizer *t = NULL;
+    const char *loaded = "";
+    for (size_t k = 0; k < sizeof ref / sizeof ref[0]; k++) {
+        if (strcmp(loaded, ref[k].hf)) {
+            kv_tokenizer_free(t);
+            t = load_hf(ref[k].hf);
+            loaded = ref[k].hf;
+        }
+        size_t len, n, bl;
+        char *text = reference_text(ref[k].text, &len);
+        if (!t || !text) {
+            free(text);
+            continue;
+        }
+        struct timespec a, b;
+        clock_gettime(CLOCK_MONOTONIC, &a);
+        int32_t *ids = encode_all(t, text, len, &n);
+        clock_gettime(CLOCK_MONOTONIC, &b);
+        double sec = (b.tv_sec - a.tv_sec) + (b.tv_nsec - a.tv_nsec) * 1e-9;
+        uint64_t h = ids_hash(ids, n);
+        int ok = n == ref[k].tokens && h == ref[k].hash;
+        fails += !ok;
+        printf("%-8s %-28s %6zu bytes: %6zu tokens, hash %016llx (Tokenizers.js %zu, %016llx) %s, %.1f MB/s\n",
+               ref[k].hf, ref[k].text, len, n, (unsigned long long)h, ref[k].tokens, (unsigned long long)ref[k].hash,
+               ok ? "equal" : "DIFFERENT", len / sec / 1e6);
+        char *back = decode_raw(t, ids, n, &bl);
+        const char *want = text;
+        size_t wl = len;
+        char *nfc = NULL;
+        if (kv_tokenizer_nfc(t)) {
+            nfc = (char *)utf8proc_NFC((const utf8proc_uint8_t *)text);
+            want = nfc;
+            wl = strlen(nfc);
+        }
+        int spm_prefix = !kv_tokenizer_byte_level(t) && !strcmp(ref[k].hf, "llama2");
+        if (spm_prefix && strcmp(ref[k].text, "unicode")) { /* " " + text */
+            assert_true(bl == wl + 1 && back[0] == ' ');
+            assert_memory_equal(back + 1, want, wl);
+        } else if (!spm_prefix) {
+            assert_int_equal(bl, wl);
+            assert_memory_equal(back, want, wl);
+        }
+        free(nfc);
+        free(back);
+        free(ids);
+        free(text);
+        ran++;
+    }
+    kv_tokenizer_free(t);
+    if (!ran) skip();
+    assert_int_equal(fails, 0);
 }
 
 /* Bytes that are not UTF-8 encode (as byte tokens) and decode back, for
@@ -871,7 +1020,7 @@ int main(void) {
         cmocka_unit_test(test_conformance_falcon),  cmocka_unit_test(test_conformance_deepseek_llm),
         cmocka_unit_test(test_conformance_starcoder), cmocka_unit_test(test_conformance_refact),
         cmocka_unit_test(test_conformance_phi3),    cmocka_unit_test(test_conformance_llama3),
-        cmocka_unit_test(test_conformance_qwen),
+        cmocka_unit_test(test_conformance_qwen),    cmocka_unit_test(test_hf_real_text),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
