@@ -756,6 +756,80 @@ static void expect_ids(const kv_tokenizer *t, const char *text, const int32_t *w
     assert_memory_equal(ids, want, n * sizeof *ids);
 }
 
+/* Writes dir/tokenizer.json: GPT-2's 256 byte tokens, "ab" (256) and
+ * "\xc3\xa9" as one token (257, bytes C3 A9 spelled in code points), merges
+ * "a b" and "Ã ©"; then the JSON fragments given (NULL: the default). */
+static void write_hf(const char *dir, const char *model_type, const char *normalizer, const char *pre,
+                     const char *added) {
+    char path[512], tok[3];
+    snprintf(path, sizeof path, "%s/tokenizer.json", dir);
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fprintf(f, "{\"model\": {\"type\": \"%s\", \"vocab\": {", model_type ? model_type : "BPE");
+    for (int b = 0; b < 256; b++) {
+        byte_char(b, tok);
+        fprintf(f, "\"%s%s\": %d, ", b == '"' || b == '\\' ? "\\" : "", tok, b);
+    }
+    fprintf(f, "\"ab\": 256, \"\xc3\x83\xc2\xa9\": 257}, \"merges\": [\"a b\", [\"\xc3\x83\", \"\xc2\xa9\"]]},\n");
+    fprintf(f, "\"normalizer\": %s,\n", normalizer ? normalizer : "null");
+    fprintf(f, "\"pre_tokenizer\": %s,\n",
+            pre ? pre : "{\"type\": \"ByteLevel\", \"add_prefix_space\": false, \"use_regex\": true}");
+    fprintf(f, "\"added_tokens\": [%s]}\n",
+            added ? added : "{\"id\": 258, \"content\": \"<|end|>\", \"special\": true}");
+    fclose(f);
+}
+
+/* tokenizer.json shapes kvbench does not read are refused naming the part;
+ * NFC composes before merging; the converter refuses a vocabulary its GGUF
+ * pre name would encode differently. */
+static void test_hf_json_shapes(void **state) {
+    (void)state;
+    char tmp[256], msg[1024];
+    assert_non_null(tu_mkdtemp(tmp, sizeof tmp));
+    static const struct { const char *model, *norm, *pre, *added, *pat; } bad[] = {
+        {"Unigram", NULL, NULL, NULL, "model type 'Unigram' is not supported"},
+        {NULL, "{\"type\": \"NFKC\"}", NULL, NULL, "normalizer 'NFKC' is not supported"},
+        {NULL, NULL,
+         "{\"type\": \"Sequence\", \"pretokenizers\": [{\"type\": \"Split\", \"pattern\": {\"Regex\": \"\\\\d+\"}, "
+         "\"behavior\": \"Isolated\"}, {\"type\": \"ByteLevel\", \"use_regex\": false}]}",
+         NULL, "pre_tokenizer Split(\\d+, Isolated) is not one kvbench knows"},
+        {NULL, NULL, "{\"type\": \"Whitespace\"}", NULL, "pre_tokenizer 'Whitespace' is not supported"},
+        {NULL, NULL, NULL, "{\"id\": 258, \"content\": \"<x>\", \"special\": false, \"lstrip\": true}",
+         "added token 258 \"<x>\": lstrip is not supported"},
+    };
+    for (size_t k = 0; k < sizeof bad / sizeof bad[0]; k++) {
+        write_hf(tmp, bad[k].model, bad[k].norm, bad[k].pre, bad[k].added);
+        kv_tokenizer *t = (kv_tokenizer *)0x1;
+        int rc = kv_tokenizer_load(tmp, 0, &t);
+        snprintf(msg, sizeof msg, "%s", rc ? kv_last_error() : "");
+        printf("%s\n", msg);
+        assert_int_equal(rc, KV_EUNSUPPORTED);
+        assert_null(t);
+        assert_non_null(strstr(msg, "tokenizer.json"));
+        assert_non_null(strstr(msg, bad[k].pat));
+    }
+    /* the default loads; added tokens are matched whole */
+    write_hf(tmp, NULL, NULL, NULL, NULL);
+    kv_tokenizer *t;
+    assert_int_equal(kv_tokenizer_load(tmp, 0, &t), KV_OK);
+    assert_string_equal(kv_tokenizer_pre(t), "gpt-2");
+    expect_ids(t, "ab<|end|>\xc3\xa9", (int32_t[]){256, 258, 257}, 3);
+    expect_ids(t, "e\xcc\x81", (int32_t[]){'e', 0xCC, 0x81}, 3); /* no NFC: e, then U+0301's bytes */
+    kv_tokenizer_free(t);
+    /* NFC: e + U+0301 is U+00E9, one token */
+    write_hf(tmp, NULL, "{\"type\": \"NFC\"}", NULL, NULL);
+    assert_int_equal(kv_tokenizer_load(tmp, 0, &t), KV_OK);
+    assert_int_equal(kv_tokenizer_nfc(t), 1);
+    expect_ids(t, "ab e\xcc\x81<|end|>e\xcc\x81", (int32_t[]){256, ' ', 257, 258, 257}, 5);
+    char path[512];
+    snprintf(path, sizeof path, "%s/v.gguf", tmp);
+    assert_int_equal(kv_export_vocab_gguf(t, "x", path), KV_EUNSUPPORTED);
+    printf("%s\n", kv_last_error());
+    assert_non_null(strstr(kv_last_error(), "would encode differently"));
+    kv_tokenizer_free(t);
+    tu_rmdir(tmp);
+}
+
 /* Merges apply by rank (their order in the list), not by length or id;
  * added tokens are matched whole before the regex; no pre is GPT-2's. */
 static void test_bpe_merge_rank(void **state) {
@@ -1021,6 +1095,7 @@ int main(void) {
         cmocka_unit_test(test_conformance_starcoder), cmocka_unit_test(test_conformance_refact),
         cmocka_unit_test(test_conformance_phi3),    cmocka_unit_test(test_conformance_llama3),
         cmocka_unit_test(test_conformance_qwen),    cmocka_unit_test(test_hf_real_text),
+        cmocka_unit_test(test_hf_json_shapes),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
