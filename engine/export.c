@@ -48,7 +48,81 @@ static int is_byte_piece(const char *s, size_t n) {
     return n == 6 && memcmp(s, "<0x", 3) == 0 && s[5] == '>';
 }
 
+/* The merges of a byte-level vocabulary as "left right" strings, by rank. */
+static int export_merges(kv_gguf_writer *w, const kv_tokenizer *t) {
+    int64_t nm = kv_tokenizer_n_merges(t);
+    char **m = calloc((size_t)nm + 1, sizeof *m);
+    size_t *ml = calloc((size_t)nm + 1, sizeof *ml);
+    int rc = KV_OK;
+    if (!m || !ml) rc = kv_errorf(KV_ENOMEM, "out of memory");
+    for (int64_t i = 0; i < nm && !rc; i++) {
+        int32_t l, r;
+        size_t ll, rl;
+        kv_tokenizer_merge(t, i, &l, &r);
+        const char *ls = kv_tokenizer_token_text(t, l, &ll), *rs = kv_tokenizer_token_text(t, r, &rl);
+        if (!(m[i] = malloc(ll + rl + 2))) {
+            rc = kv_errorf(KV_ENOMEM, "out of memory");
+            break;
+        }
+        memcpy(m[i], ls, ll);
+        m[i][ll] = ' ';
+        memcpy(m[i] + ll + 1, rs, rl);
+        ml[i] = ll + rl + 1;
+    }
+    if (!rc) rc = kv_gguf_writer_set_arr_str(w, "tokenizer.ggml.merges", (const char *const *)m, ml, (uint64_t)nm);
+    for (int64_t i = 0; m && i < nm; i++) free(m[i]);
+    free(m);
+    free(ml);
+    return rc;
+}
+
+/* The keys llama.cpp's converter writes for a byte-level BPE ("gpt2")
+ * vocabulary: model, pre, tokens, token types, merges, BOS/EOS/UNK ids and
+ * add_bos_token. llama.cpp decides NFC and ignore_merges from the pre name,
+ * so a vocabulary that differs from its pre-tokenizer's row is refused
+ * rather than written to encode differently. */
+static int export_byte_level(kv_gguf_writer *w, const kv_tokenizer *t) {
+    const char *pre = kv_tokenizer_pre(t);
+    const kv_pre_info info = kv_pre_info_of(pre);
+    if (!info.known) return kv_errorf(KV_EUNSUPPORTED, "pre-tokenizer '%s' has no GGUF name", pre ? pre : "?");
+    if (info.nfc != kv_tokenizer_nfc(t) || info.ignore_merges != kv_tokenizer_ignore_merges(t))
+        return kv_errorf(KV_EUNSUPPORTED,
+                         "this vocabulary %s NFC and %s merges for whole-token words, but llama.cpp and "
+                         "kvbench read GGUF pre-tokenizer '%s' as %s NFC, %s: the GGUF would encode differently",
+                         kv_tokenizer_nfc(t) ? "applies" : "skips", kv_tokenizer_ignore_merges(t) ? "ignores" : "keeps",
+                         pre, info.nfc ? "with" : "without", info.ignore_merges ? "ignoring merges" : "keeping merges");
+    int32_t n = kv_tokenizer_n_vocab(t);
+    const char **tok = malloc((size_t)n * sizeof *tok);
+    size_t *len = malloc((size_t)n * sizeof *len);
+    int32_t *types = malloc((size_t)n * sizeof *types);
+    int rc = KV_OK;
+    if (!tok || !len || !types) rc = kv_errorf(KV_ENOMEM, "out of memory");
+    for (int32_t i = 0; i < n && !rc; i++) {
+        tok[i] = kv_tokenizer_token_text(t, i, &len[i]);
+        types[i] = kv_tokenizer_token_type(t, i);
+    }
+    if (!rc && !((rc = kv_gguf_writer_set_str(w, "tokenizer.ggml.model", "gpt2")) ||
+                 (rc = kv_gguf_writer_set_str(w, "tokenizer.ggml.pre", pre)) ||
+                 (rc = kv_gguf_writer_set_arr_str(w, "tokenizer.ggml.tokens", tok, len, (uint64_t)n)) ||
+                 (rc = kv_gguf_writer_set_arr_i32(w, "tokenizer.ggml.token_type", types, (uint64_t)n)) ||
+                 (rc = export_merges(w, t)))) {
+        int32_t bos = kv_tokenizer_bos(t), eos = kv_tokenizer_eos(t);
+        if (bos >= 0) rc = kv_gguf_writer_set_u32(w, "tokenizer.ggml.bos_token_id", (uint32_t)bos);
+        if (!rc && eos >= 0) rc = kv_gguf_writer_set_u32(w, "tokenizer.ggml.eos_token_id", (uint32_t)eos);
+        if (!rc && kv_tokenizer_add_bos(t) >= 0)
+            rc = kv_gguf_writer_set_bool(w, "tokenizer.ggml.add_bos_token", kv_tokenizer_add_bos(t));
+    }
+    free(tok);
+    free(len);
+    free(types);
+    return rc;
+}
+
 int kv_export_tokenizer(kv_gguf_writer *w, const kv_tokenizer *t) {
+    if (kv_tokenizer_byte_level(t)) return export_byte_level(w, t);
+    if (kv_tokenizer_n_merges(t) > 0)
+        return kv_errorf(KV_EUNSUPPORTED, "a SentencePiece-style tokenizer.json (merges, no scores) cannot be "
+                                          "written as a GGUF 'llama' vocabulary, which needs SentencePiece scores");
     int32_t n = kv_tokenizer_n_vocab(t), bos = kv_tokenizer_bos(t), eos = kv_tokenizer_eos(t);
     char **pieces = calloc((size_t)n, sizeof *pieces);
     size_t *lens = calloc((size_t)n, sizeof *lens);
@@ -97,6 +171,16 @@ out:
     free(lens);
     free(scores);
     free(types);
+    return rc;
+}
+
+int kv_export_vocab_gguf(const kv_tokenizer *t, const char *name, const char *path) {
+    kv_gguf_writer *w = kv_gguf_writer_new();
+    if (!w) return kv_errorf(KV_ENOMEM, "out of memory");
+    int rc = kv_gguf_writer_set_str(w, "general.name", name ? name : "kvbench");
+    if (!rc) rc = kv_export_tokenizer(w, t);
+    if (!rc) rc = kv_gguf_writer_write(w, path);
+    kv_gguf_writer_free(w);
     return rc;
 }
 

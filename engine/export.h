@@ -16,9 +16,16 @@ int kv_export_llama_meta(kv_gguf_writer *w, const kv_model_info *i, const char *
  * when set, clamp_kqv (as llama.cpp's converter writes them). */
 int kv_export_mpt_meta(kv_gguf_writer *w, const kv_model_info *i, const char *name);
 
-/* The tokenizer.ggml.* keys of a SentencePiece-style vocabulary (pieces
- * written with U+2581 for spaces, token types from the pieces). */
+/* The tokenizer.ggml.* keys: for a byte-level BPE vocabulary those
+ * llama.cpp's converter writes (model gpt2, pre, tokens, token_type,
+ * merges, bos/eos ids, add_bos_token); for a SentencePiece-style one
+ * (pieces written with U+2581 for spaces, token types from the pieces)
+ * model llama with scores. A SentencePiece-style tokenizer.json (merges,
+ * no scores) is KV_EUNSUPPORTED. */
 int kv_export_tokenizer(kv_gguf_writer *w, const kv_tokenizer *t);
+
+/* A vocabulary-only GGUF (no tensors): general.name and the tokenizer keys. */
+int kv_export_vocab_gguf(const kv_tokenizer *t, const char *name, const char *path);
 
 /* Adds W as a tensor of `type`: copied when the types agree, else
  * dequantized and requantized. Q8_0/Q4_0 need cols % 32 == 0: other

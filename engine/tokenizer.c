@@ -10,6 +10,7 @@
 #include "tokenizer.h"
 
 #include <errno.h>
+#include <unistd.h>
 #include <sys/stat.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -63,6 +64,7 @@ kv_tokenizer *kv_tok_alloc(int32_t n) {
     t->type = calloc((size_t)n, sizeof *t->type);
     t->bos = t->eos = t->unk = t->eot = t->eom = -1;
     t->add_space_prefix = 1;
+    t->add_bos = -1;
     if (!t->text || !t->out || !t->len || !t->out_len || !t->score || !t->type) {
         kv_tokenizer_free(t);
         return NULL;
@@ -350,7 +352,9 @@ int kv_tokenizer_load(const char *path, int32_t vocab_size, kv_tokenizer **out) 
     *out = NULL;
     struct stat st;
     if (stat(path, &st) == 0 && S_ISDIR(st.st_mode)) {
-        char ej[4096], vb[4096];
+        char ej[4096], vb[4096], tj[4096];
+        snprintf(tj, sizeof tj, "%s/tokenizer.json", path);
+        if (access(tj, F_OK) == 0) return kv_tokenizer_load_hf_json(path, out);
         snprintf(ej, sizeof ej, "%s/encoder.json", path);
         snprintf(vb, sizeof vb, "%s/vocab.bpe", path);
         return kv_bpe_load_hf(ej, vb, out);
@@ -379,6 +383,18 @@ int kv_tokenizer_load(const char *path, int32_t vocab_size, kv_tokenizer **out) 
 int32_t kv_tokenizer_n_vocab(const kv_tokenizer *t) { return t->n; }
 int32_t kv_tokenizer_bos(const kv_tokenizer *t) { return t->bos; }
 int32_t kv_tokenizer_eos(const kv_tokenizer *t) { return t->eos; }
+int kv_tokenizer_add_bos(const kv_tokenizer *t) { return t->add_bos; }
+const char *kv_tokenizer_pre(const kv_tokenizer *t) { return t->bpe ? kv_bpe_pre(t->bpe) : NULL; }
+int kv_tokenizer_byte_level(const kv_tokenizer *t) { return t->bpe && kv_bpe_byte_level(t->bpe); }
+int kv_tokenizer_nfc(const kv_tokenizer *t) { return t->bpe && kv_bpe_nfc(t->bpe); }
+int kv_tokenizer_ignore_merges(const kv_tokenizer *t) { return t->bpe && kv_bpe_ignore_merges(t->bpe); }
+int kv_tokenizer_token_type(const kv_tokenizer *t, int32_t tok) { return tok >= 0 && tok < t->n ? t->type[tok] : 0; }
+int64_t kv_tokenizer_n_merges(const kv_tokenizer *t) { return t->bpe ? kv_bpe_n_merges(t->bpe) : 0; }
+int kv_tokenizer_merge(const kv_tokenizer *t, int64_t i, int32_t *left, int32_t *right) {
+    if (!t->bpe || i < 0 || i >= kv_bpe_n_merges(t->bpe)) return KV_EINVAL;
+    kv_bpe_merge(t->bpe, i, left, right);
+    return KV_OK;
+}
 
 const char *kv_tokenizer_token_text(const kv_tokenizer *t, int32_t tok, size_t *len) {
     if (tok < 0 || tok >= t->n) {
@@ -401,7 +417,7 @@ const char *kv_tokenizer_piece(const kv_tokenizer *t, int32_t prev, int32_t tok,
     const char *s = t->out[tok];
     *len = t->out_len[tok];
     /* SentencePiece drops the space that starts the first word */
-    if (!t->bpe && prev == t->bos && *len > 0 && s[0] == ' ' && t->type[tok] != TT_BYTE) {
+    if ((!t->bpe || t->add_space_prefix) && prev == t->bos && *len > 0 && s[0] == ' ' && t->type[tok] != TT_BYTE) {
         s++;
         (*len)--;
     }

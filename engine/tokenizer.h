@@ -17,7 +17,10 @@
  * ("gpt-2", "mpt", "gpt-neox"; absent means gpt-2) and each word, one
  * symbol per byte, is merged by the rank of tokenizer.ggml.merges. No space
  * is added in front, and any bytes (invalid UTF-8 too) encode and decode
- * back to themselves. */
+ * back to themselves. The pre-tokenizers of today's instruction models are
+ * there too (llama-bpe for Llama 3 with its ignore_merges rule, qwen2 with
+ * NFC first, deepseek-llm, falcon, starcoder, refact, command-r; see
+ * tokenizer_pre.c). */
 #ifndef KV_TOKENIZER_H
 #define KV_TOKENIZER_H
 
@@ -44,9 +47,14 @@ int kv_tokenizer_from_gguf(const kv_gguf *g, kv_tokenizer **out);
  * the control token and BOS/EOS. */
 int kv_tokenizer_load_gpt2(const char *encoder_json, const char *vocab_bpe, kv_tokenizer **out);
 
-/* Any of the above by what path is: a folder holding encoder.json and
- * vocab.bpe, a GGUF file (by its magic; vocabulary-only files too), or else
- * a llama2.c tokenizer .bin of vocab_size tokens. */
+/* Any of the above by what path is: a folder holding a Hugging Face
+ * tokenizer.json (and tokenizer_config.json: BOS, EOS, add_bos; byte-level
+ * BPE such as Llama 3 and Qwen2/3, or SentencePiece-style BPE over U+2581
+ * with byte fallback such as Llama 2 and Gemma 3; anything else is
+ * KV_EUNSUPPORTED naming the model type, normalizer or pre-tokenizer), a
+ * folder holding encoder.json and vocab.bpe, a GGUF file (by its magic;
+ * vocabulary-only files too), or else a llama2.c tokenizer .bin of
+ * vocab_size tokens. */
 int kv_tokenizer_load(const char *path, int32_t vocab_size, kv_tokenizer **out);
 
 void kv_tokenizer_free(kv_tokenizer *t);
@@ -54,6 +62,28 @@ void kv_tokenizer_free(kv_tokenizer *t);
 int32_t kv_tokenizer_n_vocab(const kv_tokenizer *t);
 int32_t kv_tokenizer_bos(const kv_tokenizer *t); /* -1 if none */
 int32_t kv_tokenizer_eos(const kv_tokenizer *t); /* -1 if none */
+/* Whether the vocabulary asks for BOS in front (tokenizer.ggml.add_bos_token,
+ * tokenizer_config.json add_bos_token or its post-processor); -1: not said. */
+int kv_tokenizer_add_bos(const kv_tokenizer *t);
+
+/* What a vocabulary is, for writing it out (kv_export_tokenizer): the
+ * tokenizer.ggml.pre name of a byte-level BPE vocabulary (NULL for
+ * SentencePiece-style ones), whether its symbols are bytes, whether it
+ * normalises to NFC and ignores merges for words that are tokens, each
+ * token's GGUF type (1 normal .. 6 byte), and its merges by rank. */
+const char *kv_tokenizer_pre(const kv_tokenizer *t);
+int kv_tokenizer_byte_level(const kv_tokenizer *t);
+int kv_tokenizer_nfc(const kv_tokenizer *t);
+int kv_tokenizer_ignore_merges(const kv_tokenizer *t);
+int kv_tokenizer_token_type(const kv_tokenizer *t, int32_t tok);
+int64_t kv_tokenizer_n_merges(const kv_tokenizer *t); /* 0 for SentencePiece (scores) */
+int kv_tokenizer_merge(const kv_tokenizer *t, int64_t i, int32_t *left, int32_t *right);
+
+/* What a GGUF tokenizer.ggml.pre name means beyond its regexes: whether
+ * kvbench knows it, and whether a vocabulary loaded under it normalises to
+ * NFC first and ignores merges for words that are tokens. */
+typedef struct kv_pre_info { int known, nfc, ignore_merges; } kv_pre_info;
+kv_pre_info kv_pre_info_of(const char *name);
 
 /* Encodes text[0..len). Writes at most `cap` ids to out and sets *n_out to
  * the number the full encoding has (so a caller can retry with a larger

@@ -7,18 +7,23 @@
  * U+0100..U+0143), so the vocabulary and the merges are UTF-8 strings over
  * those code points ("Ġ" is a space). A text is cut into fragments at the
  * control and user-defined tokens (matched whole, leftmost-longest, as
- * Hugging Face's added-token splitter does), each fragment is cut into
- * words by the pre-tokenizer regex that tokenizer.ggml.pre names (PCRE2,
- * for its Unicode classes \p{L} and \p{N}), and each word starts as one
- * symbol per byte and is merged lowest-rank-first (leftmost among equal
- * ranks) while a merge for the adjacent pair exists. Bytes that are not
- * valid UTF-8 match no regex class; they form words of their own, so any
- * byte string encodes and decodes back to itself. */
+ * Hugging Face's added-token splitter does), each fragment is normalised
+ * to NFC where the vocabulary asks for it, cut into words by the
+ * pre-tokenizer tokenizer.ggml.pre names (tokenizer_pre.c), and each word
+ * starts as one symbol per byte and is merged lowest-rank-first (leftmost
+ * among equal ranks) while a merge for the adjacent pair exists; with
+ * ignore_merges (Llama 3) a word that is itself a token is that token.
+ * Bytes that are not valid UTF-8 match no regex class; they form words of
+ * their own, so any byte string encodes and decodes back to itself.
+ *
+ * The same merge engine runs Hugging Face's SentencePiece-style BPE
+ * (tokenizer.json of Llama 2, Gemma 3): spaces become U+2581 (and one is
+ * put in front where the normaliser says so), each fragment is one word
+ * whose symbols are UTF-8 characters, and a character with no token
+ * becomes its <0xNN> byte tokens (byte fallback) before merging. */
 #define _POSIX_C_SOURCE 200809L
-#define PCRE2_CODE_UNIT_WIDTH 8
 
 #include <cjson/cJSON.h>
-#include <pcre2.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,28 +31,18 @@
 #include "kv_error.h"
 #include "tokenizer_impl.h"
 
-/* GPT-2's pattern (openai/gpt-2 encoder.py; Hugging Face's ByteLevel
- * pre-tokenizer uses the same). GPT-NeoX, Pythia, MPT, OPT, GPT-J and
- * Cerebras-GPT inherit it. */
-#define RE_GPT2 "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)|\\s+"
-
-static const struct { const char *name, *regex; } PRE[] = {
-    {"gpt-2", RE_GPT2},
-    {"mpt", RE_GPT2},
-    {"gpt-neox", RE_GPT2},
-};
-#define N_PRE (sizeof PRE / sizeof PRE[0])
-
 struct merge {
     uint64_t key;              /* left id << 32 | right id; UINT64_MAX empty */
     int32_t rank, res;         /* rank (index in the merge list) and the merged token */
 };
 
 struct kv_bpe {
-    pcre2_code *re;
-    const char *pre;           /* PRE[].name */
+    kv_pre *pre;               /* NULL: each fragment is one word */
+    kv_bpe_opts o;             /* o.pre is NULL once built: pre says it */
     struct merge *merges;      /* open addressing on (left id, right id) */
     uint32_t mmask;
+    int32_t *ml, *mr;          /* [nm] the merges by rank, for writing them out */
+    int64_t nm;
     int32_t byte_id[256];      /* token of the code point that stands for each byte */
     int32_t *special;          /* control and user-defined tokens, by first byte, longest first */
     int32_t special_at[257];   /* special[special_at[c] .. special_at[c + 1]) start with byte c */
@@ -134,70 +129,71 @@ static int32_t merge_rank(const kv_bpe *b, int32_t l, int32_t r, int32_t *res) {
 
 void kv_bpe_free(kv_bpe *b) {
     if (!b) return;
-    pcre2_code_free(b->re);
+    kv_pre_free(b->pre);
     free(b->merges);
+    free(b->ml);
+    free(b->mr);
     free(b->special);
     free(b);
 }
 
-/* Where a merge list comes from, for messages: a GGUF key or lines of a file. */
+/* Names merge i in messages: "path: key[i] "l r"" or, for a vocab.bpe,
+ * "path: line N "l r"". */
 typedef struct merge_src {
     const char *path;
-    const char *key;      /* "tokenizer.ggml.merges", or NULL: line numbers of a vocab.bpe */
+    const char *key;      /* "tokenizer.ggml.merges", "model.merges", or NULL: line numbers */
     const uint64_t *line; /* [n] line numbers when key is NULL */
 } merge_src;
 
-static int merge_error(const merge_src *src, uint64_t i, const char *m, size_t ml, const char *fmt, const char *a,
+static int merge_error(const merge_src *src, uint64_t i, const kv_merge_str *m, const char *fmt, const char *a,
                        size_t al) {
-    char what[256];
+    char what[256], ms[160];
     snprintf(what, sizeof what, fmt, (int)(al > 64 ? 64 : al), a);
+    snprintf(ms, sizeof ms, "%.*s%s%.*s", (int)(m->ll > 64 ? 64 : m->ll), m->l, m->r ? " " : "",
+             (int)(m->rl > 64 ? 64 : m->rl), m->r ? m->r : "");
     if (src->key)
-        return kv_errorf(KV_EFORMAT, "%s: %s[%llu] \"%.*s\": %s", src->path, src->key, (unsigned long long)i,
-                         (int)(ml > 64 ? 64 : ml), m, what);
-    return kv_errorf(KV_EFORMAT, "%s: line %llu \"%.*s\": %s", src->path, (unsigned long long)src->line[i],
-                     (int)(ml > 64 ? 64 : ml), m, what);
+        return kv_errorf(KV_EFORMAT, "%s: %s[%llu] \"%s\": %s", src->path, src->key, (unsigned long long)i, ms, what);
+    return kv_errorf(KV_EFORMAT, "%s: line %llu \"%s\": %s", src->path, (unsigned long long)src->line[i], ms, what);
 }
 
-/* Fills the merge table from merges[i] = "left right" (rank i). */
-static int build_merges(kv_tokenizer *t, const char *const *ms, const size_t *ml, uint64_t n, const merge_src *src) {
+/* Fills the merge table from m[i] (rank i). */
+static int build_merges(kv_tokenizer *t, const kv_merge_str *m, uint64_t n, const merge_src *src) {
     kv_bpe *b = t->bpe;
     uint32_t cap = 16;
     while (cap < n * 2 + 2) cap <<= 1;
     b->merges = malloc(cap * sizeof *b->merges);
-    if (!b->merges) return kv_errorf(KV_ENOMEM, "out of memory");
+    b->ml = malloc((n + 1) * sizeof *b->ml);
+    b->mr = malloc((n + 1) * sizeof *b->mr);
+    if (!b->merges || !b->ml || !b->mr) return kv_errorf(KV_ENOMEM, "out of memory");
     for (uint32_t i = 0; i < cap; i++) b->merges[i].key = UINT64_MAX;
     b->mmask = cap - 1;
     char *cat = NULL;
     size_t cat_cap = 0;
     int rc = KV_OK;
     for (uint64_t i = 0; i < n && !rc; i++) {
-        const char *m = ms[i];
-        size_t len = ml[i], sp = 1;
-        while (sp < len && m[sp] != ' ') sp++; /* as llama.cpp: the first space after the first byte */
-        if (len < 3 || sp >= len - 1) {
-            rc = merge_error(src, i, m, len, "expected two tokens separated by a space%.*s", "", 0);
+        const kv_merge_str *e = &m[i];
+        if (!e->r || e->ll == 0 || e->rl == 0) {
+            rc = merge_error(src, i, e, "expected two tokens separated by a space%.*s", "", 0);
             break;
         }
-        int32_t l = kv_tok_lookup(t, m, sp), r = kv_tok_lookup(t, m + sp + 1, len - sp - 1);
+        int32_t l = kv_tok_lookup(t, e->l, e->ll), r = kv_tok_lookup(t, e->r, e->rl);
         if (l < 0 || r < 0) {
-            const char *bad = l < 0 ? m : m + sp + 1;
-            size_t bl = l < 0 ? sp : len - sp - 1;
-            rc = merge_error(src, i, m, len, "\"%.*s\" is not in the vocabulary", bad, bl);
+            rc = merge_error(src, i, e, "\"%.*s\" is not in the vocabulary", l < 0 ? e->l : e->r, l < 0 ? e->ll : e->rl);
             break;
         }
-        if (len > cat_cap) {
+        if (e->ll + e->rl > cat_cap) {
             free(cat);
-            cat_cap = len * 2;
+            cat_cap = 2 * (e->ll + e->rl);
             if (!(cat = malloc(cat_cap))) {
                 rc = kv_errorf(KV_ENOMEM, "out of memory");
                 break;
             }
         }
-        memcpy(cat, m, sp);
-        memcpy(cat + sp, m + sp + 1, len - sp - 1);
-        int32_t res = kv_tok_lookup(t, cat, len - 1);
+        memcpy(cat, e->l, e->ll);
+        memcpy(cat + e->ll, e->r, e->rl);
+        int32_t res = kv_tok_lookup(t, cat, e->ll + e->rl);
         if (res < 0) {
-            rc = merge_error(src, i, m, len, "the merged token \"%.*s\" is not in the vocabulary", cat, len - 1);
+            rc = merge_error(src, i, e, "the merged token \"%.*s\" is not in the vocabulary", cat, e->ll + e->rl);
             break;
         }
         uint64_t k = pair_key(l, r);
@@ -205,6 +201,9 @@ static int build_merges(kv_tokenizer *t, const char *const *ms, const size_t *ml
         while (b->merges[h].key != UINT64_MAX && b->merges[h].key != k) h = (h + 1) & b->mmask;
         if (b->merges[h].key == k) continue; /* a repeated merge keeps its first (best) rank */
         b->merges[h] = (struct merge){k, (int32_t)i, res};
+        b->ml[b->nm] = l;
+        b->mr[b->nm] = r;
+        b->nm++;
     }
     free(cat);
     return rc;
@@ -222,36 +221,56 @@ static int spec_cmp(const void *pa, const void *pb) {
     return (a->id > b->id) - (a->id < b->id);
 }
 
-/* Everything after the tokens, types, bos and eos are set: the lookup
- * table, byte tokens, merges, printed forms, the special-token index and
- * the regex. */
-static int bpe_finish(kv_tokenizer *t, const char *path, const char *tokens_key, const char *pre,
-                      const char *const *ms, const size_t *ml, uint64_t nm, const merge_src *src) {
+/* Tokens matched whole in the text before anything else: control,
+ * user-defined and unknown ones (llama.cpp's special-token partition; Hugging
+ * Face's added tokens). */
+static int is_special(const kv_tokenizer *t, int32_t i) {
+    uint8_t ty = t->type[i];
+    return (ty == TT_CONTROL || ty == TT_USER || ty == TT_UNKNOWN) && t->len[i] > 0;
+}
+
+static int build_special(kv_tokenizer *t) {
+    kv_bpe *b = t->bpe;
+    int32_t n_special = 0;
+    for (int32_t i = 0; i < t->n; i++) n_special += is_special(t, i);
+    b->special = malloc(((size_t)n_special + 1) * sizeof *b->special);
+    spec *sp = malloc(((size_t)n_special + 1) * sizeof *sp);
+    if (!b->special || !sp) {
+        free(sp);
+        return kv_errorf(KV_ENOMEM, "out of memory");
+    }
+    int32_t k = 0;
+    for (int32_t i = 0; i < t->n; i++)
+        if (is_special(t, i)) sp[k++] = (spec){(uint8_t)t->text[i][0], t->len[i], i};
+    qsort(sp, (size_t)k, sizeof *sp, spec_cmp);
+    for (int32_t j = 0; j < k; j++) b->special[j] = sp[j].id;
+    free(sp);
+    for (int c = 0, j = 0; c <= 256; c++) {
+        while (j < k && (uint8_t)t->text[b->special[j]][0] < c) j++;
+        b->special_at[c] = c == 256 ? k : j;
+    }
+    return KV_OK;
+}
+
+/* Byte-level: the token of each byte's code point, and each token's bytes.
+ * A vocabulary may lack some bytes (Falcon has no token for 0x03,
+ * StarCoder none for 0xF1): Hugging Face and llama.cpp drop such a byte
+ * from the text, and so does kvbench, except that a byte UTF-8 never uses
+ * stands for U+FFFD, as llama.cpp reads invalid UTF-8 (GPT-NeoX's
+ * vocabulary has no 0xC0, 0xC1, 0xF5..0xFF). */
+static int byte_level_forms(kv_tokenizer *t) {
     byte_table bt;
     byte_table_fill(&bt);
     kv_bpe *b = t->bpe;
-    int rc = kv_tok_index(t);
-    if (rc) return rc;
     for (int c = 0; c < 256; c++) {
         char u[4];
         size_t ul = utf8_put(bt.cp[c], u);
         b->byte_id[c] = kv_tok_lookup(t, u, ul);
-        /* bytes that never occur in UTF-8 may be missing (GPT-NeoX's vocabulary has no 0xC0, 0xC1, 0xF5..0xFF):
-         * they encode as U+FFFD, as llama.cpp reads invalid UTF-8 */
-        int never_utf8 = c == 0xC0 || c == 0xC1 || c >= 0xF5;
-        if (b->byte_id[c] < 0 && !never_utf8)
-            return kv_errorf(KV_EFORMAT, "%s: %s: no token for byte 0x%02x (\"%.*s\"), which UTF-8 text can hold",
-                             path, tokens_key, c, (int)ul, u);
-        t->byte_tok[c] = -1; /* SentencePiece's <0xNN> tokens: none here */
     }
-    if ((rc = build_merges(t, ms, ml, nm, src))) return rc;
-    /* printed forms: each code point of the table back to its byte */
-    int32_t n_special = 0;
     for (int32_t i = 0; i < t->n; i++) {
         uint8_t ty = t->type[i];
         if (ty == TT_CONTROL || ty == TT_UNKNOWN || ty == TT_UNUSED) {
             if (!(t->out[i] = calloc(1, 1))) return kv_errorf(KV_ENOMEM, "out of memory");
-            if (ty == TT_CONTROL && t->len[i] > 0) n_special++;
             continue;
         }
         char *o = malloc(t->len[i] + 1);
@@ -260,7 +279,6 @@ static int bpe_finish(kv_tokenizer *t, const char *path, const char *tokens_key,
         if (ty == TT_USER) { /* added tokens are stored as they appear in text */
             memcpy(o, t->text[i], t->len[i]);
             k = t->len[i];
-            if (t->len[i] > 0) n_special++;
         } else {
             const uint8_t *s = (const uint8_t *)t->text[i];
             for (size_t j = 0; j < t->len[i];) {
@@ -275,48 +293,86 @@ static int bpe_finish(kv_tokenizer *t, const char *path, const char *tokens_key,
         t->out[i] = o;
         t->out_len[i] = (uint32_t)k;
     }
-    /* control and user-defined tokens are matched whole in the text */
-    b->special = malloc(((size_t)n_special + 1) * sizeof *b->special);
-    spec *sp = malloc(((size_t)n_special + 1) * sizeof *sp);
-    if (!b->special || !sp) {
-        free(sp);
-        return kv_errorf(KV_ENOMEM, "out of memory");
-    }
-    int32_t k = 0;
-    for (int32_t i = 0; i < t->n; i++)
-        if ((t->type[i] == TT_CONTROL || t->type[i] == TT_USER) && t->len[i] > 0)
-            sp[k++] = (spec){(uint8_t)t->text[i][0], t->len[i], i};
-    qsort(sp, (size_t)k, sizeof *sp, spec_cmp);
-    for (int32_t j = 0; j < k; j++) b->special[j] = sp[j].id;
-    free(sp);
-    for (int c = 0, j = 0; c <= 256; c++) {
-        while (j < k && (uint8_t)t->text[b->special[j]][0] < c) j++;
-        b->special_at[c] = c == 256 ? k : j;
-    }
-    /* the pre-tokenizer */
-    const char *regex = NULL;
-    for (size_t i = 0; i < N_PRE; i++)
-        if (!strcmp(pre, PRE[i].name)) {
-            regex = PRE[i].regex;
-            b->pre = PRE[i].name;
-        }
-    if (!regex)
-        return kv_errorf(KV_EUNSUPPORTED, "%s: pre-tokenizer '%.64s' (tokenizer.ggml.pre) is not supported (supported: gpt-2, mpt, gpt-neox)",
-                         path, pre);
-    int err;
-    PCRE2_SIZE eoff;
-    b->re = pcre2_compile((PCRE2_SPTR)regex, PCRE2_ZERO_TERMINATED, PCRE2_UTF | PCRE2_UCP | PCRE2_MATCH_INVALID_UTF,
-                          &err, &eoff, NULL);
-    if (!b->re) {
-        PCRE2_UCHAR msg[256];
-        pcre2_get_error_message(err, msg, sizeof msg);
-        return kv_errorf(KV_EUNSUPPORTED, "pre-tokenizer '%s': PCRE2 cannot compile its regex: %s", pre, (char *)msg);
-    }
-    pcre2_jit_compile(b->re, PCRE2_JIT_COMPLETE); /* the interpreter runs it where JIT is unavailable */
     return KV_OK;
 }
 
-static int bpe_alloc(int32_t n, kv_tokenizer **out) {
+/* Is s[0..n) "<0xNN>"? Its byte in *byte. */
+static int byte_piece(const char *s, size_t n, int *byte) {
+    if (n != 6 || memcmp(s, "<0x", 3) || s[5] != '>') return 0;
+    int v = 0;
+    for (int i = 3; i < 5; i++) {
+        char c = s[i];
+        int d = c >= '0' && c <= '9' ? c - '0' : c >= 'A' && c <= 'F' ? c - 'A' + 10 : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+        if (d < 0) return 0;
+        v = v * 16 + d;
+    }
+    *byte = v;
+    return 1;
+}
+
+/* SentencePiece-style: <0xNN> tokens print as their byte, U+2581 as a space. */
+static int spm_forms(kv_tokenizer *t) {
+    for (int c = 0; c < 256; c++) t->byte_tok[c] = -1;
+    for (int32_t i = 0; i < t->n; i++) {
+        uint8_t ty = t->type[i];
+        int byte;
+        if (ty == TT_CONTROL || ty == TT_UNKNOWN || ty == TT_UNUSED) {
+            if (!(t->out[i] = calloc(1, 1))) return kv_errorf(KV_ENOMEM, "out of memory");
+            continue;
+        }
+        char *o = malloc(t->len[i] + 1);
+        if (!o) return kv_errorf(KV_ENOMEM, "out of memory");
+        size_t k = 0;
+        if (ty == TT_BYTE && byte_piece(t->text[i], t->len[i], &byte)) {
+            if (t->byte_tok[byte] < 0) t->byte_tok[byte] = i;
+            o[k++] = (char)byte;
+        } else {
+            for (size_t j = 0; j < t->len[i];) {
+                if (t->len[i] - j >= 3 && !memcmp(t->text[i] + j, "\xe2\x96\x81", 3)) {
+                    o[k++] = ' ';
+                    j += 3;
+                } else {
+                    o[k++] = t->text[i][j++];
+                }
+            }
+        }
+        o[k] = 0;
+        t->out[i] = o;
+        t->out_len[i] = (uint32_t)k;
+    }
+    return KV_OK;
+}
+
+int kv_bpe_build(kv_tokenizer *t, const char *path, const char *merges_key,
+                 const uint64_t *lines, const kv_bpe_opts *o, const kv_merge_str *m, uint64_t nm) {
+    kv_bpe *b = t->bpe;
+    b->o = *o;
+    b->o.pre = NULL;
+    int rc = kv_tok_index(t);
+    if (rc) return rc;
+    for (int c = 0; c < 256; c++) {
+        t->byte_tok[c] = -1; /* SentencePiece's <0xNN> tokens: spm_forms finds them */
+        b->byte_id[c] = -1;
+    }
+    merge_src src = {path, merges_key, lines};
+    if ((rc = o->byte_level ? byte_level_forms(t) : spm_forms(t))) return rc;
+    if ((rc = build_merges(t, m, nm, &src))) return rc;
+    if ((rc = build_special(t))) return rc;
+    if (!o->pre) {
+        if (o->byte_level) return kv_errorf(KV_EUNSUPPORTED, "%s: a byte-level vocabulary needs a pre-tokenizer", path);
+        return KV_OK;
+    }
+    const kv_pre_def *def = kv_pre_find(o->pre);
+    if (!def) {
+        char names[512];
+        kv_pre_names(names, sizeof names);
+        return kv_errorf(KV_EUNSUPPORTED, "%s: pre-tokenizer '%.64s' (tokenizer.ggml.pre) is not supported (supported: %s)",
+                         path, o->pre, names);
+    }
+    return kv_pre_new(def, &b->pre);
+}
+
+int kv_bpe_alloc(int32_t n, kv_tokenizer **out) {
     kv_tokenizer *t = kv_tok_alloc(n);
     if (!t) return kv_errorf(KV_ENOMEM, "out of memory");
     t->bpe = calloc(1, sizeof *t->bpe);
@@ -329,16 +385,35 @@ static int bpe_alloc(int32_t n, kv_tokenizer **out) {
     return KV_OK;
 }
 
-static int set_token(kv_tokenizer *t, int32_t i, const char *s, size_t len) {
+int kv_bpe_set_token(kv_tokenizer *t, int32_t i, const char *s, size_t len) {
     char *c = malloc(len + 1);
     if (!c) return kv_errorf(KV_ENOMEM, "out of memory");
     memcpy(c, s, len);
     c[len] = 0;
+    free(t->text[i]);
     t->text[i] = c;
     t->len[i] = (uint32_t)len;
     return KV_OK;
 }
 
+const char *kv_bpe_pre(const kv_bpe *b) { return b->pre ? kv_pre_name(b->pre) : NULL; }
+int kv_bpe_byte_level(const kv_bpe *b) { return b->o.byte_level; }
+int kv_bpe_nfc(const kv_bpe *b) { return b->o.nfc; }
+int kv_bpe_ignore_merges(const kv_bpe *b) { return b->o.ignore_merges; }
+int64_t kv_bpe_n_merges(const kv_bpe *b) { return b->nm; }
+void kv_bpe_merge(const kv_bpe *b, int64_t i, int32_t *l, int32_t *r) {
+    *l = b->ml[i];
+    *r = b->mr[i];
+}
+
+/* Splits a GGUF / vocab.bpe merge "left right" at the first space after its
+ * first byte, as llama.cpp does (a token may itself be a space). */
+kv_merge_str kv_merge_split(const char *m, size_t len) {
+    size_t sp = 1;
+    while (sp < len && m[sp] != ' ') sp++;
+    if (len < 3 || sp >= len - 1) return (kv_merge_str){m, NULL, len, 0};
+    return (kv_merge_str){m, m + sp + 1, sp, len - sp - 1};
+}
 /* A string-array key that must be there, as KV_EFORMAT naming file and key. */
 static int str_array(const kv_gguf *g, const char *key, uint64_t max, uint64_t *n) {
     const char *path = kv_gguf_path(g);
@@ -387,10 +462,9 @@ int kv_bpe_from_gguf(const kv_gguf *g, kv_tokenizer **out) {
         return kv_errorf(KV_EFORMAT, "%s: metadata key 'tokenizer.ggml.token_type': expected an array of i32", path);
     }
     kv_tokenizer *t = NULL;
-    if ((rc = bpe_alloc((int32_t)n, &t))) return rc;
-    const char **ms = malloc((nm + 1) * sizeof *ms);
-    size_t *ml = malloc((nm + 1) * sizeof *ml);
-    if (!ms || !ml) {
+    if ((rc = kv_bpe_alloc((int32_t)n, &t))) return rc;
+    kv_merge_str *ms = malloc((nm + 1) * sizeof *ms);
+    if (!ms) {
         rc = kv_errorf(KV_ENOMEM, "out of memory");
         goto done;
     }
@@ -398,23 +472,30 @@ int kv_bpe_from_gguf(const kv_gguf *g, kv_tokenizer **out) {
         const char *s;
         size_t len;
         if ((rc = kv_gguf_get_arr_str(g, "tokenizer.ggml.tokens", i, &s, &len))) goto done;
-        if ((rc = set_token(t, (int32_t)i, s, len))) goto done;
+        if ((rc = kv_bpe_set_token(t, (int32_t)i, s, len))) goto done;
         int32_t ty = TT_NORMAL;
         if (types) memcpy(&ty, (const char *)types + 4 * i, 4);
         t->type[i] = (uint8_t)(ty >= 1 && ty <= 6 ? ty : TT_NORMAL);
         if (t->type[i] == TT_BYTE) t->type[i] = TT_NORMAL; /* byte-level vocabularies have no <0xNN> tokens */
     }
-    for (uint64_t i = 0; i < nm; i++)
-        if ((rc = kv_gguf_get_arr_str(g, "tokenizer.ggml.merges", i, &ms[i], &ml[i]))) goto done;
+    for (uint64_t i = 0; i < nm; i++) {
+        const char *s;
+        size_t len;
+        if ((rc = kv_gguf_get_arr_str(g, "tokenizer.ggml.merges", i, &s, &len))) goto done;
+        ms[i] = kv_merge_split(s, len);
+    }
     int64_t v;
     t->bos = kv_gguf_get_int(g, "tokenizer.ggml.bos_token_id", &v) == KV_OK && v >= 0 && v < (int64_t)n ? (int32_t)v : -1;
     t->eos = kv_gguf_get_int(g, "tokenizer.ggml.eos_token_id", &v) == KV_OK && v >= 0 && v < (int64_t)n ? (int32_t)v : -1;
     t->unk = kv_gguf_get_int(g, "tokenizer.ggml.unknown_token_id", &v) == KV_OK && v >= 0 && v < (int64_t)n ? (int32_t)v : -1;
-    merge_src src = {path, "tokenizer.ggml.merges", NULL};
-    rc = bpe_finish(t, path, "tokenizer.ggml.tokens", pre, ms, ml, nm, &src);
+    int flag;
+    if (kv_gguf_get_bool(g, "tokenizer.ggml.add_bos_token", &flag) == KV_OK) t->add_bos = flag;
+    /* what the pre-tokenizer's models ask for besides its regexes (ignore_merges, NFC) */
+    const kv_pre_def *def = kv_pre_find(pre);
+    kv_bpe_opts o = {.pre = pre, .byte_level = 1, .ignore_merges = def && def->ignore_merges, .nfc = def && def->nfc};
+    rc = kv_bpe_build(t, path, "tokenizer.ggml.merges", NULL, &o, ms, nm);
 done:
     free(ms);
-    free(ml);
     if (rc) kv_tokenizer_free(t);
     else *out = t;
     return rc;
@@ -422,7 +503,7 @@ done:
 
 /* ------------------------------------------------- Hugging Face GPT-2 files */
 
-static char *read_all(const char *path, size_t *len, int *rc) {
+char *kv_tok_read_all(const char *path, size_t *len, int *rc) {
     FILE *f = fopen(path, "rb");
     if (!f) {
         *rc = kv_errorf(KV_EIO, "%s: cannot open", path);
@@ -463,7 +544,7 @@ int kv_bpe_load_hf(const char *encoder_json, const char *vocab_bpe, kv_tokenizer
     *out = NULL;
     int rc;
     size_t jl, vl;
-    char *js = read_all(encoder_json, &jl, &rc);
+    char *js = kv_tok_read_all(encoder_json, &jl, &rc);
     if (!js) return rc;
     cJSON *root = cJSON_ParseWithLength(js, jl);
     free(js);
@@ -483,14 +564,13 @@ int kv_bpe_load_hf(const char *encoder_json, const char *vocab_bpe, kv_tokenizer
     }
     kv_tokenizer *t = NULL;
     char *vb = NULL;
-    const char **ms = NULL;
-    size_t *ml = NULL;
+    kv_merge_str *ms = NULL;
     uint64_t *lines = NULL;
     if (n == 0) {
         rc = kv_errorf(KV_EFORMAT, "%s: no tokens", encoder_json);
         goto done;
     }
-    if ((rc = bpe_alloc(n, &t))) goto done;
+    if ((rc = kv_bpe_alloc(n, &t))) goto done;
     for (const cJSON *e = root->child; e; e = e->next) {
         int32_t id = (int32_t)e->valuedouble;
         if (t->text[id]) {
@@ -498,7 +578,7 @@ int kv_bpe_load_hf(const char *encoder_json, const char *vocab_bpe, kv_tokenizer
                            e->string, id);
             goto done;
         }
-        if ((rc = set_token(t, id, e->string, strlen(e->string)))) goto done;
+        if ((rc = kv_bpe_set_token(t, id, e->string, strlen(e->string)))) goto done;
         t->type[id] = TT_NORMAL;
     }
     for (int32_t i = 0; i < n; i++)
@@ -513,13 +593,12 @@ int kv_bpe_load_hf(const char *encoder_json, const char *vocab_bpe, kv_tokenizer
             t->bos = t->eos = i;
             break;
         }
-    if (!(vb = read_all(vocab_bpe, &vl, &rc))) goto done;
+    if (!(vb = kv_tok_read_all(vocab_bpe, &vl, &rc))) goto done;
     uint64_t cap = 1;
     for (size_t i = 0; i < vl; i++) cap += vb[i] == '\n';
     ms = malloc(cap * sizeof *ms);
-    ml = malloc(cap * sizeof *ml);
     lines = malloc(cap * sizeof *lines);
-    if (!ms || !ml || !lines) {
+    if (!ms || !lines) {
         rc = kv_errorf(KV_ENOMEM, "out of memory");
         goto done;
     }
@@ -531,20 +610,18 @@ int kv_bpe_load_hf(const char *encoder_json, const char *vocab_bpe, kv_tokenizer
         if (len && p[len - 1] == '\r') len--;
         line++;
         if (len && !(line == 1 && !strncmp(p, "#version", 8))) {
-            ms[nm] = p;
-            ml[nm] = len;
+            ms[nm] = kv_merge_split(p, len);
             lines[nm] = line;
             nm++;
         }
         p = e + 1;
     }
-    merge_src src = {vocab_bpe, NULL, lines};
-    rc = bpe_finish(t, encoder_json, "encoder.json", "gpt-2", ms, ml, nm, &src);
+    kv_bpe_opts o = {.pre = "gpt-2", .byte_level = 1};
+    rc = kv_bpe_build(t, vocab_bpe, NULL, lines, &o, ms, nm);
 done:
     cJSON_Delete(root);
     free(vb);
     free(ms);
-    free(ml);
     free(lines);
     if (rc) kv_tokenizer_free(t);
     else *out = t;
@@ -555,11 +632,18 @@ done:
 
 typedef struct cand { int32_t rank, l, r, lid, rid, res; } cand;
 
+/* One encode call's state: the symbols of the current word, the heap of
+ * candidate merges, buffers for normalised text, and where ids go. */
 typedef struct work {
-    int32_t *id, *prev, *next; /* one symbol per byte of a word; id -1 once merged into its left neighbour */
+    const kv_tokenizer *t;
+    int32_t *id, *prev, *next; /* one symbol per byte (or character) of a word; id -1 once merged into its left neighbour */
     size_t cap;
     cand *h; /* min-heap by rank, then position */
     size_t hn, hcap;
+    char *norm, *word; /* the fragment after NFC / U+2581; a word spelled in code points (ignore_merges) */
+    size_t norm_cap, word_cap;
+    int32_t *out;
+    size_t out_cap, *n_out;
 } work;
 
 static int cand_less(const cand *a, const cand *b) { return a->rank < b->rank || (a->rank == b->rank && a->l < b->l); }
@@ -605,58 +689,43 @@ static int try_pair(const kv_bpe *b, work *w, int32_t l, int32_t r) {
     return heap_push(w, c);
 }
 
-static void emit(int32_t *out, size_t cap, size_t *n, int32_t id) {
-    if (*n < cap) out[*n] = id;
-    (*n)++;
+static void emit(work *w, int32_t id) {
+    if (*w->n_out < w->out_cap) w->out[*w->n_out] = id;
+    (*w->n_out)++;
 }
 
-static int bpe_word(const kv_bpe *b, work *w, const uint8_t *s, size_t n, int32_t *out, size_t cap, size_t *n_out);
-
-/* A word with bytes the vocabulary has no token for: each becomes U+FFFD. */
-static int bpe_word_replaced(const kv_bpe *b, work *w, const uint8_t *s, size_t n, int32_t *out, size_t cap,
-                             size_t *n_out) {
-    uint8_t *r = malloc(3 * n);
-    if (!r) return -1;
-    size_t k = 0;
-    for (size_t i = 0; i < n; i++) {
-        if (b->byte_id[s[i]] >= 0) {
-            r[k++] = s[i];
-        } else {
-            memcpy(r + k, "\xef\xbf\xbd", 3);
-            k += 3;
-        }
-    }
-    int rc = bpe_word(b, w, r, k, out, cap, n_out);
-    free(r);
-    return rc;
+static int grow(void **p, size_t *cap, size_t need, size_t elem) {
+    if (need <= *cap) return 0;
+    size_t c = need > 2 * *cap ? need : 2 * *cap;
+    void *q = realloc(*p, c * elem);
+    if (!q) return -1;
+    *p = q;
+    *cap = c;
+    return 0;
 }
 
-/* Encodes one word (bytes s[0..n)). */
-static int bpe_word(const kv_bpe *b, work *w, const uint8_t *s, size_t n, int32_t *out, size_t cap, size_t *n_out) {
-    for (size_t i = 0; i < n; i++)
-        if (b->byte_id[s[i]] < 0) return bpe_word_replaced(b, w, s, n, out, cap, n_out);
-    if (n == 1) {
-        emit(out, cap, n_out, b->byte_id[s[0]]);
-        return KV_OK;
-    }
-    if (n > w->cap) {
-        size_t c = n > 2 * w->cap ? n : 2 * w->cap;
-        int32_t *id = realloc(w->id, c * sizeof *id);
-        if (id) w->id = id;
-        int32_t *pv = realloc(w->prev, c * sizeof *pv);
-        if (pv) w->prev = pv;
-        int32_t *nx = realloc(w->next, c * sizeof *nx);
-        if (nx) w->next = nx;
-        if (!id || !pv || !nx) return -1;
-        w->cap = c;
-    }
-    for (size_t i = 0; i < n; i++) {
-        w->id[i] = b->byte_id[s[i]];
+static int work_reserve(work *w, size_t n) {
+    if (n <= w->cap) return 0;
+    size_t c = n > 2 * w->cap ? n : 2 * w->cap;
+    int32_t *id = realloc(w->id, c * sizeof *id);
+    if (id) w->id = id;
+    int32_t *pv = realloc(w->prev, c * sizeof *pv);
+    if (pv) w->prev = pv;
+    int32_t *nx = realloc(w->next, c * sizeof *nx);
+    if (nx) w->next = nx;
+    if (!id || !pv || !nx) return -1;
+    w->cap = c;
+    return 0;
+}
+
+/* Merges the ns symbols in w->id, lowest rank first, and emits the result. */
+static int merge_word(const kv_bpe *b, work *w, size_t ns) {
+    for (size_t i = 0; i < ns; i++) {
         w->prev[i] = (int32_t)i - 1;
-        w->next[i] = i + 1 < n ? (int32_t)i + 1 : -1;
+        w->next[i] = i + 1 < ns ? (int32_t)i + 1 : -1;
     }
     w->hn = 0;
-    for (size_t i = 1; i < n; i++)
+    for (size_t i = 1; i < ns; i++)
         if (try_pair(b, w, (int32_t)i - 1, (int32_t)i)) return -1;
     while (w->hn) {
         cand c = heap_pop(w);
@@ -668,40 +737,145 @@ static int bpe_word(const kv_bpe *b, work *w, const uint8_t *s, size_t n, int32_
         if (w->next[c.r] >= 0) w->prev[w->next[c.r]] = c.l;
         if (try_pair(b, w, w->prev[c.l], c.l) || try_pair(b, w, c.l, w->next[c.l])) return -1;
     }
-    for (int32_t i = 0; i >= 0; i = w->next[i]) emit(out, cap, n_out, w->id[i]);
-    return KV_OK;
+    for (int32_t i = 0; i >= 0; i = w->next[i]) emit(w, w->id[i]);
+    return 0;
 }
 
-/* Splits fragment s[0..n) (no special tokens in it) into words. */
-static int pretokenize(const kv_bpe *b, work *w, pcre2_match_data *md, const char *s, size_t n, int32_t *out, size_t cap,
-                       size_t *n_out) {
-    size_t off = 0;
-    while (off < n) {
-        int m = pcre2_match(b->re, (PCRE2_SPTR)s, n, off, 0, md, NULL);
-        if (m == PCRE2_ERROR_JIT_STACKLIMIT || m == PCRE2_ERROR_MATCHLIMIT || m == PCRE2_ERROR_HEAPLIMIT ||
-            m == PCRE2_ERROR_NOMEMORY)
-            m = pcre2_match(b->re, (PCRE2_SPTR)s, n, off, PCRE2_NO_JIT, md, NULL);
-        size_t ms = n, me = n;
-        if (m >= 0) {
-            PCRE2_SIZE *ov = pcre2_get_ovector_pointer(md);
-            ms = ov[0];
-            me = ov[1];
-        } else if (m != PCRE2_ERROR_NOMATCH) {
-            PCRE2_UCHAR msg[256];
-            pcre2_get_error_message(m, msg, sizeof msg);
-            return kv_errorf(KV_EINVAL, "pre-tokenizer '%s': matching at byte %zu failed: %s", b->pre, off, (char *)msg);
-        }
-        if (ms > off && bpe_word(b, w, (const uint8_t *)s + off, ms - off, out, cap, n_out)) /* bytes no pattern takes */
-            return kv_errorf(KV_ENOMEM, "out of memory tokenizing");
-        if (me <= ms) { /* an empty match (not in these patterns): take one byte */
-            if (ms >= n) break;
-            me = ms + 1;
-        }
-        if (me > ms && bpe_word(b, w, (const uint8_t *)s + ms, me - ms, out, cap, n_out))
-            return kv_errorf(KV_ENOMEM, "out of memory tokenizing");
-        off = me;
+/* Llama 3's ignore_merges: the vocabulary token spelled like the whole word
+ * (in GPT-2's code points), or -1. */
+static int32_t whole_word(const kv_tokenizer *t, work *w, const uint8_t *s, size_t n) {
+    const kv_bpe *b = t->bpe;
+    if (grow((void **)&w->word, &w->word_cap, 2 * n, 1)) return -1;
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++) {
+        int32_t id = b->byte_id[s[i]];
+        if (id < 0) return -1;
+        memcpy(w->word + k, t->text[id], t->len[id]);
+        k += t->len[id];
     }
-    return KV_OK;
+    int32_t id = kv_tok_lookup(t, w->word, k);
+    return id >= 0 && t->type[id] == TT_NORMAL ? id : -1;
+}
+
+static int byte_word(const kv_tokenizer *t, work *w, const uint8_t *s, size_t n);
+
+/* A word with bytes the vocabulary has no token for: one UTF-8 never uses
+ * becomes U+FFFD, any other is dropped (see byte_level_forms). */
+static int byte_word_replaced(const kv_tokenizer *t, work *w, const uint8_t *s, size_t n) {
+    const int32_t *id = t->bpe->byte_id;
+    int fffd = id[0xEF] >= 0 && id[0xBF] >= 0 && id[0xBD] >= 0;
+    uint8_t *r = malloc(3 * n);
+    if (!r) return -1;
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++) {
+        int never_utf8 = s[i] == 0xC0 || s[i] == 0xC1 || s[i] >= 0xF5;
+        if (id[s[i]] >= 0) {
+            r[k++] = s[i];
+        } else if (never_utf8 && fffd) {
+            memcpy(r + k, "\xef\xbf\xbd", 3);
+            k += 3;
+        }
+    }
+    int rc = k ? byte_word(t, w, r, k) : 0;
+    free(r);
+    return rc;
+}
+
+/* Byte-level: one symbol per byte. */
+static int byte_word(const kv_tokenizer *t, work *w, const uint8_t *s, size_t n) {
+    const kv_bpe *b = t->bpe;
+    for (size_t i = 0; i < n; i++)
+        if (b->byte_id[s[i]] < 0) return byte_word_replaced(t, w, s, n);
+    if (n == 1) {
+        emit(w, b->byte_id[s[0]]);
+        return 0;
+    }
+    if (b->o.ignore_merges) {
+        int32_t id = whole_word(t, w, s, n);
+        if (id >= 0) {
+            emit(w, id);
+            return 0;
+        }
+    }
+    if (work_reserve(w, n)) return -1;
+    for (size_t i = 0; i < n; i++) w->id[i] = b->byte_id[s[i]];
+    return merge_word(b, w, n);
+}
+
+/* SentencePiece-style: one symbol per UTF-8 character (a stray byte is one
+ * of its own); a character with no token becomes its <0xNN> tokens, or the
+ * unknown token (adjacent ones fused when fuse_unk). */
+static int char_word(const kv_tokenizer *t, work *w, const uint8_t *s, size_t n) {
+    const kv_bpe *b = t->bpe;
+    if (work_reserve(w, n)) return -1;
+    size_t ns = 0;
+    for (size_t i = 0; i < n;) {
+        uint32_t cp;
+        size_t cl = utf8_get(s + i, n - i, &cp);
+        int32_t id = kv_tok_lookup(t, (const char *)s + i, cl);
+        if (id >= 0) {
+            w->id[ns++] = id;
+        } else {
+            int all = b->o.byte_fallback;
+            for (size_t j = 0; j < cl && all; j++) all = t->byte_tok[s[i + j]] >= 0;
+            if (all) {
+                for (size_t j = 0; j < cl; j++) w->id[ns++] = t->byte_tok[s[i + j]];
+            } else if (!(b->o.fuse_unk && ns > 0 && w->id[ns - 1] == t->unk && t->unk >= 0)) {
+                w->id[ns++] = t->unk >= 0 ? t->unk : 0;
+            }
+        }
+        i += cl;
+    }
+    if (ns == 0) return 0;
+    return merge_word(b, w, ns);
+}
+
+static int on_word(void *ctx, const char *s, size_t n) {
+    work *w = ctx;
+    int rc = w->t->bpe->o.byte_level ? byte_word(w->t, w, (const uint8_t *)s, n) : char_word(w->t, w, (const uint8_t *)s, n);
+    return rc ? kv_errorf(KV_ENOMEM, "out of memory tokenizing") : KV_OK;
+}
+
+/* SentencePiece-style normalisation: U+2581 in front (when asked) and for each space. */
+static int spm_normalize(work *w, const char *s, size_t n, int prepend, size_t *out_n) {
+    size_t spaces = 0;
+    for (size_t i = 0; i < n; i++) spaces += s[i] == ' ';
+    if (grow((void **)&w->word, &w->word_cap, n + 2 * spaces + 3, 1)) return -1;
+    size_t k = 0;
+    if (prepend) {
+        memcpy(w->word, "\xe2\x96\x81", 3);
+        k = 3;
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (s[i] == ' ') {
+            memcpy(w->word + k, "\xe2\x96\x81", 3);
+            k += 3;
+        } else {
+            w->word[k++] = s[i];
+        }
+    }
+    *out_n = k;
+    return 0;
+}
+
+/* Encodes fragment s[0..n) (no special tokens in it). */
+static int encode_fragment(const kv_tokenizer *t, work *w, void *md, const char *s, size_t n) {
+    const kv_bpe *b = t->bpe;
+    int rc;
+    if (b->o.nfc) {
+        size_t k;
+        if ((rc = kv_nfc(s, n, &w->norm, &w->norm_cap, &k))) return rc;
+        s = w->norm;
+        n = k;
+    }
+    if (!b->o.byte_level) {
+        size_t k;
+        if (spm_normalize(w, s, n, b->o.prepend_space, &k)) return kv_errorf(KV_ENOMEM, "out of memory tokenizing");
+        /* the word buffer now holds the fragment: char_word does not use it */
+        return on_word(w, w->word, k);
+    }
+    if (!b->pre) return on_word(w, s, n);
+    return kv_pre_split(b->pre, md, s, n, on_word, w);
 }
 
 /* The longest control or user-defined token at s[0..n), or -1. */
@@ -719,9 +893,9 @@ static int32_t special_at(const kv_tokenizer *t, const char *s, size_t n) {
 int kv_bpe_encode(const kv_tokenizer *t, const char *text, size_t len, int32_t *out, size_t cap, size_t *n_out) {
     const kv_bpe *b = t->bpe;
     if (len == 0) return KV_OK;
-    pcre2_match_data *md = pcre2_match_data_create_from_pattern(b->re, NULL);
-    if (!md) return kv_errorf(KV_ENOMEM, "out of memory");
-    work w = {0};
+    void *md = b->pre ? kv_pre_match_data() : NULL;
+    if (b->pre && !md) return kv_errorf(KV_ENOMEM, "out of memory");
+    work w = {.t = t, .out = out, .out_cap = cap, .n_out = n_out};
     int rc = KV_OK;
     size_t frag = 0;
     for (size_t i = 0; i < len && !rc;) {
@@ -730,16 +904,18 @@ int kv_bpe_encode(const kv_tokenizer *t, const char *text, size_t len, int32_t *
             i++;
             continue;
         }
-        if (i > frag) rc = pretokenize(b, &w, md, text + frag, i - frag, out, cap, n_out);
-        emit(out, cap, n_out, sp);
+        if (i > frag) rc = encode_fragment(t, &w, md, text + frag, i - frag);
+        emit(&w, sp);
         i += t->len[sp];
         frag = i;
     }
-    if (!rc && len > frag) rc = pretokenize(b, &w, md, text + frag, len - frag, out, cap, n_out);
-    pcre2_match_data_free(md);
+    if (!rc && len > frag) rc = encode_fragment(t, &w, md, text + frag, len - frag);
+    if (md) kv_pre_match_data_free(md);
     free(w.id);
     free(w.prev);
     free(w.next);
     free(w.h);
+    free(w.norm);
+    free(w.word);
     return rc;
 }

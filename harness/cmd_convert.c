@@ -11,22 +11,49 @@
 #include "../engine/kv_error.h"
 #include "../engine/model.h"
 #include "../engine/quant.h"
+#include "../engine/tokenizer.h"
 #include "commands.h"
 #include "opts.h"
 #include "paths.h"
 
 #define N_OPTS(a) (int)(sizeof(a) / sizeof((a)[0]))
 
+/* `convert --vocab-only`: any tokenizer kv_tokenizer_load reads (a
+ * tokenizer.json folder above all) as a vocabulary-only GGUF. */
+static int convert_vocab(const char *in, const char *out) {
+    char ip[4096];
+    kv_tokenizer *t;
+    const char *path = hx_resolve_model(in, ip, sizeof ip);
+    if (kv_tokenizer_load(path, 0, &t)) {
+        fprintf(stderr, "kvbench convert: %s\n", kv_last_error());
+        return 1;
+    }
+    const char *base = strrchr(path, '/');
+    int rc = kv_export_vocab_gguf(t, base && base[1] ? base + 1 : path, out);
+    if (rc) fprintf(stderr, "kvbench convert: %s\n", kv_last_error());
+    else
+        printf("wrote %s (vocabulary only: %d tokens, %lld merges, pre-tokenizer %s)\n", out, kv_tokenizer_n_vocab(t),
+               (long long)kv_tokenizer_n_merges(t), kv_tokenizer_pre(t) ? kv_tokenizer_pre(t) : "none");
+    kv_tokenizer_free(t);
+    return rc ? 1 : 0;
+}
+
 int hx_cmd_convert(int argc, char **argv, int help) {
     const char *type_name = "f32", *tokenizer = NULL;
+    int vocab_only = 0;
     hx_opt opts[] = {
         {"type", 0, HX_OPT_STR, &type_name, "TYPE", "type of the 2-D weights: f32, f16, bf16, q8_0, q4_0 (default f32)"},
         {"tokenizer", 'z', HX_OPT_STR, &tokenizer, "PATH", "tokenizer for llama2.c input (default: found beside it)"},
+        {"vocab-only", 0, HX_OPT_FLAG, &vocab_only, NULL,
+         "IN is a tokenizer (a Hugging Face tokenizer.json folder, ...): write its vocabulary alone"},
     };
     if (help) {
-        printf("usage: kvbench convert IN OUT.gguf [--type TYPE]\n\n"
+        printf("usage: kvbench convert IN OUT.gguf [--type TYPE]\n"
+               "       kvbench convert --vocab-only TOKENIZER_DIR OUT.gguf\n\n"
                "Writes IN (GGUF or llama2.c) as a GGUF llama model with its tokenizer. With\n"
-               "--type f32 an fp32 input keeps every weight bit for bit.\n\n");
+               "--type f32 an fp32 input keeps every weight bit for bit. With --vocab-only,\n"
+               "writes the tokenizer.ggml.* keys llama.cpp writes (model, pre, tokens,\n"
+               "token_type, merges, bos/eos ids, add_bos_token) and no tensors.\n\n");
         hx_opts_print(opts, N_OPTS(opts));
         return 0;
     }
@@ -37,6 +64,7 @@ int hx_cmd_convert(int argc, char **argv, int help) {
         fprintf(stderr, "kvbench convert: expected IN and OUT paths\n");
         return 2;
     }
+    if (vocab_only) return convert_vocab(pos[0], pos[1]);
     kv_dtype type;
     if (kv_dtype_parse(type_name, &type) || type == KV_Q8_G) {
         fprintf(stderr, "kvbench convert: --type: expected f32, f16, bf16, q8_0 or q4_0, got '%s'\n", type_name);

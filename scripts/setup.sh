@@ -10,6 +10,7 @@ packages=(
   python3-numpy                           # the independent reference (tests/reference)
   libsqlite3-dev libcsv-dev libinih-dev libcjson-dev  # results database, CSV and JSONL data, experiment files
   libpcre2-dev                            # byte-level BPE pre-tokenizer regexes (Unicode \p{L}, \p{N})
+  libutf8proc-dev                         # Unicode NFC before pre-tokenizing (Qwen's tokenizer.json)
   libxxhash-dev                           # model identity: XXH3-128 of the whole file
   gnuplot-nox sqlite3                     # figures; the results database's command line
 )
