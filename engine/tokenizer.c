@@ -48,6 +48,7 @@ void kv_tokenizer_free(kv_tokenizer *t) {
     free(t->score);
     free(t->type);
     free(t->table);
+    free(t->special);
     kv_bpe_free(t->bpe);
     free(t);
 }
@@ -108,6 +109,52 @@ int kv_tok_index(kv_tokenizer *t) {
     return KV_OK;
 }
 
+/* Control, user-defined and unknown tokens are matched whole in the text
+ * (a chat template's <|user|>, [INST], <start_of_turn>), as llama.cpp
+ * partitions text before SentencePiece runs: index them by first byte,
+ * longest first (so <|im_end|> wins over <|im|>), then by id. */
+static int spm_is_special(const kv_tokenizer *t, int32_t i) {
+    return (t->type[i] == TT_CONTROL || t->type[i] == TT_USER || t->type[i] == TT_UNKNOWN) && t->len[i] > 0;
+}
+
+static const kv_tokenizer *g_sort_tok; /* qsort has no context argument; tokenizers load on one thread each */
+
+static int spm_special_cmp(const void *pa, const void *pb) {
+    int32_t a = *(const int32_t *)pa, b = *(const int32_t *)pb;
+    const kv_tokenizer *t = g_sort_tok;
+    uint8_t fa = (uint8_t)t->text[a][0], fb = (uint8_t)t->text[b][0];
+    if (fa != fb) return fa < fb ? -1 : 1;
+    if (t->len[a] != t->len[b]) return t->len[a] > t->len[b] ? -1 : 1;
+    return (a > b) - (a < b);
+}
+
+static int spm_special_index(kv_tokenizer *t) {
+    int32_t k = 0;
+    for (int32_t i = 0; i < t->n; i++) k += spm_is_special(t, i);
+    t->special = malloc(((size_t)k + 1) * sizeof *t->special);
+    if (!t->special) return kv_errorf(KV_ENOMEM, "out of memory");
+    k = 0;
+    for (int32_t i = 0; i < t->n; i++)
+        if (spm_is_special(t, i)) t->special[k++] = i;
+    g_sort_tok = t;
+    qsort(t->special, (size_t)k, sizeof *t->special, spm_special_cmp);
+    for (int c = 0, j = 0; c <= 256; c++) {
+        while (j < k && (uint8_t)t->text[t->special[j]][0] < c) j++;
+        t->special_at[c] = c == 256 ? k : j;
+    }
+    return KV_OK;
+}
+
+/* The special token text[0..len) starts with (the longest), or -1. */
+static int32_t spm_special_at(const kv_tokenizer *t, const char *text, size_t len) {
+    uint8_t c = (uint8_t)text[0];
+    for (int32_t j = t->special_at[c]; j < t->special_at[c + 1]; j++) {
+        int32_t id = t->special[j];
+        if (t->len[id] <= len && memcmp(text, t->text[id], t->len[id]) == 0) return id;
+    }
+    return -1;
+}
+
 /* Builds the lookup table and the printed form of each token. */
 static int tok_finish(kv_tokenizer *t, const char *path) {
     int rc = kv_tok_index(t);
@@ -146,7 +193,7 @@ static int tok_finish(kv_tokenizer *t, const char *path) {
         t->out_len[i] = (uint32_t)k;
     }
     (void)path;
-    return KV_OK;
+    return spm_special_index(t);
 }
 
 int kv_tokenizer_load_llama2c(const char *path, int32_t vocab_size, kv_tokenizer **out) {
@@ -488,16 +535,15 @@ static void emit(int32_t *out, size_t cap, size_t *n, int32_t id) {
     (*n)++;
 }
 
-int kv_tokenizer_encode(const kv_tokenizer *t, const char *text, size_t len, int add_bos, int32_t *out, size_t cap,
+/* SentencePiece-style BPE of one fragment (no special token in it); with
+ * `prefix`, a space in front (the vocabulary's dummy prefix). */
+static int spm_fragment(const kv_tokenizer *t, const char *text, size_t len, int prefix, int32_t *out, size_t cap,
                         size_t *n_out) {
-    *n_out = 0;
-    if (add_bos && t->bos >= 0) emit(out, cap, n_out, t->bos);
-    if (t->bpe) return kv_bpe_encode(t, text, len, out, cap, n_out);
     if (len == 0) return KV_OK;
     /* normalise: optional leading space, then every ' ' becomes U+2581 */
     size_t spaces = 0;
     for (size_t i = 0; i < len; i++) spaces += text[i] == ' ';
-    size_t n = len + 2 * spaces + (t->add_space_prefix ? 3 : 0); /* U+2581 is 3 bytes */
+    size_t n = len + 2 * spaces + (prefix ? 3 : 0); /* U+2581 is 3 bytes */
     char *s = malloc(n + 1);
     sym *sy = malloc((n + 1) * sizeof *sy);
     heap h = {0};
@@ -507,7 +553,7 @@ int kv_tokenizer_encode(const kv_tokenizer *t, const char *text, size_t len, int
         return kv_errorf(KV_ENOMEM, "out of memory tokenizing %zu bytes", len);
     }
     size_t k = 0;
-    if (t->add_space_prefix) {
+    if (prefix) {
         memcpy(s, SPACE_MARK, 3);
         k = 3;
     }
@@ -557,5 +603,32 @@ int kv_tokenizer_encode(const kv_tokenizer *t, const char *text, size_t len, int
     free(h.b);
     free(sy);
     free(s);
+    return rc;
+}
+
+/* Special tokens are cut out of the text first; each fragment between them
+ * is encoded on its own, with the dummy prefix (llama.cpp's SentencePiece
+ * session per fragment: a text fragment always comes first or right after a
+ * special token, and both get the prefix). */
+int kv_tokenizer_encode(const kv_tokenizer *t, const char *text, size_t len, int add_bos, int32_t *out, size_t cap,
+                        size_t *n_out) {
+    *n_out = 0;
+    if (add_bos && t->bos >= 0) emit(out, cap, n_out, t->bos);
+    if (t->bpe) return kv_bpe_encode(t, text, len, out, cap, n_out);
+    int rc = KV_OK;
+    size_t frag = 0;
+    for (size_t i = 0; i < len && !rc;) {
+        uint8_t c = (uint8_t)text[i];
+        int32_t sp = t->special && t->special_at[c] < t->special_at[c + 1] ? spm_special_at(t, text + i, len - i) : -1;
+        if (sp < 0) {
+            i++;
+            continue;
+        }
+        if (i > frag) rc = spm_fragment(t, text + frag, i - frag, t->add_space_prefix, out, cap, n_out);
+        emit(out, cap, n_out, sp);
+        i += t->len[sp];
+        frag = i;
+    }
+    if (!rc && len > frag) rc = spm_fragment(t, text + frag, len - frag, t->add_space_prefix, out, cap, n_out);
     return rc;
 }

@@ -29,6 +29,12 @@ struct kv_tokenizer {
     uint32_t table_mask;
     kv_bpe *bpe;      /* non-NULL: a byte-level BPE vocabulary (tokenizer_bpe.c encodes and prints it) */
     int32_t eot, eom; /* GGUF end-of-turn / end-of-message ids, -1 if none (kv_tokenizer_end_tokens) */
+    /* SentencePiece-style vocabularies: control, user-defined and unknown
+     * tokens matched whole in the text (by first byte, longest first), as
+     * llama.cpp's special-token partition does; byte-level ones keep theirs
+     * in kv_bpe. */
+    int32_t *special;
+    int32_t special_at[257];
 };
 
 /* tokenizer.c */

@@ -209,6 +209,15 @@ static void test_conformance_phi3(void **state) {
     printf("phi-3 GGUF vocabulary: %d of %d conformance vectors match\n", n - fails, n);
     assert_true(n >= 40);
     assert_int_equal(fails, 0);
+    /* a chat template's control tokens are matched whole, each text fragment
+     * after one getting the dummy prefix (llama.cpp: <|user|> ▁ \n Hi <|end|>) */
+    const char *chat = "<|user|>\nHi<|end|>";
+    int32_t ids[16];
+    size_t m;
+    assert_int_equal(kv_tokenizer_encode(t, chat, strlen(chat), 0, ids, 16, &m), KV_OK);
+    const int32_t want[] = {32010, 29871, 13, 18567, 32007};
+    assert_int_equal(m, 5);
+    for (size_t i = 0; i < m; i++) assert_int_equal(ids[i], want[i]);
     kv_tokenizer_free(t);
 }
 
