@@ -11,6 +11,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "../datasets/chat.h"
 #include "../datasets/template.h"
 #include "../engine/dtype.h"
 #include "../engine/kv_error.h"
@@ -304,6 +305,14 @@ static char *reader(char *buf, int size, void *user) {
 
 #define SECT_NAME(buf, kind, label) (snprintf(buf, sizeof buf, "%s%s%s", kind, label ? " " : "", label ? label : ""), buf)
 
+/* chat = auto, none, or a family kvbench renders (named with its list). */
+static int check_chat(parse_state *st, const char *sn, const char *value) {
+    if (!strcmp(value, "auto") || !strcmp(value, "none")) return 0;
+    const ds_chat_family *f;
+    if (ds_chat_resolve(value, NULL, &f)) return fail(st, st->line, "[%s] chat: %s", sn, kv_last_error());
+    return 0;
+}
+
 static int handler(void *user, const char *section, const char *key, const char *value) {
     (void)section;
     parse_state *st = user;
@@ -351,9 +360,12 @@ static int handler(void *user, const char *section, const char *key, const char 
                 fail(st, st->line, "[%s] %s: expected a number in (0, %s], got '%s'", sn, key, eps ? "1" : "1e12", value);
             else if (eps) m->norm_eps = (float)x;
             else m->rope_base = (float)x;
+        } else if (!strcmp(key, "chat")) {
+            if (check_chat(st, sn, value)) break;
+            set_str(st, &m->chat, value, sn, key);
         } else if (!strcmp(key, "gelu")) {
             if (kv_gelu_parse(value, &m->gelu)) fail(st, st->line, "[%s] gelu: expected tanh or erf, got '%s'", sn, value);
-        } else fail(st, st->line, "[%s] unknown key '%s' (expected path, tokenizer, dtype, rope_base, ctx_len, norm_eps, gelu)", sn, key);
+        } else fail(st, st->line, "[%s] unknown key '%s' (expected path, tokenizer, dtype, rope_base, ctx_len, norm_eps, gelu, chat)", sn, key);
         break;
     }
     case S_TASK: {
@@ -378,6 +390,9 @@ static int handler(void *user, const char *section, const char *key, const char 
             else if (!strcmp(value, "eos")) t->stop_newline = 0;
             else fail(st, st->line, "[%s] stop: expected eos or newline, got '%s'", sn, value);
         } else if (!strcmp(key, "fidelity")) get_bool(st, sn, key, value, &t->fidelity);
+        else if (!strcmp(key, "chat")) {
+            if (!check_chat(st, sn, value)) set_str(st, &t->chat, value, sn, key);
+        } else if (!strcmp(key, "system")) set_str(st, &t->system, value, sn, key);
         else if (!strcmp(key, "question")) {
             if (!strcmp(value, "in_prompt")) t->question_after = 0;
             else if (!strcmp(value, "after_compression")) t->question_after = 1;
@@ -396,7 +411,7 @@ static int handler(void *user, const char *section, const char *key, const char 
         else if (!strcmp(key, "chunk")) get_int(st, sn, key, value, 1, 1 << 16, &t->chunk);
         else if (!strcmp(key, "min_chars")) get_int(st, sn, key, value, 0, INT_MAX, &t->min_chars);
         else if (!strcmp(key, "curve_bucket")) get_int(st, sn, key, value, 1, 1 << 20, &t->curve_bucket);
-        else fail(st, st->line, "[%s] unknown key '%s' (expected kind, data, haystack, samples, template, max_prompt_tokens, max_new_tokens, stop, fidelity, question, bad_rows, doc_field, ref_field, lengths, depths, per_cell, tokens, chunk, min_chars, curve_bucket)", sn, key);
+        else fail(st, st->line, "[%s] unknown key '%s' (expected kind, data, haystack, samples, template, max_prompt_tokens, max_new_tokens, stop, fidelity, question, chat, system, bad_rows, doc_field, ref_field, lengths, depths, per_cell, tokens, chunk, min_chars, curve_bucket)", sn, key);
         break;
     }
     case S_POLICY: {
@@ -605,6 +620,7 @@ void hx_experiment_free(hx_experiment *e) {
         free(e->model[i].path);
         free(e->model[i].tokenizer);
         free(e->model[i].dtype);
+        free(e->model[i].chat);
     }
     for (int i = 0; i < e->n_tasks; i++) {
         hx_task_def *t = &e->task[i];
@@ -614,6 +630,8 @@ void hx_experiment_free(hx_experiment *e) {
         free(t->template_name);
         free(t->doc_field);
         free(t->ref_field);
+        free(t->chat);
+        free(t->system);
     }
     for (int i = 0; i < e->n_policies; i++) {
         free(e->policy[i].label);

@@ -29,6 +29,7 @@ typedef struct hx_model_def {
     char *dtype;                   /* "q8_0" etc.: run a converted copy (NULL: as stored) */
     float rope_base, norm_eps;     /* architecture overrides (0: the file's) */
     kv_gelu gelu;                  /* MPT: tanh (default, llama.cpp's) or erf (Hugging Face's) */
+    char *chat;                    /* chat = auto|none|NAME (NULL: none) */
     int ctx_len;
     int line;
 } hx_model_def;
@@ -56,6 +57,8 @@ typedef struct hx_task_def {
     int max_new_tokens;
     int stop_newline;      /* stop generating at the first newline */
     int fidelity;          /* also score drift from the full cache (KL, agreement) */
+    char *chat;            /* chat = auto|none|NAME: overrides the model's (NULL: the model's) */
+    char *system;          /* the chat's system message (NULL: none) */
     int question_after;    /* question = after_compression: the context is read and compressed, then
                               the question read with the compressed cache (0: in_prompt) */
     ds_bad_rows bad_rows;

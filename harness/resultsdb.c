@@ -27,7 +27,7 @@ static const char SCHEMA[] =
     "CREATE TABLE IF NOT EXISTS samples(run TEXT NOT NULL, sample TEXT NOT NULL, idx INTEGER, length INTEGER,\n"
     "  depth INTEGER, prompt_tokens INTEGER, generated_tokens INTEGER, cut_chars INTEGER, ttft_ms REAL,\n"
     "  decode_ms REAL, kv_bytes_peak INTEGER, kv_bytes_final INTEGER, kv_slots_max INTEGER, budget_slots INTEGER,\n"
-    "  output TEXT, reference TEXT, finished TEXT NOT NULL, PRIMARY KEY(run, sample));\n"
+    "  output TEXT, reference TEXT, stop_reason TEXT, finished TEXT NOT NULL, PRIMARY KEY(run, sample));\n"
     "CREATE TABLE IF NOT EXISTS metrics(run TEXT NOT NULL, sample TEXT NOT NULL, name TEXT NOT NULL, value REAL,\n"
     "  PRIMARY KEY(run, sample, name));\n"
     "CREATE TABLE IF NOT EXISTS curves(run TEXT NOT NULL, sample TEXT NOT NULL, pos INTEGER NOT NULL, nll REAL,\n"
@@ -98,7 +98,7 @@ int hx_db_open(const char *path, int create, hx_db **out) {
     }
     if (sqlite3_prepare_v2(db->db, "SELECT 1 FROM samples WHERE run=? AND sample=?", -1, &db->has_sample, NULL) ||
         sqlite3_prepare_v2(db->db,
-                           "INSERT INTO samples VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,strftime('%Y-%m-%dT%H:%M:%SZ','now'))",
+                           "INSERT INTO samples VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,strftime('%Y-%m-%dT%H:%M:%SZ','now'))",
                            -1, &db->put_sample, NULL) ||
         sqlite3_prepare_v2(db->db, "INSERT INTO metrics VALUES(?,?,?,?)", -1, &db->put_metric, NULL) ||
         sqlite3_prepare_v2(db->db, "INSERT INTO curves VALUES(?,?,?,?)", -1, &db->put_curve, NULL) ||
@@ -213,6 +213,8 @@ int hx_db_put_sample(hx_db *db, const hx_sample_row *s, const hx_metric *m, int 
     sqlite3_bind_int(st, i++, s->budget_slots);
     sqlite3_bind_text(st, i++, s->output, -1, SQLITE_STATIC);
     sqlite3_bind_text(st, i++, s->reference, -1, SQLITE_STATIC);
+    if (s->stop_reason) sqlite3_bind_text(st, i++, s->stop_reason, -1, SQLITE_STATIC);
+    else sqlite3_bind_null(st, i++);
     int ok = step_done(st);
     for (int k = 0; ok && k < n_metrics; k++) {
         sqlite3_bind_text(db->put_metric, 1, s->run, -1, SQLITE_STATIC);

@@ -41,6 +41,7 @@ typedef struct hx_sample_row {
     int64_t kv_bytes_peak, kv_bytes_final;
     int kv_slots_max, budget_slots;   /* largest head length seen at any step; the budget in slots */
     const char *output, *reference;
+    const char *stop_reason;          /* why generation stopped (NULL: no generation) */
 } hx_sample_row;
 
 typedef struct hx_metric {

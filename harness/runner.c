@@ -35,6 +35,7 @@
 #include "identity.h"
 #include "opts.h"
 #include "paths.h"
+#include "prompt.h"
 #include "resultsdb.h"
 
 #define N_OPTS(a) (int)(sizeof(a) / sizeof((a)[0]))
@@ -207,12 +208,9 @@ static int put_kld(metric_list *l, const met_kld *acc) {
  * rendered prompt tokenized once): the tokens of the context part alone,
  * as far as they agree with the prompt's own (a merge across the join is
  * left to the question), so that both protocols read the same tokens. */
-static int question_split(tok_counter *tc, const ds_template *tp, const ds_sample *s, const char *prompt,
-                          const int32_t *ids, int64_t n, int32_t *split) {
-    size_t at;
-    int rc = ds_template_question_at(tp, s, prompt, &at);
-    if (rc) return rc;
-    int64_t m = encode_into(tc, prompt, at, 1);
+static int question_split(tok_counter *tc, const ds_sample *s, const hx_prompt *hp, int bos, const int32_t *ids,
+                          int64_t n, int32_t *split) {
+    int64_t m = encode_into(tc, hp->text, hp->question_at, bos);
     if (m < 0) return (int)m;
     int64_t k = 0;
     while (k < m && k < n && tc->buf[k] == ids[k]) k++;
@@ -231,6 +229,7 @@ typedef struct gen_result {
     double ttft_ms, decode_ms;
     double *step_ms; /* [n] per decode step */
     int32_t slots_max;
+    char stop[48];      /* why generation stopped: "end <token>", "newline", "max_new_tokens" */
     int over_budget;    /* some head held more than the policy may hold */
     size_t bytes_peak, bytes_final;
     size_t bytes_prompt_peak;  /* the most held while the prompt was read (before compression, when whole) */
@@ -275,6 +274,9 @@ typedef struct engine {
     float *logits;     /* [vocab] */
     char model_hash[HX_IDENTITY_BUF];
     char model_path[4096];
+    char tokenizer_path[4096]; /* the tokenizer given apart from the model ("" none) */
+    int32_t end_ids[16];       /* the tokens generation stops at (kv_tokenizer_end_tokens) */
+    int n_end;
 } engine;
 
 /* Starts a sample: an empty cache (checked) and the policy's budget fixed
@@ -326,6 +328,15 @@ static void track(engine *en, const kv_policy *pol, gen_result *g, int every) {
     g->trace_bytes[g->n_trace++] = (double)kv_cache_bytes(c);
 }
 
+/* Whether generation ends at token `id`: one of the model's end tokens, or
+ * a BOS (a new document). */
+static int is_end(const engine *en, int32_t id) {
+    if (id == kv_tokenizer_bos(en->tok)) return 1;
+    for (int i = 0; i < en->n_end; i++)
+        if (en->end_ids[i] == id) return 1;
+    return 0;
+}
+
 /* A sample's prompt through the policy, leaving the next-token logits in
  * en->logits. q_split 0: the prompt is one prompt. q_split > 0 (the
  * question asked after compression): its first q_split tokens are the
@@ -364,15 +375,24 @@ static int generate(engine *en, kv_policy *pol, const int32_t *prompt, int32_t n
     double t0 = now_s();
     int rc = read_prompt(en, pol, prompt, n_prompt, q_split, g);
     if (rc) return rc;
-    int32_t bos = kv_tokenizer_bos(en->tok), eos = kv_tokenizer_eos(en->tok), prev = prompt[n_prompt - 1];
+    int32_t prev = prompt[n_prompt - 1];
     double t_step = now_s();
+    snprintf(g->stop, sizeof g->stop, "max_new_tokens");
     for (int i = 0; i < max_new; i++) {
         int32_t next = kv_argmax(en->logits, V);
         if (i == 0) g->ttft_ms = (now_s() - t0) * 1e3;
-        if (next == eos || next == bos) break;
+        if (is_end(en, next)) { /* the model's end of turn (eos, eot, <|im_end|>, ...) or a BOS */
+            size_t tl;
+            const char *tt = kv_tokenizer_token_text(en->tok, next, &tl);
+            snprintf(g->stop, sizeof g->stop, "end %.*s", (int)(tl < 40 ? tl : 40), tt ? tt : "");
+            break;
+        }
         size_t len;
         const char *piece = kv_tokenizer_piece(en->tok, prev, next, &len);
-        if (stop_newline && memchr(piece, '\n', len) && g->n > 0) break;
+        if (stop_newline && memchr(piece, '\n', len) && g->n > 0) {
+            snprintf(g->stop, sizeof g->stop, "newline");
+            break;
+        }
         if (keep_logits) memcpy(g->logits + (size_t)g->n * V, en->logits, (size_t)V * sizeof(float));
         g->tokens[g->n++] = next;
         if ((rc = text_add(g, piece, len))) return rc;
@@ -568,9 +588,44 @@ typedef struct run_state {
     int dry;
 } run_state;
 
+/* The chat template a (model, task) reads its prompts with: the task's
+ * `chat`, else the model's, else none (prompts for base models stay plain). */
+typedef struct chat_wrap {
+    const ds_chat_family *family; /* NULL: the template's text as is */
+    const char *system;
+    int bos;                      /* add the tokenizer's BOS id (a ChatML wrap has none) */
+    char name[48];                /* "llama3.1@1", or "none": in the run's spec */
+} chat_wrap;
+
+/* chat = auto: the template the model carries (a tokenizer folder's
+ * tokenizer_config.json, else the GGUF's tokenizer.chat_template). */
+static int chat_source(const engine *en, ds_chat_source *src) {
+    char cfg[4200];
+    snprintf(cfg, sizeof cfg, "%s/tokenizer_config.json", en->tokenizer_path);
+    if (en->tokenizer_path[0] && access(cfg, R_OK) == 0) return ds_chat_source_config(cfg, src);
+    return ds_chat_source_gguf(en->model_path, src);
+}
+
+static int chat_setup(const hx_experiment *e, int model, const hx_task_def *t, const engine *en, chat_wrap *cw) {
+    memset(cw, 0, sizeof *cw);
+    cw->bos = 1;
+    cw->system = t->system;
+    snprintf(cw->name, sizeof cw->name, "none");
+    const char *set = t->chat ? t->chat : e->model[model].chat ? e->model[model].chat : "none";
+    if (!strcmp(set, "none")) return KV_OK;
+    ds_chat_source src = {0};
+    int rc = !strcmp(set, "auto") ? chat_source(en, &src) : KV_OK;
+    if (!rc) rc = ds_chat_resolve(set, src.jinja, &cw->family);
+    ds_chat_source_free(&src);
+    if (rc || !cw->family) return rc;
+    cw->bos = ds_chat_bos(cw->family)[0] != 0;
+    snprintf(cw->name, sizeof cw->name, "%s@%d", ds_chat_name(cw->family), ds_chat_version(cw->family));
+    return KV_OK;
+}
+
 /* The canonical description of a run and its hash. */
 static int run_identity(const run_state *rs, const engine *en, const run_cell *rc, const kv_policy *pol,
-                        char *spec, size_t cap, char *params, size_t pcap, hx_run_row *row) {
+                        const chat_wrap *cw, char *spec, size_t cap, char *params, size_t pcap, hx_run_row *row) {
     const hx_experiment *e = rs->e;
     const hx_task_def *t = &e->task[rc->task];
     const ds_template *tp = ds_template_find(t->template_name);
@@ -591,8 +646,8 @@ static int run_identity(const run_state *rs, const engine *en, const run_cell *r
     int n = snprintf(spec, cap,
                      "kvbench-run/2 version=%s model_hash=%s arch=%g/%d/%g%s task_kind=%s data=%s haystack=%s template=%s@%d "
                      "max_prompt_tokens=%d max_new_tokens=%d stop_newline=%d fidelity=%d doc_field=%s ref_field=%s "
-                     "lengths=%s depths=%s per_cell=%d tokens=%d chunk=%d min_chars=%d curve_bucket=%d question=%s policy=%s "
-                     "params=%s budget=%s seed=%llu",
+                     "lengths=%s depths=%s per_cell=%d tokens=%d chunk=%d min_chars=%d curve_bucket=%d question=%s chat=%s "
+                     "system=[%s] policy=%s params=%s budget=%s seed=%llu",
                      KVBENCH_VERSION, en->model_hash, (double)en->mi->rope_base, en->mi->ctx_len, (double)en->mi->norm_eps,
                      /* MPT's GELU, only when not the default (other runs' ids unchanged) */
                      en->mi->arch == KV_ARCH_MPT && en->mi->gelu == KV_GELU_ERF ? "/gelu=erf" : "",
@@ -600,7 +655,8 @@ static int run_identity(const run_state *rs, const engine *en, const run_cell *r
                      t->haystack ? t->haystack : "", tp->name, tp->version, t->max_prompt_tokens, t->max_new_tokens,
                      t->stop_newline, t->fidelity, t->doc_field ? t->doc_field : "", t->ref_field ? t->ref_field : "",
                      lens, deps, t->per_cell, t->tokens, t->chunk, t->min_chars, t->curve_bucket,
-                     t->question_after ? "after_compression" : "in_prompt", pol->ops->name, params, bs,
+                     t->question_after ? "after_compression" : "in_prompt", cw->name, cw->system ? cw->system : "",
+                     pol->ops->name, params, bs,
                      (unsigned long long)e->seed);
     if (n < 0 || (size_t)n >= cap) return kv_errorf(KV_EINVAL, "run description too long");
     uint64_t h = hx_hash(HX_HASH_INIT, spec, strlen(spec));
@@ -649,7 +705,13 @@ static int run_task(run_state *rs, engine *en, int model, int task) {
     tok_counter tc = {.tok = en->tok};
     ds_set set = {0};
     int status = 0;
-    int rc = load_task(rs, en, t, &tc, &set);
+    chat_wrap cw;
+    int rc = chat_setup(rs->e, model, t, en, &cw);
+    if (rc) {
+        fprintf(stderr, "kvbench run: task %s on model %s: %s\n", t->name, rs->e->model[model].name, kv_last_error());
+        return -1;
+    }
+    rc = load_task(rs, en, t, &tc, &set);
     if (rc) {
         fprintf(stderr, "kvbench run: task %s: %s\n", t->name, kv_last_error());
         free(tc.buf);
@@ -700,7 +762,8 @@ static int run_task(run_state *rs, engine *en, int model, int task) {
         for (int i = 0; i < pd->n_settings; i++) set[n_set++] = pd->settings[i];
         if (pol_new(pd->policy, set, n_set, &c->budget, e->seed, en->mi, &tr[k].pol) ||
             pol_check_model(tr[k].pol, en->model) ||
-            run_identity(rs, en, c, tr[k].pol, tr[k].spec, sizeof tr[k].spec, tr[k].params, sizeof tr[k].params, &tr[k].row)) {
+            run_identity(rs, en, c, tr[k].pol, &cw, tr[k].spec, sizeof tr[k].spec, tr[k].params, sizeof tr[k].params,
+                         &tr[k].row)) {
             fprintf(stderr, "kvbench run: policy %s: %s\n", pd->label, kv_last_error());
             status = -1;
             goto out;
@@ -762,8 +825,7 @@ static int run_task(run_state *rs, engine *en, int model, int task) {
         if (status || n_todo == 0) continue;
 
         /* The prompt, rendered and truncated once for every run. */
-        char *prompt = NULL;
-        size_t cut = 0;
+        hx_prompt hp = {0};
         int64_t n_prompt = 0;
         int32_t *ids = NULL;
         gen_result ref = {0};
@@ -772,8 +834,9 @@ static int run_task(run_state *rs, engine *en, int model, int task) {
             n_prompt = encode_into(&tc, doc, strlen(doc), 1);
             if (n_prompt >= 0 && t->tokens > 0 && n_prompt > t->tokens) n_prompt = t->tokens;
         } else {
-            rc = ds_template_render(tp, s, max_prompt - 1, count_tokens, &tc, &prompt, &cut);
-            n_prompt = rc ? rc : encode_into(&tc, prompt, strlen(prompt), 1);
+            hx_prompt_spec ps = {tp, cw.family, cw.system, max_prompt, t->question_after, count_tokens, &tc};
+            rc = hx_prompt_render(&ps, s, &hp);
+            n_prompt = rc ? rc : encode_into(&tc, hp.text, strlen(hp.text), cw.bos);
         }
         if (n_prompt < 2) {
             fprintf(stderr, "kvbench run: task %s sample %s: %s\n", t->name, s->id,
@@ -785,7 +848,7 @@ static int run_task(run_state *rs, engine *en, int model, int task) {
         if (!ids) { status = -1; goto sample_done; }
         memcpy(ids, tc.buf, (size_t)n_prompt * sizeof *ids);
         int32_t q_split = 0; /* question = after_compression: where it begins */
-        if (t->question_after && (rc = question_split(&tc, tp, s, prompt, ids, n_prompt, &q_split))) {
+        if (t->question_after && (rc = question_split(&tc, s, &hp, cw.bos, ids, n_prompt, &q_split))) {
             fprintf(stderr, "kvbench run: task %s: %s\n", t->name, kv_last_error());
             status = -1;
             goto sample_done;
@@ -874,6 +937,7 @@ static int run_task(run_state *rs, engine *en, int model, int task) {
             if (!rc) {
                 int over = g.over_budget;
                 put(&ml, "kv_bytes_peak", (double)g.bytes_peak);
+                if (cw.family) put(&ml, "chat_wrap_tokens", hp.wrap_tokens);
                 if (t->kind != HX_TASK_PERPLEXITY) { /* a stream has no prompt phase */
                     put(&ml, "kv_bytes_prompt_peak", (double)g.bytes_prompt_peak);
                     put(&ml, "kv_bytes_steady_peak", (double)g.bytes_steady_peak);
@@ -886,11 +950,12 @@ static int run_task(run_state *rs, engine *en, int model, int task) {
                 }
                 hx_sample_row row = {
                     .run = tr[k].row.id, .sample = s->id, .idx = si, .length = s->length, .depth = s->depth_pct,
-                    .prompt_tokens = (int)n_prompt, .generated_tokens = g.n, .cut_chars = (long)cut,
+                    .prompt_tokens = (int)n_prompt, .generated_tokens = g.n, .cut_chars = (long)hp.cut_chars,
                     .ttft_ms = g.ttft_ms, .decode_ms = g.decode_ms, .kv_bytes_peak = (int64_t)g.bytes_peak,
                     .kv_bytes_final = (int64_t)g.bytes_final, .kv_slots_max = g.slots_max,
                     .budget_slots = pol->limit == INT32_MAX ? -1 : pol->limit,
-                    .output = g.text ? g.text : "", .reference = s->reference};
+                    .output = g.text ? g.text : "", .reference = s->reference,
+                    .stop_reason = t->kind == HX_TASK_PERPLEXITY ? NULL : g.stop};
                 hx_curve nc = {cpos, cnll, n_curve}, kc = {g.trace_pos, g.trace_bytes, g.n_trace};
                 rc = ml.lost ? kv_errorf(KV_EINVAL, "internal: %d metrics over MAX_METRICS", ml.lost)
                              : hx_db_put_sample(rs->db, &row, ml.m, ml.n, &nc, &kc);
@@ -910,7 +975,7 @@ static int run_task(run_state *rs, engine *en, int model, int task) {
         }
     sample_done:
         gen_free(&ref);
-        free(prompt);
+        hx_prompt_free(&hp);
         free(ids);
     }
 out:
@@ -963,6 +1028,7 @@ static int load_engine(const hx_experiment *e, const char *db, int model, int th
     char tp[4096];
     kv_model_params p = kv_model_default_params();
     if (md->tokenizer) p.tokenizer_path = hx_resolve_model(md->tokenizer, tp, sizeof tp);
+    if (md->tokenizer) snprintf(en->tokenizer_path, sizeof en->tokenizer_path, "%s", tp);
     p.rope_base = md->rope_base;
     p.ctx_len = md->ctx_len;
     p.norm_eps = md->norm_eps;
@@ -974,6 +1040,8 @@ static int load_engine(const hx_experiment *e, const char *db, int model, int th
     en->mi = kv_model_get_info(en->model);
     en->tok = kv_model_tokenizer(en->model);
     if (!en->tok) return kv_errorf(KV_EINVAL, "model %s: %s has no tokenizer; give one with 'tokenizer ='", md->name, en->model_path);
+    en->n_end = kv_tokenizer_end_tokens(en->tok, en->end_ids, 16);
+    if (en->n_end > 16) en->n_end = 16;
     kv_ctx_params cp = kv_ctx_default_params();
     cp.n_threads = threads;
     en->threads = threads;

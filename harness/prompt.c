@@ -1,0 +1,110 @@
+/* prompt.c - see prompt.h. */
+#define _POSIX_C_SOURCE 200809L
+#include "prompt.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "../engine/kv_error.h"
+
+/* The chat template around one user message (after the system message,
+ * when given), with the generation prompt; BOS is left out of the text. */
+static int wrap(const hx_prompt_spec *ps, const char *content, char **out) {
+    ds_chat_msg m[2];
+    int n = 0;
+    if (ps->system) m[n++] = (ds_chat_msg){"system", ps->system};
+    m[n++] = (ds_chat_msg){"user", content};
+    ds_chat_opts o = ds_chat_default_opts();
+    o.add_generation_prompt = 1;
+    o.bos = "";
+    size_t len;
+    return ds_chat_render(ps->chat, m, n, &o, out, &len);
+}
+
+static int64_t count(const hx_prompt_spec *ps, const char *s) { return ps->count(ps->user, s, strlen(s)); }
+
+/* The last occurrence of needle in hay, or NULL. */
+static const char *last_of(const char *hay, const char *needle) {
+    const char *best = NULL;
+    for (const char *p = strstr(hay, needle); p; p = strstr(p + 1, needle)) best = p;
+    return best;
+}
+
+/* Where the question begins in the final text: the template's question
+ * part, found in the user message as the chat template wrote it (templates
+ * may trim a message's ends, so the part is searched without its
+ * surrounding white space). */
+static int locate_question(const hx_prompt_spec *ps, const ds_sample *s, const char *content, hx_prompt *p) {
+    size_t at;
+    int rc = ds_template_question_at(ps->tp, s, content, &at);
+    if (rc || !ps->chat) {
+        p->question_at = at;
+        return rc;
+    }
+    const char *q = content + at;
+    while (*q == ' ' || *q == '\n' || *q == '\t') q++;
+    size_t n = strlen(q);
+    while (n > 0 && (q[n - 1] == ' ' || q[n - 1] == '\n' || q[n - 1] == '\t')) n--;
+    char *part = strndup(q, n);
+    if (!part) return kv_errorf(KV_ENOMEM, "out of memory");
+    const char *hit = n ? last_of(p->text, part) : NULL;
+    free(part);
+    if (!hit)
+        return kv_errorf(KV_EINVAL, "sample %s: the chat template's text does not hold the question as written",
+                         s->id);
+    p->question_at = (size_t)(hit - p->text);
+    return KV_OK;
+}
+
+/* The template's text cut to `budget` tokens, then wrapped; the budget is
+ * lowered by what a wrapped text still exceeds (joins may tokenize
+ * differently from their parts), a few times at most. */
+static int render_fit(const hx_prompt_spec *ps, const ds_sample *s, int64_t budget, char **content, hx_prompt *p) {
+    const int64_t limit = ps->max_tokens - 1; /* BOS */
+    for (int attempt = 0; attempt < 4; attempt++) {
+        if (budget < 1)
+            return kv_errorf(KV_EINVAL, "sample %s: the chat template leaves no room for the prompt within %d tokens",
+                             s->id, ps->max_tokens);
+        int rc = ds_template_render(ps->tp, s, (int32_t)budget, ps->count, ps->user, content, &p->cut_chars);
+        if (rc) return rc;
+        if (!ps->chat) return !(p->text = strdup(*content)) ? kv_errorf(KV_ENOMEM, "out of memory") : KV_OK;
+        if ((rc = wrap(ps, *content, &p->text))) return rc;
+        int64_t n = count(ps, p->text);
+        if (n < 0) return (int)n;
+        if (n <= limit) return KV_OK;
+        budget -= n - limit;
+        free(*content);
+        free(p->text);
+        *content = p->text = NULL;
+    }
+    return kv_errorf(KV_EINVAL, "sample %s: the wrapped prompt does not fit %d tokens", s->id, ps->max_tokens);
+}
+
+int hx_prompt_render(const hx_prompt_spec *ps, const ds_sample *s, hx_prompt *out) {
+    memset(out, 0, sizeof *out);
+    int64_t overhead = 0;
+    if (ps->chat) { /* what the wrap costs with an empty message */
+        char *w;
+        int rc = wrap(ps, "", &w);
+        if (rc) return rc;
+        overhead = count(ps, w);
+        free(w);
+        if (overhead < 0) return (int)overhead;
+    }
+    char *content = NULL;
+    int rc = render_fit(ps, s, ps->max_tokens - 1 - overhead, &content, out);
+    if (!rc && ps->chat) {
+        int64_t a = count(ps, out->text), b = count(ps, content);
+        if (a < 0 || b < 0) rc = a < 0 ? (int)a : (int)b;
+        else out->wrap_tokens = (int32_t)(a - b);
+    }
+    if (!rc && ps->want_question) rc = locate_question(ps, s, content, out);
+    free(content);
+    if (rc) hx_prompt_free(out);
+    return rc;
+}
+
+void hx_prompt_free(hx_prompt *p) {
+    free(p->text);
+    memset(p, 0, sizeof *p);
+}
