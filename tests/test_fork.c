@@ -313,6 +313,10 @@ static void test_fork_every_policy(void **state) {
         {"h2o", "sim=1"},
         {"h2o", "positions=rerotate"},
         {"h2o", "prefill=streaming,chunk=16"},
+        /* rerotate with evictions synced before the fork: the records are no longer the identity */
+        {"h2o", "prefill=streaming,chunk=16,positions=rerotate"},
+        {"window", "prefill=streaming,chunk=16,positions=rerotate"},
+        {"cascade", "stride=16,positions=rerotate"},
         {"knorm", "schedule=every_step"},
         {"random", "schedule=every_step,recent=2"},
         {"snapkv", "window=8,granularity=query_head"},
@@ -338,14 +342,16 @@ static void test_fork_no_policy(void **state) {
     check_fork(NULL, "");
 }
 
-/* The scores of a cascade fork mid-chunk: the open chunk's sums travel.
- * cascade with stride 16 over a prompt fed in pieces of 5 forks between
- * pieces, when a chunk is open; so does snapkv mid-window (its votes). */
+/* Forks in the middle of the prompt (55 of 60 tokens read): cascade's
+ * open chunk [48, 60) and its partial sums, snapkv's and zigzag's votes
+ * mid-window, h2o's and keyformer's held scores, and rerotate's records
+ * after evictions at 16, 32 and 48 travel with the fork. */
 static void test_fork_mid_prompt(void **state) {
     (void)state;
     make_tokens();
     const char *cfg[][2] = {{"cascade", "stride=16"}, {"snapkv", "window=8"}, {"zigzag", "window=8"},
-                            {"h2o", ""}, {"keyformer", ""}};
+                            {"h2o", ""}, {"keyformer", ""},
+                            {"window", "prefill=streaming,chunk=16,positions=rerotate"}};
     for (size_t k = 0; k < sizeof cfg / sizeof cfg[0]; k++) {
         float want[VOCAB], got[VOCAB];
         kv_ctx *a = ctx_new(1), *b = ctx_new(2);
