@@ -342,35 +342,60 @@ static void test_fork_no_policy(void **state) {
     check_fork(NULL, "");
 }
 
-/* Forks in the middle of the prompt (55 of 60 tokens read): cascade's
- * open chunk [48, 60) and its partial sums, snapkv's and zigzag's votes
- * mid-window, h2o's and keyformer's held scores, and rerotate's records
- * after evictions at 16, 32 and 48 travel with the fork. */
-static void test_fork_mid_prompt(void **state) {
-    (void)state;
-    make_tokens();
-    const char *cfg[][2] = {{"cascade", "stride=16"}, {"snapkv", "window=8"}, {"zigzag", "window=8"},
-                            {"h2o", ""}, {"keyformer", ""},
-                            {"window", "prefill=streaming,chunk=16,positions=rerotate"}};
-    for (size_t k = 0; k < sizeof cfg / sizeof cfg[0]; k++) {
+/* One sequence fed in fixed calls (the prompt as 55 + 5, the question,
+ * then single tokens) to a context, forked after call `at` into another
+ * (2 threads); both go on with the same calls and must stay bit-identical,
+ * call after call. */
+static void fork_at(const char *name, const char *set, int at) {
+    static const int32_t calls[] = {55, 5, QLEN, 1, 1, 1, 1, 1, 1};
+    enum { N_CALLS = sizeof calls / sizeof calls[0] };
+    int32_t seq[PROMPT + QLEN + 6];
+    memcpy(seq, g_prompt, sizeof g_prompt);
+    memcpy(seq + PROMPT, g_qa, sizeof g_qa);
+    memcpy(seq + PROMPT + QLEN, g_qb, 6 * sizeof *g_qb);
+    kv_ctx *a = ctx_new(1), *b = ctx_new(2);
+    kv_policy *p = make(name, set), *q = NULL;
+    pol_begin(p, PROMPT);
+    pol_attach(p, a);
+    int32_t done = 0;
+    for (int k = 0; k < N_CALLS; done += calls[k++]) {
         float want[VOCAB], got[VOCAB];
-        kv_ctx *a = ctx_new(1), *b = ctx_new(2);
-        kv_policy *p = make(cfg[k][0], cfg[k][1]), *q = NULL;
-        pol_begin(p, PROMPT);
-        pol_attach(p, a);
-        assert_int_equal(kv_ctx_eval(a, g_prompt, 55, NULL, 0), KV_OK); /* 55: cascade's chunk [48, 60) is open */
-        q = fork_into(a, p, b);
-        assert_int_equal(kv_ctx_eval(a, g_prompt + 55, 5, want, 0), KV_OK);
-        assert_int_equal(kv_ctx_eval(b, g_prompt + 55, 5, got, 0), KV_OK);
-        if (memcmp(want, got, sizeof want)) fail_msg("%s %s: forked mid-prompt, the logits differ", cfg[k][0], cfg[k][1]);
+        if (k == at) q = fork_into(a, p, b);
+        assert_int_equal(kv_ctx_eval(a, seq + done, calls[k], want, 0), KV_OK);
+        if (k < at) continue;
+        assert_int_equal(kv_ctx_eval(b, seq + done, calls[k], got, 0), KV_OK);
+        if (memcmp(want, got, sizeof want)) fail_msg("%s %s: forked before call %d, call %d: the logits differ", name, set, at, k);
         rec ra = {0}, rb = {0};
         rec_state(&ra, a, p);
         rec_state(&rb, b, q);
-        if (ra.n != rb.n || memcmp(ra.b, rb.b, ra.n)) fail_msg("%s: forked mid-prompt, the states differ", cfg[k][0]);
+        if (ra.n != rb.n || memcmp(ra.b, rb.b, ra.n))
+            fail_msg("%s %s: forked before call %d, call %d: the states differ", name, set, at, k);
         free(ra.b), free(rb.b);
-        pol_free(p), pol_free(q);
-        kv_ctx_free(a), kv_ctx_free(b);
     }
+    pol_free(p), pol_free(q);
+    kv_ctx_free(a), kv_ctx_free(b);
+}
+
+/* Forks anywhere: mid-prompt (55 of 60 read: cascade's open chunk [48, 60)
+ * and its partial sums, snapkv's and zigzag's votes mid-window, scores
+ * still held), after the prompt, after the question, mid-generation (h2o
+ * sim=1's parked token, back each step). Every policy that reads its
+ * prompt through kv_ctx_eval, and variants. */
+static void test_fork_anywhere(void **state) {
+    (void)state;
+    make_tokens();
+    const char *cfg[40][2];
+    int n = 0;
+    for (int i = 0; i < pol_count(); i++)
+        if (strcmp(pol_at(i)->name, "sentinel")) cfg[n][0] = pol_at(i)->name, cfg[n++][1] = ""; /* its own prompt calls */
+    const char *more[][2] = {{"cascade", "stride=16"}, {"snapkv", "window=8"}, {"zigzag", "window=8"},
+                             {"h2o", "sim=1"}, {"keyformer", "selection=paper"},
+                             {"random", "schedule=every_step"}, {"knorm", "schedule=every_step"},
+                             {"window", "prefill=streaming,chunk=16,positions=rerotate"}};
+    for (size_t i = 0; i < sizeof more / sizeof more[0]; i++) cfg[n][0] = more[i][0], cfg[n++][1] = more[i][1];
+    const int points[] = {1, 2, 3, 4, 5, 7}; /* before call: the prompt's end, the question, decode steps */
+    for (int k = 0; k < n; k++)
+        for (size_t i = 0; i < sizeof points / sizeof points[0]; i++) fork_at(cfg[k][0], cfg[k][1], points[i]);
 }
 
 /* kv_cache_copy lays a head out as its source (capacity, offset), shares
@@ -466,7 +491,7 @@ int main(void) {
         cmocka_unit_test(test_cache_copy),
         cmocka_unit_test(test_refusals),
         cmocka_unit_test(test_fork_no_policy),
-        cmocka_unit_test(test_fork_mid_prompt),
+        cmocka_unit_test(test_fork_anywhere),
         cmocka_unit_test(test_fork_every_policy),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
