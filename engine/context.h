@@ -187,8 +187,10 @@ int kv_ctx_eval_ext(kv_ctx *c, const int32_t *tokens, int32_t n, const kv_eval_l
  * positions=cache keeps none between calls). Whatever dst held is freed
  * first. dst's hook is left as it was: the caller attaches the fork's own
  * policy (pol_clone, pol_attach). Thread count never changes results, so
- * src and dst continued with the same tokens and policies give
- * bit-identical logits and kept slots. One prefill, one compression, many
+ * src and dst continued with the same calls and policies give
+ * bit-identical logits and kept slots (with another max_batch too, while
+ * no call is longer than either's: a policy may evict between the
+ * engine's chunks once the prompt is read). One prefill, one compression, many
  * continuations: read a shared context once, fork per question.
  * KV_EINVAL when dst is src or runs another model, KV_ENOMEM; on failure
  * dst is left reset (empty, position 0). */

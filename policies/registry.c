@@ -16,8 +16,10 @@ extern const pol_ops pol_full_ops, pol_window_ops, pol_streamingllm_ops, pol_h2o
 extern const pol_ops pol_adakv_ops, pol_zigzag_ops;
 extern const pol_ops pol_cascade_ops;
 
-/* To add a policy: write policies/NAME.c with its pol_ops, declare it above,
- * list it here, add the file to meson.build, and test it in tests/test_policies.c. */
+/* To add a policy: write policies/NAME.c with its pol_ops (with a clone_state
+ * if it keeps state), declare it above, list it here, add the file to
+ * meson.build, and test it in tests/test_policies.c (tests/test_fork.c forks
+ * every policy listed here). */
 static const pol_ops *const registry[] = {
     &pol_full_ops, &pol_window_ops, &pol_streamingllm_ops, &pol_h2o_ops, &pol_tova_ops, &pol_random_ops,
     &pol_knorm_ops, &pol_keyformer_ops, &pol_snapkv_ops, &pol_pyramidkv_ops,

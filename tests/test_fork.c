@@ -2,8 +2,8 @@
  *
  * A 60-token prompt is read through a policy (budget 40%); the context and
  * the policy are then forked (kv_ctx_fork, pol_clone, pol_attach) into two
- * contexts of other thread counts, one of which held another sequence
- * before. Fork 1 reads question A (10 tokens) and generates 8 greedy
+ * contexts of other thread counts (and batch), one of which held another
+ * sequence before. Fork 1 reads question A (10 tokens) and generates 8 greedy
  * tokens, fork 2 question B; the source, continued after the forks, reads
  * A. Each must match a from-scratch run of prompt + question on a fresh
  * context bit for bit: the logits (memcmp), and after every step each
@@ -177,13 +177,16 @@ static void make_tokens(void) {
     }
 }
 
-static kv_ctx *ctx_new(int threads) {
+static kv_ctx *ctx_new_batch(int threads, int32_t batch) {
     kv_ctx_params cp = kv_ctx_default_params();
     cp.n_threads = threads;
+    cp.max_batch = batch;
     kv_ctx *c;
     assert_int_equal(kv_ctx_new(g_model, &cp, &c), KV_OK);
     return c;
 }
+
+static kv_ctx *ctx_new(int threads) { return ctx_new_batch(threads, 0); }
 
 /* "a=1,b=2" as pol_new's settings. */
 static kv_policy *make(const char *name, const char *set) {
@@ -263,7 +266,7 @@ static void check_fork(const char *name, const char *set) {
     trace ref_a, ref_b, got;
     scratch(name, set, g_qa, &ref_a);
     scratch(name, set, g_qb, &ref_b);
-    kv_ctx *src = ctx_new(1), *f1 = ctx_new(2), *f2 = ctx_new(3);
+    kv_ctx *src = ctx_new(1), *f1 = ctx_new(2), *f2 = ctx_new_batch(3, 16); /* every later call fits 16 */
     kv_policy *p = read_prompt(src, name, set);
     const int full = !name || !strcmp(name, "full");
     if (full != (kv_cache_max_len(kv_ctx_cache(src)) == PROMPT)) /* a compressed prompt, or the full one */
@@ -289,7 +292,7 @@ static void check_fork(const char *name, const char *set) {
     trace_free(&got);
     pol_free(p); /* the second fork must own everything it uses */
     kv_ctx_free(src);
-    snprintf(what, sizeof what, "%s %s: fork 2 (3 threads), question B", name ? name : "(no policy)", set);
+    snprintf(what, sizeof what, "%s %s: fork 2 (3 threads, batch 16), question B", name ? name : "(no policy)", set);
     cont(f2, p2, g_qb, &got);
     trace_check(&ref_b, &got, what);
     trace_free(&got);
