@@ -28,6 +28,7 @@
  * policy may evict from any layer in any layer's hook (ZigZagKV cuts every
  * layer at the last). */
 typedef struct rr_head { int32_t *pos, len, cap; } rr_head;
+static int rr_reserve(rr_head *r, int32_t n);
 
 struct kv_ctx {
     const kv_model *m;
@@ -179,6 +180,39 @@ void kv_ctx_reset(kv_ctx *c) {
     kv_cache_reset_peak(c->cache);
     c->pos = 0;
     rerotate_forget(c);
+}
+
+/* dst's rerotation records as src's (dst has none when src has none:
+ * an empty record reads as keys at their true positions, as none does). */
+static int rerotate_copy(const kv_ctx *src, kv_ctx *dst) {
+    const size_t n = (size_t)src->mi->n_layers * (size_t)src->mi->n_kv_heads;
+    rerotate_forget(dst);
+    if (!src->rr) return KV_OK;
+    if (!dst->rr && !(dst->rr = calloc(n, sizeof *dst->rr)))
+        return kv_errorf(KV_ENOMEM, "out of memory for rerotation records");
+    for (size_t i = 0; i < n; i++) {
+        const rr_head *s = &src->rr[i];
+        if (rr_reserve(&dst->rr[i], s->len)) return kv_errorf(KV_ENOMEM, "out of memory for rerotation records");
+        if (s->len) memcpy(dst->rr[i].pos, s->pos, (size_t)s->len * sizeof *s->pos);
+        dst->rr[i].len = s->len;
+    }
+    return KV_OK;
+}
+
+int kv_ctx_fork(const kv_ctx *src, kv_ctx *dst) {
+    if (src == dst) return kv_errorf(KV_EINVAL, "kv_ctx_fork: the source and the destination are one context");
+    if (src->m != dst->m)
+        return kv_errorf(KV_EINVAL, "kv_ctx_fork: the destination runs another model than the source (%s)",
+                         kv_model_path(src->m));
+    kv_ctx_reset(dst);
+    int rc = kv_cache_copy(dst->cache, src->cache);
+    if (!rc) rc = rerotate_copy(src, dst);
+    if (rc) {
+        kv_ctx_reset(dst);
+        return rc;
+    }
+    dst->pos = src->pos;
+    return KV_OK;
 }
 
 void kv_ctx_set_hook(kv_ctx *c, const kv_ctx_hook *hook) {

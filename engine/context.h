@@ -178,6 +178,24 @@ typedef struct kv_eval_layout {
 int kv_ctx_eval_ext(kv_ctx *c, const int32_t *tokens, int32_t n, const kv_eval_layout *layout, float *logits,
                     int all_logits);
 
+/* Forks a sequence: dst (a context on the same model; its thread count and
+ * max_batch may differ) takes src's sequence state, sharing no memory with
+ * it: every cache head's slots (k, v, positions, in order, in memory laid
+ * out as src's: kv_cache_copy, so kv_cache_bytes and the peak counter
+ * continue as src's would), the next position, and the position mode's
+ * records (positions=rerotate: what each head's keys are rotated to;
+ * positions=cache keeps none between calls). Whatever dst held is freed
+ * first. dst's hook is left as it was: the caller attaches the fork's own
+ * policy (pol_clone, pol_attach). Thread count never changes results, so
+ * src and dst continued with the same calls and policies give
+ * bit-identical logits and kept slots (with another max_batch too, while
+ * no call is longer than either's: a policy may evict between the
+ * engine's chunks once the prompt is read). One prefill, one compression, many
+ * continuations: read a shared context once, fork per question.
+ * KV_EINVAL when dst is src or runs another model, KV_ENOMEM; on failure
+ * dst is left reset (empty, position 0). */
+int kv_ctx_fork(const kv_ctx *src, kv_ctx *dst);
+
 /* Installs (or with NULL removes) the per-layer hook; copied. */
 void kv_ctx_set_hook(kv_ctx *c, const kv_ctx_hook *hook);
 

@@ -239,6 +239,45 @@ void kv_cache_clear(kv_cache *c) {
     for (size_t i = 0; i < n; i++) head_release(c, &c->heads[i]);
 }
 
+/* One head of dst as a copy of src's (dst empty): cap slots with the live
+ * ones at off. A head's bytes are counted only once its arrays exist. */
+static int head_copy(kv_cache *dst, kv_cache_head *d, const kv_cache_head *s) {
+    if (s->cap == 0) return KV_OK;
+    const size_t hd = (size_t)dst->head_dim, cap = (size_t)s->cap, off = (size_t)s->off;
+    float *k = malloc(cap * hd * sizeof *k), *v = malloc(cap * hd * sizeof *v);
+    int32_t *p = malloc(cap * sizeof *p);
+    if (!k || !v || !p) {
+        free(k), free(v), free(p);
+        return kv_errorf(KV_ENOMEM, "KV cache: out of memory copying a head of %d slots", s->cap);
+    }
+    *d = (kv_cache_head){.k = k + off * hd, .v = v + off * hd, .pos = p + off, .len = s->len, .cap = s->cap,
+                         .off = s->off};
+    memcpy(d->k, s->k, (size_t)s->len * hd * sizeof *k);
+    memcpy(d->v, s->v, (size_t)s->len * hd * sizeof *v);
+    memcpy(d->pos, s->pos, (size_t)s->len * sizeof *p);
+    dst->bytes += cap * slot_bytes(dst);
+    return KV_OK;
+}
+
+int kv_cache_copy(kv_cache *dst, const kv_cache *src) {
+    if (dst == src) return KV_OK;
+    kv_cache_clear(dst);
+    if (dst->n_layers != src->n_layers || dst->n_kv_heads != src->n_kv_heads || dst->head_dim != src->head_dim)
+        return kv_errorf(KV_EINVAL, "kv_cache_copy: expected %d layers x %d KV heads x head_dim %d, the source has "
+                         "%d x %d x %d", dst->n_layers, dst->n_kv_heads, dst->head_dim, src->n_layers,
+                         src->n_kv_heads, src->head_dim);
+    const size_t n = (size_t)src->n_layers * (size_t)src->n_kv_heads;
+    for (size_t i = 0; i < n; i++) {
+        int rc = head_copy(dst, &dst->heads[i], &src->heads[i]);
+        if (rc) {
+            kv_cache_clear(dst);
+            return rc;
+        }
+    }
+    dst->peak_bytes = src->peak_bytes > dst->bytes ? src->peak_bytes : dst->bytes;
+    return KV_OK;
+}
+
 int64_t kv_cache_total_slots(const kv_cache *c) {
     int64_t t = 0;
     size_t n = (size_t)c->n_layers * (size_t)c->n_kv_heads;

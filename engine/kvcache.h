@@ -58,6 +58,15 @@ int kv_cache_remove(kv_cache *c, kv_cache_head *h, int32_t slot);
  * nothing, so no state can leak between samples. */
 void kv_cache_clear(kv_cache *c);
 
+/* Makes dst (same layers, KV heads and head_dim) a copy of src that shares
+ * no memory with it: dst's old slots are freed, then each head gets its
+ * own arrays laid out as src's (the same capacity, the live slots at the
+ * same offset, in the same order), so dst holds, grows and shrinks exactly
+ * as src would: kv_cache_bytes(dst) == kv_cache_bytes(src), and the peak
+ * counter is src's as it stands. On failure (KV_EINVAL for another shape,
+ * KV_ENOMEM) dst is left empty. */
+int kv_cache_copy(kv_cache *dst, const kv_cache *src);
+
 /* Live slots summed over all heads, and the most in any one (layer, head). */
 int64_t kv_cache_total_slots(const kv_cache *c);
 int32_t kv_cache_max_len(const kv_cache *c);

@@ -220,6 +220,19 @@ static void adakv_reset(kv_policy *p) {
     snap_reset(p);
 }
 
+/* pol_clone: snap's state, and the head caps of the layers cut. */
+static int adakv_clone(const kv_policy *src, kv_policy *dst) {
+    int rc = snap_clone(src, dst);
+    if (rc) return rc;
+    const ada_ext *s = ((const snap_state *)src->state)->ext;
+    const size_t n = (size_t)(src->n_layers > 0 ? src->n_layers : 1) * (size_t)src->n_kv_heads;
+    ada_ext *d = calloc(1, sizeof *d);
+    ((snap_state *)dst->state)->ext = d;
+    if (!d || !(d->head_cap = malloc(n * sizeof *d->head_cap))) return KV_ENOMEM;
+    memcpy(d->head_cap, s->head_cap, n * sizeof *d->head_cap);
+    return KV_OK;
+}
+
 static void adakv_free(kv_policy *p) {
     snap_state *st = p->state;
     if (st && st->ext) {
@@ -242,5 +255,6 @@ const pol_ops pol_adakv_ops = {
     .on_layer = snap_on_layer,
     .reset = adakv_reset,
     .free = adakv_free,
+    .clone_state = adakv_clone,
     .plan = snap_plan,
 };

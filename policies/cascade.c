@@ -144,6 +144,50 @@ static int cascade_init(kv_policy *p) {
     return KV_OK;
 }
 
+/* One head's sinks, sub-caches and open chunk's sums, into d (zeroed). */
+static int head_clone(const head_st *s, head_st *d, int n_rings, int G) {
+    d->n_sinks = s->n_sinks;
+    d->open_from = s->open_from;
+    d->open_len = s->open_len;
+    if (!(d->rings = calloc((size_t)n_rings, sizeof *d->rings))) return KV_ENOMEM;
+    for (int r = 0; r < n_rings; r++) {
+        const ring *a = &s->rings[r];
+        d->rings[r] = (ring){.start = a->start, .count = a->count};
+        if (!a->cap) continue;
+        if (!(d->rings[r].pos = malloc((size_t)a->cap * sizeof *a->pos))) return KV_ENOMEM;
+        memcpy(d->rings[r].pos, a->pos, (size_t)a->count * sizeof *a->pos);
+        d->rings[r].cap = a->cap;
+    }
+    const size_t n = (size_t)s->acc_len * (size_t)G; /* the open chunk's P, [acc_len][G] */
+    if (!s->acc_cap) return KV_OK;
+    if (!(d->acc = malloc(s->acc_cap * sizeof *d->acc))) return KV_ENOMEM;
+    memcpy(d->acc, s->acc, n * sizeof *d->acc);
+    d->acc_cap = s->acc_cap;
+    d->acc_len = s->acc_len;
+    return KV_OK;
+}
+
+/* pol_clone: every head's structure and the slots' scores (scratch starts
+ * empty). */
+static int cascade_clone(const kv_policy *src, kv_policy *dst) {
+    const cascade_st *s = src->state;
+    const int n = src->n_layers * src->n_kv_heads, G = src->n_heads / src->n_kv_heads;
+    cascade_st *d = calloc(1, sizeof *d);
+    if (!d) return KV_ENOMEM;
+    d->n_rings = s->n_rings;
+    d->S = s->S, d->C = s->C, d->W = s->W, d->N = s->N;
+    d->hs = calloc((size_t)(n > 0 ? n : 1), sizeof *d->hs);
+    d->score = pol_scores_clone(s->score);
+    int rc = d->hs && d->score ? KV_OK : KV_ENOMEM;
+    for (int i = 0; i < n && !rc; i++) rc = head_clone(&s->hs[i], &d->hs[i], s->n_rings, G);
+    if (rc) {
+        free_state(d, d->hs ? n : 0);
+        return rc;
+    }
+    dst->state = d;
+    return KV_OK;
+}
+
 static void cascade_free(kv_policy *p) { free_state(p->state, p->n_layers * p->n_kv_heads); }
 
 /* A new sequence: empty sinks and sub-caches, no scores; C, W and N from
@@ -384,6 +428,7 @@ const pol_ops pol_cascade_ops = {
     .prefill = POL_PREFILL_STREAMING, /* strided: the authors' prefill */
     .reset = cascade_reset,
     .free = cascade_free,
+    .clone_state = cascade_clone,
     .split = cascade_split,
     .positions = KV_POS_CACHE,
 };

@@ -148,6 +148,27 @@ static void h2o_free(kv_policy *p) {
     free(st);
 }
 
+/* pol_clone: the scores and, with sim=1, each head's parked token. */
+static int h2o_clone(const kv_policy *src, kv_policy *dst) {
+    const h2o_state *s = src->state;
+    h2o_state *d = malloc(sizeof *d);
+    dst->state = d;
+    if (!d) return KV_ENOMEM;
+    *d = *s;
+    d->park = NULL;
+    if (!(d->score = pol_scores_clone(s->score))) return KV_ENOMEM;
+    if (!s->park) return KV_OK;
+    const size_t n = (size_t)(src->n_layers > 0 ? src->n_layers : 1) * (size_t)(src->n_kv_heads > 0 ? src->n_kv_heads : 1);
+    if (!(d->park = calloc(n, sizeof *d->park))) return KV_ENOMEM;
+    for (size_t i = 0; i < n; i++) {
+        d->park[i] = (h2o_parked){.pos = s->park[i].pos, .score = s->park[i].score};
+        if (!s->park[i].kv) continue; /* set once head_dim is known */
+        if (!(d->park[i].kv = malloc(2 * (size_t)s->head_dim * sizeof *d->park[i].kv))) return KV_ENOMEM;
+        memcpy(d->park[i].kv, s->park[i].kv, 2 * (size_t)s->head_dim * sizeof *d->park[i].kv);
+    }
+    return KV_OK;
+}
+
 /* Adds this call's attention (column sums over the group's query heads). */
 static float *accumulate(kv_policy *p, kv_cache *c, const kv_attn_view *v, int g, kv_cache_head **hp) {
     h2o_state *st = p->state;
@@ -264,4 +285,5 @@ const pol_ops pol_h2o_ops = {
     .on_layer = h2o_on_layer,
     .reset = h2o_reset,
     .free = h2o_free,
+    .clone_state = h2o_clone,
 };

@@ -137,6 +137,17 @@ static void kf_free(kv_policy *p) {
     free(st);
 }
 
+/* pol_clone: the scores and which layers' key sets are frozen. */
+static int kf_clone(const kv_policy *src, kv_policy *dst) {
+    const kf_state *s = src->state;
+    const size_t L = (size_t)(src->n_layers > 0 ? src->n_layers : 1);
+    kf_state *d = calloc(1, sizeof *d);
+    dst->state = d;
+    if (!d || !(d->score = pol_scores_clone(s->score)) || !(d->chosen = malloc(L))) return KV_ENOMEM;
+    memcpy(d->chosen, s->chosen, L);
+    return KV_OK;
+}
+
 /* w = int(k * recent / 100), as the authors compute it (recent a float). */
 static int32_t kf_recent(const kv_policy *p) { return (int32_t)((double)p->limit * p->param[P_RECENT] / 100.0); }
 
@@ -260,6 +271,7 @@ const pol_ops pol_keyformer_ops = {
     .on_layer = kf_on_layer,
     .reset = kf_reset,
     .free = kf_free,
+    .clone_state = kf_clone,
     .reduce_row = kf_reduce_row,
     .plan = kf_plan,
 };

@@ -55,6 +55,15 @@ static void knorm_free(kv_policy *p) {
     free(st);
 }
 
+/* pol_clone: the norms of the held keys, and the schedule. */
+static int knorm_clone(const kv_policy *src, kv_policy *dst) {
+    const knorm_state *s = src->state;
+    knorm_state *d = calloc(1, sizeof *d);
+    dst->state = d;
+    if (!d || !(d->score = pol_scores_clone(s->score))) return KV_ENOMEM;
+    return pol_sched_clone(src, &s->sched, &d->sched);
+}
+
 static int knorm_on_layer(kv_policy *p, kv_cache *c, const kv_attn_view *v) {
     knorm_state *st = p->state;
     const int hd = kv_cache_head_dim(c);
@@ -86,4 +95,5 @@ const pol_ops pol_knorm_ops = {
     .on_layer = knorm_on_layer,
     .reset = knorm_reset,
     .free = knorm_free,
+    .clone_state = knorm_clone,
 };

@@ -116,6 +116,12 @@ typedef struct pol_ops {
     int (*check_model)(const kv_policy *p, const kv_model *m);
     /* The default of prefill=whole|streaming: the authors' own (0: whole). */
     pol_prefill prefill;
+    /* Required of a method with state (pol_clone refuses one without it):
+     * sets dst->state to a deep copy of src->state, sharing no memory
+     * with it (scratch may start empty). dst is src's instance copied but
+     * for state (NULL). On failure dst->state holds what was built, every
+     * pointer either dst's own or NULL, so that `free` releases it. */
+    int (*clone_state)(const kv_policy *src, kv_policy *dst);
 } pol_ops;
 
 /* An instance: the ops, its parameter values, the budget, and the method's state. */
@@ -166,6 +172,14 @@ const pol_ops *pol_find(const char *name); /* NULL if unknown */
 int pol_new(const char *name, const char *const *settings, int n_settings, const pol_budget *budget,
             uint64_t seed, const kv_model_info *mi, kv_policy **out);
 void pol_free(kv_policy *p);
+
+/* A new instance in src's exact place: the same ops, parameters, budget,
+ * limits, seeds, flags and prefill/positions settings, and a deep copy of
+ * the method's state (pol_ops.clone_state). With kv_ctx_fork it continues
+ * a sequence on another context: attach it there (pol_attach); src and the
+ * clone then evolve independently. KV_EINVAL naming the method when it has
+ * state but no clone_state (nothing is ever copied shallowly), KV_ENOMEM. */
+int pol_clone(const kv_policy *src, kv_policy **out);
 
 /* A new sequence whose prompt has n_prompt tokens: resets every score and
  * fixes the budget in slots (limit and layer_limit). Call before evaluating
@@ -240,6 +254,8 @@ pol_scores *pol_scores_new(int n_layers, int n_kv_heads);
 void pol_scores_reset(pol_scores *s);   /* a new sequence */
 void pol_scores_free(pol_scores *s);
 float *pol_scores_sync(pol_scores *s, int layer, int kv_head, const kv_cache_head *h, int32_t *fresh);
+/* A deep copy (float or double scores alike); NULL when out of memory. */
+pol_scores *pol_scores_clone(const pol_scores *s);
 /* The same with double scores (pol_keep_top_d). */
 pol_scores *pol_dscores_new(int n_layers, int n_kv_heads);
 double *pol_dscores_sync(pol_scores *s, int layer, int kv_head, const kv_cache_head *h, int32_t *fresh);

@@ -98,4 +98,5 @@ const pol_ops pol_pyramidkv_ops = {
     .reset = snap_reset,
     .free = snap_free,
     .plan = snap_plan,
+    .clone_state = snap_clone,
 };

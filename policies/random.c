@@ -55,6 +55,16 @@ static void random_free(kv_policy *p) {
     free(s);
 }
 
+/* pol_clone: the generator's state as it stands, and the schedule. */
+static int random_clone(const kv_policy *src, kv_policy *dst) {
+    const rnd_state *s = src->state;
+    rnd_state *d = calloc(1, sizeof *d);
+    dst->state = d;
+    if (!d) return KV_ENOMEM;
+    d->s = s->s;
+    return pol_sched_clone(src, &s->sched, &d->sched);
+}
+
 /* Keeps every slot at a position >= from and `keep` of the others, chosen
  * uniformly: each draw is uniform among the candidates not yet chosen; it
  * draws the ones to drop (few, usually one) or the ones to keep, whichever
@@ -110,4 +120,5 @@ const pol_ops pol_random_ops = {
     .on_layer = random_on_layer,
     .reset = random_reset,
     .free = random_free,
+    .clone_state = random_clone,
 };

@@ -16,8 +16,10 @@ extern const pol_ops pol_full_ops, pol_window_ops, pol_streamingllm_ops, pol_h2o
 extern const pol_ops pol_adakv_ops, pol_zigzag_ops;
 extern const pol_ops pol_cascade_ops;
 
-/* To add a policy: write policies/NAME.c with its pol_ops, declare it above,
- * list it here, add the file to meson.build, and test it in tests/test_policies.c. */
+/* To add a policy: write policies/NAME.c with its pol_ops (with a clone_state
+ * if it keeps state), declare it above, list it here, add the file to
+ * meson.build, and test it in tests/test_policies.c (tests/test_fork.c forks
+ * every policy listed here). */
 static const pol_ops *const registry[] = {
     &pol_full_ops, &pol_window_ops, &pol_streamingllm_ops, &pol_h2o_ops, &pol_tova_ops, &pol_random_ops,
     &pol_knorm_ops, &pol_keyformer_ops, &pol_snapkv_ops, &pol_pyramidkv_ops,
@@ -240,6 +242,30 @@ void pol_free(kv_policy *p) {
     free(p);
 }
 
+int pol_clone(const kv_policy *src, kv_policy **out) {
+    *out = NULL;
+    if (src->state && !src->ops->clone_state)
+        return kv_errorf(KV_EINVAL, "pol_clone: policy %s has state but no clone_state; it cannot be forked",
+                         src->ops->name);
+    kv_policy *p = malloc(sizeof *p);
+    if (!p) return kv_errorf(KV_ENOMEM, "out of memory");
+    *p = *src;
+    p->state = NULL;
+    p->layer_limit = malloc((size_t)(src->n_layers > 0 ? src->n_layers : 1) * sizeof *p->layer_limit);
+    if (!p->layer_limit) {
+        free(p);
+        return kv_errorf(KV_ENOMEM, "out of memory");
+    }
+    memcpy(p->layer_limit, src->layer_limit, (size_t)(src->n_layers > 0 ? src->n_layers : 0) * sizeof *p->layer_limit);
+    int rc = src->state ? src->ops->clone_state(src, p) : KV_OK;
+    if (rc) {
+        pol_free(p);
+        return rc == KV_ENOMEM ? kv_errorf(KV_ENOMEM, "out of memory cloning policy %s", src->ops->name) : rc;
+    }
+    *out = p;
+    return KV_OK;
+}
+
 void pol_begin(kv_policy *p, int32_t n_prompt) {
     p->limit = pol_budget_tokens(&p->budget, n_prompt);
     p->n_prompt = n_prompt > 0 ? n_prompt : 0;
@@ -414,6 +440,21 @@ static pol_scores *scores_new(int n_layers, int n_kv_heads, size_t elem) {
 
 pol_scores *pol_scores_new(int n_layers, int n_kv_heads) { return scores_new(n_layers, n_kv_heads, sizeof(float)); }
 pol_scores *pol_dscores_new(int n_layers, int n_kv_heads) { return scores_new(n_layers, n_kv_heads, sizeof(double)); }
+
+pol_scores *pol_scores_clone(const pol_scores *s) {
+    pol_scores *d = scores_new(s->n_layers, s->n_kv_heads, s->elem);
+    for (int i = 0; d && i < s->n_layers * s->n_kv_heads; i++) {
+        const pol_score_row *r = &s->rows[i];
+        if (!r->n) continue; /* an empty row grows on its next sync */
+        if (!(d->rows[i].v = malloc((size_t)r->n * s->elem))) {
+            pol_scores_free(d);
+            return NULL;
+        }
+        memcpy(d->rows[i].v, r->v, (size_t)r->n * s->elem);
+        d->rows[i].n = d->rows[i].cap = r->n;
+    }
+    return d;
+}
 
 void pol_scores_reset(pol_scores *s) {
     for (int i = 0; i < s->n_layers * s->n_kv_heads; i++) s->rows[i].n = 0;

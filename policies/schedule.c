@@ -20,6 +20,14 @@ void pol_sched_reset(const kv_policy *p, pol_sched *s) {
 
 void pol_sched_free(pol_sched *s) { free(s->done); }
 
+int pol_sched_clone(const kv_policy *p, const pol_sched *s, pol_sched *d) {
+    const size_t L = (size_t)(p->n_layers > 0 ? p->n_layers : 1);
+    *d = *s;
+    if (!(d->done = malloc(L))) return KV_ENOMEM;
+    memcpy(d->done, s->done, L);
+    return KV_OK;
+}
+
 int pol_sched_cut(const kv_policy *p, pol_sched *s, const kv_attn_view *v) {
     if (s->every_step) return !p->hold;
     if (s->n == 0) s->n = v->pos0 + v->n_new; /* no prompt length given: the first call */

@@ -21,6 +21,8 @@ typedef struct pol_sched {
 int pol_sched_init(kv_policy *p, pol_sched *s, int schedule, int32_t recent);
 void pol_sched_reset(const kv_policy *p, pol_sched *s);
 void pol_sched_free(pol_sched *s);
+/* d as a deep copy of s (pol_clone); on failure d->done is NULL. */
+int pol_sched_clone(const kv_policy *p, const pol_sched *s, pol_sched *d);
 /* Whether this call of layer v->layer may evict (marks a prompt cut done). */
 int pol_sched_cut(const kv_policy *p, pol_sched *s, const kv_attn_view *v);
 /* For head h: slots at positions >= *from are kept, and *keep of the others;

@@ -80,6 +80,22 @@ static void sen_free(kv_policy *p) {
     free(st);
 }
 
+/* pol_clone: the spans (the span call's buffers are scratch, and between
+ * calls nothing is being dropped). */
+static int sen_clone(const kv_policy *src, kv_policy *dst) {
+    const sen_state *s = src->state;
+    sen_state *d = calloc(1, sizeof *d);
+    dst->state = d;
+    if (!d) return KV_ENOMEM;
+    if (!s->cap) return KV_OK;
+    if (!(d->span_end = malloc((size_t)s->cap * sizeof *d->span_end))) return KV_ENOMEM;
+    memcpy(d->span_end, s->span_end, (size_t)s->n * sizeof *d->span_end);
+    d->n = s->n;
+    d->cap = s->cap;
+    d->drop = s->drop;
+    return KV_OK;
+}
+
 /* The ids of <CL> and <CR> in model m's vocabulary (or as given). */
 static int sentinel_ids(const kv_policy *p, const kv_model *m, int32_t ids[2]) {
     static const char *const names[2] = {"<CL>", "<CR>"};
@@ -237,4 +253,5 @@ const pol_ops pol_sentinel_ops = {
     .free = sen_free,
     .eval_prompt = sen_eval_prompt,
     .check_model = sen_check_model,
+    .clone_state = sen_clone,
 };

@@ -59,6 +59,26 @@ static void sent_free(kv_policy *p) {
     free(st);
 }
 
+/* pol_clone: the spans and which layers are compressed (scratch sized
+ * alongside the spans). */
+static int sent_clone(const kv_policy *src, kv_policy *dst) {
+    const sent_state *s = src->state;
+    const size_t L = (size_t)(src->n_layers > 0 ? src->n_layers : 1), cap = (size_t)s->cap;
+    sent_state *d = calloc(1, sizeof *d);
+    dst->state = d;
+    if (!d || !(d->done = malloc(L))) return KV_ENOMEM;
+    memcpy(d->done, s->done, L);
+    if (!cap) return KV_OK;
+    d->span_end = malloc(cap * sizeof *d->span_end);
+    d->keep = malloc(cap * sizeof *d->keep);
+    d->slot_of = malloc(cap * sizeof *d->slot_of);
+    if (!d->span_end || !d->keep || !d->slot_of) return KV_ENOMEM;
+    memcpy(d->span_end, s->span_end, (size_t)s->n * sizeof *d->span_end);
+    d->n = s->n;
+    d->cap = s->cap;
+    return KV_OK;
+}
+
 /* Lays the spans out over a prompt of n tokens so that n - limit slots go. */
 static int plan_spans(kv_policy *p, int32_t n) {
     sent_state *st = p->state;
@@ -164,4 +184,5 @@ const pol_ops pol_sentinel_proxy_ops = {
     .on_layer = sent_on_layer,
     .reset = sent_reset,
     .free = sent_free,
+    .clone_state = sent_clone,
 };

@@ -75,6 +75,9 @@ int snap_init(kv_policy *p, snap_caps_fn caps);
 int snap_init_cut(kv_policy *p, snap_caps_fn caps, snap_cut_fn cut, snap_bound_fn bound);
 void snap_reset(kv_policy *p);
 void snap_free(kv_policy *p);
+/* pol_clone of the shared state (caps, cut flags, votes); ext is left NULL
+ * for the policy's own clone to fill. */
+int snap_clone(const kv_policy *src, kv_policy *dst);
 void snap_plan(kv_policy *p, kv_attn_plan *plan);
 int snap_on_layer(kv_policy *p, kv_cache *c, const kv_attn_view *v);
 

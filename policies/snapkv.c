@@ -81,6 +81,30 @@ void snap_free(kv_policy *p) {
     free(st);
 }
 
+int snap_clone(const kv_policy *src, kv_policy *dst) {
+    const snap_state *s = src->state;
+    const size_t L = (size_t)(src->n_layers > 0 ? src->n_layers : 1);
+    snap_state *d = calloc(1, sizeof *d);
+    dst->state = d;
+    if (!d) return KV_ENOMEM;
+    *d = (snap_state){.caps = s->caps, .cut = s->cut, .bound = s->bound, .n = s->n, .w = s->w,
+                      .n_units = s->n_units, .upk = s->upk};
+    d->cap = malloc(L * sizeof *d->cap);
+    d->done = malloc(L);
+    d->vote = calloc(L, sizeof *d->vote);
+    if (!d->cap || !d->done || !d->vote) return KV_ENOMEM;
+    memcpy(d->cap, s->cap, L * sizeof *d->cap);
+    memcpy(d->done, s->done, L);
+    /* votes of a layer still reading its window: [n_heads][n - w], as snap_on_layer sizes them */
+    const size_t nv = (size_t)src->n_heads * (size_t)(s->n - s->w > 0 ? s->n - s->w : 1);
+    for (int l = 0; l < src->n_layers; l++) {
+        if (!s->vote[l]) continue;
+        if (!(d->vote[l] = malloc(nv * sizeof **d->vote))) return KV_ENOMEM;
+        memcpy(d->vote[l], s->vote[l], nv * sizeof **d->vote);
+    }
+    return KV_OK;
+}
+
 /* The prompt is n tokens: fixes the window and each layer's cap. */
 static void fix_prompt(kv_policy *p, int32_t n) {
     snap_state *st = p->state;
@@ -297,4 +321,5 @@ const pol_ops pol_snapkv_ops = {
     .reset = snap_reset,
     .free = snap_free,
     .plan = snap_plan,
+    .clone_state = snap_clone,
 };

@@ -226,6 +226,34 @@ static void zigzag_reset(kv_policy *p) {
     snap_reset(p);
 }
 
+/* pol_clone: snap's state, and the layers' stashed scores and LMBAs
+ * waiting for the last layer's cut. */
+static int zigzag_clone(const kv_policy *src, kv_policy *dst) {
+    int rc = snap_clone(src, dst);
+    if (rc) return rc;
+    const snap_state *ss = src->state;
+    const zz_ext *s = ss->ext;
+    const size_t L = (size_t)(src->n_layers > 0 ? src->n_layers : 1);
+    const size_t ns = (size_t)ss->n_units * (size_t)(ss->n - ss->w > 0 ? ss->n - ss->w : 0); /* [n_units][m] */
+    zz_ext *d = calloc(1, sizeof *d);
+    ((snap_state *)dst->state)->ext = d;
+    if (!d) return KV_ENOMEM;
+    d->score = calloc(L, sizeof *d->score);
+    d->lmba = malloc(L * sizeof *d->lmba);
+    d->cap = malloc(L * sizeof *d->cap);
+    if (!d->score || !d->lmba || !d->cap) return KV_ENOMEM;
+    memcpy(d->lmba, s->lmba, L * sizeof *d->lmba);
+    memcpy(d->cap, s->cap, L * sizeof *d->cap);
+    for (int l = 0; l < src->n_layers; l++) {
+        if (!s->score[l]) continue;
+        if (!(d->score[l] = malloc((ns ? ns : 1) * sizeof **d->score))) return KV_ENOMEM;
+        memcpy(d->score[l], s->score[l], ns * sizeof **d->score);
+        d->n_stashed++;
+    }
+    return d->n_stashed == s->n_stashed ? KV_OK : kv_errorf(KV_EINVAL, "internal: zigzag: %d layers stashed, %d "
+                                                            "found", s->n_stashed, d->n_stashed);
+}
+
 static void zigzag_free(kv_policy *p) {
     snap_state *st = p->state;
     if (st && st->ext) {
@@ -250,5 +278,6 @@ const pol_ops pol_zigzag_ops = {
     .on_layer = snap_on_layer,
     .reset = zigzag_reset,
     .free = zigzag_free,
+    .clone_state = zigzag_clone,
     .plan = snap_plan,
 };
