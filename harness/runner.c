@@ -603,7 +603,8 @@ static int chat_source(const engine *en, ds_chat_source *src) {
     char cfg[4200];
     snprintf(cfg, sizeof cfg, "%s/tokenizer_config.json", en->tokenizer_path);
     if (en->tokenizer_path[0] && access(cfg, R_OK) == 0) return ds_chat_source_config(cfg, src);
-    return ds_chat_source_gguf(en->model_path, src);
+    /* a llama2.c checkpoint carries no template: none, not an error */
+    return kv_model_get_info(en->model)->format == KV_FORMAT_GGUF ? ds_chat_source_gguf(en->model_path, src) : KV_OK;
 }
 
 static int chat_setup(const hx_experiment *e, int model, const hx_task_def *t, const engine *en, chat_wrap *cw) {

@@ -24,7 +24,8 @@ dump() {
 import sqlite3, sys
 db = sqlite3.connect(sys.argv[1])
 for r in db.execute("select run, sample, idx, length, depth, prompt_tokens, generated_tokens, cut_chars, "
-                    "kv_bytes_peak, kv_bytes_final, kv_slots_max, budget_slots, output, reference from samples order by run, sample"):
+                    "kv_bytes_peak, kv_bytes_final, kv_slots_max, budget_slots, output, reference, stop_reason from samples "
+                    "order by run, sample"):
     print(r)
 for r in db.execute("select run, sample, name, value from metrics where name not in "
                     "('ttft_ms','decode_tokens_per_s','tokens_per_s','latency_p50_ms','latency_p95_ms','latency_p99_ms') "
@@ -317,6 +318,56 @@ L_nul=$(grep -n "^samples = 3" "$ini" | cut -d: -f1)
 $py -c "import sys; t=open(sys.argv[1],'rb').read().replace(b'samples = 3', b'samples = 3\x00 0', 1); open(sys.argv[2],'wb').write(t)" "$ini" "$tmp/nul.ini"
 out=$("$kv" run "$tmp/nul.ini" --dry-run 2>&1)
 if [ $? = 2 ] && echo "$out" | grep -q "nul.ini:$L_nul: a NUL byte at column 12"; then ok "NUL byte in a value refused with its line"; else bad "NUL byte" "$out"; fi
+
+# --- chat templates: the prompt wrapped (the spec names the family, the wrap's tokens are
+# stored and account for the whole difference from the plain prompt), the reason each
+# generation stopped stored; chat = auto without a template and an unknown family refused
+sed -n '1,/^\[task passkey\]/p' "$ini" | sed '$d' >"$tmp/chat.ini"
+cat >>"$tmp/chat.ini" <<'EOF2'
+[task pk_chat]
+kind = passkey
+lengths = 200
+depths = 50
+max_new_tokens = 8
+chat = llama2
+system = You are a helpful assistant.
+question = after_compression
+
+[task pk_plain]
+kind = passkey
+lengths = 200
+depths = 50
+max_new_tokens = 8
+
+[policy full]
+[policy window]
+
+[sweep]
+models = stories260K
+tasks = pk_chat, pk_plain
+policies = full, window
+budgets = 64
+EOF2
+out=$(KVBENCH_TEST_DB=$tmp/chat.db "$kv" run "$tmp/chat.ini" --threads 1 -q 2>&1)
+chk=$($py - "$tmp/chat.db" <<'PY' 2>&1
+import sqlite3, sys
+d = sqlite3.connect(sys.argv[1])
+n = {t: p for t, p in d.execute("select r.task, s.prompt_tokens from runs r join samples s on s.run = r.id where r.policy = 'full'")}
+wrap = d.execute("select m.value from metrics m join runs r on r.id = m.run where r.task = 'pk_chat' and m.name = 'chat_wrap_tokens'").fetchall()
+spec = d.execute("select spec from runs where task = 'pk_chat' limit 1").fetchone()[0]
+stops = [s for (s,) in d.execute("select stop_reason from samples")]
+ok_stop = all(s == 'max_new_tokens' or s == 'newline' or s.startswith('end ') for s in stops) and len(stops) == 4
+print(len(wrap) == 2 and all(w == n['pk_chat'] - n['pk_plain'] for (w,) in wrap) and wrap[0][0] > 20,
+      ' chat=llama2@1 system=[You are a helpful assistant.] ' in spec, ok_stop)
+PY
+)
+if [ "$chk" = "True True True" ]; then ok "chat = llama2: wrapped prompt, recorded family, wrap tokens, stop reasons"; else bad "chat wrap" "$chk $out"; fi
+sed 's/^chat = llama2$/chat = auto/' "$tmp/chat.ini" >"$tmp/chat_auto.ini"
+out=$(KVBENCH_TEST_DB=$tmp/chat2.db "$kv" run "$tmp/chat_auto.ini" -q 2>&1)
+if [ $? != 0 ] && echo "$out" | grep -q "chat = auto: the model has no chat template"; then ok "chat = auto on a model without a template refused"; else bad "chat = auto" "$out"; fi
+sed 's/^chat = llama2$/chat = llama9/' "$tmp/chat.ini" >"$tmp/chat_bad.ini"
+out=$("$kv" run "$tmp/chat_bad.ini" --dry-run 2>&1)
+if [ $? = 2 ] && echo "$out" | grep -q "\[task pk_chat\] chat: chat = llama9: no such chat template family; one of: auto, none, qwen3"; then ok "unknown chat family refused with the list"; else bad "chat = llama9" "$out"; fi
 
 # --- a database of schema version 1 (results not comparable) is refused, naming why and the fix
 $py -c "import sqlite3,sys; d=sqlite3.connect(sys.argv[1]); d.execute('create table meta(key text primary key, value text not null)'); d.execute(\"insert into meta values('schema_version','1')\"); d.commit()" "$tmp/v1.db"
