@@ -756,13 +756,13 @@ static void expect_ids(const kv_tokenizer *t, const char *text, const int32_t *w
     int32_t ids[32];
     size_t n;
     assert_int_equal(kv_tokenizer_encode(t, text, strlen(text), 0, ids, 32, &n), KV_OK);
-    if (n != n_want || memcmp(ids, want, n * sizeof *ids)) {
+    if (n != n_want || (n && memcmp(ids, want, n * sizeof *ids))) {
         fprintf(stderr, "[%s]: got", text);
         for (size_t i = 0; i < n; i++) fprintf(stderr, " %d", ids[i]);
         fprintf(stderr, "\n");
     }
     assert_int_equal(n, n_want);
-    assert_memory_equal(ids, want, n * sizeof *ids);
+    if (n) assert_memory_equal(ids, want, n * sizeof *ids);
 }
 
 /* Writes dir/tokenizer.json: GPT-2's 256 byte tokens, "ab" (256) and
