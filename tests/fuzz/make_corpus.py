@@ -432,6 +432,9 @@ def dataset_seeds():
                                                    {'speaker': 'A', 'text': 'Bye.'}]}) + '\n'))
     put(t, 'soda_stringified.in', row(3, json.dumps({'narrative': 'N', 'speakers': "['A', 'B']",
                                                      'dialogue': "['Hi there, it\\'s me.', \"Yes\"]"}) + '\n'))
+    # a stringified list cut after a backslash: the escape must not step past the string's end
+    put(t, 'soda_trailing_backslash.in', row(3, json.dumps({'narrative': 'N', 'speakers': "['A', 'B']",
+                                                            'dialogue': "['Hi.', 'cut \\"}) + '\n'))
     put(t, 'dailydialog.in', row(2, '{"id": "dd", "turns": [{"speaker": "A", "text": "x"}, '
                                     '{"speaker": "B", "text": "y"}]}\n{"turns": []}\n{"turns": "[\'a\'"}\n'))
     put(t, 'text_jsonl.in', row(4, '{"id": "b", "title": "T", "text": "Book text.\\n\\nMore."}\n{"text": 1}\n'))
