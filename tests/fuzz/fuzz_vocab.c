@@ -37,8 +37,9 @@ static void fz_exercise(const kv_tokenizer *t) {
             kv_tokenizer_piece(t, i ? ids[i - 1] : -1, ids[i], &len);
         }
     for (int32_t i = 0; i < nv; i++) {
+        size_t plen;
         const char *s = kv_tokenizer_token_text(t, i, &len);
-        kv_tokenizer_piece(t, bos, i, &len);
+        if (!kv_tokenizer_piece(t, bos, i, &plen)) abort();
         kv_tokenizer_token_score(t, i);
         /* an entry is found by its text (an entry of the same text may answer) */
         if (s && strlen(s) == len) {
