@@ -44,6 +44,9 @@ ninja -C $out "${targets[@]/#/tests/fuzz/}" >/dev/null
 
 export KVBENCH_MODELS=${KVBENCH_MODELS:-$PWD/../shared/models}
 export KVBENCH_DATA=${KVBENCH_DATA:-$PWD/../shared/data}
+# the targets' temporary files: libFuzzer ends with _exit, past their cleanup
+export TMPDIR=$PWD/$out/tmp
+rm -rf "$TMPDIR" && mkdir -p "$TMPDIR"
 # crashes on anything the sanitizers report; leaks are reported, not fatal
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=0}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-halt_on_error=1:print_stacktrace=1}
