@@ -80,14 +80,20 @@ static void set_piece(kv_tokenizer *t, int32_t i, char *s, size_t n, float score
     t->score[i] = score;
 }
 
+static int hex_digit(char c) {
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+    return -1;
+}
+
+/* Exactly two hex digits: strtoul would also take "-3", " 3" or "+3" and
+ * give a value outside 0..255 (found by tests/fuzz/fuzz_vocab). */
 static int is_byte_piece(const char *s, size_t n, int *byte) {
     if (n != 6 || memcmp(s, "<0x", 3) != 0 || s[5] != '>') return 0;
-    unsigned v;
-    char hex[3] = {s[3], s[4], 0};
-    char *end;
-    v = (unsigned)strtoul(hex, &end, 16);
-    if (*end) return 0;
-    *byte = (int)v;
+    int hi = hex_digit(s[3]), lo = hex_digit(s[4]);
+    if (hi < 0 || lo < 0) return 0;
+    *byte = hi * 16 + lo;
     return 1;
 }
 

@@ -1,34 +1,73 @@
 #!/usr/bin/env bash
-# Fuzzes the model loaders (GGUF, llama2.c legacy and Q8), then the
-# tokenizers' encoders (byte-level BPE and SentencePiece, on text), with
-# libFuzzer under AddressSanitizer + UndefinedBehaviorSanitizer for N seconds
-# each (default 60), starting from small valid files and texts.
-# Needs clang and its runtime: apt-get install clang libclang-rt-14-dev
+# Fuzzes every target of tests/fuzz/ with libFuzzer under AddressSanitizer +
+# UndefinedBehaviorSanitizer: builds kvbench with -Dfuzz=true (clang) into
+# build-fuzz/, then runs each target from its committed seeds
+# (tests/fuzz/corpus/TARGET/, read only) into build-fuzz/corpus/TARGET/,
+# for a time or a number of executions each. Prints per target the
+# executions and libFuzzer's coverage figures (cov: edges, ft: features)
+# and the crash files it wrote (build-fuzz/crashes/TARGET/).
+#
+#   scripts/fuzz.sh [SECONDS [RUNS [TARGET...]]]
+#     SECONDS  time per target (default 60; 0: no limit, RUNS must be set)
+#     RUNS     executions per target (default 0: no limit)
+#     TARGET   fuzz_model fuzz_vocab fuzz_tokenizer fuzz_experiment
+#              fuzz_dataset fuzz_resultsdb (default: all)
+#
+# A crash's reproducer, once fixed, goes into tests/fuzz/corpus/TARGET/ so
+# that the test suite replays it (suite fuzz). Exits non-zero if any target
+# crashed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 secs=${1:-60}
+runs=${2:-0}
+shift 2 || shift $# || true
+targets=("$@")
+[ ${#targets[@]} -gt 0 ] || targets=(fuzz_model fuzz_vocab fuzz_tokenizer fuzz_experiment fuzz_dataset fuzz_resultsdb)
 out=build-fuzz
-mkdir -p $out/corpus
-san="-fsanitize=address,undefined -fno-sanitize-recover=undefined"
-blas=$(pkg-config --cflags --libs openblas libpcre2-8 libcjson)
-# the vector kernels need their own ISA flags, as in meson.build
-clang -g -O1 -std=c11 $san -Iengine -c engine/kernels_avx2.c -mavx2 -mfma -mf16c -o $out/k2.o
-clang -g -O1 -std=c11 $san -Iengine -c engine/kernels_avx512.c \
-  -mavx512f -mavx512bw -mavx512vl -mavx512dq -mfma -mf16c -o $out/k512.o
-clang -g -O1 -std=c11 $san -fsanitize=fuzzer -Iengine -DKV_X86_DISPATCH tests/fuzz/fuzz_model.c \
-  engine/{kv_error,dtype,gguf,quant,kernels,threadpool,tokenizer,tokenizer_bpe,model,kvcache,context,export}.c \
-  $out/k2.o $out/k512.o $blas -lm -lpthread -o $out/fuzz_model
-# seeds: a tiny synthetic GGUF and the first bytes of the real llama2.c files
-[ -x build/kvbench ] || bash scripts/build.sh
-build/kvbench synth $out/corpus/tiny.gguf --dim 32 --hidden 64 --layers 1 --heads 2 --kv-heads 1 \
-  --vocab 40 --type q8_0 >/dev/null
-models=${KVBENCH_MODELS:-../shared/models}
-head -c 4096 "$models/stories260K/stories260K.bin" > $out/corpus/l2c.bin || true
-head -c 4096 "$models/stories260K/stories260K_q8.bin" > $out/corpus/q8.bin || true
-$out/fuzz_model -max_total_time="$secs" -max_len=65536 -rss_limit_mb=4096 $out/corpus
-# the tokenizers: any text, seeded with llama.cpp's conformance inputs
-mkdir -p $out/corpus-tok
-clang -g -O1 -std=c11 $san -fsanitize=fuzzer -Iengine tests/fuzz/fuzz_tokenizer.c \
-  engine/{kv_error,gguf,dtype,quant,tokenizer,tokenizer_bpe}.c $blas -lm -o $out/fuzz_tokenizer
-cp "$models"/tokenizers/gguf-vocab/*.inp $out/corpus-tok/ 2>/dev/null || true
-$out/fuzz_tokenizer -max_total_time="$secs" -max_len=4096 -rss_limit_mb=4096 $out/corpus-tok
+
+# clang with libFuzzer (Debian 12: clang-14 ships it in libclang-rt-14-dev)
+probe=$(mktemp -d)
+trap 'rm -rf "$probe"' EXIT
+echo 'int LLVMFuzzerTestOneInput(const unsigned char *d, unsigned long n) { (void)d; return (int)n * 0; }' > "$probe/p.c"
+if ! clang -fsanitize=fuzzer,address,undefined "$probe/p.c" -o "$probe/p" 2>/dev/null; then
+  echo "fuzz.sh: installing clang (libFuzzer)"
+  sudo=""; [ "$(id -u)" = 0 ] || sudo=sudo
+  $sudo apt-get install -y -qq clang >/dev/null
+  clang -fsanitize=fuzzer,address,undefined "$probe/p.c" -o "$probe/p"
+fi
+
+if [ ! -f $out/build.ninja ]; then
+  CC=clang meson setup $out -Dfuzz=true -Dtests=false -Dbuildtype=debugoptimized -Dwerror=true >/dev/null
+fi
+# only the targets (and what they link): the rest of the tree is the normal build's
+ninja -C $out "${targets[@]/#/tests/fuzz/}" >/dev/null
+
+export KVBENCH_MODELS=${KVBENCH_MODELS:-$PWD/../shared/models}
+export KVBENCH_DATA=${KVBENCH_DATA:-$PWD/../shared/data}
+# the targets' temporary files: libFuzzer ends with _exit, past their cleanup
+export TMPDIR=$PWD/$out/tmp
+rm -rf "$TMPDIR" && mkdir -p "$TMPDIR"
+# crashes on anything the sanitizers report; leaks are reported, not fatal
+export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=0}
+export UBSAN_OPTIONS=${UBSAN_OPTIONS:-halt_on_error=1:print_stacktrace=1}
+status=0
+printf '%-16s %12s %8s %8s %8s %s\n' target executions cov ft corpus crashes
+for t in "${targets[@]}"; do
+  mkdir -p $out/corpus/$t $out/crashes/$t $out/logs
+  log=$out/logs/$t.log
+  # the committed seeds are read, never written: new inputs go to $out/corpus
+  if ! $out/tests/fuzz/$t -max_total_time="$secs" -runs="$((runs > 0 ? runs : -1))" -max_len=65536 \
+       -rss_limit_mb=4096 -timeout=20 -print_final_stats=1 -artifact_prefix=$out/crashes/$t/ \
+       $out/corpus/$t tests/fuzz/corpus/$t >"$log" 2>&1; then
+    status=1
+  fi
+  execs=$(awk '/stat::number_of_executed_units:/ {print $2}' "$log" | tail -1)
+  last=$(grep -E '^#[0-9]+' "$log" | grep -E 'cov:' | tail -1)
+  cov=$(sed -n 's/.*cov: \([0-9]*\).*/\1/p' <<<"$last")
+  ft=$(sed -n 's/.*ft: \([0-9]*\).*/\1/p' <<<"$last")
+  corp=$(sed -n 's/.*corp: \([0-9]*\/[0-9]*[a-zA-Z]*\).*/\1/p' <<<"$last")
+  crashes=$(ls $out/crashes/$t | tr '\n' ' ')
+  printf '%-16s %12s %8s %8s %8s %s\n' "$t" "${execs:-?}" "${cov:-?}" "${ft:-?}" "${corp:-?}" "${crashes:-none}"
+done
+[ $status = 0 ] || echo "fuzz.sh: a target stopped on a finding; logs in $out/logs/"
+exit $status

@@ -1,0 +1,579 @@
+#!/usr/bin/env python3
+"""Writes the fuzz targets' synthetic seeds into tests/fuzz/corpus/TARGET/.
+
+Run from anywhere with numpy (tests/reference/gguf_io.py encodes the
+weights): python3 tests/fuzz/make_corpus.py. Every seed is made here, small
+(a few KB) and deterministic; nothing is copied from ../shared. Reproducers
+of crashes the fuzzers found are added by hand (crash-*) and kept.
+The results-database seeds need a kvbench build: --kvbench build/kvbench.
+"""
+import argparse
+import json
+import os
+import sqlite3
+import struct
+import subprocess
+import sys
+import tempfile
+
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, '..', 'reference'))
+import gguf_io as G  # noqa: E402
+
+CORPUS = os.path.join(HERE, 'corpus')
+
+
+def put(target, name, data):
+    d = os.path.join(CORPUS, target)
+    os.makedirs(d, exist_ok=True)
+    if isinstance(data, str):
+        data = data.encode('utf-8')
+    with open(os.path.join(d, name), 'wb') as f:
+        f.write(data)
+
+
+def gguf_bytes(meta, tensors):
+    with tempfile.TemporaryDirectory() as t:
+        p = os.path.join(t, 'x.gguf')
+        G.write(p, meta, tensors)
+        return open(p, 'rb').read()
+
+
+# ------------------------------------------------------------ vocabularies
+
+def spm_vocab(n, byte_tokens=False):
+    toks = ['<unk>', '<s>', '</s>'] + (['<0x%02X>' % b for b in range(256)] if byte_tokens else [])
+    words = ['\u2581', 'a', 'b', 'c', '\u2581a', '\u2581b', 'ab', '\u2581ab', 'é', '日']
+    toks += (words + ['\u2581w%d' % i for i in range(n)])[:max(0, n - len(toks))]
+    types = [2, 3, 3] + [6 if t.startswith('<0x') else 1 for t in toks[3:]]
+    return toks, [-float(i) for i in range(len(toks))], types
+
+
+def spm_meta(n, byte_tokens=False):
+    toks, scores, types = spm_vocab(n, byte_tokens)
+    return {
+        'tokenizer.ggml.model': (G.STRING, 'llama'),
+        'tokenizer.ggml.tokens': (G.ARRAY, (G.STRING, toks)),
+        'tokenizer.ggml.scores': (G.ARRAY, (G.FLOAT32, scores)),
+        'tokenizer.ggml.token_type': (G.ARRAY, (G.I32, types)),
+        'tokenizer.ggml.bos_token_id': (G.U32, 1),
+        'tokenizer.ggml.eos_token_id': (G.U32, 2),
+    }
+
+
+def byte_chars():
+    """GPT-2's bytes_to_unicode: printable Latin-1 bytes stand for
+    themselves, the others for code points from U+0100 on."""
+    keep = list(range(ord('!'), ord('~') + 1)) + list(range(0xA1, 0xAD)) + list(range(0xAE, 0x100))
+    out, extra = {}, 0
+    for b in range(256):
+        if b in keep:
+            out[b] = chr(b)
+        else:
+            out[b] = chr(256 + extra)
+            extra += 1
+    return out
+
+
+MERGES = ['Ġ t', 'h e', 'Ġt he', 'i n', 'Ġ a', 'e r', 'o n', 'Ġ s', 'e n', 'Ġ w', '1 2', 'Ġ Ġ']
+
+
+def bpe_vocab(extra=()):
+    bc = byte_chars()
+    toks = [bc[b] for b in range(256)]
+    for m in MERGES:
+        a, b = m.split(' ')
+        toks.append(a + b)
+    toks += list(extra)
+    return toks
+
+
+def bpe_meta(pre='gpt-2', user=()):
+    toks = bpe_vocab(user) + ['<|endoftext|>']
+    types = [1] * (len(toks) - 1 - len(user)) + [4] * len(user) + [3]
+    m = {
+        'tokenizer.ggml.model': (G.STRING, 'gpt2'),
+        'tokenizer.ggml.tokens': (G.ARRAY, (G.STRING, toks)),
+        'tokenizer.ggml.token_type': (G.ARRAY, (G.I32, types)),
+        'tokenizer.ggml.merges': (G.ARRAY, (G.STRING, MERGES)),
+        'tokenizer.ggml.bos_token_id': (G.U32, len(toks) - 1),
+        'tokenizer.ggml.eos_token_id': (G.U32, len(toks) - 1),
+    }
+    if pre:
+        m['tokenizer.ggml.pre'] = (G.STRING, pre)
+    return m
+
+
+def llama2c_tokenizer(pieces):
+    out = struct.pack('<i', max(len(p.encode()) for p in pieces))
+    for i, p in enumerate(pieces):
+        b = p.encode()
+        out += struct.pack('<fi', -float(i), len(b)) + b
+    return out
+
+
+# ------------------------------------------------------------ models
+
+def llama_gguf(dim, hid, L, H, KV, V, wt, et=G.F32, tied=True, arch='llama', seed=0):
+    rng = np.random.default_rng(seed)
+    hd = dim // H
+
+    def mat(r, c):
+        return rng.standard_normal((r, c)) / np.sqrt(c)
+
+    def norm(n):
+        return 1.0 + 0.1 * rng.standard_normal(n)
+    meta = {'general.architecture': (G.STRING, arch),
+            arch + '.context_length': (G.U32, 32),
+            arch + '.embedding_length': (G.U32, dim),
+            arch + '.block_count': (G.U32, L),
+            arch + '.feed_forward_length': (G.U32, hid),
+            arch + '.attention.head_count': (G.U32, H),
+            arch + '.attention.head_count_kv': (G.U32, KV)}
+    tensors = [('token_embd.weight', mat(V, dim), et), ('output_norm.weight', norm(dim), G.F32)]
+    if arch == 'llama':
+        meta['llama.attention.layer_norm_rms_epsilon'] = (G.FLOAT32, 1e-5)
+        meta['llama.rope.freq_base'] = (G.FLOAT32, 10000.0)
+    else:
+        meta['mpt.attention.layer_norm_epsilon'] = (G.FLOAT32, 1e-5)
+        meta['mpt.attention.max_alibi_bias'] = (G.FLOAT32, 8.0)
+    meta.update(spm_meta(V))
+    if not tied:
+        tensors.append(('output.weight', mat(V, dim), wt))
+    for l in range(L):
+        b = 'blk.%d.' % l
+        tensors += [(b + 'attn_norm.weight', norm(dim), G.F32), (b + 'ffn_norm.weight', norm(dim), G.F32)]
+        if arch == 'llama':
+            tensors += [(b + 'attn_q.weight', mat(H * hd, dim), wt), (b + 'attn_k.weight', mat(KV * hd, dim), wt),
+                        (b + 'attn_v.weight', mat(KV * hd, dim), wt), (b + 'attn_output.weight', mat(dim, H * hd), wt),
+                        (b + 'ffn_gate.weight', mat(hid, dim), wt), (b + 'ffn_down.weight', mat(dim, hid), wt),
+                        (b + 'ffn_up.weight', mat(hid, dim), wt)]
+        else:
+            tensors += [(b + 'attn_qkv.weight', mat((H + 2 * KV) * hd, dim), wt),
+                        (b + 'attn_output.weight', mat(dim, H * hd), wt),
+                        (b + 'ffn_down.weight', mat(dim, hid), wt), (b + 'ffn_up.weight', mat(hid, dim), wt)]
+    return gguf_bytes(meta, tensors)
+
+
+def llama2c_legacy(dim=8, hid=16, L=1, H=2, KV=1, V=8, S=16, shared=True, seed=1):
+    rng = np.random.default_rng(seed)
+    hd, kvd = dim // H, KV * (dim // H)
+    n = V * dim + L * dim + L * dim * dim * 2 + L * kvd * dim * 2 + L * dim + 3 * L * hid * dim + dim + S * hd
+    if not shared:
+        n += V * dim
+    w = (rng.standard_normal(n) * 0.3).astype('<f4')
+    return struct.pack('<7i', dim, hid, L, H, KV, V if shared else -V, S) + w.tobytes()
+
+
+def llama2c_q8(dim=8, hid=16, L=1, H=2, KV=1, V=8, S=16, gs=4, shared=1, seed=2):
+    rng = np.random.default_rng(seed)
+    kvd = KV * (dim // H)
+    head = struct.pack('<Ii7iBi', 0x616b3432, 2, dim, hid, L, H, KV, V, S, shared, gs)
+    head += b'\0' * (256 - len(head))
+    body = (1.0 + 0.1 * rng.standard_normal(2 * L * dim + dim)).astype('<f4').tobytes()
+
+    def q8(r, c):
+        q = rng.integers(-127, 128, r * c).astype(np.int8).tobytes()
+        return q + (rng.random(r * c // gs) * 0.01).astype('<f4').tobytes()
+    body += q8(V, dim)
+    for shp in [(dim, dim), (kvd, dim), (kvd, dim), (dim, dim), (hid, dim), (dim, hid), (hid, dim)]:
+        for _ in range(L):
+            body += q8(*shp)
+    if not shared:
+        body += q8(V, dim)
+    return head + body
+
+
+def model_seeds():
+    t = 'fuzz_model'
+    put(t, 'llama_f32.gguf.in', llama_gguf(8, 16, 1, 2, 1, 12, G.F32))
+    put(t, 'llama_q8_0_untied.gguf.in', llama_gguf(32, 32, 1, 2, 1, 12, G.Q8_0, tied=False))
+    put(t, 'llama_q4_0.gguf.in', llama_gguf(32, 32, 1, 2, 2, 12, G.Q4_0, et=G.Q4_0))
+    put(t, 'llama_f16_bf16.gguf.in', llama_gguf(16, 16, 1, 2, 1, 12, G.F16, et=G.BF16))
+    put(t, 'mpt_f32.gguf.in', llama_gguf(8, 16, 1, 2, 2, 12, G.F32, arch='mpt'))
+    put(t, 'l2c_legacy.bin', llama2c_legacy())
+    put(t, 'l2c_legacy_unshared.bin', llama2c_legacy(shared=False, L=2))
+    put(t, 'l2c_q8.bin', llama2c_q8())
+    put(t, 'l2c_q8_unshared.bin', llama2c_q8(shared=0, L=2))
+    # tricky: headers that claim more than the file holds, zeros, odd shapes
+    g = llama_gguf(8, 16, 1, 2, 1, 12, G.F32)
+    put(t, 'trick_gguf_truncated.gguf.in', g[:len(g) // 2])
+    put(t, 'trick_gguf_header_only.gguf.in', g[:24])
+    put(t, 'trick_gguf_huge_counts.gguf.in', b'GGUF' + struct.pack('<IQQ', 3, 2 ** 62, 2 ** 62))
+    put(t, 'trick_gguf_v1.gguf.in', b'GGUF' + struct.pack('<III', 1, 0, 0))
+    put(t, 'trick_l2c_zero_dims.bin', struct.pack('<7i', 0, 0, 0, 0, 0, 0, 0) + b'\0' * 64)
+    put(t, 'trick_l2c_heads_not_dividing.bin', llama2c_legacy(dim=8, H=3, KV=1))
+    put(t, 'trick_l2c_huge_dims.bin', struct.pack('<7i', 1 << 30, 1 << 30, 1 << 20, 8, 8, -(1 << 30), 1 << 30))
+    q = bytearray(llama2c_q8())
+    struct.pack_into('<i', q, 37, 0)  # group size 0
+    put(t, 'trick_q8_group_zero.bin', bytes(q))
+    q = bytearray(llama2c_q8())
+    struct.pack_into('<i', q, 37, 3)  # group size not dividing dim
+    put(t, 'trick_q8_group_3.bin', bytes(q))
+
+
+def vocab_seeds():
+    t = 'fuzz_vocab'
+
+    def one_file(data, vocab=0):
+        return bytes([0, max(0, vocab - 1) & 255]) + data
+
+    def gpt2_files(enc, bpe):
+        return b'\x01' + enc.encode('utf-8') + b'\0' + bpe.encode('utf-8')
+    put(t, 'gguf_spm.gguf.in', one_file(gguf_bytes(spm_meta(16), [])))
+    put(t, 'gguf_spm_bytes.gguf.in', one_file(gguf_bytes(spm_meta(272, byte_tokens=True), [])))
+    put(t, 'gguf_bpe_gpt2.gguf.in', one_file(gguf_bytes(bpe_meta('gpt-2'), [])))
+    put(t, 'gguf_bpe_mpt_user.gguf.in', one_file(gguf_bytes(bpe_meta('mpt', user=['  ', '   ', '<CL>']), [])))
+    put(t, 'gguf_bpe_neox_nopre.gguf.in', one_file(gguf_bytes(bpe_meta(None), [])))
+    put(t, 'l2c_tokenizer.bin.in', one_file(llama2c_tokenizer(['<unk>', '<s>', '</s>', ' ', 'a', 'b', ' a', 'ab']), 8))
+    toks = bpe_vocab()
+    enc = json.dumps({tok: i for i, tok in enumerate(toks + ['<|endoftext|>'])}, ensure_ascii=False)
+    bpe = '#version: 0.2\n' + '\n'.join(MERGES) + '\n'
+    put(t, 'gpt2_files.in', gpt2_files(enc, bpe))
+    # tricky ones
+    m = bpe_meta('gpt-2')
+    m['tokenizer.ggml.merges'] = (G.ARRAY, (G.STRING, ['Ġ nothere', 'x']))
+    put(t, 'trick_bad_merges.gguf.in', one_file(gguf_bytes(m, [])))
+    m = bpe_meta('llama3')
+    put(t, 'trick_unknown_pre.gguf.in', one_file(gguf_bytes(m, [])))
+    m = spm_meta(16)
+    m['tokenizer.ggml.scores'] = (G.ARRAY, (G.FLOAT32, [0.0] * 3))
+    m['tokenizer.ggml.bos_token_id'] = (G.U32, 99)
+    put(t, 'trick_short_scores_bad_bos.gguf.in', one_file(gguf_bytes(m, [])))
+    m = spm_meta(16)
+    m['tokenizer.ggml.tokens'] = (G.ARRAY, (G.STRING, ['a', 'a', '', 'b']))
+    m['tokenizer.ggml.token_type'] = (G.ARRAY, (G.STRING, ['1', '2']))
+    put(t, 'trick_dup_tokens_string_types.gguf.in', one_file(gguf_bytes(m, [])))
+    put(t, 'trick_l2c_short.bin.in', one_file(struct.pack('<ifi', 4, 0.0, 1 << 20) + b'ab', 40))
+    put(t, 'trick_gpt2_not_object.in', gpt2_files('[1, 2, "x"]', '#version: 0.2\na b c\n\n'))
+    put(t, 'trick_gpt2_missing_bytes.in', gpt2_files('{"a": 0, "b": 1, "ab": 5}', 'a b\n'))
+
+
+def tokenizer_seeds():
+    t = 'fuzz_tokenizer'
+    texts = {
+        'english.txt': 'Once upon a time, there was a little girl named Lily. She loved to play outside.\n',
+        'spaces.txt': '   leading and trailing   \n\n\t\ttabs  and    runs of spaces' + ' ' * 40 + 'x\n',
+        'digits.txt': '1 12 123 1234 12345 3.14159 -7e10 0x1F 2024-01-01 1,000,000',
+        'contractions.txt': "it's I'll we've they'd she'S don't O'Neil 'quoted' \"double\"",
+        'punctuation.txt': '!!!??? ... --- ((()))[]{} @#$%^&*_+=|\\/<>~`',
+        'unicode.txt': 'Привет мир. 日本語のテキスト。 한국어 العربية עברית ελληνικά café naïve Ångström',
+        'emoji.txt': 'emoji: \U0001F600\U0001F44D\U0001F3FD \u2764\ufe0f flags \U0001F1EB\U0001F1F7 zwj \U0001F468\u200d\U0001F469',
+        'combining.txt': 'e\u0301 a\u0308 \u1100\u1161 \u0915\u094d\u0937 \u200b\u200c\u200d\ufeff',
+        'control_tokens.txt': '<|endoftext|>Hello<|endoftext|> <|padding|> <s> </s> <unk> <CL><CR>',
+        'sentencepiece_marks.txt': '\u2581the \u2581\u2581 <0x41> <0xFF> \u2581',
+        'newlines.txt': '\r\n\r\n\n\n line\rcarriage\x0bvertical\x0cform\n',
+        'long_word.txt': 'a' * 2000 + ' ' + 'ab' * 500,
+        'code.txt': 'int main(void) {\n    for (int i = 0; i < 10; i++) printf("%d\\n", i);\n}\n',
+    }
+    for name, s in texts.items():
+        put(t, name, s)
+    put(t, 'empty.txt', b'')
+    put(t, 'invalid_utf8.bin', b'ok \xff\xfe \xc0\x80 \xed\xa0\x80 \xf5\x80\x80\x80 \xe2\x82 trunc \xf0\x9f\x98')
+    put(t, 'nul_bytes.bin', b'a\0b\0\0c \0 <|endo\0ftext|>')
+    put(t, 'all_bytes.bin', bytes(range(256)))
+    put(t, 'high_bytes_runs.bin', bytes([0xC0, 0xC1] * 8 + list(range(0xF5, 0x100)) * 2))
+
+
+# ------------------------------------------------------------ experiments
+
+EXP_HEAD = '''[experiment]
+name = fuzzseed
+seed = 3
+db = results/fuzz-seed.db
+
+[model tiny]
+path = stories260K/stories260K.bin
+tokenizer = stories260K/tok512.bin
+'''
+
+
+def experiment_seeds():
+    t = 'fuzz_experiment'
+    put(t, 'summarization.ini', EXP_HEAD + '''
+[task cnndm]
+kind = summarization
+data = cnn_dailymail/cnndm_test_500.csv
+samples = 2
+template = plain-summ
+max_prompt_tokens = 200
+max_new_tokens = 16
+bad_rows = skip
+
+[policy full]
+policy = full
+
+[policy h2o]
+policy = h2o
+recent = 0.5
+
+[sweep]
+models = tiny
+tasks = cnndm
+policies = full, h2o
+budgets = 20%..80% step 20%, 64
+''')
+    put(t, 'every_kind.ini', EXP_HEAD + '''
+[task dialog]
+kind = conversation
+data = dailydialog/dailydialog_resplit_test.jsonl
+samples = 1
+stop = newline
+[task passkey]
+kind = passkey
+lengths = 120, 240
+depths = 0, 50, 100
+per_cell = 1
+[task pg19]
+kind = perplexity
+data = pg19/10146.txt
+min_chars = 0
+tokens = 300
+chunk = 16
+curve_bucket = 50
+[task needle]
+kind = needle
+haystack = niah/paul_graham_essays
+lengths = 200
+depths = 0, 100
+[task ruler]
+kind = ruler
+data = niah/ruler_niah_multikey_3_4k.jsonl
+[task wiki]
+kind = fidelity
+data = wikitext/wikitext2_test.txt
+min_chars = 600
+fidelity = true
+[policy window]
+policy = window
+[policy sl]
+policy = streamingllm
+[sweep]
+models = tiny
+tasks = dialog, passkey, pg19, needle, ruler, wiki
+policies = window, sl
+budgets = 64, 128
+''')
+    put(t, 'env_expansion.ini', '''[experiment]
+name = ${HOME}x
+db = $HOME/none/x.db
+[model m]
+path = ${KVBENCH_MODELS}/stories260K/stories260K_q8.bin
+[task t]
+kind = summarization
+data = $KVBENCH_DATA/govreport/govreport_leval_13.jsonl
+[policy p]
+policy = tova
+[sweep]
+models = m
+tasks = t
+policies = p
+budgets = none
+''')
+    put(t, 'trick_unset_var.ini', '[experiment]\nname = ${NO_SUCH_VARIABLE_FUZZ}\ndb = ${\n')
+    put(t, 'trick_bad_lines.ini', '[experiment\nname\n= value\n[]\n[model]\n[policy x y z]\npolicy=\n;c\n#c\nkey = "quoted\n')
+    put(t, 'trick_budgets.ini', EXP_HEAD + '''[policy p]
+policy = window
+[task t]
+kind = passkey
+lengths = 99999999999, -1, 0
+depths = 101
+[sweep]
+models = tiny, tiny, nosuch
+tasks = t
+policies = p
+budgets = 90%..20% step 0%, 0, -5, 1e309, 100%%
+''')
+    put(t, 'trick_policy_params.ini', EXP_HEAD + '''[task t]
+kind = fidelity
+data = wikitext/wikitext2_test.txt
+[policy a]
+policy = h2o
+recent = 2.5
+nosuch = 1
+[policy b]
+policy = nosuchpolicy
+[policy c]
+policy = keyformer
+selection = paper
+[sweep]
+models = tiny
+tasks = t
+policies = a, b, c
+budgets = 10%
+''')
+    put(t, 'trick_many_sections.ini', ''.join('[policy p%d]\npolicy = full\n' % i for i in range(70)))
+    put(t, 'trick_long_line.ini', '[experiment]\nname = ' + 'n' * 3000 + '\ndescription = ' + 'd' * 300 + '\n')
+    put(t, 'trick_bom_nul.ini', b'\xef\xbb\xbf[experiment]\nname = a\0b\n[sweep]\nmodels =\n')
+
+
+# ------------------------------------------------------------ datasets
+
+def dataset_seeds():
+    t = 'fuzz_dataset'
+
+    def row(kind, body, skip=True, min_chars=0):
+        return bytes([kind | (0 if skip else 8), min_chars]) + body.encode('utf-8')
+    put(t, 'csv_cnndm.in', row(0, 'id,article,highlights\n1,"An article, with a comma.","A summary.\nTwo lines."\n'
+                                  '2,Plain text,"He said ""hi"""\n'))
+    put(t, 'csv_broken_quote.in', row(0, 'id,article,highlights\n1,"never closed,x\n2,a,b\n', skip=False))
+    put(t, 'csv_missing_cols.in', row(0, 'article\nonly one column\n'))
+    put(t, 'csv_extra_fields.in', row(0, 'id,article,highlights\n1,a,b,c,d\n2,,\n3,x,y\n'))
+    put(t, 'jsonl_cnndm.in', row(1, '{"id": "a", "article": "Text.", "highlights": "Sum."}\n'
+                                    '{"article": "Two", "highlights": ["x", "y"]}\n'))
+    put(t, 'jsonl_govreport.in', row(1, '{"_id": 7, "document": "Doc \\u00e9 \\ud83d\\ude00", "reference": "Ref"}\n'))
+    put(t, 'jsonl_multinews.in', row(1, '{"context": "Passage 1:\\nA", "answers": ["One.", "Two."]}\n'))
+    put(t, 'jsonl_bad_rows.in', row(1, '{"article": 5, "highlights": null}\n[1,2]\n{"article": "a"\n\n'
+                                       '{"article": "\\ud800", "highlights": "lone surrogate"}\n'))
+    put(t, 'soda.in', row(2, json.dumps({'id': 's1', 'narrative': 'N.', 'speakers': ['A', 'B', 'A'],
+                                         'turns': [{'speaker': 'A', 'text': 'Hi.'}, {'text': 'Hello.'},
+                                                   {'speaker': 'A', 'text': 'Bye.'}]}) + '\n'))
+    put(t, 'soda_stringified.in', row(3, json.dumps({'narrative': 'N', 'speakers': "['A', 'B']",
+                                                     'dialogue': "['Hi there, it\\'s me.', \"Yes\"]"}) + '\n'))
+    # a stringified list cut after a backslash: the escape must not step past the string's end
+    put(t, 'soda_trailing_backslash.in', row(3, json.dumps({'narrative': 'N', 'speakers': "['A', 'B']",
+                                                            'dialogue': "['Hi.', 'cut \\"}) + '\n'))
+    put(t, 'dailydialog.in', row(2, '{"id": "dd", "turns": [{"speaker": "A", "text": "x"}, '
+                                    '{"speaker": "B", "text": "y"}]}\n{"turns": []}\n{"turns": "[\'a\'"}\n'))
+    put(t, 'text_jsonl.in', row(4, '{"id": "b", "title": "T", "text": "Book text.\\n\\nMore."}\n{"text": 1}\n'))
+    put(t, 'text_plain.in', row(5, 'Para one.\n\nPara two is longer.\n\n\n\nThree\r\n\r\nfour', min_chars=2))
+    put(t, 'text_plain_invalid_utf8.in', row(5, 'a\n\n', min_chars=0) + b'\xff\xfe\n\nb')
+    put(t, 'ruler.in', row(6, '{"index": 0, "input": "Find the key.", "outputs": ["k1", "k2"]}\n'
+                              '{"index": 1, "input": "x", "outputs": "not a list"}\n'))
+    put(t, 'invalid_utf8_rows.in', row(1, '{"article": "', skip=False) + b'\xc0\x80"' +
+        b', "highlights": "x"}\n')
+    put(t, 'deep_nesting.in', row(1, '[' * 3000 + ']' * 3000 + '\n{"article":{"a":[[[[["x"]]]]]},"highlights":"y"}\n'))
+
+
+# ------------------------------------------------------------ results databases
+
+KEEP_METRICS = ('rouge1_f', 'rouge2_f', 'rougeLsum_f', 'fid_top1_agree', 'fid_kl', 'attn_mass_lost',
+                'kv_bytes_prompt_peak', 'kv_bytes_steady_peak', 'ppl', 'kv_bytes_peak', 'ttft_ms')
+
+
+def shrink(src, dst):
+    """A copy of a results database with one sample per run, the metrics
+    report shows by default (and one timing), a few curve and trace points,
+    in 512-byte pages."""
+    if os.path.exists(dst):
+        os.unlink(dst)
+    db = sqlite3.connect(src)
+    db.execute("VACUUM INTO ?", (dst,))
+    db.close()
+    db = sqlite3.connect(dst)
+    db.execute('PRAGMA journal_mode=DELETE')
+    db.execute('DELETE FROM samples WHERE rowid NOT IN (SELECT min(rowid) FROM samples GROUP BY run)')
+    for tb in ('metrics', 'curves', 'kv_trace'):
+        db.execute('DELETE FROM %s WHERE (run, sample) NOT IN (SELECT run, sample FROM samples)' % tb)
+    db.execute('DELETE FROM metrics WHERE name NOT IN (%s)' % ','.join('?' * len(KEEP_METRICS)), KEEP_METRICS)
+    for tb in ('curves', 'kv_trace'):
+        db.execute('DELETE FROM %s WHERE rowid NOT IN (SELECT min(rowid) FROM %s GROUP BY run, sample '
+                   'UNION SELECT max(rowid) FROM %s GROUP BY run, sample)' % (tb, tb, tb))
+    db.execute("UPDATE experiments SET text = substr(text, 1, 64)")
+    db.commit()
+    db.execute('PRAGMA page_size=512')
+    db.execute('VACUUM')
+    db.close()
+
+
+def resultsdb_seeds(kvbench):
+    t = 'fuzz_resultsdb'
+    d = os.path.join(CORPUS, t)
+    os.makedirs(d, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        ini = os.path.join(tmp, 'e.ini')
+        full = os.path.join(tmp, 'full.db')
+        with open(ini, 'w') as f:
+            f.write('''[experiment]
+name = seed
+seed = 1
+db = %s
+[model s]
+path = stories260K/stories260K.bin
+tokenizer = stories260K/tok512.bin
+[task cnndm]
+kind = summarization
+data = cnn_dailymail/cnndm_test_500.csv
+samples = 2
+template = plain-summ
+max_prompt_tokens = 96
+max_new_tokens = 6
+fidelity = true
+[task pg19]
+kind = perplexity
+data = pg19/10146.txt
+min_chars = 0
+tokens = 64
+chunk = 16
+curve_bucket = 16
+samples = 1
+[policy full]
+policy = full
+[policy window]
+policy = window
+[sweep]
+models = s
+tasks = cnndm, pg19
+policies = full, window
+budgets = 48
+''' % full)
+        subprocess.run([kvbench, 'run', ini], check=True, stdout=subprocess.DEVNULL)
+        shrink(full, os.path.join(d, 'sweep.db'))
+        db = sqlite3.connect(os.path.join(d, 'sweep.db'))
+        names = [r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")]
+        db.close()
+        # odd rows: NULLs and text where numbers are, a run without samples
+        odd = os.path.join(d, 'trick_odd_rows.db')
+        shrink(full, odd)
+        db = sqlite3.connect(odd)
+        if 'metrics' in names:
+            db.execute("UPDATE metrics SET value = 'x' WHERE rowid % 2 = 0")
+            db.execute("UPDATE metrics SET value = NULL WHERE rowid % 3 = 0")
+        db.execute("UPDATE runs SET budget = 'x', budget_value = NULL WHERE rowid = 1")
+        db.execute("DELETE FROM samples WHERE rowid = 2")
+        db.commit()
+        db.execute('VACUUM')
+        db.close()
+        old = os.path.join(d, 'trick_schema_v1.db')
+        shrink(full, old)
+        db = sqlite3.connect(old)
+        db.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
+        db.commit()
+        db.close()
+        sweep = open(os.path.join(d, 'sweep.db'), 'rb').read()
+        put(t, 'trick_truncated.db', sweep[:len(sweep) // 3])
+        bad = bytearray(sweep)
+        for off in range(600, len(bad), 997):
+            bad[off] ^= 0x5A
+        put(t, 'trick_bitflips.db', bytes(bad))
+    foreign = os.path.join(d, 'trick_foreign.db')
+    if os.path.exists(foreign):
+        os.unlink(foreign)
+    db = sqlite3.connect(foreign)
+    db.execute('PRAGMA page_size=512')
+    db.execute('CREATE TABLE runs (x)')
+    db.execute("INSERT INTO runs VALUES ('not a run')")
+    db.execute('CREATE TABLE samples (id INTEGER PRIMARY KEY, run, sample)')
+    db.commit()
+    db.close()
+    put(t, 'trick_empty.db', b'')
+    put(t, 'trick_not_sqlite.db', b'SQLite format 2\0' + b'\xff' * 84)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument('--kvbench', help='a kvbench binary: also write the results-database seeds')
+    a = ap.parse_args()
+    model_seeds()
+    vocab_seeds()
+    tokenizer_seeds()
+    experiment_seeds()
+    dataset_seeds()
+    if a.kvbench:
+        resultsdb_seeds(a.kvbench)
+
+
+if __name__ == '__main__':
+    main()
