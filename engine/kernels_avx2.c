@@ -200,16 +200,26 @@ KV_INLINE void kq_quarter(const kv_dtype t, const uint8_t *blk, const int h, __m
     for (int k = 0; k < 8; k++) q[k] = _mm256_cvtepi32_ps(v[k]);
 }
 
+/* 16 scale or min bytes from kq_scale_ints' words (Q4_K/Q5_K: each repeated). */
+KV_INLINE __m128i kq_bytes(const kv_dtype t, const uint32_t w[4]) {
+    if (t == KV_Q4_K || t == KV_Q5_K) {
+        const __m128i v = _mm_set_epi32(0, 0, (int)w[1], (int)w[0]);
+        return _mm_unpacklo_epi8(v, v);
+    }
+    return _mm_set_epi32((int)w[3], (int)w[2], (int)w[1], (int)w[0]);
+}
+
 /* The 16 scales d[g] and offsets m[g] of a super-block. */
 KV_INLINE void kq_scales(const kv_dtype t, const uint8_t *blk, float d[16], float m[16]) {
-    uint8_t sc[16], mn[16];
+    uint32_t sc[4], mn[4];
     uint16_t dm[2];
     kq_scale_ints(t, blk, sc, mn, dm);
     const __m256 dd = _mm256_set1_ps(_cvtsh_ss(dm[0])), dmin = _mm256_set1_ps(_cvtsh_ss(dm[1]));
-    for (int k = 0; k < 2; k++) {
-        _mm256_storeu_ps(d + 8 * k, _mm256_mul_ps(dd, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(sc + 8 * k))))));
-        _mm256_storeu_ps(m + 8 * k, _mm256_mul_ps(dmin, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(mn + 8 * k))))));
-    }
+    const __m128i s = kq_bytes(t, sc), n = kq_bytes(t, mn);
+    _mm256_storeu_ps(d, _mm256_mul_ps(dd, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(s))));
+    _mm256_storeu_ps(d + 8, _mm256_mul_ps(dd, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(s, 8)))));
+    _mm256_storeu_ps(m, _mm256_mul_ps(dmin, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(n))));
+    _mm256_storeu_ps(m + 8, _mm256_mul_ps(dmin, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(n, 8)))));
 }
 
 /* One super-block of one row into its accumulators. */

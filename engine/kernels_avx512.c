@@ -207,13 +207,22 @@ KV_INLINE void kq_quarter(const kv_dtype t, const uint8_t *blk, const int h, __m
     }
 }
 
+/* 16 scale or min bytes from kq_scale_ints' words (Q4_K/Q5_K: each repeated). */
+KV_INLINE __m128i kq_bytes(const kv_dtype t, const uint32_t w[4]) {
+    if (t == KV_Q4_K || t == KV_Q5_K) {
+        const __m128i v = _mm_set_epi32(0, 0, (int)w[1], (int)w[0]);
+        return _mm_unpacklo_epi8(v, v);
+    }
+    return _mm_set_epi32((int)w[3], (int)w[2], (int)w[1], (int)w[0]);
+}
+
 /* The 16 scales d_g and offsets m_g of a super-block. */
 KV_INLINE void kq_scales(const kv_dtype t, const uint8_t *blk, __m512 *d, __m512 *m) {
-    uint8_t sc[16], mn[16];
+    uint32_t sc[4], mn[4];
     uint16_t dm[2];
     kq_scale_ints(t, blk, sc, mn, dm);
-    *d = _mm512_mul_ps(_mm512_set1_ps(_cvtsh_ss(dm[0])), i2f(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)sc))));
-    *m = _mm512_mul_ps(_mm512_set1_ps(_cvtsh_ss(dm[1])), i2f(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)mn))));
+    *d = _mm512_mul_ps(_mm512_set1_ps(_cvtsh_ss(dm[0])), i2f(_mm512_cvtepi8_epi32(kq_bytes(t, sc))));
+    *m = _mm512_mul_ps(_mm512_set1_ps(_cvtsh_ss(dm[1])), i2f(_mm512_cvtepi8_epi32(kq_bytes(t, mn))));
 }
 
 /* One super-block of one row into its accumulators. */
