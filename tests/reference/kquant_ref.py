@@ -10,8 +10,10 @@ quantizer for the synthetic models (any valid blocks will do there).
 
 Run as a script, it is the block-by-block check: GGUF files whose K-quant
 weights are random bytes (every scale, sign and bit pattern, with finite
-fp16 super-block scales) are converted to F32 by `kvbench convert`, and
-every value must equal this decoder's bit for bit.
+fp16 super-block scales) are converted to F32 by `kvbench convert` under
+each ISA (KVBENCH_ISA=scalar, avx2, avx512: the portable decoder and both
+vector ones; a CPU without one runs its best lower one), and every value
+must equal this decoder's bit for bit.
 """
 import argparse
 import os
@@ -243,13 +245,15 @@ def main():
     a = ap.parse_args()
     os.makedirs(a.tmp, exist_ok=True)
     rng = np.random.default_rng(2024)
-    failed = 0
-    for t in (Q2_K, Q3_K, Q4_K, Q5_K, Q6_K):
+    failed = runs = 0
+    for t, isa in [(t, isa) for t in (Q2_K, Q3_K, Q4_K, Q5_K, Q6_K) for isa in ('scalar', 'avx2', 'avx512')]:
+        runs += 1
         src, dst = os.path.join(a.tmp, 'blocks_%s.gguf' % NAMES[t]), os.path.join(a.tmp, 'blocks_%s_f32.gguf' % NAMES[t])
         blobs = make_synthetic.make_raw(src, t, lambda nb: random_blocks(t, nb, rng))
-        r = subprocess.run([a.kvbench, 'convert', src, dst, '--type', 'f32'], capture_output=True, text=True)
+        r = subprocess.run([a.kvbench, 'convert', src, dst, '--type', 'f32'], capture_output=True, text=True,
+                           env=dict(os.environ, KVBENCH_ISA=isa))
         if r.returncode != 0:
-            print('FAIL %s: kvbench convert: %s' % (NAMES[t], r.stderr.strip()))
+            print('FAIL %s %s: kvbench convert: %s' % (NAMES[t], isa, r.stderr.strip()))
             failed += 1
             continue
         _, got, types = G.read(dst)
@@ -264,9 +268,18 @@ def main():
             worst = max(worst, float(np.abs(want.astype(np.float64) - have).max()))
         ok = same == nblk
         failed += not ok
-        print('%s %-5s %6d blocks, %6d bit-identical, max |diff| %.3g' % ('PASS' if ok else 'FAIL', NAMES[t], nblk, same,
-                                                                          worst))
-    print('%d passed, %d failed' % (5 - failed, failed))
+        print('%s %-5s %-6s %6d blocks, %6d bit-identical, max |diff| %.3g' % ('PASS' if ok else 'FAIL', NAMES[t], isa,
+                                                                                nblk, same, worst))
+    # a K-quant tensor whose rows are no whole super-blocks is refused, by name
+    bad = os.path.join(a.tmp, 'bad_row.gguf')
+    G.write(bad, {'general.architecture': (G.STRING, 'llama')},
+            [('blk.0.attn_q.weight', G.Raw((2, 128), bytes(BLOCK_BYTES[Q4_K])), Q4_K)])
+    r = subprocess.run([a.kvbench, 'convert', bad, bad + '.out', '--type', 'f32'], capture_output=True, text=True)
+    ok = r.returncode != 0 and "'blk.0.attn_q.weight'" in r.stderr and '256' in r.stderr
+    failed += not ok
+    runs += 1
+    print('%s row of 128 Q4_K values refused: %s' % ('PASS' if ok else 'FAIL', r.stderr.strip()))
+    print('%d passed, %d failed' % (runs - failed, failed))
     return 1 if failed else 0
 
 
