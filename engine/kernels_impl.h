@@ -9,7 +9,7 @@
 
 /* One ISA's kernels. A NULL entry falls back to the portable one. */
 typedef struct kv_kernel_table {
-    /* y[r] for r in [r0, r1) of a weight of type F32/F16/BF16/Q8_0/Q4_0;
+    /* y[r] for r in [r0, r1) of a weight of type F32/F16/BF16/Q8_0/Q4_0/Q2_K..Q6_K;
      * returns 0 when it handled the type, -1 to fall back. */
     int (*matvec_rows)(const kv_tensor *W, const float *x, float *y, int64_t r0, int64_t r1);
     int (*dequant_rows)(const kv_tensor *W, int64_t r0, int64_t r1, float *out);

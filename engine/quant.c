@@ -154,24 +154,40 @@ void kv_kquant_scales(kv_dtype t, const uint8_t *blk, float d[16], float m[16]) 
     }
 }
 
+/* Q2_K, Q3_K, Q6_K: value e = 128c + 32j + l. */
+static void ints_by_128(kv_dtype t, const uint8_t *blk, int8_t *q) {
+    for (int c = 0; c < 2; c++)
+        for (int j = 0; j < 4; j++)
+            for (int l = 0; l < 32; l++) {
+                int v;
+                if (t == KV_Q2_K) v = (blk[16 + 32 * c + l] >> (2 * j)) & 3;
+                else if (t == KV_Q3_K) v = ((blk[32 + 32 * c + l] >> (2 * j)) & 3) - ((blk[l] >> (4 * c + j)) & 1 ? 0 : 4);
+                else v = (((blk[64 * c + 32 * (j & 1) + l] >> (4 * (j >> 1))) & 15) |
+                          (((blk[128 + 32 * c + l] >> (2 * j)) & 3) << 4)) - 32;
+                q[128 * c + 32 * j + l] = (int8_t)v;
+            }
+}
+
+/* Q4_K, Q5_K: value e = 64g + 32h + l. */
+static void ints_by_64(kv_dtype t, const uint8_t *blk, int8_t *q) {
+    const uint8_t *qs = blk + (t == KV_Q4_K ? 16 : 48), *qh = blk + 16;
+    for (int g = 0; g < 4; g++)
+        for (int h = 0; h < 2; h++)
+            for (int l = 0; l < 32; l++) {
+                int v = (qs[32 * g + l] >> (4 * h)) & 15;
+                if (t == KV_Q5_K) v += ((qh[l] >> (2 * g + h)) & 1) << 4;
+                q[64 * g + 32 * h + l] = (int8_t)v;
+            }
+}
+
 void kv_kquant_ints(kv_dtype t, const uint8_t *blk, int8_t q[256]) {
-    for (int e = 0; e < 256; e++) {
-        const int c = e / 128, j = (e % 128) / 32, l = e % 32, g = e / 64, h = (e % 64) / 32;
-        switch (t) {
-        case KV_Q2_K: q[e] = (int8_t)((blk[16 + 32 * c + l] >> (2 * j)) & 3); break;
-        case KV_Q3_K:
-            q[e] = (int8_t)(((blk[32 + 32 * c + l] >> (2 * j)) & 3) - ((blk[l] >> (4 * c + j)) & 1 ? 0 : 4));
-            break;
-        case KV_Q4_K: q[e] = (int8_t)((blk[16 + 32 * g + l] >> (4 * h)) & 15); break;
-        case KV_Q5_K:
-            q[e] = (int8_t)(((blk[48 + 32 * g + l] >> (4 * h)) & 15) + (((blk[16 + l] >> (2 * g + h)) & 1) << 4));
-            break;
-        case KV_Q6_K:
-            q[e] = (int8_t)((((blk[64 * c + 32 * (j & 1) + l] >> (4 * (j >> 1))) & 15) |
-                             (((blk[128 + 32 * c + l] >> (2 * j)) & 3) << 4)) - 32);
-            break;
-        default: q[e] = 0;
-        }
+    switch (t) {
+    case KV_Q2_K: ints_by_128(KV_Q2_K, blk, q); return;
+    case KV_Q3_K: ints_by_128(KV_Q3_K, blk, q); return;
+    case KV_Q6_K: ints_by_128(KV_Q6_K, blk, q); return;
+    case KV_Q4_K: ints_by_64(KV_Q4_K, blk, q); return;
+    case KV_Q5_K: ints_by_64(KV_Q5_K, blk, q); return;
+    default: memset(q, 0, 256); return;
     }
 }
 
