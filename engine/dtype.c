@@ -7,7 +7,8 @@
 #include "kv_error.h"
 
 static const struct { kv_dtype t; const char *name; } kv_dtype_names[] = {
-    {KV_F32, "f32"}, {KV_F16, "f16"}, {KV_BF16, "bf16"}, {KV_Q8_0, "q8_0"}, {KV_Q4_0, "q4_0"}, {KV_Q8_G, "q8_g"},
+    {KV_F32, "f32"}, {KV_F16, "f16"}, {KV_BF16, "bf16"}, {KV_Q8_0, "q8_0"}, {KV_Q4_0, "q4_0"},
+    {KV_Q2_K, "q2_k"}, {KV_Q3_K, "q3_k"}, {KV_Q4_K, "q4_k"}, {KV_Q5_K, "q5_k"}, {KV_Q6_K, "q6_k"}, {KV_Q8_G, "q8_g"},
 };
 
 const char *kv_dtype_name(kv_dtype t) {
@@ -26,5 +27,5 @@ int kv_dtype_parse(const char *name, kv_dtype *out) {
             *out = kv_dtype_names[i].t;
             return KV_OK;
         }
-    return kv_errorf(KV_EINVAL, "unknown tensor type '%s' (expected f32, f16, bf16, q8_0, q4_0)", name);
+    return kv_errorf(KV_EINVAL, "unknown tensor type '%s' (expected f32, f16, bf16, q8_0, q4_0, q2_k, q3_k, q4_k, q5_k, q6_k)", name);
 }

@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "kv_error.h"
 #include "quant.h"
@@ -186,6 +187,7 @@ int kv_export_vocab_gguf(const kv_tokenizer *t, const char *name, const char *pa
 
 int kv_export_matrix(kv_gguf_writer *w, const char *name, const kv_tensor *W, kv_dtype type,
                      kv_dtype *written_type) {
+    if (kv_dtype_is_kquant(type) && W->cols % KV_QK_K != 0) type = KV_Q8_0;
     if ((type == KV_Q8_0 || type == KV_Q4_0) && W->cols % KV_QK != 0) type = KV_F32;
     if (written_type) *written_type = type;
     uint64_t ne[2] = {(uint64_t)W->cols, (uint64_t)W->rows};
@@ -211,20 +213,60 @@ static int add_vector(kv_gguf_writer *w, const char *name, const float *v, int64
     return kv_gguf_writer_add_tensor(w, name, KV_F32, 1, ne, v);
 }
 
+typedef struct mix_ctx { kv_quant_mix mix; int n_layers, tied; } mix_ctx;
+
+/* kv_export_matrix with the type the recipe gives `name`. */
+static int put_matrix(const mix_ctx *mx, kv_gguf_writer *w, const char *name, const kv_tensor *W, kv_dtype type,
+                      kv_dtype *written) {
+    return kv_export_matrix(w, name, W, kv_quant_mix_type(mx->mix, type, name, mx->n_layers, mx->tied), written);
+}
+
+int kv_quant_mix_parse(const char *name, kv_quant_mix *mix, kv_dtype *base) {
+    if (!strcasecmp(name, "q4_k_m")) return *mix = KV_MIX_Q4_K_M, *base = KV_Q4_K, KV_OK;
+    if (!strcasecmp(name, "q5_k_m")) return *mix = KV_MIX_Q5_K_M, *base = KV_Q5_K, KV_OK;
+    return KV_EINVAL;
+}
+
+/* llama.cpp's use_more_bits: the first and last eighth of the layers and
+ * every third one between them. */
+static int use_more_bits(int i, int n) { return i < n / 8 || i >= 7 * n / 8 || (i - n / 8) % 3 == 2; }
+
+kv_dtype kv_quant_mix_type(kv_quant_mix mix, kv_dtype base, const char *name, int n_layers, int tied) {
+    if (mix == KV_MIX_NONE) return base;
+    if (!strcmp(name, "output.weight") || (tied && !strcmp(name, "token_embd.weight"))) return KV_Q6_K;
+    int layer, end = 0;
+    char role[32];
+    if (sscanf(name, "blk.%d.%31[^.].weight%n", &layer, role, &end) == 2 && end > 0 && name[end] == '\0' &&
+        (!strcmp(role, "attn_v") || !strcmp(role, "attn_qkv") || !strcmp(role, "ffn_down")) &&
+        use_more_bits(layer, n_layers))
+        return KV_Q6_K;
+    return base;
+}
+
+static int export_type_ok(kv_dtype type) {
+    return type == KV_F32 || type == KV_F16 || type == KV_BF16 || type == KV_Q8_0 || type == KV_Q4_0 ||
+           kv_dtype_is_kquant(type);
+}
+
 int kv_model_export_gguf(const kv_model *m, const char *path, kv_dtype type) {
+    return kv_model_export_gguf_mix(m, path, type, KV_MIX_NONE);
+}
+
+int kv_model_export_gguf_mix(const kv_model *m, const char *path, kv_dtype type, kv_quant_mix mix) {
     const kv_model_info *i = kv_model_get_info(m);
-    if (type != KV_F32 && type != KV_F16 && type != KV_BF16 && type != KV_Q8_0 && type != KV_Q4_0)
+    if (!export_type_ok(type))
         return kv_errorf(KV_EINVAL, "convert: cannot write tensors of type %s", kv_dtype_name(type));
     kv_gguf_writer *w = kv_gguf_writer_new();
     if (!w) return kv_errorf(KV_ENOMEM, "out of memory");
+    const mix_ctx mx = {mix, i->n_layers, i->tied_output};
     const char *base = strrchr(kv_model_path(m), '/');
     const int mpt = i->arch == KV_ARCH_MPT;
     int rc = (mpt ? kv_export_mpt_meta : kv_export_llama_meta)(w, i, base ? base + 1 : kv_model_path(m));
     if (!rc && kv_model_tokenizer(m)) rc = kv_export_tokenizer(w, kv_model_tokenizer(m));
-    if (!rc) rc = kv_export_matrix(w, "token_embd.weight", kv_model_tok_embd(m), type, NULL);
+    if (!rc) rc = put_matrix(&mx, w, "token_embd.weight", kv_model_tok_embd(m), type, NULL);
     if (!rc) rc = add_vector(w, "output_norm.weight", kv_model_out_norm(m), i->dim);
     if (!rc && kv_model_out_norm_bias(m)) rc = add_vector(w, "output_norm.bias", kv_model_out_norm_bias(m), i->dim);
-    if (!rc && !i->tied_output) rc = kv_export_matrix(w, "output.weight", kv_model_output(m), type, NULL);
+    if (!rc && !i->tied_output) rc = put_matrix(&mx, w, "output.weight", kv_model_output(m), type, NULL);
     char name[96];
     for (int l = 0; l < i->n_layers && !rc; l++) {
         const kv_layer_weights *L = kv_model_layer(m, l);
@@ -233,24 +275,24 @@ int kv_model_export_gguf(const kv_model *m, const char *path, kv_dtype type) {
         if (mpt) {
             if ((rc = add_vector(w, NAME("attn_norm"), L->attn_norm, i->dim)) ||
                 (L->attn_norm_b && (rc = add_vector(w, BIAS("attn_norm"), L->attn_norm_b, i->dim))) ||
-                (rc = kv_export_matrix(w, NAME("attn_qkv"), &L->wqkv, type, NULL)) ||
-                (rc = kv_export_matrix(w, NAME("attn_output"), &L->wo, type, NULL)) ||
+                (rc = put_matrix(&mx, w, NAME("attn_qkv"), &L->wqkv, type, NULL)) ||
+                (rc = put_matrix(&mx, w, NAME("attn_output"), &L->wo, type, NULL)) ||
                 (rc = add_vector(w, NAME("ffn_norm"), L->ffn_norm, i->dim)) ||
                 (L->ffn_norm_b && (rc = add_vector(w, BIAS("ffn_norm"), L->ffn_norm_b, i->dim))) ||
-                (rc = kv_export_matrix(w, NAME("ffn_up"), &L->w_up, type, NULL)) ||
-                (rc = kv_export_matrix(w, NAME("ffn_down"), &L->w_down, type, NULL)))
+                (rc = put_matrix(&mx, w, NAME("ffn_up"), &L->w_up, type, NULL)) ||
+                (rc = put_matrix(&mx, w, NAME("ffn_down"), &L->w_down, type, NULL)))
                 break;
             continue;
         }
         if ((rc = add_vector(w, NAME("attn_norm"), L->attn_norm, i->dim)) ||
             (rc = add_vector(w, NAME("ffn_norm"), L->ffn_norm, i->dim)) ||
-            (rc = kv_export_matrix(w, NAME("attn_q"), &L->wq, type, NULL)) ||
-            (rc = kv_export_matrix(w, NAME("attn_k"), &L->wk, type, NULL)) ||
-            (rc = kv_export_matrix(w, NAME("attn_v"), &L->wv, type, NULL)) ||
-            (rc = kv_export_matrix(w, NAME("attn_output"), &L->wo, type, NULL)) ||
-            (rc = kv_export_matrix(w, NAME("ffn_gate"), &L->w_gate, type, NULL)) ||
-            (rc = kv_export_matrix(w, NAME("ffn_down"), &L->w_down, type, NULL)) ||
-            (rc = kv_export_matrix(w, NAME("ffn_up"), &L->w_up, type, NULL)))
+            (rc = put_matrix(&mx, w, NAME("attn_q"), &L->wq, type, NULL)) ||
+            (rc = put_matrix(&mx, w, NAME("attn_k"), &L->wk, type, NULL)) ||
+            (rc = put_matrix(&mx, w, NAME("attn_v"), &L->wv, type, NULL)) ||
+            (rc = put_matrix(&mx, w, NAME("attn_output"), &L->wo, type, NULL)) ||
+            (rc = put_matrix(&mx, w, NAME("ffn_gate"), &L->w_gate, type, NULL)) ||
+            (rc = put_matrix(&mx, w, NAME("ffn_down"), &L->w_down, type, NULL)) ||
+            (rc = put_matrix(&mx, w, NAME("ffn_up"), &L->w_up, type, NULL)))
             break;
 #undef NAME
 #undef BIAS

@@ -244,9 +244,10 @@ static int parse_tensors(kv_gguf *g, cursor *c) {
         }
         size_t ty_at = c->off;
         if ((rc = rd_u32(c, &type, "a tensor type"))) return rc;
-        if (type != KV_F32 && type != KV_F16 && type != KV_BF16 && type != KV_Q8_0 && type != KV_Q4_0)
-            return kv_errorf(KV_EUNSUPPORTED, "%s: offset %zu: tensor '%s': type %u is not supported "
-                             "(supported: F32 0, F16 1, Q4_0 2, Q8_0 8, BF16 30)", g->path, ty_at, t->name, type);
+        if (type != KV_F32 && type != KV_F16 && type != KV_BF16 && type != KV_Q8_0 && type != KV_Q4_0 &&
+            !kv_dtype_is_kquant((kv_dtype)type))
+            return kv_errorf(KV_EUNSUPPORTED, "%s: offset %zu: tensor '%s': type %u is not supported (supported: F32 0, "
+                             "F16 1, Q4_0 2, Q8_0 8, Q2_K 10 .. Q6_K 14, BF16 30)", g->path, ty_at, t->name, type);
         t->type = (kv_dtype)type;
         if (t->ne[0] % (uint64_t)kv_dtype_block_elems(t->type) != 0)
             return kv_errorf(KV_EFORMAT, "%s: offset %zu: tensor '%s': first dimension %llu is not a multiple of "

@@ -3,7 +3,7 @@
  *
  * Decode is bound by memory bandwidth: each weight is read once per token,
  * so the matrix-vector products stream the weights in their stored type
- * (F16, BF16, Q8_0, Q4_0, Q8_G) and convert in registers. Activations stay
+ * (F16, BF16, Q8_0, Q4_0, the K-quants, Q8_G) and convert in registers. Activations stay
  * fp32, and accumulation is fp32: results match a float64 reference to
  * about 1e-6 relative, which the reference tests rely on. */
 #ifndef KV_KERNELS_H

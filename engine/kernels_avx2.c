@@ -147,6 +147,179 @@ static inline __m256 block_dot(const __m256 v[4], const float *x) {
 BLOCK_MATVEC(matvec_q8_0, q8_0_block, 34)
 BLOCK_MATVEC(matvec_q4_0, q4_0_block, 18)
 
+/* ------------------------------------------------------------- K-quants
+ *
+ * As in the AVX-512 file (the sum over runs of 16 of d_g * (q_g . x_g),
+ * less the offsets times the per-16 sums of x), eight lanes wide: a
+ * quarter of a super-block is eight vectors. */
+
+#define KQ_MAX_COLS 65536 /* per-16 sums of x on the stack; longer rows take the portable path */
+
+static inline __m256i zx8(const uint8_t *p) { return _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)p)); }
+static inline __m256i srl(__m256i v, int n) { return _mm256_srli_epi32(v, n); }
+static inline __m256i and_(__m256i v, int m) { return _mm256_and_si256(v, _mm256_set1_epi32(m)); }
+
+/* Values 64h .. 64h+63 of super-block blk as eight vectors (8 each, in order). */
+KV_INLINE void kq_quarter(const kv_dtype t, const uint8_t *blk, const int h, __m256 q[8]) {
+    const int c = h / 2, j0 = 2 * (h & 1), j1 = j0 + 1;
+    __m256i v[8];
+    if (t == KV_Q4_K || t == KV_Q5_K) {
+        const uint8_t *qs = blk + (t == KV_Q4_K ? 16 : 48) + 32 * h;
+        for (int k = 0; k < 4; k++) {
+            const __m256i a = zx8(qs + 8 * k);
+            v[k] = and_(a, 15), v[k + 4] = srl(a, 4);
+            if (t == KV_Q5_K) { /* fifth bit: qh[l] bit 2h (low nibbles) or 2h+1 (high) */
+                const __m256i hb = zx8(blk + 16 + 8 * k);
+                v[k] = _mm256_add_epi32(v[k], _mm256_slli_epi32(and_(srl(hb, 2 * h), 1), 4));
+                v[k + 4] = _mm256_add_epi32(v[k + 4], _mm256_slli_epi32(and_(srl(hb, 2 * h + 1), 1), 4));
+            }
+        }
+    } else if (t == KV_Q2_K || t == KV_Q3_K) { /* 2-bit fields 2j of qs[32c + l] */
+        const uint8_t *qs = blk + (t == KV_Q2_K ? 16 : 32) + 32 * c;
+        for (int k = 0; k < 4; k++) {
+            const __m256i a = zx8(qs + 8 * k);
+            v[k] = and_(srl(a, 2 * j0), 3), v[k + 4] = and_(srl(a, 2 * j1), 3);
+            if (t == KV_Q3_K) { /* minus 4 unless hmask[l] has bit 4c+j */
+                const __m256i hb = zx8(blk + 8 * k), four = _mm256_set1_epi32(4);
+                v[k] = _mm256_sub_epi32(_mm256_add_epi32(v[k], _mm256_slli_epi32(and_(srl(hb, 4 * c + j0), 1), 2)), four);
+                v[k + 4] =
+                    _mm256_sub_epi32(_mm256_add_epi32(v[k + 4], _mm256_slli_epi32(and_(srl(hb, 4 * c + j1), 1), 2)), four);
+            }
+        }
+    } else { /* Q6_K: low nibble 4(h&1) of ql[64c + l] / ql[64c + 32 + l], 2-bit field 2j of qh[32c + l] */
+        const uint8_t *ql = blk + 64 * c, *qh = blk + 128 + 32 * c;
+        const int s = 4 * (h & 1);
+        const __m256i off = _mm256_set1_epi32(32);
+        for (int k = 0; k < 4; k++) {
+            const __m256i g = zx8(qh + 8 * k);
+            v[k] = _mm256_or_si256(and_(srl(zx8(ql + 8 * k), s), 15), _mm256_slli_epi32(and_(srl(g, 2 * j0), 3), 4));
+            v[k + 4] = _mm256_or_si256(and_(srl(zx8(ql + 32 + 8 * k), s), 15), _mm256_slli_epi32(and_(srl(g, 2 * j1), 3), 4));
+            v[k] = _mm256_sub_epi32(v[k], off), v[k + 4] = _mm256_sub_epi32(v[k + 4], off);
+        }
+    }
+    for (int k = 0; k < 8; k++) q[k] = _mm256_cvtepi32_ps(v[k]);
+}
+
+/* 16 scale or min bytes from kq_scale_ints' words (Q4_K/Q5_K: each repeated). */
+KV_INLINE __m128i kq_bytes(const kv_dtype t, const uint32_t w[4]) {
+    if (t == KV_Q4_K || t == KV_Q5_K) {
+        const __m128i v = _mm_set_epi32(0, 0, (int)w[1], (int)w[0]);
+        return _mm_unpacklo_epi8(v, v);
+    }
+    return _mm_set_epi32((int)w[3], (int)w[2], (int)w[1], (int)w[0]);
+}
+
+/* The 16 scales d[g] and offsets m[g] of a super-block. */
+KV_INLINE void kq_scales(const kv_dtype t, const uint8_t *blk, float d[16], float m[16]) {
+    uint32_t sc[4], mn[4];
+    uint16_t dm[2];
+    kq_scale_ints(t, blk, sc, mn, dm);
+    const __m256 dd = _mm256_set1_ps(_cvtsh_ss(dm[0])), dmin = _mm256_set1_ps(_cvtsh_ss(dm[1]));
+    const __m128i s = kq_bytes(t, sc), n = kq_bytes(t, mn);
+    _mm256_storeu_ps(d, _mm256_mul_ps(dd, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(s))));
+    _mm256_storeu_ps(d + 8, _mm256_mul_ps(dd, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(s, 8)))));
+    _mm256_storeu_ps(m, _mm256_mul_ps(dmin, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(n))));
+    _mm256_storeu_ps(m + 8, _mm256_mul_ps(dmin, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(n, 8)))));
+}
+
+/* One super-block of one row into its accumulators. */
+KV_INLINE void kq_block(const kv_dtype t, const uint8_t *blk, const float *x, const float *xs, __m256 acc[2], __m256 *macc) {
+    float d[16], m[16];
+    __m256 q[8];
+    kq_scales(t, blk, d, m);
+    if (t == KV_Q2_K || t == KV_Q4_K || t == KV_Q5_K) {
+        *macc = _mm256_fmadd_ps(_mm256_loadu_ps(m), _mm256_loadu_ps(xs), *macc);
+        *macc = _mm256_fmadd_ps(_mm256_loadu_ps(m + 8), _mm256_loadu_ps(xs + 8), *macc);
+    }
+    for (int h = 0; h < 4; h++) {
+        kq_quarter(t, blk, h, q);
+        const float *xh = x + 64 * h;
+        for (int k = 0; k < 4; k++) { /* a run of 16: vectors 2k, 2k+1 */
+            __m256 s = _mm256_fmadd_ps(q[2 * k + 1], _mm256_loadu_ps(xh + 16 * k + 8), _mm256_mul_ps(q[2 * k], _mm256_loadu_ps(xh + 16 * k)));
+            acc[k & 1] = _mm256_fmadd_ps(_mm256_set1_ps(d[4 * h + k]), s, acc[k & 1]);
+        }
+    }
+}
+
+/* Rows r + k*part + i (k < K, i < cnt), as the other kernels walk them. */
+KV_INLINE void kq_rows(const kv_dtype t, const uint8_t *base, size_t rb, int64_t nb, const float *x, const float *xs,
+                       float *y, int64_t r, int64_t part, int64_t cnt, const int K) {
+    const size_t bb = kv_dtype_block_bytes(t);
+    for (int64_t i = 0; i < cnt; i++) {
+        const uint8_t *p[KV_MV_STREAMS];
+        __m256 acc[KV_MV_STREAMS][2], macc[KV_MV_STREAMS];
+        for (int k = 0; k < K; k++) {
+            p[k] = base + (size_t)(r + k * part + i) * rb;
+            acc[k][0] = acc[k][1] = macc[k] = _mm256_setzero_ps();
+        }
+        for (int64_t b = 0; b < nb; b++)
+            for (int k = 0; k < K; k++) kq_block(t, p[k] + (size_t)b * bb, x + b * 256, xs + b * 16, acc[k], &macc[k]);
+        for (int k = 0; k < K; k++) y[r + k * part + i] = hsum(_mm256_sub_ps(_mm256_add_ps(acc[k][0], acc[k][1]), macc[k]));
+    }
+}
+
+/* Per-16 sums of x, each as two vectors added and reduced. */
+static void kq_xsums(const float *x, int64_t n, float *xs) {
+    for (int64_t g = 0; g < n / 16; g++) xs[g] = hsum(_mm256_add_ps(_mm256_loadu_ps(x + 16 * g), _mm256_loadu_ps(x + 16 * g + 8)));
+}
+
+#define KQ_MATVEC(NAME, T)                                                                              \
+    static void NAME(const kv_tensor *W, const float *x, float *y, int64_t r0, int64_t r1) {           \
+        float xs[KQ_MAX_COLS / 16];                                                                     \
+        const int64_t nb = W->cols / 256, part = (r1 - r0) / KV_MV_STREAMS, rest = r0 + part * KV_MV_STREAMS; \
+        const size_t rb = (size_t)nb * kv_dtype_block_bytes(T);                                         \
+        kq_xsums(x, W->cols, xs);                                                                       \
+        if (part > 0) kq_rows(T, (const uint8_t *)W->data, rb, nb, x, xs, y, r0, part, part, KV_MV_STREAMS); \
+        kq_rows(T, (const uint8_t *)W->data, rb, nb, x, xs, y, rest, 0, r1 - rest, 1);                  \
+    }
+
+KQ_MATVEC(matvec_q2_k, KV_Q2_K)
+KQ_MATVEC(matvec_q3_k, KV_Q3_K)
+KQ_MATVEC(matvec_q4_k, KV_Q4_K)
+KQ_MATVEC(matvec_q5_k, KV_Q5_K)
+KQ_MATVEC(matvec_q6_k, KV_Q6_K)
+
+/* n/256 super-blocks into fp32, bit-identical to the portable decoder. */
+KV_INLINE void kq_dequant(const kv_dtype t, const uint8_t *src, int64_t nb, float *out) {
+    for (int64_t b = 0; b < nb; b++) {
+        const uint8_t *blk = src + (size_t)b * kv_dtype_block_bytes(t);
+        float d[16], m[16];
+        __m256 q[8];
+        kq_scales(t, blk, d, m);
+        for (int h = 0; h < 4; h++) {
+            kq_quarter(t, blk, h, q);
+            for (int k = 0; k < 8; k++)
+                _mm256_storeu_ps(out + b * 256 + 64 * h + 8 * k, _mm256_sub_ps(_mm256_mul_ps(q[k], _mm256_set1_ps(d[4 * h + k / 2])),
+                                                                              _mm256_set1_ps(m[4 * h + k / 2])));
+        }
+    }
+}
+
+static int kq_matvec_rows(const kv_tensor *W, const float *x, float *y, int64_t r0, int64_t r1) {
+    if (W->cols > KQ_MAX_COLS) return -1;
+    switch (W->type) {
+    case KV_Q2_K: matvec_q2_k(W, x, y, r0, r1); return 0;
+    case KV_Q3_K: matvec_q3_k(W, x, y, r0, r1); return 0;
+    case KV_Q4_K: matvec_q4_k(W, x, y, r0, r1); return 0;
+    case KV_Q5_K: matvec_q5_k(W, x, y, r0, r1); return 0;
+    case KV_Q6_K: matvec_q6_k(W, x, y, r0, r1); return 0;
+    default: return -1;
+    }
+}
+
+static int kq_dequant_rows(const kv_tensor *W, int64_t r0, int64_t r1, float *out) {
+    const uint8_t *src = (const uint8_t *)W->data + (size_t)r0 * kv_row_bytes(W);
+    const int64_t nb = (r1 - r0) * W->cols / 256;
+    switch (W->type) {
+    case KV_Q2_K: kq_dequant(KV_Q2_K, src, nb, out); return 0;
+    case KV_Q3_K: kq_dequant(KV_Q3_K, src, nb, out); return 0;
+    case KV_Q4_K: kq_dequant(KV_Q4_K, src, nb, out); return 0;
+    case KV_Q5_K: kq_dequant(KV_Q5_K, src, nb, out); return 0;
+    case KV_Q6_K: kq_dequant(KV_Q6_K, src, nb, out); return 0;
+    default: return -1;
+    }
+}
+
 static int avx2_matvec_rows(const kv_tensor *W, const float *x, float *y, int64_t r0, int64_t r1) {
     switch (W->type) {
     case KV_F32: matvec_f32(W, x, y, r0, r1); return 0;
@@ -154,7 +327,7 @@ static int avx2_matvec_rows(const kv_tensor *W, const float *x, float *y, int64_
     case KV_BF16: matvec_bf16(W, x, y, r0, r1); return 0;
     case KV_Q8_0: matvec_q8_0(W, x, y, r0, r1); return 0;
     case KV_Q4_0: matvec_q4_0(W, x, y, r0, r1); return 0;
-    default: return -1;
+    default: return kq_matvec_rows(W, x, y, r0, r1);
     }
 }
 
@@ -184,7 +357,7 @@ static int avx2_dequant_rows(const kv_tensor *W, int64_t r0, int64_t r1, float *
         }
         return 0;
     }
-    default: return -1;
+    default: return kq_dequant_rows(W, r0, r1, out);
     }
 }
 

@@ -146,6 +146,191 @@ static inline void q4_0_block(const uint8_t *blk, __m512 *lo, __m512 *hi) {
 BLOCK_MATVEC(matvec_q8_0, q8_0_block, 34)
 BLOCK_MATVEC(matvec_q4_0, q4_0_block, 18)
 
+/* ------------------------------------------------------------- K-quants
+ *
+ * A super-block of 256 values is walked in quarters of 64 (four vectors of
+ * 16 integer quants, converted to fp32); each run of 16 values has its own
+ * scale d_g and offset m_g (kq_scale_ints). A row's sum is
+ *   sum_g d_g * (q_g . x_g)  -  sum_g m_g * (sum of x_g),
+ * the second term from the per-16 sums of x (KQ_XS), formed once per call:
+ * the offsets then cost one multiply-add per super-block instead of one per
+ * value. Each row is still summed the same way wherever it falls in the
+ * range, so results do not depend on the thread split. */
+
+#define KQ_MAX_COLS 65536 /* per-16 sums of x on the stack; longer rows take the portable path */
+
+static inline __m512i zx16(const uint8_t *p) { return _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)p)); }
+static inline __m512 i2f(__m512i v) { return _mm512_cvtepi32_ps(v); }
+
+/* Values 64h .. 64h+63 of super-block blk as four vectors (16 each, in order). */
+KV_INLINE void kq_quarter(const kv_dtype t, const uint8_t *blk, const int h, __m512 q[4]) {
+    const __m512i m3 = _mm512_set1_epi32(3), m15 = _mm512_set1_epi32(15), one = _mm512_set1_epi32(1);
+    const int c = h / 2, j0 = 2 * (h & 1), j1 = j0 + 1;
+    if (t == KV_Q4_K || t == KV_Q5_K) {
+        const uint8_t *qs = blk + (t == KV_Q4_K ? 16 : 48) + 32 * h;
+        __m512i v[4], a0 = zx16(qs), a1 = zx16(qs + 16);
+        v[0] = _mm512_and_si512(a0, m15), v[1] = _mm512_and_si512(a1, m15);
+        v[2] = _mm512_srli_epi32(a0, 4), v[3] = _mm512_srli_epi32(a1, 4);
+        if (t == KV_Q5_K) { /* fifth bit: qh[l] bit 2h (low nibbles) or 2h+1 (high) */
+            const __m512i h0 = zx16(blk + 16), h1 = zx16(blk + 32);
+            v[0] = _mm512_add_epi32(v[0], _mm512_slli_epi32(_mm512_and_si512(_mm512_srli_epi32(h0, 2 * h), one), 4));
+            v[1] = _mm512_add_epi32(v[1], _mm512_slli_epi32(_mm512_and_si512(_mm512_srli_epi32(h1, 2 * h), one), 4));
+            v[2] = _mm512_add_epi32(v[2], _mm512_slli_epi32(_mm512_and_si512(_mm512_srli_epi32(h0, 2 * h + 1), one), 4));
+            v[3] = _mm512_add_epi32(v[3], _mm512_slli_epi32(_mm512_and_si512(_mm512_srli_epi32(h1, 2 * h + 1), one), 4));
+        }
+        for (int k = 0; k < 4; k++) q[k] = i2f(v[k]);
+    } else if (t == KV_Q2_K || t == KV_Q3_K) { /* 2-bit fields 2j of qs[32c + l] */
+        const uint8_t *qs = blk + (t == KV_Q2_K ? 16 : 32) + 32 * c;
+        const __m512i a0 = zx16(qs), a1 = zx16(qs + 16);
+        __m512i v[4] = {_mm512_and_si512(_mm512_srli_epi32(a0, 2 * j0), m3), _mm512_and_si512(_mm512_srli_epi32(a1, 2 * j0), m3),
+                        _mm512_and_si512(_mm512_srli_epi32(a0, 2 * j1), m3), _mm512_and_si512(_mm512_srli_epi32(a1, 2 * j1), m3)};
+        if (t == KV_Q3_K) { /* minus 4 unless hmask[l] has bit 4c+j */
+            const __m512i h0 = zx16(blk), h1 = zx16(blk + 16), four = _mm512_set1_epi32(4);
+            const __m512i hb[4] = {_mm512_srli_epi32(h0, 4 * c + j0), _mm512_srli_epi32(h1, 4 * c + j0),
+                                   _mm512_srli_epi32(h0, 4 * c + j1), _mm512_srli_epi32(h1, 4 * c + j1)};
+            for (int k = 0; k < 4; k++)
+                v[k] = _mm512_sub_epi32(_mm512_add_epi32(v[k], _mm512_slli_epi32(_mm512_and_si512(hb[k], one), 2)), four);
+        }
+        for (int k = 0; k < 4; k++) q[k] = i2f(v[k]);
+    } else { /* Q6_K: low nibble 4(h&1) of ql[64c + l] / ql[64c + 32 + l], 2-bit field 2j of qh[32c + l] */
+        const uint8_t *ql = blk + 64 * c, *qh = blk + 128 + 32 * c;
+        const int s = 4 * (h & 1);
+        const __m512i g0 = zx16(qh), g1 = zx16(qh + 16), off = _mm512_set1_epi32(32);
+        const __m512i lo[4] = {zx16(ql), zx16(ql + 16), zx16(ql + 32), zx16(ql + 48)};
+        const __m512i hi[4] = {_mm512_srli_epi32(g0, 2 * j0), _mm512_srli_epi32(g1, 2 * j0), _mm512_srli_epi32(g0, 2 * j1),
+                               _mm512_srli_epi32(g1, 2 * j1)};
+        for (int k = 0; k < 4; k++) {
+            __m512i v = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi32(lo[k], s), m15),
+                                        _mm512_slli_epi32(_mm512_and_si512(hi[k], m3), 4));
+            q[k] = i2f(_mm512_sub_epi32(v, off));
+        }
+    }
+}
+
+/* 16 scale or min bytes from kq_scale_ints' words (Q4_K/Q5_K: each repeated). */
+KV_INLINE __m128i kq_bytes(const kv_dtype t, const uint32_t w[4]) {
+    if (t == KV_Q4_K || t == KV_Q5_K) {
+        const __m128i v = _mm_set_epi32(0, 0, (int)w[1], (int)w[0]);
+        return _mm_unpacklo_epi8(v, v);
+    }
+    return _mm_set_epi32((int)w[3], (int)w[2], (int)w[1], (int)w[0]);
+}
+
+/* The 16 scales d_g and offsets m_g of a super-block. */
+KV_INLINE void kq_scales(const kv_dtype t, const uint8_t *blk, __m512 *d, __m512 *m) {
+    uint32_t sc[4], mn[4];
+    uint16_t dm[2];
+    kq_scale_ints(t, blk, sc, mn, dm);
+    *d = _mm512_mul_ps(_mm512_set1_ps(_cvtsh_ss(dm[0])), i2f(_mm512_cvtepi8_epi32(kq_bytes(t, sc))));
+    *m = _mm512_mul_ps(_mm512_set1_ps(_cvtsh_ss(dm[1])), i2f(_mm512_cvtepi8_epi32(kq_bytes(t, mn))));
+}
+
+/* One super-block of one row into its accumulators. */
+KV_INLINE void kq_block(const kv_dtype t, const uint8_t *blk, const float *x, const float *xs, __m512 acc[2], __m512 *macc) {
+    __m512 dv, mv, q[4];
+    kq_scales(t, blk, &dv, &mv);
+    float d[16] __attribute__((aligned(64)));
+    _mm512_store_ps(d, dv);
+    if (t == KV_Q2_K || t == KV_Q4_K || t == KV_Q5_K) *macc = _mm512_fmadd_ps(mv, _mm512_loadu_ps(xs), *macc);
+    for (int h = 0; h < 4; h++) {
+        kq_quarter(t, blk, h, q);
+        const float *xh = x + 64 * h;
+        if (t == KV_Q4_K || t == KV_Q5_K) { /* runs of 32 share a scale */
+            __m512 t0 = _mm512_fmadd_ps(q[1], _mm512_loadu_ps(xh + 16), _mm512_mul_ps(q[0], _mm512_loadu_ps(xh)));
+            __m512 t1 = _mm512_fmadd_ps(q[3], _mm512_loadu_ps(xh + 48), _mm512_mul_ps(q[2], _mm512_loadu_ps(xh + 32)));
+            acc[0] = _mm512_fmadd_ps(_mm512_set1_ps(d[4 * h]), t0, acc[0]);
+            acc[1] = _mm512_fmadd_ps(_mm512_set1_ps(d[4 * h + 2]), t1, acc[1]);
+        } else {
+            for (int k = 0; k < 4; k++)
+                acc[k & 1] = _mm512_fmadd_ps(_mm512_set1_ps(d[4 * h + k]), _mm512_mul_ps(q[k], _mm512_loadu_ps(xh + 16 * k)),
+                                             acc[k & 1]);
+        }
+    }
+}
+
+/* Rows r + k*part + i (k < K, i < cnt), as the other kernels walk them. */
+KV_INLINE void kq_rows(const kv_dtype t, const uint8_t *base, size_t rb, int64_t nb, const float *x, const float *xs,
+                       float *y, int64_t r, int64_t part, int64_t cnt, const int K) {
+    const size_t bb = kv_dtype_block_bytes(t);
+    for (int64_t i = 0; i < cnt; i++) {
+        const uint8_t *p[KV_MV_STREAMS];
+        __m512 acc[KV_MV_STREAMS][2], macc[KV_MV_STREAMS];
+        for (int k = 0; k < K; k++) {
+            p[k] = base + (size_t)(r + k * part + i) * rb;
+            acc[k][0] = acc[k][1] = macc[k] = _mm512_setzero_ps();
+        }
+        for (int64_t b = 0; b < nb; b++)
+            for (int k = 0; k < K; k++) kq_block(t, p[k] + (size_t)b * bb, x + b * 256, xs + b * 16, acc[k], &macc[k]);
+        for (int k = 0; k < K; k++)
+            y[r + k * part + i] = _mm512_reduce_add_ps(_mm512_sub_ps(_mm512_add_ps(acc[k][0], acc[k][1]), macc[k]));
+    }
+}
+
+/* Per-16 sums of x, each as one reduction of 16 lanes. */
+static void kq_xsums(const float *x, int64_t n, float *xs) {
+    for (int64_t g = 0; g < n / 16; g++) xs[g] = _mm512_reduce_add_ps(_mm512_loadu_ps(x + 16 * g));
+}
+
+#define KQ_MATVEC(NAME, T)                                                                              \
+    static void NAME(const kv_tensor *W, const float *x, float *y, int64_t r0, int64_t r1) {           \
+        float xs[KQ_MAX_COLS / 16];                                                                     \
+        const int64_t nb = W->cols / 256, part = (r1 - r0) / KV_MV_STREAMS, rest = r0 + part * KV_MV_STREAMS; \
+        const size_t rb = (size_t)nb * kv_dtype_block_bytes(T);                                         \
+        kq_xsums(x, W->cols, xs);                                                                       \
+        if (part > 0) kq_rows(T, (const uint8_t *)W->data, rb, nb, x, xs, y, r0, part, part, KV_MV_STREAMS); \
+        kq_rows(T, (const uint8_t *)W->data, rb, nb, x, xs, y, rest, 0, r1 - rest, 1);                  \
+    }
+
+KQ_MATVEC(matvec_q2_k, KV_Q2_K)
+KQ_MATVEC(matvec_q3_k, KV_Q3_K)
+KQ_MATVEC(matvec_q4_k, KV_Q4_K)
+KQ_MATVEC(matvec_q5_k, KV_Q5_K)
+KQ_MATVEC(matvec_q6_k, KV_Q6_K)
+
+/* n/256 super-blocks into fp32: d_g*q - m_g rounded at each step, as the
+ * portable decoder (bit-identical to it). */
+KV_INLINE void kq_dequant(const kv_dtype t, const uint8_t *src, int64_t nb, float *out) {
+    for (int64_t b = 0; b < nb; b++) {
+        const uint8_t *blk = src + (size_t)b * kv_dtype_block_bytes(t);
+        __m512 dv, mv, q[4];
+        float d[16] __attribute__((aligned(64))), m[16] __attribute__((aligned(64)));
+        kq_scales(t, blk, &dv, &mv);
+        _mm512_store_ps(d, dv);
+        _mm512_store_ps(m, mv);
+        for (int h = 0; h < 4; h++) {
+            kq_quarter(t, blk, h, q);
+            for (int k = 0; k < 4; k++)
+                _mm512_storeu_ps(out + b * 256 + 64 * h + 16 * k,
+                                 _mm512_sub_ps(_mm512_mul_ps(q[k], _mm512_set1_ps(d[4 * h + k])), _mm512_set1_ps(m[4 * h + k])));
+        }
+    }
+}
+
+static int kq_matvec_rows(const kv_tensor *W, const float *x, float *y, int64_t r0, int64_t r1) {
+    if (W->cols > KQ_MAX_COLS) return -1;
+    switch (W->type) {
+    case KV_Q2_K: matvec_q2_k(W, x, y, r0, r1); return 0;
+    case KV_Q3_K: matvec_q3_k(W, x, y, r0, r1); return 0;
+    case KV_Q4_K: matvec_q4_k(W, x, y, r0, r1); return 0;
+    case KV_Q5_K: matvec_q5_k(W, x, y, r0, r1); return 0;
+    case KV_Q6_K: matvec_q6_k(W, x, y, r0, r1); return 0;
+    default: return -1;
+    }
+}
+
+static int kq_dequant_rows(const kv_tensor *W, int64_t r0, int64_t r1, float *out) {
+    const uint8_t *src = (const uint8_t *)W->data + (size_t)r0 * kv_row_bytes(W);
+    const int64_t nb = (r1 - r0) * W->cols / 256;
+    switch (W->type) {
+    case KV_Q2_K: kq_dequant(KV_Q2_K, src, nb, out); return 0;
+    case KV_Q3_K: kq_dequant(KV_Q3_K, src, nb, out); return 0;
+    case KV_Q4_K: kq_dequant(KV_Q4_K, src, nb, out); return 0;
+    case KV_Q5_K: kq_dequant(KV_Q5_K, src, nb, out); return 0;
+    case KV_Q6_K: kq_dequant(KV_Q6_K, src, nb, out); return 0;
+    default: return -1;
+    }
+}
+
 static int avx512_matvec_rows(const kv_tensor *W, const float *x, float *y, int64_t r0, int64_t r1) {
     switch (W->type) {
     case KV_F32: matvec_f32(W, x, y, r0, r1); return 0;
@@ -153,7 +338,7 @@ static int avx512_matvec_rows(const kv_tensor *W, const float *x, float *y, int6
     case KV_BF16: matvec_bf16(W, x, y, r0, r1); return 0;
     case KV_Q8_0: matvec_q8_0(W, x, y, r0, r1); return 0;
     case KV_Q4_0: matvec_q4_0(W, x, y, r0, r1); return 0;
-    default: return -1;
+    default: return kq_matvec_rows(W, x, y, r0, r1);
     }
 }
 
@@ -184,7 +369,7 @@ static int avx512_dequant_rows(const kv_tensor *W, int64_t r0, int64_t r1, float
         }
         return 0;
     }
-    default: return -1;
+    default: return kq_dequant_rows(W, r0, r1, out);
     }
 }
 

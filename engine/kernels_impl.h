@@ -9,7 +9,7 @@
 
 /* One ISA's kernels. A NULL entry falls back to the portable one. */
 typedef struct kv_kernel_table {
-    /* y[r] for r in [r0, r1) of a weight of type F32/F16/BF16/Q8_0/Q4_0;
+    /* y[r] for r in [r0, r1) of a weight of type F32/F16/BF16/Q8_0/Q4_0/Q2_K..Q6_K;
      * returns 0 when it handled the type, -1 to fall back. */
     int (*matvec_rows)(const kv_tensor *W, const float *x, float *y, int64_t r0, int64_t r1);
     int (*dequant_rows)(const kv_tensor *W, int64_t r0, int64_t r1, float *out);
@@ -43,6 +43,60 @@ static inline float sc_bf16(const uint16_t *p) {
     uint16_t v;
     memcpy(&v, p, 2);
     return kv_bf16_to_fp32(v);
+}
+
+/* K-quants: the integer scale (int8, signed for Q3_K and Q6_K) and min of
+ * each run of 16 values of a super-block, as 16 bytes in four 32-bit words
+ * (for Q4_K/Q5_K, whose eight scales and mins cover 32 values each, the
+ * eight in words 0 and 1: the caller repeats each byte), and the fp16 bits
+ * of d and dmin (0 where the type has none): value e = d*sc[e/16]*q -
+ * dmin*mn[e/16], as kv_kquant_scales. Unpacked with 32-bit word operations,
+ * four scales at a time (the bit layouts are spelled out in quant.c), and
+ * handed over as words so that the vector code builds its registers from
+ * them without a store and a wider reload (which would not be forwarded). */
+static inline uint32_t kq_word(const uint8_t *p) {
+    uint32_t v;
+    memcpy(&v, p, 4);
+    return v;
+}
+static inline void kq_scale_ints(kv_dtype t, const uint8_t *blk, uint32_t sc[4], uint32_t mn[4], uint16_t dm[2]) {
+    dm[1] = 0;
+    for (int k = 0; k < 4; k++) sc[k] = mn[k] = 0;
+    switch (t) {
+    case KV_Q2_K:
+        for (int k = 0; k < 4; k++) {
+            const uint32_t w = kq_word(blk + 4 * k);
+            sc[k] = w & 0x0f0f0f0fu, mn[k] = (w >> 4) & 0x0f0f0f0fu;
+        }
+        memcpy(dm, blk + 80, 4);
+        return;
+    case KV_Q3_K: { /* 6-bit scales: low nibbles in bytes 0..7, high pairs in 8..11; stored +32 */
+        const uint32_t a0 = kq_word(blk + 96), a1 = kq_word(blk + 100), hi = kq_word(blk + 104);
+        sc[0] = (a0 & 0x0f0f0f0fu) | ((hi << 4) & 0x30303030u);
+        sc[1] = (a1 & 0x0f0f0f0fu) | ((hi << 2) & 0x30303030u);
+        sc[2] = ((a0 >> 4) & 0x0f0f0f0fu) | (hi & 0x30303030u);
+        sc[3] = ((a1 >> 4) & 0x0f0f0f0fu) | ((hi >> 2) & 0x30303030u);
+        /* minus 32 in each byte, as int8, without borrows between bytes: 0x80 + v - 32, top bit flipped */
+        for (int k = 0; k < 4; k++) sc[k] = (sc[k] | 0x80808080u) - 0x20202020u, sc[k] ^= 0x80808080u;
+        memcpy(dm, blk + 108, 2);
+        return;
+    }
+    case KV_Q4_K:
+    case KV_Q5_K: { /* 6-bit scales and mins: 0..3 whole in bytes 0..7, 4..7 split */
+        const uint32_t a0 = kq_word(blk + 4), a1 = kq_word(blk + 8), a2 = kq_word(blk + 12);
+        sc[0] = a0 & 0x3f3f3f3fu;
+        sc[1] = (a2 & 0x0f0f0f0fu) | ((a0 >> 2) & 0x30303030u);
+        mn[0] = a1 & 0x3f3f3f3fu;
+        mn[1] = ((a2 >> 4) & 0x0f0f0f0fu) | ((a1 >> 2) & 0x30303030u);
+        memcpy(dm, blk, 4);
+        return;
+    }
+    case KV_Q6_K:
+        for (int k = 0; k < 4; k++) sc[k] = kq_word(blk + 192 + 4 * k);
+        memcpy(dm, blk + 208, 2);
+        return;
+    default: return;
+    }
 }
 
 /* Bytes of one row of W. */

@@ -13,14 +13,30 @@ uint16_t kv_fp32_to_fp16(float f);  /* round to nearest even, handles inf/nan/su
 float kv_bf16_to_fp32(uint16_t h);
 uint16_t kv_fp32_to_bf16(float f);  /* round to nearest even */
 
-/* Encodes n fp32 values (n a multiple of the block size) into `type`
- * (F32, F16, BF16, Q8_0, Q4_0) as llama.cpp's reference quantizers do:
+/* Encodes n fp32 values (n a multiple of the block size) into `type`.
+ * F32, F16, BF16, Q8_0, Q4_0 as llama.cpp's reference quantizers do:
  * Q8_0: d = amax/127, q = round(x/d); Q4_0: d = max/-8 where max is the
  * value of largest magnitude (sign kept), q = clamp(round(x/d)+8, 0, 15).
+ * The K-quants (Q2_K..Q6_K) with a simple one-pass quantizer: each
+ * sub-block's scale (and min) from its range, the scales quantized against
+ * the super-block's largest, then each value rounded to the nearest level
+ * the stored scales give. It writes valid blocks that every reader decodes
+ * alike, but not llama.cpp's blocks: llama-quantize searches scales to
+ * minimise a weighted error, so its blocks (and errors) differ.
  * Returns KV_EINVAL for another type or a bad n. */
 int kv_quantize(kv_dtype type, const float *x, void *out, int64_t n);
 
 /* Decodes n values of `type` (not Q8_G) into fp32. */
 int kv_dequantize(kv_dtype type, const void *in, float *out, int64_t n);
+
+/* One K-quant super-block (`blk`, 256 values of type t) as the two halves
+ * every reader of it combines: the integer quants q[256] (Q2_K 0..3,
+ * Q3_K -4..3, Q4_K 0..15, Q5_K 0..31, Q6_K -32..31) and, per run of 16
+ * values g, the scale d[g] and offset m[g] (0 for Q3_K and Q6_K), so that
+ * value e is d[e/16] * q[e] - m[e/16], rounded to fp32 at each step, as
+ * llama.cpp's dequantize_row_q*_K computes it. The vector kernels use the
+ * same scales. */
+void kv_kquant_scales(kv_dtype t, const uint8_t *blk, float d[16], float m[16]);
+void kv_kquant_ints(kv_dtype t, const uint8_t *blk, int8_t q[256]);
 
 #endif

@@ -38,11 +38,24 @@ static int convert_vocab(const char *in, const char *out) {
     return rc ? 1 : 0;
 }
 
+#define TYPE_LIST "f32, f16, bf16, q8_0, q4_0, q2_k, q3_k, q4_k, q5_k, q6_k, q4_k_m or q5_k_m"
+
+/* --type: a stored type, or a mixed recipe (q4_k_m, q5_k_m: export.h). */
+static int parse_type(const char *cmd, const char *name, kv_dtype *type, kv_quant_mix *mix) {
+    *mix = KV_MIX_NONE;
+    if (kv_quant_mix_parse(name, mix, type) == KV_OK) return 0;
+    if (kv_dtype_parse(name, type) || *type == KV_Q8_G) {
+        fprintf(stderr, "kvbench %s: --type: expected " TYPE_LIST ", got '%s'\n", cmd, name);
+        return 2;
+    }
+    return 0;
+}
+
 int hx_cmd_convert(int argc, char **argv, int help) {
     const char *type_name = "f32", *tokenizer = NULL;
     int vocab_only = 0;
     hx_opt opts[] = {
-        {"type", 0, HX_OPT_STR, &type_name, "TYPE", "type of the 2-D weights: f32, f16, bf16, q8_0, q4_0 (default f32)"},
+        {"type", 0, HX_OPT_STR, &type_name, "TYPE", "type of the 2-D weights: " TYPE_LIST " (default f32)"},
         {"tokenizer", 'z', HX_OPT_STR, &tokenizer, "PATH", "tokenizer for llama2.c input (default: found beside it)"},
         {"vocab-only", 0, HX_OPT_FLAG, &vocab_only, NULL,
          "IN is a tokenizer (a Hugging Face tokenizer.json folder, ...): write its vocabulary alone"},
@@ -53,7 +66,11 @@ int hx_cmd_convert(int argc, char **argv, int help) {
                "Writes IN (GGUF or llama2.c) as a GGUF llama model with its tokenizer. With\n"
                "--type f32 an fp32 input keeps every weight bit for bit. With --vocab-only,\n"
                "writes the tokenizer.ggml.* keys llama.cpp writes (model, pre, tokens,\n"
-               "token_type, merges, bos/eos ids, add_bos_token) and no tensors.\n\n");
+               "token_type, merges, bos/eos ids, add_bos_token) and no tensors.\n"
+               "K-quant rows must hold a multiple of 256 values (others are written Q8_0 or\n"
+               "F32). q4_k_m / q5_k_m mix Q4_K / Q5_K with Q6_K as llama.cpp's recipes do:\n"
+               "output (or the tied embedding) and attn_v / ffn_down of the first and last\n"
+               "eighth of the layers and every third between them in Q6_K.\n\n");
         hx_opts_print(opts, N_OPTS(opts));
         return 0;
     }
@@ -66,10 +83,8 @@ int hx_cmd_convert(int argc, char **argv, int help) {
     }
     if (vocab_only) return convert_vocab(pos[0], pos[1]);
     kv_dtype type;
-    if (kv_dtype_parse(type_name, &type) || type == KV_Q8_G) {
-        fprintf(stderr, "kvbench convert: --type: expected f32, f16, bf16, q8_0 or q4_0, got '%s'\n", type_name);
-        return 2;
-    }
+    kv_quant_mix mix;
+    if (parse_type("convert", type_name, &type, &mix)) return 2;
     char ip[4096], tp[4096];
     kv_model_params p = kv_model_default_params();
     if (tokenizer) p.tokenizer_path = hx_resolve_model(tokenizer, tp, sizeof tp);
@@ -79,10 +94,10 @@ int hx_cmd_convert(int argc, char **argv, int help) {
         fprintf(stderr, "kvbench convert: %s\n", kv_last_error());
         return 1;
     }
-    int rc = kv_model_export_gguf(m, pos[1], type);
+    int rc = kv_model_export_gguf_mix(m, pos[1], type, mix);
     if (rc) fprintf(stderr, "kvbench convert: %s\n", kv_last_error());
     else
-        printf("wrote %s (%s weights, %lld parameters)\n", pos[1], kv_dtype_name(type),
+        printf("wrote %s (%s weights, %lld parameters)\n", pos[1], mix ? type_name : kv_dtype_name(type),
                (long long)kv_model_get_info(m)->n_params);
     kv_model_free(m);
     return rc ? 1 : 0;
@@ -104,8 +119,12 @@ static double rng_normal(rng *r) { /* Box-Muller */
     return sqrt(-2.0 * log(u)) * cos(2.0 * 3.14159265358979323846 * v);
 }
 
-static int synth_matrix(kv_gguf_writer *w, const char *name, int64_t rows, int64_t cols, kv_dtype type,
+/* The 2-D weights' type and recipe, and what the recipe needs to know. */
+typedef struct synth_types { kv_dtype type; kv_quant_mix mix; int n_layers, tied; } synth_types;
+
+static int synth_matrix(kv_gguf_writer *w, const char *name, int64_t rows, int64_t cols, const synth_types *st,
                         float std, rng *r) {
+    const kv_dtype type = kv_quant_mix_type(st->mix, st->type, name, st->n_layers, st->tied);
     float *f = malloc((size_t)(rows * cols) * sizeof *f);
     if (!f) return kv_errorf(KV_ENOMEM, "out of memory for %s", name);
     for (int64_t i = 0; i < rows * cols; i++) f[i] = (float)(rng_normal(r) * std);
@@ -188,7 +207,7 @@ int hx_cmd_synth(int argc, char **argv, int help) {
         {"rope-base", 0, HX_OPT_FLOAT, &i.rope_base, "F", "rotary base (default 10000)"},
         {"alibi-max", 0, HX_OPT_FLOAT, &i.max_alibi_bias, "F", "mpt: max_alibi_bias (default 8)"},
         {"clamp-kqv", 0, HX_OPT_FLOAT, &i.clamp_kqv, "F", "mpt: clamp_kqv (default 0: none)"},
-        {"type", 0, HX_OPT_STR, &type_name, "TYPE", "2-D weight type: f32, f16, bf16, q8_0, q4_0"},
+        {"type", 0, HX_OPT_STR, &type_name, "TYPE", "2-D weight type: " TYPE_LIST},
         {"untied", 0, HX_OPT_FLAG, &untied, NULL, "separate output matrix (default: tied)"},
         {"std", 0, HX_OPT_FLOAT, &std, "F", "weight standard deviation (default 0.02)"},
         {"seed", 's', HX_OPT_U64, &seed, "S", "random seed (default 1)"},
@@ -209,10 +228,8 @@ int hx_cmd_synth(int argc, char **argv, int help) {
         return 2;
     }
     kv_dtype type;
-    if (kv_dtype_parse(type_name, &type) || type == KV_Q8_G) {
-        fprintf(stderr, "kvbench synth: --type: expected f32, f16, bf16, q8_0 or q4_0, got '%s'\n", type_name);
-        return 2;
-    }
+    kv_quant_mix mix;
+    if (parse_type("synth", type_name, &type, &mix)) return 2;
     const int mpt = !strcmp(arch, "mpt");
     if (!mpt && strcmp(arch, "llama")) {
         fprintf(stderr, "kvbench synth: --arch: expected llama or mpt, got '%s'\n", arch);
@@ -234,35 +251,36 @@ int hx_cmd_synth(int argc, char **argv, int help) {
     i.n_rot = i.head_dim;
     i.tied_output = !untied;
     rng r = {seed};
+    const synth_types st = {type, mix, i.n_layers, !untied}, *T = &st;
     kv_gguf_writer *w = kv_gguf_writer_new();
     if (!w) return 1;
     int64_t qd = (int64_t)i.n_heads * i.head_dim, kvd = (int64_t)i.n_kv_heads * i.head_dim;
     int rc = (mpt ? kv_export_mpt_meta : kv_export_llama_meta)(w, &i, "kvbench-synthetic");
     if (!rc) rc = synth_vocab(w, i.vocab_size);
-    if (!rc) rc = synth_matrix(w, "token_embd.weight", i.vocab_size, i.dim, type, std, &r);
+    if (!rc) rc = synth_matrix(w, "token_embd.weight", i.vocab_size, i.dim, T, std, &r);
     if (!rc) rc = synth_norm(w, "output_norm.weight", i.dim, &r);
-    if (!rc && untied) rc = synth_matrix(w, "output.weight", i.vocab_size, i.dim, type, std, &r);
+    if (!rc && untied) rc = synth_matrix(w, "output.weight", i.vocab_size, i.dim, T, std, &r);
     char name[96];
     for (int l = 0; l < i.n_layers && !rc; l++) {
 #define NAME(s) (snprintf(name, sizeof name, "blk.%d." s ".weight", l), name)
         if (mpt) { /* fused Q, K, V rows; no gate; norms without biases (as MPT-7B) */
             if ((rc = synth_norm(w, NAME("attn_norm"), i.dim, &r)) ||
-                (rc = synth_matrix(w, NAME("attn_qkv"), qd + 2 * kvd, i.dim, type, std, &r)) ||
-                (rc = synth_matrix(w, NAME("attn_output"), i.dim, qd, type, std, &r)) ||
+                (rc = synth_matrix(w, NAME("attn_qkv"), qd + 2 * kvd, i.dim, T, std, &r)) ||
+                (rc = synth_matrix(w, NAME("attn_output"), i.dim, qd, T, std, &r)) ||
                 (rc = synth_norm(w, NAME("ffn_norm"), i.dim, &r)) ||
-                (rc = synth_matrix(w, NAME("ffn_up"), i.hidden_dim, i.dim, type, std, &r)) ||
-                (rc = synth_matrix(w, NAME("ffn_down"), i.dim, i.hidden_dim, type, std, &r)))
+                (rc = synth_matrix(w, NAME("ffn_up"), i.hidden_dim, i.dim, T, std, &r)) ||
+                (rc = synth_matrix(w, NAME("ffn_down"), i.dim, i.hidden_dim, T, std, &r)))
                 break;
             continue;
         }
         if ((rc = synth_norm(w, NAME("attn_norm"), i.dim, &r)) || (rc = synth_norm(w, NAME("ffn_norm"), i.dim, &r)) ||
-            (rc = synth_matrix(w, NAME("attn_q"), qd, i.dim, type, std, &r)) ||
-            (rc = synth_matrix(w, NAME("attn_k"), kvd, i.dim, type, std, &r)) ||
-            (rc = synth_matrix(w, NAME("attn_v"), kvd, i.dim, type, std, &r)) ||
-            (rc = synth_matrix(w, NAME("attn_output"), i.dim, qd, type, std, &r)) ||
-            (rc = synth_matrix(w, NAME("ffn_gate"), i.hidden_dim, i.dim, type, std, &r)) ||
-            (rc = synth_matrix(w, NAME("ffn_down"), i.dim, i.hidden_dim, type, std, &r)) ||
-            (rc = synth_matrix(w, NAME("ffn_up"), i.hidden_dim, i.dim, type, std, &r)))
+            (rc = synth_matrix(w, NAME("attn_q"), qd, i.dim, T, std, &r)) ||
+            (rc = synth_matrix(w, NAME("attn_k"), kvd, i.dim, T, std, &r)) ||
+            (rc = synth_matrix(w, NAME("attn_v"), kvd, i.dim, T, std, &r)) ||
+            (rc = synth_matrix(w, NAME("attn_output"), i.dim, qd, T, std, &r)) ||
+            (rc = synth_matrix(w, NAME("ffn_gate"), i.hidden_dim, i.dim, T, std, &r)) ||
+            (rc = synth_matrix(w, NAME("ffn_down"), i.dim, i.hidden_dim, T, std, &r)) ||
+            (rc = synth_matrix(w, NAME("ffn_up"), i.hidden_dim, i.dim, T, std, &r)))
             break;
 #undef NAME
     }

@@ -4,7 +4,7 @@
  * Prints GB/s of weights streamed (best and median rep: memory bandwidth
  * here drifts from run to run) and the tokens/s the best implies.
  * usage: bench_matvec [reps [type...]]   (build/bench_matvec after a build;
- * types among f32 f16 q8_0 q4_0, default all) */
+ * types among f32 f16 q8_0 q4_0 q2_k q3_k q4_k q5_k q6_k, default all) */
 #define _POSIX_C_SOURCE 200809L
 #include <stdio.h>
 #include <stdlib.h>
@@ -41,7 +41,7 @@ int main(int argc, char **argv) {
     if (reps < 1) reps = 1;
     /* per layer: q, k, v, o [768x768], gate, up [2048x768], down [768x2048]; then the classifier */
     const int64_t shapes[8][2] = {{DIM, DIM}, {DIM, DIM}, {DIM, DIM}, {DIM, DIM}, {HID, DIM}, {HID, DIM}, {DIM, HID}, {VOCAB, DIM}};
-    const kv_dtype types[4] = {KV_F32, KV_F16, KV_Q8_0, KV_Q4_0};
+    const kv_dtype types[9] = {KV_F32, KV_F16, KV_Q8_0, KV_Q4_0, KV_Q2_K, KV_Q3_K, KV_Q4_K, KV_Q5_K, KV_Q6_K};
     float *src = malloc((size_t)VOCAB * DIM * sizeof(float)), *x = malloc(HID * sizeof(float)),
           *y = malloc((size_t)VOCAB * sizeof(float));
     srand(1);
@@ -50,7 +50,7 @@ int main(int argc, char **argv) {
     const kv_isa best = kv_kernels_isa(); /* the best this CPU has (or KVBENCH_ISA's) */
     double *dt = malloc((size_t)reps * sizeof *dt);
     printf("%-6s %-7s %-7s %10s %10s %10s\n", "type", "isa", "threads", "GB/s", "median", "tok/s");
-    for (int ti = 0; ti < 4; ti++) {
+    for (int ti = 0; ti < 9; ti++) {
         kv_dtype t = types[ti];
         int wanted = argc <= 2;
         for (int a = 2; a < argc; a++) wanted |= !strcmp(argv[a], kv_dtype_name(t));

@@ -92,15 +92,17 @@ static void check_matvec(const fixture *f, int64_t r0, int64_t r1) {
 
 static void test_matvec_all(void **state) {
     (void)state;
-    const kv_dtype types[6] = {KV_F32, KV_F16, KV_BF16, KV_Q8_0, KV_Q4_0, KV_Q8_G};
-    const int64_t rows[5] = {1, 3, 5, 17, 130}, cols[6] = {32, 64, 96, 160, 768, 2048};
+    const kv_dtype types[11] = {KV_F32, KV_F16, KV_BF16, KV_Q8_0, KV_Q4_0, KV_Q8_G,
+                                KV_Q2_K, KV_Q3_K, KV_Q4_K, KV_Q5_K, KV_Q6_K};
+    const int64_t rows[5] = {1, 3, 5, 17, 130}, cols[7] = {32, 64, 96, 160, 256, 768, 2048};
     int isas = 0;
     for (int isa = KV_ISA_SCALAR; isa <= KV_ISA_AVX512; isa++) {
         if (kv_kernels_set_isa((kv_isa)isa) != KV_OK) continue;
         isas++;
-        for (int t = 0; t < 6; t++)
+        for (int t = 0; t < 11; t++)
             for (int r = 0; r < 5; r++)
-                for (int c = 0; c < 6; c++) {
+                for (int c = 0; c < 7; c++) {
+                    if (cols[c] % kv_dtype_block_elems(types[t]) != 0) continue; /* K-quants: rows of 256s */
                     fixture f;
                     make(&f, types[t], rows[r], cols[c], (uint64_t)(t * 100 + r * 10 + c));
                     check_matvec(&f, 0, rows[r]);
@@ -136,13 +138,14 @@ static void test_plain_tails(void **state) {
  * on it). */
 static void test_matvec_range_invariant(void **state) {
     (void)state;
-    const kv_dtype types[5] = {KV_F32, KV_F16, KV_BF16, KV_Q8_0, KV_Q4_0};
-    const int64_t cols[3] = {64, 96, 800};
+    const kv_dtype types[10] = {KV_F32, KV_F16, KV_BF16, KV_Q8_0, KV_Q4_0, KV_Q2_K, KV_Q3_K, KV_Q4_K, KV_Q5_K, KV_Q6_K};
+    const int64_t cols[5] = {64, 96, 800, 256, 1280};
     enum { ROWS = 23 };
     for (int isa = KV_ISA_SCALAR; isa <= KV_ISA_AVX512; isa++) {
         if (kv_kernels_set_isa((kv_isa)isa) != KV_OK) continue;
-        for (int t = 0; t < 5; t++)
-            for (int c = 0; c < 3; c++) {
+        for (int t = 0; t < 10; t++)
+            for (int c = 0; c < 5; c++) {
+                if (cols[c] % kv_dtype_block_elems(types[t]) != 0) continue;
                 fixture f;
                 make(&f, types[t], ROWS, cols[c], (uint64_t)(1000 + t * 10 + c));
                 float alone[ROWS], y[ROWS];
@@ -163,15 +166,17 @@ static void test_matvec_range_invariant(void **state) {
 
 static void test_dequant_rows_exact(void **state) {
     (void)state;
-    const kv_dtype types[6] = {KV_F32, KV_F16, KV_BF16, KV_Q8_0, KV_Q4_0, KV_Q8_G};
+    const kv_dtype types[11] = {KV_F32, KV_F16, KV_BF16, KV_Q8_0, KV_Q4_0, KV_Q8_G,
+                                KV_Q2_K, KV_Q3_K, KV_Q4_K, KV_Q5_K, KV_Q6_K};
+    static float out[9 * 512];
     for (int isa = KV_ISA_SCALAR; isa <= KV_ISA_AVX512; isa++) {
         if (kv_kernels_set_isa((kv_isa)isa) != KV_OK) continue;
-        for (int t = 0; t < 6; t++) {
+        for (int t = 0; t < 11; t++) {
+            const int64_t n = kv_dtype_block_elems(types[t]) > 32 ? 512 : 96;
             fixture f;
-            make(&f, types[t], 9, 96, 7);
-            float out[9 * 96];
+            make(&f, types[t], 9, n, 7);
             kv_dequant_rows(&f.W, 2, 7, out);
-            assert_memory_equal(out, f.wf + 2 * 96, 5 * 96 * sizeof(float));
+            assert_memory_equal(out, f.wf + 2 * n, (size_t)(5 * n) * sizeof(float));
             drop(&f);
         }
     }

@@ -1,5 +1,7 @@
 /* test_quant.c - fp16/bf16 conversions (exhaustive where possible) and the
- * Q8_0 / Q4_0 block encodings against hand-worked blocks. */
+ * Q8_0 / Q4_0 block encodings against hand-worked blocks; the K-quant
+ * quantizer's round-trip error (their layouts are checked bit for bit
+ * against numpy in tests/reference/kquant_ref.py). */
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -7,6 +9,7 @@
 #include <cmocka.h>
 
 #include <math.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "kv_error.h"
@@ -112,10 +115,52 @@ static void test_q4_0_block(void **state) {
     assert_int_equal(kv_quantize(KV_Q8_G, x, &b, 32), KV_EINVAL);
 }
 
+static float lcg(uint64_t *s) {
+    *s = *s * 6364136223846793005ull + 1442695040888963407ull;
+    return (float)((*s >> 40) & 0xffffff) / (float)0x1000000 - 0.5f;
+}
+
+/* Round trip through each K-quant on gaussian-like rows (sum of uniforms),
+ * one large outlier per row: the RMS error relative to the data's RMS must
+ * fall with the bits, under bounds set at ~1.5x what this quantizer gives
+ * (Q2_K 0.357, Q3_K 0.178, Q4_K 0.086, Q5_K 0.040, Q6_K 0.022 measured; a
+ * uniform b-bit grid over a sub-block's range gives roughly 1/(2^b sqrt 3)
+ * of the range / RMS: of that order). Zeros stay exact zeros, and lengths
+ * that are no whole super-blocks are refused. */
+static void test_kquant_roundtrip(void **state) {
+    (void)state;
+    enum { N = 4096 };
+    static float x[N], y[N];
+    static uint8_t q[N];
+    const kv_dtype types[5] = {KV_Q2_K, KV_Q3_K, KV_Q4_K, KV_Q5_K, KV_Q6_K};
+    const double bound[5] = {0.54, 0.27, 0.13, 0.06, 0.033};
+    uint64_t s = 42;
+    for (int i = 0; i < N; i++) x[i] = lcg(&s) + lcg(&s) + lcg(&s) + (i % 700 == 5 ? 6.0f : 0.0f);
+    double prev = 1e9;
+    for (int t = 0; t < 5; t++) {
+        assert_int_equal(kv_quantize(types[t], x, q, N), KV_OK);
+        assert_int_equal(kv_dequantize(types[t], q, y, N), KV_OK);
+        double e2 = 0, x2 = 0;
+        for (int i = 0; i < N; i++) e2 += (double)(y[i] - x[i]) * (y[i] - x[i]), x2 += (double)x[i] * x[i];
+        const double rel = sqrt(e2 / x2);
+        printf("%s: relative RMS error %.4f\n", kv_dtype_name(types[t]), rel);
+        assert_true(rel < bound[t]);
+        assert_true(rel < prev); /* more bits, less error */
+        prev = rel;
+        static const float zeros[256];
+        assert_int_equal(kv_quantize(types[t], zeros, q, 256), KV_OK);
+        assert_int_equal(kv_dequantize(types[t], q, y, 256), KV_OK);
+        for (int i = 0; i < 256; i++) assert_true(y[i] == 0.0f);
+        assert_int_equal(kv_quantize(types[t], x, q, 255), KV_EINVAL);
+        assert_int_equal(kv_dequantize(types[t], q, y, 512 + 32), KV_EINVAL);
+    }
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_fp16_exhaustive), cmocka_unit_test(test_fp16_rounding), cmocka_unit_test(test_bf16),
         cmocka_unit_test(test_q8_0_block),      cmocka_unit_test(test_q4_0_block),
+        cmocka_unit_test(test_kquant_roundtrip),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -10,7 +10,10 @@ import struct
 
 import numpy as np
 
+import kquant_ref as KQ
+
 F32, F16, Q4_0, Q8_0, BF16 = 0, 1, 2, 8, 30
+Q2_K, Q3_K, Q4_K, Q5_K, Q6_K = KQ.Q2_K, KQ.Q3_K, KQ.Q4_K, KQ.Q5_K, KQ.Q6_K   # super-blocks of 256: kquant_ref.py
 QK = 32
 
 # metadata value types
@@ -57,6 +60,8 @@ def decode(ttype, raw, n):
     if ttype == BF16:
         u = np.frombuffer(raw, dtype='<u2', count=n).astype(np.uint32) << 16
         return u.view(np.float32).astype(np.float64)
+    if ttype in KQ.BLOCK_BYTES:
+        return KQ.decode(ttype, raw, n).astype(np.float64)
     nb = n // QK
     if ttype == Q8_0:
         blk = np.frombuffer(raw, dtype=np.uint8, count=nb * 34).reshape(nb, 34)
@@ -74,6 +79,8 @@ def decode(ttype, raw, n):
 
 
 def type_nbytes(ttype, n):
+    if ttype in KQ.BLOCK_BYTES:
+        return n // KQ.QK_K * KQ.BLOCK_BYTES[ttype]
     return {F32: 4 * n, F16: 2 * n, BF16: 2 * n, Q8_0: n // QK * 34, Q4_0: n // QK * 18}[ttype]
 
 
@@ -129,6 +136,8 @@ def encode(ttype, x):
         return x.astype('<f2').tobytes()
     if ttype == BF16:
         return f32_to_bf16_bits(x).astype('<u2').tobytes()
+    if ttype in KQ.BLOCK_BYTES:
+        return KQ.encode(ttype, x)
     b = x.reshape(-1, QK)
     if ttype == Q8_0:
         amax = np.abs(b).max(axis=1)
@@ -162,9 +171,15 @@ def _pack_value(t, v):
     return struct.pack(_SCALAR[t], v)
 
 
+class Raw:
+    """A tensor given as its stored bytes: shape in PyTorch order, data already in its type."""
+    def __init__(self, shape, data):
+        self.shape, self.data = tuple(shape), data
+
+
 def write(path, meta, tensors, align=32):
     """meta: {key: (type, value)} (arrays: (ARRAY, (elem_type, list)));
-    tensors: list of (name, float array in PyTorch order, ggml type)."""
+    tensors: list of (name, float array in PyTorch order or Raw, ggml type)."""
     head = b'GGUF' + struct.pack('<IQQ', 3, len(tensors), len(meta))
     for k, (t, v) in meta.items():
         head += _pack_value(STRING, k) + struct.pack('<I', t) + _pack_value(t, v)
@@ -173,7 +188,7 @@ def write(path, meta, tensors, align=32):
         ne = list(reversed(arr.shape))
         head += _pack_value(STRING, name) + struct.pack('<I', len(ne)) + b''.join(struct.pack('<Q', n) for n in ne)
         head += struct.pack('<IQ', ttype, off)
-        blob = encode(ttype, arr)
+        blob = arr.data if isinstance(arr, Raw) else encode(ttype, arr)
         pad = (-len(blob)) % align
         blobs.append(blob + b'\0' * pad)
         off += len(blob) + pad

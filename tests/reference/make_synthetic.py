@@ -20,6 +20,12 @@ CONFIGS = {
     'hd64_gqa8_q4_0':       (512, 1024, 2, 8, 1, 320, G.Q4_0, G.Q4_0, True, 10000.0, None, 1e-5),
     'hd64_partial_rope':    (256, 512, 2, 4, 4, 288, G.F32, G.F32, True, 10000.0, 32, 1e-5),
     'hd128_gqa2_q8_0':      (512, 768, 2, 4, 2, 256, G.Q8_0, G.F16, False, 10000.0, None, 1e-6),
+    # K-quants: rows of 256s (kquant_ref.py's blocks)
+    'hd64_gqa2_q4_k':       (256, 512, 2, 4, 2, 320, G.Q4_K, G.Q6_K, False, 10000.0, None, 1e-5),
+    'hd64_gqa4_q5_k':       (512, 768, 2, 8, 2, 288, G.Q5_K, G.Q5_K, True, 10000.0, None, 1e-5),
+    'hd64_mha_q6_k':        (256, 768, 2, 4, 4, 256, G.Q6_K, G.Q6_K, False, 500000.0, None, 1e-5),
+    'hd128_gqa2_q3_k':      (512, 512, 2, 4, 2, 288, G.Q3_K, G.Q4_K, True, 10000.0, None, 1e-5),
+    'hd64_gqa2_q2_k':       (256, 512, 2, 4, 2, 256, G.Q2_K, G.Q2_K, False, 10000.0, None, 1e-5),
 }
 
 
@@ -72,6 +78,40 @@ def make(path, name, seed=0):
                     (b + 'ffn_gate.weight', mat(hid, dim), wt), (b + 'ffn_down.weight', mat(dim, hid), wt),
                     (b + 'ffn_up.weight', mat(hid, dim), wt)]
     G.write(path, meta, tensors)
+
+
+def make_raw(path, ttype, blocks):
+    """A one-layer Llama (dim 256, hidden 512, 4 heads, vocab 256) whose 2-D
+    weights are ttype super-blocks from blocks(n_blocks) -> bytes: for
+    checking a decoder on arbitrary blocks. Returns {name: (bytes, values)}."""
+    dim, hid, H, V = 256, 512, 4, 256
+    toks, scores, types = vocab(V)
+    meta = {
+        'general.architecture': (G.STRING, 'llama'),
+        'llama.context_length': (G.U32, 64), 'llama.embedding_length': (G.U32, dim),
+        'llama.block_count': (G.U32, 1), 'llama.feed_forward_length': (G.U32, hid),
+        'llama.attention.head_count': (G.U32, H), 'llama.attention.head_count_kv': (G.U32, H),
+        'llama.attention.layer_norm_rms_epsilon': (G.FLOAT32, 1e-5),
+        'tokenizer.ggml.model': (G.STRING, 'llama'),
+        'tokenizer.ggml.tokens': (G.ARRAY, (G.STRING, toks)),
+        'tokenizer.ggml.scores': (G.ARRAY, (G.FLOAT32, scores)),
+        'tokenizer.ggml.token_type': (G.ARRAY, (G.I32, types)),
+    }
+    shapes = [('token_embd.weight', (V, dim)), ('output.weight', (V, dim)), ('blk.0.attn_q.weight', (dim, dim)),
+              ('blk.0.attn_k.weight', (dim, dim)), ('blk.0.attn_v.weight', (dim, dim)),
+              ('blk.0.attn_output.weight', (dim, dim)), ('blk.0.ffn_gate.weight', (hid, dim)),
+              ('blk.0.ffn_down.weight', (dim, hid)), ('blk.0.ffn_up.weight', (hid, dim))]
+    ones = np.ones(dim)
+    tensors = [('output_norm.weight', ones, G.F32), ('blk.0.attn_norm.weight', ones, G.F32),
+               ('blk.0.ffn_norm.weight', ones, G.F32)]
+    out = {}
+    for name, shape in shapes:
+        n = shape[0] * shape[1]
+        raw = blocks(n // 256)
+        out[name] = (raw, n)
+        tensors.append((name, G.Raw(shape, raw), ttype))
+    G.write(path, meta, tensors)
+    return out
 
 
 # MPT as llama.cpp's converter writes it (FORMATS.md: mpt.* keys, fused
