@@ -230,6 +230,7 @@ typedef struct gen_result {
     double *step_ms; /* [n] per decode step */
     int32_t slots_max;
     char stop[48];      /* why generation stopped: "end <token>", "newline", "max_new_tokens" */
+    int context_reused; /* the compressed context was a sample's before (question after compression) */
     int over_budget;    /* some head held more than the policy may hold */
     size_t bytes_peak, bytes_final;
     size_t bytes_prompt_peak;  /* the most held while the prompt was read (before compression, when whole) */
@@ -343,11 +344,80 @@ static int is_end(const engine *en, int32_t id) {
  * prompt the policy compresses, and the rest, the question, is read as one
  * more forward with the compressed cache. g (may be NULL) gets the
  * prompt-phase peak and the first point of the trace. */
+/* A compressed context kept for the samples after it that share it
+ * (question = after_compression, several questions on one context: the
+ * context is read and compressed once, as kvpress does). */
+typedef struct ctx_snap {
+    kv_ctx *ctx;    /* the sequence right after the context's compression */
+    kv_policy *pol; /* the policy's state then (pol_clone) */
+    uint64_t key;   /* a hash of the context's tokens (0: nothing kept) */
+} ctx_snap;
+
+static void snap_free(ctx_snap *s) {
+    kv_ctx_free(s->ctx);
+    pol_free(s->pol);
+    memset(s, 0, sizeof *s);
+}
+
+/* Keeps the sequence and the policy as they are now. */
+static int snap_take(engine *en, kv_policy *pol, uint64_t key, ctx_snap *s) {
+    kv_policy *copy;
+    int rc = pol_clone(pol, &copy);
+    if (rc) return rc;
+    if (!s->ctx) {
+        kv_ctx_params cp = kv_ctx_default_params();
+        cp.n_threads = en->threads;
+        if ((rc = kv_ctx_new(en->model, &cp, &s->ctx))) {
+            pol_free(copy);
+            return rc;
+        }
+    }
+    if ((rc = kv_ctx_fork(en->ctx, s->ctx))) {
+        pol_free(copy);
+        return rc;
+    }
+    pol_free(s->pol);
+    s->pol = copy;
+    s->key = key;
+    return KV_OK;
+}
+
+/* The run's policy instance takes the kept state (its address stays: the
+ * context's hook points at it), the context the kept sequence. */
+static int snap_resume(engine *en, kv_policy *pol, const ctx_snap *s) {
+    kv_policy *copy;
+    int rc = pol_clone(s->pol, &copy);
+    if (rc) return rc;
+    kv_policy old = *pol;
+    *pol = *copy;
+    *copy = old;
+    pol->draw_seed = old.draw_seed; /* draws from here on are this sample's own */
+    pol_free(copy);
+    if ((rc = kv_ctx_fork(s->ctx, en->ctx))) return rc;
+    pol_attach(pol, en->ctx);
+    return KV_OK;
+}
+
+/* The context's tokens as a key (never 0). */
+static uint64_t context_key(const int32_t *ids, int32_t n) {
+    uint64_t h = hx_hash(HX_HASH_INIT, &n, sizeof n);
+    h = hx_hash(h, ids, (size_t)n * sizeof *ids);
+    return h ? h : 1;
+}
+
 static int read_prompt(engine *en, kv_policy *pol, const int32_t *prompt, int32_t n_prompt, int32_t q_split,
-                       gen_result *g) {
+                       gen_result *g, ctx_snap *snap) {
     int32_t n_ctx = q_split > 0 && q_split < n_prompt ? q_split : n_prompt;
-    int rc = begin_sample(en, pol, n_ctx);
-    if (!rc) rc = pol_eval_prompt(pol, en->ctx, prompt, n_ctx, en->logits);
+    const uint64_t key = snap && n_ctx < n_prompt ? context_key(prompt, n_ctx) : 0;
+    int rc;
+    if (key && snap->key == key) { /* the same context as a sample before: its compressed cache */
+        rc = snap_resume(en, pol, snap);
+        if (!rc && g) g->context_reused = 1;
+    } else {
+        rc = begin_sample(en, pol, n_ctx);
+        if (!rc) rc = pol_eval_prompt(pol, en->ctx, prompt, n_ctx, en->logits);
+        if (!rc && key) rc = snap_take(en, pol, key, snap);
+    }
     if (rc) return rc;
     if (g) {
         g->bytes_prompt_peak = kv_cache_peak_bytes(kv_ctx_cache(en->ctx));
@@ -363,8 +433,8 @@ static int read_prompt(engine *en, kv_policy *pol, const int32_t *prompt, int32_
 /* Greedy generation of up to max_new tokens after the prompt, stopping at
  * EOS/BOS (and at a newline when asked). keep_logits stores every step's
  * distribution (the full-cache reference for fidelity). */
-static int generate(engine *en, kv_policy *pol, const int32_t *prompt, int32_t n_prompt, int32_t q_split, int max_new,
-                    int stop_newline, int keep_logits, gen_result *g) {
+static int generate(engine *en, kv_policy *pol, const int32_t *prompt, int32_t n_prompt, int32_t q_split,
+                    ctx_snap *snap, int max_new, int stop_newline, int keep_logits, gen_result *g) {
     memset(g, 0, sizeof *g);
     int32_t V = en->mi->vocab_size;
     g->tokens = malloc(((size_t)max_new + 1) * sizeof *g->tokens);
@@ -373,7 +443,7 @@ static int generate(engine *en, kv_policy *pol, const int32_t *prompt, int32_t n
     if (!g->tokens || !g->step_ms || (keep_logits && !g->logits) || text_add(g, "", 0))
         return kv_errorf(KV_ENOMEM, "out of memory");
     double t0 = now_s();
-    int rc = read_prompt(en, pol, prompt, n_prompt, q_split, g);
+    int rc = read_prompt(en, pol, prompt, n_prompt, q_split, g, snap);
     if (rc) return rc;
     int32_t prev = prompt[n_prompt - 1];
     double t_step = now_s();
@@ -472,7 +542,7 @@ static int fidelity(engine *en, kv_policy *pol, const int32_t *prompt, int32_t n
     kv_ctx_hook hook = {.user = &ls, .needs = KV_NEED_LAST_ROW, .positions = KV_POS_ORIGINAL, .on_layer = lost_on_layer};
     kv_ctx_reset(en->ref_ctx);
     kv_ctx_set_hook(en->ref_ctx, &hook);
-    int rc = read_prompt(en, pol, prompt, n_prompt, q_split, NULL);
+    int rc = read_prompt(en, pol, prompt, n_prompt, q_split, NULL, NULL);
     if (!rc) rc = kv_ctx_eval(en->ref_ctx, prompt, n_prompt, NULL, 0);
     double kl = 0;
     int agree = 0;
@@ -697,6 +767,7 @@ typedef struct task_run {
     kv_policy *pol;
     hx_run_row row;
     char spec[4096], params[1024], budget[32], template_name[96];
+    ctx_snap snap; /* question = after_compression: the last context compressed */
 } task_run;
 
 /* Runs every unit of one (model, task) pair. */
@@ -858,7 +929,8 @@ static int run_task(run_state *rs, engine *en, int model, int task) {
             kv_policy *full = NULL;
             pol_budget none = {POL_BUDGET_NONE, 0};
             rc = pol_new("full", NULL, 0, &none, e->seed, en->mi, &full);
-            if (!rc) rc = generate(en, full, ids, (int32_t)n_prompt, q_split, t->max_new_tokens, t->stop_newline, 1, &ref);
+            if (!rc) rc = generate(en, full, ids, (int32_t)n_prompt, q_split, NULL, t->max_new_tokens, t->stop_newline, 1,
+                                   &ref);
             pol_free(full);
             if (rc) {
                 fprintf(stderr, "kvbench run: task %s sample %s (full-cache reference): %s\n", t->name, s->id, kv_last_error());
@@ -887,7 +959,9 @@ static int run_task(run_state *rs, engine *en, int model, int task) {
                     g.decode_ms = secs * 1e3;
                 }
             } else {
-                rc = generate(en, pol, ids, (int32_t)n_prompt, q_split, t->max_new_tokens, t->stop_newline, 0, &g);
+                rc = generate(en, pol, ids, (int32_t)n_prompt, q_split, t->question_after ? &tr[k].snap : NULL,
+                              t->max_new_tokens, t->stop_newline, 0, &g);
+                if (!rc && t->question_after) put(&ml, "context_reused", g.context_reused);
                 if (!rc) {
                     switch (t->kind) {
                     case HX_TASK_SUMMARIZATION:
@@ -980,7 +1054,10 @@ static int run_task(run_state *rs, engine *en, int model, int task) {
         free(ids);
     }
 out:
-    for (int k = 0; k < n_runs; k++) pol_free(tr[k].pol);
+    for (int k = 0; k < n_runs; k++) {
+        pol_free(tr[k].pol);
+        snap_free(&tr[k].snap);
+    }
     free(tr);
     free(todo);
     ds_set_free(&set);
