@@ -32,6 +32,11 @@ static const ds_template TEMPLATES[] = {
      "\n\n{question}"},
     {"ruler", 1, "ruler", "context", 1, "{context}", "RULER's input as is, its middle cut to fit (it ends with the question)", NULL},
     {"text", 1, "text", "document", 0, "{document}", "the text as is (fidelity, perplexity)", NULL},
+    {"ruler-split", 1, "ruler", "context", 1, "{context}{question}",
+     "RULER's input as context + question (ds_ruler_make / ds_ruler_load); the answer_prefix field is appended by "
+     "the runner, after a chat wrap", "{question}"},
+    {"ruler-base", 1, "ruler", "context", 1, "{context}{question}{answer_prefix}",
+     "RULER's 'base' model template: its input, then its answer prefix", "{question}"},
 };
 #define N_TEMPLATES (int)(sizeof TEMPLATES / sizeof TEMPLATES[0])
 

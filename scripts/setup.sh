@@ -13,6 +13,7 @@ packages=(
   libutf8proc-dev                         # Unicode NFC before pre-tokenizing (Qwen's tokenizer.json)
   libxxhash-dev                           # model identity: XXH3-128 of the whole file
   gnuplot-nox sqlite3                     # figures; the results database's command line
+  wamerican                               # RULER tasks: the word list standing in for wonderwords (datasets/ruler.c)
 )
 
 missing=()
