@@ -12,6 +12,7 @@
 #include <sys/stat.h>
 
 #include "../datasets/chat.h"
+#include "../datasets/ruler.h"
 #include "../datasets/template.h"
 #include "../engine/dtype.h"
 #include "../engine/kv_error.h"
@@ -379,6 +380,12 @@ static int handler(void *user, const char *section, const char *key, const char 
             t->kind = (hx_task_kind)k;
         } else if (!strcmp(key, "data")) set_str(st, &t->data, value, sn, key);
         else if (!strcmp(key, "haystack")) set_str(st, &t->haystack, value, sn, key);
+        else if (!strcmp(key, "ruler_task")) {
+            if (!ds_ruler_task_find(value))
+                fail(st, st->line, "[%s] ruler_task: unknown RULER task '%s' (niah_single_1/2/3, niah_multikey_1/2/3, "
+                     "niah_multivalue, niah_multiquery, vt, cwe, fwe, qa_1, qa_2)", sn, value);
+            else set_str(st, &t->ruler_task, value, sn, key);
+        } else if (!strcmp(key, "qa_data")) set_str(st, &t->qa_data, value, sn, key);
         else if (!strcmp(key, "samples")) get_int(st, sn, key, value, 1, INT_MAX, &t->samples);
         else if (!strcmp(key, "template")) {
             if (!ds_template_find(value)) fail(st, st->line, "[%s] template: unknown template '%s' (see 'kvbench list templates')", sn, value);
@@ -411,7 +418,7 @@ static int handler(void *user, const char *section, const char *key, const char 
         else if (!strcmp(key, "chunk")) get_int(st, sn, key, value, 1, 1 << 16, &t->chunk);
         else if (!strcmp(key, "min_chars")) get_int(st, sn, key, value, 0, INT_MAX, &t->min_chars);
         else if (!strcmp(key, "curve_bucket")) get_int(st, sn, key, value, 1, 1 << 20, &t->curve_bucket);
-        else fail(st, st->line, "[%s] unknown key '%s' (expected kind, data, haystack, samples, template, max_prompt_tokens, max_new_tokens, stop, fidelity, question, chat, system, bad_rows, doc_field, ref_field, lengths, depths, per_cell, tokens, chunk, min_chars, curve_bucket)", sn, key);
+        else fail(st, st->line, "[%s] unknown key '%s' (expected kind, data, haystack, samples, template, max_prompt_tokens, max_new_tokens, stop, fidelity, question, chat, system, ruler_task, qa_data, bad_rows, doc_field, ref_field, lengths, depths, per_cell, tokens, chunk, min_chars, curve_bucket)", sn, key);
         break;
     }
     case S_POLICY: {
@@ -504,7 +511,14 @@ static int validate(parse_state *st) {
         char sn[256];
         snprintf(sn, sizeof sn, "task %s", t->name);
         if ((int)t->kind < 0) return fail(st, t->line, "[%s] kind: missing", sn);
-        int needs_data = t->kind != HX_TASK_PASSKEY && t->kind != HX_TASK_NEEDLE;
+        const int gen_ruler = t->kind == HX_TASK_RULER && t->ruler_task;
+        if (t->ruler_task && t->kind != HX_TASK_RULER) return fail(st, t->line, "[%s] ruler_task: only ruler tasks take one", sn);
+        if (gen_ruler && !t->n_lengths) return fail(st, t->line, "[%s] lengths: required to generate RULER task %s", sn, t->ruler_task);
+        if (t->qa_data && !(gen_ruler && !strncmp(t->ruler_task, "qa_", 3)))
+            return fail(st, t->line, "[%s] qa_data: only the generated RULER tasks qa_1 and qa_2 take one", sn);
+        if (t->qa_data && !file_exists(hx_resolve_data(t->qa_data, buf, sizeof buf)))
+            return fail(st, t->line, "[%s] qa_data: '%s' not found (also looked under $KVBENCH_DATA = %s)", sn, t->qa_data, hx_data_dir());
+        int needs_data = t->kind != HX_TASK_PASSKEY && t->kind != HX_TASK_NEEDLE && !gen_ruler;
         if (needs_data && !t->data) return fail(st, t->line, "[%s] data: missing (a %s task reads a file)", sn, hx_task_kind_name(t->kind));
         if (!needs_data && t->data) return fail(st, t->line, "[%s] data: a %s task generates its prompts and reads no data file", sn, hx_task_kind_name(t->kind));
         if (t->data && !file_exists(hx_resolve_data(t->data, buf, sizeof buf)))
@@ -516,9 +530,10 @@ static int validate(parse_state *st) {
         } else if (t->haystack) return fail(st, t->line, "[%s] haystack: only needle tasks take one", sn);
         int grid = t->kind == HX_TASK_PASSKEY || t->kind == HX_TASK_NEEDLE;
         if (grid && (!t->n_lengths || !t->n_depths)) return fail(st, t->line, "[%s] lengths and depths: required for a %s task", sn, hx_task_kind_name(t->kind));
-        if (!grid && (t->n_lengths || t->n_depths)) return fail(st, t->line, "[%s] lengths/depths: only passkey and needle tasks take them", sn);
+        if (!grid && t->n_depths) return fail(st, t->line, "[%s] depths: only passkey and needle tasks take them", sn);
+        if (!grid && !gen_ruler && t->n_lengths) return fail(st, t->line, "[%s] lengths: only passkey, needle and generated ruler tasks take them", sn);
         if (!t->template_name) {
-            static const char *const dflt[] = {"keyformer-summ", "keyformer-dialog", "passkey", "needle", "ruler", "text", "text"};
+            static const char *const dflt[] = {"keyformer-summ", "keyformer-dialog", "passkey", "needle", "ruler-split", "text", "text"};
             t->template_name = strdup(dflt[t->kind]);
             if (!t->template_name) return fail(st, t->line, "out of memory");
         }
@@ -632,6 +647,8 @@ void hx_experiment_free(hx_experiment *e) {
         free(t->ref_field);
         free(t->chat);
         free(t->system);
+        free(t->ruler_task);
+        free(t->qa_data);
     }
     for (int i = 0; i < e->n_policies; i++) {
         free(e->policy[i].label);

@@ -50,6 +50,8 @@ typedef struct hx_task_def {
     char *name;
     hx_task_kind kind;
     char *data;            /* file (summarization, conversation, ruler, fidelity, perplexity) */
+    char *ruler_task;      /* ruler: generate this RULER task (niah_single_1, vt, ...) instead of reading data */
+    char *qa_data;         /* ruler qa_1 / qa_2: the SQuAD / HotpotQA file */
     char *haystack;        /* needle: folder of .txt files */
     int samples;           /* 0 = all */
     char *template_name;   /* "keyformer-summ" or "keyformer-summ@1" */

@@ -56,22 +56,41 @@ static int locate_question(const hx_prompt_spec *ps, const ds_sample *s, const c
     return KV_OK;
 }
 
+/* text + suffix (NULL: none) into a malloc'd string. */
+static int with_suffix(const char *text, const char *suffix, char **out) {
+    size_t a = strlen(text), b = suffix ? strlen(suffix) : 0;
+    if (!(*out = malloc(a + b + 1))) return kv_errorf(KV_ENOMEM, "out of memory");
+    memcpy(*out, text, a);
+    if (b) memcpy(*out + a, suffix, b);
+    (*out)[a + b] = 0;
+    return KV_OK;
+}
+
 /* The template's text cut to `budget` tokens, then wrapped; the budget is
  * lowered by what a wrapped text still exceeds (joins may tokenize
  * differently from their parts), a few times at most. */
 static int render_fit(const hx_prompt_spec *ps, const ds_sample *s, int64_t budget, char **content, hx_prompt *p) {
-    const int64_t limit = ps->max_tokens - 1; /* BOS */
+    const char *suffix = ps->suffix_field ? ds_sample_field(s, ps->suffix_field) : NULL;
+    int64_t suffix_tokens = suffix && *suffix ? count(ps, suffix) : 0;
+    if (suffix_tokens < 0) return (int)suffix_tokens;
+    const int64_t limit = ps->max_tokens - 1 - suffix_tokens; /* BOS, the suffix */
+    budget -= suffix_tokens;
     for (int attempt = 0; attempt < 4; attempt++) {
         if (budget < 1)
             return kv_errorf(KV_EINVAL, "sample %s: the chat template leaves no room for the prompt within %d tokens",
                              s->id, ps->max_tokens);
         int rc = ds_template_render(ps->tp, s, (int32_t)budget, ps->count, ps->user, content, &p->cut_chars);
         if (rc) return rc;
-        if (!ps->chat) return !(p->text = strdup(*content)) ? kv_errorf(KV_ENOMEM, "out of memory") : KV_OK;
+        if (!ps->chat) return with_suffix(*content, suffix, &p->text);
         if ((rc = wrap(ps, *content, &p->text))) return rc;
         int64_t n = count(ps, p->text);
         if (n < 0) return (int)n;
-        if (n <= limit) return KV_OK;
+        if (n <= limit) {
+            char *w = p->text;
+            rc = with_suffix(w, suffix, &p->text);
+            free(w);
+            return rc;
+        }
         budget -= n - limit;
         free(*content);
         free(p->text);

@@ -8,7 +8,9 @@
  * added as the tokenizer's id, never as text, so a chat wrap and a plain
  * prompt begin the same way. The question (templates with a question part:
  * passkey, needle) is located in the final text, so that the context can be
- * compressed before it is read (question = after_compression). */
+ * compressed before it is read (question = after_compression). A suffix
+ * field (RULER's answer_prefix) follows the chat wrap, as RULER appends it
+ * after the chat-wrapped input, and belongs to the question part. */
 #ifndef HX_PROMPT_H
 #define HX_PROMPT_H
 
@@ -25,6 +27,7 @@ typedef struct hx_prompt_spec {
     const char *system;           /* the chat's system message, or NULL */
     int32_t max_tokens;           /* the whole prompt's tokens, BOS included */
     int want_question;            /* locate the question (question = after_compression) */
+    const char *suffix_field;     /* a field appended after the chat wrap (RULER's answer_prefix), or NULL */
     ds_count_tokens_fn count;     /* tokens of a text, BOS not included */
     void *user;
 } hx_prompt_spec;

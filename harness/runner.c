@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include "../datasets/dataset.h"
+#include "../datasets/ruler.h"
 #include "../datasets/template.h"
 #include "../engine/context.h"
 #include "../engine/dtype.h"
@@ -27,6 +28,7 @@
 #include "../engine/sampler.h"
 #include "../metrics/kld.h"
 #include "../metrics/rouge.h"
+#include "../metrics/ruler.h"
 #include "../metrics/stats.h"
 #include "../policies/policy.h"
 #include "clock.h"
@@ -199,6 +201,21 @@ static int put_kld(metric_list *l, const met_kld *acc) {
     put(l, "fid_dp_rms", s.dp_rms);
     put(l, "fid_same_top", s.same_top);
     put(l, "fid_ln_ppl_ratio", s.ln_ratio);
+    return KV_OK;
+}
+
+/* RULER's score of a prediction: its task's scorer (string_match_all, or
+ * string_match_part for qa) on the cleaned prediction, and whether the
+ * cleaned prediction is empty (RULER's nulls). */
+static int put_ruler(metric_list *l, const hx_task_def *t, const ds_sample *s, const char *pred) {
+    const char *name = ds_sample_field(s, "task");
+    const met_ruler_task *rt = met_ruler_task_find(name && *name ? name : t->ruler_task ? t->ruler_task : "niah");
+    double score;
+    int empty;
+    int rc = met_ruler_sample(rt ? rt->scorer : MET_RULER_MATCH_ALL, pred, s->reference, &score, &empty);
+    if (rc) return rc;
+    put(l, "accuracy", score);
+    put(l, "ruler_empty", empty);
     return KV_OK;
 }
 
@@ -745,7 +762,15 @@ static int load_task(const run_state *rs, engine *en, const hx_task_def *t, tok_
     switch (t->kind) {
     case HX_TASK_SUMMARIZATION: return ds_load_summarization(&lp, set);
     case HX_TASK_CONVERSATION: return ds_load_conversation(&lp, set);
-    case HX_TASK_RULER: return ds_load_ruler(&lp, set);
+    case HX_TASK_RULER: {
+        if (!t->ruler_task) return ds_ruler_load(&lp, set); /* kvpress's layout or RULER's JSONL */
+        char ep[4096], qp[4096];
+        ds_ruler_params rp = {.task = t->ruler_task, .lengths = t->lengths, .n_lengths = t->n_lengths,
+                              .n_samples = t->per_cell, .seed = rs->e->seed, .count = count_tokens, .user = tc,
+                              .essay_dir = hx_resolve_data("niah/paul_graham_essays", ep, sizeof ep),
+                              .qa_path = t->qa_data ? hx_resolve_data(t->qa_data, qp, sizeof qp) : NULL};
+        return ds_ruler_make(&rp, set);
+    }
     case HX_TASK_FIDELITY:
     case HX_TASK_PERPLEXITY: return ds_load_text(&lp, (size_t)t->min_chars, set);
     case HX_TASK_PASSKEY:
@@ -906,7 +931,10 @@ static int run_task(run_state *rs, engine *en, int model, int task) {
             n_prompt = encode_into(&tc, doc, strlen(doc), 1);
             if (n_prompt >= 0 && t->tokens > 0 && n_prompt > t->tokens) n_prompt = t->tokens;
         } else {
-            hx_prompt_spec ps = {tp, cw.family, cw.system, max_prompt, t->question_after, count_tokens, &tc};
+            hx_prompt_spec ps = {.tp = tp, .chat = cw.family, .system = cw.system, .max_tokens = max_prompt,
+                                 .want_question = t->question_after,
+                                 .suffix_field = t->kind == HX_TASK_RULER ? "answer_prefix" : NULL,
+                                 .count = count_tokens, .user = &tc};
             rc = hx_prompt_render(&ps, s, &hp);
             n_prompt = rc ? rc : encode_into(&tc, hp.text, strlen(hp.text), cw.bos);
         }
@@ -919,6 +947,11 @@ static int run_task(run_state *rs, engine *en, int model, int task) {
         ids = malloc((size_t)n_prompt * sizeof *ids);
         if (!ids) { status = -1; goto sample_done; }
         memcpy(ids, tc.buf, (size_t)n_prompt * sizeof *ids);
+        /* RULER samples say how much their task generates (its
+         * tokens_to_generate, within the sample's length), at most the task's */
+        int max_new = t->max_new_tokens;
+        const char *mn = ds_sample_field(s, "max_new_tokens");
+        if (mn && atoi(mn) > 0 && atoi(mn) < max_new) max_new = atoi(mn);
         int32_t q_split = 0; /* question = after_compression: where it begins */
         if (t->question_after && (rc = question_split(&tc, s, &hp, cw.bos, ids, n_prompt, &q_split))) {
             fprintf(stderr, "kvbench run: task %s: %s\n", t->name, kv_last_error());
@@ -929,7 +962,7 @@ static int run_task(run_state *rs, engine *en, int model, int task) {
             kv_policy *full = NULL;
             pol_budget none = {POL_BUDGET_NONE, 0};
             rc = pol_new("full", NULL, 0, &none, e->seed, en->mi, &full);
-            if (!rc) rc = generate(en, full, ids, (int32_t)n_prompt, q_split, NULL, t->max_new_tokens, t->stop_newline, 1,
+            if (!rc) rc = generate(en, full, ids, (int32_t)n_prompt, q_split, NULL, max_new, t->stop_newline, 1,
                                    &ref);
             pol_free(full);
             if (rc) {
@@ -960,7 +993,7 @@ static int run_task(run_state *rs, engine *en, int model, int task) {
                 }
             } else {
                 rc = generate(en, pol, ids, (int32_t)n_prompt, q_split, t->question_after ? &tr[k].snap : NULL,
-                              t->max_new_tokens, t->stop_newline, 0, &g);
+                              max_new, t->stop_newline, 0, &g);
                 if (!rc && t->question_after) put(&ml, "context_reused", g.context_reused);
                 if (!rc) {
                     switch (t->kind) {
@@ -973,7 +1006,7 @@ static int run_task(run_state *rs, engine *en, int model, int task) {
                         put(&ml, "accuracy", met_contains(g.text, s->reference));
                         break;
                     case HX_TASK_RULER:
-                        put(&ml, "accuracy", met_match_all(g.text, s->reference));
+                        rc = put_ruler(&ml, t, s, g.text);
                         break;
                     default:
                         break;

@@ -302,7 +302,7 @@ expect_bad "unset variable" "environment variable \\\$NOPE_NOT_SET is not set" '
 expect_bad "bad dtype" "\\[model stories260K\\] dtype: expected f32, f16, bf16, q8_0 or q4_0, got 'q9'" 's#^tokenizer = stories260K/tok512.bin#tokenizer = stories260K/tok512.bin\ndtype = q9#'
 expect_bad "bad gelu" "\\[model stories260K\\] gelu: expected tanh or erf, got 'exact'" 's#^tokenizer = stories260K/tok512.bin#tokenizer = stories260K/tok512.bin\ngelu = exact#'
 expect_bad "not key = value" "bad.ini:[0-9]+: expected 'key = value'" 's/^per_cell = 1/per_cell/'
-expect_bad "question with no question part" "\[task ruler\] question = after_compression: template ruler@1 has no question part" 's/^kind = ruler/kind = ruler\nquestion = after_compression/'
+expect_bad "question with no question part" "\[task cnndm\] question = after_compression: template plain-summ@1 has no question part" 's/^kind = summarization/kind = summarization\nquestion = after_compression/'
 expect_bad "bad question mode" "\[task passkey\] question: expected in_prompt or after_compression, got 'later'" 's/^kind = passkey/kind = passkey\nquestion = later/'
 expect_bad "streaming without chunk" "\[policy h2o\] policy h2o: prefill=streaming needs chunk=N" 's/^recent = 0.5/recent = 0.5\nprefill = streaming/'
 
@@ -368,6 +368,69 @@ if [ $? != 0 ] && echo "$out" | grep -q "chat = auto: the model has no chat temp
 sed 's/^chat = llama2$/chat = llama9/' "$tmp/chat.ini" >"$tmp/chat_bad.ini"
 out=$("$kv" run "$tmp/chat_bad.ini" --dry-run 2>&1)
 if [ $? = 2 ] && echo "$out" | grep -q "\[task pk_chat\] chat: chat = llama9: no such chat template family; one of: auto, none, qwen3"; then ok "unknown chat family refused with the list"; else bad "chat = llama9" "$out"; fi
+
+# --- several questions on one context (kvpress's RULER layout): the context is read and
+# compressed once and each question continues from it; every stored figure equals that of
+# the same rows in an order where no two consecutive rows share a context (nothing reused)
+$py - "$tmp" <<'PY'
+import json, sys
+hay = "The grass is green. The sky is blue. Here we go. " * 2
+rows = []
+for c, (name, num) in enumerate([("alpha", 7051), ("beta", 3320)]):
+    ctx = hay + "One of the special magic numbers for %s is: %d. " % (name, num) + hay
+    for q, (qn, ans) in enumerate([(name, num), ("gamma" if c == 0 else "delta", 1000 + c)]):
+        rows.append({"context": ctx, "question": " What is the special magic number for %s mentioned in the provided text?" % qn,
+                     "answer_prefix": " The special magic number for %s mentioned in the provided text is" % qn,
+                     "answer": ["%d-%d%d" % (ans, c, q)], "max_new_tokens": 8, "task": "niah_single_1"})
+open(sys.argv[1] + "/consec.jsonl", "w").write("".join(json.dumps(r) + "\n" for r in rows))
+open(sys.argv[1] + "/inter.jsonl", "w").write("".join(json.dumps(r) + "\n" for r in [rows[0], rows[2], rows[1], rows[3]]))
+PY
+sed -n '1,/^\[task cnndm\]/p' "$ini" | sed '$d' >"$tmp/reuse.ini"
+cat >>"$tmp/reuse.ini" <<EOF2
+[task consec]
+kind = ruler
+data = $tmp/consec.jsonl
+question = after_compression
+max_new_tokens = 16
+
+[task inter]
+kind = ruler
+data = $tmp/inter.jsonl
+question = after_compression
+max_new_tokens = 16
+
+[policy full]
+[policy h2o]
+[policy snapkv]
+
+[sweep]
+models = stories260K
+tasks = consec, inter
+policies = full, h2o, snapkv
+budgets = 50%
+EOF2
+out=$(KVBENCH_TEST_DB=$tmp/reuse.db "$kv" run "$tmp/reuse.ini" --threads 1 -q 2>&1)
+chk=$($py - "$tmp/reuse.db" <<'PY' 2>&1
+import sqlite3, sys
+d = sqlite3.connect(sys.argv[1])
+skip = ('ttft_ms', 'decode_tokens_per_s', 'latency_p50_ms', 'latency_p95_ms', 'latency_p99_ms', 'context_reused')
+rows = {}
+for task, pol, ref, out, n in d.execute("select r.task, r.policy_label, s.reference, s.output, s.prompt_tokens "
+                                        "from runs r join samples s on s.run = r.id"):
+    rows[(task, pol, ref)] = (out, n)
+met = {}
+for task, pol, ref, name, v in d.execute("select r.task, r.policy_label, s.reference, m.name, m.value from runs r "
+                                         "join samples s on s.run = r.id join metrics m on m.run = s.run and m.sample = s.sample"):
+    if name not in skip:
+        met.setdefault((task, pol, ref), {})[name] = v
+same = all(rows[('consec',) + k[1:]] == rows[('inter',) + k[1:]] and met[('consec',) + k[1:]] == met[('inter',) + k[1:]]
+           for k in rows if k[0] == 'consec')
+reused = dict(d.execute("select r.task, sum(m.value) from runs r join metrics m on m.run = r.id "
+                        "where m.name = 'context_reused' group by r.task").fetchall())
+print(len(rows), same, reused.get('consec'), reused.get('inter'))
+PY
+)
+if [ "$chk" = "24 True 6.0 0.0" ]; then ok "several questions on one context: compressed once, results as if read each time"; else bad "context reuse" "$chk $out"; fi
 
 # --- a database of schema version 1 (results not comparable) is refused, naming why and the fix
 $py -c "import sqlite3,sys; d=sqlite3.connect(sys.argv[1]); d.execute('create table meta(key text primary key, value text not null)'); d.execute(\"insert into meta values('schema_version','1')\"); d.commit()" "$tmp/v1.db"
