@@ -548,7 +548,8 @@ static int lost_on_layer(void *user, kv_cache *ref, const kv_attn_view *v) {
  * cache's token as the target), and a full cache fed the same tokens in
  * lockstep measures the attention mass the policy lost. */
 static int fidelity(engine *en, kv_policy *pol, const int32_t *prompt, int32_t n_prompt, int32_t q_split,
-                    const gen_result *ref, met_kld *kld, double *kl_mean, double *top1, double *mass_lost) {
+                    ctx_snap *snap, const gen_result *ref, met_kld *kld, double *kl_mean, double *top1,
+                    double *mass_lost) {
     int32_t V = en->mi->vocab_size;
     if (!en->ref_ctx) {
         kv_ctx_params cp = kv_ctx_default_params();
@@ -559,7 +560,7 @@ static int fidelity(engine *en, kv_policy *pol, const int32_t *prompt, int32_t n
     kv_ctx_hook hook = {.user = &ls, .needs = KV_NEED_LAST_ROW, .positions = KV_POS_ORIGINAL, .on_layer = lost_on_layer};
     kv_ctx_reset(en->ref_ctx);
     kv_ctx_set_hook(en->ref_ctx, &hook);
-    int rc = read_prompt(en, pol, prompt, n_prompt, q_split, NULL, NULL);
+    int rc = read_prompt(en, pol, prompt, n_prompt, q_split, NULL, snap);
     if (!rc) rc = kv_ctx_eval(en->ref_ctx, prompt, n_prompt, NULL, 0);
     double kl = 0;
     int agree = 0;
@@ -1031,7 +1032,9 @@ static int run_task(run_state *rs, engine *en, int model, int task) {
                         double kl, top1, lost;
                         met_kld *kld = met_kld_new();
                         if (!kld) rc = kv_errorf(KV_ENOMEM, "out of memory");
-                        if (!rc) rc = fidelity(en, pol, ids, (int32_t)n_prompt, q_split, &ref, kld, &kl, &top1, &lost);
+                        if (!rc)
+                            rc = fidelity(en, pol, ids, (int32_t)n_prompt, q_split, t->question_after ? &tr[k].snap : NULL,
+                                          &ref, kld, &kl, &top1, &lost);
                         if (!rc) {
                             put(&ml, "fid_kl", kl);
                             put(&ml, "fid_top1_agree", top1);
