@@ -736,7 +736,7 @@ static int run_identity(const run_state *rs, const engine *en, const run_cell *r
                      "kvbench-run/2 version=%s model_hash=%s arch=%g/%d/%g%s task_kind=%s data=%s haystack=%s template=%s@%d "
                      "max_prompt_tokens=%d max_new_tokens=%d stop_newline=%d fidelity=%d doc_field=%s ref_field=%s "
                      "lengths=%s depths=%s per_cell=%d tokens=%d chunk=%d min_chars=%d curve_bucket=%d question=%s chat=%s "
-                     "system=[%s] policy=%s params=%s budget=%s seed=%llu",
+                     "system=[%s] ruler_task=%s qa_data=%s policy=%s params=%s budget=%s seed=%llu",
                      KVBENCH_VERSION, en->model_hash, (double)en->mi->rope_base, en->mi->ctx_len, (double)en->mi->norm_eps,
                      /* MPT's GELU, only when not the default (other runs' ids unchanged) */
                      en->mi->arch == KV_ARCH_MPT && en->mi->gelu == KV_GELU_ERF ? "/gelu=erf" : "",
@@ -745,6 +745,7 @@ static int run_identity(const run_state *rs, const engine *en, const run_cell *r
                      t->stop_newline, t->fidelity, t->doc_field ? t->doc_field : "", t->ref_field ? t->ref_field : "",
                      lens, deps, t->per_cell, t->tokens, t->chunk, t->min_chars, t->curve_bucket,
                      t->question_after ? "after_compression" : "in_prompt", cw->name, cw->system ? cw->system : "",
+                     t->ruler_task ? t->ruler_task : "", t->qa_data ? t->qa_data : "",
                      pol->ops->name, params, bs,
                      (unsigned long long)e->seed);
     if (n < 0 || (size_t)n >= cap) return kv_errorf(KV_EINVAL, "run description too long");

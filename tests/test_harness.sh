@@ -432,6 +432,46 @@ PY
 )
 if [ "$chk" = "24 True 6.0 0.0" ]; then ok "several questions on one context: compressed once, results as if read each time"; else bad "context reuse" "$chk $out"; fi
 
+# --- RULER tasks generated: each task its own runs (the task is in the run's spec), one
+# sample per length, scored by RULER's rule with its nulls counted
+sed -n '1,/^\[task cnndm\]/p' "$ini" | sed '$d' >"$tmp/rg.ini"
+cat >>"$tmp/rg.ini" <<'EOF2'
+[task s1]
+kind = ruler
+ruler_task = niah_single_1
+lengths = 700, 900
+max_prompt_tokens = 1024
+max_new_tokens = 16
+
+[task mk1]
+kind = ruler
+ruler_task = niah_multikey_1
+lengths = 700
+max_prompt_tokens = 1024
+max_new_tokens = 16
+
+[policy full]
+[policy snapkv]
+
+[sweep]
+models = stories260K
+tasks = s1, mk1
+policies = full, snapkv
+budgets = 64
+EOF2
+out=$(KVBENCH_TEST_DB=$tmp/rg.db "$kv" run "$tmp/rg.ini" --threads 1 -q 2>&1)
+chk=$($py - "$tmp/rg.db" <<'PY' 2>&1
+import sqlite3, sys
+d = sqlite3.connect(sys.argv[1])
+runs = d.execute("select task, count(distinct id) from runs group by task").fetchall()
+per = dict(d.execute("select r.task, count(*) from runs r join samples s on s.run = r.id group by r.task").fetchall())
+names = {n for (n,) in d.execute("select distinct name from metrics")}
+specs = [sp for (sp,) in d.execute("select spec from runs where task = 's1'")]
+print(sorted(runs), per, {"accuracy", "ruler_empty"} <= names, all(" ruler_task=niah_single_1 " in sp for sp in specs))
+PY
+)
+if [ "$chk" = "[('mk1', 2), ('s1', 2)] {'mk1': 2, 's1': 4} True True" ]; then ok "RULER tasks generated, their own runs, RULER's scores"; else bad "RULER generated" "$chk $out"; fi
+
 # --- a database of schema version 1 (results not comparable) is refused, naming why and the fix
 $py -c "import sqlite3,sys; d=sqlite3.connect(sys.argv[1]); d.execute('create table meta(key text primary key, value text not null)'); d.execute(\"insert into meta values('schema_version','1')\"); d.commit()" "$tmp/v1.db"
 out=$(KVBENCH_TEST_DB=$tmp/v1.db "$kv" run "$ini" --only task=cnndm 2>&1)
