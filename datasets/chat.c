@@ -599,7 +599,7 @@ static char *config_token(const cJSON *c, const char *key) {
 }
 
 /* A whole file, NUL-terminated; NULL with the error set. */
-static char *read_text(const char *path) {
+char *ds_chat_read_file(const char *path) {
     FILE *f = fopen(path, "rb");
     if (!f) {
         kv_errorf(KV_EIO, "%s: cannot open", path);
@@ -620,7 +620,7 @@ static char *read_text(const char *path) {
 
 int ds_chat_source_config(const char *path, ds_chat_source *out) {
     memset(out, 0, sizeof *out);
-    char *text = read_text(path);
+    char *text = ds_chat_read_file(path);
     if (!text) return KV_EIO;
     cJSON *c = cJSON_Parse(text);
     free(text);

@@ -78,6 +78,10 @@ int ds_chat_source_gguf(const char *path, ds_chat_source *out);
 int ds_chat_source_config(const char *tokenizer_config_json, ds_chat_source *out);
 void ds_chat_source_free(ds_chat_source *s);
 
+/* A whole file (a template, a messages file), NUL-terminated and malloc'd;
+ * NULL with the error set (naming the file). */
+char *ds_chat_read_file(const char *path);
+
 /* Renders n messages into a malloc'd, NUL-terminated string (*len bytes).
  * Roles other than system/user/assistant, no messages, and whatever the
  * family's template refuses are KV_EINVAL. */

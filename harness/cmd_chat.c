@@ -15,30 +15,11 @@
 
 #define N_OPTS(a) (int)(sizeof(a) / sizeof((a)[0]))
 
-/* A whole file, NUL-terminated; NULL with the error set. */
-static char *slurp(const char *path) {
-    FILE *f = fopen(path, "rb");
-    if (!f) {
-        kv_errorf(KV_EIO, "%s: cannot open", path);
-        return NULL;
-    }
-    char *b = NULL;
-    long n = fseek(f, 0, SEEK_END) == 0 ? ftell(f) : -1;
-    if (n >= 0 && fseek(f, 0, SEEK_SET) == 0 && (b = malloc((size_t)n + 1)) && fread(b, 1, (size_t)n, f) == (size_t)n)
-        b[n] = 0;
-    else {
-        free(b);
-        b = NULL;
-        kv_errorf(KV_EIO, "%s: cannot read", path);
-    }
-    fclose(f);
-    return b;
-}
 
 /* FILE.json: a list of {"role", "content"} objects. The strings stay in
  * *doc, which the caller deletes. */
 static int read_messages(const char *path, cJSON **doc, ds_chat_msg **out, int *n) {
-    char *text = slurp(path);
+    char *text = ds_chat_read_file(path);
     if (!text) return KV_EIO;
     *doc = cJSON_Parse(text);
     free(text);
@@ -79,7 +60,7 @@ static int load_source(const chat_args *a, ds_chat_source *src, char *where, siz
     if (a->template_path) {
         snprintf(where, cap, "%s", hx_resolve_model(a->template_path, buf, sizeof buf));
         memset(src, 0, sizeof *src);
-        return (src->jinja = slurp(where)) ? 0 : KV_EIO;
+        return (src->jinja = ds_chat_read_file(where)) ? 0 : KV_EIO;
     }
     if (a->tokenizer) {
         snprintf(where, cap, "%s/tokenizer_config.json", hx_resolve_model(a->tokenizer, buf, sizeof buf));

@@ -117,20 +117,9 @@ static size_t lb_encode1(uint32_t cp, char *o) {
     return 4;
 }
 
-static int lb_in(const uint32_t (*r)[2], size_t n, uint32_t cp) {
-    size_t lo = 0, hi = n;
-    while (lo < hi) {
-        size_t mid = (lo + hi) / 2;
-        if (cp < r[mid][0]) hi = mid;
-        else if (cp > r[mid][1]) lo = mid + 1;
-        else return 1;
-    }
-    return 0;
-}
-
-static int lb_is_space(uint32_t cp) { return lb_in(met_lb_space_ranges, met_lb_space_ranges_n, cp); }
-static int lb_is_word(uint32_t cp) { return lb_in(met_lb_word_ranges, met_lb_word_ranges_n, cp); }
-static int lb_is_digit(uint32_t cp) { return lb_in(met_lb_digit_ranges, met_lb_digit_ranges_n, cp); }
+static int lb_is_space(uint32_t cp) { return met_lb_in_ranges(met_lb_space_ranges, met_lb_space_ranges_n, cp); }
+static int lb_is_word(uint32_t cp) { return met_lb_in_ranges(met_lb_word_ranges, met_lb_word_ranges_n, cp); }
+static int lb_is_digit(uint32_t cp) { return met_lb_in_ranges(met_lb_digit_ranges, met_lb_digit_ranges_n, cp); }
 
 /* ------------------------------------------------------------ normalize_answer */
 
@@ -138,10 +127,10 @@ static int lb_is_digit(uint32_t cp) { return lb_in(met_lb_digit_ranges, met_lb_d
  * before it and none after it, case-ignorable characters skipped. */
 static int lb_final_sigma(const uint32_t *a, size_t n, size_t i) {
     size_t j = i;
-    while (j > 0 && lb_in(met_lb_ignorable_ranges, met_lb_ignorable_ranges_n, a[j - 1])) j--;
-    if (j == 0 || !lb_in(met_lb_cased_ranges, met_lb_cased_ranges_n, a[j - 1])) return 0;
-    for (j = i + 1; j < n && lb_in(met_lb_ignorable_ranges, met_lb_ignorable_ranges_n, a[j]); j++) {}
-    return j == n || !lb_in(met_lb_cased_ranges, met_lb_cased_ranges_n, a[j]);
+    while (j > 0 && met_lb_in_ranges(met_lb_ignorable_ranges, met_lb_ignorable_ranges_n, a[j - 1])) j--;
+    if (j == 0 || !met_lb_in_ranges(met_lb_cased_ranges, met_lb_cased_ranges_n, a[j - 1])) return 0;
+    for (j = i + 1; j < n && met_lb_in_ranges(met_lb_ignorable_ranges, met_lb_ignorable_ranges_n, a[j]); j++) {}
+    return j == n || !met_lb_in_ranges(met_lb_cased_ranges, met_lb_cased_ranges_n, a[j]);
 }
 
 /* str.lower() of one character other than the capital sigma, into out

@@ -1,7 +1,8 @@
 /* longbench_unicode.h - the character classes of Python's str and re that
  * LongBench's English scorers depend on, as tables generated from Python
  * itself (metrics/gen_longbench_unicode.py writes longbench_unicode.c; its
- * header names the Python and Unicode versions). Private to longbench.c. */
+ * header names the Python and Unicode versions). Private to metrics/
+ * (longbench.c, ruler.c). */
 #ifndef MET_LB_UNICODE_H
 #define MET_LB_UNICODE_H
 
@@ -9,6 +10,18 @@
 #include <stdint.h>
 
 /* Sorted, disjoint [lo, hi] code point ranges. */
+/* Whether cp lies in one of r[0..n) (binary search). */
+static inline int met_lb_in_ranges(const uint32_t (*r)[2], size_t n, uint32_t cp) {
+    size_t lo = 0, hi = n;
+    while (lo < hi) {
+        size_t mid = (lo + hi) / 2;
+        if (cp < r[mid][0]) hi = mid;
+        else if (cp > r[mid][1]) lo = mid + 1;
+        else return 1;
+    }
+    return 0;
+}
+
 extern const uint32_t met_lb_word_ranges[][2];      /* re's \w: isalnum() or '_' */
 extern const size_t met_lb_word_ranges_n;
 extern const uint32_t met_lb_digit_ranges[][2];     /* re's \d: isdecimal() */

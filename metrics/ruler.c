@@ -91,18 +91,7 @@ static char *rl_encode(const uint32_t *a, size_t n) {
     return o;
 }
 
-static int rl_in(const uint32_t (*r)[2], size_t n, uint32_t cp) {
-    size_t lo = 0, hi = n;
-    while (lo < hi) {
-        size_t mid = (lo + hi) / 2;
-        if (cp < r[mid][0]) hi = mid;
-        else if (cp > r[mid][1]) lo = mid + 1;
-        else return 1;
-    }
-    return 0;
-}
-
-static int rl_space(uint32_t cp) { return rl_in(met_lb_space_ranges, met_lb_space_ranges_n, cp); }
+static int rl_space(uint32_t cp) { return met_lb_in_ranges(met_lb_space_ranges, met_lb_space_ranges_n, cp); }
 
 /* ---------------------------------------------------------- post-process */
 
@@ -130,10 +119,10 @@ int met_ruler_postprocess(const char *pred, char **out) {
 /* Python's final-sigma rule for a capital sigma at a[i]. */
 static int rl_final_sigma(const uint32_t *a, size_t n, size_t i) {
     size_t j = i;
-    while (j > 0 && rl_in(met_lb_ignorable_ranges, met_lb_ignorable_ranges_n, a[j - 1])) j--;
-    if (j == 0 || !rl_in(met_lb_cased_ranges, met_lb_cased_ranges_n, a[j - 1])) return 0;
-    for (j = i + 1; j < n && rl_in(met_lb_ignorable_ranges, met_lb_ignorable_ranges_n, a[j]); j++) {}
-    return j == n || !rl_in(met_lb_cased_ranges, met_lb_cased_ranges_n, a[j]);
+    while (j > 0 && met_lb_in_ranges(met_lb_ignorable_ranges, met_lb_ignorable_ranges_n, a[j - 1])) j--;
+    if (j == 0 || !met_lb_in_ranges(met_lb_cased_ranges, met_lb_cased_ranges_n, a[j - 1])) return 0;
+    for (j = i + 1; j < n && met_lb_in_ranges(met_lb_ignorable_ranges, met_lb_ignorable_ranges_n, a[j]); j++) {}
+    return j == n || !met_lb_in_ranges(met_lb_cased_ranges, met_lb_cased_ranges_n, a[j]);
 }
 
 static size_t rl_lower1(uint32_t cp, uint32_t *out) {

@@ -24,6 +24,8 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include "test_synth.h"
+
 #include "context.h"
 #include "export.h"
 #include "gguf.h"
@@ -39,63 +41,11 @@ static char g_tmp[256];
 static char g_path[512];
 static kv_model *g_model;
 
-static uint64_t g_rng = 23;
-static double unit_normal(void) { /* splitmix64 + Box-Muller */
-    double u[2];
-    for (int i = 0; i < 2; i++) {
-        uint64_t z = (g_rng += 0x9e3779b97f4a7c15ull);
-        z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-        z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-        u[i] = (double)((z ^ (z >> 31)) >> 11) * 0x1.0p-53;
-    }
-    return sqrt(-2.0 * log(u[0] + 0x1.0p-54)) * cos(6.283185307179586 * u[1]);
-}
-
-static void add_tensor(kv_gguf_writer *w, const char *name, int64_t rows, int64_t cols, double std, double mean) {
-    float *f = malloc((size_t)(rows * cols) * sizeof *f);
-    assert_non_null(f);
-    for (int64_t i = 0; i < rows * cols; i++) f[i] = (float)(mean + std * unit_normal());
-    uint64_t ne[2] = {(uint64_t)cols, (uint64_t)rows};
-    assert_int_equal(kv_gguf_writer_add_tensor(w, name, KV_F32, rows > 1 ? 2 : 1, ne, f), KV_OK);
-    free(f);
-}
-
-/* Queries and keys scaled up so that attention is peaked, as a trained
- * model's is: scores then separate the slots instead of tying. */
-static void write_model(const char *path) {
-    const int hd = DIM / HEADS;
-    kv_model_info i = {.dim = DIM, .hidden_dim = HIDDEN, .n_layers = LAYERS, .n_heads = HEADS, .n_kv_heads = KV_HEADS,
-                       .vocab_size = VOCAB, .ctx_len = CTX, .rope_base = 10000.0f, .norm_eps = 1e-5f,
-                       .head_dim = hd, .n_rot = hd};
-    kv_gguf_writer *w = kv_gguf_writer_new();
-    assert_non_null(w);
-    assert_int_equal(kv_export_llama_meta(w, &i, "fork-test"), KV_OK);
-    const double s = 1.0 / sqrt(DIM);
-    add_tensor(w, "token_embd.weight", VOCAB, DIM, 1.0, 0);
-    add_tensor(w, "output_norm.weight", 1, DIM, 0.1, 1.0);
-    char name[96];
-    for (int l = 0; l < LAYERS; l++) {
-#define NAME(x) (snprintf(name, sizeof name, "blk.%d." x ".weight", l), name)
-        add_tensor(w, NAME("attn_norm"), 1, DIM, 0.1, 1.0);
-        add_tensor(w, NAME("ffn_norm"), 1, DIM, 0.1, 1.0);
-        add_tensor(w, NAME("attn_q"), DIM, DIM, 3 * s, 0);
-        add_tensor(w, NAME("attn_k"), KV_HEADS * hd, DIM, 3 * s, 0);
-        add_tensor(w, NAME("attn_v"), KV_HEADS * hd, DIM, s, 0);
-        add_tensor(w, NAME("attn_output"), DIM, DIM, s, 0);
-        add_tensor(w, NAME("ffn_gate"), HIDDEN, DIM, s, 0);
-        add_tensor(w, NAME("ffn_up"), HIDDEN, DIM, s, 0);
-        add_tensor(w, NAME("ffn_down"), DIM, HIDDEN, s, 0);
-#undef NAME
-    }
-    assert_int_equal(kv_gguf_writer_write(w, path), KV_OK);
-    kv_gguf_writer_free(w);
-}
-
 static int setup(void **state) {
     (void)state;
     if (!tu_mkdtemp(g_tmp, sizeof g_tmp)) return -1;
     snprintf(g_path, sizeof g_path, "%s/model.gguf", g_tmp);
-    write_model(g_path);
+    tu_write_llama(g_path, &(tu_llama_shape){DIM, HIDDEN, LAYERS, HEADS, KV_HEADS, VOCAB, CTX, 23});
     kv_model_params mp = kv_model_default_params();
     mp.no_tokenizer = 1;
     return kv_model_load(g_path, &mp, &g_model) == KV_OK ? 0 : -1;
