@@ -116,34 +116,39 @@ int kv_tok_index(kv_tokenizer *t) {
 }
 
 /* Control, user-defined and unknown tokens are matched whole in the text
- * (a chat template's <|user|>, [INST], <start_of_turn>), as llama.cpp
- * partitions text before SentencePiece runs: index them by first byte,
- * longest first (so <|im_end|> wins over <|im|>), then by id. */
-static int spm_is_special(const kv_tokenizer *t, int32_t i) {
+ * (a chat template's <|user|>, [INST], <start_of_turn>; Hugging Face's
+ * added tokens), as llama.cpp partitions text before either kind of BPE
+ * runs: indexed by first byte, longest first (so <|im_end|> wins over
+ * <|im|>), then by id. */
+static int is_special(const kv_tokenizer *t, int32_t i) {
     return (t->type[i] == TT_CONTROL || t->type[i] == TT_USER || t->type[i] == TT_UNKNOWN) && t->len[i] > 0;
 }
 
-static const kv_tokenizer *g_sort_tok; /* qsort has no context argument; tokenizers load on one thread each */
+typedef struct spec { uint8_t first; uint32_t len; int32_t id; } spec;
 
-static int spm_special_cmp(const void *pa, const void *pb) {
-    int32_t a = *(const int32_t *)pa, b = *(const int32_t *)pb;
-    const kv_tokenizer *t = g_sort_tok;
-    uint8_t fa = (uint8_t)t->text[a][0], fb = (uint8_t)t->text[b][0];
-    if (fa != fb) return fa < fb ? -1 : 1;
-    if (t->len[a] != t->len[b]) return t->len[a] > t->len[b] ? -1 : 1;
-    return (a > b) - (a < b);
+static int spec_cmp(const void *pa, const void *pb) {
+    const spec *a = pa, *b = pb;
+    if (a->first != b->first) return a->first < b->first ? -1 : 1;
+    if (a->len != b->len) return a->len > b->len ? -1 : 1;
+    return (a->id > b->id) - (a->id < b->id);
 }
 
-static int spm_special_index(kv_tokenizer *t) {
+int kv_tok_special_index(kv_tokenizer *t) {
     int32_t k = 0;
-    for (int32_t i = 0; i < t->n; i++) k += spm_is_special(t, i);
+    for (int32_t i = 0; i < t->n; i++) k += is_special(t, i);
+    free(t->special);
     t->special = malloc(((size_t)k + 1) * sizeof *t->special);
-    if (!t->special) return kv_errorf(KV_ENOMEM, "out of memory");
+    spec *sp = malloc(((size_t)k + 1) * sizeof *sp);
+    if (!t->special || !sp) {
+        free(sp);
+        return kv_errorf(KV_ENOMEM, "out of memory");
+    }
     k = 0;
     for (int32_t i = 0; i < t->n; i++)
-        if (spm_is_special(t, i)) t->special[k++] = i;
-    g_sort_tok = t;
-    qsort(t->special, (size_t)k, sizeof *t->special, spm_special_cmp);
+        if (is_special(t, i)) sp[k++] = (spec){(uint8_t)t->text[i][0], t->len[i], i};
+    qsort(sp, (size_t)k, sizeof *sp, spec_cmp);
+    for (int32_t j = 0; j < k; j++) t->special[j] = sp[j].id;
+    free(sp);
     for (int c = 0, j = 0; c <= 256; c++) {
         while (j < k && (uint8_t)t->text[t->special[j]][0] < c) j++;
         t->special_at[c] = c == 256 ? k : j;
@@ -151,9 +156,9 @@ static int spm_special_index(kv_tokenizer *t) {
     return KV_OK;
 }
 
-/* The special token text[0..len) starts with (the longest), or -1. */
-static int32_t spm_special_at(const kv_tokenizer *t, const char *text, size_t len) {
+int32_t kv_tok_special_at(const kv_tokenizer *t, const char *text, size_t len) {
     uint8_t c = (uint8_t)text[0];
+    if (!t->special) return -1;
     for (int32_t j = t->special_at[c]; j < t->special_at[c + 1]; j++) {
         int32_t id = t->special[j];
         if (t->len[id] <= len && memcmp(text, t->text[id], t->len[id]) == 0) return id;
@@ -199,7 +204,7 @@ static int tok_finish(kv_tokenizer *t, const char *path) {
         t->out_len[i] = (uint32_t)k;
     }
     (void)path;
-    return spm_special_index(t);
+    return kv_tok_special_index(t);
 }
 
 int kv_tokenizer_load_llama2c(const char *path, int32_t vocab_size, kv_tokenizer **out) {
@@ -624,8 +629,7 @@ int kv_tokenizer_encode(const kv_tokenizer *t, const char *text, size_t len, int
     int rc = KV_OK;
     size_t frag = 0;
     for (size_t i = 0; i < len && !rc;) {
-        uint8_t c = (uint8_t)text[i];
-        int32_t sp = t->special && t->special_at[c] < t->special_at[c + 1] ? spm_special_at(t, text + i, len - i) : -1;
+        int32_t sp = kv_tok_special_at(t, text + i, len - i);
         if (sp < 0) {
             i++;
             continue;

@@ -44,8 +44,6 @@ struct kv_bpe {
     int32_t *ml, *mr;          /* [nm] the merges by rank, for writing them out */
     int64_t nm;
     int32_t byte_id[256];      /* token of the code point that stands for each byte */
-    int32_t *special;          /* control and user-defined tokens, by first byte, longest first */
-    int32_t special_at[257];   /* special[special_at[c] .. special_at[c + 1]) start with byte c */
 };
 
 /* ------------------------------------------------------- bytes_to_unicode */
@@ -133,7 +131,6 @@ void kv_bpe_free(kv_bpe *b) {
     free(b->merges);
     free(b->ml);
     free(b->mr);
-    free(b->special);
     free(b);
 }
 
@@ -210,47 +207,6 @@ static int build_merges(kv_tokenizer *t, const kv_merge_str *m, uint64_t n, cons
 }
 
 /* --------------------------------------------------------------- building */
-
-typedef struct spec { uint8_t first; uint32_t len; int32_t id; } spec;
-
-/* by first byte, then longest first, then id */
-static int spec_cmp(const void *pa, const void *pb) {
-    const spec *a = pa, *b = pb;
-    if (a->first != b->first) return a->first < b->first ? -1 : 1;
-    if (a->len != b->len) return a->len > b->len ? -1 : 1;
-    return (a->id > b->id) - (a->id < b->id);
-}
-
-/* Tokens matched whole in the text before anything else: control,
- * user-defined and unknown ones (llama.cpp's special-token partition; Hugging
- * Face's added tokens). */
-static int is_special(const kv_tokenizer *t, int32_t i) {
-    uint8_t ty = t->type[i];
-    return (ty == TT_CONTROL || ty == TT_USER || ty == TT_UNKNOWN) && t->len[i] > 0;
-}
-
-static int build_special(kv_tokenizer *t) {
-    kv_bpe *b = t->bpe;
-    int32_t n_special = 0;
-    for (int32_t i = 0; i < t->n; i++) n_special += is_special(t, i);
-    b->special = malloc(((size_t)n_special + 1) * sizeof *b->special);
-    spec *sp = malloc(((size_t)n_special + 1) * sizeof *sp);
-    if (!b->special || !sp) {
-        free(sp);
-        return kv_errorf(KV_ENOMEM, "out of memory");
-    }
-    int32_t k = 0;
-    for (int32_t i = 0; i < t->n; i++)
-        if (is_special(t, i)) sp[k++] = (spec){(uint8_t)t->text[i][0], t->len[i], i};
-    qsort(sp, (size_t)k, sizeof *sp, spec_cmp);
-    for (int32_t j = 0; j < k; j++) b->special[j] = sp[j].id;
-    free(sp);
-    for (int c = 0, j = 0; c <= 256; c++) {
-        while (j < k && (uint8_t)t->text[b->special[j]][0] < c) j++;
-        b->special_at[c] = c == 256 ? k : j;
-    }
-    return KV_OK;
-}
 
 /* Byte-level: the token of each byte's code point, and each token's bytes.
  * A vocabulary may lack some bytes (Falcon has no token for 0x03,
@@ -357,7 +313,7 @@ int kv_bpe_build(kv_tokenizer *t, const char *path, const char *merges_key,
     merge_src src = {path, merges_key, lines};
     if ((rc = o->byte_level ? byte_level_forms(t) : spm_forms(t))) return rc;
     if ((rc = build_merges(t, m, nm, &src))) return rc;
-    if ((rc = build_special(t))) return rc;
+    if ((rc = kv_tok_special_index(t))) return rc;
     if (!o->pre) {
         if (o->byte_level) return kv_errorf(KV_EUNSUPPORTED, "%s: a byte-level vocabulary needs a pre-tokenizer", path);
         return KV_OK;
@@ -878,17 +834,6 @@ static int encode_fragment(const kv_tokenizer *t, work *w, void *md, const char 
     return kv_pre_split(b->pre, md, s, n, on_word, w);
 }
 
-/* The longest control or user-defined token at s[0..n), or -1. */
-static int32_t special_at(const kv_tokenizer *t, const char *s, size_t n) {
-    const kv_bpe *b = t->bpe;
-    uint8_t c = (uint8_t)s[0];
-    for (int32_t j = b->special_at[c]; j < b->special_at[c + 1]; j++) {
-        int32_t id = b->special[j];
-        uint32_t l = t->len[id];
-        if (l <= n && (l == 1 || t->text[id][1] == s[1]) && !memcmp(t->text[id], s, l)) return id;
-    }
-    return -1;
-}
 
 int kv_bpe_encode(const kv_tokenizer *t, const char *text, size_t len, int32_t *out, size_t cap, size_t *n_out) {
     const kv_bpe *b = t->bpe;
@@ -899,7 +844,7 @@ int kv_bpe_encode(const kv_tokenizer *t, const char *text, size_t len, int32_t *
     int rc = KV_OK;
     size_t frag = 0;
     for (size_t i = 0; i < len && !rc;) {
-        int32_t sp = b->special_at[(uint8_t)text[i]] < b->special_at[(uint8_t)text[i] + 1] ? special_at(t, text + i, len - i) : -1;
+        int32_t sp = kv_tok_special_at(t, text + i, len - i);
         if (sp < 0) {
             i++;
             continue;

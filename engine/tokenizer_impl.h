@@ -29,16 +29,19 @@ struct kv_tokenizer {
     uint32_t table_mask;
     kv_bpe *bpe;      /* non-NULL: a byte-level BPE vocabulary (tokenizer_bpe.c encodes and prints it) */
     int32_t eot, eom; /* GGUF end-of-turn / end-of-message ids, -1 if none (kv_tokenizer_end_tokens) */
-    /* SentencePiece-style vocabularies: control, user-defined and unknown
-     * tokens matched whole in the text (by first byte, longest first), as
-     * llama.cpp's special-token partition does; byte-level ones keep theirs
-     * in kv_bpe. */
+    /* control, user-defined and unknown tokens, matched whole in the text
+     * before BPE (by first byte, longest first), as llama.cpp's special-token
+     * partition does: kv_tok_special_index */
     int32_t *special;
     int32_t special_at[257];
 };
 
 /* tokenizer.c */
 kv_tokenizer *kv_tok_alloc(int32_t n);
+/* The special-token index (t->special, t->special_at) of a loaded vocabulary,
+ * and the longest special token text[0..len) starts with (-1: none). */
+int kv_tok_special_index(kv_tokenizer *t);
+int32_t kv_tok_special_at(const kv_tokenizer *t, const char *text, size_t len);
 int32_t kv_tok_lookup(const kv_tokenizer *t, const char *s, size_t n);
 int kv_tok_index(kv_tokenizer *t); /* builds t->table; the first of duplicate entries wins */
 
