@@ -672,6 +672,7 @@ typedef struct run_state {
     long unit;            /* units numbered so far (for sharding) */
     progress prog;
     long failed_budget;   /* samples whose cache exceeded the budget */
+    long stored;          /* samples written by this run (the summary counts what was stored) */
     long counted[HX_MAX_ITEMS][HX_MAX_ITEMS]; /* units per (model, task) already in prog.total */
     int dry;
 } run_state;
@@ -1071,6 +1072,7 @@ static int run_task(run_state *rs, engine *en, int model, int task) {
                 hx_curve nc = {cpos, cnll, n_curve}, kc = {g.trace_pos, g.trace_bytes, g.n_trace};
                 rc = ml.lost ? kv_errorf(KV_EINVAL, "internal: %d metrics over MAX_METRICS", ml.lost)
                              : hx_db_put_sample(rs->db, &row, ml.m, ml.n, &nc, &kc);
+                if (!rc) rs->stored++;
             }
             if (rc) {
                 fprintf(stderr, "\nkvbench run: task %s sample %s policy %s budget %s: %s\n", t->name, s->id,
@@ -1320,8 +1322,10 @@ int hx_cmd_run(int argc, char **argv, int help) {
                shard_n > 1 ? " before sharding" : "");
     } else if (!quiet) {
         double dt = now_s() - t_start;
+        /* what is in the database, not what was attempted (a failed write is not done) */
         fprintf(stderr, "%skvbench run: %s: %ld units done (%ld already stored), %ld over budget, %.1f s, results in %s\n",
-                rs.prog.tty ? "\n" : "", e.name, rs.prog.done, rs.prog.skipped, rs.failed_budget, dt, dbp);
+                rs.prog.tty ? "\n" : "", e.name, rs.stored + rs.prog.skipped, rs.prog.skipped, rs.failed_budget, dt,
+                dbp);
     }
     free(text);
 out:
