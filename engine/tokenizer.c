@@ -156,6 +156,25 @@ int kv_tok_special_index(kv_tokenizer *t) {
     return KV_OK;
 }
 
+int kv_tok_partition(const kv_tokenizer *t, const char *text, size_t len, kv_frag_fn on_text,
+                     kv_special_fn on_special, void *ctx) {
+    int rc = KV_OK;
+    size_t frag = 0;
+    for (size_t i = 0; i < len && !rc;) {
+        int32_t sp = kv_tok_special_at(t, text + i, len - i);
+        if (sp < 0) {
+            i++;
+            continue;
+        }
+        if (i > frag) rc = on_text(ctx, text + frag, i - frag);
+        on_special(ctx, sp);
+        i += t->len[sp];
+        frag = i;
+    }
+    if (!rc && len > frag) rc = on_text(ctx, text + frag, len - frag);
+    return rc;
+}
+
 int32_t kv_tok_special_at(const kv_tokenizer *t, const char *text, size_t len) {
     uint8_t c = (uint8_t)text[0];
     if (!t->special) return -1;
@@ -617,28 +636,27 @@ static int spm_fragment(const kv_tokenizer *t, const char *text, size_t len, int
     return rc;
 }
 
-/* Special tokens are cut out of the text first; each fragment between them
- * is encoded on its own, with the dummy prefix (llama.cpp's SentencePiece
- * session per fragment: a text fragment always comes first or right after a
- * special token, and both get the prefix). */
+/* What a SentencePiece encode writes into (kv_tok_partition's context). */
+typedef struct spm_out { const kv_tokenizer *t; int32_t *out; size_t cap, *n; } spm_out;
+
+/* Each fragment between special tokens gets the dummy prefix (llama.cpp's
+ * SentencePiece session per fragment: a text fragment always comes first or
+ * right after a special token, and both get the prefix). */
+static int spm_on_text(void *ctx, const char *s, size_t n) {
+    spm_out *o = ctx;
+    return spm_fragment(o->t, s, n, o->t->add_space_prefix, o->out, o->cap, o->n);
+}
+
+static void spm_on_special(void *ctx, int32_t id) {
+    spm_out *o = ctx;
+    emit(o->out, o->cap, o->n, id);
+}
+
 int kv_tokenizer_encode(const kv_tokenizer *t, const char *text, size_t len, int add_bos, int32_t *out, size_t cap,
                         size_t *n_out) {
     *n_out = 0;
     if (add_bos && t->bos >= 0) emit(out, cap, n_out, t->bos);
     if (t->bpe) return kv_bpe_encode(t, text, len, out, cap, n_out);
-    int rc = KV_OK;
-    size_t frag = 0;
-    for (size_t i = 0; i < len && !rc;) {
-        int32_t sp = kv_tok_special_at(t, text + i, len - i);
-        if (sp < 0) {
-            i++;
-            continue;
-        }
-        if (i > frag) rc = spm_fragment(t, text + frag, i - frag, t->add_space_prefix, out, cap, n_out);
-        emit(out, cap, n_out, sp);
-        i += t->len[sp];
-        frag = i;
-    }
-    if (!rc && len > frag) rc = spm_fragment(t, text + frag, len - frag, t->add_space_prefix, out, cap, n_out);
-    return rc;
+    spm_out o = {t, out, cap, n_out};
+    return kv_tok_partition(t, text, len, spm_on_text, spm_on_special, &o);
 }

@@ -600,6 +600,7 @@ typedef struct work {
     size_t norm_cap, word_cap;
     int32_t *out;
     size_t out_cap, *n_out;
+    void *md; /* the pre-tokenizer's match data (NULL: none) */
 } work;
 
 static int cand_less(const cand *a, const cand *b) { return a->rank < b->rank || (a->rank == b->rank && a->l < b->l); }
@@ -835,26 +836,20 @@ static int encode_fragment(const kv_tokenizer *t, work *w, void *md, const char 
 }
 
 
+static int bpe_on_text(void *ctx, const char *s, size_t n) {
+    work *w = ctx;
+    return encode_fragment(w->t, w, w->md, s, n);
+}
+
+static void bpe_on_special(void *ctx, int32_t id) { emit(ctx, id); }
+
 int kv_bpe_encode(const kv_tokenizer *t, const char *text, size_t len, int32_t *out, size_t cap, size_t *n_out) {
     const kv_bpe *b = t->bpe;
     if (len == 0) return KV_OK;
     void *md = b->pre ? kv_pre_match_data() : NULL;
     if (b->pre && !md) return kv_errorf(KV_ENOMEM, "out of memory");
-    work w = {.t = t, .out = out, .out_cap = cap, .n_out = n_out};
-    int rc = KV_OK;
-    size_t frag = 0;
-    for (size_t i = 0; i < len && !rc;) {
-        int32_t sp = kv_tok_special_at(t, text + i, len - i);
-        if (sp < 0) {
-            i++;
-            continue;
-        }
-        if (i > frag) rc = encode_fragment(t, &w, md, text + frag, i - frag);
-        emit(&w, sp);
-        i += t->len[sp];
-        frag = i;
-    }
-    if (!rc && len > frag) rc = encode_fragment(t, &w, md, text + frag, len - frag);
+    work w = {.t = t, .out = out, .out_cap = cap, .n_out = n_out, .md = md};
+    int rc = kv_tok_partition(t, text, len, bpe_on_text, bpe_on_special, &w);
     if (md) kv_pre_match_data_free(md);
     free(w.id);
     free(w.prev);

@@ -42,6 +42,12 @@ kv_tokenizer *kv_tok_alloc(int32_t n);
  * and the longest special token text[0..len) starts with (-1: none). */
 int kv_tok_special_index(kv_tokenizer *t);
 int32_t kv_tok_special_at(const kv_tokenizer *t, const char *text, size_t len);
+/* Walks text: each stretch between special tokens to on_text (a non-zero
+ * return stops the walk and is returned), each special token to on_special. */
+typedef int (*kv_frag_fn)(void *ctx, const char *s, size_t n);
+typedef void (*kv_special_fn)(void *ctx, int32_t id);
+int kv_tok_partition(const kv_tokenizer *t, const char *text, size_t len, kv_frag_fn on_text,
+                     kv_special_fn on_special, void *ctx);
 int32_t kv_tok_lookup(const kv_tokenizer *t, const char *s, size_t n);
 int kv_tok_index(kv_tokenizer *t); /* builds t->table; the first of duplicate entries wins */
 

@@ -136,6 +136,7 @@ static int lb_final_sigma(const uint32_t *a, size_t n, size_t i) {
 /* str.lower() of one character other than the capital sigma, into out
  * (room for 3); returns how many code points it wrote. */
 static size_t lb_lower1(uint32_t cp, uint32_t *out) {
+    if (cp < 0x80) return out[0] = cp >= 'A' && cp <= 'Z' ? cp + 32 : cp, 1;
     for (size_t k = 0; k < met_lb_lower_multis_n; k++)
         if (met_lb_lower_multis[k].cp == cp) {
             memcpy(out, met_lb_lower_multis[k].low, met_lb_lower_multis[k].n * sizeof *out);
@@ -156,8 +157,7 @@ static size_t lb_lower1(uint32_t cp, uint32_t *out) {
     return 1;
 }
 
-/* str.lower() of a[0..n) into out (room for 3n); returns its length. */
-static size_t lb_lower(const uint32_t *a, size_t n, uint32_t *out) {
+size_t met_lb_lower(const uint32_t *a, size_t n, uint32_t *out) {
     size_t m = 0;
     for (size_t i = 0; i < n; i++) {
         if (a[i] == 0x3A3) out[m++] = lb_final_sigma(a, n, i) ? 0x3C2 : 0x3C3;
@@ -204,7 +204,7 @@ int met_lb_normalize_answer(const char *s, char **out) {
         free(a), free(low), free(o);
         return kv_errorf(KV_ENOMEM, "longbench: out of memory normalizing %zu characters", n);
     }
-    size_t m = lb_lower(a, n, low), k = 0, len = 0;
+    size_t m = met_lb_lower(a, n, low), k = 0, len = 0;
     for (size_t i = 0; i < m; i++)
         if (!lb_is_punct(low[i])) low[k++] = low[i];
     k = lb_remove_articles(low, k);

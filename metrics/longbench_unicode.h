@@ -33,6 +33,10 @@ extern const size_t met_lb_cased_ranges_n;
 extern const uint32_t met_lb_ignorable_ranges[][2]; /* case-ignorable */
 extern const size_t met_lb_ignorable_ranges_n;
 
+/* Python's str.lower() of the code points a[0..n) into out (room for 3n),
+ * final sigma included; returns the length (longbench.c). */
+size_t met_lb_lower(const uint32_t *a, size_t n, uint32_t *out);
+
 /* first, first + stride, ... (count code points) lowercase to cp + delta. */
 typedef struct met_lb_lower_run {
     uint32_t first;

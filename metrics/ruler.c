@@ -116,37 +116,6 @@ int met_ruler_postprocess(const char *pred, char **out) {
 
 /* ---------------------------------------------------------- lower + match */
 
-/* Python's final-sigma rule for a capital sigma at a[i]. */
-static int rl_final_sigma(const uint32_t *a, size_t n, size_t i) {
-    size_t j = i;
-    while (j > 0 && met_lb_in_ranges(met_lb_ignorable_ranges, met_lb_ignorable_ranges_n, a[j - 1])) j--;
-    if (j == 0 || !met_lb_in_ranges(met_lb_cased_ranges, met_lb_cased_ranges_n, a[j - 1])) return 0;
-    for (j = i + 1; j < n && met_lb_in_ranges(met_lb_ignorable_ranges, met_lb_ignorable_ranges_n, a[j]); j++) {}
-    return j == n || !met_lb_in_ranges(met_lb_cased_ranges, met_lb_cased_ranges_n, a[j]);
-}
-
-static size_t rl_lower1(uint32_t cp, uint32_t *out) {
-    if (cp < 0x80) return out[0] = cp >= 'A' && cp <= 'Z' ? cp + 32 : cp, 1;
-    for (size_t k = 0; k < met_lb_lower_multis_n; k++)
-        if (met_lb_lower_multis[k].cp == cp) {
-            memcpy(out, met_lb_lower_multis[k].low, met_lb_lower_multis[k].n * sizeof *out);
-            return met_lb_lower_multis[k].n;
-        }
-    size_t lo = 0, hi = met_lb_lower_runs_n;
-    while (lo < hi) {
-        size_t mid = (lo + hi) / 2;
-        if (met_lb_lower_runs[mid].first <= cp) lo = mid + 1;
-        else hi = mid;
-    }
-    out[0] = cp;
-    if (lo > 0) {
-        const met_lb_lower_run *r = &met_lb_lower_runs[lo - 1];
-        uint32_t off = cp - r->first;
-        if (off % r->stride == 0 && off / r->stride < r->count) out[0] = (uint32_t)((int32_t)cp + r->delta);
-    }
-    return 1;
-}
-
 /* str.lower() of s as UTF-8, malloc'd; NULL when out of memory. */
 static char *rl_lower(const char *s) {
     uint32_t *a, *low;
@@ -156,10 +125,7 @@ static char *rl_lower(const char *s) {
         free(a);
         return NULL;
     }
-    for (size_t i = 0; i < n; i++) {
-        if (a[i] == 0x3A3) low[m++] = rl_final_sigma(a, n, i) ? 0x3C2 : 0x3C3;
-        else m += rl_lower1(a[i], low + m);
-    }
+    m = met_lb_lower(a, n, low);
     char *o = rl_encode(low, m);
     free(a), free(low);
     return o;

@@ -138,25 +138,9 @@ static kv_ctx *ctx_new_batch(int threads, int32_t batch) {
 
 static kv_ctx *ctx_new(int threads) { return ctx_new_batch(threads, 0); }
 
-/* "a=1,b=2" as pol_new's settings. */
+/* "a=1,b=2" as pol_new's settings, 40% of the prompt (full: none). */
 static kv_policy *make(const char *name, const char *set) {
-    char buf[256] = "";
-    const char *s[8];
-    int n = 0;
-    if (set && *set) {
-        snprintf(buf, sizeof buf, "%s", set);
-        for (char *t = buf; n < 8;) {
-            s[n++] = t;
-            char *comma = strchr(t, ',');
-            if (!comma) break;
-            *comma = 0;
-            t = comma + 1;
-        }
-    }
-    pol_budget b;
-    assert_int_equal(pol_budget_parse(strcmp(name, "full") ? "40%" : "none", &b), KV_OK);
-    kv_policy *p;
-    if (pol_new(name, s, n, &b, 5, kv_model_get_info(g_model), &p)) fail_msg("%s %s: %s", name, set, kv_last_error());
+    kv_policy *p = tu_policy(g_model, name, strcmp(name, "full") ? "40%" : "none", set, 5);
     if (pol_check_model(p, g_model)) fail_msg("%s %s: %s", name, set, kv_last_error());
     pol_set_sample_seed(p, 77); /* Keyformer's noise: the sample's own draws */
     return p;

@@ -79,24 +79,7 @@ static void snapshot(kv_ctx *c, int32_t *kept) {
 }
 
 static kv_policy *make(const char *name, const char *set) {
-    char buf[256] = "";
-    const char *s[8];
-    int n = 0;
-    if (set && *set) {
-        snprintf(buf, sizeof buf, "%s", set);
-        for (char *t = buf; n < 8;) {
-            s[n++] = t;
-            char *comma = strchr(t, ',');
-            if (!comma) break;
-            *comma = 0;
-            t = comma + 1;
-        }
-    }
-    pol_budget b;
-    assert_int_equal(pol_budget_parse(strcmp(name, "full") ? "40%" : "none", &b), KV_OK);
-    kv_policy *p;
-    if (pol_new(name, s, n, &b, 5, kv_model_get_info(g_model), &p)) fail_msg("%s", kv_last_error());
-    return p;
+    return tu_policy(g_model, name, strcmp(name, "full") ? "40%" : "none", set, 5);
 }
 
 /* The prompt in caller chunks of `chunk` (0: one call) through a context of

@@ -10,10 +10,12 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "export.h"
 #include "gguf.h"
 #include "kv_error.h"
+#include "policy.h"
 
 typedef struct tu_llama_shape {
     int dim, hidden, layers, heads, kv_heads, vocab, ctx;
@@ -69,6 +71,30 @@ static inline void tu_write_llama(const char *path, const tu_llama_shape *s) {
     }
     assert_int_equal(kv_gguf_writer_write(w, path), KV_OK);
     kv_gguf_writer_free(w);
+}
+
+/* Policy `name` with budget `budget` and settings "k=v,k=v" (or NULL):
+ * fails the test, naming them, when pol_new refuses. */
+static inline kv_policy *tu_policy(const kv_model *m, const char *name, const char *budget, const char *set,
+                                   uint64_t seed) {
+    char buf[256] = "";
+    const char *s[8];
+    int n = 0;
+    if (set && *set) {
+        snprintf(buf, sizeof buf, "%s", set);
+        for (char *t = buf; n < 8;) {
+            s[n++] = t;
+            char *comma = strchr(t, ',');
+            if (!comma) break;
+            *comma = 0;
+            t = comma + 1;
+        }
+    }
+    pol_budget b;
+    assert_int_equal(pol_budget_parse(budget, &b), KV_OK);
+    kv_policy *p;
+    if (pol_new(name, s, n, &b, seed, kv_model_get_info(m), &p)) fail_msg("%s %s: %s", name, set ? set : "", kv_last_error());
+    return p;
 }
 
 #endif
