@@ -28,6 +28,19 @@
  * policy may evict from any layer in any layer's hook (ZigZagKV cuts every
  * layer at the last). */
 typedef struct rr_head { int32_t *pos, len, cap; } rr_head;
+
+/* The rotary frequencies of one kind of layer (global, or sliding-window
+ * where the architecture gives those their own base: gemma3), with the
+ * tables built from them. Tables hold cos and sin times mscale (YaRN's or
+ * phi3's attention factor); rotations by a position difference
+ * (rerotation) use unscaled angles. */
+typedef struct rope_set {
+    double *inv_freq; /* [n_rot/2] kv_model_rope_freqs */
+    double mscale;
+    float *call;      /* [B][n_rot/2][2] cos, sin for this call's positions */
+    float *tab;       /* KV_POS_CACHE/REROTATE: [tab_n][n_rot] cos, sin per in-cache index */
+    int32_t tab_n;
+} rope_set;
 static int rr_reserve(rr_head *r, int32_t n);
 
 struct kv_ctx {
@@ -48,15 +61,14 @@ struct kv_ctx {
     float *att;    /* [B][qd] attention output */
     float *hb;     /* [B][hid] gate */
     float *hb2;    /* [B][hid] up */
-    float *rope;   /* [B][n_rot/2][2] cos, sin for this call's positions */
-    double *inv_freq; /* [n_rot/2] base^(-2i/n_rot) */
+    rope_set rs[2];   /* [0] global layers, [1] sliding-window layers with their own base */
+    int n_rope_sets;  /* 1, or 2 (gemma3) */
+    rope_set *cur;    /* the set of the layer being evaluated */
     float *deq;    /* [n_threads][deq_stride] KV_MM_BLOCK dequantized weight rows each (prefill) */
     size_t deq_stride;
     float *scores; /* attention scores; grown on demand */
     size_t scores_cap;
     kv_ctx_hook hook;  /* on_layer NULL: none */
-    float *rope_tab;   /* KV_POS_CACHE: [rope_tab_n][n_rot] cos, sin per position */
-    int32_t rope_tab_n;
     float *kr;         /* KV_POS_CACHE: [n_kv_heads][kr_stride][head_dim] keys rotated for this call */
     size_t kr_cap;
     int32_t kr_stride;
@@ -101,8 +113,9 @@ void kv_ctx_free(kv_ctx *c) {
     kv_cache_free(c->cache);
     kv_pool_free(c->pool);
     free(c->x); free(c->xb); free(c->xb2); free(c->q); free(c->k); free(c->v);
-    free(c->att); free(c->hb); free(c->hb2); free(c->rope); free(c->inv_freq);
-    free(c->deq); free(c->scores); free(c->stats); free(c->dstats); free(c->rope_tab); free(c->kr);
+    free(c->att); free(c->hb); free(c->hb2); 
+    for (int s = 0; s < 2; s++) { free(c->rs[s].inv_freq); free(c->rs[s].call); free(c->rs[s].tab); }
+    free(c->deq); free(c->scores); free(c->stats); free(c->dstats); free(c->kr);
     free(c->dweight); free(c->rot_cs);
     if (c->rr)
         for (size_t i = 0; i < (size_t)c->mi->n_layers * (size_t)c->mi->n_kv_heads; i++) free(c->rr[i].pos);
@@ -137,8 +150,16 @@ int kv_ctx_new(const kv_model *m, const kv_ctx_params *p, kv_ctx **out) {
     c->att = xmalloc_floats(B * qd);
     c->hb = xmalloc_floats(B * mi->hidden_dim);
     c->hb2 = xmalloc_floats(B * mi->hidden_dim);
-    c->rope = xmalloc_floats(B * (size_t)mi->n_rot);
-    c->inv_freq = malloc(((size_t)mi->n_rot / 2 + 1) * sizeof(double)); /* n_rot is 0 for ALiBi */
+    c->n_rope_sets = mi->n_swa_layers > 0 && mi->rope_base_swa != mi->rope_base ? 2 : 1;
+    if (mi->arch == KV_ARCH_GEMMA3 && mi->n_swa_layers > 0) c->n_rope_sets = 2; /* global layers alone are scaled */
+    int rs_ok = 1;
+    for (int s = 0; s < c->n_rope_sets; s++) {
+        c->rs[s].call = xmalloc_floats(B * (size_t)mi->n_rot);
+        c->rs[s].inv_freq = malloc(((size_t)mi->n_rot / 2 + 1) * sizeof(double)); /* n_rot is 0 for ALiBi */
+        rs_ok = rs_ok && c->rs[s].call && c->rs[s].inv_freq;
+        if (rs_ok && mi->n_rot > 0) kv_model_rope_freqs(m, s, c->rs[s].inv_freq, &c->rs[s].mscale);
+    }
+    c->cur = &c->rs[0];
     size_t widest = (size_t)mi->dim; /* the most columns any weight has */
     if ((size_t)mi->hidden_dim > widest) widest = (size_t)mi->hidden_dim;
     if (qd > widest) widest = qd;
@@ -148,12 +169,10 @@ int kv_ctx_new(const kv_model *m, const kv_ctx_params *p, kv_ctx **out) {
     c->dweight_n = -1;
     c->rot_cs = xmalloc_floats((size_t)c->n_threads * (size_t)(mi->n_rot > 0 ? mi->n_rot : 1));
     if (!c->rot_cs || !c->pool || !c->x || !c->xb || !c->xb2 || !c->q || !c->k || !c->v || !c->att || !c->hb ||
-        !c->hb2 || !c->rope || !c->inv_freq || !c->deq || !c->dweight) {
+        !c->hb2 || !rs_ok || !c->deq || !c->dweight) {
         rc = kv_errorf(KV_ENOMEM, "out of memory allocating a context for %d tokens", c->max_batch);
         goto fail;
     }
-    for (int i = 0; i < mi->n_rot / 2; i++)
-        c->inv_freq[i] = pow((double)mi->rope_base, -2.0 * i / mi->n_rot);
     if (mi->arch == KV_ARCH_MPT) { /* ALiBi slope of each query head */
         if (!(c->alibi = malloc((size_t)mi->n_heads * sizeof(float)))) {
             rc = kv_errorf(KV_ENOMEM, "out of memory");
@@ -323,13 +342,30 @@ static void residual_range(kv_ctx *c, const void *arg, int64_t i0, int64_t i1) {
     for (int64_t i = i0; i < i1; i++) c->x[i] += c->xb2[i];
 }
 
-/* hb = silu(hb) * hb2 */
+/* hb = silu(hb) * hb2 (SwiGLU), or gelu(hb) * hb2 with GELU's tanh form
+ * (GeGLU: gemma's gelu_pytorch_tanh, llama.cpp's ggml_gelu) */
 static void swiglu_range(kv_ctx *c, const void *arg, int64_t i0, int64_t i1) {
     (void)arg;
+    if (c->mi->ffn_act == KV_ACT_GELU) {
+        gelu(c->hb + i0, (size_t)(i1 - i0), KV_GELU_TANH);
+        for (int64_t i = i0; i < i1; i++) c->hb[i] *= c->hb2[i];
+        return;
+    }
     for (int64_t i = i0; i < i1; i++) {
         float g = c->hb[i];
         c->hb[i] = g / (1.0f + expf(-g)) * c->hb2[i];
     }
+}
+
+/* xb2 rows [i0, i1) = RMSNorm(xb2) with weight arg (gemma's post-norms) */
+static void post_norm_range(kv_ctx *c, const void *arg, int64_t i0, int64_t i1) {
+    const size_t dim = (size_t)c->mi->dim;
+    for (int64_t t = i0; t < i1; t++) rmsnorm(c->xb2 + (size_t)t * dim, c->xb2 + (size_t)t * dim, arg, (int)dim, c->mi->norm_eps);
+}
+
+/* cap * tanh(x / cap): gemma2's soft-capping of attention and output logits */
+static void softcap(float *x, size_t n, float cap) {
+    for (size_t i = 0; i < n; i++) x[i] = cap * tanhf(x[i] / cap);
 }
 
 static void gelu_range(kv_ctx *c, const void *arg, int64_t i0, int64_t i1) {
@@ -349,16 +385,20 @@ static void softmax(float *x, int n) {
     for (int i = 0; i < n; i++) x[i] *= inv;
 }
 
-/* Rotates adjacent pairs (2i, 2i+1) of the first n_rot dims of each head of
- * vec [n_heads][head_dim] by the angles in cs [n_rot/2][2]. */
-static void rope_apply(float *vec, int n_heads, int head_dim, int n_rot, const float *cs) {
+/* Rotates the pairs of the first n_rot dims of each head of vec
+ * [n_heads][head_dim] by the angles in cs [n_rot/2][2]: pair i is
+ * (2i, 2i+1) (NORM) or (i, i + n_rot/2) (NEOX). */
+static void rope_apply(const kv_ctx *c, float *vec, int n_heads, const float *cs) {
+    const int hd = c->mi->head_dim, half = c->mi->n_rot / 2;
+    const int stride = c->mi->rope_pair == KV_ROPE_NEOX ? 1 : 2, off = c->mi->rope_pair == KV_ROPE_NEOX ? half : 1;
     for (int h = 0; h < n_heads; h++) {
-        float *v = vec + (size_t)h * head_dim;
-        for (int i = 0; i < n_rot / 2; i++) {
+        float *v = vec + (size_t)h * hd;
+        for (int i = 0; i < half; i++) {
             float co = cs[2 * i], si = cs[2 * i + 1];
-            float x0 = v[2 * i], x1 = v[2 * i + 1];
-            v[2 * i] = x0 * co - x1 * si;
-            v[2 * i + 1] = x0 * si + x1 * co;
+            float *a = v + stride * i, *b = a + off;
+            float x0 = *a, x1 = *b;
+            *a = x0 * co - x1 * si;
+            *b = x0 * si + x1 * co;
         }
     }
 }
@@ -564,15 +604,19 @@ static float *stats_window(kv_ctx *c, int h, int32_t qpos) {
     return c->st_window + ((size_t)h * (size_t)c->plan.win_n + (size_t)(qpos - c->plan.win_pos0)) * c->stats_stride;
 }
 
-/* cos, sin of position p for every rotary pair (computed like the per-call
- * table, so both position modes rotate identically). */
-static void rope_angles(const kv_ctx *c, int64_t p, float *cs) {
-    for (int i = 0; i < c->mi->n_rot / 2; i++) {
-        double a = (double)p * c->inv_freq[i];
-        cs[2 * i] = (float)cos(a);
-        cs[2 * i + 1] = (float)sin(a);
+/* cos, sin of position p for every rotary pair of the current layer's
+ * set, times `mscale` (computed like the per-call table, so every position
+ * mode rotates identically). */
+static void rope_angles_x(const rope_set *rs, int n_rot, int64_t p, double mscale, float *cs) {
+    for (int i = 0; i < n_rot / 2; i++) {
+        double a = (double)p * rs->inv_freq[i];
+        cs[2 * i] = (float)(cos(a) * mscale);
+        cs[2 * i + 1] = (float)(sin(a) * mscale);
     }
 }
+
+/* A rotation by a position difference: unscaled. */
+static void rope_angles(const kv_ctx *c, int64_t p, float *cs) { rope_angles_x(c->cur, c->mi->n_rot, p, 1.0, cs); }
 
 typedef struct pos_idx { int32_t pos, slot; } pos_idx;
 
@@ -625,25 +669,26 @@ static void rotate_worker(void *arg, int ith, int nth) {
             continue;
         }
         for (int32_t t = 0; t < ch->len; t++)
-            rope_apply(kr + (size_t)t * hd, 1, hd, mi->n_rot, c->rope_tab + (size_t)(rank ? rank[t] : t) * mi->n_rot);
+            rope_apply(c, kr + (size_t)t * hd, 1, c->cur->tab + (size_t)(rank ? rank[t] : t) * mi->n_rot);
         free(rank);
         for (int h = g * group; h < (g + 1) * group; h++)
             for (int t = 0; t < n; t++)
-                rope_apply(c->q + (size_t)t * qd + (size_t)h * hd, 1, hd, mi->n_rot,
-                           c->rope_tab + (size_t)(ch->len - n + t) * mi->n_rot);
+                rope_apply(c, c->q + (size_t)t * qd + (size_t)h * hd, 1,
+                           c->cur->tab + (size_t)(ch->len - n + t) * mi->n_rot);
     }
 }
 
 /* The table of rotary angles by in-cache index covers [0, len). */
 static int rope_tab_reserve(kv_ctx *c, int32_t len) {
     const int n_rot = c->mi->n_rot;
-    if (len <= c->rope_tab_n) return KV_OK;
+    rope_set *rs = c->cur;
+    if (len <= rs->tab_n) return KV_OK;
     int32_t n_pos = len + len / 4 + 64;
-    float *t = realloc(c->rope_tab, (size_t)n_pos * (size_t)n_rot * sizeof(float));
+    float *t = realloc(rs->tab, (size_t)n_pos * (size_t)n_rot * sizeof(float));
     if (!t) return kv_errorf(KV_ENOMEM, "out of memory for rotary tables");
-    c->rope_tab = t;
-    for (int32_t p = c->rope_tab_n; p < n_pos; p++) rope_angles(c, p, t + (size_t)p * n_rot);
-    c->rope_tab_n = n_pos;
+    rs->tab = t;
+    for (int32_t p = rs->tab_n; p < n_pos; p++) rope_angles_x(rs, n_rot, p, rs->mscale, t + (size_t)p * n_rot);
+    rs->tab_n = n_pos;
     return KV_OK;
 }
 
@@ -736,7 +781,7 @@ static void rerotate_worker(void *arg, int ith, int nth) {
                 rope_angles(c, d, cs);
                 last = d;
             }
-            rope_apply(ch->k + (size_t)t * hd, 1, hd, mi->n_rot, cs);
+            rope_apply(c, ch->k + (size_t)t * hd, 1, cs);
         }
         for (int32_t t = 0; t < ch->len; t++) r->pos[rank ? rank[t] : t] = ch->pos[t];
         r->len = ch->len;
@@ -844,6 +889,13 @@ static void alibi_bias(const kv_ctx *c, int h, int g, const kv_cache_head *ch, f
     }
 }
 
+/* A sliding-window layer's window (its query at position p sees keys at
+ * positions > p - window, by true position whatever the cache holds, as
+ * Hugging Face and llama.cpp mask); 0 for a global layer. */
+static int32_t layer_window(const kv_ctx *c, int layer) {
+    return kv_model_layer(c->m, layer)->swa ? c->mi->swa_window : 0;
+}
+
 typedef struct attn_job {
     kv_ctx *c;
     int layer;
@@ -857,7 +909,8 @@ static void attn_decode_worker(void *arg, int ith, int nth) {
     kv_ctx *c = j->c;
     const kv_model_info *mi = c->mi;
     const int hd = mi->head_dim, group = mi->n_heads / mi->n_kv_heads;
-    const float scale = 1.0f / sqrtf((float)hd);
+    const float scale = mi->attn_scale, cap = mi->attn_softcap;
+    const int32_t win = layer_window(c, j->layer);
     const unsigned needs = c->plan.needs;
     size_t stride = c->scores_cap / (size_t)nth;
     float *s = c->scores + stride * (size_t)ith;
@@ -866,10 +919,11 @@ static void attn_decode_worker(void *arg, int ith, int nth) {
         const float *q = c->q + (size_t)h * hd, *keys = attn_keys(c, ch, h / group);
         float *o = c->att + (size_t)h * hd;
         kv_dots_f32(q, keys, ch->len, hd, s);
-        if (!c->lay)
-            for (int32_t t = 0; t < ch->len; t++) s[t] = ch->pos[t] <= j->qpos ? s[t] * scale : -INFINITY;
-        else
-            for (int32_t t = 0; t < ch->len; t++) s[t] = sees_slot(c, ch, t, 0, 1) ? s[t] * scale : -INFINITY;
+        for (int32_t t = 0; t < ch->len; t++) {
+            int seen = (c->lay ? sees_slot(c, ch, t, 0, 1) : ch->pos[t] <= j->qpos) &&
+                       (!win || j->qpos - ch->pos[t] < win);
+            s[t] = seen ? (cap > 0 ? cap * tanhf(s[t] * scale / cap) : s[t] * scale) : -INFINITY;
+        }
         if (c->alibi) alibi_bias(c, h, h / group, ch, s, 1, j->qpos);
         if (needs & KV_NEED_LOGITS) {
             kv_logit_row r = {j->layer, h, j->qpos, ch->len, s, ch->pos, c->st_reduced + (size_t)h * c->stats_stride,
@@ -928,14 +982,16 @@ static void reduce_rows(kv_ctx *c, int layer, int h, int n, int32_t pos0, const 
 static void attn_prefill_head(kv_ctx *c, int layer, int h, int n, int32_t pos0, float *S) {
     const kv_model_info *mi = c->mi;
     const int hd = mi->head_dim, group = mi->n_heads / mi->n_kv_heads, qd = mi->n_heads * hd;
-    const float scale = 1.0f / sqrtf((float)hd);
     const unsigned needs = c->plan.needs;
+    const int32_t win = layer_window(c, layer);
     kv_cache_head *ch = kv_cache_head_at(c->cache, layer, h / group);
     const int32_t len = ch->len;
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, len, hd, scale, c->q + (size_t)h * hd, qd,
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, len, hd, mi->attn_scale, c->q + (size_t)h * hd, qd,
                 attn_keys(c, ch, h / group), hd, 0.0f, S, len);
+    if (mi->attn_softcap > 0) softcap(S, (size_t)n * (size_t)len, mi->attn_softcap);
     for (int t = 0; t < n; t++) {
         float *row = S + (size_t)t * len;
+        const int32_t qpos = c->lay && c->lay->pos ? c->lay->pos[t] : pos0 + t;
         if (!c->lay) {
             for (int32_t j = 0; j < len; j++)
                 if (ch->pos[j] > pos0 + t) row[j] = -INFINITY;
@@ -943,6 +999,9 @@ static void attn_prefill_head(kv_ctx *c, int layer, int h, int n, int32_t pos0, 
             for (int32_t j = 0; j < len; j++)
                 if (!sees_slot(c, ch, j, t, n)) row[j] = -INFINITY;
         }
+        if (win)
+            for (int32_t j = 0; j < len; j++)
+                if (qpos - ch->pos[j] >= win) row[j] = -INFINITY;
     }
     if (c->alibi) alibi_bias(c, h, h / group, ch, S, n, pos0);
     if (needs & KV_NEED_LOGITS) reduce_rows(c, layer, h, n, pos0, S, ch);
@@ -1004,6 +1063,23 @@ static void mlp_up_gelu(kv_ctx *c, const kv_layer_weights *w, int n) {
     pool_range(c, (int64_t)n * c->mi->hidden_dim, KV_PAR_ELEMS, gelu_range, NULL);
 }
 
+/* q/k/v biases (qwen2) and the per-head RMSNorm of queries and keys
+ * (qwen3, gemma3), before the rotation. */
+static void qk_extras(kv_ctx *c, const kv_layer_weights *w, int n) {
+    const kv_model_info *mi = c->mi;
+    const int hd = mi->head_dim, qd = mi->n_heads * hd, kvd = mi->n_kv_heads * hd;
+    for (int t = 0; t < n; t++) {
+        float *q = c->q + (size_t)t * qd, *k = c->k + (size_t)t * kvd, *v = c->v + (size_t)t * kvd;
+        if (w->bq) kv_axpy_f32(q, 1.0f, w->bq, qd);
+        if (w->bk) kv_axpy_f32(k, 1.0f, w->bk, kvd);
+        if (w->bv) kv_axpy_f32(v, 1.0f, w->bv, kvd);
+        if (w->q_norm)
+            for (int h = 0; h < mi->n_heads; h++) rmsnorm(q + (size_t)h * hd, q + (size_t)h * hd, w->q_norm, hd, mi->norm_eps);
+        if (w->k_norm)
+            for (int h = 0; h < mi->n_kv_heads; h++) rmsnorm(k + (size_t)h * hd, k + (size_t)h * hd, w->k_norm, hd, mi->norm_eps);
+    }
+}
+
 /* ---------------------------------------------------------- the forward */
 
 static int eval_chunk(kv_ctx *c, const int32_t *tokens, int n, float *logits, int all_logits) {
@@ -1017,14 +1093,20 @@ static int eval_chunk(kv_ctx *c, const int32_t *tokens, int n, float *logits, in
     const int32_t *lay_pos = c->lay ? c->lay->pos : NULL; /* explicit positions, or pos0 + t */
     /* embeddings and this call's rotary angles */
     for (int t = 0; t < n; t++) {
-        kv_dequant_rows(kv_model_tok_embd(m), tokens[t], tokens[t] + 1, c->x + (size_t)t * dim);
-        rope_angles(c, lay_pos ? lay_pos[t] : (int64_t)pos0 + t, c->rope + (size_t)t * mi->n_rot);
+        float *xt = c->x + (size_t)t * dim;
+        kv_dequant_rows(kv_model_tok_embd(m), tokens[t], tokens[t] + 1, xt);
+        if (mi->embd_scale != 1.0f)
+            for (int i = 0; i < dim; i++) xt[i] *= mi->embd_scale;
+        for (int s = 0; s < c->n_rope_sets; s++)
+            rope_angles_x(&c->rs[s], mi->n_rot, lay_pos ? lay_pos[t] : (int64_t)pos0 + t, c->rs[s].mscale,
+                          c->rs[s].call + (size_t)t * mi->n_rot);
     }
     if (n == 1 && (rc = scores_reserve(c, (size_t)c->n_threads * ((size_t)kv_cache_max_len(c->cache) + 1))))
         return rc;
 
     for (int l = 0; l < mi->n_layers; l++) {
         const kv_layer_weights *w = kv_model_layer(m, l);
+        c->cur = &c->rs[w->swa && c->n_rope_sets > 1];
         /* attention */
         norm_rows(c, n, w->attn_norm, w->attn_norm_b);
         if (n == 1) {
@@ -1036,21 +1118,22 @@ static int eval_chunk(kv_ctx *c, const int32_t *tokens, int n, float *logits, in
             matmul(c, &w->wv, c->xb, c->v, n);
         }
         if (mi->clamp_kqv > 0) clamp_qkv(c, n);
+        qk_extras(c, w, n);
         const int in_cache = c->hook.positions == KV_POS_CACHE;
         const int rerot = c->hook.positions == KV_POS_REROTATE && !c->alibi; /* ALiBi: nothing to rotate */
         if (rerot && ((rc = rope_tab_reserve(c, kv_cache_max_len(c->cache) + n)) || (rc = rerotate_sync(c, l))))
             return rc;
         for (int t = 0; t < n; t++) {
-            const float *cs = c->rope + (size_t)t * mi->n_rot;
+            const float *cs = c->cur->call + (size_t)t * mi->n_rot;
             if (!in_cache && !rerot) { /* in-cache positions rotate both at attention time */
-                rope_apply(c->q + (size_t)t * qd, mi->n_heads, hd, mi->n_rot, cs);
-                rope_apply(c->k + (size_t)t * kvd, mi->n_kv_heads, hd, mi->n_rot, cs);
+                rope_apply(c, c->q + (size_t)t * qd, mi->n_heads, cs);
+                rope_apply(c, c->k + (size_t)t * kvd, mi->n_kv_heads, cs);
             }
             for (int g = 0; g < mi->n_kv_heads; g++) {
                 kv_cache_head *ch = kv_cache_head_at(c->cache, l, g);
                 float *kt = c->k + (size_t)t * kvd + (size_t)g * hd;
                 if (rerot) /* the new key at its index: the head's next slot */
-                    rope_apply(kt, 1, hd, mi->n_rot, c->rope_tab + (size_t)ch->len * mi->n_rot);
+                    rope_apply(c, kt, 1, c->cur->tab + (size_t)ch->len * mi->n_rot);
                 rc = kv_cache_append(c->cache, ch, kt, c->v + (size_t)t * kvd + (size_t)g * hd,
                                      lay_pos ? lay_pos[t] : pos0 + t);
                 if (rc) return rc;
@@ -1061,8 +1144,8 @@ static int eval_chunk(kv_ctx *c, const int32_t *tokens, int n, float *logits, in
             for (int h = 0; h < mi->n_heads; h++) {
                 const kv_cache_head *ch = kv_cache_head_at(c->cache, l, h / (mi->n_heads / mi->n_kv_heads));
                 for (int t = 0; t < n; t++)
-                    rope_apply(c->q + (size_t)t * qd + (size_t)h * hd, 1, hd, mi->n_rot,
-                               c->rope_tab + (size_t)(ch->len - n + t) * mi->n_rot);
+                    rope_apply(c, c->q + (size_t)t * qd + (size_t)h * hd, 1,
+                               c->cur->tab + (size_t)(ch->len - n + t) * mi->n_rot);
             }
         c->plan = (kv_attn_plan){.layer = l, .pos0 = pos0, .n_new = n};
         c->st_last = c->st_colsum = c->st_window = c->st_dcolsum = NULL;
@@ -1087,11 +1170,12 @@ static int eval_chunk(kv_ctx *c, const int32_t *tokens, int n, float *logits, in
             };
             if ((rc = c->hook.on_layer(c->hook.user, c->cache, &view))) return rc;
         }
-        if (n == 1 && mi->arch == KV_ARCH_LLAMA) { /* wo, the SwiGLU MLP and both residuals in one pool job */
-            decode_ffn(c, w);
+        if (n == 1 && mi->arch != KV_ARCH_MPT && !w->post_attn_norm && mi->ffn_act == KV_ACT_SILU) {
+            decode_ffn(c, w); /* wo, the SwiGLU MLP and both residuals in one pool job */
             continue;
         }
         matmul(c, &w->wo, c->att, c->xb2, n);
+        if (w->post_attn_norm) pool_range(c, n, KV_PAR_ROWS, post_norm_range, w->post_attn_norm);
         pool_range(c, (int64_t)n * dim, KV_PAR_ELEMS, residual_range, NULL);
 
         /* SwiGLU MLP (MPT: GELU) */
@@ -1107,6 +1191,7 @@ static int eval_chunk(kv_ctx *c, const int32_t *tokens, int n, float *logits, in
         }
         if (mi->arch != KV_ARCH_MPT) pool_range(c, (int64_t)n * hid, KV_PAR_ELEMS, swiglu_range, NULL);
         matmul(c, &w->w_down, c->hb, c->xb2, n);
+        if (w->post_ffn_norm) pool_range(c, n, KV_PAR_ROWS, post_norm_range, w->post_ffn_norm);
         pool_range(c, (int64_t)n * dim, KV_PAR_ELEMS, residual_range, NULL);
     }
 
@@ -1118,6 +1203,7 @@ static int eval_chunk(kv_ctx *c, const int32_t *tokens, int n, float *logits, in
         norm_row(c, c->xb + (size_t)(t - first) * dim, c->x + (size_t)t * dim, kv_model_out_norm(m),
                  kv_model_out_norm_bias(m));
     matmul(c, kv_model_output(m), c->xb, logits, rows);
+    if (mi->final_softcap > 0) softcap(logits, (size_t)rows * (size_t)mi->vocab_size, mi->final_softcap);
     return KV_OK;
 }
 

@@ -256,6 +256,13 @@ int kv_model_export_gguf_mix(const kv_model *m, const char *path, kv_dtype type,
     const kv_model_info *i = kv_model_get_info(m);
     if (!export_type_ok(type))
         return kv_errorf(KV_EINVAL, "convert: cannot write tensors of type %s", kv_dtype_name(type));
+    /* the writer knows llama's and mpt's keys and tensors only: anything
+     * else would be written without what makes it that architecture */
+    if ((i->arch != KV_ARCH_LLAMA && i->arch != KV_ARCH_MPT) || i->rope_freq_factors ||
+        i->rope_scaling != KV_ROPE_SCALING_NONE)
+        return kv_errorf(KV_EUNSUPPORTED, "convert: %s: re-writing a %s model%s is not supported (only llama "
+                         "without rope scaling, and mpt)", kv_model_path(m), kv_arch_name(i->arch),
+                         i->rope_freq_factors || i->rope_scaling ? " with rope scaling" : "");
     kv_gguf_writer *w = kv_gguf_writer_new();
     if (!w) return kv_errorf(KV_ENOMEM, "out of memory");
     const mix_ctx mx = {mix, i->n_layers, i->tied_output};

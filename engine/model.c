@@ -30,6 +30,7 @@ struct kv_model {
     const float *out_norm;   /* [dim] */
     const float *out_norm_b; /* [dim] MPT LayerNorm bias, or NULL */
     kv_tensor output;        /* [vocab][dim] */
+    const float *rope_freqs; /* [n_rot/2] per-pair divisors (Llama 3.1, phi3), or NULL */
     kv_tokenizer *tok;
     /* ownership */
     kv_filemap file;         /* llama2.c files: the whole file, read-only (file.data [file.size]) */
@@ -86,13 +87,6 @@ const kv_layer_weights *kv_model_layer(const kv_model *m, int l) { return &m->la
 const float *kv_model_out_norm(const kv_model *m) { return m->out_norm; }
 const float *kv_model_out_norm_bias(const kv_model *m) { return m->out_norm_b; }
 
-const char *kv_arch_name(kv_arch a) {
-    switch (a) {
-    case KV_ARCH_LLAMA: return "llama";
-    case KV_ARCH_MPT: return "mpt";
-    }
-    return "?";
-}
 
 const char *kv_gelu_name(kv_gelu g) { return g == KV_GELU_ERF ? "erf" : "tanh"; }
 
@@ -110,6 +104,43 @@ double kv_alibi_slope(int n_heads, double max_bias, int h) {
     return h < n2 ? pow(m0, h + 1) : pow(m1, 2 * (h - n2) + 1);
 }
 const kv_tensor *kv_model_output(const kv_model *m) { return &m->output; }
+
+/* YaRN's correction range (Peng et al. 2023, eq. 17-18, as llama.cpp's
+ * ggml_rope_yarn_corr_dims): the pair indices whose wavelength spans
+ * beta_fast and beta_slow rotations over the original context. */
+static double yarn_corr_dim(int n_rot, double orig_ctx, double n_turns, double base) {
+    return n_rot * log(orig_ctx / (n_turns * 2 * 3.14159265358979323846)) / (2 * log(base));
+}
+
+void kv_model_rope_freqs(const kv_model *m, int swa, double *inv_freq, double *mscale) {
+    const kv_model_info *i = &m->info;
+    const int half = i->n_rot / 2;
+    const double base = swa ? i->rope_base_swa : i->rope_base;
+    /* gemma3 scales its global layers only (llama.cpp: rope_freq_scale_train_swa = 1) */
+    const kv_rope_scaling type = swa && i->arch == KV_ARCH_GEMMA3 ? KV_ROPE_SCALING_NONE : i->rope_scaling;
+    const double scale = type == KV_ROPE_SCALING_NONE ? 1.0 : 1.0 / i->rope_factor;
+    double lo = 0, hi = 0;
+    if (type == KV_ROPE_SCALING_YARN) {
+        lo = floor(yarn_corr_dim(i->n_rot, i->rope_orig_ctx, 32.0, base));
+        hi = ceil(yarn_corr_dim(i->n_rot, i->rope_orig_ctx, 1.0, base));
+        if (lo < 0) lo = 0;
+        if (hi > i->n_rot - 1) hi = i->n_rot - 1;
+    }
+    *mscale = i->rope_attn_factor > 0 ? i->rope_attn_factor : 1.0;
+    for (int k = 0; k < half; k++) {
+        double f = pow(base, -2.0 * k / i->n_rot);
+        if (m->rope_freqs) f /= m->rope_freqs[k];
+        if (type == KV_ROPE_SCALING_YARN) {
+            double y = (k - lo) / (hi - lo > 0.001 ? hi - lo : 0.001);
+            double extrap = 1.0 - (y < 0 ? 0 : y > 1 ? 1 : y); /* 1: keep the original frequency */
+            f = f * scale * (1.0 - extrap) + f * extrap;
+        } else {
+            f *= scale;
+        }
+        inv_freq[k] = f;
+    }
+    if (type == KV_ROPE_SCALING_YARN) *mscale *= 1.0 + 0.1 * log(1.0 / scale);
+}
 
 /* ---------------------------------------------------------------- helpers */
 
@@ -171,13 +202,15 @@ static int check_hparams(const char *path, const kv_model_info *i) {
             return kv_errorf(KV_EFORMAT, "%s: header: expected %s in [%lld, %lld], got %lld", path,
                              lim[k].name, (long long)lim[k].lo, (long long)lim[k].hi,
                              (long long)lim[k].v);
-    if (i->dim % i->n_heads != 0)
+    /* rotary GGUF files may state the head size (key_length) */
+    int own_head = i->format == KV_FORMAT_GGUF && i->arch != KV_ARCH_MPT;
+    if (!own_head && i->dim % i->n_heads != 0)
         return kv_errorf(KV_EFORMAT, "%s: header: dim %d is not a multiple of n_heads %d", path,
                          i->dim, i->n_heads);
     if (i->n_heads % i->n_kv_heads != 0)
         return kv_errorf(KV_EFORMAT, "%s: header: n_heads %d is not a multiple of n_kv_heads %d",
                          path, i->n_heads, i->n_kv_heads);
-    if (i->arch == KV_ARCH_LLAMA && (i->n_rot < 2 || i->n_rot > i->head_dim || i->n_rot % 2 != 0))
+    if (i->arch != KV_ARCH_MPT && (i->n_rot < 2 || i->n_rot > i->head_dim || i->n_rot % 2 != 0))
         return kv_errorf(KV_EFORMAT, "%s: header: expected an even rotary dimension count in [2, %d], got %d",
                          path, i->head_dim, i->n_rot);
     return KV_OK;
@@ -561,72 +594,361 @@ static int gguf_tokenizer(kv_model *m, const kv_model_params *p) {
     if (p->tokenizer_path) return given_tokenizer(m, p);
     if (kv_gguf_find_key(g, "tokenizer.ggml.tokens") < 0) return KV_OK; /* weights-only file */
     if ((rc = kv_tokenizer_from_gguf(g, &m->tok))) return rc;
-    if (kv_tokenizer_n_vocab(m->tok) != i->vocab_size)
-        return kv_errorf(KV_EFORMAT, "%s: tokenizer has %d tokens but token_embd has %d rows", m->path,
+    /* padded token tables (qwen2) have more rows than tokens */
+    if (kv_tokenizer_n_vocab(m->tok) > i->vocab_size)
+        return kv_errorf(KV_EFORMAT, "%s: tokenizer has %d tokens but token_embd has only %d rows", m->path,
                          kv_tokenizer_n_vocab(m->tok), i->vocab_size);
     return KV_OK;
 }
 
 static int load_gguf_mpt(kv_model *m, const kv_model_params *p);
 
+/* The rotary architectures, as llama.cpp defines them (src/llama-arch.cpp,
+ * src/llama-model.cpp): the pairing, which optional tensors they carry and
+ * how their layers differ. One table; the loader and the forward read the
+ * flags, never the names. */
+enum {
+    AF_QKV_BIAS = 1u << 0,   /* attn_q/k/v.bias */
+    AF_QK_NORM = 1u << 1,    /* attn_q_norm, attn_k_norm [head_dim] */
+    AF_FUSED_QKV = 1u << 2,  /* attn_qkv [qd + 2 kvd][dim] */
+    AF_FUSED_UP = 1u << 3,   /* ffn_up [2 hid][dim]: gate rows, then up rows; no ffn_gate */
+    AF_GEMMA = 1u << 4,      /* sqrt(dim) embedding scale, GeGLU, tied output, post-norms */
+    AF_SOFTCAP = 1u << 5,    /* {arch}.attn_logit_softcapping, final_logit_softcapping */
+    AF_FACTORS = 1u << 6,    /* rope_factors_long/short (phi3) */
+    AF_ROPE_FREQS = 1u << 7, /* rope_freqs.weight (Llama 3.1's scaling) */
+};
+
+typedef struct arch_desc {
+    const char *name;
+    kv_arch arch;
+    kv_rope_pair pair;
+    unsigned flags;
+    int swa_pattern; /* layer l is windowed when l % swa_pattern < swa_pattern - 1; 0: no SWA */
+} arch_desc;
+
+static const arch_desc ARCHS[] = {
+    {"llama", KV_ARCH_LLAMA, KV_ROPE_NORM, AF_ROPE_FREQS, 0},
+    {"qwen2", KV_ARCH_QWEN2, KV_ROPE_NEOX, AF_QKV_BIAS, 0},
+    {"qwen3", KV_ARCH_QWEN3, KV_ROPE_NEOX, AF_QK_NORM, 0},
+    /* phi3's sliding_window key is read and not applied, as llama.cpp
+     * does ("Phi SWA is currently disabled") */
+    {"phi3", KV_ARCH_PHI3, KV_ROPE_NEOX, AF_FUSED_QKV | AF_FUSED_UP | AF_FACTORS, 0},
+    {"gemma2", KV_ARCH_GEMMA2, KV_ROPE_NEOX, AF_GEMMA | AF_SOFTCAP, 2},
+    {"gemma3", KV_ARCH_GEMMA3, KV_ROPE_NEOX, AF_GEMMA | AF_QK_NORM, 6},
+};
+
+static int load_gguf_rotary(kv_model *m, const kv_model_params *p, const arch_desc *d);
+
+static const arch_desc *arch_find(const char *name, size_t len) {
+    for (size_t k = 0; k < sizeof ARCHS / sizeof *ARCHS; k++)
+        if (strlen(ARCHS[k].name) == len && !memcmp(ARCHS[k].name, name, len)) return &ARCHS[k];
+    return NULL;
+}
+
+const char *kv_arch_name(kv_arch a) {
+    if (a == KV_ARCH_MPT) return "mpt";
+    for (size_t k = 0; k < sizeof ARCHS / sizeof *ARCHS; k++)
+        if (ARCHS[k].arch == a) return ARCHS[k].name;
+    return "?";
+}
+
 static int load_gguf(kv_model *m, const kv_model_params *p) {
     int rc = kv_gguf_open_ext(m->path, weights_mode(p), &m->gguf);
     if (rc) return rc;
-    const kv_gguf *g = m->gguf;
     const char *arch;
     size_t arch_len;
-    if ((rc = kv_gguf_get_str(g, "general.architecture", &arch, &arch_len)))
+    if ((rc = kv_gguf_get_str(m->gguf, "general.architecture", &arch, &arch_len)))
         return rc == KV_ENOTFOUND ? kv_errorf(KV_EFORMAT, "%s: missing metadata key 'general.architecture'", m->path) : rc;
     if (arch_len == 3 && memcmp(arch, "mpt", 3) == 0) return load_gguf_mpt(m, p);
-    if (arch_len != 5 || memcmp(arch, "llama", 5) != 0)
-        return kv_errorf(KV_EUNSUPPORTED, "%s: architecture '%.*s' is not supported (supported: llama, mpt)",
-                         m->path, (int)(arch_len > 64 ? 64 : arch_len), arch);
+    const arch_desc *d = arch_find(arch, arch_len);
+    if (!d)
+        return kv_errorf(KV_EUNSUPPORTED, "%s: architecture '%.*s' is not supported (supported: llama, qwen2, qwen3, "
+                         "phi3, gemma2, gemma3, mpt)", m->path, (int)(arch_len > 64 ? 64 : arch_len), arch);
+    return load_gguf_rotary(m, p, d);
+}
 
+/* ------------------------------------------------ GGUF rotary architectures */
+
+/* The {arch}.* keys this loader knows: those it reads, and those that do
+ * not change the forward (sizes it derives elsewhere, tokenizer hints).
+ * Any other key under the architecture's prefix is refused by name, so a
+ * file never loads silently wrong. */
+static const char *const KNOWN_KEYS[] = {
+    "context_length", "embedding_length", "block_count", "feed_forward_length", "attention.head_count",
+    "attention.head_count_kv", "attention.layer_norm_rms_epsilon", "attention.key_length",
+    "attention.value_length", "rope.dimension_count", "rope.freq_base", "rope.freq_base_swa",
+    "rope.scaling.type", "rope.scaling.factor", "rope.scaling.original_context_length",
+    "rope.scaling.attn_factor", "rope.scale_linear", "attention.sliding_window", "attn_logit_softcapping",
+    "final_logit_softcapping", "vocab_size", "expert_count", "expert_used_count", "rope.scaling.finetuned",
+    "attention.layer_norm_epsilon",
+};
+
+static int check_arch_keys(const kv_model *m, const char *arch) {
+    size_t al = strlen(arch);
+    for (int64_t k = 0; k < kv_gguf_n_kv(m->gguf); k++) {
+        const char *key = kv_gguf_key(m->gguf, k);
+        if (strncmp(key, arch, al) || key[al] != '.') continue;
+        int known = 0;
+        for (size_t j = 0; j < sizeof KNOWN_KEYS / sizeof *KNOWN_KEYS && !known; j++)
+            known = !strcmp(key + al + 1, KNOWN_KEYS[j]);
+        if (!known)
+            return kv_errorf(KV_EUNSUPPORTED, "%s: metadata key '%s' is not supported: it may change the forward "
+                             "pass, and kvbench does not implement it", m->path, key);
+    }
+    int64_t experts = 0;
+    char key[96];
+    snprintf(key, sizeof key, "%s.expert_count", arch);
+    int rc = gguf_int(m->gguf, key, 0, 0, &experts);
+    if (rc) return rc;
+    if (experts > 0)
+        return kv_errorf(KV_EUNSUPPORTED, "%s: '%s' = %lld: mixture-of-experts models are not supported", m->path,
+                         key, (long long)experts);
+    return KV_OK;
+}
+
+static int arch_float(const kv_gguf *g, const char *arch, const char *key, double dflt, double *out) {
+    char k[128];
+    snprintf(k, sizeof k, "%s.%s", arch, key);
+    return gguf_float(g, k, dflt, out);
+}
+
+/* {arch}.rope.scaling.*: the type (none, linear, yarn; anything else is
+ * refused), factor, original context and attn_factor; the older
+ * rope.scale_linear key means linear. */
+static int rope_scaling_hparams(kv_model *m, const char *arch) {
     kv_model_info *i = &m->info;
-    i->arch = KV_ARCH_LLAMA;
+    char key[128];
+    const char *type = NULL;
+    size_t tl = 0;
+    double f, lin, attn;
+    int64_t orig;
+    snprintf(key, sizeof key, "%s.rope.scaling.type", arch);
+    int rc = kv_gguf_get_str(m->gguf, key, &type, &tl);
+    if (rc && rc != KV_ENOTFOUND) return rc;
+    if ((rc = arch_float(m->gguf, arch, "rope.scale_linear", 1.0, &lin)) ||
+        (rc = arch_float(m->gguf, arch, "rope.scaling.factor", lin, &f)) ||
+        (rc = arch_float(m->gguf, arch, "rope.scaling.attn_factor", 1.0, &attn)))
+        return rc;
+    snprintf(key, sizeof key, "%s.rope.scaling.original_context_length", arch);
+    if ((rc = gguf_int(m->gguf, key, i->ctx_len, 0, &orig))) return rc;
+    if (!type || (tl == 4 && !memcmp(type, "none", 4))) i->rope_scaling = lin != 1.0 ? KV_ROPE_SCALING_LINEAR : KV_ROPE_SCALING_NONE;
+    else if (tl == 6 && !memcmp(type, "linear", 6)) i->rope_scaling = KV_ROPE_SCALING_LINEAR;
+    else if (tl == 4 && !memcmp(type, "yarn", 4)) i->rope_scaling = KV_ROPE_SCALING_YARN;
+    else
+        return kv_errorf(KV_EUNSUPPORTED, "%s: %s.rope.scaling.type '%.*s' is not supported (none, linear, yarn; "
+                         "Llama 3's scaling comes as the rope_freqs.weight tensor)", m->path, arch,
+                         (int)(tl > 32 ? 32 : tl), type);
+    if (i->rope_scaling == KV_ROPE_SCALING_NONE) f = 1.0;
+    if (!(f >= 1.0 && f <= 1024.0) || !(attn > 0 && attn < 100) || orig < 1 || orig > (1 << 24))
+        return kv_errorf(KV_EFORMAT, "%s: rope scaling: expected a factor in [1, 1024], attn_factor in (0, 100) and "
+                         "an original context in [1, 2^24], got %g, %g, %lld", m->path, f, attn, (long long)orig);
+    i->rope_factor = (float)f;
+    i->rope_attn_factor = (float)attn;
+    i->rope_orig_ctx = (int32_t)orig;
+    return KV_OK;
+}
+
+/* The hyper-parameters of a rotary architecture. */
+static int rotary_hparams(kv_model *m, const arch_desc *d) {
+    kv_model_info *i = &m->info;
+    const kv_gguf *g = m->gguf;
+    const char *a = d->name;
+    int32_t kl, vl;
+    double base, base_swa, eps, cap_attn, cap_final, swa;
+    int rc;
+    i->arch = d->arch;
     i->format = KV_FORMAT_GGUF;
-    int64_t v;
-    double d;
-    if ((rc = gguf_common_hparams(g, "llama", i))) return rc;
-    if ((rc = gguf_int(g, "llama.rope.dimension_count", i->head_dim, 0, &v))) return rc;
-    i->n_rot = v > INT32_MAX ? -1 : (int32_t)v;
-    if ((rc = gguf_float(g, "llama.rope.freq_base", 10000.0, &d))) return rc;
-    i->rope_base = (float)d;
-    if ((rc = gguf_float(g, "llama.attention.layer_norm_rms_epsilon", 1e-5, &d))) return rc;
-    i->norm_eps = (float)d;
-    if (!(i->rope_base > 0) || !(i->norm_eps >= 0))
-        return kv_errorf(KV_EFORMAT, "%s: expected a positive rope.freq_base and epsilon, got %g and %g",
-                         m->path, (double)i->rope_base, (double)i->norm_eps);
+    i->rope_pair = d->pair;
+    if ((rc = check_arch_keys(m, a)) || (rc = gguf_common_hparams(g, a, i))) return rc;
+    if ((rc = gguf_arch_int(g, a, "attention.key_length", i->head_dim, 0, &kl)) ||
+        (rc = gguf_arch_int(g, a, "attention.value_length", kl, 0, &vl)))
+        return rc;
+    if (kl != vl || kl < 1 || kl > 4096)
+        return kv_errorf(KV_EUNSUPPORTED, "%s: %s.attention.key_length %d and value_length %d: expected equal head "
+                         "sizes in [1, 4096]", m->path, a, kl, vl);
+    i->head_dim = kl;
+    if ((rc = gguf_arch_int(g, a, "rope.dimension_count", i->head_dim, 0, &i->n_rot)) ||
+        (rc = arch_float(g, a, "rope.freq_base", 10000.0, &base)) ||
+        /* gemma3's local layers: 10000, hard-coded by llama.cpp (rope_freq_base_train_swa) */
+        (rc = arch_float(g, a, "rope.freq_base_swa", d->arch == KV_ARCH_GEMMA3 ? 10000.0 : base, &base_swa)) ||
+        (rc = arch_float(g, a, "attention.layer_norm_rms_epsilon", 1e-5, &eps)) ||
+        (rc = arch_float(g, a, "attn_logit_softcapping", 0.0, &cap_attn)) ||
+        (rc = arch_float(g, a, "final_logit_softcapping", 0.0, &cap_final)) ||
+        (rc = arch_float(g, a, "attention.sliding_window", 0.0, &swa)) || (rc = rope_scaling_hparams(m, a)))
+        return rc;
+    if (!(base > 0) || !(base_swa > 0) || !(eps >= 0 && eps < 1) || !(cap_attn >= 0) || !(cap_final >= 0) ||
+        !(swa >= 0 && swa < (1 << 24)))
+        return kv_errorf(KV_EFORMAT, "%s: expected positive rope bases, an epsilon in [0, 1), soft caps >= 0 and a "
+                         "sliding window >= 0", m->path);
+    i->rope_base = (float)base;
+    i->rope_base_swa = (float)base_swa;
+    i->norm_eps = (float)eps;
+    i->attn_softcap = d->flags & AF_SOFTCAP ? (float)cap_attn : 0.0f;
+    i->final_softcap = d->flags & AF_SOFTCAP ? (float)cap_final : 0.0f;
+    if (!(d->flags & AF_SOFTCAP) && (cap_attn > 0 || cap_final > 0))
+        return kv_errorf(KV_EUNSUPPORTED, "%s: logit soft-capping is not part of %s here", m->path, a);
+    i->swa_window = d->swa_pattern ? (int32_t)swa : 0;
+    i->embd_scale = d->flags & AF_GEMMA ? sqrtf((float)i->dim) : 1.0f;
+    i->ffn_act = d->flags & AF_GEMMA ? KV_ACT_GELU : KV_ACT_SILU;
+    /* llama.cpp's f_attention_scale: gemma 27B models (46 layers for
+     * gemma2, 62 for gemma3) scale queries by 1/sqrt(dim/heads), the
+     * others and every other architecture by 1/sqrt(head_dim) */
+    int big_gemma = (d->arch == KV_ARCH_GEMMA2 && i->n_layers == 46) || (d->arch == KV_ARCH_GEMMA3 && i->n_layers == 62);
+    i->attn_scale = 1.0f / sqrtf(big_gemma ? (float)i->dim / (float)i->n_heads : (float)i->head_dim);
+    return KV_OK;
+}
 
-    if ((rc = gguf_vocab_and_check(m))) return rc;
+/* Per-pair rotary divisors: rope_freqs.weight (Llama 3.1), or phi3's
+ * rope_factors_short/long (long when the planned context exceeds the
+ * original one, as llama.cpp picks by its context). */
+static int rope_factor_tensor(kv_model *m, const arch_desc *d, const kv_model_params *p, int64_t *used) {
+    kv_model_info *i = &m->info;
+    const int64_t half = i->n_rot / 2;
+    const char *name = NULL;
+    if (d->flags & AF_ROPE_FREQS) name = "rope_freqs.weight";
+    if (d->flags & AF_FACTORS) {
+        int32_t ctx = p->ctx_len > 0 ? p->ctx_len : i->rope_orig_ctx;
+        name = ctx > i->rope_orig_ctx ? "rope_factors_long.weight" : "rope_factors_short.weight";
+        *used += kv_gguf_find_tensor(m->gguf, "rope_factors_long.weight") != NULL;
+        *used += kv_gguf_find_tensor(m->gguf, "rope_factors_short.weight") != NULL;
+    }
+    if (!name || !kv_gguf_find_tensor(m->gguf, name)) return KV_OK;
+    const float *f;
+    int rc = gguf_vector(m, name, half, &f);
+    if (rc) return rc;
+    for (int64_t k = 0; k < half; k++)
+        if (!(f[k] > 0) || !isfinite(f[k]))
+            return kv_errorf(KV_EFORMAT, "%s: tensor '%s': expected positive finite factors, element %lld is %g",
+                             m->path, name, (long long)k, (double)f[k]);
+    m->rope_freqs = f;
+    i->rope_freq_factors = 1;
+    if (d->flags & AF_ROPE_FREQS) *used += 1;
+    return KV_OK;
+}
 
-    int64_t dim = i->dim, hid = i->hidden_dim, V = i->vocab_size;
-    int64_t qd = (int64_t)i->n_heads * i->head_dim, kvd = (int64_t)i->n_kv_heads * i->head_dim;
+static int layer_vector_opt(kv_model *m, int l, const char *what, int64_t n, const float **out, int64_t *used) {
+    char name[96];
+    snprintf(name, sizeof name, "blk.%d.%s", l, what);
+    int rc = gguf_vector_opt(m, name, n, out);
+    *used += *out != NULL;
+    return rc;
+}
+
+/* One block's tensors, by the architecture's flags. */
+static int rotary_layer(kv_model *m, const arch_desc *d, int l, int64_t *used) {
+    const kv_gguf *g = m->gguf;
+    const kv_model_info *i = &m->info;
+    kv_layer_weights *w = &m->layers[l];
+    const int64_t dim = i->dim, hid = i->hidden_dim, hd = i->head_dim;
+    const int64_t qd = (int64_t)i->n_heads * hd, kvd = (int64_t)i->n_kv_heads * hd;
+    char name[96];
+    int rc;
+#define NAME(s) (snprintf(name, sizeof name, "blk.%d." s, l), name)
+    if ((rc = gguf_vector(m, NAME("attn_norm.weight"), dim, &w->attn_norm)) ||
+        (rc = gguf_vector(m, NAME("ffn_norm.weight"), dim, &w->ffn_norm)) ||
+        (rc = gguf_matrix(g, NAME("attn_output.weight"), dim, qd, &w->wo)) ||
+        (rc = gguf_matrix(g, NAME("ffn_down.weight"), dim, hid, &w->w_down)))
+        return rc;
+    *used += 4;
+    if (d->flags & AF_FUSED_QKV) {
+        if ((rc = gguf_matrix(g, NAME("attn_qkv.weight"), qd + 2 * kvd, dim, &w->wqkv))) return rc;
+        w->wq = tensor_rows(&w->wqkv, 0, qd);
+        w->wk = tensor_rows(&w->wqkv, qd, kvd);
+        w->wv = tensor_rows(&w->wqkv, qd + kvd, kvd);
+        *used += 1;
+    } else {
+        if ((rc = gguf_matrix(g, NAME("attn_q.weight"), qd, dim, &w->wq)) ||
+            (rc = gguf_matrix(g, NAME("attn_k.weight"), kvd, dim, &w->wk)) ||
+            (rc = gguf_matrix(g, NAME("attn_v.weight"), kvd, dim, &w->wv)))
+            return rc;
+        *used += 3;
+    }
+    if (d->flags & AF_FUSED_UP) {
+        kv_tensor up;
+        if ((rc = gguf_matrix(g, NAME("ffn_up.weight"), 2 * hid, dim, &up))) return rc;
+        w->w_gate = tensor_rows(&up, 0, hid);
+        w->w_up = tensor_rows(&up, hid, hid);
+        *used += 1;
+    } else {
+        if ((rc = gguf_matrix(g, NAME("ffn_gate.weight"), hid, dim, &w->w_gate)) ||
+            (rc = gguf_matrix(g, NAME("ffn_up.weight"), hid, dim, &w->w_up)))
+            return rc;
+        *used += 2;
+    }
+#undef NAME
+    if (d->flags & AF_QKV_BIAS) {
+        if ((rc = layer_vector_opt(m, l, "attn_q.bias", qd, &w->bq, used)) ||
+            (rc = layer_vector_opt(m, l, "attn_k.bias", kvd, &w->bk, used)) ||
+            (rc = layer_vector_opt(m, l, "attn_v.bias", kvd, &w->bv, used)))
+            return rc;
+    }
+    if (d->flags & AF_QK_NORM) {
+        if ((rc = layer_vector_opt(m, l, "attn_q_norm.weight", hd, &w->q_norm, used)) ||
+            (rc = layer_vector_opt(m, l, "attn_k_norm.weight", hd, &w->k_norm, used)))
+            return rc;
+        if (!w->q_norm || !w->k_norm)
+            return kv_errorf(KV_EFORMAT, "%s: layer %d: expected attn_q_norm and attn_k_norm tensors for %s", m->path,
+                             l, d->name);
+    }
+    if (d->flags & AF_GEMMA) {
+        if ((rc = layer_vector_opt(m, l, "post_attention_norm.weight", dim, &w->post_attn_norm, used)) ||
+            (rc = layer_vector_opt(m, l, "post_ffw_norm.weight", dim, &w->post_ffn_norm, used)))
+            return rc;
+        if (!w->post_attn_norm || !w->post_ffn_norm)
+            return kv_errorf(KV_EFORMAT, "%s: layer %d: expected post_attention_norm and post_ffw_norm for %s",
+                             m->path, l, d->name);
+    }
+    w->swa = i->swa_window > 0 && d->swa_pattern > 0 && l % d->swa_pattern < d->swa_pattern - 1;
+    return KV_OK;
+}
+
+/* A tensor this forward pass would not read changes what the model
+ * computes: refused by name. */
+static int check_all_used(const kv_model *m, int64_t used) {
+    if (kv_gguf_n_tensors(m->gguf) == used) return KV_OK;
+    const kv_model_info *i = &m->info;
+    for (int64_t k = 0; k < kv_gguf_n_tensors(m->gguf); k++) {
+        const char *tn = kv_gguf_tensor_at(m->gguf, k)->name;
+        int read = 0;
+        for (int l = 0; l < i->n_layers && !read; l++) {
+            const kv_layer_weights *w = &m->layers[l];
+            const void *ptrs[] = {w->attn_norm, w->ffn_norm, w->wq.data, w->wk.data, w->wv.data, w->wo.data,
+                                  w->w_gate.data, w->w_up.data, w->w_down.data, w->wqkv.data, w->bq, w->bk, w->bv,
+                                  w->q_norm, w->k_norm, w->post_attn_norm, w->post_ffn_norm};
+            const void *td = kv_gguf_tensor_at(m->gguf, k)->data;
+            for (size_t j = 0; j < sizeof ptrs / sizeof *ptrs && !read; j++) read = ptrs[j] == td;
+        }
+        if (read || !strcmp(tn, "token_embd.weight") || !strcmp(tn, "output_norm.weight") ||
+            !strcmp(tn, "output.weight") || !strncmp(tn, "rope_", 5))
+            continue;
+        return kv_errorf(KV_EUNSUPPORTED, "%s: tensor '%s' is not part of %s as kvbench computes it (refused rather "
+                         "than ignored)", m->path, tn, kv_arch_name(i->arch));
+    }
+    return kv_errorf(KV_EFORMAT, "%s: %lld tensors, %lld read: a tensor is listed twice", m->path,
+                     (long long)kv_gguf_n_tensors(m->gguf), (long long)used);
+}
+
+static int load_gguf_rotary(kv_model *m, const kv_model_params *p, const arch_desc *d) {
+    kv_model_info *i = &m->info;
+    const kv_gguf *g = m->gguf;
+    int rc = rotary_hparams(m, d);
+    if (rc || (rc = gguf_vocab_and_check(m))) return rc;
+    int64_t dim = i->dim, V = i->vocab_size, used = 2;
     if ((rc = gguf_matrix(g, "token_embd.weight", V, dim, &m->tok_embd))) return rc;
     if ((rc = gguf_vector(m, "output_norm.weight", dim, &m->out_norm))) return rc;
     const kv_gguf_tensor *out;
     if ((rc = gguf_tensor(g, "output.weight", 1, (uint64_t)dim, (uint64_t)V, &out))) return rc;
     i->tied_output = out == NULL;
+    used += out != NULL;
     m->output = out ? tensor2d(out->type, V, dim, out->data) : m->tok_embd;
-
+    if ((rc = rope_factor_tensor(m, d, p, &used))) return rc;
     m->layers = calloc((size_t)i->n_layers, sizeof *m->layers);
     if (!m->layers) return kv_errorf(KV_ENOMEM, "out of memory");
-    char name[96];
     for (int l = 0; l < i->n_layers; l++) {
-        kv_layer_weights *w = &m->layers[l];
-#define NAME(s) (snprintf(name, sizeof name, "blk.%d." s ".weight", l), name)
-        if ((rc = gguf_vector(m, NAME("attn_norm"), dim, &w->attn_norm)) ||
-            (rc = gguf_vector(m, NAME("ffn_norm"), dim, &w->ffn_norm)) ||
-            (rc = gguf_matrix(g, NAME("attn_q"), qd, dim, &w->wq)) ||
-            (rc = gguf_matrix(g, NAME("attn_k"), kvd, dim, &w->wk)) ||
-            (rc = gguf_matrix(g, NAME("attn_v"), kvd, dim, &w->wv)) ||
-            (rc = gguf_matrix(g, NAME("attn_output"), dim, qd, &w->wo)) ||
-            (rc = gguf_matrix(g, NAME("ffn_gate"), hid, dim, &w->w_gate)) ||
-            (rc = gguf_matrix(g, NAME("ffn_down"), dim, hid, &w->w_down)) ||
-            (rc = gguf_matrix(g, NAME("ffn_up"), hid, dim, &w->w_up)))
-            return rc;
-#undef NAME
+        if ((rc = rotary_layer(m, d, l, &used))) return rc;
+        i->n_swa_layers += m->layers[l].swa;
     }
+    if ((rc = check_all_used(m, used))) return rc;
     i->wtype = m->layers[0].wq.type;
     model_count(m);
     return gguf_tokenizer(m, p);
@@ -728,6 +1050,18 @@ static int load_gguf_mpt(kv_model *m, const kv_model_params *p) {
 
 /* ----------------------------------------------------------------- entry */
 
+/* What the loaders left unset means "as Llama": no scaling, the usual query
+ * scale, unscaled embeddings; windowed layers share the base unless the
+ * architecture has its own (gemma3). */
+static void info_defaults(kv_model_info *i) {
+    if (i->rope_factor <= 0) i->rope_factor = 1.0f;
+    if (i->rope_attn_factor <= 0) i->rope_attn_factor = 1.0f;
+    if (i->rope_orig_ctx <= 0) i->rope_orig_ctx = i->ctx_len;
+    if (i->attn_scale <= 0) i->attn_scale = 1.0f / sqrtf((float)i->head_dim);
+    if (i->embd_scale <= 0) i->embd_scale = 1.0f;
+    if (i->arch != KV_ARCH_GEMMA3 || i->rope_base_swa <= 0) i->rope_base_swa = i->rope_base;
+}
+
 int kv_model_load(const char *path, const kv_model_params *params, kv_model **out) {
     *out = NULL;
     kv_model_params dflt = kv_model_default_params();
@@ -759,6 +1093,7 @@ int kv_model_load(const char *path, const kv_model_params *params, kv_model **ou
         if (params->ctx_len > 0) m->info.ctx_len = params->ctx_len;
         if (params->norm_eps > 0) m->info.norm_eps = params->norm_eps;
     }
+    info_defaults(&m->info);
     *out = m;
     return KV_OK;
 fail:

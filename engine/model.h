@@ -2,8 +2,9 @@
  * in-memory layout whatever the file format, and its tokenizer.
  *
  * Formats (detected from the first bytes, see kv_model_load):
- *   - GGUF v3/v2, architectures "llama" and "mpt" (F32, F16, BF16, Q8_0,
- *     Q4_0 tensors);
+ *   - GGUF v3/v2, architectures "llama" (Llama 1-3, Mistral), "qwen2",
+ *     "qwen3", "phi3", "gemma2", "gemma3" and "mpt" (F32, F16, BF16, Q8_0,
+ *     Q4_0 and K-quant tensors);
  *   - llama2.c legacy fp32 checkpoints (7 x int32 header);
  *   - llama2.c version-2 "ak42" Q8 checkpoints (int8 + fp32 group scales).
  * Weights stay in their stored type: GGUF and legacy llama2.c tensors point
@@ -23,7 +24,33 @@
 /* LLAMA: RMSNorm, rotary embeddings, SwiGLU MLP (llama2.c and GGUF "llama").
  * MPT: LayerNorm (optional bias), fused Q,K,V, ALiBi instead of rotary
  * embeddings, GELU MLP (GGUF "mpt", as llama.cpp's converter writes it). */
-typedef enum kv_arch { KV_ARCH_LLAMA = 0, KV_ARCH_MPT = 1 } kv_arch;
+typedef enum kv_arch {
+    KV_ARCH_LLAMA = 0,
+    KV_ARCH_MPT = 1,
+    KV_ARCH_QWEN2 = 2,  /* llama + q/k/v biases, NEOX pairing */
+    KV_ARCH_QWEN3 = 3,  /* llama + per-head RMSNorm of q and k, NEOX pairing */
+    KV_ARCH_PHI3 = 4,   /* fused qkv and gate/up, NEOX pairing, rope factors */
+    KV_ARCH_GEMMA2 = 5, /* scaled embeddings, post-norms, GeGLU, soft-capping, SWA every other layer */
+    KV_ARCH_GEMMA3 = 6, /* gemma2 without soft-capping, q/k norms, 5 SWA layers : 1 global, two rope bases */
+} kv_arch;
+
+/* How rotary embeddings pair a head's dimensions, as llama.cpp chooses per
+ * architecture: NORM rotates adjacent pairs (2i, 2i+1) (llama, the GGUF
+ * llama files whose q/k rows the converter permuted); NEOX rotates i with
+ * i + n_rot/2 (GPT-NeoX, and the Hugging Face rotate_half of qwen2, qwen3,
+ * phi3, gemma). */
+typedef enum kv_rope_pair { KV_ROPE_NORM = 0, KV_ROPE_NEOX = 1 } kv_rope_pair;
+
+/* Rope scaling ({arch}.rope.scaling.type): LINEAR divides positions by the
+ * factor; YARN blends interpolated and extrapolated frequencies per pair
+ * (Peng et al. 2023) and scales cos/sin by 1 + 0.1 ln(factor). Llama 3's
+ * scaling arrives as the rope_freqs.weight tensor (per-pair divisors),
+ * phi3's as rope_factors_long/short; both combine with any type. */
+typedef enum kv_rope_scaling { KV_ROPE_SCALING_NONE = 0, KV_ROPE_SCALING_LINEAR = 1, KV_ROPE_SCALING_YARN = 2 } kv_rope_scaling;
+
+/* The gated MLP's activation: SiLU (SwiGLU: llama, qwen, phi3) or GELU's
+ * tanh form (GeGLU: gemma). */
+typedef enum kv_ffn_act { KV_ACT_SILU = 0, KV_ACT_GELU = 1 } kv_ffn_act;
 
 /* The GELU of MPT's MLP. TANH is the tanh approximation
  * 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))), what llama.cpp runs for
@@ -45,11 +72,25 @@ typedef struct kv_model_info {
     int32_t n_layers;
     int32_t n_heads;    /* query heads */
     int32_t n_kv_heads; /* key/value heads (GQA when < n_heads) */
-    int32_t head_dim;   /* dim / n_heads */
+    int32_t head_dim;   /* per head: dim / n_heads, or {arch}.attention.key_length (qwen3, gemma) */
     int32_t vocab_size;
     int32_t ctx_len;    /* trained context length */
     int32_t n_rot;      /* rotary dims per head (<= head_dim); 0 for ALiBi models */
     float rope_base;    /* rotary frequency base (0 for ALiBi models) */
+    float rope_base_swa;/* the base of sliding-window layers (gemma3: 10000; else rope_base) */
+    kv_rope_pair rope_pair;
+    kv_rope_scaling rope_scaling;
+    float rope_factor;  /* LINEAR/YARN factor (1: none); gemma3: global layers only */
+    int32_t rope_orig_ctx; /* YARN: the context the model was trained at */
+    float rope_attn_factor; /* cos/sin multiplier (1; phi3 and YaRN files may set it) */
+    int rope_freq_factors; /* 1: per-pair divisors from rope_freqs / rope_factors_* */
+    float attn_scale;   /* query scale: 1/sqrt(head_dim) unless the architecture says otherwise */
+    float attn_softcap; /* gemma2: attention logits -> cap tanh(s / cap); 0: none */
+    float final_softcap;/* gemma2: output logits likewise; 0: none */
+    float embd_scale;   /* gemma: embeddings multiplied by sqrt(dim); 1 otherwise */
+    int32_t swa_window; /* sliding-window layers attend to their last swa_window positions; 0: none */
+    int32_t n_swa_layers; /* how many layers are windowed (kv_layer_weights.swa) */
+    kv_ffn_act ffn_act;
     float norm_eps;     /* RMSNorm epsilon (MPT: LayerNorm epsilon) */
     float max_alibi_bias; /* MPT: ALiBi slopes 2^(-max_alibi_bias * k / n) (default 8); 0 otherwise */
     float clamp_kqv;    /* MPT: q, k, v clamped to [-clamp_kqv, clamp_kqv]; 0 = none */
@@ -76,6 +117,11 @@ typedef struct kv_layer_weights {
     kv_tensor wqkv;         /* MPT: [(n_heads + 2*n_kv_heads)*head_dim][dim], rows Q, K, V */
     const float *attn_norm_b; /* MPT: [dim] LayerNorm bias, or NULL */
     const float *ffn_norm_b;  /* MPT: [dim] LayerNorm bias, or NULL */
+    const float *bq, *bk, *bv;  /* qwen2: projection biases [qd], [kvd], [kvd]; else NULL */
+    const float *q_norm, *k_norm; /* qwen3, gemma3: per-head RMSNorm weights [head_dim]; else NULL */
+    const float *post_attn_norm;  /* gemma: RMSNorm of the attention output before the residual; else NULL */
+    const float *post_ffn_norm;   /* gemma: the same for the MLP output */
+    int swa;                      /* a sliding-window layer (info.swa_window) */
 } kv_layer_weights;
 
 typedef struct kv_model kv_model; /* opaque */
@@ -123,13 +169,19 @@ const float *kv_model_out_norm(const kv_model *m);         /* [dim] */
 const float *kv_model_out_norm_bias(const kv_model *m);    /* [dim] MPT LayerNorm bias, or NULL */
 const kv_tensor *kv_model_output(const kv_model *m);       /* [vocab][dim] */
 
+/* The effective inverse frequency of each rotary pair i < n_rot/2 of a
+ * global (swa = 0) or sliding-window (swa = 1) layer, with the base, the
+ * scaling type, Llama 3's and phi3's per-pair factors folded in, and the
+ * cos/sin multiplier (*mscale). Positions rotate by p * inv_freq[i]. */
+void kv_model_rope_freqs(const kv_model *m, int swa, double *inv_freq, double *mscale);
+
 /* Bytes a weight occupies as held (Q8_G: values plus scales). */
 size_t kv_tensor_bytes(const kv_tensor *t);
 
 /* "gguf", "llama2c", "llama2c-q8". */
 const char *kv_model_format_name(kv_model_format f);
 
-/* "llama", "mpt"; "tanh", "erf". kv_gelu_parse returns KV_OK or KV_EINVAL. */
+/* "llama", "mpt", "qwen2", ...; "tanh", "erf". kv_gelu_parse returns KV_OK or KV_EINVAL. */
 const char *kv_arch_name(kv_arch a);
 const char *kv_gelu_name(kv_gelu g);
 int kv_gelu_parse(const char *name, kv_gelu *out);
