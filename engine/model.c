@@ -88,6 +88,11 @@ const float *kv_model_out_norm(const kv_model *m) { return m->out_norm; }
 const float *kv_model_out_norm_bias(const kv_model *m) { return m->out_norm_b; }
 
 
+const char *kv_rope_pair_name(kv_rope_pair p) { return p == KV_ROPE_NEOX ? "neox" : "norm"; }
+const char *kv_rope_scaling_name(kv_rope_scaling s) {
+    return s == KV_ROPE_SCALING_LINEAR ? "linear" : s == KV_ROPE_SCALING_YARN ? "yarn" : "none";
+}
+
 const char *kv_gelu_name(kv_gelu g) { return g == KV_GELU_ERF ? "erf" : "tanh"; }
 
 int kv_gelu_parse(const char *name, kv_gelu *out) {
@@ -104,6 +109,19 @@ double kv_alibi_slope(int n_heads, double max_bias, int h) {
     return h < n2 ? pow(m0, h + 1) : pow(m1, 2 * (h - n2) + 1);
 }
 const kv_tensor *kv_model_output(const kv_model *m) { return &m->output; }
+
+void kv_model_swa_layers(const kv_model *m, char *buf, size_t cap) {
+    size_t o = 0;
+    if (cap) buf[0] = '\0';
+    for (int l = 0; l < m->info.n_layers && o + 1 < cap; l++) {
+        if (!m->layers[l].swa || (l > 0 && m->layers[l - 1].swa)) continue;
+        int e = l;
+        while (e + 1 < m->info.n_layers && m->layers[e + 1].swa) e++;
+        int n = e > l ? snprintf(buf + o, cap - o, "%s%d-%d", o ? "," : "", l, e) : snprintf(buf + o, cap - o, "%s%d", o ? "," : "", l);
+        if (n < 0 || (size_t)n >= cap - o) break;
+        o += (size_t)n;
+    }
+}
 
 /* YaRN's correction range (Peng et al. 2023, eq. 17-18, as llama.cpp's
  * ggml_rope_yarn_corr_dims): the pair indices whose wavelength spans
@@ -173,9 +191,12 @@ static void model_count(kv_model *m) {
             n += ts[k]->rows * ts[k]->cols;
             b += kv_tensor_bytes(ts[k]);
         }
-        int n_vec = 2 + (w->attn_norm_b != NULL) + (w->ffn_norm_b != NULL); /* norms, MPT biases */
-        n += n_vec * (int64_t)i->dim;
-        b += (size_t)n_vec * (size_t)i->dim * sizeof(float);
+        int n_vec = 2 + (w->attn_norm_b != NULL) + (w->ffn_norm_b != NULL) + (w->post_attn_norm != NULL) +
+                    (w->post_ffn_norm != NULL); /* norms, MPT biases, gemma's post-norms */
+        int64_t extra = (w->bq ? (int64_t)i->n_heads * i->head_dim : 0) +
+                        (w->bk ? 2 * (int64_t)i->n_kv_heads * i->head_dim : 0) + (w->q_norm ? 2 * (int64_t)i->head_dim : 0);
+        n += n_vec * (int64_t)i->dim + extra;
+        b += ((size_t)n_vec * (size_t)i->dim + (size_t)extra) * sizeof(float);
     }
     int n_out = 1 + (m->out_norm_b != NULL);
     n += n_out * (int64_t)i->dim;

@@ -175,6 +175,14 @@ const kv_tensor *kv_model_output(const kv_model *m);       /* [vocab][dim] */
  * cos/sin multiplier (*mscale). Positions rotate by p * inv_freq[i]. */
 void kv_model_rope_freqs(const kv_model *m, int swa, double *inv_freq, double *mscale);
 
+/* The sliding-window layers as ranges ("0-4,6-10"; "" when none), cut to
+ * fit buf. */
+void kv_model_swa_layers(const kv_model *m, char *buf, size_t cap);
+
+/* "norm", "neox"; "none", "linear", "yarn". */
+const char *kv_rope_pair_name(kv_rope_pair p);
+const char *kv_rope_scaling_name(kv_rope_scaling s);
+
 /* Bytes a weight occupies as held (Q8_G: values plus scales). */
 size_t kv_tensor_bytes(const kv_tensor *t);
 

@@ -139,6 +139,28 @@ static char *read_file(const char *path, size_t *len) { return ds_read_file(path
 
 /* ------------------------------------------------------------------ info */
 
+/* The rotary settings of `kvbench info`: pairing, scaling, per-layer
+ * windows, soft caps, the query scale. */
+static void print_rotary(const kv_model *m) {
+    const kv_model_info *i = kv_model_get_info(m);
+    char swa[256];
+    kv_model_swa_layers(m, swa, sizeof swa);
+    printf("n_rot         %d\nrope_base     %g\nrope_pairing  %s\n", i->n_rot, (double)i->rope_base,
+           kv_rope_pair_name(i->rope_pair));
+    printf("rope_scaling  %s", kv_rope_scaling_name(i->rope_scaling));
+    if (i->rope_scaling) printf(" (factor %g, original context %d)", (double)i->rope_factor, i->rope_orig_ctx);
+    printf("%s\n", i->rope_freq_factors ? ", per-pair factors" : "");
+    if (i->rope_attn_factor != 1.0f) printf("rope_attn_factor %g\n", (double)i->rope_attn_factor);
+    if (i->n_swa_layers)
+        printf("sliding_window %d tokens on %d of %d layers (%s; base %g)\n", i->swa_window, i->n_swa_layers,
+               i->n_layers, swa, (double)i->rope_base_swa);
+    printf("attn_scale    %g\n", (double)i->attn_scale);
+    if (i->attn_softcap > 0 || i->final_softcap > 0)
+        printf("softcap       attention %g, output %g\n", (double)i->attn_softcap, (double)i->final_softcap);
+    if (i->embd_scale != 1.0f) printf("embd_scale    %g\n", (double)i->embd_scale);
+    printf("mlp           %s\n", i->ffn_act == KV_ACT_GELU ? "geglu (gelu tanh)" : "swiglu");
+}
+
 int hx_cmd_info(int argc, char **argv, int help) {
     model_args a = {0};
     hx_opt opts[] = {MODEL_OPTS(a)};
@@ -164,7 +186,7 @@ int hx_cmd_info(int argc, char **argv, int help) {
         printf("positions     alibi (max_alibi_bias %g)\nclamp_kqv     %g\ngelu          %s\nnorm          layernorm\n",
                (double)i->max_alibi_bias, (double)i->clamp_kqv, kv_gelu_name(i->gelu));
     else
-        printf("n_rot         %d\nrope_base     %g\n", i->n_rot, (double)i->rope_base);
+        print_rotary(m);
     printf("norm_eps      %g\n", (double)i->norm_eps);
     printf("tied_output   %s\nweight_type   %s\nparameters    %lld\nweight_bytes  %zu\n", i->tied_output ? "yes" : "no",
            kv_dtype_name(i->wtype), (long long)i->n_params, i->weight_bytes);

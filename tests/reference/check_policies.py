@@ -3,7 +3,12 @@ rules of policies_ref.py: for each policy, budget and feeding mode, every
 layer call's kept token set must equal kvbench's, and eviction must have
 happened. Prints a line per run and "N passed, M failed".
 
-usage: /usr/bin/python3 check_policies.py --kvbench BIN --models DIR --tmp DIR
+With --archs, each policy (its first configuration above) runs instead on
+every synthetic family of arch_ref.py (llama 3, qwen2, qwen3, phi3, gemma2,
+gemma3: NEOX pairing, sliding-window layers, soft-capping), with the same
+replay and budget checks.
+
+usage: /usr/bin/python3 check_policies.py --kvbench BIN --models DIR --tmp DIR [--archs]
 """
 import argparse
 import os
@@ -14,6 +19,7 @@ import sys
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import arch_ref  # noqa: E402
 import policies_ref  # noqa: E402
 
 RUNS = [  # policy, settings, budget
@@ -84,22 +90,50 @@ def budget_limit_differs(rec, budget, n_prompt):
     return rec.limit != want
 
 
+def plan(a):
+    """(label prefix, model, tokens, runs, modes of a policy) to check."""
+    if not a.archs:
+        model = os.path.join(a.models, 'stories260K', 'stories260K.bin')
+        if not os.path.exists(model):
+            print('skip: %s not found' % model)
+            return []
+        tokens = [1] + list(np.random.default_rng(7).integers(3, 512, 59))
+        return [('', model, tokens, RUNS, lambda p: POLICY_MODES.get(p, MODES))]
+    firsts, seen = [], set()
+    for run in RUNS:  # each policy's first configuration
+        if run[0] not in seen:
+            seen.add(run[0])
+            firsts.append(run)
+    out = []
+    for name in arch_ref.CONFIGS:
+        path = os.path.join(a.tmp, name + '.gguf')
+        arch_ref.make(path, name)
+        tokens = [1] + list(np.random.default_rng(7).integers(3, 256, 59))
+        out.append((name + ' ', path, tokens, firsts, lambda p: POLICY_MODES.get(p, ['chunk:13'])[-1:]))
+    return out
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument('--kvbench', required=True)
     ap.add_argument('--models', required=True)
     ap.add_argument('--tmp', required=True)
+    ap.add_argument('--archs', action='store_true')
     a = ap.parse_args()
     os.makedirs(a.tmp, exist_ok=True)
-    model = os.path.join(a.models, 'stories260K', 'stories260K.bin')
-    if not os.path.exists(model):
-        print('skip: %s not found' % model)
-        print('0 passed, 0 failed')
-        return 0
-    tokens = [1] + list(np.random.default_rng(7).integers(3, 512, 59))
     passed = failed = 0
-    for policy, settings, budget in RUNS:
-        for mode in POLICY_MODES.get(policy, MODES):
+    for prefix, model, tokens, runs, modes_of in plan(a):
+        p, f = check_runs(a, prefix, model, tokens, runs, modes_of)
+        passed, failed = passed + p, failed + f
+    shutil.rmtree(a.tmp, ignore_errors=True)
+    print('%d passed, %d failed' % (passed, failed))
+    return 1 if failed else 0
+
+
+def check_runs(a, prefix, model, tokens, runs, modes_of):
+    passed = failed = 0
+    for policy, settings, budget in runs:
+        for mode in modes_of(policy):
             rec = os.path.join(a.tmp, 'run.rec')
             cmd = [a.kvbench, 'logits', '--model', model, '--tokens', ','.join(map(str, tokens)), '--mode', mode,
                    '--policy', policy, '--budget', budget, '--record', rec, '--out', os.path.join(a.tmp, 'l.f32'),
@@ -107,7 +141,7 @@ def main():
             if settings:
                 cmd += ['--set', settings]
             r = subprocess.run(cmd, capture_output=True, text=True)
-            label = '%-12s %-12s %-4s %-8s' % (policy, settings or '', budget, mode)
+            label = '%s%-12s %-12s %-4s %-8s' % (prefix, policy, settings or '', budget, mode)
             if r.returncode != 0:
                 print('FAIL %s: %s' % (label, r.stderr.strip()))
                 failed += 1
@@ -124,9 +158,7 @@ def main():
                                                        '' if evicted else ', no eviction happened'))
             passed += ok
             failed += not ok
-    shutil.rmtree(a.tmp, ignore_errors=True)
-    print('%d passed, %d failed' % (passed, failed))
-    return 1 if failed else 0
+    return passed, failed
 
 
 if __name__ == '__main__':
