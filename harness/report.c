@@ -202,6 +202,32 @@ static int question_table(sqlite3 *db, const hx_q_run *runs, int n, int lo, int 
     return 0;
 }
 
+/* Which layers of each model attend through a sliding window (a property
+ * of the model, not of the policy: those layers see their last W tokens
+ * even under the full cache). Read from the runs' specs ("/swa=W:layers"). */
+static int window_notes(sqlite3 *db, const char *exp) {
+    sqlite3_stmt *st;
+    if (sqlite3_prepare_v2(db, "SELECT DISTINCT r.model, r.spec FROM runs r JOIN experiment_runs er ON er.run = r.id "
+                               "WHERE er.experiment = ?1 AND instr(r.spec, '/swa=') > 0 ORDER BY r.model", -1, &st, NULL))
+        return kv_errorf(KV_EIO, "%s", sqlite3_errmsg(db));
+    sqlite3_bind_text(st, 1, exp, -1, SQLITE_STATIC);
+    int rc;
+    char last[640] = "", line[640];
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        const char *model = (const char *)sqlite3_column_text(st, 0), *spec = (const char *)sqlite3_column_text(st, 1);
+        const char *s = spec ? strstr(spec, "/swa=") : NULL;
+        int w = 0, len = 0;
+        if (!s || sscanf(s, "/swa=%d:%n", &w, &len) != 1 || len == 0) continue;
+        int n = (int)strcspn(s + len, " /");
+        snprintf(line, sizeof line, "> %s: layers %.*s attend to their last %d tokens (sliding window, the model's "
+                 "own); the others attend globally.", model ? model : "?", n, s + len, w);
+        if (strcmp(line, last)) printf("\n%s\n", line); /* one line per model and window layout */
+        snprintf(last, sizeof last, "%s", line);
+    }
+    sqlite3_finalize(st);
+    return rc == SQLITE_DONE ? KV_OK : kv_errorf(KV_EIO, "%s", sqlite3_errmsg(db));
+}
+
 int hx_cmd_report(int argc, char **argv, int help) {
     const char *db_path = "results/kvbench.db", *experiment = NULL, *metric = NULL, *format = "md";
     const char *task = NULL;
@@ -252,7 +278,10 @@ int hx_cmd_report(int argc, char **argv, int help) {
     hx_q_note_model_files("report", exp, runs, n);
     report_opts o = {format, level, bootstrap};
     if (!strcmp(format, "csv")) printf("experiment,model,task,metric,policy,budget,n,mean,ci_lo,ci_hi,ratio_to_full\n");
-    else printf("## %s (%s)\n", exp, db_path);
+    else {
+        printf("## %s (%s)\n", exp, db_path);
+        if (window_notes(db, exp)) goto fail;
+    }
     int shown = 0;
     for (int lo = 0; lo < n;) {
         int hi = lo;

@@ -295,6 +295,7 @@ typedef struct engine {
     char tokenizer_path[4096]; /* the tokenizer given apart from the model ("" none) */
     int32_t end_ids[16];       /* the tokens generation stops at (kv_tokenizer_end_tokens) */
     int n_end;
+    char swa_note[320];        /* "/swa=W:layers" for models with sliding-window layers, else "" */
 } engine;
 
 /* Starts a sample: an empty cache (checked) and the policy's budget fixed
@@ -734,13 +735,15 @@ static int run_identity(const run_state *rs, const engine *en, const run_cell *r
     for (int i = 0; i < t->n_lengths; i++) snprintf(lens + strlen(lens), sizeof lens - strlen(lens), "%d ", t->lengths[i]);
     for (int i = 0; i < t->n_depths; i++) snprintf(deps + strlen(deps), sizeof deps - strlen(deps), "%d ", t->depths[i]);
     int n = snprintf(spec, cap,
-                     "kvbench-run/2 version=%s model_hash=%s arch=%g/%d/%g%s task_kind=%s data=%s haystack=%s template=%s@%d "
+                     "kvbench-run/2 version=%s model_hash=%s arch=%g/%d/%g%s%s task_kind=%s data=%s haystack=%s template=%s@%d "
                      "max_prompt_tokens=%d max_new_tokens=%d stop_newline=%d fidelity=%d doc_field=%s ref_field=%s "
                      "lengths=%s depths=%s per_cell=%d tokens=%d chunk=%d min_chars=%d curve_bucket=%d question=%s chat=%s "
                      "system=[%s] ruler_task=%s qa_data=%s policy=%s params=%s budget=%s seed=%llu",
                      KVBENCH_VERSION, en->model_hash, (double)en->mi->rope_base, en->mi->ctx_len, (double)en->mi->norm_eps,
                      /* MPT's GELU, only when not the default (other runs' ids unchanged) */
                      en->mi->arch == KV_ARCH_MPT && en->mi->gelu == KV_GELU_ERF ? "/gelu=erf" : "",
+                     /* sliding-window layers, for the report (absent otherwise: other runs' ids unchanged) */
+                     en->swa_note,
                      hx_task_kind_name(t->kind), t->data ? t->data : "",
                      t->haystack ? t->haystack : "", tp->name, tp->version, t->max_prompt_tokens, t->max_new_tokens,
                      t->stop_newline, t->fidelity, t->doc_field ? t->doc_field : "", t->ref_field ? t->ref_field : "",
@@ -1155,6 +1158,12 @@ static int load_engine(const hx_experiment *e, const char *db, int model, int th
     if (kv_model_load(en->model_path, &p, &en->model)) return -1;
     if (md->dtype && convert_model(en, md, db, &p)) return -1;
     en->mi = kv_model_get_info(en->model);
+    en->swa_note[0] = '\0';
+    if (en->mi->n_swa_layers > 0) {
+        char layers[256];
+        kv_model_swa_layers(en->model, layers, sizeof layers);
+        snprintf(en->swa_note, sizeof en->swa_note, "/swa=%d:%s", en->mi->swa_window, layers);
+    }
     en->tok = kv_model_tokenizer(en->model);
     if (!en->tok) return kv_errorf(KV_EINVAL, "model %s: %s has no tokenizer; give one with 'tokenizer ='", md->name, en->model_path);
     en->n_end = kv_tokenizer_end_tokens(en->tok, en->end_ids, 16);
