@@ -98,6 +98,49 @@ int ds_make_needle(const char *haystack_dir, const int32_t *lengths, int n_lengt
                    const char *needle, const char *question, const char *answer, ds_count_tokens_fn count, void *user,
                    ds_set *out);
 
+/* Token callbacks for generators that cut text in tokens as a benchmark's
+ * own script does: encode without special tokens (*ids malloc'd, the count
+ * or < 0 returned), decode ids to text as the tokenizer prints them,
+ * special tokens skipped (*text malloc'd). */
+typedef struct ds_token_fns {
+    void *user;
+    int64_t (*encode)(void *user, const char *text, size_t len, int32_t **ids);
+    int (*decode)(void *user, const int32_t *ids, int64_t n, char **text, size_t *len);
+} ds_token_fns;
+
+enum { DS_NEEDLE_KVBENCH = 0, DS_NEEDLE_FACTORY = 1, DS_MAX_NEEDLES = 16, DS_MAX_DEPTHS = 64 };
+
+/* Needle in a haystack in either protocol (needle.c): kvbench's (cut in
+ * characters, the needle after a sentence end) or KVCache-Factory's
+ * (gkamradt's tester in tokens: final_context_length_buffer, insertion
+ * after a period token; `tok` and period_piece, the id of the piece ".",
+ * or -1). Several needles: the first at the depth, the next
+ * (100 - depth) / k percent further each. answer: '\n'-separated. */
+typedef struct ds_needle_params {
+    const char *haystack_dir;
+    const int32_t *lengths;
+    int n_lengths;
+    const double *depths; /* percent, may be fractional */
+    int n_depths;
+    const char *const *needles; /* n_needles 0: the San Francisco needle */
+    int n_needles;
+    const char *question, *answer; /* NULL: the San Francisco needle's */
+    int protocol;                  /* DS_NEEDLE_KVBENCH or DS_NEEDLE_FACTORY */
+    int32_t buffer;                /* factory: final_context_length_buffer (the tester's default 200) */
+    int32_t period_piece;
+    ds_count_tokens_fn count;
+    void *user;
+    ds_token_fns tok;
+} ds_needle_params;
+
+int ds_make_needle_ext(const ds_needle_params *p, ds_set *out);
+
+/* The tester's depth grids: numpy's linspace(0, 100, intervals), rounded
+ * (linear) or through its logistic (sigmoid: 100 / (1 + e^(-0.1 (x - 50))),
+ * 3 decimals, 0 and 100 kept). */
+int ds_needle_depths(int intervals, int sigmoid, double *out, int cap);
+double ds_needle_sigmoid(double x);
+
 /* ------------------------------------------------------------ samples */
 
 /* The value of field `name`, or NULL. */

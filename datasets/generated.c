@@ -1,7 +1,7 @@
 /* generated.c - synthetic retrieval prompts: passkey retrieval (the wording
  * of landmark-attention / LongLoRA, ../shared/data/passkey/TEMPLATE.md) and
- * needle in a haystack over a folder of essays. Lengths are in tokens of the
- * model's tokenizer, met by a binary search over the filler's length. */
+ * (needle in a haystack: needle.c). Lengths are in tokens of the model's
+ * tokenizer, met by a binary search over the filler's length. */
 #define _POSIX_C_SOURCE 200809L
 #include <dirent.h>
 #include <stdio.h>
@@ -79,106 +79,6 @@ int ds_make_passkey(const int32_t *lengths, int n_lengths, const int32_t *depths
     }
     free(filler.p);
     free(prompt.p);
-    if (rc) ds_set_free(out);
-    return rc;
-}
-
-/* -------------------------------------------------------------- needle */
-
-static const char NEEDLE[] = "The best thing to do in San Francisco is eat a sandwich and sit in Dolores Park on a sunny day.";
-static const char NEEDLE_Q[] = "What is the best thing to do in San Francisco?";
-static const char NEEDLE_A[] = "eat a sandwich and sit in Dolores Park on a sunny day";
-
-static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
-
-/* The .txt files of dir, sorted by name, joined with blank lines. */
-static int read_haystack(const char *dir, ds_str *out) {
-    DIR *d = opendir(dir);
-    if (!d) return kv_errorf(KV_EIO, "%s: cannot open the haystack folder", dir);
-    char **names = NULL;
-    size_t n = 0, cap = 0;
-    int rc = KV_OK;
-    for (struct dirent *e; (e = readdir(d));) {
-        size_t l = strlen(e->d_name);
-        if (l < 5 || strcmp(e->d_name + l - 4, ".txt") != 0) continue;
-        if (n == cap) {
-            char **b = realloc(names, (cap = cap ? cap * 2 : 64) * sizeof *b);
-            if (!b) { rc = KV_ENOMEM; break; }
-            names = b;
-        }
-        if (!(names[n] = strdup(e->d_name))) { rc = KV_ENOMEM; break; }
-        n++;
-    }
-    closedir(d);
-    if (!rc) qsort(names, n, sizeof *names, cmp_str);
-    for (size_t i = 0; i < n && !rc; i++) {
-        char path[4096];
-        snprintf(path, sizeof path, "%s/%s", dir, names[i]);
-        size_t len;
-        char *t = ds_read_file(path, &len);
-        if (!t) rc = KV_EIO;
-        else if (!ds_utf8_valid(t, len)) rc = kv_errorf(KV_EFORMAT, "%s: not valid UTF-8", path);
-        else if ((out->n && ds_str_adds(out, "\n\n")) || ds_str_add(out, t, len)) rc = KV_ENOMEM;
-        free(t);
-    }
-    for (size_t i = 0; i < n; i++) free(names[i]);
-    free(names);
-    if (!rc && !out->n) rc = kv_errorf(KV_EFORMAT, "%s: no .txt files", dir);
-    if (rc == KV_ENOMEM) kv_errorf(KV_ENOMEM, "out of memory");
-    return rc;
-}
-
-/* The haystack's first n characters with the needle after the last
- * sentence end at or before depth% of them. */
-static int needle_context(const ds_str *hay, size_t n, int depth, const char *needle, ds_str *out) {
-    size_t at = n * (size_t)depth / 100;
-    while (at > 0 && !(hay->p[at - 1] == '.' && (at == n || hay->p[at] == ' ' || hay->p[at] == '\n'))) at--;
-    out->n = 0;
-    if (ds_str_add(out, hay->p, at) || ds_str_adds(out, at ? " " : "") || ds_str_adds(out, needle) ||
-        ds_str_add(out, hay->p + at, n - at))
-        return KV_ENOMEM;
-    return KV_OK;
-}
-
-int ds_make_needle(const char *haystack_dir, const int32_t *lengths, int n_lengths, const int32_t *depths, int n_depths,
-                   const char *needle, const char *question, const char *answer, ds_count_tokens_fn count, void *user,
-                   ds_set *out) {
-    memset(out, 0, sizeof *out);
-    if (!needle) needle = NEEDLE;
-    if (!question) question = NEEDLE_Q;
-    if (!answer) answer = NEEDLE_A;
-    ds_str hay = {0}, ctx = {0};
-    int rc = read_haystack(haystack_dir, &hay);
-    int64_t q_tokens = rc ? 0 : count(user, question, strlen(question));
-    if (q_tokens < 0) rc = (int)q_tokens;
-    for (int li = 0; li < n_lengths && rc == KV_OK; li++) {
-        /* Context length in characters such that context + question fit. */
-        /* no tokenizer needs more than 16 characters a token: search below that */
-        size_t lo = 0, hi = (size_t)lengths[li] * 16 < hay.n ? (size_t)lengths[li] * 16 : hay.n;
-        while (lo < hi && rc == KV_OK) {
-            size_t mid = lo + (hi - lo + 1) / 2;
-            if ((rc = needle_context(&hay, mid, 50, needle, &ctx))) break;
-            int64_t nt = count(user, ctx.p, ctx.n);
-            if (nt < 0) { rc = (int)nt; break; }
-            if (nt + q_tokens <= lengths[li]) lo = mid;
-            else hi = mid - 1;
-        }
-        if (rc == KV_OK && lo == hay.n)
-            fprintf(stderr, "kvbench: needle: the haystack (%zu characters) is shorter than %d tokens; using all of it\n",
-                    hay.n, lengths[li]);
-        for (int di = 0; di < n_depths && rc == KV_OK; di++) {
-            if ((rc = needle_context(&hay, lo, depths[di], needle, &ctx))) break;
-            char id[64];
-            snprintf(id, sizeof id, "len%d-depth%d", lengths[li], depths[di]);
-            const char *names[] = {"context", "question"};
-            const char *values[] = {ctx.p, question};
-            if ((rc = ds_set_add(out, id, names, values, 2, answer))) break;
-            out->s[out->n - 1].length = lengths[li];
-            out->s[out->n - 1].depth_pct = depths[di];
-        }
-    }
-    free(hay.p);
-    free(ctx.p);
     if (rc) ds_set_free(out);
     return rc;
 }

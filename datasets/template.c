@@ -30,6 +30,12 @@ static const ds_template TEMPLATES[] = {
      "the generated passkey prompt as is (its question a field of its own)", "{question}"},
     {"needle", 1, "needle", "context", 0, "{context}\n\n{question} Answer:", "haystack, then the question",
      "\n\n{question}"},
+    /* KVCache-Factory's run_needle_in_haystack.py generate_prompt (commit 485af3c), its '<|im_start|>' text included */
+    {"needle-factory", 1, "needle", "context", 0,
+     "<|im_start|> This is a very long story book: <book> {context} </book>.\n Based on the content of the book, "
+     "Question: {question}\nAnswer:",
+     "KVCache-Factory's needle prompt (a book, then the question)",
+     "\n Based on the content of the book, Question: {question}\nAnswer:"},
     {"ruler", 1, "ruler", "context", 1, "{context}", "RULER's input as is, its middle cut to fit (it ends with the question)", NULL},
     {"text", 1, "text", "document", 0, "{document}", "the text as is (fidelity, perplexity)", NULL},
     {"ruler-split", 1, "ruler", "context", 1, "{context}{question}",

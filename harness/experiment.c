@@ -12,6 +12,7 @@
 #include <sys/stat.h>
 
 #include "../datasets/chat.h"
+#include "../datasets/dataset.h"
 #include "../datasets/ruler.h"
 #include "../datasets/template.h"
 #include "../engine/dtype.h"
@@ -239,7 +240,7 @@ static void on_section(parse_state *st, const char *text) {
             e->model[count] = (hx_model_def){.name = dup, .line = st->line};
         } else if (kind[0] == 't') {
             st->sect = S_TASK;
-            e->task[count] = (hx_task_def){.name = dup, .line = st->line, .kind = -1, .max_new_tokens = 64,
+            e->task[count] = (hx_task_def){.name = dup, .line = st->line, .kind = -1, .max_new_tokens = 64, .context_buffer = -1, .needle_scorer = -1,
                                            .fidelity = 1, .per_cell = 1, .chunk = 1, .curve_bucket = 64};
         } else {
             st->sect = S_POLICY;
@@ -312,6 +313,29 @@ static int check_chat(parse_state *st, const char *sn, const char *value) {
     const ds_chat_family *f;
     if (ds_chat_resolve(value, NULL, &f)) return fail(st, st->line, "[%s] chat: %s", sn, kv_last_error());
     return 0;
+}
+
+/* The needle task's keys (datasets/needle.c); 1 when `key` is one of them. */
+static int needle_key(parse_state *st, hx_task_def *t, const char *sn, const char *key, const char *value) {
+    if (!strcmp(key, "needle_protocol")) {
+        if (!strcmp(value, "kvbench")) t->needle_protocol = DS_NEEDLE_KVBENCH;
+        else if (!strcmp(value, "kvcache-factory")) t->needle_protocol = DS_NEEDLE_FACTORY;
+        else fail(st, st->line, "[%s] needle_protocol: expected kvbench or kvcache-factory, got '%s'", sn, value);
+    } else if (!strcmp(key, "needle")) set_str(st, &t->needle_text, value, sn, key);
+    else if (!strcmp(key, "needle_question")) set_str(st, &t->needle_question, value, sn, key);
+    else if (!strcmp(key, "needle_answer")) set_str(st, &t->needle_answer, value, sn, key);
+    else if (!strcmp(key, "depth_intervals")) get_int(st, sn, key, value, 1, HX_MAX_ITEMS, &t->depth_intervals);
+    else if (!strcmp(key, "depth_spacing")) {
+        if (!strcmp(value, "linear")) t->depth_sigmoid = 0;
+        else if (!strcmp(value, "sigmoid")) t->depth_sigmoid = 1;
+        else fail(st, st->line, "[%s] depth_spacing: expected linear or sigmoid, got '%s'", sn, value);
+    } else if (!strcmp(key, "final_context_length_buffer")) get_int(st, sn, key, value, 0, 1 << 20, &t->context_buffer);
+    else if (!strcmp(key, "needle_scorer")) {
+        if (!strcmp(value, "contains")) t->needle_scorer = HX_NEEDLE_CONTAINS;
+        else if (!strcmp(value, "rouge1")) t->needle_scorer = HX_NEEDLE_ROUGE1;
+        else fail(st, st->line, "[%s] needle_scorer: expected contains or rouge1, got '%s'", sn, value);
+    } else return 0;
+    return 1;
 }
 
 static int handler(void *user, const char *section, const char *key, const char *value) {
@@ -391,8 +415,13 @@ static int handler(void *user, const char *section, const char *key, const char 
             if (!ds_template_find(value)) fail(st, st->line, "[%s] template: unknown template '%s' (see 'kvbench list templates')", sn, value);
             else set_str(st, &t->template_name, value, sn, key);
         } else if (!strcmp(key, "max_prompt_tokens")) get_int(st, sn, key, value, 1, 1 << 24, &t->max_prompt_tokens);
-        else if (!strcmp(key, "max_new_tokens")) get_int(st, sn, key, value, 0, 1 << 20, &t->max_new_tokens);
-        else if (!strcmp(key, "stop")) {
+        else if (!strcmp(key, "max_new_tokens")) {
+            get_int(st, sn, key, value, 0, 1 << 20, &t->max_new_tokens);
+            t->max_new_given = 1;
+        } else if (needle_key(st, t, sn, key, value)) {
+            /* handled */
+        } else if (!strcmp(key, "stop")) {
+            t->stop_given = 1;
             if (!strcmp(value, "newline")) t->stop_newline = 1;
             else if (!strcmp(value, "eos")) t->stop_newline = 0;
             else fail(st, st->line, "[%s] stop: expected eos or newline, got '%s'", sn, value);
@@ -418,7 +447,7 @@ static int handler(void *user, const char *section, const char *key, const char 
         else if (!strcmp(key, "chunk")) get_int(st, sn, key, value, 1, 1 << 16, &t->chunk);
         else if (!strcmp(key, "min_chars")) get_int(st, sn, key, value, 0, INT_MAX, &t->min_chars);
         else if (!strcmp(key, "curve_bucket")) get_int(st, sn, key, value, 1, 1 << 20, &t->curve_bucket);
-        else fail(st, st->line, "[%s] unknown key '%s' (expected kind, data, haystack, samples, template, max_prompt_tokens, max_new_tokens, stop, fidelity, question, chat, system, ruler_task, qa_data, bad_rows, doc_field, ref_field, lengths, depths, per_cell, tokens, chunk, min_chars, curve_bucket)", sn, key);
+        else fail(st, st->line, "[%s] unknown key '%s' (expected kind, data, haystack, samples, template, max_prompt_tokens, max_new_tokens, stop, fidelity, question, chat, system, ruler_task, qa_data, bad_rows, doc_field, ref_field, lengths, depths, per_cell, tokens, chunk, min_chars, curve_bucket, needle_protocol, needle, needle_question, needle_answer, depth_intervals, depth_spacing, final_context_length_buffer, needle_scorer)", sn, key);
         break;
     }
     case S_POLICY: {
@@ -448,6 +477,52 @@ static int handler(void *user, const char *section, const char *key, const char 
 }
 
 /* ----------------------------------------------------------- validation */
+
+/* Counts the '|'-separated items of s. */
+static int n_items(const char *s) {
+    int n = 1;
+    for (; *s; s++) n += *s == '|';
+    return n;
+}
+
+/* A needle task's protocol defaults (KVCache-Factory's: its template,
+ * 30 new tokens, a newline stop, the ROUGE-1 scorer) and the depth grid:
+ * `depths`, or the tester's depth_intervals / depth_spacing. */
+static int check_needle(parse_state *st, hx_task_def *t, const char *sn) {
+    const int factory = t->needle_protocol == DS_NEEDLE_FACTORY;
+    if (t->depth_intervals && t->n_depths)
+        return fail(st, t->line, "[%s] depths and depth_intervals: give one", sn);
+    if (t->depth_sigmoid && !t->depth_intervals)
+        return fail(st, t->line, "[%s] depth_spacing = sigmoid: goes with depth_intervals", sn);
+    if (!factory && t->context_buffer >= 0)
+        return fail(st, t->line, "[%s] final_context_length_buffer: only the kvcache-factory protocol takes one", sn);
+    if (t->needle_text && n_items(t->needle_text) > DS_MAX_NEEDLES)
+        return fail(st, t->line, "[%s] needle: at most %d needles", sn, DS_MAX_NEEDLES);
+    if (t->needle_answer && n_items(t->needle_answer) != (t->needle_text ? n_items(t->needle_text) : 1))
+        return fail(st, t->line, "[%s] needle_answer: one answer per needle ('|'-separated)", sn);
+    if (t->needle_text && n_items(t->needle_text) > 1 && !t->needle_answer)
+        return fail(st, t->line, "[%s] needle_answer: required with several needles", sn);
+    if (t->needle_scorer < 0) t->needle_scorer = factory ? HX_NEEDLE_ROUGE1 : HX_NEEDLE_CONTAINS;
+    if (t->needle_scorer == HX_NEEDLE_ROUGE1 && t->needle_text && n_items(t->needle_text) > 1)
+        return fail(st, t->line, "[%s] needle_scorer = rouge1: scores one needle; several are scored by contains", sn);
+    if (factory) {
+        if (t->context_buffer < 0) t->context_buffer = 200;
+        if (!t->max_new_given) t->max_new_tokens = 30;
+        if (!t->stop_given) t->stop_newline = 1;
+        if (!t->template_name && !(t->template_name = strdup("needle-factory"))) return fail(st, t->line, "out of memory");
+    }
+    if (t->depth_intervals) {
+        if (ds_needle_depths(t->depth_intervals, t->depth_sigmoid, t->needle_depths, HX_MAX_ITEMS))
+            return fail(st, t->line, "[%s] %s", sn, kv_last_error());
+        t->n_needle_depths = t->depth_intervals;
+        t->n_depths = t->depth_intervals; /* the grid's cells, for counts and reports */
+        for (int i = 0; i < t->n_depths; i++) t->depths[i] = (int32_t)lround(t->needle_depths[i]);
+    } else {
+        for (int i = 0; i < t->n_depths; i++) t->needle_depths[i] = t->depths[i];
+        t->n_needle_depths = t->n_depths;
+    }
+    return 0;
+}
 
 static int file_exists(const char *p) {
     struct stat sb;
@@ -528,6 +603,11 @@ static int validate(parse_state *st) {
             if (!file_exists(hx_resolve_data(t->haystack, buf, sizeof buf)))
                 return fail(st, t->line, "[%s] haystack: '%s' not found (also looked under $KVBENCH_DATA = %s)", sn, t->haystack, hx_data_dir());
         } else if (t->haystack) return fail(st, t->line, "[%s] haystack: only needle tasks take one", sn);
+        if (t->kind == HX_TASK_NEEDLE && check_needle(st, t, sn)) return st->rc;
+        else if (t->kind != HX_TASK_NEEDLE && (t->needle_text || t->needle_question || t->needle_answer ||
+                                               t->depth_intervals || t->needle_protocol || t->context_buffer >= 0 ||
+                                               t->needle_scorer >= 0))
+            return fail(st, t->line, "[%s] needle settings: only needle tasks take them", sn);
         int grid = t->kind == HX_TASK_PASSKEY || t->kind == HX_TASK_NEEDLE;
         if (grid && (!t->n_lengths || !t->n_depths)) return fail(st, t->line, "[%s] lengths and depths: required for a %s task", sn, hx_task_kind_name(t->kind));
         if (!grid && t->n_depths) return fail(st, t->line, "[%s] depths: only passkey and needle tasks take them", sn);

@@ -74,8 +74,25 @@ typedef struct hx_task_def {
     int chunk;             /* perplexity: tokens per evaluation (1 = one at a time) */
     int min_chars;         /* fidelity/perplexity text files: split at blank lines into pieces this long */
     int curve_bucket;      /* perplexity: positions per point of the stored NLL curve */
+    /* needle: the protocol and its settings (datasets/needle.c) */
+    int needle_protocol;   /* DS_NEEDLE_KVBENCH or DS_NEEDLE_FACTORY (needle_protocol = kvcache-factory) */
+    char *needle_text;     /* needle = A | B | ...: several needles (NULL: the protocol's) */
+    char *needle_question, *needle_answer; /* needle_answer = a | b: one per needle */
+    int depth_intervals;   /* depth_intervals = N: the tester's grid instead of depths (0: depths) */
+    int depth_sigmoid;     /* depth_spacing = sigmoid */
+    int context_buffer;    /* final_context_length_buffer (-1: the tester's 200) */
+    int needle_scorer;     /* -1: the protocol's; HX_NEEDLE_CONTAINS or HX_NEEDLE_ROUGE1 */
+    double needle_depths[HX_MAX_ITEMS]; /* the depths the generator uses (fractional with sigmoid spacing) */
+    int n_needle_depths;
+    int max_new_given;     /* max_new_tokens was set (else a protocol may choose) */
+    int stop_given;
     int line;
 } hx_task_def;
+
+/* Needle scorers: the fraction of answers found in the output (kvbench's),
+ * or rouge-score's ROUGE-1 F-measure (stemmed) of the needle against the
+ * stripped output, x 10 (KVCache-Factory's run_needle_in_haystack.py). */
+enum { HX_NEEDLE_CONTAINS = 0, HX_NEEDLE_ROUGE1 = 1 };
 
 typedef struct hx_policy_def {
     char *label;                      /* the section's name, shown in reports */

@@ -25,7 +25,8 @@ static const char *default_metrics(const char *kind) {
     if (!strcmp(kind, "summarization") || !strcmp(kind, "conversation"))
         return "rouge1_f,rouge2_f,rougeLsum_f,fid_top1_agree,fid_kl,attn_mass_lost,kv_bytes_prompt_peak,kv_bytes_steady_peak";
     if (!strcmp(kind, "passkey") || !strcmp(kind, "needle") || !strcmp(kind, "ruler"))
-        return "accuracy,kv_bytes_prompt_peak,kv_bytes_steady_peak";
+        return !strcmp(kind, "needle") ? "accuracy,needle_score,kv_bytes_prompt_peak,kv_bytes_steady_peak"
+                                       : "accuracy,kv_bytes_prompt_peak,kv_bytes_steady_peak";
     if (!strcmp(kind, "perplexity")) return "ppl,kv_bytes_peak";
     return "fid_top1_agree,fid_kl,fid_kl_p99,fid_ln_ppl_ratio,attn_mass_lost,fid_rougeL_f,kv_bytes_prompt_peak,"
            "kv_bytes_steady_peak";

@@ -8,6 +8,7 @@
  * and reused by every compressed run of that sample. Units are numbered in
  * that order; `--shard I/N` takes the units whose number is I modulo N. */
 #define _POSIX_C_SOURCE 200809L
+#include <ctype.h>
 #include <errno.h>
 #include <math.h>
 #include <stdio.h>
@@ -148,6 +149,86 @@ static int64_t encode_into(tok_counter *tc, const char *text, size_t len, int bo
 }
 
 static int64_t count_tokens(void *user, const char *text, size_t len) { return encode_into(user, text, len, 0); }
+
+/* ds_token_fns over the model's tokenizer: encode without BOS into a fresh
+ * array; decode as the pieces print after BOS (SentencePiece drops the
+ * first token's leading space, as Hugging Face's decode does), control
+ * tokens skipped. */
+static int64_t encode_ids(void *user, const char *text, size_t len, int32_t **ids) {
+    int64_t n = encode_into(user, text, len, 0);
+    if (n < 0) return n;
+    const tok_counter *tc = user;
+    if (!(*ids = malloc((size_t)(n ? n : 1) * sizeof **ids))) return kv_errorf(KV_ENOMEM, "out of memory");
+    memcpy(*ids, tc->buf, (size_t)n * sizeof **ids);
+    return n;
+}
+
+static int decode_ids(void *user, const int32_t *ids, int64_t n, char **text, size_t *len) {
+    const tok_counter *tc = user;
+    size_t cap = 64, o = 0;
+    char *out = malloc(cap);
+    if (!out) return kv_errorf(KV_ENOMEM, "out of memory");
+    int32_t prev = kv_tokenizer_bos(tc->tok);
+    for (int64_t i = 0; i < n; i++) {
+        size_t pl;
+        const char *piece = kv_tokenizer_piece(tc->tok, prev, ids[i], &pl);
+        prev = ids[i];
+        if (o + pl + 1 > cap) {
+            while (o + pl + 1 > cap) cap *= 2;
+            char *b = realloc(out, cap);
+            if (!b) { free(out); return kv_errorf(KV_ENOMEM, "out of memory"); }
+            out = b;
+        }
+        memcpy(out + o, piece, pl);
+        o += pl;
+    }
+    out[o] = '\0';
+    *text = out;
+    *len = o;
+    return KV_OK;
+}
+
+/* Splits "a | b | c" into trimmed items (pointers into buf). */
+static int split_bars(char *buf, const char **items, int cap) {
+    int n = 0;
+    for (char *save = NULL, *it = strtok_r(buf, "|", &save); it && n < cap; it = strtok_r(NULL, "|", &save)) {
+        while (*it == ' ') it++;
+        size_t l = strlen(it);
+        while (l && it[l - 1] == ' ') it[--l] = '\0';
+        items[n++] = it;
+    }
+    return n;
+}
+
+/* The needle task's sample set: its protocol, needles, depths. */
+static int load_needle(const hx_task_def *t, tok_counter *tc, ds_set *set) {
+    /* KVCache-Factory's defaults: its needle between newlines, its question */
+    static const char *const FACTORY_NEEDLE =
+        "\nThe best thing to do in San Francisco is eat a sandwich and sit in Dolores Park on a sunny day.\n";
+    char hp[4096], nbuf[4096] = "", abuf[4096] = "", answers[4096] = "";
+    const char *needles[DS_MAX_NEEDLES], *ans[DS_MAX_NEEDLES];
+    int n = 0;
+    if (t->needle_text) {
+        snprintf(nbuf, sizeof nbuf, "%s", t->needle_text);
+        n = split_bars(nbuf, needles, DS_MAX_NEEDLES);
+    } else if (t->needle_protocol == DS_NEEDLE_FACTORY) {
+        needles[n++] = FACTORY_NEEDLE;
+    }
+    if (t->needle_answer) {
+        snprintf(abuf, sizeof abuf, "%s", t->needle_answer);
+        int na = split_bars(abuf, ans, DS_MAX_NEEDLES);
+        for (int i = 0; i < na; i++) snprintf(answers + strlen(answers), sizeof answers - strlen(answers), "%s%s", i ? "\n" : "", ans[i]);
+    }
+    const char *question = t->needle_question;
+    if (!question && t->needle_protocol == DS_NEEDLE_FACTORY) question = "The best thing to do in San Francisco is: ";
+    ds_needle_params np = {.haystack_dir = hx_resolve_data(t->haystack, hp, sizeof hp), .lengths = t->lengths,
+                           .n_lengths = t->n_lengths, .depths = t->needle_depths, .n_depths = t->n_needle_depths,
+                           .needles = needles, .n_needles = n, .question = question,
+                           .answer = t->needle_answer ? answers : NULL, .protocol = t->needle_protocol,
+                           .buffer = t->context_buffer, .period_piece = kv_tokenizer_find(tc->tok, "."),
+                           .count = count_tokens, .user = tc, .tok = {tc, encode_ids, decode_ids}};
+    return ds_make_needle_ext(&np, set);
+}
 
 /* ------------------------------------------------------------- metrics */
 
@@ -753,6 +834,19 @@ static int run_identity(const run_state *rs, const engine *en, const run_cell *r
                      pol->ops->name, params, bs,
                      (unsigned long long)e->seed);
     if (n < 0 || (size_t)n >= cap) return kv_errorf(KV_EINVAL, "run description too long");
+    /* a needle task's protocol, when not kvbench's defaults (other runs' ids unchanged) */
+    if (t->kind == HX_TASK_NEEDLE && (t->needle_protocol || t->needle_text || t->needle_question || t->needle_answer ||
+                                      t->depth_intervals || t->needle_scorer != HX_NEEDLE_CONTAINS)) {
+        char depths[1024] = "";
+        for (int i = 0; i < t->n_needle_depths; i++)
+            snprintf(depths + strlen(depths), sizeof depths - strlen(depths), "%s%.3f", i ? "," : "", t->needle_depths[i]);
+        int m = snprintf(spec + n, cap - (size_t)n, " needle=%s/buffer=%d/scorer=%s/depths=%s/[%s]/[%s]/[%s]",
+                         t->needle_protocol == DS_NEEDLE_FACTORY ? "kvcache-factory" : "kvbench", t->context_buffer,
+                         t->needle_scorer == HX_NEEDLE_ROUGE1 ? "rouge1" : "contains", depths,
+                         t->needle_text ? t->needle_text : "", t->needle_question ? t->needle_question : "",
+                         t->needle_answer ? t->needle_answer : "");
+        if (m < 0 || (size_t)m >= cap - (size_t)n) return kv_errorf(KV_EINVAL, "run description too long");
+    }
     uint64_t h = hx_hash(HX_HASH_INIT, spec, strlen(spec));
     snprintf(row->id, sizeof row->id, "%016llx", (unsigned long long)h);
     return KV_OK;
@@ -782,14 +876,34 @@ static int load_task(const run_state *rs, engine *en, const hx_task_def *t, tok_
     case HX_TASK_PASSKEY:
         return ds_make_passkey(t->lengths, t->n_lengths, t->depths, t->n_depths, t->per_cell, rs->e->seed,
                                count_tokens, tc, set);
-    case HX_TASK_NEEDLE: {
-        char hp[4096];
-        /* a grid larger than `samples` is cut by run_task */
-        return ds_make_needle(hx_resolve_data(t->haystack, hp, sizeof hp), t->lengths, t->n_lengths, t->depths,
-                              t->n_depths, NULL, NULL, NULL, count_tokens, tc, set);
-    }
+    case HX_TASK_NEEDLE: return load_needle(t, tc, set); /* a grid larger than `samples` is cut by run_task */
     }
     return KV_EINVAL;
+}
+
+/* A needle sample's scores: the fraction of its answers in the output
+ * (one needle: found or not), and with needle_scorer = rouge1 the score
+ * KVCache-Factory reports: rouge-score's ROUGE-1 F-measure (stemmed) of the
+ * needle against the stripped output, x 10, 0 for an empty output. */
+static int put_needle(metric_list *ml, const hx_task_def *t, const ds_sample *s, const char *out) {
+    put(ml, "accuracy", met_match_all(out, s->reference));
+    if (t->needle_scorer != HX_NEEDLE_ROUGE1) return KV_OK;
+    /* the needle sentence (its surrounding newlines are no ROUGE tokens) */
+    const char *needle = t->needle_text ? t->needle_text
+                                        : "The best thing to do in San Francisco is eat a sandwich and sit in Dolores "
+                                          "Park on a sunny day.";
+    size_t a = 0, b = strlen(out);
+    while (a < b && isspace((unsigned char)out[a])) a++; /* Python's str.strip() of ASCII whitespace */
+    while (b > a && isspace((unsigned char)out[b - 1])) b--;
+    double score = 0;
+    if (b > a) {
+        kv_rouge_scores r;
+        int rc = kv_rouge_score_n(out + a, b - a, needle, strlen(needle), 1, &r);
+        if (rc) return rc;
+        score = r.r1.f * 10.0;
+    }
+    put(ml, "needle_score", score);
+    return KV_OK;
 }
 
 /* One run of a task: its cell, policy instance and identity. */
@@ -1008,8 +1122,10 @@ static int run_task(run_state *rs, engine *en, int model, int task) {
                         if (put_rouge(&ml, NULL, g.text, s->reference)) rc = KV_ENOMEM;
                         break;
                     case HX_TASK_PASSKEY:
-                    case HX_TASK_NEEDLE:
                         put(&ml, "accuracy", met_contains(g.text, s->reference));
+                        break;
+                    case HX_TASK_NEEDLE:
+                        rc = put_needle(&ml, t, s, g.text);
                         break;
                     case HX_TASK_RULER:
                         rc = put_ruler(&ml, t, s, g.text);

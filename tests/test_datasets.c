@@ -337,6 +337,75 @@ static void test_needle(void **state) {
     ds_set_free(&s);
 }
 
+/* A tokenizer of one token per byte: ids are the bytes (so the tester's
+ * token arithmetic can be worked by hand). */
+static int64_t byte_encode(void *user, const char *text, size_t len, int32_t **ids) {
+    (void)user;
+    *ids = malloc((len ? len : 1) * sizeof **ids);
+    for (size_t i = 0; i < len; i++) (*ids)[i] = (unsigned char)text[i];
+    return (int64_t)len;
+}
+
+static int byte_decode(void *user, const int32_t *ids, int64_t n, char **text, size_t *len) {
+    (void)user;
+    *text = malloc((size_t)n + 1);
+    for (int64_t i = 0; i < n; i++) (*text)[i] = (char)ids[i];
+    (*text)[n] = '\0';
+    *len = (size_t)n;
+    return KV_OK;
+}
+
+/* KVCache-Factory's protocol, worked by hand with one token per byte: the
+ * files concatenated as read ("One. Two. " + "Three. Four."), cut to 16
+ * tokens, then to 16 - buffer 4 - needle 2 = 10 ("One. Two. "); the needle
+ * at int(10 * depth / 100), moved back to just after a period token. */
+static void test_needle_factory(void **state) {
+    (void)state;
+    char dir[600], p[700];
+    snprintf(dir, sizeof dir, "%s/hay2", tmpdir);
+    mkdir(dir, 0777);
+    snprintf(p, sizeof p, "%s/x.txt", dir);
+    assert_int_equal(tu_write(p, "One. Two. ", 10), 0);
+    snprintf(p, sizeof p, "%s/y.txt", dir);
+    assert_int_equal(tu_write(p, "Three. Four.", 12), 0);
+    int32_t lengths[] = {16};
+    double depths[] = {0, 50, 100, 99.9};
+    const char *needles[] = {"N."};
+    ds_needle_params np = {.haystack_dir = dir, .lengths = lengths, .n_lengths = 1, .depths = depths, .n_depths = 4,
+                           .needles = needles, .n_needles = 1, .question = "Q", .answer = "N", .protocol = DS_NEEDLE_FACTORY,
+                           .buffer = 4, .period_piece = -1, .count = count_bytes, .tok = {NULL, byte_encode, byte_decode}};
+    ds_set s;
+    assert_int_equal(ds_make_needle_ext(&np, &s), KV_OK);
+    assert_int_equal(s.n, 4);
+    assert_string_equal(ds_sample_field(&s.s[0], "context"), "N.One. Two. ");
+    assert_string_equal(ds_sample_field(&s.s[1], "context"), "One.N. Two. ");  /* int(5): back to after "One." */
+    assert_string_equal(ds_sample_field(&s.s[2], "context"), "One. Two. N.");  /* 100: appended */
+    assert_string_equal(ds_sample_field(&s.s[3], "context"), "One. Two.N. ");  /* int(9.99) = 9, after "Two." */
+    assert_string_equal(s.s[3].id, "len16-depth99.900");
+    assert_int_equal(s.s[3].depth_pct, 100);
+    ds_set_free(&s);
+    /* two needles: the first at 50, the second (100 - 50) / 2 = 25 points further, in the grown context */
+    const char *two[] = {"A.", "B."};
+    np.needles = two;
+    np.n_needles = 2;
+    np.depths = depths + 1;
+    np.n_depths = 1;
+    assert_int_equal(ds_make_needle_ext(&np, &s), KV_OK);
+    /* 16 - 4 - 4 = 8 tokens "One. Two"; A at int(8 * .5) = 4 -> after "One."; then
+       "One.A. Two" (10) at int(10 * .75) = 7 -> back to after "A." (6) */
+    assert_string_equal(ds_sample_field(&s.s[0], "context"), "One.A.B. Two");
+    ds_set_free(&s);
+    /* the tester's depth grids */
+    double d[10];
+    assert_int_equal(ds_needle_depths(10, 1, d, 10), KV_OK);
+    const double sig[10] = {0, 2.006, 5.854, 15.887, 36.458, 63.542, 84.113, 94.146, 97.994, 100};
+    for (int i = 0; i < 10; i++) assert_double_equal(d[i], sig[i], 1e-9);
+    assert_int_equal(ds_needle_depths(9, 0, d, 10), KV_OK); /* np.round halves to even: 12.5 -> 12, 37.5 -> 38 */
+    const double lin[9] = {0, 12, 25, 38, 50, 62, 75, 88, 100};
+    for (int i = 0; i < 9; i++) assert_double_equal(d[i], lin[i], 0);
+    assert_int_not_equal(ds_needle_depths(11, 0, d, 10), KV_OK);
+}
+
 /* -------------------------------------------------------------- metrics */
 
 static void test_stats(void **state) {
@@ -428,7 +497,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_csv_quoting),   cmocka_unit_test(test_csv_bad_rows),  cmocka_unit_test(test_jsonl_layouts),
         cmocka_unit_test(test_conversations), cmocka_unit_test(test_real_files),    cmocka_unit_test(test_template_render),
-        cmocka_unit_test(test_passkey),       cmocka_unit_test(test_needle),        cmocka_unit_test(test_stats),
+        cmocka_unit_test(test_passkey),       cmocka_unit_test(test_needle),        cmocka_unit_test(test_needle_factory),        cmocka_unit_test(test_stats),
         cmocka_unit_test(test_sentences),     cmocka_unit_test(test_utf8),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
