@@ -648,7 +648,7 @@ typedef struct arch_desc {
 } arch_desc;
 
 static const arch_desc ARCHS[] = {
-    {"llama", KV_ARCH_LLAMA, KV_ROPE_NORM, AF_ROPE_FREQS, 0},
+    {"llama", KV_ARCH_LLAMA, KV_ROPE_NORM, AF_ROPE_FREQS | AF_QKV_BIAS, 0}, /* biases optional, as llama.cpp */
     {"qwen2", KV_ARCH_QWEN2, KV_ROPE_NEOX, AF_QKV_BIAS, 0},
     {"qwen3", KV_ARCH_QWEN3, KV_ROPE_NEOX, AF_QK_NORM, 0},
     /* phi3's sliding_window key is read and not applied, as llama.cpp
