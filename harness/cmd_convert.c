@@ -13,6 +13,7 @@
 #include "../engine/quant.h"
 #include "../engine/tokenizer.h"
 #include "commands.h"
+#include "hf_convert.h"
 #include "opts.h"
 #include "paths.h"
 
@@ -86,11 +87,18 @@ int hx_cmd_convert(int argc, char **argv, int help) {
     kv_quant_mix mix;
     if (parse_type("convert", type_name, &type, &mix)) return 2;
     char ip[4096], tp[4096];
+    const char *in = hx_resolve_model(pos[0], ip, sizeof ip);
+    if (hx_is_hf_dir(in)) {
+        int rc = hx_convert_hf(in, pos[1], type, mix, tokenizer ? hx_resolve_model(tokenizer, tp, sizeof tp) : NULL);
+        if (rc) fprintf(stderr, "kvbench convert: %s\n", kv_last_error());
+        else printf("wrote %s (%s weights, from the Hugging Face folder %s)\n", pos[1], mix ? type_name : kv_dtype_name(type), in);
+        return rc ? 1 : 0;
+    }
     kv_model_params p = kv_model_default_params();
     if (tokenizer) p.tokenizer_path = hx_resolve_model(tokenizer, tp, sizeof tp);
     p.weights_mmap = 1; /* each weight is read once: no copy */
     kv_model *m;
-    if (kv_model_load(hx_resolve_model(pos[0], ip, sizeof ip), &p, &m)) {
+    if (kv_model_load(in, &p, &m)) {
         fprintf(stderr, "kvbench convert: %s\n", kv_last_error());
         return 1;
     }
