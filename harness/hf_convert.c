@@ -610,17 +610,16 @@ static int put_tokenizer(kv_gguf_writer *w, const hf_cfg *c, const char *dir, co
     int rc = kv_tokenizer_load(given ? given : dir, (int32_t)c->vocab, &t);
     if (rc) return rc;
     const int32_t n = kv_tokenizer_n_vocab(t);
-    if (n > c->vocab || (n < c->vocab && !kv_tokenizer_byte_level(t))) {
-        rc = kv_errorf(KV_EFORMAT, "%s: the tokenizer has %d tokens but %s has vocab_size %lld", given ? given : p, n,
-                       c->path, (long long)c->vocab);
-    } else if ((rc = kv_export_tokenizer(w, t)) == KV_EUNSUPPORTED && !given && !kv_tokenizer_byte_level(t)) {
+    if ((rc = kv_export_tokenizer(w, t)) == KV_EUNSUPPORTED && !given && !kv_tokenizer_byte_level(t))
         rc = kv_errorf(KV_EUNSUPPORTED, "%s: a SentencePiece-style tokenizer.json has merges but no scores, which a "
                                         "GGUF 'llama' vocabulary needs: pass --tokenizer with a GGUF or llama2.c "
                                         "tokenizer of this model",
                        p);
-    } else if (!rc && n < c->vocab) {
+    else if (!rc && (n > c->vocab || (n < c->vocab && !kv_tokenizer_byte_level(t))))
+        rc = kv_errorf(KV_EFORMAT, "%s: the tokenizer has %d tokens but %s has vocab_size %lld", given ? given : p, n,
+                       c->path, (long long)c->vocab);
+    else if (!rc && n < c->vocab)
         rc = pad_vocab(w, t, c->vocab);
-    }
     kv_tokenizer_free(t);
     return rc;
 }
