@@ -624,6 +624,54 @@ static int put_tokenizer(kv_gguf_writer *w, const hf_cfg *c, const char *dir, co
     return rc;
 }
 
+/* tokenizer.chat_template as llama.cpp's SpecialVocab writes it: the
+ * folder's chat_template.jinja, else tokenizer_config.json's chat_template
+ * (a string; or a list of {name, template}: "default" becomes
+ * tokenizer.chat_template, the others tokenizer.chat_template.NAME). */
+static int put_chat_template(kv_gguf_writer *w, const char *dir) {
+    char p[4096], *js = NULL;
+    size_t len = 0;
+    struct stat st;
+    int rc;
+    snprintf(p, sizeof p, "%s/chat_template.jinja", dir);
+    if (stat(p, &st) == 0) {
+        if ((rc = read_file(p, &js, &len))) return rc;
+        char *t = realloc(js, len + 1);
+        if (!t) {
+            free(js);
+            return kv_errorf(KV_ENOMEM, "out of memory");
+        }
+        t[len] = '\0';
+        rc = kv_gguf_writer_set_str(w, "tokenizer.chat_template", t);
+        free(t);
+        return rc;
+    }
+    snprintf(p, sizeof p, "%s/tokenizer_config.json", dir);
+    if (stat(p, &st) != 0) return KV_OK;
+    if ((rc = read_file(p, &js, &len))) return rc;
+    cJSON *r = cJSON_ParseWithLength(js, len);
+    free(js);
+    if (!cJSON_IsObject(r)) {
+        cJSON_Delete(r);
+        return kv_errorf(KV_EFORMAT, "%s: expected a JSON object", p);
+    }
+    const cJSON *ct = jget(r, "chat_template");
+    if (cJSON_IsString(ct)) rc = kv_gguf_writer_set_str(w, "tokenizer.chat_template", ct->valuestring);
+    for (const cJSON *e = cJSON_IsArray(ct) ? ct->child : NULL; e && !rc; e = e->next) {
+        const cJSON *n = jget(e, "name"), *t = jget(e, "template");
+        if (!cJSON_IsString(n) || !cJSON_IsString(t)) {
+            rc = kv_errorf(KV_EFORMAT, "%s: chat_template: expected a string or a list of {name, template}", p);
+            break;
+        }
+        char key[192];
+        snprintf(key, sizeof key, "tokenizer.chat_template%s%.128s", strcmp(n->valuestring, "default") ? "." : "",
+                 strcmp(n->valuestring, "default") ? n->valuestring : "");
+        rc = kv_gguf_writer_set_str(w, key, t->valuestring);
+    }
+    cJSON_Delete(r);
+    return rc;
+}
+
 /* ------------------------------------------------------------ entry */
 
 int hx_is_hf_dir(const char *dir) {
@@ -646,6 +694,7 @@ int hx_convert_hf(const char *dir, const char *out, kv_dtype type, kv_quant_mix 
     const char *slash = strrchr(name, '/');
     if (slash && slash[1]) memmove(name, slash + 1, strlen(slash + 1) + 1);
     if (!(rc = put_meta(cv.w, &c, name, type, mix)) && !(rc = put_tokenizer(cv.w, &c, dir, tokenizer)) &&
+        !(rc = put_chat_template(cv.w, dir)) &&
         !(rc = kv_safetensors_open(dir, &cv.st))) {
         cv.used = calloc((size_t)kv_safetensors_n_tensors(cv.st) + 1, 1);
         rc = cv.used ? put_all(&cv) : kv_errorf(KV_ENOMEM, "out of memory");

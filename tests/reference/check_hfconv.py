@@ -178,7 +178,8 @@ def file_cases(a, ck):
                 'llama.attention.head_count_kv': 2, 'llama.attention.layer_norm_rms_epsilon': 1e-5,
                 'llama.rope.freq_base': 10000.0, 'llama.rope.dimension_count': 16, 'llama.vocab_size': 261,
                 'llama.rope.scaling.type': 'linear', 'llama.rope.scaling.factor': 2.0, 'general.file_type': 0,
-                'tokenizer.ggml.model': 'gpt2', 'tokenizer.ggml.pre': 'gpt-2'},
+                'tokenizer.ggml.model': 'gpt2', 'tokenizer.ggml.pre': 'gpt-2', 'tokenizer.ggml.eos_token_id': 260,
+                'tokenizer.chat_template': hf_io.CHAT_TEMPLATE},
                dict(layer_names(c, {}), **{'output.weight': (261, 64)}), check=llama_values)
 
     # llama with attention_bias: the q and k biases permuted like their rows

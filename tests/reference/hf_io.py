@@ -140,6 +140,9 @@ def _bytes_to_unicode():
     return {b: chr(c) for b, c in zip(bs, cs)}
 
 
+CHAT_TEMPLATE = "{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}\n{% endfor %}"
+
+
 def byte_level_tokenizer():
     """A GPT-2-style byte-level BPE tokenizer.json: the 256 byte symbols,
     four merges and <|endoftext|>: 261 tokens. Returns (tokenizer.json
@@ -163,7 +166,8 @@ def byte_level_tokenizer():
                   'end_of_word_suffix': '', 'fuse_unk': False, 'byte_fallback': False,
                   'vocab': vocab, 'merges': [' '.join(m) for m in merges]},
     }
-    cfg = {'bos_token': '<|endoftext|>', 'eos_token': '<|endoftext|>', 'add_bos_token': False}
+    cfg = {'bos_token': '<|endoftext|>', 'eos_token': '<|endoftext|>', 'add_bos_token': False,
+           'chat_template': CHAT_TEMPLATE}
     return tok, cfg
 
 
