@@ -390,5 +390,6 @@ const kv_st_tensor *kv_safetensors_at(const kv_safetensors *s, int64_t i) {
 
 const kv_st_tensor *kv_safetensors_find(const kv_safetensors *s, const char *name) {
     kv_st_tensor key = {.name = (char *)name};
+    if (s->n == 0) return NULL;
     return bsearch(&key, s->t, (size_t)s->n, sizeof *s->t, by_name);
 }

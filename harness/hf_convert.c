@@ -514,7 +514,7 @@ static uint32_t file_type(kv_dtype t, kv_quant_mix mix) {
     case KV_Q4_0: return 2;
     case KV_Q8_0: return 7;
     case KV_Q2_K: return 10;
-    case KV_Q3_K: return 12; /* Q3_K_M: llama.cpp names no plain Q3_K file type */
+    case KV_Q3_K: return 11; /* Q3_K_S: Q3_K throughout */
     case KV_Q4_K: return 14; /* Q4_K_S */
     case KV_Q5_K: return 16; /* Q5_K_S */
     case KV_Q6_K: return 18;
