@@ -13,6 +13,7 @@
 #include "../engine/quant.h"
 #include "../engine/tokenizer.h"
 #include "commands.h"
+#include "hf_convert.h"
 #include "opts.h"
 #include "paths.h"
 
@@ -56,15 +57,24 @@ int hx_cmd_convert(int argc, char **argv, int help) {
     int vocab_only = 0;
     hx_opt opts[] = {
         {"type", 0, HX_OPT_STR, &type_name, "TYPE", "type of the 2-D weights: " TYPE_LIST " (default f32)"},
-        {"tokenizer", 'z', HX_OPT_STR, &tokenizer, "PATH", "tokenizer for llama2.c input (default: found beside it)"},
+        {"tokenizer", 'z', HX_OPT_STR, &tokenizer, "PATH",
+         "tokenizer for llama2.c input (default: found beside it) or instead of a Hugging Face folder's"},
         {"vocab-only", 0, HX_OPT_FLAG, &vocab_only, NULL,
          "IN is a tokenizer (a Hugging Face tokenizer.json folder, ...): write its vocabulary alone"},
     };
     if (help) {
         printf("usage: kvbench convert IN OUT.gguf [--type TYPE]\n"
+               "       kvbench convert HF_DIR OUT.gguf [--type TYPE] [--tokenizer PATH]\n"
                "       kvbench convert --vocab-only TOKENIZER_DIR OUT.gguf\n\n"
                "Writes IN (GGUF or llama2.c) as a GGUF llama model with its tokenizer. With\n"
-               "--type f32 an fp32 input keeps every weight bit for bit. With --vocab-only,\n"
+               "--type f32 an fp32 input keeps every weight bit for bit.\n"
+               "A Hugging Face folder (config.json, model.safetensors or a sharded\n"
+               "model.safetensors.index.json, tokenizer.json) of model_type llama, mistral,\n"
+               "qwen2, qwen3 or gemma2 is written with the keys and tensor names llama.cpp's\n"
+               "convert_hf_to_gguf.py writes (llama/mistral q and k rows permuted to GGUF's\n"
+               "pairing, Gemma norms as 1 + w, Llama 3 rope scaling as rope_freqs.weight);\n"
+               "F32/F16/BF16 sources. A SentencePiece tokenizer.json (no scores) needs\n"
+               "--tokenizer with a GGUF or llama2.c tokenizer of the model. With --vocab-only,\n"
                "writes the tokenizer.ggml.* keys llama.cpp writes (model, pre, tokens,\n"
                "token_type, merges, bos/eos ids, add_bos_token) and no tensors.\n"
                "K-quant rows must hold a multiple of 256 values (others are written Q8_0 or\n"
@@ -86,11 +96,18 @@ int hx_cmd_convert(int argc, char **argv, int help) {
     kv_quant_mix mix;
     if (parse_type("convert", type_name, &type, &mix)) return 2;
     char ip[4096], tp[4096];
+    const char *in = hx_resolve_model(pos[0], ip, sizeof ip);
+    if (hx_is_hf_dir(in)) {
+        int rc = hx_convert_hf(in, pos[1], type, mix, tokenizer ? hx_resolve_model(tokenizer, tp, sizeof tp) : NULL);
+        if (rc) fprintf(stderr, "kvbench convert: %s\n", kv_last_error());
+        else printf("wrote %s (%s weights, from the Hugging Face folder %s)\n", pos[1], mix ? type_name : kv_dtype_name(type), in);
+        return rc ? 1 : 0;
+    }
     kv_model_params p = kv_model_default_params();
     if (tokenizer) p.tokenizer_path = hx_resolve_model(tokenizer, tp, sizeof tp);
     p.weights_mmap = 1; /* each weight is read once: no copy */
     kv_model *m;
-    if (kv_model_load(hx_resolve_model(pos[0], ip, sizeof ip), &p, &m)) {
+    if (kv_model_load(in, &p, &m)) {
         fprintf(stderr, "kvbench convert: %s\n", kv_last_error());
         return 1;
     }

@@ -21,6 +21,7 @@ import numpy as np
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, '..', 'reference'))
 import gguf_io as G  # noqa: E402
+import hf_io  # noqa: E402
 
 CORPUS = os.path.join(HERE, 'corpus')
 
@@ -562,6 +563,41 @@ budgets = 48
     put(t, 'trick_not_sqlite.db', b'SQLite format 2\0' + b'\xff' * 84)
 
 
+# ------------------------------------------------------------ safetensors
+
+def safetensors_seeds():
+    """fuzz_safetensors: byte 0 even = a .safetensors file, odd = a shard
+    index beside the target's own a.safetensors ("a.w", "a.b") and
+    b.safetensors ("b.w")."""
+    t = 'fuzz_safetensors'
+    rng = np.random.default_rng(7)
+    f = hf_io.safetensors_bytes([('model.embed_tokens.weight', rng.standard_normal((4, 8)), 'F32'),
+                                 ('model.norm.weight', rng.standard_normal(8), 'BF16'),
+                                 ('lm_head.weight', rng.standard_normal((4, 8)), 'F16'),
+                                 ('scalar', np.float32(1.5), 'F32'),
+                                 ('empty', np.zeros((0, 3)), 'F16')], {'format': 'pt'})
+    put(t, 'file_every_dtype.in', b'\0' + f)
+    put(t, 'file_no_metadata.in', b'\0' + hf_io.safetensors_bytes([('x', np.ones((2, 2)), 'BF16')]))
+    put(t, 'trick_truncated.in', b'\0' + f[:len(f) - 7])
+    put(t, 'trick_header_only.in', b'\0' + f[:8])
+    put(t, 'trick_huge_header_len.in', b'\0' + struct.pack('<Q', 2 ** 63) + b'{}')
+    hdr = b'{"a":{"dtype":"F16","shape":[4],"data_offsets":[0,8]},"b":{"dtype":"F16","shape":[2],"data_offsets":[6,10]}}'
+    put(t, 'trick_overlap.in', b'\0' + struct.pack('<Q', len(hdr)) + hdr + b'\0' * 10)
+    hdr = b'{"a":{"dtype":"F32","shape":[4294967296,4294967296],"data_offsets":[0,16]}}'
+    put(t, 'trick_shape_overflow.in', b'\0' + struct.pack('<Q', len(hdr)) + hdr + b'\0' * 16)
+    hdr = b'{"a":{"dtype":"I64","shape":[1],"data_offsets":[0,8]},"a":{"dtype":"F32","shape":[],"data_offsets":[8,12]}}'
+    put(t, 'trick_dtype_duplicate.in', b'\0' + struct.pack('<Q', len(hdr)) + hdr + b'\0' * 12)
+    hdr = b'{"a":{"dtype":"F32","shape":[1.5],"data_offsets":[0,4]}}  \x00x'
+    put(t, 'trick_trailing_bytes.in', b'\0' + struct.pack('<Q', len(hdr)) + hdr + b'\0' * 4)
+    put(t, 'index_good.in', b'\1{"metadata":{},"weight_map":{"a.w":"a.safetensors","a.b":"a.safetensors",'
+                            b'"b.w":"b.safetensors"}}')
+    put(t, 'index_missing_tensor.in', b'\1{"weight_map":{"a.w":"a.safetensors","c.w":"b.safetensors"}}')
+    put(t, 'index_wrong_shard.in', b'\1{"weight_map":{"a.w":"b.safetensors","a.b":"a.safetensors","b.w":"a.safetensors"}}')
+    put(t, 'index_traversal.in', b'\1{"weight_map":{"a.w":"../a.safetensors"}}')
+    put(t, 'index_absent_shard.in', b'\1{"weight_map":{"a.w":"zzz.safetensors"}}')
+    put(t, 'index_not_json.in', b'\1{"weight_map":{"a.w":')
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument('--kvbench', help='a kvbench binary: also write the results-database seeds')
@@ -571,6 +607,7 @@ def main():
     tokenizer_seeds()
     experiment_seeds()
     dataset_seeds()
+    safetensors_seeds()
     if a.kvbench:
         resultsdb_seeds(a.kvbench)
 
