@@ -34,7 +34,7 @@ TOL = 1e-4
 # The GGUF architectures whose forward kvbench runs. The numpy forward of
 # hf_io.py already covers qwen2, qwen3 and gemma2: add each here when
 # engine/context.c runs it, and check_logits compares it like llama.
-ENGINE_ARCHS = {'llama'}
+ENGINE_ARCHS = {'llama', 'qwen2', 'qwen3', 'gemma2'}
 TOKENS = [260, 72, 101, 108, 108, 111, 32, 116, 104, 101, 114, 101, 256, 258, 259, 44, 33, 10, 97, 110]
 
 
@@ -98,6 +98,7 @@ def logits_cases(a, ck):
          'BF16', 3, 'f32', TOL),
         ('llama-f16-to-f16', hf_io.config('llama', num_key_value_heads=1), 'F16', 1, 'f16', TOL),
         ('llama-to-q8_0', hf_io.config('llama'), 'F32', 1, 'q8_0', 2e-2),
+        ('llama-bias', hf_io.config('llama', attention_bias=True), 'F32', 1, 'f32', TOL),
         ('qwen2', hf_io.config('qwen2', tie_word_embeddings=True), 'F32', 1, 'f32', TOL),
         ('qwen3', hf_io.config('qwen3', head_dim=24), 'F32', 1, 'f32', TOL),
         ('gemma2', hf_io.config('gemma2', head_dim=16, query_pre_attn_scalar=16, sliding_window=6,
@@ -183,7 +184,7 @@ def file_cases(a, ck):
                dict(layer_names(c, {}), **{'output.weight': (261, 64)}), check=llama_values)
 
     # llama with attention_bias: the q and k biases permuted like their rows
-    # (kvbench's llama forward has no biases yet: a file check only)
+    # (the logits of such a file: the 'llama-bias' case above)
     c = hf_io.config('llama', attention_bias=True)
 
     def bias_values(meta, t, types, hf):
