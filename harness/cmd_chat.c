@@ -13,7 +13,6 @@
 #include "opts.h"
 #include "paths.h"
 
-#define N_OPTS(a) (int)(sizeof(a) / sizeof((a)[0]))
 
 
 /* FILE.json: a list of {"role", "content"} objects. The strings stay in

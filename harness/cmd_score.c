@@ -24,7 +24,6 @@
 #include "opts.h"
 #include "paths.h"
 
-#define N_OPTS(a) (int)(sizeof(a) / sizeof((a)[0]))
 
 typedef struct items {
     char **s;

@@ -27,4 +27,9 @@ int hx_opts_parse(const char *cmd, int argc, char **argv, const hx_opt *opts, in
 /* Prints the option table (for `kvbench help CMD`). */
 void hx_opts_print(const hx_opt *opts, int n_opts);
 
+/* The number of entries of an hx_opt array. */
+#ifndef N_OPTS
+#define N_OPTS(a) (int)(sizeof(a) / sizeof((a)[0]))
+#endif
+
 #endif

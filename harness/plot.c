@@ -26,7 +26,6 @@
 #include "results_query.h"
 #include "resultsdb.h"
 
-#define N_OPTS(a) (int)(sizeof(a) / sizeof((a)[0]))
 
 typedef struct plot_ctx {
     sqlite3 *db;

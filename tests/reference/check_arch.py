@@ -94,6 +94,29 @@ def main():
                     rel = float('nan')
                 ok = report(rel <= TOL, '%s %s %d/%d %s %s' % (name, policy, sinks, budget, positions, prefill), rel)
                 passed, failed = passed + ok, failed + (not ok)
+    # `kvbench synth --arch A` writes what arch_ref reads (llama.cpp's keys and tensors)
+    for arch, extra in [('llama', ['--rope-freqs', '8']), ('qwen2', []), ('qwen3', ['--head-dim', '48']),
+                        ('phi3', []), ('gemma2', ['--swa', '8']), ('gemma3', ['--swa', '6', '--layers', '7'])]:
+        if a.only and a.only not in 'synth-' + arch:
+            continue
+        path = os.path.join(a.tmp, 'synth-%s.gguf' % arch)
+        cmd = [a.kvbench, 'synth', path, '--arch', arch, '--dim', '128', '--hidden', '256', '--heads', '4',
+               '--kv-heads', '2', '--vocab', '300', '--std', '0.08'] + extra + (['--layers', '2'] if arch != 'gemma3' else [])
+        r = subprocess.run(cmd, capture_output=True, text=True)
+        rel = float('nan')
+        if r.returncode == 0:
+            model = arch_ref.from_gguf(path)
+            tokens = [1] + list(rng.integers(3, 300, N_TOKENS - 1))
+            ref = arch_ref.decode(model, tokens)
+            try:
+                got = run_logits(a.kvbench, path, tokens, out, ['--mode', 'chunk:7'])
+                rel = np.abs(got - ref).max() / np.abs(ref).max()
+            except Exception as e:
+                print('  error: %s' % e)
+        else:
+            print('  error: %s' % r.stderr.strip())
+        ok = report(rel <= TOL, 'synth --arch %s chunk:7' % arch, rel)
+        passed, failed = passed + ok, failed + (not ok)
     if not a.keep:
         shutil.rmtree(a.tmp, ignore_errors=True)
     print('%d passed, %d failed' % (passed, failed))
