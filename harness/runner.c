@@ -377,6 +377,8 @@ typedef struct engine {
     int32_t end_ids[16];       /* the tokens generation stops at (kv_tokenizer_end_tokens) */
     int n_end;
     char swa_note[320];        /* "/swa=W:layers" for models with sliding-window layers, else "" */
+    int share;                 /* fidelity: reuse passes that every policy of a sample repeats (run --no-share: 0) */
+    struct ref_snap *ref_snap; /* the full cache right after a sample's prompt, for fidelity's lockstep */
 } engine;
 
 /* Starts a sample: an empty cache (checked) and the policy's budget fixed
@@ -450,11 +452,13 @@ typedef struct ctx_snap {
     kv_ctx *ctx;    /* the sequence right after the context's compression */
     kv_policy *pol; /* the policy's state then (pol_clone) */
     uint64_t key;   /* a hash of the context's tokens (0: nothing kept) */
+    float *logits;  /* the next-token logits then (the post-prompt snapshot of fidelity), or NULL */
 } ctx_snap;
 
 static void snap_free(ctx_snap *s) {
     kv_ctx_free(s->ctx);
     pol_free(s->pol);
+    free(s->logits);
     memset(s, 0, sizeof *s);
 }
 
@@ -497,6 +501,16 @@ static int snap_resume(engine *en, kv_policy *pol, const ctx_snap *s) {
     return KV_OK;
 }
 
+/* Keeps the sequence, the policy and the next-token logits right after a
+ * prompt (fidelity reads the same prompt with the same policy again: it
+ * resumes from here; its timing is the generation's). */
+static int snap_prompt(engine *en, kv_policy *pol, ctx_snap *s) {
+    size_t bytes = (size_t)en->mi->vocab_size * sizeof(float);
+    if (!s->logits && !(s->logits = malloc(bytes))) return kv_errorf(KV_ENOMEM, "out of memory");
+    memcpy(s->logits, en->logits, bytes);
+    return snap_take(en, pol, 1, s);
+}
+
 /* The context's tokens as a key (never 0). */
 static uint64_t context_key(const int32_t *ids, int32_t n) {
     uint64_t h = hx_hash(HX_HASH_INIT, &n, sizeof n);
@@ -533,7 +547,7 @@ static int read_prompt(engine *en, kv_policy *pol, const int32_t *prompt, int32_
  * EOS/BOS (and at a newline when asked). keep_logits stores every step's
  * distribution (the full-cache reference for fidelity). */
 static int generate(engine *en, kv_policy *pol, const int32_t *prompt, int32_t n_prompt, int32_t q_split,
-                    ctx_snap *snap, int max_new, int stop_newline, int keep_logits, gen_result *g) {
+                    ctx_snap *snap, ctx_snap *after, int max_new, int stop_newline, int keep_logits, gen_result *g) {
     memset(g, 0, sizeof *g);
     int32_t V = en->mi->vocab_size;
     g->tokens = malloc(((size_t)max_new + 1) * sizeof *g->tokens);
@@ -543,6 +557,7 @@ static int generate(engine *en, kv_policy *pol, const int32_t *prompt, int32_t n
         return kv_errorf(KV_ENOMEM, "out of memory");
     double t0 = now_s();
     int rc = read_prompt(en, pol, prompt, n_prompt, q_split, g, snap);
+    if (!rc && after) rc = snap_prompt(en, pol, after);
     if (rc) return rc;
     int32_t prev = prompt[n_prompt - 1];
     double t_step = now_s();
@@ -596,30 +611,160 @@ typedef struct lost_state {
     int rc;
 } lost_state;
 
+/* The lost mass of KV head g's query heads in one layer call: rows
+ * [group][stride] of the full cache's newest query over its slots at
+ * positions rpos [rlen]. */
+static int lost_add(lost_state *ls, int layer, int g, int group, const float *rows, size_t stride, const int32_t *rpos,
+                    int32_t rlen, int32_t need) {
+    kv_cache_head *ph = kv_cache_head_at(ls->pol, layer, g);
+    if (need > ls->cap) {
+        uint8_t *b = realloc(ls->present, (size_t)need);
+        if (!b) return ls->rc = kv_errorf(KV_ENOMEM, "out of memory");
+        ls->present = b;
+        ls->cap = need;
+    }
+    memset(ls->present, 0, (size_t)need);
+    for (int32_t j = 0; j < ph->len; j++)
+        if (ph->pos[j] >= 0 && ph->pos[j] < need) ls->present[ph->pos[j]] = 1;
+    for (int q = 0; q < group; q++) {
+        const float *row = rows + (size_t)q * stride;
+        double lost = 0;
+        for (int32_t j = 0; j < rlen; j++)
+            if (!ls->present[rpos[j]]) lost += row[j];
+        ls->sum += lost;
+        ls->count++;
+    }
+    return KV_OK;
+}
+
 static int lost_on_layer(void *user, kv_cache *ref, const kv_attn_view *v) {
     lost_state *ls = user;
     int group = v->n_heads / v->n_kv_heads;
     for (int g = 0; g < v->n_kv_heads; g++) {
-        kv_cache_head *ph = kv_cache_head_at(ls->pol, v->layer, g), *rh = kv_cache_head_at(ref, v->layer, g);
-        int32_t need = v->pos0 + v->n_new + 1;
-        if (need > ls->cap) {
-            uint8_t *b = realloc(ls->present, (size_t)need);
-            if (!b) return ls->rc = kv_errorf(KV_ENOMEM, "out of memory");
-            ls->present = b;
-            ls->cap = need;
-        }
-        memset(ls->present, 0, (size_t)need);
-        for (int32_t j = 0; j < ph->len; j++)
-            if (ph->pos[j] >= 0 && ph->pos[j] < need) ls->present[ph->pos[j]] = 1;
-        for (int q = 0; q < group; q++) {
-            const float *row = v->last_row + (size_t)(g * group + q) * v->stride;
-            double lost = 0;
-            for (int32_t j = 0; j < rh->len; j++)
-                if (!ls->present[rh->pos[j]]) lost += row[j];
-            ls->sum += lost;
-            ls->count++;
+        kv_cache_head *rh = kv_cache_head_at(ref, v->layer, g);
+        int rc = lost_add(ls, v->layer, g, group, v->last_row + (size_t)(g * group) * v->stride, (size_t)v->stride,
+                          rh->pos, rh->len, v->pos0 + v->n_new + 1);
+        if (rc) return rc;
+    }
+    return KV_OK;
+}
+
+/* The full cache right after a sample's prompt, shared by every policy's
+ * fidelity run of that sample: the forked sequence, and the newest query
+ * rows the prompt's layer calls produced (what lost_on_layer reads then),
+ * replayed against each policy's cache. The full cache holds positions
+ * 0..len-1 in order, so a call's rows need only their length. */
+typedef struct ref_call { int layer; int32_t len, need; size_t off; } ref_call;
+typedef struct ref_snap {
+    kv_ctx *ctx;
+    uint64_t key;       /* the prompt's tokens (0: nothing kept) */
+    ref_call *calls;
+    int n_calls, cap_calls;
+    float *rows;        /* per call [n_heads][len] */
+    size_t n_rows, cap_rows;
+    int32_t *iota;      /* 0, 1, 2, ...: the full cache's positions */
+    int32_t n_iota;
+    int ok;             /* the recording is complete (else: recompute) */
+} ref_snap;
+
+static void ref_snap_free(ref_snap *r) {
+    if (!r) return;
+    kv_ctx_free(r->ctx);
+    free(r->calls);
+    free(r->rows);
+    free(r->iota);
+    free(r);
+}
+
+typedef struct rec_state { lost_state *ls; ref_snap *r; } rec_state;
+
+/* lost_on_layer, also keeping the call's rows for the other policies. */
+static int record_on_layer(void *user, kv_cache *ref, const kv_attn_view *v) {
+    rec_state *st = user;
+    ref_snap *r = st->r;
+    int32_t len = kv_cache_head_at(ref, v->layer, 0)->len;
+    for (int g = 0; g < v->n_kv_heads; g++) {
+        const kv_cache_head *rh = kv_cache_head_at(ref, v->layer, g);
+        if (rh->len != len) r->ok = 0;
+        for (int32_t j = 0; j < rh->len && r->ok; j++) r->ok = rh->pos[j] == j;
+    }
+    size_t need = (size_t)v->n_heads * (size_t)len;
+    if (r->ok && r->n_calls == r->cap_calls) {
+        int cap = r->cap_calls ? 2 * r->cap_calls : 64;
+        ref_call *c = realloc(r->calls, (size_t)cap * sizeof *c);
+        if (c) r->calls = c, r->cap_calls = cap;
+        else r->ok = 0;
+    }
+    if (r->ok && r->n_rows + need > r->cap_rows) {
+        size_t cap = (r->n_rows + need) * 2;
+        float *b = realloc(r->rows, cap * sizeof *b);
+        if (b) r->rows = b, r->cap_rows = cap;
+        else r->ok = 0;
+    }
+    if (r->ok) {
+        r->calls[r->n_calls++] = (ref_call){v->layer, len, v->pos0 + v->n_new + 1, r->n_rows};
+        for (int h = 0; h < v->n_heads; h++)
+            memcpy(r->rows + r->n_rows + (size_t)h * len, v->last_row + (size_t)h * v->stride, (size_t)len * sizeof(float));
+        r->n_rows += need;
+    }
+    return lost_on_layer(st->ls, ref, v);
+}
+
+/* The recorded prompt calls' lost mass against this policy's cache, in
+ * the order lost_on_layer met them. */
+static int ref_replay(const ref_snap *r, lost_state *ls, int n_heads, int n_kv_heads) {
+    const int group = n_heads / n_kv_heads;
+    for (int c = 0; c < r->n_calls; c++) {
+        const ref_call *rc = &r->calls[c];
+        for (int g = 0; g < n_kv_heads; g++) {
+            int e = lost_add(ls, rc->layer, g, group, r->rows + rc->off + (size_t)(g * group) * rc->len,
+                             (size_t)rc->len, r->iota, rc->len, rc->need);
+            if (e) return e;
         }
     }
+    return KV_OK;
+}
+
+/* The full cache after the prompt in en->ref_ctx, with the prompt calls'
+ * lost mass added to ls: forked from the sample's snapshot when there is
+ * one, else computed (and kept when sharing). */
+static int ref_prompt(engine *en, const int32_t *prompt, int32_t n_prompt, lost_state *ls) {
+    const uint64_t key = hx_hash(hx_hash(HX_HASH_INIT, &n_prompt, sizeof n_prompt), prompt, (size_t)n_prompt * sizeof *prompt);
+    ref_snap *r = en->ref_snap;
+    if (en->share && r && r->ok && r->key == key) {
+        int rc = kv_ctx_fork(r->ctx, en->ref_ctx);
+        return rc ? rc : ref_replay(r, ls, en->mi->n_heads, en->mi->n_kv_heads);
+    }
+    kv_ctx_hook hook = {.user = ls, .needs = KV_NEED_LAST_ROW, .positions = KV_POS_ORIGINAL, .on_layer = lost_on_layer};
+    rec_state st = {ls, r};
+    if (en->share) {
+        if (!r && !(r = en->ref_snap = calloc(1, sizeof *r))) return kv_errorf(KV_ENOMEM, "out of memory");
+        if (n_prompt > r->n_iota) {
+            int32_t *b = realloc(r->iota, (size_t)n_prompt * sizeof *b);
+            if (!b) return kv_errorf(KV_ENOMEM, "out of memory");
+            for (int32_t j = r->n_iota; j < n_prompt; j++) b[j] = j;
+            r->iota = b;
+            r->n_iota = n_prompt;
+        }
+        r->key = 0;
+        r->n_calls = 0;
+        r->n_rows = 0;
+        r->ok = 1;
+        st.r = r;
+        hook.user = &st;
+        hook.on_layer = record_on_layer;
+    }
+    kv_ctx_set_hook(en->ref_ctx, &hook);
+    int rc = kv_ctx_eval(en->ref_ctx, prompt, n_prompt, NULL, 0);
+    kv_ctx_set_hook(en->ref_ctx, NULL);
+    if (rc || !en->share || !r->ok) return rc;
+    if (!r->ctx) {
+        kv_ctx_params cp = kv_ctx_default_params();
+        cp.n_threads = en->threads;
+        if ((rc = kv_ctx_new(en->model, &cp, &r->ctx))) return rc;
+    }
+    if ((rc = kv_ctx_fork(en->ref_ctx, r->ctx))) return rc;
+    r->key = key;
     return KV_OK;
 }
 
@@ -630,8 +775,8 @@ static int lost_on_layer(void *user, kv_cache *ref, const kv_attn_view *v) {
  * cache's token as the target), and a full cache fed the same tokens in
  * lockstep measures the attention mass the policy lost. */
 static int fidelity(engine *en, kv_policy *pol, const int32_t *prompt, int32_t n_prompt, int32_t q_split,
-                    ctx_snap *snap, const gen_result *ref, met_kld *kld, double *kl_mean, double *top1,
-                    double *mass_lost) {
+                    ctx_snap *snap, const ctx_snap *after, const gen_result *ref, met_kld *kld, double *kl_mean,
+                    double *top1, double *mass_lost) {
     int32_t V = en->mi->vocab_size;
     if (!en->ref_ctx) {
         kv_ctx_params cp = kv_ctx_default_params();
@@ -641,9 +786,12 @@ static int fidelity(engine *en, kv_policy *pol, const int32_t *prompt, int32_t n
     lost_state ls = {.pol = kv_ctx_cache(en->ctx)};
     kv_ctx_hook hook = {.user = &ls, .needs = KV_NEED_LAST_ROW, .positions = KV_POS_ORIGINAL, .on_layer = lost_on_layer};
     kv_ctx_reset(en->ref_ctx);
+    /* the policy's state right after the prompt: kept by its generation run
+     * (the same computation), else read again */
+    int rc = after && after->key ? snap_resume(en, pol, after) : read_prompt(en, pol, prompt, n_prompt, q_split, NULL, snap);
+    if (!rc && after && after->key) memcpy(en->logits, after->logits, (size_t)V * sizeof(float));
+    if (!rc) rc = ref_prompt(en, prompt, n_prompt, &ls);
     kv_ctx_set_hook(en->ref_ctx, &hook);
-    int rc = read_prompt(en, pol, prompt, n_prompt, q_split, NULL, snap);
-    if (!rc) rc = kv_ctx_eval(en->ref_ctx, prompt, n_prompt, NULL, 0);
     double kl = 0;
     int agree = 0;
     for (int i = 0; !rc && i < ref->n; i++) {
@@ -921,6 +1069,7 @@ static int run_task(run_state *rs, engine *en, int model, int task) {
     hx_task_def *t = &e->task[task];
     tok_counter tc = {.tok = en->tok};
     ds_set set = {0};
+    ctx_snap after = {0}; /* a policy's state right after a prompt, for its fidelity run */
     int status = 0;
     chat_wrap cw;
     int rc = chat_setup(rs->e, model, t, en, &cw);
@@ -1082,7 +1231,7 @@ static int run_task(run_state *rs, engine *en, int model, int task) {
             kv_policy *full = NULL;
             pol_budget none = {POL_BUDGET_NONE, 0};
             rc = pol_new("full", NULL, 0, &none, e->seed, en->mi, &full);
-            if (!rc) rc = generate(en, full, ids, (int32_t)n_prompt, q_split, NULL, max_new, t->stop_newline, 1,
+            if (!rc) rc = generate(en, full, ids, (int32_t)n_prompt, q_split, NULL, NULL, max_new, t->stop_newline, 1,
                                    &ref);
             pol_free(full);
             if (rc) {
@@ -1112,8 +1261,11 @@ static int run_task(run_state *rs, engine *en, int model, int task) {
                     g.decode_ms = secs * 1e3;
                 }
             } else {
+                /* fidelity resumes from this run's post-prompt state */
+                const int fid = need_ref && en->share && strcmp(pol->ops->name, "full") != 0;
+                after.key = 0;
                 rc = generate(en, pol, ids, (int32_t)n_prompt, q_split, t->question_after ? &tr[k].snap : NULL,
-                              max_new, t->stop_newline, 0, &g);
+                              fid ? &after : NULL, max_new, t->stop_newline, 0, &g);
                 if (!rc && t->question_after) put(&ml, "context_reused", g.context_reused);
                 if (!rc) {
                     switch (t->kind) {
@@ -1155,7 +1307,7 @@ static int run_task(run_state *rs, engine *en, int model, int task) {
                         if (!kld) rc = kv_errorf(KV_ENOMEM, "out of memory");
                         if (!rc)
                             rc = fidelity(en, pol, ids, (int32_t)n_prompt, q_split, t->question_after ? &tr[k].snap : NULL,
-                                          &ref, kld, &kl, &top1, &lost);
+                                          &after, &ref, kld, &kl, &top1, &lost);
                         if (!rc) {
                             put(&ml, "fid_kl", kl);
                             put(&ml, "fid_top1_agree", top1);
@@ -1216,6 +1368,7 @@ out:
         pol_free(tr[k].pol);
         snap_free(&tr[k].snap);
     }
+    snap_free(&after);
     free(tr);
     free(todo);
     ds_set_free(&set);
@@ -1297,6 +1450,7 @@ static void free_engine(engine *en) {
     free(en->logits);
     kv_ctx_free(en->ctx);
     kv_ctx_free(en->ref_ctx);
+    ref_snap_free(en->ref_snap);
     kv_model_free(en->model);
     memset(en, 0, sizeof *en);
 }
@@ -1323,9 +1477,11 @@ static int ensure_parent_dir(const char *path) {
 
 int hx_cmd_run(int argc, char **argv, int help) {
     const char *db_path = NULL, *only = NULL, *shard = NULL;
-    int dry = 0, threads = -1, quiet = 0;
+    int dry = 0, threads = -1, quiet = 0, no_share = 0;
     hx_opt opts[] = {
         {"dry-run", 0, HX_OPT_FLAG, &dry, NULL, "print the expanded sweep and its size, run nothing"},
+        {"no-share", 0, HX_OPT_FLAG, &no_share, NULL,
+         "fidelity: recompute each policy's prompt and the full cache's (the same results, slower; for checking)"},
         {"only", 0, HX_OPT_STR, &only, "K=V,...", "run only these models, tasks, policies (label or name) or budgets"},
         {"shard", 0, HX_OPT_STR, &shard, "I/N", "run the units whose number is I modulo N (I from 0)"},
         {"db", 0, HX_OPT_STR, &db_path, "PATH", "results database (default: the experiment's db)"},
@@ -1411,6 +1567,7 @@ int hx_cmd_run(int argc, char **argv, int help) {
             status = 1;
             break;
         }
+        en.share = !no_share;
         if (dry) printf("model %s: %s (%lld parameters)\n", e.model[m].name, en.model_path, (long long)en.mi->n_params);
         if (!dry && rs.prog.total == 0) {
             /* count units: runs per task x samples (cheap: loads the sets) */

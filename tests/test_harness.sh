@@ -170,6 +170,15 @@ PY
 )
 if echo "$out" | grep -q "^ok 56$"; then ok "budget above the sequence = full cache (KL 0, no mass lost, same text)"; else bad "large budget" "$out"; fi
 
+# --- fidelity's shared passes (a policy's prompt state from its generation
+# run, the full cache's prompt from the sample's first policy) change nothing
+if KVBENCH_TEST_DB=$tmp/noshare.db "$kv" run "$ini" --threads 1 -q --no-share &&
+   dump "$tmp/noshare.db" >"$tmp/noshare.txt" && cmp -s "$tmp/full.txt" "$tmp/noshare.txt"; then
+  ok "shared fidelity passes give the same rows as --no-share"
+else
+  bad "shared fidelity passes" "$(diff "$tmp/full.txt" "$tmp/noshare.txt" | head -5)"
+fi
+
 # --- a rerun does nothing new
 export KVBENCH_TEST_DB=$tmp/full.db
 out=$("$kv" run "$ini" --threads 1 2>&1)
