@@ -81,7 +81,7 @@ static int model_file_conflict(sqlite3 *db, const char *in) {
 static int merge_one(sqlite3 *db, const char *in) {
     /* The input must be a kvbench database of this schema version. */
     hx_db *probe;
-    if (hx_db_open(in, 0, &probe)) {
+    if (hx_db_open_readonly(in, &probe)) {
         fprintf(stderr, "kvbench merge: %s\n", kv_last_error());
         return -1;
     }
@@ -178,7 +178,7 @@ int hx_cmd_merge(int argc, char **argv, int help) {
     struct stat sb;
     if (stat(pos[0], &sb) == 0) { /* start from OUT's rows */
         hx_db *old;
-        if (hx_db_open(pos[0], 0, &old)) {
+        if (hx_db_open_readonly(pos[0], &old)) {
             fprintf(stderr, "kvbench merge: %s\n", kv_last_error());
             goto done;
         }
