@@ -157,6 +157,19 @@ static int prepare_writes(hx_db *db) {
     return KV_OK;
 }
 
+/* 1 if the file holds tables but no meta table, 0 if not, -1 if it cannot
+ * be read. */
+static int foreign_file(hx_db *db) {
+    sqlite3_stmt *st;
+    if (sqlite3_prepare_v2(db->db, "SELECT COUNT(*), COALESCE(SUM(name = 'meta'), 0) FROM sqlite_master WHERE type = 'table'",
+                           -1, &st, NULL) != SQLITE_OK)
+        return -1;
+    int r = sqlite3_step(st);
+    int foreign = r == SQLITE_ROW && sqlite3_column_int(st, 0) > 0 && sqlite3_column_int(st, 1) == 0;
+    sqlite3_finalize(st);
+    return r == SQLITE_ROW ? foreign : -1;
+}
+
 int hx_db_open(const char *path, int create, hx_db **out) {
     *out = NULL;
     hx_db *db = db_new(path);
@@ -171,6 +184,15 @@ int hx_db_open(const char *path, int create, hx_db **out) {
     /* Several processes may share the file (claims): they wait for each
      * other's short write transactions instead of failing. */
     sqlite3_busy_timeout(db->db, HX_DB_BUSY_MS);
+    /* another program's database is not ours to turn into one */
+    int foreign = foreign_file(db);
+    if (foreign) {
+        rc = foreign < 0 ? open_failure(path, db->db, 1)
+                         : kv_errorf(KV_EFORMAT, "%s: not a kvbench results database (it holds other tables and no "
+                                     "meta table); give run another --db", path);
+        hx_db_close(db);
+        return rc;
+    }
     if (sqlite3_exec(db->db, "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;", NULL, NULL, NULL) != SQLITE_OK ||
         sqlite3_exec(db->db, SCHEMA, NULL, NULL, NULL) != SQLITE_OK) {
         rc = open_failure(path, db->db, 1);

@@ -674,7 +674,7 @@ static void run_on_signal(int sig) {
     if (run_stop_signal) {
         static const char now[] = "\nkvbench run: stopped at once; the sample in flight was not stored\n";
         if (write(2, now, sizeof now - 1) < 0) { /* nothing left to tell */ }
-        _exit(128 + sig);
+        _exit(128 + (run_stop_signal == SIGTERM || sig == SIGTERM ? SIGTERM : SIGINT));
     }
     run_stop_signal = sig;
     static const char msg[] = "\nkvbench run: stopping after the sample in flight (Ctrl-C again to stop at once)\n";

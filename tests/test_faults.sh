@@ -1,0 +1,243 @@
+#!/usr/bin/env bash
+# Faults and concurrency with nothing lost, on tests/experiments/tiny.ini:
+# report and plot on a database they may only read; read-only, truncated
+# and foreign database files named as such; SIGINT and SIGTERM mid-sweep
+# (and a second Ctrl-C); two runs sharing one database; damaged databases
+# given to merge and report; kill -9 at 20 seeded points of a sweep. Every
+# resumed or shared database must equal an uninterrupted run in every
+# column but timings.
+# usage: test_faults.sh KVBENCH_BINARY TMPDIR [SECTION...]
+# (sections: readonly signals concurrent merge kills; default all)
+set -u
+kv=$1
+tmp=$2
+shift 2
+sections=${*:-readonly signals concurrent merge kills}
+here=$(cd "$(dirname "$0")" && pwd)
+py=/usr/bin/python3
+rm -rf "$tmp" && mkdir -p "$tmp"
+chmod 755 "$tmp"
+pass=0
+fail=0
+ok() { pass=$((pass + 1)); echo "ok   $1"; }
+bad() { fail=$((fail + 1)); echo "FAIL $1"; [ -n "${2:-}" ] && echo "$2" | head -20; }
+want() { case " $sections " in *" $1 "*) return 0 ;; esac; return 1; }
+ini=$here/experiments/tiny.ini
+t0=$(date +%s)
+
+# Every column but timings (and when a sample finished), every metric but timings.
+dump() {
+  $py - "$1" <<'PY'
+import sqlite3, sys
+db = sqlite3.connect(sys.argv[1])
+for r in db.execute("select run, sample, idx, length, depth, prompt_tokens, generated_tokens, cut_chars, "
+                    "kv_bytes_peak, kv_bytes_final, kv_slots_max, budget_slots, output, reference, stop_reason from samples "
+                    "order by run, sample"):
+    print(r)
+for r in db.execute("select run, sample, name, value from metrics where name not in "
+                    "('ttft_ms','decode_tokens_per_s','tokens_per_s','latency_p50_ms','latency_p95_ms','latency_p99_ms') "
+                    "order by run, sample, name"):
+    print(r)
+for t in ("curves", "kv_trace"):
+    for r in db.execute("select * from %s order by run, sample, pos" % t):
+        print(t, r)
+for r in db.execute("select id, spec from runs order by id"):
+    print(r)
+for r in db.execute("select experiment, run from experiment_runs order by experiment, run"):
+    print(r)
+PY
+}
+q() { $py -c "import sqlite3,sys; print(sqlite3.connect(sys.argv[1]).execute(sys.argv[2]).fetchone()[0])" "$1" "$2" 2>/dev/null || echo x; }
+count() { q "$1" "select count(*) from samples"; }
+healthy() { [ "$(q "$1" "pragma integrity_check")" = ok ]; }
+# wait_for DB N PID: until DB holds N samples or PID has exited
+wait_for() {
+  for _ in $(seq 1 600); do
+    kill -0 "$3" 2>/dev/null || return 1
+    [ "$(count "$1")" -ge "$2" ] 2>/dev/null && return 0
+    sleep 0.02
+  done
+  return 1
+}
+# units this process stored: "N units done (M already stored)" -> N - M
+stored_by() { sed -n 's/.*: \([0-9]*\) units done (\([0-9]*\) already stored).*/\1 \2/p' "$1" | awk '{print $1 - $2}'; }
+
+# --- the uninterrupted reference
+export KVBENCH_TEST_DB=$tmp/full.db
+if "$kv" run "$ini" --threads 1 -q && [ "$(count "$tmp/full.db")" = 75 ]; then ok "reference run"; else bad "reference run"; fi
+dump "$tmp/full.db" >"$tmp/full.txt"
+
+if want readonly; then
+  # As root, permissions do not apply: the read-only cases run as nobody.
+  as_user=()
+  if [ "$(id -u)" = 0 ]; then
+    if command -v setpriv >/dev/null; then as_user=(setpriv --reuid=65534 --regid=65534 --clear-groups); else as_user=(skip); fi
+  fi
+  if [ "${as_user[0]:-}" = skip ]; then
+    echo "skip read-only cases (root without setpriv)"
+  else
+    mkdir -p "$tmp/ro" "$tmp/plots-ro"
+    cp "$tmp/full.db" "$tmp/ro/r.db"
+    chmod 644 "$tmp/ro/r.db"
+    chmod 555 "$tmp/ro"
+    chmod 777 "$tmp/plots-ro"
+    sum=$(md5sum <"$tmp/ro/r.db")
+    out=$("${as_user[@]}" "$kv" report --db "$tmp/ro/r.db" 2>&1)
+    rc=$?
+    ref=$("$kv" report --db "$tmp/full.db" 2>&1 | sed 1d)
+    if [ $rc = 0 ] && [ "$(echo "$out" | sed 1d)" = "$ref" ] && [ -n "$ref" ] && [ "$(ls "$tmp/ro")" = r.db ] &&
+       [ "$(md5sum <"$tmp/ro/r.db")" = "$sum" ]; then ok "report on a database in a read-only directory (nothing written)"; else bad "report read-only (rc $rc)" "$out"; fi
+    if command -v gnuplot >/dev/null; then
+      out=$("${as_user[@]}" "$kv" plot --db "$tmp/ro/r.db" --out "$tmp/plots-ro" 2>&1)
+      if [ $? = 0 ] && [ -s "$tmp/plots-ro/stories260K_cnndm_rougeLsum_f_tokens.png" ]; then ok "plot from a read-only directory"; else bad "plot read-only" "$out"; fi
+    fi
+    # the directory is read-only but the file is writable: run cannot create the -wal file
+    chmod 755 "$tmp/ro" && chmod 666 "$tmp/ro/r.db" && chmod 555 "$tmp/ro"
+    out=$("${as_user[@]}" "$kv" run "$ini" --threads 1 -q --db "$tmp/ro/r.db" 2>&1)
+    rc=$?
+    if [ $rc = 1 ] && echo "$out" | grep -q "the directory $tmp/ro is read-only" && echo "$out" | grep -q "r.db-wal"; then
+      ok "run in a read-only directory names the -wal file"; else bad "run read-only directory (rc $rc)" "$out"; fi
+    out=$("${as_user[@]}" "$kv" run "$ini" --threads 1 -q --db "$tmp/ro/new.db" 2>&1)
+    if [ $? = 1 ] && echo "$out" | grep -q "cannot create the database: the directory $tmp/ro is not writable"; then
+      ok "run creating a database in a read-only directory"; else bad "run new db in read-only directory" "$out"; fi
+    chmod 755 "$tmp/ro" && chmod 644 "$tmp/ro/r.db"
+    out=$("${as_user[@]}" "$kv" run "$ini" --threads 1 -q --db "$tmp/ro/r.db" 2>&1)
+    if [ $? = 1 ] && echo "$out" | grep -q "r.db: the database file is read-only"; then ok "run on a read-only file"; else bad "run read-only file" "$out"; fi
+  fi
+  # truncated and foreign files: named as such, by run and by report, and left as they were
+  head -c 20000 "$tmp/full.db" >"$tmp/trunc.db"
+  head -c 60 "$tmp/full.db" >"$tmp/trunc60.db"
+  echo "not a database" >"$tmp/text.db"
+  $py -c "import sqlite3,sys; d=sqlite3.connect(sys.argv[1]); d.execute('create table t(x)'); d.commit()" "$tmp/foreign.db"
+  for f in trunc trunc60 text foreign; do
+    sum=$(md5sum <"$tmp/$f.db")
+    o1=$("$kv" report --db "$tmp/$f.db" 2>&1); r1=$?
+    o2=$("$kv" run "$ini" --threads 1 -q --db "$tmp/$f.db" 2>&1); r2=$?
+    case $f in
+      trunc | trunc60) pat="$f.db: the database is damaged \(truncated" ;;
+      text) pat="text.db: not an SQLite database" ;;
+      foreign) pat="foreign.db: not a kvbench results database" ;;
+    esac
+    if [ $r1 = 1 ] && echo "$o1" | grep -qE "$pat" && [ $r2 = 1 ] && echo "$o2" | grep -qE "$pat" &&
+       [ "$(md5sum <"$tmp/$f.db")" = "$sum" ]; then ok "$f database: the cause named by report and run, file untouched"; else bad "$f database ($r1 $r2)" "$o1 / $o2"; fi
+  done
+fi
+
+if want signals; then
+  # stop_at NAME SIGNALS...: a run stopped after 20 samples by SIGNALS sent back to back
+  stop_at() {
+    local name=$1
+    shift
+    export KVBENCH_TEST_DB=$tmp/$name.db
+    "$kv" run "$ini" --threads 1 -q 2>"$tmp/$name.err" &
+    local pid=$!
+    wait_for "$tmp/$name.db" 20 $pid
+    for s in "$@"; do kill -s "$s" $pid; done
+    wait $pid
+    echo $?
+  }
+  for spec in "sigint:INT:130" "sigterm:TERM:143"; do
+    IFS=: read -r name sig code <<<"$spec"
+    rc=$(stop_at "$name" "$sig")
+    out=$(cat "$tmp/$name.err")
+    n=$(count "$tmp/$name.db")
+    if [ "$rc" = "$code" ] && echo "$out" | grep -q "stopped by SIG$sig: $n units stored ($n now, 0 before), no partial sample kept" &&
+       echo "$out" | grep -q "resume with: kvbench run $ini --threads 1 -q$" && [ "$n" -ge 20 ] && [ "$n" -lt 75 ] &&
+       healthy "$tmp/$name.db" && [ "$(q "$tmp/$name.db" "select count(*) from claims")" = 0 ]; then
+      ok "SIG$sig: exit $code, $n of 75 stored, summary and resume command, database whole"; else bad "SIG$sig (rc $rc, $n stored)" "$out"; fi
+    KVBENCH_TEST_DB=$tmp/$name.db "$kv" run "$ini" --threads 1 -q
+    if cmp -s "$tmp/full.txt" <(dump "$tmp/$name.db"); then ok "resumed after SIG$sig equals the uninterrupted run"; else bad "resume after SIG$sig" "$(diff "$tmp/full.txt" <(dump "$tmp/$name.db") 2>&1 | head -5)"; fi
+  done
+  # a second signal while the first is handled: two SIGINTs sent back to back
+  # may merge into one (signals of a kind do not queue), so the second is a
+  # SIGTERM; a SIGTERM among them makes the status 143
+  rc=$(stop_at twice INT TERM)
+  out=$(cat "$tmp/twice.err")
+  claims=$(q "$tmp/twice.db" "select count(*) from claims")
+  if [ "$rc" = 143 ] && echo "$out" | grep -q "stopped at once" && ! echo "$out" | grep -q "units stored" &&
+     healthy "$tmp/twice.db"; then ok "a second signal stops at once ($claims claims left), database whole"; else bad "second signal (rc $rc)" "$out"; fi
+  KVBENCH_TEST_DB=$tmp/twice.db "$kv" run "$ini" --threads 1 -q
+  if cmp -s "$tmp/full.txt" <(dump "$tmp/twice.db") && [ "$(q "$tmp/twice.db" "select count(*) from claims")" = 0 ]; then
+    ok "resumed after a second signal equals the uninterrupted run (the dead run's claims taken over)"; else bad "resume after a second signal"; fi
+fi
+
+if want concurrent; then
+  # the same experiment twice at once, on a database neither has created yet
+  export KVBENCH_TEST_DB=$tmp/shared.db
+  "$kv" run "$ini" --threads 1 >"$tmp/a.log" 2>&1 &
+  pa=$!
+  "$kv" run "$ini" --threads 1 >"$tmp/b.log" 2>&1
+  rb=$?
+  wait $pa
+  ra=$?
+  sa=$(stored_by "$tmp/a.log")
+  sb=$(stored_by "$tmp/b.log")
+  if [ $ra = 0 ] && [ $rb = 0 ] && ! grep -qi "locked\|UNIQUE" "$tmp/a.log" "$tmp/b.log" && [ $((sa + sb)) = 75 ] &&
+     cmp -s "$tmp/full.txt" <(dump "$tmp/shared.db") && [ "$(q "$tmp/shared.db" "select count(*) from claims")" = 0 ] &&
+     healthy "$tmp/shared.db"; then ok "two runs of one experiment share the work ($sa + $sb), equal to one run"; else
+     bad "two runs at once ($ra $rb, $sa + $sb)" "$(cat "$tmp/a.log" "$tmp/b.log")"; fi
+  # two different experiments sharing some runs (full, h2o at 64), at once, against one after the other
+  sed 's/^name = tiny$/name = tiny2/; s/^budgets = 64, 128/budgets = 32, 64/; s/^policies = full, window, h2o/policies = full, h2o/' "$ini" >"$tmp/tiny2.ini"
+  export KVBENCH_TEST_DB=$tmp/seq.db
+  "$kv" run "$ini" --threads 1 -q && "$kv" run "$tmp/tiny2.ini" --threads 1 -q
+  export KVBENCH_TEST_DB=$tmp/two.db
+  "$kv" run "$tmp/tiny2.ini" --threads 1 >"$tmp/c.log" 2>&1 &
+  pc=$!
+  "$kv" run "$ini" --threads 1 >"$tmp/d.log" 2>&1
+  rd=$?
+  wait $pc
+  rc=$?
+  if [ $rc = 0 ] && [ $rd = 0 ] && ! grep -qi "locked\|UNIQUE" "$tmp/c.log" "$tmp/d.log" && [ "$(count "$tmp/two.db")" = "$(count "$tmp/seq.db")" ] &&
+     cmp -s <(dump "$tmp/seq.db") <(dump "$tmp/two.db") && healthy "$tmp/two.db"; then
+    ok "two experiments at once on one database ($(count "$tmp/two.db") samples) equal them run one after the other"; else
+    bad "two experiments at once ($rc $rd)" "$(cat "$tmp/c.log" "$tmp/d.log")"; fi
+  # a live claim of another host is left alone (and said); once its lease ran out it is taken over
+  cp "$tmp/full.db" "$tmp/claimed.db"
+  $py - "$tmp/claimed.db" <<'PY'
+import sqlite3, sys, time
+d = sqlite3.connect(sys.argv[1])
+run, sample = d.execute("select run, sample from samples order by run, sample limit 1").fetchone()
+for t in ("samples", "metrics", "curves", "kv_trace"):
+    d.execute("delete from %s where run=? and sample=?" % t, (run, sample))
+d.execute("insert into claims values(?,?,'elsewhere',1,'elsewhere:1:0',?)", (run, sample, int(time.time()) + 3600))
+d.commit()
+PY
+  export KVBENCH_TEST_DB=$tmp/claimed.db
+  out=$("$kv" run "$ini" --threads 1 2>&1)
+  n1=$(count "$tmp/claimed.db")
+  $py -c "import sqlite3,sys; d=sqlite3.connect(sys.argv[1]); d.execute('update claims set expires = 0'); d.commit()" "$tmp/claimed.db"
+  out2=$("$kv" run "$ini" --threads 1 2>&1)
+  if [ "$n1" = 74 ] && echo "$out" | grep -q "1 units were claimed by other processes" && [ "$(count "$tmp/claimed.db")" = 75 ] &&
+     echo "$out2" | grep -q "75 units done (74 already stored)" && cmp -s "$tmp/full.txt" <(dump "$tmp/claimed.db"); then
+    ok "another host's live claim left alone, taken over when its lease ran out"; else bad "claim lease" "$out $out2"; fi
+fi
+
+if want kills; then
+  # kill -9 at 20 seeded points of one sweep: each kill when the database
+  # holds a seeded number of samples, plus a seeded delay into the next one
+  export KVBENCH_TEST_DB=$tmp/kills.db
+  RANDOM=16
+  points=$(for _ in $(seq 1 20); do echo $((RANDOM % 74)); done | sort -n | tr '\n' ' ')
+  prev=0
+  lost=0
+  sick=0
+  for p in $points; do
+    "$kv" run "$ini" --threads 1 -q 2>/dev/null &
+    pid=$!
+    wait_for "$tmp/kills.db" "$p" $pid
+    sleep "0.0$((RANDOM % 10))"
+    kill -9 $pid 2>/dev/null
+    wait $pid 2>/dev/null
+    n=$(count "$tmp/kills.db")
+    [ "$n" -lt "$prev" ] 2>/dev/null && lost=1
+    healthy "$tmp/kills.db" || sick=1
+    [ "$n" != x ] && prev=$n
+  done
+  "$kv" run "$ini" --threads 1 -q
+  if [ $lost = 0 ] && [ $sick = 0 ] && cmp -s "$tmp/full.txt" <(dump "$tmp/kills.db"); then
+    ok "kill -9 at 20 points ($points): nothing stored lost, resumed equals the uninterrupted run"; else
+    bad "kill -9 at 20 points (lost $lost, damaged $sick)" "$(diff "$tmp/full.txt" <(dump "$tmp/kills.db") | head)"; fi
+fi
+
+echo "$pass passed, $fail failed ($(($(date +%s) - t0)) s)"
+[ $fail = 0 ]
