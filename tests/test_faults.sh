@@ -212,6 +212,63 @@ PY
     ok "another host's live claim left alone, taken over when its lease ran out"; else bad "claim lease" "$out $out2"; fi
 fi
 
+if want merge; then
+  # damage_db SRC DST PYTHON: DST is SRC with the Python statements applied (d: the connection)
+  damage_db() {
+    cp "$1" "$2"
+    $py -c "import sqlite3,sys; d=sqlite3.connect(sys.argv[1]); exec(sys.argv[2]); d.commit()" "$2" "$3"
+  }
+  # rows a run could never write: metrics, curves and links of no run or sample, a value of the wrong type
+  damage_db "$tmp/full.db" "$tmp/orphans.db" "
+d.execute(\"insert into metrics select run, 'ghost-' || sample, name, value * 1000 from metrics\")
+d.execute(\"insert into curves select substr('feedface' || run, 1, 16), sample, pos, nll from curves\")
+d.execute(\"insert into experiment_runs values('tiny', 'feedfacefeedface')\")
+d.execute(\"insert into metrics select run, sample, 'bogus', 'text' from samples limit 1\")"
+  out=$("$kv" merge "$tmp/m-orphans.db" "$tmp/orphans.db" 2>&1)
+  rc=$?
+  norph=$(q "$tmp/orphans.db" "select (select count(*) from metrics where sample like 'ghost-%') + (select count(*) from curves where run like 'feedface%') + 2")
+  if [ $rc = 0 ] && echo "$out" | grep -q "orphans.db: left out $norph rows that no run could have written" &&
+     cmp -s "$tmp/full.txt" <(dump "$tmp/m-orphans.db"); then ok "merge leaves out $norph orphan and mistyped rows, keeps the rest whole"; else bad "merge orphans (rc $rc)" "$out"; fi
+  # report counts only metrics of stored samples: the orphans change nothing
+  if [ "$("$kv" report --db "$tmp/orphans.db" --format csv 2>&1)" = "$("$kv" report --db "$tmp/full.db" --format csv 2>&1)" ]; then
+    ok "report ignores metrics of no sample"; else bad "report with orphan metrics"; fi
+  # a run whose id is not its spec's hash, a sample without its metrics: left out with all they hold
+  damage_db "$tmp/full.db" "$tmp/mangled.db" "
+r = d.execute(\"select id from runs where task='cnndm' and policy='h2o' and budget='64'\").fetchone()[0]
+d.execute(\"update runs set spec = spec || ' budget=32' where id = ?\", (r,))
+d.execute(\"delete from metrics where rowid in (select m.rowid from metrics m join runs r on r.id = m.run where r.task = 'pg19' and r.policy = 'full')\")"
+  out=$("$kv" merge "$tmp/m-mangled.db" "$tmp/mangled.db" 2>&1)
+  rc=$?
+  if [ $rc = 0 ] && echo "$out" | grep -qE "left out [0-9]+ rows .*: 1 runs, 1 experiment_runs, 4 samples, [0-9]+ metrics, [0-9]+ curves, [0-9]+ kv_trace" &&
+     [ "$(count "$tmp/m-mangled.db")" = 71 ] && [ "$(q "$tmp/m-mangled.db" "select count(*) from runs")" = 34 ]; then
+    ok "merge leaves out a run with a forged id and a sample without its metrics"; else bad "merge mangled (rc $rc)" "$out"; fi
+  # damaged files: refused whole, OUT as it was
+  cp "$tmp/full.db" "$tmp/out.db"
+  sum=$(md5sum <"$tmp/out.db")
+  cp "$tmp/full.db" "$tmp/pages.db"
+  $py -c "
+import sys
+f = open(sys.argv[1], 'r+b'); f.seek(4096 * 6); f.write(bytes(range(256)) * 32); f.close()" "$tmp/pages.db"
+  head -c 30000 "$tmp/full.db" >"$tmp/cut.db"
+  for f in pages cut; do
+    out=$("$kv" merge "$tmp/out.db" "$tmp/$f.db" 2>&1)
+    rc=$?
+    if [ $rc = 1 ] && echo "$out" | grep -qE "$f.db: .*damaged" && echo "$out" | grep -q "nothing was merged" &&
+       [ "$(md5sum <"$tmp/out.db")" = "$sum" ]; then ok "merge refuses a damaged input ($f), OUT untouched"; else bad "merge damaged $f (rc $rc)" "$out"; fi
+  done
+  # a failed conflict check says which row and why
+  damage_db "$tmp/full.db" "$tmp/metric-conflict.db" "d.execute(\"update metrics set value = value + 0.5 where rowid = (select min(rowid) from metrics where name = 'rouge1_f')\")"
+  want_run=$(q "$tmp/metric-conflict.db" "select run || ' sample ' || sample from metrics where rowid = (select min(rowid) from metrics where name = 'rouge1_f')")
+  out=$("$kv" merge "$tmp/out.db" "$tmp/metric-conflict.db" 2>&1)
+  rc=$?
+  if [ $rc = 1 ] && echo "$out" | grep -q "1 metric values conflict with ones already merged; the first: run $want_run metric rouge1_f merged" &&
+     [ "$(md5sum <"$tmp/out.db")" = "$sum" ]; then ok "merge names a conflicting metric"; else bad "merge metric conflict (rc $rc)" "$out"; fi
+  damage_db "$tmp/full.db" "$tmp/spec-conflict.db" "d.execute(\"update runs set spec = spec || ' x', id = id where rowid = 1\")"
+  out=$("$kv" merge "$tmp/out.db" "$tmp/spec-conflict.db" 2>&1)
+  if [ $? = 0 ] && echo "$out" | grep -q "spec-conflict.db: left out .* 1 runs" && cmp -s "$tmp/full.txt" <(dump "$tmp/out.db"); then
+    ok "merge: a run whose spec no longer hashes to its id is left out"; else bad "merge spec" "$out"; fi
+fi
+
 if want kills; then
   # kill -9 at 20 seeded points of one sweep: each kill when the database
   # holds a seeded number of samples, plus a seeded delay into the next one
