@@ -717,6 +717,7 @@ typedef struct run_state {
     long failed_budget;   /* samples whose cache exceeded the budget */
     long stored;          /* samples written by this run (the summary counts what was stored) */
     long others;          /* units claimed by other processes sharing the database */
+    long raced;           /* units computed here but stored first by another process */
     long counted[HX_MAX_ITEMS][HX_MAX_ITEMS]; /* units per (model, task) already in prog.total */
     int dry;
 } run_state;
@@ -1120,7 +1121,7 @@ static int run_task(run_state *rs, engine *en, int model, int task) {
                 hx_curve nc = {cpos, cnll, n_curve}, kc = {g.trace_pos, g.trace_bytes, g.n_trace};
                 rc = ml.lost ? kv_errorf(KV_EINVAL, "internal: %d metrics over MAX_METRICS", ml.lost)
                              : hx_db_put_sample(rs->db, &row, ml.m, ml.n, &nc, &kc);
-                if (rc == 1) rs->prog.skipped++; /* another process stored it first */
+                if (rc == 1) rs->prog.skipped++, rs->raced++; /* another process stored it first */
                 else if (!rc) rs->stored++;
                 if (rc == 1) rc = 0;
             }
@@ -1390,6 +1391,9 @@ int hx_cmd_run(int argc, char **argv, int help) {
         fprintf(stderr, "%skvbench run: %s: %ld units done (%ld already stored), %ld over budget, %.1f s, results in %s\n",
                 rs.prog.tty ? "\n" : "", e.name, rs.stored + rs.prog.skipped, rs.prog.skipped, rs.failed_budget, dt,
                 dbp);
+        if (rs.raced) /* only when a claim lapsed: work done twice, stored once */
+            fprintf(stderr, "kvbench run: %s: %ld units computed here were stored first by another process (their "
+                    "claims had lapsed); kept once\n", e.name, rs.raced);
         if (rs.others)
             fprintf(stderr, "kvbench run: %s: %ld units were claimed by other processes running on %s and are "
                     "theirs to finish (a rerun takes over those of a process that died)\n", e.name, rs.others, dbp);

@@ -172,7 +172,8 @@ if want concurrent; then
   ra=$?
   sa=$(stored_by "$tmp/a.log")
   sb=$(stored_by "$tmp/b.log")
-  if [ $ra = 0 ] && [ $rb = 0 ] && ! grep -qi "locked\|UNIQUE" "$tmp/a.log" "$tmp/b.log" && [ $((sa + sb)) = 75 ] &&
+  # no unit computed twice (claims), none stored twice, no lock error
+  if [ $ra = 0 ] && [ $rb = 0 ] && ! grep -qi "locked\|UNIQUE\|stored first by another" "$tmp/a.log" "$tmp/b.log" && [ $((sa + sb)) = 75 ] &&
      cmp -s "$tmp/full.txt" <(dump "$tmp/shared.db") && [ "$(q "$tmp/shared.db" "select count(*) from claims")" = 0 ] &&
      healthy "$tmp/shared.db"; then ok "two runs of one experiment share the work ($sa + $sb), equal to one run"; else
      bad "two runs at once ($ra $rb, $sa + $sb)" "$(cat "$tmp/a.log" "$tmp/b.log")"; fi
@@ -187,7 +188,7 @@ if want concurrent; then
   rd=$?
   wait $pc
   rc=$?
-  if [ $rc = 0 ] && [ $rd = 0 ] && ! grep -qi "locked\|UNIQUE" "$tmp/c.log" "$tmp/d.log" && [ "$(count "$tmp/two.db")" = "$(count "$tmp/seq.db")" ] &&
+  if [ $rc = 0 ] && [ $rd = 0 ] && ! grep -qi "locked\|UNIQUE\|stored first by another" "$tmp/c.log" "$tmp/d.log" && [ "$(count "$tmp/two.db")" = "$(count "$tmp/seq.db")" ] &&
      cmp -s <(dump "$tmp/seq.db") <(dump "$tmp/two.db") && healthy "$tmp/two.db"; then
     ok "two experiments at once on one database ($(count "$tmp/two.db") samples) equal them run one after the other"; else
     bad "two experiments at once ($rc $rd)" "$(cat "$tmp/c.log" "$tmp/d.log")"; fi
