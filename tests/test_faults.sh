@@ -289,6 +289,10 @@ if want kills; then
     n=$(count "$tmp/kills.db")
     [ "$n" -lt "$prev" ] 2>/dev/null && lost=1
     healthy "$tmp/kills.db" || sick=1
+    # whole samples only: each with the metrics every run writes, no metric without its sample
+    [ "$(q "$tmp/kills.db" "select (select count(*) from samples s where not exists (select 1 from metrics m where m.run = s.run
+      and m.sample = s.sample and m.name = 'budget_exceeded')) + (select count(*) from metrics m where not exists (select 1
+      from samples s where s.run = m.run and s.sample = m.sample))")" = 0 ] || sick=1
     [ "$n" != x ] && prev=$n
   done
   "$kv" run "$ini" --threads 1 -q
