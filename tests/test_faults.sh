@@ -27,7 +27,7 @@ t0=$(date +%s)
 
 # Every column but timings (and when a sample finished), every metric but timings.
 dump() {
-  $py - "$1" <<'PY'
+  $py - "$1" 2>/dev/null <<'PY'
 import sqlite3, sys
 db = sqlite3.connect(sys.argv[1])
 for r in db.execute("select run, sample, idx, length, depth, prompt_tokens, generated_tokens, cut_chars, "
