@@ -1,6 +1,9 @@
 /* merge.c - `kvbench merge OUT.db IN.db...`: combines results databases
  * (typically the shards of one sweep run with --shard I/N) into one.
  *
+ * Only rows a run could have written are taken from an input (see VIEWS);
+ * a damaged input (quick_check) is refused whole.
+ *
  * Runs, experiments and their links are unioned. A sample present in more
  * than one input must agree on everything its run determines - the output
  * text, the token counts and every metric except timings - or the merge is
@@ -257,7 +260,10 @@ int hx_cmd_merge(int argc, char **argv, int help) {
                "typically the shards of one sweep run with --shard I/N. A sample stored in two inputs\n"
                "must agree on its output and on every metric but timings, and runs of one experiment,\n"
                "model name, task, policy and budget must come from the same model file (model hash),\n"
-               "or nothing is merged.\n");
+               "or nothing is merged (the first conflicting row is named). An input that fails SQLite's\n"
+               "quick_check is refused; of the others only rows a run could have written are taken (runs\n"
+               "whose id hashes their spec, samples of those runs with their metrics, values of a run's\n"
+               "types), and what is left out is counted.\n");
         return 0;
     }
     const char *pos[64];

@@ -1262,7 +1262,9 @@ int hx_cmd_run(int argc, char **argv, int help) {
         printf("usage: kvbench run FILE.ini [--dry-run] [--only policy=h2o,budget=60%%] [--shard I/N] [--db PATH]\n\n"
                "Runs every (model, task, policy, budget, sample) of the experiment's sweep that the\n"
                "results database does not hold yet; each finished sample is committed at once, so an\n"
-               "interrupted run resumes where it stopped. See docs/EXPERIMENTS.md.\n\n");
+               "interrupted run resumes where it stopped. Ctrl-C (or SIGTERM) stops after the sample in\n"
+               "flight and says how to resume (exit 130, 143); a second one stops at once. Several runs on\n"
+               "one database share the work: each claims a sample before running it. See docs/EXPERIMENTS.md.\n\n");
         hx_opts_print(opts, N_OPTS(opts));
         return 0;
     }
