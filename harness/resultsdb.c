@@ -344,9 +344,12 @@ int hx_db_has_sample(hx_db *db, const char *run, const char *sample) {
     sqlite3_bind_text(db->has_sample, 1, run, -1, SQLITE_STATIC);
     sqlite3_bind_text(db->has_sample, 2, sample, -1, SQLITE_STATIC);
     int r = sqlite3_step(db->has_sample);
-    if (r == SQLITE_ROW) return 1;
-    if (r == SQLITE_DONE) return 0;
-    return db_err(db, "looking up a sample");
+    /* reset at once: a statement left on a row holds a read snapshot that
+     * a later write transaction could not upgrade from (SQLITE_BUSY_SNAPSHOT
+     * once another process has written) */
+    int rc = r == SQLITE_ROW ? 1 : r == SQLITE_DONE ? 0 : db_err(db, "looking up a sample");
+    sqlite3_reset(db->has_sample);
+    return rc;
 }
 
 static int step_done(sqlite3_stmt *st) {
@@ -355,14 +358,35 @@ static int step_done(sqlite3_stmt *st) {
     return r == SQLITE_DONE;
 }
 
-/* Is a claim held by another process still good? Not when its lease ran
- * out, nor when it was made on this host by a process that is gone (a
- * crash, kill -9) or whose pid this process now has. */
+/* A process's command name (Linux's /proc), or "" when unknown. */
+static void comm_of(const char *pid, char *buf, size_t cap) {
+    char p[64];
+    snprintf(p, sizeof p, "/proc/%s/comm", pid);
+    buf[0] = 0;
+    FILE *f = fopen(p, "r");
+    if (!f) return;
+    if (!fgets(buf, (int)cap, f)) buf[0] = 0;
+    fclose(f);
+}
+
+/* Is pid, on this host, a live process running this program? A pid reused
+ * by another program after a crash is not (where /proc tells). */
+static int kvbench_alive(long pid) {
+    if (kill((pid_t)pid, 0) != 0 && errno == ESRCH) return 0;
+    char mine[64], theirs[64], id[32];
+    snprintf(id, sizeof id, "%ld", pid);
+    comm_of("self", mine, sizeof mine);
+    comm_of(id, theirs, sizeof theirs);
+    return !mine[0] || !theirs[0] || !strcmp(mine, theirs);
+}
+
+/* Is a claim held by another process still good? On this host, while its
+ * process lives, however long its unit takes; a claim from another host
+ * (a shared file system) until its lease runs out. */
 static int claim_alive(const hx_db *db, const char *host, long pid, const char *owner, long long expires) {
     if (!strcmp(owner, db->owner)) return 0;
-    if (expires <= (long long)time(NULL)) return 0;
-    if (!strcmp(host, db->host) && (pid == db->pid || (kill((pid_t)pid, 0) != 0 && errno == ESRCH))) return 0;
-    return 1;
+    if (!strcmp(host, db->host)) return pid != db->pid && kvbench_alive(pid);
+    return expires > (long long)time(NULL);
 }
 
 /* Inside the claim's transaction: stored, taken, or ours (written). */
@@ -396,6 +420,9 @@ static int claim_locked(hx_db *db, const char *run, const char *sample) {
 }
 
 int hx_db_claim(hx_db *db, const char *run, const char *sample) {
+    /* stored: no write lock needed (a resumed sweep checks thousands) */
+    int have = hx_db_has_sample(db, run, sample);
+    if (have) return have < 0 ? have : HX_CLAIM_STORED;
     /* IMMEDIATE: the check and the claim are one step for every process */
     if (sqlite3_exec(db->db, "BEGIN IMMEDIATE", NULL, NULL, NULL) != SQLITE_OK) return db_err(db, "claiming a sample");
     int r = claim_locked(db, run, sample);

@@ -52,7 +52,8 @@ typedef struct hx_metric {
 /* How long a write waits for another process's transaction (ms): runs
  * sharing a database wait rather than fail with "database is locked". */
 #define HX_DB_BUSY_MS 120000
-/* How long a claim on a sample holds (s) without its process proving dead. */
+/* How long a claim made on another host holds (s): its process cannot be
+ * seen from here. */
 #define HX_CLAIM_LEASE_S 3600
 
 /* Opens (creating when asked) the database and its schema. An existing file
@@ -77,8 +78,9 @@ int hx_db_has_sample(hx_db *db, const char *run, const char *sample);
 /* Claiming a sample before computing it, so that several processes on
  * one database share a sweep: HX_CLAIM_OURS (claimed by this process, now
  * compute it), HX_CLAIM_STORED (already in the database), HX_CLAIM_TAKEN
- * (another live process claimed it), or negative on error. A claim of a
- * process that died on this host, or whose lease ran out, is taken over. */
+ * (another live process claimed it), or negative on error. A claim made
+ * on this host holds while its process lives; one from another host (a
+ * shared file system) until its lease runs out. Others are taken over. */
 enum { HX_CLAIM_OURS = 0, HX_CLAIM_STORED = 1, HX_CLAIM_TAKEN = 2 };
 int hx_db_claim(hx_db *db, const char *run, const char *sample);
 /* Drops this process's claims on samples it did not store (at the end of a
