@@ -470,7 +470,7 @@ static void bind_sample(sqlite3_stmt *st, const hx_sample_row *s) {
     else sqlite3_bind_null(st, i++);
 }
 
-static int put_series(hx_db *db, sqlite3_stmt *st, const hx_sample_row *s, const hx_curve *c, int as_int) {
+static int put_series(sqlite3_stmt *st, const hx_sample_row *s, const hx_curve *c, int as_int) {
     int ok = 1;
     for (int k = 0; ok && c && k < c->n; k++) {
         sqlite3_bind_text(st, 1, s->run, -1, SQLITE_STATIC);
@@ -480,7 +480,6 @@ static int put_series(hx_db *db, sqlite3_stmt *st, const hx_sample_row *s, const
         else sqlite3_bind_double(st, 4, c->val[k]);
         ok = step_done(st);
     }
-    (void)db;
     return ok;
 }
 
@@ -504,7 +503,7 @@ static int put_sample_rows(hx_db *db, const hx_sample_row *s, const hx_metric *m
         sqlite3_bind_double(db->put_metric, 4, m[k].value);
         ok = step_done(db->put_metric);
     }
-    ok = ok && put_series(db, db->put_curve, s, nll, 0) && put_series(db, db->put_kv, s, kv, 1);
+    ok = ok && put_series(db->put_curve, s, nll, 0) && put_series(db->put_kv, s, kv, 1);
     if (ok) { /* stored: the claim on it has done its work */
         sqlite3_bind_text(db->drop_claim, 1, s->run, -1, SQLITE_STATIC);
         sqlite3_bind_text(db->drop_claim, 2, s->sample, -1, SQLITE_STATIC);
