@@ -92,6 +92,10 @@ static int open_failure(const char *path, sqlite3 *h, int writing) {
         return kv_errorf(KV_EIO, "%s: the directory %s is read-only (%s), and SQLite must create %s-wal and %s-shm "
                          "beside the database to %s it (%s)", path, dir, strerror(errno), path, path,
                          writing ? "write" : "read", msg);
+    if (!writing && has_wal && sb.st_size > 0 && access(dir, W_OK) != 0)
+        return kv_errorf(KV_EIO, "%s: %s holds changes not yet in the database, and the directory %s is read-only, so "
+                         "SQLite cannot create the %s-shm index it needs to read them; copy the database with its "
+                         "-wal file to a writable directory (%s)", path, side, dir, path, msg);
     if (has_wal && access(side, writing ? W_OK : R_OK) != 0)
         return kv_errorf(KV_EIO, "%s: cannot %s %s (%s): %s", path, writing ? "write" : "read", side, strerror(errno), msg);
     return kv_errorf(KV_EIO, "%s: cannot open the results database: %s", path, msg);

@@ -103,6 +103,20 @@ if want readonly; then
     chmod 755 "$tmp/ro" && chmod 644 "$tmp/ro/r.db"
     out=$("${as_user[@]}" "$kv" run "$ini" --threads 1 -q --db "$tmp/ro/r.db" 2>&1)
     if [ $? = 1 ] && echo "$out" | grep -q "r.db: the database file is read-only"; then ok "run on a read-only file"; else bad "run read-only file" "$out"; fi
+    # a -wal file with changes beside it: reading it needs the -shm index, which cannot be made there
+    $py - "$tmp/ro/r.db" <<'PY'
+import shutil, sqlite3, sys
+d = sqlite3.connect(sys.argv[1])
+d.execute("pragma wal_autocheckpoint=0")
+d.execute("update experiments set description = 'changed'")
+d.commit()
+shutil.copy(sys.argv[1] + "-wal", sys.argv[1] + ".keep")
+PY
+    mv "$tmp/ro/r.db.keep" "$tmp/ro/r.db-wal" && rm -f "$tmp/ro/r.db-shm" && chmod 555 "$tmp/ro"
+    out=$("${as_user[@]}" "$kv" report --db "$tmp/ro/r.db" 2>&1)
+    if [ $? = 1 ] && echo "$out" | grep -q "r.db-wal holds changes not yet in the database, and the directory $tmp/ro is read-only"; then
+      ok "report: changes in a -wal file that cannot be read from a read-only directory are named"; else bad "report read-only with -wal" "$out"; fi
+    chmod 755 "$tmp/ro"
   fi
   # truncated and foreign files: named as such, by run and by report, and left as they were
   head -c 20000 "$tmp/full.db" >"$tmp/trunc.db"
