@@ -1,6 +1,9 @@
 /* merge.c - `kvbench merge OUT.db IN.db...`: combines results databases
  * (typically the shards of one sweep run with --shard I/N) into one.
  *
+ * Only rows a run could have written are taken from an input (see VIEWS);
+ * a damaged input (quick_check) is refused whole.
+ *
  * Runs, experiments and their links are unioned. A sample present in more
  * than one input must agree on everything its run determines - the output
  * text, the token counts and every metric except timings - or the merge is
@@ -78,10 +81,139 @@ static int model_file_conflict(sqlite3 *db, const char *in) {
     return found;
 }
 
-static int merge_one(sqlite3 *db, const char *in) {
-    /* The input must be a kvbench database of this schema version. */
+/* kvbench_run_id(spec): the id a run's own write gives its spec. */
+static void sql_run_id(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
+    (void)argc;
+    const unsigned char *spec = sqlite3_value_text(argv[0]);
+    if (!spec) {
+        sqlite3_result_null(ctx);
+        return;
+    }
+    char id[17];
+    snprintf(id, sizeof id, "%016llx", (unsigned long long)hx_hash(HX_HASH_INIT, spec, (size_t)sqlite3_value_bytes(argv[0])));
+    sqlite3_result_text(ctx, id, -1, SQLITE_TRANSIENT);
+}
+
+/* The input's rows that a run could have written: runs whose id is their
+ * spec's hash; links, samples and series of such runs; samples holding the
+ * metrics every run writes; values of the types a run writes. A damaged
+ * input's other rows (orphans, wrong types) are left out and counted. */
+static const char VIEWS[] =
+    "CREATE TEMP VIEW ok_runs AS SELECT * FROM src.runs WHERE typeof(id) = 'text' AND length(id) = 16 "
+    "  AND spec IS NOT NULL AND id = kvbench_run_id(spec) AND typeof(budget_kind) = 'integer';"
+    "CREATE TEMP VIEW ok_experiments AS SELECT * FROM src.experiments WHERE typeof(name) = 'text' AND updated IS NOT NULL;"
+    "CREATE TEMP VIEW ok_links AS SELECT * FROM src.experiment_runs l WHERE "
+    "  (l.run IN (SELECT id FROM ok_runs) OR l.run IN (SELECT id FROM main.runs)) AND "
+    "  (l.experiment IN (SELECT name FROM ok_experiments) OR l.experiment IN (SELECT name FROM main.experiments));"
+    "CREATE TEMP VIEW ok_samples AS SELECT * FROM src.samples s WHERE s.run IN (SELECT id FROM ok_runs) "
+    "  AND typeof(s.sample) = 'text' AND typeof(s.idx) = 'integer' AND typeof(s.prompt_tokens) = 'integer' "
+    "  AND typeof(s.generated_tokens) = 'integer' AND typeof(s.kv_bytes_peak) = 'integer' "
+    "  AND typeof(s.output) = 'text' AND s.finished IS NOT NULL "
+    "  AND EXISTS (SELECT 1 FROM src.metrics m WHERE m.run = s.run AND m.sample = s.sample AND m.name = 'kv_bytes_peak') "
+    "  AND EXISTS (SELECT 1 FROM src.metrics m WHERE m.run = s.run AND m.sample = s.sample AND m.name = 'budget_exceeded');"
+    "CREATE TEMP VIEW ok_metrics AS SELECT m.* FROM src.metrics m JOIN ok_samples s ON s.run = m.run AND s.sample = m.sample "
+    "  WHERE typeof(m.name) = 'text' AND m.name <> '' AND typeof(m.value) IN ('real', 'integer', 'null');"
+    "CREATE TEMP VIEW ok_curves AS SELECT c.* FROM src.curves c JOIN ok_samples s ON s.run = c.run AND s.sample = c.sample "
+    "  WHERE typeof(c.pos) = 'integer' AND typeof(c.nll) IN ('real', 'integer', 'null');"
+    "CREATE TEMP VIEW ok_kv_trace AS SELECT c.* FROM src.kv_trace c JOIN ok_samples s ON s.run = c.run AND s.sample = c.sample "
+    "  WHERE typeof(c.pos) = 'integer' AND typeof(c.bytes) = 'integer';";
+
+static const char *const TABLES[] = {"runs", "experiments", "experiment_runs", "samples", "metrics", "curves", "kv_trace"};
+static const char *const VIEW_OF[] = {"ok_runs", "ok_experiments", "ok_links", "ok_samples", "ok_metrics", "ok_curves",
+                                      "ok_kv_trace"};
+#define N_TABLES (int)(sizeof TABLES / sizeof TABLES[0])
+
+/* Says which rows of the input are left out, per table. */
+static int note_left_out(sqlite3 *db, const char *in) {
+    char sql[256], list[512] = "";
+    long total = 0;
+    for (int i = 0; i < N_TABLES; i++) {
+        snprintf(sql, sizeof sql, "SELECT (SELECT COUNT(*) FROM src.%s) - (SELECT COUNT(*) FROM %s)", TABLES[i], VIEW_OF[i]);
+        long n = count(db, sql);
+        if (n < 0) return -1;
+        if (n > 0)
+            snprintf(list + strlen(list), sizeof list - strlen(list), "%s%ld %s", total ? ", " : "", n, TABLES[i]);
+        total += n > 0 ? n : 0;
+    }
+    if (total)
+        fprintf(stderr, "kvbench merge: %s: left out %ld rows that no run could have written (rows of no stored run or "
+                "sample, a run id that is not its spec's hash, a sample without its metrics, values of the wrong "
+                "type): %s\n", in, total, list);
+    return 0;
+}
+
+/* One conflict check: the query's first row names the first conflict and
+ * its last column counts them all. Prints the reason; 1 on a conflict, 0
+ * if none, -1 if the check itself failed (also said). */
+static int conflict(sqlite3 *db, const char *in, const char *sql, const char *what) {
+    sqlite3_stmt *st;
+    if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) != SQLITE_OK) {
+        fprintf(stderr, "kvbench merge: %s: cannot check %s: %s\n", in, what, sqlite3_errmsg(db));
+        return -1;
+    }
+    int r = sqlite3_step(st);
+    if (r == SQLITE_ROW) {
+        int nc = sqlite3_column_count(st);
+        fprintf(stderr, "kvbench merge: %s: %lld %s; the first:", in, (long long)sqlite3_column_int64(st, nc - 1), what);
+        for (int i = 0; i < nc - 1; i++)
+            fprintf(stderr, " %s %s", sqlite3_column_name(st, i),
+                    sqlite3_column_text(st, i) ? (const char *)sqlite3_column_text(st, i) : "NULL");
+        fputc('\n', stderr);
+    } else if (r != SQLITE_DONE)
+        fprintf(stderr, "kvbench merge: %s: cannot check %s: %s\n", in, what, sqlite3_errmsg(db));
+    sqlite3_finalize(st);
+    return r == SQLITE_ROW ? 1 : r == SQLITE_DONE ? 0 : -1;
+}
+
+/* Conflicts with what is merged so far: a run id with another spec; a
+ * sample with other results; a metric (not a timing) with another value;
+ * one model name from two model files. */
+static int conflicts(sqlite3 *db, const char *in) {
+    if (conflict(db, in,
+                 "SELECT s.id AS run, COUNT(*) OVER () FROM ok_runs s JOIN main.runs m ON m.id = s.id "
+                 "WHERE m.spec IS NOT s.spec LIMIT 1",
+                 "runs share an id with different settings (spec)"))
+        return -1;
+    if (conflict(db, in,
+                 "SELECT s.run, s.sample, CASE WHEN m.output IS NOT s.output THEN 'output' "
+                 "WHEN m.prompt_tokens IS NOT s.prompt_tokens THEN 'prompt_tokens' "
+                 "WHEN m.generated_tokens IS NOT s.generated_tokens THEN 'generated_tokens' ELSE 'kv_bytes_peak' END "
+                 "AS differs_in, COUNT(*) OVER () FROM ok_samples s JOIN main.samples m ON m.run = s.run AND m.sample = s.sample "
+                 "WHERE m.output IS NOT s.output OR m.prompt_tokens IS NOT s.prompt_tokens "
+                 "OR m.generated_tokens IS NOT s.generated_tokens OR m.kv_bytes_peak IS NOT s.kv_bytes_peak LIMIT 1",
+                 "samples conflict with ones already merged"))
+        return -1;
+    if (conflict(db, in,
+                 "SELECT s.run, s.sample, s.name AS metric, m.value AS merged, s.value AS here, COUNT(*) OVER () "
+                 "FROM ok_metrics s JOIN main.metrics m ON m.run = s.run AND m.sample = s.sample AND m.name = s.name "
+                 "WHERE m.name NOT IN " TIMING_METRICS " AND m.value IS NOT s.value LIMIT 1",
+                 "metric values conflict with ones already merged"))
+        return -1;
+    return model_file_conflict(db, in) ? -1 : 0;
+}
+
+/* The attached input is undamaged (its open was checked by attach). */
+static int input_sound(sqlite3 *db, const char *in) {
+    sqlite3_stmt *st;
+    if (sqlite3_prepare_v2(db, "PRAGMA src.quick_check", -1, &st, NULL) != SQLITE_OK) {
+        fprintf(stderr, "kvbench merge: %s: cannot check the database: %s\n", in, sqlite3_errmsg(db));
+        return -1;
+    }
+    int r = sqlite3_step(st);
+    const char *msg = r == SQLITE_ROW ? (const char *)sqlite3_column_text(st, 0) : sqlite3_errmsg(db);
+    int sound = r == SQLITE_ROW && msg && !strcmp(msg, "ok");
+    if (!sound)
+        fprintf(stderr, "kvbench merge: %s: the database is damaged (PRAGMA quick_check: %s); nothing of it is taken\n",
+                in, msg ? msg : "?");
+    sqlite3_finalize(st);
+    return sound ? 0 : -1;
+}
+
+/* Attaches the input as src once it opens as a kvbench database of this
+ * schema version (or says why not). */
+static int attach(sqlite3 *db, const char *in) {
     hx_db *probe;
-    if (hx_db_open(in, 0, &probe)) {
+    if (hx_db_open_readonly(in, &probe)) {
         fprintf(stderr, "kvbench merge: %s\n", kv_last_error());
         return -1;
     }
@@ -95,38 +227,22 @@ static int merge_one(sqlite3 *db, const char *in) {
         fprintf(stderr, "kvbench merge: %s: cannot attach: %s\n", in, sqlite3_errmsg(db));
         return -1;
     }
+    return 0;
+}
+
+static int merge_one(sqlite3 *db, const char *in) {
+    if (attach(db, in)) return -1;
     int rc = -1;
-    long bad;
-    if (exec(db, "BEGIN IMMEDIATE", in)) goto out;
-    /* Conflicts: the same run id with another spec; the same sample with other results. */
-    bad = count(db, "SELECT COUNT(*) FROM src.runs s JOIN main.runs m ON m.id = s.id WHERE m.spec IS NOT s.spec");
-    if (bad) {
-        if (bad > 0) fprintf(stderr, "kvbench merge: %s: %ld runs share an id with different settings\n", in, bad);
-        goto out;
+    if (input_sound(db, in) || exec(db, "BEGIN IMMEDIATE", in)) goto out;
+    if (exec(db, VIEWS, in) || conflicts(db, in) || note_left_out(db, in)) goto out;
+    for (int i = 0; i < N_TABLES; i++) {
+        char sql[160];
+        snprintf(sql, sizeof sql, "INSERT OR IGNORE INTO main.%s SELECT * FROM %s", TABLES[i], VIEW_OF[i]);
+        if (exec(db, sql, in)) goto out;
     }
-    bad = count(db, "SELECT COUNT(*) FROM src.samples s JOIN main.samples m ON m.run = s.run AND m.sample = s.sample "
-                    "WHERE m.output IS NOT s.output OR m.prompt_tokens IS NOT s.prompt_tokens "
-                    "OR m.generated_tokens IS NOT s.generated_tokens OR m.kv_bytes_peak IS NOT s.kv_bytes_peak");
-    if (bad) {
-        if (bad > 0) fprintf(stderr, "kvbench merge: %s: %ld samples conflict with ones already merged (different output)\n", in, bad);
-        goto out;
-    }
-    bad = count(db, "SELECT COUNT(*) FROM src.metrics s JOIN main.metrics m ON m.run = s.run AND m.sample = s.sample "
-                    "AND m.name = s.name WHERE m.name NOT IN " TIMING_METRICS " AND m.value IS NOT s.value");
-    if (bad) {
-        if (bad > 0) fprintf(stderr, "kvbench merge: %s: %ld metric values conflict with ones already merged\n", in, bad);
-        goto out;
-    }
-    if (model_file_conflict(db, in)) goto out;
-    if (exec(db,
-             "INSERT OR IGNORE INTO main.runs SELECT * FROM src.runs;"
-             "INSERT OR IGNORE INTO main.experiments SELECT * FROM src.experiments;"
-             "INSERT OR IGNORE INTO main.experiment_runs SELECT * FROM src.experiment_runs;"
-             "INSERT OR IGNORE INTO main.samples SELECT * FROM src.samples;"
-             "INSERT OR IGNORE INTO main.metrics SELECT * FROM src.metrics;"
-             "INSERT OR IGNORE INTO main.curves SELECT * FROM src.curves;"
-             "INSERT OR IGNORE INTO main.kv_trace SELECT * FROM src.kv_trace;",
-             in) ||
+    /* the views are dropped with the transaction's work kept */
+    if (exec(db, "DROP VIEW temp.ok_runs; DROP VIEW temp.ok_experiments; DROP VIEW temp.ok_links; DROP VIEW temp.ok_samples;"
+                 "DROP VIEW temp.ok_metrics; DROP VIEW temp.ok_curves; DROP VIEW temp.ok_kv_trace;", in) ||
         exec(db, "COMMIT", in))
         goto out;
     rc = 0;
@@ -144,7 +260,10 @@ int hx_cmd_merge(int argc, char **argv, int help) {
                "typically the shards of one sweep run with --shard I/N. A sample stored in two inputs\n"
                "must agree on its output and on every metric but timings, and runs of one experiment,\n"
                "model name, task, policy and budget must come from the same model file (model hash),\n"
-               "or nothing is merged.\n");
+               "or nothing is merged (the first conflicting row is named). An input that fails SQLite's\n"
+               "quick_check is refused; of the others only rows a run could have written are taken (runs\n"
+               "whose id hashes their spec, samples of those runs with their metrics, values of a run's\n"
+               "types), and what is left out is counted.\n");
         return 0;
     }
     const char *pos[64];
@@ -175,10 +294,15 @@ int hx_cmd_merge(int argc, char **argv, int help) {
     }
     sqlite3 *db = hx_db_handle(out);
     int status = 1;
+    if (sqlite3_create_function(db, "kvbench_run_id", 1, SQLITE_UTF8 | SQLITE_DETERMINISTIC, NULL, sql_run_id, NULL,
+                                NULL) != SQLITE_OK) {
+        fprintf(stderr, "kvbench merge: %s\n", sqlite3_errmsg(db));
+        goto done;
+    }
     struct stat sb;
     if (stat(pos[0], &sb) == 0) { /* start from OUT's rows */
         hx_db *old;
-        if (hx_db_open(pos[0], 0, &old)) {
+        if (hx_db_open_readonly(pos[0], &old)) {
             fprintf(stderr, "kvbench merge: %s\n", kv_last_error());
             goto done;
         }

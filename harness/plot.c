@@ -327,7 +327,7 @@ int hx_cmd_plot(int argc, char **argv, int help) {
         return 1;
     }
     hx_db *hdb;
-    if (hx_db_open(db_path, 0, &hdb)) {
+    if (hx_db_open_readonly(db_path, &hdb)) {
         fprintf(stderr, "kvbench plot: %s\n", kv_last_error());
         return 1;
     }

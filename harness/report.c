@@ -265,7 +265,7 @@ int hx_cmd_report(int argc, char **argv, int help) {
         return 2;
     }
     hx_db *hdb;
-    if (hx_db_open(db_path, 0, &hdb)) {
+    if (hx_db_open_readonly(db_path, &hdb)) {
         fprintf(stderr, "kvbench report: %s\n", kv_last_error());
         return 1;
     }

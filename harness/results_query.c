@@ -135,9 +135,12 @@ int hx_q_stat_of(sqlite3 *db, const char *run, const char *full_run, const char 
     out->n = 0;
     out->mean = out->lo = out->hi = out->ratio = NAN;
     sqlite3_stmt *st;
-    if (sqlite3_prepare_v2(db, "SELECT m.value, f.value FROM metrics m LEFT JOIN metrics f ON f.run = ?3 "
-                               "AND f.sample = m.sample AND f.name = m.name WHERE m.run = ?1 AND m.name = ?2 "
-                               "AND m.value IS NOT NULL ORDER BY m.sample",
+    /* Values of stored samples only: a metric row of no sample (a damaged
+     * database) is nobody's result and must not move n, the mean or the CI. */
+    if (sqlite3_prepare_v2(db, "SELECT m.value, f.value FROM metrics m JOIN samples s ON s.run = m.run AND s.sample = m.sample "
+                               "LEFT JOIN metrics f ON f.run = ?3 AND f.sample = m.sample AND f.name = m.name "
+                               "AND EXISTS (SELECT 1 FROM samples fs WHERE fs.run = ?3 AND fs.sample = m.sample) "
+                               "WHERE m.run = ?1 AND m.name = ?2 AND m.value IS NOT NULL ORDER BY m.sample",
                            -1, &st, NULL))
         return q_err(db, "reading metrics");
     sqlite3_bind_text(st, 1, run, -1, SQLITE_STATIC);
@@ -177,7 +180,8 @@ int hx_q_stat_of(sqlite3 *db, const char *run, const char *full_run, const char 
 int hx_q_metric_names(sqlite3 *db, const char *run, char *buf, size_t cap) {
     buf[0] = 0;
     sqlite3_stmt *st;
-    if (sqlite3_prepare_v2(db, "SELECT DISTINCT name FROM metrics WHERE run = ? ORDER BY name", -1, &st, NULL))
+    if (sqlite3_prepare_v2(db, "SELECT DISTINCT m.name FROM metrics m JOIN samples s ON s.run = m.run AND s.sample = m.sample "
+                               "WHERE m.run = ? ORDER BY m.name", -1, &st, NULL))
         return q_err(db, "reading metric names");
     sqlite3_bind_text(st, 1, run, -1, SQLITE_STATIC);
     while (sqlite3_step(st) == SQLITE_ROW)

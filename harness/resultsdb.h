@@ -49,9 +49,22 @@ typedef struct hx_metric {
     double value;
 } hx_metric;
 
+/* How long a write waits for another process's transaction (ms): runs
+ * sharing a database wait rather than fail with "database is locked". */
+#define HX_DB_BUSY_MS 120000
+/* How long a claim made on another host holds (s): its process cannot be
+ * seen from here. */
+#define HX_CLAIM_LEASE_S 3600
+
 /* Opens (creating when asked) the database and its schema. An existing file
- * with another schema version is refused. */
+ * with another schema version is refused; a file that cannot be opened is
+ * reported with its cause (a read-only file or directory, a damaged or
+ * foreign file). */
 int hx_db_open(const char *path, int create, hx_db **out);
+/* Opens an existing database for reading only: no schema or version is
+ * written, no write is prepared, and a database in a directory this user
+ * cannot write is read as immutable when no -wal file holds changes. */
+int hx_db_open_readonly(const char *path, hx_db **out);
 void hx_db_close(hx_db *db);
 sqlite3 *hx_db_handle(hx_db *db);
 
@@ -62,6 +75,18 @@ int hx_db_put_experiment(hx_db *db, const char *name, const char *file, const ch
 int hx_db_put_run(hx_db *db, const char *experiment, const hx_run_row *r);
 /* 1 if (run, sample) is stored, 0 if not, negative on error. */
 int hx_db_has_sample(hx_db *db, const char *run, const char *sample);
+/* Claiming a sample before computing it, so that several processes on
+ * one database share a sweep: HX_CLAIM_OURS (claimed by this process, now
+ * compute it), HX_CLAIM_STORED (already in the database), HX_CLAIM_TAKEN
+ * (another live process claimed it), or negative on error. A claim made
+ * on this host holds while its process lives; one from another host (a
+ * shared file system) until its lease runs out. Others are taken over. */
+enum { HX_CLAIM_OURS = 0, HX_CLAIM_STORED = 1, HX_CLAIM_TAKEN = 2 };
+int hx_db_claim(hx_db *db, const char *run, const char *sample);
+/* Drops this process's claims on samples it did not store (at the end of a
+ * run, finished or interrupted). */
+int hx_db_release_claims(hx_db *db);
+
 /* A series over positions (token index in the sequence). */
 typedef struct hx_curve {
     const int32_t *pos;
@@ -71,7 +96,9 @@ typedef struct hx_curve {
 
 /* One sample with its metrics, its NLL curve (streaming perplexity) and its
  * KV-bytes trace (bytes held after the prompt and after each step), in one
- * transaction. Curves may be NULL. */
+ * transaction that also drops the sample's claim. Curves may be NULL.
+ * Returns 1, writing nothing, when the sample is already stored (another
+ * process stored it after this one's claim had lapsed). */
 int hx_db_put_sample(hx_db *db, const hx_sample_row *s, const hx_metric *m, int n_metrics, const hx_curve *nll,
                      const hx_curve *kv);
 

@@ -11,6 +11,7 @@
 #include <ctype.h>
 #include <errno.h>
 #include <math.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -891,6 +892,48 @@ static void progress_show(progress *p, const char *what) {
     }
 }
 
+/* ------------------------------------------------------- interruption */
+
+/* The first SIGINT or SIGTERM asks the sweep to stop after the unit in
+ * flight, which is then stored whole; a second ends the process at once.
+ * That is safe too: a sample is one SQLite transaction, and one cut short
+ * is rolled back when the database is next opened. */
+static volatile sig_atomic_t run_stop_signal;
+
+static void run_on_signal(int sig) {
+    if (run_stop_signal) {
+        static const char now[] = "\nkvbench run: stopped at once; the sample in flight was not stored\n";
+        if (write(2, now, sizeof now - 1) < 0) { /* nothing left to tell */ }
+        _exit(128 + (run_stop_signal == SIGTERM || sig == SIGTERM ? SIGTERM : SIGINT));
+    }
+    run_stop_signal = sig;
+    static const char msg[] = "\nkvbench run: stopping after the sample in flight (Ctrl-C again to stop at once)\n";
+    if (write(2, msg, sizeof msg - 1) < 0) { /* the flag is what matters */ }
+}
+
+static void run_catch_signals(void) {
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = run_on_signal;
+    sigemptyset(&sa.sa_mask);
+    sa.sa_flags = SA_RESTART; /* a read or a lock wait goes on; the flag is checked between units */
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+}
+
+/* The command line again, to say how to resume. */
+static void print_command(FILE *f, int argc, char **argv) {
+    fprintf(f, "kvbench run");
+    for (int i = 0; i < argc; i++) {
+        if (argv[i][strcspn(argv[i], " \t'\"$\\;&|<>()*?")]) {
+            fputs(" '", f);
+            for (const char *c = argv[i]; *c; c++) fputs(*c == '\'' ? "'\\''" : (char[2]){*c, 0}, f);
+            fputc('\'', f);
+        } else
+            fprintf(f, " %s", argv[i]);
+    }
+}
+
 /* ---------------------------------------------------------------- run */
 
 typedef struct run_state {
@@ -903,6 +946,8 @@ typedef struct run_state {
     progress prog;
     long failed_budget;   /* samples whose cache exceeded the budget */
     long stored;          /* samples written by this run (the summary counts what was stored) */
+    long others;          /* units claimed by other processes sharing the database */
+    long raced;           /* units computed here but stored first by another process */
     long counted[HX_MAX_ITEMS][HX_MAX_ITEMS]; /* units per (model, task) already in prog.total */
     int dry;
 } run_state;
@@ -1171,18 +1216,20 @@ static int run_task(run_state *rs, engine *en, int model, int task) {
         goto out;
     }
 
-    for (int si = 0; si < set.n && status == 0; si++) {
+    for (int si = 0; si < set.n && status == 0 && !run_stop_signal; si++) {
         ds_sample *s = &set.s[si];
         /* Which of this sample's units are ours and not yet stored? */
         int n_todo = 0, need_ref = 0;
         for (int k = 0; k < n_runs; k++) {
             long unit = rs->unit++;
             if (rs->shard_n > 1 && unit % rs->shard_n != rs->shard_i) continue;
-            int have = hx_db_has_sample(rs->db, tr[k].row.id, s->id);
+            /* claimed here, or stored or claimed by another process */
+            int have = hx_db_claim(rs->db, tr[k].row.id, s->id);
             if (have < 0) { fprintf(stderr, "kvbench run: %s\n", kv_last_error()); status = -1; break; }
-            if (have) {
+            if (have != HX_CLAIM_OURS) {
                 rs->prog.done++;
-                rs->prog.skipped++;
+                if (have == HX_CLAIM_STORED) rs->prog.skipped++;
+                else rs->others++;
                 continue;
             }
             todo[n_todo++] = k;
@@ -1240,7 +1287,9 @@ static int run_task(run_state *rs, engine *en, int model, int task) {
                 goto sample_done;
             }
         }
-        for (int q = 0; q < n_todo && status == 0; q++) {
+        /* a stop asked for ends the sample after its unit in flight; the
+         * units claimed and not run are released at the end */
+        for (int q = 0; q < n_todo && status == 0 && !run_stop_signal; q++) {
             int k = todo[q];
             kv_policy *pol = tr[k].pol;
             gen_result g = {0};
@@ -1343,7 +1392,9 @@ static int run_task(run_state *rs, engine *en, int model, int task) {
                 hx_curve nc = {cpos, cnll, n_curve}, kc = {g.trace_pos, g.trace_bytes, g.n_trace};
                 rc = ml.lost ? kv_errorf(KV_EINVAL, "internal: %d metrics over MAX_METRICS", ml.lost)
                              : hx_db_put_sample(rs->db, &row, ml.m, ml.n, &nc, &kc);
-                if (!rc) rs->stored++;
+                if (rc == 1) rs->prog.skipped++, rs->raced++; /* another process stored it first */
+                else if (!rc) rs->stored++;
+                if (rc == 1) rc = 0;
             }
             if (rc) {
                 fprintf(stderr, "\nkvbench run: task %s sample %s policy %s budget %s: %s\n", t->name, s->id,
@@ -1492,7 +1543,9 @@ int hx_cmd_run(int argc, char **argv, int help) {
         printf("usage: kvbench run FILE.ini [--dry-run] [--only policy=h2o,budget=60%%] [--shard I/N] [--db PATH]\n\n"
                "Runs every (model, task, policy, budget, sample) of the experiment's sweep that the\n"
                "results database does not hold yet; each finished sample is committed at once, so an\n"
-               "interrupted run resumes where it stopped. See docs/EXPERIMENTS.md.\n\n");
+               "interrupted run resumes where it stopped. Ctrl-C (or SIGTERM) stops after the sample in\n"
+               "flight and says how to resume (exit 130, 143); a second one stops at once. Several runs on\n"
+               "one database share the work: each claims a sample before running it. See docs/EXPERIMENTS.md.\n\n");
         hx_opts_print(opts, N_OPTS(opts));
         return 0;
     }
@@ -1542,6 +1595,7 @@ int hx_cmd_run(int argc, char **argv, int help) {
             status = 1;
             goto out;
         }
+        run_catch_signals(); /* from here on a stop keeps the database whole */
         text = ds_read_file(pos[0], NULL);
         if (hx_db_put_experiment(rs.db, e.name, pos[0], text, e.description, e.mirrors)) {
             fprintf(stderr, "kvbench run: %s\n", kv_last_error());
@@ -1555,7 +1609,7 @@ int hx_cmd_run(int argc, char **argv, int help) {
     rs.prog.quiet = quiet;
     rs.prog.t0 = now_s();
     double t_start = now_s();
-    for (int mi = 0; mi < e.n_sweep_models && status == 0; mi++) {
+    for (int mi = 0; mi < e.n_sweep_models && status == 0 && !run_stop_signal; mi++) {
         int m = e.sweep_model[mi];
         int used = 0;
         for (int i = 0; i < rs.n_cells; i++) used |= rs.cells[i].model == m;
@@ -1589,7 +1643,7 @@ int hx_cmd_run(int argc, char **argv, int help) {
                 }
             rs.prog.total = shard_n > 1 ? (total + shard_n - 1) / shard_n : total;
         }
-        for (int ti = 0; ti < e.n_sweep_tasks && status == 0; ti++) {
+        for (int ti = 0; ti < e.n_sweep_tasks && status == 0 && !run_stop_signal; ti++) {
             int task = e.sweep_task[ti], runs = 0;
             for (int i = 0; i < rs.n_cells; i++) runs += rs.cells[i].model == m && rs.cells[i].task == task;
             if (!runs) continue;
@@ -1599,15 +1653,34 @@ int hx_cmd_run(int argc, char **argv, int help) {
         }
         free_engine(&en);
     }
+    if (rs.db && hx_db_release_claims(rs.db)) {
+        fprintf(stderr, "kvbench run: %s\n", kv_last_error());
+        status = 1;
+    }
     if (dry) {
         printf("total: %d runs, %ld units (run x sample)%s\n", rs.n_cells, rs.unit,
                shard_n > 1 ? " before sharding" : "");
+    } else if (run_stop_signal) {
+        /* said even with -q: the user asked, and needs to know what is kept */
+        fprintf(stderr, "%skvbench run: %s: stopped by %s: %ld units stored (%ld now, %ld before), no partial sample "
+                "kept, about %ld left; resume with: ", rs.prog.tty && !quiet ? "\n" : "", e.name,
+                run_stop_signal == SIGINT ? "SIGINT" : "SIGTERM", rs.stored + rs.prog.skipped, rs.stored,
+                rs.prog.skipped, rs.prog.total > rs.prog.done ? rs.prog.total - rs.prog.done : 0);
+        print_command(stderr, argc, argv);
+        fputc('\n', stderr);
+        status = 128 + run_stop_signal;
     } else if (!quiet) {
         double dt = now_s() - t_start;
         /* what is in the database, not what was attempted (a failed write is not done) */
         fprintf(stderr, "%skvbench run: %s: %ld units done (%ld already stored), %ld over budget, %.1f s, results in %s\n",
                 rs.prog.tty ? "\n" : "", e.name, rs.stored + rs.prog.skipped, rs.prog.skipped, rs.failed_budget, dt,
                 dbp);
+        if (rs.raced) /* only when a claim lapsed: work done twice, stored once */
+            fprintf(stderr, "kvbench run: %s: %ld units computed here were stored first by another process (their "
+                    "claims had lapsed); kept once\n", e.name, rs.raced);
+        if (rs.others)
+            fprintf(stderr, "kvbench run: %s: %ld units were claimed by other processes running on %s and are "
+                    "theirs to finish (a rerun takes over those of a process that died)\n", e.name, rs.others, dbp);
     }
     free(text);
 out:
