@@ -259,8 +259,11 @@ static void plot_series(plot_ctx *pc, const hx_q_run *runs, int lo, int hi, int 
         int labels = 0;
         sqlite3_stmt *st;
         if (sqlite3_prepare_v2(pc->db,
-                               kv ? "SELECT pos, AVG(bytes) / 1048576.0 FROM kv_trace WHERE run = ? GROUP BY pos ORDER BY pos"
-                                  : "SELECT pos, AVG(nll) FROM curves WHERE run = ? GROUP BY pos ORDER BY pos",
+                               /* only points of stored samples (a damaged database may hold others) */
+                               kv ? "SELECT t.pos, AVG(t.bytes) / 1048576.0 FROM kv_trace t JOIN samples s ON "
+                                    "s.run = t.run AND s.sample = t.sample WHERE t.run = ? GROUP BY t.pos ORDER BY t.pos"
+                                  : "SELECT c.pos, AVG(c.nll) FROM curves c JOIN samples s ON s.run = c.run AND "
+                                    "s.sample = c.sample WHERE c.run = ? GROUP BY c.pos ORDER BY c.pos",
                                -1, &st, NULL))
             return;
         for (int j = lo; j < hi; j++) {
