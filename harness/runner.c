@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include "../datasets/dataset.h"
+#include "../datasets/longbench.h"
 #include "../datasets/ruler.h"
 #include "../datasets/template.h"
 #include "../engine/context.h"
@@ -27,6 +28,7 @@
 #include "../engine/model.h"
 #include "../engine/sampler.h"
 #include "../metrics/kld.h"
+#include "../metrics/longbench.h"
 #include "../metrics/rouge.h"
 #include "../metrics/ruler.h"
 #include "../metrics/stats.h"
@@ -217,6 +219,81 @@ static int put_ruler(metric_list *l, const hx_task_def *t, const ds_sample *s, c
     put(l, "accuracy", score);
     put(l, "ruler_empty", empty);
     return KV_OK;
+}
+
+/* ---------------------------------------------------------- LongBench */
+
+/* The run's tokenizer as LongBench's pred.py calls it: tokenizer(text)
+ * with BOS as the run adds it, and decode(ids, skip_special_tokens=True). */
+typedef struct lb_user {
+    tok_counter *tc;
+    int bos;
+} lb_user;
+
+static int64_t lb_encode(void *user, const char *text, size_t len, const int32_t **ids) {
+    lb_user *u = user;
+    int64_t n = encode_into(u->tc, text, len, u->bos);
+    *ids = u->tc->buf;
+    return n;
+}
+
+/* Each token's piece; the first is printed as after BOS, so SentencePiece
+ * drops its leading space as Hugging Face's decode does, and control tokens
+ * print nothing (skip_special_tokens). */
+static int lb_decode(void *user, const int32_t *ids, int64_t n, char **out, size_t *len) {
+    const kv_tokenizer *tok = ((lb_user *)user)->tc->tok;
+    const int32_t bos = kv_tokenizer_bos(tok);
+    size_t total = 0, k;
+    for (int64_t i = 0; i < n; i++) {
+        kv_tokenizer_piece(tok, i ? ids[i - 1] : bos, ids[i], &k);
+        total += k;
+    }
+    if (!(*out = malloc(total + 1))) return kv_errorf(KV_ENOMEM, "out of memory");
+    *len = 0;
+    for (int64_t i = 0; i < n; i++) {
+        const char *p = kv_tokenizer_piece(tok, i ? ids[i - 1] : bos, ids[i], &k);
+        memcpy(*out + *len, p, k);
+        *len += k;
+    }
+    (*out)[*len] = 0;
+    return KV_OK;
+}
+
+/* pred.py's prediction (the generated ids decoded alone, as Python text)
+ * into *pred, and eval.py's score of it: the task's post-processing, the
+ * max over the answers, x100 as its tables print it; and LongBench-E's
+ * bucket of the sample's length. */
+static int put_longbench(metric_list *l, const hx_task_def *t, const ds_sample *s, const int32_t *tokens, int n,
+                         ds_lb_codec *c, char **pred) {
+    char *raw = NULL, **answers = NULL, **classes = NULL;
+    size_t raw_len = 0, pred_len;
+    int n_answers = 0, n_classes = 0;
+    const met_lb_task *mt = met_lb_task_find(t->longbench_task);
+    int rc = mt ? c->decode(c->user, tokens, n, &raw, &raw_len)
+                : kv_errorf(KV_EINVAL, "LongBench task %s has no scorer", t->longbench_task);
+    if (!rc) rc = ds_lb_utf8_replace(raw, raw_len, pred, &pred_len);
+    if (!rc) rc = ds_lb_strings(s, "answers", &answers, &n_answers);
+    if (!rc) rc = ds_lb_strings(s, "all_classes", &classes, &n_classes);
+    double score = 0;
+    if (!rc) rc = met_lb_sample_score(mt, *pred, (const char *const *)answers, n_answers, (const char *const *)classes,
+                                      n_classes, &score);
+    if (!rc) {
+        put(l, "longbench_score", 100 * score);
+        put(l, "longbench_bucket", met_lb_e_bucket(s->length));
+    }
+    free(raw);
+    ds_lb_strings_free(answers, n_answers);
+    ds_lb_strings_free(classes, n_classes);
+    return rc;
+}
+
+/* pred.py's extra end token for samsum: tokenizer.encode("\n",
+ * add_special_tokens=False)[-1]; -1 for every other task. */
+static int32_t longbench_stop_id(const hx_task_def *t, tok_counter *tc) {
+    const ds_lb_task *lt = t->kind == HX_TASK_LONGBENCH ? ds_lb_task_find(t->longbench_task) : NULL;
+    if (!lt || !lt->newline_stop) return -1;
+    int64_t n = encode_into(tc, "\n", 1, 0);
+    return n > 0 ? tc->buf[n - 1] : -1;
 }
 
 /* --------------------------------------------------------- one sample */
@@ -447,11 +524,23 @@ static int read_prompt(engine *en, kv_policy *pol, const int32_t *prompt, int32_
     return rc;
 }
 
+/* LongBench's samsum (pred.py): stop_id is one more end token, kept in the
+ * output as Hugging Face's generate keeps the token it stops at, and
+ * min_length = prompt + 1 keeps every end token and stop_id from being the
+ * first token: their logits are -inf at the first step. */
+static void suppress_ends(engine *en, int32_t stop_id) {
+    en->logits[stop_id] = -INFINITY;
+    for (int i = 0; i < en->n_end; i++) en->logits[en->end_ids[i]] = -INFINITY;
+    int32_t bos = kv_tokenizer_bos(en->tok);
+    if (bos >= 0) en->logits[bos] = -INFINITY;
+}
+
 /* Greedy generation of up to max_new tokens after the prompt, stopping at
- * EOS/BOS (and at a newline when asked). keep_logits stores every step's
- * distribution (the full-cache reference for fidelity). */
+ * EOS/BOS (and at a newline when asked, or after token stop_id when it is
+ * >= 0: LongBench's samsum). keep_logits stores every step's distribution
+ * (the full-cache reference for fidelity). */
 static int generate(engine *en, kv_policy *pol, const int32_t *prompt, int32_t n_prompt, int32_t q_split,
-                    ctx_snap *snap, int max_new, int stop_newline, int keep_logits, gen_result *g) {
+                    ctx_snap *snap, int max_new, int stop_newline, int32_t stop_id, int keep_logits, gen_result *g) {
     memset(g, 0, sizeof *g);
     int32_t V = en->mi->vocab_size;
     g->tokens = malloc(((size_t)max_new + 1) * sizeof *g->tokens);
@@ -466,6 +555,7 @@ static int generate(engine *en, kv_policy *pol, const int32_t *prompt, int32_t n
     double t_step = now_s();
     snprintf(g->stop, sizeof g->stop, "max_new_tokens");
     for (int i = 0; i < max_new; i++) {
+        if (i == 0 && stop_id >= 0 && stop_id < V) suppress_ends(en, stop_id);
         int32_t next = kv_argmax(en->logits, V);
         if (i == 0) g->ttft_ms = (now_s() - t0) * 1e3;
         if (is_end(en, next)) { /* the model's end of turn (eos, eot, <|im_end|>, ...) or a BOS */
@@ -484,6 +574,10 @@ static int generate(engine *en, kv_policy *pol, const int32_t *prompt, int32_t n
         g->tokens[g->n++] = next;
         if ((rc = text_add(g, piece, len))) return rc;
         prev = next;
+        if (next == stop_id) {
+            snprintf(g->stop, sizeof g->stop, "stop token");
+            break;
+        }
         if (i + 1 < max_new) {
             double t = now_s();
             if ((rc = kv_ctx_eval(en->ctx, &next, 1, en->logits, 0))) return rc;
@@ -737,7 +831,7 @@ static int run_identity(const run_state *rs, const engine *en, const run_cell *r
                      "kvbench-run/2 version=%s model_hash=%s arch=%g/%d/%g%s task_kind=%s data=%s haystack=%s template=%s@%d "
                      "max_prompt_tokens=%d max_new_tokens=%d stop_newline=%d fidelity=%d doc_field=%s ref_field=%s "
                      "lengths=%s depths=%s per_cell=%d tokens=%d chunk=%d min_chars=%d curve_bucket=%d question=%s chat=%s "
-                     "system=[%s] ruler_task=%s qa_data=%s policy=%s params=%s budget=%s seed=%llu",
+                     "system=[%s] ruler_task=%s qa_data=%s%s%s%s policy=%s params=%s budget=%s seed=%llu",
                      KVBENCH_VERSION, en->model_hash, (double)en->mi->rope_base, en->mi->ctx_len, (double)en->mi->norm_eps,
                      /* MPT's GELU, only when not the default (other runs' ids unchanged) */
                      en->mi->arch == KV_ARCH_MPT && en->mi->gelu == KV_GELU_ERF ? "/gelu=erf" : "",
@@ -747,7 +841,10 @@ static int run_identity(const run_state *rs, const engine *en, const run_cell *r
                      lens, deps, t->per_cell, t->tokens, t->chunk, t->min_chars, t->curve_bucket,
                      t->question_after ? "after_compression" : "in_prompt", cw->name, cw->system ? cw->system : "",
                      t->ruler_task ? t->ruler_task : "", t->qa_data ? t->qa_data : "",
-                     pol->ops->name, params, bs,
+                     /* LongBench's task, only for longbench runs (other runs' ids unchanged) */
+                     t->kind == HX_TASK_LONGBENCH ? " longbench_task=" : "",
+                     t->kind == HX_TASK_LONGBENCH ? t->longbench_task : "",
+                     t->kind == HX_TASK_LONGBENCH && t->longbench_e ? "/e" : "", pol->ops->name, params, bs,
                      (unsigned long long)e->seed);
     if (n < 0 || (size_t)n >= cap) return kv_errorf(KV_EINVAL, "run description too long");
     uint64_t h = hx_hash(HX_HASH_INIT, spec, strlen(spec));
@@ -776,6 +873,10 @@ static int load_task(const run_state *rs, engine *en, const hx_task_def *t, tok_
     }
     case HX_TASK_FIDELITY:
     case HX_TASK_PERPLEXITY: return ds_load_text(&lp, (size_t)t->min_chars, set);
+    case HX_TASK_LONGBENCH: {
+        int rc = hx_task_data_path(t, dp, sizeof dp); /* a LongBench folder's TASK.jsonl */
+        return rc ? rc : ds_lb_load(&lp, set);
+    }
     case HX_TASK_PASSKEY:
         return ds_make_passkey(t->lengths, t->n_lengths, t->depths, t->n_depths, t->per_cell, rs->e->seed,
                                count_tokens, tc, set);
@@ -827,6 +928,9 @@ static int run_task(run_state *rs, engine *en, int model, int task) {
         set.n = t->samples;
     }
     const ds_template *tp = ds_template_find(t->template_name);
+    lb_user lbu = {&tc, cw.bos};
+    ds_lb_codec lbc = {lb_encode, lb_decode, &lbu};
+    const int32_t stop_id = longbench_stop_id(t, &tc);
     int max_prompt = t->max_prompt_tokens;
     if (max_prompt <= 0) max_prompt = en->mi->ctx_len - t->max_new_tokens - 1;
     if (max_prompt < 8) max_prompt = 8;
@@ -938,7 +1042,8 @@ static int run_task(run_state *rs, engine *en, int model, int task) {
                                  .want_question = t->question_after,
                                  .suffix_field = t->kind == HX_TASK_RULER ? "answer_prefix" : NULL,
                                  .count = count_tokens, .user = &tc};
-            rc = hx_prompt_render(&ps, s, &hp);
+            rc = t->kind == HX_TASK_LONGBENCH ? hx_prompt_longbench(&ps, ds_lb_task_find(t->longbench_task), s, &lbc, &hp)
+                                              : hx_prompt_render(&ps, s, &hp);
             n_prompt = rc ? rc : encode_into(&tc, hp.text, strlen(hp.text), cw.bos);
         }
         if (n_prompt < 2) {
@@ -965,8 +1070,8 @@ static int run_task(run_state *rs, engine *en, int model, int task) {
             kv_policy *full = NULL;
             pol_budget none = {POL_BUDGET_NONE, 0};
             rc = pol_new("full", NULL, 0, &none, e->seed, en->mi, &full);
-            if (!rc) rc = generate(en, full, ids, (int32_t)n_prompt, q_split, NULL, max_new, t->stop_newline, 1,
-                                   &ref);
+            if (!rc) rc = generate(en, full, ids, (int32_t)n_prompt, q_split, NULL, max_new, t->stop_newline, stop_id,
+                                   1, &ref);
             pol_free(full);
             if (rc) {
                 fprintf(stderr, "kvbench run: task %s sample %s (full-cache reference): %s\n", t->name, s->id, kv_last_error());
@@ -979,6 +1084,7 @@ static int run_task(run_state *rs, engine *en, int model, int task) {
             kv_policy *pol = tr[k].pol;
             gen_result g = {0};
             metric_list ml = {0};
+            char *pred = NULL;
             int32_t *cpos = NULL;
             double *cnll = NULL;
             int n_curve = 0;
@@ -996,7 +1102,7 @@ static int run_task(run_state *rs, engine *en, int model, int task) {
                 }
             } else {
                 rc = generate(en, pol, ids, (int32_t)n_prompt, q_split, t->question_after ? &tr[k].snap : NULL,
-                              max_new, t->stop_newline, 0, &g);
+                              max_new, t->stop_newline, stop_id, 0, &g);
                 if (!rc && t->question_after) put(&ml, "context_reused", g.context_reused);
                 if (!rc) {
                     switch (t->kind) {
@@ -1010,6 +1116,13 @@ static int run_task(run_state *rs, engine *en, int model, int task) {
                         break;
                     case HX_TASK_RULER:
                         rc = put_ruler(&ml, t, s, g.text);
+                        break;
+                    case HX_TASK_LONGBENCH: /* the output stored is pred.py's prediction */
+                        if (!(rc = put_longbench(&ml, t, s, g.tokens, g.n, &lbc, &pred))) {
+                            free(g.text);
+                            g.text = pred;
+                            pred = NULL;
+                        }
                         break;
                     default:
                         break;
@@ -1080,6 +1193,7 @@ static int run_task(run_state *rs, engine *en, int model, int task) {
                 status = -1;
             }
             gen_free(&g);
+            free(pred);
             free(cpos);
             free(cnll);
             rs->prog.done++;
