@@ -1118,11 +1118,7 @@ static int run_task(run_state *rs, engine *en, int model, int task) {
                         rc = put_ruler(&ml, t, s, g.text);
                         break;
                     case HX_TASK_LONGBENCH: /* the output stored is pred.py's prediction */
-                        if (!(rc = put_longbench(&ml, t, s, g.tokens, g.n, &lbc, &pred))) {
-                            free(g.text);
-                            g.text = pred;
-                            pred = NULL;
-                        }
+                        rc = put_longbench(&ml, t, s, g.tokens, g.n, &lbc, &pred);
                         break;
                     default:
                         break;
@@ -1180,7 +1176,7 @@ static int run_task(run_state *rs, engine *en, int model, int task) {
                     .ttft_ms = g.ttft_ms, .decode_ms = g.decode_ms, .kv_bytes_peak = (int64_t)g.bytes_peak,
                     .kv_bytes_final = (int64_t)g.bytes_final, .kv_slots_max = g.slots_max,
                     .budget_slots = pol->limit == INT32_MAX ? -1 : pol->limit,
-                    .output = g.text ? g.text : "", .reference = s->reference,
+                    .output = pred ? pred : g.text ? g.text : "", .reference = s->reference,
                     .stop_reason = t->kind == HX_TASK_PERPLEXITY ? NULL : g.stop};
                 hx_curve nc = {cpos, cnll, n_curve}, kc = {g.trace_pos, g.trace_bytes, g.n_trace};
                 rc = ml.lost ? kv_errorf(KV_EINVAL, "internal: %d metrics over MAX_METRICS", ml.lost)
