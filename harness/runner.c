@@ -527,12 +527,17 @@ static int read_prompt(engine *en, kv_policy *pol, const int32_t *prompt, int32_
 /* LongBench's samsum (pred.py): stop_id is one more end token, kept in the
  * output as Hugging Face's generate keeps the token it stops at, and
  * min_length = prompt + 1 keeps every end token and stop_id from being the
- * first token: their logits are -inf at the first step. */
-static void suppress_ends(engine *en, int32_t stop_id) {
-    en->logits[stop_id] = -INFINITY;
-    for (int i = 0; i < en->n_end; i++) en->logits[en->end_ids[i]] = -INFINITY;
-    int32_t bos = kv_tokenizer_bos(en->tok);
-    if (bos >= 0) en->logits[bos] = -INFINITY;
+ * first token. The first step's argmax skips them; the logits stay the
+ * model's (the fidelity figures compare models, not logits processors). */
+static int32_t first_token(const engine *en, int32_t stop_id) {
+    const int32_t V = en->mi->vocab_size, bos = kv_tokenizer_bos(en->tok);
+    int32_t best = -1;
+    for (int32_t v = 0; v < V; v++) {
+        int barred = v == stop_id || v == bos;
+        for (int i = 0; i < en->n_end && !barred; i++) barred = en->end_ids[i] == v;
+        if (!barred && (best < 0 || en->logits[v] > en->logits[best])) best = v;
+    }
+    return best < 0 ? kv_argmax(en->logits, V) : best;
 }
 
 /* Greedy generation of up to max_new tokens after the prompt, stopping at
@@ -555,8 +560,7 @@ static int generate(engine *en, kv_policy *pol, const int32_t *prompt, int32_t n
     double t_step = now_s();
     snprintf(g->stop, sizeof g->stop, "max_new_tokens");
     for (int i = 0; i < max_new; i++) {
-        if (i == 0 && stop_id >= 0 && stop_id < V) suppress_ends(en, stop_id);
-        int32_t next = kv_argmax(en->logits, V);
+        int32_t next = i == 0 && stop_id >= 0 ? first_token(en, stop_id) : kv_argmax(en->logits, V);
         if (i == 0) g->ttft_ms = (now_s() - t0) * 1e3;
         if (is_end(en, next)) { /* the model's end of turn (eos, eot, <|im_end|>, ...) or a BOS */
             size_t tl;

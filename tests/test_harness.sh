@@ -623,6 +623,15 @@ print(" ".join(bad) or "good")
 PY
 )
 if [ "$chk" = good ]; then ok "longbench: pred.py's truncation and samsum stop, eval.py's scores and buckets as 'score longbench' gives them"; else bad "longbench" "$chk $out"; fi
+# samsum's min_length: after this input stories260K's most likely token is the newline, which
+# may not come first (pred.py's min_length = prompt + 1): it comes second, and ends the output
+mkdir -p "$tmp/lb1"
+$py -c 'import json, sys; print(json.dumps(dict(input="Dialogue: Sue: \"Lunch?\" said Sue.\nSummary: We can see your shoes and share them with your shoes. You can have a shoe.\"", context="Dialogue: A: x\nSummary: A says x.", answers=["Sue goes to lunch."], length=10, all_classes=None, _id="nl")))' >"$tmp/lb1/samsum.jsonl"
+sed "s|^db = .*|db = $tmp/lb1.db|; s|^data = $tmp/lb\$|data = $tmp/lb1|; s|^policies = \*|policies = full|; s|^tasks = \*|tasks = samsum|" "$tmp/lb.ini" >"$tmp/lb1.ini"
+out=$("$kv" run "$tmp/lb1.ini" -q 2>&1)
+got=$($py -c 'import sqlite3, sys; print(sqlite3.connect(sys.argv[1]).execute("select generated_tokens >= 2, stop_reason, output = char(10) from samples").fetchall())' "$tmp/lb1.db" 2>&1)
+if [ "$got" = "[(1, 'stop token', 1)]" ]; then ok "longbench samsum: the newline is barred from the first step"; else bad "samsum min_length" "$got $out"; fi
+
 # refused by name: a jieba task, a stop setting, a missing task file, an unknown task
 lb_bad() {
   sed "$3" "$tmp/lb.ini" >"$tmp/lb_bad.ini"
