@@ -317,7 +317,7 @@ static size_t utf8_char(const unsigned char *s, size_t len, size_t *sub) {
     return need;
 }
 
-int ds_lb_utf8_replace(const char *text, size_t len, char **out, size_t *out_len) {
+int ds_lb_utf8_replace(const char *text, size_t len, int per_byte, char **out, size_t *out_len) {
     ds_str o = {0};
     int rc = ds_str_add(&o, "", 0);
     const unsigned char *s = (const unsigned char *)text;
@@ -330,7 +330,7 @@ int ds_lb_utf8_replace(const char *text, size_t len, char **out, size_t *out_len
             i += run;
         } else {
             rc = ds_str_add(&o, "\xEF\xBF\xBD", 3);
-            i += sub;
+            i += per_byte ? 1 : sub;
         }
     }
     if (rc) {
@@ -347,7 +347,7 @@ static int decode_part(const ds_lb_codec *c, const int32_t *ids, int64_t n, ds_s
     char *raw = NULL, *txt = NULL;
     size_t raw_len = 0, txt_len = 0;
     int rc = c->decode(c->user, ids, n, &raw, &raw_len);
-    if (!rc) rc = ds_lb_utf8_replace(raw ? raw : "", raw_len, &txt, &txt_len);
+    if (!rc) rc = ds_lb_utf8_replace(raw ? raw : "", raw_len, c->per_byte, &txt, &txt_len);
     if (!rc) rc = ds_str_add(o, txt, txt_len);
     free(raw);
     free(txt);

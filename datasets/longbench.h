@@ -87,20 +87,28 @@ typedef struct ds_lb_codec {
      * as SentencePiece decodes, the first word's leading space is dropped. */
     int (*decode)(void *user, const int32_t *ids, int64_t n, char **out, size_t *len);
     void *user;
+    /* How the tokenizer's decode makes text of bytes that are not UTF-8
+     * (ds_lb_utf8_replace): 1 for SentencePiece (pred.py's Llama 2, Vicuna,
+     * LongChat), 0 for byte-level BPE (Python's and Rust's lossy decode). */
+    int per_byte;
 } ds_lb_codec;
 
 /* pred.py's truncation: when the prompt's tokens (BOS included, as the
  * tokenizer adds it) exceed max_length, the prompt becomes
  * decode(ids[:half]) + decode(ids[-half:]) with half = int(max_length / 2),
- * each decoded alone, invalid UTF-8 replaced as Python decodes it (U+FFFD
- * per maximal invalid subpart). *out is malloc'd; *n_tokens gets the
- * prompt's tokens before truncation, *truncated whether it was cut. */
+ * each decoded alone, the bytes of a character the cut split replaced as
+ * the tokenizer's decode replaces them (c->per_byte). *out is malloc'd;
+ * *n_tokens gets the prompt's tokens before truncation, *truncated whether
+ * it was cut. */
 int ds_lb_truncate(const ds_lb_codec *c, const char *prompt, int32_t max_length, char **out, int64_t *n_tokens,
                    int *truncated);
 
-/* text[0..len) with each maximal invalid UTF-8 subpart replaced by U+FFFD,
- * as Python's bytes.decode('utf-8', 'replace') does, into *out (malloc'd,
- * NUL-terminated; *out_len its length). */
-int ds_lb_utf8_replace(const char *text, size_t len, char **out, size_t *out_len);
+/* text[0..len) made valid UTF-8 into *out (malloc'd, NUL-terminated;
+ * *out_len its length): per_byte = 0 replaces each maximal invalid subpart
+ * by one U+FFFD, as Python's bytes.decode('utf-8', 'replace') and Rust's
+ * from_utf8_lossy (Hugging Face's byte-level decoders) do; per_byte = 1
+ * replaces each byte of it, as SentencePiece's decoder does (a character
+ * cut after 2 of its 3 bytes: two U+FFFD). */
+int ds_lb_utf8_replace(const char *text, size_t len, int per_byte, char **out, size_t *out_len);
 
 #endif

@@ -237,23 +237,27 @@ static int64_t lb_encode(void *user, const char *text, size_t len, const int32_t
     return n;
 }
 
-/* Each token's piece; the first is printed as after BOS, so SentencePiece
- * drops its leading space as Hugging Face's decode does, and control tokens
- * print nothing (skip_special_tokens). */
+/* Hugging Face's decode(ids, skip_special_tokens=True): the special tokens
+ * (control and unknown: BOS, EOS, <unk>) are dropped first, then the rest
+ * is printed piece by piece, the first as after BOS (SentencePiece drops
+ * its leading space; a space after a dropped token mid-text stays). */
 static int lb_decode(void *user, const int32_t *ids, int64_t n, char **out, size_t *len) {
     const kv_tokenizer *tok = ((lb_user *)user)->tc->tok;
-    const int32_t bos = kv_tokenizer_bos(tok);
+    int32_t prev = kv_tokenizer_bos(tok);
     size_t total = 0, k;
     for (int64_t i = 0; i < n; i++) {
-        kv_tokenizer_piece(tok, i ? ids[i - 1] : bos, ids[i], &k);
-        total += k;
+        kv_tokenizer_piece(tok, prev, ids[i], &k);
+        total += k + 1; /* a bound: a piece after BOS is never longer */
     }
     if (!(*out = malloc(total + 1))) return kv_errorf(KV_ENOMEM, "out of memory");
     *len = 0;
     for (int64_t i = 0; i < n; i++) {
-        const char *p = kv_tokenizer_piece(tok, i ? ids[i - 1] : bos, ids[i], &k);
+        const int type = kv_tokenizer_token_type(tok, ids[i]);
+        if (type == 2 || type == 3) continue; /* GGUF's unknown and control types */
+        const char *p = kv_tokenizer_piece(tok, prev, ids[i], &k);
         memcpy(*out + *len, p, k);
         *len += k;
+        prev = ids[i];
     }
     (*out)[*len] = 0;
     return KV_OK;
@@ -271,7 +275,7 @@ static int put_longbench(metric_list *l, const hx_task_def *t, const ds_sample *
     const met_lb_task *mt = met_lb_task_find(t->longbench_task);
     int rc = mt ? c->decode(c->user, tokens, n, &raw, &raw_len)
                 : kv_errorf(KV_EINVAL, "LongBench task %s has no scorer", t->longbench_task);
-    if (!rc) rc = ds_lb_utf8_replace(raw, raw_len, pred, &pred_len);
+    if (!rc) rc = ds_lb_utf8_replace(raw, raw_len, c->per_byte, pred, &pred_len);
     if (!rc) rc = ds_lb_strings(s, "answers", &answers, &n_answers);
     if (!rc) rc = ds_lb_strings(s, "all_classes", &classes, &n_classes);
     double score = 0;
@@ -933,7 +937,7 @@ static int run_task(run_state *rs, engine *en, int model, int task) {
     }
     const ds_template *tp = ds_template_find(t->template_name);
     lb_user lbu = {&tc, cw.bos};
-    ds_lb_codec lbc = {lb_encode, lb_decode, &lbu};
+    ds_lb_codec lbc = {lb_encode, lb_decode, &lbu, !kv_tokenizer_byte_level(en->tok)}; /* SentencePiece: per byte */
     const int32_t stop_id = longbench_stop_id(t, &tc);
     int max_prompt = t->max_prompt_tokens;
     if (max_prompt <= 0) max_prompt = en->mi->ctx_len - t->max_new_tokens - 1;

@@ -465,11 +465,11 @@ static void test_lb_load(void **state) {
 }
 
 /* Python's bytes.decode('utf-8', 'replace'): one U+FFFD per maximal
- * invalid subpart. */
-static void utf8_at(const char *in, size_t len, const char *want, int line) {
+ * invalid subpart; SentencePiece's decoder (per_byte): one per byte. */
+static void utf8_at(const char *in, size_t len, int per_byte, const char *want, int line) {
     char *got = NULL;
     size_t n;
-    assert_int_equal(ds_lb_utf8_replace(in, len, &got, &n), KV_OK);
+    assert_int_equal(ds_lb_utf8_replace(in, len, per_byte, &got, &n), KV_OK);
     if (n != strlen(want) || memcmp(got, want, n)) {
         print_error("line %d: utf8_replace gave \"%s\", expected \"%s\"\n", line, got, want);
         free(got);
@@ -477,7 +477,8 @@ static void utf8_at(const char *in, size_t len, const char *want, int line) {
     }
     free(got);
 }
-#define UTF8(in, want) utf8_at((in), sizeof(in) - 1, (want), __LINE__)
+#define UTF8(in, want) utf8_at((in), sizeof(in) - 1, 0, (want), __LINE__)
+#define UTF8_SP(in, want) utf8_at((in), sizeof(in) - 1, 1, (want), __LINE__)
 #define FFFD "\xEF\xBF\xBD"
 
 static void test_lb_utf8(void **state) {
@@ -492,6 +493,12 @@ static void test_lb_utf8(void **state) {
     UTF8("\xE0\x80", FFFD FFFD);                      /* E0 takes A0..BF */
     UTF8("a\x80" "b\xFF", "a" FFFD "b" FFFD);         /* stray continuation, FF */
     UTF8("\xF0\x90\x80" "\xF0\x90\x80\x80", FFFD "\xF0\x90\x80\x80");
+    /* per byte: a cut character gives one U+FFFD per byte it kept */
+    UTF8_SP("ab\xC3\xA9", "ab\xC3\xA9");
+    UTF8_SP("\xE4\xB8" "A", FFFD FFFD "A");
+    UTF8_SP("\xF0\x9F\x98", FFFD FFFD FFFD);
+    UTF8_SP("\xF0\x90\x80" "\xF0\x90\x80\x80", FFFD FFFD FFFD "\xF0\x90\x80\x80");
+    UTF8_SP("\xED\xA0\x80", FFFD FFFD FFFD);
 }
 
 /* A tokenizer of one token per byte (id = the byte), BOS = 256 in front,
@@ -521,9 +528,9 @@ static int byte_decode(void *user, const int32_t *ids, int64_t n, char **out, si
     return KV_OK;
 }
 
-static void cut_at(const char *prompt, int32_t max_length, const char *want, int want_cut, int line) {
+static void cut_at(const char *prompt, int32_t max_length, int per_byte, const char *want, int want_cut, int line) {
     byte_codec bc = {0};
-    ds_lb_codec c = {byte_encode, byte_decode, &bc};
+    ds_lb_codec c = {byte_encode, byte_decode, &bc, per_byte};
     char *got = NULL;
     int64_t n = 0;
     int cut = -1;
@@ -537,7 +544,8 @@ static void cut_at(const char *prompt, int32_t max_length, const char *want, int
     }
     free(got);
 }
-#define CUT(p, m, want, c) cut_at((p), (m), (want), (c), __LINE__)
+#define CUT(p, m, want, c) cut_at((p), (m), 0, (want), (c), __LINE__)
+#define CUT_SP(p, m, want, c) cut_at((p), (m), 1, (want), (c), __LINE__)
 
 static void test_lb_truncate(void **state) {
     (void)state;
@@ -552,6 +560,9 @@ static void test_lb_truncate(void **state) {
     /* a cut through a character's bytes: each half decoded alone, as Python text */
     CUT("a\xC3\xA9" "bcdef", 6, "a" FFFD "def", 1);
     CUT("abcd\xC3\xA9" "f", 4, "a" FFFD "f", 1);
+    /* 3 bytes of 述 (E8 BF B0), the cut after 2: [BOS a E8 BF] + [x y z w] */
+    CUT("a\xE8\xBF\xB0" "xyzw", 8, "a" FFFD "xyzw", 1);
+    CUT_SP("a\xE8\xBF\xB0" "xyzw", 8, "a" FFFD FFFD "xyzw", 1);
 }
 
 int main(void) {
