@@ -43,6 +43,9 @@ static const ds_template TEMPLATES[] = {
      "the runner, after a chat wrap", "{question}"},
     {"ruler-base", 1, "ruler", "context", 1, "{context}{question}{answer_prefix}",
      "RULER's 'base' model template: its input, then its answer prefix", "{question}"},
+    {"longbench", 1, "longbench", "context", 1, "{context}",
+     "LongBench v1's per-task prompt (datasets/longbench.c, its dataset2prompt.json), cut in the middle in tokens as "
+     "its pred.py does; the runner renders it, not this text", NULL},
 };
 #define N_TEMPLATES (int)(sizeof TEMPLATES / sizeof TEMPLATES[0])
 

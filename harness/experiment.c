@@ -13,15 +13,17 @@
 
 #include "../datasets/chat.h"
 #include "../datasets/dataset.h"
+#include "../datasets/longbench.h"
 #include "../datasets/ruler.h"
 #include "../datasets/template.h"
 #include "../engine/dtype.h"
 #include "../engine/kv_error.h"
+#include "../metrics/longbench.h"
 #include "experiment.h"
 #include "paths.h"
 
 static const char *const KIND_NAMES[] = {"summarization", "conversation", "passkey", "needle",
-                                         "ruler", "fidelity", "perplexity"};
+                                         "ruler", "fidelity", "perplexity", "longbench"};
 
 const char *hx_task_kind_name(hx_task_kind k) { return KIND_NAMES[k]; }
 
@@ -338,6 +340,25 @@ static int needle_key(parse_state *st, hx_task_def *t, const char *sn, const cha
     return 1;
 }
 
+/* longbench_task = one of LongBench v1's 21 datasets; those whose scorer
+ * segments Chinese with jieba are refused by name (metrics/longbench.h):
+ * kvbench does not implement jieba, and another segmentation would give
+ * other numbers. */
+static int check_longbench_task(parse_state *st, const char *sn, const char *value, hx_task_def *t) {
+    const ds_lb_task *lt = ds_lb_task_find(value);
+    if (!lt) {
+        char names[1024] = "";
+        for (int i = 0; i < ds_lb_task_count(); i++)
+            snprintf(names + strlen(names), sizeof names - strlen(names), "%s%s", i ? ", " : "", ds_lb_task_at(i)->name);
+        return fail(st, st->line, "[%s] longbench_task: unknown LongBench task '%s' (expected one of %s)", sn, value, names);
+    }
+    const met_lb_task *mt = met_lb_task_find(value);
+    if (!mt || met_lb_scorer_needs_jieba(mt->scorer))
+        return fail(st, st->line, "[%s] longbench_task: %s is refused: its scorer %s segments Chinese with jieba, which "
+                    "kvbench does not implement (docs/LONGBENCH.md)", sn, value, lt->scorer);
+    return set_str(st, &t->longbench_task, value, sn, "longbench_task");
+}
+
 static int handler(void *user, const char *section, const char *key, const char *value) {
     (void)section;
     parse_state *st = user;
@@ -400,7 +421,7 @@ static int handler(void *user, const char *section, const char *key, const char 
             int k = -1;
             for (int i = 0; i < (int)(sizeof KIND_NAMES / sizeof *KIND_NAMES); i++)
                 if (!strcmp(value, KIND_NAMES[i])) k = i;
-            if (k < 0) fail(st, st->line, "[%s] kind: unknown kind '%s' (expected summarization, conversation, passkey, needle, ruler, fidelity or perplexity)", sn, value);
+            if (k < 0) fail(st, st->line, "[%s] kind: unknown kind '%s' (expected summarization, conversation, passkey, needle, ruler, fidelity, perplexity or longbench)", sn, value);
             t->kind = (hx_task_kind)k;
         } else if (!strcmp(key, "data")) set_str(st, &t->data, value, sn, key);
         else if (!strcmp(key, "haystack")) set_str(st, &t->haystack, value, sn, key);
@@ -410,6 +431,8 @@ static int handler(void *user, const char *section, const char *key, const char 
                      "niah_multivalue, niah_multiquery, vt, cwe, fwe, qa_1, qa_2)", sn, value);
             else set_str(st, &t->ruler_task, value, sn, key);
         } else if (!strcmp(key, "qa_data")) set_str(st, &t->qa_data, value, sn, key);
+        else if (!strcmp(key, "longbench_task")) check_longbench_task(st, sn, value, t);
+        else if (!strcmp(key, "longbench_e")) get_bool(st, sn, key, value, &t->longbench_e);
         else if (!strcmp(key, "samples")) get_int(st, sn, key, value, 1, INT_MAX, &t->samples);
         else if (!strcmp(key, "template")) {
             if (!ds_template_find(value)) fail(st, st->line, "[%s] template: unknown template '%s' (see 'kvbench list templates')", sn, value);
@@ -417,11 +440,11 @@ static int handler(void *user, const char *section, const char *key, const char 
         } else if (!strcmp(key, "max_prompt_tokens")) get_int(st, sn, key, value, 1, 1 << 24, &t->max_prompt_tokens);
         else if (!strcmp(key, "max_new_tokens")) {
             get_int(st, sn, key, value, 0, 1 << 20, &t->max_new_tokens);
-            t->max_new_given = 1;
+            t->max_new_set = 1;
         } else if (needle_key(st, t, sn, key, value)) {
             /* handled */
         } else if (!strcmp(key, "stop")) {
-            t->stop_given = 1;
+            t->stop_set = 1;
             if (!strcmp(value, "newline")) t->stop_newline = 1;
             else if (!strcmp(value, "eos")) t->stop_newline = 0;
             else fail(st, st->line, "[%s] stop: expected eos or newline, got '%s'", sn, value);
@@ -447,7 +470,7 @@ static int handler(void *user, const char *section, const char *key, const char 
         else if (!strcmp(key, "chunk")) get_int(st, sn, key, value, 1, 1 << 16, &t->chunk);
         else if (!strcmp(key, "min_chars")) get_int(st, sn, key, value, 0, INT_MAX, &t->min_chars);
         else if (!strcmp(key, "curve_bucket")) get_int(st, sn, key, value, 1, 1 << 20, &t->curve_bucket);
-        else fail(st, st->line, "[%s] unknown key '%s' (expected kind, data, haystack, samples, template, max_prompt_tokens, max_new_tokens, stop, fidelity, question, chat, system, ruler_task, qa_data, bad_rows, doc_field, ref_field, lengths, depths, per_cell, tokens, chunk, min_chars, curve_bucket, needle_protocol, needle, needle_question, needle_answer, depth_intervals, depth_spacing, final_context_length_buffer, needle_scorer)", sn, key);
+        else fail(st, st->line, "[%s] unknown key '%s' (expected kind, data, haystack, samples, template, max_prompt_tokens, max_new_tokens, stop, fidelity, question, chat, system, ruler_task, qa_data, longbench_task, longbench_e, bad_rows, doc_field, ref_field, lengths, depths, per_cell, tokens, chunk, min_chars, curve_bucket, needle_protocol, needle, needle_question, needle_answer, depth_intervals, depth_spacing, final_context_length_buffer, needle_scorer)", sn, key);
         break;
     }
     case S_POLICY: {
@@ -507,8 +530,8 @@ static int check_needle(parse_state *st, hx_task_def *t, const char *sn) {
         return fail(st, t->line, "[%s] needle_scorer = rouge1: scores one needle; several are scored by contains", sn);
     if (factory) {
         if (t->context_buffer < 0) t->context_buffer = 200;
-        if (!t->max_new_given) t->max_new_tokens = 30;
-        if (!t->stop_given) t->stop_newline = 1;
+        if (!t->max_new_set) t->max_new_tokens = 30;
+        if (!t->stop_set) t->stop_newline = 1;
         if (!t->template_name && !(t->template_name = strdup("needle-factory"))) return fail(st, t->line, "out of memory");
     }
     if (t->depth_intervals) {
@@ -567,6 +590,41 @@ static int policy_is_one_shot(const hx_policy_def *pd) {
     return one_shot;
 }
 
+int hx_task_data_path(const hx_task_def *t, char *buf, size_t cap) {
+    char dp[4096];
+    const char *p = hx_resolve_data(t->data, dp, sizeof dp);
+    struct stat sb;
+    if (t->kind == HX_TASK_LONGBENCH && stat(p, &sb) == 0 && S_ISDIR(sb.st_mode))
+        return ds_lb_data_path(p, ds_lb_task_find(t->longbench_task), t->longbench_e, buf, cap);
+    if (snprintf(buf, cap, "%s", p) >= (int)cap) return kv_errorf(KV_EINVAL, "data path too long: %s", p);
+    return KV_OK;
+}
+
+/* A longbench task names its LongBench dataset, reads its file (data = the
+ * file, or a LongBench folder holding TASK.jsonl / TASK_e.jsonl), and
+ * generates and stops as pred.py does: max_new_tokens defaults to the
+ * task's dataset2maxlen, and stop is not a setting of it. */
+static int validate_longbench(parse_state *st, const char *sn, hx_task_def *t) {
+    if (t->kind != HX_TASK_LONGBENCH) {
+        if (t->longbench_task) return fail(st, t->line, "[%s] longbench_task: only longbench tasks take one", sn);
+        if (t->longbench_e) return fail(st, t->line, "[%s] longbench_e: only longbench tasks take it", sn);
+        return 0;
+    }
+    if (!t->longbench_task) return fail(st, t->line, "[%s] longbench_task: missing (the LongBench dataset to run, e.g. multi_news)", sn);
+    const ds_lb_task *lt = ds_lb_task_find(t->longbench_task);
+    if (t->longbench_e && !lt->in_e) return fail(st, t->line, "[%s] longbench_e: LongBench-E has no %s", sn, lt->name);
+    if (t->stop_set)
+        return fail(st, t->line, "[%s] stop: a longbench task stops as LongBench's pred.py does (at EOS; samsum also at "
+                    "its newline token)", sn);
+    if (!t->max_new_set) t->max_new_tokens = lt->max_new_tokens;
+    char path[4096];
+    if (hx_task_data_path(t, path, sizeof path)) return fail(st, t->line, "[%s] data: %s", sn, kv_last_error());
+    if (!file_exists(path))
+        return fail(st, t->line, "[%s] data: '%s' not found (data = a LongBench folder holding %s%s.jsonl, or the file)",
+                    sn, path, lt->name, t->longbench_e ? "_e" : "");
+    return 0;
+}
+
 static int validate(parse_state *st) {
     hx_experiment *e = st->e;
     if (!st->have_experiment) return fail(st, 1, "missing [experiment] section");
@@ -598,6 +656,7 @@ static int validate(parse_state *st) {
         if (!needs_data && t->data) return fail(st, t->line, "[%s] data: a %s task generates its prompts and reads no data file", sn, hx_task_kind_name(t->kind));
         if (t->data && !file_exists(hx_resolve_data(t->data, buf, sizeof buf)))
             return fail(st, t->line, "[%s] data: '%s' not found (also looked under $KVBENCH_DATA = %s)", sn, t->data, hx_data_dir());
+        if (validate_longbench(st, sn, t)) return st->rc;
         if (t->kind == HX_TASK_NEEDLE) {
             if (!t->haystack) return fail(st, t->line, "[%s] haystack: missing (a folder of .txt files)", sn);
             if (!file_exists(hx_resolve_data(t->haystack, buf, sizeof buf)))
@@ -613,7 +672,7 @@ static int validate(parse_state *st) {
         if (!grid && t->n_depths) return fail(st, t->line, "[%s] depths: only passkey and needle tasks take them", sn);
         if (!grid && !gen_ruler && t->n_lengths) return fail(st, t->line, "[%s] lengths: only passkey, needle and generated ruler tasks take them", sn);
         if (!t->template_name) {
-            static const char *const dflt[] = {"keyformer-summ", "keyformer-dialog", "passkey", "needle", "ruler-split", "text", "text"};
+            static const char *const dflt[] = {"keyformer-summ", "keyformer-dialog", "passkey", "needle", "ruler-split", "text", "text", "longbench"};
             t->template_name = strdup(dflt[t->kind]);
             if (!t->template_name) return fail(st, t->line, "out of memory");
         }
@@ -728,6 +787,7 @@ void hx_experiment_free(hx_experiment *e) {
         free(t->chat);
         free(t->system);
         free(t->ruler_task);
+        free(t->longbench_task);
         free(t->qa_data);
     }
     for (int i = 0; i < e->n_policies; i++) {

@@ -5,7 +5,7 @@
  *   [task NAME]       kind, data, samples, template, max_prompt_tokens,
  *                     max_new_tokens, stop, fidelity, bad_rows, doc_field,
  *                     ref_field, lengths, depths, per_cell, haystack,
- *                     tokens, chunk, min_chars
+ *                     tokens, chunk, min_chars, longbench_task, longbench_e
  *   [policy LABEL]    policy = registry name, then the policy's parameters
  *   [sweep]           models, tasks, policies, budgets
  *
@@ -17,6 +17,7 @@
 #ifndef HX_EXPERIMENT_H
 #define HX_EXPERIMENT_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #include "../datasets/dataset.h"
@@ -42,6 +43,7 @@ typedef enum hx_task_kind {
     HX_TASK_RULER,
     HX_TASK_FIDELITY,   /* any text: only drift from the full cache is scored */
     HX_TASK_PERPLEXITY, /* streaming: one token at a time through the evicting cache */
+    HX_TASK_LONGBENCH,  /* a LongBench v1 task as its pred.py runs it (datasets/longbench.h) */
 } hx_task_kind;
 
 const char *hx_task_kind_name(hx_task_kind k);
@@ -52,12 +54,16 @@ typedef struct hx_task_def {
     char *data;            /* file (summarization, conversation, ruler, fidelity, perplexity) */
     char *ruler_task;      /* ruler: generate this RULER task (niah_single_1, vt, ...) instead of reading data */
     char *qa_data;         /* ruler qa_1 / qa_2: the SQuAD / HotpotQA file */
+    char *longbench_task;  /* longbench: the LongBench dataset (multi_news, ...) */
+    int longbench_e;       /* longbench: read LongBench-E's TASK_e.jsonl from a data folder */
     char *haystack;        /* needle: folder of .txt files */
     int samples;           /* 0 = all */
     char *template_name;   /* "keyformer-summ" or "keyformer-summ@1" */
     int max_prompt_tokens; /* 0 = the model's context minus max_new_tokens */
     int max_new_tokens;
+    int max_new_set;       /* max_new_tokens was given (else a longbench task or a needle protocol takes its own) */
     int stop_newline;      /* stop generating at the first newline */
+    int stop_set;          /* stop was given */
     int fidelity;          /* also score drift from the full cache (KL, agreement) */
     char *chat;            /* chat = auto|none|NAME: overrides the model's (NULL: the model's) */
     char *system;          /* the chat's system message (NULL: none) */
@@ -84,8 +90,6 @@ typedef struct hx_task_def {
     int needle_scorer;     /* -1: the protocol's; HX_NEEDLE_CONTAINS or HX_NEEDLE_ROUGE1 */
     double needle_depths[HX_MAX_ITEMS]; /* the depths the generator uses (fractional with sigmoid spacing) */
     int n_needle_depths;
-    int max_new_given;     /* max_new_tokens was set (else a protocol may choose) */
-    int stop_given;
     int line;
 } hx_task_def;
 
@@ -132,6 +136,11 @@ void hx_experiment_free(hx_experiment *e);
 /* Parses a budget list: "128,256,512", "20%..90% step 10%", "none", or a
  * mix separated by commas. KV_EINVAL naming the text on error. */
 int hx_parse_budgets(const char *s, pol_budget *out, int max, int *n);
+
+/* The data file task t reads, resolved under $KVBENCH_DATA; for a
+ * longbench task whose data is a folder, its TASK.jsonl (TASK_e.jsonl with
+ * longbench_e) in it. */
+int hx_task_data_path(const hx_task_def *t, char *buf, size_t cap);
 
 /* Expands $VAR and ${VAR} (unset variables are an error). malloc'd. */
 char *hx_expand_env(const char *s, const char **missing);

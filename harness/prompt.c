@@ -123,6 +123,40 @@ int hx_prompt_render(const hx_prompt_spec *ps, const ds_sample *s, hx_prompt *ou
     return rc;
 }
 
+/* Code points in s[0..n) (bytes that are not UTF-8 continuation bytes). */
+static size_t code_points(const char *s, size_t n) {
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++) k += ((unsigned char)s[i] & 0xC0) != 0x80;
+    return k;
+}
+
+int hx_prompt_longbench(const hx_prompt_spec *ps, const ds_lb_task *t, const ds_sample *s, const ds_lb_codec *c,
+                        hx_prompt *out) {
+    memset(out, 0, sizeof *out);
+    char *raw = NULL, *cut = NULL;
+    int64_t n_raw = 0;
+    int truncated = 0;
+    int rc = ds_lb_format(t, s, &raw);
+    if (!rc) rc = ds_lb_truncate(c, raw, ps->max_tokens, &cut, &n_raw, &truncated);
+    if (!rc && truncated) {
+        size_t a = code_points(raw, strlen(raw)), b = code_points(cut, strlen(cut));
+        out->cut_chars = a > b ? a - b : 0;
+    }
+    if (!rc && (t->no_chat || !ps->chat)) { /* pred.py: trec, triviaqa, samsum, lsht, lcc, repobench-p */
+        out->text = cut;
+        cut = NULL;
+    } else if (!rc) {
+        rc = wrap(ps, cut, &out->text);
+        int64_t a = rc ? 0 : count(ps, out->text), b = rc ? 0 : count(ps, cut);
+        if (!rc && (a < 0 || b < 0)) rc = a < 0 ? (int)a : (int)b;
+        if (!rc) out->wrap_tokens = (int32_t)(a - b);
+    }
+    free(raw);
+    free(cut);
+    if (rc) hx_prompt_free(out);
+    return rc;
+}
+
 void hx_prompt_free(hx_prompt *p) {
     free(p->text);
     memset(p, 0, sizeof *p);

@@ -19,6 +19,7 @@
 
 #include "../datasets/chat.h"
 #include "../datasets/dataset.h"
+#include "../datasets/longbench.h"
 #include "../datasets/template.h"
 
 typedef struct hx_prompt_spec {
@@ -42,6 +43,15 @@ typedef struct hx_prompt {
 /* Renders sample s. KV_EINVAL naming the sample and template when it
  * cannot fit, has no question part, or the chat template refuses it. */
 int hx_prompt_render(const hx_prompt_spec *ps, const ds_sample *s, hx_prompt *out);
+/* A LongBench task's prompt as its pred.py builds it: the task's prompt
+ * formatted with the sample's fields, cut in the middle to ps->max_tokens
+ * tokens (pred.py's max_length, BOS counted) through the codec, then wrapped
+ * in ps->chat unless the task is one pred.py leaves unwrapped. The wrap is
+ * not counted against max_length (pred.py truncates before it wraps).
+ * ps->tp, want_question and suffix_field are not used. */
+int hx_prompt_longbench(const hx_prompt_spec *ps, const ds_lb_task *t, const ds_sample *s, const ds_lb_codec *c,
+                        hx_prompt *out);
+
 void hx_prompt_free(hx_prompt *p);
 
 #endif

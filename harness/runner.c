@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "../datasets/dataset.h"
+#include "../datasets/longbench.h"
 #include "../datasets/ruler.h"
 #include "../datasets/template.h"
 #include "../engine/context.h"
@@ -29,6 +30,7 @@
 #include "../engine/model.h"
 #include "../engine/sampler.h"
 #include "../metrics/kld.h"
+#include "../metrics/longbench.h"
 #include "../metrics/rouge.h"
 #include "../metrics/ruler.h"
 #include "../metrics/stats.h"
@@ -301,6 +303,85 @@ static int put_ruler(metric_list *l, const hx_task_def *t, const ds_sample *s, c
     return KV_OK;
 }
 
+/* ---------------------------------------------------------- LongBench */
+
+/* The run's tokenizer as LongBench's pred.py calls it: tokenizer(text)
+ * with BOS as the run adds it, and decode(ids, skip_special_tokens=True). */
+typedef struct lb_user {
+    tok_counter *tc;
+    int bos;
+} lb_user;
+
+static int64_t lb_encode(void *user, const char *text, size_t len, const int32_t **ids) {
+    lb_user *u = user;
+    int64_t n = encode_into(u->tc, text, len, u->bos);
+    *ids = u->tc->buf;
+    return n;
+}
+
+/* Hugging Face's decode(ids, skip_special_tokens=True): the special tokens
+ * (control and unknown: BOS, EOS, <unk>) are dropped first, then the rest
+ * is printed piece by piece, the first as after BOS (SentencePiece drops
+ * its leading space; a space after a dropped token mid-text stays). */
+static int lb_decode(void *user, const int32_t *ids, int64_t n, char **out, size_t *len) {
+    const kv_tokenizer *tok = ((lb_user *)user)->tc->tok;
+    int32_t prev = kv_tokenizer_bos(tok);
+    size_t total = 0, k;
+    for (int64_t i = 0; i < n; i++) {
+        kv_tokenizer_piece(tok, prev, ids[i], &k);
+        total += k + 1; /* a bound: a piece after BOS is never longer */
+    }
+    if (!(*out = malloc(total + 1))) return kv_errorf(KV_ENOMEM, "out of memory");
+    *len = 0;
+    for (int64_t i = 0; i < n; i++) {
+        const int type = kv_tokenizer_token_type(tok, ids[i]);
+        if (type == 2 || type == 3) continue; /* GGUF's unknown and control types */
+        const char *p = kv_tokenizer_piece(tok, prev, ids[i], &k);
+        memcpy(*out + *len, p, k);
+        *len += k;
+        prev = ids[i];
+    }
+    (*out)[*len] = 0;
+    return KV_OK;
+}
+
+/* pred.py's prediction (the generated ids decoded alone, as Python text)
+ * into *pred, and eval.py's score of it: the task's post-processing, the
+ * max over the answers, x100 as its tables print it; and LongBench-E's
+ * bucket of the sample's length. */
+static int put_longbench(metric_list *l, const hx_task_def *t, const ds_sample *s, const int32_t *tokens, int n,
+                         ds_lb_codec *c, char **pred) {
+    char *raw = NULL, **answers = NULL, **classes = NULL;
+    size_t raw_len = 0, pred_len;
+    int n_answers = 0, n_classes = 0;
+    const met_lb_task *mt = met_lb_task_find(t->longbench_task);
+    int rc = mt ? c->decode(c->user, tokens, n, &raw, &raw_len)
+                : kv_errorf(KV_EINVAL, "LongBench task %s has no scorer", t->longbench_task);
+    if (!rc) rc = ds_lb_utf8_replace(raw, raw_len, c->per_byte, pred, &pred_len);
+    if (!rc) rc = ds_lb_strings(s, "answers", &answers, &n_answers);
+    if (!rc) rc = ds_lb_strings(s, "all_classes", &classes, &n_classes);
+    double score = 0;
+    if (!rc) rc = met_lb_sample_score(mt, *pred, (const char *const *)answers, n_answers, (const char *const *)classes,
+                                      n_classes, &score);
+    if (!rc) {
+        put(l, "longbench_score", 100 * score);
+        put(l, "longbench_bucket", met_lb_e_bucket(s->length));
+    }
+    free(raw);
+    ds_lb_strings_free(answers, n_answers);
+    ds_lb_strings_free(classes, n_classes);
+    return rc;
+}
+
+/* pred.py's extra end token for samsum: tokenizer.encode("\n",
+ * add_special_tokens=False)[-1]; -1 for every other task. */
+static int32_t longbench_stop_id(const hx_task_def *t, tok_counter *tc) {
+    const ds_lb_task *lt = t->kind == HX_TASK_LONGBENCH ? ds_lb_task_find(t->longbench_task) : NULL;
+    if (!lt || !lt->newline_stop) return -1;
+    int64_t n = encode_into(tc, "\n", 1, 0);
+    return n > 0 ? tc->buf[n - 1] : -1;
+}
+
 /* --------------------------------------------------------- one sample */
 
 /* Where the question begins in a sample's prompt tokens (ids [n], the
@@ -544,11 +625,29 @@ static int read_prompt(engine *en, kv_policy *pol, const int32_t *prompt, int32_
     return rc;
 }
 
+/* LongBench's samsum (pred.py): stop_id is one more end token, kept in the
+ * output as Hugging Face's generate keeps the token it stops at, and
+ * min_length = prompt + 1 keeps every end token and stop_id from being the
+ * first token. The first step's argmax skips them; the logits stay the
+ * model's (the fidelity figures compare models, not logits processors). */
+static int32_t first_token(const engine *en, int32_t stop_id) {
+    const int32_t V = en->mi->vocab_size, bos = kv_tokenizer_bos(en->tok);
+    int32_t best = -1;
+    for (int32_t v = 0; v < V; v++) {
+        int barred = v == stop_id || v == bos;
+        for (int i = 0; i < en->n_end && !barred; i++) barred = en->end_ids[i] == v;
+        if (!barred && (best < 0 || en->logits[v] > en->logits[best])) best = v;
+    }
+    return best < 0 ? kv_argmax(en->logits, V) : best;
+}
+
 /* Greedy generation of up to max_new tokens after the prompt, stopping at
- * EOS/BOS (and at a newline when asked). keep_logits stores every step's
- * distribution (the full-cache reference for fidelity). */
+ * EOS/BOS (and at a newline when asked, or after token stop_id when it is
+ * >= 0: LongBench's samsum). keep_logits stores every step's distribution
+ * (the full-cache reference for fidelity). */
 static int generate(engine *en, kv_policy *pol, const int32_t *prompt, int32_t n_prompt, int32_t q_split,
-                    ctx_snap *snap, ctx_snap *after, int max_new, int stop_newline, int keep_logits, gen_result *g) {
+                    ctx_snap *snap, ctx_snap *after, int max_new, int stop_newline, int32_t stop_id, int keep_logits,
+                    gen_result *g) {
     memset(g, 0, sizeof *g);
     int32_t V = en->mi->vocab_size;
     g->tokens = malloc(((size_t)max_new + 1) * sizeof *g->tokens);
@@ -564,7 +663,7 @@ static int generate(engine *en, kv_policy *pol, const int32_t *prompt, int32_t n
     double t_step = now_s();
     snprintf(g->stop, sizeof g->stop, "max_new_tokens");
     for (int i = 0; i < max_new; i++) {
-        int32_t next = kv_argmax(en->logits, V);
+        int32_t next = i == 0 && stop_id >= 0 ? first_token(en, stop_id) : kv_argmax(en->logits, V);
         if (i == 0) g->ttft_ms = (now_s() - t0) * 1e3;
         if (is_end(en, next)) { /* the model's end of turn (eos, eot, <|im_end|>, ...) or a BOS */
             size_t tl;
@@ -582,6 +681,10 @@ static int generate(engine *en, kv_policy *pol, const int32_t *prompt, int32_t n
         g->tokens[g->n++] = next;
         if ((rc = text_add(g, piece, len))) return rc;
         prev = next;
+        if (next == stop_id) {
+            snprintf(g->stop, sizeof g->stop, "stop token");
+            break;
+        }
         if (i + 1 < max_new) {
             double t = now_s();
             if ((rc = kv_ctx_eval(en->ctx, &next, 1, en->logits, 0))) return rc;
@@ -1012,7 +1115,7 @@ static int run_identity(const run_state *rs, const engine *en, const run_cell *r
                      "kvbench-run/2 version=%s model_hash=%s arch=%g/%d/%g%s%s task_kind=%s data=%s haystack=%s template=%s@%d "
                      "max_prompt_tokens=%d max_new_tokens=%d stop_newline=%d fidelity=%d doc_field=%s ref_field=%s "
                      "lengths=%s depths=%s per_cell=%d tokens=%d chunk=%d min_chars=%d curve_bucket=%d question=%s chat=%s "
-                     "system=[%s] ruler_task=%s qa_data=%s policy=%s params=%s budget=%s seed=%llu",
+                     "system=[%s] ruler_task=%s qa_data=%s%s%s%s policy=%s params=%s budget=%s seed=%llu",
                      KVBENCH_VERSION, en->model_hash, (double)en->mi->rope_base, en->mi->ctx_len, (double)en->mi->norm_eps,
                      /* MPT's GELU, only when not the default (other runs' ids unchanged) */
                      en->mi->arch == KV_ARCH_MPT && en->mi->gelu == KV_GELU_ERF ? "/gelu=erf" : "",
@@ -1024,7 +1127,10 @@ static int run_identity(const run_state *rs, const engine *en, const run_cell *r
                      lens, deps, t->per_cell, t->tokens, t->chunk, t->min_chars, t->curve_bucket,
                      t->question_after ? "after_compression" : "in_prompt", cw->name, cw->system ? cw->system : "",
                      t->ruler_task ? t->ruler_task : "", t->qa_data ? t->qa_data : "",
-                     pol->ops->name, params, bs,
+                     /* LongBench's task, only for longbench runs (other runs' ids unchanged) */
+                     t->kind == HX_TASK_LONGBENCH ? " longbench_task=" : "",
+                     t->kind == HX_TASK_LONGBENCH ? t->longbench_task : "",
+                     t->kind == HX_TASK_LONGBENCH && t->longbench_e ? "/e" : "", pol->ops->name, params, bs,
                      (unsigned long long)e->seed);
     if (n < 0 || (size_t)n >= cap) return kv_errorf(KV_EINVAL, "run description too long");
     /* a needle task's protocol, when not kvbench's defaults (other runs' ids unchanged) */
@@ -1066,6 +1172,10 @@ static int load_task(const run_state *rs, engine *en, const hx_task_def *t, tok_
     }
     case HX_TASK_FIDELITY:
     case HX_TASK_PERPLEXITY: return ds_load_text(&lp, (size_t)t->min_chars, set);
+    case HX_TASK_LONGBENCH: {
+        int rc = hx_task_data_path(t, dp, sizeof dp); /* a LongBench folder's TASK.jsonl */
+        return rc ? rc : ds_lb_load(&lp, set);
+    }
     case HX_TASK_PASSKEY:
         return ds_make_passkey(t->lengths, t->n_lengths, t->depths, t->n_depths, t->per_cell, rs->e->seed,
                                count_tokens, tc, set);
@@ -1138,6 +1248,9 @@ static int run_task(run_state *rs, engine *en, int model, int task) {
         set.n = t->samples;
     }
     const ds_template *tp = ds_template_find(t->template_name);
+    lb_user lbu = {&tc, cw.bos};
+    ds_lb_codec lbc = {lb_encode, lb_decode, &lbu, !kv_tokenizer_byte_level(en->tok)}; /* SentencePiece: per byte */
+    const int32_t stop_id = longbench_stop_id(t, &tc);
     int max_prompt = t->max_prompt_tokens;
     if (max_prompt <= 0) max_prompt = en->mi->ctx_len - t->max_new_tokens - 1;
     if (max_prompt < 8) max_prompt = 8;
@@ -1251,7 +1364,8 @@ static int run_task(run_state *rs, engine *en, int model, int task) {
                                  .want_question = t->question_after,
                                  .suffix_field = t->kind == HX_TASK_RULER ? "answer_prefix" : NULL,
                                  .count = count_tokens, .user = &tc};
-            rc = hx_prompt_render(&ps, s, &hp);
+            rc = t->kind == HX_TASK_LONGBENCH ? hx_prompt_longbench(&ps, ds_lb_task_find(t->longbench_task), s, &lbc, &hp)
+                                              : hx_prompt_render(&ps, s, &hp);
             n_prompt = rc ? rc : encode_into(&tc, hp.text, strlen(hp.text), cw.bos);
         }
         if (n_prompt < 2) {
@@ -1278,8 +1392,8 @@ static int run_task(run_state *rs, engine *en, int model, int task) {
             kv_policy *full = NULL;
             pol_budget none = {POL_BUDGET_NONE, 0};
             rc = pol_new("full", NULL, 0, &none, e->seed, en->mi, &full);
-            if (!rc) rc = generate(en, full, ids, (int32_t)n_prompt, q_split, NULL, NULL, max_new, t->stop_newline, 1,
-                                   &ref);
+            if (!rc) rc = generate(en, full, ids, (int32_t)n_prompt, q_split, NULL, NULL, max_new, t->stop_newline,
+                                   stop_id, 1, &ref);
             pol_free(full);
             if (rc) {
                 fprintf(stderr, "kvbench run: task %s sample %s (full-cache reference): %s\n", t->name, s->id, kv_last_error());
@@ -1294,6 +1408,7 @@ static int run_task(run_state *rs, engine *en, int model, int task) {
             kv_policy *pol = tr[k].pol;
             gen_result g = {0};
             metric_list ml = {0};
+            char *pred = NULL;
             int32_t *cpos = NULL;
             double *cnll = NULL;
             int n_curve = 0;
@@ -1314,7 +1429,7 @@ static int run_task(run_state *rs, engine *en, int model, int task) {
                 const int fid = need_ref && en->share && strcmp(pol->ops->name, "full") != 0;
                 after.key = 0;
                 rc = generate(en, pol, ids, (int32_t)n_prompt, q_split, t->question_after ? &tr[k].snap : NULL,
-                              fid ? &after : NULL, max_new, t->stop_newline, 0, &g);
+                              fid ? &after : NULL, max_new, t->stop_newline, stop_id, 0, &g);
                 if (!rc && t->question_after) put(&ml, "context_reused", g.context_reused);
                 if (!rc) {
                     switch (t->kind) {
@@ -1330,6 +1445,9 @@ static int run_task(run_state *rs, engine *en, int model, int task) {
                         break;
                     case HX_TASK_RULER:
                         rc = put_ruler(&ml, t, s, g.text);
+                        break;
+                    case HX_TASK_LONGBENCH: /* the output stored is pred.py's prediction */
+                        rc = put_longbench(&ml, t, s, g.tokens, g.n, &lbc, &pred);
                         break;
                     default:
                         break;
@@ -1387,7 +1505,7 @@ static int run_task(run_state *rs, engine *en, int model, int task) {
                     .ttft_ms = g.ttft_ms, .decode_ms = g.decode_ms, .kv_bytes_peak = (int64_t)g.bytes_peak,
                     .kv_bytes_final = (int64_t)g.bytes_final, .kv_slots_max = g.slots_max,
                     .budget_slots = pol->limit == INT32_MAX ? -1 : pol->limit,
-                    .output = g.text ? g.text : "", .reference = s->reference,
+                    .output = pred ? pred : g.text ? g.text : "", .reference = s->reference,
                     .stop_reason = t->kind == HX_TASK_PERPLEXITY ? NULL : g.stop};
                 hx_curve nc = {cpos, cnll, n_curve}, kc = {g.trace_pos, g.trace_bytes, g.n_trace};
                 rc = ml.lost ? kv_errorf(KV_EINVAL, "internal: %d metrics over MAX_METRICS", ml.lost)
@@ -1402,6 +1520,7 @@ static int run_task(run_state *rs, engine *en, int model, int task) {
                 status = -1;
             }
             gen_free(&g);
+            free(pred);
             free(cpos);
             free(cnll);
             rs->prog.done++;

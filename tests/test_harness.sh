@@ -542,5 +542,115 @@ rep=$("$kv" report --db "$tmp/q.db" --metric fid_kl 2>&1)
 rows=$(echo "$rep" | sed -n '/the question in the prompt (task pk_in) vs after compression (task pk_after)/,/^### /p' | grep -cE '^[|] (snapkv|window) [|] 64 [|] [0-9.]+ [[]' )
 if [ "$rows" = 2 ]; then ok "report: the two question modes side by side"; else bad "report side by side ($rows rows)" "$rep"; fi
 
+# --- LongBench tasks (kind = longbench) from a LongBench folder written here: pred.py's
+# truncation in the middle (a long row cut, a short one not), samsum's stop token kept at
+# the end of its output, the task in the run's spec, and every stored longbench_score and
+# bucket equal to what `kvbench score longbench` gives on the stored predictions
+mkdir -p "$tmp/lb"
+$py - "$tmp/lb" <<'PY'
+import json, sys
+d = sys.argv[1]
+long_ctx = " ".join("Tom said the dog ran to the park and then it sat down." for _ in range(40))
+rows = {
+    "samsum": [dict(input="Dialogue: Ann: Hi Bob!\nBob: Hi.\nSummary: ", context=long_ctx, answers=["Ann greets Bob."],
+                    length=5000, all_classes=None, _id="s-long"),
+               dict(input='Dialogue: Sue: "Lunch?" said Sue.\nTim: "Yes," said Tim.\nSummary: ', context="Dialogue: A: x\nSummary: A says x.",
+                    answers=["Sue and Tim go to lunch."], length=100, all_classes=None, _id="s-short")],
+    "trec": [dict(input="Question: Where is the park?\nType:", context="Question: Who ran?\nType: Human being",
+                  answers=["Location"], length=9000, all_classes=["Location", "Human being", "Number"], _id="t1"),
+             dict(input="Question: How many dogs?\nType:", context=long_ctx, answers=["Number"], length=3999,
+                  all_classes=["Location", "Human being", "Number"], _id="t2")],
+}
+for task, rs in rows.items():
+    with open(f"{d}/{task}.jsonl", "w") as f:
+        for r in rs: f.write(json.dumps(r) + "\n")
+PY
+cat >"$tmp/lb.ini" <<INI
+[experiment]
+name = lb
+seed = 7
+db = $tmp/lb.db
+[model s]
+path = stories260K/stories260K.bin
+tokenizer = stories260K/tok512.bin
+[task samsum]
+kind = longbench
+longbench_task = samsum
+data = $tmp/lb
+max_prompt_tokens = 200
+max_new_tokens = 64
+[task trec]
+kind = longbench
+longbench_task = trec
+data = $tmp/lb/trec.jsonl
+max_prompt_tokens = 200
+max_new_tokens = 12
+[policy full]
+[policy window]
+[sweep]
+models = s
+tasks = *
+policies = *
+budgets = 48
+INI
+out=$("$kv" run "$tmp/lb.ini" -q 2>&1)
+chk=$($py - "$tmp/lb.db" "$tmp/lb" "$kv" <<'PY'
+import json, sqlite3, subprocess, sys
+db, d, kv = sqlite3.connect(sys.argv[1]), sys.argv[2], sys.argv[3]
+data = {t: {r["_id"]: r for r in map(json.loads, open(f"{d}/{t}.jsonl"))} for t in ("samsum", "trec")}
+rows = db.execute("select r.task, r.spec, s.run, s.sample, s.prompt_tokens, s.cut_chars, s.output, s.stop_reason, s.length "
+                  "from runs r join samples s on s.run = r.id order by r.task, s.run, s.idx").fetchall()
+m = {(r, s, n): v for r, s, n, v in db.execute("select run, sample, name, value from metrics where name like 'longbench%'")}
+bad = []
+for task in ("samsum", "trec"):
+    sel = [x for x in rows if x[0] == task]
+    if len(sel) != 4: bad.append(f"{task}: {len(sel)} rows")
+    if not all(f" longbench_task={task} " in x[1] for x in sel): bad.append(f"{task}: spec")
+    for run in sorted({x[2] for x in sel}):
+        rs = [x for x in sel if x[2] == run]
+        with open(f"{d}/pred.jsonl", "w") as f:
+            for x in rs:
+                r = data[task][x[3]]
+                f.write(json.dumps(dict(pred=x[6], answers=r["answers"], all_classes=r["all_classes"], length=r["length"])) + "\n")
+        got = [json.loads(l) for l in subprocess.run([kv, "score", "longbench", "--task", task, "--pred", f"{d}/pred.jsonl",
+                                                     "--format", "jsonl", "--e"], capture_output=True, text=True).stdout.splitlines()]
+        for x, g in zip(rs, got):
+            if abs(m[(run, x[3], "longbench_score")] - 100 * g["score"]) > 1e-9: bad.append(f"score {run} {x[3]}")
+            if ["0-4k", "4-8k", "8k+"][int(m[(run, x[3], "longbench_bucket")])] != g["bucket"]: bad.append(f"bucket {x[3]}")
+    for x in sel:
+        if x[8] != data[task][x[3]]["length"]: bad.append(f"length {x[3]}")
+        long = data[task][x[3]]["context"].startswith("Tom said")
+        # pred.py: 200 tokens kept (BOS counted), re-encoded after decoding: a token or two either way
+        if long and not (x[5] > 0 and 194 <= x[4] <= 206): bad.append(f"long row not cut: {x[4]} {x[5]}")
+        if not long and (x[5] != 0 or x[4] > 200): bad.append(f"short row cut: {x[4]} {x[5]}")
+        if task == "samsum":
+            o = x[6]
+            if "\n" in o[:-1] or o.startswith("\n") or (x[7] == "stop token") != o.endswith("\n"): bad.append(f"samsum stop: {o!r} {x[7]}")
+# stories260K ends a quoted sentence with a newline: the stop is met here, not only allowed
+if sum(x[7] == "stop token" for x in rows if x[0] == "samsum") < 2: bad.append("samsum never stopped at its newline")
+print(" ".join(bad) or "good")
+PY
+)
+if [ "$chk" = good ]; then ok "longbench: pred.py's truncation and samsum stop, eval.py's scores and buckets as 'score longbench' gives them"; else bad "longbench" "$chk $out"; fi
+# samsum's min_length: after this input stories260K's most likely token is the newline, which
+# may not come first (pred.py's min_length = prompt + 1): it comes second, and ends the output
+mkdir -p "$tmp/lb1"
+$py -c 'import json, sys; print(json.dumps(dict(input="Dialogue: Sue: \"Lunch?\" said Sue.\nSummary: We can see your shoes and share them with your shoes. You can have a shoe.\"", context="Dialogue: A: x\nSummary: A says x.", answers=["Sue goes to lunch."], length=10, all_classes=None, _id="nl")))' >"$tmp/lb1/samsum.jsonl"
+sed "s|^db = .*|db = $tmp/lb1.db|; s|^data = $tmp/lb\$|data = $tmp/lb1|; s|^policies = \*|policies = full|; s|^tasks = \*|tasks = samsum|" "$tmp/lb.ini" >"$tmp/lb1.ini"
+out=$("$kv" run "$tmp/lb1.ini" -q 2>&1)
+got=$($py -c 'import sqlite3, sys; print(sqlite3.connect(sys.argv[1]).execute("select generated_tokens >= 2, stop_reason, output = char(10) from samples").fetchall())' "$tmp/lb1.db" 2>&1)
+if [ "$got" = "[(1, 'stop token', 1)]" ]; then ok "longbench samsum: the newline is barred from the first step"; else bad "samsum min_length" "$got $out"; fi
+
+# refused by name: a jieba task, a stop setting, a missing task file, an unknown task
+lb_bad() {
+  sed "$3" "$tmp/lb.ini" >"$tmp/lb_bad.ini"
+  out=$("$kv" run "$tmp/lb_bad.ini" --dry-run 2>&1)
+  if [ $? != 0 ] && echo "$out" | grep -qF "$2"; then ok "longbench refuses $1"; else bad "longbench refuses $1" "$out"; fi
+}
+lb_bad "a jieba task" "dureader is refused: its scorer rouge_zh_score segments Chinese with jieba" 's/^longbench_task = samsum/longbench_task = dureader/'
+lb_bad "a stop setting" "stop: a longbench task stops as LongBench's pred.py does" 's/^max_new_tokens = 64/stop = newline/'
+lb_bad "a folder without the task's file" "lb/samsum_e.jsonl' not found" 's/^longbench_task = samsum/longbench_task = samsum\nlongbench_e = yes/'
+lb_bad "an unknown task" "unknown LongBench task 'samsum2'" 's/^longbench_task = samsum/longbench_task = samsum2/'
+
 echo "$pass passed, $fail failed"
 [ "$fail" = 0 ]

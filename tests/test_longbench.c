@@ -1,8 +1,13 @@
 /* test_longbench.c - LongBench's scorers (metrics/longbench.c) on values
  * worked out by hand from the rules of LongBench/metrics.py and eval.py,
  * the rouge package's rouge_score.py and fuzzywuzzy's fuzz.ratio (each
- * case's comment gives the working). The comparison against the Python
- * code itself is in docs/LONGBENCH.md; no Python runs here. */
+ * case's comment gives the working); and its tasks as pred.py runs them
+ * (datasets/longbench.c): the task table, rows read from small JSONL files
+ * written here, str.format, Python's UTF-8 replacement and the middle
+ * truncation through a byte-per-token codec. The comparison against the
+ * Python code itself is in docs/LONGBENCH.md; no Python runs here. */
+#include "test_util.h" /* first: it sets _POSIX_C_SOURCE */
+
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -15,6 +20,7 @@
 #include <string.h>
 
 #include "kv_error.h"
+#include "../datasets/longbench.h"
 #include "../metrics/longbench.h"
 
 static void near_at(double got, double want, const char *what, int line) {
@@ -335,8 +341,234 @@ static void test_errors(void **state) {
     assert_int_equal(met_lb_rouge_l("\xc0\xaf", "x", 0, &s, NULL), KV_EINVAL); /* overlong */
 }
 
+/* ------------------------------------------------------- pred.py's side */
+
+static void test_lb_table(void **state) {
+    (void)state;
+    assert_int_equal(ds_lb_task_count(), 21);
+    int no_chat = 0, stops = 0, in_e = 0;
+    for (int i = 0; i < ds_lb_task_count(); i++) {
+        const ds_lb_task *t = ds_lb_task_at(i);
+        assert_ptr_equal(ds_lb_task_find(t->name), t);
+        /* the datasets' table and eval.py's (metrics/) agree on each scorer */
+        const met_lb_task *m = met_lb_task_find(t->name);
+        assert_non_null(m);
+        assert_string_equal(met_lb_scorer_name(m->scorer), t->scorer);
+        assert_int_equal(m->chinese, !strcmp(t->language, "zh"));
+        assert_non_null(strstr(t->prompt, "{context}"));
+        no_chat += t->no_chat;
+        stops += t->newline_stop;
+        in_e += t->in_e;
+    }
+    assert_null(ds_lb_task_find("multi_news_e"));
+    /* pred.py's list: trec, triviaqa, samsum, lsht, lcc, repobench-p */
+    assert_int_equal(no_chat, 6);
+    const char *nc[] = {"trec", "triviaqa", "samsum", "lsht", "lcc", "repobench-p"};
+    for (int i = 0; i < 6; i++) assert_true(ds_lb_task_find(nc[i])->no_chat);
+    assert_int_equal(stops, 1);
+    assert_true(ds_lb_task_find("samsum")->newline_stop);
+    assert_int_equal(in_e, 13); /* pred.py's LongBench-E list */
+    assert_false(ds_lb_task_find("narrativeqa")->in_e);
+    /* dataset2maxlen.json */
+    assert_int_equal(ds_lb_task_find("narrativeqa")->max_new_tokens, 128);
+    assert_int_equal(ds_lb_task_find("hotpotqa")->max_new_tokens, 32);
+    assert_int_equal(ds_lb_task_find("multi_news")->max_new_tokens, 512);
+    assert_int_equal(ds_lb_task_find("trec")->max_new_tokens, 64);
+    assert_int_equal(ds_lb_task_find("samsum")->max_new_tokens, 128);
+    /* dataset2prompt.json, as written there (two spaces and a typo kept) */
+    assert_string_equal(ds_lb_task_find("multi_news")->prompt,
+                        "You are given several news passages. Write a one-page summary of all news. \n\nNews:\n"
+                        "{context}\n\nNow, write a one-page summary of all the news.\n\nSummary:");
+    assert_string_equal(ds_lb_task_find("lcc")->prompt, "Please complete the code given below. \n{context}Next line of code:\n");
+    assert_non_null(strstr(ds_lb_task_find("narrativeqa")->prompt, "Answer the question asconcisely as you can"));
+    assert_ptr_equal(ds_lb_task_find("musique")->prompt, ds_lb_task_find("hotpotqa")->prompt);
+    assert_int_equal(ds_lb_model_len_count(), 8);
+    assert_string_equal(ds_lb_model_len_at(0)->model, "llama2-7b-chat-4k");
+    assert_int_equal(ds_lb_model_len_at(0)->max_length, 3500);
+    char p[64];
+    assert_int_equal(ds_lb_data_path("/d", ds_lb_task_find("trec"), 1, p, sizeof p), KV_OK);
+    assert_string_equal(p, "/d/trec_e.jsonl");
+    assert_int_equal(ds_lb_data_path("/d", ds_lb_task_find("trec"), 0, p, sizeof p), KV_OK);
+    assert_string_equal(p, "/d/trec.jsonl");
+    assert_int_equal(ds_lb_data_path("/d", ds_lb_task_find("trec"), 0, p, 8), KV_EINVAL);
+}
+
+/* Three rows: two good (answers with a newline inside; all_classes null and
+ * a list; no _id), one bad (answers a string). */
+static const char LB_ROWS[] =
+    "{\"input\": \"Q1\", \"context\": \"C {x} 1\", \"answers\": [\"a\\nb\", \"c\"], \"length\": 4500, "
+    "\"all_classes\": null, \"language\": \"en\", \"_id\": \"id1\"}\n"
+    "\n"
+    "{\"input\": \"Q2\", \"context\": \"C2\", \"answers\": \"oops\", \"length\": 1, \"all_classes\": null}\n"
+    "{\"input\": \"\", \"context\": \"C3\", \"answers\": [\"Location\"], \"length\": 9000.0, "
+    "\"all_classes\": [\"Location\", \"Human being\"]}\n";
+
+static void test_lb_load(void **state) {
+    (void)state;
+    char dir[64], path[128];
+    assert_non_null(tu_mkdtemp(dir, sizeof dir));
+    snprintf(path, sizeof path, "%s/trec.jsonl", dir);
+    assert_int_equal(tu_write(path, LB_ROWS, strlen(LB_ROWS)), 0);
+    ds_set set;
+    ds_load_params lp = {.path = path, .bad_rows = DS_BAD_SKIP};
+    assert_int_equal(ds_lb_load(&lp, &set), KV_OK);
+    assert_int_equal(set.n, 2);
+    assert_int_equal(set.skipped, 1);
+    const ds_sample *a = &set.s[0], *b = &set.s[1];
+    assert_string_equal(a->id, "id1");
+    assert_string_equal(b->id, "line4"); /* no _id: its line (the blank line 2 counts) */
+    assert_string_equal(ds_sample_field(a, "context"), "C {x} 1");
+    assert_string_equal(ds_sample_field(a, "input"), "Q1");
+    assert_string_equal(ds_sample_field(a, "language"), "en");
+    assert_string_equal(ds_sample_field(b, "language"), "");
+    assert_string_equal(a->reference, "a\nb\nc");
+    assert_int_equal(a->length, 4500);
+    assert_int_equal(b->length, 9000);
+    char **items;
+    int n;
+    assert_int_equal(ds_lb_strings(a, "answers", &items, &n), KV_OK);
+    assert_int_equal(n, 2);
+    assert_string_equal(items[0], "a\nb"); /* kept whole, not split at its newline */
+    assert_string_equal(items[1], "c");
+    ds_lb_strings_free(items, n);
+    assert_int_equal(ds_lb_strings(a, "all_classes", &items, &n), KV_OK);
+    assert_int_equal(n, 0);
+    assert_null(items);
+    assert_int_equal(ds_lb_strings(b, "all_classes", &items, &n), KV_OK);
+    assert_int_equal(n, 2);
+    assert_string_equal(items[1], "Human being");
+    ds_lb_strings_free(items, n);
+    assert_int_equal(ds_lb_strings(b, "input", &items, &n), KV_EFORMAT); /* not JSON */
+    assert_non_null(strstr(kv_last_error(), "line4"));
+    /* str.format: {x} inside the context stays as it is */
+    char *text = NULL;
+    assert_int_equal(ds_lb_format(ds_lb_task_find("trec"), a, &text), KV_OK);
+    assert_string_equal(text, "Please determine the type of the question below. Here are some examples of questions.\n\n"
+                              "C {x} 1\nQ1");
+    free(text);
+    assert_int_equal(ds_lb_format(ds_lb_task_find("lcc"), b, &text), KV_OK);
+    assert_string_equal(text, "Please complete the code given below. \nC3Next line of code:\n");
+    free(text);
+    ds_set_free(&set);
+    /* bad rows fatal: the error names the file and line */
+    lp.bad_rows = DS_BAD_FAIL;
+    assert_int_equal(ds_lb_load(&lp, &set), KV_EFORMAT);
+    assert_non_null(strstr(kv_last_error(), "trec.jsonl:3"));
+    assert_non_null(strstr(kv_last_error(), "answers"));
+    /* samples = 1 stops after the first row */
+    lp.bad_rows = DS_BAD_SKIP;
+    lp.max_samples = 1;
+    assert_int_equal(ds_lb_load(&lp, &set), KV_OK);
+    assert_int_equal(set.n, 1);
+    ds_set_free(&set);
+    tu_rmdir(dir);
+}
+
+/* Python's bytes.decode('utf-8', 'replace'): one U+FFFD per maximal
+ * invalid subpart; SentencePiece's decoder (per_byte): one per byte. */
+static void utf8_at(const char *in, size_t len, int per_byte, const char *want, int line) {
+    char *got = NULL;
+    size_t n;
+    assert_int_equal(ds_lb_utf8_replace(in, len, per_byte, &got, &n), KV_OK);
+    if (n != strlen(want) || memcmp(got, want, n)) {
+        print_error("line %d: utf8_replace gave \"%s\", expected \"%s\"\n", line, got, want);
+        free(got);
+        fail();
+    }
+    free(got);
+}
+#define UTF8(in, want) utf8_at((in), sizeof(in) - 1, 0, (want), __LINE__)
+#define UTF8_SP(in, want) utf8_at((in), sizeof(in) - 1, 1, (want), __LINE__)
+#define FFFD "\xEF\xBF\xBD"
+
+static void test_lb_utf8(void **state) {
+    (void)state;
+    UTF8("", "");
+    UTF8("ab\xC3\xA9", "ab\xC3\xA9");                 /* valid: as is */
+    UTF8("\xE4\xB8" "A", FFFD "A");                   /* a valid prefix of 2 is one subpart */
+    UTF8("\xF0\x9F\x98", FFFD);                       /* cut at the end: one */
+    UTF8("\xED\xA0\x80", FFFD FFFD FFFD);             /* a surrogate: ED never takes A0 */
+    UTF8("\xC0\xAF", FFFD FFFD);                      /* overlong lead bytes are never valid */
+    UTF8("\xF4\x90\x80\x80", FFFD FFFD FFFD FFFD);    /* past U+10FFFF */
+    UTF8("\xE0\x80", FFFD FFFD);                      /* E0 takes A0..BF */
+    UTF8("a\x80" "b\xFF", "a" FFFD "b" FFFD);         /* stray continuation, FF */
+    UTF8("\xF0\x90\x80" "\xF0\x90\x80\x80", FFFD "\xF0\x90\x80\x80");
+    /* per byte: a cut character gives one U+FFFD per byte it kept */
+    UTF8_SP("ab\xC3\xA9", "ab\xC3\xA9");
+    UTF8_SP("\xE4\xB8" "A", FFFD FFFD "A");
+    UTF8_SP("\xF0\x9F\x98", FFFD FFFD FFFD);
+    UTF8_SP("\xF0\x90\x80" "\xF0\x90\x80\x80", FFFD FFFD FFFD "\xF0\x90\x80\x80");
+    UTF8_SP("\xED\xA0\x80", FFFD FFFD FFFD);
+}
+
+/* A tokenizer of one token per byte (id = the byte), BOS = 256 in front,
+ * decode = the bytes with BOS skipped: truncation's rule stands bare. */
+typedef struct byte_codec {
+    int32_t ids[256];
+    int calls;
+} byte_codec;
+
+static int64_t byte_encode(void *user, const char *text, size_t len, const int32_t **ids) {
+    byte_codec *b = user;
+    b->calls++;
+    if (len + 1 > 256) return KV_EINVAL;
+    b->ids[0] = 256;
+    for (size_t i = 0; i < len; i++) b->ids[i + 1] = (unsigned char)text[i];
+    *ids = b->ids;
+    return (int64_t)len + 1;
+}
+
+static int byte_decode(void *user, const int32_t *ids, int64_t n, char **out, size_t *len) {
+    (void)user;
+    *out = malloc((size_t)n + 1);
+    *len = 0;
+    for (int64_t i = 0; i < n; i++)
+        if (ids[i] != 256) (*out)[(*len)++] = (char)ids[i];
+    (*out)[*len] = 0;
+    return KV_OK;
+}
+
+static void cut_at(const char *prompt, int32_t max_length, int per_byte, const char *want, int want_cut, int line) {
+    byte_codec bc = {0};
+    ds_lb_codec c = {byte_encode, byte_decode, &bc, per_byte};
+    char *got = NULL;
+    int64_t n = 0;
+    int cut = -1;
+    assert_int_equal(ds_lb_truncate(&c, prompt, max_length, &got, &n, &cut), KV_OK);
+    assert_int_equal(n, (int64_t)strlen(prompt) + 1); /* BOS counted */
+    if (strcmp(got, want) || cut != want_cut) {
+        print_error("line %d: truncate(\"%s\", %d) = \"%s\" (cut %d), expected \"%s\" (cut %d)\n", line, prompt,
+                    max_length, got, cut, want, want_cut);
+        free(got);
+        fail();
+    }
+    free(got);
+}
+#define CUT(p, m, want, c) cut_at((p), (m), 0, (want), (c), __LINE__)
+#define CUT_SP(p, m, want, c) cut_at((p), (m), 1, (want), (c), __LINE__)
+
+static void test_lb_truncate(void **state) {
+    (void)state;
+    /* "abcdefghij" is 11 tokens with BOS */
+    CUT("abcdefghij", 11, "abcdefghij", 0);  /* not over max_length: as is */
+    CUT("abcdefghij", 100, "abcdefghij", 0);
+    CUT("abcdefghij", 10, "abcdfghij", 1);  /* half 5: [BOS a b c d] -> "abcd", [f g h i j] */
+    CUT("abcdefghij", 6, "abhij", 1);       /* half 3: [BOS a b] -> "ab", [h i j] */
+    CUT("abcdefghij", 7, "abhij", 1);       /* half = int(7 / 2) = 3 */
+    CUT("abcdefghij", 2, "j", 1);           /* half 1: [BOS] -> "", [j] */
+    CUT("abcdefghij", 1, "abcdefghij", 1);  /* half 0: ids[:0] + ids[-0:], Python's whole list */
+    /* a cut through a character's bytes: each half decoded alone, as Python text */
+    CUT("a\xC3\xA9" "bcdef", 6, "a" FFFD "def", 1);
+    CUT("abcd\xC3\xA9" "f", 4, "a" FFFD "f", 1);
+    /* 3 bytes of 述 (E8 BF B0), the cut after 2: [BOS a E8 BF] + [x y z w] */
+    CUT("a\xE8\xBF\xB0" "xyzw", 8, "a" FFFD "xyzw", 1);
+    CUT_SP("a\xE8\xBF\xB0" "xyzw", 8, "a" FFFD FFFD "xyzw", 1);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_lb_table),    cmocka_unit_test(test_lb_load),
+        cmocka_unit_test(test_lb_utf8),     cmocka_unit_test(test_lb_truncate),
         cmocka_unit_test(test_normalize),   cmocka_unit_test(test_qa_f1),
         cmocka_unit_test(test_rouge),       cmocka_unit_test(test_rouge_recursion),
         cmocka_unit_test(test_classification), cmocka_unit_test(test_numbers),
