@@ -28,6 +28,7 @@ static const char *default_metrics(const char *kind) {
         return !strcmp(kind, "needle") ? "accuracy,needle_score,kv_bytes_prompt_peak,kv_bytes_steady_peak"
                                        : "accuracy,kv_bytes_prompt_peak,kv_bytes_steady_peak";
     if (!strcmp(kind, "perplexity")) return "ppl,kv_bytes_peak";
+    if (!strcmp(kind, "longbench")) return "longbench_score,fid_top1_agree,kv_bytes_prompt_peak,kv_bytes_steady_peak";
     return "fid_top1_agree,fid_kl,fid_kl_p99,fid_ln_ppl_ratio,attn_mass_lost,fid_rougeL_f,kv_bytes_prompt_peak,"
            "kv_bytes_steady_peak";
 }
