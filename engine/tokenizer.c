@@ -377,6 +377,7 @@ static int gguf_vocab(const kv_gguf *g, kv_tokenizer **out) {
             }
     int flag;
     if (kv_gguf_get_bool(g, "tokenizer.ggml.add_space_prefix", &flag) == KV_OK) t->add_space_prefix = flag;
+    if (kv_gguf_get_bool(g, "tokenizer.ggml.add_bos_token", &flag) == KV_OK) t->add_bos = flag;
     if ((rc = tok_finish(t, path))) goto fail;
     *out = t;
     return KV_OK;
@@ -461,6 +462,7 @@ int32_t kv_tokenizer_n_vocab(const kv_tokenizer *t) { return t->n; }
 int32_t kv_tokenizer_bos(const kv_tokenizer *t) { return t->bos; }
 int32_t kv_tokenizer_eos(const kv_tokenizer *t) { return t->eos; }
 int kv_tokenizer_add_bos(const kv_tokenizer *t) { return t->add_bos; }
+int kv_tokenizer_add_space_prefix(const kv_tokenizer *t) { return t->add_space_prefix; }
 const char *kv_tokenizer_pre(const kv_tokenizer *t) { return t->bpe ? kv_bpe_pre(t->bpe) : NULL; }
 int kv_tokenizer_byte_level(const kv_tokenizer *t) { return t->bpe && kv_bpe_byte_level(t->bpe); }
 int kv_tokenizer_nfc(const kv_tokenizer *t) { return t->bpe && kv_bpe_nfc(t->bpe); }
