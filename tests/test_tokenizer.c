@@ -751,6 +751,98 @@ static void test_spm_gguf_sentencepiece(void **state) {
     tu_rmdir(tmp);
 }
 
+/* A few KB of mixed text: unicode.txt (emoji, CJK, combining marks both
+ * ways, runs of spaces, tabs, newlines and CRLF, control-token strings),
+ * then the starts of WikiText-2 and a PG-19 book. Without control, the
+ * unicode.txt lines that spell control tokens are left out. */
+static char *mixed_text(int control, size_t *len) {
+    size_t ul, wl, pl;
+    char *u = reference_text("unicode", &ul), *w = reference_text("wikitext/wikitext2_test.txt", &wl),
+         *b = reference_text("pg19/10146.txt", &pl);
+    if (!u || !w || !b) {
+        free(u), free(w), free(b);
+        return NULL;
+    }
+    char *out = malloc(ul + 6000), *c = strstr(u, "Control strings:"), *d = strstr(u, "Digits:");
+    assert_true(out && c && d);
+    size_t k = 0;
+    if (control) {
+        memcpy(out, u, ul);
+        k = ul;
+    } else {
+        memcpy(out, u, (size_t)(c - u));
+        k = (size_t)(c - u);
+        memcpy(out + k, d, ul - (size_t)(d - u));
+        k += ul - (size_t)(d - u);
+    }
+    memcpy(out + k, w, 3000); /* both are plain ASCII there */
+    k += 3000;
+    memcpy(out + k, b, 2000);
+    k += 2000;
+    out[k] = 0;
+    *len = k;
+    free(u), free(w), free(b);
+    return out;
+}
+
+/* decode(encode(x)) for every tokenizer in tokenizers/hf, with control
+ * tokens decoded to their text (as Hugging Face's decode does unless told
+ * to skip them):
+ *   - Llama 3.1 and Gemma 3: x exactly, control-token strings included.
+ *   - Qwen3 normalises to NFC first: NFC(x), which differs from x where x
+ *     has decomposed marks; NFC text comes back exactly.
+ *   - Llama 2 puts U+2581 in front of the text and after every control
+ *     token: x comes back exactly when it spells no control token and BOS
+ *     is in front (the space after BOS is dropped, as SentencePiece and
+ *     Hugging Face's Strip decoder do); after a control-token string a
+ *     space is added, which no decoder can tell from one in the text. */
+static void test_hf_roundtrip(void **state) {
+    (void)state;
+    static const char *const hf[] = {"llama3_1", "qwen3", "llama2", "gemma3"};
+    int ran = 0;
+    for (int k = 0; k < 4; k++) {
+        kv_tokenizer *t = load_hf(hf[k]);
+        if (!t) continue;
+        int prefix = !kv_tokenizer_byte_level(t) && kv_tokenizer_add_space_prefix(t);
+        size_t len, n, bl;
+        char *x = mixed_text(!prefix, &len);
+        if (!x) {
+            kv_tokenizer_free(t);
+            continue;
+        }
+        char *want = kv_tokenizer_nfc(t) ? (char *)utf8proc_NFC((const utf8proc_uint8_t *)x) : strdup(x);
+        size_t wl = strlen(want);
+        if (kv_tokenizer_nfc(t)) assert_true(wl != len || memcmp(want, x, len)); /* unicode.txt is not NFC */
+        /* x, and then its expected decoding, which must be a fixed point */
+        const char *in[2] = {x, want};
+        size_t inl[2] = {len, wl};
+        for (int r = 0; r < 2; r++) {
+            size_t cap = inl[r] + 8;
+            int32_t *ids = malloc(cap * sizeof *ids);
+            assert_int_equal(kv_tokenizer_encode(t, in[r], inl[r], prefix, ids, cap, &n), KV_OK);
+            assert_true(n <= cap);
+            char *back = decode_raw(t, ids, n, &bl), *b = back;
+            if (prefix) { /* BOS decodes to its text: skip it */
+                size_t sl;
+                const char *bos = kv_tokenizer_token_text(t, kv_tokenizer_bos(t), &sl);
+                assert_true(bl >= sl && !memcmp(back, bos, sl));
+                b += sl, bl -= sl;
+            }
+            assert_int_equal(bl, wl);
+            assert_memory_equal(b, want, wl);
+            free(back);
+            free(ids);
+        }
+        printf("%-8s %zu bytes%s: decode(encode(x)) == %s\n", hf[k], len, prefix ? " (no control strings, BOS first)" : "",
+               kv_tokenizer_nfc(t) ? "NFC(x) != x, and NFC(x) comes back exactly" : "x");
+        free(want);
+        free(x);
+        kv_tokenizer_free(t);
+        ran++;
+    }
+    if (!ran) skip();
+}
+
 /* Bytes that are not UTF-8 encode (as byte tokens) and decode back, for
  * GPT-2 whose vocabulary has every byte; GPT-NeoX/MPT's lacks the bytes
  * UTF-8 never uses (0xC0, 0xC1, 0xF5..0xFF), which come back as U+FFFD. */
@@ -1324,6 +1416,7 @@ int main(void) {
         cmocka_unit_test(test_conformance_qwen),    cmocka_unit_test(test_hf_real_text),
         cmocka_unit_test(test_hf_json_shapes),
         cmocka_unit_test(test_spm_gguf_hf),         cmocka_unit_test(test_spm_gguf_sentencepiece),
+        cmocka_unit_test(test_hf_roundtrip),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
