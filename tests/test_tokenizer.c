@@ -572,7 +572,7 @@ static char *spm_text(const char *what, size_t *len) {
  * count exactly as j does, and as each of `others` does (the same
  * vocabulary with SentencePiece's own scores). */
 static void check_spm_gguf(const char *name, const kv_tokenizer *j, int add_space_prefix, const kv_tokenizer *const *others,
-                           const char *const *other_names, int n_others) {
+                           const char *const *other_names, int n_others, const char *vectors) {
     char tmp[256], path[512];
     assert_non_null(tu_mkdtemp(tmp, sizeof tmp));
     snprintf(path, sizeof path, "%s/%s.gguf", tmp, name);
@@ -604,9 +604,9 @@ static void check_spm_gguf(const char *name, const kv_tokenizer *j, int add_spac
         free(text);
     }
     assert_int_equal(differ, 0);
-    if (n_others) { /* the same vocabulary: llama.cpp's vectors hold for the GGUF too */
-        int n, fails = run_vectors(g, &n);
-        printf("%s vocabulary GGUF: %d of %d llama-spm conformance vectors match\n", name, n - fails, n);
+    if (vectors) { /* the same vocabulary: llama.cpp's vectors hold for the GGUF too */
+        int n, fails = run_vectors_of(vectors, g, &n, 0);
+        printf("%s vocabulary GGUF: %d of %d %s conformance vectors match\n", name, n - fails, n, vectors);
         assert_true(n >= 40);
         assert_int_equal(fails, 0);
     }
@@ -624,7 +624,7 @@ static void test_spm_gguf_hf(void **state) {
     for (int k = 0; k < 2; k++) {
         kv_tokenizer *j = load_hf(v[k].hf);
         if (!j) continue;
-        check_spm_gguf(v[k].hf, j, v[k].prefix, NULL, NULL, 0);
+        check_spm_gguf(v[k].hf, j, v[k].prefix, NULL, NULL, 0, NULL);
         kv_tokenizer_free(j);
         ran++;
     }
@@ -675,11 +675,12 @@ static void write_sp_json(const kv_tokenizer *t, const char *dir) {
     for (int32_t i = 0; i < n; i++) {
         piece[i] = sp_piece(t, i);
         cJSON_AddNumberToObject(vocab, piece[i], i);
-        if (kv_tokenizer_token_type(t, i) == 2 || kv_tokenizer_token_type(t, i) == 3) {
+        int ty = kv_tokenizer_token_type(t, i);
+        if (ty == 2 || ty == 3 || ty == 4) { /* user-defined ones are added tokens that are not special */
             cJSON *a = cJSON_CreateObject();
             cJSON_AddNumberToObject(a, "id", i);
             cJSON_AddStringToObject(a, "content", piece[i]);
-            cJSON_AddBoolToObject(a, "special", 1);
+            cJSON_AddBoolToObject(a, "special", ty != 4);
             cJSON_AddItemToArray(added, a);
         }
     }
@@ -724,31 +725,47 @@ static void write_sp_json(const kv_tokenizer *t, const char *dir) {
     free(m);
 }
 
-/* The real Llama 2 vocabulary: SentencePiece's scores (the llama2.c
- * tokenizer.bin made from tokenizer.model) turned into a tokenizer.json as
- * Hugging Face's converter turns them, loaded, and written as a GGUF with
- * scores derived from the merges: the GGUF, the tokenizer.json,
- * tokenizer.bin and llama.cpp's llama-spm vocabulary all give the same ids,
- * and the GGUF passes llama.cpp's vectors. */
+/* Real SentencePiece vocabularies with their scores (Llama 2: the
+ * llama2.c tokenizer.bin made from tokenizer.model, and llama.cpp's
+ * llama-spm GGUF; Phi-3: llama.cpp's phi-3 GGUF, with its chat tokens as
+ * user-defined and control tokens) turned into a tokenizer.json as Hugging
+ * Face's converter turns them, loaded, and written as a GGUF with scores
+ * derived from the merges: the GGUF, the tokenizer.json and the files with
+ * SentencePiece's scores give the same ids, and the GGUF passes llama.cpp's
+ * conformance vectors of that vocabulary. */
 static void test_spm_gguf_sentencepiece(void **state) {
     (void)state;
     char p[1024], tmp[256];
-    if (!tu_model_path("tokenizers/llama2/tokenizer.bin", p, sizeof p)) skip();
-    kv_tokenizer *sp, *j, *others[2];
-    assert_int_equal(kv_tokenizer_load_llama2c(p, 32000, &sp), KV_OK);
-    assert_non_null(tu_mkdtemp(tmp, sizeof tmp));
-    write_sp_json(sp, tmp);
-    int rc = kv_tokenizer_load(tmp, 0, &j);
-    if (rc) fprintf(stderr, "%s\n", kv_last_error());
-    assert_int_equal(rc, KV_OK);
-    others[0] = sp;
-    others[1] = load_vocab("llama-spm");
-    static const char *const names[] = {"llama2.c tokenizer.bin", "gguf-vocab llama-spm"};
-    check_spm_gguf("llama2-sentencepiece", j, 1, (const kv_tokenizer *const *)others, names, others[1] ? 2 : 1);
-    kv_tokenizer_free(others[1]);
-    kv_tokenizer_free(j);
-    kv_tokenizer_free(sp);
-    tu_rmdir(tmp);
+    int ran = 0;
+    for (int k = 0; k < 2; k++) {
+        kv_tokenizer *sp = NULL, *j, *others[2] = {NULL, NULL};
+        const char *names[2];
+        int n = 0;
+        if (k == 0) {
+            if (tu_model_path("tokenizers/llama2/tokenizer.bin", p, sizeof p)) {
+                assert_int_equal(kv_tokenizer_load_llama2c(p, 32000, &others[n]), KV_OK);
+                names[n++] = "llama2.c tokenizer.bin";
+            }
+            if ((others[n] = load_vocab("llama-spm"))) names[n++] = "gguf-vocab llama-spm";
+        } else if ((others[n] = load_vocab("phi-3"))) {
+            names[n++] = "gguf-vocab phi-3";
+        }
+        if (!n) continue;
+        sp = others[0];
+        assert_non_null(tu_mkdtemp(tmp, sizeof tmp));
+        write_sp_json(sp, tmp);
+        int rc = kv_tokenizer_load(tmp, 0, &j);
+        if (rc) fprintf(stderr, "%s\n", kv_last_error());
+        assert_int_equal(rc, KV_OK);
+        check_spm_gguf(k ? "phi-3-sentencepiece" : "llama2-sentencepiece", j, 1, (const kv_tokenizer *const *)others,
+                       names, n, k ? "phi-3" : "llama-spm");
+        kv_tokenizer_free(others[0]);
+        kv_tokenizer_free(others[1]);
+        kv_tokenizer_free(j);
+        tu_rmdir(tmp);
+        ran++;
+    }
+    if (!ran) skip();
 }
 
 /* A few KB of mixed text: unicode.txt (emoji, CJK, combining marks both
