@@ -185,6 +185,13 @@ int32_t kv_tok_special_at(const kv_tokenizer *t, const char *text, size_t len) {
     return -1;
 }
 
+int kv_tok_mark_inside(const kv_tokenizer *t) {
+    for (int32_t i = 0; i < t->n; i++)
+        for (uint32_t j = 1; j + 3 <= t->len[i]; j++)
+            if (!memcmp(t->text[i] + j, SPACE_MARK, 3) && (j < 3 || memcmp(t->text[i] + j - 3, SPACE_MARK, 3))) return 1;
+    return 0;
+}
+
 /* Builds the lookup table and the printed form of each token. */
 static int tok_finish(kv_tokenizer *t, const char *path) {
     int rc = kv_tok_index(t);

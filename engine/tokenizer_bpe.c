@@ -44,6 +44,7 @@ struct kv_bpe {
     int32_t *ml, *mr;          /* [nm] the merges by rank, for writing them out */
     int64_t nm;
     int32_t byte_id[256];      /* token of the code point that stands for each byte */
+    int split_at_mark;         /* SentencePiece-style: no token has U+2581 after another character (kv_tok_mark_inside) */
 };
 
 /* ------------------------------------------------------- bytes_to_unicode */
@@ -314,6 +315,7 @@ int kv_bpe_build(kv_tokenizer *t, const char *path, const char *merges_key,
     if ((rc = o->byte_level ? byte_level_forms(t) : spm_forms(t))) return rc;
     if ((rc = build_merges(t, m, nm, &src))) return rc;
     if ((rc = kv_tok_special_index(t))) return rc;
+    b->split_at_mark = !o->byte_level && !kv_tok_mark_inside(t);
     if (!o->pre) {
         if (o->byte_level) return kv_errorf(KV_EUNSUPPORTED, "%s: a byte-level vocabulary needs a pre-tokenizer", path);
         return KV_OK;
@@ -776,8 +778,38 @@ static void wc_store(work *w, wc_entry *e, const uint8_t *s, size_t n, uint32_t 
     memcpy(e->ids, w->out + from, k * sizeof *e->ids);
 }
 
-/* Byte-level: one symbol per byte, merged (or the whole word's token, with
- * ignore_merges); through the word cache when there is one. */
+typedef int (*word_fn)(const kv_tokenizer *t, work *w, const uint8_t *s, size_t n);
+
+/* fn's ids for word s, from the word cache when it holds them (and kept there). */
+static int cached_word(const kv_tokenizer *t, work *w, const uint8_t *s, size_t n, word_fn fn) {
+    if (!w->wc || n > WC_BYTES) return fn(t, w, s, n);
+    uint32_t h = word_hash(s, n);
+    wc_entry *e = wc_slot(w, h);
+    if (wc_holds(e, s, n, h)) {
+        for (int i = 0; i < e->n_ids; i++) emit(w, e->ids[i]);
+        return 0;
+    }
+    size_t from = *w->n_out;
+    if (fn(t, w, s, n)) return -1;
+    wc_store(w, e, s, n, h, from);
+    return 0;
+}
+
+/* A byte-level word of bytes that all have tokens: the whole word's token
+ * (ignore_merges), or one symbol per byte, merged. */
+static int byte_word_merge(const kv_tokenizer *t, work *w, const uint8_t *s, size_t n) {
+    const kv_bpe *b = t->bpe;
+    int32_t id = b->o.ignore_merges ? whole_word(t, w, s, n) : -1;
+    if (id >= 0) {
+        emit(w, id);
+        return 0;
+    }
+    if (work_reserve(w, n)) return -1;
+    for (size_t i = 0; i < n; i++) w->id[i] = b->byte_id[s[i]];
+    return merge_word(b, w, n);
+}
+
+/* Byte-level: one symbol per byte, through the word cache when there is one. */
 static int byte_word(const kv_tokenizer *t, work *w, const uint8_t *s, size_t n) {
     const kv_bpe *b = t->bpe;
     for (size_t i = 0; i < n; i++)
@@ -786,27 +818,7 @@ static int byte_word(const kv_tokenizer *t, work *w, const uint8_t *s, size_t n)
         emit(w, b->byte_id[s[0]]);
         return 0;
     }
-    wc_entry *e = NULL;
-    uint32_t h = 0;
-    if (w->wc && n <= WC_BYTES) {
-        h = word_hash(s, n);
-        e = wc_slot(w, h);
-        if (wc_holds(e, s, n, h)) {
-            for (int i = 0; i < e->n_ids; i++) emit(w, e->ids[i]);
-            return 0;
-        }
-    }
-    size_t from = *w->n_out;
-    int32_t id = b->o.ignore_merges ? whole_word(t, w, s, n) : -1;
-    if (id >= 0) {
-        emit(w, id);
-    } else {
-        if (work_reserve(w, n)) return -1;
-        for (size_t i = 0; i < n; i++) w->id[i] = b->byte_id[s[i]];
-        if (merge_word(b, w, n)) return -1;
-    }
-    if (e) wc_store(w, e, s, n, h, from);
-    return 0;
+    return cached_word(t, w, s, n, byte_word_merge);
 }
 
 /* SentencePiece-style: one symbol per UTF-8 character (a stray byte is one
@@ -837,9 +849,25 @@ static int char_word(const kv_tokenizer *t, work *w, const uint8_t *s, size_t n)
     return merge_word(b, w, ns);
 }
 
+/* A SentencePiece-style fragment: split before each U+2581 that follows
+ * another character when no token spans such a place (then no merge can,
+ * and each part merges alone to the same ids), each part through the word
+ * cache; else the whole fragment is one word. */
+static int mark_words(const kv_tokenizer *t, work *w, const uint8_t *s, size_t n) {
+    if (!t->bpe->split_at_mark) return char_word(t, w, s, n);
+    size_t start = 0;
+    for (size_t i = 1; i + 3 <= n; i++) {
+        if (memcmp(s + i, "\xe2\x96\x81", 3) || (i >= 3 && !memcmp(s + i - 3, "\xe2\x96\x81", 3))) continue;
+        if (cached_word(t, w, s + start, i - start, char_word)) return -1;
+        start = i;
+        i += 2;
+    }
+    return cached_word(t, w, s + start, n - start, char_word);
+}
+
 static int on_word(void *ctx, const char *s, size_t n) {
     work *w = ctx;
-    int rc = w->t->bpe->o.byte_level ? byte_word(w->t, w, (const uint8_t *)s, n) : char_word(w->t, w, (const uint8_t *)s, n);
+    int rc = w->t->bpe->o.byte_level ? byte_word(w->t, w, (const uint8_t *)s, n) : mark_words(w->t, w, (const uint8_t *)s, n);
     return rc ? kv_errorf(KV_ENOMEM, "out of memory tokenizing") : KV_OK;
 }
 
@@ -899,7 +927,7 @@ int kv_bpe_encode(const kv_tokenizer *t, const char *text, size_t len, int32_t *
     void *md = b->pre ? kv_pre_match_data() : NULL;
     if (b->pre && !md) return kv_errorf(KV_ENOMEM, "out of memory");
     work w = {.t = t, .out = out, .out_cap = cap, .n_out = n_out, .md = md};
-    if (b->o.byte_level && len >= 1024) { /* a cache pays for itself on a page of text, sized to it */
+    if ((b->o.byte_level || b->split_at_mark) && len >= 1024) { /* a cache pays for itself on a page of text, sized to it */
         uint32_t slots = 256;
         while (slots < 8192 && slots < len / 8) slots <<= 1;
         w.wc = calloc(slots, sizeof *w.wc); /* none (slower, same ids) if this fails */

@@ -50,6 +50,10 @@ int kv_tok_partition(const kv_tokenizer *t, const char *text, size_t len, kv_fra
                      kv_special_fn on_special, void *ctx);
 int32_t kv_tok_lookup(const kv_tokenizer *t, const char *s, size_t n);
 int kv_tok_index(kv_tokenizer *t); /* builds t->table; the first of duplicate entries wins */
+/* Whether some token has U+2581 right after another character (not after
+ * U+2581): if none does, no merge of a SentencePiece-style vocabulary can
+ * join the text before such a mark to the mark, and words can be split there. */
+int kv_tok_mark_inside(const kv_tokenizer *t);
 
 /* tokenizer_pre.c: the pre-tokenizer table, llama.cpp's regexes for each
  * tokenizer.ggml.pre name, applied in sequence. */
