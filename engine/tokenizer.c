@@ -230,6 +230,7 @@ static int tok_finish(kv_tokenizer *t, const char *path) {
         t->out_len[i] = (uint32_t)k;
     }
     (void)path;
+    t->split_at_mark = !kv_tok_mark_inside(t);
     return kv_tok_special_index(t);
 }
 
@@ -574,8 +575,55 @@ static void emit(int32_t *out, size_t cap, size_t *n, int32_t id) {
     (*n)++;
 }
 
+/* Best-score-first merging of s[0..n) (normalised text, one symbol per
+ * UTF-8 character to start), then its ids (byte fallback for what has no
+ * token). */
+static int spm_merge(const kv_tokenizer *t, const char *s, size_t n, sym *sy, heap *h, int32_t *out, size_t cap,
+                     size_t *n_out) {
+    /* one symbol per UTF-8 character (a stray byte is a character of its own) */
+    int32_t ns = 0;
+    for (size_t off = 0; off < n;) {
+        size_t cl = utf8_len((uint8_t)s[off]);
+        if (cl > n - off) cl = n - off;
+        sy[ns] = (sym){ns - 1, ns + 1, off, cl};
+        ns++;
+        off += cl;
+    }
+    sy[ns - 1].next = -1;
+    h->n = 0;
+    int rc = KV_OK;
+    for (int32_t i = 1; i < ns && !rc; i++) rc = try_bigram(t, s, sy, h, i - 1, i);
+    while (h->n && !rc) {
+        bigram b = heap_pop(h);
+        sym *l = &sy[b.left], *r = &sy[b.right];
+        if (l->n == 0 || r->n == 0 || l->n + r->n != b.n) continue; /* stale: one side merged since */
+        l->n += r->n;
+        r->n = 0;
+        l->next = r->next;
+        if (r->next >= 0) sy[r->next].prev = b.left;
+        rc = try_bigram(t, s, sy, h, l->prev, b.left);
+        if (!rc) rc = try_bigram(t, s, sy, h, b.left, l->next);
+    }
+    if (rc) return kv_errorf(KV_ENOMEM, "out of memory tokenizing %zu bytes", n);
+    for (int32_t i = 0; i >= 0; i = sy[i].next) {
+        int32_t id = kv_tok_lookup(t, s + sy[i].off, sy[i].n);
+        if (id >= 0) {
+            emit(out, cap, n_out, id);
+            continue;
+        }
+        for (size_t j = 0; j < sy[i].n; j++) { /* byte fallback */
+            int32_t bt = t->byte_tok[(uint8_t)s[sy[i].off + j]];
+            emit(out, cap, n_out, bt >= 0 ? bt : t->unk >= 0 ? t->unk : 0);
+        }
+    }
+    return KV_OK;
+}
+
 /* SentencePiece-style BPE of one fragment (no special token in it); with
- * `prefix`, a space in front (the vocabulary's dummy prefix). */
+ * `prefix`, a space in front (the vocabulary's dummy prefix). Where no
+ * token has U+2581 after another character, no merge can join the text
+ * before such a mark to it, so each stretch up to the next one merges
+ * alone, to the same ids, with a small heap. */
 static int spm_fragment(const kv_tokenizer *t, const char *text, size_t len, int prefix, int32_t *out, size_t cap,
                         size_t *n_out) {
     if (len == 0) return KV_OK;
@@ -604,41 +652,15 @@ static int spm_fragment(const kv_tokenizer *t, const char *text, size_t len, int
             s[k++] = text[i];
         }
     }
-    /* one symbol per UTF-8 character (a stray byte is a character of its own) */
-    int32_t ns = 0;
-    for (size_t off = 0; off < n;) {
-        size_t cl = utf8_len((uint8_t)s[off]);
-        if (cl > n - off) cl = n - off;
-        sy[ns] = (sym){ns - 1, ns + 1, off, cl};
-        ns++;
-        off += cl;
-    }
-    sy[ns - 1].next = -1;
     int rc = KV_OK;
-    for (int32_t i = 1; i < ns && !rc; i++) rc = try_bigram(t, s, sy, &h, i - 1, i);
-    while (h.n && !rc) {
-        bigram b = heap_pop(&h);
-        sym *l = &sy[b.left], *r = &sy[b.right];
-        if (l->n == 0 || r->n == 0 || l->n + r->n != b.n) continue; /* stale: one side merged since */
-        l->n += r->n;
-        r->n = 0;
-        l->next = r->next;
-        if (r->next >= 0) sy[r->next].prev = b.left;
-        rc = try_bigram(t, s, sy, &h, l->prev, b.left);
-        if (!rc) rc = try_bigram(t, s, sy, &h, b.left, l->next);
+    size_t start = 0;
+    for (size_t i = 1; t->split_at_mark && i + 3 <= n && !rc; i++) {
+        if (memcmp(s + i, SPACE_MARK, 3) || (i >= 3 && !memcmp(s + i - 3, SPACE_MARK, 3))) continue;
+        rc = spm_merge(t, s + start, i - start, sy, &h, out, cap, n_out);
+        start = i;
+        i += 2;
     }
-    if (rc) rc = kv_errorf(KV_ENOMEM, "out of memory tokenizing %zu bytes", len);
-    for (int32_t i = 0; i >= 0 && !rc; i = sy[i].next) {
-        int32_t id = kv_tok_lookup(t, s + sy[i].off, sy[i].n);
-        if (id >= 0) {
-            emit(out, cap, n_out, id);
-            continue;
-        }
-        for (size_t j = 0; j < sy[i].n; j++) { /* byte fallback */
-            int32_t bt = t->byte_tok[(uint8_t)s[sy[i].off + j]];
-            emit(out, cap, n_out, bt >= 0 ? bt : t->unk >= 0 ? t->unk : 0);
-        }
-    }
+    if (!rc) rc = spm_merge(t, s + start, n - start, sy, &h, out, cap, n_out);
     free(h.b);
     free(sy);
     free(s);

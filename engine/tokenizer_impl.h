@@ -29,6 +29,7 @@ struct kv_tokenizer {
     uint32_t table_mask;
     kv_bpe *bpe;      /* non-NULL: a byte-level BPE vocabulary (tokenizer_bpe.c encodes and prints it) */
     int32_t eot, eom; /* GGUF end-of-turn / end-of-message ids, -1 if none (kv_tokenizer_end_tokens) */
+    int split_at_mark; /* SentencePiece: words may be split before a U+2581 after another character (kv_tok_mark_inside) */
     /* control, user-defined and unknown tokens, matched whole in the text
      * before BPE (by first byte, longest first), as llama.cpp's special-token
      * partition does: kv_tok_special_index */
