@@ -185,11 +185,20 @@ int32_t kv_tok_special_at(const kv_tokenizer *t, const char *text, size_t len) {
     return -1;
 }
 
-int kv_tok_mark_inside(const kv_tokenizer *t) {
+void kv_tok_mark_joins(kv_tokenizer *t) {
+    memset(t->mark_join, 0, sizeof t->mark_join);
     for (int32_t i = 0; i < t->n; i++)
         for (uint32_t j = 1; j + 3 <= t->len[i]; j++)
-            if (!memcmp(t->text[i] + j, SPACE_MARK, 3) && (j < 3 || memcmp(t->text[i] + j - 3, SPACE_MARK, 3))) return 1;
-    return 0;
+            if (!memcmp(t->text[i] + j, SPACE_MARK, 3)) {
+                uint8_t c = (uint8_t)t->text[i][j - 1];
+                t->mark_join[c >> 3] |= (uint8_t)(1u << (c & 7));
+            }
+}
+
+int kv_tok_mark_splits(const kv_tokenizer *t, const char *s, size_t n, size_t i) {
+    if (i == 0 || i + 3 > n || memcmp(s + i, SPACE_MARK, 3)) return 0;
+    uint8_t c = (uint8_t)s[i - 1];
+    return !(t->mark_join[c >> 3] >> (c & 7) & 1);
 }
 
 /* Builds the lookup table and the printed form of each token. */
@@ -230,7 +239,7 @@ static int tok_finish(kv_tokenizer *t, const char *path) {
         t->out_len[i] = (uint32_t)k;
     }
     (void)path;
-    t->split_at_mark = !kv_tok_mark_inside(t);
+    kv_tok_mark_joins(t);
     return kv_tok_special_index(t);
 }
 
@@ -620,9 +629,8 @@ static int spm_merge(const kv_tokenizer *t, const char *s, size_t n, sym *sy, he
 }
 
 /* SentencePiece-style BPE of one fragment (no special token in it); with
- * `prefix`, a space in front (the vocabulary's dummy prefix). Where no
- * token has U+2581 after another character, no merge can join the text
- * before such a mark to it, so each stretch up to the next one merges
+ * `prefix`, a space in front (the vocabulary's dummy prefix). Split at each
+ * U+2581 that no token spans (kv_tok_mark_splits): each stretch merges
  * alone, to the same ids, with a small heap. */
 static int spm_fragment(const kv_tokenizer *t, const char *text, size_t len, int prefix, int32_t *out, size_t cap,
                         size_t *n_out) {
@@ -654,8 +662,8 @@ static int spm_fragment(const kv_tokenizer *t, const char *text, size_t len, int
     }
     int rc = KV_OK;
     size_t start = 0;
-    for (size_t i = 1; t->split_at_mark && i + 3 <= n && !rc; i++) {
-        if (memcmp(s + i, SPACE_MARK, 3) || (i >= 3 && !memcmp(s + i - 3, SPACE_MARK, 3))) continue;
+    for (size_t i = 1; i + 3 <= n && !rc; i++) {
+        if (!kv_tok_mark_splits(t, s, n, i)) continue;
         rc = spm_merge(t, s + start, i - start, sy, &h, out, cap, n_out);
         start = i;
         i += 2;

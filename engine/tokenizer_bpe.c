@@ -44,7 +44,6 @@ struct kv_bpe {
     int32_t *ml, *mr;          /* [nm] the merges by rank, for writing them out */
     int64_t nm;
     int32_t byte_id[256];      /* token of the code point that stands for each byte */
-    int split_at_mark;         /* SentencePiece-style: no token has U+2581 after another character (kv_tok_mark_inside) */
 };
 
 /* ------------------------------------------------------- bytes_to_unicode */
@@ -315,7 +314,7 @@ int kv_bpe_build(kv_tokenizer *t, const char *path, const char *merges_key,
     if ((rc = o->byte_level ? byte_level_forms(t) : spm_forms(t))) return rc;
     if ((rc = build_merges(t, m, nm, &src))) return rc;
     if ((rc = kv_tok_special_index(t))) return rc;
-    b->split_at_mark = !o->byte_level && !kv_tok_mark_inside(t);
+    kv_tok_mark_joins(t);
     if (!o->pre) {
         if (o->byte_level) return kv_errorf(KV_EUNSUPPORTED, "%s: a byte-level vocabulary needs a pre-tokenizer", path);
         return KV_OK;
@@ -849,15 +848,13 @@ static int char_word(const kv_tokenizer *t, work *w, const uint8_t *s, size_t n)
     return merge_word(b, w, ns);
 }
 
-/* A SentencePiece-style fragment: split before each U+2581 that follows
- * another character when no token spans such a place (then no merge can,
- * and each part merges alone to the same ids), each part through the word
- * cache; else the whole fragment is one word. */
+/* A SentencePiece-style fragment, split at each U+2581 that no token spans
+ * (kv_tok_mark_splits: no merge can join across it, so each part merges
+ * alone to the same ids), each part through the word cache. */
 static int mark_words(const kv_tokenizer *t, work *w, const uint8_t *s, size_t n) {
-    if (!t->bpe->split_at_mark) return char_word(t, w, s, n);
     size_t start = 0;
     for (size_t i = 1; i + 3 <= n; i++) {
-        if (memcmp(s + i, "\xe2\x96\x81", 3) || (i >= 3 && !memcmp(s + i - 3, "\xe2\x96\x81", 3))) continue;
+        if (!kv_tok_mark_splits(t, (const char *)s, n, i)) continue;
         if (cached_word(t, w, s + start, i - start, char_word)) return -1;
         start = i;
         i += 2;
@@ -927,7 +924,7 @@ int kv_bpe_encode(const kv_tokenizer *t, const char *text, size_t len, int32_t *
     void *md = b->pre ? kv_pre_match_data() : NULL;
     if (b->pre && !md) return kv_errorf(KV_ENOMEM, "out of memory");
     work w = {.t = t, .out = out, .out_cap = cap, .n_out = n_out, .md = md};
-    if ((b->o.byte_level || b->split_at_mark) && len >= 1024) { /* a cache pays for itself on a page of text, sized to it */
+    if (len >= 1024) { /* a cache pays for itself on a page of text, sized to it */
         uint32_t slots = 256;
         while (slots < 8192 && slots < len / 8) slots <<= 1;
         w.wc = calloc(slots, sizeof *w.wc); /* none (slower, same ids) if this fails */

@@ -554,6 +554,11 @@ static int same_ids(const char *what, const kv_tokenizer *a, const kv_tokenizer 
 /* The text of check_spm_gguf's inputs: reference_text's, or "spaces":
  * 1..40 spaces, then 1..40 newlines, between letters. */
 static char *spm_text(const char *what, size_t *len) {
+    if (!strcmp(what, "spans")) { /* Gemma 3's token ">\xe2\x96\x81</" spans a space */
+        static const char sp[] = "x> </y <p>a</p> </div>\n> </ > </x";
+        *len = sizeof sp - 1;
+        return strdup(sp);
+    }
     if (strcmp(what, "spaces")) return reference_text(what, len);
     char *text = malloc(4096), nl[41];
     assert_non_null(text);
@@ -588,7 +593,8 @@ static void check_spm_gguf(const char *name, const kv_tokenizer *j, int add_spac
     assert_int_equal(kv_tokenizer_add_bos(g), kv_tokenizer_add_bos(j));
     for (int32_t i = 0; i < kv_tokenizer_n_vocab(j); i++)
         assert_int_equal(kv_tokenizer_token_type(g, i), kv_tokenizer_token_type(j, i));
-    static const char *const texts[] = {"wikitext/wikitext2_test.txt", "pg19/10146.txt", "cnndm", "unicode", "spaces"};
+    static const char *const texts[] = {"wikitext/wikitext2_test.txt", "pg19/10146.txt", "cnndm", "unicode", "spaces",
+                                        "spans"};
     int differ = 0;
     printf("%s: its tokenizer.json vs the GGUF written from it%s\n", name, n_others ? " and the other files" : "");
     for (size_t k = 0; k < sizeof texts / sizeof texts[0]; k++) {
@@ -625,6 +631,14 @@ static void test_spm_gguf_hf(void **state) {
         kv_tokenizer *j = load_hf(v[k].hf);
         if (!j) continue;
         check_spm_gguf(v[k].hf, j, v[k].prefix, NULL, NULL, 0, NULL);
+        if (!strcmp(v[k].hf, "gemma3")) { /* text is not split where a token spans a space (as Tokenizers.js) */
+            int32_t ids[8];
+            size_t n;
+            const int32_t want[] = {236781, 107068, 236762}; /* x >\xe2\x96\x81</ y */
+            assert_int_equal(kv_tokenizer_encode(j, "x> </y", 6, 0, ids, 8, &n), KV_OK);
+            assert_int_equal(n, 3);
+            for (size_t i = 0; i < n; i++) assert_int_equal(ids[i], want[i]);
+        }
         kv_tokenizer_free(j);
         ran++;
     }
