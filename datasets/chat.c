@@ -27,6 +27,8 @@ typedef struct chat_call {
     const char *bos, *eos;
     char date[16];        /* "26 Jul 2024" */
     int thinking;         /* enable_thinking: -1, 0, 1 */
+    const char *iso;      /* the date as YYYY-MM-DD (strftime_now("%Y-%m-%d")) */
+    const char *jinja;    /* the template's text, or NULL */
 } chat_call;
 
 typedef int (*chat_render_fn)(const chat_call *c, ds_str *o);
@@ -345,6 +347,90 @@ static int r_mistral_v7(const chat_call *c, ds_str *o) {
     return 0;
 }
 
+/* One escape of a Jinja string literal as Hugging Face's Jinja reads it
+ * (\n \t \r \b \f \v \' \" \\, \xHH, \uHHHH); *p is past the backslash.
+ * Anything else is the error its lexer raises ("Unexpected escaped
+ * character": Python's line continuation, a backslash before a newline, is
+ * one). */
+static int jinja_escape(const char **p, ds_str *o) {
+    static const char from[] = "ntrbfv'\"\\", to[] = "\n\t\r\b\f\v'\"\\";
+    char e = **p;
+    const char *k = e ? strchr(from, e) : NULL;
+    (*p)++;
+    if (k) return addn(o, &to[k - from], 1);
+    int digits = e == 'x' ? 2 : e == 'u' ? 4 : 0;
+    unsigned v = 0;
+    for (int i = 0; i < digits; i++, (*p)++) {
+        char c = **p;
+        int d = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
+        if (d < 0) return kv_errorf(KV_EINVAL, "chat template: invalid hexadecimal escape sequence \\%c", e);
+        v = v * 16 + (unsigned)d;
+    }
+    if (!digits) return kv_errorf(KV_EINVAL, "chat template: unexpected escaped character after '\\' (0x%02x)", (unsigned char)e);
+    char u[3] = {(char)v, 0, 0};
+    size_t n = 1;
+    if (v >= 0x800) u[0] = (char)(0xE0 | v >> 12), u[1] = (char)(0x80 | (v >> 6 & 63)), u[2] = (char)(0x80 | (v & 63)), n = 3;
+    else if (v >= 0x80) u[0] = (char)(0xC0 | v >> 6), u[1] = (char)(0x80 | (v & 63)), n = 2;
+    return addn(o, u, n);
+}
+
+/* The value of `{%- set NAME = "..." + today + "..." %}` in the template:
+ * string literals and the variable `today` (c->iso) joined by '+'. */
+static int jinja_set_string(const chat_call *c, const char *name, ds_str *o) {
+    const char *p = c->jinja ? strstr(c->jinja, name) : NULL;
+    if (!p) return kv_errorf(KV_EINVAL, "chat template %s: needs the template's text for its %s (a conversation "
+                                        "without a system message)", c->f->name, name);
+    for (p += strlen(name); *p == ' '; p++) {}
+    if (*p++ != '=') return kv_errorf(KV_EINVAL, "chat template %s: expected '=' after %s", c->f->name, name);
+    for (;;) {
+        while (*p == ' ' || *p == '\n') p++;
+        if (*p == '"' || *p == '\'') {
+            char q = *p++;
+            while (*p && *p != q) {
+                const char *b = strchr(p, '\\'), *e = strchr(p, q);
+                if (!e) break;
+                if (!b || b > e) b = e;
+                if (addn(o, p, (size_t)(b - p))) return KV_ENOMEM;
+                p = b;
+                int rc = *p == '\\' ? (p++, jinja_escape(&p, o)) : 0;
+                if (rc) return rc;
+            }
+            if (*p++ != q) return kv_errorf(KV_EINVAL, "chat template %s: unterminated string in %s", c->f->name, name);
+        } else if (!strncmp(p, "today", 5)) {
+            if (add(o, c->iso)) return KV_ENOMEM;
+            p += 5;
+        } else {
+            return kv_errorf(KV_EINVAL, "chat template %s: %s: expected a string or today at \"%.20s\"", c->f->name,
+                             name, p);
+        }
+        while (*p == ' ' || *p == '\n') p++;
+        if (*p == '%') return 0;
+        if (*p++ != '+') return kv_errorf(KV_EINVAL, "chat template %s: %s: expected '+' or '%%}'", c->f->name, name);
+    }
+}
+
+/* Mistral v7 Tekken (Mistral-Small-3.1-24B-Instruct-2503): a system
+ * prompt always (the first message's, else the template's default system
+ * message with today's date), "[INST]" turns with nothing around the
+ * content, answers followed by EOS, a later system message refused; no
+ * generation prompt. The template's alternation check never fires: it
+ * builds its list of messages with `set` inside a for loop, which Jinja
+ * scopes to the loop, so the list it checks is empty. */
+static int r_mistral_v7_tekken(const chat_call *c, ds_str *o) {
+    int sys = is_role(&c->m[0], "system");
+    ds_str def = {0};
+    int rc = sys ? 0 : jinja_set_string(c, "default_system_message", &def);
+    if (!rc) rc = ADD(o, c->bos, "[SYSTEM_PROMPT]", sys ? c->m[0].content : def.p ? def.p : "", "[/SYSTEM_PROMPT]");
+    free(def.p);
+    for (int i = sys; i < c->n && !rc; i++) {
+        const ds_chat_msg *m = &c->m[i];
+        rc = is_role(m, "user")        ? ADD(o, "[INST]", m->content, "[/INST]")
+             : is_role(m, "assistant") ? ADD(o, m->content, c->eos)
+                                       : refuse(c, i, ONLY_USER_ASSISTANT);
+    }
+    return rc;
+}
+
 /* ------------------------------------------------------------- Gemma */
 
 /* Gemma 2 (and Gemma 1 without the BOS): no system role; strict
@@ -423,11 +509,9 @@ static const ds_chat_family FAMILIES[] = {
      r_llama3},
     {"mistral-v7", 1, "Mistral v7 (Mistral-Large-Instruct-2411)", "<s>", "</s>", {"[SYSTEM_PROMPT] ", "[INST]"},
      r_mistral_v7},
-    /* recognised so that it is refused, never rendered as v3: its default
-     * system message needs strftime_now and a Jinja string kvbench does not
-     * reproduce yet (render == NULL) */
-    {"mistral-v7-tekken", 1, "Mistral v7 Tekken (Mistral-Small-3.1): recognised, not rendered", "<s>", "</s>",
-     {"[SYSTEM_PROMPT]", "[AVAILABLE_TOOLS]"}, NULL},
+    /* its default system message comes from the template's text (opts.jinja) */
+    {"mistral-v7-tekken", 2, "Mistral v7 Tekken (Mistral-Small-3.1)", "<s>", "</s>",
+     {"[SYSTEM_PROMPT]", "[AVAILABLE_TOOLS]"}, r_mistral_v7_tekken},
     {"mistral-v1", 1, "Mistral v1 (Mistral-7B-Instruct-v0.1/v0.2, revised)", "<s>", "</s>",
      {"' [INST] ' + system_message"}, r_mistral_v1},
     {"mistral-v3-tekken", 1, "Mistral v3 Tekken (Mistral-Nemo-Instruct-2407)", "<s>", "</s>",
@@ -454,7 +538,7 @@ const char *ds_chat_bos(const ds_chat_family *f) { return f->bos; }
 const char *ds_chat_eos(const ds_chat_family *f) { return f->eos; }
 
 ds_chat_opts ds_chat_default_opts(void) {
-    ds_chat_opts o = {0, NULL, NULL, NULL, -1};
+    ds_chat_opts o = {0, NULL, NULL, NULL, -1, NULL};
     return o;
 }
 
@@ -541,9 +625,10 @@ int ds_chat_render(const ds_chat_family *f, const ds_chat_msg *msgs, int n, cons
             return kv_errorf(KV_EINVAL, "chat message %d: role '%s'; expected system, user or assistant", i,
                              msgs[i].role);
     }
-    chat_call c = {f, msgs, n, o->add_generation_prompt, o->bos ? o->bos : f->bos, o->eos ? o->eos : f->eos, {0},
-                   o->enable_thinking};
-    int rc = llama_date(o->date ? o->date : "2024-07-26", c.date);
+    const char *iso = o->date ? o->date : "2024-07-26";
+    chat_call c = {f,   msgs,   n, o->add_generation_prompt, o->bos ? o->bos : f->bos, o->eos ? o->eos : f->eos, {0},
+                   o->enable_thinking, iso, o->jinja};
+    int rc = llama_date(iso, c.date);
     if (rc) return rc;
     ds_str s = {0};
     if ((rc = add(&s, "")) || (rc = f->render(&c, &s))) {

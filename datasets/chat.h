@@ -37,10 +37,15 @@ typedef struct ds_chat_opts {
     /* Qwen3's enable_thinking: -1 not given (the template thinks), 0 the
      * generation prompt gets an empty <think></think> block, 1 given true. */
     int enable_thinking;
+    /* The template's own text, for what a family takes from it rather than
+     * from kvbench's code: Mistral v7 Tekken's default system message (used
+     * when the conversation has none; strftime_now's date is `date`).
+     * NULL: none, and such a conversation is refused. */
+    const char *jinja;
 } ds_chat_opts;
 
 /* Defaults: no generation prompt, the family's bos/eos, the fixed date,
- * enable_thinking not given. */
+ * enable_thinking not given, no template text. */
 ds_chat_opts ds_chat_default_opts(void);
 
 typedef struct ds_chat_family ds_chat_family; /* opaque; one per table row */

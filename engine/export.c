@@ -119,11 +119,72 @@ static int export_byte_level(kv_gguf_writer *w, const kv_tokenizer *t) {
     return rc;
 }
 
-int kv_export_tokenizer(kv_gguf_writer *w, const kv_tokenizer *t) {
-    if (kv_tokenizer_byte_level(t)) return export_byte_level(w, t);
-    if (kv_tokenizer_n_merges(t) > 0)
-        return kv_errorf(KV_EUNSUPPORTED, "a SentencePiece-style tokenizer.json (merges, no scores) cannot be "
-                                          "written as a GGUF 'llama' vocabulary, which needs SentencePiece scores");
+/* SentencePiece scores for a SentencePiece-style tokenizer.json, which has
+ * merges instead. llama.cpp's SPM tokenizer merges the adjacent pair of
+ * highest score whose concatenation is a token; Hugging Face's BPE merges
+ * the pair of lowest rank. Llama 2's and Gemma 3's merge lists hold every
+ * split of every token into two tokens (Hugging Face's SentencePiece
+ * extractor writes them so), so scoring a token by minus the rank of its
+ * first merge gives the same preference. Tokens no merge makes (single
+ * characters, which no pair can become) score below every merge, in id
+ * order as SentencePiece models do; byte, control and other special
+ * tokens score 0, as in SentencePiece models. llama.cpp's converter reads
+ * scores from tokenizer.model instead and, without one, writes the same
+ * placeholder for every token (gguf-py LlamaHfVocab), which would merge
+ * leftmost-first. */
+static int spm_scores_from_merges(const kv_tokenizer *t, float *scores) {
+    int32_t n = kv_tokenizer_n_vocab(t);
+    int64_t nm = kv_tokenizer_n_merges(t);
+    char *buf = NULL;
+    size_t cap = 0;
+    for (int32_t i = 0; i < n; i++) scores[i] = kv_tokenizer_token_type(t, i) == 1 ? -(float)(nm + i) : 0.0f;
+    for (int64_t m = nm - 1; m >= 0; m--) { /* the lowest rank writes last */
+        int32_t l, r;
+        size_t ll, rl;
+        kv_tokenizer_merge(t, m, &l, &r);
+        const char *ls = kv_tokenizer_token_text(t, l, &ll), *rs = kv_tokenizer_token_text(t, r, &rl);
+        if (ll + rl + 1 > cap) {
+            char *b = realloc(buf, cap = 2 * (ll + rl + 1));
+            if (!b) {
+                free(buf);
+                return kv_errorf(KV_ENOMEM, "out of memory");
+            }
+            buf = b;
+        }
+        memcpy(buf, ls, ll);
+        memcpy(buf + ll, rs, rl);
+        buf[ll + rl] = 0;
+        int32_t id = kv_tokenizer_find(t, buf);
+        if (id >= 0) scores[id] = -(float)m;
+    }
+    free(buf);
+    return KV_OK;
+}
+
+/* Piece i as a GGUF "llama" vocabulary holds it: spaces as U+2581. */
+static char *spm_piece(const kv_tokenizer *t, int32_t i, size_t *out_len) {
+    size_t len;
+    const char *s = kv_tokenizer_token_text(t, i, &len);
+    char *p = malloc(len * 3 + 1);
+    if (!p) return NULL;
+    size_t k = 0;
+    for (size_t j = 0; j < len; j++) {
+        if (s[j] == ' ') {
+            memcpy(p + k, "\xe2\x96\x81", 3);
+            k += 3;
+        } else {
+            p[k++] = s[j];
+        }
+    }
+    *out_len = k;
+    return p;
+}
+
+/* The keys of a SentencePiece-style ("llama") vocabulary: tokens, scores
+ * (the vocabulary's own, or derived from a tokenizer.json's merges), token
+ * types, BOS/EOS ids, add_bos_token and, when the vocabulary adds no
+ * space in front (Gemma 3), add_space_prefix = false. */
+static int export_spm(kv_gguf_writer *w, const kv_tokenizer *t) {
     int32_t n = kv_tokenizer_n_vocab(t), bos = kv_tokenizer_bos(t), eos = kv_tokenizer_eos(t);
     char **pieces = calloc((size_t)n, sizeof *pieces);
     size_t *lens = calloc((size_t)n, sizeof *lens);
@@ -135,28 +196,18 @@ int kv_export_tokenizer(kv_gguf_writer *w, const kv_tokenizer *t) {
         goto out;
     }
     for (int32_t i = 0; i < n; i++) {
-        size_t len;
-        const char *s = kv_tokenizer_token_text(t, i, &len);
-        /* spaces become U+2581 (3 bytes), as in SentencePiece vocabularies */
-        char *p = malloc(len * 3 + 1);
-        if (!p) {
+        if (!(pieces[i] = spm_piece(t, i, &lens[i]))) {
             rc = kv_errorf(KV_ENOMEM, "out of memory");
             goto out;
         }
-        size_t k = 0;
-        for (size_t j = 0; j < len; j++) {
-            if (s[j] == ' ') {
-                memcpy(p + k, "\xe2\x96\x81", 3);
-                k += 3;
-            } else {
-                p[k++] = s[j];
-            }
-        }
-        pieces[i] = p;
-        lens[i] = k;
         scores[i] = kv_tokenizer_token_score(t, i);
-        types[i] = (i == bos || i == eos) ? 3 : is_byte_piece(s, len) ? 6 : (len == 5 && !memcmp(s, "<unk>", 5)) ? 2 : 1;
+        types[i] = kv_tokenizer_token_type(t, i);
+        if (!types[i]) /* not said: from the piece, as before types were kept */
+            types[i] = (i == bos || i == eos) ? 3 : is_byte_piece(pieces[i], lens[i]) ? 6
+                       : (lens[i] == 5 && !memcmp(pieces[i], "<unk>", 5)) ? 2 : 1;
     }
+    if (kv_tokenizer_n_merges(t) > 0 && (rc = spm_scores_from_merges(t, scores))) goto out;
+    int add_bos = kv_tokenizer_add_bos(t);
     if ((rc = kv_gguf_writer_set_str(w, "tokenizer.ggml.model", "llama")) ||
         (rc = kv_gguf_writer_set_arr_str(w, "tokenizer.ggml.tokens", (const char *const *)pieces, lens, (uint64_t)n)) ||
         (rc = kv_gguf_writer_set_arr_f32(w, "tokenizer.ggml.scores", scores, (uint64_t)n)) ||
@@ -164,7 +215,10 @@ int kv_export_tokenizer(kv_gguf_writer *w, const kv_tokenizer *t) {
         goto out;
     if (bos >= 0 && (rc = kv_gguf_writer_set_u32(w, "tokenizer.ggml.bos_token_id", (uint32_t)bos))) goto out;
     if (eos >= 0 && (rc = kv_gguf_writer_set_u32(w, "tokenizer.ggml.eos_token_id", (uint32_t)eos))) goto out;
-    rc = kv_gguf_writer_set_bool(w, "tokenizer.ggml.add_bos_token", 1);
+    if (!kv_tokenizer_add_space_prefix(t) &&
+        (rc = kv_gguf_writer_set_bool(w, "tokenizer.ggml.add_space_prefix", 0)))
+        goto out;
+    rc = kv_gguf_writer_set_bool(w, "tokenizer.ggml.add_bos_token", add_bos >= 0 ? add_bos : 1);
 out:
     if (pieces)
         for (int32_t i = 0; i < n; i++) free(pieces[i]);
@@ -173,6 +227,10 @@ out:
     free(scores);
     free(types);
     return rc;
+}
+
+int kv_export_tokenizer(kv_gguf_writer *w, const kv_tokenizer *t) {
+    return kv_tokenizer_byte_level(t) ? export_byte_level(w, t) : export_spm(w, t);
 }
 
 int kv_export_vocab_gguf(const kv_tokenizer *t, const char *name, const char *path) {

@@ -18,10 +18,11 @@ int kv_export_mpt_meta(kv_gguf_writer *w, const kv_model_info *i, const char *na
 
 /* The tokenizer.ggml.* keys: for a byte-level BPE vocabulary those
  * llama.cpp's converter writes (model gpt2, pre, tokens, token_type,
- * merges, bos/eos ids, add_bos_token); for a SentencePiece-style one
- * (pieces written with U+2581 for spaces, token types from the pieces)
- * model llama with scores. A SentencePiece-style tokenizer.json (merges,
- * no scores) is KV_EUNSUPPORTED. */
+ * merges, bos/eos ids, add_bos_token); for a SentencePiece-style one model
+ * llama (pieces with U+2581 for spaces, scores, token types, bos/eos ids,
+ * add_bos_token, add_space_prefix when false). A SentencePiece-style
+ * tokenizer.json has merges, not scores: scores are derived from the merge
+ * ranks so that llama.cpp's SPM tokenizer encodes as the merges do. */
 int kv_export_tokenizer(kv_gguf_writer *w, const kv_tokenizer *t);
 
 /* A vocabulary-only GGUF (no tensors): general.name and the tokenizer keys. */

@@ -185,6 +185,22 @@ int32_t kv_tok_special_at(const kv_tokenizer *t, const char *text, size_t len) {
     return -1;
 }
 
+void kv_tok_mark_joins(kv_tokenizer *t) {
+    memset(t->mark_join, 0, sizeof t->mark_join);
+    for (int32_t i = 0; i < t->n; i++)
+        for (uint32_t j = 1; j + 3 <= t->len[i]; j++)
+            if (!memcmp(t->text[i] + j, SPACE_MARK, 3)) {
+                uint8_t c = (uint8_t)t->text[i][j - 1];
+                t->mark_join[c >> 3] |= (uint8_t)(1u << (c & 7));
+            }
+}
+
+int kv_tok_mark_splits(const kv_tokenizer *t, const char *s, size_t n, size_t i) {
+    if (i == 0 || i + 3 > n || memcmp(s + i, SPACE_MARK, 3)) return 0;
+    uint8_t c = (uint8_t)s[i - 1];
+    return !(t->mark_join[c >> 3] >> (c & 7) & 1);
+}
+
 /* Builds the lookup table and the printed form of each token. */
 static int tok_finish(kv_tokenizer *t, const char *path) {
     int rc = kv_tok_index(t);
@@ -223,6 +239,7 @@ static int tok_finish(kv_tokenizer *t, const char *path) {
         t->out_len[i] = (uint32_t)k;
     }
     (void)path;
+    kv_tok_mark_joins(t);
     return kv_tok_special_index(t);
 }
 
@@ -377,6 +394,7 @@ static int gguf_vocab(const kv_gguf *g, kv_tokenizer **out) {
             }
     int flag;
     if (kv_gguf_get_bool(g, "tokenizer.ggml.add_space_prefix", &flag) == KV_OK) t->add_space_prefix = flag;
+    if (kv_gguf_get_bool(g, "tokenizer.ggml.add_bos_token", &flag) == KV_OK) t->add_bos = flag;
     if ((rc = tok_finish(t, path))) goto fail;
     *out = t;
     return KV_OK;
@@ -461,6 +479,7 @@ int32_t kv_tokenizer_n_vocab(const kv_tokenizer *t) { return t->n; }
 int32_t kv_tokenizer_bos(const kv_tokenizer *t) { return t->bos; }
 int32_t kv_tokenizer_eos(const kv_tokenizer *t) { return t->eos; }
 int kv_tokenizer_add_bos(const kv_tokenizer *t) { return t->add_bos; }
+int kv_tokenizer_add_space_prefix(const kv_tokenizer *t) { return t->add_space_prefix; }
 const char *kv_tokenizer_pre(const kv_tokenizer *t) { return t->bpe ? kv_bpe_pre(t->bpe) : NULL; }
 int kv_tokenizer_byte_level(const kv_tokenizer *t) { return t->bpe && kv_bpe_byte_level(t->bpe); }
 int kv_tokenizer_nfc(const kv_tokenizer *t) { return t->bpe && kv_bpe_nfc(t->bpe); }
@@ -565,8 +584,54 @@ static void emit(int32_t *out, size_t cap, size_t *n, int32_t id) {
     (*n)++;
 }
 
+/* Best-score-first merging of s[0..n) (normalised text, one symbol per
+ * UTF-8 character to start), then its ids (byte fallback for what has no
+ * token). */
+static int spm_merge(const kv_tokenizer *t, const char *s, size_t n, sym *sy, heap *h, int32_t *out, size_t cap,
+                     size_t *n_out) {
+    /* one symbol per UTF-8 character (a stray byte is a character of its own) */
+    int32_t ns = 0;
+    for (size_t off = 0; off < n;) {
+        size_t cl = utf8_len((uint8_t)s[off]);
+        if (cl > n - off) cl = n - off;
+        sy[ns] = (sym){ns - 1, ns + 1, off, cl};
+        ns++;
+        off += cl;
+    }
+    sy[ns - 1].next = -1;
+    h->n = 0;
+    int rc = KV_OK;
+    for (int32_t i = 1; i < ns && !rc; i++) rc = try_bigram(t, s, sy, h, i - 1, i);
+    while (h->n && !rc) {
+        bigram b = heap_pop(h);
+        sym *l = &sy[b.left], *r = &sy[b.right];
+        if (l->n == 0 || r->n == 0 || l->n + r->n != b.n) continue; /* stale: one side merged since */
+        l->n += r->n;
+        r->n = 0;
+        l->next = r->next;
+        if (r->next >= 0) sy[r->next].prev = b.left;
+        rc = try_bigram(t, s, sy, h, l->prev, b.left);
+        if (!rc) rc = try_bigram(t, s, sy, h, b.left, l->next);
+    }
+    if (rc) return kv_errorf(KV_ENOMEM, "out of memory tokenizing %zu bytes", n);
+    for (int32_t i = 0; i >= 0; i = sy[i].next) {
+        int32_t id = kv_tok_lookup(t, s + sy[i].off, sy[i].n);
+        if (id >= 0) {
+            emit(out, cap, n_out, id);
+            continue;
+        }
+        for (size_t j = 0; j < sy[i].n; j++) { /* byte fallback */
+            int32_t bt = t->byte_tok[(uint8_t)s[sy[i].off + j]];
+            emit(out, cap, n_out, bt >= 0 ? bt : t->unk >= 0 ? t->unk : 0);
+        }
+    }
+    return KV_OK;
+}
+
 /* SentencePiece-style BPE of one fragment (no special token in it); with
- * `prefix`, a space in front (the vocabulary's dummy prefix). */
+ * `prefix`, a space in front (the vocabulary's dummy prefix). Split at each
+ * U+2581 that no token spans (kv_tok_mark_splits): each stretch merges
+ * alone, to the same ids, with a small heap. */
 static int spm_fragment(const kv_tokenizer *t, const char *text, size_t len, int prefix, int32_t *out, size_t cap,
                         size_t *n_out) {
     if (len == 0) return KV_OK;
@@ -595,41 +660,15 @@ static int spm_fragment(const kv_tokenizer *t, const char *text, size_t len, int
             s[k++] = text[i];
         }
     }
-    /* one symbol per UTF-8 character (a stray byte is a character of its own) */
-    int32_t ns = 0;
-    for (size_t off = 0; off < n;) {
-        size_t cl = utf8_len((uint8_t)s[off]);
-        if (cl > n - off) cl = n - off;
-        sy[ns] = (sym){ns - 1, ns + 1, off, cl};
-        ns++;
-        off += cl;
-    }
-    sy[ns - 1].next = -1;
     int rc = KV_OK;
-    for (int32_t i = 1; i < ns && !rc; i++) rc = try_bigram(t, s, sy, &h, i - 1, i);
-    while (h.n && !rc) {
-        bigram b = heap_pop(&h);
-        sym *l = &sy[b.left], *r = &sy[b.right];
-        if (l->n == 0 || r->n == 0 || l->n + r->n != b.n) continue; /* stale: one side merged since */
-        l->n += r->n;
-        r->n = 0;
-        l->next = r->next;
-        if (r->next >= 0) sy[r->next].prev = b.left;
-        rc = try_bigram(t, s, sy, &h, l->prev, b.left);
-        if (!rc) rc = try_bigram(t, s, sy, &h, b.left, l->next);
+    size_t start = 0;
+    for (size_t i = 1; i + 3 <= n && !rc; i++) {
+        if (!kv_tok_mark_splits(t, s, n, i)) continue;
+        rc = spm_merge(t, s + start, i - start, sy, &h, out, cap, n_out);
+        start = i;
+        i += 2;
     }
-    if (rc) rc = kv_errorf(KV_ENOMEM, "out of memory tokenizing %zu bytes", len);
-    for (int32_t i = 0; i >= 0 && !rc; i = sy[i].next) {
-        int32_t id = kv_tok_lookup(t, s + sy[i].off, sy[i].n);
-        if (id >= 0) {
-            emit(out, cap, n_out, id);
-            continue;
-        }
-        for (size_t j = 0; j < sy[i].n; j++) { /* byte fallback */
-            int32_t bt = t->byte_tok[(uint8_t)s[sy[i].off + j]];
-            emit(out, cap, n_out, bt >= 0 ? bt : t->unk >= 0 ? t->unk : 0);
-        }
-    }
+    if (!rc) rc = spm_merge(t, s + start, n - start, sy, &h, out, cap, n_out);
     free(h.b);
     free(sy);
     free(s);

@@ -65,6 +65,9 @@ int32_t kv_tokenizer_eos(const kv_tokenizer *t); /* -1 if none */
 /* Whether the vocabulary asks for BOS in front (tokenizer.ggml.add_bos_token,
  * tokenizer_config.json add_bos_token or its post-processor); -1: not said. */
 int kv_tokenizer_add_bos(const kv_tokenizer *t);
+/* Whether a SentencePiece-style vocabulary puts U+2581 in front of each
+ * text fragment (add_dummy_prefix; Llama 2 does, Gemma 3 does not). */
+int kv_tokenizer_add_space_prefix(const kv_tokenizer *t);
 
 /* What a vocabulary is, for writing it out (kv_export_tokenizer): the
  * tokenizer.ggml.pre name of a byte-level BPE vocabulary (NULL for

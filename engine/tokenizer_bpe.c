@@ -314,6 +314,7 @@ int kv_bpe_build(kv_tokenizer *t, const char *path, const char *merges_key,
     if ((rc = o->byte_level ? byte_level_forms(t) : spm_forms(t))) return rc;
     if ((rc = build_merges(t, m, nm, &src))) return rc;
     if ((rc = kv_tok_special_index(t))) return rc;
+    kv_tok_mark_joins(t);
     if (!o->pre) {
         if (o->byte_level) return kv_errorf(KV_EUNSUPPORTED, "%s: a byte-level vocabulary needs a pre-tokenizer", path);
         return KV_OK;
@@ -588,6 +589,18 @@ done:
 
 typedef struct cand { int32_t rank, l, r, lid, rid, res; } cand;
 
+/* A word's ids, remembered for the rest of one encode call: English text
+ * repeats its words, and looking one up costs far less than merging it
+ * (Hugging Face's tokenizers keep such a cache too). Direct-mapped: a word
+ * evicts whichever had its slot. Only words and encodings that fit. */
+enum { WC_BYTES = 30, WC_IDS = 14 };
+typedef struct wc_entry {
+    uint32_t hash;
+    uint8_t len, n_ids; /* len 0: empty */
+    char w[WC_BYTES];
+    int32_t ids[WC_IDS];
+} wc_entry;
+
 /* One encode call's state: the symbols of the current word, the heap of
  * candidate merges, buffers for normalised text, and where ids go. */
 typedef struct work {
@@ -601,6 +614,8 @@ typedef struct work {
     int32_t *out;
     size_t out_cap, *n_out;
     void *md; /* the pre-tokenizer's match data (NULL: none) */
+    wc_entry *wc; /* the word cache (NULL: none) */
+    uint32_t wc_mask;
 } work;
 
 static int cand_less(const cand *a, const cand *b) { return a->rank < b->rank || (a->rank == b->rank && a->l < b->l); }
@@ -738,7 +753,62 @@ static int byte_word_replaced(const kv_tokenizer *t, work *w, const uint8_t *s, 
     return rc;
 }
 
-/* Byte-level: one symbol per byte. */
+static uint32_t word_hash(const uint8_t *s, size_t n) {
+    uint32_t h = 2166136261u; /* FNV-1a */
+    for (size_t i = 0; i < n; i++) h = (h ^ s[i]) * 16777619u;
+    return h;
+}
+
+/* The cache slot of the word of hash h (wc_holds: whether it holds that word). */
+static wc_entry *wc_slot(const work *w, uint32_t h) { return &w->wc[(h ^ h >> 15) & w->wc_mask]; }
+
+static int wc_holds(const wc_entry *e, const uint8_t *s, size_t n, uint32_t h) {
+    return e->len == n && e->hash == h && memcmp(e->w, s, n) == 0;
+}
+
+/* Remembers the ids emitted since `from` as word s's (when they were all stored and fit). */
+static void wc_store(work *w, wc_entry *e, const uint8_t *s, size_t n, uint32_t h, size_t from) {
+    size_t k = *w->n_out - from;
+    if (k > WC_IDS || *w->n_out > w->out_cap) return;
+    e->hash = h;
+    e->len = (uint8_t)n;
+    e->n_ids = (uint8_t)k;
+    memcpy(e->w, s, n);
+    memcpy(e->ids, w->out + from, k * sizeof *e->ids);
+}
+
+typedef int (*word_fn)(const kv_tokenizer *t, work *w, const uint8_t *s, size_t n);
+
+/* fn's ids for word s, from the word cache when it holds them (and kept there). */
+static int cached_word(const kv_tokenizer *t, work *w, const uint8_t *s, size_t n, word_fn fn) {
+    if (!w->wc || n > WC_BYTES) return fn(t, w, s, n);
+    uint32_t h = word_hash(s, n);
+    wc_entry *e = wc_slot(w, h);
+    if (wc_holds(e, s, n, h)) {
+        for (int i = 0; i < e->n_ids; i++) emit(w, e->ids[i]);
+        return 0;
+    }
+    size_t from = *w->n_out;
+    if (fn(t, w, s, n)) return -1;
+    wc_store(w, e, s, n, h, from);
+    return 0;
+}
+
+/* A byte-level word of bytes that all have tokens: the whole word's token
+ * (ignore_merges), or one symbol per byte, merged. */
+static int byte_word_merge(const kv_tokenizer *t, work *w, const uint8_t *s, size_t n) {
+    const kv_bpe *b = t->bpe;
+    int32_t id = b->o.ignore_merges ? whole_word(t, w, s, n) : -1;
+    if (id >= 0) {
+        emit(w, id);
+        return 0;
+    }
+    if (work_reserve(w, n)) return -1;
+    for (size_t i = 0; i < n; i++) w->id[i] = b->byte_id[s[i]];
+    return merge_word(b, w, n);
+}
+
+/* Byte-level: one symbol per byte, through the word cache when there is one. */
 static int byte_word(const kv_tokenizer *t, work *w, const uint8_t *s, size_t n) {
     const kv_bpe *b = t->bpe;
     for (size_t i = 0; i < n; i++)
@@ -747,16 +817,7 @@ static int byte_word(const kv_tokenizer *t, work *w, const uint8_t *s, size_t n)
         emit(w, b->byte_id[s[0]]);
         return 0;
     }
-    if (b->o.ignore_merges) {
-        int32_t id = whole_word(t, w, s, n);
-        if (id >= 0) {
-            emit(w, id);
-            return 0;
-        }
-    }
-    if (work_reserve(w, n)) return -1;
-    for (size_t i = 0; i < n; i++) w->id[i] = b->byte_id[s[i]];
-    return merge_word(b, w, n);
+    return cached_word(t, w, s, n, byte_word_merge);
 }
 
 /* SentencePiece-style: one symbol per UTF-8 character (a stray byte is one
@@ -787,9 +848,23 @@ static int char_word(const kv_tokenizer *t, work *w, const uint8_t *s, size_t n)
     return merge_word(b, w, ns);
 }
 
+/* A SentencePiece-style fragment, split at each U+2581 that no token spans
+ * (kv_tok_mark_splits: no merge can join across it, so each part merges
+ * alone to the same ids), each part through the word cache. */
+static int mark_words(const kv_tokenizer *t, work *w, const uint8_t *s, size_t n) {
+    size_t start = 0;
+    for (size_t i = 1; i + 3 <= n; i++) {
+        if (!kv_tok_mark_splits(t, (const char *)s, n, i)) continue;
+        if (cached_word(t, w, s + start, i - start, char_word)) return -1;
+        start = i;
+        i += 2;
+    }
+    return cached_word(t, w, s + start, n - start, char_word);
+}
+
 static int on_word(void *ctx, const char *s, size_t n) {
     work *w = ctx;
-    int rc = w->t->bpe->o.byte_level ? byte_word(w->t, w, (const uint8_t *)s, n) : char_word(w->t, w, (const uint8_t *)s, n);
+    int rc = w->t->bpe->o.byte_level ? byte_word(w->t, w, (const uint8_t *)s, n) : mark_words(w->t, w, (const uint8_t *)s, n);
     return rc ? kv_errorf(KV_ENOMEM, "out of memory tokenizing") : KV_OK;
 }
 
@@ -849,7 +924,14 @@ int kv_bpe_encode(const kv_tokenizer *t, const char *text, size_t len, int32_t *
     void *md = b->pre ? kv_pre_match_data() : NULL;
     if (b->pre && !md) return kv_errorf(KV_ENOMEM, "out of memory");
     work w = {.t = t, .out = out, .out_cap = cap, .n_out = n_out, .md = md};
+    if (len >= 1024) { /* a cache pays for itself on a page of text, sized to it */
+        uint32_t slots = 256;
+        while (slots < 8192 && slots < len / 8) slots <<= 1;
+        w.wc = calloc(slots, sizeof *w.wc); /* none (slower, same ids) if this fails */
+        w.wc_mask = slots - 1;
+    }
     int rc = kv_tok_partition(t, text, len, bpe_on_text, bpe_on_special, &w);
+    free(w.wc);
     if (md) kv_pre_match_data_free(md);
     free(w.id);
     free(w.prev);

@@ -29,6 +29,7 @@ struct kv_tokenizer {
     uint32_t table_mask;
     kv_bpe *bpe;      /* non-NULL: a byte-level BPE vocabulary (tokenizer_bpe.c encodes and prints it) */
     int32_t eot, eom; /* GGUF end-of-turn / end-of-message ids, -1 if none (kv_tokenizer_end_tokens) */
+    uint8_t mark_join[32]; /* SentencePiece: bytes some token has right before a U+2581 (kv_tok_mark_joins) */
     /* control, user-defined and unknown tokens, matched whole in the text
      * before BPE (by first byte, longest first), as llama.cpp's special-token
      * partition does: kv_tok_special_index */
@@ -50,6 +51,13 @@ int kv_tok_partition(const kv_tokenizer *t, const char *text, size_t len, kv_fra
                      kv_special_fn on_special, void *ctx);
 int32_t kv_tok_lookup(const kv_tokenizer *t, const char *s, size_t n);
 int kv_tok_index(kv_tokenizer *t); /* builds t->table; the first of duplicate entries wins */
+/* The set (a bitmap) of bytes that some token has right before a U+2581.
+ * Where the byte before a U+2581 in the text is not in it, no token, and
+ * so no merge, spans that place: SentencePiece-style text can be split
+ * there into stretches that merge alone to the same ids. */
+void kv_tok_mark_joins(kv_tokenizer *t);
+/* Whether s[i..) starts with a U+2581 at which text may be split so. */
+int kv_tok_mark_splits(const kv_tokenizer *t, const char *s, size_t n, size_t i);
 
 /* tokenizer_pre.c: the pre-tokenizer table, llama.cpp's regexes for each
  * tokenizer.ggml.pre name, applied in sequence. */

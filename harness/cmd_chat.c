@@ -88,6 +88,7 @@ static int render(const chat_args *a, ds_chat_source *src) {
         o.bos = a->bos ? a->bos : src->bos;
         o.eos = a->eos ? a->eos : src->eos;
         o.date = a->date;
+        o.jinja = src->jinja; /* Mistral v7 Tekken's default system message */
         if (a->no_thinking) o.enable_thinking = 0;
         char *out;
         size_t len;

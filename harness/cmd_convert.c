@@ -31,9 +31,12 @@ static int convert_vocab(const char *in, const char *out) {
     const char *base = strrchr(path, '/');
     int rc = kv_export_vocab_gguf(t, base && base[1] ? base + 1 : path, out);
     if (rc) fprintf(stderr, "kvbench convert: %s\n", kv_last_error());
-    else
+    else if (kv_tokenizer_byte_level(t))
         printf("wrote %s (vocabulary only: %d tokens, %lld merges, pre-tokenizer %s)\n", out, kv_tokenizer_n_vocab(t),
                (long long)kv_tokenizer_n_merges(t), kv_tokenizer_pre(t) ? kv_tokenizer_pre(t) : "none");
+    else /* SentencePiece-style: scores, from the merges when the input had them (export.c) */
+        printf("wrote %s (vocabulary only: %d tokens, SentencePiece scores%s)\n", out, kv_tokenizer_n_vocab(t),
+               kv_tokenizer_n_merges(t) > 0 ? " derived from the merge ranks" : "");
     kv_tokenizer_free(t);
     return rc ? 1 : 0;
 }

@@ -30,9 +30,41 @@ static cJSON *read_json(const char *path) {
  * stored here), bos and eos. */
 typedef struct entry {
     char *text;
+    char *stub; /* for an entry not stored here, what opts.jinja needs of it, or NULL */
     const char *bos, *eos;
     ds_chat_source src; /* owns text, bos and eos when read from a model's files */
 } entry;
+
+/* The real Mistral v7 Tekken template is not stored here; its default
+ * system message is in the rendering of the conversation without one.
+ * Returns `{%- set default_system_message = "..." + today + "..." %}` for
+ * it (Jinja escapes, the 2024-07-26 of the rendering as `today`), which is
+ * all of the template that kvbench reads. */
+static char *tekken_stub(const char *stem) {
+    char path[4096];
+    snprintf(path, sizeof path, "%s/%s-user-nogp.txt", fixtures, stem);
+    char *r = tu_read(path, NULL);
+    assert_non_null(r);
+    char *b = strstr(r, "[SYSTEM_PROMPT]"), *e = strstr(r, "[/SYSTEM_PROMPT]"), *d = strstr(r, "2024-07-26");
+    assert_true(b && e && d && b < d && d < e);
+    b += strlen("[SYSTEM_PROMPT]");
+    char *out = malloc(2 * (size_t)(e - b) + 128);
+    size_t k = (size_t)sprintf(out, "{%%- set default_system_message = \"");
+    for (char *c = b; c < e; c++) {
+        if (c == d) {
+            k += (size_t)sprintf(out + k, "\" + today + \"");
+            c += 9;
+        } else if (*c == '\n' || *c == '"' || *c == '\\') {
+            out[k++] = '\\';
+            out[k++] = *c == '\n' ? 'n' : *c;
+        } else {
+            out[k++] = *c;
+        }
+    }
+    strcpy(out + k, "\" %}\n");
+    free(r);
+    return out;
+}
 
 /* 0, or 1 when the shared file is missing (the entry is skipped). */
 static int load_entry(const cJSON *t, entry *e) {
@@ -43,6 +75,9 @@ static int load_entry(const cJSON *t, entry *e) {
     const char *gguf = cJSON_GetStringValue(cJSON_GetObjectItem(t, "gguf"));
     e->bos = cJSON_GetStringValue(cJSON_GetObjectItem(t, "bos"));
     e->eos = cJSON_GetStringValue(cJSON_GetObjectItem(t, "eos"));
+    const char *family = cJSON_GetStringValue(cJSON_GetObjectItem(t, "family"));
+    if (cJSON_GetObjectItem(t, "extra") && !strcmp(family, "mistral-v7-tekken"))
+        e->stub = tekken_stub(cJSON_GetStringValue(cJSON_GetObjectItem(t, "stem")));
     if (file) return !(e->text = e->src.jinja = tu_read(tu_model_path(file, buf, sizeof buf), NULL));
     if (!config && !gguf) return 0;
     const char *p = tu_model_path(config ? config : gguf, buf, sizeof buf);
@@ -78,6 +113,7 @@ static int check_case(const ds_chat_family *f, const cJSON *t, const entry *e, c
     o.bos = e->bos;
     o.eos = e->eos;
     o.date = cJSON_GetStringValue(cJSON_GetObjectItem(t, "date"));
+    o.jinja = e->text ? e->text : e->stub;
     const cJSON *think = cJSON_GetObjectItem(t, "enable_thinking");
     if (think) o.enable_thinking = cJSON_IsTrue(think);
     const char *stem = cJSON_GetStringValue(cJSON_GetObjectItem(t, "stem"));
@@ -137,6 +173,7 @@ static void test_fixtures(void **state) {
             }
         }
         ds_chat_source_free(&e.src);
+        free(e.stub);
     }
     printf("chat fixtures: %d/%d renderings match Hugging Face Jinja; %d/%d real templates recognised; "
            "%d templates skipped (shared file missing)\n", pass, total, detected, detectable, skipped);
@@ -190,6 +227,35 @@ static void test_resolve(void **state) {
     assert_int_equal(ds_chat_resolve("llama4", NULL, &f), KV_ENOTFOUND);
     assert_non_null(strstr(kv_last_error(), "auto, none, qwen3"));
     for (int i = 0; i < ds_chat_count(); i++) assert_ptr_equal(ds_chat_find(ds_chat_name(ds_chat_at(i))), ds_chat_at(i));
+}
+
+/* Mistral v7 Tekken takes its default system message from the template's
+ * text: the date is `date`, Jinja's escapes are read as Hugging Face's
+ * Jinja reads them, and what that refuses (llama.cpp's copy of the
+ * template writes its newlines as a backslash before a line break) or a
+ * missing template is refused with words naming the cause. */
+static void test_tekken_default(void **state) {
+    (void)state;
+    const ds_chat_family *f = ds_chat_find("mistral-v7-tekken");
+    ds_chat_msg user[] = {{"user", "hi"}}, sys[] = {{"system", "S"}, {"user", "hi"}, {"system", "again"}};
+    ds_chat_opts o = ds_chat_default_opts();
+    char *out = NULL;
+    size_t len;
+    assert_int_equal(ds_chat_render(f, user, 1, &o, &out, &len), KV_EINVAL);
+    assert_non_null(strstr(kv_last_error(), "default_system_message"));
+    o.jinja = "{%- set today = strftime_now(\"%Y-%m-%d\") %}\n{%- set default_system_message = \"A\\n\\\"q\\\" \\u00e9\\x41 \" "
+              "+ today + '.\\'' %}";
+    o.date = "2025-01-02";
+    assert_int_equal(ds_chat_render(f, user, 1, &o, &out, &len), 0);
+    assert_string_equal(out, "<s>[SYSTEM_PROMPT]A\n\"q\" \xc3\xa9" "A 2025-01-02.'[/SYSTEM_PROMPT][INST]hi[/INST]");
+    free(out);
+    out = NULL;
+    o.jinja = "{%- set default_system_message = \"Paris.\\\nYour\" %}";
+    assert_int_equal(ds_chat_render(f, user, 1, &o, &out, &len), KV_EINVAL);
+    assert_non_null(strstr(kv_last_error(), "unexpected escaped character"));
+    assert_int_equal(ds_chat_render(f, sys, 3, &o, &out, &len), KV_EINVAL); /* a second system message */
+    assert_non_null(strstr(kv_last_error(), "Only user and assistant roles are supported"));
+    assert_null(out);
 }
 
 static void test_bad_input(void **state) {
@@ -305,7 +371,8 @@ int main(int argc, char **argv) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_fixtures),       cmocka_unit_test(test_unknown_template),
         cmocka_unit_test(test_detect_snippets), cmocka_unit_test(test_resolve),
-        cmocka_unit_test(test_bad_input),      cmocka_unit_test(test_trim_unicode),
+        cmocka_unit_test(test_bad_input),      cmocka_unit_test(test_tekken_default),
+        cmocka_unit_test(test_trim_unicode),
         cmocka_unit_test(test_end_tokens),     cmocka_unit_test(test_end_tokens_gguf_keys),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -190,6 +190,17 @@ out=$("$kv" tokenize --model $M --text "Once upon" 2>&1)
 if echo "$out" | head -1 | grep -qF "$(printf '\t\xe2\x96\x81Once')"; then ok "tokenize llama2.c"; else bad "tokenize llama2.c" "$out"; fi
 expect_fail "tokenize: llama2.c tokenizer alone" 1 "needs --model for its size" -- \
   "$kv" tokenize --tokenizer tokenizers/llama2/tokenizer.bin --text hi
+# a SentencePiece-style tokenizer.json (Gemma 3) as a vocabulary-only GGUF: the same ids; encode speed
+if [ -f "${KVBENCH_MODELS:-../shared/models}/tokenizers/hf/gemma3/tokenizer.json" ]; then
+  "$kv" convert --vocab-only tokenizers/hf/gemma3 "$tmp/gemma3.gguf" > /dev/null 2>&1
+  a=$("$kv" tokenize --tokenizer tokenizers/hf/gemma3 --text "x> </y  two  spaces" 2>&1)
+  b=$("$kv" tokenize --tokenizer "$tmp/gemma3.gguf" --text "x> </y  two  spaces" 2>&1)
+  if [ -n "$a" ] && [ "$a" = "$b" ]; then ok "convert --vocab-only gemma3"; else bad "convert --vocab-only gemma3" "$a / $b"; fi
+fi
+printf 'Hello world, hello tokenizer. %.0s' $(seq 100) > "$tmp/bench.txt"
+out=$("$kv" tokenize --tokenizer tokenizers/gpt2 --bench "$tmp/bench.txt" 2>&1)
+if echo "$out" | grep -qE '^encode: [0-9.]+ MB/s per core'; then ok "tokenize --bench"; else bad "tokenize --bench" "$out"; fi
+expect_fail "tokenize: --text or --bench" 2 "give --text TEXT or --bench FILE" -- "$kv" tokenize --tokenizer tokenizers/gpt2
 
 # bad input: a clear message and a non-zero exit
 head -c 1000 "${KVBENCH_MODELS:-../shared/models}/$M" > "$tmp/trunc.bin"

@@ -533,6 +533,347 @@ static void test_hf_real_text(void **state) {
     assert_int_equal(fails, 0);
 }
 
+/* Whether a and b give the same ids for text; prints where they part. */
+static int same_ids(const char *what, const kv_tokenizer *a, const kv_tokenizer *b, const char *text, size_t len) {
+    size_t na, nb;
+    int32_t *ia = encode_all(a, text, len, &na), *ib = encode_all(b, text, len, &nb);
+    size_t i = 0;
+    while (i < na && i < nb && ia[i] == ib[i]) i++;
+    int same = na == nb && i == na;
+    printf("  %-44s %6zu bytes: %6zu and %6zu tokens, %s", what, len, na, nb, same ? "equal\n" : "DIFFERENT");
+    if (!same) {
+        size_t tl, ul;
+        const char *ta = i < na ? kv_tokenizer_token_text(a, ia[i], &tl) : "", *tb = i < nb ? kv_tokenizer_token_text(b, ib[i], &ul) : "";
+        printf(" at id %zu: %d [%s] vs %d [%s]\n", i, i < na ? ia[i] : -1, ta, i < nb ? ib[i] : -1, tb);
+    }
+    free(ia);
+    free(ib);
+    return same;
+}
+
+/* The text of check_spm_gguf's inputs: reference_text's, or "spaces":
+ * 1..40 spaces, then 1..40 newlines, between letters. */
+static char *spm_text(const char *what, size_t *len) {
+    if (!strcmp(what, "spans")) { /* Gemma 3's token ">\xe2\x96\x81</" spans a space */
+        static const char sp[] = "x> </y <p>a</p> </div>\n> </ > </x";
+        *len = sizeof sp - 1;
+        return strdup(sp);
+    }
+    if (strcmp(what, "spaces")) return reference_text(what, len);
+    char *text = malloc(4096), nl[41];
+    assert_non_null(text);
+    memset(nl, '\n', 40);
+    nl[40] = 0;
+    *len = 0;
+    for (int r = 1; r <= 40; r++) *len += (size_t)sprintf(text + *len, "a%*sb", r, "");
+    for (int r = 1; r <= 40; r++) *len += (size_t)sprintf(text + *len, "c%.*sd", r, nl);
+    return text;
+}
+
+/* A SentencePiece-style tokenizer.json j written as a GGUF "llama"
+ * vocabulary (scores derived from the merge ranks: export.c) encodes real
+ * text, unicode.txt (emoji, CJK, combining marks, runs of spaces and
+ * newlines, control-token strings) and runs of every space and newline
+ * count exactly as j does, and as each of `others` does (the same
+ * vocabulary with SentencePiece's own scores). */
+static void check_spm_gguf(const char *name, const kv_tokenizer *j, int add_space_prefix, const kv_tokenizer *const *others,
+                           const char *const *other_names, int n_others, const char *vectors) {
+    char tmp[256], path[512];
+    assert_non_null(tu_mkdtemp(tmp, sizeof tmp));
+    snprintf(path, sizeof path, "%s/%s.gguf", tmp, name);
+    assert_int_equal(kv_export_vocab_gguf(j, name, path), KV_OK);
+    kv_tokenizer *g;
+    assert_int_equal(kv_tokenizer_load(path, 0, &g), KV_OK);
+    assert_int_equal(kv_tokenizer_n_merges(g), 0); /* scores, not merges */
+    assert_int_equal(kv_tokenizer_byte_level(g), 0);
+    assert_int_equal(kv_tokenizer_n_vocab(g), kv_tokenizer_n_vocab(j));
+    assert_int_equal(kv_tokenizer_add_space_prefix(g), add_space_prefix);
+    assert_int_equal(kv_tokenizer_bos(g), kv_tokenizer_bos(j));
+    assert_int_equal(kv_tokenizer_eos(g), kv_tokenizer_eos(j));
+    assert_int_equal(kv_tokenizer_add_bos(g), kv_tokenizer_add_bos(j));
+    for (int32_t i = 0; i < kv_tokenizer_n_vocab(j); i++)
+        assert_int_equal(kv_tokenizer_token_type(g, i), kv_tokenizer_token_type(j, i));
+    static const char *const texts[] = {"wikitext/wikitext2_test.txt", "pg19/10146.txt", "cnndm", "unicode", "spaces",
+                                        "spans"};
+    int differ = 0;
+    printf("%s: its tokenizer.json vs the GGUF written from it%s\n", name, n_others ? " and the other files" : "");
+    for (size_t k = 0; k < sizeof texts / sizeof texts[0]; k++) {
+        size_t len = 0;
+        char *text = spm_text(texts[k], &len);
+        if (!text) continue;
+        differ += !same_ids(texts[k], j, g, text, len);
+        for (int o = 0; o < n_others; o++) {
+            char what[128];
+            snprintf(what, sizeof what, "%s, %s", texts[k], other_names[o]);
+            differ += !same_ids(what, g, others[o], text, len);
+        }
+        free(text);
+    }
+    assert_int_equal(differ, 0);
+    if (vectors) { /* the same vocabulary: llama.cpp's vectors hold for the GGUF too */
+        int n, fails = run_vectors_of(vectors, g, &n, 0);
+        printf("%s vocabulary GGUF: %d of %d %s conformance vectors match\n", name, n - fails, n, vectors);
+        assert_true(n >= 40);
+        assert_int_equal(fails, 0);
+    }
+    kv_tokenizer_free(g);
+    tu_rmdir(tmp);
+}
+
+/* tokenizers/hf/llama2 (which, by its ids, is not the vocabulary of
+ * tokenizers/llama2: only the 259 control and byte tokens share ids) and
+ * Gemma 3 (no space in front; 262,145 tokens with <image_soft_token>). */
+static void test_spm_gguf_hf(void **state) {
+    (void)state;
+    static const struct { const char *hf; int prefix; } v[] = {{"llama2", 1}, {"gemma3", 0}};
+    int ran = 0;
+    for (int k = 0; k < 2; k++) {
+        kv_tokenizer *j = load_hf(v[k].hf);
+        if (!j) continue;
+        check_spm_gguf(v[k].hf, j, v[k].prefix, NULL, NULL, 0, NULL);
+        if (!strcmp(v[k].hf, "gemma3")) { /* text is not split where a token spans a space (as Tokenizers.js) */
+            int32_t ids[8];
+            size_t n;
+            const int32_t want[] = {236781, 107068, 236762}; /* x >\xe2\x96\x81</ y */
+            assert_int_equal(kv_tokenizer_encode(j, "x> </y", 6, 0, ids, 8, &n), KV_OK);
+            assert_int_equal(n, 3);
+            for (size_t i = 0; i < n; i++) assert_int_equal(ids[i], want[i]);
+        }
+        kv_tokenizer_free(j);
+        ran++;
+    }
+    if (!ran) skip();
+}
+
+/* A piece of a llama2.c vocabulary as a tokenizer.json holds it (U+2581 for ' '). */
+static char *sp_piece(const kv_tokenizer *t, int32_t i) {
+    size_t n;
+    const char *s = kv_tokenizer_token_text(t, i, &n);
+    char *p = malloc(3 * n + 1);
+    size_t k = 0;
+    for (size_t c = 0; c < n; c++) {
+        if (s[c] == ' ') {
+            memcpy(p + k, "\xe2\x96\x81", 3);
+            k += 3;
+        } else {
+            p[k++] = s[c];
+        }
+    }
+    p[k] = 0;
+    return p;
+}
+
+typedef struct sp_merge { float score; int32_t piece, l, r; } sp_merge;
+
+static int sp_merge_cmp(const void *pa, const void *pb) {
+    const sp_merge *a = pa, *b = pb;
+    if (a->score != b->score) return a->score > b->score ? -1 : 1;
+    if (a->piece != b->piece) return a->piece < b->piece ? -1 : 1;
+    if (a->l != b->l) return a->l < b->l ? -1 : 1;
+    return (a->r > b->r) - (a->r < b->r);
+}
+
+/* Writes dir/tokenizer.json for a SentencePiece vocabulary with scores, as
+ * Hugging Face's converter does: merges are every split of a piece into two
+ * pieces (at character boundaries), by the piece's score, highest first,
+ * then by the ids of the two sides; Prepend(U+2581) + Replace(" ") and byte
+ * fallback. */
+static void write_sp_json(const kv_tokenizer *t, const char *dir) {
+    int32_t n = kv_tokenizer_n_vocab(t);
+    char **piece = malloc((size_t)n * sizeof *piece);
+    size_t cap = 1 << 16, nm = 0;
+    sp_merge *m = malloc(cap * sizeof *m);
+    cJSON *root = cJSON_CreateObject(), *model = cJSON_AddObjectToObject(root, "model");
+    cJSON *vocab = cJSON_AddObjectToObject(model, "vocab"), *merges = cJSON_AddArrayToObject(model, "merges");
+    cJSON *added = cJSON_AddArrayToObject(root, "added_tokens");
+    for (int32_t i = 0; i < n; i++) {
+        piece[i] = sp_piece(t, i);
+        cJSON_AddNumberToObject(vocab, piece[i], i);
+        int ty = kv_tokenizer_token_type(t, i);
+        if (ty == 2 || ty == 3 || ty == 4) { /* user-defined ones are added tokens that are not special */
+            cJSON *a = cJSON_CreateObject();
+            cJSON_AddNumberToObject(a, "id", i);
+            cJSON_AddStringToObject(a, "content", piece[i]);
+            cJSON_AddBoolToObject(a, "special", ty != 4);
+            cJSON_AddItemToArray(added, a);
+        }
+    }
+    for (int32_t i = 0; i < n; i++) {
+        if (kv_tokenizer_token_type(t, i) != 1) continue;
+        size_t len = strlen(piece[i]);
+        for (size_t c = 1; c < len; c++) {
+            if (((uint8_t)piece[i][c] & 0xC0) == 0x80) continue; /* inside a character */
+            char *l = strndup(piece[i], c);
+            int32_t li = kv_tokenizer_find(t, l), ri = kv_tokenizer_find(t, piece[i] + c);
+            free(l);
+            if (li < 0 || ri < 0) continue;
+            if (nm == cap) m = realloc(m, (cap *= 2) * sizeof *m);
+            m[nm++] = (sp_merge){kv_tokenizer_token_score(t, i), i, li, ri};
+        }
+    }
+    qsort(m, nm, sizeof *m, sp_merge_cmp);
+    for (size_t k = 0; k < nm; k++) {
+        char *s = malloc(strlen(piece[m[k].l]) + strlen(piece[m[k].r]) + 2);
+        sprintf(s, "%s %s", piece[m[k].l], piece[m[k].r]);
+        cJSON_AddItemToArray(merges, cJSON_CreateString(s));
+        free(s);
+    }
+    cJSON_AddStringToObject(model, "type", "BPE");
+    cJSON_AddStringToObject(model, "unk_token", "<unk>");
+    cJSON_AddBoolToObject(model, "byte_fallback", 1);
+    cJSON_AddBoolToObject(model, "fuse_unk", 1);
+    cJSON *norm = cJSON_Parse("{\"type\":\"Sequence\",\"normalizers\":[{\"type\":\"Prepend\",\"prepend\":\"\xe2\x96\x81\"},"
+                              "{\"type\":\"Replace\",\"pattern\":{\"String\":\" \"},\"content\":\"\xe2\x96\x81\"}]}");
+    cJSON_AddItemToObject(root, "normalizer", norm);
+    char *js = cJSON_PrintUnformatted(root), path[512];
+    snprintf(path, sizeof path, "%s/tokenizer.json", dir);
+    assert_int_equal(tu_write(path, js, strlen(js)), 0);
+    snprintf(path, sizeof path, "%s/tokenizer_config.json", dir);
+    const char *cfg = "{\"bos_token\": \"<s>\", \"eos_token\": \"</s>\", \"add_bos_token\": true}";
+    assert_int_equal(tu_write(path, cfg, strlen(cfg)), 0);
+    printf("wrote a tokenizer.json of %d pieces and %zu merges\n", n, nm);
+    free(js);
+    cJSON_Delete(root);
+    for (int32_t i = 0; i < n; i++) free(piece[i]);
+    free(piece);
+    free(m);
+}
+
+/* Real SentencePiece vocabularies with their scores (Llama 2: the
+ * llama2.c tokenizer.bin made from tokenizer.model, and llama.cpp's
+ * llama-spm GGUF; Phi-3: llama.cpp's phi-3 GGUF, with its chat tokens as
+ * user-defined and control tokens) turned into a tokenizer.json as Hugging
+ * Face's converter turns them, loaded, and written as a GGUF with scores
+ * derived from the merges: the GGUF, the tokenizer.json and the files with
+ * SentencePiece's scores give the same ids, and the GGUF passes llama.cpp's
+ * conformance vectors of that vocabulary. */
+static void test_spm_gguf_sentencepiece(void **state) {
+    (void)state;
+    char p[1024], tmp[256];
+    int ran = 0;
+    for (int k = 0; k < 2; k++) {
+        kv_tokenizer *sp = NULL, *j, *others[2] = {NULL, NULL};
+        const char *names[2];
+        int n = 0;
+        if (k == 0) {
+            if (tu_model_path("tokenizers/llama2/tokenizer.bin", p, sizeof p)) {
+                assert_int_equal(kv_tokenizer_load_llama2c(p, 32000, &others[n]), KV_OK);
+                names[n++] = "llama2.c tokenizer.bin";
+            }
+            if ((others[n] = load_vocab("llama-spm"))) names[n++] = "gguf-vocab llama-spm";
+        } else if ((others[n] = load_vocab("phi-3"))) {
+            names[n++] = "gguf-vocab phi-3";
+        }
+        if (!n) continue;
+        sp = others[0];
+        assert_non_null(tu_mkdtemp(tmp, sizeof tmp));
+        write_sp_json(sp, tmp);
+        int rc = kv_tokenizer_load(tmp, 0, &j);
+        if (rc) fprintf(stderr, "%s\n", kv_last_error());
+        assert_int_equal(rc, KV_OK);
+        check_spm_gguf(k ? "phi-3-sentencepiece" : "llama2-sentencepiece", j, 1, (const kv_tokenizer *const *)others,
+                       names, n, k ? "phi-3" : "llama-spm");
+        kv_tokenizer_free(others[0]);
+        kv_tokenizer_free(others[1]);
+        kv_tokenizer_free(j);
+        tu_rmdir(tmp);
+        ran++;
+    }
+    if (!ran) skip();
+}
+
+/* A few KB of mixed text: unicode.txt (emoji, CJK, combining marks both
+ * ways, runs of spaces, tabs, newlines and CRLF, control-token strings),
+ * then the starts of WikiText-2 and a PG-19 book. Without control, the
+ * unicode.txt lines that spell control tokens are left out. */
+static char *mixed_text(int control, size_t *len) {
+    size_t ul, wl, pl;
+    char *u = reference_text("unicode", &ul), *w = reference_text("wikitext/wikitext2_test.txt", &wl),
+         *b = reference_text("pg19/10146.txt", &pl);
+    if (!u || !w || !b) {
+        free(u), free(w), free(b);
+        return NULL;
+    }
+    char *out = malloc(ul + 6000), *c = strstr(u, "Control strings:"), *d = strstr(u, "Digits:");
+    assert_true(out && c && d);
+    size_t k = 0;
+    if (control) {
+        memcpy(out, u, ul);
+        k = ul;
+    } else {
+        memcpy(out, u, (size_t)(c - u));
+        k = (size_t)(c - u);
+        memcpy(out + k, d, ul - (size_t)(d - u));
+        k += ul - (size_t)(d - u);
+    }
+    memcpy(out + k, w, 3000); /* both are plain ASCII there */
+    k += 3000;
+    memcpy(out + k, b, 2000);
+    k += 2000;
+    out[k] = 0;
+    *len = k;
+    free(u), free(w), free(b);
+    return out;
+}
+
+/* decode(encode(x)) for every tokenizer in tokenizers/hf, with control
+ * tokens decoded to their text (as Hugging Face's decode does unless told
+ * to skip them):
+ *   - Llama 3.1 and Gemma 3: x exactly, control-token strings included.
+ *   - Qwen3 normalises to NFC first: NFC(x), which differs from x where x
+ *     has decomposed marks; NFC text comes back exactly.
+ *   - Llama 2 puts U+2581 in front of the text and after every control
+ *     token: x comes back exactly when it spells no control token and BOS
+ *     is in front (the space after BOS is dropped, as SentencePiece and
+ *     Hugging Face's Strip decoder do); after a control-token string a
+ *     space is added, which no decoder can tell from one in the text. */
+static void test_hf_roundtrip(void **state) {
+    (void)state;
+    static const char *const hf[] = {"llama3_1", "qwen3", "llama2", "gemma3"};
+    int ran = 0;
+    for (int k = 0; k < 4; k++) {
+        kv_tokenizer *t = load_hf(hf[k]);
+        if (!t) continue;
+        int prefix = !kv_tokenizer_byte_level(t) && kv_tokenizer_add_space_prefix(t);
+        size_t len, n, bl;
+        char *x = mixed_text(!prefix, &len);
+        if (!x) {
+            kv_tokenizer_free(t);
+            continue;
+        }
+        char *want = kv_tokenizer_nfc(t) ? (char *)utf8proc_NFC((const utf8proc_uint8_t *)x) : strdup(x);
+        size_t wl = strlen(want);
+        if (kv_tokenizer_nfc(t)) assert_true(wl != len || memcmp(want, x, len)); /* unicode.txt is not NFC */
+        /* x, and then its expected decoding, which must be a fixed point */
+        const char *in[2] = {x, want};
+        size_t inl[2] = {len, wl};
+        for (int r = 0; r < 2; r++) {
+            size_t cap = inl[r] + 8;
+            int32_t *ids = malloc(cap * sizeof *ids);
+            assert_int_equal(kv_tokenizer_encode(t, in[r], inl[r], prefix, ids, cap, &n), KV_OK);
+            assert_true(n <= cap);
+            char *back = decode_raw(t, ids, n, &bl), *b = back;
+            if (prefix) { /* BOS decodes to its text: skip it */
+                size_t sl;
+                const char *bos = kv_tokenizer_token_text(t, kv_tokenizer_bos(t), &sl);
+                assert_true(bl >= sl && !memcmp(back, bos, sl));
+                b += sl, bl -= sl;
+            }
+            assert_int_equal(bl, wl);
+            assert_memory_equal(b, want, wl);
+            free(back);
+            free(ids);
+        }
+        printf("%-8s %zu bytes%s: decode(encode(x)) == %s\n", hf[k], len, prefix ? " (no control strings, BOS first)" : "",
+               kv_tokenizer_nfc(t) ? "NFC(x) != x, and NFC(x) comes back exactly" : "x");
+        free(want);
+        free(x);
+        kv_tokenizer_free(t);
+        ran++;
+    }
+    if (!ran) skip();
+}
+
 /* Bytes that are not UTF-8 encode (as byte tokens) and decode back, for
  * GPT-2 whose vocabulary has every byte; GPT-NeoX/MPT's lacks the bytes
  * UTF-8 never uses (0xC0, 0xC1, 0xF5..0xFF), which come back as U+FFFD. */
@@ -1105,6 +1446,8 @@ int main(void) {
         cmocka_unit_test(test_conformance_phi3),    cmocka_unit_test(test_conformance_llama3),
         cmocka_unit_test(test_conformance_qwen),    cmocka_unit_test(test_hf_real_text),
         cmocka_unit_test(test_hf_json_shapes),
+        cmocka_unit_test(test_spm_gguf_hf),         cmocka_unit_test(test_spm_gguf_sentencepiece),
+        cmocka_unit_test(test_hf_roundtrip),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

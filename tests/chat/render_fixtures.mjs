@@ -60,6 +60,10 @@ function load(t) {
 
 let n = 0;
 for (const t of manifest.templates) {
+  if (t.extra && !fs.existsSync(path.join(extra, t.extra))) { // keep the renderings already there
+    console.log(`${t.stem}: ${t.extra} not in ${extra}, skipped`);
+    continue;
+  }
   const { text, bos, eos } = load(t);
   const tmpl = new Template(text);
   for (const [conv, messages] of Object.entries(manifest.conversations)) {
