@@ -820,15 +820,16 @@ static int rotary_hparams(kv_model *m, const arch_desc *d) {
 }
 
 /* Per-pair rotary divisors: rope_freqs.weight (Llama 3.1), or phi3's
- * rope_factors_short/long (long when the planned context exceeds the
- * original one, as llama.cpp picks by its context). */
+ * rope_factors_short/long: long when the planned context (the file's
+ * context_length, or the ctx_len override) exceeds the original one, as
+ * llama.cpp picks by its context, which defaults to the file's. */
 static int rope_factor_tensor(kv_model *m, const arch_desc *d, const kv_model_params *p, int64_t *used) {
     kv_model_info *i = &m->info;
     const int64_t half = i->n_rot / 2;
     const char *name = NULL;
     if (d->flags & AF_ROPE_FREQS) name = "rope_freqs.weight";
     if (d->flags & AF_FACTORS) {
-        int32_t ctx = p->ctx_len > 0 ? p->ctx_len : i->rope_orig_ctx;
+        int32_t ctx = p->ctx_len > 0 ? p->ctx_len : i->ctx_len;
         name = ctx > i->rope_orig_ctx ? "rope_factors_long.weight" : "rope_factors_short.weight";
         *used += kv_gguf_find_tensor(m->gguf, "rope_factors_long.weight") != NULL;
         *used += kv_gguf_find_tensor(m->gguf, "rope_factors_short.weight") != NULL;

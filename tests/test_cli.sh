@@ -173,7 +173,7 @@ for ty in f32 q8_0; do
   cmp -s "$tmp/thr-1.f32" "$tmp/thr-2.f32" && cmp -s "$tmp/thr-1.f32" "$tmp/thr-3.f32" || same=0
   if [ $same = 1 ]; then ok "logits identical on 1, 2, 3 threads ($ty)"; else bad "logits identical on 1, 2, 3 threads ($ty)"; fi
 done
-expect_fail "synth: unknown architecture" 2 "arch: expected llama or mpt" -- "$kv" synth "$tmp/x.gguf" --arch gpt2
+expect_fail "synth: unknown architecture" 2 "arch: expected llama, qwen2, qwen3, phi3, gemma2, gemma3 or mpt" -- "$kv" synth "$tmp/x.gguf" --arch gpt2
 expect_fail "bad --gelu" 1 "gelu: expected tanh or erf" -- "$kv" info --model "$tmp/mpt.gguf" --gelu exact
 
 # tokenize: a vocabulary-only GGUF (byte-level BPE) needs no weights; GPT-2's

@@ -11,7 +11,9 @@ converter (shared/docs/FORMATS.md):
   RMSNorm multiplies by 1 + w); this decoder reads w = stored - 1 and applies
   1 + w.
 - Llama 3.1's rope scaling arrives as rope_freqs.weight: frequency i is
-  divided by factor i. phi3's LongRoPE as rope_factors_short/long, with its
+  divided by factor i. phi3's LongRoPE as rope_factors_short/long (long when
+  the context the model is run at, by default its context_length, exceeds
+  rope.scaling.original_context_length, as llama.cpp chooses), with its
   cos/sin scaled by rope.scaling.attn_factor.
 
 Decoding is token by token with an explicit cache, so the same code is the
@@ -82,8 +84,8 @@ def from_gguf(path, ctx=None):
             L[k] = nv(b + name + '.weight') if b + name + '.weight' in t else None
         layers.append(L)
     factors = t.get('rope_freqs.weight')
-    if a == 'phi3':
-        long = ctx is not None and ctx > c['orig_ctx']
+    if a == 'phi3':  # long factors when the planned context (default: the file's) exceeds the original
+        long = (ctx if ctx is not None else int(g('context_length', 2048))) > c['orig_ctx']
         factors = t.get('rope_factors_long.weight' if long else 'rope_factors_short.weight')
     out = t.get('output.weight', t['token_embd.weight'])
     return dict(cfg=c, emb=t['token_embd.weight'], layers=layers, out_norm=nv('output_norm.weight'), out=out,
