@@ -3,9 +3,22 @@
  *
  * Decode is bound by memory bandwidth: each weight is read once per token,
  * so the matrix-vector products stream the weights in their stored type
- * (F16, BF16, Q8_0, Q4_0, the K-quants, Q8_G) and convert in registers. Activations stay
- * fp32, and accumulation is fp32: results match a float64 reference to
- * about 1e-6 relative, which the reference tests rely on. */
+ * (F16, BF16, Q8_0, Q4_0, the K-quants, Q8_G) and convert in registers.
+ *
+ * Two kernel families for Q8_0, Q4_0, Q4_K, Q5_K and Q6_K weights (the
+ * other types always take the float one):
+ * - int8 (the default): the activation vector is quantized once per call to
+ *   int8 blocks (kv_quantize_act), each weight block is multiplied with
+ *   integer dot products, and the block scales are applied in fp32. This is
+ *   what llama.cpp's CPU backend computes for these types (activations as
+ *   Q8_0 / Q8_K), and the only way to keep decode at the memory-bandwidth
+ *   limit: widening every weight to fp32 is compute-bound.
+ * - float: activations stay fp32 and weights are widened to fp32; results
+ *   match a float64 reference to about 1e-6 relative, which the numpy
+ *   reference tests rely on (they run with KVBENCH_KERNELS=float).
+ * The int8 family differs from the float one by the activations' rounding
+ * (at most half a step, amax/254, per value). Either way a row's result
+ * does not depend on the row range or the thread that computes it. */
 #ifndef KV_KERNELS_H
 #define KV_KERNELS_H
 
@@ -26,14 +39,26 @@ typedef struct kv_tensor {
     int32_t group;       /* KV_Q8_G only */
 } kv_tensor;
 
-typedef enum kv_isa { KV_ISA_SCALAR = 0, KV_ISA_AVX2 = 1, KV_ISA_AVX512 = 2 } kv_isa;
+/* avx512vnni: the AVX-512 kernels with VNNI's vpdpwssd in the integer
+ * products (the same integer sums as without it). */
+typedef enum kv_isa { KV_ISA_SCALAR = 0, KV_ISA_AVX2 = 1, KV_ISA_AVX512 = 2, KV_ISA_AVX512_VNNI = 3 } kv_isa;
 
-/* The ISA in use: the best the CPU supports, unless KVBENCH_ISA=scalar|avx2|avx512
+/* The ISA in use: the best the CPU supports, unless KVBENCH_ISA=scalar|avx2|avx512|avx512vnni
  * asks for a lower one (or kv_kernels_set_isa is called). */
 kv_isa kv_kernels_isa(void);
 const char *kv_isa_name(kv_isa isa);
 /* Forces an ISA (for tests comparing paths); returns KV_EUNSUPPORTED if the CPU lacks it. */
 int kv_kernels_set_isa(kv_isa isa);
+
+typedef enum kv_kernel_mode { KV_KERNELS_INT8 = 0, KV_KERNELS_FLOAT = 1 } kv_kernel_mode;
+
+/* The kernel family in use: int8 unless KVBENCH_KERNELS=float (or
+ * kv_kernels_set_mode) asks for float. Process-wide, like the ISA. */
+kv_kernel_mode kv_kernels_mode(void);
+void kv_kernels_set_mode(kv_kernel_mode m);
+const char *kv_kernel_mode_name(kv_kernel_mode m);
+/* "int8" or "float" into *m; KV_EINVAL naming the text otherwise. */
+int kv_kernel_mode_parse(const char *s, kv_kernel_mode *m);
 
 /* y[r] = sum_c W[r][c] * x[c], for r in [r0, r1). x: [W->cols], y: [W->rows]
  * (only y[r0..r1) written). Thread-safe: callers split rows across threads. */

@@ -410,5 +410,6 @@ static void avx2_wsum(float *o, const float *w, const float *K, int64_t n, int64
     }
 }
 
-const kv_kernel_table kv_kernels_avx2 = {avx2_matvec_rows, avx2_dequant_rows, avx2_dot,
-                                         avx2_axpy,        avx2_dots,         avx2_wsum};
+const kv_kernel_table kv_kernels_avx2 = {
+    .matvec_rows = avx2_matvec_rows, .dequant_rows = avx2_dequant_rows, .dot = avx2_dot, .axpy = avx2_axpy,
+    .dots = avx2_dots, .wsum = avx2_wsum};
