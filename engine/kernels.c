@@ -194,7 +194,7 @@ static pthread_once_t g_once = PTHREAD_ONCE_INIT;
 static void detect(void);
 static kv_isa g_best = KV_ISA_SCALAR; /* what the CPU supports */
 static kv_isa g_isa = KV_ISA_SCALAR;  /* what is in use */
-static _Atomic kv_kernel_mode g_mode = KV_KERNELS_INT8;
+static _Atomic kv_kernel_mode g_mode = KV_KERNELS_FLOAT;
 /* The table in use; NULL until detect() has run. The hot entry points
  * (attention calls kv_dot_f32 and kv_axpy_f32 once per cached key) read it
  * with one acquire load instead of a pthread_once call each. */
@@ -253,7 +253,7 @@ static void detect(void) {
         if (want < g_isa) g_isa = want;
     }
     const char *m = getenv("KVBENCH_KERNELS");
-    if (m && !strcmp(m, "float")) g_mode = KV_KERNELS_FLOAT;
+    if (m && !strcmp(m, "int8")) g_mode = KV_KERNELS_INT8;
     atomic_store_explicit(&g_k, table_for(g_isa), memory_order_release);
 }
 
@@ -315,6 +315,24 @@ static void matvec_int8(const kv_kernel_table *k, const kv_tensor *W, const floa
     (k->quant_act ? k->quant_act : kv_quantize_act)(x, W->cols, blk, d, q, s16);
     const kv_q8_act a = {.n = W->cols, .blk = blk, .d = d, .q = q, .s16 = s16};
     if (!k->matvec_q8 || k->matvec_q8(W, &a, y, r0, r1) != 0) scalar_matvec_q8(W, &a, y, r0, r1);
+}
+
+int kv_kernels_act_rounded(kv_dtype t) { return kv_kernels_mode() == KV_KERNELS_INT8 && kv_int8_block(t) != 0; }
+
+void kv_round_act(kv_dtype t, const float *X, int64_t n, int64_t cols, float *out) {
+    const int32_t blk = kv_int8_block(t);
+    if (!blk || cols > KV_INT8_MAX_COLS || cols % blk) {
+        memcpy(out, X, (size_t)(n * cols) * sizeof *out);
+        return;
+    }
+    const kv_kernel_table *k = kernels();
+    int8_t q[KV_INT8_MAX_COLS];
+    float d[KV_INT8_MAX_COLS / KV_QK];
+    int16_t s16[KV_INT8_MAX_COLS / 16];
+    for (int64_t i = 0; i < n; i++) {
+        (k->quant_act ? k->quant_act : kv_quantize_act)(X + i * cols, cols, blk, d, q, s16);
+        for (int64_t c = 0; c < cols; c++) out[i * cols + c] = d[c / blk] * (float)q[c];
+    }
 }
 
 void kv_matvec_rows(const kv_tensor *W, const float *x, float *y, int64_t r0, int64_t r1) {

@@ -467,9 +467,9 @@ KV_INLINE void q40_rows(const int q8, const uint8_t *base, size_t rb, const kv_q
     const size_t bb = q8 ? 34 : 18;
     const int64_t nb = a->n / KV_QK;
     for (int64_t i = 0; i < cnt; i++) {
-        const uint8_t *p[KV_MV_STREAMS];
-        __m256 acc[KV_MV_STREAMS];
-        float off[KV_MV_STREAMS]; /* Q4_0: sum of scale * activation sum, times 8 at the end */
+        const uint8_t *p[KV_Q8_STREAMS];
+        __m256 acc[KV_Q8_STREAMS];
+        float off[KV_Q8_STREAMS]; /* Q4_0: sum of scale * activation sum, times 8 at the end */
         for (int k = 0; k < K; k++) {
             p[k] = base + (size_t)(r + k * part + i) * rb;
             acc[k] = _mm256_setzero_ps();
@@ -559,8 +559,8 @@ KV_INLINE void kq8_rows(const kv_dtype t, const uint8_t *base, size_t rb, const 
     const size_t bb = kv_dtype_block_bytes(t);
     const int64_t nb = a->n / KV_QK_K;
     for (int64_t i = 0; i < cnt; i++) {
-        const uint8_t *p[KV_MV_STREAMS];
-        __m256 acc[KV_MV_STREAMS], macc[KV_MV_STREAMS];
+        const uint8_t *p[KV_Q8_STREAMS];
+        __m256 acc[KV_Q8_STREAMS], macc[KV_Q8_STREAMS];
         for (int k = 0; k < K; k++) {
             p[k] = base + (size_t)(r + k * part + i) * rb;
             acc[k] = macc[k] = _mm256_setzero_ps();
@@ -577,12 +577,12 @@ KV_INLINE void kq8_rows(const kv_dtype t, const uint8_t *base, size_t rb, const 
 
 #define Q8_SPLIT(CALL)                                                                                   \
     do {                                                                                                 \
-        const int64_t part = (r1 - r0) / KV_MV_STREAMS, rest = r0 + part * KV_MV_STREAMS;                \
-        if (part > 0) CALL(r0, part, part, KV_MV_STREAMS);                                               \
+        const int64_t part = (r1 - r0) / KV_Q8_STREAMS, rest = r0 + part * KV_Q8_STREAMS;                \
+        if (part > 0) CALL(r0, part, part, KV_Q8_STREAMS);                                               \
         CALL(rest, 0, r1 - rest, 1);                                                                     \
     } while (0)
 
-static int avx2_matvec_q8(const kv_tensor *W, const kv_q8_act *a, float *y, int64_t r0, int64_t r1) {
+int kv_avx2_matvec_q8(const kv_tensor *W, const kv_q8_act *a, float *y, int64_t r0, int64_t r1) {
     const uint8_t *base = (const uint8_t *)W->data;
     const size_t rb = kv_row_bytes(W);
 #define Q8_Q80(r, part, cnt, K) q40_rows(1, base, rb, a, y, r, part, cnt, K)
@@ -607,4 +607,4 @@ static int avx2_matvec_q8(const kv_tensor *W, const kv_q8_act *a, float *y, int6
 
 const kv_kernel_table kv_kernels_avx2 = {
     .matvec_rows = avx2_matvec_rows, .dequant_rows = avx2_dequant_rows, .dot = avx2_dot, .axpy = avx2_axpy,
-    .dots = avx2_dots, .wsum = avx2_wsum, .quant_act = avx2_quant_act, .matvec_q8 = avx2_matvec_q8};
+    .dots = avx2_dots, .wsum = avx2_wsum, .quant_act = avx2_quant_act, .matvec_q8 = kv_avx2_matvec_q8};

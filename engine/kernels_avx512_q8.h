@@ -2,6 +2,9 @@
  * included twice by kernels_avx512.c: Q8_SUFFIX bw with AVX-512BW's
  * vpmaddwd + vpaddd as Q8_DOT16, and Q8_SUFFIX vnni with VNNI's vpdpwssd
  * (Q8_TARGET then names the extra ISA). Both form the same int32 sums.
+ * Q8_0 and Q4_0 (32-value blocks) take the AVX2 kernels: two blocks per
+ * 512-bit register measured slower here than one per 256-bit register
+ * (the scales of two blocks cost more shuffles than the products save).
  *
  * Every product is vpmaddubsw (unsigned weight bytes times signed
  * activation bytes, adjacent pairs summed to int16) and then Q8_DOT16
@@ -16,62 +19,6 @@
 #define Q8_CAT(a, b) Q8_CAT2(a, b)
 #define Q8N(name) Q8_CAT(name, Q8_SUFFIX)
 #define Q8_FN KV_INLINE Q8_TARGET
-
-/* Two Q8_0 / Q4_0 blocks (b1 == NULL: b0 alone) against 64 activations:
- * lanes 0-7 hold block b0's partial sums, 8-15 block b1's. Q4_0's
- * quants are left at their stored 0..15 (the caller subtracts 8 times the
- * activations' sum). */
-Q8_FN __m512i Q8N(q40_pair)(const int q8, const uint8_t *b0, const uint8_t *b1, const int8_t *x) {
-    const __m512i a = b1 ? _mm512_loadu_si512(x) : _mm512_maskz_loadu_epi8(0xffffffffu, x);
-    __m512i w;
-    if (q8) {
-        const __m256i w1 = b1 ? _mm256_loadu_si256((const __m256i *)(b1 + 2)) : _mm256_setzero_si256();
-        w = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)(b0 + 2))), w1, 1);
-    } else { /* 16 bytes a block: low nibbles are values 0..15, high 16..31 */
-        const __m128i w1 = b1 ? _mm_loadu_si128((const __m128i *)(b1 + 2)) : _mm_setzero_si128();
-        const __m256i v = _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)(b0 + 2))), w1, 1);
-        const __m256i m = _mm256_set1_epi8(0x0f);
-        const __m512i lo = _mm512_castsi256_si512(_mm256_and_si256(v, m));
-        const __m512i hi = _mm512_castsi256_si512(_mm256_and_si256(_mm256_srli_epi16(v, 4), m));
-        w = _mm512_permutex2var_epi64(lo, _mm512_set_epi64(11, 10, 3, 2, 9, 8, 1, 0), hi);
-    }
-    const __m512i ones = _mm512_set1_epi16(1);
-    if (!q8) return Q8_DOT16(_mm512_setzero_si512(), _mm512_maddubs_epi16(w, a), ones);
-    /* signed weights: |w| times x carrying w's sign */
-    const __m512i s = _mm512_mask_sub_epi8(a, _mm512_movepi8_mask(w), _mm512_setzero_si512(), a);
-    return Q8_DOT16(_mm512_setzero_si512(), _mm512_maddubs_epi16(_mm512_abs_epi8(w), s), ones);
-}
-
-/* Rows r + k*part + i (k < K, i < cnt) of a Q8_0 / Q4_0 weight. */
-Q8_FN void Q8N(q40_rows)(const int q8, const uint8_t *base, size_t rb, const kv_q8_act *a, float *y, int64_t r,
-                         int64_t part, int64_t cnt, const int K) {
-    const size_t bb = q8 ? 34 : 18;
-    const int64_t nb = a->n / KV_QK;
-    for (int64_t i = 0; i < cnt; i++) {
-        const uint8_t *p[KV_MV_STREAMS];
-        __m512 acc[KV_MV_STREAMS];
-        float off[KV_MV_STREAMS]; /* Q4_0: sum of scale * activation sum, times 8 at the end */
-        for (int k = 0; k < K; k++) {
-            p[k] = base + (size_t)(r + k * part + i) * rb;
-            acc[k] = _mm512_setzero_ps();
-            off[k] = 0;
-        }
-        for (int64_t b = 0; b < nb; b += 2) {
-            const int two = b + 1 < nb;
-            const float dx0 = a->d[b], dx1 = two ? a->d[b + 1] : 0;
-            for (int k = 0; k < K; k++) {
-                const uint8_t *k0 = p[k] + (size_t)b * bb, *k1 = two ? k0 + bb : NULL;
-                const float s0 = blk_scale(k0) * dx0, s1 = two ? blk_scale(k1) * dx1 : 0;
-                const __m512i sum = Q8N(q40_pair)(q8, k0, k1, a->q + b * KV_QK);
-                const __m512 sv = _mm512_insertf32x8(_mm512_set1_ps(s0), _mm256_set1_ps(s1), 1);
-                acc[k] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sum), sv, acc[k]);
-                if (!q8) off[k] += s0 * (float)(a->s16[2 * b] + a->s16[2 * b + 1]) +
-                                   (two ? s1 * (float)(a->s16[2 * b + 2] + a->s16[2 * b + 3]) : 0);
-            }
-        }
-        for (int k = 0; k < K; k++) y[r + k * part + i] = _mm512_reduce_add_ps(acc[k]) - 8 * off[k];
-    }
-}
 
 /* vpshufb control picking int16 word w0 in 128-bit lanes 0-1 and w1 in 2-3. */
 Q8_FN __m512i Q8N(pick2)(int w0, int w1) {
@@ -149,9 +96,9 @@ Q8_FN void Q8N(kq_rows)(const kv_dtype t, const uint8_t *base, size_t rb, const 
     const size_t bb = kv_dtype_block_bytes(t);
     const int64_t nb = a->n / KV_QK_K;
     for (int64_t i = 0; i < cnt; i++) {
-        const uint8_t *p[KV_MV_STREAMS];
-        __m512 acc[KV_MV_STREAMS];
-        __m256 macc[KV_MV_STREAMS];
+        const uint8_t *p[KV_Q8_STREAMS];
+        __m512 acc[KV_Q8_STREAMS];
+        __m256 macc[KV_Q8_STREAMS];
         for (int k = 0; k < K; k++) {
             p[k] = base + (size_t)(r + k * part + i) * rb;
             acc[k] = _mm512_setzero_ps();
@@ -172,33 +119,29 @@ Q8_FN void Q8N(kq_rows)(const kv_dtype t, const uint8_t *base, size_t rb, const 
     }
 }
 
-/* The row range in KV_MV_STREAMS contiguous parts, walked together, as the
+/* The row range in KV_Q8_STREAMS contiguous parts, walked together, as the
  * float kernels walk it; each part's rows read in order. */
 #define Q8_SPLIT(CALL)                                                                                   \
     do {                                                                                                 \
-        const int64_t part = (r1 - r0) / KV_MV_STREAMS, rest = r0 + part * KV_MV_STREAMS;                \
-        if (part > 0) CALL(r0, part, part, KV_MV_STREAMS);                                               \
+        const int64_t part = (r1 - r0) / KV_Q8_STREAMS, rest = r0 + part * KV_Q8_STREAMS;                \
+        if (part > 0) CALL(r0, part, part, KV_Q8_STREAMS);                                               \
         CALL(rest, 0, r1 - rest, 1);                                                                     \
     } while (0)
 
 static Q8_TARGET int Q8N(avx512_matvec_q8)(const kv_tensor *W, const kv_q8_act *a, float *y, int64_t r0, int64_t r1) {
     const uint8_t *base = (const uint8_t *)W->data;
     const size_t rb = kv_row_bytes(W);
-#define Q8_Q80(r, part, cnt, K) Q8N(q40_rows)(1, base, rb, a, y, r, part, cnt, K)
-#define Q8_Q40(r, part, cnt, K) Q8N(q40_rows)(0, base, rb, a, y, r, part, cnt, K)
 #define Q8_Q4K(r, part, cnt, K) Q8N(kq_rows)(KV_Q4_K, base, rb, a, y, r, part, cnt, K)
 #define Q8_Q5K(r, part, cnt, K) Q8N(kq_rows)(KV_Q5_K, base, rb, a, y, r, part, cnt, K)
 #define Q8_Q6K(r, part, cnt, K) Q8N(kq_rows)(KV_Q6_K, base, rb, a, y, r, part, cnt, K)
     switch (W->type) {
-    case KV_Q8_0: Q8_SPLIT(Q8_Q80); return 0;
-    case KV_Q4_0: Q8_SPLIT(Q8_Q40); return 0;
+    case KV_Q8_0:
+    case KV_Q4_0: return kv_avx2_matvec_q8(W, a, y, r0, r1); /* see kernels_avx2.c */
     case KV_Q4_K: Q8_SPLIT(Q8_Q4K); return 0;
     case KV_Q5_K: Q8_SPLIT(Q8_Q5K); return 0;
     case KV_Q6_K: Q8_SPLIT(Q8_Q6K); return 0;
     default: return -1;
     }
-#undef Q8_Q80
-#undef Q8_Q40
 #undef Q8_Q4K
 #undef Q8_Q5K
 #undef Q8_Q6K

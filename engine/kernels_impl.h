@@ -45,6 +45,16 @@ extern const kv_kernel_table kv_kernels_scalar;
 extern const kv_kernel_table kv_kernels_avx2;
 extern const kv_kernel_table kv_kernels_avx512;
 extern const kv_kernel_table kv_kernels_avx512_vnni;
+/* The AVX2 integer matvec, which the AVX-512 tables use for Q8_0 and Q4_0. */
+int kv_avx2_matvec_q8(const kv_tensor *W, const kv_q8_act *a, float *y, int64_t r0, int64_t r1);
+#endif
+
+/* Rows the integer kernels walk together, each from its own contiguous
+ * part of [r0, r1) (as the float kernels walk KV_MV_STREAMS): their
+ * blocks are quick to multiply, so more far-apart streams are needed to
+ * keep enough memory requests in flight (measured below, kernels_avx2.c). */
+#ifndef KV_Q8_STREAMS
+#define KV_Q8_STREAMS 4
 #endif
 
 /* Activation block size of W's type on the integer path: 32 (Q8_0, Q4_0),

@@ -96,6 +96,7 @@ static void check_matvec(const fixture *f, int64_t r0, int64_t r1) {
 
 static void test_matvec_all(void **state) {
     (void)state;
+    const kv_kernel_mode mode0 = kv_kernels_mode();
     kv_kernels_set_mode(KV_KERNELS_FLOAT); /* the integer path has its own tests below */
     const kv_dtype types[11] = {KV_F32, KV_F16, KV_BF16, KV_Q8_0, KV_Q4_0, KV_Q8_G,
                                 KV_Q2_K, KV_Q3_K, KV_Q4_K, KV_Q5_K, KV_Q6_K};
@@ -117,11 +118,12 @@ static void test_matvec_all(void **state) {
     }
     printf("checked %d ISA(s)\n", isas);
     assert_true(isas >= 1);
-    kv_kernels_set_mode(KV_KERNELS_INT8);
+    kv_kernels_set_mode(mode0);
 }
 
 static void test_plain_tails(void **state) {
     (void)state;
+    const kv_kernel_mode mode0 = kv_kernels_mode();
     kv_kernels_set_mode(KV_KERNELS_FLOAT);
     /* F32/F16/BF16 rows whose length is no multiple of the vector width */
     const kv_dtype types[3] = {KV_F32, KV_F16, KV_BF16};
@@ -136,7 +138,7 @@ static void test_plain_tails(void **state) {
                 drop(&f);
             }
     }
-    kv_kernels_set_mode(KV_KERNELS_INT8);
+    kv_kernels_set_mode(mode0);
 }
 
 /* A row's result does not depend on the range it was computed in: the
@@ -149,6 +151,7 @@ static void test_matvec_range_invariant(void **state) {
     const kv_dtype types[10] = {KV_F32, KV_F16, KV_BF16, KV_Q8_0, KV_Q4_0, KV_Q2_K, KV_Q3_K, KV_Q4_K, KV_Q5_K, KV_Q6_K};
     const int64_t cols[5] = {64, 96, 800, 256, 1280};
     enum { ROWS = 23 };
+    const kv_kernel_mode mode0 = kv_kernels_mode();
     for (int mode = KV_KERNELS_INT8; mode <= KV_KERNELS_FLOAT; mode++)
     for (int isa = KV_ISA_SCALAR; isa <= KV_ISA_AVX512_VNNI; isa++) {
         if (kv_kernels_set_isa((kv_isa)isa) != KV_OK) continue;
@@ -172,7 +175,7 @@ static void test_matvec_range_invariant(void **state) {
                 drop(&f);
             }
     }
-    kv_kernels_set_mode(KV_KERNELS_INT8);
+    kv_kernels_set_mode(mode0);
 }
 
 static void test_dequant_rows_exact(void **state) {
@@ -311,9 +314,10 @@ static void test_quant_act(void **state) {
 
 /* y from the kernels in use (mode and ISA as set). */
 static void run_rows(const fixture *f, kv_kernel_mode mode, float *y) {
+    const kv_kernel_mode mode0 = kv_kernels_mode();
     kv_kernels_set_mode(mode);
     kv_matvec_rows(&f->W, f->x, y, 0, f->W.rows);
-    kv_kernels_set_mode(KV_KERNELS_INT8);
+    kv_kernels_set_mode(mode0);
 }
 
 /* Each integer kernel (1) within float rounding of a float64 sum over the
