@@ -65,6 +65,7 @@ struct kv_ctx {
     int n_rope_sets;  /* 1, or 2 (gemma3) */
     rope_set *cur;    /* the set of the layer being evaluated */
     float *deq;    /* [n_threads][deq_stride] KV_MM_BLOCK dequantized weight rows each (prefill) */
+    float *xr;     /* [max_batch][widest] prefill activations rounded as the int8 kernels round them */
     size_t deq_stride;
     float *scores; /* attention scores; grown on demand */
     size_t scores_cap;
@@ -115,7 +116,7 @@ void kv_ctx_free(kv_ctx *c) {
     free(c->x); free(c->xb); free(c->xb2); free(c->q); free(c->k); free(c->v);
     free(c->att); free(c->hb); free(c->hb2); 
     for (int s = 0; s < 2; s++) { free(c->rs[s].inv_freq); free(c->rs[s].call); free(c->rs[s].tab); }
-    free(c->deq); free(c->scores); free(c->stats); free(c->dstats); free(c->kr);
+    free(c->deq); free(c->xr); free(c->scores); free(c->stats); free(c->dstats); free(c->kr);
     free(c->dweight); free(c->rot_cs);
     if (c->rr)
         for (size_t i = 0; i < (size_t)c->mi->n_layers * (size_t)c->mi->n_kv_heads; i++) free(c->rr[i].pos);
@@ -165,11 +166,12 @@ int kv_ctx_new(const kv_model *m, const kv_ctx_params *p, kv_ctx **out) {
     if (qd > widest) widest = qd;
     c->deq_stride = (size_t)KV_MM_BLOCK * widest;
     c->deq = xmalloc_floats((size_t)c->n_threads * c->deq_stride);
+    c->xr = xmalloc_floats(B * widest);
     c->dweight = xmalloc_floats(B);
     c->dweight_n = -1;
     c->rot_cs = xmalloc_floats((size_t)c->n_threads * (size_t)(mi->n_rot > 0 ? mi->n_rot : 1));
     if (!c->rot_cs || !c->pool || !c->x || !c->xb || !c->xb2 || !c->q || !c->k || !c->v || !c->att || !c->hb ||
-        !c->hb2 || !rs_ok || !c->deq || !c->dweight) {
+        !c->hb2 || !rs_ok || !c->deq || !c->xr || !c->dweight) {
         rc = kv_errorf(KV_ENOMEM, "out of memory allocating a context for %d tokens", c->max_batch);
         goto fail;
     }
@@ -453,6 +455,10 @@ static void matmul(kv_ctx *c, const kv_tensor *W, const float *X, float *Y, int 
         mv_batch b = {.job = {{W, X, Y}}, .n = 1};
         kv_pool_run(c->pool, mv_worker, &b);
         return;
+    }
+    if (kv_kernels_act_rounded(W->type)) { /* decode's integer kernels round x: prefill sees the same x */
+        kv_round_act(W->type, X, n, W->cols, c->xr);
+        X = c->xr;
     }
     mm_job j = {c, W, X, Y, n};
     kv_pool_run(c->pool, mm_worker, &j);

@@ -101,8 +101,92 @@ static int scalar_matvec_rows(const kv_tensor *W, const float *x, float *y, int6
     return 0;
 }
 
-const kv_kernel_table kv_kernels_scalar = {scalar_matvec_rows, scalar_dequant_rows, scalar_dot, scalar_axpy,
-                                           scalar_dots, scalar_wsum};
+/* ------------------------------------------- portable integer kernels
+ *
+ * The integer path's definition, which the vector kernels compute to
+ * float rounding: per weight block, the exact integer sum of weight quants
+ * times activation quants (each run of values with its own integer scale
+ * for the K-quants), times the fp32 scales of the two blocks; the row sum
+ * adds the blocks in order. */
+
+/* Q8_0 / Q4_0 rows against 32-value activation blocks. */
+static void int8_rows_q4q8(const kv_tensor *W, const kv_q8_act *a, float *y, int64_t r0, int64_t r1) {
+    const int q8 = W->type == KV_Q8_0;
+    const size_t bb = q8 ? sizeof(kv_block_q8_0) : sizeof(kv_block_q4_0);
+    const int64_t nb = W->cols / KV_QK;
+    for (int64_t r = r0; r < r1; r++) {
+        const uint8_t *row = (const uint8_t *)W->data + (size_t)r * kv_row_bytes(W);
+        float acc = 0;
+        for (int64_t b = 0; b < nb; b++) {
+            const uint8_t *blk = row + (size_t)b * bb;
+            const int8_t *x = a->q + b * KV_QK;
+            int32_t s = 0;
+            if (q8) {
+                for (int i = 0; i < KV_QK; i++) s += (int8_t)blk[2 + i] * x[i];
+            } else {
+                for (int i = 0; i < KV_QK / 2; i++) s += (blk[2 + i] & 0xf) * x[i] + (blk[2 + i] >> 4) * x[i + 16];
+                s -= 8 * (a->s16[2 * b] + a->s16[2 * b + 1]); /* the quants are stored + 8 */
+            }
+            acc += sc_f16((const uint16_t *)blk) * a->d[b] * (float)s;
+        }
+        y[r] = acc;
+    }
+}
+
+/* The 16 integer scales and offsets of a K-quant super-block, one per run
+ * of 16 values (Q4_K/Q5_K: each of their eight repeated). */
+static void kq_scale_bytes(kv_dtype t, const uint8_t *blk, int32_t sc[16], int32_t mn[16], float dm[2]) {
+    uint32_t scw[4], mnw[4];
+    uint16_t h[2] = {0, 0};
+    kq_scale_ints(t, blk, scw, mnw, h);
+    uint8_t sb[16], mb[16];
+    memcpy(sb, scw, 16);
+    memcpy(mb, mnw, 16);
+    const int pairs = t == KV_Q4_K || t == KV_Q5_K;
+    for (int g = 0; g < 16; g++) {
+        sc[g] = pairs ? sb[g / 2] : (int8_t)sb[g];
+        mn[g] = pairs ? mb[g / 2] : mb[g];
+    }
+    dm[0] = kv_fp16_to_fp32(h[0]);
+    dm[1] = kv_fp16_to_fp32(h[1]);
+}
+
+/* Q4_K / Q5_K / Q6_K rows against 256-value activation blocks. */
+static void int8_rows_kquant(const kv_tensor *W, const kv_q8_act *a, float *y, int64_t r0, int64_t r1) {
+    const size_t bb = kv_dtype_block_bytes(W->type);
+    const int64_t nb = W->cols / KV_QK_K;
+    for (int64_t r = r0; r < r1; r++) {
+        const uint8_t *row = (const uint8_t *)W->data + (size_t)r * kv_row_bytes(W);
+        float acc = 0;
+        for (int64_t b = 0; b < nb; b++) {
+            const uint8_t *blk = row + (size_t)b * bb;
+            int8_t q[KV_QK_K];
+            int32_t sc[16], mn[16];
+            float dm[2];
+            kv_kquant_ints(W->type, blk, q);
+            kq_scale_bytes(W->type, blk, sc, mn, dm);
+            int32_t s = 0, m = 0;
+            for (int g = 0; g < 16; g++) {
+                int32_t sg = 0;
+                for (int i = 16 * g; i < 16 * g + 16; i++) sg += q[i] * a->q[b * KV_QK_K + i];
+                s += sc[g] * sg;
+                m += mn[g] * a->s16[16 * b + g];
+            }
+            acc += a->d[b] * dm[0] * (float)s - a->d[b] * dm[1] * (float)m;
+        }
+        y[r] = acc;
+    }
+}
+
+static int scalar_matvec_q8(const kv_tensor *W, const kv_q8_act *a, float *y, int64_t r0, int64_t r1) {
+    if (kv_int8_block(W->type) == KV_QK) int8_rows_q4q8(W, a, y, r0, r1);
+    else int8_rows_kquant(W, a, y, r0, r1);
+    return 0;
+}
+
+const kv_kernel_table kv_kernels_scalar = {
+    .matvec_rows = scalar_matvec_rows, .dequant_rows = scalar_dequant_rows, .dot = scalar_dot, .axpy = scalar_axpy,
+    .dots = scalar_dots, .wsum = scalar_wsum, .quant_act = kv_quantize_act, .matvec_q8 = scalar_matvec_q8};
 
 /* ------------------------------------------------------------ dispatch */
 
@@ -110,6 +194,7 @@ static pthread_once_t g_once = PTHREAD_ONCE_INIT;
 static void detect(void);
 static kv_isa g_best = KV_ISA_SCALAR; /* what the CPU supports */
 static kv_isa g_isa = KV_ISA_SCALAR;  /* what is in use */
+static _Atomic kv_kernel_mode g_mode = KV_KERNELS_FLOAT;
 /* The table in use; NULL until detect() has run. The hot entry points
  * (attention calls kv_dot_f32 and kv_axpy_f32 once per cached key) read it
  * with one acquire load instead of a pthread_once call each. */
@@ -124,6 +209,7 @@ static const kv_kernel_table *kernels(void) {
 
 static const kv_kernel_table *table_for(kv_isa isa) {
 #if defined(KV_X86_DISPATCH)
+    if (isa == KV_ISA_AVX512_VNNI) return &kv_kernels_avx512_vnni;
     if (isa == KV_ISA_AVX512) return &kv_kernels_avx512;
     if (isa == KV_ISA_AVX2) return &kv_kernels_avx2;
 #endif
@@ -148,8 +234,9 @@ static kv_isa detect_x86(void) {
     if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return KV_ISA_SCALAR;
     int avx2 = (b >> 5) & 1, avx512f = (b >> 16) & 1, avx512dq = (b >> 17) & 1, avx512bw = (b >> 30) & 1,
         avx512vl = (b >> 31) & 1;
+    const int vnni = (c >> 11) & 1;
     if (!(ymm && avx2 && fma && f16c)) return KV_ISA_SCALAR;
-    if (zmm && avx512f && avx512dq && avx512bw && avx512vl) return KV_ISA_AVX512;
+    if (zmm && avx512f && avx512dq && avx512bw && avx512vl) return vnni ? KV_ISA_AVX512_VNNI : KV_ISA_AVX512;
     return KV_ISA_AVX2;
 }
 #endif
@@ -162,9 +249,11 @@ static void detect(void) {
     const char *e = getenv("KVBENCH_ISA");
     if (e) {
         kv_isa want = !strcmp(e, "scalar") ? KV_ISA_SCALAR : !strcmp(e, "avx2") ? KV_ISA_AVX2
-                    : !strcmp(e, "avx512") ? KV_ISA_AVX512 : g_best;
+                    : !strcmp(e, "avx512") ? KV_ISA_AVX512 : !strcmp(e, "avx512vnni") ? KV_ISA_AVX512_VNNI : g_best;
         if (want < g_isa) g_isa = want;
     }
+    const char *m = getenv("KVBENCH_KERNELS");
+    if (m && !strcmp(m, "int8")) g_mode = KV_KERNELS_INT8;
     atomic_store_explicit(&g_k, table_for(g_isa), memory_order_release);
 }
 
@@ -178,6 +267,7 @@ const char *kv_isa_name(kv_isa isa) {
     case KV_ISA_SCALAR: return "scalar";
     case KV_ISA_AVX2: return "avx2";
     case KV_ISA_AVX512: return "avx512";
+    case KV_ISA_AVX512_VNNI: return "avx512vnni";
     }
     return "?";
 }
@@ -190,8 +280,68 @@ int kv_kernels_set_isa(kv_isa isa) {
     return KV_OK;
 }
 
+kv_kernel_mode kv_kernels_mode(void) {
+    pthread_once(&g_once, detect);
+    return g_mode;
+}
+
+void kv_kernels_set_mode(kv_kernel_mode m) {
+    pthread_once(&g_once, detect); /* so that detect() does not undo it */
+    g_mode = m;
+}
+
+const char *kv_kernel_mode_name(kv_kernel_mode m) { return m == KV_KERNELS_FLOAT ? "float" : "int8"; }
+
+int kv_kernel_mode_parse(const char *s, kv_kernel_mode *m) {
+    if (!strcmp(s, "int8")) *m = KV_KERNELS_INT8;
+    else if (!strcmp(s, "float")) *m = KV_KERNELS_FLOAT;
+    else return kv_errorf(KV_EINVAL, "kernels: expected int8 or float, got '%s'", s);
+    return KV_OK;
+}
+
+/* Longest row the integer path takes (its activations live on the stack:
+ * 80 KiB at this length); longer rows take the float path. */
+#define KV_INT8_MAX_COLS 65536
+
+/* The integer path: x quantized by this call (each thread quantizes the
+ * whole vector, a few microseconds, so that the result of a row depends on
+ * x alone and never on the row split), then the rows. */
+static void matvec_int8(const kv_kernel_table *k, const kv_tensor *W, const float *x, float *y, int64_t r0,
+                        int64_t r1) {
+    int8_t q[KV_INT8_MAX_COLS] __attribute__((aligned(64)));
+    float d[KV_INT8_MAX_COLS / KV_QK];
+    int16_t s16[KV_INT8_MAX_COLS / 16];
+    const int32_t blk = kv_int8_block(W->type);
+    (k->quant_act ? k->quant_act : kv_quantize_act)(x, W->cols, blk, d, q, s16);
+    const kv_q8_act a = {.n = W->cols, .blk = blk, .d = d, .q = q, .s16 = s16};
+    if (!k->matvec_q8 || k->matvec_q8(W, &a, y, r0, r1) != 0) scalar_matvec_q8(W, &a, y, r0, r1);
+}
+
+int kv_kernels_act_rounded(kv_dtype t) { return kv_kernels_mode() == KV_KERNELS_INT8 && kv_int8_block(t) != 0; }
+
+void kv_round_act(kv_dtype t, const float *X, int64_t n, int64_t cols, float *out) {
+    const int32_t blk = kv_int8_block(t);
+    if (!blk || cols > KV_INT8_MAX_COLS || cols % blk) {
+        memcpy(out, X, (size_t)(n * cols) * sizeof *out);
+        return;
+    }
+    const kv_kernel_table *k = kernels();
+    int8_t q[KV_INT8_MAX_COLS];
+    float d[KV_INT8_MAX_COLS / KV_QK];
+    int16_t s16[KV_INT8_MAX_COLS / 16];
+    for (int64_t i = 0; i < n; i++) {
+        (k->quant_act ? k->quant_act : kv_quantize_act)(X + i * cols, cols, blk, d, q, s16);
+        for (int64_t c = 0; c < cols; c++) out[i * cols + c] = d[c / blk] * (float)q[c];
+    }
+}
+
 void kv_matvec_rows(const kv_tensor *W, const float *x, float *y, int64_t r0, int64_t r1) {
-    if (kernels()->matvec_rows(W, x, y, r0, r1) != 0) scalar_matvec_rows(W, x, y, r0, r1);
+    const kv_kernel_table *k = kernels();
+    if (g_mode == KV_KERNELS_INT8 && kv_int8_block(W->type) && W->cols <= KV_INT8_MAX_COLS) {
+        matvec_int8(k, W, x, y, r0, r1);
+        return;
+    }
+    if (k->matvec_rows(W, x, y, r0, r1) != 0) scalar_matvec_rows(W, x, y, r0, r1);
 }
 
 void kv_dequant_rows(const kv_tensor *W, int64_t r0, int64_t r1, float *out) {

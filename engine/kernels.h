@@ -3,9 +3,28 @@
  *
  * Decode is bound by memory bandwidth: each weight is read once per token,
  * so the matrix-vector products stream the weights in their stored type
- * (F16, BF16, Q8_0, Q4_0, the K-quants, Q8_G) and convert in registers. Activations stay
- * fp32, and accumulation is fp32: results match a float64 reference to
- * about 1e-6 relative, which the reference tests rely on. */
+ * (F16, BF16, Q8_0, Q4_0, the K-quants, Q8_G) and convert in registers.
+ *
+ * Two kernel families for Q8_0, Q4_0, Q4_K, Q5_K and Q6_K weights (the
+ * other types always take the float one):
+ * - float (the default): activations stay fp32 and weights are widened to
+ *   fp32; results match a float64 reference to about 1e-6 relative, and
+ *   prefill (sgemm) and decode agree to fp32 rounding whatever the chunks.
+ * - int8 (KVBENCH_KERNELS=int8, --kernels int8): the activation vector is
+ *   quantized once per call to int8 blocks (kv_quantize_act), each weight
+ *   block is multiplied with integer dot products, and the block scales are
+ *   applied in fp32. This is what llama.cpp's CPU backend computes for
+ *   these types (activations as Q8_0 / Q8_K), and it keeps decode near the
+ *   memory-bandwidth limit: widening every weight to fp32 is compute-bound.
+ *   It is not the default because rounding to int8 is discontinuous: an
+ *   fp32-rounding difference between prefill's and decode's activations
+ *   can move a value across a rounding boundary, one quantum (amax/127 of
+ *   its block), so results then depend on the chunk sizes beyond fp32
+ *   rounding (by ~1e-3..1e-2 of the logits on the synthetic test models).
+ * The int8 family differs from the float one by the activations' rounding
+ * (at most half a step, amax/254, per value). Either way a row's result
+ * does not depend on the row range or the thread that computes it
+ * (bit for bit), so results never depend on the thread count. */
 #ifndef KV_KERNELS_H
 #define KV_KERNELS_H
 
@@ -26,18 +45,40 @@ typedef struct kv_tensor {
     int32_t group;       /* KV_Q8_G only */
 } kv_tensor;
 
-typedef enum kv_isa { KV_ISA_SCALAR = 0, KV_ISA_AVX2 = 1, KV_ISA_AVX512 = 2 } kv_isa;
+/* avx512vnni: the AVX-512 kernels with VNNI's vpdpwssd in the integer
+ * products (the same integer sums as without it). */
+typedef enum kv_isa { KV_ISA_SCALAR = 0, KV_ISA_AVX2 = 1, KV_ISA_AVX512 = 2, KV_ISA_AVX512_VNNI = 3 } kv_isa;
 
-/* The ISA in use: the best the CPU supports, unless KVBENCH_ISA=scalar|avx2|avx512
+/* The ISA in use: the best the CPU supports, unless KVBENCH_ISA=scalar|avx2|avx512|avx512vnni
  * asks for a lower one (or kv_kernels_set_isa is called). */
 kv_isa kv_kernels_isa(void);
 const char *kv_isa_name(kv_isa isa);
 /* Forces an ISA (for tests comparing paths); returns KV_EUNSUPPORTED if the CPU lacks it. */
 int kv_kernels_set_isa(kv_isa isa);
 
+typedef enum kv_kernel_mode { KV_KERNELS_INT8 = 0, KV_KERNELS_FLOAT = 1 } kv_kernel_mode;
+
+/* The kernel family in use: float unless KVBENCH_KERNELS=int8 (or
+ * kv_kernels_set_mode) asks for int8. Process-wide, like the ISA. */
+kv_kernel_mode kv_kernels_mode(void);
+void kv_kernels_set_mode(kv_kernel_mode m);
+const char *kv_kernel_mode_name(kv_kernel_mode m);
+/* "int8" or "float" into *m; KV_EINVAL naming the text otherwise. */
+int kv_kernel_mode_parse(const char *s, kv_kernel_mode *m);
+
 /* y[r] = sum_c W[r][c] * x[c], for r in [r0, r1). x: [W->cols], y: [W->rows]
  * (only y[r0..r1) written). Thread-safe: callers split rows across threads. */
 void kv_matvec_rows(const kv_tensor *W, const float *x, float *y, int64_t r0, int64_t r1);
+
+/* 1 when products with weights of type t take the integer kernels (int8
+ * mode and Q8_0/Q4_0/Q4_K/Q5_K/Q6_K): the prefill products then multiply
+ * activations rounded by kv_round_act, so that prefill and decode compute
+ * the same sums (to fp32 rounding) whatever the chunk sizes. */
+int kv_kernels_act_rounded(kv_dtype t);
+/* out[i][c] = X[i][c] rounded as the integer kernels round activations for
+ * weights of type t (d*q of kv_quantize_act), for n rows of cols values;
+ * cols a multiple of t's block (256 at most 65536, else X is copied). */
+void kv_round_act(kv_dtype t, const float *X, int64_t n, int64_t cols, float *out);
 
 /* Dequantizes rows [r0, r1) of W into out: [(r1-r0)][W->cols] fp32. */
 void kv_dequant_rows(const kv_tensor *W, int64_t r0, int64_t r1, float *out);

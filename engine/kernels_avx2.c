@@ -410,5 +410,201 @@ static void avx2_wsum(float *o, const float *w, const float *K, int64_t n, int64
     }
 }
 
-const kv_kernel_table kv_kernels_avx2 = {avx2_matvec_rows, avx2_dequant_rows, avx2_dot,
-                                         avx2_axpy,        avx2_dots,         avx2_wsum};
+/* ------------------------------------------------------ integer path
+ *
+ * As in the AVX-512 file (kernels_avx512_q8.h says how the products are
+ * formed and why no int16 sum saturates), eight lanes wide: vpmaddubsw,
+ * then vpmaddwd with the scales, into int32 lanes per block, converted and
+ * scaled into per-row fp32 lanes. */
+
+/* kv_quantize_act, bit for bit (see the AVX-512 quantizer), 32 values at
+ * a time: the packs interleave 128-bit lanes, which the permute undoes. */
+static void avx2_quant_act(const float *x, int64_t n, int32_t blk, float *d, int8_t *q, int16_t *s16) {
+    const __m256 sign = _mm256_set1_ps(-0.0f);
+    const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+    for (int64_t b = 0; b < n / blk; b++) {
+        const float *xb = x + b * blk;
+        __m256 m = _mm256_setzero_ps();
+        for (int32_t i = 0; i < blk; i += 8) m = _mm256_max_ps(m, _mm256_andnot_ps(sign, _mm256_loadu_ps(xb + i)));
+        __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
+        m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+        const float amax = _mm_cvtss_f32(_mm_max_ss(m4, _mm_movehdup_ps(m4)));
+        d[b] = amax == 0 ? 0 : amax / 127.0f;
+        const __m256 id = _mm256_set1_ps(amax == 0 ? 0 : 127.0f / amax);
+        for (int32_t i = 0; i < blk; i += 32) {
+            __m256i v[4];
+            for (int k = 0; k < 4; k++) v[k] = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(xb + i + 8 * k), id));
+            const __m256i p = _mm256_packs_epi16(_mm256_packs_epi32(v[0], v[1]), _mm256_packs_epi32(v[2], v[3]));
+            _mm256_storeu_si256((__m256i *)(q + b * blk + i), _mm256_permutevar8x32_epi32(p, order));
+            for (int h = 0; h < 2; h++) {
+                const __m256i t = _mm256_add_epi32(v[2 * h], v[2 * h + 1]);
+                __m128i u = _mm_add_epi32(_mm256_castsi256_si128(t), _mm256_extracti128_si256(t, 1));
+                u = _mm_add_epi32(u, _mm_shuffle_epi32(u, 0x4e));
+                u = _mm_add_epi32(u, _mm_shuffle_epi32(u, 0xb1));
+                s16[(b * blk + i) / 16 + h] = (int16_t)_mm_cvtsi128_si32(u);
+            }
+        }
+    }
+}
+
+/* One Q8_0 / Q4_0 block's partial sums against 32 activations (Q4_0's
+ * quants at their stored 0..15). */
+KV_INLINE __m256i q40_dot(const int q8, const uint8_t *blk, const int8_t *x) {
+    const __m256i a = _mm256_loadu_si256((const __m256i *)x), ones = _mm256_set1_epi16(1);
+    if (q8) { /* |w| times x carrying w's sign */
+        const __m256i w = _mm256_loadu_si256((const __m256i *)(blk + 2));
+        return _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_sign_epi8(w, w), _mm256_sign_epi8(a, w)), ones);
+    }
+    const __m128i v = _mm_loadu_si128((const __m128i *)(blk + 2)), m = _mm_set1_epi8(0x0f);
+    const __m256i w = _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_and_si128(v, m)),
+                                              _mm_and_si128(_mm_srli_epi16(v, 4), m), 1);
+    return _mm256_madd_epi16(_mm256_maddubs_epi16(w, a), ones);
+}
+
+/* Rows r + k*part + i (k < K, i < cnt) of a Q8_0 / Q4_0 weight. */
+KV_INLINE void q40_rows(const int q8, const uint8_t *base, size_t rb, const kv_q8_act *a, float *y, int64_t r,
+                        int64_t part, int64_t cnt, const int K) {
+    const size_t bb = q8 ? 34 : 18;
+    const int64_t nb = a->n / KV_QK;
+    for (int64_t i = 0; i < cnt; i++) {
+        const uint8_t *p[KV_Q8_STREAMS];
+        __m256 acc[KV_Q8_STREAMS];
+        float off[KV_Q8_STREAMS]; /* Q4_0: sum of scale * activation sum, times 8 at the end */
+        for (int k = 0; k < K; k++) {
+            p[k] = base + (size_t)(r + k * part + i) * rb;
+            acc[k] = _mm256_setzero_ps();
+            off[k] = 0;
+        }
+        for (int64_t b = 0; b < nb; b++)
+            for (int k = 0; k < K; k++) {
+                const uint8_t *blk = p[k] + (size_t)b * bb;
+                const float s = blk_scale(blk) * a->d[b];
+                acc[k] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(q40_dot(q8, blk, a->q + b * KV_QK)), _mm256_set1_ps(s), acc[k]);
+                if (!q8) off[k] += s * (float)(a->s16[2 * b] + a->s16[2 * b + 1]);
+            }
+        for (int k = 0; k < K; k++) y[r + k * part + i] = hsum(acc[k]) - 8 * off[k];
+    }
+}
+
+/* vpshufb control picking int16 word w0 in the low 128-bit lane, w1 in the high. */
+static inline __m256i pick2(int w0, int w1) {
+    const short c0 = (short)((2 * w0 + 1) << 8 | 2 * w0), c1 = (short)((2 * w1 + 1) << 8 | 2 * w1);
+    return _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_set1_epi16(c0)), _mm_set1_epi16(c1), 1);
+}
+
+/* Q5_K's fifth bit: 16 where bit `bit` of qh[l] is set. */
+static inline __m256i q5_bit(__m256i qh, int bit) {
+    const __m256i m = _mm256_set1_epi8((char)(1 << bit));
+    return _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(qh, m), m), _mm256_set1_epi8(16));
+}
+
+/* One Q4_K / Q5_K super-block (see kernels_avx512_q8.h). */
+KV_INLINE void q45k_block(const kv_dtype t, const uint8_t *blk, const int8_t *x, const int16_t *xs, float dx,
+                          __m256 *acc, __m256 *macc) {
+    uint32_t sc[4], mn[4];
+    uint16_t dm[2];
+    kq_scale_ints(t, blk, sc, mn, dm);
+    const __m128i mb = _mm_set_epi32(0, 0, (int)mn[1], (int)mn[0]);
+    const __m256i mins = _mm256_madd_epi16(_mm256_cvtepu8_epi16(_mm_unpacklo_epi8(mb, mb)),
+                                           _mm256_loadu_si256((const __m256i *)xs));
+    *macc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(mins), _mm256_set1_ps(dx * _cvtsh_ss(dm[1])), *macc);
+    const __m256i scales = _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(_mm_set_epi32(0, 0, (int)sc[1], (int)sc[0])));
+    const uint8_t *qs = blk + (t == KV_Q4_K ? 16 : 48);
+    const __m256i m15 = _mm256_set1_epi8(0x0f);
+    const __m256i qh = t == KV_Q5_K ? _mm256_loadu_si256((const __m256i *)(blk + 16)) : _mm256_setzero_si256();
+    __m256i sum = _mm256_setzero_si256();
+    for (int h = 0; h < 4; h++) { /* runs 2h (low nibbles of qs[32h..]) and 2h+1 (high) */
+        const __m256i v = _mm256_loadu_si256((const __m256i *)(qs + 32 * h));
+        __m256i lo = _mm256_and_si256(v, m15), hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), m15);
+        if (t == KV_Q5_K) {
+            lo = _mm256_or_si256(lo, q5_bit(qh, 2 * h));
+            hi = _mm256_or_si256(hi, q5_bit(qh, 2 * h + 1));
+        }
+        const __m256i plo = _mm256_maddubs_epi16(lo, _mm256_loadu_si256((const __m256i *)(x + 64 * h)));
+        const __m256i phi = _mm256_maddubs_epi16(hi, _mm256_loadu_si256((const __m256i *)(x + 64 * h + 32)));
+        sum = _mm256_add_epi32(sum, _mm256_madd_epi16(plo, _mm256_shuffle_epi8(scales, pick2(2 * h, 2 * h))));
+        sum = _mm256_add_epi32(sum, _mm256_madd_epi16(phi, _mm256_shuffle_epi8(scales, pick2(2 * h + 1, 2 * h + 1))));
+    }
+    *acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sum), _mm256_set1_ps(dx * _cvtsh_ss(dm[0])), *acc);
+}
+
+/* One Q6_K super-block, quants as stored (q + 32): 32 times the sum of
+ * scale * activation sums subtracted in int32. */
+KV_INLINE void q6k_block(const uint8_t *blk, const int8_t *x, const int16_t *xs, float dx, __m256 *acc) {
+    const __m256i sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(blk + 192)));
+    __m256i sum = _mm256_sub_epi32(_mm256_setzero_si256(),
+                                   _mm256_slli_epi32(_mm256_madd_epi16(sc16, _mm256_loadu_si256((const __m256i *)xs)), 5));
+    const __m256i m15 = _mm256_set1_epi8(0x0f), m48 = _mm256_set1_epi8(0x30);
+    for (int c = 0; c < 2; c++) { /* values 128c..128c+127 in runs of 32 */
+        const __m256i ql0 = _mm256_loadu_si256((const __m256i *)(blk + 64 * c));
+        const __m256i ql1 = _mm256_loadu_si256((const __m256i *)(blk + 64 * c + 32));
+        const __m256i qh = _mm256_loadu_si256((const __m256i *)(blk + 128 + 32 * c));
+        const __m256i scales = _mm256_broadcastsi128_si256(c ? _mm256_extracti128_si256(sc16, 1) : _mm256_castsi256_si128(sc16));
+        const __m256i v[4] = {
+            _mm256_or_si256(_mm256_and_si256(ql0, m15), _mm256_and_si256(_mm256_slli_epi16(qh, 4), m48)),
+            _mm256_or_si256(_mm256_and_si256(ql1, m15), _mm256_and_si256(_mm256_slli_epi16(qh, 2), m48)),
+            _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql0, 4), m15), _mm256_and_si256(qh, m48)),
+            _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql1, 4), m15), _mm256_and_si256(_mm256_srli_epi16(qh, 2), m48))};
+        for (int k = 0; k < 4; k++) {
+            const __m256i p = _mm256_maddubs_epi16(v[k], _mm256_loadu_si256((const __m256i *)(x + 128 * c + 32 * k)));
+            sum = _mm256_add_epi32(sum, _mm256_madd_epi16(p, _mm256_shuffle_epi8(scales, pick2(2 * k, 2 * k + 1))));
+        }
+    }
+    *acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sum), _mm256_set1_ps(dx * blk_scale(blk + 208)), *acc);
+}
+
+/* Rows r + k*part + i (k < K, i < cnt) of a Q4_K / Q5_K / Q6_K weight. */
+KV_INLINE void kq8_rows(const kv_dtype t, const uint8_t *base, size_t rb, const kv_q8_act *a, float *y, int64_t r,
+                        int64_t part, int64_t cnt, const int K) {
+    const size_t bb = kv_dtype_block_bytes(t);
+    const int64_t nb = a->n / KV_QK_K;
+    for (int64_t i = 0; i < cnt; i++) {
+        const uint8_t *p[KV_Q8_STREAMS];
+        __m256 acc[KV_Q8_STREAMS], macc[KV_Q8_STREAMS];
+        for (int k = 0; k < K; k++) {
+            p[k] = base + (size_t)(r + k * part + i) * rb;
+            acc[k] = macc[k] = _mm256_setzero_ps();
+        }
+        for (int64_t b = 0; b < nb; b++)
+            for (int k = 0; k < K; k++) {
+                const uint8_t *blk = p[k] + (size_t)b * bb;
+                if (t == KV_Q6_K) q6k_block(blk, a->q + b * KV_QK_K, a->s16 + 16 * b, a->d[b], &acc[k]);
+                else q45k_block(t, blk, a->q + b * KV_QK_K, a->s16 + 16 * b, a->d[b], &acc[k], &macc[k]);
+            }
+        for (int k = 0; k < K; k++) y[r + k * part + i] = hsum(acc[k]) - hsum(macc[k]);
+    }
+}
+
+#define Q8_SPLIT(CALL)                                                                                   \
+    do {                                                                                                 \
+        const int64_t part = (r1 - r0) / KV_Q8_STREAMS, rest = r0 + part * KV_Q8_STREAMS;                \
+        if (part > 0) CALL(r0, part, part, KV_Q8_STREAMS);                                               \
+        CALL(rest, 0, r1 - rest, 1);                                                                     \
+    } while (0)
+
+int kv_avx2_matvec_q8(const kv_tensor *W, const kv_q8_act *a, float *y, int64_t r0, int64_t r1) {
+    const uint8_t *base = (const uint8_t *)W->data;
+    const size_t rb = kv_row_bytes(W);
+#define Q8_Q80(r, part, cnt, K) q40_rows(1, base, rb, a, y, r, part, cnt, K)
+#define Q8_Q40(r, part, cnt, K) q40_rows(0, base, rb, a, y, r, part, cnt, K)
+#define Q8_Q4K(r, part, cnt, K) kq8_rows(KV_Q4_K, base, rb, a, y, r, part, cnt, K)
+#define Q8_Q5K(r, part, cnt, K) kq8_rows(KV_Q5_K, base, rb, a, y, r, part, cnt, K)
+#define Q8_Q6K(r, part, cnt, K) kq8_rows(KV_Q6_K, base, rb, a, y, r, part, cnt, K)
+    switch (W->type) {
+    case KV_Q8_0: Q8_SPLIT(Q8_Q80); return 0;
+    case KV_Q4_0: Q8_SPLIT(Q8_Q40); return 0;
+    case KV_Q4_K: Q8_SPLIT(Q8_Q4K); return 0;
+    case KV_Q5_K: Q8_SPLIT(Q8_Q5K); return 0;
+    case KV_Q6_K: Q8_SPLIT(Q8_Q6K); return 0;
+    default: return -1;
+    }
+#undef Q8_Q80
+#undef Q8_Q40
+#undef Q8_Q4K
+#undef Q8_Q5K
+#undef Q8_Q6K
+}
+
+const kv_kernel_table kv_kernels_avx2 = {
+    .matvec_rows = avx2_matvec_rows, .dequant_rows = avx2_dequant_rows, .dot = avx2_dot, .axpy = avx2_axpy,
+    .dots = avx2_dots, .wsum = avx2_wsum, .quant_act = avx2_quant_act, .matvec_q8 = kv_avx2_matvec_q8};

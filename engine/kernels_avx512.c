@@ -431,5 +431,49 @@ static void avx512_wsum(float *o, const float *w, const float *K, int64_t n, int
     }
 }
 
-const kv_kernel_table kv_kernels_avx512 = {avx512_matvec_rows, avx512_dequant_rows, avx512_dot,
-                                           avx512_axpy,        avx512_dots,         avx512_wsum};
+/* ------------------------------------------------------ integer path */
+
+/* kv_quantize_act, bit for bit: the largest magnitude is exact in any
+ * order, x * (127/amax) is one multiply, and vcvtps2dq rounds to nearest
+ * even (the default MXCSR mode, as nearbyintf's). */
+static void avx512_quant_act(const float *x, int64_t n, int32_t blk, float *d, int8_t *q, int16_t *s16) {
+    const __m512 sign = _mm512_set1_ps(-0.0f);
+    for (int64_t b = 0; b < n / blk; b++) {
+        const float *xb = x + b * blk;
+        __m512 m = _mm512_setzero_ps();
+        for (int32_t i = 0; i < blk; i += 16) m = _mm512_max_ps(m, _mm512_andnot_ps(sign, _mm512_loadu_ps(xb + i)));
+        const float amax = _mm512_reduce_max_ps(m);
+        d[b] = amax == 0 ? 0 : amax / 127.0f;
+        const __m512 id = _mm512_set1_ps(amax == 0 ? 0 : 127.0f / amax);
+        for (int32_t i = 0; i < blk; i += 16) {
+            const __m512i v = _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_loadu_ps(xb + i), id));
+            _mm_storeu_si128((__m128i *)(q + b * blk + i), _mm512_cvtsepi32_epi8(v));
+            s16[(b * blk + i) / 16] = (int16_t)_mm512_reduce_add_epi32(v);
+        }
+    }
+}
+
+#define Q8_SUFFIX bw
+#define Q8_TARGET
+#define Q8_DOT16(acc, p, s) _mm512_add_epi32((acc), _mm512_madd_epi16((p), (s)))
+#include "kernels_avx512_q8.h"
+#undef Q8_SUFFIX
+#undef Q8_TARGET
+#undef Q8_DOT16
+
+#define Q8_SUFFIX vnni
+#define Q8_TARGET __attribute__((target("avx512vnni")))
+#define Q8_DOT16(acc, p, s) _mm512_dpwssd_epi32((acc), (p), (s))
+#include "kernels_avx512_q8.h"
+#undef Q8_SUFFIX
+#undef Q8_TARGET
+#undef Q8_DOT16
+
+const kv_kernel_table kv_kernels_avx512 = {
+    .matvec_rows = avx512_matvec_rows, .dequant_rows = avx512_dequant_rows, .dot = avx512_dot, .axpy = avx512_axpy,
+    .dots = avx512_dots, .wsum = avx512_wsum, .quant_act = avx512_quant_act, .matvec_q8 = avx512_matvec_q8_bw};
+
+/* Chosen only when CPUID reports AVX512_VNNI (kernels.c). */
+const kv_kernel_table kv_kernels_avx512_vnni = {
+    .matvec_rows = avx512_matvec_rows, .dequant_rows = avx512_dequant_rows, .dot = avx512_dot, .axpy = avx512_axpy,
+    .dots = avx512_dots, .wsum = avx512_wsum, .quant_act = avx512_quant_act, .matvec_q8 = avx512_matvec_q8_vnni};

@@ -7,6 +7,17 @@
 #include "kernels.h"
 #include "quant.h"
 
+/* Activations quantized by kv_quantize_act for one matrix-vector product:
+ * n values in blocks of blk (32 for Q8_0/Q4_0 weights, 256 for the
+ * K-quants), d[n/blk] scales, q[n] int8 values, s16[n/16] sums of q. */
+typedef struct kv_q8_act {
+    int64_t n;
+    int32_t blk;
+    const float *d;
+    const int8_t *q;
+    const int16_t *s16;
+} kv_q8_act;
+
 /* One ISA's kernels. A NULL entry falls back to the portable one. */
 typedef struct kv_kernel_table {
     /* y[r] for r in [r0, r1) of a weight of type F32/F16/BF16/Q8_0/Q4_0/Q2_K..Q6_K;
@@ -20,13 +31,44 @@ typedef struct kv_kernel_table {
     /* o = sum over t < n with w[t] != 0 of w[t] K[t], bit-identical to
      * zeroing o and calling axpy for each t in order */
     void (*wsum)(float *o, const float *w, const float *K, int64_t n, int64_t d);
+    /* kv_quantize_act, bit for bit */
+    void (*quant_act)(const float *x, int64_t n, int32_t blk, float *d, int8_t *q, int16_t *s16);
+    /* y[r] for r in [r0, r1) from activations quantized in blocks of
+     * kv_int8_block(W->type): integer products per block, scaled in fp32
+     * (the sums kv_matvec_int8_ref defines, to float rounding); returns 0
+     * when it handled the type, -1 to fall back. */
+    int (*matvec_q8)(const kv_tensor *W, const kv_q8_act *a, float *y, int64_t r0, int64_t r1);
 } kv_kernel_table;
 
 extern const kv_kernel_table kv_kernels_scalar;
 #if defined(KV_X86_DISPATCH)
 extern const kv_kernel_table kv_kernels_avx2;
 extern const kv_kernel_table kv_kernels_avx512;
+extern const kv_kernel_table kv_kernels_avx512_vnni;
+/* The AVX2 integer matvec, which the AVX-512 tables use for Q8_0 and Q4_0. */
+int kv_avx2_matvec_q8(const kv_tensor *W, const kv_q8_act *a, float *y, int64_t r0, int64_t r1);
 #endif
+
+/* Rows the integer kernels walk together, each from its own contiguous
+ * part of [r0, r1) (as the float kernels walk KV_MV_STREAMS): their
+ * blocks are quick to multiply, so more far-apart streams are needed to
+ * keep enough memory requests in flight (measured below, kernels_avx2.c). */
+#ifndef KV_Q8_STREAMS
+#define KV_Q8_STREAMS 4
+#endif
+
+/* Activation block size of W's type on the integer path: 32 (Q8_0, Q4_0),
+ * 256 (Q4_K, Q5_K, Q6_K), 0 for the types that stay on the float path. */
+static inline int32_t kv_int8_block(kv_dtype t) {
+    switch (t) {
+    case KV_Q8_0:
+    case KV_Q4_0: return KV_QK;
+    case KV_Q4_K:
+    case KV_Q5_K:
+    case KV_Q6_K: return KV_QK_K;
+    default: return 0;
+    }
+}
 
 /* One element (the vector kernels' tails), read with memcpy: rows may be unaligned. */
 static inline float sc_f32(const float *p) {

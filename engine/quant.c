@@ -449,3 +449,28 @@ int kv_dequantize(kv_dtype type, const void *in, float *out, int64_t n) {
     default: return kv_errorf(KV_EINVAL, "dequantize: cannot decode type %d", (int)type);
     }
 }
+
+/* One block of activations (see quant.h). The product x * (127/amax) is
+ * one rounding, as the vector quantizers compute it, and nearbyintf rounds
+ * ties to even as their conversion instructions do. */
+static void quantize_act_block(const float *x, int32_t blk, float *d, int8_t *q) {
+    float amax = 0;
+    for (int32_t i = 0; i < blk; i++) amax = fabsf(x[i]) > amax ? fabsf(x[i]) : amax;
+    if (amax == 0) {
+        *d = 0;
+        memset(q, 0, (size_t)blk);
+        return;
+    }
+    const float id = 127.0f / amax;
+    *d = amax / 127.0f;
+    for (int32_t i = 0; i < blk; i++) q[i] = (int8_t)nearbyintf(x[i] * id);
+}
+
+void kv_quantize_act(const float *x, int64_t n, int32_t blk, float *d, int8_t *q, int16_t *s16) {
+    for (int64_t b = 0; b < n / blk; b++) quantize_act_block(x + b * blk, blk, d + b, q + b * blk);
+    for (int64_t g = 0; g < n / 16; g++) {
+        int s = 0;
+        for (int i = 0; i < 16; i++) s += q[16 * g + i];
+        s16[g] = (int16_t)s;
+    }
+}

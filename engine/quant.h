@@ -39,4 +39,13 @@ int kv_dequantize(kv_dtype type, const void *in, float *out, int64_t n);
 void kv_kquant_scales(kv_dtype t, const uint8_t *blk, float d[16], float m[16]);
 void kv_kquant_ints(kv_dtype t, const uint8_t *blk, int8_t q[256]);
 
+/* Activations for the integer kernels: n values (n a multiple of blk, 32
+ * or 256) in blocks of blk, each with d = amax/127 (amax its largest
+ * magnitude; 0 for a block of zeros) and q = x * (127/amax) rounded to
+ * the nearest integer, ties to even, in [-127, 127]; s16[g] is the sum of
+ * q over values 16g..16g+15 (the K-quants' offsets and Q4_0's -8 need it).
+ * Symmetric, so |x - d*q| <= d/2 for every value. The vector kernels'
+ * quantizers give these same bits (tests/test_kernels.c checks it). */
+void kv_quantize_act(const float *x, int64_t n, int32_t blk, float *d, int8_t *q, int16_t *s16);
+
 #endif

@@ -31,13 +31,15 @@ typedef struct model_args {
     const char *tokenizer;
     int threads;
     const char *gelu; /* MPT's GELU: tanh (default) or erf */
+    const char *kernels; /* int8 (default) or float */
 } model_args;
 
 #define MODEL_OPTS(a)                                                                         \
     {"model", 'm', HX_OPT_STR, &(a).model, "PATH", "model file (GGUF or llama2.c .bin)"},     \
     {"tokenizer", 'z', HX_OPT_STR, &(a).tokenizer, "PATH", "tokenizer: llama2.c .bin, GGUF, or a folder with GPT-2's encoder.json + vocab.bpe"}, \
     {"threads", 't', HX_OPT_INT, &(a).threads, "N", "threads (default: all cores)"},          \
-    {"gelu", 0, HX_OPT_STR, &(a).gelu, "tanh|erf", "MPT models: GELU form (default tanh, as llama.cpp; erf as HF)"}
+    {"gelu", 0, HX_OPT_STR, &(a).gelu, "tanh|erf", "MPT models: GELU form (default tanh, as llama.cpp; erf as HF)"}, \
+    {"kernels", 0, HX_OPT_STR, &(a).kernels, "int8|float", "Q8_0/Q4_0/Q4_K/Q5_K/Q6_K decode products: fp32 activations (default) or int8 activation blocks as llama.cpp (faster; results then depend on chunk sizes by the rounding; KVBENCH_KERNELS sets the default)"}
 
 /* need_tokenizer: 1 required, 0 not loaded, 2 loaded when the model has
  * one (a policy may look tokens up: sentinel's <CL>, <CR>). */
@@ -53,6 +55,14 @@ static int load_model(const char *cmd, const model_args *a, int need_tokenizer, 
     if (a->gelu && kv_gelu_parse(a->gelu, &p.gelu)) {
         fprintf(stderr, "kvbench %s: --%s\n", cmd, kv_last_error());
         return -1;
+    }
+    kv_kernel_mode km;
+    if (a->kernels) {
+        if (kv_kernel_mode_parse(a->kernels, &km)) {
+            fprintf(stderr, "kvbench %s: --%s\n", cmd, kv_last_error());
+            return -1;
+        }
+        kv_kernels_set_mode(km);
     }
     if (hx_weights_mmap(&p.weights_mmap)) {
         fprintf(stderr, "kvbench %s: %s\n", cmd, kv_last_error());
@@ -1089,7 +1099,8 @@ int hx_cmd_bench(int argc, char **argv, int help) {
     printf("weights held     %s: %.1f of %.1f MB in 2 MB pages (KVBENCH_WEIGHTS=copy|mmap)\n",
            fm->mode == KV_FILEMAP_COPY ? "copied" : "mapped", kv_filemap_huge_bytes(fm) / 1e6, fm->size / 1e6);
     char bs[32];
-    printf("threads          %d (kernels: %s)\n", kv_ctx_n_threads(c), kv_isa_name(kv_kernels_isa()));
+    printf("threads          %d (kernels: %s, %s)\n", kv_ctx_n_threads(c), kv_isa_name(kv_kernels_isa()),
+           kv_kernel_mode_name(kv_kernels_mode()));
     printf("policy           %s, budget %s\n", pol->ops->name, pol_budget_str(&pol->budget, bs, sizeof bs));
     printf("prefill          %d tokens: %.1f tok/s (median of %d; min %.1f, max %.1f)\n", n_prompt, pfm, reps,
            pf[0], pf[reps - 1]);

@@ -1,7 +1,10 @@
 /* test_kernels.c - every matrix-vector and dequantization kernel, on every
  * ISA this CPU has, against a double-precision reference built from the
  * scalar decoder, on odd shapes, partial row ranges and unaligned data;
- * and each row bit-identical whatever range it is computed in. */
+ * and each row bit-identical whatever range it is computed in. The integer
+ * kernels (activations quantized to int8) against the portable integer
+ * path and against the float path, within the bound the activations'
+ * rounding allows. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -14,6 +17,7 @@
 #include <string.h>
 
 #include "kernels.h"
+#include "kernels_impl.h"
 #include "kv_error.h"
 #include "quant.h"
 
@@ -92,11 +96,13 @@ static void check_matvec(const fixture *f, int64_t r0, int64_t r1) {
 
 static void test_matvec_all(void **state) {
     (void)state;
+    const kv_kernel_mode mode0 = kv_kernels_mode();
+    kv_kernels_set_mode(KV_KERNELS_FLOAT); /* the integer path has its own tests below */
     const kv_dtype types[11] = {KV_F32, KV_F16, KV_BF16, KV_Q8_0, KV_Q4_0, KV_Q8_G,
                                 KV_Q2_K, KV_Q3_K, KV_Q4_K, KV_Q5_K, KV_Q6_K};
     const int64_t rows[5] = {1, 3, 5, 17, 130}, cols[7] = {32, 64, 96, 160, 256, 768, 2048};
     int isas = 0;
-    for (int isa = KV_ISA_SCALAR; isa <= KV_ISA_AVX512; isa++) {
+    for (int isa = KV_ISA_SCALAR; isa <= KV_ISA_AVX512_VNNI; isa++) {
         if (kv_kernels_set_isa((kv_isa)isa) != KV_OK) continue;
         isas++;
         for (int t = 0; t < 11; t++)
@@ -112,14 +118,17 @@ static void test_matvec_all(void **state) {
     }
     printf("checked %d ISA(s)\n", isas);
     assert_true(isas >= 1);
+    kv_kernels_set_mode(mode0);
 }
 
 static void test_plain_tails(void **state) {
     (void)state;
+    const kv_kernel_mode mode0 = kv_kernels_mode();
+    kv_kernels_set_mode(KV_KERNELS_FLOAT);
     /* F32/F16/BF16 rows whose length is no multiple of the vector width */
     const kv_dtype types[3] = {KV_F32, KV_F16, KV_BF16};
     const int64_t cols[5] = {1, 7, 15, 33, 100};
-    for (int isa = KV_ISA_SCALAR; isa <= KV_ISA_AVX512; isa++) {
+    for (int isa = KV_ISA_SCALAR; isa <= KV_ISA_AVX512_VNNI; isa++) {
         if (kv_kernels_set_isa((kv_isa)isa) != KV_OK) continue;
         for (int t = 0; t < 3; t++)
             for (int c = 0; c < 5; c++) {
@@ -129,6 +138,7 @@ static void test_plain_tails(void **state) {
                 drop(&f);
             }
     }
+    kv_kernels_set_mode(mode0);
 }
 
 /* A row's result does not depend on the range it was computed in: the
@@ -141,8 +151,11 @@ static void test_matvec_range_invariant(void **state) {
     const kv_dtype types[10] = {KV_F32, KV_F16, KV_BF16, KV_Q8_0, KV_Q4_0, KV_Q2_K, KV_Q3_K, KV_Q4_K, KV_Q5_K, KV_Q6_K};
     const int64_t cols[5] = {64, 96, 800, 256, 1280};
     enum { ROWS = 23 };
-    for (int isa = KV_ISA_SCALAR; isa <= KV_ISA_AVX512; isa++) {
+    const kv_kernel_mode mode0 = kv_kernels_mode();
+    for (int mode = KV_KERNELS_INT8; mode <= KV_KERNELS_FLOAT; mode++)
+    for (int isa = KV_ISA_SCALAR; isa <= KV_ISA_AVX512_VNNI; isa++) {
         if (kv_kernels_set_isa((kv_isa)isa) != KV_OK) continue;
+        kv_kernels_set_mode((kv_kernel_mode)mode);
         for (int t = 0; t < 10; t++)
             for (int c = 0; c < 5; c++) {
                 if (cols[c] % kv_dtype_block_elems(types[t]) != 0) continue;
@@ -162,6 +175,7 @@ static void test_matvec_range_invariant(void **state) {
                 drop(&f);
             }
     }
+    kv_kernels_set_mode(mode0);
 }
 
 static void test_dequant_rows_exact(void **state) {
@@ -169,7 +183,7 @@ static void test_dequant_rows_exact(void **state) {
     const kv_dtype types[11] = {KV_F32, KV_F16, KV_BF16, KV_Q8_0, KV_Q4_0, KV_Q8_G,
                                 KV_Q2_K, KV_Q3_K, KV_Q4_K, KV_Q5_K, KV_Q6_K};
     static float out[9 * 512];
-    for (int isa = KV_ISA_SCALAR; isa <= KV_ISA_AVX512; isa++) {
+    for (int isa = KV_ISA_SCALAR; isa <= KV_ISA_AVX512_VNNI; isa++) {
         if (kv_kernels_set_isa((kv_isa)isa) != KV_OK) continue;
         for (int t = 0; t < 11; t++) {
             const int64_t n = kv_dtype_block_elems(types[t]) > 32 ? 512 : 96;
@@ -187,7 +201,7 @@ static void test_dot_axpy(void **state) {
     uint64_t s = 5;
     float a[301], b[301], y[301], y0[301];
     for (int i = 0; i < 301; i++) a[i] = frand(&s), b[i] = frand(&s), y0[i] = frand(&s);
-    for (int isa = KV_ISA_SCALAR; isa <= KV_ISA_AVX512; isa++) {
+    for (int isa = KV_ISA_SCALAR; isa <= KV_ISA_AVX512_VNNI; isa++) {
         if (kv_kernels_set_isa((kv_isa)isa) != KV_OK) continue;
         for (int n = 0; n <= 301; n += (n < 40 ? 1 : 37)) {
             double ref = 0;
@@ -215,7 +229,7 @@ static void test_dots_wsum(void **state) {
     for (int i = 0; i < DMAX; i++) q[i] = frand(&s);
     for (int t = 0; t < NMAX; t++) w[t] = t % 5 == 3 ? 0.0f : frand(&s);
     const int ds[] = {1, 7, 8, 15, 16, 17, 33, 64, 80, 96, 128, 200}, ns[] = {1, 5, NMAX};
-    for (int isa = KV_ISA_SCALAR; isa <= KV_ISA_AVX512; isa++) {
+    for (int isa = KV_ISA_SCALAR; isa <= KV_ISA_AVX512_VNNI; isa++) {
         if (kv_kernels_set_isa((kv_isa)isa) != KV_OK) continue;
         for (size_t di = 0; di < sizeof ds / sizeof ds[0]; di++)
             for (size_t ni = 0; ni < sizeof ns / sizeof ns[0]; ni++) {
@@ -236,12 +250,146 @@ static void test_dots_wsum(void **state) {
     }
 }
 
+/* ------------------------------------------------------ integer path */
+
+static const kv_dtype int8_types[5] = {KV_Q8_0, KV_Q4_0, KV_Q4_K, KV_Q5_K, KV_Q6_K};
+
+/* Activations with ties (x*127/amax exactly k + 0.5), zeros, a zero block
+ * and a block whose largest value is negative. */
+static void act_input(float *x, int64_t n, uint64_t seed) {
+    for (int64_t i = 0; i < n; i++) x[i] = frand(&seed) * 3;
+    for (int64_t i = 0; i < n; i += 7) x[i] = 0;
+    if (n >= 64) {
+        for (int i = 32; i < 64; i++) x[i] = 0;
+        x[5] = -2.0f; /* amax of block 0 (|x| <= 1.5 elsewhere) */
+        x[6] = -2.0f * 0.5f / 127.0f, x[7] = 2.0f * 2.5f / 127.0f;
+    }
+}
+
+/* The vector quantizers give kv_quantize_act's bits, and its values are
+ * what quant.h promises: |x - d q| <= d/2, q in [-127, 127], s16 the sums. */
+static void test_quant_act(void **state) {
+    (void)state;
+    enum { N = 2048 };
+    static float x[N], d0[N / 32], d1[N / 32];
+    static int8_t q0[N], q1[N];
+    static int16_t s0[N / 16], s1[N / 16];
+    act_input(x, N, 3);
+    const int32_t blks[2] = {32, 256};
+    for (int bi = 0; bi < 2; bi++) {
+        const int32_t blk = blks[bi];
+        kv_quantize_act(x, N, blk, d0, q0, s0);
+        for (int64_t i = 0; i < N; i++) {
+            const float d = d0[i / blk];
+            assert_true(q0[i] >= -127 && q0[i] <= 127);
+            if (!(fabs((double)x[i] - (double)d * q0[i]) <= d * 0.5 * (1 + 1e-5)))
+                fail_msg("blk %d value %lld: %.9g quantized to %d * %.9g", blk, (long long)i, x[i], q0[i], d);
+        }
+        assert_true(d0[1] == 0 || blk == 256); /* the zero block */
+        for (int g = 0; g < N / 16; g++) {
+            int s = 0;
+            for (int i = 0; i < 16; i++) s += q0[16 * g + i];
+            assert_int_equal(s0[g], s);
+        }
+        for (int isa = KV_ISA_SCALAR; isa <= KV_ISA_AVX512_VNNI; isa++) {
+            if (kv_kernels_set_isa((kv_isa)isa) != KV_OK) continue;
+            for (int64_t n = blk; n <= N; n += (n < 4 * blk ? blk : 5 * blk)) {
+                const kv_kernel_table *k = isa == KV_ISA_SCALAR ? &kv_kernels_scalar
+#if defined(KV_X86_DISPATCH)
+                                         : isa == KV_ISA_AVX2 ? &kv_kernels_avx2 : &kv_kernels_avx512;
+#else
+                                         : &kv_kernels_scalar;
+#endif
+                if (!k->quant_act) continue;
+                memset(q1, 0x55, sizeof q1);
+                k->quant_act(x, n, blk, d1, q1, s1);
+                kv_quantize_act(x, n, blk, d0, q0, s0);
+                assert_memory_equal(d1, d0, (size_t)(n / blk) * sizeof(float));
+                assert_memory_equal(q1, q0, (size_t)n);
+                assert_memory_equal(s1, s0, (size_t)(n / 16) * sizeof(int16_t));
+            }
+        }
+    }
+}
+
+/* y from the kernels in use (mode and ISA as set). */
+static void run_rows(const fixture *f, kv_kernel_mode mode, float *y) {
+    const kv_kernel_mode mode0 = kv_kernels_mode();
+    kv_kernels_set_mode(mode);
+    kv_matvec_rows(&f->W, f->x, y, 0, f->W.rows);
+    kv_kernels_set_mode(mode0);
+}
+
+/* Each integer kernel (1) within float rounding of a float64 sum over the
+ * decoded weights and the decoded int8 activations (the integer path's
+ * definition), and within 1e-6 of the mass of the portable integer path's
+ * result; (2) within the activations' rounding of the float path: |sum
+ * w (x - d q)| <= sum |w| d/2 per block; (3) with and without VNNI bit
+ * for bit equal (the same int32 sums and fp32 steps). */
+static void test_int8_matvec(void **state) {
+    (void)state;
+    const int64_t rows[4] = {1, 3, 17, 67}, cols[6] = {32, 96, 256, 768, 2048, 4096};
+    static float yi[67], ys[67], yf[67], yb[67], dq[4096];
+    static int8_t q[4096];
+    static int16_t s16[4096 / 16];
+    int checked = 0;
+    double worst = 0; /* largest deviation from the float path, as a share of its bound */
+    for (int t = 0; t < 5; t++)
+        for (int r = 0; r < 4; r++)
+            for (int c = 0; c < 6; c++) {
+                const kv_dtype type = int8_types[t];
+                const int32_t blk = kv_int8_block(type);
+                if (cols[c] % blk != 0) continue;
+                fixture f;
+                make(&f, type, rows[r], cols[c], (uint64_t)(500 + t * 100 + r * 10 + c));
+                act_input(f.x, cols[c], (uint64_t)(7 + c));
+                kv_quantize_act(f.x, cols[c], blk, dq, q, s16);
+                float *da = dq; /* scales first, then the decoded activations over them */
+                static float xa[4096];
+                for (int64_t i = 0; i < cols[c]; i++) xa[i] = da[i / blk] * q[i];
+                kv_kernels_set_isa(KV_ISA_SCALAR);
+                run_rows(&f, KV_KERNELS_INT8, ys);
+                run_rows(&f, KV_KERNELS_FLOAT, yf);
+                for (int isa = KV_ISA_SCALAR; isa <= KV_ISA_AVX512_VNNI; isa++) {
+                    if (kv_kernels_set_isa((kv_isa)isa) != KV_OK) continue;
+                    run_rows(&f, KV_KERNELS_INT8, yi);
+                    if (isa == KV_ISA_AVX512_VNNI) assert_memory_equal(yi, yb, (size_t)rows[r] * sizeof(float));
+                    if (isa == KV_ISA_AVX512) memcpy(yb, yi, sizeof yb);
+                    for (int64_t i = 0; i < rows[r]; i++) {
+                        const float *w = f.wf + i * cols[c];
+                        double ref = 0, mag = 0, bound = 0;
+                        for (int64_t j = 0; j < cols[c]; j++) {
+                            ref += (double)w[j] * xa[j];
+                            mag += fabs((double)w[j] * xa[j]);
+                            bound += fabs((double)w[j]) * da[j / blk] * 0.5;
+                        }
+                        const char *isan = kv_isa_name((kv_isa)isa), *tn = kv_dtype_name(type);
+                        if (!(fabs(yi[i] - ref) <= 1e-5 * mag + 1e-6))
+                            fail_msg("%s %s %lldx%lld row %lld: %.9g, float64 of the same integers %.9g", isan, tn,
+                                     (long long)rows[r], (long long)cols[c], (long long)i, yi[i], ref);
+                        if (!(fabs(yi[i] - ys[i]) <= 1e-6 * mag + 1e-7))
+                            fail_msg("%s %s %lldx%lld row %lld: %.9g, portable integer path %.9g", isan, tn,
+                                     (long long)rows[r], (long long)cols[c], (long long)i, yi[i], ys[i]);
+                        if (!(fabs(yi[i] - yf[i]) <= bound + 1e-5 * mag + 1e-6))
+                            fail_msg("%s %s %lldx%lld row %lld: %.9g, float path %.9g, bound %.3g", isan, tn,
+                                     (long long)rows[r], (long long)cols[c], (long long)i, yi[i], yf[i], bound);
+                        if (bound > 0 && fabs(yi[i] - yf[i]) / bound > worst) worst = fabs(yi[i] - yf[i]) / bound;
+                        checked++;
+                    }
+                }
+                drop(&f);
+            }
+    printf("integer path: %d rows checked; largest deviation from the float path %.3f of its bound\n", checked, worst);
+    for (int isa = KV_ISA_AVX512_VNNI; isa > KV_ISA_SCALAR && kv_kernels_set_isa((kv_isa)isa) != KV_OK; isa--) continue;
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_matvec_all),       cmocka_unit_test(test_plain_tails),
         cmocka_unit_test(test_matvec_range_invariant),
         cmocka_unit_test(test_dequant_rows_exact), cmocka_unit_test(test_dot_axpy),
-        cmocka_unit_test(test_dots_wsum),
+        cmocka_unit_test(test_dots_wsum),          cmocka_unit_test(test_quant_act),
+        cmocka_unit_test(test_int8_matvec),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
