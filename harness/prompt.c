@@ -17,6 +17,7 @@ static int wrap(const hx_prompt_spec *ps, const char *content, char **out) {
     ds_chat_opts o = ds_chat_default_opts();
     o.add_generation_prompt = 1;
     o.bos = "";
+    o.jinja = ps->jinja; /* Mistral v7 Tekken's default system message */
     size_t len;
     return ds_chat_render(ps->chat, m, n, &o, out, &len);
 }

@@ -26,6 +26,7 @@ typedef struct hx_prompt_spec {
     const ds_template *tp;
     const ds_chat_family *chat;   /* NULL: the template's text as is */
     const char *system;           /* the chat's system message, or NULL */
+    const char *jinja;            /* the model's template text (a family may read from it), or NULL */
     int32_t max_tokens;           /* the whole prompt's tokens, BOS included */
     int want_question;            /* locate the question (question = after_compression) */
     const char *suffix_field;     /* a field appended after the chat wrap (RULER's answer_prefix), or NULL */

@@ -1062,6 +1062,8 @@ typedef struct chat_wrap {
     const char *system;
     int bos;                      /* add the tokenizer's BOS id (a ChatML wrap has none) */
     char name[48];                /* "llama3.1@1", or "none": in the run's spec */
+    char *jinja;                  /* the model's template text, for what a family reads from it (Mistral v7
+                                     Tekken's default system message); malloc'd or NULL */
 } chat_wrap;
 
 /* chat = auto: the template the model carries (a tokenizer folder's
@@ -1082,8 +1084,11 @@ static int chat_setup(const hx_experiment *e, int model, const hx_task_def *t, c
     const char *set = t->chat ? t->chat : e->model[model].chat ? e->model[model].chat : "none";
     if (!strcmp(set, "none")) return KV_OK;
     ds_chat_source src = {0};
-    int rc = !strcmp(set, "auto") ? chat_source(en, &src) : KV_OK;
+    int rc = chat_source(en, &src);
+    if (rc && strcmp(set, "auto")) rc = KV_OK; /* a named family needs no template text */
     if (!rc) rc = ds_chat_resolve(set, src.jinja, &cw->family);
+    cw->jinja = src.jinja; /* kept for the family (freed with the wrap) */
+    src.jinja = NULL;
     ds_chat_source_free(&src);
     if (rc || !cw->family) return rc;
     cw->bos = ds_chat_bos(cw->family)[0] != 0;
@@ -1230,11 +1235,13 @@ static int run_task(run_state *rs, engine *en, int model, int task) {
     int rc = chat_setup(rs->e, model, t, en, &cw);
     if (rc) {
         fprintf(stderr, "kvbench run: task %s on model %s: %s\n", t->name, rs->e->model[model].name, kv_last_error());
+        free(cw.jinja);
         return -1;
     }
     rc = load_task(rs, en, t, &tc, &set);
     if (rc) {
         fprintf(stderr, "kvbench run: task %s: %s\n", t->name, kv_last_error());
+        free(cw.jinja);
         free(tc.buf);
         return -1;
     }
@@ -1360,7 +1367,7 @@ static int run_task(run_state *rs, engine *en, int model, int task) {
             n_prompt = encode_into(&tc, doc, strlen(doc), 1);
             if (n_prompt >= 0 && t->tokens > 0 && n_prompt > t->tokens) n_prompt = t->tokens;
         } else {
-            hx_prompt_spec ps = {.tp = tp, .chat = cw.family, .system = cw.system, .max_tokens = max_prompt,
+            hx_prompt_spec ps = {.tp = tp, .chat = cw.family, .system = cw.system, .jinja = cw.jinja, .max_tokens = max_prompt,
                                  .want_question = t->question_after,
                                  .suffix_field = t->kind == HX_TASK_RULER ? "answer_prefix" : NULL,
                                  .count = count_tokens, .user = &tc};
@@ -1539,6 +1546,7 @@ out:
         snap_free(&tr[k].snap);
     }
     snap_free(&after);
+    free(cw.jinja);
     free(tr);
     free(todo);
     ds_set_free(&set);

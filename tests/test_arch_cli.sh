@@ -48,6 +48,14 @@ rewrite(tmp + '/unknown_key.gguf', {'qwen2.attention.scale': (G.FLOAT32, 0.1)})
 rewrite(tmp + '/scaling.gguf', {'qwen2.rope.scaling.type': (G.STRING, 'longrope')})
 rewrite(tmp + '/moe.gguf', {'qwen2.expert_count': (G.U32, 8)})
 rewrite(tmp + '/extra_tensor.gguf', {}, [('blk.0.attn_q_norm.weight', np.ones(32), G.F32)])
+tekken = ('{%- set today = strftime_now("%Y-%m-%d") %}'
+          '{%- set default_system_message = "You are Probe, a model trained by kvbench. Today is " + today + ". Answer briefly." %}'
+          '{{- bos_token }}{%- if messages[0]["role"] == "system" %}{%- set system_message = messages[0]["content"] %}'
+          '{%- else %}{%- set system_message = default_system_message %}{%- endif %}'
+          '{{- "[SYSTEM_PROMPT]" + system_message + "[/SYSTEM_PROMPT]" }}{#- [AVAILABLE_TOOLS] unused -#}'
+          '{%- for message in messages %}{%- if message["role"] == "user" %}{{- "[INST]" + message["content"] + "[/INST]" }}'
+          '{%- endif %}{%- endfor %}')
+rewrite(tmp + '/tekken.gguf', {'tokenizer.chat_template': (G.STRING, tekken)})
 PY
 
 out=$("$kv" info "$tmp/gemma3_swa6_linear8.gguf" 2>&1)
@@ -89,6 +97,21 @@ if "$kv" run "$tmp/g2.ini" >/dev/null 2>"$tmp/run.err"; then
 else
   bad "run on gemma2" "$(cat "$tmp/run.err")"
 fi
+
+# a Mistral v7 Tekken template's default system message reaches the prompt
+# when the experiment gives no system message (read from the model's text)
+for mode in auto none; do
+  sed -e "s|^name = g2|name = tekken_$mode|" -e "s|^db = .*|db = $tmp/tekken.db|" \
+      -e "s|^path = .*|path = $tmp/tekken.gguf|" -e "s|^chat = none|chat = $mode|" \
+      -e "s|^policies = full, h2o|policies = full|" "$tmp/g2.ini" > "$tmp/tekken_$mode.ini"
+  "$kv" run "$tmp/tekken_$mode.ini" -q >/dev/null 2>"$tmp/tekken_$mode.err" || bad "tekken $mode run" "$(cat "$tmp/tekken_$mode.err")"
+done
+# the wrap's tokens come out of the context's share of the length: the
+# default message (77 characters) and the tags displace context characters
+cut=$(sqlite3 "$tmp/tekken.db" "SELECT group_concat(x, ' ') FROM (SELECT max(s.cut_chars) AS x, r.spec LIKE '%chat=mistral-v7-tekken@%' AS t FROM samples s JOIN runs r ON r.id = s.run GROUP BY t ORDER BY t)")
+set -- $cut
+if [ $# = 2 ] && [ $(( $2 - $1 )) -gt 77 ]; then ok "v7 Tekken default system message in the prompt (context cut $1 -> $2 chars)"
+else bad "v7 Tekken default system message" "$cut"; fi
 
 expect_fail "unknown arch key refused" 1 "metadata key 'qwen2.attention.scale' is not supported" -- \
   "$kv" info "$tmp/unknown_key.gguf"
