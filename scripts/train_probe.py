@@ -223,8 +223,9 @@ def ruler_value(rng, corpus, kind):
 
 
 class Episodes:
-    """Seeded episode generator. Each episode is (text pieces, answer flags):
-    the answer pieces are where the loss is always taken."""
+    """Seeded episode generator. Each episode is a list of (text, flag)
+    pieces: flag 1 marks an answer (the loss always taken), 2 a repeated
+    span (the loss taken at a share of its tokens), 0 other text."""
 
     def __init__(self, sp, corpus, seed):
         self.sp, self.c, self.rng = sp, corpus, random.Random(seed)
@@ -310,6 +311,15 @@ class Episodes:
         ans = ", ".join(v for i in qi for v in vals[i])
         return [(head + body + "\n" + q + ap, 0), (" " + ans + ".", 1)]
 
+    def repeat(self, n_tok):
+        """A text span, a little other text, the span again: every token of
+        the repeat is predictable only by looking back (dense supervision of
+        the copying - induction - heads that retrieval is built on)."""
+        r = self.rng
+        gap = self.c.span(r, int(n_tok * self.cpt['text'] * 0.2 * r.random()))
+        span = self.c.span(r, max(40, int((n_tok * self.cpt['text'] - len(gap)) / 2) - 8))
+        return [(span + "\n" + gap + "\n", 0), (span, 2)]
+
     def lm(self, n_tok):
         return [(self.c.span(self.rng, int(n_tok * self.cpt['text'] * 1.1)), 0)]
 
@@ -325,6 +335,7 @@ class Episodes:
         (3, 'ruler', ('essay', 'words', 'numbers', 1, 4, 1)),
         (3, 'ruler', ('essay', 'words', 'numbers', 1, 1, 4)),
         (12, 'lm', ()),
+        (16, 'repeat', ()),
     ]
 
     def sample(self, n_tok):
@@ -346,7 +357,7 @@ class Episodes:
                     before = len(ids) - 1  # an edge merged: keep the ids as they are
                 ids = [1] + now
                 ans = ans[:1 + before] + [a] * (len(ids) - 1 - before)
-            if name == 'lm':
+            if name == 'lm':  # plain text: cut to the length, no answer
                 ids, ans = ids[:n_tok], [0] * min(len(ids), n_tok)
             if len(ids) <= n_tok:
                 return ids, ans
@@ -369,24 +380,28 @@ def length_for(rng, frac, max_len):
     return min(max_len, rng.choice([512, 1024, 1536, 2048, max_len])), 4096
 
 
-def batch(ep, n_tok, tokens_per_step, lm_share, rng):
+def batch(ep, n_tok, tokens_per_step, lm_share, copy_share, rng):
     B = max(1, tokens_per_step // n_tok)
     rows = [ep.sample(n_tok) for _ in range(B)]
     T = max(len(r[0]) for r in rows)
     x = torch.zeros(B, T, dtype=torch.long)
     y = torch.zeros(B, T, dtype=torch.long)
     w_ans = torch.zeros(B, T)
+    w_copy = torch.zeros(B, T)
     w_lm = torch.zeros(B, T)
     for i, (ids, ans) in enumerate(rows):
         n = len(ids)
         x[i, :n] = torch.tensor(ids)
         y[i, :n - 1] = torch.tensor(ids[1:])
         for t in range(n - 1):
-            if ans[t + 1]:
+            if ans[t + 1] == 1:
                 w_ans[i, t] = 1.0
+            elif ans[t + 1] == 2:
+                if rng.random() < copy_share:
+                    w_copy[i, t] = 1.0
             elif rng.random() < lm_share:
                 w_lm[i, t] = 1.0
-    return x, y, w_ans, w_lm
+    return x, y, w_ans, w_copy, w_lm
 
 
 def train(args):
@@ -404,7 +419,7 @@ def train(args):
     opt = torch.optim.AdamW([{'params': decay, 'weight_decay': 0.05}, {'params': nodecay, 'weight_decay': 0.0}],
                             lr=args.lr, betas=(0.9, 0.95))
     csv = open(os.path.splitext(args.out)[0] + '.csv', 'w')
-    csv.write('step,seconds,length,loss,loss_answer,acc_answer,loss_lm,lr\n')
+    csv.write('step,seconds,length,loss,loss_answer,acc_answer,loss_lm,lr,loss_copy\n')
     t0 = time.time()
     for step in range(args.steps):
         frac = step / args.steps
@@ -412,27 +427,29 @@ def train(args):
         for g in opt.param_groups:
             g['lr'] = lr
         n_tok, per_step = length_for(rng, frac, args.ctx + args.past_ctx)
-        x, y, w_ans, w_lm = batch(ep, n_tok, per_step, args.lm_share, rng)
+        x, y, w_ans, w_copy, w_lm = batch(ep, n_tok, per_step, args.lm_share, args.copy_share, rng)
         h = model.hidden(x)
-        sel = (w_ans + w_lm) > 0
+        sel = (w_ans + w_copy + w_lm) > 0
         logits = model.logits(h[sel])
         nll = F.cross_entropy(logits, y[sel], reduction='none')
-        a, l = w_ans[sel], w_lm[sel]
+        a, cp, l = w_ans[sel], w_copy[sel], w_lm[sel]
         loss_ans = (nll * a).sum() / a.sum().clamp(min=1)
+        loss_copy = (nll * cp).sum() / cp.sum().clamp(min=1)
         loss_lm = (nll * l).sum() / l.sum().clamp(min=1)
-        loss = loss_ans + loss_lm
+        loss = loss_ans + loss_copy + loss_lm
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         acc = ((logits.argmax(-1) == y[sel]).float() * a).sum().item() / max(1.0, a.sum().item())
         el = time.time() - t0
-        csv.write('%d,%.1f,%d,%.4f,%.4f,%.4f,%.4f,%.6f\n' % (step, el, n_tok, loss.item(), loss_ans.item(), acc,
-                                                              loss_lm.item(), lr))
+        csv.write('%d,%.1f,%d,%.4f,%.4f,%.4f,%.4f,%.6f,%.4f\n' % (step, el, n_tok, loss.item(), loss_ans.item(), acc,
+                                                                   loss_lm.item(), lr, loss_copy.item()))
         if step % args.log_every == 0 or step == args.steps - 1:
             csv.flush()
-            print('step %d/%d %.0fs len %d loss %.3f answer %.3f (acc %.2f) lm %.3f lr %.2e' %
-                  (step, args.steps, el, n_tok, loss.item(), loss_ans.item(), acc, loss_lm.item(), lr), flush=True)
+            print('step %d/%d %.0fs len %d loss %.3f answer %.3f (acc %.2f) copy %.3f lm %.3f lr %.2e' %
+                  (step, args.steps, el, n_tok, loss.item(), loss_ans.item(), acc, loss_copy.item(), loss_lm.item(), lr),
+                  flush=True)
         if args.save_every and step and step % args.save_every == 0:
             write_llama2c(model, args.out)
         if args.deadline and el > args.deadline:
@@ -460,6 +477,7 @@ def main():
                    help='longest episodes run this many tokens past --ctx (the tokens generated after a full prompt)')
     p.add_argument('--deadline', type=float, default=0, help='stop after this many seconds (0: never), saving the model')
     p.add_argument('--lm-share', type=float, default=0.1, help='share of non-answer positions with a loss')
+    p.add_argument('--copy-share', type=float, default=0.3, help='share of repeated-span positions with a loss')
     p.add_argument('--threads', type=int, default=2)
     p.add_argument('--log-every', type=int, default=10)
     p.add_argument('--save-every', type=int, default=200)
