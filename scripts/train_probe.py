@@ -320,22 +320,32 @@ class Episodes:
         span = self.c.span(r, max(40, int((n_tok * self.cpt['text'] - len(gap)) / 2) - 8))
         return [(span + "\n" + gap + "\n", 0), (span, 2)]
 
+    def repeat_words(self, n_tok):
+        """Random list words, a little text, the same words again: no
+        statistics predict the repeat, only looking back does."""
+        r = self.rng
+        gap = self.c.span(r, int(n_tok * self.cpt['text'] * 0.2 * r.random()))
+        n_words = max(8, int((n_tok - len(gap) / self.cpt['text']) / 2 / 2.2))
+        words = " ".join(r.choice(self.c.words) for _ in range(n_words))
+        return [(words + "\n" + gap + "\n", 0), (words, 2)]
+
     def lm(self, n_tok):
         return [(self.c.span(self.rng, int(n_tok * self.cpt['text'] * 1.1)), 0)]
 
     KINDS = [  # (weight, name, function arguments)
-        (26, 'passkey', ()),
-        (12, 'needle', ()),
-        (10, 'ruler', ('noise', 'words', 'numbers', 1, 1, 1)),
-        (10, 'ruler', ('essay', 'words', 'numbers', 1, 1, 1)),
-        (6, 'ruler', ('essay', 'words', 'uuids', 1, 1, 1)),
-        (10, 'ruler', ('essay', 'words', 'numbers', 4, 1, 1)),
-        (5, 'ruler', ('needle', 'words', 'numbers', 1, 1, 1)),
+        (20, 'passkey', ()),
+        (10, 'needle', ()),
+        (8, 'ruler', ('noise', 'words', 'numbers', 1, 1, 1)),
+        (8, 'ruler', ('essay', 'words', 'numbers', 1, 1, 1)),
+        (5, 'ruler', ('essay', 'words', 'uuids', 1, 1, 1)),
+        (8, 'ruler', ('essay', 'words', 'numbers', 4, 1, 1)),
+        (4, 'ruler', ('needle', 'words', 'numbers', 1, 1, 1)),
         (3, 'ruler', ('needle', 'uuids', 'uuids', 1, 1, 1)),
-        (3, 'ruler', ('essay', 'words', 'numbers', 1, 4, 1)),
-        (3, 'ruler', ('essay', 'words', 'numbers', 1, 1, 4)),
-        (12, 'lm', ()),
-        (16, 'repeat', ()),
+        (2, 'ruler', ('essay', 'words', 'numbers', 1, 4, 1)),
+        (2, 'ruler', ('essay', 'words', 'numbers', 1, 1, 4)),
+        (8, 'lm', ()),
+        (15, 'repeat', ()),
+        (15, 'repeat_words', ()),
     ]
 
     def sample(self, n_tok):
@@ -477,7 +487,7 @@ def main():
                    help='longest episodes run this many tokens past --ctx (the tokens generated after a full prompt)')
     p.add_argument('--deadline', type=float, default=0, help='stop after this many seconds (0: never), saving the model')
     p.add_argument('--lm-share', type=float, default=0.1, help='share of non-answer positions with a loss')
-    p.add_argument('--copy-share', type=float, default=0.3, help='share of repeated-span positions with a loss')
+    p.add_argument('--copy-share', type=float, default=0.5, help='share of repeated-span positions with a loss')
     p.add_argument('--threads', type=int, default=2)
     p.add_argument('--log-every', type=int, default=10)
     p.add_argument('--save-every', type=int, default=200)
