@@ -114,6 +114,33 @@ class Probe(nn.Module):
                 std = 0.02 / math.sqrt(2 * n_layers) if name.endswith(('wo.weight', 'w2.weight')) else 0.02
                 nn.init.normal_(p, 0.0, std)
 
+    @torch.no_grad()
+    def init_prev_token_head(self, gain):
+        """Start layer 0's first query head as a previous-token head.
+
+        Retrieval rests on induction (a head that finds an earlier copy of
+        the current token and reads what followed it), which needs a
+        previous-token head below it; from random weights the two only
+        appear together after a long plateau (Olsson et al. 2022), longer
+        than this CPU budget. Here every embedding gets a shared constant
+        component (the logits shift by the same amount for every token, so
+        the classifier is unchanged), and head 0 of layer 0 reads it as a
+        query and key whose rotary phases differ by one position in each
+        pair: its score sum_i cos((t - s - 1) theta_i) peaks at the
+        previous token. Everything stays trainable; gain 0 leaves the plain
+        random start."""
+        if gain <= 0:
+            return
+        L = self.layers[0]
+        hd = L.hd
+        self.emb.weight[:, 0] = 0.2
+        theta = 10000.0 ** (-torch.arange(0, hd, 2, dtype=torch.float64) / hd)
+        L.wq.weight[:hd].zero_()
+        L.wk.weight[:hd].zero_()  # KV head 0 (shared with the group's other query heads)
+        L.wq.weight[0:hd:2, 0] = gain
+        L.wk.weight[0:hd:2, 0] = (gain * torch.cos(theta)).float()
+        L.wk.weight[1:hd:2, 0] = (gain * torch.sin(theta)).float()
+
     def hidden(self, tokens):
         T = tokens.shape[1]
         mask = torch.full((T, T), float('-inf')).triu(1)
@@ -422,6 +449,7 @@ def train(args):
     corpus = Corpus()
     ep = Episodes(sp, corpus, args.seed + 2)
     model = Probe(sp.vocab_size(), args.dim, args.hidden, args.layers, args.heads, args.kv_heads, args.ctx)
+    model.init_prev_token_head(args.prev_head_gain)
     n_params = sum(p.numel() for p in model.parameters())
     print('parameters: %d (embedding %d)' % (n_params, model.emb.weight.numel()), flush=True)
     decay = [p for p in model.parameters() if p.dim() == 2]
@@ -488,6 +516,8 @@ def main():
     p.add_argument('--deadline', type=float, default=0, help='stop after this many seconds (0: never), saving the model')
     p.add_argument('--lm-share', type=float, default=0.1, help='share of non-answer positions with a loss')
     p.add_argument('--copy-share', type=float, default=0.5, help='share of repeated-span positions with a loss')
+    p.add_argument('--prev-head-gain', type=float, default=0.6,
+                   help='start layer 0 head 0 as a previous-token head with this weight (0: plain random start)')
     p.add_argument('--threads', type=int, default=2)
     p.add_argument('--log-every', type=int, default=10)
     p.add_argument('--save-every', type=int, default=200)
