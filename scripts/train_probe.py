@@ -1,6 +1,7 @@
 #!/usr/bin/python3
-"""train_probe.py - train kvprobe, a small Llama-architecture model that can
-retrieve, so that kvbench's retrieval experiments measure something on a CPU.
+"""train_probe.py - train kvprobe, a small Llama-architecture model meant to
+retrieve, so that kvbench's retrieval experiments measure something on a CPU
+(docs/PROBE.md: the first two-hour CPU runs did not get there).
 
 The model is the Llama forward as kvbench runs it (tests/reference/llama_ref.py):
 RMSNorm (eps 1e-5) before attention and FFN, rotary embeddings on adjacent pairs
@@ -12,20 +13,23 @@ Training data, generated on the fly from a seeded RNG:
   - retrieval episodes in kvbench's exact prompt wording (datasets/generated.c:
     passkey and needle; datasets/ruler.c: RULER niah single / multikey /
     multivalue / multiquery), with fresh keys, values, depths and fillers;
-  - plain language-modelling text (PG-19 books, Multi-News articles).
+  - plain language-modelling text (PG-19 books, Multi-News articles);
+  - copying drills: a text span or a list of random words, a little text,
+    the same span again.
 Held out entirely: the Paul Graham essays (kvbench's needle and RULER
 haystack) and WikiText-2 (the perplexity report). The needle of kvbench's
 needle task (San Francisco, Dolores Park) never appears in training.
 
-Loss: every answer token of every episode, plus a random share of the other
-positions (the 32000-way classifier dominates the cost, so it is computed
-only where a loss is taken).
+Loss: the mean over every answer token, plus the mean over a share of the
+drills' repeated tokens (--copy-share), plus the mean over a random share of
+the other positions (--lm-share): the 32000-way classifier dominates the
+cost, so it is computed only where a loss is taken.
 
 Output: --out FILE.bin in llama2.c's legacy format (shared classifier),
 which `kvbench convert --tokenizer .../tokenizer.bin` turns into a GGUF,
-and FILE.csv with the losses per step.
+FILE.csv with the losses per step, and FILE.pt (the PyTorch state).
 
-Usage: /usr/bin/python3 scripts/train_probe.py --steps 3000 --seed 1 --out /tmp/kvprobe.bin
+Usage: /usr/bin/python3 scripts/train_probe.py --steps 1300 --seed 1 --out /tmp/kvprobe.bin
 """
 import argparse
 import glob
