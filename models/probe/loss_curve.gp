@@ -1,0 +1,34 @@
+# loss_curve.gp - kvprobe's training curve from the CSV train_probe.py writes.
+# usage (from the repository root): gnuplot models/probe/loss_curve.gp
+#   or gnuplot -e "csv='run.csv'; out='run.png'" models/probe/loss_curve.gp
+# Columns: step,seconds,length,loss,loss_answer,acc_answer,loss_lm,lr,loss_copy.
+if (!exists("csv")) csv = 'models/probe/kvprobe-train-loss.csv'
+if (!exists("out")) out = 'models/probe/loss_curve.png'
+set terminal pngcairo size 900,520 font ',10'
+set output out
+set datafile separator ','
+set key top right
+set grid
+set xlabel 'step'
+set ylabel 'cross-entropy (nats)'
+set y2label 'answer-token accuracy (teacher-forced)'
+set y2range [0:1]
+set y2tics 0.2
+set ytics nomirror
+set logscale y
+set yrange [0.5:20]
+set title noenhanced 'kvprobe training run (scripts/train_probe.py --steps 1300 --seed 1): per step, running means of 25 steps'
+# running mean over the last n values (step rows are in order)
+n = 25
+init(x) = (b0 = b1 = b2 = b3 = b4 = b5 = b6 = b7 = b8 = b9 = b10 = b11 = b12 = b13 = b14 = b15 = b16 = b17 = b18 = b19 = b20 = b21 = b22 = b23 = b24 = x, 0)
+shift(x) = (b24 = b23, b23 = b22, b22 = b21, b21 = b20, b20 = b19, b19 = b18, b18 = b17, b17 = b16, b16 = b15, b15 = b14, \
+            b14 = b13, b13 = b12, b12 = b11, b11 = b10, b10 = b9, b9 = b8, b8 = b7, b7 = b6, b6 = b5, b5 = b4, b4 = b3, \
+            b3 = b2, b2 = b1, b1 = b0, b0 = x)
+mean(x) = (shift(x), (b0 + b1 + b2 + b3 + b4 + b5 + b6 + b7 + b8 + b9 + b10 + b11 + b12 + b13 + b14 + b15 + b16 + b17 + \
+           b18 + b19 + b20 + b21 + b22 + b23 + b24) / n)
+plot csv using 1:5 every ::1 with points pt 7 ps 0.2 lc rgb '#f4a582' notitle, \
+     csv using 1:7 every ::1 with points pt 7 ps 0.2 lc rgb '#92c5de' notitle, \
+     z = init(10.4), csv using 1:(mean($5)) every ::1 with lines lw 2 lc rgb '#b2182b' title 'answer tokens', \
+     z = init(10.4), csv using 1:(mean($7)) every ::1 with lines lw 2 lc rgb '#2166ac' title 'sampled text positions', \
+     z = init(0.0), csv using 1:(mean($6)) every ::1 axes x1y2 with lines lw 2 lc rgb '#1b7837' title 'answer accuracy (right axis)', \
+     csv using 1:($9 > 0 ? $9 : NaN) every ::1 with points pt 7 ps 0.3 lc rgb '#984ea3' title 'repeated spans (steps that had them)'
