@@ -7,20 +7,8 @@ set -u
 kv=$1
 tmp=$2
 rm -rf "$tmp" && mkdir -p "$tmp"
-pass=0
-fail=0
-ok() { pass=$((pass + 1)); echo "ok   $1"; }
-bad() { fail=$((fail + 1)); echo "FAIL $1"; [ -n "${2:-}" ] && echo "$2" | head -20; }
+. "$(cd "$(dirname "$0")" && pwd)/testlib.sh"
 
-# expect_fail NAME EXPECTED_RC PATTERN -- command...
-expect_fail() {
-  local name=$1 want=$2 pat=$3
-  shift 4
-  local out rc
-  out=$("$@" 2>&1 >/dev/null)
-  rc=$?
-  if [ "$rc" = "$want" ] && echo "$out" | grep -qE "$pat"; then ok "$name"; else bad "$name (rc $rc)" "$out"; fi
-}
 
 M=stories260K/stories260K.bin
 

@@ -16,37 +16,12 @@ sections=${*:-readonly signals concurrent merge kills}
 here=$(cd "$(dirname "$0")" && pwd)
 py=/usr/bin/python3
 rm -rf "$tmp" && mkdir -p "$tmp"
+. "$(cd "$(dirname "$0")" && pwd)/testlib.sh"
 chmod 755 "$tmp"
-pass=0
-fail=0
-ok() { pass=$((pass + 1)); echo "ok   $1"; }
-bad() { fail=$((fail + 1)); echo "FAIL $1"; [ -n "${2:-}" ] && echo "$2" | head -20; }
 want() { case " $sections " in *" $1 "*) return 0 ;; esac; return 1; }
 ini=$here/experiments/tiny.ini
 t0=$(date +%s)
 
-# Every column but timings (and when a sample finished), every metric but timings.
-dump() {
-  $py - "$1" 2>/dev/null <<'PY'
-import sqlite3, sys
-db = sqlite3.connect(sys.argv[1])
-for r in db.execute("select run, sample, idx, length, depth, prompt_tokens, generated_tokens, cut_chars, "
-                    "kv_bytes_peak, kv_bytes_final, kv_slots_max, budget_slots, output, reference, stop_reason from samples "
-                    "order by run, sample"):
-    print(r)
-for r in db.execute("select run, sample, name, value from metrics where name not in "
-                    "('ttft_ms','decode_tokens_per_s','tokens_per_s','latency_p50_ms','latency_p95_ms','latency_p99_ms') "
-                    "order by run, sample, name"):
-    print(r)
-for t in ("curves", "kv_trace"):
-    for r in db.execute("select * from %s order by run, sample, pos" % t):
-        print(t, r)
-for r in db.execute("select id, spec from runs order by id"):
-    print(r)
-for r in db.execute("select experiment, run from experiment_runs order by experiment, run"):
-    print(r)
-PY
-}
 q() { $py -c "import sqlite3,sys; print(sqlite3.connect(sys.argv[1]).execute(sys.argv[2]).fetchone()[0])" "$1" "$2" 2>/dev/null || echo x; }
 count() { q "$1" "select count(*) from samples"; }
 healthy() { [ "$(q "$1" "pragma integrity_check")" = ok ]; }

@@ -11,30 +11,9 @@ tmp=$2
 here=$(cd "$(dirname "$0")" && pwd)
 py=/usr/bin/python3
 rm -rf "$tmp" && mkdir -p "$tmp"
-pass=0
-fail=0
-ok() { pass=$((pass + 1)); echo "ok   $1"; }
-bad() { fail=$((fail + 1)); echo "FAIL $1"; [ -n "${2:-}" ] && echo "$2" | head -20; }
+. "$(cd "$(dirname "$0")" && pwd)/testlib.sh"
 ini=$here/experiments/tiny.ini
 
-# Rows that must be identical between two databases: every column but
-# timings (and the time a sample finished), every metric but timings.
-dump() {
-  $py - "$1" <<'PY'
-import sqlite3, sys
-db = sqlite3.connect(sys.argv[1])
-for r in db.execute("select run, sample, idx, length, depth, prompt_tokens, generated_tokens, cut_chars, "
-                    "kv_bytes_peak, kv_bytes_final, kv_slots_max, budget_slots, output, reference, stop_reason from samples "
-                    "order by run, sample"):
-    print(r)
-for r in db.execute("select run, sample, name, value from metrics where name not in "
-                    "('ttft_ms','decode_tokens_per_s','tokens_per_s','latency_p50_ms','latency_p95_ms','latency_p99_ms') "
-                    "order by run, sample, name"):
-    print(r)
-for r in db.execute("select * from curves order by run, sample, pos"):
-    print(r)
-PY
-}
 count() { $py -c "import sqlite3,sys; print(sqlite3.connect(sys.argv[1]).execute('select count(*) from samples').fetchone()[0])" "$1" 2>/dev/null || echo 0; }
 
 # --- dry run: the expanded sweep and its size, nothing written

@@ -8,10 +8,7 @@ set -u
 kv=$1
 tmp=$2
 rm -rf "$tmp" && mkdir -p "$tmp"
-pass=0
-fail=0
-ok() { pass=$((pass + 1)); echo "ok   $1"; }
-bad() { fail=$((fail + 1)); echo "FAIL $1"; [ -n "${2:-}" ] && echo "$2" | head -20; }
+. "$(cd "$(dirname "$0")" && pwd)/testlib.sh"
 
 head_ini() {
   cat <<INI
