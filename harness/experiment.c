@@ -789,6 +789,9 @@ void hx_experiment_free(hx_experiment *e) {
         free(t->ruler_task);
         free(t->longbench_task);
         free(t->qa_data);
+        free(t->needle_text);
+        free(t->needle_question);
+        free(t->needle_answer);
     }
     for (int i = 0; i < e->n_policies; i++) {
         free(e->policy[i].label);
