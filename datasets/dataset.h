@@ -124,7 +124,7 @@ typedef struct ds_needle_params {
     int n_depths;
     const char *const *needles; /* n_needles 0: the San Francisco needle */
     int n_needles;
-    const char *question, *answer; /* NULL: the San Francisco needle's */
+    const char *question, *answer; /* NULL: the protocol's San Francisco question and answer */
     int protocol;                  /* DS_NEEDLE_KVBENCH or DS_NEEDLE_FACTORY */
     int32_t buffer;                /* factory: final_context_length_buffer (the tester's default 200) */
     int32_t period_piece;
@@ -134,6 +134,10 @@ typedef struct ds_needle_params {
 } ds_needle_params;
 
 int ds_make_needle_ext(const ds_needle_params *p, ds_set *out);
+
+/* The protocol's default needle sentence (the San Francisco needle;
+ * KVCache-Factory's has a newline on each side). */
+const char *ds_needle_default(int protocol);
 
 /* The tester's depth grids: numpy's linspace(0, 100, intervals), rounded
  * (linear) or through its logistic (sigmoid: 100 / (1 + e^(-0.1 (x - 50))),

@@ -31,6 +31,12 @@
 
 static const char NEEDLE[] = "The best thing to do in San Francisco is eat a sandwich and sit in Dolores Park on a sunny day.";
 static const char NEEDLE_Q[] = "What is the best thing to do in San Francisco?";
+/* KVCache-Factory's: the same needle between newlines, its own question */
+static const char FACTORY_NEEDLE[] =
+    "\nThe best thing to do in San Francisco is eat a sandwich and sit in Dolores Park on a sunny day.\n";
+static const char FACTORY_Q[] = "The best thing to do in San Francisco is: ";
+
+const char *ds_needle_default(int protocol) { return protocol == DS_NEEDLE_FACTORY ? FACTORY_NEEDLE : NEEDLE; }
 static const char NEEDLE_A[] = "eat a sandwich and sit in Dolores Park on a sunny day";
 
 static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
@@ -266,7 +272,7 @@ static int make_tokens(const ds_needle_params *p, const char *question, const ch
 
 int ds_make_needle_ext(const ds_needle_params *p, ds_set *out) {
     memset(out, 0, sizeof *out);
-    static const char *const dflt[] = {NEEDLE};
+    const char *dflt[1] = {ds_needle_default(p->protocol)};
     ds_needle_params q = *p;
     if (q.n_needles <= 0) {
         q.needles = dflt;
@@ -274,7 +280,7 @@ int ds_make_needle_ext(const ds_needle_params *p, ds_set *out) {
     }
     if (q.n_needles > DS_MAX_NEEDLES)
         return kv_errorf(KV_EINVAL, "needle: at most %d needles, got %d", DS_MAX_NEEDLES, q.n_needles);
-    const char *question = q.question ? q.question : NEEDLE_Q, *answer = q.answer ? q.answer : NEEDLE_A;
+    const char *question = q.question ? q.question : q.protocol == DS_NEEDLE_FACTORY ? FACTORY_Q : NEEDLE_Q, *answer = q.answer ? q.answer : NEEDLE_A;
     char **names = NULL;
     size_t nn = 0;
     int rc = list_txt(q.haystack_dir, &names, &nn);

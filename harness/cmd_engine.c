@@ -23,7 +23,6 @@
 #include "paths.h"
 #include "record.h"
 
-#define N_OPTS(a) (int)(sizeof(a) / sizeof((a)[0]))
 
 /* Options every engine command shares. */
 typedef struct model_args {

@@ -24,7 +24,6 @@
 #include "opts.h"
 #include "resultsdb.h"
 
-#define N_OPTS(a) (int)(sizeof(a) / sizeof((a)[0]))
 
 /* Metrics that measure time, which legitimately differ between machines. */
 #define TIMING_METRICS "('ttft_ms','decode_tokens_per_s','tokens_per_s','latency_p50_ms','latency_p95_ms','latency_p99_ms')"

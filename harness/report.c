@@ -17,7 +17,6 @@
 #include "results_query.h"
 #include "resultsdb.h"
 
-#define N_OPTS(a) (int)(sizeof(a) / sizeof((a)[0]))
 
 /* Memory in two figures where there is a prompt: the most held while it was
  * read (a whole prefill holds it all once) and the most held afterwards. */

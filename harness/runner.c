@@ -44,7 +44,6 @@
 #include "prompt.h"
 #include "resultsdb.h"
 
-#define N_OPTS(a) (int)(sizeof(a) / sizeof((a)[0]))
 
 /* ------------------------------------------------------------ the sweep */
 
@@ -205,28 +204,21 @@ static int split_bars(char *buf, const char **items, int cap) {
 
 /* The needle task's sample set: its protocol, needles, depths. */
 static int load_needle(const hx_task_def *t, tok_counter *tc, ds_set *set) {
-    /* KVCache-Factory's defaults: its needle between newlines, its question */
-    static const char *const FACTORY_NEEDLE =
-        "\nThe best thing to do in San Francisco is eat a sandwich and sit in Dolores Park on a sunny day.\n";
     char hp[4096], nbuf[4096] = "", abuf[4096] = "", answers[4096] = "";
     const char *needles[DS_MAX_NEEDLES], *ans[DS_MAX_NEEDLES];
     int n = 0;
     if (t->needle_text) {
         snprintf(nbuf, sizeof nbuf, "%s", t->needle_text);
         n = split_bars(nbuf, needles, DS_MAX_NEEDLES);
-    } else if (t->needle_protocol == DS_NEEDLE_FACTORY) {
-        needles[n++] = FACTORY_NEEDLE;
-    }
+    } /* none: the protocol's own (datasets/needle.c) */
     if (t->needle_answer) {
         snprintf(abuf, sizeof abuf, "%s", t->needle_answer);
         int na = split_bars(abuf, ans, DS_MAX_NEEDLES);
         for (int i = 0; i < na; i++) snprintf(answers + strlen(answers), sizeof answers - strlen(answers), "%s%s", i ? "\n" : "", ans[i]);
     }
-    const char *question = t->needle_question;
-    if (!question && t->needle_protocol == DS_NEEDLE_FACTORY) question = "The best thing to do in San Francisco is: ";
     ds_needle_params np = {.haystack_dir = hx_resolve_data(t->haystack, hp, sizeof hp), .lengths = t->lengths,
                            .n_lengths = t->n_lengths, .depths = t->needle_depths, .n_depths = t->n_needle_depths,
-                           .needles = needles, .n_needles = n, .question = question,
+                           .needles = needles, .n_needles = n, .question = t->needle_question,
                            .answer = t->needle_answer ? answers : NULL, .protocol = t->needle_protocol,
                            .buffer = t->context_buffer, .period_piece = kv_tokenizer_find(tc->tok, "."),
                            .count = count_tokens, .user = tc, .tok = {tc, encode_ids, decode_ids}};
@@ -1197,9 +1189,7 @@ static int put_needle(metric_list *ml, const hx_task_def *t, const ds_sample *s,
     put(ml, "accuracy", met_match_all(out, s->reference));
     if (t->needle_scorer != HX_NEEDLE_ROUGE1) return KV_OK;
     /* the needle sentence (its surrounding newlines are no ROUGE tokens) */
-    const char *needle = t->needle_text ? t->needle_text
-                                        : "The best thing to do in San Francisco is eat a sandwich and sit in Dolores "
-                                          "Park on a sunny day.";
+    const char *needle = t->needle_text ? t->needle_text : ds_needle_default(t->needle_protocol);
     size_t a = 0, b = strlen(out);
     while (a < b && isspace((unsigned char)out[a])) a++; /* Python's str.strip() of ASCII whitespace */
     while (b > a && isspace((unsigned char)out[b - 1])) b--;
