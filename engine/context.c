@@ -925,10 +925,14 @@ static void attn_decode_worker(void *arg, int ith, int nth) {
         const float *q = c->q + (size_t)h * hd, *keys = attn_keys(c, ch, h / group);
         float *o = c->att + (size_t)h * hd;
         kv_dots_f32(q, keys, ch->len, hd, s);
-        for (int32_t t = 0; t < ch->len; t++) {
-            int seen = (c->lay ? sees_slot(c, ch, t, 0, 1) : ch->pos[t] <= j->qpos) &&
-                       (!win || j->qpos - ch->pos[t] < win);
-            s[t] = seen ? (cap > 0 ? cap * tanhf(s[t] * scale / cap) : s[t] * scale) : -INFINITY;
+        if (!c->lay && !win && !(cap > 0)) { /* the common case, a loop the compiler vectorises */
+            for (int32_t t = 0; t < ch->len; t++) s[t] = ch->pos[t] <= j->qpos ? s[t] * scale : -INFINITY;
+        } else { /* a layout's masks, a sliding window, soft-capping */
+            for (int32_t t = 0; t < ch->len; t++) {
+                int seen = (c->lay ? sees_slot(c, ch, t, 0, 1) : ch->pos[t] <= j->qpos) &&
+                           (!win || j->qpos - ch->pos[t] < win);
+                s[t] = seen ? (cap > 0 ? cap * tanhf(s[t] * scale / cap) : s[t] * scale) : -INFINITY;
+            }
         }
         if (c->alibi) alibi_bias(c, h, h / group, ch, s, 1, j->qpos);
         if (needs & KV_NEED_LOGITS) {
