@@ -12,10 +12,11 @@
 # root and without them it fails, it never passes silently.
 # usage: scripts/test_slurm.sh (from anywhere; builds build/ if needed)
 set -uo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/.." || exit 1
 repo=$(pwd)
 kv=$repo/build/kvbench
 ini=$repo/tests/experiments/tiny.ini
+# shellcheck source=SCRIPTDIR/../tests/testlib.sh
 . "$repo/tests/testlib.sh"
 
 shards=4
@@ -23,9 +24,11 @@ node_timeout=30  # seconds for slurmd to register and its node to be idle
 smoke_timeout=60 # seconds for a one-command job to run to completion
 array_timeout=180
 daemon_pids=()
+daemon_names=() # munged, slurmctld, slurmd: DIR/NAME.out (or .log) holds their words
 jobs_started=()
 tmp=""
 sl_why="" # why Slurm could not run here
+proved="" # what ran the shards: slurm, or GNU parallel and why
 
 sl_finish() { # prints the closing lines and exits with their verdict
   echo "slurm: $pass passed, $fail failed"
@@ -51,24 +54,23 @@ trap sl_cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-sl_installed() { # PACKAGE...: every one is installed
-  local p
-  for p in "$@"; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || return 1
-  done
+sl_installed() { # PACKAGE: it is installed
+  dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"
 }
 
 # sl_install PACKAGE...: installs the missing ones; root only (CI is root).
 sl_install() {
-  sl_installed "$@" && return 0
+  local p missing=()
+  for p in "$@"; do sl_installed "$p" || missing+=("$p"); done
+  [ ${#missing[@]} = 0 ] && return 0
   if [ "$(id -u)" -ne 0 ]; then
-    echo "test_slurm: $* not installed, and installing them needs root: apt-get install $*" >&2
+    echo "test_slurm: ${missing[*]} not installed, and installing needs root: apt-get install ${missing[*]}" >&2
     return 1
   fi
-  echo "test_slurm: installing $*" >&2
+  echo "test_slurm: installing ${missing[*]}" >&2
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq >/dev/null &&
-    apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 }
 
 sl_free_ports() { # prints two TCP ports free on this machine now
@@ -80,13 +82,41 @@ print(*[x.getsockname()[1] for x in s])'
 }
 
 # sl_wait SECONDS COMMAND...: retries COMMAND every half second until it
-# succeeds (0) or SECONDS pass (1).
+# succeeds (0), says it never will (2, returned), or SECONDS pass (1).
 sl_wait() {
-  local end=$((SECONDS + $1))
+  local end=$((SECONDS + $1)) rc
   shift
-  while ! "$@"; do
+  while true; do
+    "$@"
+    rc=$?
+    [ $rc = 0 ] || [ $rc = 2 ] && return $rc
     [ "$SECONDS" -ge "$end" ] && return 1
     sleep 0.5
+  done
+}
+
+# sl_daemon NAME COMMAND...: starts a daemon in the foreground of a background
+# job, its output in $tmp/NAME.out, and records it for sl_cleanup.
+sl_daemon() {
+  local name=$1
+  shift
+  "$@" >>"$tmp/$name.out" 2>&1 &
+  daemon_pids+=($!)
+  daemon_names+=("$name")
+}
+
+# sl_daemons_alive: 0 while every daemon started runs; else 2 with sl_why
+# naming the first that exited, its status and its last words.
+sl_daemons_alive() {
+  local i rc last
+  for i in "${!daemon_pids[@]}"; do
+    kill -0 "${daemon_pids[$i]}" 2>/dev/null && continue
+    wait "${daemon_pids[$i]}"
+    rc=$?
+    last=$(tail -n 1 "$tmp/${daemon_names[$i]}.out" 2>/dev/null)
+    [ -n "$last" ] || last=$(tail -n 1 "$tmp/${daemon_names[$i]}.log" 2>/dev/null)
+    sl_why="${daemon_names[$i]} exited with status $rc: '$last'"
+    return 2
   done
 }
 
@@ -125,7 +155,14 @@ PartitionName=kvbench Nodes=ALL Default=YES MaxTime=INFINITE State=UP
 EOF
 }
 
-sl_node_idle() { [ "$(sinfo -h -o %t 2>/dev/null)" = idle ]; }
+sl_node_idle() {
+  sl_daemons_alive || return 2
+  [ "$(sinfo -h -o %t 2>/dev/null)" = idle ]
+}
+sl_munge_answers() {
+  sl_daemons_alive || return 2
+  munge -S "$tmp/munge.sock" -n -o /dev/null 2>/dev/null
+}
 sl_job_gone() { [ -z "$(squeue -h -j "$1" -o %i 2>/dev/null)" ]; }
 
 # sl_job_states JOBID: one "TASK STATE EXIT" line per job (TASK is the array
@@ -134,7 +171,7 @@ sl_job_gone() { [ -z "$(squeue -h -j "$1" -o %i 2>/dev/null)" ]; }
 sl_job_states() {
   local line task state code
   scontrol -o show job "$1" 2>/dev/null | while read -r line; do
-    task=- state=? code=?
+    task=- state='?' code='?'
     [[ $line =~ ArrayTaskId=([0-9]+) ]] && task=${BASH_REMATCH[1]}
     [[ $line =~ JobState=([A-Z_]+) ]] && state=${BASH_REMATCH[1]}
     [[ $line =~ ExitCode=([0-9:]+) ]] && code=${BASH_REMATCH[1]}
@@ -146,31 +183,35 @@ sl_job_states() {
 # an idle node and one finished test job. On failure sets sl_why (one line)
 # and returns 1. Not to be run in a subshell: it records the daemons' pids.
 sl_cluster_start() {
-  local dir=$1 ports jid states
+  local dir=$1 ports cport dport jid states
   # munged refuses a socket directory that others cannot enter.
-  chmod 755 "$dir" && mkdir -p "$dir/state" "$dir/spool" || { sl_why="cannot prepare $dir"; return 1; }
-  head -c 1024 /dev/urandom >"$dir/munge.key" && chmod 400 "$dir/munge.key" ||
-    { sl_why="cannot write $dir/munge.key"; return 1; }
+  if ! chmod 755 "$dir" || ! mkdir -p "$dir/state" "$dir/spool"; then sl_why="cannot prepare $dir"; return 1; fi
+  if ! head -c 1024 /dev/urandom >"$dir/munge.key" || ! chmod 400 "$dir/munge.key"; then
+    sl_why="cannot write $dir/munge.key"; return 1
+  fi
   ports=$(sl_free_ports) || { sl_why="no free TCP ports"; return 1; }
-  sl_why=$(sl_write_conf "$dir" $ports) || return 1
+  read -r cport dport <<<"$ports"
+  sl_why=$(sl_write_conf "$dir" "$cport" "$dport") || return 1
   export SLURM_CONF=$dir/slurm.conf
 
-  munged -F --key-file="$dir/munge.key" --socket="$dir/munge.sock" --pid-file="$dir/munged.pid" \
-    --seed-file="$dir/munge.seed" --log-file="$dir/munged.log" 2>>"$dir/munged.log" &
-  daemon_pids+=($!)
-  if ! sl_wait 10 munge -S "$dir/munge.sock" -n -o /dev/null 2>/dev/null; then
-    sl_why="munged did not answer within 10 s: $(tail -n 1 "$dir/munged.log")"; return 1
-  fi
-  slurmctld -D -f "$dir/slurm.conf" >>"$dir/slurmctld.out" 2>&1 &
-  daemon_pids+=($!)
-  slurmd -D -f "$dir/slurm.conf" >>"$dir/slurmd.out" 2>&1 &
-  daemon_pids+=($!)
-  if ! sl_wait "$node_timeout" sl_node_idle; then
-    sl_why="node not idle within $node_timeout s (sinfo: '$(sinfo -h -o '%t %E' 2>&1 | head -n 1)'"
-    sl_why+="; slurmctld.log: '$(tail -n 1 "$dir/slurmctld.log" 2>/dev/null)'"
-    sl_why+="; slurmd.log: '$(tail -n 1 "$dir/slurmd.log" 2>/dev/null)')"
-    return 1
-  fi
+  sl_daemon munged munged -F --key-file="$dir/munge.key" --socket="$dir/munge.sock" \
+    --pid-file="$dir/munged.pid" --seed-file="$dir/munge.seed" --log-file="$dir/munged.log"
+  sl_wait 10 sl_munge_answers
+  case $? in
+    1) sl_why="munged did not answer within 10 s: '$(tail -n 1 "$dir/munged.log")'"; return 1 ;;
+    2) return 1 ;;
+  esac
+  sl_daemon slurmctld slurmctld -D -f "$dir/slurm.conf"
+  sl_daemon slurmd slurmd -D -f "$dir/slurm.conf"
+  sl_wait "$node_timeout" sl_node_idle
+  case $? in
+    1)
+      sl_why="node not idle within $node_timeout s (sinfo: '$(sinfo -h -o '%t %E' 2>&1 | head -n 1)'"
+      sl_why+="; slurmctld.log: '$(tail -n 1 "$dir/slurmctld.log" 2>/dev/null)'"
+      sl_why+="; slurmd.log: '$(tail -n 1 "$dir/slurmd.log" 2>/dev/null)')"
+      return 1 ;;
+    2) return 1 ;;
+  esac
   # Slurm itself must run a job here before kvbench's shards are blamed for
   # anything: a job that fails after this is kvbench's.
   jid=$(sbatch --parsable --output=/dev/null --wrap true 2>&1) || { sl_why="sbatch refused a test job: $jid"; return 1; }
@@ -185,10 +226,12 @@ sl_cluster_start() {
 # sl_slurm_shards DIR: README's sbatch line, 4 shards of tiny.ini, waited for.
 sl_slurm_shards() {
   local dir=$1 jid states want i
-  jid=$(sbatch --parsable --array=0-$((shards - 1)) --cpus-per-task=1 --chdir="$repo" \
+  if ! jid=$(sbatch --parsable --array=0-$((shards - 1)) --cpus-per-task=1 --chdir="$repo" \
     --output="$dir/shard-%a.out" \
-    --wrap "build/kvbench run $ini --shard \$SLURM_ARRAY_TASK_ID/$shards --db $dir/shard-\$SLURM_ARRAY_TASK_ID.db -q --threads 1" 2>&1)
-  if [ $? != 0 ]; then bad "sbatch --array accepted the shards" "$jid"; return 1; fi
+    --wrap "build/kvbench run $ini --shard \$SLURM_ARRAY_TASK_ID/$shards --db $dir/shard-\$SLURM_ARRAY_TASK_ID.db -q --threads 1" 2>&1); then
+    bad "sbatch --array accepted the shards" "$jid"
+    return 1
+  fi
   jobs_started+=("$jid")
   if ! sl_wait "$array_timeout" sl_job_gone "$jid"; then
     bad "array job $jid finished within $array_timeout s" "$(squeue -h -j "$jid" -o '%i %T %r' 2>&1)"
@@ -203,9 +246,8 @@ sl_slurm_shards() {
 # sl_parallel_shards DIR: the same 4 shards under GNU parallel (README's other line).
 sl_parallel_shards() {
   local dir=$1 out
-  out=$(seq 0 $((shards - 1)) | parallel --halt never "$kv" run "$ini" --threads 1 -q \
-    --shard {}/$shards --db "$dir/shard-{}.db" 2>&1)
-  if [ $? = 0 ]; then ok "parallel: $shards shards, every one exit 0"
+  if out=$(seq 0 $((shards - 1)) | parallel --halt never "$kv" run "$ini" --threads 1 -q \
+    --shard {}/$shards --db "$dir/shard-{}.db" 2>&1); then ok "parallel: $shards shards, every one exit 0"
   else bad "parallel: $shards shards, every one exit 0" "$out"; return 1; fi
 }
 
@@ -253,7 +295,7 @@ main() {
     sl_parallel_shards "$tmp" || sl_finish
   fi
   sl_compare "$tmp"
-  echo "proved with: $proved"
+  if [ "$fail" = 0 ]; then echo "proved with: $proved"; else echo "proved nothing (shards ran with: $proved)"; fi
   sl_finish
 }
 
