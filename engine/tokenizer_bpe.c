@@ -28,6 +28,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "file.h"
 #include "kv_error.h"
 #include "tokenizer_impl.h"
 
@@ -460,49 +461,12 @@ done:
 
 /* ------------------------------------------------- Hugging Face GPT-2 files */
 
-char *kv_tok_read_all(const char *path, size_t *len, int *rc) {
-    FILE *f = fopen(path, "rb");
-    if (!f) {
-        *rc = kv_errorf(KV_EIO, "%s: cannot open", path);
-        return NULL;
-    }
-    size_t cap = 1 << 20, n = 0;
-    char *b = malloc(cap + 1);
-    while (b) {
-        n += fread(b + n, 1, cap - n, f);
-        if (n < cap) break;
-        char *nb = realloc(b, 2 * cap + 1);
-        if (!nb) {
-            free(b);
-            b = NULL;
-            break;
-        }
-        b = nb;
-        cap *= 2;
-    }
-    int bad = ferror(f);
-    fclose(f);
-    if (!b) {
-        *rc = kv_errorf(KV_ENOMEM, "out of memory");
-        return NULL;
-    }
-    if (bad) {
-        free(b);
-        *rc = kv_errorf(KV_EIO, "%s: read error", path);
-        return NULL;
-    }
-    b[n] = 0;
-    *len = n;
-    *rc = KV_OK;
-    return b;
-}
-
 int kv_bpe_load_hf(const char *encoder_json, const char *vocab_bpe, kv_tokenizer **out) {
     *out = NULL;
     int rc;
     size_t jl, vl;
-    char *js = kv_tok_read_all(encoder_json, &jl, &rc);
-    if (!js) return rc;
+    char *js;
+    if ((rc = kv_read_file(encoder_json, &js, &jl))) return rc;
     cJSON *root = cJSON_ParseWithLength(js, jl);
     free(js);
     if (!cJSON_IsObject(root)) {
@@ -550,7 +514,7 @@ int kv_bpe_load_hf(const char *encoder_json, const char *vocab_bpe, kv_tokenizer
             t->bos = t->eos = i;
             break;
         }
-    if (!(vb = kv_tok_read_all(vocab_bpe, &vl, &rc))) goto done;
+    if ((rc = kv_read_file(vocab_bpe, &vb, &vl))) goto done;
     uint64_t cap = 1;
     for (size_t i = 0; i < vl; i++) cap += vb[i] == '\n';
     ms = malloc(cap * sizeof *ms);

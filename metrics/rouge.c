@@ -16,7 +16,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../engine/kv_error.h"
+#include "../base/hash.h"
+#include "../base/kv_error.h"
 #include "porter.h"
 
 #define NONE UINT32_MAX
@@ -69,12 +70,6 @@ static void vocab_free(vocab *v) {
     memset(v, 0, sizeof *v);
 }
 
-static uint64_t fnv1a(const char *s, size_t n) {
-    uint64_t h = 1469598103934665603ull;
-    for (size_t i = 0; i < n; i++) h = (h ^ (unsigned char)s[i]) * 1099511628211ull;
-    return h;
-}
-
 static int vocab_rehash(vocab *v, size_t nslot) {
     uint32_t *s = calloc(nslot, sizeof *s);
     if (!s) return oom();
@@ -95,7 +90,7 @@ static int vocab_intern(vocab *v, const char *tok, size_t n, uint32_t *id) {
         int rc = vocab_rehash(v, v->nslot ? v->nslot * 2 : 64);
         if (rc) return rc;
     }
-    uint64_t h = fnv1a(tok, n);
+    uint64_t h = kv_fnv1a64(KV_FNV1A64_INIT, tok, n);
     size_t i = (size_t)h & (v->nslot - 1);
     while (v->slot[i]) {
         uint32_t k = v->slot[i] - 1;
