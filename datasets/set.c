@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../base/buf.h"
 #include "../base/file.h"
 #include "../base/kv_error.h"
 #include "internal.h"
@@ -115,14 +116,8 @@ int ds_each_line(const char *path, ds_line_fn fn, void *user) {
 }
 
 int ds_str_add(ds_str *s, const char *t, size_t n) {
-    if (s->n + n + 1 > s->cap) {
-        size_t cap = s->cap ? s->cap : 256;
-        while (cap < s->n + n + 1) cap *= 2;
-        char *p = realloc(s->p, cap);
-        if (!p) return kv_errorf(KV_ENOMEM, "out of memory");
-        s->p = p;
-        s->cap = cap;
-    }
+    int rc = KV_RESERVE(s->p, s->cap, s->n + n + 1);
+    if (rc) return rc;
     memcpy(s->p + s->n, t, n);
     s->n += n;
     s->p[s->n] = 0;

@@ -28,6 +28,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "buf.h"
 #include "file.h"
 #include "kv_error.h"
 #include "tokenizer_impl.h"
@@ -630,16 +631,6 @@ static void emit(work *w, int32_t id) {
     (*w->n_out)++;
 }
 
-static int grow(void **p, size_t *cap, size_t need, size_t elem) {
-    if (need <= *cap) return 0;
-    size_t c = need > 2 * *cap ? need : 2 * *cap;
-    void *q = realloc(*p, c * elem);
-    if (!q) return -1;
-    *p = q;
-    *cap = c;
-    return 0;
-}
-
 static int work_reserve(work *w, size_t n) {
     if (n <= w->cap) return 0;
     size_t c = n > 2 * w->cap ? n : 2 * w->cap;
@@ -681,7 +672,7 @@ static int merge_word(const kv_bpe *b, work *w, size_t ns) {
  * (in GPT-2's code points), or -1. */
 static int32_t whole_word(const kv_tokenizer *t, work *w, const uint8_t *s, size_t n) {
     const kv_bpe *b = t->bpe;
-    if (grow((void **)&w->word, &w->word_cap, 2 * n, 1)) return -1;
+    if (KV_RESERVE(w->word, w->word_cap, 2 * n)) return -1;
     size_t k = 0;
     for (size_t i = 0; i < n; i++) {
         int32_t id = b->byte_id[s[i]];
@@ -836,7 +827,7 @@ static int on_word(void *ctx, const char *s, size_t n) {
 static int spm_normalize(work *w, const char *s, size_t n, int prepend, size_t *out_n) {
     size_t spaces = 0;
     for (size_t i = 0; i < n; i++) spaces += s[i] == ' ';
-    if (grow((void **)&w->word, &w->word_cap, n + 2 * spaces + 3, 1)) return -1;
+    if (KV_RESERVE(w->word, w->word_cap, n + 2 * spaces + 3)) return -1;
     size_t k = 0;
     if (prepend) {
         memcpy(w->word, "\xe2\x96\x81", 3);

@@ -2,7 +2,7 @@
  * else of the project): splitmix64 and FNV-1a against their published test
  * values, the xoshiro256** stream against an independent Python rendering of
  * the algorithm, the whole-file reader on large, binary, empty and missing
- * files, and the monotonic clock. */
+ * files, growing arrays, and the monotonic clock. */
 #include "test_util.h" /* first: it sets _POSIX_C_SOURCE */
 
 #include <stdarg.h>
@@ -14,6 +14,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "../base/buf.h"
 #include "../base/clock.h"
 #include "../base/file.h"
 #include "../base/hash.h"
@@ -124,6 +125,30 @@ static void test_read_file_errors(void **state) {
     tu_rmdir(dir);
 }
 
+/* KV_RESERVE: 16 from nothing, then doublings; the elements already there
+ * kept; no change when the room is there; a size that cannot be held is
+ * KV_ENOMEM with the array untouched. */
+static void test_reserve(void **state) {
+    (void)state;
+    int64_t *a = NULL;
+    size_t cap = 0;
+    assert_int_equal(KV_RESERVE(a, cap, 1), KV_OK);
+    assert_int_equal(cap, 16);
+    for (int64_t i = 0; i < 16; i++) a[i] = i * i;
+    assert_int_equal(KV_RESERVE(a, cap, 16), KV_OK);
+    assert_int_equal(cap, 16);
+    assert_int_equal(KV_RESERVE(a, cap, 100), KV_OK);
+    assert_int_equal(cap, 128);
+    for (int64_t i = 0; i < 16; i++) assert_int_equal(a[i], i * i);
+    int64_t *before = a;
+    assert_int_equal(KV_RESERVE(a, cap, SIZE_MAX / 4), KV_ENOMEM);
+    assert_ptr_equal(a, before);
+    assert_int_equal(cap, 128);
+    assert_non_null(strstr(kv_last_error(), "out of memory"));
+    assert_int_equal(a[15], 225);
+    free(a);
+}
+
 /* The clock moves forward across a 20 ms sleep, by about that much. */
 static void test_clock(void **state) {
     (void)state;
@@ -140,7 +165,7 @@ int main(void) {
         cmocka_unit_test(test_splitmix64),       cmocka_unit_test(test_xoshiro_stream),
         cmocka_unit_test(test_fnv1a64),          cmocka_unit_test(test_read_file_large),
         cmocka_unit_test(test_read_file_empty),  cmocka_unit_test(test_read_file_errors),
-        cmocka_unit_test(test_clock),
+        cmocka_unit_test(test_reserve),          cmocka_unit_test(test_clock),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
