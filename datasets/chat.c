@@ -12,8 +12,8 @@
 
 #include <cjson/cJSON.h>
 
-#include "../engine/gguf.h"
-#include "../engine/kv_error.h"
+#include "../base/file.h"
+#include "../base/kv_error.h"
 #include "chat.h"
 #include "internal.h"
 
@@ -642,39 +642,6 @@ int ds_chat_render(const ds_chat_family *f, const ds_chat_msg *msgs, int n, cons
 
 /* ------------------------------------------------------------- sources */
 
-static char *dup_n(const char *s, size_t n) {
-    char *d = malloc(n + 1);
-    if (d) {
-        memcpy(d, s, n);
-        d[n] = 0;
-    }
-    return d;
-}
-
-/* The text of the token whose id the GGUF key holds, or NULL. */
-static char *gguf_token_text(const kv_gguf *g, const char *key) {
-    int64_t id;
-    const char *s;
-    size_t n;
-    if (kv_gguf_get_int(g, key, &id) || id < 0 || kv_gguf_get_arr_str(g, "tokenizer.ggml.tokens", (uint64_t)id, &s, &n))
-        return NULL;
-    return dup_n(s, n);
-}
-
-int ds_chat_source_gguf(const char *path, ds_chat_source *out) {
-    memset(out, 0, sizeof *out);
-    kv_gguf *g;
-    int rc = kv_gguf_open(path, &g);
-    if (rc) return rc;
-    const char *s;
-    size_t n;
-    if (kv_gguf_get_str(g, "tokenizer.chat_template", &s, &n) == 0) out->jinja = dup_n(s, n);
-    out->bos = gguf_token_text(g, "tokenizer.ggml.bos_token_id");
-    out->eos = gguf_token_text(g, "tokenizer.ggml.eos_token_id");
-    kv_gguf_close(g);
-    return 0;
-}
-
 /* A tokenizer_config.json special token: a string, {"content": ...}, or
  * null (no such token: ""). */
 static char *config_token(const cJSON *c, const char *key) {
@@ -683,30 +650,11 @@ static char *config_token(const cJSON *c, const char *key) {
     return cJSON_IsString(v) ? strdup(v->valuestring) : cJSON_IsNull(v) ? strdup("") : NULL;
 }
 
-/* A whole file, NUL-terminated; NULL with the error set. */
-char *ds_chat_read_file(const char *path) {
-    FILE *f = fopen(path, "rb");
-    if (!f) {
-        kv_errorf(KV_EIO, "%s: cannot open", path);
-        return NULL;
-    }
-    char *b = NULL;
-    long n = fseek(f, 0, SEEK_END) == 0 ? ftell(f) : -1;
-    if (n >= 0 && fseek(f, 0, SEEK_SET) == 0 && (b = malloc((size_t)n + 1)) && fread(b, 1, (size_t)n, f) == (size_t)n) {
-        b[n] = 0;
-    } else {
-        free(b);
-        b = NULL;
-        kv_errorf(KV_EIO, "%s: cannot read", path);
-    }
-    fclose(f);
-    return b;
-}
-
 int ds_chat_source_config(const char *path, ds_chat_source *out) {
     memset(out, 0, sizeof *out);
-    char *text = ds_chat_read_file(path);
-    if (!text) return KV_EIO;
+    char *text;
+    int rc = kv_read_file(path, &text, NULL);
+    if (rc) return rc;
     cJSON *c = cJSON_Parse(text);
     free(text);
     if (!c) return kv_errorf(KV_EFORMAT, "%s: not valid JSON", path);

@@ -72,20 +72,16 @@ int ds_chat_detect(const char *jinja, const ds_chat_family **out);
 int ds_chat_resolve(const char *setting, const char *jinja, const ds_chat_family **out);
 
 /* Where a model keeps its template: a GGUF's tokenizer.chat_template and
- * the texts of its bos/eos token ids, or a tokenizer_config.json's
- * chat_template, bos_token and eos_token. Each out string is malloc'd, or
- * NULL when the source lacks it (a model without a template is not an
- * error: ds_chat_resolve says what that means). */
+ * the texts of its bos/eos token ids (read by harness/chat_gguf.h: a GGUF
+ * is the engine's to read), or a tokenizer_config.json's chat_template,
+ * bos_token and eos_token. Each out string is malloc'd, or NULL when the
+ * source lacks it (a model without a template is not an error:
+ * ds_chat_resolve says what that means). */
 typedef struct ds_chat_source {
     char *jinja, *bos, *eos;
 } ds_chat_source;
-int ds_chat_source_gguf(const char *path, ds_chat_source *out);
 int ds_chat_source_config(const char *tokenizer_config_json, ds_chat_source *out);
 void ds_chat_source_free(ds_chat_source *s);
-
-/* A whole file (a template, a messages file), NUL-terminated and malloc'd;
- * NULL with the error set (naming the file). */
-char *ds_chat_read_file(const char *path);
 
 /* Renders n messages into a malloc'd, NUL-terminated string (*len bytes).
  * Roles other than system/user/assistant, no messages, and whatever the

@@ -6,7 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../engine/kv_error.h"
+#include "../base/kv_error.h"
 #include "internal.h"
 #include "json_util.h"
 

@@ -156,10 +156,6 @@ int ds_set_add(ds_set *set, const char *id, const char *const *names, const char
 
 void ds_set_free(ds_set *set);
 
-/* Reads a whole file into a NUL-terminated malloc'd buffer; NULL with a
- * kv_error naming the file. */
-char *ds_read_file(const char *path, size_t *len);
-
 /* 1 if s[0..len) is valid UTF-8 (no overlongs, surrogates or values past U+10FFFF). */
 int ds_utf8_valid(const char *s, size_t len);
 

@@ -8,8 +8,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../engine/kv_error.h"
-#include "../engine/sampler.h"
+#include "../base/kv_error.h"
+#include "../base/rng.h"
 #include "internal.h"
 
 /* ------------------------------------------------------------- passkey */

@@ -2,7 +2,7 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "../engine/kv_error.h"
+#include "../base/kv_error.h"
 #include "json_util.h"
 
 cJSON *ds_json_parse(const char *text, size_t len, const char **why) {

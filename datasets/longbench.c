@@ -9,7 +9,7 @@
 
 #include <cjson/cJSON.h>
 
-#include "../engine/kv_error.h"
+#include "../base/kv_error.h"
 #include "internal.h"
 #include "json_util.h"
 

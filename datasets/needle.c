@@ -26,7 +26,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../engine/kv_error.h"
+#include "../base/file.h"
+#include "../base/kv_error.h"
 #include "internal.h"
 
 static const char NEEDLE[] = "The best thing to do in San Francisco is eat a sandwich and sit in Dolores Park on a sunny day.";
@@ -73,11 +74,11 @@ static int append_files(const char *dir, char **names, size_t n, const char *sep
         char path[4096];
         snprintf(path, sizeof path, "%s/%s", dir, names[i]);
         size_t len;
-        char *t = ds_read_file(path, &len);
-        int rc = KV_OK;
-        if (!t) rc = KV_EIO;
-        else if (!ds_utf8_valid(t, len)) rc = kv_errorf(KV_EFORMAT, "%s: not valid UTF-8", path);
-        else if ((out->n && sep[0] && ds_str_adds(out, sep)) || ds_str_add(out, t, len)) rc = kv_errorf(KV_ENOMEM, "out of memory");
+        char *t;
+        int rc = kv_read_file(path, &t, &len);
+        if (!rc && !ds_utf8_valid(t, len)) rc = kv_errorf(KV_EFORMAT, "%s: not valid UTF-8", path);
+        else if (!rc && ((out->n && sep[0] && ds_str_adds(out, sep)) || ds_str_add(out, t, len)))
+            rc = kv_errorf(KV_ENOMEM, "out of memory");
         free(t);
         if (rc) return rc;
     }

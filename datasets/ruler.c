@@ -23,8 +23,10 @@
 
 #include <cjson/cJSON.h>
 
-#include "../engine/kv_error.h"
-#include "../engine/sampler.h"
+#include "../base/hash.h"
+#include "../base/file.h"
+#include "../base/kv_error.h"
+#include "../base/rng.h"
 #include "internal.h"
 #include "ruler.h"
 
@@ -173,8 +175,8 @@ static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *
  * (RULER's wonderwords nouns, adjectives and verbs are lowercase words). */
 static int rl_load_words(rl_gen *g, const char *path) {
     size_t len;
-    char *buf = ds_read_file(path, &len);
-    if (!buf)
+    char *buf;
+    if (kv_read_file(path, &buf, &len))
         return kv_errorf(KV_EIO, "%s: cannot read the word list RULER's words come from (Debian package wamerican: "
                          "apt-get install wamerican)", path);
     size_t cap = 1024;
@@ -232,9 +234,9 @@ static int rl_load_essays(rl_gen *g, const char *dir) {
         char path[4096];
         snprintf(path, sizeof path, "%s/%s", dir, names[i]);
         size_t len;
-        char *t = ds_read_file(path, &len);
-        if (!t) rc = KV_EIO;
-        else if (ds_str_add(&all, t, len) || ds_str_adds(&all, " ")) rc = kv_errorf(KV_ENOMEM, "out of memory");
+        char *t;
+        rc = kv_read_file(path, &t, &len);
+        if (!rc && (ds_str_add(&all, t, len) || ds_str_adds(&all, " "))) rc = kv_errorf(KV_ENOMEM, "out of memory");
         free(t);
     }
     for (size_t i = 0; i < n; i++) free(names[i]);
@@ -684,12 +686,13 @@ static int rl_load_qa(rl_gen *g, const char *path) {
                                                           : "HotpotQA's dev set (RULER's json/hotpotqa.json: hotpot_dev_distractor_v1.json)";
     if (!path) return kv_errorf(KV_EINVAL, "ruler: task %s needs %s; no qa file was given", g->t->name, what);
     size_t len;
-    char *text = ds_read_file(path, &len);
-    if (!text) return KV_EIO;
+    char *text;
+    int rc = kv_read_file(path, &text, &len);
+    if (rc) return rc;
     cJSON *root = cJSON_ParseWithLength(text, len);
     free(text);
     if (!root) return kv_errorf(KV_EFORMAT, "%s: not JSON (task %s reads %s)", path, g->t->name, what);
-    int rc = !strcmp(g->t->qa_dataset, "squad") ? rl_read_squad(g, root, path) : rl_read_hotpot(g, root, path);
+    rc = !strcmp(g->t->qa_dataset, "squad") ? rl_read_squad(g, root, path) : rl_read_hotpot(g, root, path);
     cJSON_Delete(root);
     if (!rc && !g->n_qas) rc = kv_errorf(KV_EFORMAT, "%s: no answerable questions", path);
     return rc;
@@ -871,8 +874,9 @@ static void rl_free(rl_gen *g) {
 /* One sample's seed: the run's, the task, the length and the sample's
  * number mixed, so each sample can be made again alone. */
 static uint64_t rl_seed(uint64_t seed, const char *task, int32_t length, int index) {
-    uint64_t h = 1469598103934665603ull; /* FNV-1a of the task name */
-    for (const char *c = task; *c; c++) h = (h ^ (unsigned char)*c) * 1099511628211ull;
+    /* FNV-1a of the task name from 1469598103934665603, not FNV's offset
+     * basis (a digit short of it): kept, since it seeds every sample made. */
+    uint64_t h = kv_fnv1a64(1469598103934665603ull, task, strlen(task));
     uint64_t s = seed ^ h;
     s = kv_splitmix64(&s) ^ (uint64_t)(uint32_t)length;
     s = kv_splitmix64(&s) ^ (uint64_t)index;

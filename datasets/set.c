@@ -6,7 +6,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../engine/kv_error.h"
+#include "../base/buf.h"
+#include "../base/file.h"
+#include "../base/kv_error.h"
 #include "internal.h"
 
 const char *ds_sample_field(const ds_sample *s, const char *name) {
@@ -79,33 +81,6 @@ int ds_utf8_valid(const char *str, size_t len) {
     return 1;
 }
 
-char *ds_read_file(const char *path, size_t *len) {
-    FILE *f = fopen(path, "rb");
-    if (!f) {
-        kv_errorf(KV_EIO, "%s: cannot open: %s", path, strerror(errno));
-        return NULL;
-    }
-    size_t cap = 1 << 16, n = 0;
-    char *buf = malloc(cap);
-    while (buf) {
-        n += fread(buf + n, 1, cap - 1 - n, f);
-        if (n < cap - 1) break;
-        char *b = realloc(buf, cap *= 2);
-        if (!b) free(buf);
-        buf = b;
-    }
-    int err = ferror(f);
-    fclose(f);
-    if (!buf || err) {
-        free(buf);
-        kv_errorf(err ? KV_EIO : KV_ENOMEM, "%s: %s", path, err ? "read failed" : "out of memory");
-        return NULL;
-    }
-    buf[n] = 0;
-    if (len) *len = n;
-    return buf;
-}
-
 int ds_bad_row(const ds_load_params *p, ds_set *set, long line, const char *fmt, ...) {
     char why[512];
     va_list ap;
@@ -120,9 +95,9 @@ int ds_bad_row(const ds_load_params *p, ds_set *set, long line, const char *fmt,
 
 int ds_each_line(const char *path, ds_line_fn fn, void *user) {
     size_t len;
-    char *buf = ds_read_file(path, &len);
-    if (!buf) return KV_EIO;
-    int rc = KV_OK;
+    char *buf;
+    int rc = kv_read_file(path, &buf, &len);
+    if (rc) return rc;
     long line = 0;
     for (size_t i = 0; i < len && rc == KV_OK;) {
         size_t e = i;
@@ -141,14 +116,8 @@ int ds_each_line(const char *path, ds_line_fn fn, void *user) {
 }
 
 int ds_str_add(ds_str *s, const char *t, size_t n) {
-    if (s->n + n + 1 > s->cap) {
-        size_t cap = s->cap ? s->cap : 256;
-        while (cap < s->n + n + 1) cap *= 2;
-        char *p = realloc(s->p, cap);
-        if (!p) return kv_errorf(KV_ENOMEM, "out of memory");
-        s->p = p;
-        s->cap = cap;
-    }
+    int rc = KV_RESERVE(s->p, s->cap, s->n + n + 1);
+    if (rc) return rc;
     memcpy(s->p + s->n, t, n);
     s->n += n;
     s->p[s->n] = 0;

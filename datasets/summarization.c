@@ -8,7 +8,8 @@
 
 #include <cjson/cJSON.h>
 
-#include "../engine/kv_error.h"
+#include "../base/file.h"
+#include "../base/kv_error.h"
 #include "internal.h"
 #include "json_util.h"
 
@@ -106,8 +107,9 @@ static void csv_on_record(int term, void *user) {
 
 static int load_csv(const ds_load_params *p, ds_set *out) {
     size_t len;
-    char *buf = ds_read_file(p->path, &len);
-    if (!buf) return KV_EIO;
+    char *buf;
+    int rc = kv_read_file(p->path, &buf, &len);
+    if (rc) return rc;
     struct csv_parser parser;
     if (csv_init(&parser, CSV_STRICT | CSV_STRICT_FINI | CSV_APPEND_NULL) != 0) {
         free(buf);

@@ -6,7 +6,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../engine/kv_error.h"
+#include "../base/file.h"
+#include "../base/kv_error.h"
 #include "internal.h"
 #include "json_util.h"
 #include "ruler.h"
@@ -45,9 +46,9 @@ out:
  * whole file when min_chars is 0). */
 static int split_text(const ds_load_params *p, size_t min_chars, ds_set *out) {
     size_t len;
-    char *buf = ds_read_file(p->path, &len);
-    if (!buf) return KV_EIO;
-    int rc = KV_OK;
+    char *buf;
+    int rc = kv_read_file(p->path, &buf, &len);
+    if (rc) return rc;
     if (!ds_utf8_valid(buf, len)) {
         rc = kv_errorf(KV_EFORMAT, "%s: not valid UTF-8", p->path);
         goto out;

@@ -5,49 +5,24 @@
 #include <stdlib.h>
 
 #include "kv_error.h"
+#include "rng.h"
 
 typedef struct kv_cand { float p; int32_t id; } kv_cand;
 
 struct kv_sampler {
     kv_sampler_params p;
     int32_t n_vocab;
-    uint64_t s[4];   /* xoshiro256** state */
+    kv_rng rng;      /* restarted from p.seed by kv_sampler_reset */
     float *prob;     /* [n_vocab] */
     kv_cand *cand;   /* [n_vocab] candidates, sorted by probability */
 };
-
-uint64_t kv_splitmix64(uint64_t *x) {
-    uint64_t z = (*x += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
-
-static uint64_t rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
-
-static uint64_t xoshiro_next(uint64_t *s) {
-    uint64_t r = rotl(s[1] * 5, 7) * 9, t = s[1] << 17;
-    s[2] ^= s[0];
-    s[3] ^= s[1];
-    s[1] ^= s[2];
-    s[0] ^= s[3];
-    s[2] ^= t;
-    s[3] = rotl(s[3], 45);
-    return r;
-}
-
-/* Uniform in [0, 1) with 53 random bits. */
-static double uniform(uint64_t *s) { return (double)(xoshiro_next(s) >> 11) * 0x1.0p-53; }
 
 kv_sampler_params kv_sampler_default_params(void) {
     kv_sampler_params p = {.temperature = 0.0f, .top_k = 0, .top_p = 1.0f, .seed = 42};
     return p;
 }
 
-void kv_sampler_reset(kv_sampler *s) {
-    uint64_t x = s->p.seed;
-    for (int i = 0; i < 4; i++) s->s[i] = kv_splitmix64(&x);
-}
+void kv_sampler_reset(kv_sampler *s) { kv_rng_seed(&s->rng, s->p.seed); }
 
 int kv_sampler_new(const kv_sampler_params *p, int32_t n_vocab, kv_sampler **out) {
     *out = NULL;
@@ -120,7 +95,7 @@ int32_t kv_sampler_sample(kv_sampler *s, const float *logits) {
     }
     double mass = 0;
     for (int32_t i = 0; i < m; i++) mass += s->cand[i].p;
-    double r = uniform(s->s) * mass, cum = 0;
+    double r = kv_rng_uniform(&s->rng) * mass, cum = 0;
     for (int32_t i = 0; i < m; i++) {
         cum += s->cand[i].p;
         if (r < cum) return s->cand[i].id;

@@ -3,7 +3,8 @@
  * temperature 0 is greedy argmax (ties go to the lowest id). Otherwise the
  * logits are divided by the temperature, softmaxed, cut to the top_k most
  * likely (0 = no cut), then to the smallest set whose mass reaches top_p
- * (1 = no cut), renormalised, and sampled with a seeded xoshiro256** stream,
+ * (1 = no cut), renormalised, and sampled with a seeded xoshiro256** stream
+ * (kv_rng, base/rng.h),
  * so a (seed, logits) sequence always gives the same tokens. */
 #ifndef KV_SAMPLER_H
 #define KV_SAMPLER_H
@@ -29,9 +30,5 @@ int32_t kv_sampler_sample(kv_sampler *s, const float *logits);
 
 /* Index of the largest value (lowest index on ties). */
 int32_t kv_argmax(const float *x, int32_t n);
-
-/* splitmix64: advances *state and returns the next 64 random bits (the
- * seeding generator of the sampler; also the project's small seeded RNG). */
-uint64_t kv_splitmix64(uint64_t *state);
 
 #endif

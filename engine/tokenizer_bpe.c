@@ -28,6 +28,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "buf.h"
+#include "file.h"
 #include "kv_error.h"
 #include "tokenizer_impl.h"
 
@@ -460,49 +462,12 @@ done:
 
 /* ------------------------------------------------- Hugging Face GPT-2 files */
 
-char *kv_tok_read_all(const char *path, size_t *len, int *rc) {
-    FILE *f = fopen(path, "rb");
-    if (!f) {
-        *rc = kv_errorf(KV_EIO, "%s: cannot open", path);
-        return NULL;
-    }
-    size_t cap = 1 << 20, n = 0;
-    char *b = malloc(cap + 1);
-    while (b) {
-        n += fread(b + n, 1, cap - n, f);
-        if (n < cap) break;
-        char *nb = realloc(b, 2 * cap + 1);
-        if (!nb) {
-            free(b);
-            b = NULL;
-            break;
-        }
-        b = nb;
-        cap *= 2;
-    }
-    int bad = ferror(f);
-    fclose(f);
-    if (!b) {
-        *rc = kv_errorf(KV_ENOMEM, "out of memory");
-        return NULL;
-    }
-    if (bad) {
-        free(b);
-        *rc = kv_errorf(KV_EIO, "%s: read error", path);
-        return NULL;
-    }
-    b[n] = 0;
-    *len = n;
-    *rc = KV_OK;
-    return b;
-}
-
 int kv_bpe_load_hf(const char *encoder_json, const char *vocab_bpe, kv_tokenizer **out) {
     *out = NULL;
     int rc;
     size_t jl, vl;
-    char *js = kv_tok_read_all(encoder_json, &jl, &rc);
-    if (!js) return rc;
+    char *js;
+    if ((rc = kv_read_file(encoder_json, &js, &jl))) return rc;
     cJSON *root = cJSON_ParseWithLength(js, jl);
     free(js);
     if (!cJSON_IsObject(root)) {
@@ -550,7 +515,7 @@ int kv_bpe_load_hf(const char *encoder_json, const char *vocab_bpe, kv_tokenizer
             t->bos = t->eos = i;
             break;
         }
-    if (!(vb = kv_tok_read_all(vocab_bpe, &vl, &rc))) goto done;
+    if ((rc = kv_read_file(vocab_bpe, &vb, &vl))) goto done;
     uint64_t cap = 1;
     for (size_t i = 0; i < vl; i++) cap += vb[i] == '\n';
     ms = malloc(cap * sizeof *ms);
@@ -666,16 +631,6 @@ static void emit(work *w, int32_t id) {
     (*w->n_out)++;
 }
 
-static int grow(void **p, size_t *cap, size_t need, size_t elem) {
-    if (need <= *cap) return 0;
-    size_t c = need > 2 * *cap ? need : 2 * *cap;
-    void *q = realloc(*p, c * elem);
-    if (!q) return -1;
-    *p = q;
-    *cap = c;
-    return 0;
-}
-
 static int work_reserve(work *w, size_t n) {
     if (n <= w->cap) return 0;
     size_t c = n > 2 * w->cap ? n : 2 * w->cap;
@@ -717,7 +672,7 @@ static int merge_word(const kv_bpe *b, work *w, size_t ns) {
  * (in GPT-2's code points), or -1. */
 static int32_t whole_word(const kv_tokenizer *t, work *w, const uint8_t *s, size_t n) {
     const kv_bpe *b = t->bpe;
-    if (grow((void **)&w->word, &w->word_cap, 2 * n, 1)) return -1;
+    if (KV_RESERVE(w->word, w->word_cap, 2 * n)) return -1;
     size_t k = 0;
     for (size_t i = 0; i < n; i++) {
         int32_t id = b->byte_id[s[i]];
@@ -872,7 +827,7 @@ static int on_word(void *ctx, const char *s, size_t n) {
 static int spm_normalize(work *w, const char *s, size_t n, int prepend, size_t *out_n) {
     size_t spaces = 0;
     for (size_t i = 0; i < n; i++) spaces += s[i] == ' ';
-    if (grow((void **)&w->word, &w->word_cap, n + 2 * spaces + 3, 1)) return -1;
+    if (KV_RESERVE(w->word, w->word_cap, n + 2 * spaces + 3)) return -1;
     size_t k = 0;
     if (prepend) {
         memcpy(w->word, "\xe2\x96\x81", 3);

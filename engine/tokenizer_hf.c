@@ -18,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "file.h"
 #include "kv_error.h"
 #include "tokenizer_impl.h"
 
@@ -263,9 +264,9 @@ static int read_specials(const char *dir, kv_tokenizer *t, const cJSON *root) {
     if (!f) return KV_OK; /* optional */
     fclose(f);
     size_t len;
-    int rc;
-    char *js = kv_tok_read_all(path, &len, &rc);
-    if (!js) return rc;
+    char *js;
+    int rc = kv_read_file(path, &js, &len);
+    if (rc) return rc;
     cJSON *c = cJSON_ParseWithLength(js, len);
     free(js);
     if (!cJSON_IsObject(c)) {
@@ -320,9 +321,9 @@ int kv_tokenizer_load_hf_json(const char *dir, kv_tokenizer **out) {
     char path[4096];
     snprintf(path, sizeof path, "%s/tokenizer.json", dir);
     size_t len;
-    int rc;
-    char *js = kv_tok_read_all(path, &len, &rc);
-    if (!js) return rc;
+    char *js;
+    int rc = kv_read_file(path, &js, &len);
+    if (rc) return rc;
     cJSON *root = cJSON_ParseWithLength(js, len);
     const char *err = root ? NULL : cJSON_GetErrorPtr();
     size_t at = err && err >= js && err <= js + len ? (size_t)(err - js) : len;

@@ -99,8 +99,6 @@ typedef struct kv_merge_str { const char *l, *r; size_t ll, rl; } kv_merge_str;
 /* "left right" split at the first space after the first byte, as llama.cpp
  * reads GGUF merges (r is NULL when there is no such space). */
 kv_merge_str kv_merge_split(const char *m, size_t len);
-/* The whole file, NUL-terminated (NULL and *rc on failure). */
-char *kv_tok_read_all(const char *path, size_t *len, int *rc);
 int kv_bpe_alloc(int32_t n, kv_tokenizer **out);
 int kv_bpe_set_token(kv_tokenizer *t, int32_t i, const char *s, size_t len);
 /* Everything after the tokens, types, bos and eos are set: the lookup

@@ -7,8 +7,10 @@
 
 #include <cjson/cJSON.h>
 
+#include "../base/file.h"
+#include "../base/kv_error.h"
 #include "../datasets/chat.h"
-#include "../engine/kv_error.h"
+#include "chat_gguf.h"
 #include "commands.h"
 #include "opts.h"
 #include "paths.h"
@@ -18,8 +20,9 @@
 /* FILE.json: a list of {"role", "content"} objects. The strings stay in
  * *doc, which the caller deletes. */
 static int read_messages(const char *path, cJSON **doc, ds_chat_msg **out, int *n) {
-    char *text = ds_chat_read_file(path);
-    if (!text) return KV_EIO;
+    char *text;
+    int rc = kv_read_file(path, &text, NULL);
+    if (rc) return rc;
     *doc = cJSON_Parse(text);
     free(text);
     if (!cJSON_IsArray(*doc)) return kv_errorf(KV_EFORMAT, "%s: expected a JSON list of {\"role\", \"content\"}", path);
@@ -59,7 +62,7 @@ static int load_source(const chat_args *a, ds_chat_source *src, char *where, siz
     if (a->template_path) {
         snprintf(where, cap, "%s", hx_resolve_model(a->template_path, buf, sizeof buf));
         memset(src, 0, sizeof *src);
-        return (src->jinja = ds_chat_read_file(where)) ? 0 : KV_EIO;
+        return kv_read_file(where, &src->jinja, NULL);
     }
     if (a->tokenizer) {
         snprintf(where, cap, "%s/tokenizer_config.json", hx_resolve_model(a->tokenizer, buf, sizeof buf));
@@ -67,7 +70,7 @@ static int load_source(const chat_args *a, ds_chat_source *src, char *where, siz
     }
     const char *path = hx_resolve_model(a->model, buf, sizeof buf);
     snprintf(where, cap, "%s (tokenizer.chat_template)", path);
-    return ds_chat_source_gguf(path, src);
+    return hx_chat_source_gguf(path, src);
 }
 
 static int render(const chat_args *a, ds_chat_source *src) {

@@ -7,8 +7,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../base/kv_error.h"
 #include "../engine/export.h"
-#include "../engine/kv_error.h"
 #include "../engine/model.h"
 #include "../engine/quant.h"
 #include "../engine/tokenizer.h"

@@ -10,13 +10,14 @@
 
 #include "../datasets/dataset.h"
 #include "../engine/context.h"
-#include "../engine/kv_error.h"
+#include "../base/file.h"
+#include "../base/kv_error.h"
 #include "../engine/model.h"
 #include "../engine/sampler.h"
 #include "../metrics/kld.h"
 #include "../policies/policy.h"
 #include "../policies/sentinel_proxy.h"
-#include "clock.h"
+#include "../base/clock.h"
 #include "commands.h"
 #include "opts.h"
 #include "membw.h"
@@ -143,8 +144,12 @@ static int encode(const kv_tokenizer *t, const char *text, size_t len, int bos, 
     return rc;
 }
 
-/* Reads a whole file (the datasets module's reader: one implementation). */
-static char *read_file(const char *path, size_t *len) { return ds_read_file(path, len); }
+/* Reads a whole file (base/file.h's reader: one implementation). */
+static char *read_file(const char *path, size_t *len) {
+    char *b;
+    kv_read_file(path, &b, len);
+    return b;
+}
 
 /* ------------------------------------------------------------------ info */
 
@@ -242,9 +247,9 @@ static int tokenize_bench(const kv_tokenizer *t, const char *path) {
     int passes = 0;
     for (; passes < 3 || total < 1.0; passes++) {
         int32_t *ids;
-        double w0 = now_s(), c0 = thread_cpu_s();
+        double w0 = kv_now_s(), c0 = thread_cpu_s();
         int rc = encode(t, text, len, 0, &ids, &n);
-        double cpu = thread_cpu_s() - c0, wall = now_s() - w0;
+        double cpu = thread_cpu_s() - c0, wall = kv_now_s() - w0;
         if (rc) {
             fprintf(stderr, "kvbench tokenize: %s\n", kv_last_error());
             free(text);
@@ -382,16 +387,16 @@ int hx_cmd_generate(int argc, char **argv, int help) {
     pol_begin(pol, (int32_t)n_prompt);
     pol_attach(pol, c);
 
-    double t0 = now_s();
+    double t0 = kv_now_s();
     if (pol_eval_prompt(pol, c, ids, (int32_t)n_prompt, logits)) {
         fprintf(stderr, "kvbench generate: %s\n", kv_last_error());
         goto out;
     }
-    double t_prefill = now_s() - t0;
+    double t_prefill = kv_now_s() - t0;
     if (!quiet) fputs(prompt, stdout);
     int32_t prev = ids[n_prompt - 1], bos = kv_tokenizer_bos(tok), eos = kv_tokenizer_eos(tok);
     int generated = 0;
-    double t1 = now_s();
+    double t1 = kv_now_s();
     for (; generated < n_new; generated++) {
         int32_t next = kv_sampler_sample(s, logits);
         if (next == eos || next == bos) break;
@@ -405,7 +410,7 @@ int hx_cmd_generate(int argc, char **argv, int help) {
             goto out;
         }
     }
-    double t_decode = now_s() - t1;
+    double t_decode = kv_now_s() - t1;
     printf("\n");
     fflush(stdout);
     kv_cache *cache = kv_ctx_cache(c);
@@ -627,7 +632,7 @@ static int ppl_stream(const ppl_input *in, kv_policy *pol, int bos, const char *
     }
     pol_begin(pol, 0);
     pol_attach(pol, in->c);
-    double nll = 0, t0 = now_s();
+    double nll = 0, t0 = kv_now_s();
     for (size_t t = 0; t + 1 < in->n_tok; t++) {
         if (kv_ctx_eval(in->c, in->ids + t, 1, logits, 0)) {
             fprintf(stderr, "kvbench perplexity: %s\n", kv_last_error());
@@ -637,7 +642,7 @@ static int ppl_stream(const ppl_input *in, kv_policy *pol, int bos, const char *
         nll += x;
         if (cf) fprintf(cf, "%zu %.6f\n", t + 1, x);
     }
-    double dt = now_s() - t0;
+    double dt = kv_now_s() - t0;
     size_t n = in->n_tok - 1;
     char pd[128];
     printf("file %s\ntokens %zu\nscored %zu\nprotocol stream%s%s\n", in->path, in->n_tok, n,
@@ -663,7 +668,7 @@ static int ppl_sliding(const ppl_input *in, int ctx_len, int stride, int bos) {
         fprintf(stderr, "kvbench perplexity: out of memory\n");
         return -1;
     }
-    double nll = 0, t0 = now_s();
+    double nll = 0, t0 = kv_now_s();
     size_t scored = 0, evaluated = 0, prev_end = 1;
     for (size_t begin = 0;; begin += (size_t)stride) {
         size_t end = begin + (size_t)ctx_len < in->n_tok ? begin + (size_t)ctx_len : in->n_tok;
@@ -679,7 +684,7 @@ static int ppl_sliding(const ppl_input *in, int ctx_len, int stride, int bos) {
         prev_end = end;
         if (end == in->n_tok) break;
     }
-    double dt = now_s() - t0;
+    double dt = kv_now_s() - t0;
     printf("file %s\ntokens %zu\nscored %zu\nprotocol sliding-window ctx=%d stride=%d%s\n", in->path, in->n_tok,
            scored, ctx_len, stride, bos ? " bos" : "");
     printf("nll %.6f\nppl %.4f\nseconds %.2f\ntokens_per_second %.1f\n", nll / (double)scored,
@@ -844,20 +849,20 @@ static int ppl_llamacpp(const ppl_input *in, kv_policy *pol, int n_ctx, int max_
            n_ctx, n_chunk, r.first + 1, n_ctx - 1, pol ? policy_desc(pol, pd, sizeof pd) : "",
            kl ? " kl-divergence" : "");
     printf("perplexity: calculating perplexity over %d chunks, n_ctx=%d\n", n_chunk, n_ctx);
-    double t0 = now_s();
+    double t0 = kv_now_s();
     for (int i = 0; i < n_chunk; i++) {
         if (lc_chunk(&r, i)) {
             fprintf(stderr, "kvbench perplexity: chunk %d: %s\n", i + 1, kv_last_error());
             goto out;
         }
-        if (i == 0) lc_print_eta(now_s() - t0, n_chunk);
+        if (i == 0) lc_print_eta(kv_now_s() - t0, n_chunk);
         if (i == 0 && kl) {
             printf("\n");
             met_kld_print_chunk_header(stdout);
         }
         lc_print_running(&r, i);
     }
-    double dt = now_s() - t0;
+    double dt = kv_now_s() - t0;
     if (lc_print_final(&r)) goto out;
     printf("scored %zu\nseconds %.2f\n", r.count, dt);
     if (pol) printf("kv_bytes_peak %zu\n", r.kv_peak);
@@ -1065,15 +1070,15 @@ int hx_cmd_bench(int argc, char **argv, int help) {
         if (probe && r >= 0) mem[r] = hx_membw_measure(probe, 3);
         kv_ctx_reset(c);
         pol_begin(pol, n_prompt);
-        double t0 = now_s();
+        double t0 = kv_now_s();
         if (pol_eval_prompt(pol, c, prompt, n_prompt, logits)) goto fail;
-        double t_pf = now_s() - t0;
-        double t1 = now_s();
+        double t_pf = kv_now_s() - t0;
+        double t1 = kv_now_s();
         for (int g = 0; g < n_gen; g++) {
             int32_t next = kv_argmax(logits, mi->vocab_size);
             if (kv_ctx_eval(c, &next, 1, logits, 0)) goto fail;
         }
-        double t_dc = now_s() - t1;
+        double t_dc = kv_now_s() - t1;
         if (r < 0) continue;
         pf[r] = n_prompt / t_pf;
         dc[r] = n_gen / t_dc;

@@ -15,8 +15,8 @@
 
 #include <cjson/cJSON.h>
 
+#include "../base/kv_error.h"
 #include "../datasets/dataset.h"
-#include "../engine/kv_error.h"
 #include "../metrics/longbench.h"
 #include "../metrics/rouge.h"
 #include "../metrics/sentences.h"

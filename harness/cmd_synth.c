@@ -9,9 +9,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../base/kv_error.h"
 #include "../engine/export.h"
 #include "../engine/gguf.h"
-#include "../engine/kv_error.h"
 #include "../engine/model.h"
 #include "commands.h"
 #include "opts.h"

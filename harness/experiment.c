@@ -11,13 +11,13 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "../base/kv_error.h"
 #include "../datasets/chat.h"
 #include "../datasets/dataset.h"
 #include "../datasets/longbench.h"
 #include "../datasets/ruler.h"
 #include "../datasets/template.h"
 #include "../engine/dtype.h"
-#include "../engine/kv_error.h"
 #include "../metrics/longbench.h"
 #include "experiment.h"
 #include "paths.h"

@@ -22,8 +22,9 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "../base/file.h"
+#include "../base/kv_error.h"
 #include "../engine/gguf.h"
-#include "../engine/kv_error.h"
 #include "../engine/quant.h"
 #include "../engine/safetensors.h"
 #include "../engine/tokenizer.h"
@@ -246,41 +247,12 @@ static int cfg_arch_extras(hf_cfg *c, const cJSON *r) {
     return KV_OK;
 }
 
-static int read_file(const char *path, char **buf, size_t *len) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return kv_errorf(KV_EIO, "%s: cannot open", path);
-    size_t cap = 1 << 16, n = 0;
-    char *b = malloc(cap);
-    while (b) {
-        n += fread(b + n, 1, cap - n, f);
-        if (n < cap) break;
-        char *nb = cap < ((size_t)64 << 20) ? realloc(b, cap * 2) : NULL;
-        if (!nb) {
-            free(b);
-            b = NULL;
-            break;
-        }
-        b = nb;
-        cap *= 2;
-    }
-    int err = ferror(f);
-    fclose(f);
-    if (!b) return kv_errorf(KV_ENOMEM, "%s: out of memory (or larger than 64 MB)", path);
-    if (err) {
-        free(b);
-        return kv_errorf(KV_EIO, "%s: read failed", path);
-    }
-    *buf = b;
-    *len = n;
-    return KV_OK;
-}
-
 static int cfg_read(const char *dir, hf_cfg *c) {
     memset(c, 0, sizeof *c);
     snprintf(c->path, sizeof c->path, "%s/config.json", dir);
     char *js = NULL;
     size_t len = 0;
-    int rc = read_file(c->path, &js, &len);
+    int rc = kv_read_file(c->path, &js, &len);
     if (rc) return rc;
     cJSON *r = cJSON_ParseWithLength(js, len);
     const char *err = r ? NULL : cJSON_GetErrorPtr();
@@ -635,7 +607,7 @@ static int put_chat_template(kv_gguf_writer *w, const char *dir) {
     int rc;
     snprintf(p, sizeof p, "%s/chat_template.jinja", dir);
     if (stat(p, &st) == 0) {
-        if ((rc = read_file(p, &js, &len))) return rc;
+        if ((rc = kv_read_file(p, &js, &len))) return rc;
         char *t = realloc(js, len + 1);
         if (!t) {
             free(js);
@@ -648,7 +620,7 @@ static int put_chat_template(kv_gguf_writer *w, const char *dir) {
     }
     snprintf(p, sizeof p, "%s/tokenizer_config.json", dir);
     if (stat(p, &st) != 0) return KV_OK;
-    if ((rc = read_file(p, &js, &len))) return rc;
+    if ((rc = kv_read_file(p, &js, &len))) return rc;
     cJSON *r = cJSON_ParseWithLength(js, len);
     free(js);
     if (!cJSON_IsObject(r)) {

@@ -11,7 +11,7 @@
 
 #include <xxhash.h>
 
-#include "../engine/kv_error.h"
+#include "../base/kv_error.h"
 #include "identity.h"
 
 /* Large reads keep the system-call count low on multi-GiB models; the

@@ -5,9 +5,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../base/clock.h"
 #include "../engine/filemap.h"
 #include "../engine/threadpool.h"
-#include "clock.h"
 
 struct hx_membw {
     void *region;            /* kv_huge_alloc's reservation, and its length */
@@ -59,9 +59,9 @@ double hx_membw_measure(hx_membw *m, int passes) {
     if (passes > MAX_PASSES) passes = MAX_PASSES;
     kv_pool_run(m->pool, read_share, m); /* untimed: wakes the threads */
     for (int i = 0; i < passes; i++) {
-        double t0 = now_s();
+        double t0 = kv_now_s();
         kv_pool_run(m->pool, read_share, m);
-        gbs[i] = (double)(m->n * sizeof(uint64_t)) / (now_s() - t0) / 1e9;
+        gbs[i] = (double)(m->n * sizeof(uint64_t)) / (kv_now_s() - t0) / 1e9;
     }
     qsort(gbs, (size_t)passes, sizeof *gbs, cmp_double);
     return gbs[passes / 2];

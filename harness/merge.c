@@ -19,7 +19,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "../engine/kv_error.h"
+#include "../base/hash.h"
+#include "../base/kv_error.h"
 #include "commands.h"
 #include "opts.h"
 #include "resultsdb.h"
@@ -89,7 +90,7 @@ static void sql_run_id(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
         return;
     }
     char id[17];
-    snprintf(id, sizeof id, "%016llx", (unsigned long long)hx_hash(HX_HASH_INIT, spec, (size_t)sqlite3_value_bytes(argv[0])));
+    snprintf(id, sizeof id, "%016llx", (unsigned long long)kv_fnv1a64(KV_FNV1A64_INIT, spec, (size_t)sqlite3_value_bytes(argv[0])));
     sqlite3_result_text(ctx, id, -1, SQLITE_TRANSIENT);
 }
 

@@ -6,8 +6,8 @@
 #include <stdlib.h>
 #include <unistd.h>
 
+#include "../base/kv_error.h"
 #include "../engine/filemap.h"
-#include "../engine/kv_error.h"
 
 #ifndef KVBENCH_DEFAULT_MODELS
 #define KVBENCH_DEFAULT_MODELS "../shared/models"

@@ -20,7 +20,7 @@
 #include <sys/stat.h>
 #include <sys/wait.h>
 
-#include "../engine/kv_error.h"
+#include "../base/kv_error.h"
 #include "commands.h"
 #include "opts.h"
 #include "results_query.h"

@@ -5,7 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../engine/kv_error.h"
+#include "../base/kv_error.h"
 
 /* The chat template around one user message (after the system message,
  * when given), with the generation prompt; BOS is left out of the text. */

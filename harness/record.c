@@ -6,7 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../engine/kv_error.h"
+#include "../base/kv_error.h"
 
 static void put(hx_recorder *r, const void *p, size_t n) {
     if (n && fwrite(p, 1, n, r->f) != n) r->failed = 1;

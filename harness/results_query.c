@@ -6,7 +6,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../engine/kv_error.h"
+#include "../base/hash.h"
+#include "../base/kv_error.h"
 #include "../metrics/stats.h"
 #include "results_query.h"
 #include "resultsdb.h"
@@ -40,10 +41,10 @@ static void spec_question(sqlite3_stmt *st, int col, hx_q_run *r) {
     const char *q = strstr(spec, " question=");
     r->question_after = q && !strncmp(q, " question=after_compression ", 28);
     size_t head = q ? (size_t)(q - spec) : strlen(spec);
-    uint64_t h = hx_hash(HX_HASH_INIT, spec, head);
+    uint64_t h = kv_fnv1a64(KV_FNV1A64_INIT, spec, head);
     if (q) {
         const char *rest = strchr(q + 1, ' ');
-        if (rest) h = hx_hash(h, rest, strlen(rest));
+        if (rest) h = kv_fnv1a64(h, rest, strlen(rest));
     }
     r->twin = h;
 }
@@ -169,7 +170,7 @@ int hx_q_stat_of(sqlite3 *db, const char *run, const char *full_run, const char 
     if (n) {
         out->mean = met_mean(v, n);
         /* The seed depends on the run and metric only: reports are reproducible. */
-        uint64_t seed = hx_hash(hx_hash(1469598103934665603ull, run, strlen(run)), metric, strlen(metric));
+        uint64_t seed = kv_fnv1a64(kv_fnv1a64(1469598103934665603ull, run, strlen(run)), metric, strlen(metric));
         rc = met_bootstrap_ci(v, n, bootstrap, level, seed, &out->lo, &out->hi);
     }
     if (paired && full_sum != 0) out->ratio = pol_sum / full_sum;

@@ -11,7 +11,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "../engine/kv_error.h"
+#include "../base/kv_error.h"
 #include "resultsdb.h"
 
 struct hx_db {
@@ -530,13 +530,4 @@ int hx_db_put_sample(hx_db *db, const hx_sample_row *s, const hx_metric *m, int 
         return rc;
     }
     return KV_OK;
-}
-
-uint64_t hx_hash(uint64_t h, const void *data, size_t n) {
-    const unsigned char *p = data;
-    for (size_t i = 0; i < n; i++) {
-        h ^= p[i];
-        h *= 0x100000001b3ull;
-    }
-    return h;
 }

@@ -102,8 +102,4 @@ typedef struct hx_curve {
 int hx_db_put_sample(hx_db *db, const hx_sample_row *s, const hx_metric *m, int n_metrics, const hx_curve *nll,
                      const hx_curve *kv);
 
-/* A 64-bit FNV-1a hash of bytes, continuing from h (start with HX_HASH_INIT). */
-#define HX_HASH_INIT 0xcbf29ce484222325ull
-uint64_t hx_hash(uint64_t h, const void *data, size_t n);
-
 #endif

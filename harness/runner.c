@@ -26,7 +26,9 @@
 #include "../engine/context.h"
 #include "../engine/dtype.h"
 #include "../engine/export.h"
-#include "../engine/kv_error.h"
+#include "../base/file.h"
+#include "../base/hash.h"
+#include "../base/kv_error.h"
 #include "../engine/model.h"
 #include "../engine/sampler.h"
 #include "../metrics/kld.h"
@@ -35,7 +37,8 @@
 #include "../metrics/ruler.h"
 #include "../metrics/stats.h"
 #include "../policies/policy.h"
-#include "clock.h"
+#include "../base/clock.h"
+#include "chat_gguf.h"
 #include "commands.h"
 #include "experiment.h"
 #include "identity.h"
@@ -587,8 +590,8 @@ static int snap_prompt(engine *en, kv_policy *pol, ctx_snap *s) {
 
 /* The context's tokens as a key (never 0). */
 static uint64_t context_key(const int32_t *ids, int32_t n) {
-    uint64_t h = hx_hash(HX_HASH_INIT, &n, sizeof n);
-    h = hx_hash(h, ids, (size_t)n * sizeof *ids);
+    uint64_t h = kv_fnv1a64(KV_FNV1A64_INIT, &n, sizeof n);
+    h = kv_fnv1a64(h, ids, (size_t)n * sizeof *ids);
     return h ? h : 1;
 }
 
@@ -647,16 +650,16 @@ static int generate(engine *en, kv_policy *pol, const int32_t *prompt, int32_t n
     if (keep_logits) g->logits = malloc(((size_t)max_new + 1) * (size_t)V * sizeof *g->logits);
     if (!g->tokens || !g->step_ms || (keep_logits && !g->logits) || text_add(g, "", 0))
         return kv_errorf(KV_ENOMEM, "out of memory");
-    double t0 = now_s();
+    double t0 = kv_now_s();
     int rc = read_prompt(en, pol, prompt, n_prompt, q_split, g, snap);
     if (!rc && after) rc = snap_prompt(en, pol, after);
     if (rc) return rc;
     int32_t prev = prompt[n_prompt - 1];
-    double t_step = now_s();
+    double t_step = kv_now_s();
     snprintf(g->stop, sizeof g->stop, "max_new_tokens");
     for (int i = 0; i < max_new; i++) {
         int32_t next = i == 0 && stop_id >= 0 ? first_token(en, stop_id) : kv_argmax(en->logits, V);
-        if (i == 0) g->ttft_ms = (now_s() - t0) * 1e3;
+        if (i == 0) g->ttft_ms = (kv_now_s() - t0) * 1e3;
         if (is_end(en, next)) { /* the model's end of turn (eos, eot, <|im_end|>, ...) or a BOS */
             size_t tl;
             const char *tt = kv_tokenizer_token_text(en->tok, next, &tl);
@@ -678,14 +681,14 @@ static int generate(engine *en, kv_policy *pol, const int32_t *prompt, int32_t n
             break;
         }
         if (i + 1 < max_new) {
-            double t = now_s();
+            double t = kv_now_s();
             if ((rc = kv_ctx_eval(en->ctx, &next, 1, en->logits, 0))) return rc;
-            double t2 = now_s();
+            double t2 = kv_now_s();
             g->step_ms[g->n - 1] = (t2 - t) * 1e3;
             track(en, pol, g, 1);
         }
     }
-    g->decode_ms = (now_s() - t_step) * 1e3;
+    g->decode_ms = (kv_now_s() - t_step) * 1e3;
     kv_cache *c = kv_ctx_cache(en->ctx);
     g->bytes_peak = kv_cache_peak_bytes(c);
     g->bytes_final = kv_cache_bytes(c);
@@ -825,7 +828,7 @@ static int ref_replay(const ref_snap *r, lost_state *ls, int n_heads, int n_kv_h
  * lost mass added to ls: forked from the sample's snapshot when there is
  * one, else computed (and kept when sharing). */
 static int ref_prompt(engine *en, const int32_t *prompt, int32_t n_prompt, lost_state *ls) {
-    const uint64_t key = hx_hash(hx_hash(HX_HASH_INIT, &n_prompt, sizeof n_prompt), prompt, (size_t)n_prompt * sizeof *prompt);
+    const uint64_t key = kv_fnv1a64(kv_fnv1a64(KV_FNV1A64_INIT, &n_prompt, sizeof n_prompt), prompt, (size_t)n_prompt * sizeof *prompt);
     ref_snap *r = en->ref_snap;
     if (en->share && r && r->ok && r->key == key) {
         int rc = kv_ctx_fork(r->ctx, en->ref_ctx);
@@ -926,7 +929,7 @@ static int stream_ppl(engine *en, kv_policy *pol, const int32_t *ids, int32_t n,
         if (chunk > 1) free(logits);
         return kv_errorf(KV_ENOMEM, "out of memory");
     }
-    double total = 0, t0 = now_s();
+    double total = 0, t0 = kv_now_s();
     /* chunk tokens per evaluation (1: StreamingLLM's token at a time); the
      * policy evicts inside each evaluation, layer by layer */
     for (int32_t t = 0; t + 1 < n && !rc; t += chunk) {
@@ -941,7 +944,7 @@ static int stream_ppl(engine *en, kv_policy *pol, const int32_t *ids, int32_t n,
     }
     if (chunk > 1) free(logits);
     if (rc) return rc;
-    *seconds = now_s() - t0;
+    *seconds = kv_now_s() - t0;
     for (int b = 0; b < nb; b++) {
         int32_t lo = b * bucket + 1, hi = (b + 1) * bucket < n - 1 ? (b + 1) * bucket : n - 1;
         (*curve_pos)[b] = lo;
@@ -965,7 +968,7 @@ typedef struct progress {
 
 static void progress_show(progress *p, const char *what) {
     if (p->quiet) return;
-    double t = now_s(), el = t - p->t0;
+    double t = kv_now_s(), el = t - p->t0;
     long work = p->done - p->skipped;
     double rate = el > 0 ? work / el : 0;
     long left = p->total - p->done;
@@ -1065,7 +1068,7 @@ static int chat_source(const engine *en, ds_chat_source *src) {
     snprintf(cfg, sizeof cfg, "%s/tokenizer_config.json", en->tokenizer_path);
     if (en->tokenizer_path[0] && access(cfg, R_OK) == 0) return ds_chat_source_config(cfg, src);
     /* a llama2.c checkpoint carries no template: none, not an error */
-    return kv_model_get_info(en->model)->format == KV_FORMAT_GGUF ? ds_chat_source_gguf(en->model_path, src) : KV_OK;
+    return kv_model_get_info(en->model)->format == KV_FORMAT_GGUF ? hx_chat_source_gguf(en->model_path, src) : KV_OK;
 }
 
 static int chat_setup(const hx_experiment *e, int model, const hx_task_def *t, const engine *en, chat_wrap *cw) {
@@ -1143,7 +1146,7 @@ static int run_identity(const run_state *rs, const engine *en, const run_cell *r
                          t->needle_answer ? t->needle_answer : "");
         if (m < 0 || (size_t)m >= cap - (size_t)n) return kv_errorf(KV_EINVAL, "run description too long");
     }
-    uint64_t h = hx_hash(HX_HASH_INIT, spec, strlen(spec));
+    uint64_t h = kv_fnv1a64(KV_FNV1A64_INIT, spec, strlen(spec));
     snprintf(row->id, sizeof row->id, "%016llx", (unsigned long long)h);
     return KV_OK;
 }
@@ -1411,7 +1414,7 @@ static int run_task(run_state *rs, engine *en, int model, int task) {
             int n_curve = 0;
             /* this sample's own random draws (Keyformer's noise), the same in
              * every run, shard and resume */
-            pol_set_sample_seed(pol, hx_hash(HX_HASH_INIT, s->id, strlen(s->id)));
+            pol_set_sample_seed(pol, kv_fnv1a64(KV_FNV1A64_INIT, s->id, strlen(s->id)));
             if (t->kind == HX_TASK_PERPLEXITY) {
                 double nll = 0, secs = 1;
                 rc = stream_ppl(en, pol, ids, (int32_t)n_prompt, t->chunk, t->curve_bucket, &nll, &secs, &cpos, &cnll, &n_curve, &g);
@@ -1713,7 +1716,7 @@ int hx_cmd_run(int argc, char **argv, int help) {
             goto out;
         }
         run_catch_signals(); /* from here on a stop keeps the database whole */
-        text = ds_read_file(pos[0], NULL);
+        kv_read_file(pos[0], &text, NULL);
         if (hx_db_put_experiment(rs.db, e.name, pos[0], text, e.description, e.mirrors)) {
             fprintf(stderr, "kvbench run: %s\n", kv_last_error());
             status = 1;
@@ -1724,8 +1727,8 @@ int hx_cmd_run(int argc, char **argv, int help) {
      * as it goes; a real one counts each task's samples first. */
     rs.prog.tty = isatty(2);
     rs.prog.quiet = quiet;
-    rs.prog.t0 = now_s();
-    double t_start = now_s();
+    rs.prog.t0 = kv_now_s();
+    double t_start = kv_now_s();
     for (int mi = 0; mi < e.n_sweep_models && status == 0 && !run_stop_signal; mi++) {
         int m = e.sweep_model[mi];
         int used = 0;
@@ -1787,7 +1790,7 @@ int hx_cmd_run(int argc, char **argv, int help) {
         fputc('\n', stderr);
         status = 128 + run_stop_signal;
     } else if (!quiet) {
-        double dt = now_s() - t_start;
+        double dt = kv_now_s() - t_start;
         /* what is in the database, not what was attempted (a failed write is not done) */
         fprintf(stderr, "%skvbench run: %s: %ld units done (%ld already stored), %ld over budget, %.1f s, results in %s\n",
                 rs.prog.tty ? "\n" : "", e.name, rs.stored + rs.prog.skipped, rs.prog.skipped, rs.failed_budget, dt,

@@ -3,7 +3,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../engine/kv_error.h"
+#include "../base/kv_error.h"
 #include "kld.h"
 
 const double met_kld_kld_fractions[MET_KLD_N_KLD_PCT] = {0.999, 0.990, 0.950, 0.900, 0.100, 0.050, 0.010, 0.001};

@@ -16,7 +16,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../engine/kv_error.h"
+#include "../base/buf.h"
+#include "../base/hash.h"
+#include "../base/kv_error.h"
 #include "porter.h"
 
 #define NONE UINT32_MAX
@@ -24,28 +26,6 @@
 
 static int oom(void) { return kv_errorf(KV_ENOMEM, "rouge: out of memory"); }
 
-/* Returns p grown to hold at least `need` elements of `size` bytes (p
- * itself when it already does); on failure p, with *rc = KV_ENOMEM. */
-static void *resize(void *p, size_t *cap, size_t need, size_t size, int *rc) {
-    *rc = KV_OK;
-    if (need <= *cap) return p;
-    size_t c = *cap ? *cap : 16;
-    while (c < need) {
-        if (c > SIZE_MAX / 2 / size) {
-            *rc = oom();
-            return p;
-        }
-        c *= 2;
-    }
-    void *q = realloc(p, c * size);
-    if (!q) {
-        *rc = oom();
-        return p;
-    }
-    *cap = c;
-    return q;
-}
-#define GROW(ptr, cap, need, rc) ((ptr) = resize((ptr), &(cap), (need), sizeof *(ptr), &(rc)), (rc))
 
 /* ------------------------------------------------------------ vocabulary */
 
@@ -69,12 +49,6 @@ static void vocab_free(vocab *v) {
     memset(v, 0, sizeof *v);
 }
 
-static uint64_t fnv1a(const char *s, size_t n) {
-    uint64_t h = 1469598103934665603ull;
-    for (size_t i = 0; i < n; i++) h = (h ^ (unsigned char)s[i]) * 1099511628211ull;
-    return h;
-}
-
 static int vocab_rehash(vocab *v, size_t nslot) {
     uint32_t *s = calloc(nslot, sizeof *s);
     if (!s) return oom();
@@ -95,7 +69,7 @@ static int vocab_intern(vocab *v, const char *tok, size_t n, uint32_t *id) {
         int rc = vocab_rehash(v, v->nslot ? v->nslot * 2 : 64);
         if (rc) return rc;
     }
-    uint64_t h = fnv1a(tok, n);
+    uint64_t h = kv_fnv1a64(KV_FNV1A64_INIT, tok, n);
     size_t i = (size_t)h & (v->nslot - 1);
     while (v->slot[i]) {
         uint32_t k = v->slot[i] - 1;
@@ -107,8 +81,8 @@ static int vocab_intern(vocab *v, const char *tok, size_t n, uint32_t *id) {
     }
     if (v->nid >= NONE - 1) return kv_errorf(KV_EINVAL, "rouge: too many distinct tokens");
     int rc;
-    if (GROW(v->off, v->capid, v->nid + 1, rc) || GROW(v->len, v->cap_len, v->nid + 1, rc) ||
-        GROW(v->hash, v->cap_hash, v->nid + 1, rc) || GROW(v->arena, v->acap, v->an + n, rc))
+    if ((rc = KV_RESERVE(v->off, v->capid, v->nid + 1)) || (rc = KV_RESERVE(v->len, v->cap_len, v->nid + 1)) ||
+        (rc = KV_RESERVE(v->hash, v->cap_hash, v->nid + 1)) || (rc = KV_RESERVE(v->arena, v->acap, v->an + n)))
         return rc;
     memcpy(v->arena + v->an, tok, n);
     v->off[v->nid] = v->an;
@@ -146,7 +120,7 @@ typedef struct tokenizer {
 
 static int tk_push(tokenizer *t, char c) {
     int rc;
-    if (GROW(t->buf, t->bcap, t->bn + 2, rc)) return rc; /* + 1 for the stemmer's NUL */
+    if ((rc = KV_RESERVE(t->buf, t->bcap, t->bn + 2))) return rc; /* + 1 for the stemmer's NUL */
     t->buf[t->bn++] = c;
     return KV_OK;
 }
@@ -162,11 +136,11 @@ static int tk_flush(tokenizer *t) {
     tokseq *s = t->s;
     if (s->n >= NONE - 1) return kv_errorf(KV_EINVAL, "rouge: too many tokens");
     if (t->line != t->last_line) { /* the first token of a sentence */
-        if (GROW(s->sent, s->scap, s->ns + 2, rc)) return rc;
+        if ((rc = KV_RESERVE(s->sent, s->scap, s->ns + 2))) return rc;
         s->sent[s->ns++] = s->n;
         t->last_line = t->line;
     }
-    if (GROW(s->id, s->cap, s->n + 1, rc)) return rc;
+    if ((rc = KV_RESERVE(s->id, s->cap, s->n + 1))) return rc;
     s->id[s->n++] = id;
     s->sent[s->ns] = s->n;
     return KV_OK;
@@ -274,8 +248,8 @@ static int ws_post(lcs_ws *ws, const uint32_t *a, size_t n) {
     if (n >= NONE) return kv_errorf(KV_EINVAL, "rouge: sequence of %zu tokens", n);
     size_t W = (n + 63) / 64, old = ws->mask_cap;
     int rc;
-    if (GROW(ws->next, ws->next_cap, n, rc)) return rc;
-    if (GROW(ws->mask, ws->mask_cap, W, rc)) return rc;
+    if ((rc = KV_RESERVE(ws->next, ws->next_cap, n))) return rc;
+    if ((rc = KV_RESERVE(ws->mask, ws->mask_cap, W))) return rc;
     if (ws->mask_cap > old) memset(ws->mask + old, 0, (ws->mask_cap - old) * sizeof *ws->mask);
     for (size_t i = n; i-- > 0;) {
         ws->next[i] = ws->head[a[i]];
@@ -321,7 +295,7 @@ static int ws_length(lcs_ws *ws, size_t n, const uint32_t *b, size_t m, size_t *
     if (!n || !m) return KV_OK;
     size_t W = (n + 63) / 64;
     int rc;
-    if (GROW(ws->cols, ws->cols_cap, W, rc)) return rc;
+    if ((rc = KV_RESERVE(ws->cols, ws->cols_cap, W))) return rc;
     uint64_t *v = ws->cols;
     memset(v, 0xff, W * sizeof *v);
     for (size_t j = 0; j < m; j++) col_step(ws, v, v, b[j], W);
@@ -359,7 +333,7 @@ static int ws_mark(lcs_ws *ws, const uint32_t *ref, size_t n, const uint32_t *ca
     size_t nb = (m + k - 1) / k;
     if (nb + k > SIZE_MAX / sizeof(uint64_t) / W) return oom();
     int rc;
-    if (GROW(ws->cols, ws->cols_cap, (nb + k) * W, rc)) return rc;
+    if ((rc = KV_RESERVE(ws->cols, ws->cols_cap, (nb + k) * W))) return rc;
     uint64_t *ck = ws->cols, *blk = ws->cols + nb * W; /* ck: [nb][W], blk: [k][W] */
     memset(ck, 0xff, W * sizeof *ck);                 /* column 0: all differences 0 */
     for (size_t b = 1; b < nb; b++) {

@@ -5,7 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../engine/kv_error.h"
+#include "../base/kv_error.h"
 #include "longbench.h"
 #include "longbench_unicode.h"
 #include "ruler.h"

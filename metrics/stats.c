@@ -4,8 +4,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../engine/kv_error.h"
-#include "../engine/sampler.h"
+#include "../base/kv_error.h"
+#include "../base/rng.h"
 #include "stats.h"
 
 double met_nll(const float *logits, int32_t n, int32_t target) {

@@ -1,7 +1,7 @@
 /* spans.c - see spans.h. */
 #include "spans.h"
 
-#include "sampler.h"
+#include "rng.h"
 
 int64_t pol_plan_spans(uint64_t seed, int32_t region, int64_t to_free, int32_t max_span, int32_t *span_end) {
     if (to_free <= 0 || region < 3) return to_free > 0 ? to_free : 0;

@@ -9,8 +9,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
+#include "../base/clock.h"
 #include "../engine/kernels.h"
 #include "../engine/quant.h"
 #include "../engine/threadpool.h"
@@ -28,12 +28,6 @@ static void worker(void *arg, int ith, int nth) {
 static int cmp_double(const void *a, const void *b) {
     double x = *(const double *)a, y = *(const double *)b;
     return (x > y) - (x < y);
-}
-
-static double now(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + t.tv_nsec * 1e-9;
 }
 
 int main(int argc, char **argv) {
@@ -71,12 +65,12 @@ int main(int argc, char **argv) {
             for (int nth = 1; nth <= 2; nth++) {
                 kv_pool *pool = kv_pool_new(nth);
                 for (int r = 0; r < reps; r++) {
-                    double t0 = now();
+                    double t0 = kv_now_s();
                     for (int i = 0; i < n_w; i++) {
                         job j = {&W[i], x, y};
                         kv_pool_run(pool, worker, &j);
                     }
-                    dt[r] = now() - t0;
+                    dt[r] = kv_now_s() - t0;
                 }
                 qsort(dt, (size_t)reps, sizeof *dt, cmp_double);
                 printf("%-6s %-7s %-7d %10.1f %10.1f %10.1f\n", kv_dtype_name(t), kv_isa_name((kv_isa)isa), nth,

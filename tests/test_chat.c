@@ -12,10 +12,11 @@
 #include <cjson/cJSON.h>
 #include <cmocka.h>
 
+#include "../base/kv_error.h"
 #include "../datasets/chat.h"
 #include "../engine/gguf.h"
-#include "../engine/kv_error.h"
 #include "../engine/tokenizer.h"
+#include "../harness/chat_gguf.h"
 
 static const char *fixtures; /* argv[1]: tests/chat */
 
@@ -82,7 +83,7 @@ static int load_entry(const cJSON *t, entry *e) {
     if (!config && !gguf) return 0;
     const char *p = tu_model_path(config ? config : gguf, buf, sizeof buf);
     if (!p) return 1;
-    assert_int_equal(config ? ds_chat_source_config(p, &e->src) : ds_chat_source_gguf(p, &e->src), 0);
+    assert_int_equal(config ? ds_chat_source_config(p, &e->src) : hx_chat_source_gguf(p, &e->src), 0);
     assert_non_null(e->src.jinja);
     e->text = e->src.jinja;
     if (config) { /* the config's own special tokens */

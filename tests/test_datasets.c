@@ -14,9 +14,9 @@
 
 #include <cmocka.h>
 
+#include "../base/kv_error.h"
 #include "../datasets/dataset.h"
 #include "../datasets/template.h"
-#include "../engine/kv_error.h"
 #include "../metrics/sentences.h"
 #include "../metrics/stats.h"
 

@@ -16,7 +16,7 @@
 #include <cmocka.h>
 #include <sqlite3.h>
 
-#include "../engine/kv_error.h"
+#include "../base/kv_error.h"
 #include "../harness/resultsdb.h"
 #include "test_util.h"
 

@@ -16,9 +16,9 @@
 
 #include <cmocka.h>
 
+#include "../base/kv_error.h"
 #include "../datasets/ruler.h"
 #include "../datasets/template.h"
-#include "../engine/kv_error.h"
 #include "../metrics/ruler.h"
 
 static char tmpdir[256];

@@ -11,10 +11,10 @@
 #include <stdint.h>
 #include <cmocka.h>
 
-#include <time.h>
 #include <cjson/cJSON.h>
 #include <utf8proc.h>
 
+#include "clock.h"
 #include "gguf.h"
 #include "kv_error.h"
 #include "export.h"
@@ -364,11 +364,10 @@ static void test_bpe_real_text(void **state) {
         if (len > 200000) len = 200000;
         while (len > 0 && ((uint8_t)text[len] & 0xC0) == 0x80) len--;
         size_t n, bl;
-        struct timespec a, b;
-        clock_gettime(CLOCK_MONOTONIC, &a);
+        double a = kv_now_s();
         int32_t *ids = encode_all(t, text, len, &n);
-        clock_gettime(CLOCK_MONOTONIC, &b);
-        double s = (b.tv_sec - a.tv_sec) + (b.tv_nsec - a.tv_nsec) * 1e-9;
+        double b = kv_now_s();
+        double s = b - a;
         uint64_t h = ids_hash(ids, n);
         printf("%s, first %zu bytes of %s: %zu tokens, hash %016llx (want %zu, %016llx), %.1f MB/s\n", ref[k].vocab, len,
                ref[k].file, n, (unsigned long long)h, ref[k].tokens, (unsigned long long)ref[k].hash, len / s / 1e6);
@@ -494,11 +493,10 @@ static void test_hf_real_text(void **state) {
             free(text);
             continue;
         }
-        struct timespec a, b;
-        clock_gettime(CLOCK_MONOTONIC, &a);
+        double a = kv_now_s();
         int32_t *ids = encode_all(t, text, len, &n);
-        clock_gettime(CLOCK_MONOTONIC, &b);
-        double sec = (b.tv_sec - a.tv_sec) + (b.tv_nsec - a.tv_nsec) * 1e-9;
+        double b = kv_now_s();
+        double sec = b - a;
         uint64_t h = ids_hash(ids, n);
         int ok = n == ref[k].tokens && h == ref[k].hash;
         fails += !ok;
@@ -938,13 +936,11 @@ static void test_bpe_long_runs(void **state) {
     for (size_t k = 0; k < sizeof unit / sizeof unit[0]; k++) {
         size_t ul = strlen(unit[k]), n = len - len % ul;
         for (size_t i = 0; i < n; i++) text[i] = unit[k][i % ul];
-        struct timespec a, b;
-        clock_gettime(CLOCK_MONOTONIC, &a);
+        double a = kv_now_s();
         roundtrip(g, text, n, 1);
         roundtrip(m, text, n, unit[k][0] != '\xff');
-        clock_gettime(CLOCK_MONOTONIC, &b);
-        printf("200 KB of \"%s\" x n: %.3f s (gpt-2 and mpt, both ways)\n", k == 3 ? "\\n" : unit[k],
-               (b.tv_sec - a.tv_sec) + (b.tv_nsec - a.tv_nsec) * 1e-9);
+        double b = kv_now_s();
+        printf("200 KB of \"%s\" x n: %.3f s (gpt-2 and mpt, both ways)\n", k == 3 ? "\\n" : unit[k], b - a);
     }
     /* MPT's added tokens: a run of spaces is 24-space tokens and the rest */
     size_t n;
@@ -1419,11 +1415,10 @@ static void test_long_input(void **state) {
     text[len] = 0;
     size_t cap = len + 8, n;
     int32_t *ids = malloc(cap * sizeof *ids);
-    struct timespec a, b;
-    clock_gettime(CLOCK_MONOTONIC, &a);
+    double a = kv_now_s();
     assert_int_equal(kv_tokenizer_encode(t, text, len, 1, ids, cap, &n), KV_OK);
-    clock_gettime(CLOCK_MONOTONIC, &b);
-    printf("encoded %zu bytes into %zu tokens in %.3f s\n", len, n, (b.tv_sec - a.tv_sec) + (b.tv_nsec - a.tv_nsec) * 1e-9);
+    double b = kv_now_s();
+    printf("encoded %zu bytes into %zu tokens in %.3f s\n", len, n, b - a);
     assert_true(n > len / 10 && n < len);
     free(ids);
     free(text);
