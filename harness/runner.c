@@ -37,6 +37,7 @@
 #include "../policies/policy.h"
 #include "clock.h"
 #include "commands.h"
+#include "driver.h"
 #include "experiment.h"
 #include "identity.h"
 #include "opts.h"
@@ -121,52 +122,25 @@ static int expand_sweep(const hx_experiment *e, const only_filter *f, run_cell *
     return 0;
 }
 
-/* ---------------------------------------------------------- tokenizing */
 
-typedef struct tok_counter {
-    const kv_tokenizer *tok;
-    int32_t *buf;
-    size_t cap;
-} tok_counter;
 
-/* Encodes text into tc->buf (grown as needed); returns the count or < 0. */
-static int64_t encode_into(tok_counter *tc, const char *text, size_t len, int bos) {
-    size_t need = len + 16, n = 0;
-    if (need > tc->cap) {
-        int32_t *b = realloc(tc->buf, need * sizeof *b);
-        if (!b) return kv_errorf(KV_ENOMEM, "out of memory");
-        tc->buf = b;
-        tc->cap = need;
-    }
-    int rc = kv_tokenizer_encode(tc->tok, text, len, bos, tc->buf, tc->cap, &n);
-    if (rc) return rc;
-    if (n > tc->cap) { /* cannot happen with len + 16, but stay safe */
-        int32_t *b = realloc(tc->buf, n * sizeof *b);
-        if (!b) return kv_errorf(KV_ENOMEM, "out of memory");
-        tc->buf = b;
-        tc->cap = n;
-        if ((rc = kv_tokenizer_encode(tc->tok, text, len, bos, tc->buf, tc->cap, &n))) return rc;
-    }
-    return (int64_t)n;
-}
-
-static int64_t count_tokens(void *user, const char *text, size_t len) { return encode_into(user, text, len, 0); }
+static int64_t count_tokens(void *user, const char *text, size_t len) { return hx_tokbuf_encode(user, text, len, 0); }
 
 /* ds_token_fns over the model's tokenizer: encode without BOS into a fresh
  * array; decode as the pieces print after BOS (SentencePiece drops the
  * first token's leading space, as Hugging Face's decode does), control
  * tokens skipped. */
 static int64_t encode_ids(void *user, const char *text, size_t len, int32_t **ids) {
-    int64_t n = encode_into(user, text, len, 0);
+    int64_t n = hx_tokbuf_encode(user, text, len, 0);
     if (n < 0) return n;
-    const tok_counter *tc = user;
+    const hx_tokbuf *tc = user;
     if (!(*ids = malloc((size_t)(n ? n : 1) * sizeof **ids))) return kv_errorf(KV_ENOMEM, "out of memory");
     memcpy(*ids, tc->buf, (size_t)n * sizeof **ids);
     return n;
 }
 
 static int decode_ids(void *user, const int32_t *ids, int64_t n, char **text, size_t *len) {
-    const tok_counter *tc = user;
+    const hx_tokbuf *tc = user;
     size_t cap = 64, o = 0;
     char *out = malloc(cap);
     if (!out) return kv_errorf(KV_ENOMEM, "out of memory");
@@ -203,7 +177,7 @@ static int split_bars(char *buf, const char **items, int cap) {
 }
 
 /* The needle task's sample set: its protocol, needles, depths. */
-static int load_needle(const hx_task_def *t, tok_counter *tc, ds_set *set) {
+static int load_needle(const hx_task_def *t, hx_tokbuf *tc, ds_set *set) {
     char hp[4096], nbuf[4096] = "", abuf[4096] = "", answers[4096] = "";
     const char *needles[DS_MAX_NEEDLES], *ans[DS_MAX_NEEDLES];
     int n = 0;
@@ -300,13 +274,13 @@ static int put_ruler(metric_list *l, const hx_task_def *t, const ds_sample *s, c
 /* The run's tokenizer as LongBench's pred.py calls it: tokenizer(text)
  * with BOS as the run adds it, and decode(ids, skip_special_tokens=True). */
 typedef struct lb_user {
-    tok_counter *tc;
+    hx_tokbuf *tc;
     int bos;
 } lb_user;
 
 static int64_t lb_encode(void *user, const char *text, size_t len, const int32_t **ids) {
     lb_user *u = user;
-    int64_t n = encode_into(u->tc, text, len, u->bos);
+    int64_t n = hx_tokbuf_encode(u->tc, text, len, u->bos);
     *ids = u->tc->buf;
     return n;
 }
@@ -367,10 +341,10 @@ static int put_longbench(metric_list *l, const hx_task_def *t, const ds_sample *
 
 /* pred.py's extra end token for samsum: tokenizer.encode("\n",
  * add_special_tokens=False)[-1]; -1 for every other task. */
-static int32_t longbench_stop_id(const hx_task_def *t, tok_counter *tc) {
+static int32_t longbench_stop_id(const hx_task_def *t, hx_tokbuf *tc) {
     const ds_lb_task *lt = t->kind == HX_TASK_LONGBENCH ? ds_lb_task_find(t->longbench_task) : NULL;
     if (!lt || !lt->newline_stop) return -1;
-    int64_t n = encode_into(tc, "\n", 1, 0);
+    int64_t n = hx_tokbuf_encode(tc, "\n", 1, 0);
     return n > 0 ? tc->buf[n - 1] : -1;
 }
 
@@ -380,9 +354,9 @@ static int32_t longbench_stop_id(const hx_task_def *t, tok_counter *tc) {
  * rendered prompt tokenized once): the tokens of the context part alone,
  * as far as they agree with the prompt's own (a merge across the join is
  * left to the question), so that both protocols read the same tokens. */
-static int question_split(tok_counter *tc, const ds_sample *s, const hx_prompt *hp, int bos, const int32_t *ids,
+static int question_split(hx_tokbuf *tc, const ds_sample *s, const hx_prompt *hp, int bos, const int32_t *ids,
                           int64_t n, int32_t *split) {
-    int64_t m = encode_into(tc, hp->text, hp->question_at, bos);
+    int64_t m = hx_tokbuf_encode(tc, hp->text, hp->question_at, bos);
     if (m < 0) return (int)m;
     int64_t k = 0;
     while (k < m && k < n && tc->buf[k] == ids[k]) k++;
@@ -392,568 +366,52 @@ static int question_split(tok_counter *tc, const ds_sample *s, const hx_prompt *
     return KV_OK;
 }
 
-typedef struct gen_result {
-    int32_t *tokens; /* [n] generated ids */
-    int n;
-    char *text;      /* decoded */
-    size_t text_len, text_cap;
-    float *logits;   /* [n][vocab] when kept (the full cache's reference) */
-    double ttft_ms, decode_ms;
-    double *step_ms; /* [n] per decode step */
-    int32_t slots_max;
-    char stop[48];      /* why generation stopped: "end <token>", "newline", "max_new_tokens" */
-    int context_reused; /* the compressed context was a sample's before (question after compression) */
-    int over_budget;    /* some head held more than the policy may hold */
-    size_t bytes_peak, bytes_final;
-    size_t bytes_prompt_peak;  /* the most held while the prompt was read (before compression, when whole) */
-    size_t bytes_steady_peak;  /* the most held from the compressed prompt on, through decoding */
-    int32_t *trace_pos; /* KV bytes held after the prompt and after each step */
-    double *trace_bytes;
-    int n_trace, trace_cap;
-} gen_result;
 
-static void gen_free(gen_result *g) {
-    free(g->tokens);
-    free(g->text);
-    free(g->logits);
-    free(g->step_ms);
-    free(g->trace_pos);
-    free(g->trace_bytes);
-    memset(g, 0, sizeof *g);
-}
+typedef hx_gen_result gen_result;
 
-static int text_add(gen_result *g, const char *p, size_t n) {
-    if (g->text_len + n + 1 > g->text_cap) {
-        size_t cap = g->text_cap ? g->text_cap * 2 : 256;
-        while (cap < g->text_len + n + 1) cap *= 2;
-        char *b = realloc(g->text, cap);
-        if (!b) return kv_errorf(KV_ENOMEM, "out of memory");
-        g->text = b;
-        g->text_cap = cap;
-    }
-    memcpy(g->text + g->text_len, p, n);
-    g->text_len += n;
-    g->text[g->text_len] = 0;
-    return KV_OK;
-}
-
+/* A model as the runner holds it: the driver's engine and what identifies
+ * the runs made with it. */
 typedef struct engine {
-    kv_model *model;
-    const kv_model_info *mi;
-    const kv_tokenizer *tok;
-    kv_ctx *ctx;
-    kv_ctx *ref_ctx;   /* a full cache run in lockstep (attention mass lost); made when first needed */
-    int threads;
-    float *logits;     /* [vocab] */
+    hx_engine d;
     char model_hash[HX_IDENTITY_BUF];
     char model_path[4096];
     char tokenizer_path[4096]; /* the tokenizer given apart from the model ("" none) */
-    int32_t end_ids[16];       /* the tokens generation stops at (kv_tokenizer_end_tokens) */
-    int n_end;
     char swa_note[320];        /* "/swa=W:layers" for models with sliding-window layers, else "" */
-    int share;                 /* fidelity: reuse passes that every policy of a sample repeats (run --no-share: 0) */
-    struct ref_snap *ref_snap; /* the full cache right after a sample's prompt, for fidelity's lockstep */
 } engine;
 
-/* Starts a sample: an empty cache (checked) and the policy's budget fixed
- * for this prompt. */
-static int begin_sample(engine *en, kv_policy *pol, int32_t n_prompt) {
-    kv_ctx_reset(en->ctx);
-    kv_cache *c = kv_ctx_cache(en->ctx);
-    if (kv_cache_total_slots(c) != 0 || kv_cache_bytes(c) != 0 || kv_ctx_pos(en->ctx) != 0)
-        return kv_errorf(KV_EINVAL, "internal: the cache is not empty at the start of a sample (%lld slots, %zu bytes)",
-                         (long long)kv_cache_total_slots(c), kv_cache_bytes(c));
-    pol_begin(pol, n_prompt);
-    pol_attach(pol, en->ctx);
-    return KV_OK;
-}
+/* A perplexity task's curve: the mean NLL per bucket of positions. */
+typedef struct nll_curve {
+    int32_t *pos;
+    double *nll;
+    int n, bucket;
+} nll_curve;
 
-/* The most slots one head may hold now: the budget, or for a one-shot
- * policy (SnapKV, PyramidKV: the prompt is cut once, generated tokens are
- * all kept) its largest layer limit plus the tokens since the prompt. */
-static int32_t allowed_slots(const kv_policy *pol, int32_t pos) {
-    if (pol->limit == INT32_MAX) return INT32_MAX;
-    if (!(pol->flags & POL_ONE_SHOT)) return pol->limit;
-    int32_t most = 0;
-    for (int l = 0; l < pol->n_layers; l++)
-        if (pol->layer_limit[l] > most) most = pol->layer_limit[l];
-    return most + (pos > pol->n_prompt ? pos - pol->n_prompt : 0);
-}
-
-/* After every evaluation: the largest head against what the policy may hold
- * (the budget check) and, every `every` positions, the bytes held (the
- * memory trace). */
-static void track(engine *en, const kv_policy *pol, gen_result *g, int every) {
-    kv_cache *c = kv_ctx_cache(en->ctx);
-    if (kv_cache_bytes(c) > g->bytes_steady_peak) g->bytes_steady_peak = kv_cache_bytes(c);
-    int32_t m = kv_cache_max_len(c);
-    if (m > g->slots_max) g->slots_max = m;
-    if (m > allowed_slots(pol, kv_ctx_pos(en->ctx))) g->over_budget = 1;
-    int32_t pos = kv_ctx_pos(en->ctx);
-    if (every > 1 && g->n_trace > 0 && g->trace_pos[g->n_trace - 1] / every == pos / every) return;
-    if (g->n_trace == g->trace_cap) {
-        int cap = g->trace_cap ? g->trace_cap * 2 : 256;
-        int32_t *p = realloc(g->trace_pos, (size_t)cap * sizeof *p);
-        if (p) g->trace_pos = p;
-        double *b = realloc(g->trace_bytes, (size_t)cap * sizeof *b);
-        if (b) g->trace_bytes = b;
-        if (!p || !b) return; /* the trace is a convenience: stop recording */
-        g->trace_cap = cap;
-    }
-    g->trace_pos[g->n_trace] = pos;
-    g->trace_bytes[g->n_trace++] = (double)kv_cache_bytes(c);
-}
-
-/* Whether generation ends at token `id`: one of the model's end tokens, or
- * a BOS (a new document). */
-static int is_end(const engine *en, int32_t id) {
-    if (id == kv_tokenizer_bos(en->tok)) return 1;
-    for (int i = 0; i < en->n_end; i++)
-        if (en->end_ids[i] == id) return 1;
-    return 0;
-}
-
-/* A sample's prompt through the policy, leaving the next-token logits in
- * en->logits. q_split 0: the prompt is one prompt. q_split > 0 (the
- * question asked after compression): its first q_split tokens are the
- * prompt the policy compresses, and the rest, the question, is read as one
- * more forward with the compressed cache. g (may be NULL) gets the
- * prompt-phase peak and the first point of the trace. */
-/* A compressed context kept for the samples after it that share it
- * (question = after_compression, several questions on one context: the
- * context is read and compressed once, as kvpress does). */
-typedef struct ctx_snap {
-    kv_ctx *ctx;    /* the sequence right after the context's compression */
-    kv_policy *pol; /* the policy's state then (pol_clone) */
-    uint64_t key;   /* a hash of the context's tokens (0: nothing kept) */
-    float *logits;  /* the next-token logits then (the post-prompt snapshot of fidelity), or NULL */
-} ctx_snap;
-
-static void snap_free(ctx_snap *s) {
-    kv_ctx_free(s->ctx);
-    pol_free(s->pol);
-    free(s->logits);
-    memset(s, 0, sizeof *s);
-}
-
-/* Keeps the sequence and the policy as they are now. */
-static int snap_take(engine *en, kv_policy *pol, uint64_t key, ctx_snap *s) {
-    kv_policy *copy;
-    int rc = pol_clone(pol, &copy);
-    if (rc) return rc;
-    if (!s->ctx) {
-        kv_ctx_params cp = kv_ctx_default_params();
-        cp.n_threads = en->threads;
-        if ((rc = kv_ctx_new(en->model, &cp, &s->ctx))) {
-            pol_free(copy);
-            return rc;
-        }
-    }
-    if ((rc = kv_ctx_fork(en->ctx, s->ctx))) {
-        pol_free(copy);
-        return rc;
-    }
-    pol_free(s->pol);
-    s->pol = copy;
-    s->key = key;
-    return KV_OK;
-}
-
-/* The run's policy instance takes the kept state (its address stays: the
- * context's hook points at it), the context the kept sequence. */
-static int snap_resume(engine *en, kv_policy *pol, const ctx_snap *s) {
-    kv_policy *copy;
-    int rc = pol_clone(s->pol, &copy);
-    if (rc) return rc;
-    kv_policy old = *pol;
-    *pol = *copy;
-    *copy = old;
-    pol->draw_seed = old.draw_seed; /* draws from here on are this sample's own */
-    pol_free(copy);
-    if ((rc = kv_ctx_fork(s->ctx, en->ctx))) return rc;
-    pol_attach(pol, en->ctx);
-    return KV_OK;
-}
-
-/* Keeps the sequence, the policy and the next-token logits right after a
- * prompt (fidelity reads the same prompt with the same policy again: it
- * resumes from here; its timing is the generation's). */
-static int snap_prompt(engine *en, kv_policy *pol, ctx_snap *s) {
-    size_t bytes = (size_t)en->mi->vocab_size * sizeof(float);
-    if (!s->logits && !(s->logits = malloc(bytes))) return kv_errorf(KV_ENOMEM, "out of memory");
-    memcpy(s->logits, en->logits, bytes);
-    return snap_take(en, pol, 1, s);
-}
-
-/* The context's tokens as a key (never 0). */
-static uint64_t context_key(const int32_t *ids, int32_t n) {
-    uint64_t h = hx_hash(HX_HASH_INIT, &n, sizeof n);
-    h = hx_hash(h, ids, (size_t)n * sizeof *ids);
-    return h ? h : 1;
-}
-
-static int read_prompt(engine *en, kv_policy *pol, const int32_t *prompt, int32_t n_prompt, int32_t q_split,
-                       gen_result *g, ctx_snap *snap) {
-    int32_t n_ctx = q_split > 0 && q_split < n_prompt ? q_split : n_prompt;
-    const uint64_t key = snap && n_ctx < n_prompt ? context_key(prompt, n_ctx) : 0;
-    int rc;
-    if (key && snap->key == key) { /* the same context as a sample before: its compressed cache */
-        rc = snap_resume(en, pol, snap);
-        if (!rc && g) g->context_reused = 1;
-    } else {
-        rc = begin_sample(en, pol, n_ctx);
-        if (!rc) rc = pol_eval_prompt(pol, en->ctx, prompt, n_ctx, en->logits);
-        if (!rc && key) rc = snap_take(en, pol, key, snap);
-    }
-    if (rc) return rc;
-    if (g) {
-        g->bytes_prompt_peak = kv_cache_peak_bytes(kv_ctx_cache(en->ctx));
-        track(en, pol, g, 1);
-    }
-    if (n_ctx < n_prompt) {
-        rc = kv_ctx_eval(en->ctx, prompt + n_ctx, n_prompt - n_ctx, en->logits, 0);
-        if (!rc && g) track(en, pol, g, 1);
-    }
-    return rc;
-}
-
-/* LongBench's samsum (pred.py): stop_id is one more end token, kept in the
- * output as Hugging Face's generate keeps the token it stops at, and
- * min_length = prompt + 1 keeps every end token and stop_id from being the
- * first token. The first step's argmax skips them; the logits stay the
- * model's (the fidelity figures compare models, not logits processors). */
-static int32_t first_token(const engine *en, int32_t stop_id) {
-    const int32_t V = en->mi->vocab_size, bos = kv_tokenizer_bos(en->tok);
-    int32_t best = -1;
-    for (int32_t v = 0; v < V; v++) {
-        int barred = v == stop_id || v == bos;
-        for (int i = 0; i < en->n_end && !barred; i++) barred = en->end_ids[i] == v;
-        if (!barred && (best < 0 || en->logits[v] > en->logits[best])) best = v;
-    }
-    return best < 0 ? kv_argmax(en->logits, V) : best;
-}
-
-/* Greedy generation of up to max_new tokens after the prompt, stopping at
- * EOS/BOS (and at a newline when asked, or after token stop_id when it is
- * >= 0: LongBench's samsum). keep_logits stores every step's distribution
- * (the full-cache reference for fidelity). */
-static int generate(engine *en, kv_policy *pol, const int32_t *prompt, int32_t n_prompt, int32_t q_split,
-                    ctx_snap *snap, ctx_snap *after, int max_new, int stop_newline, int32_t stop_id, int keep_logits,
-                    gen_result *g) {
-    memset(g, 0, sizeof *g);
-    int32_t V = en->mi->vocab_size;
-    g->tokens = malloc(((size_t)max_new + 1) * sizeof *g->tokens);
-    g->step_ms = malloc(((size_t)max_new + 1) * sizeof *g->step_ms);
-    if (keep_logits) g->logits = malloc(((size_t)max_new + 1) * (size_t)V * sizeof *g->logits);
-    if (!g->tokens || !g->step_ms || (keep_logits && !g->logits) || text_add(g, "", 0))
-        return kv_errorf(KV_ENOMEM, "out of memory");
-    double t0 = now_s();
-    int rc = read_prompt(en, pol, prompt, n_prompt, q_split, g, snap);
-    if (!rc && after) rc = snap_prompt(en, pol, after);
-    if (rc) return rc;
-    int32_t prev = prompt[n_prompt - 1];
-    double t_step = now_s();
-    snprintf(g->stop, sizeof g->stop, "max_new_tokens");
-    for (int i = 0; i < max_new; i++) {
-        int32_t next = i == 0 && stop_id >= 0 ? first_token(en, stop_id) : kv_argmax(en->logits, V);
-        if (i == 0) g->ttft_ms = (now_s() - t0) * 1e3;
-        if (is_end(en, next)) { /* the model's end of turn (eos, eot, <|im_end|>, ...) or a BOS */
-            size_t tl;
-            const char *tt = kv_tokenizer_token_text(en->tok, next, &tl);
-            snprintf(g->stop, sizeof g->stop, "end %.*s", (int)(tl < 40 ? tl : 40), tt ? tt : "");
-            break;
-        }
-        size_t len;
-        const char *piece = kv_tokenizer_piece(en->tok, prev, next, &len);
-        if (stop_newline && memchr(piece, '\n', len) && g->n > 0) {
-            snprintf(g->stop, sizeof g->stop, "newline");
-            break;
-        }
-        if (keep_logits) memcpy(g->logits + (size_t)g->n * V, en->logits, (size_t)V * sizeof(float));
-        g->tokens[g->n++] = next;
-        if ((rc = text_add(g, piece, len))) return rc;
-        prev = next;
-        if (next == stop_id) {
-            snprintf(g->stop, sizeof g->stop, "stop token");
-            break;
-        }
-        if (i + 1 < max_new) {
-            double t = now_s();
-            if ((rc = kv_ctx_eval(en->ctx, &next, 1, en->logits, 0))) return rc;
-            double t2 = now_s();
-            g->step_ms[g->n - 1] = (t2 - t) * 1e3;
-            track(en, pol, g, 1);
-        }
-    }
-    g->decode_ms = (now_s() - t_step) * 1e3;
-    kv_cache *c = kv_ctx_cache(en->ctx);
-    g->bytes_peak = kv_cache_peak_bytes(c);
-    g->bytes_final = kv_cache_bytes(c);
-    return KV_OK;
-}
-
-/* The attention mass the full cache puts on tokens a policy no longer
- * holds: the hook of a full-cache context evaluated in lockstep with the
- * policy's, after the policy's own evaluation (and eviction) of the same
- * tokens. Per (layer, query head) and evaluation: the sum of the newest
- * query's softmax row over the slots whose position the policy's cache
- * lacks in that layer and KV head. */
-typedef struct lost_state {
-    kv_cache *pol;     /* the policy's cache */
-    uint8_t *present;  /* [cap] position -> held by the policy's head */
-    int32_t cap;
-    double sum;
-    long count;
-    int rc;
-} lost_state;
-
-/* The lost mass of KV head g's query heads in one layer call: rows
- * [group][stride] of the full cache's newest query over its slots at
- * positions rpos [rlen]. */
-static int lost_add(lost_state *ls, int layer, int g, int group, const float *rows, size_t stride, const int32_t *rpos,
-                    int32_t rlen, int32_t need) {
-    kv_cache_head *ph = kv_cache_head_at(ls->pol, layer, g);
-    if (need > ls->cap) {
-        uint8_t *b = realloc(ls->present, (size_t)need);
-        if (!b) return ls->rc = kv_errorf(KV_ENOMEM, "out of memory");
-        ls->present = b;
-        ls->cap = need;
-    }
-    memset(ls->present, 0, (size_t)need);
-    for (int32_t j = 0; j < ph->len; j++)
-        if (ph->pos[j] >= 0 && ph->pos[j] < need) ls->present[ph->pos[j]] = 1;
-    for (int q = 0; q < group; q++) {
-        const float *row = rows + (size_t)q * stride;
-        double lost = 0;
-        for (int32_t j = 0; j < rlen; j++)
-            if (!ls->present[rpos[j]]) lost += row[j];
-        ls->sum += lost;
-        ls->count++;
-    }
-    return KV_OK;
-}
-
-static int lost_on_layer(void *user, kv_cache *ref, const kv_attn_view *v) {
-    lost_state *ls = user;
-    int group = v->n_heads / v->n_kv_heads;
-    for (int g = 0; g < v->n_kv_heads; g++) {
-        kv_cache_head *rh = kv_cache_head_at(ref, v->layer, g);
-        int rc = lost_add(ls, v->layer, g, group, v->last_row + (size_t)(g * group) * v->stride, (size_t)v->stride,
-                          rh->pos, rh->len, v->pos0 + v->n_new + 1);
-        if (rc) return rc;
-    }
-    return KV_OK;
-}
-
-/* The full cache right after a sample's prompt, shared by every policy's
- * fidelity run of that sample: the forked sequence, and the newest query
- * rows the prompt's layer calls produced (what lost_on_layer reads then),
- * replayed against each policy's cache. The full cache holds positions
- * 0..len-1 in order, so a call's rows need only their length. */
-typedef struct ref_call { int layer; int32_t len, need; size_t off; } ref_call;
-typedef struct ref_snap {
-    kv_ctx *ctx;
-    uint64_t key;       /* the prompt's tokens (0: nothing kept) */
-    ref_call *calls;
-    int n_calls, cap_calls;
-    float *rows;        /* per call [n_heads][len] */
-    size_t n_rows, cap_rows;
-    int32_t *iota;      /* 0, 1, 2, ...: the full cache's positions */
-    int32_t n_iota;
-    int ok;             /* the recording is complete (else: recompute) */
-} ref_snap;
-
-static void ref_snap_free(ref_snap *r) {
-    if (!r) return;
-    kv_ctx_free(r->ctx);
-    free(r->calls);
-    free(r->rows);
-    free(r->iota);
-    free(r);
-}
-
-typedef struct rec_state { lost_state *ls; ref_snap *r; } rec_state;
-
-/* lost_on_layer, also keeping the call's rows for the other policies. */
-static int record_on_layer(void *user, kv_cache *ref, const kv_attn_view *v) {
-    rec_state *st = user;
-    ref_snap *r = st->r;
-    int32_t len = kv_cache_head_at(ref, v->layer, 0)->len;
-    for (int g = 0; g < v->n_kv_heads; g++) {
-        const kv_cache_head *rh = kv_cache_head_at(ref, v->layer, g);
-        if (rh->len != len) r->ok = 0;
-        for (int32_t j = 0; j < rh->len && r->ok; j++) r->ok = rh->pos[j] == j;
-    }
-    size_t need = (size_t)v->n_heads * (size_t)len;
-    if (r->ok && r->n_calls == r->cap_calls) {
-        int cap = r->cap_calls ? 2 * r->cap_calls : 64;
-        ref_call *c = realloc(r->calls, (size_t)cap * sizeof *c);
-        if (c) r->calls = c, r->cap_calls = cap;
-        else r->ok = 0;
-    }
-    if (r->ok && r->n_rows + need > r->cap_rows) {
-        size_t cap = (r->n_rows + need) * 2;
-        float *b = realloc(r->rows, cap * sizeof *b);
-        if (b) r->rows = b, r->cap_rows = cap;
-        else r->ok = 0;
-    }
-    if (r->ok) {
-        r->calls[r->n_calls++] = (ref_call){v->layer, len, v->pos0 + v->n_new + 1, r->n_rows};
-        for (int h = 0; h < v->n_heads; h++)
-            memcpy(r->rows + r->n_rows + (size_t)h * len, v->last_row + (size_t)h * v->stride, (size_t)len * sizeof(float));
-        r->n_rows += need;
-    }
-    return lost_on_layer(st->ls, ref, v);
-}
-
-/* The recorded prompt calls' lost mass against this policy's cache, in
- * the order lost_on_layer met them. */
-static int ref_replay(const ref_snap *r, lost_state *ls, int n_heads, int n_kv_heads) {
-    const int group = n_heads / n_kv_heads;
-    for (int c = 0; c < r->n_calls; c++) {
-        const ref_call *rc = &r->calls[c];
-        for (int g = 0; g < n_kv_heads; g++) {
-            int e = lost_add(ls, rc->layer, g, group, r->rows + rc->off + (size_t)(g * group) * rc->len,
-                             (size_t)rc->len, r->iota, rc->len, rc->need);
-            if (e) return e;
-        }
-    }
-    return KV_OK;
-}
-
-/* The full cache after the prompt in en->ref_ctx, with the prompt calls'
- * lost mass added to ls: forked from the sample's snapshot when there is
- * one, else computed (and kept when sharing). */
-static int ref_prompt(engine *en, const int32_t *prompt, int32_t n_prompt, lost_state *ls) {
-    const uint64_t key = hx_hash(hx_hash(HX_HASH_INIT, &n_prompt, sizeof n_prompt), prompt, (size_t)n_prompt * sizeof *prompt);
-    ref_snap *r = en->ref_snap;
-    if (en->share && r && r->ok && r->key == key) {
-        int rc = kv_ctx_fork(r->ctx, en->ref_ctx);
-        return rc ? rc : ref_replay(r, ls, en->mi->n_heads, en->mi->n_kv_heads);
-    }
-    kv_ctx_hook hook = {.user = ls, .needs = KV_NEED_LAST_ROW, .positions = KV_POS_ORIGINAL, .on_layer = lost_on_layer};
-    rec_state st = {ls, r};
-    if (en->share) {
-        if (!r && !(r = en->ref_snap = calloc(1, sizeof *r))) return kv_errorf(KV_ENOMEM, "out of memory");
-        if (n_prompt > r->n_iota) {
-            int32_t *b = realloc(r->iota, (size_t)n_prompt * sizeof *b);
-            if (!b) return kv_errorf(KV_ENOMEM, "out of memory");
-            for (int32_t j = r->n_iota; j < n_prompt; j++) b[j] = j;
-            r->iota = b;
-            r->n_iota = n_prompt;
-        }
-        r->key = 0;
-        r->n_calls = 0;
-        r->n_rows = 0;
-        r->ok = 1;
-        st.r = r;
-        hook.user = &st;
-        hook.on_layer = record_on_layer;
-    }
-    kv_ctx_set_hook(en->ref_ctx, &hook);
-    int rc = kv_ctx_eval(en->ref_ctx, prompt, n_prompt, NULL, 0);
-    kv_ctx_set_hook(en->ref_ctx, NULL);
-    if (rc || !en->share || !r->ok) return rc;
-    if (!r->ctx) {
-        kv_ctx_params cp = kv_ctx_default_params();
-        cp.n_threads = en->threads;
-        if ((rc = kv_ctx_new(en->model, &cp, &r->ctx))) return rc;
-    }
-    if ((rc = kv_ctx_fork(en->ref_ctx, r->ctx))) return rc;
-    r->key = key;
-    return KV_OK;
-}
-
-/* Teacher-forced drift from the full cache: the policy reads the prompt and
- * then the full cache's own continuation; at each step its next-token
- * distribution is compared with the full cache's (into `kld`: llama-
- * perplexity's statistics with the full cache as the base and the full
- * cache's token as the target), and a full cache fed the same tokens in
- * lockstep measures the attention mass the policy lost. */
-static int fidelity(engine *en, kv_policy *pol, const int32_t *prompt, int32_t n_prompt, int32_t q_split,
-                    ctx_snap *snap, const ctx_snap *after, const gen_result *ref, met_kld *kld, double *kl_mean,
-                    double *top1, double *mass_lost) {
-    int32_t V = en->mi->vocab_size;
-    if (!en->ref_ctx) {
-        kv_ctx_params cp = kv_ctx_default_params();
-        cp.n_threads = en->threads;
-        if (kv_ctx_new(en->model, &cp, &en->ref_ctx)) return KV_ENOMEM;
-    }
-    lost_state ls = {.pol = kv_ctx_cache(en->ctx)};
-    kv_ctx_hook hook = {.user = &ls, .needs = KV_NEED_LAST_ROW, .positions = KV_POS_ORIGINAL, .on_layer = lost_on_layer};
-    kv_ctx_reset(en->ref_ctx);
-    /* the policy's state right after the prompt: kept by its generation run
-     * (the same computation), else read again */
-    int rc = after && after->key ? snap_resume(en, pol, after) : read_prompt(en, pol, prompt, n_prompt, q_split, NULL, snap);
-    if (!rc && after && after->key) memcpy(en->logits, after->logits, (size_t)V * sizeof(float));
-    if (!rc) rc = ref_prompt(en, prompt, n_prompt, &ls);
-    kv_ctx_set_hook(en->ref_ctx, &hook);
-    double kl = 0;
-    int agree = 0;
-    for (int i = 0; !rc && i < ref->n; i++) {
-        const float *p = ref->logits + (size_t)i * V;
-        kl += met_kl(p, en->logits, V);
-        agree += kv_argmax(en->logits, V) == ref->tokens[i];
-        if ((rc = met_kld_add(kld, p, en->logits, V, ref->tokens[i]))) break;
-        if (i + 1 < ref->n) {
-            rc = kv_ctx_eval(en->ctx, &ref->tokens[i], 1, en->logits, 0);
-            if (!rc) rc = kv_ctx_eval(en->ref_ctx, &ref->tokens[i], 1, NULL, 0);
-        }
-    }
-    kv_ctx_set_hook(en->ref_ctx, NULL);
-    kv_ctx_reset(en->ref_ctx);
-    free(ls.present);
-    if (rc) return rc;
-    if (ls.rc) return ls.rc;
-    *kl_mean = ref->n ? kl / ref->n : 0;
-    *top1 = ref->n ? (double)agree / ref->n : 1;
-    *mass_lost = ls.count ? ls.sum / (double)ls.count : 0;
-    return KV_OK;
+static void curve_add(void *user, int32_t pos, double nll) {
+    nll_curve *c = user;
+    c->nll[(pos - 1) / c->bucket] += nll;
 }
 
 /* Streaming perplexity: every token through one cache the policy keeps
  * within its budget; per-token NLL, bucketed into the curve. */
 static int stream_ppl(engine *en, kv_policy *pol, const int32_t *ids, int32_t n, int chunk, int bucket, double *nll_out,
-                      double *seconds, int32_t **curve_pos, double **curve_nll, int *n_curve, gen_result *g) {
-    int rc = begin_sample(en, pol, 0);
-    if (rc) return rc;
-    int32_t V = en->mi->vocab_size;
+                      double *seconds, nll_curve *cv, gen_result *g) {
     int nb = (n - 1 + bucket - 1) / bucket;
-    *curve_pos = malloc((size_t)nb * sizeof **curve_pos);
-    *curve_nll = calloc((size_t)nb, sizeof **curve_nll);
-    float *logits = chunk > 1 ? malloc((size_t)chunk * V * sizeof *logits) : en->logits;
-    if (!*curve_pos || !*curve_nll || !logits) {
-        if (chunk > 1) free(logits);
-        return kv_errorf(KV_ENOMEM, "out of memory");
-    }
-    double total = 0, t0 = now_s();
-    /* chunk tokens per evaluation (1: StreamingLLM's token at a time); the
-     * policy evicts inside each evaluation, layer by layer */
-    for (int32_t t = 0; t + 1 < n && !rc; t += chunk) {
-        int32_t m = n - 1 - t < chunk ? n - 1 - t : chunk;
-        if ((rc = kv_ctx_eval(en->ctx, ids + t, m, logits, chunk > 1))) break;
-        track(en, pol, g, bucket);
-        for (int32_t i = 0; i < m; i++) {
-            double x = met_nll(logits + (size_t)i * V, V, ids[t + i + 1]);
-            total += x;
-            (*curve_nll)[(t + i) / bucket] += x;
-        }
-    }
-    if (chunk > 1) free(logits);
+    cv->pos = malloc((size_t)nb * sizeof *cv->pos);
+    cv->nll = calloc((size_t)nb, sizeof *cv->nll);
+    cv->bucket = bucket;
+    if (!cv->pos || !cv->nll) return kv_errorf(KV_ENOMEM, "out of memory");
+    hx_nll_params np = {.chunk = chunk, .every = bucket, .on_nll = curve_add, .user = cv};
+    int rc = hx_drv_stream_nll(&en->d, pol, ids, n, &np, nll_out, seconds, g);
     if (rc) return rc;
-    *seconds = now_s() - t0;
     for (int b = 0; b < nb; b++) {
         int32_t lo = b * bucket + 1, hi = (b + 1) * bucket < n - 1 ? (b + 1) * bucket : n - 1;
-        (*curve_pos)[b] = lo;
-        (*curve_nll)[b] /= (double)(hi - lo + 1);
+        cv->pos[b] = lo;
+        cv->nll[b] /= (double)(hi - lo + 1);
     }
-    *n_curve = nb;
-    *nll_out = total / (double)(n - 1);
-    kv_cache *c = kv_ctx_cache(en->ctx);
-    g->bytes_peak = kv_cache_peak_bytes(c);
-    g->bytes_final = kv_cache_bytes(c);
+    cv->n = nb;
     return KV_OK;
 }
+
 
 /* ----------------------------------------------------------- progress */
 
@@ -1065,7 +523,7 @@ static int chat_source(const engine *en, ds_chat_source *src) {
     snprintf(cfg, sizeof cfg, "%s/tokenizer_config.json", en->tokenizer_path);
     if (en->tokenizer_path[0] && access(cfg, R_OK) == 0) return ds_chat_source_config(cfg, src);
     /* a llama2.c checkpoint carries no template: none, not an error */
-    return kv_model_get_info(en->model)->format == KV_FORMAT_GGUF ? ds_chat_source_gguf(en->model_path, src) : KV_OK;
+    return kv_model_get_info(en->d.model)->format == KV_FORMAT_GGUF ? ds_chat_source_gguf(en->model_path, src) : KV_OK;
 }
 
 static int chat_setup(const hx_experiment *e, int model, const hx_task_def *t, const engine *en, chat_wrap *cw) {
@@ -1113,9 +571,9 @@ static int run_identity(const run_state *rs, const engine *en, const run_cell *r
                      "max_prompt_tokens=%d max_new_tokens=%d stop_newline=%d fidelity=%d doc_field=%s ref_field=%s "
                      "lengths=%s depths=%s per_cell=%d tokens=%d chunk=%d min_chars=%d curve_bucket=%d question=%s chat=%s "
                      "system=[%s] ruler_task=%s qa_data=%s%s%s%s policy=%s params=%s budget=%s seed=%llu",
-                     KVBENCH_VERSION, en->model_hash, (double)en->mi->rope_base, en->mi->ctx_len, (double)en->mi->norm_eps,
+                     KVBENCH_VERSION, en->model_hash, (double)en->d.mi->rope_base, en->d.mi->ctx_len, (double)en->d.mi->norm_eps,
                      /* MPT's GELU, only when not the default (other runs' ids unchanged) */
-                     en->mi->arch == KV_ARCH_MPT && en->mi->gelu == KV_GELU_ERF ? "/gelu=erf" : "",
+                     en->d.mi->arch == KV_ARCH_MPT && en->d.mi->gelu == KV_GELU_ERF ? "/gelu=erf" : "",
                      /* sliding-window layers, for the report (absent otherwise: other runs' ids unchanged) */
                      en->swa_note,
                      hx_task_kind_name(t->kind), t->data ? t->data : "",
@@ -1148,7 +606,7 @@ static int run_identity(const run_state *rs, const engine *en, const run_cell *r
     return KV_OK;
 }
 
-static int load_task(const run_state *rs, engine *en, const hx_task_def *t, tok_counter *tc, ds_set *set) {
+static int load_task(const run_state *rs, engine *en, const hx_task_def *t, hx_tokbuf *tc, ds_set *set) {
     char dp[4096];
     ds_load_params lp = {.max_samples = t->samples, .bad_rows = t->bad_rows, .doc_field = t->doc_field,
                          .ref_field = t->ref_field};
@@ -1210,16 +668,16 @@ typedef struct task_run {
     kv_policy *pol;
     hx_run_row row;
     char spec[4096], params[1024], budget[32], template_name[96];
-    ctx_snap snap; /* question = after_compression: the last context compressed */
+    hx_ctx_snap snap; /* question = after_compression: the last context compressed */
 } task_run;
 
 /* Runs every unit of one (model, task) pair. */
 static int run_task(run_state *rs, engine *en, int model, int task) {
     hx_experiment *e = rs->e;
     hx_task_def *t = &e->task[task];
-    tok_counter tc = {.tok = en->tok};
+    hx_tokbuf tc = {.tok = en->d.tok};
     ds_set set = {0};
-    ctx_snap after = {0}; /* a policy's state right after a prompt, for its fidelity run */
+    hx_ctx_snap after = {0}; /* a policy's state right after a prompt, for its fidelity run */
     int status = 0;
     chat_wrap cw;
     int rc = chat_setup(rs->e, model, t, en, &cw);
@@ -1246,10 +704,10 @@ static int run_task(run_state *rs, engine *en, int model, int task) {
     }
     const ds_template *tp = ds_template_find(t->template_name);
     lb_user lbu = {&tc, cw.bos};
-    ds_lb_codec lbc = {lb_encode, lb_decode, &lbu, !kv_tokenizer_byte_level(en->tok)}; /* SentencePiece: per byte */
+    ds_lb_codec lbc = {lb_encode, lb_decode, &lbu, !kv_tokenizer_byte_level(en->d.tok)}; /* SentencePiece: per byte */
     const int32_t stop_id = longbench_stop_id(t, &tc);
     int max_prompt = t->max_prompt_tokens;
-    if (max_prompt <= 0) max_prompt = en->mi->ctx_len - t->max_new_tokens - 1;
+    if (max_prompt <= 0) max_prompt = en->d.mi->ctx_len - t->max_new_tokens - 1;
     if (max_prompt < 8) max_prompt = 8;
 
     /* This task's runs, their policies and identities. */
@@ -1281,8 +739,8 @@ static int run_task(run_state *rs, engine *en, int model, int task) {
             set[n_set++] = steps;
         }
         for (int i = 0; i < pd->n_settings; i++) set[n_set++] = pd->settings[i];
-        if (pol_new(pd->policy, set, n_set, &c->budget, e->seed, en->mi, &tr[k].pol) ||
-            pol_check_model(tr[k].pol, en->model) ||
+        if (pol_new(pd->policy, set, n_set, &c->budget, e->seed, en->d.mi, &tr[k].pol) ||
+            pol_check_model(tr[k].pol, en->d.model) ||
             run_identity(rs, en, c, tr[k].pol, &cw, tr[k].spec, sizeof tr[k].spec, tr[k].params, sizeof tr[k].params,
                          &tr[k].row)) {
             fprintf(stderr, "kvbench run: policy %s: %s\n", pd->label, kv_last_error());
@@ -1354,7 +812,7 @@ static int run_task(run_state *rs, engine *en, int model, int task) {
         gen_result ref = {0};
         if (t->kind == HX_TASK_PERPLEXITY) {
             const char *doc = ds_sample_field(s, "document");
-            n_prompt = encode_into(&tc, doc, strlen(doc), 1);
+            n_prompt = hx_tokbuf_encode(&tc, doc, strlen(doc), 1);
             if (n_prompt >= 0 && t->tokens > 0 && n_prompt > t->tokens) n_prompt = t->tokens;
         } else {
             hx_prompt_spec ps = {.tp = tp, .chat = cw.family, .system = cw.system, .jinja = cw.jinja, .max_tokens = max_prompt,
@@ -1363,7 +821,7 @@ static int run_task(run_state *rs, engine *en, int model, int task) {
                                  .count = count_tokens, .user = &tc};
             rc = t->kind == HX_TASK_LONGBENCH ? hx_prompt_longbench(&ps, ds_lb_task_find(t->longbench_task), s, &lbc, &hp)
                                               : hx_prompt_render(&ps, s, &hp);
-            n_prompt = rc ? rc : encode_into(&tc, hp.text, strlen(hp.text), cw.bos);
+            n_prompt = rc ? rc : hx_tokbuf_encode(&tc, hp.text, strlen(hp.text), cw.bos);
         }
         if (n_prompt < 2) {
             fprintf(stderr, "kvbench run: task %s sample %s: %s\n", t->name, s->id,
@@ -1388,9 +846,10 @@ static int run_task(run_state *rs, engine *en, int model, int task) {
         if (need_ref) {
             kv_policy *full = NULL;
             pol_budget none = {POL_BUDGET_NONE, 0};
-            rc = pol_new("full", NULL, 0, &none, e->seed, en->mi, &full);
-            if (!rc) rc = generate(en, full, ids, (int32_t)n_prompt, q_split, NULL, NULL, max_new, t->stop_newline,
-                                   stop_id, 1, &ref);
+            rc = pol_new("full", NULL, 0, &none, e->seed, en->d.mi, &full);
+            hx_gen_params gp = {.max_new = max_new, .q_split = q_split, .stop_newline = t->stop_newline,
+                                .stop_id = stop_id, .keep_logits = 1};
+            if (!rc) rc = hx_drv_generate(&en->d, full, ids, (int32_t)n_prompt, &gp, &ref);
             pol_free(full);
             if (rc) {
                 fprintf(stderr, "kvbench run: task %s sample %s (full-cache reference): %s\n", t->name, s->id, kv_last_error());
@@ -1406,15 +865,13 @@ static int run_task(run_state *rs, engine *en, int model, int task) {
             gen_result g = {0};
             metric_list ml = {0};
             char *pred = NULL;
-            int32_t *cpos = NULL;
-            double *cnll = NULL;
-            int n_curve = 0;
+            nll_curve cv = {0};
             /* this sample's own random draws (Keyformer's noise), the same in
              * every run, shard and resume */
             pol_set_sample_seed(pol, hx_hash(HX_HASH_INIT, s->id, strlen(s->id)));
             if (t->kind == HX_TASK_PERPLEXITY) {
                 double nll = 0, secs = 1;
-                rc = stream_ppl(en, pol, ids, (int32_t)n_prompt, t->chunk, t->curve_bucket, &nll, &secs, &cpos, &cnll, &n_curve, &g);
+                rc = stream_ppl(en, pol, ids, (int32_t)n_prompt, t->chunk, t->curve_bucket, &nll, &secs, &cv, &g);
                 if (!rc) {
                     put(&ml, "nll", nll);
                     put(&ml, "ppl", exp(nll));
@@ -1423,10 +880,12 @@ static int run_task(run_state *rs, engine *en, int model, int task) {
                 }
             } else {
                 /* fidelity resumes from this run's post-prompt state */
-                const int fid = need_ref && en->share && strcmp(pol->ops->name, "full") != 0;
+                const int fid = need_ref && en->d.share && strcmp(pol->ops->name, "full") != 0;
                 after.key = 0;
-                rc = generate(en, pol, ids, (int32_t)n_prompt, q_split, t->question_after ? &tr[k].snap : NULL,
-                              fid ? &after : NULL, max_new, t->stop_newline, stop_id, 0, &g);
+                hx_gen_params gp = {.max_new = max_new, .q_split = q_split, .stop_newline = t->stop_newline,
+                                    .stop_id = stop_id, .snap = t->question_after ? &tr[k].snap : NULL,
+                                    .after = fid ? &after : NULL};
+                rc = hx_drv_generate(&en->d, pol, ids, (int32_t)n_prompt, &gp, &g);
                 if (!rc && t->question_after) put(&ml, "context_reused", g.context_reused);
                 if (!rc) {
                     switch (t->kind) {
@@ -1466,16 +925,16 @@ static int run_task(run_state *rs, engine *en, int model, int task) {
                         while (same < g.n && same < ref.n && g.tokens[same] == ref.tokens[same]) same++;
                         put(&ml, "fid_prefix_match", ref.n ? (double)same / ref.n : 1);
                         if (put_rouge(&ml, "fid", g.text, ref.text)) rc = KV_ENOMEM;
-                        double kl, top1, lost;
+                        hx_fid_result fr;
                         met_kld *kld = met_kld_new();
                         if (!kld) rc = kv_errorf(KV_ENOMEM, "out of memory");
                         if (!rc)
-                            rc = fidelity(en, pol, ids, (int32_t)n_prompt, q_split, t->question_after ? &tr[k].snap : NULL,
-                                          &after, &ref, kld, &kl, &top1, &lost);
+                            rc = hx_drv_fidelity(&en->d, pol, ids, (int32_t)n_prompt, q_split,
+                                                 t->question_after ? &tr[k].snap : NULL, &after, &ref, kld, &fr);
                         if (!rc) {
-                            put(&ml, "fid_kl", kl);
-                            put(&ml, "fid_top1_agree", top1);
-                            put(&ml, "attn_mass_lost", lost);
+                            put(&ml, "fid_kl", fr.kl_mean);
+                            put(&ml, "fid_top1_agree", fr.top1);
+                            put(&ml, "attn_mass_lost", fr.mass_lost);
                             rc = put_kld(&ml, kld);
                         }
                         met_kld_free(kld);
@@ -1504,7 +963,7 @@ static int run_task(run_state *rs, engine *en, int model, int task) {
                     .budget_slots = pol->limit == INT32_MAX ? -1 : pol->limit,
                     .output = pred ? pred : g.text ? g.text : "", .reference = s->reference,
                     .stop_reason = t->kind == HX_TASK_PERPLEXITY ? NULL : g.stop};
-                hx_curve nc = {cpos, cnll, n_curve}, kc = {g.trace_pos, g.trace_bytes, g.n_trace};
+                hx_curve nc = {cv.pos, cv.nll, cv.n}, kc = {g.trace_pos, g.trace_bytes, g.n_trace};
                 rc = ml.lost ? kv_errorf(KV_EINVAL, "internal: %d metrics over MAX_METRICS", ml.lost)
                              : hx_db_put_sample(rs->db, &row, ml.m, ml.n, &nc, &kc);
                 if (rc == 1) rs->prog.skipped++, rs->raced++; /* another process stored it first */
@@ -1516,26 +975,26 @@ static int run_task(run_state *rs, engine *en, int model, int task) {
                         e->policy[tr[k].cell->policy].label, tr[k].budget, kv_last_error());
                 status = -1;
             }
-            gen_free(&g);
+            hx_gen_free(&g);
             free(pred);
-            free(cpos);
-            free(cnll);
+            free(cv.pos);
+            free(cv.nll);
             rs->prog.done++;
             char what[128];
             snprintf(what, sizeof what, "%s %s %s %s", t->name, s->id, e->policy[tr[k].cell->policy].label, tr[k].budget);
             progress_show(&rs->prog, what);
         }
     sample_done:
-        gen_free(&ref);
+        hx_gen_free(&ref);
         hx_prompt_free(&hp);
         free(ids);
     }
 out:
     for (int k = 0; k < n_runs; k++) {
         pol_free(tr[k].pol);
-        snap_free(&tr[k].snap);
+        hx_snap_free(&tr[k].snap);
     }
-    snap_free(&after);
+    hx_snap_free(&after);
     free(cw.jinja);
     free(tr);
     free(todo);
@@ -1550,7 +1009,7 @@ out:
 static int convert_model(engine *en, const hx_model_def *md, const char *db, const kv_model_params *p) {
     kv_dtype want;
     if (kv_dtype_parse(md->dtype, &want)) return -1;
-    if (kv_model_get_info(en->model)->wtype == want) return KV_OK;
+    if (kv_model_get_info(en->d.model)->wtype == want) return KV_OK;
     char src_hash[HX_IDENTITY_BUF], dir[4096], path[4300], tmp[4400];
     if (hx_file_identity(en->model_path, src_hash)) return -1;
     snprintf(dir, sizeof dir, "%s", db);
@@ -1563,7 +1022,7 @@ static int convert_model(engine *en, const hx_model_def *md, const char *db, con
     struct stat sb;
     if (stat(path, &sb) != 0) {
         snprintf(tmp, sizeof tmp, "%s.tmp", path);
-        int rc = kv_model_export_gguf(en->model, tmp, want);
+        int rc = kv_model_export_gguf(en->d.model, tmp, want);
         if (rc == KV_OK && rename(tmp, path) != 0) rc = kv_errorf(KV_EIO, "%s: cannot rename into place", path);
         if (rc) {
             unlink(tmp);
@@ -1571,12 +1030,12 @@ static int convert_model(engine *en, const hx_model_def *md, const char *db, con
         }
         fprintf(stderr, "kvbench run: model %s converted to %s: %s\n", md->name, md->dtype, path);
     }
-    kv_model_free(en->model);
-    en->model = NULL;
+    kv_model_free(en->d.model);
+    en->d.model = NULL;
     size_t n = strlen(path);
     if (n >= sizeof en->model_path) return kv_errorf(KV_EINVAL, "%s: path too long", path);
     memcpy(en->model_path, path, n + 1);
-    return kv_model_load(en->model_path, p, &en->model);
+    return kv_model_load(en->model_path, p, &en->d.model);
 }
 
 static int load_engine(const hx_experiment *e, const char *db, int model, int threads, engine *en) {
@@ -1592,34 +1051,25 @@ static int load_engine(const hx_experiment *e, const char *db, int model, int th
     p.gelu = md->gelu;
     if (hx_weights_mmap(&p.weights_mmap)) return -1;
     hx_resolve_model(md->path, en->model_path, sizeof en->model_path);
-    if (kv_model_load(en->model_path, &p, &en->model)) return -1;
+    if (kv_model_load(en->model_path, &p, &en->d.model)) return -1;
     if (md->dtype && convert_model(en, md, db, &p)) return -1;
-    en->mi = kv_model_get_info(en->model);
+    const kv_model_info *mi = kv_model_get_info(en->d.model);
     en->swa_note[0] = '\0';
-    if (en->mi->n_swa_layers > 0) {
+    if (mi->n_swa_layers > 0) {
         char layers[256];
-        kv_model_swa_layers(en->model, layers, sizeof layers);
-        snprintf(en->swa_note, sizeof en->swa_note, "/swa=%d:%s", en->mi->swa_window, layers);
+        kv_model_swa_layers(en->d.model, layers, sizeof layers);
+        snprintf(en->swa_note, sizeof en->swa_note, "/swa=%d:%s", mi->swa_window, layers);
     }
-    en->tok = kv_model_tokenizer(en->model);
-    if (!en->tok) return kv_errorf(KV_EINVAL, "model %s: %s has no tokenizer; give one with 'tokenizer ='", md->name, en->model_path);
-    en->n_end = kv_tokenizer_end_tokens(en->tok, en->end_ids, 16);
-    if (en->n_end > 16) en->n_end = 16;
-    kv_ctx_params cp = kv_ctx_default_params();
-    cp.n_threads = threads;
-    en->threads = threads;
-    if (kv_ctx_new(en->model, &cp, &en->ctx)) return -1;
-    en->logits = malloc((size_t)en->mi->vocab_size * sizeof *en->logits);
-    if (!en->logits) return kv_errorf(KV_ENOMEM, "out of memory");
+    if (!kv_model_tokenizer(en->d.model))
+        return kv_errorf(KV_EINVAL, "model %s: %s has no tokenizer; give one with 'tokenizer ='", md->name, en->model_path);
+    if (hx_engine_open(&en->d, en->d.model, threads)) return -1;
     return hx_file_identity(en->model_path, en->model_hash);
 }
 
 static void free_engine(engine *en) {
-    free(en->logits);
-    kv_ctx_free(en->ctx);
-    kv_ctx_free(en->ref_ctx);
-    ref_snap_free(en->ref_snap);
-    kv_model_free(en->model);
+    kv_model *m = en->d.model;
+    hx_engine_close(&en->d);
+    kv_model_free(m);
     memset(en, 0, sizeof *en);
 }
 
@@ -1738,8 +1188,8 @@ int hx_cmd_run(int argc, char **argv, int help) {
             status = 1;
             break;
         }
-        en.share = !no_share;
-        if (dry) printf("model %s: %s (%lld parameters)\n", e.model[m].name, en.model_path, (long long)en.mi->n_params);
+        en.d.share = !no_share;
+        if (dry) printf("model %s: %s (%lld parameters)\n", e.model[m].name, en.model_path, (long long)en.d.mi->n_params);
         if (!dry && rs.prog.total == 0) {
             /* count units: runs per task x samples (cheap: loads the sets) */
             long total = 0;
