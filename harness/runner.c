@@ -44,6 +44,7 @@
 #include "paths.h"
 #include "prompt.h"
 #include "resultsdb.h"
+#include "tasks.h"
 
 
 /* ------------------------------------------------------------ the sweep */
@@ -124,148 +125,25 @@ static int expand_sweep(const hx_experiment *e, const only_filter *f, run_cell *
 
 
 
-static int64_t count_tokens(void *user, const char *text, size_t len) { return hx_tokbuf_encode(user, text, len, 0); }
-
-/* ds_token_fns over the model's tokenizer: encode without BOS into a fresh
- * array; decode as the pieces print after BOS (SentencePiece drops the
- * first token's leading space, as Hugging Face's decode does), control
- * tokens skipped. */
-static int64_t encode_ids(void *user, const char *text, size_t len, int32_t **ids) {
-    int64_t n = hx_tokbuf_encode(user, text, len, 0);
-    if (n < 0) return n;
-    const hx_tokbuf *tc = user;
-    if (!(*ids = malloc((size_t)(n ? n : 1) * sizeof **ids))) return kv_errorf(KV_ENOMEM, "out of memory");
-    memcpy(*ids, tc->buf, (size_t)n * sizeof **ids);
-    return n;
-}
-
-static int decode_ids(void *user, const int32_t *ids, int64_t n, char **text, size_t *len) {
-    const hx_tokbuf *tc = user;
-    size_t cap = 64, o = 0;
-    char *out = malloc(cap);
-    if (!out) return kv_errorf(KV_ENOMEM, "out of memory");
-    int32_t prev = kv_tokenizer_bos(tc->tok);
-    for (int64_t i = 0; i < n; i++) {
-        size_t pl;
-        const char *piece = kv_tokenizer_piece(tc->tok, prev, ids[i], &pl);
-        prev = ids[i];
-        if (o + pl + 1 > cap) {
-            while (o + pl + 1 > cap) cap *= 2;
-            char *b = realloc(out, cap);
-            if (!b) { free(out); return kv_errorf(KV_ENOMEM, "out of memory"); }
-            out = b;
-        }
-        memcpy(out + o, piece, pl);
-        o += pl;
-    }
-    out[o] = '\0';
-    *text = out;
-    *len = o;
-    return KV_OK;
-}
-
-/* Splits "a | b | c" into trimmed items (pointers into buf). */
-static int split_bars(char *buf, const char **items, int cap) {
-    int n = 0;
-    for (char *save = NULL, *it = strtok_r(buf, "|", &save); it && n < cap; it = strtok_r(NULL, "|", &save)) {
-        while (*it == ' ') it++;
-        size_t l = strlen(it);
-        while (l && it[l - 1] == ' ') it[--l] = '\0';
-        items[n++] = it;
-    }
-    return n;
-}
-
-/* The needle task's sample set: its protocol, needles, depths. */
-static int load_needle(const hx_task_def *t, hx_tokbuf *tc, ds_set *set) {
-    char hp[4096], nbuf[4096] = "", abuf[4096] = "", answers[4096] = "";
-    const char *needles[DS_MAX_NEEDLES], *ans[DS_MAX_NEEDLES];
-    int n = 0;
-    if (t->needle_text) {
-        snprintf(nbuf, sizeof nbuf, "%s", t->needle_text);
-        n = split_bars(nbuf, needles, DS_MAX_NEEDLES);
-    } /* none: the protocol's own (datasets/needle.c) */
-    if (t->needle_answer) {
-        snprintf(abuf, sizeof abuf, "%s", t->needle_answer);
-        int na = split_bars(abuf, ans, DS_MAX_NEEDLES);
-        for (int i = 0; i < na; i++) snprintf(answers + strlen(answers), sizeof answers - strlen(answers), "%s%s", i ? "\n" : "", ans[i]);
-    }
-    ds_needle_params np = {.haystack_dir = hx_resolve_data(t->haystack, hp, sizeof hp), .lengths = t->lengths,
-                           .n_lengths = t->n_lengths, .depths = t->needle_depths, .n_depths = t->n_needle_depths,
-                           .needles = needles, .n_needles = n, .question = t->needle_question,
-                           .answer = t->needle_answer ? answers : NULL, .protocol = t->needle_protocol,
-                           .buffer = t->context_buffer, .period_piece = kv_tokenizer_find(tc->tok, "."),
-                           .count = count_tokens, .user = tc, .tok = {tc, encode_ids, decode_ids}};
-    return ds_make_needle_ext(&np, set);
-}
-
-/* ------------------------------------------------------------- metrics */
-
-#define MAX_METRICS 96
-
-typedef struct metric_list {
-    hx_metric m[MAX_METRICS];
-    int n;
-    int lost; /* metrics that did not fit: an error when the sample is written */
-} metric_list;
-
-static void put(metric_list *l, const char *name, double v) {
-    if (l->n < MAX_METRICS) l->m[l->n++] = (hx_metric){name, v};
-    else l->lost++;
-}
-
-static int put_rouge(metric_list *l, const char *prefix, const char *pred, const char *ref) {
-    kv_rouge_scores s;
-    if (kv_rouge_score(pred, ref, 1, &s)) return -1;
-    static const char *const names[2][12] = {
-        {"rouge1_f", "rouge1_p", "rouge1_r", "rouge2_f", "rouge2_p", "rouge2_r", "rougeL_f", "rougeL_p", "rougeL_r",
-         "rougeLsum_f", "rougeLsum_p", "rougeLsum_r"},
-        {"fid_rouge1_f", "", "", "fid_rouge2_f", "", "", "fid_rougeL_f", "", "", "fid_rougeLsum_f", "", ""}};
-    int k = prefix ? 1 : 0;
-    const kv_rouge_prf *prf[4] = {&s.r1, &s.r2, &s.rl, &s.rlsum};
-    for (int i = 0; i < 4; i++) {
-        put(l, names[k][i * 3], prf[i]->f);
-        if (!k) {
-            put(l, names[k][i * 3 + 1], prf[i]->p);
-            put(l, names[k][i * 3 + 2], prf[i]->r);
-        }
-    }
-    return 0;
-}
 
 /* llama-perplexity's --kl-divergence figures of one sample's teacher-forced
  * steps (order statistics over its steps; the report averages them over
  * samples, where llama.cpp pools the tokens of one text). */
-static int put_kld(metric_list *l, const met_kld *acc) {
+static int put_kld(hx_metric_list *l, const met_kld *acc) {
     met_kld_summary s;
     int rc = met_kld_summarize(acc, &s);
     if (rc || s.count == 0) return rc;
     /* met_kld_kld_fractions: 99.9 99 95 90 10 5 1 0.1 % */
     static const struct { const char *name; int idx; } pct[] = {
         {"fid_kl_p999", 0}, {"fid_kl_p99", 1}, {"fid_kl_p10", 4}, {"fid_kl_p5", 5}, {"fid_kl_p1", 6}};
-    put(l, "fid_kl_max", s.kld_max);
-    for (size_t i = 0; i < sizeof pct / sizeof pct[0]; i++) put(l, pct[i].name, s.kld_pct[pct[i].idx]);
-    put(l, "fid_kl_median", s.kld_median);
-    put(l, "fid_kl_min", s.kld_min);
-    put(l, "fid_dp_mean", s.dp);
-    put(l, "fid_dp_rms", s.dp_rms);
-    put(l, "fid_same_top", s.same_top);
-    put(l, "fid_ln_ppl_ratio", s.ln_ratio);
-    return KV_OK;
-}
-
-/* RULER's score of a prediction: its task's scorer (string_match_all, or
- * string_match_part for qa) on the cleaned prediction, and whether the
- * cleaned prediction is empty (RULER's nulls). */
-static int put_ruler(metric_list *l, const hx_task_def *t, const ds_sample *s, const char *pred) {
-    const char *name = ds_sample_field(s, "task");
-    const met_ruler_task *rt = met_ruler_task_find(name && *name ? name : t->ruler_task ? t->ruler_task : "niah");
-    double score;
-    int empty;
-    int rc = met_ruler_sample(rt ? rt->scorer : MET_RULER_MATCH_ALL, pred, s->reference, &score, &empty);
-    if (rc) return rc;
-    put(l, "accuracy", score);
-    put(l, "ruler_empty", empty);
+    hx_metric_put(l, "fid_kl_max", s.kld_max);
+    for (size_t i = 0; i < sizeof pct / sizeof pct[0]; i++) hx_metric_put(l, pct[i].name, s.kld_pct[pct[i].idx]);
+    hx_metric_put(l, "fid_kl_median", s.kld_median);
+    hx_metric_put(l, "fid_kl_min", s.kld_min);
+    hx_metric_put(l, "fid_dp_mean", s.dp);
+    hx_metric_put(l, "fid_dp_rms", s.dp_rms);
+    hx_metric_put(l, "fid_same_top", s.same_top);
+    hx_metric_put(l, "fid_ln_ppl_ratio", s.ln_ratio);
     return KV_OK;
 }
 
@@ -311,36 +189,6 @@ static int lb_decode(void *user, const int32_t *ids, int64_t n, char **out, size
     return KV_OK;
 }
 
-/* pred.py's prediction (the generated ids decoded alone, as Python text)
- * into *pred, and eval.py's score of it: the task's post-processing, the
- * max over the answers, x100 as its tables print it; and LongBench-E's
- * bucket of the sample's length. */
-static int put_longbench(metric_list *l, const hx_task_def *t, const ds_sample *s, const int32_t *tokens, int n,
-                         ds_lb_codec *c, char **pred) {
-    char *raw = NULL, **answers = NULL, **classes = NULL;
-    size_t raw_len = 0, pred_len;
-    int n_answers = 0, n_classes = 0;
-    const met_lb_task *mt = met_lb_task_find(t->longbench_task);
-    int rc = mt ? c->decode(c->user, tokens, n, &raw, &raw_len)
-                : kv_errorf(KV_EINVAL, "LongBench task %s has no scorer", t->longbench_task);
-    if (!rc) rc = ds_lb_utf8_replace(raw, raw_len, c->per_byte, pred, &pred_len);
-    if (!rc) rc = ds_lb_strings(s, "answers", &answers, &n_answers);
-    if (!rc) rc = ds_lb_strings(s, "all_classes", &classes, &n_classes);
-    double score = 0;
-    if (!rc) rc = met_lb_sample_score(mt, *pred, (const char *const *)answers, n_answers, (const char *const *)classes,
-                                      n_classes, &score);
-    if (!rc) {
-        put(l, "longbench_score", 100 * score);
-        put(l, "longbench_bucket", met_lb_e_bucket(s->length));
-    }
-    free(raw);
-    ds_lb_strings_free(answers, n_answers);
-    ds_lb_strings_free(classes, n_classes);
-    return rc;
-}
-
-/* pred.py's extra end token for samsum: tokenizer.encode("\n",
- * add_special_tokens=False)[-1]; -1 for every other task. */
 static int32_t longbench_stop_id(const hx_task_def *t, hx_tokbuf *tc) {
     const ds_lb_task *lt = t->kind == HX_TASK_LONGBENCH ? ds_lb_task_find(t->longbench_task) : NULL;
     if (!lt || !lt->newline_stop) return -1;
@@ -606,61 +454,6 @@ static int run_identity(const run_state *rs, const engine *en, const run_cell *r
     return KV_OK;
 }
 
-static int load_task(const run_state *rs, engine *en, const hx_task_def *t, hx_tokbuf *tc, ds_set *set) {
-    char dp[4096];
-    ds_load_params lp = {.max_samples = t->samples, .bad_rows = t->bad_rows, .doc_field = t->doc_field,
-                         .ref_field = t->ref_field};
-    if (t->data) lp.path = hx_resolve_data(t->data, dp, sizeof dp);
-    (void)rs;
-    (void)en;
-    switch (t->kind) {
-    case HX_TASK_SUMMARIZATION: return ds_load_summarization(&lp, set);
-    case HX_TASK_CONVERSATION: return ds_load_conversation(&lp, set);
-    case HX_TASK_RULER: {
-        if (!t->ruler_task) return ds_ruler_load(&lp, set); /* kvpress's layout or RULER's JSONL */
-        char ep[4096], qp[4096];
-        ds_ruler_params rp = {.task = t->ruler_task, .lengths = t->lengths, .n_lengths = t->n_lengths,
-                              .n_samples = t->per_cell, .seed = rs->e->seed, .count = count_tokens, .user = tc,
-                              .essay_dir = hx_resolve_data("niah/paul_graham_essays", ep, sizeof ep),
-                              .qa_path = t->qa_data ? hx_resolve_data(t->qa_data, qp, sizeof qp) : NULL};
-        return ds_ruler_make(&rp, set);
-    }
-    case HX_TASK_FIDELITY:
-    case HX_TASK_PERPLEXITY: return ds_load_text(&lp, (size_t)t->min_chars, set);
-    case HX_TASK_LONGBENCH: {
-        int rc = hx_task_data_path(t, dp, sizeof dp); /* a LongBench folder's TASK.jsonl */
-        return rc ? rc : ds_lb_load(&lp, set);
-    }
-    case HX_TASK_PASSKEY:
-        return ds_make_passkey(t->lengths, t->n_lengths, t->depths, t->n_depths, t->per_cell, rs->e->seed,
-                               count_tokens, tc, set);
-    case HX_TASK_NEEDLE: return load_needle(t, tc, set); /* a grid larger than `samples` is cut by run_task */
-    }
-    return KV_EINVAL;
-}
-
-/* A needle sample's scores: the fraction of its answers in the output
- * (one needle: found or not), and with needle_scorer = rouge1 the score
- * KVCache-Factory reports: rouge-score's ROUGE-1 F-measure (stemmed) of the
- * needle against the stripped output, x 10, 0 for an empty output. */
-static int put_needle(metric_list *ml, const hx_task_def *t, const ds_sample *s, const char *out) {
-    put(ml, "accuracy", met_match_all(out, s->reference));
-    if (t->needle_scorer != HX_NEEDLE_ROUGE1) return KV_OK;
-    /* the needle sentence (its surrounding newlines are no ROUGE tokens) */
-    const char *needle = t->needle_text ? t->needle_text : ds_needle_default(t->needle_protocol);
-    size_t a = 0, b = strlen(out);
-    while (a < b && isspace((unsigned char)out[a])) a++; /* Python's str.strip() of ASCII whitespace */
-    while (b > a && isspace((unsigned char)out[b - 1])) b--;
-    double score = 0;
-    if (b > a) {
-        kv_rouge_scores r;
-        int rc = kv_rouge_score_n(out + a, b - a, needle, strlen(needle), 1, &r);
-        if (rc) return rc;
-        score = r.r1.f * 10.0;
-    }
-    put(ml, "needle_score", score);
-    return KV_OK;
-}
 
 /* One run of a task: its cell, policy instance and identity. */
 typedef struct task_run {
@@ -686,7 +479,8 @@ static int run_task(run_state *rs, engine *en, int model, int task) {
         free(cw.jinja);
         return -1;
     }
-    rc = load_task(rs, en, t, &tc, &set);
+    hx_task_env env = {.t = t, .tb = &tc, .seed = e->seed};
+    rc = hx_task_kind_get(t->kind)->load(&env, &set);
     if (rc) {
         fprintf(stderr, "kvbench run: task %s: %s\n", t->name, kv_last_error());
         free(cw.jinja);
@@ -818,7 +612,7 @@ static int run_task(run_state *rs, engine *en, int model, int task) {
             hx_prompt_spec ps = {.tp = tp, .chat = cw.family, .system = cw.system, .jinja = cw.jinja, .max_tokens = max_prompt,
                                  .want_question = t->question_after,
                                  .suffix_field = t->kind == HX_TASK_RULER ? "answer_prefix" : NULL,
-                                 .count = count_tokens, .user = &tc};
+                                 .count = hx_tokbuf_count, .user = &tc};
             rc = t->kind == HX_TASK_LONGBENCH ? hx_prompt_longbench(&ps, ds_lb_task_find(t->longbench_task), s, &lbc, &hp)
                                               : hx_prompt_render(&ps, s, &hp);
             n_prompt = rc ? rc : hx_tokbuf_encode(&tc, hp.text, strlen(hp.text), cw.bos);
@@ -863,7 +657,7 @@ static int run_task(run_state *rs, engine *en, int model, int task) {
             int k = todo[q];
             kv_policy *pol = tr[k].pol;
             gen_result g = {0};
-            metric_list ml = {0};
+            hx_metric_list ml = {0};
             char *pred = NULL;
             nll_curve cv = {0};
             /* this sample's own random draws (Keyformer's noise), the same in
@@ -873,9 +667,9 @@ static int run_task(run_state *rs, engine *en, int model, int task) {
                 double nll = 0, secs = 1;
                 rc = stream_ppl(en, pol, ids, (int32_t)n_prompt, t->chunk, t->curve_bucket, &nll, &secs, &cv, &g);
                 if (!rc) {
-                    put(&ml, "nll", nll);
-                    put(&ml, "ppl", exp(nll));
-                    put(&ml, "tokens_per_s", (double)(n_prompt - 1) / secs);
+                    hx_metric_put(&ml, "nll", nll);
+                    hx_metric_put(&ml, "ppl", exp(nll));
+                    hx_metric_put(&ml, "tokens_per_s", (double)(n_prompt - 1) / secs);
                     g.decode_ms = secs * 1e3;
                 }
             } else {
@@ -886,45 +680,28 @@ static int run_task(run_state *rs, engine *en, int model, int task) {
                                     .stop_id = stop_id, .snap = t->question_after ? &tr[k].snap : NULL,
                                     .after = fid ? &after : NULL};
                 rc = hx_drv_generate(&en->d, pol, ids, (int32_t)n_prompt, &gp, &g);
-                if (!rc && t->question_after) put(&ml, "context_reused", g.context_reused);
+                if (!rc && t->question_after) hx_metric_put(&ml, "context_reused", g.context_reused);
                 if (!rc) {
-                    switch (t->kind) {
-                    case HX_TASK_SUMMARIZATION:
-                    case HX_TASK_CONVERSATION:
-                        if (put_rouge(&ml, NULL, g.text, s->reference)) rc = KV_ENOMEM;
-                        break;
-                    case HX_TASK_PASSKEY:
-                        put(&ml, "accuracy", met_contains(g.text, s->reference));
-                        break;
-                    case HX_TASK_NEEDLE:
-                        rc = put_needle(&ml, t, s, g.text);
-                        break;
-                    case HX_TASK_RULER:
-                        rc = put_ruler(&ml, t, s, g.text);
-                        break;
-                    case HX_TASK_LONGBENCH: /* the output stored is pred.py's prediction */
-                        rc = put_longbench(&ml, t, s, g.tokens, g.n, &lbc, &pred);
-                        break;
-                    default:
-                        break;
-                    }
-                    put(&ml, "ttft_ms", g.ttft_ms);
+                    const hx_task_kind_info *ki = hx_task_kind_get(t->kind);
+                    hx_score_in si_ = {.t = t, .s = s, .g = &g, .lbc = &lbc};
+                    if (ki->score) rc = ki->score(&ml, &si_, &pred);
+                    hx_metric_put(&ml, "ttft_ms", g.ttft_ms);
                     if (g.n > 1) {
-                        put(&ml, "decode_tokens_per_s", (g.n - 1) / (g.decode_ms / 1e3));
+                        hx_metric_put(&ml, "decode_tokens_per_s", (g.n - 1) / (g.decode_ms / 1e3));
                         double *lat = malloc((size_t)(g.n - 1) * sizeof *lat);
                         if (lat) {
                             memcpy(lat, g.step_ms, (size_t)(g.n - 1) * sizeof *lat);
-                            put(&ml, "latency_p50_ms", met_percentile(lat, (size_t)(g.n - 1), 50));
-                            put(&ml, "latency_p95_ms", met_percentile(lat, (size_t)(g.n - 1), 95));
-                            put(&ml, "latency_p99_ms", met_percentile(lat, (size_t)(g.n - 1), 99));
+                            hx_metric_put(&ml, "latency_p50_ms", met_percentile(lat, (size_t)(g.n - 1), 50));
+                            hx_metric_put(&ml, "latency_p95_ms", met_percentile(lat, (size_t)(g.n - 1), 95));
+                            hx_metric_put(&ml, "latency_p99_ms", met_percentile(lat, (size_t)(g.n - 1), 99));
                             free(lat);
                         }
                     }
                     if (!rc && ref.tokens && strcmp(pol->ops->name, "full") != 0) {
                         int same = 0;
                         while (same < g.n && same < ref.n && g.tokens[same] == ref.tokens[same]) same++;
-                        put(&ml, "fid_prefix_match", ref.n ? (double)same / ref.n : 1);
-                        if (put_rouge(&ml, "fid", g.text, ref.text)) rc = KV_ENOMEM;
+                        hx_metric_put(&ml, "fid_prefix_match", ref.n ? (double)same / ref.n : 1);
+                        if (hx_metric_put_rouge(&ml, "fid", g.text, ref.text)) rc = KV_ENOMEM;
                         hx_fid_result fr;
                         met_kld *kld = met_kld_new();
                         if (!kld) rc = kv_errorf(KV_ENOMEM, "out of memory");
@@ -932,9 +709,9 @@ static int run_task(run_state *rs, engine *en, int model, int task) {
                             rc = hx_drv_fidelity(&en->d, pol, ids, (int32_t)n_prompt, q_split,
                                                  t->question_after ? &tr[k].snap : NULL, &after, &ref, kld, &fr);
                         if (!rc) {
-                            put(&ml, "fid_kl", fr.kl_mean);
-                            put(&ml, "fid_top1_agree", fr.top1);
-                            put(&ml, "attn_mass_lost", fr.mass_lost);
+                            hx_metric_put(&ml, "fid_kl", fr.kl_mean);
+                            hx_metric_put(&ml, "fid_top1_agree", fr.top1);
+                            hx_metric_put(&ml, "attn_mass_lost", fr.mass_lost);
                             rc = put_kld(&ml, kld);
                         }
                         met_kld_free(kld);
@@ -943,13 +720,13 @@ static int run_task(run_state *rs, engine *en, int model, int task) {
             }
             if (!rc) {
                 int over = g.over_budget;
-                put(&ml, "kv_bytes_peak", (double)g.bytes_peak);
-                if (cw.family) put(&ml, "chat_wrap_tokens", hp.wrap_tokens);
+                hx_metric_put(&ml, "kv_bytes_peak", (double)g.bytes_peak);
+                if (cw.family) hx_metric_put(&ml, "chat_wrap_tokens", hp.wrap_tokens);
                 if (t->kind != HX_TASK_PERPLEXITY) { /* a stream has no prompt phase */
-                    put(&ml, "kv_bytes_prompt_peak", (double)g.bytes_prompt_peak);
-                    put(&ml, "kv_bytes_steady_peak", (double)g.bytes_steady_peak);
+                    hx_metric_put(&ml, "kv_bytes_prompt_peak", (double)g.bytes_prompt_peak);
+                    hx_metric_put(&ml, "kv_bytes_steady_peak", (double)g.bytes_steady_peak);
                 }
-                put(&ml, "budget_exceeded", over);
+                hx_metric_put(&ml, "budget_exceeded", over);
                 if (over) {
                     rs->failed_budget++;
                     fprintf(stderr, "\nkvbench run: warning: %s at %s held %d slots in one head, over what it may hold (budget %d)\n",
@@ -964,7 +741,7 @@ static int run_task(run_state *rs, engine *en, int model, int task) {
                     .output = pred ? pred : g.text ? g.text : "", .reference = s->reference,
                     .stop_reason = t->kind == HX_TASK_PERPLEXITY ? NULL : g.stop};
                 hx_curve nc = {cv.pos, cv.nll, cv.n}, kc = {g.trace_pos, g.trace_bytes, g.n_trace};
-                rc = ml.lost ? kv_errorf(KV_EINVAL, "internal: %d metrics over MAX_METRICS", ml.lost)
+                rc = ml.lost ? kv_errorf(KV_EINVAL, "internal: %d metrics over HX_MAX_METRICS", ml.lost)
                              : hx_db_put_sample(rs->db, &row, ml.m, ml.n, &nc, &kc);
                 if (rc == 1) rs->prog.skipped++, rs->raced++; /* another process stored it first */
                 else if (!rc) rs->stored++;
