@@ -39,7 +39,6 @@ int64_t hx_tokbuf_count(void *tb, const char *text, size_t len) { return hx_tokb
 
 /* ---------------------------------------------------------- generation */
 
-
 void hx_gen_free(hx_gen_result *g) {
     free(g->tokens);
     free(g->text);
@@ -64,7 +63,6 @@ static int text_add(hx_gen_result *g, const char *p, size_t n) {
     g->text[g->text_len] = 0;
     return KV_OK;
 }
-
 
 /* Starts a sample: an empty cache (checked) and the policy's budget fixed
  * for this prompt. */

@@ -8,7 +8,6 @@
  * and reused by every compressed run of that sample. Units are numbered in
  * that order; `--shard I/N` takes the units whose number is I modulo N. */
 #define _POSIX_C_SOURCE 200809L
-#include <ctype.h>
 #include <errno.h>
 #include <math.h>
 #include <signal.h>
@@ -21,18 +20,13 @@
 
 #include "../datasets/dataset.h"
 #include "../datasets/longbench.h"
-#include "../datasets/ruler.h"
 #include "../datasets/template.h"
 #include "../engine/context.h"
 #include "../engine/dtype.h"
 #include "../engine/export.h"
 #include "../engine/kv_error.h"
 #include "../engine/model.h"
-#include "../engine/sampler.h"
 #include "../metrics/kld.h"
-#include "../metrics/longbench.h"
-#include "../metrics/rouge.h"
-#include "../metrics/ruler.h"
 #include "../metrics/stats.h"
 #include "../policies/policy.h"
 #include "clock.h"
@@ -123,9 +117,6 @@ static int expand_sweep(const hx_experiment *e, const only_filter *f, run_cell *
     return 0;
 }
 
-
-
-
 /* llama-perplexity's --kl-divergence figures of one sample's teacher-forced
  * steps (order statistics over its steps; the report averages them over
  * samples, where llama.cpp pools the tokens of one text). */
@@ -189,6 +180,8 @@ static int lb_decode(void *user, const int32_t *ids, int64_t n, char **out, size
     return KV_OK;
 }
 
+/* pred.py's extra end token for samsum: tokenizer.encode("\n",
+ * add_special_tokens=False)[-1]; -1 for every other task. */
 static int32_t longbench_stop_id(const hx_task_def *t, hx_tokbuf *tc) {
     const ds_lb_task *lt = t->kind == HX_TASK_LONGBENCH ? ds_lb_task_find(t->longbench_task) : NULL;
     if (!lt || !lt->newline_stop) return -1;
@@ -213,9 +206,6 @@ static int question_split(hx_tokbuf *tc, const ds_sample *s, const hx_prompt *hp
     *split = (int32_t)k;
     return KV_OK;
 }
-
-
-typedef hx_gen_result gen_result;
 
 /* A model as the runner holds it: the driver's engine and what identifies
  * the runs made with it. */
@@ -242,7 +232,7 @@ static void curve_add(void *user, int32_t pos, double nll) {
 /* Streaming perplexity: every token through one cache the policy keeps
  * within its budget; per-token NLL, bucketed into the curve. */
 static int stream_ppl(engine *en, kv_policy *pol, const int32_t *ids, int32_t n, int chunk, int bucket, double *nll_out,
-                      double *seconds, nll_curve *cv, gen_result *g) {
+                      double *seconds, nll_curve *cv, hx_gen_result *g) {
     int nb = (n - 1 + bucket - 1) / bucket;
     cv->pos = malloc((size_t)nb * sizeof *cv->pos);
     cv->nll = calloc((size_t)nb, sizeof *cv->nll);
@@ -259,7 +249,6 @@ static int stream_ppl(engine *en, kv_policy *pol, const int32_t *ids, int32_t n,
     cv->n = nb;
     return KV_OK;
 }
-
 
 /* ----------------------------------------------------------- progress */
 
@@ -454,7 +443,6 @@ static int run_identity(const run_state *rs, const engine *en, const run_cell *r
     return KV_OK;
 }
 
-
 /* One run of a task: its cell, policy instance and identity. */
 typedef struct task_run {
     run_cell *cell;
@@ -464,319 +452,431 @@ typedef struct task_run {
     hx_ctx_snap snap; /* question = after_compression: the last context compressed */
 } task_run;
 
-/* Runs every unit of one (model, task) pair. */
-static int run_task(run_state *rs, engine *en, int model, int task) {
-    hx_experiment *e = rs->e;
-    hx_task_def *t = &e->task[task];
-    hx_tokbuf tc = {.tok = en->d.tok};
-    ds_set set = {0};
-    hx_ctx_snap after = {0}; /* a policy's state right after a prompt, for its fidelity run */
-    int status = 0;
+/* A (model, task) pair being run: what all its samples and runs share. */
+typedef struct task_ctx {
+    run_state *rs;
+    engine *en;
+    int model, task;
+    hx_task_def *t;
+    const hx_task_kind_info *ki;
+    int stream;              /* the kind streams a text (perplexity): no prompt, no generation */
+    hx_tokbuf tc;
+    ds_set set;
     chat_wrap cw;
-    int rc = chat_setup(rs->e, model, t, en, &cw);
-    if (rc) {
-        fprintf(stderr, "kvbench run: task %s on model %s: %s\n", t->name, rs->e->model[model].name, kv_last_error());
-        free(cw.jinja);
-        return -1;
-    }
-    hx_task_env env = {.t = t, .tb = &tc, .seed = e->seed};
-    rc = hx_task_kind_get(t->kind)->load(&env, &set);
-    if (rc) {
-        fprintf(stderr, "kvbench run: task %s: %s\n", t->name, kv_last_error());
-        free(cw.jinja);
-        free(tc.buf);
-        return -1;
-    }
-    if (t->samples > 0 && set.n > t->samples) {
-        /* generated sets may be larger than asked; keep the first */
-        for (int i = t->samples; i < set.n; i++) {
-            ds_sample *s = &set.s[i];
-            free(s->id); free(s->reference);
-            for (int f = 0; f < s->n_fields; f++) free(s->field[f].name), free(s->field[f].value);
-        }
-        set.n = t->samples;
-    }
-    const ds_template *tp = ds_template_find(t->template_name);
-    lb_user lbu = {&tc, cw.bos};
-    ds_lb_codec lbc = {lb_encode, lb_decode, &lbu, !kv_tokenizer_byte_level(en->d.tok)}; /* SentencePiece: per byte */
-    const int32_t stop_id = longbench_stop_id(t, &tc);
-    int max_prompt = t->max_prompt_tokens;
-    if (max_prompt <= 0) max_prompt = en->d.mi->ctx_len - t->max_new_tokens - 1;
-    if (max_prompt < 8) max_prompt = 8;
+    const ds_template *tp;
+    lb_user lbu;
+    ds_lb_codec lbc;         /* the tokenizer as LongBench's pred.py calls it */
+    int32_t stop_id;         /* LongBench's extra end token, or -1 */
+    int max_prompt;
+    task_run *tr;            /* [n_runs] */
+    int n_runs;
+    int *todo;               /* the runs of the sample in hand that are ours to do */
+    hx_ctx_snap after;       /* a policy's state right after a prompt, for its fidelity run */
+} task_ctx;
 
-    /* This task's runs, their policies and identities. */
-    int n_runs = 0;
-    task_run *tr = calloc((size_t)rs->n_cells, sizeof *tr);
-    int *todo = calloc((size_t)rs->n_cells, sizeof *todo);
-    if (!tr || !todo) {
+/* One sample: its prompt, rendered and truncated once for every run. */
+typedef struct sample_ctx {
+    ds_sample *s;
+    int si;
+    int n_todo, need_ref;
+    hx_prompt hp;
+    int32_t *ids;
+    int64_t n_prompt;
+    int max_new;
+    int32_t q_split;         /* question = after_compression: where it begins */
+    hx_gen_result ref;          /* the full cache's run (fidelity), or empty */
+} sample_ctx;
+
+/* Keeps the first `keep` samples of a set (a generated set may be larger than asked). */
+static void set_truncate(ds_set *set, int keep) {
+    if (keep <= 0 || set->n <= keep) return;
+    for (int i = keep; i < set->n; i++) {
+        ds_sample *s = &set->s[i];
+        free(s->id);
+        free(s->reference);
+        for (int f = 0; f < s->n_fields; f++) free(s->field[f].name), free(s->field[f].value);
+    }
+    set->n = keep;
+}
+
+/* The task's chat wrap, samples, template, tokenizer views and prompt length. */
+static int task_open(task_ctx *tk) {
+    const hx_task_def *t = tk->t;
+    engine *en = tk->en;
+    tk->tc.tok = en->d.tok;
+    if (chat_setup(tk->rs->e, tk->model, t, en, &tk->cw)) {
+        fprintf(stderr, "kvbench run: task %s on model %s: %s\n", t->name, tk->rs->e->model[tk->model].name,
+                kv_last_error());
+        return -1;
+    }
+    hx_task_env env = {.t = t, .tb = &tk->tc, .seed = tk->rs->e->seed};
+    if (tk->ki->load(&env, &tk->set)) {
+        fprintf(stderr, "kvbench run: task %s: %s\n", t->name, kv_last_error());
+        return -1;
+    }
+    set_truncate(&tk->set, t->samples);
+    tk->tp = ds_template_find(t->template_name);
+    tk->lbu = (lb_user){&tk->tc, tk->cw.bos};
+    /* SentencePiece decodes per byte */
+    tk->lbc = (ds_lb_codec){lb_encode, lb_decode, &tk->lbu, !kv_tokenizer_byte_level(en->d.tok)};
+    tk->stop_id = longbench_stop_id(t, &tk->tc);
+    tk->max_prompt = t->max_prompt_tokens;
+    if (tk->max_prompt <= 0) tk->max_prompt = en->d.mi->ctx_len - t->max_new_tokens - 1;
+    if (tk->max_prompt < 8) tk->max_prompt = 8;
+    return 0;
+}
+
+static void task_close(task_ctx *tk) {
+    for (int k = 0; k < tk->n_runs; k++) {
+        pol_free(tk->tr[k].pol);
+        hx_snap_free(&tk->tr[k].snap);
+    }
+    hx_snap_free(&tk->after);
+    free(tk->cw.jinja);
+    free(tk->tr);
+    free(tk->todo);
+    ds_set_free(&tk->set);
+    free(tk->tc.buf);
+}
+
+/* A policy's settings for this task: the experiment's, after `steps` = the
+ * task's generation length for a policy with a schedule over the new
+ * tokens (Keyformer's tau) when the experiment does not set it. */
+static int policy_settings(const hx_policy_def *pd, const hx_task_def *t, const char **set, char *steps, size_t cap) {
+    int n_set = 0, has_steps = 0, given = 0;
+    const pol_ops *ops = pol_find(pd->policy);
+    for (int i = 0; ops && i < ops->n_params; i++) has_steps |= !strcmp(ops->params[i].name, "steps");
+    for (int i = 0; i < pd->n_settings; i++) given |= !strncmp(pd->settings[i], "steps=", 6);
+    if (has_steps && !given && t->max_new_tokens > 0) {
+        snprintf(steps, cap, "steps=%d", t->max_new_tokens);
+        set[n_set++] = steps;
+    }
+    for (int i = 0; i < pd->n_settings; i++) set[n_set++] = pd->settings[i];
+    return n_set;
+}
+
+/* Run k of the task: its policy instance, identity and row, stored unless dry. */
+static int open_run(task_ctx *tk, task_run *tr, run_cell *c) {
+    const hx_experiment *e = tk->rs->e;
+    const hx_policy_def *pd = &e->policy[c->policy];
+    const char *set[POL_MAX_PARAMS + 2];
+    char steps[48];
+    int n_set = policy_settings(pd, tk->t, set, steps, sizeof steps);
+    tr->cell = c;
+    if (pol_new(pd->policy, set, n_set, &c->budget, e->seed, tk->en->d.mi, &tr->pol) ||
+        pol_check_model(tr->pol, tk->en->d.model) ||
+        run_identity(tk->rs, tk->en, c, tr->pol, &tk->cw, tr->spec, sizeof tr->spec, tr->params, sizeof tr->params,
+                     &tr->row)) {
+        fprintf(stderr, "kvbench run: policy %s: %s\n", pd->label, kv_last_error());
+        return -1;
+    }
+    pol_budget_str(&c->budget, tr->budget, sizeof tr->budget);
+    snprintf(tr->template_name, sizeof tr->template_name, "%s@%d", tk->tp->name, tk->tp->version);
+    hx_run_row *r = &tr->row;
+    r->model = e->model[tk->model].name;
+    r->model_path = tk->en->model_path;
+    r->model_hash = tk->en->model_hash;
+    r->task = tk->t->name;
+    r->task_kind = tk->ki->name;
+    r->data = tk->t->data ? tk->t->data : tk->t->haystack;
+    r->template_name = tr->template_name;
+    r->policy_label = pd->label;
+    r->policy = pd->policy;
+    r->params = tr->params;
+    r->budget = tr->budget;
+    r->budget_kind = c->budget.kind;
+    r->budget_value = c->budget.value;
+    r->seed = e->seed;
+    r->max_prompt_tokens = tk->max_prompt;
+    r->max_new_tokens = tk->t->max_new_tokens;
+    r->spec = tr->spec;
+    if (!tk->rs->dry && hx_db_put_run(tk->rs->db, e->name, r)) {
+        fprintf(stderr, "kvbench run: %s\n", kv_last_error());
+        return -1;
+    }
+    return 0;
+}
+
+/* This task's runs, their policies and identities. */
+static int open_runs(task_ctx *tk) {
+    run_state *rs = tk->rs;
+    tk->tr = calloc((size_t)rs->n_cells, sizeof *tk->tr);
+    tk->todo = calloc((size_t)rs->n_cells, sizeof *tk->todo);
+    if (!tk->tr || !tk->todo) {
         fprintf(stderr, "kvbench run: out of memory\n");
-        status = -1;
-        goto out;
+        return -1;
     }
     for (int i = 0; i < rs->n_cells; i++) {
         run_cell *c = &rs->cells[i];
-        if (c->model != model || c->task != task) continue;
-        const hx_policy_def *pd = &e->policy[c->policy];
-        int k = n_runs++;
-        tr[k].cell = c;
-        /* A policy with a schedule over the new tokens (Keyformer's tau) spans
-         * the task's generation length unless the experiment says otherwise. */
-        const char *set[POL_MAX_PARAMS + 2];
-        int n_set = 0;
-        char steps[48];
-        const pol_ops *ops = pol_find(pd->policy);
-        int has_steps = 0, given = 0;
-        for (int i = 0; ops && i < ops->n_params; i++) has_steps |= !strcmp(ops->params[i].name, "steps");
-        for (int i = 0; i < pd->n_settings; i++) given |= !strncmp(pd->settings[i], "steps=", 6);
-        if (has_steps && !given && t->max_new_tokens > 0) {
-            snprintf(steps, sizeof steps, "steps=%d", t->max_new_tokens);
-            set[n_set++] = steps;
-        }
-        for (int i = 0; i < pd->n_settings; i++) set[n_set++] = pd->settings[i];
-        if (pol_new(pd->policy, set, n_set, &c->budget, e->seed, en->d.mi, &tr[k].pol) ||
-            pol_check_model(tr[k].pol, en->d.model) ||
-            run_identity(rs, en, c, tr[k].pol, &cw, tr[k].spec, sizeof tr[k].spec, tr[k].params, sizeof tr[k].params,
-                         &tr[k].row)) {
-            fprintf(stderr, "kvbench run: policy %s: %s\n", pd->label, kv_last_error());
-            status = -1;
-            goto out;
-        }
-        pol_budget_str(&c->budget, tr[k].budget, sizeof tr[k].budget);
-        hx_run_row *r = &tr[k].row;
-        r->model = e->model[model].name;
-        r->model_path = en->model_path;
-        r->model_hash = en->model_hash;
-        r->task = t->name;
-        r->task_kind = hx_task_kind_name(t->kind);
-        r->data = t->data ? t->data : t->haystack;
-        snprintf(tr[k].template_name, sizeof tr[k].template_name, "%s@%d", tp->name, tp->version);
-        r->template_name = tr[k].template_name;
-        r->policy_label = pd->label;
-        r->policy = pd->policy;
-        r->params = tr[k].params;
-        r->budget = tr[k].budget;
-        r->budget_kind = c->budget.kind;
-        r->budget_value = c->budget.value;
-        r->seed = e->seed;
-        r->max_prompt_tokens = max_prompt;
-        r->max_new_tokens = t->max_new_tokens;
-        r->spec = tr[k].spec;
-        if (!rs->dry && hx_db_put_run(rs->db, e->name, r)) {
+        if (c->model != tk->model || c->task != tk->task) continue;
+        if (open_run(tk, &tk->tr[tk->n_runs++], c)) return -1;
+    }
+    return 0;
+}
+
+/* Which of the sample's units are ours (this shard's) and not yet stored:
+ * claimed here, or counted as stored or as another process's. */
+static int claim_units(task_ctx *tk, sample_ctx *sc) {
+    run_state *rs = tk->rs;
+    for (int k = 0; k < tk->n_runs; k++) {
+        long unit = rs->unit++;
+        if (rs->shard_n > 1 && unit % rs->shard_n != rs->shard_i) continue;
+        int have = hx_db_claim(rs->db, tk->tr[k].row.id, sc->s->id);
+        if (have < 0) {
             fprintf(stderr, "kvbench run: %s\n", kv_last_error());
-            status = -1;
-            goto out;
+            return -1;
         }
-    }
-    /* The progress total counted this task with the samples it asked for;
-     * correct it by what the set holds. */
-    rs->prog.total += ((long)n_runs * set.n - rs->counted[model][task]) / rs->shard_n;
-    if (rs->dry) {
-        for (int k = 0; k < n_runs; k++)
-            printf("  run %s  model=%s task=%s policy=%s budget=%s  (%d samples)\n", tr[k].row.id, tr[k].row.model,
-                   tr[k].row.task, tr[k].row.policy_label, tr[k].row.budget, set.n);
-        rs->unit += (long)n_runs * set.n;
-        goto out;
-    }
-
-    for (int si = 0; si < set.n && status == 0 && !run_stop_signal; si++) {
-        ds_sample *s = &set.s[si];
-        /* Which of this sample's units are ours and not yet stored? */
-        int n_todo = 0, need_ref = 0;
-        for (int k = 0; k < n_runs; k++) {
-            long unit = rs->unit++;
-            if (rs->shard_n > 1 && unit % rs->shard_n != rs->shard_i) continue;
-            /* claimed here, or stored or claimed by another process */
-            int have = hx_db_claim(rs->db, tr[k].row.id, s->id);
-            if (have < 0) { fprintf(stderr, "kvbench run: %s\n", kv_last_error()); status = -1; break; }
-            if (have != HX_CLAIM_OURS) {
-                rs->prog.done++;
-                if (have == HX_CLAIM_STORED) rs->prog.skipped++;
-                else rs->others++;
-                continue;
-            }
-            todo[n_todo++] = k;
-            if (t->fidelity && strcmp(tr[k].pol->ops->name, "full") != 0 && t->kind != HX_TASK_PERPLEXITY) need_ref = 1;
-        }
-        if (status || n_todo == 0) continue;
-
-        /* The prompt, rendered and truncated once for every run. */
-        hx_prompt hp = {0};
-        int64_t n_prompt = 0;
-        int32_t *ids = NULL;
-        gen_result ref = {0};
-        if (t->kind == HX_TASK_PERPLEXITY) {
-            const char *doc = ds_sample_field(s, "document");
-            n_prompt = hx_tokbuf_encode(&tc, doc, strlen(doc), 1);
-            if (n_prompt >= 0 && t->tokens > 0 && n_prompt > t->tokens) n_prompt = t->tokens;
-        } else {
-            hx_prompt_spec ps = {.tp = tp, .chat = cw.family, .system = cw.system, .jinja = cw.jinja, .max_tokens = max_prompt,
-                                 .want_question = t->question_after,
-                                 .suffix_field = t->kind == HX_TASK_RULER ? "answer_prefix" : NULL,
-                                 .count = hx_tokbuf_count, .user = &tc};
-            rc = t->kind == HX_TASK_LONGBENCH ? hx_prompt_longbench(&ps, ds_lb_task_find(t->longbench_task), s, &lbc, &hp)
-                                              : hx_prompt_render(&ps, s, &hp);
-            n_prompt = rc ? rc : hx_tokbuf_encode(&tc, hp.text, strlen(hp.text), cw.bos);
-        }
-        if (n_prompt < 2) {
-            fprintf(stderr, "kvbench run: task %s sample %s: %s\n", t->name, s->id,
-                    n_prompt < 0 ? kv_last_error() : "fewer than 2 tokens");
-            status = -1;
-            goto sample_done;
-        }
-        ids = malloc((size_t)n_prompt * sizeof *ids);
-        if (!ids) { status = -1; goto sample_done; }
-        memcpy(ids, tc.buf, (size_t)n_prompt * sizeof *ids);
-        /* RULER samples say how much their task generates (its
-         * tokens_to_generate, within the sample's length), at most the task's */
-        int max_new = t->max_new_tokens;
-        const char *mn = ds_sample_field(s, "max_new_tokens");
-        if (mn && atoi(mn) > 0 && atoi(mn) < max_new) max_new = atoi(mn);
-        int32_t q_split = 0; /* question = after_compression: where it begins */
-        if (t->question_after && (rc = question_split(&tc, s, &hp, cw.bos, ids, n_prompt, &q_split))) {
-            fprintf(stderr, "kvbench run: task %s: %s\n", t->name, kv_last_error());
-            status = -1;
-            goto sample_done;
-        }
-        if (need_ref) {
-            kv_policy *full = NULL;
-            pol_budget none = {POL_BUDGET_NONE, 0};
-            rc = pol_new("full", NULL, 0, &none, e->seed, en->d.mi, &full);
-            hx_gen_params gp = {.max_new = max_new, .q_split = q_split, .stop_newline = t->stop_newline,
-                                .stop_id = stop_id, .keep_logits = 1};
-            if (!rc) rc = hx_drv_generate(&en->d, full, ids, (int32_t)n_prompt, &gp, &ref);
-            pol_free(full);
-            if (rc) {
-                fprintf(stderr, "kvbench run: task %s sample %s (full-cache reference): %s\n", t->name, s->id, kv_last_error());
-                status = -1;
-                goto sample_done;
-            }
-        }
-        /* a stop asked for ends the sample after its unit in flight; the
-         * units claimed and not run are released at the end */
-        for (int q = 0; q < n_todo && status == 0 && !run_stop_signal; q++) {
-            int k = todo[q];
-            kv_policy *pol = tr[k].pol;
-            gen_result g = {0};
-            hx_metric_list ml = {0};
-            char *pred = NULL;
-            nll_curve cv = {0};
-            /* this sample's own random draws (Keyformer's noise), the same in
-             * every run, shard and resume */
-            pol_set_sample_seed(pol, hx_hash(HX_HASH_INIT, s->id, strlen(s->id)));
-            if (t->kind == HX_TASK_PERPLEXITY) {
-                double nll = 0, secs = 1;
-                rc = stream_ppl(en, pol, ids, (int32_t)n_prompt, t->chunk, t->curve_bucket, &nll, &secs, &cv, &g);
-                if (!rc) {
-                    hx_metric_put(&ml, "nll", nll);
-                    hx_metric_put(&ml, "ppl", exp(nll));
-                    hx_metric_put(&ml, "tokens_per_s", (double)(n_prompt - 1) / secs);
-                    g.decode_ms = secs * 1e3;
-                }
-            } else {
-                /* fidelity resumes from this run's post-prompt state */
-                const int fid = need_ref && en->d.share && strcmp(pol->ops->name, "full") != 0;
-                after.key = 0;
-                hx_gen_params gp = {.max_new = max_new, .q_split = q_split, .stop_newline = t->stop_newline,
-                                    .stop_id = stop_id, .snap = t->question_after ? &tr[k].snap : NULL,
-                                    .after = fid ? &after : NULL};
-                rc = hx_drv_generate(&en->d, pol, ids, (int32_t)n_prompt, &gp, &g);
-                if (!rc && t->question_after) hx_metric_put(&ml, "context_reused", g.context_reused);
-                if (!rc) {
-                    const hx_task_kind_info *ki = hx_task_kind_get(t->kind);
-                    hx_score_in si_ = {.t = t, .s = s, .g = &g, .lbc = &lbc};
-                    if (ki->score) rc = ki->score(&ml, &si_, &pred);
-                    hx_metric_put(&ml, "ttft_ms", g.ttft_ms);
-                    if (g.n > 1) {
-                        hx_metric_put(&ml, "decode_tokens_per_s", (g.n - 1) / (g.decode_ms / 1e3));
-                        double *lat = malloc((size_t)(g.n - 1) * sizeof *lat);
-                        if (lat) {
-                            memcpy(lat, g.step_ms, (size_t)(g.n - 1) * sizeof *lat);
-                            hx_metric_put(&ml, "latency_p50_ms", met_percentile(lat, (size_t)(g.n - 1), 50));
-                            hx_metric_put(&ml, "latency_p95_ms", met_percentile(lat, (size_t)(g.n - 1), 95));
-                            hx_metric_put(&ml, "latency_p99_ms", met_percentile(lat, (size_t)(g.n - 1), 99));
-                            free(lat);
-                        }
-                    }
-                    if (!rc && ref.tokens && strcmp(pol->ops->name, "full") != 0) {
-                        int same = 0;
-                        while (same < g.n && same < ref.n && g.tokens[same] == ref.tokens[same]) same++;
-                        hx_metric_put(&ml, "fid_prefix_match", ref.n ? (double)same / ref.n : 1);
-                        if (hx_metric_put_rouge(&ml, "fid", g.text, ref.text)) rc = KV_ENOMEM;
-                        hx_fid_result fr;
-                        met_kld *kld = met_kld_new();
-                        if (!kld) rc = kv_errorf(KV_ENOMEM, "out of memory");
-                        if (!rc)
-                            rc = hx_drv_fidelity(&en->d, pol, ids, (int32_t)n_prompt, q_split,
-                                                 t->question_after ? &tr[k].snap : NULL, &after, &ref, kld, &fr);
-                        if (!rc) {
-                            hx_metric_put(&ml, "fid_kl", fr.kl_mean);
-                            hx_metric_put(&ml, "fid_top1_agree", fr.top1);
-                            hx_metric_put(&ml, "attn_mass_lost", fr.mass_lost);
-                            rc = put_kld(&ml, kld);
-                        }
-                        met_kld_free(kld);
-                    }
-                }
-            }
-            if (!rc) {
-                int over = g.over_budget;
-                hx_metric_put(&ml, "kv_bytes_peak", (double)g.bytes_peak);
-                if (cw.family) hx_metric_put(&ml, "chat_wrap_tokens", hp.wrap_tokens);
-                if (t->kind != HX_TASK_PERPLEXITY) { /* a stream has no prompt phase */
-                    hx_metric_put(&ml, "kv_bytes_prompt_peak", (double)g.bytes_prompt_peak);
-                    hx_metric_put(&ml, "kv_bytes_steady_peak", (double)g.bytes_steady_peak);
-                }
-                hx_metric_put(&ml, "budget_exceeded", over);
-                if (over) {
-                    rs->failed_budget++;
-                    fprintf(stderr, "\nkvbench run: warning: %s at %s held %d slots in one head, over what it may hold (budget %d)\n",
-                            pol->ops->name, tr[k].budget, g.slots_max, pol->limit);
-                }
-                hx_sample_row row = {
-                    .run = tr[k].row.id, .sample = s->id, .idx = si, .length = s->length, .depth = s->depth_pct,
-                    .prompt_tokens = (int)n_prompt, .generated_tokens = g.n, .cut_chars = (long)hp.cut_chars,
-                    .ttft_ms = g.ttft_ms, .decode_ms = g.decode_ms, .kv_bytes_peak = (int64_t)g.bytes_peak,
-                    .kv_bytes_final = (int64_t)g.bytes_final, .kv_slots_max = g.slots_max,
-                    .budget_slots = pol->limit == INT32_MAX ? -1 : pol->limit,
-                    .output = pred ? pred : g.text ? g.text : "", .reference = s->reference,
-                    .stop_reason = t->kind == HX_TASK_PERPLEXITY ? NULL : g.stop};
-                hx_curve nc = {cv.pos, cv.nll, cv.n}, kc = {g.trace_pos, g.trace_bytes, g.n_trace};
-                rc = ml.lost ? kv_errorf(KV_EINVAL, "internal: %d metrics over HX_MAX_METRICS", ml.lost)
-                             : hx_db_put_sample(rs->db, &row, ml.m, ml.n, &nc, &kc);
-                if (rc == 1) rs->prog.skipped++, rs->raced++; /* another process stored it first */
-                else if (!rc) rs->stored++;
-                if (rc == 1) rc = 0;
-            }
-            if (rc) {
-                fprintf(stderr, "\nkvbench run: task %s sample %s policy %s budget %s: %s\n", t->name, s->id,
-                        e->policy[tr[k].cell->policy].label, tr[k].budget, kv_last_error());
-                status = -1;
-            }
-            hx_gen_free(&g);
-            free(pred);
-            free(cv.pos);
-            free(cv.nll);
+        if (have != HX_CLAIM_OURS) {
             rs->prog.done++;
-            char what[128];
-            snprintf(what, sizeof what, "%s %s %s %s", t->name, s->id, e->policy[tr[k].cell->policy].label, tr[k].budget);
-            progress_show(&rs->prog, what);
+            if (have == HX_CLAIM_STORED) rs->prog.skipped++;
+            else rs->others++;
+            continue;
         }
-    sample_done:
-        hx_gen_free(&ref);
-        hx_prompt_free(&hp);
-        free(ids);
+        tk->todo[sc->n_todo++] = k;
+        if (tk->t->fidelity && strcmp(tk->tr[k].pol->ops->name, "full") != 0 && !tk->stream) sc->need_ref = 1;
     }
-out:
-    for (int k = 0; k < n_runs; k++) {
-        pol_free(tr[k].pol);
-        hx_snap_free(&tr[k].snap);
+    return 0;
+}
+
+/* The sample's tokens into tk->tc.buf: a stream's document, or its
+ * prompt rendered (with the chat wrap) and cut to max_prompt. Returns the
+ * count or < 0. */
+static int64_t render_prompt(task_ctx *tk, sample_ctx *sc) {
+    const hx_task_def *t = tk->t;
+    if (tk->stream) {
+        const char *doc = ds_sample_field(sc->s, "document");
+        int64_t n = hx_tokbuf_encode(&tk->tc, doc, strlen(doc), 1);
+        return n >= 0 && t->tokens > 0 && n > t->tokens ? t->tokens : n;
     }
-    hx_snap_free(&after);
-    free(cw.jinja);
-    free(tr);
-    free(todo);
-    ds_set_free(&set);
-    free(tc.buf);
+    hx_prompt_spec ps = {.tp = tk->tp, .chat = tk->cw.family, .system = tk->cw.system, .jinja = tk->cw.jinja,
+                         .max_tokens = tk->max_prompt, .want_question = t->question_after,
+                         .suffix_field = t->kind == HX_TASK_RULER ? "answer_prefix" : NULL,
+                         .count = hx_tokbuf_count, .user = &tk->tc};
+    int rc = t->kind == HX_TASK_LONGBENCH
+                 ? hx_prompt_longbench(&ps, ds_lb_task_find(t->longbench_task), sc->s, &tk->lbc, &sc->hp)
+                 : hx_prompt_render(&ps, sc->s, &sc->hp);
+    return rc ? rc : hx_tokbuf_encode(&tk->tc, sc->hp.text, strlen(sc->hp.text), tk->cw.bos);
+}
+
+/* The sample's prompt ids, generation length and question split. */
+static int sample_prompt(task_ctx *tk, sample_ctx *sc) {
+    const hx_task_def *t = tk->t;
+    sc->n_prompt = render_prompt(tk, sc);
+    if (sc->n_prompt < 2) {
+        fprintf(stderr, "kvbench run: task %s sample %s: %s\n", t->name, sc->s->id,
+                sc->n_prompt < 0 ? kv_last_error() : "fewer than 2 tokens");
+        return -1;
+    }
+    if (!(sc->ids = malloc((size_t)sc->n_prompt * sizeof *sc->ids))) return -1;
+    memcpy(sc->ids, tk->tc.buf, (size_t)sc->n_prompt * sizeof *sc->ids);
+    /* RULER samples say how much their task generates (its
+     * tokens_to_generate, within the sample's length), at most the task's */
+    sc->max_new = t->max_new_tokens;
+    const char *mn = ds_sample_field(sc->s, "max_new_tokens");
+    if (mn && atoi(mn) > 0 && atoi(mn) < sc->max_new) sc->max_new = atoi(mn);
+    if (t->question_after && question_split(&tk->tc, sc->s, &sc->hp, tk->cw.bos, sc->ids, sc->n_prompt, &sc->q_split)) {
+        fprintf(stderr, "kvbench run: task %s: %s\n", t->name, kv_last_error());
+        return -1;
+    }
+    return 0;
+}
+
+/* The full cache's run of the sample, every step's logits kept: what
+ * fidelity compares each policy with. */
+static int reference_run(task_ctx *tk, sample_ctx *sc) {
+    kv_policy *full = NULL;
+    pol_budget none = {POL_BUDGET_NONE, 0};
+    int rc = pol_new("full", NULL, 0, &none, tk->rs->e->seed, tk->en->d.mi, &full);
+    hx_gen_params gp = {.max_new = sc->max_new, .q_split = sc->q_split, .stop_newline = tk->t->stop_newline,
+                        .stop_id = tk->stop_id, .keep_logits = 1};
+    if (!rc) rc = hx_drv_generate(&tk->en->d, full, sc->ids, (int32_t)sc->n_prompt, &gp, &sc->ref);
+    pol_free(full);
+    if (rc)
+        fprintf(stderr, "kvbench run: task %s sample %s (full-cache reference): %s\n", tk->t->name, sc->s->id,
+                kv_last_error());
+    return rc ? -1 : 0;
+}
+
+/* What one unit produced. */
+typedef struct unit_out {
+    hx_gen_result g;
+    hx_metric_list ml;
+    char *pred;     /* the output stored when not the generated text, or NULL */
+    nll_curve cv;   /* a stream's NLL curve */
+} unit_out;
+
+/* A stream: its NLL, perplexity and speed. */
+static int run_stream(task_ctx *tk, sample_ctx *sc, kv_policy *pol, unit_out *u) {
+    double nll = 0, secs = 1;
+    int rc = stream_ppl(tk->en, pol, sc->ids, (int32_t)sc->n_prompt, tk->t->chunk, tk->t->curve_bucket, &nll, &secs,
+                        &u->cv, &u->g);
+    if (rc) return rc;
+    hx_metric_put(&u->ml, "nll", nll);
+    hx_metric_put(&u->ml, "ppl", exp(nll));
+    hx_metric_put(&u->ml, "tokens_per_s", (double)(sc->n_prompt - 1) / secs);
+    u->g.decode_ms = secs * 1e3;
+    return KV_OK;
+}
+
+/* Time to first token, decode speed and per-step latency percentiles. */
+static void put_timing(hx_metric_list *ml, const hx_gen_result *g) {
+    hx_metric_put(ml, "ttft_ms", g->ttft_ms);
+    if (g->n <= 1) return;
+    hx_metric_put(ml, "decode_tokens_per_s", (g->n - 1) / (g->decode_ms / 1e3));
+    double *lat = malloc((size_t)(g->n - 1) * sizeof *lat);
+    if (!lat) return;
+    memcpy(lat, g->step_ms, (size_t)(g->n - 1) * sizeof *lat);
+    hx_metric_put(ml, "latency_p50_ms", met_percentile(lat, (size_t)(g->n - 1), 50));
+    hx_metric_put(ml, "latency_p95_ms", met_percentile(lat, (size_t)(g->n - 1), 95));
+    hx_metric_put(ml, "latency_p99_ms", met_percentile(lat, (size_t)(g->n - 1), 99));
+    free(lat);
+}
+
+/* A policy's drift from the full cache's run of the sample: the output's
+ * agreement, then the teacher-forced divergence and the mass lost. */
+static int put_fidelity(task_ctx *tk, sample_ctx *sc, task_run *tr, unit_out *u) {
+    const hx_gen_result *g = &u->g, *ref = &sc->ref;
+    int same = 0;
+    while (same < g->n && same < ref->n && g->tokens[same] == ref->tokens[same]) same++;
+    hx_metric_put(&u->ml, "fid_prefix_match", ref->n ? (double)same / ref->n : 1);
+    int rc = hx_metric_put_rouge(&u->ml, "fid", g->text, ref->text) ? KV_ENOMEM : KV_OK;
+    hx_fid_result fr;
+    met_kld *kld = met_kld_new();
+    if (!kld) rc = kv_errorf(KV_ENOMEM, "out of memory");
+    if (!rc)
+        rc = hx_drv_fidelity(&tk->en->d, tr->pol, sc->ids, (int32_t)sc->n_prompt, sc->q_split,
+                             tk->t->question_after ? &tr->snap : NULL, &tk->after, ref, kld, &fr);
+    if (!rc) {
+        hx_metric_put(&u->ml, "fid_kl", fr.kl_mean);
+        hx_metric_put(&u->ml, "fid_top1_agree", fr.top1);
+        hx_metric_put(&u->ml, "attn_mass_lost", fr.mass_lost);
+        rc = put_kld(&u->ml, kld);
+    }
+    met_kld_free(kld);
+    return rc;
+}
+
+/* A generation: the output, the kind's scores, timings and fidelity. */
+static int run_generate(task_ctx *tk, sample_ctx *sc, task_run *tr, unit_out *u) {
+    const hx_task_def *t = tk->t;
+    const int is_full = !strcmp(tr->pol->ops->name, "full");
+    /* fidelity resumes from this run's post-prompt state */
+    const int fid = sc->need_ref && tk->en->d.share && !is_full;
+    tk->after.key = 0;
+    hx_gen_params gp = {.max_new = sc->max_new, .q_split = sc->q_split, .stop_newline = t->stop_newline,
+                        .stop_id = tk->stop_id, .snap = t->question_after ? &tr->snap : NULL,
+                        .after = fid ? &tk->after : NULL};
+    int rc = hx_drv_generate(&tk->en->d, tr->pol, sc->ids, (int32_t)sc->n_prompt, &gp, &u->g);
+    if (rc) return rc;
+    if (t->question_after) hx_metric_put(&u->ml, "context_reused", u->g.context_reused);
+    hx_score_in in = {.t = t, .s = sc->s, .g = &u->g, .lbc = &tk->lbc};
+    if (tk->ki->score) rc = tk->ki->score(&u->ml, &in, &u->pred);
+    put_timing(&u->ml, &u->g);
+    if (!rc && sc->ref.tokens && !is_full) rc = put_fidelity(tk, sc, tr, u);
+    return rc;
+}
+
+/* The unit's memory figures and budget check, then its row and metrics in
+ * one transaction. */
+static int write_unit(task_ctx *tk, sample_ctx *sc, task_run *tr, unit_out *u) {
+    run_state *rs = tk->rs;
+    const hx_gen_result *g = &u->g;
+    const kv_policy *pol = tr->pol;
+    hx_metric_put(&u->ml, "kv_bytes_peak", (double)g->bytes_peak);
+    if (tk->cw.family) hx_metric_put(&u->ml, "chat_wrap_tokens", sc->hp.wrap_tokens);
+    if (!tk->stream) { /* a stream has no prompt phase */
+        hx_metric_put(&u->ml, "kv_bytes_prompt_peak", (double)g->bytes_prompt_peak);
+        hx_metric_put(&u->ml, "kv_bytes_steady_peak", (double)g->bytes_steady_peak);
+    }
+    hx_metric_put(&u->ml, "budget_exceeded", g->over_budget);
+    if (g->over_budget) {
+        rs->failed_budget++;
+        fprintf(stderr, "\nkvbench run: warning: %s at %s held %d slots in one head, over what it may hold (budget %d)\n",
+                pol->ops->name, tr->budget, g->slots_max, pol->limit);
+    }
+    const ds_sample *s = sc->s;
+    hx_sample_row row = {
+        .run = tr->row.id, .sample = s->id, .idx = sc->si, .length = s->length, .depth = s->depth_pct,
+        .prompt_tokens = (int)sc->n_prompt, .generated_tokens = g->n, .cut_chars = (long)sc->hp.cut_chars,
+        .ttft_ms = g->ttft_ms, .decode_ms = g->decode_ms, .kv_bytes_peak = (int64_t)g->bytes_peak,
+        .kv_bytes_final = (int64_t)g->bytes_final, .kv_slots_max = g->slots_max,
+        .budget_slots = pol->limit == INT32_MAX ? -1 : pol->limit,
+        .output = u->pred ? u->pred : g->text ? g->text : "", .reference = s->reference,
+        .stop_reason = tk->stream ? NULL : g->stop};
+    hx_curve nc = {u->cv.pos, u->cv.nll, u->cv.n}, kc = {g->trace_pos, g->trace_bytes, g->n_trace};
+    int rc = u->ml.lost ? kv_errorf(KV_EINVAL, "internal: %d metrics over HX_MAX_METRICS", u->ml.lost)
+                        : hx_db_put_sample(rs->db, &row, u->ml.m, u->ml.n, &nc, &kc);
+    if (rc == 1) rs->prog.skipped++, rs->raced++; /* another process stored it first */
+    else if (!rc) rs->stored++;
+    return rc == 1 ? 0 : rc;
+}
+
+/* One unit: run k of the task on the sample, scored and stored. */
+static int run_unit(task_ctx *tk, sample_ctx *sc, int k) {
+    task_run *tr = &tk->tr[k];
+    const char *label = tk->rs->e->policy[tr->cell->policy].label;
+    unit_out u = {0};
+    /* this sample's own random draws (Keyformer's noise), the same in
+     * every run, shard and resume */
+    pol_set_sample_seed(tr->pol, hx_hash(HX_HASH_INIT, sc->s->id, strlen(sc->s->id)));
+    int rc = tk->stream ? run_stream(tk, sc, tr->pol, &u) : run_generate(tk, sc, tr, &u);
+    if (!rc) rc = write_unit(tk, sc, tr, &u);
+    if (rc)
+        fprintf(stderr, "\nkvbench run: task %s sample %s policy %s budget %s: %s\n", tk->t->name, sc->s->id, label,
+                tr->budget, kv_last_error());
+    hx_gen_free(&u.g);
+    free(u.pred);
+    free(u.cv.pos);
+    free(u.cv.nll);
+    tk->rs->prog.done++;
+    char what[128];
+    snprintf(what, sizeof what, "%s %s %s %s", tk->t->name, sc->s->id, label, tr->budget);
+    progress_show(&tk->rs->prog, what);
+    return rc ? -1 : 0;
+}
+
+/* Every unit of sample si that is ours to do. A stop asked for ends the
+ * sample after its unit in flight; the units claimed and not run are
+ * released at the end. */
+static int run_sample(task_ctx *tk, int si) {
+    sample_ctx sc = {.s = &tk->set.s[si], .si = si};
+    if (claim_units(tk, &sc)) return -1;
+    if (sc.n_todo == 0) return 0;
+    int status = sample_prompt(tk, &sc);
+    if (!status && sc.need_ref) status = reference_run(tk, &sc);
+    for (int q = 0; q < sc.n_todo && status == 0 && !run_stop_signal; q++) status = run_unit(tk, &sc, tk->todo[q]);
+    hx_gen_free(&sc.ref);
+    hx_prompt_free(&sc.hp);
+    free(sc.ids);
+    return status;
+}
+
+/* A dry run's lines for the task's runs. */
+static void print_runs(const task_ctx *tk) {
+    for (int k = 0; k < tk->n_runs; k++) {
+        const hx_run_row *r = &tk->tr[k].row;
+        printf("  run %s  model=%s task=%s policy=%s budget=%s  (%d samples)\n", r->id, r->model, r->task,
+               r->policy_label, r->budget, tk->set.n);
+    }
+}
+
+/* Runs every unit of one (model, task) pair. */
+static int run_task(run_state *rs, engine *en, int model, int task) {
+    task_ctx tk = {.rs = rs, .en = en, .model = model, .task = task, .t = &rs->e->task[task]};
+    tk.ki = hx_task_kind_get(tk.t->kind);
+    tk.stream = (tk.ki->flags & HX_KIND_STREAM) != 0;
+    int status = task_open(&tk) || open_runs(&tk) ? -1 : 0;
+    if (!status) {
+        /* The progress total counted this task with the samples it asked
+         * for; correct it by what the set holds. */
+        rs->prog.total += ((long)tk.n_runs * tk.set.n - rs->counted[model][task]) / rs->shard_n;
+        if (rs->dry) {
+            print_runs(&tk);
+            rs->unit += (long)tk.n_runs * tk.set.n;
+        }
+    }
+    for (int si = 0; !rs->dry && si < tk.set.n && status == 0 && !run_stop_signal; si++) status = run_sample(&tk, si);
+    task_close(&tk);
     return status;
 }
 
@@ -868,6 +968,56 @@ static int ensure_parent_dir(const char *path) {
         return -1;
     }
     return 0;
+}
+
+/* The size of the sweep in units, for the progress bar: runs per task x
+ * samples (a grid's from its cells; a data file's as asked, corrected
+ * once it is loaded). */
+static void count_units(run_state *rs) {
+    const hx_experiment *e = rs->e;
+    long total = 0;
+    for (int mj = 0; mj < e->n_sweep_models; mj++)
+        for (int ti = 0; ti < e->n_sweep_tasks; ti++) {
+            int runs = 0;
+            for (int i = 0; i < rs->n_cells; i++)
+                runs += rs->cells[i].model == e->sweep_model[mj] && rs->cells[i].task == e->sweep_task[ti];
+            if (!runs) continue;
+            const hx_task_def *t = &e->task[e->sweep_task[ti]];
+            long ns = t->samples;
+            if (hx_task_kind_get(t->kind)->flags & HX_KIND_GRID) {
+                long cells = (long)t->n_lengths * t->n_depths * (t->kind == HX_TASK_PASSKEY ? t->per_cell : 1);
+                ns = ns > 0 && ns < cells ? ns : cells;
+            } /* a data file without a sample count: known once loaded */
+            rs->counted[e->sweep_model[mj]][e->sweep_task[ti]] += (long)runs * ns;
+            total += (long)runs * ns;
+        }
+    rs->prog.total = rs->shard_n > 1 ? (total + rs->shard_n - 1) / rs->shard_n : total;
+}
+
+/* After a stop asked for: what is kept and how to resume (said even with
+ * -q: the user asked, and needs to know). Returns the exit status. */
+static int print_stopped(const run_state *rs, int quiet, int argc, char **argv) {
+    fprintf(stderr, "%skvbench run: %s: stopped by %s: %ld units stored (%ld now, %ld before), no partial sample "
+            "kept, about %ld left; resume with: ", rs->prog.tty && !quiet ? "\n" : "", rs->e->name,
+            run_stop_signal == SIGINT ? "SIGINT" : "SIGTERM", rs->stored + rs->prog.skipped, rs->stored,
+            rs->prog.skipped, rs->prog.total > rs->prog.done ? rs->prog.total - rs->prog.done : 0);
+    print_command(stderr, argc, argv);
+    fputc('\n', stderr);
+    return 128 + run_stop_signal;
+}
+
+/* What is in the database, not what was attempted (a failed write is not done). */
+static void print_summary(const run_state *rs, double dt, const char *dbp) {
+    const char *name = rs->e->name;
+    fprintf(stderr, "%skvbench run: %s: %ld units done (%ld already stored), %ld over budget, %.1f s, results in %s\n",
+            rs->prog.tty ? "\n" : "", name, rs->stored + rs->prog.skipped, rs->prog.skipped, rs->failed_budget, dt,
+            dbp);
+    if (rs->raced) /* only when a claim lapsed: work done twice, stored once */
+        fprintf(stderr, "kvbench run: %s: %ld units computed here were stored first by another process (their "
+                "claims had lapsed); kept once\n", name, rs->raced);
+    if (rs->others)
+        fprintf(stderr, "kvbench run: %s: %ld units were claimed by other processes running on %s and are "
+                "theirs to finish (a rerun takes over those of a process that died)\n", name, rs->others, dbp);
 }
 
 int hx_cmd_run(int argc, char **argv, int help) {
@@ -967,26 +1117,7 @@ int hx_cmd_run(int argc, char **argv, int help) {
         }
         en.d.share = !no_share;
         if (dry) printf("model %s: %s (%lld parameters)\n", e.model[m].name, en.model_path, (long long)en.d.mi->n_params);
-        if (!dry && rs.prog.total == 0) {
-            /* count units: runs per task x samples (cheap: loads the sets) */
-            long total = 0;
-            for (int mj = 0; mj < e.n_sweep_models; mj++)
-                for (int ti = 0; ti < e.n_sweep_tasks; ti++) {
-                    int runs = 0;
-                    for (int i = 0; i < rs.n_cells; i++)
-                        runs += rs.cells[i].model == e.sweep_model[mj] && rs.cells[i].task == e.sweep_task[ti];
-                    if (!runs) continue;
-                    const hx_task_def *t = &e.task[e.sweep_task[ti]];
-                    long ns = t->samples;
-                    if (t->kind == HX_TASK_PASSKEY || t->kind == HX_TASK_NEEDLE) {
-                        long cells = (long)t->n_lengths * t->n_depths * (t->kind == HX_TASK_PASSKEY ? t->per_cell : 1);
-                        ns = ns > 0 && ns < cells ? ns : cells;
-                    } /* a data file without a sample count: known once loaded */
-                    rs.counted[e.sweep_model[mj]][e.sweep_task[ti]] += (long)runs * ns;
-                    total += (long)runs * ns;
-                }
-            rs.prog.total = shard_n > 1 ? (total + shard_n - 1) / shard_n : total;
-        }
+        if (!dry && rs.prog.total == 0) count_units(&rs);
         for (int ti = 0; ti < e.n_sweep_tasks && status == 0 && !run_stop_signal; ti++) {
             int task = e.sweep_task[ti], runs = 0;
             for (int i = 0; i < rs.n_cells; i++) runs += rs.cells[i].model == m && rs.cells[i].task == task;
@@ -1001,31 +1132,9 @@ int hx_cmd_run(int argc, char **argv, int help) {
         fprintf(stderr, "kvbench run: %s\n", kv_last_error());
         status = 1;
     }
-    if (dry) {
-        printf("total: %d runs, %ld units (run x sample)%s\n", rs.n_cells, rs.unit,
-               shard_n > 1 ? " before sharding" : "");
-    } else if (run_stop_signal) {
-        /* said even with -q: the user asked, and needs to know what is kept */
-        fprintf(stderr, "%skvbench run: %s: stopped by %s: %ld units stored (%ld now, %ld before), no partial sample "
-                "kept, about %ld left; resume with: ", rs.prog.tty && !quiet ? "\n" : "", e.name,
-                run_stop_signal == SIGINT ? "SIGINT" : "SIGTERM", rs.stored + rs.prog.skipped, rs.stored,
-                rs.prog.skipped, rs.prog.total > rs.prog.done ? rs.prog.total - rs.prog.done : 0);
-        print_command(stderr, argc, argv);
-        fputc('\n', stderr);
-        status = 128 + run_stop_signal;
-    } else if (!quiet) {
-        double dt = now_s() - t_start;
-        /* what is in the database, not what was attempted (a failed write is not done) */
-        fprintf(stderr, "%skvbench run: %s: %ld units done (%ld already stored), %ld over budget, %.1f s, results in %s\n",
-                rs.prog.tty ? "\n" : "", e.name, rs.stored + rs.prog.skipped, rs.prog.skipped, rs.failed_budget, dt,
-                dbp);
-        if (rs.raced) /* only when a claim lapsed: work done twice, stored once */
-            fprintf(stderr, "kvbench run: %s: %ld units computed here were stored first by another process (their "
-                    "claims had lapsed); kept once\n", e.name, rs.raced);
-        if (rs.others)
-            fprintf(stderr, "kvbench run: %s: %ld units were claimed by other processes running on %s and are "
-                    "theirs to finish (a rerun takes over those of a process that died)\n", e.name, rs.others, dbp);
-    }
+    if (dry) printf("total: %d runs, %ld units (run x sample)%s\n", rs.n_cells, rs.unit, shard_n > 1 ? " before sharding" : "");
+    else if (run_stop_signal) status = print_stopped(&rs, quiet, argc, argv);
+    else if (!quiet) print_summary(&rs, now_s() - t_start, dbp);
     free(text);
 out:
     hx_db_close(rs.db);

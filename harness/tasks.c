@@ -104,7 +104,6 @@ static int put_ruler(hx_metric_list *l, const hx_task_def *t, const ds_sample *s
     return KV_OK;
 }
 
-
 /* pred.py's prediction (the generated ids decoded alone, as Python text)
  * into *pred, and eval.py's score of it: the task's post-processing, the
  * max over the answers, x100 as its tables print it; and LongBench-E's
@@ -132,9 +131,6 @@ static int put_longbench(hx_metric_list *l, const hx_task_def *t, const ds_sampl
     ds_lb_strings_free(classes, n_classes);
     return rc;
 }
-
-/* pred.py's extra end token for samsum: tokenizer.encode("\n",
- * add_special_tokens=False)[-1]; -1 for every other task. */
 
 /* A needle sample's scores: the fraction of its answers in the output
  * (one needle: found or not), and with needle_scorer = rouge1 the score
@@ -292,7 +288,6 @@ static int load_needle_set(const hx_task_def *t, hx_tokbuf *tc, ds_set *set) {
                            .count = hx_tokbuf_count, .user = tc, .tok = {tc, encode_ids, decode_ids}};
     return ds_make_needle_ext(&np, set);
 }
-
 
 /* A grid larger than `samples` is cut by the runner. */
 static int load_needle(const hx_task_env *env, ds_set *set) { return load_needle_set(env->t, env->tb, set); }
