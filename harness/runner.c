@@ -1020,6 +1020,53 @@ static void print_summary(const run_state *rs, double dt, const char *dbp) {
                 "theirs to finish (a rerun takes over those of a process that died)\n", name, rs->others, dbp);
 }
 
+/* The database opened for writing (its folder made) and the experiment's
+ * file stored in it. */
+static int open_db(run_state *rs, const char *dbp, const char *file, char **text) {
+    if (ensure_parent_dir(dbp) || hx_db_open(dbp, 1, &rs->db)) {
+        if (rs->db == NULL) fprintf(stderr, "kvbench run: %s\n", kv_last_error());
+        return 1;
+    }
+    run_catch_signals(); /* from here on a stop keeps the database whole */
+    *text = ds_read_file(file, NULL);
+    if (hx_db_put_experiment(rs->db, rs->e->name, file, *text, rs->e->description, rs->e->mirrors)) {
+        fprintf(stderr, "kvbench run: %s\n", kv_last_error());
+        return 1;
+    }
+    return 0;
+}
+
+/* Every task of model m in the sweep, its engine loaded once. The first
+ * model of a real run counts the sweep's units for the progress bar (a
+ * dry run counts as it goes). */
+static int run_model(run_state *rs, int m, const char *dbp, int threads, int no_share) {
+    const hx_experiment *e = rs->e;
+    int used = 0;
+    for (int i = 0; i < rs->n_cells; i++) used |= rs->cells[i].model == m;
+    if (!used) return 0;
+    engine en;
+    if (load_engine(e, dbp, m, threads, &en)) {
+        fprintf(stderr, "kvbench run: model %s: %s\n", e->model[m].name, kv_last_error());
+        free_engine(&en);
+        return 1;
+    }
+    en.d.share = !no_share;
+    if (rs->dry) printf("model %s: %s (%lld parameters)\n", e->model[m].name, en.model_path, (long long)en.d.mi->n_params);
+    if (!rs->dry && rs->prog.total == 0) count_units(rs);
+    int status = 0;
+    for (int ti = 0; ti < e->n_sweep_tasks && status == 0 && !run_stop_signal; ti++) {
+        int task = e->sweep_task[ti], runs = 0;
+        for (int i = 0; i < rs->n_cells; i++) runs += rs->cells[i].model == m && rs->cells[i].task == task;
+        if (!runs) continue;
+        if (rs->dry)
+            printf("task %s (%s, template %s):\n", e->task[task].name, hx_task_kind_name(e->task[task].kind),
+                   e->task[task].template_name);
+        if (run_task(rs, &en, m, task)) status = 1;
+    }
+    free_engine(&en);
+    return status;
+}
+
 int hx_cmd_run(int argc, char **argv, int help) {
     const char *db_path = NULL, *only = NULL, *shard = NULL;
     int dry = 0, threads = -1, quiet = 0, no_share = 0;
@@ -1071,6 +1118,7 @@ int hx_cmd_run(int argc, char **argv, int help) {
         return 1;
     }
     int status = 0;
+    char *text = NULL; /* the experiment file, as stored */
     if (rs.n_cells == 0) {
         fprintf(stderr, "kvbench run: %s: nothing to run (the --only filter matches no run)\n", pos[0]);
         status = 2;
@@ -1078,56 +1126,21 @@ int hx_cmd_run(int argc, char **argv, int help) {
     }
     if (threads < 0) threads = e.threads;
     const char *dbp = db_path ? db_path : e.db;
-    char *text = NULL;
     if (dry) {
         printf("experiment %s (%s)\n", e.name, pos[0]);
         if (e.mirrors) printf("mirrors: %s\n", e.mirrors);
         printf("database: %s\n", dbp);
-    } else {
-        if (ensure_parent_dir(dbp) || hx_db_open(dbp, 1, &rs.db)) {
-            if (rs.db == NULL) fprintf(stderr, "kvbench run: %s\n", kv_last_error());
-            status = 1;
-            goto out;
-        }
-        run_catch_signals(); /* from here on a stop keeps the database whole */
-        text = ds_read_file(pos[0], NULL);
-        if (hx_db_put_experiment(rs.db, e.name, pos[0], text, e.description, e.mirrors)) {
-            fprintf(stderr, "kvbench run: %s\n", kv_last_error());
-            status = 1;
-            goto out;
-        }
+    } else if ((status = open_db(&rs, dbp, pos[0], &text))) {
+        goto out;
     }
-    /* Size of the sweep (in units), for the progress bar. A dry run counts
-     * as it goes; a real one counts each task's samples first. */
+    /* The progress bar's total: a dry run counts units as it goes; a real
+     * one counts them first (count_units). */
     rs.prog.tty = isatty(2);
     rs.prog.quiet = quiet;
     rs.prog.t0 = now_s();
     double t_start = now_s();
-    for (int mi = 0; mi < e.n_sweep_models && status == 0 && !run_stop_signal; mi++) {
-        int m = e.sweep_model[mi];
-        int used = 0;
-        for (int i = 0; i < rs.n_cells; i++) used |= rs.cells[i].model == m;
-        if (!used) continue;
-        engine en;
-        if (load_engine(&e, dbp, m, threads, &en)) {
-            fprintf(stderr, "kvbench run: model %s: %s\n", e.model[m].name, kv_last_error());
-            free_engine(&en);
-            status = 1;
-            break;
-        }
-        en.d.share = !no_share;
-        if (dry) printf("model %s: %s (%lld parameters)\n", e.model[m].name, en.model_path, (long long)en.d.mi->n_params);
-        if (!dry && rs.prog.total == 0) count_units(&rs);
-        for (int ti = 0; ti < e.n_sweep_tasks && status == 0 && !run_stop_signal; ti++) {
-            int task = e.sweep_task[ti], runs = 0;
-            for (int i = 0; i < rs.n_cells; i++) runs += rs.cells[i].model == m && rs.cells[i].task == task;
-            if (!runs) continue;
-            if (dry) printf("task %s (%s, template %s):\n", e.task[task].name, hx_task_kind_name(e.task[task].kind),
-                            e.task[task].template_name);
-            if (run_task(&rs, &en, m, task)) status = 1;
-        }
-        free_engine(&en);
-    }
+    for (int mi = 0; mi < e.n_sweep_models && status == 0 && !run_stop_signal; mi++)
+        status = run_model(&rs, e.sweep_model[mi], dbp, threads, no_share);
     if (rs.db && hx_db_release_claims(rs.db)) {
         fprintf(stderr, "kvbench run: %s\n", kv_last_error());
         status = 1;
@@ -1135,8 +1148,8 @@ int hx_cmd_run(int argc, char **argv, int help) {
     if (dry) printf("total: %d runs, %ld units (run x sample)%s\n", rs.n_cells, rs.unit, shard_n > 1 ? " before sharding" : "");
     else if (run_stop_signal) status = print_stopped(&rs, quiet, argc, argv);
     else if (!quiet) print_summary(&rs, now_s() - t_start, dbp);
-    free(text);
 out:
+    free(text);
     hx_db_close(rs.db);
     free(rs.cells);
     hx_experiment_free(&e);
