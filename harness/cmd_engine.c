@@ -15,10 +15,12 @@
 #include "../engine/model.h"
 #include "../engine/sampler.h"
 #include "../metrics/kld.h"
+#include "../metrics/stats.h"
 #include "../policies/policy.h"
 #include "../policies/sentinel_proxy.h"
 #include "../base/clock.h"
 #include "commands.h"
+#include "driver.h"
 #include "opts.h"
 #include "membw.h"
 #include "paths.h"
@@ -129,19 +131,13 @@ fail:
     return -1;
 }
 
-/* Encodes text, growing the buffer as needed. *ids is malloc'd. */
+/* Encodes text (the driver's tokenizing). *ids is malloc'd, also on failure. */
 static int encode(const kv_tokenizer *t, const char *text, size_t len, int bos, int32_t **ids, size_t *n) {
-    size_t cap = len + 16;
-    *ids = malloc(cap * sizeof **ids);
-    if (!*ids) return kv_errorf(KV_ENOMEM, "out of memory");
-    int rc = kv_tokenizer_encode(t, text, len, bos, *ids, cap, n);
-    if (rc == KV_OK && *n > cap) {
-        int32_t *b = realloc(*ids, *n * sizeof **ids);
-        if (!b) return kv_errorf(KV_ENOMEM, "out of memory");
-        *ids = b;
-        rc = kv_tokenizer_encode(t, text, len, bos, *ids, *n, n);
-    }
-    return rc;
+    hx_tokbuf tb = {.tok = t};
+    int64_t k = hx_tokbuf_encode(&tb, text, len, bos);
+    *ids = tb.buf;
+    *n = k < 0 ? 0 : (size_t)k;
+    return k < 0 ? (int)k : KV_OK;
 }
 
 /* Reads a whole file (base/file.h's reader: one implementation). */
@@ -333,6 +329,31 @@ int hx_cmd_tokenize(int argc, char **argv, int help) {
 
 /* -------------------------------------------------------------- generate */
 
+/* Each generated piece as it comes. */
+static void print_piece(void *user, const char *piece, size_t len) {
+    (void)user;
+    fwrite(piece, 1, len, stdout);
+    fflush(stdout);
+}
+
+/* The statistics line of `kvbench generate` (stderr). */
+static void print_gen_stats(const hx_engine *en, const kv_policy *pol, size_t n_prompt, const hx_gen_result *g) {
+    kv_cache *cache = kv_ctx_cache(en->ctx);
+    double t_prefill = g->prefill_ms / 1e3, t_decode = g->decode_ms / 1e3;
+    char bs[32], lim[32];
+    if (pol->limit == INT32_MAX) snprintf(lim, sizeof lim, "unlimited");
+    else snprintf(lim, sizeof lim, "%d", pol->limit);
+    fprintf(stderr,
+            "kvbench: prompt %zu tokens (%.1f tok/s), generated %d tokens (%.1f tok/s), "
+            "policy %s budget %s (%s slots per layer and KV head), KV cache %lld slots (at most %d in one head), "
+            "%zu bytes held (peak %zu)\n",
+            n_prompt, n_prompt / (t_prefill > 0 ? t_prefill : 1e-9), g->n,
+            g->n > 1 ? (g->n - 1) / (t_decode > 0 ? t_decode : 1e-9) : 0.0, pol->ops->name,
+            pol_budget_str(&pol->budget, bs, sizeof bs), lim,
+            (long long)kv_cache_total_slots(cache), kv_cache_max_len(cache), kv_cache_bytes(cache),
+            kv_cache_peak_bytes(cache));
+}
+
 int hx_cmd_generate(int argc, char **argv, int help) {
     model_args a = {0};
     const char *prompt = "";
@@ -367,71 +388,41 @@ int hx_cmd_generate(int argc, char **argv, int help) {
     }
     kv_model *m;
     if (load_model("generate", &a, 1, &m)) return 1;
-    const kv_tokenizer *tok = kv_model_tokenizer(m);
-    const kv_model_info *mi = kv_model_get_info(m);
-    kv_ctx *c = NULL;
+    hx_engine en;
     kv_sampler *s = NULL;
     kv_policy *pol = NULL;
-    int32_t *ids = NULL;
-    float *logits = NULL;
+    hx_tokbuf tb = {.tok = kv_model_tokenizer(m)};
+    hx_gen_result g = {0};
     int status = 1;
-    size_t n_prompt;
     pa.seed = sp.seed;
-    if (new_ctx("generate", m, a.threads, &c) || make_policy("generate", &pa, m, &pol)) goto out;
-    if (kv_sampler_new(&sp, mi->vocab_size, &s) || encode(tok, prompt, strlen(prompt), 1, &ids, &n_prompt)) {
+    if (hx_engine_open(&en, m, a.threads)) {
         fprintf(stderr, "kvbench generate: %s\n", kv_last_error());
         goto out;
     }
-    logits = malloc((size_t)mi->vocab_size * sizeof *logits);
-    if (!logits) goto out;
-    pol_begin(pol, (int32_t)n_prompt);
-    pol_attach(pol, c);
-
-    double t0 = kv_now_s();
-    if (pol_eval_prompt(pol, c, ids, (int32_t)n_prompt, logits)) {
+    if (make_policy("generate", &pa, m, &pol)) goto out;
+    /* generate stops at EOS or BOS only (the run's tasks at every end token) */
+    en.end_ids[0] = kv_tokenizer_eos(en.tok);
+    en.n_end = 1;
+    int64_t n_prompt = hx_tokbuf_encode(&tb, prompt, strlen(prompt), 1);
+    if (n_prompt < 0 || kv_sampler_new(&sp, en.mi->vocab_size, &s)) {
         fprintf(stderr, "kvbench generate: %s\n", kv_last_error());
         goto out;
     }
-    double t_prefill = kv_now_s() - t0;
     if (!quiet) fputs(prompt, stdout);
-    int32_t prev = ids[n_prompt - 1], bos = kv_tokenizer_bos(tok), eos = kv_tokenizer_eos(tok);
-    int generated = 0;
-    double t1 = kv_now_s();
-    for (; generated < n_new; generated++) {
-        int32_t next = kv_sampler_sample(s, logits);
-        if (next == eos || next == bos) break;
-        size_t len;
-        const char *piece = kv_tokenizer_piece(tok, prev, next, &len);
-        fwrite(piece, 1, len, stdout);
-        fflush(stdout);
-        prev = next;
-        if (generated + 1 < n_new && kv_ctx_eval(c, &next, 1, logits, 0)) {
-            fprintf(stderr, "\nkvbench generate: %s\n", kv_last_error());
-            goto out;
-        }
+    hx_gen_params gp = {.max_new = n_new, .stop_id = -1, .sampler = s, .on_piece = print_piece};
+    if (hx_drv_generate(&en, pol, tb.buf, (int32_t)n_prompt, &gp, &g)) {
+        fprintf(stderr, "\nkvbench generate: %s\n", kv_last_error());
+        goto out;
     }
-    double t_decode = kv_now_s() - t1;
     printf("\n");
     fflush(stdout);
-    kv_cache *cache = kv_ctx_cache(c);
-    char bs[32], lim[32];
-    if (pol->limit == INT32_MAX) snprintf(lim, sizeof lim, "unlimited");
-    else snprintf(lim, sizeof lim, "%d", pol->limit);
-    fprintf(stderr,
-            "kvbench: prompt %zu tokens (%.1f tok/s), generated %d tokens (%.1f tok/s), "
-            "policy %s budget %s (%s slots per layer and KV head), KV cache %lld slots (at most %d in one head), "
-            "%zu bytes held (peak %zu)\n",
-            n_prompt, n_prompt / (t_prefill > 0 ? t_prefill : 1e-9), generated,
-            generated > 1 ? (generated - 1) / (t_decode > 0 ? t_decode : 1e-9) : 0.0, pol->ops->name,
-            pol_budget_str(&pol->budget, bs, sizeof bs), lim,
-            (long long)kv_cache_total_slots(cache), kv_cache_max_len(cache), kv_cache_bytes(cache),
-            kv_cache_peak_bytes(cache));
+    print_gen_stats(&en, pol, (size_t)n_prompt, &g);
     status = 0;
 out:
-    free(logits);
-    free(ids);
+    hx_gen_free(&g);
+    free(tb.buf);
     kv_sampler_free(s);
-    kv_ctx_free(c);
+    hx_engine_close(&en);
     pol_free(pol);
     kv_model_free(m);
     return status;
@@ -588,14 +579,6 @@ out:
 
 /* ------------------------------------------------------------ perplexity */
 
-/* -log softmax(logits)[target], in double for a stable long sum. */
-static double nll_of(const float *logits, int32_t n, int32_t target) {
-    float mx = logits[kv_argmax(logits, n)];
-    double sum = 0;
-    for (int32_t i = 0; i < n; i++) sum += exp((double)logits[i] - mx);
-    return log(sum) + mx - logits[target];
-}
-
 /* What every perplexity protocol reads: the tokenized text and a context. */
 typedef struct ppl_input {
     const kv_model *m;
@@ -604,6 +587,7 @@ typedef struct ppl_input {
     const int32_t *ids;
     size_t n_tok;
     kv_ctx *c;
+    hx_engine *en; /* the driver's view of the model and c */
 } ppl_input;
 
 /* " policy=P budget=B[ positions=M]": how a policy run is labelled. */
@@ -615,47 +599,36 @@ static const char *policy_desc(const kv_policy *pol, char *buf, size_t cap) {
     return buf;
 }
 
+/* --curve: each scored token's position and NLL. */
+static void curve_line(void *user, int32_t pos, double nll) { fprintf(user, "%ld %.6f\n", (long)pos, nll); }
+
 /* StreamingLLM's protocol: one token at a time through a single cache that
  * the policy keeps within its budget; every token but the first scored. */
 static int ppl_stream(const ppl_input *in, kv_policy *pol, int bos, const char *curve) {
-    int32_t nv = in->mi->vocab_size;
-    float *logits = malloc((size_t)nv * sizeof *logits);
     FILE *cf = NULL;
     int rc = -1;
-    if (!logits) {
-        fprintf(stderr, "kvbench perplexity: out of memory\n");
-        return -1;
-    }
     if (curve && !(cf = fopen(curve, "w"))) {
         fprintf(stderr, "kvbench perplexity: %s: cannot create: %s\n", curve, strerror(errno));
+        return -1;
+    }
+    hx_nll_params np = {.chunk = 1, .every = 1, .on_nll = cf ? curve_line : NULL, .user = cf};
+    double nll, dt;
+    if (hx_drv_stream_nll(in->en, pol, in->ids, (int32_t)in->n_tok, &np, &nll, &dt, NULL)) {
+        fprintf(stderr, "kvbench perplexity: %s\n", kv_last_error());
         goto out;
     }
-    pol_begin(pol, 0);
-    pol_attach(pol, in->c);
-    double nll = 0, t0 = kv_now_s();
-    for (size_t t = 0; t + 1 < in->n_tok; t++) {
-        if (kv_ctx_eval(in->c, in->ids + t, 1, logits, 0)) {
-            fprintf(stderr, "kvbench perplexity: %s\n", kv_last_error());
-            goto out;
-        }
-        double x = nll_of(logits, nv, in->ids[t + 1]);
-        nll += x;
-        if (cf) fprintf(cf, "%zu %.6f\n", t + 1, x);
-    }
-    double dt = kv_now_s() - t0;
     size_t n = in->n_tok - 1;
     char pd[128];
     printf("file %s\ntokens %zu\nscored %zu\nprotocol stream%s%s\n", in->path, in->n_tok, n,
            policy_desc(pol, pd, sizeof pd), bos ? " bos" : "");
-    printf("nll %.6f\nppl %.4f\nseconds %.2f\ntokens_per_second %.1f\nkv_bytes_peak %zu\n", nll / (double)n,
-           exp(nll / (double)n), dt, n / dt, kv_cache_peak_bytes(kv_ctx_cache(in->c)));
+    printf("nll %.6f\nppl %.4f\nseconds %.2f\ntokens_per_second %.1f\nkv_bytes_peak %zu\n", nll, exp(nll), dt, n / dt,
+           kv_cache_peak_bytes(kv_ctx_cache(in->c)));
     rc = 0;
 out:
     if (cf && fclose(cf) != 0 && rc == 0) {
         fprintf(stderr, "kvbench perplexity: %s: write failed\n", curve);
         rc = -1;
     }
-    free(logits);
     return rc;
 }
 
@@ -680,7 +653,7 @@ static int ppl_sliding(const ppl_input *in, int ctx_len, int stride, int bos) {
         }
         evaluated += end - begin;
         for (size_t t = prev_end > begin + 1 ? prev_end : begin + 1; t < end; t++, scored++)
-            nll += nll_of(logits + (t - 1 - begin) * (size_t)nv, nv, in->ids[t]);
+            nll += met_nll(logits + (t - 1 - begin) * (size_t)nv, nv, in->ids[t]);
         prev_end = end;
         if (end == in->n_tok) break;
     }
@@ -743,7 +716,7 @@ static int lc_score(lc_run *r, const float *q, const float *base) {
     for (int32_t k = 0; k < r->n_scored; k++) {
         int32_t target = r->chunk[r->first + k + 1]; /* never the BOS slot: first + 1 >= 1 */
         const float *row = q + (size_t)k * r->nv;
-        double v = nll_of(row, r->nv, target);
+        double v = met_nll(row, r->nv, target);
         r->nll += v;
         r->nll2 += v * v;
         r->count++;
@@ -955,7 +928,7 @@ int hx_cmd_perplexity(int argc, char **argv, int help) {
     char fp[4096];
     size_t len, n_tok;
     int32_t *ids = NULL;
-    kv_ctx *c = NULL;
+    hx_engine en = {0};
     kv_policy *pol = NULL;
     char *text = read_file(hx_resolve_data(file, fp, sizeof fp), &len);
     if (make_policy("perplexity", &pa, m, &pol)) goto out;
@@ -974,8 +947,11 @@ int hx_cmd_perplexity(int argc, char **argv, int help) {
         fprintf(stderr, "kvbench perplexity: %s: fewer than 2 tokens\n", fp);
         goto out;
     }
-    if (new_ctx("perplexity", m, a.threads, &c)) goto out;
-    ppl_input in = {m, mi, fp, ids, n_tok, c};
+    if (hx_engine_open(&en, m, a.threads)) {
+        fprintf(stderr, "kvbench perplexity: %s\n", kv_last_error());
+        goto out;
+    }
+    ppl_input in = {m, mi, fp, ids, n_tok, en.ctx, &en};
     int rc;
     if (llamacpp) rc = ppl_llamacpp(&in, pa.name || pa.budget ? pol : NULL, ctx_len, chunks, kl, a.threads);
     else if (stream) rc = ppl_stream(&in, pol, bos, curve);
@@ -985,7 +961,7 @@ out:
     pol_free(pol);
     free(text);
     free(ids);
-    kv_ctx_free(c);
+    hx_engine_close(&en);
     kv_model_free(m);
     return status;
 }

@@ -21,11 +21,11 @@
 #include "../metrics/longbench.h"
 #include "experiment.h"
 #include "paths.h"
+#include "tasks.h"
 
-static const char *const KIND_NAMES[] = {"summarization", "conversation", "passkey", "needle",
-                                         "ruler", "fidelity", "perplexity", "longbench"};
-
-const char *hx_task_kind_name(hx_task_kind k) { return KIND_NAMES[k]; }
+/* The kinds' names, default templates and the templates they read are the
+ * kind table's (tasks.c). */
+const char *hx_task_kind_name(hx_task_kind k) { return hx_task_kind_get(k)->name; }
 
 /* ---------------------------------------------------------------- parsing state */
 
@@ -418,11 +418,9 @@ static int handler(void *user, const char *section, const char *key, const char 
         hx_task_def *t = &e->task[st->idx];
         SECT_NAME(sn, "task", t->name);
         if (!strcmp(key, "kind")) {
-            int k = -1;
-            for (int i = 0; i < (int)(sizeof KIND_NAMES / sizeof *KIND_NAMES); i++)
-                if (!strcmp(value, KIND_NAMES[i])) k = i;
-            if (k < 0) fail(st, st->line, "[%s] kind: unknown kind '%s' (expected summarization, conversation, passkey, needle, ruler, fidelity, perplexity or longbench)", sn, value);
-            t->kind = (hx_task_kind)k;
+            const hx_task_kind_info *ki = hx_task_kind_find(value);
+            if (!ki) fail(st, st->line, "[%s] kind: unknown kind '%s' (expected %s)", sn, value, hx_task_kind_names());
+            else t->kind = ki->kind;
         } else if (!strcmp(key, "data")) set_str(st, &t->data, value, sn, key);
         else if (!strcmp(key, "haystack")) set_str(st, &t->haystack, value, sn, key);
         else if (!strcmp(key, "ruler_task")) {
@@ -672,13 +670,12 @@ static int validate(parse_state *st) {
         if (!grid && t->n_depths) return fail(st, t->line, "[%s] depths: only passkey and needle tasks take them", sn);
         if (!grid && !gen_ruler && t->n_lengths) return fail(st, t->line, "[%s] lengths: only passkey, needle and generated ruler tasks take them", sn);
         if (!t->template_name) {
-            static const char *const dflt[] = {"keyformer-summ", "keyformer-dialog", "passkey", "needle", "ruler-split", "text", "text", "longbench"};
-            t->template_name = strdup(dflt[t->kind]);
+            t->template_name = strdup(hx_task_kind_get(t->kind)->template_dflt);
             if (!t->template_name) return fail(st, t->line, "out of memory");
         }
         const ds_template *tp = ds_template_find(t->template_name);
-        const char *want = t->kind == HX_TASK_PERPLEXITY || t->kind == HX_TASK_FIDELITY ? "text" : hx_task_kind_name(t->kind);
-        if (t->kind != HX_TASK_FIDELITY && strcmp(tp->kind, want) != 0)
+        const char *want = hx_task_kind_get(t->kind)->template_kind; /* NULL: any */
+        if (want && strcmp(tp->kind, want) != 0)
             return fail(st, t->line, "[%s] template: '%s' is written for %s tasks, not %s", sn, t->template_name, tp->kind, hx_task_kind_name(t->kind));
         if (t->question_after && !tp->qsplit)
             return fail(st, t->line, "[%s] question = after_compression: template %s@%d has no question part to ask "

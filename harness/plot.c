@@ -25,6 +25,7 @@
 #include "opts.h"
 #include "results_query.h"
 #include "resultsdb.h"
+#include "tasks.h"
 
 
 typedef struct plot_ctx {
@@ -94,7 +95,8 @@ static double x_of(const hx_q_run *r) { return r->budget_kind == 2 ? r->budget_v
 static void plot_vs_budget(plot_ctx *pc, const hx_q_run *runs, int n_all, int lo, int hi, const char *metric,
                            const char *suffix, int kind) {
     const hx_q_run *full = hx_q_full_of(runs, n_all, &runs[lo]);
-    double scale = hx_q_display_scale(metric);
+    const hx_metric_info *mi = hx_metric_find(metric);
+    const double scale = mi->scale;
     char name[512], t1[128], t2[128], path[4200], title[512];
     safe(t1, sizeof t1, runs[lo].task);
     safe(t2, sizeof t2, runs[lo].model);
@@ -105,7 +107,7 @@ static void plot_vs_budget(plot_ctx *pc, const hx_q_run *runs, int n_all, int lo
     hx_q_stat fs = {0};
     if (full && hx_q_stat_of(pc->db, full->id, NULL, metric, pc->bootstrap, 0.95, &fs)) return;
     snprintf(title, sizeof title, "%s: %s / %s, %s%s against KV budget (95%% CI)", pc->exp, runs[lo].model,
-             runs[lo].task, metric, scale == 100 ? " x100" : scale < 1 ? " (MiB)" : "");
+             runs[lo].task, metric, mi->label);
     FILE *f = NULL;
     for (int i = lo; i < hi; i++) {
         if (!strcmp(runs[i].policy, "full") || runs[i].budget_kind != kind) continue;
@@ -292,11 +294,21 @@ static void plot_series(plot_ctx *pc, const hx_q_run *runs, int lo, int hi, int 
     }
 }
 
-static const char *headline(const char *kind) {
-    if (!strcmp(kind, "summarization") || !strcmp(kind, "conversation")) return "rougeLsum_f";
-    if (!strcmp(kind, "passkey") || !strcmp(kind, "needle") || !strcmp(kind, "ruler")) return "accuracy";
-    if (!strcmp(kind, "perplexity")) return "ppl";
-    return "fid_top1_agree";
+/* The figures of one (model, task) pair at one kind of budget: the kind's
+ * headline metric (or --metric) and its other figures (tasks.c), then
+ * speed, latency and memory. A kind this build does not know gets
+ * fidelity's figures. */
+static void plot_pair(plot_ctx *pc, const hx_q_run *runs, int n, int lo, int hi, const hx_task_kind_info *ki,
+                      const char *metric, int k) {
+    plot_vs_budget(pc, runs, n, lo, hi, metric ? metric : ki->headline, NULL, k);
+    char list[256];
+    snprintf(list, sizeof list, "%s", metric ? "" : ki->plots);
+    char *save = NULL;
+    for (char *m = strtok_r(list, ",", &save); m; m = strtok_r(NULL, ",", &save))
+        plot_vs_budget(pc, runs, n, lo, hi, m, NULL, k);
+    plot_vs_budget(pc, runs, n, lo, hi, ki->throughput, "throughput", k);
+    plot_vs_budget(pc, runs, n, lo, hi, "latency_p50_ms", "latency", k);
+    plot_vs_budget(pc, runs, n, lo, hi, "kv_bytes_peak", "kv_peak", k);
 }
 
 int hx_cmd_plot(int argc, char **argv, int help) {
@@ -344,22 +356,13 @@ int hx_cmd_plot(int argc, char **argv, int help) {
     for (int lo = 0; lo < n;) {
         int hi = lo;
         while (hi < n && !strcmp(runs[hi].model, runs[lo].model) && !strcmp(runs[hi].task, runs[lo].task)) hi++;
-        const char *kind = runs[lo].task_kind;
-        for (int k = 1; k <= 2; k++) {
-            plot_vs_budget(&pc, runs, n, lo, hi, metric ? metric : headline(kind), NULL, k);
-            if (!metric && strcmp(kind, "perplexity")) {
-                if (strcmp(kind, "fidelity")) plot_vs_budget(&pc, runs, n, lo, hi, "fid_top1_agree", NULL, k);
-                plot_vs_budget(&pc, runs, n, lo, hi, "attn_mass_lost", NULL, k);
-            }
-            plot_vs_budget(&pc, runs, n, lo, hi, !strcmp(kind, "perplexity") ? "tokens_per_s" : "decode_tokens_per_s",
-                           "throughput", k);
-            plot_vs_budget(&pc, runs, n, lo, hi, "latency_p50_ms", "latency", k);
-            plot_vs_budget(&pc, runs, n, lo, hi, "kv_bytes_peak", "kv_peak", k);
-        }
+        const hx_task_kind_info *ki = hx_task_kind_find(runs[lo].task_kind);
+        if (!ki) ki = hx_task_kind_get(HX_TASK_FIDELITY);
+        for (int k = 1; k <= 2; k++) plot_pair(&pc, runs, n, lo, hi, ki, metric, k);
         plot_memory(&pc, runs, lo, hi);
-        if (!strcmp(kind, "passkey") || !strcmp(kind, "needle"))
+        if (ki->flags & HX_KIND_GRID)
             for (int i = lo; i < hi; i++) plot_heatmap(&pc, &runs[i]);
-        if (!strcmp(kind, "perplexity")) plot_series(&pc, runs, lo, hi, 0);
+        if (ki->flags & HX_KIND_STREAM) plot_series(&pc, runs, lo, hi, 0);
         plot_series(&pc, runs, lo, hi, 1);
         lo = hi;
     }

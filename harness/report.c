@@ -16,31 +16,20 @@
 #include "opts.h"
 #include "results_query.h"
 #include "resultsdb.h"
+#include "tasks.h"
 
 
-/* Memory in two figures where there is a prompt: the most held while it was
- * read (a whole prefill holds it all once) and the most held afterwards. */
+/* The kind's default metrics (tasks.c); a kind this build does not know
+ * (a newer database) gets fidelity's, which every generating kind stores. */
 static const char *default_metrics(const char *kind) {
-    if (!strcmp(kind, "summarization") || !strcmp(kind, "conversation"))
-        return "rouge1_f,rouge2_f,rougeLsum_f,fid_top1_agree,fid_kl,attn_mass_lost,kv_bytes_prompt_peak,kv_bytes_steady_peak";
-    if (!strcmp(kind, "passkey") || !strcmp(kind, "needle") || !strcmp(kind, "ruler"))
-        return !strcmp(kind, "needle") ? "accuracy,needle_score,kv_bytes_prompt_peak,kv_bytes_steady_peak"
-                                       : "accuracy,kv_bytes_prompt_peak,kv_bytes_steady_peak";
-    if (!strcmp(kind, "perplexity")) return "ppl,kv_bytes_peak";
-    if (!strcmp(kind, "longbench")) return "longbench_score,fid_top1_agree,kv_bytes_prompt_peak,kv_bytes_steady_peak";
-    return "fid_top1_agree,fid_kl,fid_kl_p99,fid_ln_ppl_ratio,attn_mass_lost,fid_rougeL_f,kv_bytes_prompt_peak,"
-           "kv_bytes_steady_peak";
-}
-
-/* Quality metrics get the 99% column; costs (memory, time) do not. */
-static int is_cost(const char *m) {
-    return strstr(m, "bytes") || strstr(m, "latency") || strstr(m, "ttft") || strstr(m, "per_s") || strstr(m, "_ms");
+    const hx_task_kind_info *ki = hx_task_kind_find(kind);
+    return (ki ? ki : hx_task_kind_get(HX_TASK_FIDELITY))->report;
 }
 
 /* Does the policy hold the full cache's score (99%, or within 1% when lower is better)? */
 static int holds(const char *metric, double ratio) {
     if (isnan(ratio)) return 0;
-    return hx_q_lower_is_better(metric) ? ratio <= 1.01 : ratio >= 0.99;
+    return hx_metric_find(metric)->higher_is_better ? ratio >= 0.99 : ratio <= 1.01;
 }
 
 static void fmt_val(char *buf, size_t cap, double v, double scale) {
@@ -60,7 +49,8 @@ typedef struct report_opts {
 static int table(sqlite3 *db, const char *exp, const hx_q_run *runs, int n_all, int lo, int hi, const char *metric,
                  const report_opts *o) {
     const hx_q_run *full = hx_q_full_of(runs, n_all, &runs[lo]);
-    double scale = hx_q_display_scale(metric);
+    const hx_metric_info *mi = hx_metric_find(metric);
+    const double scale = mi->scale;
     int csv = !strcmp(o->format, "csv");
     /* Columns: the budgets of the compressed runs in order. */
     const hx_q_run *cols[64];
@@ -90,8 +80,8 @@ static int table(sqlite3 *db, const char *exp, const hx_q_run *runs, int n_all, 
         any = s.n > 0;
     }
     if (!any) return 0; /* this task stores no such metric */
-    /* the 99% column needs the full cache's own value of the metric */
-    int show_hold = !is_cost(metric) && full && fs.n > 0;
+    /* the 99% column needs the full cache's own value of the metric; costs (memory, time) get none */
+    int show_hold = !mi->cost && full && fs.n > 0;
     char a[32], b[32], c[32];
     if (csv) {
         if (full && fs.n)
@@ -99,7 +89,7 @@ static int table(sqlite3 *db, const char *exp, const hx_q_run *runs, int n_all, 
                    full->budget, fs.n, fs.mean, fs.lo, fs.hi);
     } else {
         printf("\n### %s / %s (%s): %s%s, %.0f%% bootstrap CI\n\n", runs[lo].model, runs[lo].task, runs[lo].task_kind,
-               metric, scale == 100 ? " x100" : scale < 1 ? " (MiB)" : "", o->level * 100);
+               metric, mi->label, o->level * 100);
         if (full && fs.n) {
             fmt_val(a, sizeof a, fs.mean, scale);
             fmt_val(b, sizeof b, fs.lo, scale);
@@ -109,7 +99,7 @@ static int table(sqlite3 *db, const char *exp, const hx_q_run *runs, int n_all, 
         else printf("no full-cache run: ratios are not available\n\n");
         printf("| policy |");
         for (int k = 0; k < n_cols; k++) printf(" %s |", cols[k]->budget);
-        if (show_hold) printf(" holds %s at |", hx_q_lower_is_better(metric) ? "within 1%" : "99%");
+        if (show_hold) printf(" holds %s at |", mi->higher_is_better ? "99%" : "within 1%");
         printf("\n|---|");
         for (int k = 0; k < n_cols + show_hold; k++) printf("---|");
         printf("\n");
@@ -179,7 +169,7 @@ static const char *fmt_stat(char *buf, size_t cap, const hx_q_stat *s, double sc
 static int question_table(sqlite3 *db, const hx_q_run *runs, int n, int lo, int hi, const char *metric,
                           const report_opts *o) {
     if (strcmp(o->format, "md") != 0 || !runs[lo].question_after) return 0;
-    const double scale = hx_q_display_scale(metric);
+    const double scale = hx_metric_find(metric)->scale;
     int printed = 0;
     for (int i = lo; i < hi; i++) {
         const hx_q_run *tw = NULL;

@@ -190,17 +190,3 @@ int hx_q_metric_names(sqlite3 *db, const char *run, char *buf, size_t cap) {
     sqlite3_finalize(st);
     return KV_OK;
 }
-
-int hx_q_lower_is_better(const char *m) {
-    return !strcmp(m, "ppl") || !strcmp(m, "nll") || !strncmp(m, "fid_kl", 6) || !strcmp(m, "fid_ln_ppl_ratio") ||
-           !strcmp(m, "fid_dp_rms") || !strcmp(m, "attn_mass_lost") || strstr(m, "latency") ||
-           strstr(m, "ttft") || strstr(m, "bytes") || !strcmp(m, "budget_exceeded");
-}
-
-double hx_q_display_scale(const char *m) {
-    if (strstr(m, "bytes")) return 1.0 / (1024 * 1024); /* shown in MiB */
-    return !strncmp(m, "rouge", 5) || !strncmp(m, "fid_rouge", 9) || !strcmp(m, "accuracy") ||
-                   !strcmp(m, "fid_top1_agree") || !strcmp(m, "fid_prefix_match") || !strcmp(m, "fid_same_top")
-               ? 100
-               : 1;
-}

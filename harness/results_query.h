@@ -50,10 +50,6 @@ int hx_q_stat_of(sqlite3 *db, const char *run, const char *full_run, const char 
 /* The metric names stored for a run, comma-separated into buf. */
 int hx_q_metric_names(sqlite3 *db, const char *run, char *buf, size_t cap);
 
-/* 1 if a smaller value is better (ppl, nll, KL, latency, bytes). */
-int hx_q_lower_is_better(const char *metric);
-/* The factor a metric is shown with (100 for fractions such as ROUGE,
- * 1/2^20 for bytes, shown in MiB). */
-double hx_q_display_scale(const char *metric);
+/* How a metric is shown and which way is better: tasks.h (hx_metric_find). */
 
 #endif

@@ -8,7 +8,6 @@
  * and reused by every compressed run of that sample. Units are numbered in
  * that order; `--shard I/N` takes the units whose number is I modulo N. */
 #define _POSIX_C_SOURCE 200809L
-#include <ctype.h>
 #include <errno.h>
 #include <math.h>
 #include <signal.h>
@@ -21,7 +20,6 @@
 
 #include "../datasets/dataset.h"
 #include "../datasets/longbench.h"
-#include "../datasets/ruler.h"
 #include "../datasets/template.h"
 #include "../engine/context.h"
 #include "../engine/dtype.h"
@@ -30,22 +28,20 @@
 #include "../base/hash.h"
 #include "../base/kv_error.h"
 #include "../engine/model.h"
-#include "../engine/sampler.h"
 #include "../metrics/kld.h"
-#include "../metrics/longbench.h"
-#include "../metrics/rouge.h"
-#include "../metrics/ruler.h"
 #include "../metrics/stats.h"
 #include "../policies/policy.h"
 #include "../base/clock.h"
 #include "chat_gguf.h"
 #include "commands.h"
+#include "driver.h"
 #include "experiment.h"
 #include "identity.h"
 #include "opts.h"
 #include "paths.h"
 #include "prompt.h"
 #include "resultsdb.h"
+#include "tasks.h"
 
 
 /* ------------------------------------------------------------ the sweep */
@@ -124,177 +120,24 @@ static int expand_sweep(const hx_experiment *e, const only_filter *f, run_cell *
     return 0;
 }
 
-/* ---------------------------------------------------------- tokenizing */
-
-typedef struct tok_counter {
-    const kv_tokenizer *tok;
-    int32_t *buf;
-    size_t cap;
-} tok_counter;
-
-/* Encodes text into tc->buf (grown as needed); returns the count or < 0. */
-static int64_t encode_into(tok_counter *tc, const char *text, size_t len, int bos) {
-    size_t need = len + 16, n = 0;
-    if (need > tc->cap) {
-        int32_t *b = realloc(tc->buf, need * sizeof *b);
-        if (!b) return kv_errorf(KV_ENOMEM, "out of memory");
-        tc->buf = b;
-        tc->cap = need;
-    }
-    int rc = kv_tokenizer_encode(tc->tok, text, len, bos, tc->buf, tc->cap, &n);
-    if (rc) return rc;
-    if (n > tc->cap) { /* cannot happen with len + 16, but stay safe */
-        int32_t *b = realloc(tc->buf, n * sizeof *b);
-        if (!b) return kv_errorf(KV_ENOMEM, "out of memory");
-        tc->buf = b;
-        tc->cap = n;
-        if ((rc = kv_tokenizer_encode(tc->tok, text, len, bos, tc->buf, tc->cap, &n))) return rc;
-    }
-    return (int64_t)n;
-}
-
-static int64_t count_tokens(void *user, const char *text, size_t len) { return encode_into(user, text, len, 0); }
-
-/* ds_token_fns over the model's tokenizer: encode without BOS into a fresh
- * array; decode as the pieces print after BOS (SentencePiece drops the
- * first token's leading space, as Hugging Face's decode does), control
- * tokens skipped. */
-static int64_t encode_ids(void *user, const char *text, size_t len, int32_t **ids) {
-    int64_t n = encode_into(user, text, len, 0);
-    if (n < 0) return n;
-    const tok_counter *tc = user;
-    if (!(*ids = malloc((size_t)(n ? n : 1) * sizeof **ids))) return kv_errorf(KV_ENOMEM, "out of memory");
-    memcpy(*ids, tc->buf, (size_t)n * sizeof **ids);
-    return n;
-}
-
-static int decode_ids(void *user, const int32_t *ids, int64_t n, char **text, size_t *len) {
-    const tok_counter *tc = user;
-    size_t cap = 64, o = 0;
-    char *out = malloc(cap);
-    if (!out) return kv_errorf(KV_ENOMEM, "out of memory");
-    int32_t prev = kv_tokenizer_bos(tc->tok);
-    for (int64_t i = 0; i < n; i++) {
-        size_t pl;
-        const char *piece = kv_tokenizer_piece(tc->tok, prev, ids[i], &pl);
-        prev = ids[i];
-        if (o + pl + 1 > cap) {
-            while (o + pl + 1 > cap) cap *= 2;
-            char *b = realloc(out, cap);
-            if (!b) { free(out); return kv_errorf(KV_ENOMEM, "out of memory"); }
-            out = b;
-        }
-        memcpy(out + o, piece, pl);
-        o += pl;
-    }
-    out[o] = '\0';
-    *text = out;
-    *len = o;
-    return KV_OK;
-}
-
-/* Splits "a | b | c" into trimmed items (pointers into buf). */
-static int split_bars(char *buf, const char **items, int cap) {
-    int n = 0;
-    for (char *save = NULL, *it = strtok_r(buf, "|", &save); it && n < cap; it = strtok_r(NULL, "|", &save)) {
-        while (*it == ' ') it++;
-        size_t l = strlen(it);
-        while (l && it[l - 1] == ' ') it[--l] = '\0';
-        items[n++] = it;
-    }
-    return n;
-}
-
-/* The needle task's sample set: its protocol, needles, depths. */
-static int load_needle(const hx_task_def *t, tok_counter *tc, ds_set *set) {
-    char hp[4096], nbuf[4096] = "", abuf[4096] = "", answers[4096] = "";
-    const char *needles[DS_MAX_NEEDLES], *ans[DS_MAX_NEEDLES];
-    int n = 0;
-    if (t->needle_text) {
-        snprintf(nbuf, sizeof nbuf, "%s", t->needle_text);
-        n = split_bars(nbuf, needles, DS_MAX_NEEDLES);
-    } /* none: the protocol's own (datasets/needle.c) */
-    if (t->needle_answer) {
-        snprintf(abuf, sizeof abuf, "%s", t->needle_answer);
-        int na = split_bars(abuf, ans, DS_MAX_NEEDLES);
-        for (int i = 0; i < na; i++) snprintf(answers + strlen(answers), sizeof answers - strlen(answers), "%s%s", i ? "\n" : "", ans[i]);
-    }
-    ds_needle_params np = {.haystack_dir = hx_resolve_data(t->haystack, hp, sizeof hp), .lengths = t->lengths,
-                           .n_lengths = t->n_lengths, .depths = t->needle_depths, .n_depths = t->n_needle_depths,
-                           .needles = needles, .n_needles = n, .question = t->needle_question,
-                           .answer = t->needle_answer ? answers : NULL, .protocol = t->needle_protocol,
-                           .buffer = t->context_buffer, .period_piece = kv_tokenizer_find(tc->tok, "."),
-                           .count = count_tokens, .user = tc, .tok = {tc, encode_ids, decode_ids}};
-    return ds_make_needle_ext(&np, set);
-}
-
-/* ------------------------------------------------------------- metrics */
-
-#define MAX_METRICS 96
-
-typedef struct metric_list {
-    hx_metric m[MAX_METRICS];
-    int n;
-    int lost; /* metrics that did not fit: an error when the sample is written */
-} metric_list;
-
-static void put(metric_list *l, const char *name, double v) {
-    if (l->n < MAX_METRICS) l->m[l->n++] = (hx_metric){name, v};
-    else l->lost++;
-}
-
-static int put_rouge(metric_list *l, const char *prefix, const char *pred, const char *ref) {
-    kv_rouge_scores s;
-    if (kv_rouge_score(pred, ref, 1, &s)) return -1;
-    static const char *const names[2][12] = {
-        {"rouge1_f", "rouge1_p", "rouge1_r", "rouge2_f", "rouge2_p", "rouge2_r", "rougeL_f", "rougeL_p", "rougeL_r",
-         "rougeLsum_f", "rougeLsum_p", "rougeLsum_r"},
-        {"fid_rouge1_f", "", "", "fid_rouge2_f", "", "", "fid_rougeL_f", "", "", "fid_rougeLsum_f", "", ""}};
-    int k = prefix ? 1 : 0;
-    const kv_rouge_prf *prf[4] = {&s.r1, &s.r2, &s.rl, &s.rlsum};
-    for (int i = 0; i < 4; i++) {
-        put(l, names[k][i * 3], prf[i]->f);
-        if (!k) {
-            put(l, names[k][i * 3 + 1], prf[i]->p);
-            put(l, names[k][i * 3 + 2], prf[i]->r);
-        }
-    }
-    return 0;
-}
-
 /* llama-perplexity's --kl-divergence figures of one sample's teacher-forced
  * steps (order statistics over its steps; the report averages them over
  * samples, where llama.cpp pools the tokens of one text). */
-static int put_kld(metric_list *l, const met_kld *acc) {
+static int put_kld(hx_metric_list *l, const met_kld *acc) {
     met_kld_summary s;
     int rc = met_kld_summarize(acc, &s);
     if (rc || s.count == 0) return rc;
     /* met_kld_kld_fractions: 99.9 99 95 90 10 5 1 0.1 % */
     static const struct { const char *name; int idx; } pct[] = {
         {"fid_kl_p999", 0}, {"fid_kl_p99", 1}, {"fid_kl_p10", 4}, {"fid_kl_p5", 5}, {"fid_kl_p1", 6}};
-    put(l, "fid_kl_max", s.kld_max);
-    for (size_t i = 0; i < sizeof pct / sizeof pct[0]; i++) put(l, pct[i].name, s.kld_pct[pct[i].idx]);
-    put(l, "fid_kl_median", s.kld_median);
-    put(l, "fid_kl_min", s.kld_min);
-    put(l, "fid_dp_mean", s.dp);
-    put(l, "fid_dp_rms", s.dp_rms);
-    put(l, "fid_same_top", s.same_top);
-    put(l, "fid_ln_ppl_ratio", s.ln_ratio);
-    return KV_OK;
-}
-
-/* RULER's score of a prediction: its task's scorer (string_match_all, or
- * string_match_part for qa) on the cleaned prediction, and whether the
- * cleaned prediction is empty (RULER's nulls). */
-static int put_ruler(metric_list *l, const hx_task_def *t, const ds_sample *s, const char *pred) {
-    const char *name = ds_sample_field(s, "task");
-    const met_ruler_task *rt = met_ruler_task_find(name && *name ? name : t->ruler_task ? t->ruler_task : "niah");
-    double score;
-    int empty;
-    int rc = met_ruler_sample(rt ? rt->scorer : MET_RULER_MATCH_ALL, pred, s->reference, &score, &empty);
-    if (rc) return rc;
-    put(l, "accuracy", score);
-    put(l, "ruler_empty", empty);
+    hx_metric_put(l, "fid_kl_max", s.kld_max);
+    for (size_t i = 0; i < sizeof pct / sizeof pct[0]; i++) hx_metric_put(l, pct[i].name, s.kld_pct[pct[i].idx]);
+    hx_metric_put(l, "fid_kl_median", s.kld_median);
+    hx_metric_put(l, "fid_kl_min", s.kld_min);
+    hx_metric_put(l, "fid_dp_mean", s.dp);
+    hx_metric_put(l, "fid_dp_rms", s.dp_rms);
+    hx_metric_put(l, "fid_same_top", s.same_top);
+    hx_metric_put(l, "fid_ln_ppl_ratio", s.ln_ratio);
     return KV_OK;
 }
 
@@ -303,13 +146,13 @@ static int put_ruler(metric_list *l, const hx_task_def *t, const ds_sample *s, c
 /* The run's tokenizer as LongBench's pred.py calls it: tokenizer(text)
  * with BOS as the run adds it, and decode(ids, skip_special_tokens=True). */
 typedef struct lb_user {
-    tok_counter *tc;
+    hx_tokbuf *tc;
     int bos;
 } lb_user;
 
 static int64_t lb_encode(void *user, const char *text, size_t len, const int32_t **ids) {
     lb_user *u = user;
-    int64_t n = encode_into(u->tc, text, len, u->bos);
+    int64_t n = hx_tokbuf_encode(u->tc, text, len, u->bos);
     *ids = u->tc->buf;
     return n;
 }
@@ -340,40 +183,12 @@ static int lb_decode(void *user, const int32_t *ids, int64_t n, char **out, size
     return KV_OK;
 }
 
-/* pred.py's prediction (the generated ids decoded alone, as Python text)
- * into *pred, and eval.py's score of it: the task's post-processing, the
- * max over the answers, x100 as its tables print it; and LongBench-E's
- * bucket of the sample's length. */
-static int put_longbench(metric_list *l, const hx_task_def *t, const ds_sample *s, const int32_t *tokens, int n,
-                         ds_lb_codec *c, char **pred) {
-    char *raw = NULL, **answers = NULL, **classes = NULL;
-    size_t raw_len = 0, pred_len;
-    int n_answers = 0, n_classes = 0;
-    const met_lb_task *mt = met_lb_task_find(t->longbench_task);
-    int rc = mt ? c->decode(c->user, tokens, n, &raw, &raw_len)
-                : kv_errorf(KV_EINVAL, "LongBench task %s has no scorer", t->longbench_task);
-    if (!rc) rc = ds_lb_utf8_replace(raw, raw_len, c->per_byte, pred, &pred_len);
-    if (!rc) rc = ds_lb_strings(s, "answers", &answers, &n_answers);
-    if (!rc) rc = ds_lb_strings(s, "all_classes", &classes, &n_classes);
-    double score = 0;
-    if (!rc) rc = met_lb_sample_score(mt, *pred, (const char *const *)answers, n_answers, (const char *const *)classes,
-                                      n_classes, &score);
-    if (!rc) {
-        put(l, "longbench_score", 100 * score);
-        put(l, "longbench_bucket", met_lb_e_bucket(s->length));
-    }
-    free(raw);
-    ds_lb_strings_free(answers, n_answers);
-    ds_lb_strings_free(classes, n_classes);
-    return rc;
-}
-
 /* pred.py's extra end token for samsum: tokenizer.encode("\n",
  * add_special_tokens=False)[-1]; -1 for every other task. */
-static int32_t longbench_stop_id(const hx_task_def *t, tok_counter *tc) {
+static int32_t longbench_stop_id(const hx_task_def *t, hx_tokbuf *tc) {
     const ds_lb_task *lt = t->kind == HX_TASK_LONGBENCH ? ds_lb_task_find(t->longbench_task) : NULL;
     if (!lt || !lt->newline_stop) return -1;
-    int64_t n = encode_into(tc, "\n", 1, 0);
+    int64_t n = hx_tokbuf_encode(tc, "\n", 1, 0);
     return n > 0 ? tc->buf[n - 1] : -1;
 }
 
@@ -383,9 +198,9 @@ static int32_t longbench_stop_id(const hx_task_def *t, tok_counter *tc) {
  * rendered prompt tokenized once): the tokens of the context part alone,
  * as far as they agree with the prompt's own (a merge across the join is
  * left to the question), so that both protocols read the same tokens. */
-static int question_split(tok_counter *tc, const ds_sample *s, const hx_prompt *hp, int bos, const int32_t *ids,
+static int question_split(hx_tokbuf *tc, const ds_sample *s, const hx_prompt *hp, int bos, const int32_t *ids,
                           int64_t n, int32_t *split) {
-    int64_t m = encode_into(tc, hp->text, hp->question_at, bos);
+    int64_t m = hx_tokbuf_encode(tc, hp->text, hp->question_at, bos);
     if (m < 0) return (int)m;
     int64_t k = 0;
     while (k < m && k < n && tc->buf[k] == ids[k]) k++;
@@ -395,566 +210,46 @@ static int question_split(tok_counter *tc, const ds_sample *s, const hx_prompt *
     return KV_OK;
 }
 
-typedef struct gen_result {
-    int32_t *tokens; /* [n] generated ids */
-    int n;
-    char *text;      /* decoded */
-    size_t text_len, text_cap;
-    float *logits;   /* [n][vocab] when kept (the full cache's reference) */
-    double ttft_ms, decode_ms;
-    double *step_ms; /* [n] per decode step */
-    int32_t slots_max;
-    char stop[48];      /* why generation stopped: "end <token>", "newline", "max_new_tokens" */
-    int context_reused; /* the compressed context was a sample's before (question after compression) */
-    int over_budget;    /* some head held more than the policy may hold */
-    size_t bytes_peak, bytes_final;
-    size_t bytes_prompt_peak;  /* the most held while the prompt was read (before compression, when whole) */
-    size_t bytes_steady_peak;  /* the most held from the compressed prompt on, through decoding */
-    int32_t *trace_pos; /* KV bytes held after the prompt and after each step */
-    double *trace_bytes;
-    int n_trace, trace_cap;
-} gen_result;
-
-static void gen_free(gen_result *g) {
-    free(g->tokens);
-    free(g->text);
-    free(g->logits);
-    free(g->step_ms);
-    free(g->trace_pos);
-    free(g->trace_bytes);
-    memset(g, 0, sizeof *g);
-}
-
-static int text_add(gen_result *g, const char *p, size_t n) {
-    if (g->text_len + n + 1 > g->text_cap) {
-        size_t cap = g->text_cap ? g->text_cap * 2 : 256;
-        while (cap < g->text_len + n + 1) cap *= 2;
-        char *b = realloc(g->text, cap);
-        if (!b) return kv_errorf(KV_ENOMEM, "out of memory");
-        g->text = b;
-        g->text_cap = cap;
-    }
-    memcpy(g->text + g->text_len, p, n);
-    g->text_len += n;
-    g->text[g->text_len] = 0;
-    return KV_OK;
-}
-
+/* A model as the runner holds it: the driver's engine and what identifies
+ * the runs made with it. */
 typedef struct engine {
-    kv_model *model;
-    const kv_model_info *mi;
-    const kv_tokenizer *tok;
-    kv_ctx *ctx;
-    kv_ctx *ref_ctx;   /* a full cache run in lockstep (attention mass lost); made when first needed */
-    int threads;
-    float *logits;     /* [vocab] */
+    hx_engine d;
     char model_hash[HX_IDENTITY_BUF];
     char model_path[4096];
     char tokenizer_path[4096]; /* the tokenizer given apart from the model ("" none) */
-    int32_t end_ids[16];       /* the tokens generation stops at (kv_tokenizer_end_tokens) */
-    int n_end;
     char swa_note[320];        /* "/swa=W:layers" for models with sliding-window layers, else "" */
-    int share;                 /* fidelity: reuse passes that every policy of a sample repeats (run --no-share: 0) */
-    struct ref_snap *ref_snap; /* the full cache right after a sample's prompt, for fidelity's lockstep */
 } engine;
 
-/* Starts a sample: an empty cache (checked) and the policy's budget fixed
- * for this prompt. */
-static int begin_sample(engine *en, kv_policy *pol, int32_t n_prompt) {
-    kv_ctx_reset(en->ctx);
-    kv_cache *c = kv_ctx_cache(en->ctx);
-    if (kv_cache_total_slots(c) != 0 || kv_cache_bytes(c) != 0 || kv_ctx_pos(en->ctx) != 0)
-        return kv_errorf(KV_EINVAL, "internal: the cache is not empty at the start of a sample (%lld slots, %zu bytes)",
-                         (long long)kv_cache_total_slots(c), kv_cache_bytes(c));
-    pol_begin(pol, n_prompt);
-    pol_attach(pol, en->ctx);
-    return KV_OK;
-}
+/* A perplexity task's curve: the mean NLL per bucket of positions. */
+typedef struct nll_curve {
+    int32_t *pos;
+    double *nll;
+    int n, bucket;
+} nll_curve;
 
-/* The most slots one head may hold now: the budget, or for a one-shot
- * policy (SnapKV, PyramidKV: the prompt is cut once, generated tokens are
- * all kept) its largest layer limit plus the tokens since the prompt. */
-static int32_t allowed_slots(const kv_policy *pol, int32_t pos) {
-    if (pol->limit == INT32_MAX) return INT32_MAX;
-    if (!(pol->flags & POL_ONE_SHOT)) return pol->limit;
-    int32_t most = 0;
-    for (int l = 0; l < pol->n_layers; l++)
-        if (pol->layer_limit[l] > most) most = pol->layer_limit[l];
-    return most + (pos > pol->n_prompt ? pos - pol->n_prompt : 0);
-}
-
-/* After every evaluation: the largest head against what the policy may hold
- * (the budget check) and, every `every` positions, the bytes held (the
- * memory trace). */
-static void track(engine *en, const kv_policy *pol, gen_result *g, int every) {
-    kv_cache *c = kv_ctx_cache(en->ctx);
-    if (kv_cache_bytes(c) > g->bytes_steady_peak) g->bytes_steady_peak = kv_cache_bytes(c);
-    int32_t m = kv_cache_max_len(c);
-    if (m > g->slots_max) g->slots_max = m;
-    if (m > allowed_slots(pol, kv_ctx_pos(en->ctx))) g->over_budget = 1;
-    int32_t pos = kv_ctx_pos(en->ctx);
-    if (every > 1 && g->n_trace > 0 && g->trace_pos[g->n_trace - 1] / every == pos / every) return;
-    if (g->n_trace == g->trace_cap) {
-        int cap = g->trace_cap ? g->trace_cap * 2 : 256;
-        int32_t *p = realloc(g->trace_pos, (size_t)cap * sizeof *p);
-        if (p) g->trace_pos = p;
-        double *b = realloc(g->trace_bytes, (size_t)cap * sizeof *b);
-        if (b) g->trace_bytes = b;
-        if (!p || !b) return; /* the trace is a convenience: stop recording */
-        g->trace_cap = cap;
-    }
-    g->trace_pos[g->n_trace] = pos;
-    g->trace_bytes[g->n_trace++] = (double)kv_cache_bytes(c);
-}
-
-/* Whether generation ends at token `id`: one of the model's end tokens, or
- * a BOS (a new document). */
-static int is_end(const engine *en, int32_t id) {
-    if (id == kv_tokenizer_bos(en->tok)) return 1;
-    for (int i = 0; i < en->n_end; i++)
-        if (en->end_ids[i] == id) return 1;
-    return 0;
-}
-
-/* A sample's prompt through the policy, leaving the next-token logits in
- * en->logits. q_split 0: the prompt is one prompt. q_split > 0 (the
- * question asked after compression): its first q_split tokens are the
- * prompt the policy compresses, and the rest, the question, is read as one
- * more forward with the compressed cache. g (may be NULL) gets the
- * prompt-phase peak and the first point of the trace. */
-/* A compressed context kept for the samples after it that share it
- * (question = after_compression, several questions on one context: the
- * context is read and compressed once, as kvpress does). */
-typedef struct ctx_snap {
-    kv_ctx *ctx;    /* the sequence right after the context's compression */
-    kv_policy *pol; /* the policy's state then (pol_clone) */
-    uint64_t key;   /* a hash of the context's tokens (0: nothing kept) */
-    float *logits;  /* the next-token logits then (the post-prompt snapshot of fidelity), or NULL */
-} ctx_snap;
-
-static void snap_free(ctx_snap *s) {
-    kv_ctx_free(s->ctx);
-    pol_free(s->pol);
-    free(s->logits);
-    memset(s, 0, sizeof *s);
-}
-
-/* Keeps the sequence and the policy as they are now. */
-static int snap_take(engine *en, kv_policy *pol, uint64_t key, ctx_snap *s) {
-    kv_policy *copy;
-    int rc = pol_clone(pol, &copy);
-    if (rc) return rc;
-    if (!s->ctx) {
-        kv_ctx_params cp = kv_ctx_default_params();
-        cp.n_threads = en->threads;
-        if ((rc = kv_ctx_new(en->model, &cp, &s->ctx))) {
-            pol_free(copy);
-            return rc;
-        }
-    }
-    if ((rc = kv_ctx_fork(en->ctx, s->ctx))) {
-        pol_free(copy);
-        return rc;
-    }
-    pol_free(s->pol);
-    s->pol = copy;
-    s->key = key;
-    return KV_OK;
-}
-
-/* The run's policy instance takes the kept state (its address stays: the
- * context's hook points at it), the context the kept sequence. */
-static int snap_resume(engine *en, kv_policy *pol, const ctx_snap *s) {
-    kv_policy *copy;
-    int rc = pol_clone(s->pol, &copy);
-    if (rc) return rc;
-    kv_policy old = *pol;
-    *pol = *copy;
-    *copy = old;
-    pol->draw_seed = old.draw_seed; /* draws from here on are this sample's own */
-    pol_free(copy);
-    if ((rc = kv_ctx_fork(s->ctx, en->ctx))) return rc;
-    pol_attach(pol, en->ctx);
-    return KV_OK;
-}
-
-/* Keeps the sequence, the policy and the next-token logits right after a
- * prompt (fidelity reads the same prompt with the same policy again: it
- * resumes from here; its timing is the generation's). */
-static int snap_prompt(engine *en, kv_policy *pol, ctx_snap *s) {
-    size_t bytes = (size_t)en->mi->vocab_size * sizeof(float);
-    if (!s->logits && !(s->logits = malloc(bytes))) return kv_errorf(KV_ENOMEM, "out of memory");
-    memcpy(s->logits, en->logits, bytes);
-    return snap_take(en, pol, 1, s);
-}
-
-/* The context's tokens as a key (never 0). */
-static uint64_t context_key(const int32_t *ids, int32_t n) {
-    uint64_t h = kv_fnv1a64(KV_FNV1A64_INIT, &n, sizeof n);
-    h = kv_fnv1a64(h, ids, (size_t)n * sizeof *ids);
-    return h ? h : 1;
-}
-
-static int read_prompt(engine *en, kv_policy *pol, const int32_t *prompt, int32_t n_prompt, int32_t q_split,
-                       gen_result *g, ctx_snap *snap) {
-    int32_t n_ctx = q_split > 0 && q_split < n_prompt ? q_split : n_prompt;
-    const uint64_t key = snap && n_ctx < n_prompt ? context_key(prompt, n_ctx) : 0;
-    int rc;
-    if (key && snap->key == key) { /* the same context as a sample before: its compressed cache */
-        rc = snap_resume(en, pol, snap);
-        if (!rc && g) g->context_reused = 1;
-    } else {
-        rc = begin_sample(en, pol, n_ctx);
-        if (!rc) rc = pol_eval_prompt(pol, en->ctx, prompt, n_ctx, en->logits);
-        if (!rc && key) rc = snap_take(en, pol, key, snap);
-    }
-    if (rc) return rc;
-    if (g) {
-        g->bytes_prompt_peak = kv_cache_peak_bytes(kv_ctx_cache(en->ctx));
-        track(en, pol, g, 1);
-    }
-    if (n_ctx < n_prompt) {
-        rc = kv_ctx_eval(en->ctx, prompt + n_ctx, n_prompt - n_ctx, en->logits, 0);
-        if (!rc && g) track(en, pol, g, 1);
-    }
-    return rc;
-}
-
-/* LongBench's samsum (pred.py): stop_id is one more end token, kept in the
- * output as Hugging Face's generate keeps the token it stops at, and
- * min_length = prompt + 1 keeps every end token and stop_id from being the
- * first token. The first step's argmax skips them; the logits stay the
- * model's (the fidelity figures compare models, not logits processors). */
-static int32_t first_token(const engine *en, int32_t stop_id) {
-    const int32_t V = en->mi->vocab_size, bos = kv_tokenizer_bos(en->tok);
-    int32_t best = -1;
-    for (int32_t v = 0; v < V; v++) {
-        int barred = v == stop_id || v == bos;
-        for (int i = 0; i < en->n_end && !barred; i++) barred = en->end_ids[i] == v;
-        if (!barred && (best < 0 || en->logits[v] > en->logits[best])) best = v;
-    }
-    return best < 0 ? kv_argmax(en->logits, V) : best;
-}
-
-/* Greedy generation of up to max_new tokens after the prompt, stopping at
- * EOS/BOS (and at a newline when asked, or after token stop_id when it is
- * >= 0: LongBench's samsum). keep_logits stores every step's distribution
- * (the full-cache reference for fidelity). */
-static int generate(engine *en, kv_policy *pol, const int32_t *prompt, int32_t n_prompt, int32_t q_split,
-                    ctx_snap *snap, ctx_snap *after, int max_new, int stop_newline, int32_t stop_id, int keep_logits,
-                    gen_result *g) {
-    memset(g, 0, sizeof *g);
-    int32_t V = en->mi->vocab_size;
-    g->tokens = malloc(((size_t)max_new + 1) * sizeof *g->tokens);
-    g->step_ms = malloc(((size_t)max_new + 1) * sizeof *g->step_ms);
-    if (keep_logits) g->logits = malloc(((size_t)max_new + 1) * (size_t)V * sizeof *g->logits);
-    if (!g->tokens || !g->step_ms || (keep_logits && !g->logits) || text_add(g, "", 0))
-        return kv_errorf(KV_ENOMEM, "out of memory");
-    double t0 = kv_now_s();
-    int rc = read_prompt(en, pol, prompt, n_prompt, q_split, g, snap);
-    if (!rc && after) rc = snap_prompt(en, pol, after);
-    if (rc) return rc;
-    int32_t prev = prompt[n_prompt - 1];
-    double t_step = kv_now_s();
-    snprintf(g->stop, sizeof g->stop, "max_new_tokens");
-    for (int i = 0; i < max_new; i++) {
-        int32_t next = i == 0 && stop_id >= 0 ? first_token(en, stop_id) : kv_argmax(en->logits, V);
-        if (i == 0) g->ttft_ms = (kv_now_s() - t0) * 1e3;
-        if (is_end(en, next)) { /* the model's end of turn (eos, eot, <|im_end|>, ...) or a BOS */
-            size_t tl;
-            const char *tt = kv_tokenizer_token_text(en->tok, next, &tl);
-            snprintf(g->stop, sizeof g->stop, "end %.*s", (int)(tl < 40 ? tl : 40), tt ? tt : "");
-            break;
-        }
-        size_t len;
-        const char *piece = kv_tokenizer_piece(en->tok, prev, next, &len);
-        if (stop_newline && memchr(piece, '\n', len) && g->n > 0) {
-            snprintf(g->stop, sizeof g->stop, "newline");
-            break;
-        }
-        if (keep_logits) memcpy(g->logits + (size_t)g->n * V, en->logits, (size_t)V * sizeof(float));
-        g->tokens[g->n++] = next;
-        if ((rc = text_add(g, piece, len))) return rc;
-        prev = next;
-        if (next == stop_id) {
-            snprintf(g->stop, sizeof g->stop, "stop token");
-            break;
-        }
-        if (i + 1 < max_new) {
-            double t = kv_now_s();
-            if ((rc = kv_ctx_eval(en->ctx, &next, 1, en->logits, 0))) return rc;
-            double t2 = kv_now_s();
-            g->step_ms[g->n - 1] = (t2 - t) * 1e3;
-            track(en, pol, g, 1);
-        }
-    }
-    g->decode_ms = (kv_now_s() - t_step) * 1e3;
-    kv_cache *c = kv_ctx_cache(en->ctx);
-    g->bytes_peak = kv_cache_peak_bytes(c);
-    g->bytes_final = kv_cache_bytes(c);
-    return KV_OK;
-}
-
-/* The attention mass the full cache puts on tokens a policy no longer
- * holds: the hook of a full-cache context evaluated in lockstep with the
- * policy's, after the policy's own evaluation (and eviction) of the same
- * tokens. Per (layer, query head) and evaluation: the sum of the newest
- * query's softmax row over the slots whose position the policy's cache
- * lacks in that layer and KV head. */
-typedef struct lost_state {
-    kv_cache *pol;     /* the policy's cache */
-    uint8_t *present;  /* [cap] position -> held by the policy's head */
-    int32_t cap;
-    double sum;
-    long count;
-    int rc;
-} lost_state;
-
-/* The lost mass of KV head g's query heads in one layer call: rows
- * [group][stride] of the full cache's newest query over its slots at
- * positions rpos [rlen]. */
-static int lost_add(lost_state *ls, int layer, int g, int group, const float *rows, size_t stride, const int32_t *rpos,
-                    int32_t rlen, int32_t need) {
-    kv_cache_head *ph = kv_cache_head_at(ls->pol, layer, g);
-    if (need > ls->cap) {
-        uint8_t *b = realloc(ls->present, (size_t)need);
-        if (!b) return ls->rc = kv_errorf(KV_ENOMEM, "out of memory");
-        ls->present = b;
-        ls->cap = need;
-    }
-    memset(ls->present, 0, (size_t)need);
-    for (int32_t j = 0; j < ph->len; j++)
-        if (ph->pos[j] >= 0 && ph->pos[j] < need) ls->present[ph->pos[j]] = 1;
-    for (int q = 0; q < group; q++) {
-        const float *row = rows + (size_t)q * stride;
-        double lost = 0;
-        for (int32_t j = 0; j < rlen; j++)
-            if (!ls->present[rpos[j]]) lost += row[j];
-        ls->sum += lost;
-        ls->count++;
-    }
-    return KV_OK;
-}
-
-static int lost_on_layer(void *user, kv_cache *ref, const kv_attn_view *v) {
-    lost_state *ls = user;
-    int group = v->n_heads / v->n_kv_heads;
-    for (int g = 0; g < v->n_kv_heads; g++) {
-        kv_cache_head *rh = kv_cache_head_at(ref, v->layer, g);
-        int rc = lost_add(ls, v->layer, g, group, v->last_row + (size_t)(g * group) * v->stride, (size_t)v->stride,
-                          rh->pos, rh->len, v->pos0 + v->n_new + 1);
-        if (rc) return rc;
-    }
-    return KV_OK;
-}
-
-/* The full cache right after a sample's prompt, shared by every policy's
- * fidelity run of that sample: the forked sequence, and the newest query
- * rows the prompt's layer calls produced (what lost_on_layer reads then),
- * replayed against each policy's cache. The full cache holds positions
- * 0..len-1 in order, so a call's rows need only their length. */
-typedef struct ref_call { int layer; int32_t len, need; size_t off; } ref_call;
-typedef struct ref_snap {
-    kv_ctx *ctx;
-    uint64_t key;       /* the prompt's tokens (0: nothing kept) */
-    ref_call *calls;
-    int n_calls, cap_calls;
-    float *rows;        /* per call [n_heads][len] */
-    size_t n_rows, cap_rows;
-    int32_t *iota;      /* 0, 1, 2, ...: the full cache's positions */
-    int32_t n_iota;
-    int ok;             /* the recording is complete (else: recompute) */
-} ref_snap;
-
-static void ref_snap_free(ref_snap *r) {
-    if (!r) return;
-    kv_ctx_free(r->ctx);
-    free(r->calls);
-    free(r->rows);
-    free(r->iota);
-    free(r);
-}
-
-typedef struct rec_state { lost_state *ls; ref_snap *r; } rec_state;
-
-/* lost_on_layer, also keeping the call's rows for the other policies. */
-static int record_on_layer(void *user, kv_cache *ref, const kv_attn_view *v) {
-    rec_state *st = user;
-    ref_snap *r = st->r;
-    int32_t len = kv_cache_head_at(ref, v->layer, 0)->len;
-    for (int g = 0; g < v->n_kv_heads; g++) {
-        const kv_cache_head *rh = kv_cache_head_at(ref, v->layer, g);
-        if (rh->len != len) r->ok = 0;
-        for (int32_t j = 0; j < rh->len && r->ok; j++) r->ok = rh->pos[j] == j;
-    }
-    size_t need = (size_t)v->n_heads * (size_t)len;
-    if (r->ok && r->n_calls == r->cap_calls) {
-        int cap = r->cap_calls ? 2 * r->cap_calls : 64;
-        ref_call *c = realloc(r->calls, (size_t)cap * sizeof *c);
-        if (c) r->calls = c, r->cap_calls = cap;
-        else r->ok = 0;
-    }
-    if (r->ok && r->n_rows + need > r->cap_rows) {
-        size_t cap = (r->n_rows + need) * 2;
-        float *b = realloc(r->rows, cap * sizeof *b);
-        if (b) r->rows = b, r->cap_rows = cap;
-        else r->ok = 0;
-    }
-    if (r->ok) {
-        r->calls[r->n_calls++] = (ref_call){v->layer, len, v->pos0 + v->n_new + 1, r->n_rows};
-        for (int h = 0; h < v->n_heads; h++)
-            memcpy(r->rows + r->n_rows + (size_t)h * len, v->last_row + (size_t)h * v->stride, (size_t)len * sizeof(float));
-        r->n_rows += need;
-    }
-    return lost_on_layer(st->ls, ref, v);
-}
-
-/* The recorded prompt calls' lost mass against this policy's cache, in
- * the order lost_on_layer met them. */
-static int ref_replay(const ref_snap *r, lost_state *ls, int n_heads, int n_kv_heads) {
-    const int group = n_heads / n_kv_heads;
-    for (int c = 0; c < r->n_calls; c++) {
-        const ref_call *rc = &r->calls[c];
-        for (int g = 0; g < n_kv_heads; g++) {
-            int e = lost_add(ls, rc->layer, g, group, r->rows + rc->off + (size_t)(g * group) * rc->len,
-                             (size_t)rc->len, r->iota, rc->len, rc->need);
-            if (e) return e;
-        }
-    }
-    return KV_OK;
-}
-
-/* The full cache after the prompt in en->ref_ctx, with the prompt calls'
- * lost mass added to ls: forked from the sample's snapshot when there is
- * one, else computed (and kept when sharing). */
-static int ref_prompt(engine *en, const int32_t *prompt, int32_t n_prompt, lost_state *ls) {
-    const uint64_t key = kv_fnv1a64(kv_fnv1a64(KV_FNV1A64_INIT, &n_prompt, sizeof n_prompt), prompt, (size_t)n_prompt * sizeof *prompt);
-    ref_snap *r = en->ref_snap;
-    if (en->share && r && r->ok && r->key == key) {
-        int rc = kv_ctx_fork(r->ctx, en->ref_ctx);
-        return rc ? rc : ref_replay(r, ls, en->mi->n_heads, en->mi->n_kv_heads);
-    }
-    kv_ctx_hook hook = {.user = ls, .needs = KV_NEED_LAST_ROW, .positions = KV_POS_ORIGINAL, .on_layer = lost_on_layer};
-    rec_state st = {ls, r};
-    if (en->share) {
-        if (!r && !(r = en->ref_snap = calloc(1, sizeof *r))) return kv_errorf(KV_ENOMEM, "out of memory");
-        if (n_prompt > r->n_iota) {
-            int32_t *b = realloc(r->iota, (size_t)n_prompt * sizeof *b);
-            if (!b) return kv_errorf(KV_ENOMEM, "out of memory");
-            for (int32_t j = r->n_iota; j < n_prompt; j++) b[j] = j;
-            r->iota = b;
-            r->n_iota = n_prompt;
-        }
-        r->key = 0;
-        r->n_calls = 0;
-        r->n_rows = 0;
-        r->ok = 1;
-        st.r = r;
-        hook.user = &st;
-        hook.on_layer = record_on_layer;
-    }
-    kv_ctx_set_hook(en->ref_ctx, &hook);
-    int rc = kv_ctx_eval(en->ref_ctx, prompt, n_prompt, NULL, 0);
-    kv_ctx_set_hook(en->ref_ctx, NULL);
-    if (rc || !en->share || !r->ok) return rc;
-    if (!r->ctx) {
-        kv_ctx_params cp = kv_ctx_default_params();
-        cp.n_threads = en->threads;
-        if ((rc = kv_ctx_new(en->model, &cp, &r->ctx))) return rc;
-    }
-    if ((rc = kv_ctx_fork(en->ref_ctx, r->ctx))) return rc;
-    r->key = key;
-    return KV_OK;
-}
-
-/* Teacher-forced drift from the full cache: the policy reads the prompt and
- * then the full cache's own continuation; at each step its next-token
- * distribution is compared with the full cache's (into `kld`: llama-
- * perplexity's statistics with the full cache as the base and the full
- * cache's token as the target), and a full cache fed the same tokens in
- * lockstep measures the attention mass the policy lost. */
-static int fidelity(engine *en, kv_policy *pol, const int32_t *prompt, int32_t n_prompt, int32_t q_split,
-                    ctx_snap *snap, const ctx_snap *after, const gen_result *ref, met_kld *kld, double *kl_mean,
-                    double *top1, double *mass_lost) {
-    int32_t V = en->mi->vocab_size;
-    if (!en->ref_ctx) {
-        kv_ctx_params cp = kv_ctx_default_params();
-        cp.n_threads = en->threads;
-        if (kv_ctx_new(en->model, &cp, &en->ref_ctx)) return KV_ENOMEM;
-    }
-    lost_state ls = {.pol = kv_ctx_cache(en->ctx)};
-    kv_ctx_hook hook = {.user = &ls, .needs = KV_NEED_LAST_ROW, .positions = KV_POS_ORIGINAL, .on_layer = lost_on_layer};
-    kv_ctx_reset(en->ref_ctx);
-    /* the policy's state right after the prompt: kept by its generation run
-     * (the same computation), else read again */
-    int rc = after && after->key ? snap_resume(en, pol, after) : read_prompt(en, pol, prompt, n_prompt, q_split, NULL, snap);
-    if (!rc && after && after->key) memcpy(en->logits, after->logits, (size_t)V * sizeof(float));
-    if (!rc) rc = ref_prompt(en, prompt, n_prompt, &ls);
-    kv_ctx_set_hook(en->ref_ctx, &hook);
-    double kl = 0;
-    int agree = 0;
-    for (int i = 0; !rc && i < ref->n; i++) {
-        const float *p = ref->logits + (size_t)i * V;
-        kl += met_kl(p, en->logits, V);
-        agree += kv_argmax(en->logits, V) == ref->tokens[i];
-        if ((rc = met_kld_add(kld, p, en->logits, V, ref->tokens[i]))) break;
-        if (i + 1 < ref->n) {
-            rc = kv_ctx_eval(en->ctx, &ref->tokens[i], 1, en->logits, 0);
-            if (!rc) rc = kv_ctx_eval(en->ref_ctx, &ref->tokens[i], 1, NULL, 0);
-        }
-    }
-    kv_ctx_set_hook(en->ref_ctx, NULL);
-    kv_ctx_reset(en->ref_ctx);
-    free(ls.present);
-    if (rc) return rc;
-    if (ls.rc) return ls.rc;
-    *kl_mean = ref->n ? kl / ref->n : 0;
-    *top1 = ref->n ? (double)agree / ref->n : 1;
-    *mass_lost = ls.count ? ls.sum / (double)ls.count : 0;
-    return KV_OK;
+static void curve_add(void *user, int32_t pos, double nll) {
+    nll_curve *c = user;
+    c->nll[(pos - 1) / c->bucket] += nll;
 }
 
 /* Streaming perplexity: every token through one cache the policy keeps
  * within its budget; per-token NLL, bucketed into the curve. */
 static int stream_ppl(engine *en, kv_policy *pol, const int32_t *ids, int32_t n, int chunk, int bucket, double *nll_out,
-                      double *seconds, int32_t **curve_pos, double **curve_nll, int *n_curve, gen_result *g) {
-    int rc = begin_sample(en, pol, 0);
-    if (rc) return rc;
-    int32_t V = en->mi->vocab_size;
+                      double *seconds, nll_curve *cv, hx_gen_result *g) {
     int nb = (n - 1 + bucket - 1) / bucket;
-    *curve_pos = malloc((size_t)nb * sizeof **curve_pos);
-    *curve_nll = calloc((size_t)nb, sizeof **curve_nll);
-    float *logits = chunk > 1 ? malloc((size_t)chunk * V * sizeof *logits) : en->logits;
-    if (!*curve_pos || !*curve_nll || !logits) {
-        if (chunk > 1) free(logits);
-        return kv_errorf(KV_ENOMEM, "out of memory");
-    }
-    double total = 0, t0 = kv_now_s();
-    /* chunk tokens per evaluation (1: StreamingLLM's token at a time); the
-     * policy evicts inside each evaluation, layer by layer */
-    for (int32_t t = 0; t + 1 < n && !rc; t += chunk) {
-        int32_t m = n - 1 - t < chunk ? n - 1 - t : chunk;
-        if ((rc = kv_ctx_eval(en->ctx, ids + t, m, logits, chunk > 1))) break;
-        track(en, pol, g, bucket);
-        for (int32_t i = 0; i < m; i++) {
-            double x = met_nll(logits + (size_t)i * V, V, ids[t + i + 1]);
-            total += x;
-            (*curve_nll)[(t + i) / bucket] += x;
-        }
-    }
-    if (chunk > 1) free(logits);
+    cv->pos = malloc((size_t)nb * sizeof *cv->pos);
+    cv->nll = calloc((size_t)nb, sizeof *cv->nll);
+    cv->bucket = bucket;
+    if (!cv->pos || !cv->nll) return kv_errorf(KV_ENOMEM, "out of memory");
+    hx_nll_params np = {.chunk = chunk, .every = bucket, .on_nll = curve_add, .user = cv};
+    int rc = hx_drv_stream_nll(&en->d, pol, ids, n, &np, nll_out, seconds, g);
     if (rc) return rc;
-    *seconds = kv_now_s() - t0;
     for (int b = 0; b < nb; b++) {
         int32_t lo = b * bucket + 1, hi = (b + 1) * bucket < n - 1 ? (b + 1) * bucket : n - 1;
-        (*curve_pos)[b] = lo;
-        (*curve_nll)[b] /= (double)(hi - lo + 1);
+        cv->pos[b] = lo;
+        cv->nll[b] /= (double)(hi - lo + 1);
     }
-    *n_curve = nb;
-    *nll_out = total / (double)(n - 1);
-    kv_cache *c = kv_ctx_cache(en->ctx);
-    g->bytes_peak = kv_cache_peak_bytes(c);
-    g->bytes_final = kv_cache_bytes(c);
+    cv->n = nb;
     return KV_OK;
 }
 
@@ -1068,7 +363,7 @@ static int chat_source(const engine *en, ds_chat_source *src) {
     snprintf(cfg, sizeof cfg, "%s/tokenizer_config.json", en->tokenizer_path);
     if (en->tokenizer_path[0] && access(cfg, R_OK) == 0) return ds_chat_source_config(cfg, src);
     /* a llama2.c checkpoint carries no template: none, not an error */
-    return kv_model_get_info(en->model)->format == KV_FORMAT_GGUF ? hx_chat_source_gguf(en->model_path, src) : KV_OK;
+    return kv_model_get_info(en->d.model)->format == KV_FORMAT_GGUF ? hx_chat_source_gguf(en->model_path, src) : KV_OK;
 }
 
 static int chat_setup(const hx_experiment *e, int model, const hx_task_def *t, const engine *en, chat_wrap *cw) {
@@ -1116,9 +411,9 @@ static int run_identity(const run_state *rs, const engine *en, const run_cell *r
                      "max_prompt_tokens=%d max_new_tokens=%d stop_newline=%d fidelity=%d doc_field=%s ref_field=%s "
                      "lengths=%s depths=%s per_cell=%d tokens=%d chunk=%d min_chars=%d curve_bucket=%d question=%s chat=%s "
                      "system=[%s] ruler_task=%s qa_data=%s%s%s%s policy=%s params=%s budget=%s seed=%llu",
-                     KVBENCH_VERSION, en->model_hash, (double)en->mi->rope_base, en->mi->ctx_len, (double)en->mi->norm_eps,
+                     KVBENCH_VERSION, en->model_hash, (double)en->d.mi->rope_base, en->d.mi->ctx_len, (double)en->d.mi->norm_eps,
                      /* MPT's GELU, only when not the default (other runs' ids unchanged) */
-                     en->mi->arch == KV_ARCH_MPT && en->mi->gelu == KV_GELU_ERF ? "/gelu=erf" : "",
+                     en->d.mi->arch == KV_ARCH_MPT && en->d.mi->gelu == KV_GELU_ERF ? "/gelu=erf" : "",
                      /* sliding-window layers, for the report (absent otherwise: other runs' ids unchanged) */
                      en->swa_note,
                      hx_task_kind_name(t->kind), t->data ? t->data : "",
@@ -1151,399 +446,440 @@ static int run_identity(const run_state *rs, const engine *en, const run_cell *r
     return KV_OK;
 }
 
-static int load_task(const run_state *rs, engine *en, const hx_task_def *t, tok_counter *tc, ds_set *set) {
-    char dp[4096];
-    ds_load_params lp = {.max_samples = t->samples, .bad_rows = t->bad_rows, .doc_field = t->doc_field,
-                         .ref_field = t->ref_field};
-    if (t->data) lp.path = hx_resolve_data(t->data, dp, sizeof dp);
-    (void)rs;
-    (void)en;
-    switch (t->kind) {
-    case HX_TASK_SUMMARIZATION: return ds_load_summarization(&lp, set);
-    case HX_TASK_CONVERSATION: return ds_load_conversation(&lp, set);
-    case HX_TASK_RULER: {
-        if (!t->ruler_task) return ds_ruler_load(&lp, set); /* kvpress's layout or RULER's JSONL */
-        char ep[4096], qp[4096];
-        ds_ruler_params rp = {.task = t->ruler_task, .lengths = t->lengths, .n_lengths = t->n_lengths,
-                              .n_samples = t->per_cell, .seed = rs->e->seed, .count = count_tokens, .user = tc,
-                              .essay_dir = hx_resolve_data("niah/paul_graham_essays", ep, sizeof ep),
-                              .qa_path = t->qa_data ? hx_resolve_data(t->qa_data, qp, sizeof qp) : NULL};
-        return ds_ruler_make(&rp, set);
-    }
-    case HX_TASK_FIDELITY:
-    case HX_TASK_PERPLEXITY: return ds_load_text(&lp, (size_t)t->min_chars, set);
-    case HX_TASK_LONGBENCH: {
-        int rc = hx_task_data_path(t, dp, sizeof dp); /* a LongBench folder's TASK.jsonl */
-        return rc ? rc : ds_lb_load(&lp, set);
-    }
-    case HX_TASK_PASSKEY:
-        return ds_make_passkey(t->lengths, t->n_lengths, t->depths, t->n_depths, t->per_cell, rs->e->seed,
-                               count_tokens, tc, set);
-    case HX_TASK_NEEDLE: return load_needle(t, tc, set); /* a grid larger than `samples` is cut by run_task */
-    }
-    return KV_EINVAL;
-}
-
-/* A needle sample's scores: the fraction of its answers in the output
- * (one needle: found or not), and with needle_scorer = rouge1 the score
- * KVCache-Factory reports: rouge-score's ROUGE-1 F-measure (stemmed) of the
- * needle against the stripped output, x 10, 0 for an empty output. */
-static int put_needle(metric_list *ml, const hx_task_def *t, const ds_sample *s, const char *out) {
-    put(ml, "accuracy", met_match_all(out, s->reference));
-    if (t->needle_scorer != HX_NEEDLE_ROUGE1) return KV_OK;
-    /* the needle sentence (its surrounding newlines are no ROUGE tokens) */
-    const char *needle = t->needle_text ? t->needle_text : ds_needle_default(t->needle_protocol);
-    size_t a = 0, b = strlen(out);
-    while (a < b && isspace((unsigned char)out[a])) a++; /* Python's str.strip() of ASCII whitespace */
-    while (b > a && isspace((unsigned char)out[b - 1])) b--;
-    double score = 0;
-    if (b > a) {
-        kv_rouge_scores r;
-        int rc = kv_rouge_score_n(out + a, b - a, needle, strlen(needle), 1, &r);
-        if (rc) return rc;
-        score = r.r1.f * 10.0;
-    }
-    put(ml, "needle_score", score);
-    return KV_OK;
-}
-
 /* One run of a task: its cell, policy instance and identity. */
 typedef struct task_run {
     run_cell *cell;
     kv_policy *pol;
     hx_run_row row;
     char spec[4096], params[1024], budget[32], template_name[96];
-    ctx_snap snap; /* question = after_compression: the last context compressed */
+    hx_ctx_snap snap; /* question = after_compression: the last context compressed */
 } task_run;
 
-/* Runs every unit of one (model, task) pair. */
-static int run_task(run_state *rs, engine *en, int model, int task) {
-    hx_experiment *e = rs->e;
-    hx_task_def *t = &e->task[task];
-    tok_counter tc = {.tok = en->tok};
-    ds_set set = {0};
-    ctx_snap after = {0}; /* a policy's state right after a prompt, for its fidelity run */
-    int status = 0;
+/* A (model, task) pair being run: what all its samples and runs share. */
+typedef struct task_ctx {
+    run_state *rs;
+    engine *en;
+    int model, task;
+    hx_task_def *t;
+    const hx_task_kind_info *ki;
+    int stream;              /* the kind streams a text (perplexity): no prompt, no generation */
+    hx_tokbuf tc;
+    ds_set set;
     chat_wrap cw;
-    int rc = chat_setup(rs->e, model, t, en, &cw);
-    if (rc) {
-        fprintf(stderr, "kvbench run: task %s on model %s: %s\n", t->name, rs->e->model[model].name, kv_last_error());
-        free(cw.jinja);
-        return -1;
-    }
-    rc = load_task(rs, en, t, &tc, &set);
-    if (rc) {
-        fprintf(stderr, "kvbench run: task %s: %s\n", t->name, kv_last_error());
-        free(cw.jinja);
-        free(tc.buf);
-        return -1;
-    }
-    if (t->samples > 0 && set.n > t->samples) {
-        /* generated sets may be larger than asked; keep the first */
-        for (int i = t->samples; i < set.n; i++) {
-            ds_sample *s = &set.s[i];
-            free(s->id); free(s->reference);
-            for (int f = 0; f < s->n_fields; f++) free(s->field[f].name), free(s->field[f].value);
-        }
-        set.n = t->samples;
-    }
-    const ds_template *tp = ds_template_find(t->template_name);
-    lb_user lbu = {&tc, cw.bos};
-    ds_lb_codec lbc = {lb_encode, lb_decode, &lbu, !kv_tokenizer_byte_level(en->tok)}; /* SentencePiece: per byte */
-    const int32_t stop_id = longbench_stop_id(t, &tc);
-    int max_prompt = t->max_prompt_tokens;
-    if (max_prompt <= 0) max_prompt = en->mi->ctx_len - t->max_new_tokens - 1;
-    if (max_prompt < 8) max_prompt = 8;
+    const ds_template *tp;
+    lb_user lbu;
+    ds_lb_codec lbc;         /* the tokenizer as LongBench's pred.py calls it */
+    int32_t stop_id;         /* LongBench's extra end token, or -1 */
+    int max_prompt;
+    task_run *tr;            /* [n_runs] */
+    int n_runs;
+    int *todo;               /* the runs of the sample in hand that are ours to do */
+    hx_ctx_snap after;       /* a policy's state right after a prompt, for its fidelity run */
+} task_ctx;
 
-    /* This task's runs, their policies and identities. */
-    int n_runs = 0;
-    task_run *tr = calloc((size_t)rs->n_cells, sizeof *tr);
-    int *todo = calloc((size_t)rs->n_cells, sizeof *todo);
-    if (!tr || !todo) {
+/* One sample: its prompt, rendered and truncated once for every run. */
+typedef struct sample_ctx {
+    ds_sample *s;
+    int si;
+    int n_todo, need_ref;
+    hx_prompt hp;
+    int32_t *ids;
+    int64_t n_prompt;
+    int max_new;
+    int32_t q_split;         /* question = after_compression: where it begins */
+    hx_gen_result ref;          /* the full cache's run (fidelity), or empty */
+} sample_ctx;
+
+/* Keeps the first `keep` samples of a set (a generated set may be larger than asked). */
+static void set_truncate(ds_set *set, int keep) {
+    if (keep <= 0 || set->n <= keep) return;
+    for (int i = keep; i < set->n; i++) {
+        ds_sample *s = &set->s[i];
+        free(s->id);
+        free(s->reference);
+        for (int f = 0; f < s->n_fields; f++) free(s->field[f].name), free(s->field[f].value);
+    }
+    set->n = keep;
+}
+
+/* The task's chat wrap, samples, template, tokenizer views and prompt length. */
+static int task_open(task_ctx *tk) {
+    const hx_task_def *t = tk->t;
+    engine *en = tk->en;
+    tk->tc.tok = en->d.tok;
+    if (chat_setup(tk->rs->e, tk->model, t, en, &tk->cw)) {
+        fprintf(stderr, "kvbench run: task %s on model %s: %s\n", t->name, tk->rs->e->model[tk->model].name,
+                kv_last_error());
+        return -1;
+    }
+    hx_task_env env = {.t = t, .tb = &tk->tc, .seed = tk->rs->e->seed};
+    if (tk->ki->load(&env, &tk->set)) {
+        fprintf(stderr, "kvbench run: task %s: %s\n", t->name, kv_last_error());
+        return -1;
+    }
+    set_truncate(&tk->set, t->samples);
+    tk->tp = ds_template_find(t->template_name);
+    tk->lbu = (lb_user){&tk->tc, tk->cw.bos};
+    /* SentencePiece decodes per byte */
+    tk->lbc = (ds_lb_codec){lb_encode, lb_decode, &tk->lbu, !kv_tokenizer_byte_level(en->d.tok)};
+    tk->stop_id = longbench_stop_id(t, &tk->tc);
+    tk->max_prompt = t->max_prompt_tokens;
+    if (tk->max_prompt <= 0) tk->max_prompt = en->d.mi->ctx_len - t->max_new_tokens - 1;
+    if (tk->max_prompt < 8) tk->max_prompt = 8;
+    return 0;
+}
+
+static void task_close(task_ctx *tk) {
+    for (int k = 0; k < tk->n_runs; k++) {
+        pol_free(tk->tr[k].pol);
+        hx_snap_free(&tk->tr[k].snap);
+    }
+    hx_snap_free(&tk->after);
+    free(tk->cw.jinja);
+    free(tk->tr);
+    free(tk->todo);
+    ds_set_free(&tk->set);
+    free(tk->tc.buf);
+}
+
+/* A policy's settings for this task: the experiment's, after `steps` = the
+ * task's generation length for a policy with a schedule over the new
+ * tokens (Keyformer's tau) when the experiment does not set it. */
+static int policy_settings(const hx_policy_def *pd, const hx_task_def *t, const char **set, char *steps, size_t cap) {
+    int n_set = 0, has_steps = 0, given = 0;
+    const pol_ops *ops = pol_find(pd->policy);
+    for (int i = 0; ops && i < ops->n_params; i++) has_steps |= !strcmp(ops->params[i].name, "steps");
+    for (int i = 0; i < pd->n_settings; i++) given |= !strncmp(pd->settings[i], "steps=", 6);
+    if (has_steps && !given && t->max_new_tokens > 0) {
+        snprintf(steps, cap, "steps=%d", t->max_new_tokens);
+        set[n_set++] = steps;
+    }
+    for (int i = 0; i < pd->n_settings; i++) set[n_set++] = pd->settings[i];
+    return n_set;
+}
+
+/* Run k of the task: its policy instance, identity and row, stored unless dry. */
+static int open_run(task_ctx *tk, task_run *tr, run_cell *c) {
+    const hx_experiment *e = tk->rs->e;
+    const hx_policy_def *pd = &e->policy[c->policy];
+    const char *set[POL_MAX_PARAMS + 2];
+    char steps[48];
+    int n_set = policy_settings(pd, tk->t, set, steps, sizeof steps);
+    tr->cell = c;
+    if (pol_new(pd->policy, set, n_set, &c->budget, e->seed, tk->en->d.mi, &tr->pol) ||
+        pol_check_model(tr->pol, tk->en->d.model) ||
+        run_identity(tk->rs, tk->en, c, tr->pol, &tk->cw, tr->spec, sizeof tr->spec, tr->params, sizeof tr->params,
+                     &tr->row)) {
+        fprintf(stderr, "kvbench run: policy %s: %s\n", pd->label, kv_last_error());
+        return -1;
+    }
+    pol_budget_str(&c->budget, tr->budget, sizeof tr->budget);
+    snprintf(tr->template_name, sizeof tr->template_name, "%s@%d", tk->tp->name, tk->tp->version);
+    hx_run_row *r = &tr->row;
+    r->model = e->model[tk->model].name;
+    r->model_path = tk->en->model_path;
+    r->model_hash = tk->en->model_hash;
+    r->task = tk->t->name;
+    r->task_kind = tk->ki->name;
+    r->data = tk->t->data ? tk->t->data : tk->t->haystack;
+    r->template_name = tr->template_name;
+    r->policy_label = pd->label;
+    r->policy = pd->policy;
+    r->params = tr->params;
+    r->budget = tr->budget;
+    r->budget_kind = c->budget.kind;
+    r->budget_value = c->budget.value;
+    r->seed = e->seed;
+    r->max_prompt_tokens = tk->max_prompt;
+    r->max_new_tokens = tk->t->max_new_tokens;
+    r->spec = tr->spec;
+    if (!tk->rs->dry && hx_db_put_run(tk->rs->db, e->name, r)) {
+        fprintf(stderr, "kvbench run: %s\n", kv_last_error());
+        return -1;
+    }
+    return 0;
+}
+
+/* This task's runs, their policies and identities. */
+static int open_runs(task_ctx *tk) {
+    run_state *rs = tk->rs;
+    tk->tr = calloc((size_t)rs->n_cells, sizeof *tk->tr);
+    tk->todo = calloc((size_t)rs->n_cells, sizeof *tk->todo);
+    if (!tk->tr || !tk->todo) {
         fprintf(stderr, "kvbench run: out of memory\n");
-        status = -1;
-        goto out;
+        return -1;
     }
     for (int i = 0; i < rs->n_cells; i++) {
         run_cell *c = &rs->cells[i];
-        if (c->model != model || c->task != task) continue;
-        const hx_policy_def *pd = &e->policy[c->policy];
-        int k = n_runs++;
-        tr[k].cell = c;
-        /* A policy with a schedule over the new tokens (Keyformer's tau) spans
-         * the task's generation length unless the experiment says otherwise. */
-        const char *set[POL_MAX_PARAMS + 2];
-        int n_set = 0;
-        char steps[48];
-        const pol_ops *ops = pol_find(pd->policy);
-        int has_steps = 0, given = 0;
-        for (int i = 0; ops && i < ops->n_params; i++) has_steps |= !strcmp(ops->params[i].name, "steps");
-        for (int i = 0; i < pd->n_settings; i++) given |= !strncmp(pd->settings[i], "steps=", 6);
-        if (has_steps && !given && t->max_new_tokens > 0) {
-            snprintf(steps, sizeof steps, "steps=%d", t->max_new_tokens);
-            set[n_set++] = steps;
-        }
-        for (int i = 0; i < pd->n_settings; i++) set[n_set++] = pd->settings[i];
-        if (pol_new(pd->policy, set, n_set, &c->budget, e->seed, en->mi, &tr[k].pol) ||
-            pol_check_model(tr[k].pol, en->model) ||
-            run_identity(rs, en, c, tr[k].pol, &cw, tr[k].spec, sizeof tr[k].spec, tr[k].params, sizeof tr[k].params,
-                         &tr[k].row)) {
-            fprintf(stderr, "kvbench run: policy %s: %s\n", pd->label, kv_last_error());
-            status = -1;
-            goto out;
-        }
-        pol_budget_str(&c->budget, tr[k].budget, sizeof tr[k].budget);
-        hx_run_row *r = &tr[k].row;
-        r->model = e->model[model].name;
-        r->model_path = en->model_path;
-        r->model_hash = en->model_hash;
-        r->task = t->name;
-        r->task_kind = hx_task_kind_name(t->kind);
-        r->data = t->data ? t->data : t->haystack;
-        snprintf(tr[k].template_name, sizeof tr[k].template_name, "%s@%d", tp->name, tp->version);
-        r->template_name = tr[k].template_name;
-        r->policy_label = pd->label;
-        r->policy = pd->policy;
-        r->params = tr[k].params;
-        r->budget = tr[k].budget;
-        r->budget_kind = c->budget.kind;
-        r->budget_value = c->budget.value;
-        r->seed = e->seed;
-        r->max_prompt_tokens = max_prompt;
-        r->max_new_tokens = t->max_new_tokens;
-        r->spec = tr[k].spec;
-        if (!rs->dry && hx_db_put_run(rs->db, e->name, r)) {
+        if (c->model != tk->model || c->task != tk->task) continue;
+        if (open_run(tk, &tk->tr[tk->n_runs++], c)) return -1;
+    }
+    return 0;
+}
+
+/* Which of the sample's units are ours (this shard's) and not yet stored:
+ * claimed here, or counted as stored or as another process's. */
+static int claim_units(task_ctx *tk, sample_ctx *sc) {
+    run_state *rs = tk->rs;
+    for (int k = 0; k < tk->n_runs; k++) {
+        long unit = rs->unit++;
+        if (rs->shard_n > 1 && unit % rs->shard_n != rs->shard_i) continue;
+        int have = hx_db_claim(rs->db, tk->tr[k].row.id, sc->s->id);
+        if (have < 0) {
             fprintf(stderr, "kvbench run: %s\n", kv_last_error());
-            status = -1;
-            goto out;
+            return -1;
         }
-    }
-    /* The progress total counted this task with the samples it asked for;
-     * correct it by what the set holds. */
-    rs->prog.total += ((long)n_runs * set.n - rs->counted[model][task]) / rs->shard_n;
-    if (rs->dry) {
-        for (int k = 0; k < n_runs; k++)
-            printf("  run %s  model=%s task=%s policy=%s budget=%s  (%d samples)\n", tr[k].row.id, tr[k].row.model,
-                   tr[k].row.task, tr[k].row.policy_label, tr[k].row.budget, set.n);
-        rs->unit += (long)n_runs * set.n;
-        goto out;
-    }
-
-    for (int si = 0; si < set.n && status == 0 && !run_stop_signal; si++) {
-        ds_sample *s = &set.s[si];
-        /* Which of this sample's units are ours and not yet stored? */
-        int n_todo = 0, need_ref = 0;
-        for (int k = 0; k < n_runs; k++) {
-            long unit = rs->unit++;
-            if (rs->shard_n > 1 && unit % rs->shard_n != rs->shard_i) continue;
-            /* claimed here, or stored or claimed by another process */
-            int have = hx_db_claim(rs->db, tr[k].row.id, s->id);
-            if (have < 0) { fprintf(stderr, "kvbench run: %s\n", kv_last_error()); status = -1; break; }
-            if (have != HX_CLAIM_OURS) {
-                rs->prog.done++;
-                if (have == HX_CLAIM_STORED) rs->prog.skipped++;
-                else rs->others++;
-                continue;
-            }
-            todo[n_todo++] = k;
-            if (t->fidelity && strcmp(tr[k].pol->ops->name, "full") != 0 && t->kind != HX_TASK_PERPLEXITY) need_ref = 1;
-        }
-        if (status || n_todo == 0) continue;
-
-        /* The prompt, rendered and truncated once for every run. */
-        hx_prompt hp = {0};
-        int64_t n_prompt = 0;
-        int32_t *ids = NULL;
-        gen_result ref = {0};
-        if (t->kind == HX_TASK_PERPLEXITY) {
-            const char *doc = ds_sample_field(s, "document");
-            n_prompt = encode_into(&tc, doc, strlen(doc), 1);
-            if (n_prompt >= 0 && t->tokens > 0 && n_prompt > t->tokens) n_prompt = t->tokens;
-        } else {
-            hx_prompt_spec ps = {.tp = tp, .chat = cw.family, .system = cw.system, .jinja = cw.jinja, .max_tokens = max_prompt,
-                                 .want_question = t->question_after,
-                                 .suffix_field = t->kind == HX_TASK_RULER ? "answer_prefix" : NULL,
-                                 .count = count_tokens, .user = &tc};
-            rc = t->kind == HX_TASK_LONGBENCH ? hx_prompt_longbench(&ps, ds_lb_task_find(t->longbench_task), s, &lbc, &hp)
-                                              : hx_prompt_render(&ps, s, &hp);
-            n_prompt = rc ? rc : encode_into(&tc, hp.text, strlen(hp.text), cw.bos);
-        }
-        if (n_prompt < 2) {
-            fprintf(stderr, "kvbench run: task %s sample %s: %s\n", t->name, s->id,
-                    n_prompt < 0 ? kv_last_error() : "fewer than 2 tokens");
-            status = -1;
-            goto sample_done;
-        }
-        ids = malloc((size_t)n_prompt * sizeof *ids);
-        if (!ids) { status = -1; goto sample_done; }
-        memcpy(ids, tc.buf, (size_t)n_prompt * sizeof *ids);
-        /* RULER samples say how much their task generates (its
-         * tokens_to_generate, within the sample's length), at most the task's */
-        int max_new = t->max_new_tokens;
-        const char *mn = ds_sample_field(s, "max_new_tokens");
-        if (mn && atoi(mn) > 0 && atoi(mn) < max_new) max_new = atoi(mn);
-        int32_t q_split = 0; /* question = after_compression: where it begins */
-        if (t->question_after && (rc = question_split(&tc, s, &hp, cw.bos, ids, n_prompt, &q_split))) {
-            fprintf(stderr, "kvbench run: task %s: %s\n", t->name, kv_last_error());
-            status = -1;
-            goto sample_done;
-        }
-        if (need_ref) {
-            kv_policy *full = NULL;
-            pol_budget none = {POL_BUDGET_NONE, 0};
-            rc = pol_new("full", NULL, 0, &none, e->seed, en->mi, &full);
-            if (!rc) rc = generate(en, full, ids, (int32_t)n_prompt, q_split, NULL, NULL, max_new, t->stop_newline,
-                                   stop_id, 1, &ref);
-            pol_free(full);
-            if (rc) {
-                fprintf(stderr, "kvbench run: task %s sample %s (full-cache reference): %s\n", t->name, s->id, kv_last_error());
-                status = -1;
-                goto sample_done;
-            }
-        }
-        /* a stop asked for ends the sample after its unit in flight; the
-         * units claimed and not run are released at the end */
-        for (int q = 0; q < n_todo && status == 0 && !run_stop_signal; q++) {
-            int k = todo[q];
-            kv_policy *pol = tr[k].pol;
-            gen_result g = {0};
-            metric_list ml = {0};
-            char *pred = NULL;
-            int32_t *cpos = NULL;
-            double *cnll = NULL;
-            int n_curve = 0;
-            /* this sample's own random draws (Keyformer's noise), the same in
-             * every run, shard and resume */
-            pol_set_sample_seed(pol, kv_fnv1a64(KV_FNV1A64_INIT, s->id, strlen(s->id)));
-            if (t->kind == HX_TASK_PERPLEXITY) {
-                double nll = 0, secs = 1;
-                rc = stream_ppl(en, pol, ids, (int32_t)n_prompt, t->chunk, t->curve_bucket, &nll, &secs, &cpos, &cnll, &n_curve, &g);
-                if (!rc) {
-                    put(&ml, "nll", nll);
-                    put(&ml, "ppl", exp(nll));
-                    put(&ml, "tokens_per_s", (double)(n_prompt - 1) / secs);
-                    g.decode_ms = secs * 1e3;
-                }
-            } else {
-                /* fidelity resumes from this run's post-prompt state */
-                const int fid = need_ref && en->share && strcmp(pol->ops->name, "full") != 0;
-                after.key = 0;
-                rc = generate(en, pol, ids, (int32_t)n_prompt, q_split, t->question_after ? &tr[k].snap : NULL,
-                              fid ? &after : NULL, max_new, t->stop_newline, stop_id, 0, &g);
-                if (!rc && t->question_after) put(&ml, "context_reused", g.context_reused);
-                if (!rc) {
-                    switch (t->kind) {
-                    case HX_TASK_SUMMARIZATION:
-                    case HX_TASK_CONVERSATION:
-                        if (put_rouge(&ml, NULL, g.text, s->reference)) rc = KV_ENOMEM;
-                        break;
-                    case HX_TASK_PASSKEY:
-                        put(&ml, "accuracy", met_contains(g.text, s->reference));
-                        break;
-                    case HX_TASK_NEEDLE:
-                        rc = put_needle(&ml, t, s, g.text);
-                        break;
-                    case HX_TASK_RULER:
-                        rc = put_ruler(&ml, t, s, g.text);
-                        break;
-                    case HX_TASK_LONGBENCH: /* the output stored is pred.py's prediction */
-                        rc = put_longbench(&ml, t, s, g.tokens, g.n, &lbc, &pred);
-                        break;
-                    default:
-                        break;
-                    }
-                    put(&ml, "ttft_ms", g.ttft_ms);
-                    if (g.n > 1) {
-                        put(&ml, "decode_tokens_per_s", (g.n - 1) / (g.decode_ms / 1e3));
-                        double *lat = malloc((size_t)(g.n - 1) * sizeof *lat);
-                        if (lat) {
-                            memcpy(lat, g.step_ms, (size_t)(g.n - 1) * sizeof *lat);
-                            put(&ml, "latency_p50_ms", met_percentile(lat, (size_t)(g.n - 1), 50));
-                            put(&ml, "latency_p95_ms", met_percentile(lat, (size_t)(g.n - 1), 95));
-                            put(&ml, "latency_p99_ms", met_percentile(lat, (size_t)(g.n - 1), 99));
-                            free(lat);
-                        }
-                    }
-                    if (!rc && ref.tokens && strcmp(pol->ops->name, "full") != 0) {
-                        int same = 0;
-                        while (same < g.n && same < ref.n && g.tokens[same] == ref.tokens[same]) same++;
-                        put(&ml, "fid_prefix_match", ref.n ? (double)same / ref.n : 1);
-                        if (put_rouge(&ml, "fid", g.text, ref.text)) rc = KV_ENOMEM;
-                        double kl, top1, lost;
-                        met_kld *kld = met_kld_new();
-                        if (!kld) rc = kv_errorf(KV_ENOMEM, "out of memory");
-                        if (!rc)
-                            rc = fidelity(en, pol, ids, (int32_t)n_prompt, q_split, t->question_after ? &tr[k].snap : NULL,
-                                          &after, &ref, kld, &kl, &top1, &lost);
-                        if (!rc) {
-                            put(&ml, "fid_kl", kl);
-                            put(&ml, "fid_top1_agree", top1);
-                            put(&ml, "attn_mass_lost", lost);
-                            rc = put_kld(&ml, kld);
-                        }
-                        met_kld_free(kld);
-                    }
-                }
-            }
-            if (!rc) {
-                int over = g.over_budget;
-                put(&ml, "kv_bytes_peak", (double)g.bytes_peak);
-                if (cw.family) put(&ml, "chat_wrap_tokens", hp.wrap_tokens);
-                if (t->kind != HX_TASK_PERPLEXITY) { /* a stream has no prompt phase */
-                    put(&ml, "kv_bytes_prompt_peak", (double)g.bytes_prompt_peak);
-                    put(&ml, "kv_bytes_steady_peak", (double)g.bytes_steady_peak);
-                }
-                put(&ml, "budget_exceeded", over);
-                if (over) {
-                    rs->failed_budget++;
-                    fprintf(stderr, "\nkvbench run: warning: %s at %s held %d slots in one head, over what it may hold (budget %d)\n",
-                            pol->ops->name, tr[k].budget, g.slots_max, pol->limit);
-                }
-                hx_sample_row row = {
-                    .run = tr[k].row.id, .sample = s->id, .idx = si, .length = s->length, .depth = s->depth_pct,
-                    .prompt_tokens = (int)n_prompt, .generated_tokens = g.n, .cut_chars = (long)hp.cut_chars,
-                    .ttft_ms = g.ttft_ms, .decode_ms = g.decode_ms, .kv_bytes_peak = (int64_t)g.bytes_peak,
-                    .kv_bytes_final = (int64_t)g.bytes_final, .kv_slots_max = g.slots_max,
-                    .budget_slots = pol->limit == INT32_MAX ? -1 : pol->limit,
-                    .output = pred ? pred : g.text ? g.text : "", .reference = s->reference,
-                    .stop_reason = t->kind == HX_TASK_PERPLEXITY ? NULL : g.stop};
-                hx_curve nc = {cpos, cnll, n_curve}, kc = {g.trace_pos, g.trace_bytes, g.n_trace};
-                rc = ml.lost ? kv_errorf(KV_EINVAL, "internal: %d metrics over MAX_METRICS", ml.lost)
-                             : hx_db_put_sample(rs->db, &row, ml.m, ml.n, &nc, &kc);
-                if (rc == 1) rs->prog.skipped++, rs->raced++; /* another process stored it first */
-                else if (!rc) rs->stored++;
-                if (rc == 1) rc = 0;
-            }
-            if (rc) {
-                fprintf(stderr, "\nkvbench run: task %s sample %s policy %s budget %s: %s\n", t->name, s->id,
-                        e->policy[tr[k].cell->policy].label, tr[k].budget, kv_last_error());
-                status = -1;
-            }
-            gen_free(&g);
-            free(pred);
-            free(cpos);
-            free(cnll);
+        if (have != HX_CLAIM_OURS) {
             rs->prog.done++;
-            char what[128];
-            snprintf(what, sizeof what, "%s %s %s %s", t->name, s->id, e->policy[tr[k].cell->policy].label, tr[k].budget);
-            progress_show(&rs->prog, what);
+            if (have == HX_CLAIM_STORED) rs->prog.skipped++;
+            else rs->others++;
+            continue;
         }
-    sample_done:
-        gen_free(&ref);
-        hx_prompt_free(&hp);
-        free(ids);
+        tk->todo[sc->n_todo++] = k;
+        if (tk->t->fidelity && strcmp(tk->tr[k].pol->ops->name, "full") != 0 && !tk->stream) sc->need_ref = 1;
     }
-out:
-    for (int k = 0; k < n_runs; k++) {
-        pol_free(tr[k].pol);
-        snap_free(&tr[k].snap);
+    return 0;
+}
+
+/* The sample's tokens into tk->tc.buf: a stream's document, or its
+ * prompt rendered (with the chat wrap) and cut to max_prompt. Returns the
+ * count or < 0. */
+static int64_t render_prompt(task_ctx *tk, sample_ctx *sc) {
+    const hx_task_def *t = tk->t;
+    if (tk->stream) {
+        const char *doc = ds_sample_field(sc->s, "document");
+        int64_t n = hx_tokbuf_encode(&tk->tc, doc, strlen(doc), 1);
+        return n >= 0 && t->tokens > 0 && n > t->tokens ? t->tokens : n;
     }
-    snap_free(&after);
-    free(cw.jinja);
-    free(tr);
-    free(todo);
-    ds_set_free(&set);
-    free(tc.buf);
+    hx_prompt_spec ps = {.tp = tk->tp, .chat = tk->cw.family, .system = tk->cw.system, .jinja = tk->cw.jinja,
+                         .max_tokens = tk->max_prompt, .want_question = t->question_after,
+                         .suffix_field = t->kind == HX_TASK_RULER ? "answer_prefix" : NULL,
+                         .count = hx_tokbuf_count, .user = &tk->tc};
+    int rc = t->kind == HX_TASK_LONGBENCH
+                 ? hx_prompt_longbench(&ps, ds_lb_task_find(t->longbench_task), sc->s, &tk->lbc, &sc->hp)
+                 : hx_prompt_render(&ps, sc->s, &sc->hp);
+    return rc ? rc : hx_tokbuf_encode(&tk->tc, sc->hp.text, strlen(sc->hp.text), tk->cw.bos);
+}
+
+/* The sample's prompt ids, generation length and question split. */
+static int sample_prompt(task_ctx *tk, sample_ctx *sc) {
+    const hx_task_def *t = tk->t;
+    sc->n_prompt = render_prompt(tk, sc);
+    if (sc->n_prompt < 2) {
+        fprintf(stderr, "kvbench run: task %s sample %s: %s\n", t->name, sc->s->id,
+                sc->n_prompt < 0 ? kv_last_error() : "fewer than 2 tokens");
+        return -1;
+    }
+    if (!(sc->ids = malloc((size_t)sc->n_prompt * sizeof *sc->ids))) return -1;
+    memcpy(sc->ids, tk->tc.buf, (size_t)sc->n_prompt * sizeof *sc->ids);
+    /* RULER samples say how much their task generates (its
+     * tokens_to_generate, within the sample's length), at most the task's */
+    sc->max_new = t->max_new_tokens;
+    const char *mn = ds_sample_field(sc->s, "max_new_tokens");
+    if (mn && atoi(mn) > 0 && atoi(mn) < sc->max_new) sc->max_new = atoi(mn);
+    if (t->question_after && question_split(&tk->tc, sc->s, &sc->hp, tk->cw.bos, sc->ids, sc->n_prompt, &sc->q_split)) {
+        fprintf(stderr, "kvbench run: task %s: %s\n", t->name, kv_last_error());
+        return -1;
+    }
+    return 0;
+}
+
+/* The full cache's run of the sample, every step's logits kept: what
+ * fidelity compares each policy with. */
+static int reference_run(task_ctx *tk, sample_ctx *sc) {
+    kv_policy *full = NULL;
+    pol_budget none = {POL_BUDGET_NONE, 0};
+    int rc = pol_new("full", NULL, 0, &none, tk->rs->e->seed, tk->en->d.mi, &full);
+    hx_gen_params gp = {.max_new = sc->max_new, .q_split = sc->q_split, .stop_newline = tk->t->stop_newline,
+                        .stop_id = tk->stop_id, .keep_logits = 1};
+    if (!rc) rc = hx_drv_generate(&tk->en->d, full, sc->ids, (int32_t)sc->n_prompt, &gp, &sc->ref);
+    pol_free(full);
+    if (rc)
+        fprintf(stderr, "kvbench run: task %s sample %s (full-cache reference): %s\n", tk->t->name, sc->s->id,
+                kv_last_error());
+    return rc ? -1 : 0;
+}
+
+/* What one unit produced. */
+typedef struct unit_out {
+    hx_gen_result g;
+    hx_metric_list ml;
+    char *pred;     /* the output stored when not the generated text, or NULL */
+    nll_curve cv;   /* a stream's NLL curve */
+} unit_out;
+
+/* A stream: its NLL, perplexity and speed. */
+static int run_stream(task_ctx *tk, sample_ctx *sc, kv_policy *pol, unit_out *u) {
+    double nll = 0, secs = 1;
+    int rc = stream_ppl(tk->en, pol, sc->ids, (int32_t)sc->n_prompt, tk->t->chunk, tk->t->curve_bucket, &nll, &secs,
+                        &u->cv, &u->g);
+    if (rc) return rc;
+    hx_metric_put(&u->ml, "nll", nll);
+    hx_metric_put(&u->ml, "ppl", exp(nll));
+    hx_metric_put(&u->ml, "tokens_per_s", (double)(sc->n_prompt - 1) / secs);
+    u->g.decode_ms = secs * 1e3;
+    return KV_OK;
+}
+
+/* Time to first token, decode speed and per-step latency percentiles. */
+static void put_timing(hx_metric_list *ml, const hx_gen_result *g) {
+    hx_metric_put(ml, "ttft_ms", g->ttft_ms);
+    if (g->n <= 1) return;
+    hx_metric_put(ml, "decode_tokens_per_s", (g->n - 1) / (g->decode_ms / 1e3));
+    double *lat = malloc((size_t)(g->n - 1) * sizeof *lat);
+    if (!lat) return;
+    memcpy(lat, g->step_ms, (size_t)(g->n - 1) * sizeof *lat);
+    hx_metric_put(ml, "latency_p50_ms", met_percentile(lat, (size_t)(g->n - 1), 50));
+    hx_metric_put(ml, "latency_p95_ms", met_percentile(lat, (size_t)(g->n - 1), 95));
+    hx_metric_put(ml, "latency_p99_ms", met_percentile(lat, (size_t)(g->n - 1), 99));
+    free(lat);
+}
+
+/* A policy's drift from the full cache's run of the sample: the output's
+ * agreement, then the teacher-forced divergence and the mass lost. */
+static int put_fidelity(task_ctx *tk, sample_ctx *sc, task_run *tr, unit_out *u) {
+    const hx_gen_result *g = &u->g, *ref = &sc->ref;
+    int same = 0;
+    while (same < g->n && same < ref->n && g->tokens[same] == ref->tokens[same]) same++;
+    hx_metric_put(&u->ml, "fid_prefix_match", ref->n ? (double)same / ref->n : 1);
+    int rc = hx_metric_put_rouge(&u->ml, "fid", g->text, ref->text) ? KV_ENOMEM : KV_OK;
+    hx_fid_result fr;
+    met_kld *kld = met_kld_new();
+    if (!kld) rc = kv_errorf(KV_ENOMEM, "out of memory");
+    if (!rc)
+        rc = hx_drv_fidelity(&tk->en->d, tr->pol, sc->ids, (int32_t)sc->n_prompt, sc->q_split,
+                             tk->t->question_after ? &tr->snap : NULL, &tk->after, ref, kld, &fr);
+    if (!rc) {
+        hx_metric_put(&u->ml, "fid_kl", fr.kl_mean);
+        hx_metric_put(&u->ml, "fid_top1_agree", fr.top1);
+        hx_metric_put(&u->ml, "attn_mass_lost", fr.mass_lost);
+        rc = put_kld(&u->ml, kld);
+    }
+    met_kld_free(kld);
+    return rc;
+}
+
+/* A generation: the output, the kind's scores, timings and fidelity. */
+static int run_generate(task_ctx *tk, sample_ctx *sc, task_run *tr, unit_out *u) {
+    const hx_task_def *t = tk->t;
+    const int is_full = !strcmp(tr->pol->ops->name, "full");
+    /* fidelity resumes from this run's post-prompt state */
+    const int fid = sc->need_ref && tk->en->d.share && !is_full;
+    tk->after.key = 0;
+    hx_gen_params gp = {.max_new = sc->max_new, .q_split = sc->q_split, .stop_newline = t->stop_newline,
+                        .stop_id = tk->stop_id, .snap = t->question_after ? &tr->snap : NULL,
+                        .after = fid ? &tk->after : NULL};
+    int rc = hx_drv_generate(&tk->en->d, tr->pol, sc->ids, (int32_t)sc->n_prompt, &gp, &u->g);
+    if (rc) return rc;
+    if (t->question_after) hx_metric_put(&u->ml, "context_reused", u->g.context_reused);
+    hx_score_in in = {.t = t, .s = sc->s, .g = &u->g, .lbc = &tk->lbc};
+    if (tk->ki->score) rc = tk->ki->score(&u->ml, &in, &u->pred);
+    put_timing(&u->ml, &u->g);
+    if (!rc && sc->ref.tokens && !is_full) rc = put_fidelity(tk, sc, tr, u);
+    return rc;
+}
+
+/* The unit's memory figures and budget check, then its row and metrics in
+ * one transaction. */
+static int write_unit(task_ctx *tk, sample_ctx *sc, task_run *tr, unit_out *u) {
+    run_state *rs = tk->rs;
+    const hx_gen_result *g = &u->g;
+    const kv_policy *pol = tr->pol;
+    hx_metric_put(&u->ml, "kv_bytes_peak", (double)g->bytes_peak);
+    if (tk->cw.family) hx_metric_put(&u->ml, "chat_wrap_tokens", sc->hp.wrap_tokens);
+    if (!tk->stream) { /* a stream has no prompt phase */
+        hx_metric_put(&u->ml, "kv_bytes_prompt_peak", (double)g->bytes_prompt_peak);
+        hx_metric_put(&u->ml, "kv_bytes_steady_peak", (double)g->bytes_steady_peak);
+    }
+    hx_metric_put(&u->ml, "budget_exceeded", g->over_budget);
+    if (g->over_budget) {
+        rs->failed_budget++;
+        fprintf(stderr, "\nkvbench run: warning: %s at %s held %d slots in one head, over what it may hold (budget %d)\n",
+                pol->ops->name, tr->budget, g->slots_max, pol->limit);
+    }
+    const ds_sample *s = sc->s;
+    hx_sample_row row = {
+        .run = tr->row.id, .sample = s->id, .idx = sc->si, .length = s->length, .depth = s->depth_pct,
+        .prompt_tokens = (int)sc->n_prompt, .generated_tokens = g->n, .cut_chars = (long)sc->hp.cut_chars,
+        .ttft_ms = g->ttft_ms, .decode_ms = g->decode_ms, .kv_bytes_peak = (int64_t)g->bytes_peak,
+        .kv_bytes_final = (int64_t)g->bytes_final, .kv_slots_max = g->slots_max,
+        .budget_slots = pol->limit == INT32_MAX ? -1 : pol->limit,
+        .output = u->pred ? u->pred : g->text ? g->text : "", .reference = s->reference,
+        .stop_reason = tk->stream ? NULL : g->stop};
+    hx_curve nc = {u->cv.pos, u->cv.nll, u->cv.n}, kc = {g->trace_pos, g->trace_bytes, g->n_trace};
+    int rc = u->ml.lost ? kv_errorf(KV_EINVAL, "internal: %d metrics over HX_MAX_METRICS", u->ml.lost)
+                        : hx_db_put_sample(rs->db, &row, u->ml.m, u->ml.n, &nc, &kc);
+    if (rc == 1) rs->prog.skipped++, rs->raced++; /* another process stored it first */
+    else if (!rc) rs->stored++;
+    return rc == 1 ? 0 : rc;
+}
+
+/* One unit: run k of the task on the sample, scored and stored. */
+static int run_unit(task_ctx *tk, sample_ctx *sc, int k) {
+    task_run *tr = &tk->tr[k];
+    const char *label = tk->rs->e->policy[tr->cell->policy].label;
+    unit_out u = {0};
+    /* this sample's own random draws (Keyformer's noise), the same in
+     * every run, shard and resume */
+    pol_set_sample_seed(tr->pol, kv_fnv1a64(KV_FNV1A64_INIT, sc->s->id, strlen(sc->s->id)));
+    int rc = tk->stream ? run_stream(tk, sc, tr->pol, &u) : run_generate(tk, sc, tr, &u);
+    if (!rc) rc = write_unit(tk, sc, tr, &u);
+    if (rc)
+        fprintf(stderr, "\nkvbench run: task %s sample %s policy %s budget %s: %s\n", tk->t->name, sc->s->id, label,
+                tr->budget, kv_last_error());
+    hx_gen_free(&u.g);
+    free(u.pred);
+    free(u.cv.pos);
+    free(u.cv.nll);
+    tk->rs->prog.done++;
+    char what[128];
+    snprintf(what, sizeof what, "%s %s %s %s", tk->t->name, sc->s->id, label, tr->budget);
+    progress_show(&tk->rs->prog, what);
+    return rc ? -1 : 0;
+}
+
+/* Every unit of sample si that is ours to do. A stop asked for ends the
+ * sample after its unit in flight; the units claimed and not run are
+ * released at the end. */
+static int run_sample(task_ctx *tk, int si) {
+    sample_ctx sc = {.s = &tk->set.s[si], .si = si};
+    if (claim_units(tk, &sc)) return -1;
+    if (sc.n_todo == 0) return 0;
+    int status = sample_prompt(tk, &sc);
+    if (!status && sc.need_ref) status = reference_run(tk, &sc);
+    for (int q = 0; q < sc.n_todo && status == 0 && !run_stop_signal; q++) status = run_unit(tk, &sc, tk->todo[q]);
+    hx_gen_free(&sc.ref);
+    hx_prompt_free(&sc.hp);
+    free(sc.ids);
+    return status;
+}
+
+/* A dry run's lines for the task's runs. */
+static void print_runs(const task_ctx *tk) {
+    for (int k = 0; k < tk->n_runs; k++) {
+        const hx_run_row *r = &tk->tr[k].row;
+        printf("  run %s  model=%s task=%s policy=%s budget=%s  (%d samples)\n", r->id, r->model, r->task,
+               r->policy_label, r->budget, tk->set.n);
+    }
+}
+
+/* Runs every unit of one (model, task) pair. */
+static int run_task(run_state *rs, engine *en, int model, int task) {
+    task_ctx tk = {.rs = rs, .en = en, .model = model, .task = task, .t = &rs->e->task[task]};
+    tk.ki = hx_task_kind_get(tk.t->kind);
+    tk.stream = (tk.ki->flags & HX_KIND_STREAM) != 0;
+    int status = task_open(&tk) || open_runs(&tk) ? -1 : 0;
+    if (!status) {
+        /* The progress total counted this task with the samples it asked
+         * for; correct it by what the set holds. */
+        rs->prog.total += ((long)tk.n_runs * tk.set.n - rs->counted[model][task]) / rs->shard_n;
+        if (rs->dry) {
+            print_runs(&tk);
+            rs->unit += (long)tk.n_runs * tk.set.n;
+        }
+    }
+    for (int si = 0; !rs->dry && si < tk.set.n && status == 0 && !run_stop_signal; si++) status = run_sample(&tk, si);
+    task_close(&tk);
     return status;
 }
 
@@ -1553,7 +889,7 @@ out:
 static int convert_model(engine *en, const hx_model_def *md, const char *db, const kv_model_params *p) {
     kv_dtype want;
     if (kv_dtype_parse(md->dtype, &want)) return -1;
-    if (kv_model_get_info(en->model)->wtype == want) return KV_OK;
+    if (kv_model_get_info(en->d.model)->wtype == want) return KV_OK;
     char src_hash[HX_IDENTITY_BUF], dir[4096], path[4300], tmp[4400];
     if (hx_file_identity(en->model_path, src_hash)) return -1;
     snprintf(dir, sizeof dir, "%s", db);
@@ -1566,7 +902,7 @@ static int convert_model(engine *en, const hx_model_def *md, const char *db, con
     struct stat sb;
     if (stat(path, &sb) != 0) {
         snprintf(tmp, sizeof tmp, "%s.tmp", path);
-        int rc = kv_model_export_gguf(en->model, tmp, want);
+        int rc = kv_model_export_gguf(en->d.model, tmp, want);
         if (rc == KV_OK && rename(tmp, path) != 0) rc = kv_errorf(KV_EIO, "%s: cannot rename into place", path);
         if (rc) {
             unlink(tmp);
@@ -1574,12 +910,12 @@ static int convert_model(engine *en, const hx_model_def *md, const char *db, con
         }
         fprintf(stderr, "kvbench run: model %s converted to %s: %s\n", md->name, md->dtype, path);
     }
-    kv_model_free(en->model);
-    en->model = NULL;
+    kv_model_free(en->d.model);
+    en->d.model = NULL;
     size_t n = strlen(path);
     if (n >= sizeof en->model_path) return kv_errorf(KV_EINVAL, "%s: path too long", path);
     memcpy(en->model_path, path, n + 1);
-    return kv_model_load(en->model_path, p, &en->model);
+    return kv_model_load(en->model_path, p, &en->d.model);
 }
 
 static int load_engine(const hx_experiment *e, const char *db, int model, int threads, engine *en) {
@@ -1595,34 +931,25 @@ static int load_engine(const hx_experiment *e, const char *db, int model, int th
     p.gelu = md->gelu;
     if (hx_weights_mmap(&p.weights_mmap)) return -1;
     hx_resolve_model(md->path, en->model_path, sizeof en->model_path);
-    if (kv_model_load(en->model_path, &p, &en->model)) return -1;
+    if (kv_model_load(en->model_path, &p, &en->d.model)) return -1;
     if (md->dtype && convert_model(en, md, db, &p)) return -1;
-    en->mi = kv_model_get_info(en->model);
+    const kv_model_info *mi = kv_model_get_info(en->d.model);
     en->swa_note[0] = '\0';
-    if (en->mi->n_swa_layers > 0) {
+    if (mi->n_swa_layers > 0) {
         char layers[256];
-        kv_model_swa_layers(en->model, layers, sizeof layers);
-        snprintf(en->swa_note, sizeof en->swa_note, "/swa=%d:%s", en->mi->swa_window, layers);
+        kv_model_swa_layers(en->d.model, layers, sizeof layers);
+        snprintf(en->swa_note, sizeof en->swa_note, "/swa=%d:%s", mi->swa_window, layers);
     }
-    en->tok = kv_model_tokenizer(en->model);
-    if (!en->tok) return kv_errorf(KV_EINVAL, "model %s: %s has no tokenizer; give one with 'tokenizer ='", md->name, en->model_path);
-    en->n_end = kv_tokenizer_end_tokens(en->tok, en->end_ids, 16);
-    if (en->n_end > 16) en->n_end = 16;
-    kv_ctx_params cp = kv_ctx_default_params();
-    cp.n_threads = threads;
-    en->threads = threads;
-    if (kv_ctx_new(en->model, &cp, &en->ctx)) return -1;
-    en->logits = malloc((size_t)en->mi->vocab_size * sizeof *en->logits);
-    if (!en->logits) return kv_errorf(KV_ENOMEM, "out of memory");
+    if (!kv_model_tokenizer(en->d.model))
+        return kv_errorf(KV_EINVAL, "model %s: %s has no tokenizer; give one with 'tokenizer ='", md->name, en->model_path);
+    if (hx_engine_open(&en->d, en->d.model, threads)) return -1;
     return hx_file_identity(en->model_path, en->model_hash);
 }
 
 static void free_engine(engine *en) {
-    free(en->logits);
-    kv_ctx_free(en->ctx);
-    kv_ctx_free(en->ref_ctx);
-    ref_snap_free(en->ref_snap);
-    kv_model_free(en->model);
+    kv_model *m = en->d.model;
+    hx_engine_close(&en->d);
+    kv_model_free(m);
     memset(en, 0, sizeof *en);
 }
 
@@ -1644,6 +971,103 @@ static int ensure_parent_dir(const char *path) {
         return -1;
     }
     return 0;
+}
+
+/* The size of the sweep in units, for the progress bar: runs per task x
+ * samples (a grid's from its cells; a data file's as asked, corrected
+ * once it is loaded). */
+static void count_units(run_state *rs) {
+    const hx_experiment *e = rs->e;
+    long total = 0;
+    for (int mj = 0; mj < e->n_sweep_models; mj++)
+        for (int ti = 0; ti < e->n_sweep_tasks; ti++) {
+            int runs = 0;
+            for (int i = 0; i < rs->n_cells; i++)
+                runs += rs->cells[i].model == e->sweep_model[mj] && rs->cells[i].task == e->sweep_task[ti];
+            if (!runs) continue;
+            const hx_task_def *t = &e->task[e->sweep_task[ti]];
+            long ns = t->samples;
+            if (hx_task_kind_get(t->kind)->flags & HX_KIND_GRID) {
+                long cells = (long)t->n_lengths * t->n_depths * (t->kind == HX_TASK_PASSKEY ? t->per_cell : 1);
+                ns = ns > 0 && ns < cells ? ns : cells;
+            } /* a data file without a sample count: known once loaded */
+            rs->counted[e->sweep_model[mj]][e->sweep_task[ti]] += (long)runs * ns;
+            total += (long)runs * ns;
+        }
+    rs->prog.total = rs->shard_n > 1 ? (total + rs->shard_n - 1) / rs->shard_n : total;
+}
+
+/* After a stop asked for: what is kept and how to resume (said even with
+ * -q: the user asked, and needs to know). Returns the exit status. */
+static int print_stopped(const run_state *rs, int quiet, int argc, char **argv) {
+    fprintf(stderr, "%skvbench run: %s: stopped by %s: %ld units stored (%ld now, %ld before), no partial sample "
+            "kept, about %ld left; resume with: ", rs->prog.tty && !quiet ? "\n" : "", rs->e->name,
+            run_stop_signal == SIGINT ? "SIGINT" : "SIGTERM", rs->stored + rs->prog.skipped, rs->stored,
+            rs->prog.skipped, rs->prog.total > rs->prog.done ? rs->prog.total - rs->prog.done : 0);
+    print_command(stderr, argc, argv);
+    fputc('\n', stderr);
+    return 128 + run_stop_signal;
+}
+
+/* What is in the database, not what was attempted (a failed write is not done). */
+static void print_summary(const run_state *rs, double dt, const char *dbp) {
+    const char *name = rs->e->name;
+    fprintf(stderr, "%skvbench run: %s: %ld units done (%ld already stored), %ld over budget, %.1f s, results in %s\n",
+            rs->prog.tty ? "\n" : "", name, rs->stored + rs->prog.skipped, rs->prog.skipped, rs->failed_budget, dt,
+            dbp);
+    if (rs->raced) /* only when a claim lapsed: work done twice, stored once */
+        fprintf(stderr, "kvbench run: %s: %ld units computed here were stored first by another process (their "
+                "claims had lapsed); kept once\n", name, rs->raced);
+    if (rs->others)
+        fprintf(stderr, "kvbench run: %s: %ld units were claimed by other processes running on %s and are "
+                "theirs to finish (a rerun takes over those of a process that died)\n", name, rs->others, dbp);
+}
+
+/* The database opened for writing (its folder made) and the experiment's
+ * file stored in it. */
+static int open_db(run_state *rs, const char *dbp, const char *file, char **text) {
+    if (ensure_parent_dir(dbp) || hx_db_open(dbp, 1, &rs->db)) {
+        if (rs->db == NULL) fprintf(stderr, "kvbench run: %s\n", kv_last_error());
+        return 1;
+    }
+    run_catch_signals(); /* from here on a stop keeps the database whole */
+    kv_read_file(file, text, NULL);
+    if (hx_db_put_experiment(rs->db, rs->e->name, file, *text, rs->e->description, rs->e->mirrors)) {
+        fprintf(stderr, "kvbench run: %s\n", kv_last_error());
+        return 1;
+    }
+    return 0;
+}
+
+/* Every task of model m in the sweep, its engine loaded once. The first
+ * model of a real run counts the sweep's units for the progress bar (a
+ * dry run counts as it goes). */
+static int run_model(run_state *rs, int m, const char *dbp, int threads, int no_share) {
+    const hx_experiment *e = rs->e;
+    int used = 0;
+    for (int i = 0; i < rs->n_cells; i++) used |= rs->cells[i].model == m;
+    if (!used) return 0;
+    engine en;
+    if (load_engine(e, dbp, m, threads, &en)) {
+        fprintf(stderr, "kvbench run: model %s: %s\n", e->model[m].name, kv_last_error());
+        free_engine(&en);
+        return 1;
+    }
+    en.d.share = !no_share;
+    if (rs->dry) printf("model %s: %s (%lld parameters)\n", e->model[m].name, en.model_path, (long long)en.d.mi->n_params);
+    if (!rs->dry && rs->prog.total == 0) count_units(rs);
+    int status = 0;
+    for (int ti = 0; ti < e->n_sweep_tasks && status == 0 && !run_stop_signal; ti++) {
+        int task = e->sweep_task[ti], runs = 0;
+        for (int i = 0; i < rs->n_cells; i++) runs += rs->cells[i].model == m && rs->cells[i].task == task;
+        if (!runs) continue;
+        if (rs->dry)
+            printf("task %s (%s, template %s):\n", e->task[task].name, hx_task_kind_name(e->task[task].kind),
+                   e->task[task].template_name);
+        if (run_task(rs, &en, m, task)) status = 1;
+    }
+    free_engine(&en);
+    return status;
 }
 
 int hx_cmd_run(int argc, char **argv, int help) {
@@ -1697,6 +1121,7 @@ int hx_cmd_run(int argc, char **argv, int help) {
         return 1;
     }
     int status = 0;
+    char *text = NULL; /* the experiment file, as stored */
     if (rs.n_cells == 0) {
         fprintf(stderr, "kvbench run: %s: nothing to run (the --only filter matches no run)\n", pos[0]);
         status = 2;
@@ -1704,106 +1129,30 @@ int hx_cmd_run(int argc, char **argv, int help) {
     }
     if (threads < 0) threads = e.threads;
     const char *dbp = db_path ? db_path : e.db;
-    char *text = NULL;
     if (dry) {
         printf("experiment %s (%s)\n", e.name, pos[0]);
         if (e.mirrors) printf("mirrors: %s\n", e.mirrors);
         printf("database: %s\n", dbp);
-    } else {
-        if (ensure_parent_dir(dbp) || hx_db_open(dbp, 1, &rs.db)) {
-            if (rs.db == NULL) fprintf(stderr, "kvbench run: %s\n", kv_last_error());
-            status = 1;
-            goto out;
-        }
-        run_catch_signals(); /* from here on a stop keeps the database whole */
-        kv_read_file(pos[0], &text, NULL);
-        if (hx_db_put_experiment(rs.db, e.name, pos[0], text, e.description, e.mirrors)) {
-            fprintf(stderr, "kvbench run: %s\n", kv_last_error());
-            status = 1;
-            goto out;
-        }
+    } else if ((status = open_db(&rs, dbp, pos[0], &text))) {
+        goto out;
     }
-    /* Size of the sweep (in units), for the progress bar. A dry run counts
-     * as it goes; a real one counts each task's samples first. */
+    /* The progress bar's total: a dry run counts units as it goes; a real
+     * one counts them first (count_units). */
     rs.prog.tty = isatty(2);
     rs.prog.quiet = quiet;
     rs.prog.t0 = kv_now_s();
     double t_start = kv_now_s();
-    for (int mi = 0; mi < e.n_sweep_models && status == 0 && !run_stop_signal; mi++) {
-        int m = e.sweep_model[mi];
-        int used = 0;
-        for (int i = 0; i < rs.n_cells; i++) used |= rs.cells[i].model == m;
-        if (!used) continue;
-        engine en;
-        if (load_engine(&e, dbp, m, threads, &en)) {
-            fprintf(stderr, "kvbench run: model %s: %s\n", e.model[m].name, kv_last_error());
-            free_engine(&en);
-            status = 1;
-            break;
-        }
-        en.share = !no_share;
-        if (dry) printf("model %s: %s (%lld parameters)\n", e.model[m].name, en.model_path, (long long)en.mi->n_params);
-        if (!dry && rs.prog.total == 0) {
-            /* count units: runs per task x samples (cheap: loads the sets) */
-            long total = 0;
-            for (int mj = 0; mj < e.n_sweep_models; mj++)
-                for (int ti = 0; ti < e.n_sweep_tasks; ti++) {
-                    int runs = 0;
-                    for (int i = 0; i < rs.n_cells; i++)
-                        runs += rs.cells[i].model == e.sweep_model[mj] && rs.cells[i].task == e.sweep_task[ti];
-                    if (!runs) continue;
-                    const hx_task_def *t = &e.task[e.sweep_task[ti]];
-                    long ns = t->samples;
-                    if (t->kind == HX_TASK_PASSKEY || t->kind == HX_TASK_NEEDLE) {
-                        long cells = (long)t->n_lengths * t->n_depths * (t->kind == HX_TASK_PASSKEY ? t->per_cell : 1);
-                        ns = ns > 0 && ns < cells ? ns : cells;
-                    } /* a data file without a sample count: known once loaded */
-                    rs.counted[e.sweep_model[mj]][e.sweep_task[ti]] += (long)runs * ns;
-                    total += (long)runs * ns;
-                }
-            rs.prog.total = shard_n > 1 ? (total + shard_n - 1) / shard_n : total;
-        }
-        for (int ti = 0; ti < e.n_sweep_tasks && status == 0 && !run_stop_signal; ti++) {
-            int task = e.sweep_task[ti], runs = 0;
-            for (int i = 0; i < rs.n_cells; i++) runs += rs.cells[i].model == m && rs.cells[i].task == task;
-            if (!runs) continue;
-            if (dry) printf("task %s (%s, template %s):\n", e.task[task].name, hx_task_kind_name(e.task[task].kind),
-                            e.task[task].template_name);
-            if (run_task(&rs, &en, m, task)) status = 1;
-        }
-        free_engine(&en);
-    }
+    for (int mi = 0; mi < e.n_sweep_models && status == 0 && !run_stop_signal; mi++)
+        status = run_model(&rs, e.sweep_model[mi], dbp, threads, no_share);
     if (rs.db && hx_db_release_claims(rs.db)) {
         fprintf(stderr, "kvbench run: %s\n", kv_last_error());
         status = 1;
     }
-    if (dry) {
-        printf("total: %d runs, %ld units (run x sample)%s\n", rs.n_cells, rs.unit,
-               shard_n > 1 ? " before sharding" : "");
-    } else if (run_stop_signal) {
-        /* said even with -q: the user asked, and needs to know what is kept */
-        fprintf(stderr, "%skvbench run: %s: stopped by %s: %ld units stored (%ld now, %ld before), no partial sample "
-                "kept, about %ld left; resume with: ", rs.prog.tty && !quiet ? "\n" : "", e.name,
-                run_stop_signal == SIGINT ? "SIGINT" : "SIGTERM", rs.stored + rs.prog.skipped, rs.stored,
-                rs.prog.skipped, rs.prog.total > rs.prog.done ? rs.prog.total - rs.prog.done : 0);
-        print_command(stderr, argc, argv);
-        fputc('\n', stderr);
-        status = 128 + run_stop_signal;
-    } else if (!quiet) {
-        double dt = kv_now_s() - t_start;
-        /* what is in the database, not what was attempted (a failed write is not done) */
-        fprintf(stderr, "%skvbench run: %s: %ld units done (%ld already stored), %ld over budget, %.1f s, results in %s\n",
-                rs.prog.tty ? "\n" : "", e.name, rs.stored + rs.prog.skipped, rs.prog.skipped, rs.failed_budget, dt,
-                dbp);
-        if (rs.raced) /* only when a claim lapsed: work done twice, stored once */
-            fprintf(stderr, "kvbench run: %s: %ld units computed here were stored first by another process (their "
-                    "claims had lapsed); kept once\n", e.name, rs.raced);
-        if (rs.others)
-            fprintf(stderr, "kvbench run: %s: %ld units were claimed by other processes running on %s and are "
-                    "theirs to finish (a rerun takes over those of a process that died)\n", e.name, rs.others, dbp);
-    }
-    free(text);
+    if (dry) printf("total: %d runs, %ld units (run x sample)%s\n", rs.n_cells, rs.unit, shard_n > 1 ? " before sharding" : "");
+    else if (run_stop_signal) status = print_stopped(&rs, quiet, argc, argv);
+    else if (!quiet) print_summary(&rs, kv_now_s() - t_start, dbp);
 out:
+    free(text);
     hx_db_close(rs.db);
     free(rs.cells);
     hx_experiment_free(&e);

@@ -1,0 +1,598 @@
+/* driver.c - the engine driver (driver.h): generation, streaming NLL and
+ * fidelity's lockstep, shared by `kvbench run`, `generate` and
+ * `perplexity`. */
+#define _POSIX_C_SOURCE 200809L
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../base/kv_error.h"
+#include "../metrics/stats.h"
+#include "../base/clock.h"
+#include "driver.h"
+#include "../base/hash.h"
+
+/* ---------------------------------------------------------- tokenizing */
+
+/* Encodes text into tc->buf (grown as needed); returns the count or < 0. */
+int64_t hx_tokbuf_encode(hx_tokbuf *tc, const char *text, size_t len, int bos) {
+    size_t need = len + 16, n = 0;
+    if (need > tc->cap) {
+        int32_t *b = realloc(tc->buf, need * sizeof *b);
+        if (!b) return kv_errorf(KV_ENOMEM, "out of memory");
+        tc->buf = b;
+        tc->cap = need;
+    }
+    int rc = kv_tokenizer_encode(tc->tok, text, len, bos, tc->buf, tc->cap, &n);
+    if (rc) return rc;
+    if (n > tc->cap) { /* cannot happen with len + 16, but stay safe */
+        int32_t *b = realloc(tc->buf, n * sizeof *b);
+        if (!b) return kv_errorf(KV_ENOMEM, "out of memory");
+        tc->buf = b;
+        tc->cap = n;
+        if ((rc = kv_tokenizer_encode(tc->tok, text, len, bos, tc->buf, tc->cap, &n))) return rc;
+    }
+    return (int64_t)n;
+}
+
+int64_t hx_tokbuf_count(void *tb, const char *text, size_t len) { return hx_tokbuf_encode(tb, text, len, 0); }
+
+/* ---------------------------------------------------------- generation */
+
+void hx_gen_free(hx_gen_result *g) {
+    free(g->tokens);
+    free(g->text);
+    free(g->logits);
+    free(g->step_ms);
+    free(g->trace_pos);
+    free(g->trace_bytes);
+    memset(g, 0, sizeof *g);
+}
+
+static int text_add(hx_gen_result *g, const char *p, size_t n) {
+    if (g->text_len + n + 1 > g->text_cap) {
+        size_t cap = g->text_cap ? g->text_cap * 2 : 256;
+        while (cap < g->text_len + n + 1) cap *= 2;
+        char *b = realloc(g->text, cap);
+        if (!b) return kv_errorf(KV_ENOMEM, "out of memory");
+        g->text = b;
+        g->text_cap = cap;
+    }
+    memcpy(g->text + g->text_len, p, n);
+    g->text_len += n;
+    g->text[g->text_len] = 0;
+    return KV_OK;
+}
+
+/* Starts a sample: an empty cache (checked) and the policy's budget fixed
+ * for this prompt. */
+static int begin_sample(hx_engine *en, kv_policy *pol, int32_t n_prompt) {
+    kv_ctx_reset(en->ctx);
+    kv_cache *c = kv_ctx_cache(en->ctx);
+    if (kv_cache_total_slots(c) != 0 || kv_cache_bytes(c) != 0 || kv_ctx_pos(en->ctx) != 0)
+        return kv_errorf(KV_EINVAL, "internal: the cache is not empty at the start of a sample (%lld slots, %zu bytes)",
+                         (long long)kv_cache_total_slots(c), kv_cache_bytes(c));
+    pol_begin(pol, n_prompt);
+    pol_attach(pol, en->ctx);
+    return KV_OK;
+}
+
+/* The most slots one head may hold now: the budget, or for a one-shot
+ * policy (SnapKV, PyramidKV: the prompt is cut once, generated tokens are
+ * all kept) its largest layer limit plus the tokens since the prompt. */
+static int32_t allowed_slots(const kv_policy *pol, int32_t pos) {
+    if (pol->limit == INT32_MAX) return INT32_MAX;
+    if (!(pol->flags & POL_ONE_SHOT)) return pol->limit;
+    int32_t most = 0;
+    for (int l = 0; l < pol->n_layers; l++)
+        if (pol->layer_limit[l] > most) most = pol->layer_limit[l];
+    return most + (pos > pol->n_prompt ? pos - pol->n_prompt : 0);
+}
+
+/* After every evaluation: the largest head against what the policy may hold
+ * (the budget check) and, every `every` positions, the bytes held (the
+ * memory trace). */
+static void track(hx_engine *en, const kv_policy *pol, hx_gen_result *g, int every) {
+    kv_cache *c = kv_ctx_cache(en->ctx);
+    if (kv_cache_bytes(c) > g->bytes_steady_peak) g->bytes_steady_peak = kv_cache_bytes(c);
+    int32_t m = kv_cache_max_len(c);
+    if (m > g->slots_max) g->slots_max = m;
+    if (m > allowed_slots(pol, kv_ctx_pos(en->ctx))) g->over_budget = 1;
+    int32_t pos = kv_ctx_pos(en->ctx);
+    if (every > 1 && g->n_trace > 0 && g->trace_pos[g->n_trace - 1] / every == pos / every) return;
+    if (g->n_trace == g->trace_cap) {
+        int cap = g->trace_cap ? g->trace_cap * 2 : 256;
+        int32_t *p = realloc(g->trace_pos, (size_t)cap * sizeof *p);
+        if (p) g->trace_pos = p;
+        double *b = realloc(g->trace_bytes, (size_t)cap * sizeof *b);
+        if (b) g->trace_bytes = b;
+        if (!p || !b) return; /* the trace is a convenience: stop recording */
+        g->trace_cap = cap;
+    }
+    g->trace_pos[g->n_trace] = pos;
+    g->trace_bytes[g->n_trace++] = (double)kv_cache_bytes(c);
+}
+
+/* Whether generation ends at token `id`: one of the model's end tokens, or
+ * a BOS (a new document). */
+static int is_end(const hx_engine *en, int32_t id) {
+    if (id == kv_tokenizer_bos(en->tok)) return 1;
+    for (int i = 0; i < en->n_end; i++)
+        if (en->end_ids[i] == id) return 1;
+    return 0;
+}
+
+void hx_snap_free(hx_ctx_snap *s) {
+    kv_ctx_free(s->ctx);
+    pol_free(s->pol);
+    free(s->logits);
+    memset(s, 0, sizeof *s);
+}
+
+/* Keeps the sequence and the policy as they are now. */
+static int snap_take(hx_engine *en, kv_policy *pol, uint64_t key, hx_ctx_snap *s) {
+    kv_policy *copy;
+    int rc = pol_clone(pol, &copy);
+    if (rc) return rc;
+    if (!s->ctx) {
+        kv_ctx_params cp = kv_ctx_default_params();
+        cp.n_threads = en->threads;
+        if ((rc = kv_ctx_new(en->model, &cp, &s->ctx))) {
+            pol_free(copy);
+            return rc;
+        }
+    }
+    if ((rc = kv_ctx_fork(en->ctx, s->ctx))) {
+        pol_free(copy);
+        return rc;
+    }
+    pol_free(s->pol);
+    s->pol = copy;
+    s->key = key;
+    return KV_OK;
+}
+
+/* The run's policy instance takes the kept state (its address stays: the
+ * context's hook points at it), the context the kept sequence. */
+static int snap_resume(hx_engine *en, kv_policy *pol, const hx_ctx_snap *s) {
+    kv_policy *copy;
+    int rc = pol_clone(s->pol, &copy);
+    if (rc) return rc;
+    kv_policy old = *pol;
+    *pol = *copy;
+    *copy = old;
+    pol->draw_seed = old.draw_seed; /* draws from here on are this sample's own */
+    pol_free(copy);
+    if ((rc = kv_ctx_fork(s->ctx, en->ctx))) return rc;
+    pol_attach(pol, en->ctx);
+    return KV_OK;
+}
+
+/* Keeps the sequence, the policy and the next-token logits right after a
+ * prompt (fidelity reads the same prompt with the same policy again: it
+ * resumes from here; its timing is the generation's). */
+static int snap_prompt(hx_engine *en, kv_policy *pol, hx_ctx_snap *s) {
+    size_t bytes = (size_t)en->mi->vocab_size * sizeof(float);
+    if (!s->logits && !(s->logits = malloc(bytes))) return kv_errorf(KV_ENOMEM, "out of memory");
+    memcpy(s->logits, en->logits, bytes);
+    return snap_take(en, pol, 1, s);
+}
+
+/* The context's tokens as a key (never 0). */
+static uint64_t context_key(const int32_t *ids, int32_t n) {
+    uint64_t h = kv_fnv1a64(KV_FNV1A64_INIT, &n, sizeof n);
+    h = kv_fnv1a64(h, ids, (size_t)n * sizeof *ids);
+    return h ? h : 1;
+}
+
+/* A sample's prompt through the policy, leaving the next-token logits in
+ * en->logits. q_split 0: the prompt is one prompt. q_split > 0 (the
+ * question asked after compression): its first q_split tokens are the
+ * prompt the policy compresses, and the rest, the question, is read as one
+ * more forward with the compressed cache. g (may be NULL) gets the
+ * prompt-phase peak and the first point of the trace. */
+static int read_prompt(hx_engine *en, kv_policy *pol, const int32_t *prompt, int32_t n_prompt, int32_t q_split,
+                       hx_gen_result *g, hx_ctx_snap *snap) {
+    int32_t n_ctx = q_split > 0 && q_split < n_prompt ? q_split : n_prompt;
+    const uint64_t key = snap && n_ctx < n_prompt ? context_key(prompt, n_ctx) : 0;
+    int rc;
+    if (key && snap->key == key) { /* the same context as a sample before: its compressed cache */
+        rc = snap_resume(en, pol, snap);
+        if (!rc && g) g->context_reused = 1;
+    } else {
+        rc = begin_sample(en, pol, n_ctx);
+        if (!rc) rc = pol_eval_prompt(pol, en->ctx, prompt, n_ctx, en->logits);
+        if (!rc && key) rc = snap_take(en, pol, key, snap);
+    }
+    if (rc) return rc;
+    if (g) {
+        g->bytes_prompt_peak = kv_cache_peak_bytes(kv_ctx_cache(en->ctx));
+        track(en, pol, g, 1);
+    }
+    if (n_ctx < n_prompt) {
+        rc = kv_ctx_eval(en->ctx, prompt + n_ctx, n_prompt - n_ctx, en->logits, 0);
+        if (!rc && g) track(en, pol, g, 1);
+    }
+    return rc;
+}
+
+/* LongBench's samsum (pred.py): stop_id is one more end token, kept in the
+ * output as Hugging Face's generate keeps the token it stops at, and
+ * min_length = prompt + 1 keeps every end token and stop_id from being the
+ * first token. The first step's argmax skips them; the logits stay the
+ * model's (the fidelity figures compare models, not logits processors). */
+static int32_t first_token(const hx_engine *en, int32_t stop_id) {
+    const int32_t V = en->mi->vocab_size, bos = kv_tokenizer_bos(en->tok);
+    int32_t best = -1;
+    for (int32_t v = 0; v < V; v++) {
+        int barred = v == stop_id || v == bos;
+        for (int i = 0; i < en->n_end && !barred; i++) barred = en->end_ids[i] == v;
+        if (!barred && (best < 0 || en->logits[v] > en->logits[best])) best = v;
+    }
+    return best < 0 ? kv_argmax(en->logits, V) : best;
+}
+
+/* The buffers one generation fills. */
+static int gen_alloc(hx_gen_result *g, int max_new, int32_t V, int keep_logits) {
+    g->tokens = malloc(((size_t)max_new + 1) * sizeof *g->tokens);
+    g->step_ms = malloc(((size_t)max_new + 1) * sizeof *g->step_ms);
+    if (keep_logits) g->logits = malloc(((size_t)max_new + 1) * (size_t)V * sizeof *g->logits);
+    if (!g->tokens || !g->step_ms || (keep_logits && !g->logits) || text_add(g, "", 0))
+        return kv_errorf(KV_ENOMEM, "out of memory");
+    return KV_OK;
+}
+
+/* The next token from en->logits: the sampler's draw, else the argmax
+ * (LongBench's first step skips the end tokens and stop_id). */
+static int32_t next_token(const hx_engine *en, const hx_gen_params *p, int i) {
+    if (p->sampler) return kv_sampler_sample(p->sampler, en->logits);
+    return i == 0 && p->stop_id >= 0 ? first_token(en, p->stop_id) : kv_argmax(en->logits, en->mi->vocab_size);
+}
+
+/* Step i's token `next` after `prev`: 1 when generation ends before it
+ * (g->stop says why), else kept (and passed on), then 2 when it ends
+ * after it (stop_id), 0 to go on; < 0 on error. */
+static int gen_take(hx_engine *en, const hx_gen_params *p, int32_t prev, int32_t next, hx_gen_result *g) {
+    const int32_t V = en->mi->vocab_size;
+    if (is_end(en, next)) { /* the model's end of turn (eos, eot, <|im_end|>, ...) or a BOS */
+        size_t tl;
+        const char *tt = kv_tokenizer_token_text(en->tok, next, &tl);
+        snprintf(g->stop, sizeof g->stop, "end %.*s", (int)(tl < 40 ? tl : 40), tt ? tt : "");
+        return 1;
+    }
+    size_t len;
+    const char *piece = kv_tokenizer_piece(en->tok, prev, next, &len);
+    if (p->stop_newline && memchr(piece, '\n', len) && g->n > 0) {
+        snprintf(g->stop, sizeof g->stop, "newline");
+        return 1;
+    }
+    if (p->keep_logits) memcpy(g->logits + (size_t)g->n * V, en->logits, (size_t)V * sizeof(float));
+    g->tokens[g->n++] = next;
+    int rc = text_add(g, piece, len);
+    if (rc) return rc;
+    if (p->on_piece) p->on_piece(p->user, piece, len);
+    if (next == p->stop_id) {
+        snprintf(g->stop, sizeof g->stop, "stop token");
+        return 2;
+    }
+    return 0;
+}
+
+/* Generation of up to max_new tokens after the prompt (greedy unless a
+ * sampler is given), stopping at an end token or BOS (and at a newline
+ * when asked, or after token stop_id when it is >= 0: LongBench's
+ * samsum). keep_logits stores every step's distribution (the full-cache
+ * reference for fidelity). */
+int hx_drv_generate(hx_engine *en, kv_policy *pol, const int32_t *prompt, int32_t n_prompt, const hx_gen_params *p,
+                    hx_gen_result *g) {
+    memset(g, 0, sizeof *g);
+    int rc = gen_alloc(g, p->max_new, en->mi->vocab_size, p->keep_logits);
+    if (rc) return rc;
+    double t0 = kv_now_s();
+    rc = read_prompt(en, pol, prompt, n_prompt, p->q_split, g, p->snap);
+    if (!rc && p->after) rc = snap_prompt(en, pol, p->after);
+    if (rc) return rc;
+    int32_t prev = prompt[n_prompt - 1];
+    double t_step = kv_now_s();
+    g->prefill_ms = (t_step - t0) * 1e3;
+    snprintf(g->stop, sizeof g->stop, "max_new_tokens");
+    for (int i = 0; i < p->max_new; i++) {
+        int32_t next = next_token(en, p, i);
+        if (i == 0) g->ttft_ms = (kv_now_s() - t0) * 1e3;
+        if ((rc = gen_take(en, p, prev, next, g))) break;
+        prev = next;
+        if (i + 1 < p->max_new) {
+            double t = kv_now_s();
+            if ((rc = kv_ctx_eval(en->ctx, &next, 1, en->logits, 0))) return rc;
+            g->step_ms[g->n - 1] = (kv_now_s() - t) * 1e3;
+            track(en, pol, g, 1);
+        }
+    }
+    if (rc < 0) return rc;
+    g->decode_ms = (kv_now_s() - t_step) * 1e3;
+    kv_cache *c = kv_ctx_cache(en->ctx);
+    g->bytes_peak = kv_cache_peak_bytes(c);
+    g->bytes_final = kv_cache_bytes(c);
+    return KV_OK;
+}
+
+/* The attention mass the full cache puts on tokens a policy no longer
+ * holds: the hook of a full-cache context evaluated in lockstep with the
+ * policy's, after the policy's own evaluation (and eviction) of the same
+ * tokens. Per (layer, query head) and evaluation: the sum of the newest
+ * query's softmax row over the slots whose position the policy's cache
+ * lacks in that layer and KV head. */
+typedef struct lost_state {
+    kv_cache *pol;     /* the policy's cache */
+    uint8_t *present;  /* [cap] position -> held by the policy's head */
+    int32_t cap;
+    double sum;
+    long count;
+    int rc;
+} lost_state;
+
+/* The lost mass of KV head g's query heads in one layer call: rows
+ * [group][stride] of the full cache's newest query over its slots at
+ * positions rpos [rlen]. */
+static int lost_add(lost_state *ls, int layer, int g, int group, const float *rows, size_t stride, const int32_t *rpos,
+                    int32_t rlen, int32_t need) {
+    kv_cache_head *ph = kv_cache_head_at(ls->pol, layer, g);
+    if (need > ls->cap) {
+        uint8_t *b = realloc(ls->present, (size_t)need);
+        if (!b) return ls->rc = kv_errorf(KV_ENOMEM, "out of memory");
+        ls->present = b;
+        ls->cap = need;
+    }
+    memset(ls->present, 0, (size_t)need);
+    for (int32_t j = 0; j < ph->len; j++)
+        if (ph->pos[j] >= 0 && ph->pos[j] < need) ls->present[ph->pos[j]] = 1;
+    for (int q = 0; q < group; q++) {
+        const float *row = rows + (size_t)q * stride;
+        double lost = 0;
+        for (int32_t j = 0; j < rlen; j++)
+            if (!ls->present[rpos[j]]) lost += row[j];
+        ls->sum += lost;
+        ls->count++;
+    }
+    return KV_OK;
+}
+
+static int lost_on_layer(void *user, kv_cache *ref, const kv_attn_view *v) {
+    lost_state *ls = user;
+    int group = v->n_heads / v->n_kv_heads;
+    for (int g = 0; g < v->n_kv_heads; g++) {
+        kv_cache_head *rh = kv_cache_head_at(ref, v->layer, g);
+        int rc = lost_add(ls, v->layer, g, group, v->last_row + (size_t)(g * group) * v->stride, (size_t)v->stride,
+                          rh->pos, rh->len, v->pos0 + v->n_new + 1);
+        if (rc) return rc;
+    }
+    return KV_OK;
+}
+
+/* The full cache right after a sample's prompt, shared by every policy's
+ * fidelity run of that sample: the forked sequence, and the newest query
+ * rows the prompt's layer calls produced (what lost_on_layer reads then),
+ * replayed against each policy's cache. The full cache holds positions
+ * 0..len-1 in order, so a call's rows need only their length. */
+typedef struct ref_call { int layer; int32_t len, need; size_t off; } ref_call;
+typedef struct hx_ref_snap {
+    kv_ctx *ctx;
+    uint64_t key;       /* the prompt's tokens (0: nothing kept) */
+    ref_call *calls;
+    int n_calls, cap_calls;
+    float *rows;        /* per call [n_heads][len] */
+    size_t n_rows, cap_rows;
+    int32_t *iota;      /* 0, 1, 2, ...: the full cache's positions */
+    int32_t n_iota;
+    int ok;             /* the recording is complete (else: recompute) */
+} hx_ref_snap;
+
+static void ref_snap_free(hx_ref_snap *r) {
+    if (!r) return;
+    kv_ctx_free(r->ctx);
+    free(r->calls);
+    free(r->rows);
+    free(r->iota);
+    free(r);
+}
+
+typedef struct rec_state { lost_state *ls; hx_ref_snap *r; } rec_state;
+
+/* lost_on_layer, also keeping the call's rows for the other policies. */
+static int record_on_layer(void *user, kv_cache *ref, const kv_attn_view *v) {
+    rec_state *st = user;
+    hx_ref_snap *r = st->r;
+    int32_t len = kv_cache_head_at(ref, v->layer, 0)->len;
+    for (int g = 0; g < v->n_kv_heads; g++) {
+        const kv_cache_head *rh = kv_cache_head_at(ref, v->layer, g);
+        if (rh->len != len) r->ok = 0;
+        for (int32_t j = 0; j < rh->len && r->ok; j++) r->ok = rh->pos[j] == j;
+    }
+    size_t need = (size_t)v->n_heads * (size_t)len;
+    if (r->ok && r->n_calls == r->cap_calls) {
+        int cap = r->cap_calls ? 2 * r->cap_calls : 64;
+        ref_call *c = realloc(r->calls, (size_t)cap * sizeof *c);
+        if (c) r->calls = c, r->cap_calls = cap;
+        else r->ok = 0;
+    }
+    if (r->ok && r->n_rows + need > r->cap_rows) {
+        size_t cap = (r->n_rows + need) * 2;
+        float *b = realloc(r->rows, cap * sizeof *b);
+        if (b) r->rows = b, r->cap_rows = cap;
+        else r->ok = 0;
+    }
+    if (r->ok) {
+        r->calls[r->n_calls++] = (ref_call){v->layer, len, v->pos0 + v->n_new + 1, r->n_rows};
+        for (int h = 0; h < v->n_heads; h++)
+            memcpy(r->rows + r->n_rows + (size_t)h * len, v->last_row + (size_t)h * v->stride, (size_t)len * sizeof(float));
+        r->n_rows += need;
+    }
+    return lost_on_layer(st->ls, ref, v);
+}
+
+/* The recorded prompt calls' lost mass against this policy's cache, in
+ * the order lost_on_layer met them. */
+static int ref_replay(const hx_ref_snap *r, lost_state *ls, int n_heads, int n_kv_heads) {
+    const int group = n_heads / n_kv_heads;
+    for (int c = 0; c < r->n_calls; c++) {
+        const ref_call *rc = &r->calls[c];
+        for (int g = 0; g < n_kv_heads; g++) {
+            int e = lost_add(ls, rc->layer, g, group, r->rows + rc->off + (size_t)(g * group) * rc->len,
+                             (size_t)rc->len, r->iota, rc->len, rc->need);
+            if (e) return e;
+        }
+    }
+    return KV_OK;
+}
+
+/* The full cache after the prompt in en->ref_ctx, with the prompt calls'
+ * lost mass added to ls: forked from the sample's snapshot when there is
+ * one, else computed (and kept when sharing). */
+static int ref_prompt(hx_engine *en, const int32_t *prompt, int32_t n_prompt, lost_state *ls) {
+    const uint64_t key = kv_fnv1a64(kv_fnv1a64(KV_FNV1A64_INIT, &n_prompt, sizeof n_prompt), prompt, (size_t)n_prompt * sizeof *prompt);
+    hx_ref_snap *r = en->ref_snap;
+    if (en->share && r && r->ok && r->key == key) {
+        int rc = kv_ctx_fork(r->ctx, en->ref_ctx);
+        return rc ? rc : ref_replay(r, ls, en->mi->n_heads, en->mi->n_kv_heads);
+    }
+    kv_ctx_hook hook = {.user = ls, .needs = KV_NEED_LAST_ROW, .positions = KV_POS_ORIGINAL, .on_layer = lost_on_layer};
+    rec_state st = {ls, r};
+    if (en->share) {
+        if (!r && !(r = en->ref_snap = calloc(1, sizeof *r))) return kv_errorf(KV_ENOMEM, "out of memory");
+        if (n_prompt > r->n_iota) {
+            int32_t *b = realloc(r->iota, (size_t)n_prompt * sizeof *b);
+            if (!b) return kv_errorf(KV_ENOMEM, "out of memory");
+            for (int32_t j = r->n_iota; j < n_prompt; j++) b[j] = j;
+            r->iota = b;
+            r->n_iota = n_prompt;
+        }
+        r->key = 0;
+        r->n_calls = 0;
+        r->n_rows = 0;
+        r->ok = 1;
+        st.r = r;
+        hook.user = &st;
+        hook.on_layer = record_on_layer;
+    }
+    kv_ctx_set_hook(en->ref_ctx, &hook);
+    int rc = kv_ctx_eval(en->ref_ctx, prompt, n_prompt, NULL, 0);
+    kv_ctx_set_hook(en->ref_ctx, NULL);
+    if (rc || !en->share || !r->ok) return rc;
+    if (!r->ctx) {
+        kv_ctx_params cp = kv_ctx_default_params();
+        cp.n_threads = en->threads;
+        if ((rc = kv_ctx_new(en->model, &cp, &r->ctx))) return rc;
+    }
+    if ((rc = kv_ctx_fork(en->ref_ctx, r->ctx))) return rc;
+    r->key = key;
+    return KV_OK;
+}
+
+/* Teacher-forced drift from the full cache: the policy reads the prompt and
+ * then the full cache's own continuation; at each step its next-token
+ * distribution is compared with the full cache's (into `kld`: llama-
+ * perplexity's statistics with the full cache as the base and the full
+ * cache's token as the target), and a full cache fed the same tokens in
+ * lockstep measures the attention mass the policy lost. */
+int hx_drv_fidelity(hx_engine *en, kv_policy *pol, const int32_t *prompt, int32_t n_prompt, int32_t q_split,
+                    hx_ctx_snap *snap, const hx_ctx_snap *after, const hx_gen_result *ref, met_kld *kld,
+                    hx_fid_result *out) {
+    int32_t V = en->mi->vocab_size;
+    if (!en->ref_ctx) {
+        kv_ctx_params cp = kv_ctx_default_params();
+        cp.n_threads = en->threads;
+        if (kv_ctx_new(en->model, &cp, &en->ref_ctx)) return KV_ENOMEM;
+    }
+    lost_state ls = {.pol = kv_ctx_cache(en->ctx)};
+    kv_ctx_hook hook = {.user = &ls, .needs = KV_NEED_LAST_ROW, .positions = KV_POS_ORIGINAL, .on_layer = lost_on_layer};
+    kv_ctx_reset(en->ref_ctx);
+    /* the policy's state right after the prompt: kept by its generation run
+     * (the same computation), else read again */
+    int rc = after && after->key ? snap_resume(en, pol, after) : read_prompt(en, pol, prompt, n_prompt, q_split, NULL, snap);
+    if (!rc && after && after->key) memcpy(en->logits, after->logits, (size_t)V * sizeof(float));
+    if (!rc) rc = ref_prompt(en, prompt, n_prompt, &ls);
+    kv_ctx_set_hook(en->ref_ctx, &hook);
+    double kl = 0;
+    int agree = 0;
+    for (int i = 0; !rc && i < ref->n; i++) {
+        const float *p = ref->logits + (size_t)i * V;
+        kl += met_kl(p, en->logits, V);
+        agree += kv_argmax(en->logits, V) == ref->tokens[i];
+        if ((rc = met_kld_add(kld, p, en->logits, V, ref->tokens[i]))) break;
+        if (i + 1 < ref->n) {
+            rc = kv_ctx_eval(en->ctx, &ref->tokens[i], 1, en->logits, 0);
+            if (!rc) rc = kv_ctx_eval(en->ref_ctx, &ref->tokens[i], 1, NULL, 0);
+        }
+    }
+    kv_ctx_set_hook(en->ref_ctx, NULL);
+    kv_ctx_reset(en->ref_ctx);
+    free(ls.present);
+    if (rc) return rc;
+    if (ls.rc) return ls.rc;
+    out->kl_mean = ref->n ? kl / ref->n : 0;
+    out->top1 = ref->n ? (double)agree / ref->n : 1;
+    out->mass_lost = ls.count ? ls.sum / (double)ls.count : 0;
+    return KV_OK;
+}
+
+/* Streaming NLL: every token through one cache the policy keeps within
+ * its budget; each scored token's NLL to p->on_nll. */
+int hx_drv_stream_nll(hx_engine *en, kv_policy *pol, const int32_t *ids, int32_t n, const hx_nll_params *p,
+                      double *nll_mean, double *seconds, hx_gen_result *g) {
+    int rc = begin_sample(en, pol, 0);
+    if (rc) return rc;
+    const int32_t V = en->mi->vocab_size, chunk = p->chunk > 1 ? p->chunk : 1;
+    float *logits = chunk > 1 ? malloc((size_t)chunk * V * sizeof *logits) : en->logits;
+    if (!logits) return kv_errorf(KV_ENOMEM, "out of memory");
+    double total = 0, t0 = kv_now_s();
+    /* chunk tokens per evaluation (1: StreamingLLM's token at a time); the
+     * policy evicts inside each evaluation, layer by layer */
+    for (int32_t t = 0; t + 1 < n && !rc; t += chunk) {
+        int32_t m = n - 1 - t < chunk ? n - 1 - t : chunk;
+        if ((rc = kv_ctx_eval(en->ctx, ids + t, m, logits, chunk > 1))) break;
+        if (g) track(en, pol, g, p->every);
+        for (int32_t i = 0; i < m; i++) {
+            double x = met_nll(logits + (size_t)i * V, V, ids[t + i + 1]);
+            total += x;
+            if (p->on_nll) p->on_nll(p->user, t + i + 1, x);
+        }
+    }
+    if (chunk > 1) free(logits);
+    if (rc) return rc;
+    *seconds = kv_now_s() - t0;
+    *nll_mean = total / (double)(n - 1);
+    if (g) {
+        kv_cache *c = kv_ctx_cache(en->ctx);
+        g->bytes_peak = kv_cache_peak_bytes(c);
+        g->bytes_final = kv_cache_bytes(c);
+    }
+    return KV_OK;
+}
+
+/* ---------------------------------------------------------------- setup */
+
+int hx_engine_open(hx_engine *en, kv_model *model, int threads) {
+    memset(en, 0, sizeof *en);
+    en->model = model;
+    en->mi = kv_model_get_info(model);
+    en->tok = kv_model_tokenizer(model);
+    en->threads = threads;
+    if (en->tok) {
+        en->n_end = kv_tokenizer_end_tokens(en->tok, en->end_ids, 16);
+        if (en->n_end > 16) en->n_end = 16;
+    }
+    kv_ctx_params cp = kv_ctx_default_params();
+    cp.n_threads = threads;
+    int rc = kv_ctx_new(model, &cp, &en->ctx);
+    if (rc) return rc;
+    en->logits = malloc((size_t)en->mi->vocab_size * sizeof *en->logits);
+    return en->logits ? KV_OK : kv_errorf(KV_ENOMEM, "out of memory");
+}
+
+void hx_engine_close(hx_engine *en) {
+    free(en->logits);
+    kv_ctx_free(en->ctx);
+    kv_ctx_free(en->ref_ctx);
+    ref_snap_free(en->ref_snap);
+    memset(en, 0, sizeof *en);
+}

@@ -1,0 +1,140 @@
+/* driver.h - the one engine driver every command runs the model through:
+ * tokenizing into a growing buffer, the prompt (through a policy) and the
+ * decode loop with its stop conditions, the streaming NLL loop, and
+ * fidelity's teacher-forced lockstep against the full cache.
+ *
+ * `kvbench run`, `generate` and `perplexity --stream` all call these, so a
+ * number one command prints is the number another stores. */
+#ifndef HX_DRIVER_H
+#define HX_DRIVER_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "../engine/context.h"
+#include "../engine/model.h"
+#include "../engine/sampler.h"
+#include "../engine/tokenizer.h"
+#include "../metrics/kld.h"
+#include "../policies/policy.h"
+
+/* A tokenizer with a buffer it encodes into, grown as needed. */
+typedef struct hx_tokbuf {
+    const kv_tokenizer *tok;
+    int32_t *buf;
+    size_t cap;
+} hx_tokbuf;
+
+/* Encodes text into tb->buf; returns the token count or < 0 (kv_status). */
+int64_t hx_tokbuf_encode(hx_tokbuf *tb, const char *text, size_t len, int bos);
+/* The token count of text without BOS (the datasets' count callback; tb is an hx_tokbuf). */
+int64_t hx_tokbuf_count(void *tb, const char *text, size_t len);
+
+/* What the driver needs of a loaded model: one sequence, the logits, the
+ * tokens generation ends at. The model is the caller's. */
+typedef struct hx_engine {
+    kv_model *model;
+    const kv_model_info *mi;
+    const kv_tokenizer *tok;
+    kv_ctx *ctx;
+    kv_ctx *ref_ctx;  /* a full cache run in lockstep (attention mass lost); made when first needed */
+    int threads;
+    float *logits;    /* [vocab] */
+    int32_t end_ids[16]; /* the tokens generation stops at (besides BOS) */
+    int n_end;
+    int share;        /* fidelity: reuse passes that every policy of a sample repeats (run --no-share: 0) */
+    struct hx_ref_snap *ref_snap; /* the full cache right after a sample's prompt, for fidelity's lockstep */
+} hx_engine;
+
+/* A context, the logits and the model's end tokens (kv_tokenizer_end_tokens)
+ * for model; on failure what was made is freed by hx_engine_close. */
+int hx_engine_open(hx_engine *en, kv_model *model, int threads);
+/* Frees what hx_engine_open and the driver made; not the model. */
+void hx_engine_close(hx_engine *en);
+
+/* What one generation produced and measured. */
+typedef struct hx_gen_result {
+    int32_t *tokens; /* [n] generated ids */
+    int n;
+    char *text;      /* decoded */
+    size_t text_len, text_cap;
+    float *logits;   /* [n][vocab] when kept (the full cache's reference) */
+    double prefill_ms, ttft_ms, decode_ms;
+    double *step_ms; /* [n] per decode step */
+    int32_t slots_max;
+    char stop[48];      /* why generation stopped: "end <token>", "newline", "stop token", "max_new_tokens" */
+    int context_reused; /* the compressed context was a sample's before (question after compression) */
+    int over_budget;    /* some head held more than the policy may hold */
+    size_t bytes_peak, bytes_final;
+    size_t bytes_prompt_peak;  /* the most held while the prompt was read (before compression, when whole) */
+    size_t bytes_steady_peak;  /* the most held from the compressed prompt on, through decoding */
+    int32_t *trace_pos; /* KV bytes held after the prompt and after each step */
+    double *trace_bytes;
+    int n_trace, trace_cap;
+} hx_gen_result;
+
+void hx_gen_free(hx_gen_result *g);
+
+/* A compressed context kept for the samples after it that share it
+ * (question = after_compression, several questions on one context: the
+ * context is read and compressed once, as kvpress does), or a policy's
+ * state right after a prompt (fidelity resumes from there). */
+typedef struct hx_ctx_snap {
+    kv_ctx *ctx;    /* the sequence right after the context's compression */
+    kv_policy *pol; /* the policy's state then (pol_clone) */
+    uint64_t key;   /* a hash of the context's tokens (0: nothing kept) */
+    float *logits;  /* the next-token logits then (the post-prompt snapshot of fidelity), or NULL */
+} hx_ctx_snap;
+
+void hx_snap_free(hx_ctx_snap *s);
+
+/* How to generate. Zero is greedy, no extra stops, nothing kept. */
+typedef struct hx_gen_params {
+    int max_new;         /* tokens at most */
+    int32_t q_split;     /* > 0: the first q_split prompt tokens are compressed, the rest read after */
+    int stop_newline;    /* stop before a piece with a newline (not the first) */
+    int32_t stop_id;     /* >= 0: one more end token, kept (LongBench's samsum); -1 none */
+    int keep_logits;     /* store every step's distribution (the full-cache reference) */
+    kv_sampler *sampler; /* NULL: greedy (argmax) */
+    hx_ctx_snap *snap;   /* question after compression: the last context compressed, or NULL */
+    hx_ctx_snap *after;  /* gets the state right after the prompt (for fidelity), or NULL */
+    /* each generated piece as it comes (generate's streaming), or NULL */
+    void (*on_piece)(void *user, const char *piece, size_t len);
+    void *user;
+} hx_gen_params;
+
+/* Reads the prompt through pol, then generates up to p->max_new tokens,
+ * stopping at BOS, an end token (en->end_ids), a newline or stop_id when
+ * asked. g is zeroed first; free it with hx_gen_free. */
+int hx_drv_generate(hx_engine *en, kv_policy *pol, const int32_t *prompt, int32_t n_prompt, const hx_gen_params *p,
+                    hx_gen_result *g);
+
+/* Fidelity's figures of one policy against the full cache's run ref. */
+typedef struct hx_fid_result {
+    double kl_mean, top1, mass_lost;
+} hx_fid_result;
+
+/* Teacher-forced drift from the full cache: the policy reads the prompt
+ * and then ref's tokens; each step's distribution against ref's (into
+ * kld), and the attention mass a full cache in lockstep puts on tokens the
+ * policy dropped. after: the policy's state after the prompt, kept by its
+ * generation (or NULL); snap as for hx_drv_generate. */
+int hx_drv_fidelity(hx_engine *en, kv_policy *pol, const int32_t *prompt, int32_t n_prompt, int32_t q_split,
+                    hx_ctx_snap *snap, const hx_ctx_snap *after, const hx_gen_result *ref, met_kld *kld,
+                    hx_fid_result *out);
+
+/* Streaming NLL: ids[0..n) through one cache that pol keeps within its
+ * budget, `chunk` tokens per evaluation (1: a token at a time); every
+ * token but the first scored. on_nll (may be NULL) gets each scored
+ * token's position (1..n-1) and NLL in order. g (may be NULL) gets the
+ * budget check, a KV trace every `every` positions and the final bytes. */
+typedef struct hx_nll_params {
+    int chunk, every;
+    void (*on_nll)(void *user, int32_t pos, double nll);
+    void *user;
+} hx_nll_params;
+
+int hx_drv_stream_nll(hx_engine *en, kv_policy *pol, const int32_t *ids, int32_t n, const hx_nll_params *p,
+                      double *nll_mean, double *seconds, hx_gen_result *g);
+
+#endif
