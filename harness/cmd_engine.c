@@ -341,15 +341,15 @@ static void print_gen_stats(const hx_engine *en, const kv_policy *pol, size_t n_
     kv_cache *cache = kv_ctx_cache(en->ctx);
     double t_prefill = g->prefill_ms / 1e3, t_decode = g->decode_ms / 1e3;
     char bs[32], lim[32];
-    if (pol->limit == INT32_MAX) snprintf(lim, sizeof lim, "unlimited");
-    else snprintf(lim, sizeof lim, "%d", pol->limit);
+    if (pol_limit(pol) == INT32_MAX) snprintf(lim, sizeof lim, "unlimited");
+    else snprintf(lim, sizeof lim, "%d", pol_limit(pol));
     fprintf(stderr,
             "kvbench: prompt %zu tokens (%.1f tok/s), generated %d tokens (%.1f tok/s), "
             "policy %s budget %s (%s slots per layer and KV head), KV cache %lld slots (at most %d in one head), "
             "%zu bytes held (peak %zu)\n",
             n_prompt, n_prompt / (t_prefill > 0 ? t_prefill : 1e-9), g->n,
-            g->n > 1 ? (g->n - 1) / (t_decode > 0 ? t_decode : 1e-9) : 0.0, pol->ops->name,
-            pol_budget_str(&pol->budget, bs, sizeof bs), lim,
+            g->n > 1 ? (g->n - 1) / (t_decode > 0 ? t_decode : 1e-9) : 0.0, pol_name(pol),
+            pol_budget_str(pol_get_budget(pol), bs, sizeof bs), lim,
             (long long)kv_cache_total_slots(cache), kv_cache_max_len(cache), kv_cache_bytes(cache),
             kv_cache_peak_bytes(cache));
 }
@@ -526,10 +526,10 @@ int hx_cmd_logits(int argc, char **argv, int help) {
         pol_attach(pol, c);
     }
     int32_t step = chunk ? chunk : n, first = 0;
-    if (pol->ops->eval_prompt) { /* the method reads the prompt its own way: its last row, then decode */
+    if (pol_has_own_prompt_eval(pol)) { /* the method reads the prompt its own way: its last row, then decode */
         if (n_prompt < 1 || n_prompt > n) {
             fprintf(stderr, "kvbench logits: policy %s evaluates the prompt itself: --prompt-len N (1..%d) is "
-                    "needed\n", pol->ops->name, n);
+                    "needed\n", pol_name(pol), n);
             goto out;
         }
         for (size_t i = 0; i < (size_t)(n_prompt - 1) * mi->vocab_size; i++) logits[i] = NAN;
@@ -593,9 +593,9 @@ typedef struct ppl_input {
 /* " policy=P budget=B[ positions=M]": how a policy run is labelled. */
 static const char *policy_desc(const kv_policy *pol, char *buf, size_t cap) {
     char bs[32];
-    snprintf(buf, cap, " policy=%s budget=%s%s%s", pol->ops->name, pol_budget_str(&pol->budget, bs, sizeof bs),
-             pol->positions != KV_POS_ORIGINAL ? " positions=" : "",
-             pol->positions != KV_POS_ORIGINAL ? kv_pos_mode_name(pol->positions) : "");
+    snprintf(buf, cap, " policy=%s budget=%s%s%s", pol_name(pol), pol_budget_str(pol_get_budget(pol), bs, sizeof bs),
+             pol_positions(pol) != KV_POS_ORIGINAL ? " positions=" : "",
+             pol_positions(pol) != KV_POS_ORIGINAL ? kv_pos_mode_name(pol_positions(pol)) : "");
     return buf;
 }
 
@@ -877,7 +877,7 @@ static int ppl_check_args(const policy_args *pa, const kv_policy *pol, int llama
     else if (!llamacpp && kl) why = "--kl-divergence goes with --protocol llama.cpp";
     else if (kl && !pa->name && !pa->budget) why = "--kl-divergence compares a policy with the full cache: give --policy (and --budget)";
     else if (!stream && !llamacpp && (pa->name || pa->budget)) why = "--policy and --budget go with --stream or --protocol llama.cpp";
-    else if (stream && pol->budget.kind == POL_BUDGET_FRACTION)
+    else if (stream && pol_get_budget(pol)->kind == POL_BUDGET_FRACTION)
         why = "--stream needs a budget in tokens (a stream has no prompt to take a percentage of)";
     if (why) fprintf(stderr, "kvbench perplexity: %s\n", why);
     return why ? -1 : 0;
@@ -1081,7 +1081,7 @@ int hx_cmd_bench(int argc, char **argv, int help) {
     char bs[32];
     printf("threads          %d (kernels: %s, %s)\n", kv_ctx_n_threads(c), kv_isa_name(kv_kernels_isa()),
            kv_kernel_mode_name(kv_kernels_mode()));
-    printf("policy           %s, budget %s\n", pol->ops->name, pol_budget_str(&pol->budget, bs, sizeof bs));
+    printf("policy           %s, budget %s\n", pol_name(pol), pol_budget_str(pol_get_budget(pol), bs, sizeof bs));
     printf("prefill          %d tokens: %.1f tok/s (median of %d; min %.1f, max %.1f)\n", n_prompt, pfm, reps,
            pf[0], pf[reps - 1]);
     printf("decode           %d tokens after the prompt: %.1f tok/s (median of %d; min %.1f, max %.1f)\n", n_gen,

@@ -81,12 +81,13 @@ static int begin_sample(hx_engine *en, kv_policy *pol, int32_t n_prompt) {
  * policy (SnapKV, PyramidKV: the prompt is cut once, generated tokens are
  * all kept) its largest layer limit plus the tokens since the prompt. */
 static int32_t allowed_slots(const kv_policy *pol, int32_t pos) {
-    if (pol->limit == INT32_MAX) return INT32_MAX;
-    if (!(pol->flags & POL_ONE_SHOT)) return pol->limit;
+    if (pol_limit(pol) == INT32_MAX) return INT32_MAX;
+    if (!pol_is_one_shot(pol)) return pol_limit(pol);
     int32_t most = 0;
-    for (int l = 0; l < pol->n_layers; l++)
-        if (pol->layer_limit[l] > most) most = pol->layer_limit[l];
-    return most + (pos > pol->n_prompt ? pos - pol->n_prompt : 0);
+    for (int l = 0; l < pol_n_layers(pol); l++)
+        if (pol_layer_limit(pol, l) > most) most = pol_layer_limit(pol, l);
+    const int32_t n_prompt = pol_n_prompt(pol);
+    return most + (pos > n_prompt ? pos - n_prompt : 0);
 }
 
 /* After every evaluation: the largest head against what the policy may hold
@@ -158,10 +159,8 @@ static int snap_resume(hx_engine *en, kv_policy *pol, const hx_ctx_snap *s) {
     kv_policy *copy;
     int rc = pol_clone(s->pol, &copy);
     if (rc) return rc;
-    kv_policy old = *pol;
-    *pol = *copy;
-    *copy = old;
-    pol->draw_seed = old.draw_seed; /* draws from here on are this sample's own */
+    pol_swap(pol, copy);
+    pol_set_draw_seed(pol, pol_draw_seed(copy)); /* draws from here on are this sample's own */
     pol_free(copy);
     if ((rc = kv_ctx_fork(s->ctx, en->ctx))) return rc;
     pol_attach(pol, en->ctx);

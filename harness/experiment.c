@@ -583,7 +583,7 @@ static int policy_is_one_shot(const hx_policy_def *pd) {
     const pol_budget b = {POL_BUDGET_TOKENS, 16};
     kv_policy *inst = NULL;
     if (pol_new(pd->policy, (const char *const *)pd->settings, pd->n_settings, &b, 0, &mi, &inst)) return 0;
-    const int one_shot = (inst->flags & POL_ONE_SHOT) != 0;
+    const int one_shot = pol_is_one_shot(inst);
     pol_free(inst);
     return one_shot;
 }

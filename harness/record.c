@@ -99,16 +99,19 @@ int hx_record_attach(hx_recorder *r, const char *path, kv_policy *p, kv_ctx *ctx
     }
     put(r, "KVRC", 4);
     put_i32(r, 2);
-    put_i32(r, p->limit);
-    put_i32(r, p->n_prompt);
-    int64_t seed = (int64_t)p->draw_seed; /* the draws the policy makes (seed, unless a sample's own) */
+    put_i32(r, pol_limit(p));
+    put_i32(r, pol_n_prompt(p));
+    int64_t seed = (int64_t)pol_draw_seed(p); /* the draws the policy makes (seed, unless a sample's own) */
     put(r, &seed, 8);
-    put_i32(r, p->n_layers);
-    put(r, p->layer_limit, (size_t)p->n_layers * 4);
-    put_i32(r, (int32_t)strlen(p->ops->name));
-    put(r, p->ops->name, strlen(p->ops->name));
-    put_i32(r, p->ops->n_params);
-    put(r, p->param, (size_t)p->ops->n_params * sizeof(double));
+    put_i32(r, pol_n_layers(p));
+    put(r, pol_layer_limits(p), (size_t)pol_n_layers(p) * 4);
+    put_i32(r, (int32_t)strlen(pol_name(p)));
+    put(r, pol_name(p), strlen(pol_name(p)));
+    put_i32(r, pol_n_params(p));
+    for (int i = 0; i < pol_n_params(p); i++) {
+        double v = pol_param_value(p, i);
+        put(r, &v, sizeof v);
+    }
     /* the policy's own hook, wrapped: the same plan, prefill protocol and splits */
     r->inner = pol_hook(p);
     kv_ctx_hook h = r->inner;

@@ -393,14 +393,14 @@ static int run_identity(const run_state *rs, const engine *en, const run_cell *r
     const hx_task_def *t = &e->task[rc->task];
     const ds_template *tp = ds_template_find(t->template_name);
     params[0] = 0;
-    for (int i = 0; i < pol->ops->n_params; i++)
+    for (int i = 0; i < pol_n_params(pol); i++)
     {
         char v[64];
-        snprintf(params + strlen(params), pcap - strlen(params), "%s%s=%s", i ? "," : "", pol->ops->params[i].name,
+        snprintf(params + strlen(params), pcap - strlen(params), "%s%s=%s", i ? "," : "", pol_param_name(pol, i),
                  pol_param_str(pol, i, v, sizeof v));
     }
     char common[96];
-    snprintf(params + strlen(params), pcap - strlen(params), "%s%s", pol->ops->n_params ? "," : "",
+    snprintf(params + strlen(params), pcap - strlen(params), "%s%s", pol_n_params(pol) ? "," : "",
              pol_common_str(pol, common, sizeof common));
     char bs[32], lens[512] = "", deps[512] = "";
     pol_budget_str(&rc->budget, bs, sizeof bs);
@@ -425,7 +425,7 @@ static int run_identity(const run_state *rs, const engine *en, const run_cell *r
                      /* LongBench's task, only for longbench runs (other runs' ids unchanged) */
                      t->kind == HX_TASK_LONGBENCH ? " longbench_task=" : "",
                      t->kind == HX_TASK_LONGBENCH ? t->longbench_task : "",
-                     t->kind == HX_TASK_LONGBENCH && t->longbench_e ? "/e" : "", pol->ops->name, params, bs,
+                     t->kind == HX_TASK_LONGBENCH && t->longbench_e ? "/e" : "", pol_name(pol), params, bs,
                      (unsigned long long)e->seed);
     if (n < 0 || (size_t)n >= cap) return kv_errorf(KV_EINVAL, "run description too long");
     /* a needle task's protocol, when not kvbench's defaults (other runs' ids unchanged) */
@@ -548,7 +548,7 @@ static void task_close(task_ctx *tk) {
 static int policy_settings(const hx_policy_def *pd, const hx_task_def *t, const char **set, char *steps, size_t cap) {
     int n_set = 0, has_steps = 0, given = 0;
     const pol_ops *ops = pol_find(pd->policy);
-    for (int i = 0; ops && i < ops->n_params; i++) has_steps |= !strcmp(ops->params[i].name, "steps");
+    for (int i = 0; ops && i < pol_ops_n_params(ops); i++) has_steps |= !strcmp(pol_ops_param(ops, i)->name, "steps");
     for (int i = 0; i < pd->n_settings; i++) given |= !strncmp(pd->settings[i], "steps=", 6);
     if (has_steps && !given && t->max_new_tokens > 0) {
         snprintf(steps, cap, "steps=%d", t->max_new_tokens);
@@ -636,7 +636,7 @@ static int claim_units(task_ctx *tk, sample_ctx *sc) {
             continue;
         }
         tk->todo[sc->n_todo++] = k;
-        if (tk->t->fidelity && strcmp(tk->tr[k].pol->ops->name, "full") != 0 && !tk->stream) sc->need_ref = 1;
+        if (tk->t->fidelity && strcmp(pol_name(tk->tr[k].pol), "full") != 0 && !tk->stream) sc->need_ref = 1;
     }
     return 0;
 }
@@ -762,7 +762,7 @@ static int put_fidelity(task_ctx *tk, sample_ctx *sc, task_run *tr, unit_out *u)
 /* A generation: the output, the kind's scores, timings and fidelity. */
 static int run_generate(task_ctx *tk, sample_ctx *sc, task_run *tr, unit_out *u) {
     const hx_task_def *t = tk->t;
-    const int is_full = !strcmp(tr->pol->ops->name, "full");
+    const int is_full = !strcmp(pol_name(tr->pol), "full");
     /* fidelity resumes from this run's post-prompt state */
     const int fid = sc->need_ref && tk->en->d.share && !is_full;
     tk->after.key = 0;
@@ -795,7 +795,7 @@ static int write_unit(task_ctx *tk, sample_ctx *sc, task_run *tr, unit_out *u) {
     if (g->over_budget) {
         rs->failed_budget++;
         fprintf(stderr, "\nkvbench run: warning: %s at %s held %d slots in one head, over what it may hold (budget %d)\n",
-                pol->ops->name, tr->budget, g->slots_max, pol->limit);
+                pol_name(pol), tr->budget, g->slots_max, pol_limit(pol));
     }
     const ds_sample *s = sc->s;
     hx_sample_row row = {
@@ -803,7 +803,7 @@ static int write_unit(task_ctx *tk, sample_ctx *sc, task_run *tr, unit_out *u) {
         .prompt_tokens = (int)sc->n_prompt, .generated_tokens = g->n, .cut_chars = (long)sc->hp.cut_chars,
         .ttft_ms = g->ttft_ms, .decode_ms = g->decode_ms, .kv_bytes_peak = (int64_t)g->bytes_peak,
         .kv_bytes_final = (int64_t)g->bytes_final, .kv_slots_max = g->slots_max,
-        .budget_slots = pol->limit == INT32_MAX ? -1 : pol->limit,
+        .budget_slots = pol_limit(pol) == INT32_MAX ? -1 : pol_limit(pol),
         .output = u->pred ? u->pred : g->text ? g->text : "", .reference = s->reference,
         .stop_reason = tk->stream ? NULL : g->stop};
     hx_curve nc = {u->cv.pos, u->cv.nll, u->cv.n}, kc = {g->trace_pos, g->trace_bytes, g->n_trace};

@@ -50,6 +50,7 @@
 #include <string.h>
 
 #include "kv_error.h"
+#include "policy_impl.h"
 #include "snap.h"
 
 enum { P_FLOOR = 3, P_LAYERS = 4, P_BETA = 5, P_ALLOC = 6, P_NORMALIZE = 7, P_GRANULARITY = 8 };

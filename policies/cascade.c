@@ -68,7 +68,7 @@
 #include <string.h>
 
 #include "kv_error.h"
-#include "policy.h"
+#include "policy_impl.h"
 
 enum { P_SINKS, P_CASCADES, P_BETA, P_REDUCE, P_EAGER, P_STRIDE, P_COUNTS };
 enum { RED_MAX, RED_MEAN };

@@ -1,5 +1,5 @@
 /* full.c - keep everything: the 100% reference every method is measured against. */
-#include "policy.h"
+#include "policy_impl.h"
 
 const pol_ops pol_full_ops = {
     .name = "full",

@@ -41,7 +41,7 @@
 #include <string.h>
 
 #include "kv_error.h"
-#include "policy.h"
+#include "policy_impl.h"
 
 enum { H2O_RECENT, H2O_SIM, H2O_HEAVY_RATIO, H2O_RECENT_RATIO };
 

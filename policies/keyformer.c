@@ -72,7 +72,7 @@
 #include <string.h>
 
 #include "kv_error.h"
-#include "policy.h"
+#include "policy_impl.h"
 
 enum { P_RECENT, P_TAU_INIT, P_TAU_END, P_STEPS, P_NOISE, P_SELECTION };
 enum { NOISE_GUMBEL, NOISE_GAUSSIAN, NOISE_CONSTANT, NOISE_NONE };

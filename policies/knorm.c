@@ -18,7 +18,7 @@
 #include <stdlib.h>
 
 #include "kv_error.h"
-#include "policy.h"
+#include "policy_impl.h"
 #include "schedule.h"
 
 static const pol_param_def params[] = {

@@ -25,6 +25,7 @@
 #include <stdlib.h>
 
 #include "kv_error.h"
+#include "policy_impl.h"
 #include "snap.h"
 
 enum { P_BETA = 3, P_ALLOC = 4 };

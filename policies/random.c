@@ -14,7 +14,7 @@
 #include <string.h>
 
 #include "kv_error.h"
-#include "policy.h"
+#include "policy_impl.h"
 #include "schedule.h"
 
 static const pol_param_def params[] = {

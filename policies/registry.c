@@ -8,7 +8,7 @@
 #include <string.h>
 
 #include "kv_error.h"
-#include "policy.h"
+#include "policy_impl.h"
 
 extern const pol_ops pol_full_ops, pol_window_ops, pol_streamingllm_ops, pol_h2o_ops, pol_tova_ops,
     pol_random_ops, pol_knorm_ops, pol_keyformer_ops, pol_snapkv_ops, pol_pyramidkv_ops,
@@ -400,6 +400,38 @@ const char *pol_param_str(const kv_policy *p, int i, char *buf, size_t cap) {
         }
     }
     return buf;
+}
+
+/* ------------------------------------------------------------ accessors */
+
+/* What policy.h lets the harness read of a method and an instance; the
+ * fields themselves are policy_impl.h's. */
+const char *pol_ops_name(const pol_ops *o) { return o->name; }
+const char *pol_ops_summary(const pol_ops *o) { return o->summary; }
+int pol_ops_n_params(const pol_ops *o) { return o->n_params; }
+const pol_param_def *pol_ops_param(const pol_ops *o, int i) { return &o->params[i]; }
+
+const pol_ops *pol_ops_of(const kv_policy *p) { return p->ops; }
+const char *pol_name(const kv_policy *p) { return p->ops->name; }
+int pol_n_params(const kv_policy *p) { return p->ops->n_params; }
+const char *pol_param_name(const kv_policy *p, int i) { return p->ops->params[i].name; }
+double pol_param_value(const kv_policy *p, int i) { return p->param[i]; }
+const pol_budget *pol_get_budget(const kv_policy *p) { return &p->budget; }
+int32_t pol_limit(const kv_policy *p) { return p->limit; }
+int pol_n_layers(const kv_policy *p) { return p->n_layers; }
+int32_t pol_layer_limit(const kv_policy *p, int l) { return p->layer_limit[l]; }
+const int32_t *pol_layer_limits(const kv_policy *p) { return p->layer_limit; }
+int32_t pol_n_prompt(const kv_policy *p) { return p->n_prompt; }
+int pol_is_one_shot(const kv_policy *p) { return (p->flags & POL_ONE_SHOT) != 0; }
+kv_pos_mode pol_positions(const kv_policy *p) { return p->positions; }
+int pol_has_own_prompt_eval(const kv_policy *p) { return p->ops->eval_prompt != NULL; }
+uint64_t pol_draw_seed(const kv_policy *p) { return p->draw_seed; }
+void pol_set_draw_seed(kv_policy *p, uint64_t s) { p->draw_seed = s; }
+
+void pol_swap(kv_policy *a, kv_policy *b) {
+    kv_policy t = *a;
+    *a = *b;
+    *b = t;
 }
 
 /* ------------------------------------------------------------ helpers */

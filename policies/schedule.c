@@ -3,6 +3,7 @@
 #include <string.h>
 
 #include "kv_error.h"
+#include "policy_impl.h"
 #include "schedule.h"
 
 int pol_sched_init(kv_policy *p, pol_sched *s, int schedule, int32_t recent) {

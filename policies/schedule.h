@@ -6,7 +6,7 @@
 #ifndef POL_SCHEDULE_H
 #define POL_SCHEDULE_H
 
-#include "policy.h"
+#include "policy_impl.h"
 
 enum { POL_SCHED_PROMPT = 0, POL_SCHED_EVERY_STEP = 1 };
 

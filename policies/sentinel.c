@@ -38,7 +38,7 @@
 #include <string.h>
 
 #include "kv_error.h"
-#include "policy.h"
+#include "policy_impl.h"
 #include "spans.h"
 #include "tokenizer.h"
 

@@ -22,6 +22,7 @@
 
 #include "kv_error.h"
 #include "sampler.h"
+#include "policy_impl.h"
 #include "sentinel_proxy.h"
 #include "spans.h"
 

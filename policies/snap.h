@@ -29,7 +29,7 @@
 
 #include <stdint.h>
 
-#include "policy.h"
+#include "policy_impl.h"
 
 enum { SNAP_P_WINDOW, SNAP_P_KERNEL, SNAP_P_POOLING };
 enum { SNAP_POOL_AVG, SNAP_POOL_MAX };

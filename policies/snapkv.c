@@ -40,6 +40,7 @@
 #include <string.h>
 
 #include "kv_error.h"
+#include "policy_impl.h"
 #include "snap.h"
 
 int snap_init_cut(kv_policy *p, snap_caps_fn caps, snap_cut_fn cut, snap_bound_fn bound) {

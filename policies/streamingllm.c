@@ -7,7 +7,7 @@
  * model runs past its trained context); positions=original rotates them at
  * their true positions instead. */
 #include "kv_error.h"
-#include "policy.h"
+#include "policy_impl.h"
 
 static const pol_param_def params[] = {
     {"sinks", 4, 0, 1 << 20, 1, "initial tokens always kept (start_size)", NULL},

@@ -8,7 +8,7 @@
 #include <stdlib.h>
 
 #include "kv_error.h"
-#include "policy.h"
+#include "policy_impl.h"
 
 /* Mean over query heads q0..q1 of the newest query's row, slots [0, len). */
 static void mean_row(const kv_attn_view *v, int q0, int q1, int32_t len, float *s) {

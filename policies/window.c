@@ -2,7 +2,7 @@
  * layer, evicting after every attention (prefill and decode). METHODS.md A2:
  * H2O's code with heavy_ratio = 0, i.e. StreamingLLM without sinks. */
 #include "kv_error.h"
-#include "policy.h"
+#include "policy_impl.h"
 
 static int window_on_layer(kv_policy *p, kv_cache *c, const kv_attn_view *v) {
     if (p->hold) return KV_OK; /* the prompt is still being read */

@@ -49,6 +49,7 @@
 #include <string.h>
 
 #include "kv_error.h"
+#include "policy_impl.h"
 #include "snap.h"
 
 enum { P_THRESHOLD = 3, P_BOUND = 4, P_ALLOC = 5 };

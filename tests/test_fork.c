@@ -31,7 +31,7 @@
 #include "gguf.h"
 #include "kv_error.h"
 #include "model.h"
-#include "policy.h"
+#include "policy_impl.h" /* the clone refusal test swaps a method's clone_state out */
 #include "sampler.h"
 
 enum { DIM = 64, HIDDEN = 128, LAYERS = 3, HEADS = 4, KV_HEADS = 2, VOCAB = 1024, CTX = 1024 };
@@ -91,8 +91,9 @@ static void rec_state(rec *r, kv_ctx *c, const kv_policy *p) {
             rec_put(r, h->v, (size_t)h->len * hd * sizeof *h->v);
         }
     if (!p) return;
-    rec_put(r, &p->limit, sizeof p->limit);
-    rec_put(r, p->layer_limit, LAYERS * sizeof *p->layer_limit);
+    const int32_t limit = pol_limit(p);
+    rec_put(r, &limit, sizeof limit);
+    rec_put(r, pol_layer_limits(p), LAYERS * sizeof(int32_t));
 }
 
 /* What a continuation showed: per step, the logits and then the state. */
@@ -170,7 +171,7 @@ static void cont(kv_ctx *c, const kv_policy *p, const int32_t *q, trace *t) {
     for (int s = 0; s < STEPS; s++) {
         int32_t tok = s ? argmax(logits) : 0;
         if (kv_ctx_eval(c, s ? &tok : q, s ? 1 : QLEN, logits, 0))
-            fail_msg("%s: step %d: %s", p ? p->ops->name : "no policy", s, kv_last_error());
+            fail_msg("%s: step %d: %s", p ? pol_name(p) : "no policy", s, kv_last_error());
         rec_put(&t->logits[s], logits, sizeof logits);
         rec_state(&t->state[s], c, p);
     }
@@ -242,7 +243,7 @@ static void test_fork_every_policy(void **state) {
     make_tokens();
     int n = 0;
     for (int i = 0; i < pol_count(); i++, n++) /* stories-less: the sentinel method is told two ids */
-        check_fork(pol_at(i)->name, strcmp(pol_at(i)->name, "sentinel") ? "" : "cl=1022,cr=1023");
+        check_fork(pol_ops_name(pol_at(i)), strcmp(pol_ops_name(pol_at(i)), "sentinel") ? "" : "cl=1022,cr=1023");
     const char *variants[][2] = {
         {"keyformer", "selection=paper"},
         {"keyformer", "positions=cache"},
@@ -323,8 +324,10 @@ static void test_fork_anywhere(void **state) {
     make_tokens();
     const char *cfg[40][2];
     int n = 0;
-    for (int i = 0; i < pol_count(); i++)
-        if (strcmp(pol_at(i)->name, "sentinel")) cfg[n][0] = pol_at(i)->name, cfg[n++][1] = ""; /* its own prompt calls */
+    for (int i = 0; i < pol_count(); i++) {
+        const char *name = pol_ops_name(pol_at(i));
+        if (strcmp(name, "sentinel")) cfg[n][0] = name, cfg[n++][1] = ""; /* its own prompt calls */
+    }
     const char *more[][2] = {{"cascade", "stride=16"}, {"snapkv", "window=8"}, {"zigzag", "window=8"},
                              {"h2o", "sim=1"}, {"keyformer", "selection=paper"},
                              {"random", "schedule=every_step"}, {"knorm", "schedule=every_step"},

@@ -141,8 +141,8 @@ static void outcome_free(outcome *o) {
 static int configs(const char **name, const char **set) {
     int n = 0;
     for (int i = 0; i < pol_count(); i++) {
-        if (!strcmp(pol_at(i)->name, "sentinel")) continue; /* reads the prompt itself: nothing to chunk */
-        name[n] = pol_at(i)->name, set[n++] = "";
+        if (!strcmp(pol_ops_name(pol_at(i)), "sentinel")) continue; /* reads the prompt itself: nothing to chunk */
+        name[n] = pol_ops_name(pol_at(i)), set[n++] = "";
     }
     const char *extra[][2] = {{"h2o", "sim=1"}, {"keyformer", "noise=none"}, {"snapkv", "window=4"},
                               {"cascade", "stride=7"}, {"streamingllm", "sinks=0"},
@@ -255,12 +255,12 @@ static void test_prefill_settings(void **state) {
     assert_int_equal(pol_new("cascade", NULL, 0, &b, 1, mi, &p), KV_OK);
     assert_string_equal(pol_common_str(p, buf, sizeof buf), "positions=cache,prefill=streaming");
     pol_begin(p, 40);
-    assert_int_equal(p->limit, 16 + 4); /* the authors' budget: the cascades, sinks beside */
+    assert_int_equal(pol_limit(p), 16 + 4); /* the authors' budget: the cascades, sinks beside */
     pol_free(p);
     const char *total[1] = {"budget_counts=total"};
     assert_int_equal(pol_new("cascade", total, 1, &b, 1, mi, &p), KV_OK);
     pol_begin(p, 40);
-    assert_int_equal(p->limit, 16); /* sinks included: what streamingllm holds at 16 */
+    assert_int_equal(pol_limit(p), 16); /* sinks included: what streamingllm holds at 16 */
     pol_free(p);
 }
 

@@ -19,7 +19,7 @@
 #include "context.h"
 #include "kv_error.h"
 #include "model.h"
-#include "policy.h"
+#include "policy_impl.h" /* unit tests of the sentinel methods */
 #include "sentinel_proxy.h"
 
 static kv_model *g_model;
