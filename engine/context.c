@@ -7,6 +7,7 @@
  * Layout of every activation buffer is [n][width], row-major. */
 #define _POSIX_C_SOURCE 200809L
 #include "context.h"
+#include "model_impl.h" /* the forward pass reads the weights */
 
 #include <cblas.h>
 #include <math.h>

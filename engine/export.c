@@ -8,6 +8,7 @@
 #include <strings.h>
 
 #include "kv_error.h"
+#include "model_impl.h" /* the exporter writes the weights */
 #include "quant.h"
 
 int kv_export_llama_meta(kv_gguf_writer *w, const kv_model_info *i, const char *name) {

@@ -5,7 +5,7 @@
  * section's end against the file size, so a truncated file names the
  * section it lost and the offset where the file ends. */
 #define _POSIX_C_SOURCE 200809L
-#include "model.h"
+#include "model_impl.h"
 
 #include <errno.h>
 #include <math.h>
@@ -174,6 +174,18 @@ static kv_tensor tensor2d(kv_dtype t, int64_t rows, int64_t cols, const void *da
 size_t kv_tensor_bytes(const kv_tensor *t) {
     size_t b = kv_dtype_bytes(t->type, t->rows * t->cols);
     if (t->type == KV_Q8_G) b += (size_t)(t->rows * t->cols / t->group) * sizeof(float);
+    return b;
+}
+
+size_t kv_model_decode_bytes(const kv_model *m) {
+    const kv_model_info *i = &m->info;
+    size_t b = kv_tensor_bytes(&m->output) + (size_t)i->dim * 4 * (2 * (size_t)i->n_layers + 1);
+    b += kv_tensor_bytes(&m->tok_embd) / (size_t)i->vocab_size;
+    for (int l = 0; l < i->n_layers; l++) {
+        const kv_layer_weights *w = &m->layers[l];
+        b += kv_tensor_bytes(&w->wq) + kv_tensor_bytes(&w->wk) + kv_tensor_bytes(&w->wv) + kv_tensor_bytes(&w->wo) +
+             kv_tensor_bytes(&w->w_gate) + kv_tensor_bytes(&w->w_down) + kv_tensor_bytes(&w->w_up);
+    }
     return b;
 }
 

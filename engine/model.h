@@ -1,5 +1,7 @@
-/* model.h - a loaded transformer: its hyper-parameters, its weights in one
- * in-memory layout whatever the file format, and its tokenizer.
+/* model.h - a loaded transformer, as its users see it: its hyper-parameters,
+ * its tokenizer, and loading. Its weights, in one in-memory layout whatever
+ * the file format, are the engine's own (model_impl.h: the forward pass,
+ * the exporter and the model's unit tests read them).
  *
  * Formats (detected from the first bytes, see kv_model_load):
  *   - GGUF v3/v2, architectures "llama" (Llama 1-3, Mistral), "qwen2",
@@ -89,7 +91,7 @@ typedef struct kv_model_info {
     float final_softcap;/* gemma2: output logits likewise; 0: none */
     float embd_scale;   /* gemma: embeddings multiplied by sqrt(dim); 1 otherwise */
     int32_t swa_window; /* sliding-window layers attend to their last swa_window positions; 0: none */
-    int32_t n_swa_layers; /* how many layers are windowed (kv_layer_weights.swa) */
+    int32_t n_swa_layers; /* how many layers are windowed (kv_layer_weights.swa, model_impl.h) */
     kv_ffn_act ffn_act;
     float norm_eps;     /* RMSNorm epsilon (MPT: LayerNorm epsilon) */
     float max_alibi_bias; /* MPT: ALiBi slopes 2^(-max_alibi_bias * k / n) (default 8); 0 otherwise */
@@ -100,29 +102,6 @@ typedef struct kv_model_info {
     int64_t n_params;   /* parameters, counting tied weights once */
     size_t weight_bytes;/* bytes of weights as held in memory */
 } kv_model_info;
-
-/* One transformer block's weights. Shapes are [rows][cols] = [out][in].
- * MPT: wq, wk, wv are row slices of the fused wqkv; there is no w_gate
- * (rows = cols = 0); the norms may have biases. */
-typedef struct kv_layer_weights {
-    const float *attn_norm; /* [dim] */
-    kv_tensor wq;           /* [n_heads*head_dim][dim] */
-    kv_tensor wk;           /* [n_kv_heads*head_dim][dim] */
-    kv_tensor wv;           /* [n_kv_heads*head_dim][dim] */
-    kv_tensor wo;           /* [dim][n_heads*head_dim] */
-    const float *ffn_norm;  /* [dim] */
-    kv_tensor w_gate;       /* [hidden][dim]  (llama2.c w1) */
-    kv_tensor w_down;       /* [dim][hidden]  (llama2.c w2) */
-    kv_tensor w_up;         /* [hidden][dim]  (llama2.c w3) */
-    kv_tensor wqkv;         /* MPT: [(n_heads + 2*n_kv_heads)*head_dim][dim], rows Q, K, V */
-    const float *attn_norm_b; /* MPT: [dim] LayerNorm bias, or NULL */
-    const float *ffn_norm_b;  /* MPT: [dim] LayerNorm bias, or NULL */
-    const float *bq, *bk, *bv;  /* qwen2: projection biases [qd], [kvd], [kvd]; else NULL */
-    const float *q_norm, *k_norm; /* qwen3, gemma3: per-head RMSNorm weights [head_dim]; else NULL */
-    const float *post_attn_norm;  /* gemma: RMSNorm of the attention output before the residual; else NULL */
-    const float *post_ffn_norm;   /* gemma: the same for the MLP output */
-    int swa;                      /* a sliding-window layer (info.swa_window) */
-} kv_layer_weights;
 
 typedef struct kv_model kv_model; /* opaque */
 
@@ -162,12 +141,9 @@ const char *kv_model_path(const kv_model *m);
 /* How the model's file is held (mode, size, and kv_filemap_huge_bytes). */
 const kv_filemap *kv_model_file(const kv_model *m);
 
-/* Weights, for the forward pass and the converter. */
-const kv_tensor *kv_model_tok_embd(const kv_model *m);     /* [vocab][dim] */
-const kv_layer_weights *kv_model_layer(const kv_model *m, int l);
-const float *kv_model_out_norm(const kv_model *m);         /* [dim] */
-const float *kv_model_out_norm_bias(const kv_model *m);    /* [dim] MPT LayerNorm bias, or NULL */
-const kv_tensor *kv_model_output(const kv_model *m);       /* [vocab][dim] */
+/* Weight bytes one decoded token reads: every matrix once, the norms, one
+ * embedding row and the classifier (what `kvbench bench` divides by time). */
+size_t kv_model_decode_bytes(const kv_model *m);
 
 /* The effective inverse frequency of each rotary pair i < n_rot/2 of a
  * global (swa = 0) or sliding-window (swa = 1) layer, with the base, the
@@ -182,9 +158,6 @@ void kv_model_swa_layers(const kv_model *m, char *buf, size_t cap);
 /* "norm", "neox"; "none", "linear", "yarn". */
 const char *kv_rope_pair_name(kv_rope_pair p);
 const char *kv_rope_scaling_name(kv_rope_scaling s);
-
-/* Bytes a weight occupies as held (Q8_G: values plus scales). */
-size_t kv_tensor_bytes(const kv_tensor *t);
 
 /* "gguf", "llama2c", "llama2c-q8". */
 const char *kv_model_format_name(kv_model_format f);

@@ -973,20 +973,6 @@ static int cmp_double(const void *a, const void *b) {
     return (x > y) - (x < y);
 }
 
-/* Weight bytes one decoded token reads: every matrix once, the norms, one
- * embedding row and the classifier. */
-static size_t decode_weight_bytes(const kv_model *m) {
-    const kv_model_info *i = kv_model_get_info(m);
-    size_t b = kv_tensor_bytes(kv_model_output(m)) + (size_t)i->dim * 4 * (2 * (size_t)i->n_layers + 1);
-    b += kv_tensor_bytes(kv_model_tok_embd(m)) / (size_t)i->vocab_size;
-    for (int l = 0; l < i->n_layers; l++) {
-        const kv_layer_weights *w = kv_model_layer(m, l);
-        b += kv_tensor_bytes(&w->wq) + kv_tensor_bytes(&w->wk) + kv_tensor_bytes(&w->wv) + kv_tensor_bytes(&w->wo) +
-             kv_tensor_bytes(&w->w_gate) + kv_tensor_bytes(&w->w_down) + kv_tensor_bytes(&w->w_up);
-    }
-    return b;
-}
-
 int hx_cmd_bench(int argc, char **argv, int help) {
     model_args a = {0};
     int n_prompt = 128, n_gen = 64, reps = 5, membw_mb = 128;
@@ -1037,7 +1023,7 @@ int hx_cmd_bench(int argc, char **argv, int help) {
         prompt[i] = (int32_t)(x % (uint64_t)mi->vocab_size);
     }
     size_t kv_read = 0;
-    const size_t wb = decode_weight_bytes(m);
+    const size_t wb = kv_model_decode_bytes(m);
     /* run -1 is a warm-up (page faults of the mapped weights, thread start),
      * not counted */
     for (int r = -1; r < reps; r++) {

@@ -3,7 +3,7 @@
 #ifndef POL_SENTINEL_PROXY_H
 #define POL_SENTINEL_PROXY_H
 
-#include "policy_impl.h"
+#include "policy.h" /* the harness reads it: the public header only */
 
 /* span_end[p] for each prompt position p < *n: the last position of the
  * span p belongs to, or -1 outside every span. NULL before pol_begin, and

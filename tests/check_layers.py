@@ -10,6 +10,12 @@ beside the including file first, then by bare name in the layer folders (the
 include directories meson hands out); a bare name that some forbidden folder
 also holds fails too, since then the -I order alone would decide.
 
+Besides, a few headers are one layer's private part (docs/ARCHITECTURE.md,
+"Private headers"): the harness must not include policies/policy_impl.h
+(a method's vtable and fields) nor engine/model_impl.h (the weights), nor
+may the policies include engine/model_impl.h; they use policy.h's and
+model.h's accessors.
+
 Before the tree, the checker runs on a small made-up tree holding one
 violation of each kind and must report each: a checker that found nothing
 would otherwise pass.
@@ -39,6 +45,9 @@ LIBS = {'kvbase': 'base', 'kvengine': 'engine', 'kvpolicies': 'policies',
 DEPS = {'base_dep': 'base', 'engine_dep': 'engine', 'policies_dep': 'policies',
         'datasets_dep': 'datasets', 'metrics_dep': 'metrics', 'harness_dep': 'harness'}
 
+# Private headers, and the folders that must not include them.
+PRIVATE = {'policies/policy_impl.h': {'harness'}, 'engine/model_impl.h': {'harness', 'policies'}}
+
 INCLUDE = re.compile(r'^\s*#\s*include\s*"([^"]+)"')
 
 
@@ -54,6 +63,63 @@ def resolve(root, src, name):
     if os.path.isfile(beside):
         return {folder_of(root, beside)}
     return {f for f in FOLDERS if os.path.isfile(os.path.join(root, f, name))}
+
+
+def resolve_paths(root, src, name):
+    """The headers (paths relative to root) `name` included from `src` can be."""
+    beside = os.path.join(os.path.dirname(src), name)
+    if os.path.isfile(beside):
+        return {os.path.relpath(os.path.realpath(beside), os.path.realpath(root)).replace(os.sep, '/')}
+    return {'%s/%s' % (f, name) for f in FOLDERS if os.path.isfile(os.path.join(root, f, name))}
+
+
+def sources(root, layer):
+    """(path, path relative to root) of each .c and .h file under layer/."""
+    for dirpath, _, files in sorted(os.walk(os.path.join(root, layer))):
+        for fn in sorted(files):
+            if fn.endswith(('.c', '.h')):
+                src = os.path.join(dirpath, fn)
+                yield src, os.path.relpath(src, root)
+
+
+def includes(root, src):
+    """(line number, name, headers it can resolve to) of each include in src."""
+    with open(src, encoding='utf-8', errors='replace') as f:
+        for lineno, line in enumerate(f, 1):
+            m = INCLUDE.match(line)
+            if m:
+                yield lineno, m.group(1), sorted(resolve_paths(root, src, m.group(1)))
+
+
+def private_reached(root, src, kept_from):
+    """The first private header kept from `kept_from` that src includes,
+    directly or through other headers, as (line in src, the include names
+    that lead to it, the header), or None."""
+    for lineno, name, hdrs in includes(root, src):
+        seen, todo = set(), [(h, [name]) for h in hdrs]
+        while todo:
+            hdr, chain = todo.pop(0)
+            if hdr in seen:
+                continue
+            seen.add(hdr)
+            if kept_from in PRIVATE.get(hdr, ()):
+                return lineno, chain, hdr
+            todo += [(h, chain + [n]) for _, n, hs in includes(root, os.path.join(root, hdr)) for h in hs]
+    return None
+
+
+def check_private(root):
+    """Includes of a private header (PRIVATE), direct or through another
+    header, from a folder it is kept from."""
+    problems = []
+    for layer in sorted({f for kept in PRIVATE.values() for f in kept}):
+        for src, rel in sources(root, layer):
+            found = private_reached(root, src, layer)
+            if found:
+                lineno, chain, hdr = found
+                problems.append('%s:%d: "%s" is %s, private to %s/; %s/ must use its public header' %
+                                (rel, lineno, '" -> "'.join(chain), hdr, hdr.split('/')[0], layer))
+    return problems
 
 
 def check_includes(root):
@@ -133,6 +199,13 @@ def self_test():
         'metrics/stats.c': '#include "../harness/clock.h"\n',        # into the harness
         'metrics/gone.c': '#include "nowhere.h"\n',                  # unresolved
         'harness/clock.h': '',
+        'policies/policy_impl.h': '',
+        'engine/model_impl.h': '',
+        'harness/run.c': '#include "policy_impl.h"\n',                # bare, a policy's internals
+        'harness/bench.c': '#include "../engine/model_impl.h"\n',     # by path, the weights
+        'harness/chain.c': '#include "../policies/proxy.h"\n',       # through a public header
+        'policies/proxy.h': '#include "policy_impl.h"\n',
+        'policies/weights.c': '#include "model_impl.h"\n',            # bare, the weights
         'meson.build': ("base_lib = static_library('kvbase', 'base/ok.c')\n"
                         "base_dep = declare_dependency(link_with : base_lib)\n"
                         "engine_lib = static_library('kvengine', 'engine/up.c', dependencies : base_dep)\n"
@@ -143,7 +216,8 @@ def self_test():
                         "metrics_dep = declare_dependency(link_with : metrics_lib, dependencies : [engine_dep])\n"
                         "datasets_lib = static_library('kvdatasets', 'x.c', dependencies : [engine_dep])\n"),
     }
-    want = ['engine/up.c:1:', 'datasets/chat.c:1:', 'metrics/stats.c:1:', 'metrics/gone.c:1:',
+    want = ['harness/run.c:1:', 'harness/bench.c:1:', 'harness/chain.c:1:', 'policies/weights.c:1:',
+            'engine/up.c:1:', 'datasets/chat.c:1:', 'metrics/stats.c:1:', 'metrics/gone.c:1:',
             'kvmetrics (metrics/) depends on engine_dep', 'kvdatasets (datasets/) depends on engine_dep']
     with tempfile.TemporaryDirectory() as tmp:
         for rel, body in files.items():
@@ -151,7 +225,7 @@ def self_test():
             with open(os.path.join(tmp, rel), 'w', encoding='utf-8') as f:
                 f.write(body)
         got, _ = check_includes(tmp)
-        got += check_meson(tmp)
+        got += check_meson(tmp) + check_private(tmp)
     missed = [w for w in want if not any(w in g for g in got)]
     extra = [g for g in got if not any(w in g for w in want)]
     return ['self-test: not reported: %s' % w for w in missed] + ['self-test: wrongly reported: %s' % g for g in extra]
@@ -163,7 +237,7 @@ def main():
     root = ap.parse_args().root
     problems = self_test()
     inc, n = check_includes(root)
-    problems += inc + check_meson(root)
+    problems += inc + check_meson(root) + check_private(root)
     if n < 100:  # the tree has hundreds; far fewer means the walk went wrong
         problems.append('only %d includes found under %s: wrong --root?' % (n, root))
     for p in problems:

@@ -60,6 +60,9 @@ static void test_stories_info(void **state) {
     assert_true(i->tied_output);
     assert_int_equal(i->n_params, 260032); /* the model card's count */
     assert_int_equal(i->weight_bytes, 260032 * 4);
+    /* A decoded token reads every weight once, the tied classifier being the
+     * embedding table, plus one embedding row (64 fp32). */
+    assert_int_equal(kv_model_decode_bytes(m), 260032 * 4 + 64 * 4);
     assert_non_null(kv_model_tokenizer(m));
     kv_model_free(m);
 

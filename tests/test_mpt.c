@@ -30,7 +30,7 @@
 #include "export.h"
 #include "gguf.h"
 #include "kv_error.h"
-#include "model.h"
+#include "model_impl.h" /* the MPT weights as loaded (fused qkv slices, LayerNorm biases) */
 #include "policy.h"
 #include "quant.h"
 #include "sampler.h"
