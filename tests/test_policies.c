@@ -1843,6 +1843,64 @@ static void test_errors(void **state) {
     }
 }
 
+/* What the harness reads through policy.h's accessors is what the fields of
+ * policy_impl.h hold, and pol_swap exchanges two instances in place. */
+static void test_accessors(void **state) {
+    (void)state;
+    const kv_model_info mi = {.n_layers = 3, .n_heads = 2, .n_kv_heads = 1, .head_dim = 8, .dim = 16, .ctx_len = 512};
+    pol_budget b;
+    assert_int_equal(pol_budget_parse("40", &b), KV_OK);
+    const char *win[1] = {"window=8"};
+    kv_policy *p, *q;
+    assert_int_equal(pol_new("pyramidkv", win, 1, &b, 5, &mi, &p), KV_OK);
+    pol_begin(p, 100);
+    assert_string_equal(pol_name(p), "pyramidkv");
+    assert_ptr_equal(pol_ops_of(p), pol_find("pyramidkv"));
+    assert_string_equal(pol_ops_name(pol_ops_of(p)), "pyramidkv");
+    assert_true(pol_is_one_shot(p));
+    assert_false(pol_has_own_prompt_eval(p));
+    assert_int_equal(pol_limit(p), p->limit);
+    assert_int_equal(pol_n_layers(p), 3);
+    assert_int_equal(pol_n_prompt(p), 100);
+    assert_ptr_equal(pol_layer_limits(p), p->layer_limit);
+    for (int l = 0; l < 3; l++) assert_int_equal(pol_layer_limit(p, l), p->layer_limit[l]);
+    assert_true(pol_get_budget(p)->kind == POL_BUDGET_TOKENS && pol_get_budget(p)->value == 40);
+    assert_int_equal(pol_positions(p), p->positions);
+    assert_int_equal(pol_n_params(p), p->ops->n_params);
+    int w = -1;
+    for (int i = 0; i < pol_n_params(p); i++) {
+        assert_string_equal(pol_param_name(p, i), pol_ops_param(pol_ops_of(p), i)->name);
+        if (!strcmp(pol_param_name(p, i), "window")) w = i;
+    }
+    assert_true(w >= 0 && pol_param_value(p, w) == 8);
+
+    /* one-shot is the instance's, not the method's: knorm's schedule decides */
+    const char *every[1] = {"schedule=every_step"}, *prompt[1] = {"schedule=prompt"};
+    assert_int_equal(pol_new("knorm", every, 1, &b, 5, &mi, &q), KV_OK);
+    assert_false(pol_is_one_shot(q));
+    pol_free(q);
+    assert_int_equal(pol_new("knorm", prompt, 1, &b, 5, &mi, &q), KV_OK);
+    assert_true(pol_is_one_shot(q));
+    pol_free(q);
+    const char *sent[2] = {"cl=510", "cr=511"};
+    assert_int_equal(pol_new("sentinel", sent, 2, &b, 5, &mi, &q), KV_OK);
+    assert_true(pol_has_own_prompt_eval(q));
+    pol_free(q);
+
+    assert_int_equal(pol_new("h2o", NULL, 0, &b, 6, &mi, &q), KV_OK);
+    pol_set_sample_seed(p, 11);
+    const uint64_t dp = pol_draw_seed(p), dq = pol_draw_seed(q);
+    assert_true(dp != 5 && dq == 6);
+    pol_swap(p, q);
+    assert_string_equal(pol_name(p), "h2o");
+    assert_string_equal(pol_name(q), "pyramidkv");
+    assert_true(pol_draw_seed(p) == dq && pol_draw_seed(q) == dp && pol_n_prompt(q) == 100);
+    pol_set_draw_seed(p, 77);
+    assert_true(pol_draw_seed(p) == 77 && p->draw_seed == 77);
+    pol_free(p);
+    pol_free(q);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_large_budget_is_full), cmocka_unit_test(test_budget_never_exceeded),
@@ -1856,6 +1914,7 @@ int main(void) {
         cmocka_unit_test(test_cascade_by_hand),      cmocka_unit_test(test_decayed_colsum_and_split),
         cmocka_unit_test(test_errors),
         cmocka_unit_test(test_floors_by_hand),       cmocka_unit_test(test_h2o_sim_by_hand),
+        cmocka_unit_test(test_accessors),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
