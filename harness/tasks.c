@@ -30,9 +30,9 @@ static const hx_metric_info METRICS[] = {
     /* quality on their own scales */
     {"needle_score", 1, 0, 1, "", "points (0-10)"},
     {"longbench_score", 1, 0, 1, "", "points (0-100)"},
-    {"ruler_empty", 1, 0, 1, "", "fraction"},
     {"fid_dp_mean", 1, 0, 1, "", "probability"},
     /* lower is better */
+    {"ruler_empty", 0, 0, 1, "", "fraction"}, /* answers that came back empty: a failure rate */
     {"ppl", 0, 0, 1, "", "perplexity"},
     {"nll", 0, 0, 1, "", "nats per token"},
     {"fid_ln_ppl_ratio", 0, 0, 1, "", "nats"},

@@ -84,6 +84,8 @@ static void test_metric_rows(void **state) {
     /* a prefix row: every order statistic of the KL divergence */
     assert_false(hx_metric_find("fid_kl_p99")->higher_is_better);
     assert_false(hx_metric_find("fid_kl")->higher_is_better);
+    /* a rate of empty answers: fewer is better */
+    assert_false(hx_metric_find("ruler_empty")->higher_is_better);
     /* fid_dp_mean is signed, not a divergence: the fid_kl* row must not catch it */
     assert_true(hx_metric_find("fid_dp_mean")->higher_is_better);
     m = hx_metric_find("kv_bytes_steady_peak");
