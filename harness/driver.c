@@ -10,6 +10,7 @@
 #include "../metrics/stats.h"
 #include "../base/clock.h"
 #include "driver.h"
+#include "../base/buf.h"
 #include "../base/hash.h"
 
 /* ---------------------------------------------------------- tokenizing */
@@ -50,14 +51,8 @@ void hx_gen_free(hx_gen_result *g) {
 }
 
 static int text_add(hx_gen_result *g, const char *p, size_t n) {
-    if (g->text_len + n + 1 > g->text_cap) {
-        size_t cap = g->text_cap ? g->text_cap * 2 : 256;
-        while (cap < g->text_len + n + 1) cap *= 2;
-        char *b = realloc(g->text, cap);
-        if (!b) return kv_errorf(KV_ENOMEM, "out of memory");
-        g->text = b;
-        g->text_cap = cap;
-    }
+    int rc = KV_RESERVE(g->text, g->text_cap, g->text_len + n + 1);
+    if (rc) return rc;
     memcpy(g->text + g->text_len, p, n);
     g->text_len += n;
     g->text[g->text_len] = 0;
