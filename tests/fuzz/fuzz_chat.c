@@ -32,7 +32,9 @@
  * multibyte character (a superset of the Unicode spaces' bytes). What is
  * left after stripping these from both ends lies inside what any family's
  * trim leaves, so it must occur in the rendering. */
-static int fz_strippable(unsigned char b) { return b == ' ' || (b >= '\t' && b <= '\r') || (b >= 0x1c && b <= 0x1f) || b >= 0x80; }
+static int fz_strippable(unsigned char b) {
+    return b == ' ' || (b >= '\t' && b <= '\r') || (b >= 0x1c && b <= 0x1f) || b >= 0x80;
+}
 
 /* The user's text must be in the prompt (after the trims templates do). */
 static void fz_check_has(const char *out, const char *text) {

@@ -61,8 +61,9 @@ static int fz_write_model(const char *path, int n) {
         char shape[32];
         if (t->cols) snprintf(shape, sizeof shape, "[%d,%d]", t->rows, t->cols);
         else snprintf(shape, sizeof shape, "[%d]", t->rows);
-        snprintf(h + strlen(h), sizeof h - strlen(h), "%s\"%s\":{\"dtype\":\"F32\",\"shape\":%s,\"data_offsets\":[%zu,%zu]}",
-                 i ? "," : "", t->name, shape, off, off + bytes);
+        snprintf(h + strlen(h), sizeof h - strlen(h),
+                 "%s\"%s\":{\"dtype\":\"F32\",\"shape\":%s,\"data_offsets\":[%zu,%zu]}", i ? "," : "", t->name, shape,
+                 off, off + bytes);
         off += bytes;
     }
     strcat(h, "}");
