@@ -1,7 +1,7 @@
 /* fuzz_hfconfig.c - any bytes, as a Hugging Face config.json, are read by
  * `kvbench convert` (harness/hf_convert.h) or refused with an error naming
  * the file, never crash or read out of bounds. The first byte chooses
- * (byte % 3):
+ * (byte % 4):
  *   0: the rest is parsed from memory only (hx_hf_config_check: an
  *      exact-size copy, so any overread shows);
  *   1, 2: the rest is config.json of a folder beside a tiny valid model
@@ -10,10 +10,15 @@
  *      checks between config and tensors run. Promises: a config the
  *      check refuses is refused by the conversion with the same status;
  *      a conversion that fails leaves no output (nor out.gguf.tmp); one
- *      that succeeds leaves a GGUF that opens, of the architecture asked.
+ *      that succeeds leaves a GGUF that opens, of the architecture asked;
+ *   3: the rest is the folder's tokenizer_config.json, beside the tiny
+ *      llama model and its config: the converter copies its chat_template
+ *      (a string, or a list of {name, template}) into the GGUF, where a
+ *      string must arrive unchanged.
  * Corpus: tests/fuzz/corpus/fuzz_hfconfig/ (configs of each model_type,
  * matching the tiny model or not; truncated, wrong types, huge and
- * negative sizes, missing keys, rope_scaling of each kind). */
+ * negative sizes, missing keys, rope_scaling of each kind; tokenizer
+ * configs with templates as a string, a list, and wrong). */
 #define _DEFAULT_SOURCE
 #include <cjson/cJSON.h>
 #include <stdio.h>
@@ -127,26 +132,78 @@ static void fz_arch(const uint8_t *text, size_t n, char *arch, size_t cap) {
     cJSON_Delete(r);
 }
 
-static void fz_convert(const uint8_t *cfg, size_t n, int qwen3) {
+/* The target's folder (fz_util removes flat names only) holding the tiny
+ * model asked for (qwen3 or llama) and tok.bin; its path into dir. */
+static void fz_folder(char *dir, size_t cap, int qwen3) {
     static int have = -1; /* which model the folder holds */
-    char dir[4200], p[4300], tok[4300], out[4300];
-    fz_path(dir, sizeof dir, "."); /* the target's own folder: fz_util removes flat names only */
+    char p[4300];
+    fz_path(dir, cap, ".");
+    if (have == qwen3) return;
+    if (fz_write_model(fz_path(p, sizeof p, "model.safetensors"), qwen3 ? 14 : 12) ||
+        fz_write_tokenizer(fz_path(p, sizeof p, "tok.bin")))
+        abort();
+    have = qwen3;
+}
+
+/* tokenizer_config.json's chat_template, if a string, is the GGUF's
+ * tokenizer.chat_template (cJSON reads it to its first \u0000, as the
+ * converter does). */
+static void fz_check_template(const char *out, const uint8_t *text, size_t n) {
+    cJSON *r = cJSON_ParseWithLength((const char *)text, n);
+    const cJSON *t = cJSON_GetObjectItemCaseSensitive(r, "chat_template");
+    if (cJSON_IsString(t)) {
+        kv_gguf *g = NULL;
+        const char *s = NULL;
+        size_t len = 0;
+        if (kv_gguf_open(out, &g) || kv_gguf_get_str(g, "tokenizer.chat_template", &s, &len) ||
+            len != strlen(t->valuestring) || memcmp(s, t->valuestring, len))
+            abort();
+        kv_gguf_close(g);
+    }
+    cJSON_Delete(r);
+}
+
+/* Converts the folder (config.json written, the rest as it is); returns
+ * hx_convert_hf's status after checking what it left. tc: the folder's
+ * tokenizer_config.json (tc_n bytes), or NULL when it has none. */
+static int fz_run(const char *dir, const char *arch, const uint8_t *tc, size_t tc_n) {
+    char tok[4300], out[4300];
     fz_path(tok, sizeof tok, "tok.bin");
     fz_path(out, sizeof out, "out.gguf");
-    snprintf(p, sizeof p, "%s/model.safetensors", dir);
-    if (have != qwen3) {
-        if (fz_write_model(p, qwen3 ? 14 : 12) || fz_write_tokenizer(tok)) abort();
-        have = qwen3;
-    }
-    snprintf(p, sizeof p, "%s/config.json", dir);
-    if (fz_write(p, cfg, n)) return;
-    const int check = hx_hf_config_check(p, (const char *)cfg, n);
     const int rc = hx_convert_hf(dir, out, KV_F32, KV_MIX_NONE, tok);
-    if (check && rc != check) abort();
-    char arch[64];
-    fz_arch(cfg, n, arch, sizeof arch);
+    if (!rc && tc) fz_check_template(out, tc, tc_n);
     fz_check_output(out, rc, arch);
+    return rc;
+}
+
+/* config.json = cfg[0..n) beside the tiny model. */
+static void fz_convert(const uint8_t *cfg, size_t n, int qwen3) {
+    char dir[4200], p[4300], arch[64];
+    fz_folder(dir, sizeof dir, qwen3);
+    if (fz_write(fz_path(p, sizeof p, "config.json"), cfg, n)) return;
+    const int check = hx_hf_config_check(p, (const char *)cfg, n);
+    fz_arch(cfg, n, arch, sizeof arch);
+    const int rc = fz_run(dir, arch, NULL, 0);
+    if (check && rc != check) abort();
     unlink(p);
+}
+
+/* The tiny llama model's config.json (the seed "llama" says the same). */
+static const char FZ_LLAMA_CONFIG[] =
+    "{\"model_type\":\"llama\",\"vocab_size\":8,\"hidden_size\":4,\"intermediate_size\":8,"
+    "\"num_hidden_layers\":1,\"num_attention_heads\":2,\"num_key_value_heads\":1,"
+    "\"max_position_embeddings\":64}";
+
+/* tokenizer_config.json = text[0..n) beside the tiny llama model and its config. */
+static void fz_tokenizer_config(const uint8_t *text, size_t n) {
+    char dir[4200], cfg[4300], p[4300];
+    fz_folder(dir, sizeof dir, 0);
+    fz_path(cfg, sizeof cfg, "config.json");
+    fz_path(p, sizeof p, "tokenizer_config.json");
+    if (!fz_write(cfg, FZ_LLAMA_CONFIG, strlen(FZ_LLAMA_CONFIG)) && !fz_write(p, text, n))
+        fz_run(dir, "llama", text, n);
+    unlink(p);
+    unlink(cfg);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
@@ -154,7 +211,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     const uint8_t *rest = data + 1;
     const size_t n = size - 1;
     fz_quiet(); /* mistral's sliding_window note goes to stderr */
-    if (data[0] % 3 == 0) {
+    if (data[0] % 4 == 3) {
+        fz_tokenizer_config(rest, n);
+    } else if (data[0] % 4 == 0) {
         char *buf = malloc(n ? n : 1);
         if (buf) {
             memcpy(buf, rest, n);
@@ -162,7 +221,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
             free(buf);
         }
     } else {
-        fz_convert(rest, n, data[0] % 3 == 2);
+        fz_convert(rest, n, data[0] % 4 == 2);
     }
     fz_unquiet();
     return 0;

@@ -685,7 +685,8 @@ def chat_seeds():
 # ------------------------------------------------------------ HF config.json
 
 def hfconfig_seed(name, mode, text):
-    """fuzz_hfconfig: byte mode (0 parse, 1 llama folder, 2 qwen3 folder)."""
+    """fuzz_hfconfig: byte mode (0 parse, 1 llama folder, 2 qwen3 folder,
+    3 tokenizer_config.json beside the llama folder)."""
     if not isinstance(text, (str, bytes)):
         text = json.dumps(text, indent=1)
     if isinstance(text, str):
@@ -762,6 +763,17 @@ def hfconfig_seeds():
     hfconfig_seed('bad_duplicate_type', 1, '{"model_type": "llama", "model_type": "qwen2", ' +
                   json.dumps(tiny_config('llama'))[1:])
     hfconfig_seed('bad_deep', 0, '{"model_type": ' + '[' * 2000 + ']' * 2000 + '}')
+    # tokenizer_config.json beside the tiny llama: its chat_template goes into the GGUF
+    hfconfig_seed('tc_string', 3, {'chat_template': CHAT_TEMPLATES['llama31'], 'bos_token': '<s>'})
+    hfconfig_seed('tc_list', 3, {'chat_template': [{'name': 'default', 'template': CHAT_TEMPLATES['chatml']},
+                                                   {'name': 'tool_use', 'template': '{{ tools }}'},
+                                                   {'name': 'x' * 300, 'template': 'long name'},
+                                                   {'name': 'tool_use', 'template': 'again'}]})
+    hfconfig_seed('tc_list_bad', 3, {'chat_template': [{'name': 'default'}, 3]})
+    hfconfig_seed('tc_nul', 3, '{"chat_template": "a\\u0000b"}')
+    hfconfig_seed('tc_number', 3, {'chat_template': 5})
+    hfconfig_seed('tc_not_object', 3, '["chat_template"]')
+    hfconfig_seed('tc_truncated', 3, '{"chat_template": "<|im_start|>')
 
 
 def main():
