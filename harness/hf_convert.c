@@ -247,17 +247,14 @@ static int cfg_arch_extras(hf_cfg *c, const cJSON *r) {
     return KV_OK;
 }
 
-static int cfg_read(const char *dir, hf_cfg *c) {
+/* config.json's text (len bytes; `path` names it in messages) into c. */
+static int cfg_parse(const char *path, const char *js, size_t len, hf_cfg *c) {
     memset(c, 0, sizeof *c);
-    snprintf(c->path, sizeof c->path, "%s/config.json", dir);
-    char *js = NULL;
-    size_t len = 0;
-    int rc = kv_read_file(c->path, &js, &len);
-    if (rc) return rc;
+    snprintf(c->path, sizeof c->path, "%s", path);
     cJSON *r = cJSON_ParseWithLength(js, len);
     const char *err = r ? NULL : cJSON_GetErrorPtr();
     size_t at = err && err >= js && err <= js + len ? (size_t)(err - js) : len;
-    free(js);
+    int rc = KV_OK;
     if (!cJSON_IsObject(r)) rc = kv_errorf(KV_EFORMAT, "%s: byte %zu: expected a JSON object", c->path, at);
     if (!rc) rc = cfg_model_type(c, r);
     if (!rc) rc = cfg_sizes(c, r);
@@ -265,6 +262,23 @@ static int cfg_read(const char *dir, hf_cfg *c) {
     if (!rc) rc = cfg_arch_extras(c, r);
     cJSON_Delete(r);
     return rc;
+}
+
+static int cfg_read(const char *dir, hf_cfg *c) {
+    char path[4096];
+    snprintf(path, sizeof path, "%s/config.json", dir);
+    char *js = NULL;
+    size_t len = 0;
+    int rc = kv_read_file(path, &js, &len);
+    if (rc) return rc;
+    rc = cfg_parse(path, js, len, c);
+    free(js);
+    return rc;
+}
+
+int hx_hf_config_check(const char *path, const char *text, size_t len) {
+    hf_cfg c;
+    return cfg_parse(path, text, len, &c);
 }
 
 /* ------------------------------------------------------------ tensors */

@@ -25,4 +25,9 @@ int hx_is_hf_dir(const char *dir);
  * tokenizer to use instead. Returns 0 or a kv_status with kv_last_error set. */
 int hx_convert_hf(const char *dir, const char *out, kv_dtype type, kv_quant_mix mix, const char *tokenizer);
 
+/* Internal (tests/fuzz/fuzz_hfconfig.c): checks config.json's text, len
+ * bytes, as hx_convert_hf reads it before any tensor, `path` naming it in
+ * messages. Returns 0 or the kv_status hx_convert_hf would return for it. */
+int hx_hf_config_check(const char *path, const char *text, size_t len);
+
 #endif

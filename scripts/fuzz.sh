@@ -11,7 +11,8 @@
 #     SECONDS  time per target (default 60; 0: no limit, RUNS must be set)
 #     RUNS     executions per target (default 0: no limit)
 #     TARGET   fuzz_model fuzz_vocab fuzz_tokenizer fuzz_experiment
-#              fuzz_dataset fuzz_resultsdb fuzz_safetensors (default: all)
+#              fuzz_dataset fuzz_resultsdb fuzz_safetensors fuzz_chat
+#              fuzz_hfconfig (default: all)
 #
 # A crash's reproducer, once fixed, goes into tests/fuzz/corpus/TARGET/ so
 # that the test suite replays it (suite fuzz). Exits non-zero if any target
@@ -22,7 +23,7 @@ secs=${1:-60}
 runs=${2:-0}
 shift 2 || shift $# || true
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(fuzz_model fuzz_vocab fuzz_tokenizer fuzz_experiment fuzz_dataset fuzz_resultsdb fuzz_safetensors)
+[ ${#targets[@]} -gt 0 ] || targets=(fuzz_model fuzz_vocab fuzz_tokenizer fuzz_experiment fuzz_dataset fuzz_resultsdb fuzz_safetensors fuzz_chat fuzz_hfconfig)
 out=build-fuzz
 
 # clang with libFuzzer (Debian 12: clang-14 ships it in libclang-rt-14-dev)

@@ -598,6 +598,184 @@ def safetensors_seeds():
     put(t, 'index_not_json.in', b'\1{"weight_map":{"a.w":')
 
 
+# ------------------------------------------------------------ chat templates
+
+def chat_seed(name, mode, bits, text):
+    """fuzz_chat: byte mode + 3 * bits, then the text (see fuzz_chat.c)."""
+    if isinstance(text, str):
+        text = text.encode('utf-8')
+    put('fuzz_chat', name, bytes([mode + 3 * bits]) + text)
+
+
+# Short templates of our own holding each family's detection markers
+# (datasets/chat.c's table), not the real templates' text.
+CHAT_TEMPLATES = {
+    'chatml': "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}",
+    'qwen25': "{% if not sys %}<|im_start|>system\nYou are Qwen, created by Alibaba Cloud. Be kind.<|im_end|>{% endif %}",
+    'qwen3': "<|im_start|>{{ role }}{% if '</think>' in content %}{{ reasoning }}{% endif %}",
+    'deepseek': "{{ bos_token }}{% for m in messages %}<｜User｜>{{ m }}<｜Assistant｜>{{ m.split('</think>')[-1] }}{% endfor %}",
+    'llama31': "<|start_header_id|>system<|end_header_id|>\n\nCutting Knowledge Date: December 2023\n",
+    'llama3': "{{ '<|start_header_id|>' + m.role + '<|end_header_id|>\n\n' + m.content | trim }}",
+    'mistral_v7': "{{ bos_token }}{% for m in messages %}[SYSTEM_PROMPT] {{ m }}[/SYSTEM_PROMPT][INST] {{ m }}[/INST]{% endfor %}",
+    'mistral_v1': "{{ bos_token + ' [INST] ' + system_message + '\\n\\n' + m.content }}",
+    'mistral_v3_tekken': "[AVAILABLE_TOOLS]{% if loop.last %}{{ \"[INST]\" + m.content + \"[/INST]\" }}{% endif %}",
+    'mistral_v3': "[AVAILABLE_TOOLS] [{{ tools }}][/AVAILABLE_TOOLS][INST] {{ m.content }}[/INST]",
+    'llama2': "{{ bos_token + '[INST] ' + '<<SYS>>\\n' + sys + '\\n<</SYS>>\\n\\n' + m | trim + ' [/INST]' }}",
+    'gemma3': "{% set first_user_prefix = sys + '\n\n' %}<start_of_turn>{{ role }}\n{{ first_user_prefix }}",
+    'gemma2': "{{ bos_token }}<start_of_turn>{{ role }}\n{{ m | trim }}<end_of_turn>\n",
+    'phi3': "{{ '<|user|>' + '\n' + m + '<|end|>' + '\n' + '<|assistant|>' + '\n' }}",
+    'phi35': "<|{{ m.role }}|>\n{{ m.content }}<|end|>\n{% if gp %}<|assistant|>\n{% endif %}",
+    'none': "{% for m in messages %}### {{ m.role }}: {{ m.content }}\n{% endfor %}",
+}
+
+# Mistral v7 Tekken's default system message: a `set` of string literals
+# and `today`, with escapes; the bad ones are refused.
+V7T = "[SYSTEM_PROMPT]{{ system }}[/SYSTEM_PROMPT][AVAILABLE_TOOLS]"
+V7T_SETS = {
+    'v7t_ok': '{%- set default_system_message = "You are helpful.\\nToday is " + today + \'. \\u00e9\\x41\\t\\"q\\\'\' %}',
+    'v7t_noeq': '{%- set default_system_message "x" %}',
+    'v7t_unterminated': '{%- set default_system_message = "abc',
+    'v7t_badtoken': '{%- set default_system_message = "a" + yesterday %}',
+    'v7t_noplus': '{%- set default_system_message = "a" "b" %}',
+    'v7t_badescape': '{%- set default_system_message = "a\\q" %}',
+    'v7t_badhex': '{%- set default_system_message = "a\\xZZ" %}',
+    'v7t_shorthex': '{%- set default_system_message = "a\\u00',
+    'v7t_trailing_backslash': '{%- set default_system_message = "a\\',
+    'v7t_surrogate': '{%- set default_system_message = "\\ud800\\uffff" %}',
+    'v7t_nul': '{%- set default_system_message = "before\\x00after" %}',
+    'v7t_nul_u': "{%- set default_system_message = 'a' + '\\u0000' %}",
+    'v7t_name_only': 'default_system_message',
+}
+
+
+def chat_seeds():
+    for i, (name, t) in enumerate(sorted(CHAT_TEMPLATES.items())):
+        chat_seed('template_' + name, 0, i % 32, t)
+    for i, (name, t) in enumerate(sorted(V7T_SETS.items())):
+        chat_seed('template_' + name, 0, (i * 5) % 32, V7T + t)
+    chat_seed('template_empty', 0, 0, '')
+    chat_seed('template_markers_only', 0, 31, '<|im_start|></think><start_of_turn>[INST]')
+    # tokenizer_config.json
+    cfg = lambda **kw: json.dumps(kw)  # noqa: E731
+    chat_seed('config_llama3', 1, 1, cfg(chat_template=CHAT_TEMPLATES['llama31'], bos_token='<|begin_of_text|>',
+                                         eos_token='<|eot_id|>'))
+    chat_seed('config_token_objects', 1, 2, cfg(chat_template=CHAT_TEMPLATES['llama2'],
+                                               bos_token={'content': '<s>', 'lstrip': False},
+                                               eos_token={'content': '</s>'}))
+    chat_seed('config_null_tokens', 1, 3, cfg(chat_template=CHAT_TEMPLATES['gemma2'], bos_token=None, eos_token=None))
+    chat_seed('config_v7t', 1, 0, cfg(chat_template=V7T + V7T_SETS['v7t_ok'], bos_token='<s>', eos_token=7))
+    chat_seed('config_template_list', 1, 4, cfg(chat_template=[{'name': 'default', 'template': 'x'}]))
+    chat_seed('config_no_template', 1, 0, cfg(bos_token='<s>', eos_token={'content': 5}))
+    chat_seed('config_nul_escape', 1, 0, '{"chat_template": "<|im_start|>\\u0000", "bos_token": "\\u0000"}')
+    chat_seed('config_array', 1, 0, '[1, 2, {"chat_template": "<|im_start|>"}]')
+    chat_seed('config_truncated', 1, 0, '{"chat_template": "<|im_start|>{{ m }}", "bos_')
+    chat_seed('config_duplicate', 1, 9, '{"chat_template": "<start_of_turn>", "chat_template": 3, "eos_token": {}}')
+    chat_seed('config_raw_nul', 1, 0, b'{"chat_template": "<|im_start|>"}\x00garbage')
+    # message texts
+    for i, (name, t) in enumerate([
+            ('empty', ''), ('spaces', ' \t\n\x1c\u2003\u3000 '), ('unicode_trim', '\u00a0\u0085caf\u00e9\u2029'),
+            ('braces', '{{ x }} {% if %} }}{{'), ('think', '<think>\nplan\n</think>\n\nanswer</think>'),
+            ('tool', '<tool_response>42</tool_response>'), ('markers', '<|im_start|>user\n[INST]<<SYS>><end_of_turn>'),
+            ('multibyte', '日本語 😀 é\u0301'), ('long', 'word ' * 400)]):
+        chat_seed('message_' + name, 2, i * 3 % 32, t)
+    chat_seed('message_invalid_utf8', 2, 5, b'\xff\xfe\xe2\x80 \xc2 a \xe3\x80')
+    chat_seed('message_raw_nul', 2, 1, b'abc\x00def')
+
+
+# ------------------------------------------------------------ HF config.json
+
+def hfconfig_seed(name, mode, text):
+    """fuzz_hfconfig: byte mode (0 parse, 1 llama folder, 2 qwen3 folder,
+    3 tokenizer_config.json beside the llama folder)."""
+    if not isinstance(text, (str, bytes)):
+        text = json.dumps(text, indent=1)
+    if isinstance(text, str):
+        text = text.encode('utf-8')
+    put('fuzz_hfconfig', name, bytes([mode]) + text)
+
+
+def tiny_config(model_type, **kw):
+    """The tiny model of fuzz_hfconfig.c: vocab 8, hidden 4, 1 layer, 2 heads, 1 KV head."""
+    c = {'model_type': model_type, 'vocab_size': 8, 'hidden_size': 4, 'intermediate_size': 8,
+         'num_hidden_layers': 1, 'num_attention_heads': 2, 'num_key_value_heads': 1,
+         'max_position_embeddings': 64, 'rms_norm_eps': 1e-5, 'rope_theta': 10000.0, 'tie_word_embeddings': False}
+    c.update(kw)
+    return {k: v for k, v in c.items() if v is not None}
+
+
+def hfconfig_seeds():
+    # matching the tiny model: they convert
+    hfconfig_seed('llama', 1, tiny_config('llama'))
+    hfconfig_seed('mistral', 1, tiny_config('mistral', sliding_window=16))
+    hfconfig_seed('qwen3', 2, tiny_config('qwen3', head_dim=2))
+    hfconfig_seed('llama_rope_llama3', 1, tiny_config('llama', rope_scaling={
+        'rope_type': 'llama3', 'factor': 8.0, 'low_freq_factor': 1.0, 'high_freq_factor': 4.0,
+        'original_max_position_embeddings': 16}))
+    hfconfig_seed('llama_rope_linear', 1, tiny_config('llama', rope_scaling={'type': 'linear', 'factor': 2.0}))
+    hfconfig_seed('llama_rope_yarn', 1, tiny_config('llama', rope_scaling={
+        'rope_type': 'yarn', 'factor': 4.0, 'original_max_position_embeddings': 32}))
+    # real-looking configs of each type that do not match the tiny model
+    hfconfig_seed('qwen2_biases_missing', 1, tiny_config('qwen2', use_sliding_window=False))
+    hfconfig_seed('gemma2', 1, tiny_config('gemma2', head_dim=2, query_pre_attn_scalar=2, attn_logit_softcapping=50.0,
+                                           final_logit_softcapping=30.0, sliding_window=16))
+    hfconfig_seed('llama_tied', 1, tiny_config('llama', tie_word_embeddings=True))
+    hfconfig_seed('llama_two_layers', 1, tiny_config('llama', num_hidden_layers=2))
+    hfconfig_seed('llama_vocab_huge', 1, tiny_config('llama', vocab_size=1 << 22))
+    hfconfig_seed('qwen3_on_llama', 1, tiny_config('qwen3'))
+    hfconfig_seed('llama_big', 0, tiny_config('llama', vocab_size=128256, hidden_size=4096, intermediate_size=14336,
+                                              num_hidden_layers=32, num_attention_heads=32, num_key_value_heads=8,
+                                              max_position_embeddings=131072, rope_theta=500000.0))
+    # refused, each for one reason
+    bad = {
+        'unknown_type': tiny_config('gpt2'),
+        'type_not_string': tiny_config(5),
+        'size_string': tiny_config('llama', hidden_size='4'),
+        'size_fraction': tiny_config('llama', hidden_size=4.5),
+        'size_negative': tiny_config('llama', num_hidden_layers=-1),
+        'size_zero_heads': tiny_config('llama', num_attention_heads=0),
+        'size_huge': tiny_config('llama', hidden_size=1e300),
+        'size_2p63': tiny_config('llama', intermediate_size=9223372036854775808),
+        'missing_vocab': tiny_config('llama', vocab_size=None),
+        'null_size': tiny_config('llama', hidden_size=None, num_hidden_layers=None) | {'hidden_size': None},
+        'heads_not_multiple': tiny_config('llama', num_attention_heads=3, num_key_value_heads=2),
+        'head_dim_odd': tiny_config('llama', head_dim=3),
+        'eps_negative': tiny_config('llama', rms_norm_eps=-1e-5),
+        'tie_not_bool': tiny_config('llama', tie_word_embeddings=1),
+        'mlp_bias': tiny_config('llama', mlp_bias=True),
+        'rope_dynamic': tiny_config('llama', rope_scaling={'type': 'dynamic', 'factor': 2.0}),
+        'rope_no_type': tiny_config('llama', rope_scaling={'factor': 2.0}),
+        'rope_not_object': tiny_config('llama', rope_scaling=[1]),
+        'rope_no_factor': tiny_config('llama', rope_scaling={'type': 'linear'}),
+        'rope_yarn_beta': tiny_config('qwen2', rope_scaling={'type': 'yarn', 'factor': 4.0, 'beta_fast': 32}),
+        'rope_llama3_on_qwen': tiny_config('qwen2', rope_scaling={'rope_type': 'llama3', 'factor': 8.0}),
+        'rope_llama3_equal': tiny_config('llama', rope_scaling={'rope_type': 'llama3', 'factor': 8.0,
+                                                                'low_freq_factor': 2.0, 'high_freq_factor': 2.0}),
+        'qwen_sliding': tiny_config('qwen3', use_sliding_window=True),
+        'gemma2_scalar': tiny_config('gemma2', query_pre_attn_scalar=3.0),
+    }
+    for i, (name, c) in enumerate(sorted(bad.items())):
+        hfconfig_seed('bad_' + name, i % 3, c)
+    hfconfig_seed('bad_empty', 0, '')
+    hfconfig_seed('bad_array', 0, '[{"model_type": "llama"}]')
+    hfconfig_seed('bad_truncated', 1, json.dumps(tiny_config('llama'))[:60])
+    hfconfig_seed('bad_nul_inside', 1, json.dumps(tiny_config('llama')).encode()[:30] + b'\x00' +
+                  json.dumps(tiny_config('llama')).encode()[30:])
+    hfconfig_seed('bad_duplicate_type', 1, '{"model_type": "llama", "model_type": "qwen2", ' +
+                  json.dumps(tiny_config('llama'))[1:])
+    hfconfig_seed('bad_deep', 0, '{"model_type": ' + '[' * 2000 + ']' * 2000 + '}')
+    # tokenizer_config.json beside the tiny llama: its chat_template goes into the GGUF
+    hfconfig_seed('tc_string', 3, {'chat_template': CHAT_TEMPLATES['llama31'], 'bos_token': '<s>'})
+    hfconfig_seed('tc_list', 3, {'chat_template': [{'name': 'default', 'template': CHAT_TEMPLATES['chatml']},
+                                                   {'name': 'tool_use', 'template': '{{ tools }}'},
+                                                   {'name': 'x' * 300, 'template': 'long name'},
+                                                   {'name': 'tool_use', 'template': 'again'}]})
+    hfconfig_seed('tc_list_bad', 3, {'chat_template': [{'name': 'default'}, 3]})
+    hfconfig_seed('tc_nul', 3, '{"chat_template": "a\\u0000b"}')
+    hfconfig_seed('tc_number', 3, {'chat_template': 5})
+    hfconfig_seed('tc_not_object', 3, '["chat_template"]')
+    hfconfig_seed('tc_truncated', 3, '{"chat_template": "<|im_start|>')
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument('--kvbench', help='a kvbench binary: also write the results-database seeds')
@@ -608,6 +786,8 @@ def main():
     experiment_seeds()
     dataset_seeds()
     safetensors_seeds()
+    chat_seeds()
+    hfconfig_seeds()
     if a.kvbench:
         resultsdb_seeds(a.kvbench)
 
