@@ -367,6 +367,11 @@ static int jinja_escape(const char **p, ds_str *o) {
         v = v * 16 + (unsigned)d;
     }
     if (!digits) return kv_errorf(KV_EINVAL, "chat template: unexpected escaped character after '\\' (0x%02x)", (unsigned char)e);
+    /* A prompt is a C string and UTF-8: a NUL would cut it silently and a
+     * lone surrogate has no UTF-8 form, so both are refused by name. */
+    if (v == 0) return kv_errorf(KV_EINVAL, "chat template: the escape \\%c%0*x is a NUL character", e, digits, 0u);
+    if (v >= 0xD800 && v <= 0xDFFF)
+        return kv_errorf(KV_EINVAL, "chat template: the escape \\u%04X is a lone UTF-16 surrogate (no UTF-8 form)", v);
     char u[3] = {(char)v, 0, 0};
     size_t n = 1;
     if (v >= 0x800) u[0] = (char)(0xE0 | v >> 12), u[1] = (char)(0x80 | (v >> 6 & 63)), u[2] = (char)(0x80 | (v & 63)), n = 3;

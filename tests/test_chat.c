@@ -254,6 +254,12 @@ static void test_tekken_default(void **state) {
     o.jinja = "{%- set default_system_message = \"Paris.\\\nYour\" %}";
     assert_int_equal(ds_chat_render(f, user, 1, &o, &out, &len), KV_EINVAL);
     assert_non_null(strstr(kv_last_error(), "unexpected escaped character"));
+    o.jinja = "{%- set default_system_message = \"before\\x00after\" %}"; /* would cut the prompt */
+    assert_int_equal(ds_chat_render(f, user, 1, &o, &out, &len), KV_EINVAL);
+    assert_non_null(strstr(kv_last_error(), "NUL character"));
+    o.jinja = "{%- set default_system_message = \"a\\ud800b\" %}"; /* no UTF-8 form */
+    assert_int_equal(ds_chat_render(f, user, 1, &o, &out, &len), KV_EINVAL);
+    assert_non_null(strstr(kv_last_error(), "surrogate"));
     assert_int_equal(ds_chat_render(f, sys, 3, &o, &out, &len), KV_EINVAL); /* a second system message */
     assert_non_null(strstr(kv_last_error(), "Only user and assistant roles are supported"));
     assert_null(out);
