@@ -623,6 +623,25 @@ static int validate_longbench(parse_state *st, const char *sn, hx_task_def *t) {
     return 0;
 }
 
+/* A relative path that is neither found as given nor under
+ * $KVBENCH_MODELS is looked up beside the experiment file, so that a
+ * shipped experiment can name a model shipped in the repository
+ * (../models/probe/kvprobe.gguf) from any working directory. On success
+ * *path becomes the joined path. */
+static int model_beside_file(const hx_experiment *e, char **path) {
+    char buf[4096];
+    if (file_exists(hx_resolve_model(*path, buf, sizeof buf)) || (*path)[0] == '/') return KV_OK;
+    const char *slash = strrchr(e->path, '/');
+    const int dir = slash ? (int)(slash - e->path) : 1;
+    if (snprintf(buf, sizeof buf, "%.*s/%s", dir, slash ? e->path : ".", *path) >= (int)sizeof buf) return KV_OK;
+    if (!file_exists(buf)) return KV_OK;
+    char *joined = strdup(buf);
+    if (!joined) return kv_errorf(KV_ENOMEM, "out of memory");
+    free(*path);
+    *path = joined;
+    return KV_OK;
+}
+
 static int validate(parse_state *st) {
     hx_experiment *e = st->e;
     if (!st->have_experiment) return fail(st, 1, "missing [experiment] section");
@@ -632,8 +651,10 @@ static int validate(parse_state *st) {
     for (int i = 0; i < e->n_models; i++) {
         hx_model_def *m = &e->model[i];
         if (!m->path) return fail(st, m->line, "[model %s] path: missing", m->name);
+        if (model_beside_file(e, &m->path)) return st->rc = KV_ENOMEM;
         if (!file_exists(hx_resolve_model(m->path, buf, sizeof buf)))
-            return fail(st, m->line, "[model %s] path: '%s' not found (also looked under $KVBENCH_MODELS = %s)", m->name, m->path, hx_models_dir());
+            return fail(st, m->line, "[model %s] path: '%s' not found (also looked under $KVBENCH_MODELS = %s and beside %s)",
+                        m->name, m->path, hx_models_dir(), e->path);
         if (m->tokenizer && !file_exists(hx_resolve_model(m->tokenizer, buf, sizeof buf)))
             return fail(st, m->line, "[model %s] tokenizer: '%s' not found (also looked under $KVBENCH_MODELS = %s)", m->name, m->tokenizer, hx_models_dir());
     }

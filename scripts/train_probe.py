@@ -1,35 +1,48 @@
 #!/usr/bin/python3
-"""train_probe.py - train kvprobe, a small Llama-architecture model meant to
-retrieve, so that kvbench's retrieval experiments measure something on a CPU
-(docs/PROBE.md: the first two-hour CPU runs did not get there).
+"""train_probe.py - train kvprobe, a small Llama-architecture model that
+retrieves, so that kvbench's retrieval experiments measure something on a
+CPU (docs/PROBE.md is its model card).
 
 The model is the Llama forward as kvbench runs it (tests/reference/llama_ref.py):
 RMSNorm (eps 1e-5) before attention and FFN, rotary embeddings on adjacent pairs
 (2i, 2i+1) with base 10000 (llama2.c / GGUF layout), grouped-query attention,
-SwiGLU, a classifier tied to the embedding. The vocabulary is Llama 2's
-(sentencepiece, ../shared/models/tokenizers/llama2), so prompts are plain text.
+SwiGLU, a classifier tied to the embedding. The vocabulary is stories260K's
+512-piece SentencePiece vocabulary (tok512.bin, which kvbench reads), so
+prompts are plain text and the classifier costs little: with Llama 2's 32,000
+pieces it was nine tenths of a training step on this CPU.
 
 Training data, generated on the fly from a seeded RNG:
   - retrieval episodes in kvbench's exact prompt wording (datasets/generated.c:
     passkey and needle; datasets/ruler.c: RULER niah single / multikey /
     multivalue / multiquery), with fresh keys, values, depths and fillers;
   - plain language-modelling text (PG-19 books, Multi-News articles);
-  - copying drills: a text span or a list of random words, a little text,
-    the same span again.
+  - copying drills: random pieces then a stretch of them again at a varying
+    distance, and repeated text spans and word lists.
 Held out entirely: the Paul Graham essays (kvbench's needle and RULER
 haystack) and WikiText-2 (the perplexity report). The needle of kvbench's
 needle task (San Francisco, Dolores Park) never appears in training.
 
-Loss: the mean over every answer token, plus the mean over a share of the
-drills' repeated tokens (--copy-share), plus the mean over a random share of
-the other positions (--lm-share): the 32000-way classifier dominates the
-cost, so it is computed only where a loss is taken.
+Start: layer 0 head 0 a previous-token head and layer 1 head 0 an induction
+head (init_prev_token_head, init_induction_head), every weight trainable.
+Curriculum: drills alone at 256 tokens until their loss is below 1 nat, then
+every kind at 256-1,024 tokens, then at 512-2,112. A second stage (--init the
+first stage's .bin, --mix retrieval, --start-frac) weighs needles and RULER
+lookups up.
+
+Loss: the mean over every answer token, plus the mean over the drills'
+repeated tokens (--copy-share), plus the mean over the other positions
+(--lm-share).
 
 Output: --out FILE.bin in llama2.c's legacy format (shared classifier),
-which `kvbench convert --tokenizer .../tokenizer.bin` turns into a GGUF,
+which `kvbench convert --tokenizer .../tok512.bin` turns into a GGUF,
 FILE.csv with the losses per step, and FILE.pt (the PyTorch state).
 
-Usage: /usr/bin/python3 scripts/train_probe.py --steps 1300 --seed 1 --out /tmp/kvprobe.bin
+Usage (the shipped model; docs/PROBE.md):
+  /usr/bin/python3 scripts/train_probe.py --steps 2000 --warmup 100 --lr 2e-3 \
+      --dim 128 --hidden 384 --heads 2 --kv-heads 1 --layers 4 --seed 1 --stop-at 1100 --out s1.bin
+  /usr/bin/python3 scripts/train_probe.py --init s1.bin --mix retrieval --seed 2 --lr 2e-3 \
+      --start-frac 0.5 --steps 1000 --warmup 20 --dim 128 --hidden 384 --heads 2 --kv-heads 1 \
+      --layers 4 --deadline 2900 --out kvprobe.bin
 """
 import argparse
 import glob
@@ -41,14 +54,78 @@ import struct
 import sys
 import time
 
-import sentencepiece as spm
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 SHARED = os.environ.get('KVBENCH_SHARED', os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', '..', 'shared'))
-TOKENIZER = os.path.join(SHARED, 'models', 'tokenizers', 'llama2', 'tokenizer.model')
+TOKENIZER = os.path.join(SHARED, 'models', 'stories260K', 'tok512.bin')
 WORDS = '/usr/share/dict/american-english'
+
+# ------------------------------------------------------------ the tokenizer
+
+
+class L2CTokenizer:
+    """Encoder of a llama2.c tokenizer.bin, written from llama2.c's encode():
+    a dummy prefix space, each UTF-8 character its own piece (bytes at id
+    byte + 3 when it has none), then the adjacent pair whose concatenation
+    scores best merged until no pair is in the vocabulary. No piece holds a
+    space after its first byte, so no merge crosses the start of a space:
+    the text is cut before each space and the pieces are cached."""
+
+    def __init__(self, path):
+        d = open(path, 'rb').read()
+        o, self.pieces, self.scores = 4, [], []
+        while o < len(d):
+            score, n = struct.unpack_from('<fi', d, o)
+            self.pieces.append(d[o + 8:o + 8 + n])
+            self.scores.append(score)
+            o += 8 + n
+        self.ids = {piece: i for i, piece in enumerate(self.pieces)}
+        assert not any(b' ' in piece[1:] for piece in self.pieces), 'a piece with an inner space'
+        self.cache = {}
+
+    def vocab_size(self):
+        return len(self.pieces)
+
+    def _word(self, w):
+        toks = self.cache.get(w)
+        if toks is not None:
+            return toks
+        toks = []
+        for ch in w:
+            b = ch.encode('utf-8')
+            toks.extend([self.ids[b]] if b in self.ids else [x + 3 for x in b])
+        while True:
+            best, at, merged = None, -1, -1
+            for k in range(len(toks) - 1):
+                m = self.ids.get(self.pieces[toks[k]] + self.pieces[toks[k + 1]])
+                if m is not None and (best is None or self.scores[m] > best):
+                    best, at, merged = self.scores[m], k, m
+            if at < 0:
+                break
+            toks[at:at + 2] = [merged]
+        if len(self.cache) < 1000000:
+            self.cache[w] = toks
+        return toks
+
+    def encode(self, text):
+        if not text:
+            return []
+        text = ' ' + text
+        out, start = [], 0
+        for k in range(1, len(text) + 1):
+            if k == len(text) or text[k] == ' ':
+                out.extend(self._word(text[start:k]))
+                start = k
+        return out
+
+
+def load_tokenizer(path):
+    if path.endswith('.model'):  # a SentencePiece model (Llama 2's)
+        import sentencepiece as spm
+        return spm.SentencePieceProcessor(model_file=path)
+    return L2CTokenizer(path)
 
 # ---------------------------------------------------------------- the model
 
@@ -145,6 +222,47 @@ class Probe(nn.Module):
         L.wk.weight[0:hd:2, 0] = (gain * torch.cos(theta)).float()
         L.wk.weight[1:hd:2, 0] = (gain * torch.sin(theta)).float()
 
+    @torch.no_grad()
+    def init_induction_head(self, gain, prev_out=0.02, copy_out=0.05):
+        """Plant the circuit retrieval rests on at the start: layer 0 head 0
+        (made a previous-token head by init_prev_token_head) writes the
+        previous token into the upper half of the residual, and layer 1
+        head 0 is an induction head: its query (the current token) and key
+        (the previous token there) meet in the 12 lowest-frequency rotary
+        pairs, which turn little over the drill's distances, and its value
+        and output copy the token it finds into the logits of the tied
+        classifier. Why: an induction head needs its match and its copy at
+        once, and neither earns a gradient without the other; from random
+        weights the copy loss sat at the no-information level for every
+        run this CPU could afford (PROBE.md). Every weight stays trainable:
+        this is where training starts, not what it ends with. gain scales
+        the match (0: plain random start)."""
+        if gain <= 0 or len(self.layers) < 2:
+            return
+        dim, hd = self.cfg['dim'], self.layers[0].hd
+        half = dim // 2
+        assert hd <= half + 1, 'the planted circuit needs head_dim <= dim / 2 + 1'
+        n_tok = hd - 1  # token dimensions 1..hd-1 (dimension 0 is init_prev_token_head's constant)
+        self.emb.weight[:, half:] = 0.0  # the upper half carries the previous token
+        self.emb.weight[:, n_tok + 1:half] = 0.0
+        tok = torch.arange(1, n_tok + 1)
+        L0, L1 = self.layers[0], self.layers[1]
+        L0.wv.weight[:hd] = 0.0
+        L0.wv.weight[tok, tok] = 1.0
+        L0.wo.weight[:, :hd] = 0.0
+        L0.wo.weight[half + tok, tok] = prev_out
+        g = torch.Generator().manual_seed(12345)
+        r = 24  # 12 rotary pairs
+        proj, _ = torch.linalg.qr(torch.randn(n_tok, r, generator=g))  # n_tok x r, orthonormal columns
+        L1.wq.weight[:hd] = 0.0
+        L1.wk.weight[:hd] = 0.0
+        L1.wq.weight[hd - r:hd, 1:n_tok + 1] = gain * proj.t()
+        L1.wk.weight[hd - r:hd, half + 1:half + n_tok + 1] = gain * proj.t()
+        L1.wv.weight[:hd] = 0.0
+        L1.wv.weight[tok, tok] = 1.0
+        L1.wo.weight[:, :hd] = 0.0
+        L1.wo.weight[tok, tok] = copy_out
+
     def hidden(self, tokens):
         T = tokens.shape[1]
         mask = torch.full((T, T), float('-inf')).triu(1)
@@ -177,6 +295,26 @@ def write_llama2c(model, path):
         cos, sin = rope_tables(c['ctx'], hd)
         put(f, cos)
         put(f, sin)
+
+def read_llama2c(model, path):
+    """The inverse of write_llama2c: loads a .bin of the same shape."""
+    c = model.cfg
+    with open(path, 'rb') as f:
+        head = struct.unpack('<7i', f.read(28))
+        want = (c['dim'], c['hidden'], c['n_layers'], c['n_heads'], c['n_kv'], c['vocab'], c['ctx'])
+        if head != want:
+            sys.exit('%s: shape %s, expected %s' % (path, head, want))
+
+        def get(t):
+            n = t.numel()
+            t.copy_(torch.frombuffer(bytearray(f.read(4 * n)), dtype=torch.float32).view_as(t))
+        with torch.no_grad():
+            get(model.emb.weight)
+            for name in ('attn_norm', 'wq', 'wk', 'wv', 'wo', 'ffn_norm', 'w1', 'w2', 'w3'):
+                for L in model.layers:
+                    a = getattr(L, name)
+                    get(a if isinstance(a, nn.Parameter) else a.weight)
+            get(model.out_norm)
 
 # ------------------------------------------------------------- the episodes
 
@@ -215,6 +353,7 @@ WHENS = ["on a sunny day", "on a rainy afternoon", "at sunset", "early in the mo
 
 # RULER niah wording (datasets/ruler.c, rl_niah_build; NVIDIA/RULER niah.py)
 NOISE = PK_GARBAGE
+FIRST_PIECE = 259  # the drills draw pieces after <unk>, <s>, </s> and the 256 byte pieces
 
 
 class Corpus:
@@ -363,8 +502,31 @@ class Episodes:
     def lm(self, n_tok):
         return [(self.c.span(self.rng, int(n_tok * self.cpt['text'] * 1.1)), 0)]
 
+    def drill(self, n_tok):
+        """Ids, not text: random pieces A, a gap, then a stretch of A again
+        from a random point of it. Nothing but looking back predicts the
+        copy, and the distance between the two copies varies, so that only
+        a content match (an induction head) predicts it, not a fixed
+        offset. The gap is random pieces or, in half of the drills, text.
+        Flags: 3 on A and random gaps (no loss: nothing to learn there), 2
+        on the copy."""
+        r = self.rng
+        if r.random() < 0.5:
+            gap = self.sp.encode(self.c.span(r, int(n_tok * self.cpt['text'] * 0.25 * r.random())))
+            gflag = 0
+        else:
+            gap = [r.randrange(FIRST_PIECE, self.sp.vocab_size()) for _ in range(r.randrange(0, n_tok // 4))]
+            gflag = 3
+        n_a = max(8, int((n_tok - 1 - len(gap)) * (0.5 + 0.2 * r.random())))
+        a = [r.randrange(FIRST_PIECE, self.sp.vocab_size()) for _ in range(n_a)]
+        j = r.randrange(0, n_a // 2)
+        copy = a[j:j + max(4, n_tok - 1 - n_a - len(gap))]
+        ids = [1] + a + gap + copy
+        ans = [0] + [3] * n_a + [gflag] * len(gap) + [2] * len(copy)
+        return ids[:n_tok], ans[:n_tok]
+
     KINDS = [  # (weight, name, function arguments)
-        (20, 'passkey', ()),
+        (18, 'passkey', ()),
         (10, 'needle', ()),
         (8, 'ruler', ('noise', 'words', 'numbers', 1, 1, 1)),
         (8, 'ruler', ('essay', 'words', 'numbers', 1, 1, 1)),
@@ -374,15 +536,36 @@ class Episodes:
         (3, 'ruler', ('needle', 'uuids', 'uuids', 1, 1, 1)),
         (2, 'ruler', ('essay', 'words', 'numbers', 1, 4, 1)),
         (2, 'ruler', ('essay', 'words', 'numbers', 1, 1, 4)),
-        (8, 'lm', ()),
-        (15, 'repeat', ()),
-        (15, 'repeat_words', ()),
+        (10, 'lm', ()),
+        (6, 'repeat', ()),
+        (6, 'repeat_words', ()),
+        (10, 'drill', ()),
     ]
 
-    def sample(self, n_tok):
-        """Token ids (BOS first, at most n_tok) and a 0/1 answer mask."""
+    KINDS_RETRIEVAL = [  # --mix retrieval: a second stage that weighs the lookups that need a key match
+        (10, 'passkey', ()),
+        (25, 'needle', ()),
+        (6, 'ruler', ('noise', 'words', 'numbers', 1, 1, 1)),
+        (8, 'ruler', ('essay', 'words', 'numbers', 1, 1, 1)),
+        (5, 'ruler', ('essay', 'words', 'uuids', 1, 1, 1)),
+        (10, 'ruler', ('essay', 'words', 'numbers', 4, 1, 1)),
+        (8, 'ruler', ('needle', 'words', 'numbers', 1, 1, 1)),
+        (6, 'ruler', ('needle', 'uuids', 'uuids', 1, 1, 1)),
+        (5, 'ruler', ('essay', 'words', 'numbers', 1, 4, 1)),
+        (5, 'ruler', ('essay', 'words', 'numbers', 1, 1, 4)),
+        (5, 'lm', ()),
+        (3, 'repeat', ()),
+        (3, 'repeat_words', ()),
+        (6, 'drill', ()),
+    ]
+
+    def sample(self, n_tok, drill_only=False):
+        """Token ids (BOS first, at most n_tok) and a 0/1/2 mask (answer,
+        repeated span)."""
         w = [k[0] for k in self.KINDS]
         _, name, args = self.rng.choices(self.KINDS, weights=w)[0]
+        if drill_only or name == 'drill':
+            return self.drill(n_tok)
         target = n_tok
         for _ in range(4):
             pieces = getattr(self, name)(target, *args)
@@ -408,22 +591,23 @@ class Episodes:
 
 # ------------------------------------------------------------------ training
 
-def length_for(rng, frac, max_len):
-    """The curriculum: short episodes first (the copying circuits form
-    cheaply and with many updates), then every length up to the context and
-    a little past it (max_len), so that RoPE sees every distance the
-    evaluation asks for, the generated tokens after a full-context prompt
-    included. Returns (length, tokens in the step)."""
-    if frac < 0.35:
-        return min(max_len, rng.choice([128, 192, 256, 384, 512])), 2048
-    if frac < 0.6:
-        return min(max_len, rng.choice([256, 512, 768, 1024])), 2048
-    return min(max_len, rng.choice([512, 1024, 1536, 2048, max_len])), 4096
+def length_for(rng, frac, max_len, warm):
+    """The curriculum: drills alone at 256 tokens while warm (until the
+    copying circuits have formed), then every kind at growing
+    lengths up to the context and a little past it (max_len), so that RoPE
+    sees every distance the evaluation asks for, the generated tokens after
+    a full-context prompt included. Returns (length, tokens in the step,
+    drills only)."""
+    if warm:
+        return 256, 4096, True
+    if frac < 0.3:
+        return min(max_len, rng.choice([256, 384, 512, 768, 1024])), 4096, False
+    return min(max_len, rng.choice([512, 1024, 1536, 2048, max_len])), 6144, False
 
 
-def batch(ep, n_tok, tokens_per_step, lm_share, copy_share, rng):
+def batch(ep, n_tok, tokens_per_step, lm_share, copy_share, rng, drill_only=False):
     B = max(1, tokens_per_step // n_tok)
-    rows = [ep.sample(n_tok) for _ in range(B)]
+    rows = [ep.sample(n_tok, drill_only) for _ in range(B)]
     T = max(len(r[0]) for r in rows)
     x = torch.zeros(B, T, dtype=torch.long)
     y = torch.zeros(B, T, dtype=torch.long)
@@ -440,6 +624,8 @@ def batch(ep, n_tok, tokens_per_step, lm_share, copy_share, rng):
             elif ans[t + 1] == 2:
                 if rng.random() < copy_share:
                     w_copy[i, t] = 1.0
+            elif ans[t + 1] == 3:
+                continue
             elif rng.random() < lm_share:
                 w_lm[i, t] = 1.0
     return x, y, w_ans, w_copy, w_lm
@@ -449,11 +635,21 @@ def train(args):
     torch.manual_seed(args.seed)
     rng = random.Random(args.seed + 1)
     torch.set_num_threads(args.threads)
-    sp = spm.SentencePieceProcessor(model_file=TOKENIZER)
+    sp = load_tokenizer(args.tokenizer)
     corpus = Corpus()
     ep = Episodes(sp, corpus, args.seed + 2)
+    if args.mix == 'retrieval':
+        ep.KINDS = Episodes.KINDS_RETRIEVAL
     model = Probe(sp.vocab_size(), args.dim, args.hidden, args.layers, args.heads, args.kv_heads, args.ctx)
-    model.init_prev_token_head(args.prev_head_gain)
+    if args.init:
+        # a second stage: the weights of an earlier run, the curriculum from --start-frac
+        if args.init.endswith('.bin'):
+            read_llama2c(model, args.init)
+        else:
+            model.load_state_dict(torch.load(args.init))
+    else:
+        model.init_prev_token_head(args.prev_head_gain)
+        model.init_induction_head(args.induction_gain)
     n_params = sum(p.numel() for p in model.parameters())
     print('parameters: %d (embedding %d)' % (n_params, model.emb.weight.numel()), flush=True)
     decay = [p for p in model.parameters() if p.dim() == 2]
@@ -463,13 +659,21 @@ def train(args):
     csv = open(os.path.splitext(args.out)[0] + '.csv', 'w')
     csv.write('step,seconds,length,loss,loss_answer,acc_answer,loss_lm,lr,loss_copy\n')
     t0 = time.time()
-    for step in range(args.steps):
-        frac = step / args.steps
+    warm, copy_avg, warm_steps = not args.init, 10.0, 0
+    for step in range(args.steps + args.warm_max):
+        if warm and (copy_avg < 1.0 or warm_steps >= args.warm_max):
+            warm = False
+            print('copying drills learned (mean loss %.2f) after %d steps' % (copy_avg, warm_steps), flush=True)
+        if warm:
+            warm_steps += 1
+        elif step - warm_steps >= args.steps or (args.stop_at and step > args.stop_at):
+            break
+        frac = args.start_frac + (1 - args.start_frac) * (step - warm_steps) / args.steps
         lr = args.lr * min(1.0, (step + 1) / args.warmup) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * frac)))
         for g in opt.param_groups:
             g['lr'] = lr
-        n_tok, per_step = length_for(rng, frac, args.ctx + args.past_ctx)
-        x, y, w_ans, w_copy, w_lm = batch(ep, n_tok, per_step, args.lm_share, args.copy_share, rng)
+        n_tok, per_step, drills = length_for(rng, frac, args.ctx + args.past_ctx, warm)
+        x, y, w_ans, w_copy, w_lm = batch(ep, n_tok, per_step, args.lm_share, args.copy_share, rng, drills)
         h = model.hidden(x)
         sel = (w_ans + w_copy + w_lm) > 0
         logits = model.logits(h[sel])
@@ -479,6 +683,8 @@ def train(args):
         loss_copy = (nll * cp).sum() / cp.sum().clamp(min=1)
         loss_lm = (nll * l).sum() / l.sum().clamp(min=1)
         loss = loss_ans + loss_copy + loss_lm
+        if warm:
+            copy_avg = 0.9 * copy_avg + 0.1 * loss_copy.item()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -510,18 +716,31 @@ def main():
     p.add_argument('--dim', type=int, default=192)
     p.add_argument('--hidden', type=int, default=512)
     p.add_argument('--layers', type=int, default=4)
-    p.add_argument('--heads', type=int, default=6)
-    p.add_argument('--kv-heads', type=int, default=2)
+    p.add_argument('--heads', type=int, default=3)
+    p.add_argument('--kv-heads', type=int, default=1)
     p.add_argument('--ctx', type=int, default=2048)
-    p.add_argument('--lr', type=float, default=2e-3)
+    p.add_argument('--lr', type=float, default=3e-3)
+    p.add_argument('--warm-max', type=int, default=600,
+                   help='copying drills alone, at 256 tokens, until their loss falls below 1 nat or for this many steps')
+    p.add_argument('--tokenizer', default=TOKENIZER,
+                   help='llama2.c tokenizer.bin (default: stories260K tok512.bin) or a SentencePiece .model')
     p.add_argument('--warmup', type=int, default=100)
     p.add_argument('--past-ctx', type=int, default=64,
                    help='longest episodes run this many tokens past --ctx (the tokens generated after a full prompt)')
     p.add_argument('--deadline', type=float, default=0, help='stop after this many seconds (0: never), saving the model')
-    p.add_argument('--lm-share', type=float, default=0.1, help='share of non-answer positions with a loss')
-    p.add_argument('--copy-share', type=float, default=0.5, help='share of repeated-span positions with a loss')
+    p.add_argument('--lm-share', type=float, default=1.0, help='share of non-answer positions with a loss')
+    p.add_argument('--copy-share', type=float, default=1.0, help='share of repeated-span positions with a loss')
     p.add_argument('--prev-head-gain', type=float, default=0.6,
                    help='start layer 0 head 0 as a previous-token head with this weight (0: plain random start)')
+    p.add_argument('--induction-gain', type=float, default=3.0,
+                   help='start layer 1 head 0 as an induction head with this query/key gain (0: plain random start)')
+    p.add_argument('--init', default='', help="a second stage: start from this run's FILE.pt (no drills-only warm-up)")
+    p.add_argument('--stop-at', type=int, default=0,
+                   help='stop after step N (counted from 0, warm-up included), keeping the schedule of --steps')
+    p.add_argument('--mix', choices=('all', 'retrieval'), default='all',
+                   help='episode weights: all (the first stage) or retrieval (a second stage: needles and RULER lookups weighed up)')
+    p.add_argument('--start-frac', type=float, default=0.0,
+                   help='start the curriculum and the learning-rate schedule this far in (a second stage)')
     p.add_argument('--threads', type=int, default=2)
     p.add_argument('--log-every', type=int, default=10)
     p.add_argument('--save-every', type=int, default=200)

@@ -1,7 +1,8 @@
 # loss_curve.gp - kvprobe's training curve from the CSV train_probe.py writes.
 # usage (from the repository root): gnuplot models/probe/loss_curve.gp
 #   or gnuplot -e "csv='run.csv'; out='run.png'" models/probe/loss_curve.gp
-# Columns: step,seconds,length,loss,loss_answer,acc_answer,loss_lm,lr,loss_copy.
+# Columns: step,seconds,length,loss,loss_answer,acc_answer,loss_lm,lr,loss_copy,stage
+# (stage 2's steps continue stage 1's count).
 if (!exists("csv")) csv = 'models/probe/kvprobe-train-loss.csv'
 if (!exists("out")) out = 'models/probe/loss_curve.png'
 set terminal pngcairo size 900,520 font ',10'
@@ -16,8 +17,9 @@ set y2range [0:1]
 set y2tics 0.2
 set ytics nomirror
 set logscale y
-set yrange [0.5:20]
-set title noenhanced 'kvprobe training run (scripts/train_probe.py --steps 1300 --seed 1): per step, running means of 25 steps'
+set yrange [0.01:20]
+set title noenhanced 'kvprobe (scripts/train_probe.py, docs/PROBE.md): stage 1 steps 0-1100, stage 2 (retrieval mix) from 1101; running means of 25 steps'
+set arrow from 1101, graph 0 to 1101, graph 1 nohead dt 2 lc rgb '#666666'
 # running mean over the last n values (step rows are in order)
 n = 25
 init(x) = (b0 = b1 = b2 = b3 = b4 = b5 = b6 = b7 = b8 = b9 = b10 = b11 = b12 = b13 = b14 = b15 = b16 = b17 = b18 = b19 = b20 = b21 = b22 = b23 = b24 = x, 0)
@@ -26,9 +28,10 @@ shift(x) = (b24 = b23, b23 = b22, b22 = b21, b21 = b20, b20 = b19, b19 = b18, b1
             b3 = b2, b2 = b1, b1 = b0, b0 = x)
 mean(x) = (shift(x), (b0 + b1 + b2 + b3 + b4 + b5 + b6 + b7 + b8 + b9 + b10 + b11 + b12 + b13 + b14 + b15 + b16 + b17 + \
            b18 + b19 + b20 + b21 + b22 + b23 + b24) / n)
-plot csv using 1:5 every ::1 with points pt 7 ps 0.2 lc rgb '#f4a582' notitle, \
+# answers start when the drills-only warm-up ends (step 175)
+plot csv using 1:5 every ::176 with points pt 7 ps 0.2 lc rgb '#f4a582' notitle, \
      csv using 1:7 every ::1 with points pt 7 ps 0.2 lc rgb '#92c5de' notitle, \
-     z = init(10.4), csv using 1:(mean($5)) every ::1 with lines lw 2 lc rgb '#b2182b' title 'answer tokens', \
-     z = init(10.4), csv using 1:(mean($7)) every ::1 with lines lw 2 lc rgb '#2166ac' title 'sampled text positions', \
-     z = init(0.0), csv using 1:(mean($6)) every ::1 axes x1y2 with lines lw 2 lc rgb '#1b7837' title 'answer accuracy (right axis)', \
-     csv using 1:($9 > 0 ? $9 : NaN) every ::1 with points pt 7 ps 0.3 lc rgb '#984ea3' title 'repeated spans (steps that had them)'
+     z = init(2.5), csv using 1:(mean($5)) every ::176 with lines lw 2 lc rgb '#b2182b' title 'answer tokens', \
+     z = init(10.4), csv using 1:(mean($7)) every ::1 with lines lw 2 lc rgb '#2166ac' title 'text positions', \
+     z = init(0.6), csv using 1:(mean($6)) every ::176 axes x1y2 with lines lw 2 lc rgb '#1b7837' title 'answer accuracy (right axis)', \
+     csv using 1:($9 > 0 ? $9 : NaN) every ::1 with points pt 7 ps 0.3 lc rgb '#984ea3' title 'copying drills (steps that had them)'
