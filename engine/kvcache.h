@@ -1,16 +1,16 @@
 /* kvcache.h - the KV cache: per (layer, kv_head) a set of live slots.
  *
- * Each head owns three parallel arrays, k [cap] rows, v [cap] rows and
- * pos [cap]; slots [0, len) are live, in insertion order. A row is one
+ * Each head owns three parallel arrays, kb [cap] key rows, vb [cap] value
+ * rows and pos [cap]; slots [0, len) are live, in insertion order. A row is one
  * slot's head_dim values in the cache's storage type (llama.cpp's
  * --cache-type-k/v): f32, f16 (round to nearest even) or q8_0 (blocks of
  * 32: an fp16 scale and 32 int8, as llama.cpp's quantize_row_q8_0_ref),
  * kv_cache_row_bytes() bytes each. Rows are written from floats by
  * kv_cache_append / kv_cache_set_row and read back as floats by
  * kv_cache_key_row / kv_cache_value_row; attention reads them in place
- * with the typed kernels (kv_dots_kv / kv_wsum_kv in kernels.h). `pos` is each
- * token's true position in the sequence (what the causal mask and the
- * policies reason with). Keys are stored after rotary embedding at `pos`
+ * with the typed kernels (kv_dots_kv / kv_wsum_kv in kernels.h). `pos` is
+ * each token's true position in the sequence (what the causal mask and
+ * the policies reason with). Keys are stored after rotary embedding at `pos`
  * ("original positions").
  *
  * Heads grow on demand and any slot can be removed; lengths may differ per
