@@ -432,22 +432,28 @@ static void wsum_f16(float *o, const float *w, const uint16_t *V, int64_t n, int
     }
 }
 
-/* Over q8_0 rows (d a multiple of 32): one block of o in four registers
- * across all t; each value is d * q in fp32 (as kv_dequantize gives it)
- * before the multiply-add, so the sum is the float path's over the
- * dequantized rows. */
+/* Over q8_0 rows (d a multiple of 32): two blocks of o (eight registers)
+ * across all t per pass, so a head of 64 values reads each row once; each
+ * value is d * q in fp32 (as kv_dequantize gives it) before the
+ * multiply-add, so the sum is the float path's over the dequantized rows. */
 static void wsum_q8_0(float *o, const float *w, const uint8_t *V, int64_t n, int64_t d) {
-    const size_t rb = (size_t)(d / KV_QK) * sizeof(kv_block_q8_0);
-    for (int64_t b = 0; b < d / KV_QK; b++) {
-        __m256 a[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()}, v[4];
+    const int64_t nb = d / KV_QK;
+    const size_t rb = (size_t)nb * sizeof(kv_block_q8_0);
+    for (int64_t b = 0; b < nb; b += 2) {
+        const int m = nb - b >= 2 ? 2 : 1; /* blocks this pass */
+        __m256 a[8], v[4];
+        for (int k = 0; k < 8; k++) a[k] = _mm256_setzero_ps();
         for (int64_t t = 0; t < n; t++) {
             if (w[t] == 0.0f) continue;
-            const uint8_t *blk = V + (size_t)t * rb + (size_t)b * sizeof(kv_block_q8_0);
-            const __m256 av = _mm256_set1_ps(w[t]), dv = _mm256_set1_ps(blk_scale(blk));
-            q8_0_block(blk, v);
-            for (int k = 0; k < 4; k++) a[k] = _mm256_fmadd_ps(av, _mm256_mul_ps(v[k], dv), a[k]);
+            const __m256 av = _mm256_set1_ps(w[t]);
+            for (int i = 0; i < m; i++) {
+                const uint8_t *blk = V + (size_t)t * rb + (size_t)(b + i) * sizeof(kv_block_q8_0);
+                const __m256 dv = _mm256_set1_ps(blk_scale(blk));
+                q8_0_block(blk, v);
+                for (int k = 0; k < 4; k++) a[4 * i + k] = _mm256_fmadd_ps(av, _mm256_mul_ps(v[k], dv), a[4 * i + k]);
+            }
         }
-        for (int k = 0; k < 4; k++) _mm256_storeu_ps(o + b * KV_QK + 8 * k, a[k]);
+        for (int k = 0; k < 4 * m; k++) _mm256_storeu_ps(o + b * KV_QK + 8 * k, a[k]);
     }
 }
 

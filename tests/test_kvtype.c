@@ -140,6 +140,7 @@ static void test_kernels(void **state) {
             }
         check_kernels(KV_F16, 9, 40, 5); /* f16 rows need not be whole vectors: the tails */
         check_kernels(KV_F16, 9, 12, 6);
+        check_kernels(KV_Q8_0, 9, 96, 8); /* an odd number of blocks: the weighted sum's last pass has one */
     }
     assert_true(isas >= 1);
 }
