@@ -91,6 +91,12 @@ struct kv_ctx {
     const kv_eval_layout *lay; /* this call's layout (kv_ctx_eval_ext), or NULL */
     rr_head *rr;       /* KV_POS_REROTATE: [n_layers][n_kv_heads] what each head's keys are rotated to */
     float *rot_cs;     /* [n_threads][n_rot] per-thread cos, sin of a rerotation */
+    float *krow;       /* [n_threads][head_dim] a key row as floats (rerotating an f16 / q8_0 cache) */
+    /* f16 / q8_0 caches in prefill: the layer's keys and values as floats,
+     * [n_kv_heads][2][kvf_stride][head_dim] (keys, then values) */
+    float *kvf;
+    size_t kvf_cap;
+    int32_t kvf_stride;
     /* ALiBi models (MPT) */
     float *alibi;      /* [n_heads] slopes; NULL: a rotary model */
     int32_t *alibi_idx; /* in-cache positions: [n_kv_heads][alibi_stride] each slot's index (rank by position) */
@@ -118,7 +124,7 @@ void kv_ctx_free(kv_ctx *c) {
     free(c->att); free(c->hb); free(c->hb2); 
     for (int s = 0; s < 2; s++) { free(c->rs[s].inv_freq); free(c->rs[s].call); free(c->rs[s].tab); }
     free(c->deq); free(c->xr); free(c->scores); free(c->stats); free(c->dstats); free(c->kr);
-    free(c->dweight); free(c->rot_cs);
+    free(c->dweight); free(c->rot_cs); free(c->krow); free(c->kvf);
     if (c->rr)
         for (size_t i = 0; i < (size_t)c->mi->n_layers * (size_t)c->mi->n_kv_heads; i++) free(c->rr[i].pos);
     free(c->rr);
@@ -140,7 +146,7 @@ int kv_ctx_new(const kv_model *m, const kv_ctx_params *p, kv_ctx **out) {
     c->max_batch = p->max_batch > 0 ? p->max_batch : 512;
     size_t B = (size_t)c->max_batch;
     size_t qd = (size_t)mi->n_heads * mi->head_dim, kvd = (size_t)mi->n_kv_heads * mi->head_dim;
-    int rc = kv_cache_new(mi->n_layers, mi->n_kv_heads, mi->head_dim, &c->cache);
+    int rc = kv_cache_new(mi->n_layers, mi->n_kv_heads, mi->head_dim, p->kv_type, &c->cache);
     if (rc) goto fail;
     c->pool = kv_pool_new(c->n_threads);
     c->x = xmalloc_floats(B * mi->dim);
@@ -171,7 +177,8 @@ int kv_ctx_new(const kv_model *m, const kv_ctx_params *p, kv_ctx **out) {
     c->dweight = xmalloc_floats(B);
     c->dweight_n = -1;
     c->rot_cs = xmalloc_floats((size_t)c->n_threads * (size_t)(mi->n_rot > 0 ? mi->n_rot : 1));
-    if (!c->rot_cs || !c->pool || !c->x || !c->xb || !c->xb2 || !c->q || !c->k || !c->v || !c->att || !c->hb ||
+    c->krow = xmalloc_floats((size_t)c->n_threads * (size_t)mi->head_dim);
+    if (!c->rot_cs || !c->krow || !c->pool || !c->x || !c->xb || !c->xb2 || !c->q || !c->k || !c->v || !c->att || !c->hb ||
         !c->hb2 || !rs_ok || !c->deq || !c->xr || !c->dweight) {
         rc = kv_errorf(KV_ENOMEM, "out of memory allocating a context for %d tokens", c->max_batch);
         goto fail;
@@ -669,7 +676,7 @@ static void rotate_worker(void *arg, int ith, int nth) {
     for (int g = ith; g < mi->n_kv_heads; g += nth) {
         kv_cache_head *ch = kv_cache_head_at(c->cache, j->layer, g);
         float *kr = c->kr + (size_t)g * len * hd;
-        memcpy(kr, ch->k, (size_t)ch->len * hd * sizeof(float));
+        for (int32_t t = 0; t < ch->len; t++) kv_cache_key_row(c->cache, ch, t, kr + (size_t)t * hd);
         int32_t *rank;
         if (position_ranks(ch, &rank) != KV_OK) {
             atomic_store(&j->failed, 1);
@@ -757,7 +764,7 @@ static void rerotate_worker(void *arg, int ith, int nth) {
     kv_ctx *c = j->c;
     const kv_model_info *mi = c->mi;
     const int hd = mi->head_dim;
-    float *cs = c->rot_cs + (size_t)ith * mi->n_rot;
+    float *cs = c->rot_cs + (size_t)ith * mi->n_rot, *row = c->krow + (size_t)ith * hd;
     for (int g = ith; g < mi->n_kv_heads; g += nth) {
         kv_cache_head *ch = kv_cache_head_at(c->cache, j->layer, g);
         rr_head *r = &c->rr[(size_t)j->layer * mi->n_kv_heads + g];
@@ -788,7 +795,11 @@ static void rerotate_worker(void *arg, int ith, int nth) {
                 rope_angles(c, d, cs);
                 last = d;
             }
-            rope_apply(c, ch->k + (size_t)t * hd, 1, cs);
+            /* an f16 / q8_0 key is rounded again after each rotation, as
+             * llama.cpp's K-shift of a quantized cache rounds it */
+            kv_cache_key_row(c->cache, ch, t, row);
+            rope_apply(c, row, 1, cs);
+            kv_cache_set_row(c->cache, ch, t, row, NULL);
         }
         for (int32_t t = 0; t < ch->len; t++) r->pos[rank ? rank[t] : t] = ch->pos[t];
         r->len = ch->len;
@@ -823,12 +834,62 @@ static int rerotate_record_new(kv_ctx *c, int l, int n) {
     return KV_OK;
 }
 
-/* The keys attention reads for KV head g of layer l: the cache's (rotated
- * at their positions), or this call's in-cache rotation (never for ALiBi,
- * whose keys are not rotated). */
+/* Whether attention reads this call's in-cache rotation of the keys
+ * (c->kr, floats) rather than the cache's (never for ALiBi, whose keys are
+ * not rotated). */
+static int keys_rotated_here(const kv_ctx *c) { return c->hook.positions == KV_POS_CACHE && !c->alibi; }
+
+/* Prefill: the keys attention reads for KV head g as floats: this call's
+ * in-cache rotation, an f32 cache's rows in place, or an f16 / q8_0
+ * cache's rows converted by kvf_fill. */
 static const float *attn_keys(const kv_ctx *c, const kv_cache_head *ch, int g) {
-    if (c->hook.positions == KV_POS_CACHE && !c->alibi) return c->kr + (size_t)g * c->kr_stride * c->mi->head_dim;
-    return ch->k;
+    if (keys_rotated_here(c)) return c->kr + (size_t)g * c->kr_stride * c->mi->head_dim;
+    if (kv_cache_get_type(c->cache) == KV_CACHE_F32) return (const float *)ch->kb;
+    return c->kvf + (size_t)g * 2 * c->kvf_stride * c->mi->head_dim;
+}
+
+/* Prefill: the values of KV head g as floats (as attn_keys). */
+static const float *attn_values(const kv_ctx *c, const kv_cache_head *ch, int g) {
+    if (kv_cache_get_type(c->cache) == KV_CACHE_F32) return (const float *)ch->vb;
+    return c->kvf + ((size_t)g * 2 + 1) * c->kvf_stride * c->mi->head_dim;
+}
+
+typedef struct kvf_job { kv_ctx *c; int layer; } kvf_job;
+
+static void kvf_worker(void *arg, int ith, int nth) {
+    const kvf_job *j = arg;
+    kv_ctx *c = j->c;
+    const size_t hd = (size_t)c->mi->head_dim, stride = (size_t)c->kvf_stride;
+    for (int g = ith; g < c->mi->n_kv_heads; g += nth) {
+        const kv_cache_head *ch = kv_cache_head_at(c->cache, j->layer, g);
+        float *k = c->kvf + (size_t)g * 2 * stride * hd, *v = k + stride * hd;
+        for (int32_t t = 0; t < ch->len; t++) {
+            if (!keys_rotated_here(c)) kv_cache_key_row(c->cache, ch, t, k + (size_t)t * hd);
+            kv_cache_value_row(c->cache, ch, t, v + (size_t)t * hd);
+        }
+    }
+}
+
+/* An f16 / q8_0 cache in prefill: converts layer l's keys and values to
+ * floats once per call, so that the sgemm path below serves every type
+ * (each KV head once, shared by its query heads). Decode reads the rows
+ * in place instead (kv_dots_kv / kv_wsum_kv). */
+static int kvf_fill(kv_ctx *c, int l) {
+    if (kv_cache_get_type(c->cache) == KV_CACHE_F32) return KV_OK;
+    const int32_t len = kv_cache_max_len(c->cache);
+    const size_t need = (size_t)c->mi->n_kv_heads * 2 * (size_t)len * (size_t)c->mi->head_dim;
+    if (need > c->kvf_cap) {
+        size_t cap = need + need / 4;
+        float *p = realloc(c->kvf, cap * sizeof *p);
+        if (!p) return kv_errorf(KV_ENOMEM, "out of memory converting the %s KV cache of layer %d to floats",
+                                 kv_cache_type_name(kv_cache_get_type(c->cache)), l);
+        c->kvf = p;
+        c->kvf_cap = cap;
+    }
+    c->kvf_stride = len;
+    kvf_job j = {c, l};
+    kv_pool_run(c->pool, kvf_worker, &j);
+    return KV_OK;
 }
 
 /* Whether query t of a call of n tokens with a layout sees slot j of head
@@ -919,13 +980,15 @@ static void attn_decode_worker(void *arg, int ith, int nth) {
     const float scale = mi->attn_scale, cap = mi->attn_softcap;
     const int32_t win = layer_window(c, j->layer);
     const unsigned needs = c->plan.needs;
+    const kv_dtype kt = kv_cache_row_dtype(c->cache);
     size_t stride = c->scores_cap / (size_t)nth;
     float *s = c->scores + stride * (size_t)ith;
     for (int h = ith; h < mi->n_heads; h += nth) {
         kv_cache_head *ch = kv_cache_head_at(c->cache, j->layer, h / group);
-        const float *q = c->q + (size_t)h * hd, *keys = attn_keys(c, ch, h / group);
+        const float *q = c->q + (size_t)h * hd;
         float *o = c->att + (size_t)h * hd;
-        kv_dots_f32(q, keys, ch->len, hd, s);
+        if (keys_rotated_here(c)) kv_dots_f32(q, c->kr + (size_t)(h / group) * c->kr_stride * hd, ch->len, hd, s);
+        else kv_dots_kv(kt, q, ch->kb, ch->len, hd, s);
         if (!c->lay && !win && !(cap > 0)) { /* the common case, a loop the compiler vectorises */
             for (int32_t t = 0; t < ch->len; t++) s[t] = ch->pos[t] <= j->qpos ? s[t] * scale : -INFINITY;
         } else { /* a layout's masks, a sliding window, soft-capping */
@@ -947,7 +1010,7 @@ static void attn_decode_worker(void *arg, int ith, int nth) {
         if (needs & KV_NEED_DECAYED_COLSUM) memcpy(stats_dcolsum(c, h), s, (size_t)ch->len * sizeof(float)); /* weight 1 */
         float *wrow = needs & KV_NEED_WINDOW ? stats_window(c, h, j->qpos) : NULL;
         if (wrow) memcpy(wrow, s, (size_t)ch->len * sizeof(float));
-        kv_wsum_f32(o, s, ch->v, ch->len, hd);
+        kv_wsum_kv(kt, o, s, ch->vb, ch->len, hd);
     }
 }
 
@@ -1025,7 +1088,7 @@ static void attn_prefill_head(kv_ctx *c, int layer, int h, int n, int32_t pos0, 
         if (wrow) memcpy(wrow, row, (size_t)len * sizeof(float));
     }
     if (needs & KV_NEED_LAST_ROW) memcpy(stats_last_row(c, h), S + (size_t)(n - 1) * len, (size_t)len * sizeof(float));
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, hd, len, 1.0f, S, len, ch->v, hd, 0.0f,
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, hd, len, 1.0f, S, len, attn_values(c, ch, h / group), hd, 0.0f,
                 c->att + (size_t)h * hd, qd);
 }
 
@@ -1040,6 +1103,8 @@ static void attn_prefill_worker(void *arg, int ith, int nth) {
 
 static int attn_prefill(kv_ctx *c, int layer, int n, int32_t pos0) {
     const kv_model_info *mi = c->mi;
+    int rc0 = kvf_fill(c, layer);
+    if (rc0) return rc0;
     int32_t max_len = 0;
     for (int g = 0; g < mi->n_kv_heads; g++) {
         int32_t len = kv_cache_head_at(c->cache, layer, g)->len;

@@ -138,6 +138,7 @@ typedef struct kv_ctx_params {
     int n_threads;     /* decode threads and OpenBLAS threads; 0 = all cores */
     int32_t max_batch; /* largest n one eval call processes at once (longer
                           inputs are split into chunks of this size); 0 = 512 */
+    kv_cache_type kv_type; /* the cache's storage type (kvcache.h); 0 = f32 */
 } kv_ctx_params;
 
 kv_ctx_params kv_ctx_default_params(void);

@@ -184,9 +184,27 @@ static int scalar_matvec_q8(const kv_tensor *W, const kv_q8_act *a, float *y, in
     return 0;
 }
 
+/* kv_wsum_kv's reference: each row dequantized (in pieces of 256 values,
+ * a multiple of the Q8_0 block) and added as scalar_axpy adds. */
+static int scalar_wsum_kv(kv_dtype t, float *o, const float *w, const void *V, int64_t n, int64_t d) {
+    float buf[256];
+    const size_t rb = kv_dtype_bytes(t, d);
+    memset(o, 0, (size_t)d * sizeof *o);
+    for (int64_t c = 0; c < d; c += 256) {
+        const int64_t m = d - c < 256 ? d - c : 256;
+        for (int64_t r = 0; r < n; r++) {
+            if (w[r] == 0.0f) continue;
+            kv_dequantize(t, (const uint8_t *)V + (size_t)r * rb + kv_dtype_bytes(t, c), buf, m);
+            scalar_axpy(o + c, w[r], buf, m);
+        }
+    }
+    return 0;
+}
+
 const kv_kernel_table kv_kernels_scalar = {
     .matvec_rows = scalar_matvec_rows, .dequant_rows = scalar_dequant_rows, .dot = scalar_dot, .axpy = scalar_axpy,
-    .dots = scalar_dots, .wsum = scalar_wsum, .quant_act = kv_quantize_act, .matvec_q8 = scalar_matvec_q8};
+    .dots = scalar_dots, .wsum = scalar_wsum, .quant_act = kv_quantize_act, .matvec_q8 = scalar_matvec_q8,
+    .wsum_kv = scalar_wsum_kv};
 
 /* ------------------------------------------------------------ dispatch */
 
@@ -355,3 +373,32 @@ void kv_axpy_f32(float *y, float a, const float *x, int64_t n) { kernels()->axpy
 void kv_dots_f32(const float *q, const float *K, int64_t n, int64_t d, float *out) { kernels()->dots(q, K, n, d, out); }
 
 void kv_wsum_f32(float *o, const float *w, const float *K, int64_t n, int64_t d) { kernels()->wsum(o, w, K, n, d); }
+
+/* K as a weight of type t: its rows are the cache's rows. The float-family
+ * table entry is called directly, never the int8 one (see kernels.h). */
+void kv_dots_kv(kv_dtype t, const float *q, const void *K, int64_t n, int64_t d, float *out) {
+    if (t == KV_F32) {
+        kv_dots_f32(q, K, n, d, out);
+        return;
+    }
+    const kv_tensor W = {.type = t, .rows = n, .cols = d, .data = K};
+    if (kernels()->matvec_rows(&W, q, out, 0, n) != 0) scalar_matvec_rows(&W, q, out, 0, n);
+}
+
+void kv_wsum_kv(kv_dtype t, float *o, const float *w, const void *V, int64_t n, int64_t d) {
+    if (t == KV_F32) {
+        kv_wsum_f32(o, w, V, n, d);
+        return;
+    }
+    const kv_kernel_table *k = kernels();
+    if (!k->wsum_kv || k->wsum_kv(t, o, w, V, n, d) != 0) scalar_wsum_kv(t, o, w, V, n, d);
+}
+
+void kv_dots_kv_ref(kv_dtype t, const float *q, const void *K, int64_t n, int64_t d, float *out) {
+    const kv_tensor W = {.type = t, .rows = n, .cols = d, .data = K};
+    scalar_matvec_rows(&W, q, out, 0, n);
+}
+
+void kv_wsum_kv_ref(kv_dtype t, float *o, const float *w, const void *V, int64_t n, int64_t d) {
+    scalar_wsum_kv(t, o, w, V, n, d);
+}

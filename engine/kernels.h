@@ -92,5 +92,20 @@ void kv_axpy_f32(float *y, float a, const float *x, int64_t n); /* y += a*x */
  * one call instead of one per cached key. */
 void kv_dots_f32(const float *q, const float *K, int64_t n, int64_t d, float *out);
 void kv_wsum_f32(float *o, const float *w, const float *V, int64_t n, int64_t d);
+/* The same over a KV cache stored as t (KV_F32, KV_F16 or KV_Q8_0): K and V
+ * are n rows of d values, kv_dtype_bytes(t, d) bytes each (d a multiple of
+ * 32 for Q8_0), read in place and converted in registers, so decode streams
+ * 2 (f16) or 1.0625 (q8_0) bytes per value instead of 4. The dots are the
+ * float-family matrix-vector kernels over K as a weight of type t (always
+ * fp32 arithmetic, whatever kv_kernels_mode says: the int8 family would
+ * round the query); the weighted sums add w[t] times each value as fp32
+ * (for q8_0, d * q rounded to fp32), as kv_wsum_f32 adds. F32 is exactly
+ * kv_dots_f32 / kv_wsum_f32. */
+void kv_dots_kv(kv_dtype t, const float *q, const void *K, int64_t n, int64_t d, float *out);
+void kv_wsum_kv(kv_dtype t, float *o, const float *w, const void *V, int64_t n, int64_t d);
+/* The portable kernels of kv_dots_kv / kv_wsum_kv (dequantize a row, then
+ * the scalar dot / axpy): the reference the vector ones are tested against. */
+void kv_dots_kv_ref(kv_dtype t, const float *q, const void *K, int64_t n, int64_t d, float *out);
+void kv_wsum_kv_ref(kv_dtype t, float *o, const float *w, const void *V, int64_t n, int64_t d);
 
 #endif

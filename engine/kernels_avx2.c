@@ -410,6 +410,60 @@ static void avx2_wsum(float *o, const float *w, const float *K, int64_t n, int64
     }
 }
 
+/* kv_wsum_kv over f16 rows: avx2_wsum with each row converted by F16C. */
+static void wsum_f16(float *o, const float *w, const uint16_t *V, int64_t n, int64_t d) {
+    const int64_t d8 = d / 8 * 8;
+    for (int64_t c = 0; c < d8; c += 32) {
+        const int nv = (int)((d8 - c < 32 ? d8 - c : 32) / 8);
+        __m256 a[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
+        for (int64_t t = 0; t < n; t++) {
+            if (w[t] == 0.0f) continue;
+            const __m256 av = _mm256_set1_ps(w[t]);
+            const uint16_t *x = V + (size_t)t * d + c;
+            for (int k = 0; k < nv; k++) a[k] = _mm256_fmadd_ps(av, ld_f16(x + 8 * k), a[k]);
+        }
+        for (int k = 0; k < nv; k++) _mm256_storeu_ps(o + c + 8 * k, a[k]);
+    }
+    for (int64_t i = d8; i < d; i++) {
+        float y = 0.0f;
+        for (int64_t t = 0; t < n; t++)
+            if (w[t] != 0.0f) y += w[t] * sc_f16(V + (size_t)t * d + i);
+        o[i] = y;
+    }
+}
+
+/* Over q8_0 rows (d a multiple of 32): two blocks of o (eight registers)
+ * across all t per pass, so a head of 64 values reads each row once; each
+ * value is d * q in fp32 (as kv_dequantize gives it) before the
+ * multiply-add, so the sum is the float path's over the dequantized rows. */
+static void wsum_q8_0(float *o, const float *w, const uint8_t *V, int64_t n, int64_t d) {
+    const int64_t nb = d / KV_QK;
+    const size_t rb = (size_t)nb * sizeof(kv_block_q8_0);
+    for (int64_t b = 0; b < nb; b += 2) {
+        const int m = nb - b >= 2 ? 2 : 1; /* blocks this pass */
+        __m256 a[8], v[4];
+        for (int k = 0; k < 8; k++) a[k] = _mm256_setzero_ps();
+        for (int64_t t = 0; t < n; t++) {
+            if (w[t] == 0.0f) continue;
+            const __m256 av = _mm256_set1_ps(w[t]);
+            for (int i = 0; i < m; i++) {
+                const uint8_t *blk = V + (size_t)t * rb + (size_t)(b + i) * sizeof(kv_block_q8_0);
+                const __m256 dv = _mm256_set1_ps(blk_scale(blk));
+                q8_0_block(blk, v);
+                for (int k = 0; k < 4; k++) a[4 * i + k] = _mm256_fmadd_ps(av, _mm256_mul_ps(v[k], dv), a[4 * i + k]);
+            }
+        }
+        for (int k = 0; k < 4 * m; k++) _mm256_storeu_ps(o + b * KV_QK + 8 * k, a[k]);
+    }
+}
+
+int kv_avx2_wsum_kv(kv_dtype t, float *o, const float *w, const void *V, int64_t n, int64_t d) {
+    if (t == KV_F16) wsum_f16(o, w, V, n, d);
+    else if (t == KV_Q8_0 && d % KV_QK == 0) wsum_q8_0(o, w, V, n, d);
+    else return -1;
+    return 0;
+}
+
 /* ------------------------------------------------------ integer path
  *
  * As in the AVX-512 file (kernels_avx512_q8.h says how the products are
@@ -607,4 +661,5 @@ int kv_avx2_matvec_q8(const kv_tensor *W, const kv_q8_act *a, float *y, int64_t 
 
 const kv_kernel_table kv_kernels_avx2 = {
     .matvec_rows = avx2_matvec_rows, .dequant_rows = avx2_dequant_rows, .dot = avx2_dot, .axpy = avx2_axpy,
-    .dots = avx2_dots, .wsum = avx2_wsum, .quant_act = avx2_quant_act, .matvec_q8 = kv_avx2_matvec_q8};
+    .dots = avx2_dots, .wsum = avx2_wsum, .quant_act = avx2_quant_act, .matvec_q8 = kv_avx2_matvec_q8,
+    .wsum_kv = kv_avx2_wsum_kv};

@@ -471,9 +471,11 @@ static void avx512_quant_act(const float *x, int64_t n, int32_t blk, float *d, i
 
 const kv_kernel_table kv_kernels_avx512 = {
     .matvec_rows = avx512_matvec_rows, .dequant_rows = avx512_dequant_rows, .dot = avx512_dot, .axpy = avx512_axpy,
-    .dots = avx512_dots, .wsum = avx512_wsum, .quant_act = avx512_quant_act, .matvec_q8 = avx512_matvec_q8_bw};
+    .dots = avx512_dots, .wsum = avx512_wsum, .quant_act = avx512_quant_act, .matvec_q8 = avx512_matvec_q8_bw,
+    .wsum_kv = kv_avx2_wsum_kv};
 
 /* Chosen only when CPUID reports AVX512_VNNI (kernels.c). */
 const kv_kernel_table kv_kernels_avx512_vnni = {
     .matvec_rows = avx512_matvec_rows, .dequant_rows = avx512_dequant_rows, .dot = avx512_dot, .axpy = avx512_axpy,
-    .dots = avx512_dots, .wsum = avx512_wsum, .quant_act = avx512_quant_act, .matvec_q8 = avx512_matvec_q8_vnni};
+    .dots = avx512_dots, .wsum = avx512_wsum, .quant_act = avx512_quant_act, .matvec_q8 = avx512_matvec_q8_vnni,
+    .wsum_kv = kv_avx2_wsum_kv};

@@ -4,10 +4,14 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "dtype.h"
 #include "kv_error.h"
+#include "quant.h"
 
 struct kv_cache {
     int n_layers, n_kv_heads, head_dim;
+    kv_cache_type type;
+    size_t rb;            /* bytes of one key or value row */
     kv_cache_head *heads; /* [n_layers][n_kv_heads] */
     size_t bytes;         /* physical bytes of all heads' arrays */
     size_t peak_bytes;
@@ -17,20 +21,53 @@ struct kv_cache {
  * slack, large enough that appends rarely reallocate. */
 #define KV_CACHE_MIN_GROW 16
 
-static size_t slot_bytes(const kv_cache *c) {
-    return 2 * (size_t)c->head_dim * sizeof(float) + sizeof(int32_t);
+static size_t slot_bytes(const kv_cache *c) { return 2 * c->rb + sizeof(int32_t); }
+
+const char *kv_cache_type_name(kv_cache_type t) {
+    switch (t) {
+    case KV_CACHE_F32: return "f32";
+    case KV_CACHE_F16: return "f16";
+    case KV_CACHE_Q8_0: return "q8_0";
+    }
+    return "?";
 }
 
-int kv_cache_new(int n_layers, int n_kv_heads, int head_dim, kv_cache **out) {
+int kv_cache_type_parse(const char *s, kv_cache_type *t) {
+    for (int i = KV_CACHE_F32; i <= KV_CACHE_Q8_0; i++)
+        if (!strcmp(s, kv_cache_type_name((kv_cache_type)i))) {
+            *t = (kv_cache_type)i;
+            return KV_OK;
+        }
+    return kv_errorf(KV_EINVAL, "kv_type: expected f32, f16 or q8_0, got '%s'", s);
+}
+
+/* The weight type whose rows have the same layout (quant.c converts them). */
+static kv_dtype type_dtype(kv_cache_type t) {
+    return t == KV_CACHE_F16 ? KV_F16 : t == KV_CACHE_Q8_0 ? KV_Q8_0 : KV_F32;
+}
+
+size_t kv_cache_type_row_bytes(kv_cache_type t, int head_dim) {
+    return kv_dtype_bytes(type_dtype(t), head_dim);
+}
+
+int kv_cache_new(int n_layers, int n_kv_heads, int head_dim, kv_cache_type type, kv_cache **out) {
     *out = NULL;
     if (n_layers < 1 || n_kv_heads < 1 || head_dim < 1)
         return kv_errorf(KV_EINVAL, "kv_cache_new: expected positive sizes, got %d layers, %d heads, head_dim %d",
                          n_layers, n_kv_heads, head_dim);
+    if (type != KV_CACHE_F32 && type != KV_CACHE_F16 && type != KV_CACHE_Q8_0)
+        return kv_errorf(KV_EINVAL, "kv_cache_new: unknown storage type %d", (int)type);
+    /* q8_0 quantizes each row in whole blocks of 32, as llama.cpp's cache does */
+    if (type == KV_CACHE_Q8_0 && head_dim % KV_QK != 0)
+        return kv_errorf(KV_EINVAL, "kv_cache_new: kv_type q8_0 needs head_dim a multiple of %d, the model's "
+                         "head_dim is %d (use f16 or f32)", KV_QK, head_dim);
     kv_cache *c = calloc(1, sizeof *c);
     if (!c) return kv_errorf(KV_ENOMEM, "out of memory");
     c->n_layers = n_layers;
     c->n_kv_heads = n_kv_heads;
     c->head_dim = head_dim;
+    c->type = type;
+    c->rb = kv_cache_type_row_bytes(type, head_dim);
     c->heads = calloc((size_t)n_layers * (size_t)n_kv_heads, sizeof *c->heads);
     if (!c->heads) {
         free(c);
@@ -41,11 +78,11 @@ int kv_cache_new(int n_layers, int n_kv_heads, int head_dim, kv_cache **out) {
 }
 
 static void head_release(kv_cache *c, kv_cache_head *h) {
-    size_t hd = (size_t)c->head_dim;
+    const size_t rb = c->rb;
     c->bytes -= (size_t)h->cap * slot_bytes(c);
-    if (h->k) {
-        free(h->k - (size_t)h->off * hd);
-        free(h->v - (size_t)h->off * hd);
+    if (h->kb) {
+        free(h->kb - (size_t)h->off * rb);
+        free(h->vb - (size_t)h->off * rb);
         free(h->pos - h->off);
     }
     memset(h, 0, sizeof *h);
@@ -54,13 +91,13 @@ static void head_release(kv_cache *c, kv_cache_head *h) {
 /* Moves the live slots to the start of the allocation (off = 0). */
 static void head_rebase(kv_cache *c, kv_cache_head *h) {
     if (h->off == 0) return;
-    size_t hd = (size_t)c->head_dim;
-    float *k = h->k - (size_t)h->off * hd, *v = h->v - (size_t)h->off * hd;
+    const size_t rb = c->rb;
+    uint8_t *k = h->kb - (size_t)h->off * rb, *v = h->vb - (size_t)h->off * rb;
     int32_t *p = h->pos - h->off;
-    memmove(k, h->k, (size_t)h->len * hd * sizeof(float));
-    memmove(v, h->v, (size_t)h->len * hd * sizeof(float));
+    memmove(k, h->kb, (size_t)h->len * rb);
+    memmove(v, h->vb, (size_t)h->len * rb);
     memmove(p, h->pos, (size_t)h->len * sizeof(int32_t));
-    h->k = k, h->v = v, h->pos = p;
+    h->kb = k, h->vb = v, h->pos = p;
     h->off = 0;
 }
 
@@ -74,6 +111,9 @@ void kv_cache_free(kv_cache *c) {
 int kv_cache_n_layers(const kv_cache *c) { return c->n_layers; }
 int kv_cache_n_kv_heads(const kv_cache *c) { return c->n_kv_heads; }
 int kv_cache_head_dim(const kv_cache *c) { return c->head_dim; }
+kv_cache_type kv_cache_get_type(const kv_cache *c) { return c->type; }
+size_t kv_cache_row_bytes(const kv_cache *c) { return c->rb; }
+kv_dtype kv_cache_row_dtype(const kv_cache *c) { return type_dtype(c->type); }
 
 kv_cache_head *kv_cache_head_at(kv_cache *c, int layer, int kv_head) {
     return &c->heads[(size_t)layer * (size_t)c->n_kv_heads + (size_t)kv_head];
@@ -82,18 +122,17 @@ kv_cache_head *kv_cache_head_at(kv_cache *c, int layer, int kv_head) {
 /* Resizes one head's arrays to exactly `cap` slots (live slots first moved
  * to the start). */
 static int head_resize(kv_cache *c, kv_cache_head *h, int32_t cap) {
-    size_t hd = (size_t)c->head_dim;
     if (cap == 0) {
         head_release(c, h);
         return KV_OK;
     }
     head_rebase(c, h);
-    float *k = realloc(h->k, (size_t)cap * hd * sizeof(float));
+    uint8_t *k = realloc(h->kb, (size_t)cap * c->rb);
     if (!k) return kv_errorf(KV_ENOMEM, "KV cache: out of memory growing a head to %d slots", cap);
-    h->k = k;
-    float *v = realloc(h->v, (size_t)cap * hd * sizeof(float));
+    h->kb = k;
+    uint8_t *v = realloc(h->vb, (size_t)cap * c->rb);
     if (!v) return kv_errorf(KV_ENOMEM, "KV cache: out of memory growing a head to %d slots", cap);
-    h->v = v;
+    h->vb = v;
     int32_t *p = realloc(h->pos, (size_t)cap * sizeof(int32_t));
     if (!p) return kv_errorf(KV_ENOMEM, "KV cache: out of memory growing a head to %d slots", cap);
     h->pos = p;
@@ -128,12 +167,36 @@ int kv_cache_reserve(kv_cache *c, kv_cache_head *h, int32_t extra) {
 int kv_cache_append(kv_cache *c, kv_cache_head *h, const float *k, const float *v, int32_t pos) {
     int rc = kv_cache_reserve(c, h, 1);
     if (rc) return rc;
-    size_t hd = (size_t)c->head_dim;
-    memcpy(h->k + (size_t)h->len * hd, k, hd * sizeof(float));
-    memcpy(h->v + (size_t)h->len * hd, v, hd * sizeof(float));
     h->pos[h->len] = pos;
     h->len++;
+    kv_cache_set_row(c, h, h->len - 1, k, v);
     return KV_OK;
+}
+
+/* One row from floats: f32 copied, f16 and q8_0 by quant.c's converters
+ * (round to nearest even; llama.cpp's reference q8_0). The type and
+ * head_dim were checked when the cache was made, so this cannot fail. */
+static void row_store(const kv_cache *c, uint8_t *row, const float *x) {
+    if (c->type == KV_CACHE_F32) memcpy(row, x, c->rb);
+    else (void)kv_quantize(type_dtype(c->type), x, row, c->head_dim);
+}
+
+static void row_load(const kv_cache *c, const uint8_t *row, float *out) {
+    if (c->type == KV_CACHE_F32) memcpy(out, row, c->rb);
+    else (void)kv_dequantize(type_dtype(c->type), row, out, c->head_dim);
+}
+
+void kv_cache_set_row(const kv_cache *c, kv_cache_head *h, int32_t slot, const float *k, const float *v) {
+    if (k) row_store(c, h->kb + (size_t)slot * c->rb, k);
+    if (v) row_store(c, h->vb + (size_t)slot * c->rb, v);
+}
+
+void kv_cache_key_row(const kv_cache *c, const kv_cache_head *h, int32_t slot, float *out) {
+    row_load(c, h->kb + (size_t)slot * c->rb, out);
+}
+
+void kv_cache_value_row(const kv_cache *c, const kv_cache_head *h, int32_t slot, float *out) {
+    row_load(c, h->vb + (size_t)slot * c->rb, out);
 }
 
 /* Gives memory back once the slack exceeds a quarter of the live slots (at
@@ -153,14 +216,14 @@ static int head_maybe_shrink(kv_cache *c, kv_cache_head *h) {
 
 /* Moves n consecutive slots from src to dst (ranges may overlap). */
 static void slots_move(kv_cache *c, kv_cache_head *h, int32_t dst, int32_t src, int32_t n) {
-    size_t hd = (size_t)c->head_dim;
-    memmove(h->k + (size_t)dst * hd, h->k + (size_t)src * hd, (size_t)n * hd * sizeof(float));
-    memmove(h->v + (size_t)dst * hd, h->v + (size_t)src * hd, (size_t)n * hd * sizeof(float));
+    const size_t rb = c->rb;
+    memmove(h->kb + (size_t)dst * rb, h->kb + (size_t)src * rb, (size_t)n * rb);
+    memmove(h->vb + (size_t)dst * rb, h->vb + (size_t)src * rb, (size_t)n * rb);
     memmove(h->pos + dst, h->pos + src, (size_t)n * sizeof(int32_t));
 }
 
 int kv_cache_keep(kv_cache *c, kv_cache_head *h, const int32_t *keep, int32_t n_keep) {
-    size_t hd = (size_t)c->head_dim;
+    const size_t rb = c->rb;
     if (n_keep < 0 || n_keep > h->len)
         return kv_errorf(KV_EINVAL, "KV cache: keep %d of %d slots", n_keep, h->len);
     for (int32_t j = 0; j < n_keep; j++) {
@@ -191,8 +254,8 @@ int kv_cache_keep(kv_cache *c, kv_cache_head *h, const int32_t *keep, int32_t n_
             slots_move(c, h, shift + j - r + 1, keep[j] - r + 1, r);
             j -= r;
         }
-        h->k += (size_t)shift * hd;
-        h->v += (size_t)shift * hd;
+        h->kb += (size_t)shift * rb;
+        h->vb += (size_t)shift * rb;
         h->pos += shift;
         h->off += shift;
     }
@@ -216,18 +279,18 @@ int kv_cache_drop(kv_cache *c, kv_cache_head *h, const uint8_t *keep, int32_t *s
 }
 
 int kv_cache_remove(kv_cache *c, kv_cache_head *h, int32_t slot) {
-    size_t hd = (size_t)c->head_dim;
+    const size_t rb = c->rb;
     if (slot < 0 || slot >= h->len)
         return kv_errorf(KV_EINVAL, "KV cache: remove slot %d of %d", slot, h->len);
     if (slot < h->len - 1 - slot) { /* the front is shorter: slide it right */
-        memmove(h->k + hd, h->k, (size_t)slot * hd * sizeof(float));
-        memmove(h->v + hd, h->v, (size_t)slot * hd * sizeof(float));
+        memmove(h->kb + rb, h->kb, (size_t)slot * rb);
+        memmove(h->vb + rb, h->vb, (size_t)slot * rb);
         memmove(h->pos + 1, h->pos, (size_t)slot * sizeof(int32_t));
-        h->k += hd, h->v += hd, h->pos += 1, h->off += 1;
+        h->kb += rb, h->vb += rb, h->pos += 1, h->off += 1;
     } else {
         size_t tail = (size_t)(h->len - slot - 1);
-        memmove(h->k + (size_t)slot * hd, h->k + (size_t)(slot + 1) * hd, tail * hd * sizeof(float));
-        memmove(h->v + (size_t)slot * hd, h->v + (size_t)(slot + 1) * hd, tail * hd * sizeof(float));
+        memmove(h->kb + (size_t)slot * rb, h->kb + (size_t)(slot + 1) * rb, tail * rb);
+        memmove(h->vb + (size_t)slot * rb, h->vb + (size_t)(slot + 1) * rb, tail * rb);
         memmove(h->pos + slot, h->pos + slot + 1, tail * sizeof(int32_t));
     }
     h->len--;
@@ -243,17 +306,17 @@ void kv_cache_clear(kv_cache *c) {
  * ones at off. A head's bytes are counted only once its arrays exist. */
 static int head_copy(kv_cache *dst, kv_cache_head *d, const kv_cache_head *s) {
     if (s->cap == 0) return KV_OK;
-    const size_t hd = (size_t)dst->head_dim, cap = (size_t)s->cap, off = (size_t)s->off;
-    float *k = malloc(cap * hd * sizeof *k), *v = malloc(cap * hd * sizeof *v);
+    const size_t rb = dst->rb, cap = (size_t)s->cap, off = (size_t)s->off;
+    uint8_t *k = malloc(cap * rb), *v = malloc(cap * rb);
     int32_t *p = malloc(cap * sizeof *p);
     if (!k || !v || !p) {
         free(k), free(v), free(p);
         return kv_errorf(KV_ENOMEM, "KV cache: out of memory copying a head of %d slots", s->cap);
     }
-    *d = (kv_cache_head){.k = k + off * hd, .v = v + off * hd, .pos = p + off, .len = s->len, .cap = s->cap,
+    *d = (kv_cache_head){.kb = k + off * rb, .vb = v + off * rb, .pos = p + off, .len = s->len, .cap = s->cap,
                          .off = s->off};
-    memcpy(d->k, s->k, (size_t)s->len * hd * sizeof *k);
-    memcpy(d->v, s->v, (size_t)s->len * hd * sizeof *v);
+    memcpy(d->kb, s->kb, (size_t)s->len * rb);
+    memcpy(d->vb, s->vb, (size_t)s->len * rb);
     memcpy(d->pos, s->pos, (size_t)s->len * sizeof *p);
     dst->bytes += cap * slot_bytes(dst);
     return KV_OK;
@@ -262,10 +325,12 @@ static int head_copy(kv_cache *dst, kv_cache_head *d, const kv_cache_head *s) {
 int kv_cache_copy(kv_cache *dst, const kv_cache *src) {
     if (dst == src) return KV_OK;
     kv_cache_clear(dst);
-    if (dst->n_layers != src->n_layers || dst->n_kv_heads != src->n_kv_heads || dst->head_dim != src->head_dim)
-        return kv_errorf(KV_EINVAL, "kv_cache_copy: expected %d layers x %d KV heads x head_dim %d, the source has "
-                         "%d x %d x %d", dst->n_layers, dst->n_kv_heads, dst->head_dim, src->n_layers,
-                         src->n_kv_heads, src->head_dim);
+    if (dst->n_layers != src->n_layers || dst->n_kv_heads != src->n_kv_heads || dst->head_dim != src->head_dim ||
+        dst->type != src->type)
+        return kv_errorf(KV_EINVAL, "kv_cache_copy: expected %d layers x %d KV heads x head_dim %d of %s, the source "
+                         "has %d x %d x %d of %s", dst->n_layers, dst->n_kv_heads, dst->head_dim,
+                         kv_cache_type_name(dst->type), src->n_layers, src->n_kv_heads, src->head_dim,
+                         kv_cache_type_name(src->type));
     const size_t n = (size_t)src->n_layers * (size_t)src->n_kv_heads;
     for (size_t i = 0; i < n; i++) {
         int rc = head_copy(dst, &dst->heads[i], &src->heads[i]);

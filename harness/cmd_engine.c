@@ -34,6 +34,8 @@ typedef struct model_args {
     int threads;
     const char *gelu; /* MPT's GELU: tanh (default) or erf */
     const char *kernels; /* int8 (default) or float */
+    const char *kv_type; /* the cache's storage: f32 (default), f16, q8_0 */
+    kv_cache_type kvt;   /* kv_type parsed by load_model */
 } model_args;
 
 #define MODEL_OPTS(a)                                                                         \
@@ -43,9 +45,14 @@ typedef struct model_args {
     {"gelu", 0, HX_OPT_STR, &(a).gelu, "tanh|erf", "MPT models: GELU form (default tanh, as llama.cpp; erf as HF)"}, \
     {"kernels", 0, HX_OPT_STR, &(a).kernels, "int8|float", "Q8_0/Q4_0/Q4_K/Q5_K/Q6_K decode products: fp32 activations (default) or int8 activation blocks as llama.cpp (faster; results then depend on chunk sizes by the rounding; KVBENCH_KERNELS sets the default)"}
 
+/* --kv-type, for the commands that run the model over a cache. */
+#define KV_TYPE_OPT(a)                                                                              \
+    {"kv-type", 0, HX_OPT_STR, &(a).kv_type, "f32|f16|q8_0",                                        \
+     "KV cache storage, as llama.cpp's --cache-type-k/v (default f32; q8_0 needs head_dim % 32 == 0)"}
+
 /* need_tokenizer: 1 required, 0 not loaded, 2 loaded when the model has
  * one (a policy may look tokens up: sentinel's <CL>, <CR>). */
-static int load_model(const char *cmd, const model_args *a, int need_tokenizer, kv_model **m) {
+static int load_model(const char *cmd, model_args *a, int need_tokenizer, kv_model **m) {
     if (!a->model) {
         fprintf(stderr, "kvbench %s: --model PATH is required\n", cmd);
         return -1;
@@ -55,6 +62,10 @@ static int load_model(const char *cmd, const model_args *a, int need_tokenizer, 
     if (a->tokenizer) p.tokenizer_path = hx_resolve_model(a->tokenizer, tp, sizeof tp);
     p.no_tokenizer = !need_tokenizer && !a->tokenizer;
     if (a->gelu && kv_gelu_parse(a->gelu, &p.gelu)) {
+        fprintf(stderr, "kvbench %s: --%s\n", cmd, kv_last_error());
+        return -1;
+    }
+    if (a->kv_type && kv_cache_type_parse(a->kv_type, &a->kvt)) {
         fprintf(stderr, "kvbench %s: --%s\n", cmd, kv_last_error());
         return -1;
     }
@@ -83,9 +94,10 @@ static int load_model(const char *cmd, const model_args *a, int need_tokenizer, 
     return 0;
 }
 
-static int new_ctx(const char *cmd, const kv_model *m, int threads, kv_ctx **c) {
+static int new_ctx(const char *cmd, const kv_model *m, int threads, kv_cache_type kvt, kv_ctx **c) {
     kv_ctx_params p = kv_ctx_default_params();
     p.n_threads = threads;
+    p.kv_type = kvt;
     if (kv_ctx_new(m, &p, c)) {
         fprintf(stderr, "kvbench %s: %s\n", cmd, kv_last_error());
         return -1;
@@ -363,6 +375,7 @@ int hx_cmd_generate(int argc, char **argv, int help) {
     policy_args pa = {0};
     hx_opt opts[] = {
         MODEL_OPTS(a),
+        KV_TYPE_OPT(a),
         POLICY_OPTS(pa),
         {"prompt", 'p', HX_OPT_STR, &prompt, "TEXT", "prompt (default: empty, i.e. start from BOS)"},
         {"n", 'n', HX_OPT_INT, &n_new, "N", "tokens to generate at most (default 256)"},
@@ -395,7 +408,7 @@ int hx_cmd_generate(int argc, char **argv, int help) {
     hx_gen_result g = {0};
     int status = 1;
     pa.seed = sp.seed;
-    if (hx_engine_open(&en, m, a.threads)) {
+    if (hx_engine_open(&en, m, a.threads, a.kvt)) {
         fprintf(stderr, "kvbench generate: %s\n", kv_last_error());
         goto out;
     }
@@ -468,6 +481,7 @@ int hx_cmd_logits(int argc, char **argv, int help) {
     int32_t n_prompt = 0;
     hx_opt opts[] = {
         MODEL_OPTS(a),
+        KV_TYPE_OPT(a),
         POLICY_OPTS(pa),
         {"prompt-len", 0, HX_OPT_INT, &n_prompt, "N", "tokens that count as the prompt for % budgets (default: all)"},
         {"record", 0, HX_OPT_STR, &record, "FILE", "record what the policy saw and kept at every layer call"},
@@ -516,7 +530,7 @@ int hx_cmd_logits(int argc, char **argv, int help) {
         fprintf(stderr, "kvbench logits: no tokens\n");
         goto out;
     }
-    if (new_ctx("logits", m, a.threads, &c) || make_policy("logits", &pa, m, &pol)) goto out;
+    if (new_ctx("logits", m, a.threads, a.kvt, &c) || make_policy("logits", &pa, m, &pol)) goto out;
     logits = malloc((size_t)n * mi->vocab_size * sizeof *logits);
     if (!logits) goto out;
     pol_begin(pol, n_prompt > 0 ? n_prompt : n);
@@ -794,7 +808,7 @@ static int lc_setup(lc_run *r, int threads, int kl) {
         fprintf(stderr, "kvbench perplexity: out of memory\n");
         return -1;
     }
-    return kl ? new_ctx("perplexity", r->in->m, threads, &r->c_base) : 0;
+    return kl ? new_ctx("perplexity", r->in->m, threads, r->in->en->kv_type, &r->c_base) : 0;
 }
 
 static void lc_free(lc_run *r) {
@@ -890,6 +904,7 @@ int hx_cmd_perplexity(int argc, char **argv, int help) {
     policy_args pa = {.seed = 42};
     hx_opt opts[] = {
         MODEL_OPTS(a),
+        KV_TYPE_OPT(a),
         POLICY_OPTS(pa),
         {"protocol", 0, HX_OPT_STR, &protocol, "NAME", "sliding (default) or llama.cpp (llama-perplexity's chunks, second half scored)"},
         {"stream", 0, HX_OPT_FLAG, &stream, NULL, "feed one token at a time through one cache (the policy evicting as it goes) and score every token"},
@@ -947,7 +962,7 @@ int hx_cmd_perplexity(int argc, char **argv, int help) {
         fprintf(stderr, "kvbench perplexity: %s: fewer than 2 tokens\n", fp);
         goto out;
     }
-    if (hx_engine_open(&en, m, a.threads)) {
+    if (hx_engine_open(&en, m, a.threads, a.kvt)) {
         fprintf(stderr, "kvbench perplexity: %s\n", kv_last_error());
         goto out;
     }
@@ -973,12 +988,26 @@ static int cmp_double(const void *a, const void *b) {
     return (x > y) - (x < y);
 }
 
+/* The cache's storage as bench left it: bytes per cached token (keys,
+ * values and the position of every layer and KV head) and what the cache
+ * really holds (its allocations, kv_cache_bytes) over the tokens it holds. */
+static void print_kv_held(kv_ctx *c, int n_seen) {
+    const kv_cache *kc = kv_ctx_cache(c);
+    const size_t heads = (size_t)kv_cache_n_layers(kc) * (size_t)kv_cache_n_kv_heads(kc);
+    const size_t per_token = heads * (2 * kv_cache_row_bytes(kc) + sizeof(int32_t));
+    const double held = (double)kv_cache_total_slots(kc) / (double)heads;
+    printf("kv cache         %s: %zu bytes per token (%zu-byte rows); holds %.2f MB for %.0f of %d tokens = %.0f "
+           "bytes per held token\n", kv_cache_type_name(kv_cache_get_type(kc)), per_token, kv_cache_row_bytes(kc),
+           kv_cache_bytes(kc) / 1e6, held, n_seen, held > 0 ? (double)kv_cache_bytes(kc) / held : 0.0);
+}
+
 int hx_cmd_bench(int argc, char **argv, int help) {
     model_args a = {0};
     int n_prompt = 128, n_gen = 64, reps = 5, membw_mb = 128;
     policy_args pa = {.seed = 42};
     hx_opt opts[] = {
         MODEL_OPTS(a),
+        KV_TYPE_OPT(a),
         POLICY_OPTS(pa),
         {"prompt", 'p', HX_OPT_INT, &n_prompt, "N", "prompt tokens for prefill (default 128)"},
         {"gen", 'n', HX_OPT_INT, &n_gen, "N", "decoded tokens per run (default 64)"},
@@ -1010,7 +1039,7 @@ int hx_cmd_bench(int argc, char **argv, int help) {
     double *mem = calloc((size_t)reps + 1, sizeof *mem), *share = calloc((size_t)reps, sizeof *share);
     kv_policy *pol = NULL;
     hx_membw *probe = NULL;
-    if (!prompt || !logits || !pf || !dc || !mem || !share || new_ctx("bench", m, a.threads, &c) || make_policy("bench", &pa, m, &pol))
+    if (!prompt || !logits || !pf || !dc || !mem || !share || new_ctx("bench", m, a.threads, a.kvt, &c) || make_policy("bench", &pa, m, &pol))
         goto out;
     if (membw_mb && !(probe = hx_membw_new(kv_ctx_n_threads(c), (size_t)membw_mb << 20))) {
         fprintf(stderr, "kvbench bench: out of memory for a %d MB bandwidth probe (--membw 0 skips it)\n", membw_mb);
@@ -1046,7 +1075,7 @@ int hx_cmd_bench(int argc, char **argv, int help) {
         dc[r] = n_gen / t_dc;
         /* KV bytes read per decoded token: keys and values of the live
          * slots (the cache as the last step left it) */
-        kv_read = (size_t)kv_cache_total_slots(kv_ctx_cache(c)) * (size_t)mi->head_dim * 2 * sizeof(float);
+        kv_read = (size_t)kv_cache_total_slots(kv_ctx_cache(c)) * 2 * kv_cache_row_bytes(kv_ctx_cache(c));
     }
     if (probe) {
         mem[reps] = hx_membw_measure(probe, 3);
@@ -1072,6 +1101,7 @@ int hx_cmd_bench(int argc, char **argv, int help) {
            pf[0], pf[reps - 1]);
     printf("decode           %d tokens after the prompt: %.1f tok/s (median of %d; min %.1f, max %.1f)\n", n_gen,
            dcm, reps, dc[0], dc[reps - 1]);
+    print_kv_held(c, n_prompt + n_gen);
     printf("bytes per token  %.2f MB weights + %.2f MB KV cache = %.2f MB\n", wb / 1e6, kv_read / 1e6,
            (wb + kv_read) / 1e6);
     printf("decode bandwidth %.1f GB/s\n", (wb + kv_read) * dcm / 1e9);

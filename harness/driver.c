@@ -133,6 +133,7 @@ static int snap_take(hx_engine *en, kv_policy *pol, uint64_t key, hx_ctx_snap *s
     if (!s->ctx) {
         kv_ctx_params cp = kv_ctx_default_params();
         cp.n_threads = en->threads;
+        cp.kv_type = en->kv_type;
         if ((rc = kv_ctx_new(en->model, &cp, &s->ctx))) {
             pol_free(copy);
             return rc;
@@ -475,6 +476,7 @@ static int ref_prompt(hx_engine *en, const int32_t *prompt, int32_t n_prompt, lo
     if (!r->ctx) {
         kv_ctx_params cp = kv_ctx_default_params();
         cp.n_threads = en->threads;
+        cp.kv_type = en->kv_type;
         if ((rc = kv_ctx_new(en->model, &cp, &r->ctx))) return rc;
     }
     if ((rc = kv_ctx_fork(en->ref_ctx, r->ctx))) return rc;
@@ -495,6 +497,7 @@ int hx_drv_fidelity(hx_engine *en, kv_policy *pol, const int32_t *prompt, int32_
     if (!en->ref_ctx) {
         kv_ctx_params cp = kv_ctx_default_params();
         cp.n_threads = en->threads;
+        cp.kv_type = en->kv_type;
         if (kv_ctx_new(en->model, &cp, &en->ref_ctx)) return KV_ENOMEM;
     }
     lost_state ls = {.pol = kv_ctx_cache(en->ctx)};
@@ -565,18 +568,20 @@ int hx_drv_stream_nll(hx_engine *en, kv_policy *pol, const int32_t *ids, int32_t
 
 /* ---------------------------------------------------------------- setup */
 
-int hx_engine_open(hx_engine *en, kv_model *model, int threads) {
+int hx_engine_open(hx_engine *en, kv_model *model, int threads, kv_cache_type kv_type) {
     memset(en, 0, sizeof *en);
     en->model = model;
     en->mi = kv_model_get_info(model);
     en->tok = kv_model_tokenizer(model);
     en->threads = threads;
+    en->kv_type = kv_type;
     if (en->tok) {
         en->n_end = kv_tokenizer_end_tokens(en->tok, en->end_ids, 16);
         if (en->n_end > 16) en->n_end = 16;
     }
     kv_ctx_params cp = kv_ctx_default_params();
     cp.n_threads = threads;
+    cp.kv_type = kv_type;
     int rc = kv_ctx_new(model, &cp, &en->ctx);
     if (rc) return rc;
     en->logits = malloc((size_t)en->mi->vocab_size * sizeof *en->logits);

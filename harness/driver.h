@@ -39,6 +39,7 @@ typedef struct hx_engine {
     kv_ctx *ctx;
     kv_ctx *ref_ctx;  /* a full cache run in lockstep (attention mass lost); made when first needed */
     int threads;
+    kv_cache_type kv_type; /* every context's cache storage (f32, f16, q8_0) */
     float *logits;    /* [vocab] */
     int32_t end_ids[16]; /* the tokens generation stops at (besides BOS) */
     int n_end;
@@ -47,8 +48,11 @@ typedef struct hx_engine {
 } hx_engine;
 
 /* A context, the logits and the model's end tokens (kv_tokenizer_end_tokens)
- * for model; on failure what was made is freed by hx_engine_close. */
-int hx_engine_open(hx_engine *en, kv_model *model, int threads);
+ * for model; on failure what was made is freed by hx_engine_close. Every
+ * context the driver makes (forks, the full-cache reference of fidelity)
+ * stores its cache as kv_type, so fidelity measures what the policy loses
+ * with that storage. */
+int hx_engine_open(hx_engine *en, kv_model *model, int threads, kv_cache_type kv_type);
 /* Frees what hx_engine_open and the driver made; not the model. */
 void hx_engine_close(hx_engine *en);
 

@@ -396,6 +396,9 @@ static int handler(void *user, const char *section, const char *key, const char 
             if (kv_dtype_parse(value, &dt) || dt == KV_Q8_G)
                 fail(st, st->line, "[%s] dtype: expected f32, f16, bf16, q8_0 or q4_0, got '%s'", sn, value);
             else set_str(st, &m->dtype, value, sn, key);
+        } else if (!strcmp(key, "kv_type")) {
+            if (kv_cache_type_parse(value, &m->kv_type))
+                fail(st, st->line, "[%s] kv_type: expected f32, f16 or q8_0, got '%s'", sn, value);
         } else if (!strcmp(key, "ctx_len")) get_int(st, sn, key, value, 16, 1 << 24, &m->ctx_len);
         else if (!strcmp(key, "rope_base") || !strcmp(key, "norm_eps")) {
             char *end;
@@ -411,7 +414,7 @@ static int handler(void *user, const char *section, const char *key, const char 
             set_str(st, &m->chat, value, sn, key);
         } else if (!strcmp(key, "gelu")) {
             if (kv_gelu_parse(value, &m->gelu)) fail(st, st->line, "[%s] gelu: expected tanh or erf, got '%s'", sn, value);
-        } else fail(st, st->line, "[%s] unknown key '%s' (expected path, tokenizer, dtype, rope_base, ctx_len, norm_eps, gelu, chat)", sn, key);
+        } else fail(st, st->line, "[%s] unknown key '%s' (expected path, tokenizer, dtype, kv_type, rope_base, ctx_len, norm_eps, gelu, chat)", sn, key);
         break;
     }
     case S_TASK: {

@@ -1,7 +1,7 @@
 /* experiment.h - declarative experiment files (INI, parsed with inih).
  *
  *   [experiment]      name, description, mirrors, seed, db, threads, bootstrap
- *   [model NAME]      path, tokenizer, dtype, rope_base, ctx_len, norm_eps, gelu
+ *   [model NAME]      path, tokenizer, dtype, kv_type, rope_base, ctx_len, norm_eps, gelu
  *   [task NAME]       kind, data, samples, template, max_prompt_tokens,
  *                     max_new_tokens, stop, fidelity, bad_rows, doc_field,
  *                     ref_field, lengths, depths, per_cell, haystack,
@@ -21,6 +21,7 @@
 #include <stdint.h>
 
 #include "../datasets/dataset.h"
+#include "../engine/kvcache.h"
 #include "../policies/policy.h"
 
 #define HX_MAX_ITEMS 64
@@ -31,6 +32,7 @@ typedef struct hx_model_def {
     float rope_base, norm_eps;     /* architecture overrides (0: the file's) */
     kv_gelu gelu;                  /* MPT: tanh (default, llama.cpp's) or erf (Hugging Face's) */
     char *chat;                    /* chat = auto|none|NAME (NULL: none) */
+    kv_cache_type kv_type;         /* the KV cache's storage: f32 (default), f16, q8_0 */
     int ctx_len;
     int line;
 } hx_model_def;

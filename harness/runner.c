@@ -407,7 +407,7 @@ static int run_identity(const run_state *rs, const engine *en, const run_cell *r
     for (int i = 0; i < t->n_lengths; i++) snprintf(lens + strlen(lens), sizeof lens - strlen(lens), "%d ", t->lengths[i]);
     for (int i = 0; i < t->n_depths; i++) snprintf(deps + strlen(deps), sizeof deps - strlen(deps), "%d ", t->depths[i]);
     int n = snprintf(spec, cap,
-                     "kvbench-run/2 version=%s model_hash=%s arch=%g/%d/%g%s%s task_kind=%s data=%s haystack=%s template=%s@%d "
+                     "kvbench-run/2 version=%s model_hash=%s arch=%g/%d/%g%s%s%s%s task_kind=%s data=%s haystack=%s template=%s@%d "
                      "max_prompt_tokens=%d max_new_tokens=%d stop_newline=%d fidelity=%d doc_field=%s ref_field=%s "
                      "lengths=%s depths=%s per_cell=%d tokens=%d chunk=%d min_chars=%d curve_bucket=%d question=%s chat=%s "
                      "system=[%s] ruler_task=%s qa_data=%s%s%s%s policy=%s params=%s budget=%s seed=%llu",
@@ -416,6 +416,9 @@ static int run_identity(const run_state *rs, const engine *en, const run_cell *r
                      en->d.mi->arch == KV_ARCH_MPT && en->d.mi->gelu == KV_GELU_ERF ? "/gelu=erf" : "",
                      /* sliding-window layers, for the report (absent otherwise: other runs' ids unchanged) */
                      en->swa_note,
+                     /* the cache's storage, only when not f32 (other runs' ids unchanged) */
+                     en->d.kv_type != KV_CACHE_F32 ? "/kv_type=" : "",
+                     en->d.kv_type != KV_CACHE_F32 ? kv_cache_type_name(en->d.kv_type) : "",
                      hx_task_kind_name(t->kind), t->data ? t->data : "",
                      t->haystack ? t->haystack : "", tp->name, tp->version, t->max_prompt_tokens, t->max_new_tokens,
                      t->stop_newline, t->fidelity, t->doc_field ? t->doc_field : "", t->ref_field ? t->ref_field : "",
@@ -942,7 +945,7 @@ static int load_engine(const hx_experiment *e, const char *db, int model, int th
     }
     if (!kv_model_tokenizer(en->d.model))
         return kv_errorf(KV_EINVAL, "model %s: %s has no tokenizer; give one with 'tokenizer ='", md->name, en->model_path);
-    if (hx_engine_open(&en->d, en->d.model, threads)) return -1;
+    if (hx_engine_open(&en->d, en->d.model, threads, md->kv_type)) return -1;
     return hx_file_identity(en->model_path, en->model_hash);
 }
 

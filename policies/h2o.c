@@ -213,8 +213,8 @@ static int sim_swap(kv_policy *p, kv_cache *c, kv_cache_head *h, h2o_parked *pk,
     if (slot >= 0) { /* out of the cache first: it never holds more than after the forward */
         tmp = malloc(2 * (size_t)hd * sizeof *tmp);
         if (!tmp) return kv_errorf(KV_ENOMEM, "out of memory");
-        memcpy(tmp, h->k + (size_t)slot * hd, (size_t)hd * sizeof *tmp);
-        memcpy(tmp + hd, h->v + (size_t)slot * hd, (size_t)hd * sizeof *tmp);
+        kv_cache_key_row(c, h, slot, tmp); /* as floats: the slot comes back by kv_cache_append */
+        kv_cache_value_row(c, h, slot, tmp + hd);
         tmp_score = score[slot];
         int rc = kv_cache_remove(c, h, slot);
         if (rc) {

@@ -32,6 +32,7 @@ static const pol_param_def params[] = {
 typedef struct knorm_state {
     pol_scores *score;
     pol_sched sched;
+    float *row; /* [head_dim] a key as floats; allocated on first use */
 } knorm_state;
 
 static int knorm_init(kv_policy *p) {
@@ -52,6 +53,7 @@ static void knorm_free(kv_policy *p) {
     if (!st) return;
     pol_scores_free(st->score);
     pol_sched_free(&st->sched);
+    free(st->row);
     free(st);
 }
 
@@ -68,6 +70,7 @@ static int knorm_on_layer(kv_policy *p, kv_cache *c, const kv_attn_view *v) {
     knorm_state *st = p->state;
     const int hd = kv_cache_head_dim(c);
     const int cut = pol_sched_cut(p, &st->sched, v);
+    if (!st->row && !(st->row = malloc((size_t)hd * sizeof *st->row))) return kv_errorf(KV_ENOMEM, "out of memory");
     for (int g = 0; g < v->n_kv_heads; g++) {
         kv_cache_head *h = kv_cache_head_at(c, v->layer, g);
         int32_t fresh, from, keep;
@@ -75,7 +78,8 @@ static int knorm_on_layer(kv_policy *p, kv_cache *c, const kv_attn_view *v) {
         if (!score) return KV_ENOMEM;
         for (int32_t j = fresh; j < h->len; j++) { /* the slots new since the last call */
             double n2 = 0;
-            for (int d = 0; d < hd; d++) n2 += (double)h->k[(size_t)j * hd + d] * h->k[(size_t)j * hd + d];
+            kv_cache_key_row(c, h, j, st->row); /* the key attention reads (f16 / q8_0 as stored) */
+            for (int d = 0; d < hd; d++) n2 += (double)st->row[d] * st->row[d];
             score[j] = -(float)sqrt(n2);
         }
         if (!cut || !pol_sched_span(p, &st->sched, h, &from, &keep)) continue;

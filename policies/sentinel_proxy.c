@@ -40,6 +40,8 @@ typedef struct sent_state {
     uint8_t *done;     /* [n_layers] the layer's prompt is compressed */
     int32_t *keep;     /* [cap] scratch: slot indices kept */
     int32_t *slot_of;  /* [cap] scratch: position -> slot */
+    float *row;        /* [2][head_dim] scratch: a key and value as floats; allocated on first merge */
+    double *acc;       /* [2][head_dim] scratch: their sums over a span */
 } sent_state;
 
 static int sent_init(kv_policy *p) {
@@ -57,6 +59,8 @@ static void sent_free(kv_policy *p) {
     free(st->done);
     free(st->keep);
     free(st->slot_of);
+    free(st->row);
+    free(st->acc);
     free(st);
 }
 
@@ -112,6 +116,29 @@ static void sent_reset(kv_policy *p) {
     if (p->n_prompt > 0) plan_spans(p, p->n_prompt);
 }
 
+/* The mean of the keys and of the values held for positions s..e (their
+ * slots in st->slot_of) into position e's slot, summed in double in
+ * position order, read and written as floats (an f16 / q8_0 cache rounds
+ * the means as it stores them). */
+static int merge_span(sent_state *st, kv_cache *c, kv_cache_head *h, int32_t s, int32_t e) {
+    const size_t hd = (size_t)kv_cache_head_dim(c);
+    if (!st->row && !(st->row = malloc(2 * hd * sizeof *st->row))) return kv_errorf(KV_ENOMEM, "out of memory");
+    if (!st->acc && !(st->acc = malloc(2 * hd * sizeof *st->acc))) return kv_errorf(KV_ENOMEM, "out of memory");
+    memset(st->acc, 0, 2 * hd * sizeof *st->acc);
+    int32_t cnt = 0;
+    for (int32_t q = s; q <= e; q++) {
+        int32_t j = st->slot_of[q];
+        if (j < 0) continue;
+        kv_cache_key_row(c, h, j, st->row);
+        kv_cache_value_row(c, h, j, st->row + hd);
+        for (size_t d = 0; d < 2 * hd; d++) st->acc[d] += st->row[d];
+        cnt++;
+    }
+    for (size_t d = 0; d < 2 * hd; d++) st->row[d] = (float)(st->acc[d] / cnt);
+    kv_cache_set_row(c, h, st->slot_of[e], st->row, st->row + hd);
+    return KV_OK;
+}
+
 static int sent_on_layer(kv_policy *p, kv_cache *c, const kv_attn_view *v) {
     sent_state *st = p->state;
     if (st->done[v->layer]) return KV_OK;
@@ -122,7 +149,6 @@ static int sent_on_layer(kv_policy *p, kv_cache *c, const kv_attn_view *v) {
     if (v->pos0 + v->n_new < st->n) return KV_OK; /* the prompt is still coming */
     st->done[v->layer] = 1;
     int merge = (int)p->param[P_MODE] == 1;
-    size_t hd = (size_t)kv_cache_head_dim(c);
     for (int g = 0; g < v->n_kv_heads; g++) {
         kv_cache_head *h = kv_cache_head_at(c, v->layer, g);
         for (int32_t i = 0; i < st->n; i++) st->slot_of[i] = -1;
@@ -131,22 +157,10 @@ static int sent_on_layer(kv_policy *p, kv_cache *c, const kv_attn_view *v) {
         if (merge) /* each span's mean into its last slot */
             for (int32_t e = 0; e < st->n; e++) {
                 if (st->span_end[e] != e || st->slot_of[e] < 0) continue;
-                float *k = h->k + (size_t)st->slot_of[e] * hd, *val = h->v + (size_t)st->slot_of[e] * hd;
-                int32_t s = e, cnt = 1;
+                int32_t s = e;
                 while (s > 0 && st->span_end[s - 1] == e) s--;
-                for (size_t d = 0; d < hd; d++) {
-                    double ks = 0, vs = 0;
-                    cnt = 0;
-                    for (int32_t q = s; q <= e; q++) {
-                        int32_t j = st->slot_of[q];
-                        if (j < 0) continue;
-                        ks += h->k[(size_t)j * hd + d];
-                        vs += h->v[(size_t)j * hd + d];
-                        cnt++;
-                    }
-                    k[d] = (float)(ks / cnt);
-                    val[d] = (float)(vs / cnt);
-                }
+                int rc = merge_span(st, c, h, s, e);
+                if (rc) return rc;
             }
         /* keep every slot outside a span or at a span's end, in order */
         int32_t n_keep = 0;

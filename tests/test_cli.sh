@@ -22,6 +22,7 @@ ok "help"
 
 # generate: greedy from BOS starts like the model card's sample, reports KV bytes
 out=$("$kv" generate --model $M -n 40 --threads 2 2>"$tmp/gen.err")
+out_gen=$out
 if echo "$out" | grep -q "^Once upon a time, there was a little girl named Lily" &&
    grep -qE "policy full budget none .*KV cache [0-9]+ slots .*[0-9]+ bytes held" "$tmp/gen.err"; then ok "generate"; else bad "generate" "$out"; fi
 
@@ -163,6 +164,22 @@ for ty in f32 q8_0; do
 done
 expect_fail "synth: unknown architecture" 2 "arch: expected llama, qwen2, qwen3, phi3, gemma2, gemma3 or mpt" -- "$kv" synth "$tmp/x.gguf" --arch gpt2
 expect_fail "bad --gelu" 1 "gelu: expected tanh or erf" -- "$kv" info --model "$tmp/mpt.gguf" --gelu exact
+# --kv-type: the cache's storage; the same greedy text from an f16 cache on
+# stories260K, held in 36 bytes a slot (2 x 8 f16 values + a position) instead
+# of 68 (the same slots, so exactly 36/68 of the bytes); q8_0 needs head_dim
+# a multiple of 32 (stories260K's is 8); bench prints the bytes per token
+# (head_dim 64, 2 layers x 2 KV heads: 4 x (2 x 68 + 4) = 560 for q8_0)
+f16_out=$("$kv" generate --model $M -n 40 --threads 2 --kv-type f16 2>"$tmp/gen16.err")
+f16_bytes=$(grep -oE "[0-9]+ bytes held" "$tmp/gen16.err" | grep -oE "^[0-9]+")
+if [ "$f16_out" = "$out_gen" ] && [ -n "$f16_bytes" ] && [ $((f16_bytes * 68)) -eq $((full_bytes * 36)) ]; then
+  ok "generate --kv-type f16 ($f16_bytes of $full_bytes bytes)"; else bad "generate --kv-type f16" "$f16_bytes $full_bytes"; fi
+expect_fail "q8_0 cache needs head_dim % 32" 1 "kv_type q8_0 needs head_dim a multiple of 32, the model's head_dim is 8" -- \
+  "$kv" generate --model $M -n 4 --kv-type q8_0
+expect_fail "bad --kv-type" 1 "kv_type: expected f32, f16 or q8_0, got 'q4_0'" -- "$kv" generate --model $M -n 4 --kv-type q4_0
+"$kv" synth "$tmp/hd64.gguf" --dim 128 --hidden 256 --layers 2 --heads 2 --vocab 256 --type f16 >/dev/null
+if "$kv" bench --model "$tmp/hd64.gguf" --kv-type q8_0 --prompt 16 --gen 4 --reps 1 --membw 0 --threads 1 |
+   grep -qE "^kv cache +q8_0: 560 bytes per token \(68-byte rows\)"; then ok "bench --kv-type q8_0 prints the bytes per token"
+else bad "bench --kv-type q8_0 prints the bytes per token"; fi
 
 # tokenize: a vocabulary-only GGUF (byte-level BPE) needs no weights; GPT-2's
 # encoder.json + vocab.bpe folder gives the same ids; the model's own tokenizer

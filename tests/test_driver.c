@@ -39,7 +39,7 @@ static int setup(void **state) {
     kv_model_params mp = kv_model_default_params();
     mp.tokenizer_path = t;
     assert_int_equal(kv_model_load(p, &mp, &f->m), KV_OK);
-    assert_int_equal(hx_engine_open(&f->en, f->m, 1), KV_OK);
+    assert_int_equal(hx_engine_open(&f->en, f->m, 1, KV_CACHE_F32), KV_OK);
     f->tb.tok = f->en.tok;
     *state = f;
     return 0;

@@ -77,7 +77,6 @@ static void rec_put(rec *r, const void *p, size_t n) {
  * slot order (position, key, value), and the policy's limits. */
 static void rec_state(rec *r, kv_ctx *c, const kv_policy *p) {
     kv_cache *kc = kv_ctx_cache(c);
-    const size_t hd = (size_t)kv_cache_head_dim(kc);
     int32_t pos = kv_ctx_pos(c);
     size_t bytes[2] = {kv_cache_bytes(kc), kv_cache_peak_bytes(kc)};
     rec_put(r, &pos, sizeof pos);
@@ -87,8 +86,8 @@ static void rec_state(rec *r, kv_ctx *c, const kv_policy *p) {
             const kv_cache_head *h = kv_cache_head_at(kc, l, g);
             rec_put(r, &h->len, sizeof h->len);
             rec_put(r, h->pos, (size_t)h->len * sizeof *h->pos);
-            rec_put(r, h->k, (size_t)h->len * hd * sizeof *h->k);
-            rec_put(r, h->v, (size_t)h->len * hd * sizeof *h->v);
+            rec_put(r, h->kb, (size_t)h->len * kv_cache_row_bytes(kc));
+            rec_put(r, h->vb, (size_t)h->len * kv_cache_row_bytes(kc));
         }
     if (!p) return;
     const int32_t limit = pol_limit(p);
@@ -343,9 +342,9 @@ static void test_fork_anywhere(void **state) {
 static void test_cache_copy(void **state) {
     (void)state;
     kv_cache *a, *b, *odd;
-    assert_int_equal(kv_cache_new(2, 2, 4, &a), KV_OK);
-    assert_int_equal(kv_cache_new(2, 2, 4, &b), KV_OK);
-    assert_int_equal(kv_cache_new(2, 3, 4, &odd), KV_OK);
+    assert_int_equal(kv_cache_new(2, 2, 4, KV_CACHE_F32, &a), KV_OK);
+    assert_int_equal(kv_cache_new(2, 2, 4, KV_CACHE_F32, &b), KV_OK);
+    assert_int_equal(kv_cache_new(2, 3, 4, KV_CACHE_F32, &odd), KV_OK);
     float k[4], v[4];
     for (int t = 0; t < 58; t++) { /* 48 slots (exactly a capacity) in layer 0, 10 in layer 1 */
         for (int d = 0; d < 4; d++) k[d] = (float)(t * 4 + d), v[d] = -k[d];
@@ -365,9 +364,9 @@ static void test_cache_copy(void **state) {
         assert_int_equal(x->len, y->len);
         assert_int_equal(x->cap, y->cap);
         assert_int_equal(x->off, y->off);
-        assert_true(x->k != y->k && x->v != y->v && x->pos != y->pos);
-        assert_memory_equal(x->k, y->k, (size_t)x->len * 4 * sizeof(float));
-        assert_memory_equal(x->v, y->v, (size_t)x->len * 4 * sizeof(float));
+        assert_true(x->kb != y->kb && x->vb != y->vb && x->pos != y->pos);
+        assert_memory_equal(x->kb, y->kb, (size_t)x->len * 4 * sizeof(float));
+        assert_memory_equal(x->vb, y->vb, (size_t)x->len * 4 * sizeof(float));
         assert_memory_equal(x->pos, y->pos, (size_t)x->len * sizeof(int32_t));
     }
     /* both evolve alike, and the copy survives its source */
@@ -383,7 +382,7 @@ static void test_cache_copy(void **state) {
     assert_int_equal(kv_cache_peak_bytes(b), kv_cache_peak_bytes(a));
     kv_cache_free(a);
     assert_int_equal(kv_cache_head_at(b, 0, 0)->pos[2], 24);
-    assert_int_equal(kv_cache_head_at(b, 0, 0)->k[2 * 4 + 1], 24 * 4 + 1);
+    assert_int_equal(((const float *)kv_cache_head_at(b, 0, 0)->kb)[2 * 4 + 1], 24 * 4 + 1);
     assert_int_equal(kv_cache_copy(odd, b), KV_EINVAL);
     assert_non_null(strstr(kv_last_error(), "2 x 2 x 4"));
     assert_int_equal(kv_cache_bytes(odd), 0);

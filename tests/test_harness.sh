@@ -289,6 +289,7 @@ expect_bad "unknown template" "\[task cnndm\] template: unknown template 'plains
 expect_bad "unset variable" "environment variable \\\$NOPE_NOT_SET is not set" 's/^db = .*/db = ${NOPE_NOT_SET}\/x.db/'
 expect_bad "bad dtype" "\\[model stories260K\\] dtype: expected f32, f16, bf16, q8_0 or q4_0, got 'q9'" 's#^tokenizer = stories260K/tok512.bin#tokenizer = stories260K/tok512.bin\ndtype = q9#'
 expect_bad "bad gelu" "\\[model stories260K\\] gelu: expected tanh or erf, got 'exact'" 's#^tokenizer = stories260K/tok512.bin#tokenizer = stories260K/tok512.bin\ngelu = exact#'
+expect_bad "bad kv_type" "\\[model stories260K\\] kv_type: expected f32, f16 or q8_0, got 'q4_0'" 's#^tokenizer = stories260K/tok512.bin#tokenizer = stories260K/tok512.bin\nkv_type = q4_0#'
 expect_bad "not key = value" "bad.ini:[0-9]+: expected 'key = value'" 's/^per_cell = 1/per_cell/'
 expect_bad "question with no question part" "\[task cnndm\] question = after_compression: template plain-summ@1 has no question part" 's/^kind = summarization/kind = summarization\nquestion = after_compression/'
 expect_bad "bad question mode" "\[task passkey\] question: expected in_prompt or after_compression, got 'later'" 's/^kind = passkey/kind = passkey\nquestion = later/'

@@ -1,5 +1,7 @@
 /* test_kvcache.c - slot storage: appends, evictions in order, ragged
- * heads, and memory that really goes down when slots are removed. */
+ * heads, and memory that really goes down when slots are removed; each in
+ * every storage type (f32, f16, q8_0), whose rows must move bit for bit
+ * and hold exactly their type's bytes. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -8,30 +10,55 @@
 
 #include <string.h>
 
+#include <math.h>
+
 #include "kv_error.h"
 #include "kvcache.h"
+#include "quant.h"
 
-enum { HD = 8 };
+enum { HD = 64 }; /* two q8_0 blocks per row */
 
+/* The type the tests below run with (each runs once per type). */
+static kv_cache_type g_type = KV_CACHE_F32;
+static const kv_dtype g_dtype[] = {KV_F32, KV_F16, KV_Q8_0};
+/* Bytes of one row: 4 per value, 2 per value, 34 per block of 32. */
+static const size_t g_row_bytes[] = {HD * 4, HD * 2, HD / 32 * 34};
+
+static size_t slot_bytes(void) { return 2 * g_row_bytes[g_type] + sizeof(int32_t); }
+
+/* Distinct values per tag and element, spread over a block's range (so
+ * that q8_0 keeps them apart). */
 static void fill(float *k, float *v, int32_t tag) {
     for (int i = 0; i < HD; i++) {
-        k[i] = (float)tag + 0.01f * (float)i;
-        v[i] = -(float)tag - 0.01f * (float)i;
+        k[i] = (float)(tag % 97) + 0.37f * (float)i - 9.0f;
+        v[i] = -(float)(tag % 89) - 0.21f * (float)((i * 7) % HD);
     }
 }
 
-static void check_slot(const kv_cache_head *h, int32_t slot, int32_t tag) {
-    float k[HD], v[HD];
-    fill(k, v, tag);
-    assert_int_equal(h->pos[slot], tag);
-    assert_memory_equal(h->k + (size_t)slot * HD, k, sizeof k);
-    assert_memory_equal(h->v + (size_t)slot * HD, v, sizeof v);
+/* What a row of x reads back as: through the type's stored form. */
+static void rounded(const float *x, float *out) {
+    uint8_t buf[HD * 4];
+    assert_int_equal(kv_quantize(g_dtype[g_type], x, buf, HD), KV_OK);
+    assert_int_equal(kv_dequantize(g_dtype[g_type], buf, out, HD), KV_OK);
 }
+
+static void check_slot_c(const kv_cache *c, const kv_cache_head *h, int32_t slot, int32_t tag) {
+    float k[HD], v[HD], ek[HD], ev[HD], gk[HD], gv[HD];
+    fill(k, v, tag);
+    rounded(k, ek);
+    rounded(v, ev);
+    assert_int_equal(h->pos[slot], tag);
+    kv_cache_key_row(c, h, slot, gk);
+    kv_cache_value_row(c, h, slot, gv);
+    assert_memory_equal(gk, ek, sizeof ek);
+    assert_memory_equal(gv, ev, sizeof ev);
+}
+#define check_slot(h, slot, tag) check_slot_c(c, h, slot, tag)
 
 static void test_append_and_keep(void **state) {
     (void)state;
     kv_cache *c;
-    assert_int_equal(kv_cache_new(2, 3, HD, &c), KV_OK);
+    assert_int_equal(kv_cache_new(2, 3, HD, g_type, &c), KV_OK);
     kv_cache_head *h = kv_cache_head_at(c, 1, 2);
     float k[HD], v[HD];
     for (int32_t t = 0; t < 100; t++) {
@@ -67,7 +94,7 @@ static void test_append_and_keep(void **state) {
 static void test_bad_keep_lists(void **state) {
     (void)state;
     kv_cache *c;
-    assert_int_equal(kv_cache_new(1, 1, HD, &c), KV_OK);
+    assert_int_equal(kv_cache_new(1, 1, HD, g_type, &c), KV_OK);
     kv_cache_head *h = kv_cache_head_at(c, 0, 0);
     float k[HD], v[HD];
     for (int32_t t = 0; t < 5; t++) {
@@ -88,7 +115,7 @@ static void test_bad_keep_lists(void **state) {
 static void test_ragged_and_clear(void **state) {
     (void)state;
     kv_cache *c;
-    assert_int_equal(kv_cache_new(3, 2, HD, &c), KV_OK);
+    assert_int_equal(kv_cache_new(3, 2, HD, g_type, &c), KV_OK);
     float k[HD], v[HD];
     for (int l = 0; l < 3; l++)
         for (int g = 0; g < 2; g++) {
@@ -103,14 +130,14 @@ static void test_ragged_and_clear(void **state) {
     /* bytes are exactly the capacity's */
     size_t expect = 0;
     for (int l = 0; l < 3; l++)
-        for (int g = 0; g < 2; g++) expect += (size_t)kv_cache_head_at(c, l, g)->cap * (2 * HD * 4 + 4);
+        for (int g = 0; g < 2; g++) expect += (size_t)kv_cache_head_at(c, l, g)->cap * slot_bytes();
     assert_int_equal(kv_cache_bytes(c), expect);
     kv_cache_clear(c);
     assert_int_equal(kv_cache_bytes(c), 0);
     assert_int_equal(kv_cache_total_slots(c), 0);
     for (int l = 0; l < 3; l++)
         for (int g = 0; g < 2; g++) {
-            assert_null(kv_cache_head_at(c, l, g)->k);
+            assert_null(kv_cache_head_at(c, l, g)->kb);
             assert_int_equal(kv_cache_head_at(c, l, g)->cap, 0);
         }
     kv_cache_free(c);
@@ -121,7 +148,7 @@ static void test_ragged_and_clear(void **state) {
 static void test_fixed_budget_is_bounded(void **state) {
     (void)state;
     kv_cache *c;
-    assert_int_equal(kv_cache_new(1, 1, HD, &c), KV_OK);
+    assert_int_equal(kv_cache_new(1, 1, HD, g_type, &c), KV_OK);
     kv_cache_head *h = kv_cache_head_at(c, 0, 0);
     float k[HD], v[HD];
     size_t max_bytes = 0;
@@ -132,7 +159,7 @@ static void test_fixed_budget_is_bounded(void **state) {
         assert_true(h->len <= 64);
         if (kv_cache_bytes(c) > max_bytes) max_bytes = kv_cache_bytes(c);
     }
-    assert_true(max_bytes <= (size_t)(64 + 16 + 1) * (2 * HD * 4 + 4));
+    assert_true(max_bytes <= (size_t)(64 + 16 + 1) * slot_bytes());
     check_slot(h, 0, 0);
     check_slot(h, 63, 4999);
     kv_cache_free(c);
@@ -144,7 +171,7 @@ static void test_fixed_budget_is_bounded(void **state) {
 static void test_random_against_model(void **state) {
     (void)state;
     kv_cache *c;
-    assert_int_equal(kv_cache_new(1, 1, HD, &c), KV_OK);
+    assert_int_equal(kv_cache_new(1, 1, HD, g_type, &c), KV_OK);
     kv_cache_head *h = kv_cache_head_at(c, 0, 0);
     int32_t model[600], n = 0, next_pos = 0, keep[600];
     uint64_t r = 12345;
@@ -191,13 +218,92 @@ static void test_random_against_model(void **state) {
     kv_cache_free(c);
 }
 
+/* The stored rows against the format's rounding, independently of
+ * quant.c: f16 rounds to nearest, so |x - r| <= 2^-11 |x| (normal range);
+ * q8_0 stores d = amax/127 as fp16 (relative error <= 2^-11) and q =
+ * round(x/d), so |x - d'q| <= d/2 + 127 d 2^-11 < 0.57 d per value. */
+static void test_rounding_bounds(void **state) {
+    (void)state;
+    kv_cache *c;
+    assert_int_equal(kv_cache_new(1, 1, HD, g_type, &c), KV_OK);
+    kv_cache_head *h = kv_cache_head_at(c, 0, 0);
+    float k[HD], v[HD], got[HD];
+    fill(k, v, 41);
+    assert_int_equal(kv_cache_append(c, h, k, v, 0), KV_OK);
+    kv_cache_key_row(c, h, 0, got);
+    for (int b = 0; b < HD / 32; b++) {
+        float amax = 0;
+        for (int i = 32 * b; i < 32 * b + 32; i++) amax = fmaxf(amax, fabsf(k[i]));
+        for (int i = 32 * b; i < 32 * b + 32; i++) {
+            const float err = fabsf(got[i] - k[i]);
+            if (g_type == KV_CACHE_F32) assert_true(err == 0.0f);
+            else if (g_type == KV_CACHE_F16) assert_true(err <= fabsf(k[i]) * 0x1p-11f);
+            else assert_true(err <= 0.57f * amax / 127.0f);
+        }
+    }
+    /* set_row rounds as append does */
+    kv_cache_set_row(c, h, 0, v, NULL);
+    float want[HD];
+    rounded(v, want);
+    kv_cache_key_row(c, h, 0, got);
+    assert_memory_equal(got, want, sizeof want);
+    kv_cache_free(c);
+}
+
+/* Exact bytes per type, copies keep the type, and q8_0 refuses a head_dim
+ * that is not whole blocks. */
+static void test_bytes_and_copy(void **state) {
+    (void)state;
+    kv_cache *c, *d, *other;
+    assert_int_equal(kv_cache_new(2, 2, HD, g_type, &c), KV_OK);
+    assert_int_equal(kv_cache_row_bytes(c), g_row_bytes[g_type]);
+    assert_int_equal(kv_cache_type_row_bytes(g_type, HD), g_row_bytes[g_type]);
+    float k[HD], v[HD];
+    for (int32_t t = 0; t < 40; t++) {
+        fill(k, v, t);
+        assert_int_equal(kv_cache_append(c, kv_cache_head_at(c, 1, 0), k, v, t), KV_OK);
+    }
+    assert_int_equal(kv_cache_bytes(c), (size_t)kv_cache_head_at(c, 1, 0)->cap * slot_bytes());
+    assert_int_equal(kv_cache_new(2, 2, HD, g_type, &d), KV_OK);
+    assert_int_equal(kv_cache_copy(d, c), KV_OK);
+    assert_int_equal(kv_cache_bytes(d), kv_cache_bytes(c));
+    for (int32_t t = 0; t < 40; t++) check_slot_c(d, kv_cache_head_at(d, 1, 0), t, t);
+    assert_int_equal(kv_cache_new(2, 2, HD, (kv_cache_type)((g_type + 1) % 3), &other), KV_OK);
+    assert_int_equal(kv_cache_copy(other, c), KV_EINVAL); /* another type */
+    kv_cache_free(other);
+    kv_cache_free(d);
+    kv_cache_free(c);
+}
+
+static void test_q8_0_needs_blocks(void **state) {
+    (void)state;
+    kv_cache *c = NULL;
+    assert_int_equal(kv_cache_new(1, 1, 48, KV_CACHE_Q8_0, &c), KV_EINVAL);
+    assert_null(c);
+    assert_non_null(strstr(kv_last_error(), "head_dim is 48"));
+    assert_int_equal(kv_cache_new(1, 1, 48, KV_CACHE_F16, &c), KV_OK);
+    kv_cache_free(c);
+    kv_cache_type t;
+    assert_int_equal(kv_cache_type_parse("q8_0", &t), KV_OK);
+    assert_int_equal(t, KV_CACHE_Q8_0);
+    assert_int_equal(kv_cache_type_parse("q4_0", &t), KV_EINVAL);
+}
+
+static int set_f32(void **state) { (void)state; g_type = KV_CACHE_F32; return 0; }
+static int set_f16(void **state) { (void)state; g_type = KV_CACHE_F16; return 0; }
+static int set_q8_0(void **state) { (void)state; g_type = KV_CACHE_Q8_0; return 0; }
+
+#define ALL_TESTS(SETUP)                                                                        \
+    cmocka_unit_test_setup(test_append_and_keep, SETUP), cmocka_unit_test_setup(test_bad_keep_lists, SETUP), \
+    cmocka_unit_test_setup(test_ragged_and_clear, SETUP),                                       \
+    cmocka_unit_test_setup(test_fixed_budget_is_bounded, SETUP),                                \
+    cmocka_unit_test_setup(test_random_against_model, SETUP),                                   \
+    cmocka_unit_test_setup(test_rounding_bounds, SETUP), cmocka_unit_test_setup(test_bytes_and_copy, SETUP)
+
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_append_and_keep),
-        cmocka_unit_test(test_bad_keep_lists),
-        cmocka_unit_test(test_ragged_and_clear),
-        cmocka_unit_test(test_fixed_budget_is_bounded),
-        cmocka_unit_test(test_random_against_model),
+        ALL_TESTS(set_f32), ALL_TESTS(set_f16), ALL_TESTS(set_q8_0),
+        cmocka_unit_test(test_q8_0_needs_blocks),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -412,7 +412,7 @@ static void test_no_state_leak(void **state) {
 /* One layer, one KV head, two query heads; slots hold positions 0..n-1. */
 static kv_cache *hand_cache(int32_t n) {
     kv_cache *c;
-    assert_int_equal(kv_cache_new(1, 1, 2, &c), KV_OK);
+    assert_int_equal(kv_cache_new(1, 1, 2, KV_CACHE_F32, &c), KV_OK);
     for (int32_t t = 0; t < n; t++) {
         float k[2] = {(float)t, 1.0f}, v[2] = {0, 0};
         assert_int_equal(kv_cache_append(c, kv_cache_head_at(c, 0, 0), k, v, t), KV_OK);
@@ -432,7 +432,7 @@ static void expect_positions(kv_cache *c, const int32_t *want, int32_t n) {
     int32_t got[64];
     for (int32_t j = 0; j < n; j++) {
         got[j] = h->pos[j];
-        assert_true(h->k[2 * j] == (float)h->pos[j]); /* the key moved with its position */
+        assert_true(((const float *)h->kb)[2 * j] == (float)h->pos[j]); /* the key moved with its position */
     }
     qsort(got, (size_t)n, sizeof *got, cmp_i32);
     for (int32_t j = 0; j < n; j++)
@@ -862,7 +862,7 @@ static void test_snapkv_by_hand(void **state) {
 /* L layers of n_kv KV heads, each holding positions 0..n-1 (key = position). */
 static kv_cache *hand_cache_heads(int L, int n_kv, int32_t n) {
     kv_cache *c;
-    assert_int_equal(kv_cache_new(L, n_kv, 2, &c), KV_OK);
+    assert_int_equal(kv_cache_new(L, n_kv, 2, KV_CACHE_F32, &c), KV_OK);
     for (int l = 0; l < L; l++)
         for (int g = 0; g < n_kv; g++)
             for (int32_t t = 0; t < n; t++) {
@@ -879,7 +879,7 @@ static void expect_head(kv_cache *c, int l, int g, const int32_t *want, int32_t 
     int32_t got[64];
     for (int32_t j = 0; j < n; j++) {
         got[j] = h->pos[j];
-        assert_true(h->k[2 * j] == (float)h->pos[j]);
+        assert_true(((const float *)h->kb)[2 * j] == (float)h->pos[j]);
     }
     qsort(got, (size_t)n, sizeof *got, cmp_i32);
     for (int32_t j = 0; j < n; j++)
@@ -1433,7 +1433,7 @@ static void test_cascade_by_hand(void **state) {
                              mean ? "head_reduction=mean" : "head_reduction=max"};
         p = cascade_policy(4, set, 5, 0);
         kv_cache *c;
-        assert_int_equal(kv_cache_new(1, 1, 2, &c), KV_OK);
+        assert_int_equal(kv_cache_new(1, 1, 2, KV_CACHE_F32, &c), KV_OK);
         const int32_t a = mean ? 2 : 1; /* the one of 1 and 2 that stays at t = 4 */
         const int32_t want[8][5] = {{0}, {0, 1}, {0, 1, 2}, {0, 1, 2, 3}, {0, a, 3, 4}, {0, a, 3, 4, 5},
                                     {0, a, 4, 5, 6}, {0, 4, 5, 6, 7}};
@@ -1455,7 +1455,7 @@ static void test_cascade_by_hand(void **state) {
         const char *set[] = {"sinks=1", "cascades=2", "beta=0.5"};
         p = cascade_policy(4, set, 3, 0);
         kv_cache *c;
-        assert_int_equal(kv_cache_new(1, 1, 2, &c), KV_OK);
+        assert_int_equal(kv_cache_new(1, 1, 2, KV_CACHE_F32, &c), KV_OK);
         const int32_t want[7][5] = {{0}, {0, 1}, {0, 1, 2}, {0, 1, 2, 3}, {0, 1, 2, 3, 4}, {0, 2, 3, 4, 5}, {0, 2, 4, 5, 6}};
         const int32_t n_want[7] = {1, 2, 3, 4, 5, 5, 5};
         for (int32_t t = 0; t < 7; t++) {
@@ -1474,7 +1474,7 @@ static void test_cascade_by_hand(void **state) {
         const char *set[] = {"sinks=0", "cascades=3"};
         p = cascade_policy(3, set, 2, 0);
         kv_cache *c;
-        assert_int_equal(kv_cache_new(1, 1, 2, &c), KV_OK);
+        assert_int_equal(kv_cache_new(1, 1, 2, KV_CACHE_F32, &c), KV_OK);
         const float none[64] = {0};
         for (int32_t t = 0; t < 3; t++) cascade_call(p, c, t, 1, none, NULL);
         expect_positions(c, (int32_t[]){0, 1, 2}, 3);
@@ -1509,7 +1509,7 @@ static void test_cascade_by_hand(void **state) {
         const char *set[] = {"sinks=1", "cascades=2", "beta=0.5", "eager_fill=0", "stride=8"};
         p = cascade_policy(4, set, 5, 10);
         kv_cache *c;
-        assert_int_equal(kv_cache_new(1, 1, 2, &c), KV_OK);
+        assert_int_equal(kv_cache_new(1, 1, 2, KV_CACHE_F32, &c), KV_OK);
         if (split) {
             cascade_call(p, c, 0, 3, pa, NULL);
             assert_int_equal(kv_cache_head_at(c, 0, 0)->len, 3);

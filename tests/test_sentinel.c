@@ -132,11 +132,11 @@ static void check_mode(const char *mode) {
                     while (s > 0 && se[s - 1] == pos) s--;
                 for (int d = 0; d < hd; d++) {
                     double ks = 0, vs = 0;
-                    for (int q = s; q <= pos; q++) ks += f->k[(size_t)q * hd + d], vs += f->v[(size_t)q * hd + d];
+                    for (int q = s; q <= pos; q++) ks += ((const float *)f->kb)[(size_t)q * hd + d], vs += ((const float *)f->vb)[(size_t)q * hd + d];
                     ks /= pos - s + 1;
                     vs /= pos - s + 1;
-                    assert_true(fabs(h->k[(size_t)j * hd + d] - ks) <= 1e-6 * (1 + fabs(ks)));
-                    assert_true(fabs(h->v[(size_t)j * hd + d] - vs) <= 1e-6 * (1 + fabs(vs)));
+                    assert_true(fabs(((const float *)h->kb)[(size_t)j * hd + d] - ks) <= 1e-6 * (1 + fabs(ks)));
+                    assert_true(fabs(((const float *)h->vb)[(size_t)j * hd + d] - vs) <= 1e-6 * (1 + fabs(vs)));
                 }
                 j++;
             }
