@@ -388,49 +388,32 @@ static void avx2_dots(const float *q, const float *K, int64_t n, int64_t d, floa
 
 /* o in chunks of 32 floats held in four registers across all t (the
  * d % 8 tail in scalars, written as avx2_axpy's tail is): the same
- * arithmetic per element, in the same order, as avx2_axpy into a zeroed o. */
-static void avx2_wsum(float *o, const float *w, const float *K, int64_t n, int64_t d) {
-    const int64_t d8 = d / 8 * 8;
-    for (int64_t c = 0; c < d8; c += 32) {
-        const int nv = (int)((d8 - c < 32 ? d8 - c : 32) / 8);
-        __m256 a[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
-        for (int64_t t = 0; t < n; t++) {
-            if (w[t] == 0.0f) continue;
-            const __m256 av = _mm256_set1_ps(w[t]);
-            const float *x = K + (size_t)t * d + c;
-            for (int k = 0; k < nv; k++) a[k] = _mm256_fmadd_ps(av, _mm256_loadu_ps(x + 8 * k), a[k]);
-        }
-        for (int k = 0; k < nv; k++) _mm256_storeu_ps(o + c + 8 * k, a[k]);
+ * arithmetic per element, in the same order, as avx2_axpy into a zeroed o.
+ * Rows of type T, 8 values loaded as floats by LD, one by SC: avx2_wsum
+ * over float rows, wsum_f16 over f16 rows (F16C) for kv_wsum_kv. */
+#define PLAIN_WSUM(NAME, T, LD, SC)                                                                     \
+    static void NAME(float *o, const float *w, const T *K, int64_t n, int64_t d) {                      \
+        const int64_t d8 = d / 8 * 8;                                                                   \
+        for (int64_t c = 0; c < d8; c += 32) {                                                          \
+            const int nv = (int)((d8 - c < 32 ? d8 - c : 32) / 8);                                      \
+            __m256 a[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()}; \
+            for (int64_t t = 0; t < n; t++) {                                                           \
+                if (w[t] == 0.0f) continue;                                                             \
+                const __m256 av = _mm256_set1_ps(w[t]);                                                 \
+                const T *x = K + (size_t)t * d + c;                                                     \
+                for (int k = 0; k < nv; k++) a[k] = _mm256_fmadd_ps(av, LD(x + 8 * k), a[k]);          \
+            }                                                                                           \
+            for (int k = 0; k < nv; k++) _mm256_storeu_ps(o + c + 8 * k, a[k]);                         \
+        }                                                                                               \
+        for (int64_t i = d8; i < d; i++) {                                                              \
+            float y = 0.0f;                                                                             \
+            for (int64_t t = 0; t < n; t++)                                                             \
+                if (w[t] != 0.0f) y += w[t] * SC(K + (size_t)t * d + i);                                \
+            o[i] = y;                                                                                   \
+        }                                                                                               \
     }
-    for (int64_t i = d8; i < d; i++) {
-        float y = 0.0f;
-        for (int64_t t = 0; t < n; t++)
-            if (w[t] != 0.0f) y += w[t] * K[(size_t)t * d + i];
-        o[i] = y;
-    }
-}
-
-/* kv_wsum_kv over f16 rows: avx2_wsum with each row converted by F16C. */
-static void wsum_f16(float *o, const float *w, const uint16_t *V, int64_t n, int64_t d) {
-    const int64_t d8 = d / 8 * 8;
-    for (int64_t c = 0; c < d8; c += 32) {
-        const int nv = (int)((d8 - c < 32 ? d8 - c : 32) / 8);
-        __m256 a[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
-        for (int64_t t = 0; t < n; t++) {
-            if (w[t] == 0.0f) continue;
-            const __m256 av = _mm256_set1_ps(w[t]);
-            const uint16_t *x = V + (size_t)t * d + c;
-            for (int k = 0; k < nv; k++) a[k] = _mm256_fmadd_ps(av, ld_f16(x + 8 * k), a[k]);
-        }
-        for (int k = 0; k < nv; k++) _mm256_storeu_ps(o + c + 8 * k, a[k]);
-    }
-    for (int64_t i = d8; i < d; i++) {
-        float y = 0.0f;
-        for (int64_t t = 0; t < n; t++)
-            if (w[t] != 0.0f) y += w[t] * sc_f16(V + (size_t)t * d + i);
-        o[i] = y;
-    }
-}
+PLAIN_WSUM(avx2_wsum, float, ld_f32, sc_f32)
+PLAIN_WSUM(wsum_f16, uint16_t, ld_f16, sc_f16)
 
 /* Over q8_0 rows (d a multiple of 32): two blocks of o (eight registers)
  * across all t per pass, so a head of 64 values reads each row once; each
