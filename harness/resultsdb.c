@@ -174,6 +174,20 @@ static int foreign_file(hx_db *db) {
     return r == SQLITE_ROW ? foreign : -1;
 }
 
+/* Switching a database into WAL mode needs it to itself for a moment, and
+ * SQLite answers SQLITE_BUSY at once there rather than calling the busy
+ * handler: two processes opening a new database together would fail. So
+ * the switch is retried here, within the same deadline. */
+static int enter_wal(hx_db *db) {
+    const struct timespec nap = {0, 10 * 1000 * 1000};
+    for (long waited = 0;; waited += 10) {
+        int r = sqlite3_exec(db->db, "PRAGMA journal_mode=WAL", NULL, NULL, NULL);
+        if ((r & 0xff) != SQLITE_BUSY && (r & 0xff) != SQLITE_LOCKED) return r;
+        if (waited >= HX_DB_BUSY_MS) return r;
+        nanosleep(&nap, NULL);
+    }
+}
+
 int hx_db_open(const char *path, int create, hx_db **out) {
     *out = NULL;
     hx_db *db = db_new(path);
@@ -197,7 +211,7 @@ int hx_db_open(const char *path, int create, hx_db **out) {
         hx_db_close(db);
         return rc;
     }
-    if (sqlite3_exec(db->db, "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;", NULL, NULL, NULL) != SQLITE_OK ||
+    if (enter_wal(db) != SQLITE_OK || sqlite3_exec(db->db, "PRAGMA synchronous=NORMAL", NULL, NULL, NULL) != SQLITE_OK ||
         sqlite3_exec(db->db, SCHEMA, NULL, NULL, NULL) != SQLITE_OK) {
         rc = open_failure(path, db->db, 1);
         hx_db_close(db);
