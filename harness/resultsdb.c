@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -46,9 +47,7 @@ static const char SCHEMA[] =
     "CREATE TABLE IF NOT EXISTS claims(run TEXT NOT NULL, sample TEXT NOT NULL, host TEXT NOT NULL, pid INTEGER NOT NULL,\n"
     "  owner TEXT NOT NULL, expires INTEGER NOT NULL, PRIMARY KEY(run, sample));\n";
 
-static int db_err(hx_db *db, const char *what) {
-    return kv_errorf(KV_EIO, "%s: %s: %s", db->path, what, sqlite3_errmsg(db->db));
-}
+
 
 sqlite3 *hx_db_handle(hx_db *db) { return db->db; }
 
@@ -60,6 +59,19 @@ static const char *dir_of(const char *path, char *buf, size_t cap) {
     else if (slash == buf) buf[1] = 0;
     else *slash = 0;
     return buf;
+}
+
+/* SQLite says "database or disk is full" for both of its causes; a full
+ * file system is the one a user meets, so the message says how much room
+ * is left there and that what is stored stays. */
+static int db_err(hx_db *db, const char *what) {
+    struct statvfs fs;
+    char dir[4096];
+    if ((sqlite3_extended_errcode(db->db) & 0xff) == SQLITE_FULL && statvfs(dir_of(db->path, dir, sizeof dir), &fs) == 0)
+        return kv_errorf(KV_EIO, "%s: %s: %s (the file system holding %s has %llu bytes free; the samples stored "
+                         "before this one are kept: make room and run again to resume)", db->path, what,
+                         sqlite3_errmsg(db->db), dir, (unsigned long long)fs.f_bavail * fs.f_frsize);
+    return kv_errorf(KV_EIO, "%s: %s: %s", db->path, what, sqlite3_errmsg(db->db));
 }
 
 /* SQLite's message for a failed open or first statement says what it met

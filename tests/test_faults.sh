@@ -3,16 +3,17 @@
 # report and plot on a database they may only read; read-only, truncated
 # and foreign database files named as such; SIGINT and SIGTERM mid-sweep
 # (and a second Ctrl-C); two runs sharing one database; damaged databases
-# given to merge and report; kill -9 at 20 seeded points of a sweep. Every
+# given to merge and report; a real full disk (a small tmpfs, as root);
+# kill -9 at 20 seeded points of a sweep. Every
 # resumed or shared database must equal an uninterrupted run in every
 # column but timings.
 # usage: test_faults.sh KVBENCH_BINARY TMPDIR [SECTION...]
-# (sections: readonly signals concurrent merge kills; default all)
+# (sections: readonly signals concurrent diskfull merge kills; default all)
 set -u
 kv=$1
 tmp=$2
 shift 2
-sections=${*:-readonly signals concurrent merge kills}
+sections=${*:-readonly signals concurrent diskfull merge kills}
 here=$(cd "$(dirname "$0")" && pwd)
 py=/usr/bin/python3
 rm -rf "$tmp" && mkdir -p "$tmp"
@@ -207,6 +208,35 @@ PY
   if [ "$n1" = 74 ] && echo "$out" | grep -q "1 units were claimed by other processes" && [ "$(count "$tmp/claimed.db")" = 75 ] &&
      echo "$out2" | grep -q "75 units done (74 already stored)" && cmp -s "$tmp/full.txt" <(dump "$tmp/claimed.db"); then
     ok "another host's live claim left alone until its lease ran out; one of a pid now another program's taken over"; else bad "claim lease" "$out $out2"; fi
+fi
+
+if want diskfull; then
+  # A real full disk: a 400 KiB tmpfs, which the sweep outgrows after a few
+  # samples. (tests/test_resultsdb_faults.c fails every write and sync in
+  # turn through an SQLite VFS shim; this is the file system itself.)
+  mnt=$tmp/small
+  mkdir -p "$mnt"
+  if [ "$(id -u)" != 0 ] || ! mount -t tmpfs -o size=400k tmpfs "$mnt" 2>/dev/null; then
+    echo "skip disk-full cases (mounting a tmpfs needs root and a kernel that allows it)"
+  else
+    trap 'umount "$mnt" 2>/dev/null' EXIT
+    export KVBENCH_TEST_DB=$mnt/r.db
+    out=$("$kv" run "$ini" --threads 1 -q 2>&1)
+    rc=$?
+    n=$(count "$mnt/r.db")
+    # whole samples or none: every stored sample has its metrics
+    bare=$(q "$mnt/r.db" "select count(*) from samples s where not exists (select 1 from metrics m where m.run = s.run and m.sample = s.sample)")
+    if [ $rc = 1 ] && echo "$out" | grep -q "$mnt/r.db: committing a sample: database or disk is full (the file system holding $mnt has" &&
+       [ "$n" -gt 0 ] && [ "$n" -lt 75 ] && [ "$bare" = 0 ] && healthy "$mnt/r.db"; then
+      ok "a full disk stops the run with the database named, $n whole samples kept, the file sound"; else
+      bad "full disk (rc $rc, $n samples, $bare without metrics)" "$out"; fi
+    mount -o remount,size=16m "$mnt"
+    out=$("$kv" run "$ini" --threads 1 2>&1)
+    if [ $? = 0 ] && echo "$out" | grep -q "75 units done ($n already stored)" && cmp -s "$tmp/full.txt" <(dump "$mnt/r.db") &&
+       [ "$(q "$mnt/r.db" "select count(*) from claims")" = 0 ] && healthy "$mnt/r.db"; then
+      ok "with room again the run resumes ($n kept) and equals an uninterrupted one"; else bad "resume after a full disk" "$out"; fi
+    umount "$mnt" && trap - EXIT
+  fi
 fi
 
 if want merge; then
