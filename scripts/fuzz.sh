@@ -45,16 +45,17 @@ ninja -C $out "${targets[@]/#/tests/fuzz/}" >/dev/null
 
 export KVBENCH_MODELS=${KVBENCH_MODELS:-$PWD/../shared/models}
 export KVBENCH_DATA=${KVBENCH_DATA:-$PWD/../shared/data}
-# the targets' temporary files: libFuzzer ends with _exit, past their cleanup
-export TMPDIR=$PWD/$out/tmp
-rm -rf "$TMPDIR" && mkdir -p "$TMPDIR"
 # crashes on anything the sanitizers report; leaks are reported, not fatal
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=0}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-halt_on_error=1:print_stacktrace=1}
 status=0
-printf '%-16s %12s %8s %8s %8s %s\n' target executions cov ft corpus crashes
+printf '%-16s %12s %8s %8s %8s %12s %s\n' target executions seconds cov ft corpus crashes
 for t in "${targets[@]}"; do
   mkdir -p $out/corpus/$t $out/crashes/$t $out/logs
+  # the target's temporary files, its own folder so that two fuzz.sh may run
+  # at once: libFuzzer ends with _exit, past the target's cleanup
+  export TMPDIR=$PWD/$out/tmp/$t
+  rm -rf "$TMPDIR" && mkdir -p "$TMPDIR"
   log=$out/logs/$t.log
   # the committed seeds are read, never written: new inputs go to $out/corpus
   if ! $out/tests/fuzz/$t -max_total_time="$secs" -runs="$((runs > 0 ? runs : -1))" -max_len=65536 \
@@ -63,12 +64,13 @@ for t in "${targets[@]}"; do
     status=1
   fi
   execs=$(awk '/stat::number_of_executed_units:/ {print $2}' "$log" | tail -1)
+  secs_run=$(sed -n 's/^Done [0-9]* runs in \([0-9]*\) second.*/\1/p' "$log" | tail -1)
   last=$(grep -E '^#[0-9]+' "$log" | grep -E 'cov:' | tail -1)
   cov=$(sed -n 's/.*cov: \([0-9]*\).*/\1/p' <<<"$last")
   ft=$(sed -n 's/.*ft: \([0-9]*\).*/\1/p' <<<"$last")
   corp=$(sed -n 's/.*corp: \([0-9]*\/[0-9]*[a-zA-Z]*\).*/\1/p' <<<"$last")
   crashes=$(ls $out/crashes/$t | tr '\n' ' ')
-  printf '%-16s %12s %8s %8s %8s %s\n' "$t" "${execs:-?}" "${cov:-?}" "${ft:-?}" "${corp:-?}" "${crashes:-none}"
+  printf '%-16s %12s %8s %8s %8s %12s %s\n' "$t" "${execs:-?}" "${secs_run:-?}" "${cov:-?}" "${ft:-?}" "${corp:-?}" "${crashes:-none}"
 done
 [ $status = 0 ] || echo "fuzz.sh: a target stopped on a finding; logs in $out/logs/"
 exit $status
