@@ -383,18 +383,6 @@ static void gelu_range(kv_ctx *c, const void *arg, int64_t i0, int64_t i1) {
     gelu(c->hb + i0, (size_t)(i1 - i0), c->mi->gelu);
 }
 
-static void softmax(float *x, int n) {
-    float mx = -INFINITY;
-    for (int i = 0; i < n; i++) mx = x[i] > mx ? x[i] : mx;
-    float sum = 0;
-    for (int i = 0; i < n; i++) {
-        x[i] = expf(x[i] - mx);
-        sum += x[i];
-    }
-    float inv = 1.0f / sum;
-    for (int i = 0; i < n; i++) x[i] *= inv;
-}
-
 /* Rotates the pairs of the first n_rot dims of each head of vec
  * [n_heads][head_dim] by the angles in cs [n_rot/2][2]: pair i is
  * (2i, 2i+1) (NORM) or (i, i + n_rot/2) (NEOX). */
@@ -1004,7 +992,7 @@ static void attn_decode_worker(void *arg, int ith, int nth) {
                               c->st_tmp + (size_t)ith * c->stats_stride};
             c->hook.reduce_row(c->hook.user, &r);
         }
-        softmax(s, ch->len);
+        kv_softmax_f32(s, ch->len);
         if (needs & KV_NEED_LAST_ROW) memcpy(stats_last_row(c, h), s, (size_t)ch->len * sizeof(float));
         if (needs & KV_NEED_COLSUM) memcpy(stats_colsum(c, h), s, (size_t)ch->len * sizeof(float));
         if (needs & KV_NEED_DECAYED_COLSUM) memcpy(stats_dcolsum(c, h), s, (size_t)ch->len * sizeof(float)); /* weight 1 */
@@ -1047,49 +1035,77 @@ static void reduce_rows(kv_ctx *c, int layer, int h, int n, int32_t pos0, const 
         for (int32_t k = 0; k < ch->len; k++) acc[k] += c->st_part[(size_t)b * row + k];
 }
 
+/* Query rows per block of prefill attention: a block's products stop at
+ * the last key its last row sees, so the causal upper triangle (half the
+ * score matrix for a whole prompt) is never computed. */
+#define KV_ATTN_ROWS 64
+
+/* Rows [t0, t1) of S [n][len]: scaled logits of the keys the block can
+ * see, soft-capped, masked (causal by slot, a layout's masks, a sliding
+ * window), -INFINITY past them. Query t sees at most slots [0, base+t]. */
+static void prefill_logits(kv_ctx *c, int h, int t0, int t1, int n, int32_t pos0, const kv_cache_head *ch,
+                           const float *K, float *S, int32_t win) {
+    const kv_model_info *mi = c->mi;
+    const int hd = mi->head_dim, qd = mi->n_heads * hd;
+    const int32_t len = ch->len, kl = len - n + t1;
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, t1 - t0, kl, hd, mi->attn_scale,
+                c->q + (size_t)t0 * qd + (size_t)h * hd, qd, K, hd, 0.0f, S + (size_t)t0 * len, len);
+    for (int t = t0; t < t1; t++) {
+        float *row = S + (size_t)t * len;
+        for (int32_t j = kl; j < len; j++) row[j] = -INFINITY;
+        if (mi->attn_softcap > 0) softcap(row, (size_t)kl, mi->attn_softcap);
+        const int32_t qpos = c->lay && c->lay->pos ? c->lay->pos[t] : pos0 + t;
+        if (!c->lay) {
+            for (int32_t j = 0; j < kl; j++)
+                if (ch->pos[j] > pos0 + t) row[j] = -INFINITY;
+        } else {
+            for (int32_t j = 0; j < kl; j++)
+                if (!sees_slot(c, ch, j, t, n)) row[j] = -INFINITY;
+        }
+        if (win)
+            for (int32_t j = 0; j < kl; j++)
+                if (qpos - ch->pos[j] >= win) row[j] = -INFINITY;
+    }
+}
+
+/* Row t's softmax over the slots it may see, [0, base+t] (the same count
+ * as a decode step at its position), zeros past them; then the statistics
+ * the plan asks for. */
+static void prefill_probs(kv_ctx *c, int h, int t, int n, int32_t pos0, int32_t len, float *row) {
+    const unsigned needs = c->plan.needs;
+    const int32_t seen = len - n + t + 1;
+    kv_softmax_f32(row, seen);
+    memset(row + seen, 0, (size_t)(len - seen) * sizeof *row);
+    if (needs & KV_NEED_COLSUM) kv_axpy_f32(stats_colsum(c, h), 1.0f, row, len);
+    if (needs & KV_NEED_DECAYED_COLSUM) kv_axpy_f32(stats_dcolsum(c, h), c->dweight[t], row, len);
+    float *wrow = needs & KV_NEED_WINDOW ? stats_window(c, h, pos0 + t) : NULL;
+    if (wrow) memcpy(wrow, row, (size_t)len * sizeof(float));
+}
+
 /* Prefill attention of query head h for n queries at positions
  * pos0..pos0+n-1 over every live slot of the layer (the new tokens already
- * appended): S = Q.K^T (sgemm), causal mask by true position (or the
- * layout's masks), softmax, O = S.V. S: room for [n][len] scores. Runs on
- * any pool thread; with KV_NEED_LOGITS only on the caller, between pool
- * jobs (reduce_rows spreads the rows over the pool). */
+ * appended): S = Q.K^T (sgemm, by blocks of rows up to the keys each block
+ * sees), masks, softmax, O = S.V (the same blocks). S: room for [n][len]
+ * scores. Runs on any pool thread; with KV_NEED_LOGITS only on the caller,
+ * between pool jobs (reduce_rows spreads the rows over the pool). */
 static void attn_prefill_head(kv_ctx *c, int layer, int h, int n, int32_t pos0, float *S) {
     const kv_model_info *mi = c->mi;
     const int hd = mi->head_dim, group = mi->n_heads / mi->n_kv_heads, qd = mi->n_heads * hd;
     const unsigned needs = c->plan.needs;
-    const int32_t win = layer_window(c, layer);
     kv_cache_head *ch = kv_cache_head_at(c->cache, layer, h / group);
-    const int32_t len = ch->len;
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, len, hd, mi->attn_scale, c->q + (size_t)h * hd, qd,
-                attn_keys(c, ch, h / group), hd, 0.0f, S, len);
-    if (mi->attn_softcap > 0) softcap(S, (size_t)n * (size_t)len, mi->attn_softcap);
-    for (int t = 0; t < n; t++) {
-        float *row = S + (size_t)t * len;
-        const int32_t qpos = c->lay && c->lay->pos ? c->lay->pos[t] : pos0 + t;
-        if (!c->lay) {
-            for (int32_t j = 0; j < len; j++)
-                if (ch->pos[j] > pos0 + t) row[j] = -INFINITY;
-        } else {
-            for (int32_t j = 0; j < len; j++)
-                if (!sees_slot(c, ch, j, t, n)) row[j] = -INFINITY;
-        }
-        if (win)
-            for (int32_t j = 0; j < len; j++)
-                if (qpos - ch->pos[j] >= win) row[j] = -INFINITY;
-    }
+    const int32_t len = ch->len, win = layer_window(c, layer);
+    const float *K = attn_keys(c, ch, h / group), *V = attn_values(c, ch, h / group);
+    for (int t0 = 0; t0 < n; t0 += KV_ATTN_ROWS)
+        prefill_logits(c, h, t0, t0 + KV_ATTN_ROWS < n ? t0 + KV_ATTN_ROWS : n, n, pos0, ch, K, S, win);
     if (c->alibi) alibi_bias(c, h, h / group, ch, S, n, pos0);
     if (needs & KV_NEED_LOGITS) reduce_rows(c, layer, h, n, pos0, S, ch);
-    for (int t = 0; t < n; t++) {
-        float *row = S + (size_t)t * len;
-        softmax(row, len);
-        if (needs & KV_NEED_COLSUM) kv_axpy_f32(stats_colsum(c, h), 1.0f, row, len);
-        if (needs & KV_NEED_DECAYED_COLSUM) kv_axpy_f32(stats_dcolsum(c, h), c->dweight[t], row, len);
-        float *wrow = needs & KV_NEED_WINDOW ? stats_window(c, h, pos0 + t) : NULL;
-        if (wrow) memcpy(wrow, row, (size_t)len * sizeof(float));
-    }
+    for (int t = 0; t < n; t++) prefill_probs(c, h, t, n, pos0, len, S + (size_t)t * len);
     if (needs & KV_NEED_LAST_ROW) memcpy(stats_last_row(c, h), S + (size_t)(n - 1) * len, (size_t)len * sizeof(float));
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, hd, len, 1.0f, S, len, attn_values(c, ch, h / group), hd, 0.0f,
-                c->att + (size_t)h * hd, qd);
+    for (int t0 = 0; t0 < n; t0 += KV_ATTN_ROWS) {
+        const int t1 = t0 + KV_ATTN_ROWS < n ? t0 + KV_ATTN_ROWS : n;
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, t1 - t0, hd, len - n + t1, 1.0f, S + (size_t)t0 * len, len,
+                    V, hd, 0.0f, c->att + (size_t)t0 * qd + (size_t)h * hd, qd);
+    }
 }
 
 typedef struct prefill_job { kv_ctx *c; int layer, n; int32_t pos0; size_t stride; } prefill_job;

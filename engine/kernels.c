@@ -7,6 +7,7 @@
 #define _POSIX_C_SOURCE 200809L
 #include "kernels.h"
 
+#include <math.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -201,10 +202,23 @@ static int scalar_wsum_kv(kv_dtype t, float *o, const float *w, const void *V, i
     return 0;
 }
 
+/* Max, then e^(x - max) into x with the sum in 16 lanes, then the scale:
+ * the vector kernels' exact arithmetic (kernels_impl.h). */
+static void scalar_softmax(float *x, int64_t n) {
+    float mx = -INFINITY, lanes[KV_SOFTMAX_LANES] = {0};
+    for (int64_t i = 0; i < n; i++) mx = x[i] > mx ? x[i] : mx;
+    for (int64_t i = 0; i < n; i++) {
+        x[i] = kv_exp_f32(x[i] - mx);
+        lanes[i % KV_SOFTMAX_LANES] += x[i];
+    }
+    const float inv = 1.0f / kv_sum_lanes(lanes);
+    for (int64_t i = 0; i < n; i++) x[i] *= inv;
+}
+
 const kv_kernel_table kv_kernels_scalar = {
     .matvec_rows = scalar_matvec_rows, .dequant_rows = scalar_dequant_rows, .dot = scalar_dot, .axpy = scalar_axpy,
     .dots = scalar_dots, .wsum = scalar_wsum, .quant_act = kv_quantize_act, .matvec_q8 = scalar_matvec_q8,
-    .wsum_kv = scalar_wsum_kv};
+    .wsum_kv = scalar_wsum_kv, .softmax = scalar_softmax};
 
 /* ------------------------------------------------------------ dispatch */
 
@@ -373,6 +387,11 @@ void kv_axpy_f32(float *y, float a, const float *x, int64_t n) { kernels()->axpy
 void kv_dots_f32(const float *q, const float *K, int64_t n, int64_t d, float *out) { kernels()->dots(q, K, n, d, out); }
 
 void kv_wsum_f32(float *o, const float *w, const float *K, int64_t n, int64_t d) { kernels()->wsum(o, w, K, n, d); }
+
+void kv_softmax_f32(float *x, int64_t n) {
+    const kv_kernel_table *k = kernels();
+    (k->softmax ? k->softmax : scalar_softmax)(x, n);
+}
 
 /* K as a weight of type t: its rows are the cache's rows. The float-family
  * table entry is called directly, never the int8 one (see kernels.h). */

@@ -103,6 +103,11 @@ void kv_wsum_f32(float *o, const float *w, const float *V, int64_t n, int64_t d)
  * kv_dots_f32 / kv_wsum_f32. */
 void kv_dots_kv(kv_dtype t, const float *q, const void *K, int64_t n, int64_t d, float *out);
 void kv_wsum_kv(kv_dtype t, float *o, const float *w, const void *V, int64_t n, int64_t d);
+/* x[i] = e^(x[i] - max) / sum over the n values, with an exponential and
+ * a summation order that are the same on every ISA (bit for bit), so that
+ * a result does not depend on which kernels the CPU runs; -INFINITY gives
+ * 0. Within a few ulp of the libm softmax (test_kernels). */
+void kv_softmax_f32(float *x, int64_t n);
 /* The portable kernels of kv_dots_kv / kv_wsum_kv (dequantize a row, then
  * the scalar dot / axpy): the reference the vector ones are tested against. */
 void kv_dots_kv_ref(kv_dtype t, const float *q, const void *K, int64_t n, int64_t d, float *out);

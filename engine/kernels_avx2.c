@@ -2,6 +2,7 @@
  * -mf16c; called only when the CPU has them). The same structure as the
  * AVX-512 file, eight lanes wide. */
 #include <immintrin.h>
+#include <math.h>
 #include <string.h>
 
 #include "kernels_impl.h"
@@ -382,6 +383,70 @@ static void avx2_axpy(float *y, float a, const float *x, int64_t n) {
     for (; i < n; i++) y[i] += a * x[i];
 }
 
+/* kv_exp_f32 in 8 lanes: the same operations, in the same order. */
+static inline __m256 avx2_exp(__m256 x) {
+    const __m256 tiny = _mm256_cmp_ps(x, _mm256_set1_ps(KV_EXP_MIN), _CMP_LT_OQ);
+    x = _mm256_min_ps(x, _mm256_set1_ps(KV_EXP_MAX));
+    const __m256 k = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(KV_EXP_LOG2E)),
+                                     _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m256 r = _mm256_fnmadd_ps(k, _mm256_set1_ps(KV_EXP_LN2_HI), x);
+    r = _mm256_fnmadd_ps(k, _mm256_set1_ps(KV_EXP_LN2_LO), r);
+    __m256 p = _mm256_fmadd_ps(_mm256_set1_ps(KV_EXP_C7), r, _mm256_set1_ps(KV_EXP_C6));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(KV_EXP_C5));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(KV_EXP_C4));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(KV_EXP_C3));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(KV_EXP_C2));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
+    const __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(k), _mm256_set1_epi32(127)), 23);
+    return _mm256_andnot_ps(tiny, _mm256_mul_ps(p, _mm256_castsi256_ps(e)));
+}
+
+/* Lanes [0, left) of 8 on (all from 8 up). */
+static inline __m256i avx2_tail(int64_t left) {
+    const int64_t m = left < 0 ? 0 : left > 8 ? 8 : left;
+    return _mm256_cmpgt_epi32(_mm256_set1_epi32((int)m), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+}
+
+/* x[i, i+8), lanes past n as `fill`. */
+static inline __m256 avx2_load_tail(const float *x, int64_t left, __m256 fill) {
+    if (left >= 8) return _mm256_loadu_ps(x);
+    const __m256i m = avx2_tail(left);
+    return _mm256_blendv_ps(fill, _mm256_maskload_ps(x, m), _mm256_castsi256_ps(m));
+}
+
+static inline void avx2_store_tail(float *x, int64_t left, __m256 v) {
+    if (left >= 8) _mm256_storeu_ps(x, v);
+    else if (left > 0) _mm256_maskstore_ps(x, avx2_tail(left), v);
+}
+
+/* The portable softmax's arithmetic (kernels.c): element i in lane i % 16,
+ * lanes 0-7 in lo and 8-15 in hi. */
+static void avx2_softmax(float *x, int64_t n) {
+    const __m256 ninf = _mm256_set1_ps(-INFINITY);
+    __m256 mv = ninf;
+    for (int64_t i = 0; i < n; i += 8) mv = _mm256_max_ps(mv, avx2_load_tail(x + i, n - i, ninf));
+    float m8[8], mx = -INFINITY;
+    _mm256_storeu_ps(m8, mv);
+    for (int k = 0; k < 8; k++) mx = m8[k] > mx ? m8[k] : mx;
+    const __m256 mxv = _mm256_set1_ps(mx);
+    __m256 lo = _mm256_setzero_ps(), hi = lo;
+    for (int64_t i = 0; i < n; i += 16) {
+        const __m256 e0 = avx2_exp(_mm256_sub_ps(avx2_load_tail(x + i, n - i, ninf), mxv));
+        avx2_store_tail(x + i, n - i, e0);
+        lo = _mm256_add_ps(lo, e0);
+        if (i + 8 >= n) break;
+        const __m256 e1 = avx2_exp(_mm256_sub_ps(avx2_load_tail(x + i + 8, n - i - 8, ninf), mxv));
+        avx2_store_tail(x + i + 8, n - i - 8, e1);
+        hi = _mm256_add_ps(hi, e1);
+    }
+    float lanes[KV_SOFTMAX_LANES];
+    _mm256_storeu_ps(lanes, lo);
+    _mm256_storeu_ps(lanes + 8, hi);
+    const __m256 inv = _mm256_set1_ps(1.0f / kv_sum_lanes(lanes));
+    for (int64_t i = 0; i < n; i += 8) avx2_store_tail(x + i, n - i, _mm256_mul_ps(avx2_load_tail(x + i, n - i, inv), inv));
+}
+
 static void avx2_dots(const float *q, const float *K, int64_t n, int64_t d, float *out) {
     for (int64_t t = 0; t < n; t++) out[t] = avx2_dot(q, K + (size_t)t * d, d);
 }
@@ -645,4 +710,4 @@ int kv_avx2_matvec_q8(const kv_tensor *W, const kv_q8_act *a, float *y, int64_t 
 const kv_kernel_table kv_kernels_avx2 = {
     .matvec_rows = avx2_matvec_rows, .dequant_rows = avx2_dequant_rows, .dot = avx2_dot, .axpy = avx2_axpy,
     .dots = avx2_dots, .wsum = avx2_wsum, .quant_act = avx2_quant_act, .matvec_q8 = kv_avx2_matvec_q8,
-    .wsum_kv = kv_avx2_wsum_kv};
+    .wsum_kv = kv_avx2_wsum_kv, .softmax = avx2_softmax};

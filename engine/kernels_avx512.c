@@ -6,6 +6,7 @@
  * (vcvtph2ps for F16, a 16-bit shift for BF16, sign/zero extension for the
  * int8/int4 blocks) and accumulate in fp32. */
 #include <immintrin.h>
+#include <math.h>
 #include <string.h>
 
 #include "kernels_impl.h"
@@ -399,8 +400,109 @@ static void avx512_axpy(float *y, float a, const float *x, int64_t n) {
     }
 }
 
+/* kv_exp_f32 in 16 lanes: the same operations, in the same order. */
+static inline __m512 avx512_exp(__m512 x) {
+    const __mmask16 tiny = _mm512_cmp_ps_mask(x, _mm512_set1_ps(KV_EXP_MIN), _CMP_LT_OQ);
+    x = _mm512_min_ps(x, _mm512_set1_ps(KV_EXP_MAX));
+    const __m512 k = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(KV_EXP_LOG2E)),
+                                          _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m512 r = _mm512_fnmadd_ps(k, _mm512_set1_ps(KV_EXP_LN2_HI), x);
+    r = _mm512_fnmadd_ps(k, _mm512_set1_ps(KV_EXP_LN2_LO), r);
+    __m512 p = _mm512_fmadd_ps(_mm512_set1_ps(KV_EXP_C7), r, _mm512_set1_ps(KV_EXP_C6));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(KV_EXP_C5));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(KV_EXP_C4));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(KV_EXP_C3));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(KV_EXP_C2));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+    const __m512i e = _mm512_slli_epi32(_mm512_add_epi32(_mm512_cvtps_epi32(k), _mm512_set1_epi32(127)), 23);
+    return _mm512_maskz_mov_ps((__mmask16)~tiny, _mm512_mul_ps(p, _mm512_castsi512_ps(e)));
+}
+
+static inline __mmask16 avx512_tail(int64_t left) {
+    return left >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << left) - 1);
+}
+
+/* The portable softmax's arithmetic (kernels.c): element i in lane i % 16. */
+static void avx512_softmax(float *x, int64_t n) {
+    const __m512 ninf = _mm512_set1_ps(-INFINITY);
+    __m512 mv = ninf;
+    for (int64_t i = 0; i < n; i += 16) mv = _mm512_max_ps(mv, _mm512_mask_loadu_ps(ninf, avx512_tail(n - i), x + i));
+    const __m512 mx = _mm512_set1_ps(_mm512_reduce_max_ps(mv));
+    __m512 acc = _mm512_setzero_ps();
+    for (int64_t i = 0; i < n; i += 16) {
+        const __mmask16 m = avx512_tail(n - i);
+        const __m512 e = avx512_exp(_mm512_sub_ps(_mm512_mask_loadu_ps(ninf, m, x + i), mx));
+        _mm512_mask_storeu_ps(x + i, m, e);
+        acc = _mm512_add_ps(acc, e);
+    }
+    float lanes[KV_SOFTMAX_LANES];
+    _mm512_storeu_ps(lanes, acc);
+    const __m512 inv = _mm512_set1_ps(1.0f / kv_sum_lanes(lanes));
+    for (int64_t i = 0; i < n; i += 16) {
+        const __mmask16 m = avx512_tail(n - i);
+        _mm512_mask_storeu_ps(x + i, m, _mm512_mul_ps(_mm512_maskz_loadu_ps(m, x + i), inv));
+    }
+}
+
+/* The horizontal sums of four registers at once, [sum a, sum b, sum c,
+ * sum d], each by the tree _mm512_reduce_add_ps (GCC) adds one register
+ * in: halves of 256 bits, then of 128, then lanes {0,1}+{2,3}, then 0+1.
+ * Shuffles gather the four registers' pieces so each step is one add. */
+static inline __m128 avx512_hsum4(__m512 a, __m512 b, __m512 c, __m512 d) {
+    const __m512 ab = _mm512_add_ps(_mm512_shuffle_f32x4(a, b, _MM_SHUFFLE(3, 2, 3, 2)),
+                                    _mm512_shuffle_f32x4(a, b, _MM_SHUFFLE(1, 0, 1, 0)));
+    const __m512 cd = _mm512_add_ps(_mm512_shuffle_f32x4(c, d, _MM_SHUFFLE(3, 2, 3, 2)),
+                                    _mm512_shuffle_f32x4(c, d, _MM_SHUFFLE(1, 0, 1, 0)));
+    /* [a 0..7 | b 0..7], [c | d] -> quarters [a, b, c, d] of 4 lanes */
+    const __m512 z = _mm512_add_ps(_mm512_shuffle_f32x4(ab, cd, _MM_SHUFFLE(3, 1, 3, 1)),
+                                   _mm512_shuffle_f32x4(ab, cd, _MM_SHUFFLE(2, 0, 2, 0)));
+    const __m512 w = _mm512_add_ps(z, _mm512_permute_ps(z, _MM_SHUFFLE(1, 0, 3, 2)));
+    const __m512 r = _mm512_add_ps(w, _mm512_permute_ps(w, _MM_SHUFFLE(2, 3, 0, 1)));
+    return _mm512_castps512_ps128(_mm512_permutexvar_ps(_mm512_setr_epi32(0, 4, 8, 12, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0), r));
+}
+
+/* Four keys per pass: each key's products and adds exactly as avx512_dot
+ * makes them (s0 and s1 in the same order), the query loaded once for
+ * the four, and one shuffle tree for their four horizontal sums instead
+ * of four. */
 static void avx512_dots(const float *q, const float *K, int64_t n, int64_t d, float *out) {
-    for (int64_t t = 0; t < n; t++) out[t] = avx512_dot(q, K + (size_t)t * d, d);
+    int64_t t = 0;
+    for (; t + 4 <= n; t += 4) {
+        const float *k0 = K + (size_t)t * d, *k1 = k0 + d, *k2 = k1 + d, *k3 = k2 + d;
+        __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, b0 = a0, b1 = a0, b2 = a0, b3 = a0;
+        int64_t i = 0;
+        for (; i + 32 <= d; i += 32) {
+            const __m512 x = _mm512_loadu_ps(q + i), y = _mm512_loadu_ps(q + i + 16);
+            a0 = _mm512_fmadd_ps(x, _mm512_loadu_ps(k0 + i), a0);
+            b0 = _mm512_fmadd_ps(y, _mm512_loadu_ps(k0 + i + 16), b0);
+            a1 = _mm512_fmadd_ps(x, _mm512_loadu_ps(k1 + i), a1);
+            b1 = _mm512_fmadd_ps(y, _mm512_loadu_ps(k1 + i + 16), b1);
+            a2 = _mm512_fmadd_ps(x, _mm512_loadu_ps(k2 + i), a2);
+            b2 = _mm512_fmadd_ps(y, _mm512_loadu_ps(k2 + i + 16), b2);
+            a3 = _mm512_fmadd_ps(x, _mm512_loadu_ps(k3 + i), a3);
+            b3 = _mm512_fmadd_ps(y, _mm512_loadu_ps(k3 + i + 16), b3);
+        }
+        if (i + 16 <= d) {
+            const __m512 x = _mm512_loadu_ps(q + i);
+            a0 = _mm512_fmadd_ps(x, _mm512_loadu_ps(k0 + i), a0);
+            a1 = _mm512_fmadd_ps(x, _mm512_loadu_ps(k1 + i), a1);
+            a2 = _mm512_fmadd_ps(x, _mm512_loadu_ps(k2 + i), a2);
+            a3 = _mm512_fmadd_ps(x, _mm512_loadu_ps(k3 + i), a3);
+            i += 16;
+        }
+        if (i < d) {
+            const __mmask16 m = (__mmask16)((1u << (d - i)) - 1);
+            const __m512 x = _mm512_maskz_loadu_ps(m, q + i);
+            b0 = _mm512_fmadd_ps(x, _mm512_maskz_loadu_ps(m, k0 + i), b0);
+            b1 = _mm512_fmadd_ps(x, _mm512_maskz_loadu_ps(m, k1 + i), b1);
+            b2 = _mm512_fmadd_ps(x, _mm512_maskz_loadu_ps(m, k2 + i), b2);
+            b3 = _mm512_fmadd_ps(x, _mm512_maskz_loadu_ps(m, k3 + i), b3);
+        }
+        _mm_storeu_ps(out + t, avx512_hsum4(_mm512_add_ps(a0, b0), _mm512_add_ps(a1, b1), _mm512_add_ps(a2, b2),
+                                            _mm512_add_ps(a3, b3)));
+    }
+    for (; t < n; t++) out[t] = avx512_dot(q, K + (size_t)t * d, d);
 }
 
 /* o in chunks of 64 floats held in four registers across all t: the same
@@ -472,10 +574,10 @@ static void avx512_quant_act(const float *x, int64_t n, int32_t blk, float *d, i
 const kv_kernel_table kv_kernels_avx512 = {
     .matvec_rows = avx512_matvec_rows, .dequant_rows = avx512_dequant_rows, .dot = avx512_dot, .axpy = avx512_axpy,
     .dots = avx512_dots, .wsum = avx512_wsum, .quant_act = avx512_quant_act, .matvec_q8 = avx512_matvec_q8_bw,
-    .wsum_kv = kv_avx2_wsum_kv};
+    .wsum_kv = kv_avx2_wsum_kv, .softmax = avx512_softmax};
 
 /* Chosen only when CPUID reports AVX512_VNNI (kernels.c). */
 const kv_kernel_table kv_kernels_avx512_vnni = {
     .matvec_rows = avx512_matvec_rows, .dequant_rows = avx512_dequant_rows, .dot = avx512_dot, .axpy = avx512_axpy,
     .dots = avx512_dots, .wsum = avx512_wsum, .quant_act = avx512_quant_act, .matvec_q8 = avx512_matvec_q8_vnni,
-    .wsum_kv = kv_avx2_wsum_kv};
+    .wsum_kv = kv_avx2_wsum_kv, .softmax = avx512_softmax};

@@ -2,6 +2,7 @@
 #ifndef KV_KERNELS_IMPL_H
 #define KV_KERNELS_IMPL_H
 
+#include <math.h>
 #include <string.h>
 
 #include "kernels.h"
@@ -41,6 +42,8 @@ typedef struct kv_kernel_table {
     /* kv_wsum_kv for a cache of type t (F16 or Q8_0); returns 0 when it
      * handled the type, -1 to fall back. */
     int (*wsum_kv)(kv_dtype t, float *o, const float *w, const void *V, int64_t n, int64_t d);
+    /* kv_softmax_f32, bit for bit the portable one (see kv_exp_f32) */
+    void (*softmax)(float *x, int64_t n);
 } kv_kernel_table;
 
 extern const kv_kernel_table kv_kernels_scalar;
@@ -150,5 +153,57 @@ static inline void kq_scale_ints(kv_dtype t, const uint8_t *blk, uint32_t sc[4],
 
 /* Bytes of one row of W. */
 static inline size_t kv_row_bytes(const kv_tensor *W) { return kv_dtype_bytes(W->type, W->cols); }
+
+/* ------------------------------------------------ softmax's exponential */
+
+/* e^x as every ISA computes it in softmax, lane by lane with the same
+ * operations, so that the vector kernels equal the portable one bit for
+ * bit: x = k ln2 + r with k = rint(x log2(e)) and r found in two fused
+ * steps (ln2 split into a short head and a tail, as Cephes does), e^r from
+ * its Taylor series to degree 7 in fused Horner steps (the series' first
+ * omitted term is below 5.1e-9 for |r| <= ln2/2), then times 2^k built in
+ * the exponent bits. Below KV_EXP_MIN, where e^x is subnormal, it is 0;
+ * above 88 (never in softmax, whose inputs are <= 0) x is taken as 88, as
+ * is NaN (the vector min's rule). Within 2 ulp of e^x (test_kernels). */
+#define KV_EXP_MIN (-87.33654475f) /* ln(FLT_MIN) */
+#define KV_EXP_MAX 88.0f
+#define KV_EXP_LOG2E 1.44269504088896341f
+#define KV_EXP_LN2_HI 0.693359375f     /* 8 significant bits: k * hi is exact */
+#define KV_EXP_LN2_LO (-2.12194440e-4f) /* ln2 - hi */
+#define KV_EXP_C7 (1.0f / 5040.0f)
+#define KV_EXP_C6 (1.0f / 720.0f)
+#define KV_EXP_C5 (1.0f / 120.0f)
+#define KV_EXP_C4 (1.0f / 24.0f)
+#define KV_EXP_C3 (1.0f / 6.0f)
+#define KV_EXP_C2 0.5f
+
+static inline float kv_exp_f32(float x) {
+    if (x < KV_EXP_MIN) return 0.0f;
+    if (!(x <= KV_EXP_MAX)) x = KV_EXP_MAX;
+    const float k = rintf(x * KV_EXP_LOG2E);
+    float r = fmaf(-k, KV_EXP_LN2_HI, x);
+    r = fmaf(-k, KV_EXP_LN2_LO, r);
+    float p = fmaf(KV_EXP_C7, r, KV_EXP_C6);
+    p = fmaf(p, r, KV_EXP_C5);
+    p = fmaf(p, r, KV_EXP_C4);
+    p = fmaf(p, r, KV_EXP_C3);
+    p = fmaf(p, r, KV_EXP_C2);
+    p = fmaf(p, r, 1.0f);
+    p = fmaf(p, r, 1.0f);
+    union { uint32_t u; float f; } two_k = {.u = (uint32_t)((int32_t)k + 127) << 23};
+    return p * two_k.f;
+}
+
+/* Softmax's sum: element i goes to lane i % 16 (one AVX-512 register, two
+ * AVX2 ones, an array in the portable path), and the lanes are added in
+ * this fixed tree, so every ISA's sum is the same. */
+#define KV_SOFTMAX_LANES 16
+static inline float kv_sum_lanes(const float lanes[KV_SOFTMAX_LANES]) {
+    float a[KV_SOFTMAX_LANES];
+    memcpy(a, lanes, sizeof a);
+    for (int w = KV_SOFTMAX_LANES / 2; w > 0; w /= 2)
+        for (int i = 0; i < w; i++) a[i] += a[i + w];
+    return a[0];
+}
 
 #endif

@@ -4,7 +4,7 @@
  * and each row bit-identical whatever range it is computed in. The integer
  * kernels (activations quantized to int8) against the portable integer
  * path and against the float path, within the bound the activations'
- * rounding allows. */
+ * rounding allows. Softmax, the same bit for bit on every ISA. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -383,13 +383,65 @@ static void test_int8_matvec(void **state) {
     for (int isa = KV_ISA_AVX512_VNNI; isa > KV_ISA_SCALAR && kv_kernels_set_isa((kv_isa)isa) != KV_OK; isa--) continue;
 }
 
+/* Softmax: e^x within 2 ulp of libm's double exp over softmax's whole
+ * input range (and 0 below ln(FLT_MIN), including -inf); then rows of
+ * every length 1..70 and a few long ones, with -inf entries, against a
+ * float64 softmax (the rounding of x - max, then 4e-7 relative), and bit for bit the same on every ISA
+ * (the portable path is the reference). */
+static void test_softmax(void **state) {
+    (void)state;
+    double worst = 0;
+    for (float x = -87.3f; x <= 0.0f; x += 0.0007f) {
+        double want = exp((double)x), got = kv_exp_f32(x);
+        double ulp = ldexp(1.0, ilogb(want) - 23);
+        if (fabs(got - want) / ulp > worst) worst = fabs(got - want) / ulp;
+    }
+    print_message("exp: worst error %.2f ulp over [-87.3, 0]\n", worst);
+    assert_true(worst <= 2.0);
+    assert_true(kv_exp_f32(-INFINITY) == 0.0f && kv_exp_f32(-88.0f) == 0.0f && kv_exp_f32(0.0f) == 1.0f);
+    const int64_t lens[6] = {100, 257, 1000, 2049, 4096, 9001};
+    uint64_t seed = 7;
+    for (int64_t li = 0; li < 70 + 6; li++) {
+        const int64_t n = li < 70 ? li + 1 : lens[li - 70];
+        float *ref = malloc((size_t)n * sizeof *ref), *got = malloc((size_t)n * sizeof *got);
+        for (int64_t i = 0; i < n; i++) ref[i] = 30.0f * frand(&seed);
+        if (n > 2) ref[n / 2] = ref[n - 1] = -INFINITY; /* masked keys */
+        double mx = -INFINITY, sum = 0;
+        for (int64_t i = 0; i < n; i++) mx = ref[i] > mx ? ref[i] : mx;
+        for (int64_t i = 0; i < n; i++) sum += exp((double)ref[i] - mx);
+        memcpy(got, ref, (size_t)n * sizeof *got);
+        kv_kernels_set_isa(KV_ISA_SCALAR);
+        kv_softmax_f32(got, n);
+        for (int64_t i = 0; i < n; i++) {
+            /* x - max rounds to float first: half an ulp of |x - max|, a
+             * relative error of e^x that grows with it; then a few ulp */
+            double want = exp((double)ref[i] - mx) / sum;
+            double bound = (fabs((double)ref[i] - mx) * 0x1p-24 + 4e-7) * want;
+            if (fabs(got[i] - want) > bound)
+                fail_msg("softmax n=%lld [%lld]: %.9g, float64 %.9g", (long long)n, (long long)i, got[i], want);
+        }
+        for (int isa = KV_ISA_AVX2; isa <= KV_ISA_AVX512_VNNI; isa++) {
+            if (kv_kernels_set_isa((kv_isa)isa) != KV_OK) continue;
+            float *v = malloc((size_t)n * sizeof *v);
+            memcpy(v, ref, (size_t)n * sizeof *v);
+            kv_softmax_f32(v, n);
+            if (memcmp(v, got, (size_t)n * sizeof *v) != 0)
+                fail_msg("softmax n=%lld: %s differs from the portable path", (long long)n, kv_isa_name((kv_isa)isa));
+            free(v);
+        }
+        free(ref);
+        free(got);
+    }
+    for (int isa = KV_ISA_AVX512_VNNI; isa > KV_ISA_SCALAR && kv_kernels_set_isa((kv_isa)isa) != KV_OK; isa--) continue;
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_matvec_all),       cmocka_unit_test(test_plain_tails),
         cmocka_unit_test(test_matvec_range_invariant),
         cmocka_unit_test(test_dequant_rows_exact), cmocka_unit_test(test_dot_axpy),
         cmocka_unit_test(test_dots_wsum),          cmocka_unit_test(test_quant_act),
-        cmocka_unit_test(test_int8_matvec),
+        cmocka_unit_test(test_int8_matvec),        cmocka_unit_test(test_softmax),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
