@@ -132,6 +132,12 @@ void kv_ctx_free(kv_ctx *c) {
     free(c);
 }
 
+int kv_default_threads(const kv_model *m) {
+    if (kv_model_decode_bytes(m) < KV_SMALL_MODEL_BYTES) return 1;
+    const long n = sysconf(_SC_NPROCESSORS_ONLN);
+    return n > 1 ? (int)n : 1;
+}
+
 int kv_ctx_new(const kv_model *m, const kv_ctx_params *p, kv_ctx **out) {
     *out = NULL;
     kv_ctx_params dp = kv_ctx_default_params();
@@ -141,7 +147,7 @@ int kv_ctx_new(const kv_model *m, const kv_ctx_params *p, kv_ctx **out) {
     c->m = m;
     c->mi = kv_model_get_info(m);
     const kv_model_info *mi = c->mi;
-    c->n_threads = p->n_threads > 0 ? p->n_threads : (int)sysconf(_SC_NPROCESSORS_ONLN);
+    c->n_threads = p->n_threads > 0 ? p->n_threads : kv_default_threads(m);
     if (c->n_threads < 1) c->n_threads = 1;
     c->max_batch = p->max_batch > 0 ? p->max_batch : 512;
     size_t B = (size_t)c->max_batch;

@@ -1083,7 +1083,7 @@ int hx_cmd_run(int argc, char **argv, int help) {
         {"only", 0, HX_OPT_STR, &only, "K=V,...", "run only these models, tasks, policies (label or name) or budgets"},
         {"shard", 0, HX_OPT_STR, &shard, "I/N", "run the units whose number is I modulo N (I from 0)"},
         {"db", 0, HX_OPT_STR, &db_path, "PATH", "results database (default: the experiment's db)"},
-        {"threads", 't', HX_OPT_INT, &threads, "N", "threads (default: the experiment's, else all cores)"},
+        {"threads", 't', HX_OPT_INT, &threads, "N", "threads (default: the experiment's, else all cores; one for a model under 8 MB of weights)"},
         {"quiet", 'q', HX_OPT_FLAG, &quiet, NULL, "no progress output"},
     };
     if (help) {

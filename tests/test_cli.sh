@@ -135,6 +135,13 @@ if echo "$out" | grep -qE "^decode .* tok/s" && echo "$out" | grep -q "bytes per
    echo "$out" | grep -qE "^weights held +copied: "; then ok "bench"; else bad "bench" "$out"; fi
 out=$(KVBENCH_WEIGHTS=mmap "$kv" bench --model $M --prompt 8 --gen 4 --reps 1 --membw 0 2>&1)
 if echo "$out" | grep -qE "^weights held +mapped: " && ! echo "$out" | grep -q "^memory read"; then ok "bench: mapped weights, no probe"; else bad "bench: mapped weights, no probe" "$out"; fi
+# the default thread count: one for a model under 8 MB of weights, else all cores
+n_cpu=$(getconf _NPROCESSORS_ONLN)
+"$kv" synth "$tmp/eight.gguf" --dim 256 --hidden 768 --layers 6 --heads 4 --vocab 4096 --type f32 >/dev/null
+small=$("$kv" bench --model $M --prompt 8 --gen 4 --reps 1 --membw 0 2>&1 | sed -n 's/^threads *\([0-9]*\) .*/\1/p')
+big=$("$kv" bench --model "$tmp/eight.gguf" --prompt 8 --gen 4 --reps 1 --membw 0 2>&1 | sed -n 's/^threads *\([0-9]*\) .*/\1/p')
+if [ "$small" = 1 ] && [ "$big" = "$n_cpu" ]; then ok "default threads: 1 for stories260K, $big for a 24 MB model"; else
+  bad "default threads (stories260K $small, 24 MB model $big, $n_cpu cores)"; fi
 expect_fail "bad KVBENCH_WEIGHTS" 1 "KVBENCH_WEIGHTS: expected mmap or copy, got 'huge'" -- env KVBENCH_WEIGHTS=huge "$kv" info --model $M
 
 # synth writes a model that loads
