@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <time.h>
 
 #include "../datasets/dataset.h"
@@ -988,6 +989,16 @@ static int cmp_double(const void *a, const void *b) {
     return (x > y) - (x < y);
 }
 
+/* The process's resident high-water mark (getrusage): weights, cache,
+ * scratch and everything else it touched, the probe's buffer included. */
+static void print_peak_rss(int probe_mb) {
+    struct rusage ru;
+    if (getrusage(RUSAGE_SELF, &ru) != 0) return;
+    printf("peak resident    %.1f MB", ru.ru_maxrss / 1024.0);
+    if (probe_mb > 0) printf(" (with the %d MB bandwidth probe; --membw 0 leaves it out)", probe_mb);
+    printf("\n");
+}
+
 /* The cache's storage as bench left it: bytes per cached token (keys,
  * values and the position of every layer and KV head) and what the cache
  * really holds (its allocations, kv_cache_bytes) over the tokens it holds. */
@@ -1112,6 +1123,7 @@ int hx_cmd_bench(int argc, char **argv, int help) {
                100 * share[reps / 2], 100 * share[0], 100 * share[reps - 1]);
     }
     printf("decode step      %.3f ms (median)\n", 1e3 / dcm);
+    print_peak_rss(probe ? membw_mb : 0);
     status = 0;
     goto out;
 fail:
