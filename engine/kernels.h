@@ -5,7 +5,7 @@
  * so the matrix-vector products stream the weights in their stored type
  * (F16, BF16, Q8_0, Q4_0, the K-quants, Q8_G) and convert in registers.
  *
- * Two kernel families for Q8_0, Q4_0, Q4_K, Q5_K and Q6_K weights (the
+ * Two kernel families for Q8_0, Q4_0 and the K-quants (Q2_K..Q6_K) (the
  * other types always take the float one):
  * - float (the default): activations stay fp32 and weights are widened to
  *   fp32; results match a float64 reference to about 1e-6 relative, and
@@ -14,8 +14,13 @@
  *   quantized once per call to int8 blocks (kv_quantize_act), each weight
  *   block is multiplied with integer dot products, and the block scales are
  *   applied in fp32. This is what llama.cpp's CPU backend computes for
- *   these types (activations as Q8_0 / Q8_K), and it keeps decode near the
- *   memory-bandwidth limit: widening every weight to fp32 is compute-bound.
+ *   these types (activations as Q8_0 / Q8_K, with its scales: see
+ *   kv_act_scale), and it keeps decode near the memory-bandwidth limit:
+ *   widening every weight to fp32 is compute-bound. Its logits equal
+ *   llama.cpp's to ~4e-7 (median) on the synthetic llama/qwen2/qwen3 files,
+ *   except where an fp32-level difference moves a value across a rounding
+ *   boundary. Q2_K and Q3_K take the portable integer rows (slower than
+ *   their float kernels).
  *   It is not the default because rounding to int8 is discontinuous: an
  *   fp32-rounding difference between prefill's and decode's activations
  *   can move a value across a rounding boundary, one quantum (amax/127 of
@@ -71,7 +76,7 @@ int kv_kernel_mode_parse(const char *s, kv_kernel_mode *m);
 void kv_matvec_rows(const kv_tensor *W, const float *x, float *y, int64_t r0, int64_t r1);
 
 /* 1 when products with weights of type t take the integer kernels (int8
- * mode and Q8_0/Q4_0/Q4_K/Q5_K/Q6_K): the prefill products then multiply
+ * mode and Q8_0/Q4_0/Q2_K..Q6_K): the prefill products then multiply
  * activations rounded by kv_round_act, so that prefill and decode compute
  * the same sums (to fp32 rounding) whatever the chunk sizes. */
 int kv_kernels_act_rounded(kv_dtype t);

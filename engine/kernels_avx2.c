@@ -531,7 +531,7 @@ static void avx2_quant_act(const float *x, int64_t n, int32_t blk, float *d, int
         __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
         m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
         const float amax = _mm_cvtss_f32(_mm_max_ss(m4, _mm_movehdup_ps(m4)));
-        d[b] = amax == 0 ? 0 : amax / 127.0f;
+        d[b] = kv_act_scale(amax, blk);
         const __m256 id = _mm256_set1_ps(amax == 0 ? 0 : 127.0f / amax);
         for (int32_t i = 0; i < blk; i += 32) {
             __m256i v[4];

@@ -545,7 +545,7 @@ static void avx512_quant_act(const float *x, int64_t n, int32_t blk, float *d, i
         __m512 m = _mm512_setzero_ps();
         for (int32_t i = 0; i < blk; i += 16) m = _mm512_max_ps(m, _mm512_andnot_ps(sign, _mm512_loadu_ps(xb + i)));
         const float amax = _mm512_reduce_max_ps(m);
-        d[b] = amax == 0 ? 0 : amax / 127.0f;
+        d[b] = kv_act_scale(amax, blk);
         const __m512 id = _mm512_set1_ps(amax == 0 ? 0 : 127.0f / amax);
         for (int32_t i = 0; i < blk; i += 16) {
             const __m512i v = _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_loadu_ps(xb + i), id));

@@ -68,11 +68,14 @@ int kv_avx2_wsum_kv(kv_dtype t, float *o, const float *w, const void *V, int64_t
 #endif
 
 /* Activation block size of W's type on the integer path: 32 (Q8_0, Q4_0),
- * 256 (Q4_K, Q5_K, Q6_K), 0 for the types that stay on the float path. */
+ * 256 (the K-quants; Q2_K and Q3_K by the portable rows only), 0 for the
+ * types that stay on the float path. */
 static inline int32_t kv_int8_block(kv_dtype t) {
     switch (t) {
     case KV_Q8_0:
     case KV_Q4_0: return KV_QK;
+    case KV_Q2_K:
+    case KV_Q3_K:
     case KV_Q4_K:
     case KV_Q5_K:
     case KV_Q6_K: return KV_QK_K;

@@ -450,6 +450,11 @@ int kv_dequantize(kv_dtype type, const void *in, float *out, int64_t n) {
     }
 }
 
+float kv_act_scale(float amax, int32_t blk) {
+    if (amax == 0) return 0;
+    return blk == KV_QK ? kv_fp16_to_fp32(kv_fp32_to_fp16(amax / 127.0f)) : 1.0f / (127.0f / amax);
+}
+
 /* One block of activations (see quant.h). The product x * (127/amax) is
  * one rounding, as the vector quantizers compute it, and nearbyintf rounds
  * ties to even as their conversion instructions do. */
@@ -462,7 +467,7 @@ static void quantize_act_block(const float *x, int32_t blk, float *d, int8_t *q)
         return;
     }
     const float id = 127.0f / amax;
-    *d = amax / 127.0f;
+    *d = kv_act_scale(amax, blk);
     for (int32_t i = 0; i < blk; i++) q[i] = (int8_t)nearbyintf(x[i] * id);
 }
 

@@ -40,12 +40,22 @@ void kv_kquant_scales(kv_dtype t, const uint8_t *blk, float d[16], float m[16]);
 void kv_kquant_ints(kv_dtype t, const uint8_t *blk, int8_t q[256]);
 
 /* Activations for the integer kernels: n values (n a multiple of blk, 32
- * or 256) in blocks of blk, each with d = amax/127 (amax its largest
- * magnitude; 0 for a block of zeros) and q = x * (127/amax) rounded to
- * the nearest integer, ties to even, in [-127, 127]; s16[g] is the sum of
- * q over values 16g..16g+15 (the K-quants' offsets and Q4_0's -8 need it).
- * Symmetric, so |x - d*q| <= d/2 for every value. The vector kernels'
- * quantizers give these same bits (tests/test_kernels.c checks it). */
+ * or 256) in blocks of blk, each with the scale d = kv_act_scale(amax, blk)
+ * (amax its largest magnitude; 0 for a block of zeros) and q = x *
+ * (127/amax) rounded to the nearest integer, ties to even, in [-127, 127];
+ * s16[g] is the sum of q over values 16g..16g+15 (the K-quants' offsets and
+ * Q4_0's -8 need it). Symmetric, so |x - d*q| <= d/2 (plus d's own
+ * rounding) for every value. The vector kernels' quantizers give these
+ * same bits (tests/test_kernels.c checks it). */
 void kv_quantize_act(const float *x, int64_t n, int32_t blk, float *d, int8_t *q, int16_t *s16);
+/* A block's scale as llama.cpp's CPU backend keeps it, so that the integer
+ * kernels multiply the same numbers: for blocks of 32 (its Q8_0
+ * activations, for Q8_0 and Q4_0 weights) amax/127 rounded to fp16, as
+ * block_q8_0 stores it; for blocks of 256 (Q8_K, for the K-quants) the
+ * reciprocal of the fp32 multiplier 127/amax, as quantize_row_q8_K
+ * computes it (its q and d carry the block maximum's sign, which cancels
+ * in d*q). The fp16 rounding alone moves the logits of a 2-layer synthetic
+ * Q8_0 model by 1.7e-2 of their largest, so it is not left out. */
+float kv_act_scale(float amax, int32_t blk);
 
 #endif

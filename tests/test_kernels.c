@@ -252,7 +252,7 @@ static void test_dots_wsum(void **state) {
 
 /* ------------------------------------------------------ integer path */
 
-static const kv_dtype int8_types[5] = {KV_Q8_0, KV_Q4_0, KV_Q4_K, KV_Q5_K, KV_Q6_K};
+static const kv_dtype int8_types[7] = {KV_Q8_0, KV_Q4_0, KV_Q2_K, KV_Q3_K, KV_Q4_K, KV_Q5_K, KV_Q6_K};
 
 /* Activations with ties (x*127/amax exactly k + 0.5), zeros, a zero block
  * and a block whose largest value is negative. */
@@ -279,13 +279,25 @@ static void test_quant_act(void **state) {
     for (int bi = 0; bi < 2; bi++) {
         const int32_t blk = blks[bi];
         kv_quantize_act(x, N, blk, d0, q0, s0);
+        /* half a step, plus the scale's own rounding times |q| <= 127: fp16
+         * (2^-11 relative) for blocks of 32, one fp32 reciprocal for 256 */
+        const double rel = blk == 32 ? 0x1p-11 : 0x1p-23;
         for (int64_t i = 0; i < N; i++) {
             const float d = d0[i / blk];
             assert_true(q0[i] >= -127 && q0[i] <= 127);
-            if (!(fabs((double)x[i] - (double)d * q0[i]) <= d * 0.5 * (1 + 1e-5)))
+            if (!(fabs((double)x[i] - (double)d * q0[i]) <= d * (0.5 + 127 * rel) * (1 + 1e-6)))
                 fail_msg("blk %d value %lld: %.9g quantized to %d * %.9g", blk, (long long)i, x[i], q0[i], d);
         }
         assert_true(d0[1] == 0 || blk == 256); /* the zero block */
+        /* llama.cpp's scales: block_q8_0 keeps d in fp16; Q8_K keeps the
+         * reciprocal of its fp32 multiplier */
+        for (int64_t b = 0; b < N / blk; b++) {
+            float amax = 0;
+            for (int32_t i = 0; i < blk; i++) amax = fabsf(x[b * blk + i]) > amax ? fabsf(x[b * blk + i]) : amax;
+            const float want = amax == 0 ? 0 : blk == 32 ? kv_fp16_to_fp32(kv_fp32_to_fp16(amax / 127.0f))
+                                                         : 1.0f / (127.0f / amax);
+            if (d0[b] != want) fail_msg("blk %d block %lld: scale %.9g, llama.cpp's %.9g", blk, (long long)b, d0[b], want);
+        }
         for (int g = 0; g < N / 16; g++) {
             int s = 0;
             for (int i = 0; i < 16; i++) s += q0[16 * g + i];
@@ -334,7 +346,7 @@ static void test_int8_matvec(void **state) {
     static int16_t s16[4096 / 16];
     int checked = 0;
     double worst = 0; /* largest deviation from the float path, as a share of its bound */
-    for (int t = 0; t < 5; t++)
+    for (int t = 0; t < 7; t++)
         for (int r = 0; r < 4; r++)
             for (int c = 0; c < 6; c++) {
                 const kv_dtype type = int8_types[t];
