@@ -20,7 +20,10 @@
  *   llama.cpp's to ~4e-7 (median) on the synthetic llama/qwen2/qwen3 files,
  *   except where an fp32-level difference moves a value across a rounding
  *   boundary. Q2_K and Q3_K take the portable integer rows (slower than
- *   their float kernels).
+ *   their float kernels). F16 and BF16 weights keep the float kernels, on
+ *   x rounded to fp16 / bf16 first, as llama.cpp converts activations for
+ *   them (BF16 logits then equal its to ~2e-7 median; F16 ones still
+ *   differ by ~6e-4 for a reason not found).
  *   It is not the default because rounding to int8 is discontinuous: an
  *   fp32-rounding difference between prefill's and decode's activations
  *   can move a value across a rounding boundary, one quantum (amax/127 of
@@ -75,14 +78,16 @@ int kv_kernel_mode_parse(const char *s, kv_kernel_mode *m);
  * (only y[r0..r1) written). Thread-safe: callers split rows across threads. */
 void kv_matvec_rows(const kv_tensor *W, const float *x, float *y, int64_t r0, int64_t r1);
 
-/* 1 when products with weights of type t take the integer kernels (int8
- * mode and Q8_0/Q4_0/Q2_K..Q6_K): the prefill products then multiply
- * activations rounded by kv_round_act, so that prefill and decode compute
- * the same sums (to fp32 rounding) whatever the chunk sizes. */
+/* 1 when products with weights of type t round their activations (int8
+ * mode, and Q8_0/Q4_0/Q2_K..Q6_K to int8 blocks or F16/BF16 to that
+ * type): the prefill products then multiply activations rounded by
+ * kv_round_act, so that prefill and decode compute the same sums (to fp32
+ * rounding) whatever the chunk sizes. */
 int kv_kernels_act_rounded(kv_dtype t);
-/* out[i][c] = X[i][c] rounded as the integer kernels round activations for
- * weights of type t (d*q of kv_quantize_act), for n rows of cols values;
- * cols a multiple of t's block (256 at most 65536, else X is copied). */
+/* out[i][c] = X[i][c] rounded as decode rounds activations for weights of
+ * type t (d*q of kv_quantize_act; fp16 or bf16 for F16/BF16), for n rows
+ * of cols values; for the int8 types cols a multiple of t's block (256 at
+ * most 65536, else X is copied). */
 void kv_round_act(kv_dtype t, const float *X, int64_t n, int64_t cols, float *out);
 
 /* Dequantizes rows [r0, r1) of W into out: [(r1-r0)][W->cols] fp32. */

@@ -395,6 +395,40 @@ static void test_int8_matvec(void **state) {
     for (int isa = KV_ISA_AVX512_VNNI; isa > KV_ISA_SCALAR && kv_kernels_set_isa((kv_isa)isa) != KV_OK; isa--) continue;
 }
 
+/* F16 and BF16 weights in int8 mode: the float kernels on x rounded to
+ * the weight's type (llama.cpp's vec_dot_type), bit for bit on every ISA;
+ * and not the float mode's result (the rounding is there). Prefill's
+ * kv_round_act rounds the same way. */
+static void test_half_act(void **state) {
+    (void)state;
+    const kv_dtype types[2] = {KV_F16, KV_BF16};
+    static float y[17], want[17], yf[17], xr[768], xp[768];
+    for (int t = 0; t < 2; t++)
+        for (int isa = KV_ISA_SCALAR; isa <= KV_ISA_AVX512_VNNI; isa++) {
+            if (kv_kernels_set_isa((kv_isa)isa) != KV_OK) continue;
+            fixture f;
+            make(&f, types[t], 17, 768, (uint64_t)(40 + t));
+            for (int i = 0; i < 768; i++)
+                xr[i] = t == 0 ? kv_fp16_to_fp32(kv_fp32_to_fp16(f.x[i])) : kv_bf16_to_fp32(kv_fp32_to_bf16(f.x[i]));
+            run_rows(&f, KV_KERNELS_INT8, y);
+            run_rows(&f, KV_KERNELS_FLOAT, yf);
+            float *x0 = f.x;
+            f.x = xr;
+            run_rows(&f, KV_KERNELS_FLOAT, want);
+            f.x = x0;
+            assert_memory_equal(y, want, sizeof y);
+            assert_true(memcmp(y, yf, sizeof y) != 0);
+            const kv_kernel_mode mode0 = kv_kernels_mode();
+            kv_kernels_set_mode(KV_KERNELS_INT8);
+            assert_true(kv_kernels_act_rounded(types[t]));
+            kv_round_act(types[t], f.x, 1, 768, xp);
+            kv_kernels_set_mode(mode0);
+            assert_memory_equal(xp, xr, sizeof xr);
+            drop(&f);
+        }
+    for (int isa = KV_ISA_AVX512_VNNI; isa > KV_ISA_SCALAR && kv_kernels_set_isa((kv_isa)isa) != KV_OK; isa--) continue;
+}
+
 /* Softmax: e^x within 2 ulp of libm's double exp over softmax's whole
  * input range (and 0 below ln(FLT_MIN), including -inf); then rows of
  * every length 1..70 and a few long ones, with -inf entries, against a
@@ -454,6 +488,7 @@ int main(void) {
         cmocka_unit_test(test_dequant_rows_exact), cmocka_unit_test(test_dot_axpy),
         cmocka_unit_test(test_dots_wsum),          cmocka_unit_test(test_quant_act),
         cmocka_unit_test(test_int8_matvec),        cmocka_unit_test(test_softmax),
+        cmocka_unit_test(test_half_act),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
