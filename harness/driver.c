@@ -368,18 +368,30 @@ static int lost_on_layer(void *user, kv_cache *ref, const kv_attn_view *v) {
  * fidelity run of that sample: the forked sequence, and the newest query
  * rows the prompt's layer calls produced (what lost_on_layer reads then),
  * replayed against each policy's cache. The full cache holds positions
- * 0..len-1 in order, so a call's rows need only their length. */
+ * 0..len-1 in order, so a call's rows need only their length. The full
+ * cache's teacher-forced steps over the reference continuation are the
+ * same for every policy too: their calls follow the prompt's, step by
+ * step, when they fit in HX_REF_ROWS_MAX floats, and then no policy after
+ * the first runs the full cache at all. */
 typedef struct ref_call { int layer; int32_t len, need; size_t off; } ref_call;
+#define HX_REF_ROWS_MAX ((size_t)64 << 20) /* 256 MB of rows at most */
 typedef struct hx_ref_snap {
     kv_ctx *ctx;
     uint64_t key;       /* the prompt's tokens (0: nothing kept) */
-    ref_call *calls;
+    ref_call *calls;    /* the prompt's, then the steps' */
     int n_calls, cap_calls;
     float *rows;        /* per call [n_heads][len] */
     size_t n_rows, cap_rows;
     int32_t *iota;      /* 0, 1, 2, ...: the full cache's positions */
     int32_t n_iota;
-    int ok;             /* the recording is complete (else: recompute) */
+    int ok;             /* the prompt's recording is complete (else: recompute) */
+    int n_prompt_calls; /* calls [0, n_prompt_calls) are the prompt's */
+    size_t n_prompt_rows;
+    int *step_end;      /* step i's calls end at step_end[i] */
+    int n_steps, cap_steps;
+    int in_steps;       /* recording the steps (their failures clear steps_ok) */
+    int steps_ok;
+    uint64_t steps_key; /* the prompt and continuation recorded (0: none) */
 } hx_ref_snap;
 
 static void ref_snap_free(hx_ref_snap *r) {
@@ -388,6 +400,7 @@ static void ref_snap_free(hx_ref_snap *r) {
     free(r->calls);
     free(r->rows);
     free(r->iota);
+    free(r->step_end);
     free(r);
 }
 
@@ -397,26 +410,28 @@ typedef struct rec_state { lost_state *ls; hx_ref_snap *r; } rec_state;
 static int record_on_layer(void *user, kv_cache *ref, const kv_attn_view *v) {
     rec_state *st = user;
     hx_ref_snap *r = st->r;
+    int *ok = r->in_steps ? &r->steps_ok : &r->ok;
     int32_t len = kv_cache_head_at(ref, v->layer, 0)->len;
     for (int g = 0; g < v->n_kv_heads; g++) {
         const kv_cache_head *rh = kv_cache_head_at(ref, v->layer, g);
-        if (rh->len != len) r->ok = 0;
-        for (int32_t j = 0; j < rh->len && r->ok; j++) r->ok = rh->pos[j] == j;
+        if (rh->len != len) *ok = 0;
+        for (int32_t j = 0; j < rh->len && *ok; j++) *ok = rh->pos[j] == j;
     }
     size_t need = (size_t)v->n_heads * (size_t)len;
-    if (r->ok && r->n_calls == r->cap_calls) {
+    if (r->in_steps && r->n_rows + need > HX_REF_ROWS_MAX) *ok = 0;
+    if (*ok && r->n_calls == r->cap_calls) {
         int cap = r->cap_calls ? 2 * r->cap_calls : 64;
         ref_call *c = realloc(r->calls, (size_t)cap * sizeof *c);
         if (c) r->calls = c, r->cap_calls = cap;
-        else r->ok = 0;
+        else *ok = 0;
     }
-    if (r->ok && r->n_rows + need > r->cap_rows) {
+    if (*ok && r->n_rows + need > r->cap_rows) {
         size_t cap = (r->n_rows + need) * 2;
         float *b = realloc(r->rows, cap * sizeof *b);
         if (b) r->rows = b, r->cap_rows = cap;
-        else r->ok = 0;
+        else *ok = 0;
     }
-    if (r->ok) {
+    if (*ok) {
         r->calls[r->n_calls++] = (ref_call){v->layer, len, v->pos0 + v->n_new + 1, r->n_rows};
         for (int h = 0; h < v->n_heads; h++)
             memcpy(r->rows + r->n_rows + (size_t)h * len, v->last_row + (size_t)h * v->stride, (size_t)len * sizeof(float));
@@ -425,11 +440,11 @@ static int record_on_layer(void *user, kv_cache *ref, const kv_attn_view *v) {
     return lost_on_layer(st->ls, ref, v);
 }
 
-/* The recorded prompt calls' lost mass against this policy's cache, in
+/* Recorded calls [c0, c1)'s lost mass against this policy's cache, in
  * the order lost_on_layer met them. */
-static int ref_replay(const hx_ref_snap *r, lost_state *ls, int n_heads, int n_kv_heads) {
+static int ref_replay(const hx_ref_snap *r, int c0, int c1, lost_state *ls, int n_heads, int n_kv_heads) {
     const int group = n_heads / n_kv_heads;
-    for (int c = 0; c < r->n_calls; c++) {
+    for (int c = c0; c < c1; c++) {
         const ref_call *rc = &r->calls[c];
         for (int g = 0; g < n_kv_heads; g++) {
             int e = lost_add(ls, rc->layer, g, group, r->rows + rc->off + (size_t)(g * group) * rc->len,
@@ -443,28 +458,39 @@ static int ref_replay(const hx_ref_snap *r, lost_state *ls, int n_heads, int n_k
 /* The full cache after the prompt in en->ref_ctx, with the prompt calls'
  * lost mass added to ls: forked from the sample's snapshot when there is
  * one, else computed (and kept when sharing). */
+/* The full cache's positions 0..n-1, for replaying calls of up to n slots. */
+static int iota_reserve(hx_ref_snap *r, int32_t n) {
+    if (n <= r->n_iota) return KV_OK;
+    int32_t *b = realloc(r->iota, (size_t)n * sizeof *b);
+    if (!b) return kv_errorf(KV_ENOMEM, "out of memory");
+    for (int32_t j = r->n_iota; j < n; j++) b[j] = j;
+    r->iota = b;
+    r->n_iota = n;
+    return KV_OK;
+}
+
+static uint64_t prompt_key(const int32_t *prompt, int32_t n_prompt) {
+    return kv_fnv1a64(kv_fnv1a64(KV_FNV1A64_INIT, &n_prompt, sizeof n_prompt), prompt, (size_t)n_prompt * sizeof *prompt);
+}
+
 static int ref_prompt(hx_engine *en, const int32_t *prompt, int32_t n_prompt, lost_state *ls) {
-    const uint64_t key = kv_fnv1a64(kv_fnv1a64(KV_FNV1A64_INIT, &n_prompt, sizeof n_prompt), prompt, (size_t)n_prompt * sizeof *prompt);
+    const uint64_t key = prompt_key(prompt, n_prompt);
     hx_ref_snap *r = en->ref_snap;
     if (en->share && r && r->ok && r->key == key) {
         int rc = kv_ctx_fork(r->ctx, en->ref_ctx);
-        return rc ? rc : ref_replay(r, ls, en->mi->n_heads, en->mi->n_kv_heads);
+        return rc ? rc : ref_replay(r, 0, r->n_prompt_calls, ls, en->mi->n_heads, en->mi->n_kv_heads);
     }
     kv_ctx_hook hook = {.user = ls, .needs = KV_NEED_LAST_ROW, .positions = KV_POS_ORIGINAL, .on_layer = lost_on_layer};
     rec_state st = {ls, r};
     if (en->share) {
         if (!r && !(r = en->ref_snap = calloc(1, sizeof *r))) return kv_errorf(KV_ENOMEM, "out of memory");
-        if (n_prompt > r->n_iota) {
-            int32_t *b = realloc(r->iota, (size_t)n_prompt * sizeof *b);
-            if (!b) return kv_errorf(KV_ENOMEM, "out of memory");
-            for (int32_t j = r->n_iota; j < n_prompt; j++) b[j] = j;
-            r->iota = b;
-            r->n_iota = n_prompt;
-        }
-        r->key = 0;
-        r->n_calls = 0;
+        int e = iota_reserve(r, n_prompt);
+        if (e) return e;
+        r->key = r->steps_key = 0;
+        r->n_calls = r->n_prompt_calls = 0;
         r->n_rows = 0;
         r->ok = 1;
+        r->in_steps = 0;
         st.r = r;
         hook.user = &st;
         hook.on_layer = record_on_layer;
@@ -481,15 +507,82 @@ static int ref_prompt(hx_engine *en, const int32_t *prompt, int32_t n_prompt, lo
     }
     if ((rc = kv_ctx_fork(en->ref_ctx, r->ctx))) return rc;
     r->key = key;
+    r->n_prompt_calls = r->n_calls;
+    r->n_prompt_rows = r->n_rows;
     return KV_OK;
+}
+
+/* Fidelity's full-cache side for one policy: the recorded steps of the
+ * reference continuation (replay), else the full cache run in lockstep,
+ * recording its steps for the policies after it when sharing. */
+typedef struct ref_side {
+    hx_engine *en;
+    hx_ref_snap *r;
+    lost_state *ls;
+    int replay, record;
+    uint64_t key;       /* prompt and continuation */
+} ref_side;
+
+static int ref_side_begin(ref_side *rs, const int32_t *prompt, int32_t n_prompt, const hx_gen_result *ref) {
+    hx_engine *en = rs->en;
+    hx_ref_snap *r = en->ref_snap;
+    const uint64_t pkey = prompt_key(prompt, n_prompt);
+    rs->key = kv_fnv1a64(kv_fnv1a64(pkey, &ref->n, sizeof ref->n), ref->tokens, (size_t)ref->n * sizeof *ref->tokens);
+    rs->r = r;
+    rs->replay = en->share && r && r->ok && r->key == pkey && r->steps_key == rs->key;
+    if (rs->replay) return ref_replay(r, 0, r->n_prompt_calls, rs->ls, en->mi->n_heads, en->mi->n_kv_heads);
+    kv_ctx_reset(en->ref_ctx);
+    int rc = ref_prompt(en, prompt, n_prompt, rs->ls);
+    r = rs->r = en->ref_snap;
+    rs->record = !rc && en->share && r && r->ok && r->key == pkey && iota_reserve(r, n_prompt + ref->n) == KV_OK;
+    if (rs->record) { /* the steps of another continuation make way */
+        r->n_calls = r->n_prompt_calls;
+        r->n_rows = r->n_prompt_rows;
+        r->n_steps = 0;
+        r->steps_key = 0;
+        r->steps_ok = r->in_steps = 1;
+    }
+    return rc;
+}
+
+/* The full cache's step over token *tok: replayed, or evaluated. */
+static int ref_side_step(ref_side *rs, int step, const int32_t *tok) {
+    hx_ref_snap *r = rs->r;
+    const kv_model_info *mi = rs->en->mi;
+    if (rs->replay)
+        return ref_replay(r, step ? r->step_end[step - 1] : r->n_prompt_calls, r->step_end[step], rs->ls, mi->n_heads,
+                          mi->n_kv_heads);
+    int rc = kv_ctx_eval(rs->en->ref_ctx, tok, 1, NULL, 0);
+    if (rc || !rs->record || !r->steps_ok) return rc;
+    if (r->n_steps == r->cap_steps) {
+        int cap = r->cap_steps ? 2 * r->cap_steps : 64, *b = realloc(r->step_end, (size_t)cap * sizeof *b);
+        if (!b) {
+            r->steps_ok = 0;
+            return KV_OK;
+        }
+        r->step_end = b;
+        r->cap_steps = cap;
+    }
+    r->step_end[r->n_steps++] = r->n_calls;
+    return KV_OK;
+}
+
+static void ref_side_end(ref_side *rs, int completed) {
+    if (rs->record) {
+        rs->r->in_steps = 0;
+        if (completed && rs->r->steps_ok) rs->r->steps_key = rs->key;
+    }
+    kv_ctx_set_hook(rs->en->ref_ctx, NULL);
+    kv_ctx_reset(rs->en->ref_ctx);
 }
 
 /* Teacher-forced drift from the full cache: the policy reads the prompt and
  * then the full cache's own continuation; at each step its next-token
  * distribution is compared with the full cache's (into `kld`: llama-
  * perplexity's statistics with the full cache as the base and the full
- * cache's token as the target), and a full cache fed the same tokens in
- * lockstep measures the attention mass the policy lost. */
+ * cache's token as the target), and the full cache fed the same tokens in
+ * lockstep (or its recorded rows) measures the attention mass the policy
+ * lost. */
 int hx_drv_fidelity(hx_engine *en, kv_policy *pol, const int32_t *prompt, int32_t n_prompt, int32_t q_split,
                     hx_ctx_snap *snap, const hx_ctx_snap *after, const hx_gen_result *ref, met_kld *kld,
                     hx_fid_result *out) {
@@ -501,28 +594,29 @@ int hx_drv_fidelity(hx_engine *en, kv_policy *pol, const int32_t *prompt, int32_
         if (kv_ctx_new(en->model, &cp, &en->ref_ctx)) return KV_ENOMEM;
     }
     lost_state ls = {.pol = kv_ctx_cache(en->ctx)};
-    kv_ctx_hook hook = {.user = &ls, .needs = KV_NEED_LAST_ROW, .positions = KV_POS_ORIGINAL, .on_layer = lost_on_layer};
-    kv_ctx_reset(en->ref_ctx);
     /* the policy's state right after the prompt: kept by its generation run
      * (the same computation), else read again */
     int rc = after && after->key ? snap_resume(en, pol, after) : read_prompt(en, pol, prompt, n_prompt, q_split, NULL, snap);
     if (!rc && after && after->key) memcpy(en->logits, after->logits, (size_t)V * sizeof(float));
-    if (!rc) rc = ref_prompt(en, prompt, n_prompt, &ls);
-    kv_ctx_set_hook(en->ref_ctx, &hook);
+    ref_side rs = {.en = en, .ls = &ls};
+    if (!rc) rc = ref_side_begin(&rs, prompt, n_prompt, ref);
+    rec_state st = {&ls, rs.r};
+    kv_ctx_hook hook = {.user = rs.record ? (void *)&st : (void *)&ls, .needs = KV_NEED_LAST_ROW,
+                        .positions = KV_POS_ORIGINAL, .on_layer = rs.record ? record_on_layer : lost_on_layer};
+    if (!rs.replay) kv_ctx_set_hook(en->ref_ctx, &hook);
     double kl = 0;
-    int agree = 0;
-    for (int i = 0; !rc && i < ref->n; i++) {
+    int agree = 0, i = 0;
+    for (; !rc && i < ref->n; i++) {
         const float *p = ref->logits + (size_t)i * V;
         kl += met_kl(p, en->logits, V);
         agree += kv_argmax(en->logits, V) == ref->tokens[i];
         if ((rc = met_kld_add(kld, p, en->logits, V, ref->tokens[i]))) break;
         if (i + 1 < ref->n) {
             rc = kv_ctx_eval(en->ctx, &ref->tokens[i], 1, en->logits, 0);
-            if (!rc) rc = kv_ctx_eval(en->ref_ctx, &ref->tokens[i], 1, NULL, 0);
+            if (!rc) rc = ref_side_step(&rs, i, &ref->tokens[i]);
         }
     }
-    kv_ctx_set_hook(en->ref_ctx, NULL);
-    kv_ctx_reset(en->ref_ctx);
+    ref_side_end(&rs, !rc && i == ref->n);
     free(ls.present);
     if (rc) return rc;
     if (ls.rc) return ls.rc;
