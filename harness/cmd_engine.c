@@ -414,9 +414,9 @@ int hx_cmd_generate(int argc, char **argv, int help) {
         goto out;
     }
     if (make_policy("generate", &pa, m, &pol)) goto out;
-    /* generate stops at EOS or BOS only (the run's tasks at every end token) */
-    en.end_ids[0] = kv_tokenizer_eos(en.tok);
-    en.n_end = 1;
+    /* generate stops where run's tasks do: at BOS and at every end token
+     * the vocabulary marks (EOS, and a chat model's end of turn), as
+     * llama.cpp stops at its end-of-generation tokens */
     int64_t n_prompt = hx_tokbuf_encode(&tb, prompt, strlen(prompt), 1);
     if (n_prompt < 0 || kv_sampler_new(&sp, en.mi->vocab_size, &s)) {
         fprintf(stderr, "kvbench generate: %s\n", kv_last_error());
