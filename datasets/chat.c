@@ -664,7 +664,28 @@ int ds_chat_source_config(const char *path, ds_chat_source *out) {
     free(text);
     if (!c) return kv_errorf(KV_EFORMAT, "%s: not valid JSON", path);
     const cJSON *t = cJSON_GetObjectItemCaseSensitive(c, "chat_template");
-    if (cJSON_IsString(t)) out->jinja = strdup(t->valuestring);
+    if (cJSON_IsArray(t)) { /* named templates: the conversation one is "default", as transformers picks */
+        const cJSON *e, *pick = NULL;
+        cJSON_ArrayForEach(e, t) {
+            const cJSON *n = cJSON_GetObjectItemCaseSensitive(e, "name");
+            const cJSON *tt = cJSON_GetObjectItemCaseSensitive(e, "template");
+            if (!cJSON_IsString(n) || !cJSON_IsString(tt)) {
+                cJSON_Delete(c);
+                return kv_errorf(KV_EFORMAT, "%s: chat_template: expected a string or a list of {name, template}", path);
+            }
+            if (!strcmp(n->valuestring, "default")) pick = tt;
+        }
+        if (!pick) {
+            cJSON_Delete(c);
+            return kv_errorf(KV_EFORMAT, "%s: chat_template is a list of named templates without one named \"default\"",
+                             path);
+        }
+        t = pick;
+    }
+    if (cJSON_IsString(t) && !(out->jinja = strdup(t->valuestring))) {
+        cJSON_Delete(c);
+        return kv_errorf(KV_ENOMEM, "out of memory");
+    }
     out->bos = config_token(c, "bos_token");
     out->eos = config_token(c, "eos_token");
     cJSON_Delete(c);

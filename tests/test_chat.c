@@ -373,6 +373,40 @@ static void test_end_tokens_gguf_keys(void **state) {
     unlink(path);
 }
 
+/* tokenizer_config.json's chat_template as a list of named templates:
+ * the one named "default" (as transformers picks); without one, or with
+ * a malformed entry, an error naming the file. */
+static void test_config_template_list(void **state) {
+    (void)state;
+    char dir[256], p[512];
+    assert_non_null(tu_mkdtemp(dir, sizeof dir));
+    snprintf(p, sizeof p, "%s/tokenizer_config.json", dir);
+    const char *cases[3] = {
+        "{\"chat_template\": [{\"name\": \"tool_use\", \"template\": \"T\"}, "
+        "{\"name\": \"default\", \"template\": \"D\"}], \"eos_token\": \"</s>\"}",
+        "{\"chat_template\": [{\"name\": \"tool_use\", \"template\": \"T\"}]}",
+        "{\"chat_template\": [{\"name\": \"default\"}]}"};
+    for (int i = 0; i < 3; i++) {
+        FILE *f = fopen(p, "w");
+        assert_non_null(f);
+        fputs(cases[i], f);
+        fclose(f);
+        ds_chat_source src;
+        int rc = ds_chat_source_config(p, &src);
+        if (i == 0) {
+            assert_int_equal(rc, 0);
+            assert_string_equal(src.jinja, "D");
+            assert_string_equal(src.eos, "</s>");
+            ds_chat_source_free(&src);
+        } else {
+            assert_int_equal(rc, KV_EFORMAT);
+            assert_non_null(strstr(kv_last_error(), p));
+        }
+    }
+    assert_non_null(strstr(kv_last_error(), "list of {name, template}"));
+    tu_rmdir(dir);
+}
+
 int main(int argc, char **argv) {
     fixtures = argc > 1 ? argv[1] : "tests/chat";
     const struct CMUnitTest tests[] = {
@@ -381,6 +415,7 @@ int main(int argc, char **argv) {
         cmocka_unit_test(test_bad_input),      cmocka_unit_test(test_tekken_default),
         cmocka_unit_test(test_trim_unicode),
         cmocka_unit_test(test_end_tokens),     cmocka_unit_test(test_end_tokens_gguf_keys),
+        cmocka_unit_test(test_config_template_list),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

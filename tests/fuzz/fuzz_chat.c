@@ -115,10 +115,18 @@ static void fz_template(const char *jinja, unsigned bits) {
 }
 
 /* What cJSON says the file's chat_template is, as ds_chat_source_config
- * must have read it. */
+ * must have read it: a string, or a list's entry named "default". */
 static void fz_check_source(const char *text, const ds_chat_source *s) {
     cJSON *c = cJSON_Parse(text);
-    const cJSON *t = cJSON_GetObjectItemCaseSensitive(c, "chat_template");
+    const cJSON *t = cJSON_GetObjectItemCaseSensitive(c, "chat_template"), *e;
+    if (cJSON_IsArray(t)) {
+        const cJSON *pick = NULL;
+        cJSON_ArrayForEach(e, t) {
+            const cJSON *n = cJSON_GetObjectItemCaseSensitive(e, "name");
+            if (cJSON_IsString(n) && !strcmp(n->valuestring, "default")) pick = cJSON_GetObjectItemCaseSensitive(e, "template");
+        }
+        t = pick;
+    }
     if (cJSON_IsString(t) ? !s->jinja || strcmp(s->jinja, t->valuestring) : s->jinja != NULL) abort();
     cJSON_Delete(c);
 }
