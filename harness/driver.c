@@ -273,6 +273,11 @@ static int gen_take(hx_engine *en, const hx_gen_params *p, int32_t prev, int32_t
     return 0;
 }
 
+/* Fidelity during a generation (defined with hx_drv_fidelity below). */
+static int fid_online_token(hx_engine *en, kv_policy *pol, hx_fid_online *fo, hx_ctx_snap *after, int i, int32_t next);
+static int fid_online_fed(hx_engine *en, hx_fid_online *fo, int i);
+static double fid_online_seconds(const hx_fid_online *fo);
+
 /* Generation of up to max_new tokens after the prompt (greedy unless a
  * sampler is given), stopping at an end token or BOS (and at a newline
  * when asked, or after token stop_id when it is >= 0: LongBench's
@@ -283,9 +288,10 @@ int hx_drv_generate(hx_engine *en, kv_policy *pol, const int32_t *prompt, int32_
     memset(g, 0, sizeof *g);
     int rc = gen_alloc(g, p->max_new, en->mi->vocab_size, p->keep_logits);
     if (rc) return rc;
+    hx_fid_online *fo = p->after ? p->fid : NULL;
     double t0 = kv_now_s();
     rc = read_prompt(en, pol, prompt, n_prompt, p->q_split, g, p->snap);
-    if (!rc && p->after) rc = snap_prompt(en, pol, p->after);
+    if (!rc && p->after && !fo) rc = snap_prompt(en, pol, p->after);
     if (rc) return rc;
     int32_t prev = prompt[n_prompt - 1];
     double t_step = kv_now_s();
@@ -294,6 +300,7 @@ int hx_drv_generate(hx_engine *en, kv_policy *pol, const int32_t *prompt, int32_
     for (int i = 0; i < p->max_new; i++) {
         int32_t next = next_token(en, p, i);
         if (i == 0) g->ttft_ms = (kv_now_s() - t0) * 1e3;
+        if (fo && (rc = fid_online_token(en, pol, fo, p->after, i, next))) return rc;
         if ((rc = gen_take(en, p, prev, next, g))) break;
         prev = next;
         if (i + 1 < p->max_new) {
@@ -301,10 +308,12 @@ int hx_drv_generate(hx_engine *en, kv_policy *pol, const int32_t *prompt, int32_
             if ((rc = kv_ctx_eval(en->ctx, &next, 1, en->logits, 0))) return rc;
             g->step_ms[g->n - 1] = (kv_now_s() - t) * 1e3;
             track(en, pol, g, 1);
+            if (fo && (rc = fid_online_fed(en, fo, i))) return rc;
         }
     }
     if (rc < 0) return rc;
-    g->decode_ms = (kv_now_s() - t_step) * 1e3;
+    /* fidelity's share of the loop is not the generation's time */
+    g->decode_ms = (kv_now_s() - t_step - (fo ? fid_online_seconds(fo) : 0)) * 1e3;
     kv_cache *c = kv_ctx_cache(en->ctx);
     g->bytes_peak = kv_cache_peak_bytes(c);
     g->bytes_final = kv_cache_bytes(c);
@@ -576,16 +585,101 @@ static void ref_side_end(ref_side *rs, int completed) {
     kv_ctx_reset(rs->en->ref_ctx);
 }
 
+/* The per-step statistics of fidelity: step i's distribution against the
+ * full cache's, in step order. */
+typedef struct fid_acc {
+    double kl;
+    int agree;
+} fid_acc;
+
+static int fid_step(hx_engine *en, const hx_gen_result *ref, int i, met_kld *kld, fid_acc *a) {
+    const int32_t V = en->mi->vocab_size;
+    const float *p = ref->logits + (size_t)i * V;
+    a->kl += met_kl(p, en->logits, V);
+    a->agree += kv_argmax(en->logits, V) == ref->tokens[i];
+    return met_kld_add(kld, p, en->logits, V, ref->tokens[i]);
+}
+
+struct hx_fid_online {
+    const hx_gen_result *ref;
+    met_kld *kld;
+    hx_ref_snap *r;   /* the recorded rows of the prompt and ref's steps */
+    lost_state ls;
+    fid_acc acc;
+    int32_t d;        /* steps 0..d-1 done: their statistics and lost mass */
+    int active, pending, diverged;
+    double seconds;   /* spent here, inside the generation's loop */
+};
+
+hx_fid_online *hx_fid_online_new(hx_engine *en, const int32_t *prompt, int32_t n_prompt, const hx_gen_result *ref,
+                                 met_kld *kld) {
+    hx_ref_snap *r = en->ref_snap;
+    const uint64_t pkey = prompt_key(prompt, n_prompt);
+    const uint64_t skey = kv_fnv1a64(kv_fnv1a64(pkey, &ref->n, sizeof ref->n), ref->tokens, (size_t)ref->n * sizeof *ref->tokens);
+    if (!en->share || !r || !r->ok || r->key != pkey || r->steps_key != skey || !ref->logits || ref->n < 1) return NULL;
+    hx_fid_online *fo = calloc(1, sizeof *fo);
+    if (!fo) return NULL;
+    *fo = (hx_fid_online){.ref = ref, .kld = kld, .r = r, .ls = {.pol = kv_ctx_cache(en->ctx)}, .active = 1};
+    return fo;
+}
+
+void hx_fid_online_free(hx_fid_online *fo) {
+    if (!fo) return;
+    free(fo->ls.present);
+    free(fo);
+}
+
+static double fid_online_seconds(const hx_fid_online *fo) { return fo->seconds; }
+
+/* Step i of the generation, its token `next` chosen: while it is ref's,
+ * the step's statistics (its lost mass follows the token's evaluation);
+ * where it is not, the state is kept for hx_drv_fidelity to resume. The
+ * prompt's lost mass first. */
+static int fid_online_token(hx_engine *en, kv_policy *pol, hx_fid_online *fo, hx_ctx_snap *after, int i, int32_t next) {
+    if (!fo->active) return KV_OK;
+    const double t0 = kv_now_s();
+    const hx_gen_result *ref = fo->ref;
+    int rc = i == 0 ? ref_replay(fo->r, 0, fo->r->n_prompt_calls, &fo->ls, en->mi->n_heads, en->mi->n_kv_heads) : KV_OK;
+    if (rc) {
+    } else if (i >= ref->n) {
+        fo->active = 0;
+    } else if (next != ref->tokens[i]) {
+        rc = snap_prompt(en, pol, after);
+        fo->d = i;
+        fo->diverged = 1;
+        fo->active = 0;
+    } else if (!(rc = fid_step(en, ref, i, fo->kld, &fo->acc))) {
+        fo->pending = i + 1 < ref->n;
+        if (!fo->pending) fo->d = ref->n, fo->active = 0;
+    }
+    fo->seconds += kv_now_s() - t0;
+    return rc ? rc : fo->ls.rc;
+}
+
+/* After the generation evaluated step i's token (ref's): that step's lost
+ * mass, from the recorded rows against the policy's cache. */
+static int fid_online_fed(hx_engine *en, hx_fid_online *fo, int i) {
+    if (!fo->active || !fo->pending) return KV_OK;
+    const double t0 = kv_now_s();
+    hx_ref_snap *r = fo->r;
+    int rc = ref_replay(r, i ? r->step_end[i - 1] : r->n_prompt_calls, r->step_end[i], &fo->ls, en->mi->n_heads,
+                        en->mi->n_kv_heads);
+    fo->pending = 0;
+    fo->d = i + 1;
+    fo->seconds += kv_now_s() - t0;
+    return rc;
+}
+
 /* Teacher-forced drift from the full cache: the policy reads the prompt and
  * then the full cache's own continuation; at each step its next-token
  * distribution is compared with the full cache's (into `kld`: llama-
  * perplexity's statistics with the full cache as the base and the full
  * cache's token as the target), and the full cache fed the same tokens in
  * lockstep (or its recorded rows) measures the attention mass the policy
- * lost. */
+ * lost. Steps its generation did (fo) are not done again. */
 int hx_drv_fidelity(hx_engine *en, kv_policy *pol, const int32_t *prompt, int32_t n_prompt, int32_t q_split,
-                    hx_ctx_snap *snap, const hx_ctx_snap *after, const hx_gen_result *ref, met_kld *kld,
-                    hx_fid_result *out) {
+                    hx_ctx_snap *snap, const hx_ctx_snap *after, hx_fid_online *fo, const hx_gen_result *ref,
+                    met_kld *kld, hx_fid_result *out) {
     int32_t V = en->mi->vocab_size;
     if (!en->ref_ctx) {
         kv_ctx_params cp = kv_ctx_default_params();
@@ -593,36 +687,41 @@ int hx_drv_fidelity(hx_engine *en, kv_policy *pol, const int32_t *prompt, int32_
         cp.kv_type = en->kv_type;
         if (kv_ctx_new(en->model, &cp, &en->ref_ctx)) return KV_ENOMEM;
     }
-    lost_state ls = {.pol = kv_ctx_cache(en->ctx)};
-    /* the policy's state right after the prompt: kept by its generation run
-     * (the same computation), else read again */
-    int rc = after && after->key ? snap_resume(en, pol, after) : read_prompt(en, pol, prompt, n_prompt, q_split, NULL, snap);
-    if (!rc && after && after->key) memcpy(en->logits, after->logits, (size_t)V * sizeof(float));
-    ref_side rs = {.en = en, .ls = &ls};
-    if (!rc) rc = ref_side_begin(&rs, prompt, n_prompt, ref);
-    rec_state st = {&ls, rs.r};
-    kv_ctx_hook hook = {.user = rs.record ? (void *)&st : (void *)&ls, .needs = KV_NEED_LAST_ROW,
+    if (fo && (fo->active || (!fo->diverged && fo->d != ref->n) || !after || (fo->diverged && !after->key)))
+        return kv_errorf(KV_EINVAL, "internal: fidelity's online steps ended without a state to resume");
+    lost_state ls0 = {.pol = kv_ctx_cache(en->ctx)}, *ls = fo ? &fo->ls : &ls0;
+    fid_acc acc = fo ? fo->acc : (fid_acc){0, 0};
+    int i = fo ? fo->d : 0, rc = KV_OK;
+    ref_side rs = {.en = en, .ls = ls};
+    if (fo) { /* where the generation left ref: its state, and the recorded rows from there */
+        if (fo->diverged && !(rc = snap_resume(en, pol, after))) memcpy(en->logits, after->logits, (size_t)V * sizeof(float));
+        rs.r = fo->r;
+        rs.replay = 1;
+    } else {
+        /* the policy's state right after the prompt: kept by its generation
+         * run (the same computation), else read again */
+        rc = after && after->key ? snap_resume(en, pol, after) : read_prompt(en, pol, prompt, n_prompt, q_split, NULL, snap);
+        if (!rc && after && after->key) memcpy(en->logits, after->logits, (size_t)V * sizeof(float));
+        if (!rc) rc = ref_side_begin(&rs, prompt, n_prompt, ref);
+    }
+    rec_state st = {ls, rs.r};
+    kv_ctx_hook hook = {.user = rs.record ? (void *)&st : (void *)ls, .needs = KV_NEED_LAST_ROW,
                         .positions = KV_POS_ORIGINAL, .on_layer = rs.record ? record_on_layer : lost_on_layer};
     if (!rs.replay) kv_ctx_set_hook(en->ref_ctx, &hook);
-    double kl = 0;
-    int agree = 0, i = 0;
     for (; !rc && i < ref->n; i++) {
-        const float *p = ref->logits + (size_t)i * V;
-        kl += met_kl(p, en->logits, V);
-        agree += kv_argmax(en->logits, V) == ref->tokens[i];
-        if ((rc = met_kld_add(kld, p, en->logits, V, ref->tokens[i]))) break;
+        if ((rc = fid_step(en, ref, i, kld, &acc))) break;
         if (i + 1 < ref->n) {
             rc = kv_ctx_eval(en->ctx, &ref->tokens[i], 1, en->logits, 0);
             if (!rc) rc = ref_side_step(&rs, i, &ref->tokens[i]);
         }
     }
     ref_side_end(&rs, !rc && i == ref->n);
-    free(ls.present);
+    free(ls0.present);
     if (rc) return rc;
-    if (ls.rc) return ls.rc;
-    out->kl_mean = ref->n ? kl / ref->n : 0;
-    out->top1 = ref->n ? (double)agree / ref->n : 1;
-    out->mass_lost = ls.count ? ls.sum / (double)ls.count : 0;
+    if (ls->rc) return ls->rc;
+    out->kl_mean = ref->n ? acc.kl / ref->n : 0;
+    out->top1 = ref->n ? (double)acc.agree / ref->n : 1;
+    out->mass_lost = ls->count ? ls->sum / (double)ls->count : 0;
     return KV_OK;
 }
 

@@ -92,6 +92,12 @@ typedef struct hx_ctx_snap {
 
 void hx_snap_free(hx_ctx_snap *s);
 
+/* Fidelity done during a policy's generation while its tokens are the
+ * full cache's: those steps are the teacher-forced run's own, so their
+ * statistics come from the generation, and hx_drv_fidelity resumes where
+ * the tokens part (see hx_fid_online_new). */
+typedef struct hx_fid_online hx_fid_online;
+
 /* How to generate. Zero is greedy, no extra stops, nothing kept. */
 typedef struct hx_gen_params {
     int max_new;         /* tokens at most */
@@ -101,7 +107,9 @@ typedef struct hx_gen_params {
     int keep_logits;     /* store every step's distribution (the full-cache reference) */
     kv_sampler *sampler; /* NULL: greedy (argmax) */
     hx_ctx_snap *snap;   /* question after compression: the last context compressed, or NULL */
-    hx_ctx_snap *after;  /* gets the state right after the prompt (for fidelity), or NULL */
+    hx_ctx_snap *after;  /* gets the state right after the prompt (for fidelity), or NULL; with
+                            fid, the state where the tokens part from fid's reference */
+    hx_fid_online *fid;  /* fidelity during the generation, or NULL */
     /* each generated piece as it comes (generate's streaming), or NULL */
     void (*on_piece)(void *user, const char *piece, size_t len);
     void *user;
@@ -122,10 +130,20 @@ typedef struct hx_fid_result {
  * and then ref's tokens; each step's distribution against ref's (into
  * kld), and the attention mass a full cache in lockstep puts on tokens the
  * policy dropped. after: the policy's state after the prompt, kept by its
- * generation (or NULL); snap as for hx_drv_generate. */
+ * generation (or NULL); snap as for hx_drv_generate. fo (or NULL): the
+ * steps its generation did (then after is the state where it left ref). */
 int hx_drv_fidelity(hx_engine *en, kv_policy *pol, const int32_t *prompt, int32_t n_prompt, int32_t q_split,
-                    hx_ctx_snap *snap, const hx_ctx_snap *after, const hx_gen_result *ref, met_kld *kld,
-                    hx_fid_result *out);
+                    hx_ctx_snap *snap, const hx_ctx_snap *after, hx_fid_online *fo, const hx_gen_result *ref,
+                    met_kld *kld, hx_fid_result *out);
+
+/* Fidelity during the generation of a policy for prompt, whose full-cache
+ * reference is ref, its statistics into kld: NULL (nothing to do then)
+ * unless the full cache's rows for this prompt and continuation are
+ * recorded (another policy of the sample ran its fidelity first), or out
+ * of memory. Same figures as without it, bit for bit. */
+hx_fid_online *hx_fid_online_new(hx_engine *en, const int32_t *prompt, int32_t n_prompt, const hx_gen_result *ref,
+                                 met_kld *kld);
+void hx_fid_online_free(hx_fid_online *fo);
 
 /* Streaming NLL: ids[0..n) through one cache that pol keeps within its
  * budget, `chunk` tokens per evaluation (1: a token at a time); every

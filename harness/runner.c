@@ -739,26 +739,24 @@ static void put_timing(hx_metric_list *ml, const hx_gen_result *g) {
 }
 
 /* A policy's drift from the full cache's run of the sample: the output's
- * agreement, then the teacher-forced divergence and the mass lost. */
-static int put_fidelity(task_ctx *tk, sample_ctx *sc, task_run *tr, unit_out *u) {
+ * agreement, then the teacher-forced divergence and the mass lost (into
+ * kld; fo: the steps the generation did). */
+static int put_fidelity(task_ctx *tk, sample_ctx *sc, task_run *tr, unit_out *u, met_kld *kld, hx_fid_online *fo) {
     const hx_gen_result *g = &u->g, *ref = &sc->ref;
     int same = 0;
     while (same < g->n && same < ref->n && g->tokens[same] == ref->tokens[same]) same++;
     hx_metric_put(&u->ml, "fid_prefix_match", ref->n ? (double)same / ref->n : 1);
     int rc = hx_metric_put_rouge(&u->ml, "fid", g->text, ref->text) ? KV_ENOMEM : KV_OK;
     hx_fid_result fr;
-    met_kld *kld = met_kld_new();
-    if (!kld) rc = kv_errorf(KV_ENOMEM, "out of memory");
     if (!rc)
         rc = hx_drv_fidelity(&tk->en->d, tr->pol, sc->ids, (int32_t)sc->n_prompt, sc->q_split,
-                             tk->t->question_after ? &tr->snap : NULL, &tk->after, ref, kld, &fr);
+                             tk->t->question_after ? &tr->snap : NULL, &tk->after, fo, ref, kld, &fr);
     if (!rc) {
         hx_metric_put(&u->ml, "fid_kl", fr.kl_mean);
         hx_metric_put(&u->ml, "fid_top1_agree", fr.top1);
         hx_metric_put(&u->ml, "attn_mass_lost", fr.mass_lost);
         rc = put_kld(&u->ml, kld);
     }
-    met_kld_free(kld);
     return rc;
 }
 
@@ -769,16 +767,22 @@ static int run_generate(task_ctx *tk, sample_ctx *sc, task_run *tr, unit_out *u)
     /* fidelity resumes from this run's post-prompt state */
     const int fid = sc->need_ref && tk->en->d.share && !is_full;
     tk->after.key = 0;
+    met_kld *kld = sc->ref.tokens && !is_full ? met_kld_new() : NULL;
+    if (sc->ref.tokens && !is_full && !kld) return kv_errorf(KV_ENOMEM, "out of memory");
+    /* the steps where the policy's tokens are the full cache's are done
+     * during its generation, when the sample's full-cache rows are kept */
+    hx_fid_online *fo = fid ? hx_fid_online_new(&tk->en->d, sc->ids, (int32_t)sc->n_prompt, &sc->ref, kld) : NULL;
     hx_gen_params gp = {.max_new = sc->max_new, .q_split = sc->q_split, .stop_newline = t->stop_newline,
                         .stop_id = tk->stop_id, .snap = t->question_after ? &tr->snap : NULL,
-                        .after = fid ? &tk->after : NULL};
+                        .after = fid ? &tk->after : NULL, .fid = fo};
     int rc = hx_drv_generate(&tk->en->d, tr->pol, sc->ids, (int32_t)sc->n_prompt, &gp, &u->g);
-    if (rc) return rc;
-    if (t->question_after) hx_metric_put(&u->ml, "context_reused", u->g.context_reused);
+    if (!rc && t->question_after) hx_metric_put(&u->ml, "context_reused", u->g.context_reused);
     hx_score_in in = {.t = t, .s = sc->s, .g = &u->g, .lbc = &tk->lbc};
-    if (tk->ki->score) rc = tk->ki->score(&u->ml, &in, &u->pred);
-    put_timing(&u->ml, &u->g);
-    if (!rc && sc->ref.tokens && !is_full) rc = put_fidelity(tk, sc, tr, u);
+    if (!rc && tk->ki->score) rc = tk->ki->score(&u->ml, &in, &u->pred);
+    if (!rc) put_timing(&u->ml, &u->g);
+    if (!rc && kld) rc = put_fidelity(tk, sc, tr, u, kld, fo);
+    hx_fid_online_free(fo);
+    met_kld_free(kld);
     return rc;
 }
 

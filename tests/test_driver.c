@@ -175,7 +175,7 @@ static void fidelity_of(fixture *f, const char *policy, int budget, const int32_
     kv_policy *pol = new_policy(f, policy, budget);
     met_kld *kld = met_kld_new();
     assert_non_null(kld);
-    assert_int_equal(hx_drv_fidelity(&f->en, pol, ids, n, 0, NULL, NULL, ref, kld, out), KV_OK);
+    assert_int_equal(hx_drv_fidelity(&f->en, pol, ids, n, 0, NULL, NULL, NULL, ref, kld, out), KV_OK);
     met_kld_free(kld);
     pol_free(pol);
 }
