@@ -1,0 +1,122 @@
+"""Checks kvbench's int8 kernel mode (--kernels int8) against a numpy
+forward that rounds every matrix product's input as llama.cpp's CPU
+backend does for the weight's type (its vec_dot_type), written from
+ggml's block definitions:
+
+- Q8_0 and Q4_0 weights: activations in blocks of 32 as block_q8_0, the
+  scale amax/127 kept in fp16, values round(x * 127/amax), ties to even;
+- K-quant weights: blocks of 256 as block_q8_K, the scale the reciprocal
+  of the fp32 multiplier 127/amax (the sign of the block's extreme,
+  which ggml carries in both, cancels);
+- F16 / BF16 weights: activations rounded to that type.
+
+One token (position 0: the attention returns the value row), on
+synthetic Llama files of each type written by `kvbench synth`; the
+logits must agree within 1e-5 of the largest. The float mode, against the
+unrounded forward, within 1e-5 too; and the two references differ by
+more than ten times that (the rounding is what is checked). Prints a line per
+check, then "N passed, M failed".
+
+usage: /usr/bin/python3 check_int8.py --kvbench BIN --tmp DIR
+"""
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import arch_ref  # noqa: E402
+
+TOL = 1e-5
+TYPES = ['q8_0', 'q4_0', 'q4_k', 'q5_k', 'q6_k', 'q3_k', 'q2_k', 'f16', 'bf16']
+TOKEN = 5
+
+
+def to_f16(x):
+    return x.astype(np.float32).astype(np.float16).astype(np.float32)
+
+
+def to_bf16(x):
+    """Round to nearest even in the top 16 bits of the fp32 pattern."""
+    u = np.asarray(x, dtype=np.float32).view(np.uint32).astype(np.uint64)
+    u = (u + 0x7FFF + ((u >> 16) & 1)) >> 16 << 16
+    return u.astype(np.uint32).view(np.float32)
+
+
+def q8_blocks(x, blk):
+    x = x.astype(np.float32).reshape(-1, blk)
+    amax = np.abs(x).max(axis=1)
+    mult = np.where(amax > 0, np.float32(127) / np.where(amax > 0, amax, 1), 0).astype(np.float32)
+    q = np.rint(x * mult[:, None])
+    if blk == 32:
+        d = to_f16(amax / np.float32(127))
+    else:
+        d = np.where(mult > 0, np.float32(1) / np.where(mult > 0, mult, 1), 0).astype(np.float32)
+    return (q * d[:, None]).reshape(-1)
+
+
+def rounding(wtype):
+    if wtype in ('q8_0', 'q4_0'):
+        return lambda x: q8_blocks(x, 32)
+    if wtype.endswith('_k'):
+        return lambda x: q8_blocks(x, 256)
+    return {'f16': to_f16, 'bf16': to_bf16}[wtype]
+
+
+def forward_first(model, rnd):
+    """The logits of one token at position 0; rnd(x) rounds each product's input."""
+    c = model['cfg']
+    H, KV, hd = c['n_heads'], c['n_kv_heads'], c['head_dim']
+    mm = lambda h, W: rnd(h[0]).astype(np.float64)[None, :] @ W.T.astype(np.float64)  # noqa: E731
+    x = model['emb'][TOKEN][None, :].astype(np.float64)
+    for L in model['layers']:
+        v = mm(arch_ref.rmsnorm(x, L['attn_norm'], c['eps']), L['wv'])
+        o = np.concatenate([v[0, (h // (H // KV)) * hd:(h // (H // KV) + 1) * hd] for h in range(H)])[None, :]
+        x = x + mm(o, L['wo'])
+        h = arch_ref.rmsnorm(x, L['ffn_norm'], c['eps'])
+        g, u = mm(h, L['w_gate']), mm(h, L['w_up'])
+        x = x + mm((g / (1 + np.exp(-g))) * u, L['w_down'])
+    return mm(arch_ref.rmsnorm(x, model['out_norm'], c['eps']), model['out'])[0]
+
+
+def kv_logits(kvbench, path, out, kernels):
+    r = subprocess.run([kvbench, 'logits', '--model', path, '--tokens', str(TOKEN), '--out', out, '--threads', '2'],
+                       capture_output=True, text=True, env=dict(os.environ, KVBENCH_KERNELS=kernels))
+    if r.returncode != 0:
+        raise RuntimeError(r.stderr.strip())
+    return np.fromfile(out, dtype='<f4').astype(np.float64)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument('--kvbench', required=True)
+    ap.add_argument('--tmp', required=True)
+    a = ap.parse_args()
+    shutil.rmtree(a.tmp, ignore_errors=True)
+    os.makedirs(a.tmp)
+    ok = bad = 0
+    for wtype in TYPES:
+        path = os.path.join(a.tmp, wtype + '.gguf')
+        subprocess.run([a.kvbench, 'synth', path, '--dim', '256', '--hidden', '512', '--layers', '2', '--heads', '4',
+                        '--kv-heads', '2', '--vocab', '320', '--type', wtype, '--seed', '3'],
+                       check=True, capture_output=True)
+        model = arch_ref.from_gguf(path)
+        exact, rounded = forward_first(model, lambda x: x), forward_first(model, rounding(wtype))
+        out = os.path.join(a.tmp, 'logits.f32')
+        scale = np.abs(rounded).max()
+        d8 = np.abs(kv_logits(a.kvbench, path, out, 'int8') - rounded).max() / scale
+        df = np.abs(kv_logits(a.kvbench, path, out, 'float') - exact).max() / np.abs(exact).max()
+        apart = np.abs(rounded - exact).max() / scale
+        good = d8 <= TOL and df <= TOL and apart > 10 * TOL
+        ok, bad = ok + good, bad + (not good)
+        print('%s %-5s int8 vs llama.cpp-rounded reference %.2e, float vs exact %.2e (the references %.2e apart)'
+              % ('ok  ' if good else 'FAIL', wtype, d8, df, apart), flush=True)
+    print('%d passed, %d failed' % (ok, bad))
+    return 1 if bad else 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
