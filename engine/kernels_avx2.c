@@ -447,8 +447,50 @@ static void avx2_softmax(float *x, int64_t n) {
     for (int64_t i = 0; i < n; i += 8) avx2_store_tail(x + i, n - i, _mm256_mul_ps(avx2_load_tail(x + i, n - i, inv), inv));
 }
 
+/* hsum of four registers at once, [hsum a, hsum b, hsum c, hsum d], by
+ * hsum's tree: 128-bit halves, then lanes {0,1} + {2,3}, then 0 + 1. */
+static inline __m128 avx2_hsum4(__m256 a, __m256 b, __m256 c, __m256 d) {
+    const __m256 ab = _mm256_add_ps(_mm256_permute2f128_ps(a, b, 0x20), _mm256_permute2f128_ps(a, b, 0x31));
+    const __m256 cd = _mm256_add_ps(_mm256_permute2f128_ps(c, d, 0x20), _mm256_permute2f128_ps(c, d, 0x31));
+    /* per 128-bit lane: [a0+a2, a1+a3, c0+c2, c1+c3] and the same of b, d */
+    const __m256 z = _mm256_add_ps(_mm256_shuffle_ps(ab, cd, _MM_SHUFFLE(1, 0, 1, 0)),
+                                   _mm256_shuffle_ps(ab, cd, _MM_SHUFFLE(3, 2, 3, 2)));
+    const __m256 r = _mm256_add_ps(_mm256_shuffle_ps(z, z, _MM_SHUFFLE(2, 0, 2, 0)),
+                                   _mm256_shuffle_ps(z, z, _MM_SHUFFLE(3, 1, 3, 1)));
+    return _mm_unpacklo_ps(_mm256_castps256_ps128(r), _mm256_extractf128_ps(r, 1));
+}
+
+/* Four keys per pass, each key's products and adds exactly as avx2_dot
+ * makes them (the scalar tail after the horizontal sum included). */
 static void avx2_dots(const float *q, const float *K, int64_t n, int64_t d, float *out) {
-    for (int64_t t = 0; t < n; t++) out[t] = avx2_dot(q, K + (size_t)t * d, d);
+    int64_t t = 0;
+    for (; t + 4 <= n; t += 4) {
+        const float *k[4] = {K + (size_t)t * d, K + (size_t)(t + 1) * d, K + (size_t)(t + 2) * d,
+                             K + (size_t)(t + 3) * d};
+        __m256 s0[4], s1[4];
+        for (int j = 0; j < 4; j++) s0[j] = s1[j] = _mm256_setzero_ps();
+        int64_t i = 0;
+        for (; i + 16 <= d; i += 16) {
+            const __m256 x0 = _mm256_loadu_ps(q + i), x1 = _mm256_loadu_ps(q + i + 8);
+            for (int j = 0; j < 4; j++) {
+                s0[j] = _mm256_fmadd_ps(x0, _mm256_loadu_ps(k[j] + i), s0[j]);
+                s1[j] = _mm256_fmadd_ps(x1, _mm256_loadu_ps(k[j] + i + 8), s1[j]);
+            }
+        }
+        for (; i + 8 <= d; i += 8) {
+            const __m256 x0 = _mm256_loadu_ps(q + i);
+            for (int j = 0; j < 4; j++) s0[j] = _mm256_fmadd_ps(x0, _mm256_loadu_ps(k[j] + i), s0[j]);
+        }
+        float r[4];
+        _mm_storeu_ps(r, avx2_hsum4(_mm256_add_ps(s0[0], s1[0]), _mm256_add_ps(s0[1], s1[1]),
+                                    _mm256_add_ps(s0[2], s1[2]), _mm256_add_ps(s0[3], s1[3])));
+        for (int j = 0; j < 4; j++) {
+            float s = r[j];
+            for (int64_t e = i; e < d; e++) s += q[e] * k[j][e];
+            out[t + j] = s;
+        }
+    }
+    for (; t < n; t++) out[t] = avx2_dot(q, K + (size_t)t * d, d);
 }
 
 /* o in chunks of 32 floats held in four registers across all t (the
