@@ -67,6 +67,7 @@ struct kv_ctx {
     rope_set *cur;    /* the set of the layer being evaluated */
     float *deq;    /* [n_threads][deq_stride] KV_MM_BLOCK dequantized weight rows each (prefill) */
     float *xr;     /* [max_batch][widest] prefill activations rounded as the int8 kernels round them */
+    float *xp;     /* prefill activations packed for kv_gemm_nt (NULL: sgemm) */
     size_t deq_stride;
     float *scores; /* attention scores; grown on demand */
     size_t scores_cap;
@@ -123,7 +124,7 @@ void kv_ctx_free(kv_ctx *c) {
     free(c->x); free(c->xb); free(c->xb2); free(c->q); free(c->k); free(c->v);
     free(c->att); free(c->hb); free(c->hb2); 
     for (int s = 0; s < 2; s++) { free(c->rs[s].inv_freq); free(c->rs[s].call); free(c->rs[s].tab); }
-    free(c->deq); free(c->xr); free(c->scores); free(c->stats); free(c->dstats); free(c->kr);
+    free(c->deq); free(c->xr); free(c->xp); free(c->scores); free(c->stats); free(c->dstats); free(c->kr);
     free(c->dweight); free(c->rot_cs); free(c->krow); free(c->kvf);
     if (c->rr)
         for (size_t i = 0; i < (size_t)c->mi->n_layers * (size_t)c->mi->n_kv_heads; i++) free(c->rr[i].pos);
@@ -180,6 +181,10 @@ int kv_ctx_new(const kv_model *m, const kv_ctx_params *p, kv_ctx **out) {
     c->deq_stride = (size_t)KV_MM_BLOCK * widest;
     c->deq = xmalloc_floats((size_t)c->n_threads * c->deq_stride);
     c->xr = xmalloc_floats(B * widest);
+    if (kv_gemm_available() && !(c->xp = xmalloc_floats(kv_gemm_pack_floats((int64_t)B, (int64_t)widest)))) {
+        rc = kv_errorf(KV_ENOMEM, "out of memory allocating a context for %d tokens", c->max_batch);
+        goto fail;
+    }
     c->dweight = xmalloc_floats(B);
     c->dweight_n = -1;
     c->rot_cs = xmalloc_floats((size_t)c->n_threads * (size_t)(mi->n_rot > 0 ? mi->n_rot : 1));
@@ -423,21 +428,28 @@ static void mv_worker(void *arg, int ith, int nth) {
 }
 
 /* Prefill products: W's rows are cut into blocks of KV_MM_BLOCK rows, and
- * each pool thread multiplies its run of blocks with single-threaded sgemm
- * calls (OpenBLAS's own threads stay off, so two thread pools never fight
- * over the cores, and none spins on into the decode steps that follow).
- * A block is one call of the same shape whatever the thread count, so the
- * result does not depend on it (OpenBLAS picks a different kernel, with a
- * different summation order, for small shapes). Rows of other types are
- * dequantized a block at a time into the thread's buffer, still in cache
- * when sgemm reads them. */
-typedef struct mm_job { kv_ctx *c; const kv_tensor *W; const float *X; float *Y; int n; } mm_job;
+ * each pool thread multiplies its run of blocks: with kv_gemm_nt where the
+ * CPU takes it (X packed once per product, every element one chain over
+ * k), else with single-threaded sgemm calls (OpenBLAS's own threads stay
+ * off, so two thread pools never fight over the cores, and none spins on
+ * into the decode steps that follow). A block is one call of the same
+ * shape whatever the thread count, so the result does not depend on it
+ * (OpenBLAS picks a different kernel, with a different summation order,
+ * for small shapes). Rows of other types are dequantized a block at a
+ * time into the thread's buffer, still in cache when the product reads
+ * them. */
+typedef struct mm_job { kv_ctx *c; const kv_tensor *W; const float *X; float *Y; int n; const float *Xp; } mm_job;
 
 static void mm_worker(void *arg, int ith, int nth) {
     const mm_job *j = arg;
     const int64_t rows = j->W->rows, cols = j->W->cols, n_blocks = (rows + KV_MM_BLOCK - 1) / KV_MM_BLOCK;
     const int direct = j->W->type == KV_F32 && ((uintptr_t)j->W->data & 3u) == 0;
     float *buf = j->c->deq + (size_t)ith * j->c->deq_stride;
+    if (j->Xp) { /* each thread packs its share of X's tiles, then all read all of them */
+        const int64_t tiles = kv_gemm_pack_tiles(j->n);
+        kv_gemm_pack_range(j->X, j->n, cols, cols, (float *)j->Xp, tiles * ith / nth, tiles * (ith + 1) / nth);
+        kv_pool_barrier(j->c->pool);
+    }
     for (int64_t bk = n_blocks * ith / nth; bk < n_blocks * (ith + 1) / nth; bk++) {
         int64_t r0 = bk * KV_MM_BLOCK, r1 = r0 + KV_MM_BLOCK < rows ? r0 + KV_MM_BLOCK : rows;
         const float *w = (const float *)j->W->data + r0 * cols;
@@ -445,8 +457,11 @@ static void mm_worker(void *arg, int ith, int nth) {
             kv_dequant_rows(j->W, r0, r1, buf);
             w = buf;
         }
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, j->n, (int)(r1 - r0), (int)cols, 1.0f, j->X, (int)cols,
-                    w, (int)cols, 0.0f, j->Y + r0, (int)rows);
+        if (j->Xp)
+            kv_gemm_nt(j->Xp, j->n, cols, w, cols, r1 - r0, j->Y + r0, rows);
+        else
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, j->n, (int)(r1 - r0), (int)cols, 1.0f, j->X, (int)cols,
+                        w, (int)cols, 0.0f, j->Y + r0, (int)rows);
     }
 }
 
@@ -462,7 +477,7 @@ static void matmul(kv_ctx *c, const kv_tensor *W, const float *X, float *Y, int 
         kv_round_act(W->type, X, n, W->cols, c->xr);
         X = c->xr;
     }
-    mm_job j = {c, W, X, Y, n};
+    mm_job j = {c, W, X, Y, n, c->xp};
     kv_pool_run(c->pool, mm_worker, &j);
 }
 

@@ -422,6 +422,71 @@ void kv_dots_f32(const float *q, const float *K, int64_t n, int64_t d, float *ou
 
 void kv_wsum_f32(float *o, const float *w, const float *K, int64_t n, int64_t d) { kernels()->wsum(o, w, K, n, d); }
 
+/* ------------------------------------------------ prefill's products */
+
+static int g_gemm = -1; /* -1: not decided yet; 0: sgemm; 1: kv_gemm_nt */
+
+size_t kv_gemm_pack_floats(int64_t n, int64_t K) {
+    return (size_t)kv_gemm_pack_tiles(n) * (size_t)K * KV_GEMM_TILE;
+}
+
+int64_t kv_gemm_pack_tiles(int64_t n) { return ((n + KV_GEMM_TILE - 1) / KV_GEMM_TILE + 1) / 2 * 2; }
+
+void kv_gemm_pack(const float *X, int64_t n, int64_t K, int64_t ldx, float *Xp) {
+    kv_gemm_pack_range(X, n, K, ldx, Xp, 0, kv_gemm_pack_tiles(n));
+}
+
+void kv_gemm_pack_range(const float *X, int64_t n, int64_t K, int64_t ldx, float *Xp, int64_t tb0, int64_t tb1) {
+    for (int64_t tb = tb0; tb < tb1; tb++) {
+        float *p = Xp + (size_t)tb * (size_t)K * KV_GEMM_TILE;
+        for (int j = 0; j < KV_GEMM_TILE; j++) {
+            const int64_t t = tb * KV_GEMM_TILE + j;
+            if (t < n)
+                for (int64_t k = 0; k < K; k++) p[k * KV_GEMM_TILE + j] = X[t * ldx + k];
+            else
+                for (int64_t k = 0; k < K; k++) p[k * KV_GEMM_TILE + j] = 0.0f;
+        }
+    }
+}
+
+void kv_gemm_nt(const float *Xp, int64_t n, int64_t K, const float *W, int64_t ldw, int64_t rows, float *Y, int64_t ldy) {
+    const kv_kernel_table *k = kernels();
+    if (k->gemm_nt) {
+        k->gemm_nt(Xp, n, K, W, ldw, rows, Y, ldy);
+        return;
+    }
+    /* the same chains, one element at a time (for tests on CPUs without the kernel) */
+    for (int64_t t = 0; t < n; t++)
+        for (int64_t r = 0; r < rows; r++) {
+            const float *xp = Xp + (size_t)(t / KV_GEMM_TILE) * (size_t)K * KV_GEMM_TILE + t % KV_GEMM_TILE;
+            float s = 0.0f;
+            for (int64_t e = 0; e < K; e++) s = fmaf(xp[e * KV_GEMM_TILE], W[r * ldw + e], s);
+            Y[t * ldy + r] = s;
+        }
+}
+
+#if defined(KV_X86_DISPATCH)
+/* AVX512-FP16: Intel cores from Sapphire Rapids on, which have two 512-bit
+ * FMA ports (where the kernel was measured faster than OpenBLAS's Haswell
+ * sgemm; AMD's Zen 4 splits a 512-bit FMA in two and was not measured). */
+static int cpu_two_fma512(void) {
+    unsigned a, b, c, d;
+    return __get_cpuid_count(7, 0, &a, &b, &c, &d) && ((d >> 23) & 1);
+}
+#else
+static int cpu_two_fma512(void) { return 0; }
+#endif
+
+int kv_gemm_available(void) {
+    const kv_kernel_table *k = kernels();
+    if (!k->gemm_nt) return 0;
+    if (g_gemm < 0) {
+        const char *e = getenv("KVBENCH_GEMM");
+        g_gemm = e && !strcmp(e, "blas") ? 0 : e && !strcmp(e, "own") ? 1 : cpu_two_fma512();
+    }
+    return g_gemm;
+}
+
 void kv_softmax_f32(float *x, int64_t n) {
     const kv_kernel_table *k = kernels();
     (k->softmax ? k->softmax : scalar_softmax)(x, n);

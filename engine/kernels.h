@@ -118,6 +118,25 @@ void kv_wsum_kv(kv_dtype t, float *o, const float *w, const void *V, int64_t n, 
  * a result does not depend on which kernels the CPU runs; -INFINITY gives
  * 0. Within a few ulp of the libm softmax (test_kernels). */
 void kv_softmax_f32(float *x, int64_t n);
+/* Prefill's products with 512-bit registers: Y[t][r] = sum over k of
+ * X[t][k] * W[r][k] for t < n, r < rows, each element one chain of fused
+ * multiply-adds over k in order from 0, so a token's outputs depend on its
+ * own row of X alone (never on n, the other tokens, the rows' split or
+ * the thread). X is first packed (kv_gemm_pack: tiles of 16 tokens, k
+ * major, zero-padded to an even number of tiles) into Xp of
+ * kv_gemm_pack_floats(n, K) floats; W is rows of ldw floats, Y rows of
+ * ldy. kv_gemm_available() says whether this CPU takes it (AVX-512 with
+ * two 512-bit FMA ports, told by AVX512-FP16: measured 1.4-1.7x OpenBLAS's
+ * Haswell sgemm there; KVBENCH_GEMM=blas turns it off, =own forces it on
+ * any AVX-512 CPU); without it the caller uses sgemm. */
+int kv_gemm_available(void);
+size_t kv_gemm_pack_floats(int64_t n, int64_t K);
+void kv_gemm_pack(const float *X, int64_t n, int64_t K, int64_t ldx, float *Xp);
+/* Tiles [tb0, tb1) of kv_gemm_pack (threads pack their own share), of
+ * kv_gemm_pack_tiles(n) in all. */
+int64_t kv_gemm_pack_tiles(int64_t n);
+void kv_gemm_pack_range(const float *X, int64_t n, int64_t K, int64_t ldx, float *Xp, int64_t tb0, int64_t tb1);
+void kv_gemm_nt(const float *Xp, int64_t n, int64_t K, const float *W, int64_t ldw, int64_t rows, float *Y, int64_t ldy);
 /* The portable kernels of kv_dots_kv / kv_wsum_kv (dequantize a row, then
  * the scalar dot / axpy): the reference the vector ones are tested against. */
 void kv_dots_kv_ref(kv_dtype t, const float *q, const void *K, int64_t n, int64_t d, float *out);

@@ -400,6 +400,47 @@ static void avx512_axpy(float *y, float a, const float *x, int64_t n) {
     }
 }
 
+/* kv_gemm_nt: 8 weight rows x 2 tiles of 16 tokens per step, 16
+ * accumulators, each lane one fused chain over k; the weight values are
+ * broadcast from their rows, the tokens' come packed k-major. Token tiles
+ * go in groups of at most KV_GEMM_GROUP_BYTES (their packed values stay in
+ * L2 while every weight row of the block passes). */
+#define KV_GEMM_GROUP_BYTES ((size_t)256 << 10)
+static void avx512_gemm_nt(const float *Xp, int64_t n, int64_t K, const float *W, int64_t ldw, int64_t rows, float *Y,
+                           int64_t ldy) {
+    const int64_t tiles = kv_gemm_pack_tiles(n);
+    int64_t group = (int64_t)(KV_GEMM_GROUP_BYTES / ((size_t)K * KV_GEMM_TILE * sizeof(float))) / 2 * 2;
+    if (group < 2) group = 2;
+    float acc[8][2 * KV_GEMM_TILE];
+    for (int64_t g0 = 0; g0 < tiles; g0 += group) {
+        const int64_t g1 = g0 + group < tiles ? g0 + group : tiles;
+        for (int64_t r0 = 0; r0 < rows; r0 += 8) {
+            const int nr = rows - r0 < 8 ? (int)(rows - r0) : 8;
+            const float *w[8];
+            for (int i = 0; i < 8; i++) w[i] = W + (size_t)(r0 + (i < nr ? i : 0)) * (size_t)ldw;
+            for (int64_t tb = g0; tb < g1; tb += 2) {
+                const float *x0 = Xp + (size_t)tb * (size_t)K * KV_GEMM_TILE, *x1 = x0 + (size_t)K * KV_GEMM_TILE;
+                __m512 c0[8], c1[8];
+                for (int i = 0; i < 8; i++) c0[i] = c1[i] = _mm512_setzero_ps();
+                for (int64_t k = 0; k < K; k++) {
+                    const __m512 a0 = _mm512_loadu_ps(x0 + k * KV_GEMM_TILE), a1 = _mm512_loadu_ps(x1 + k * KV_GEMM_TILE);
+                    for (int i = 0; i < 8; i++) {
+                        const __m512 b = _mm512_set1_ps(w[i][k]);
+                        c0[i] = _mm512_fmadd_ps(a0, b, c0[i]);
+                        c1[i] = _mm512_fmadd_ps(a1, b, c1[i]);
+                    }
+                }
+                for (int i = 0; i < nr; i++) {
+                    _mm512_storeu_ps(acc[i], c0[i]);
+                    _mm512_storeu_ps(acc[i] + KV_GEMM_TILE, c1[i]);
+                }
+                for (int j = 0; j < 2 * KV_GEMM_TILE && tb * KV_GEMM_TILE + j < n; j++)
+                    for (int i = 0; i < nr; i++) Y[(size_t)(tb * KV_GEMM_TILE + j) * (size_t)ldy + (size_t)(r0 + i)] = acc[i][j];
+            }
+        }
+    }
+}
+
 /* kv_exp_f32 in 16 lanes: the same operations, in the same order. */
 static inline __m512 avx512_exp(__m512 x) {
     const __mmask16 tiny = _mm512_cmp_ps_mask(x, _mm512_set1_ps(KV_EXP_MIN), _CMP_LT_OQ);
@@ -574,10 +615,10 @@ static void avx512_quant_act(const float *x, int64_t n, int32_t blk, float *d, i
 const kv_kernel_table kv_kernels_avx512 = {
     .matvec_rows = avx512_matvec_rows, .dequant_rows = avx512_dequant_rows, .dot = avx512_dot, .axpy = avx512_axpy,
     .dots = avx512_dots, .wsum = avx512_wsum, .quant_act = avx512_quant_act, .matvec_q8 = avx512_matvec_q8_bw,
-    .wsum_kv = kv_avx2_wsum_kv, .softmax = avx512_softmax};
+    .wsum_kv = kv_avx2_wsum_kv, .softmax = avx512_softmax, .gemm_nt = avx512_gemm_nt};
 
 /* Chosen only when CPUID reports AVX512_VNNI (kernels.c). */
 const kv_kernel_table kv_kernels_avx512_vnni = {
     .matvec_rows = avx512_matvec_rows, .dequant_rows = avx512_dequant_rows, .dot = avx512_dot, .axpy = avx512_axpy,
     .dots = avx512_dots, .wsum = avx512_wsum, .quant_act = avx512_quant_act, .matvec_q8 = avx512_matvec_q8_vnni,
-    .wsum_kv = kv_avx2_wsum_kv, .softmax = avx512_softmax};
+    .wsum_kv = kv_avx2_wsum_kv, .softmax = avx512_softmax, .gemm_nt = avx512_gemm_nt};

@@ -44,6 +44,9 @@ typedef struct kv_kernel_table {
     int (*wsum_kv)(kv_dtype t, float *o, const float *w, const void *V, int64_t n, int64_t d);
     /* kv_softmax_f32, bit for bit the portable one (see kv_exp_f32) */
     void (*softmax)(float *x, int64_t n);
+    /* kv_gemm_nt on packed X, or NULL (no such kernel: sgemm then) */
+    void (*gemm_nt)(const float *Xp, int64_t n, int64_t K, const float *W, int64_t ldw, int64_t rows, float *Y,
+                    int64_t ldy);
 } kv_kernel_table;
 
 extern const kv_kernel_table kv_kernels_scalar;
@@ -156,6 +159,10 @@ static inline void kq_scale_ints(kv_dtype t, const uint8_t *blk, uint32_t sc[4],
 
 /* Bytes of one row of W. */
 static inline size_t kv_row_bytes(const kv_tensor *W) { return kv_dtype_bytes(W->type, W->cols); }
+
+/* kv_gemm_pack's layout: tiles of KV_GEMM_TILE tokens, X[t][k] at
+ * Xp[(t / 16) * K * 16 + k * 16 + t % 16], an even number of tiles. */
+#define KV_GEMM_TILE 16
 
 /* ------------------------------------------------ softmax's exponential */
 

@@ -481,6 +481,50 @@ static void test_softmax(void **state) {
     for (int isa = KV_ISA_AVX512_VNNI; isa > KV_ISA_SCALAR && kv_kernels_set_isa((kv_isa)isa) != KV_OK; isa--) continue;
 }
 
+/* kv_gemm_nt on kv_gemm_pack's tiles, every ISA (the portable loop where
+ * there is no kernel): within float rounding of a float64 product
+ * (K * 2^-24 of the sum of |products|, the chain's bound), odd shapes
+ * (tokens past the tiles, rows past the blocks of 8, strides); and a
+ * token's outputs bit for bit the same whatever n and the other tokens
+ * (prefill's results must not depend on how the prompt is cut). */
+static void test_gemm(void **state) {
+    (void)state;
+    const int64_t ns[4] = {1, 17, 33, 70}, rows[3] = {1, 9, 37}, Ks[3] = {1, 31, 300};
+    uint64_t s = 77;
+    static float X[70 * 300], W[37 * 301], Y[70 * 40], Y1[40], Xp[96 * 300], X1[300];
+    for (int i = 0; i < 70 * 300; i++) X[i] = frand(&s);
+    for (int i = 0; i < 37 * 301; i++) W[i] = frand(&s);
+    for (int isa = KV_ISA_SCALAR; isa <= KV_ISA_AVX512_VNNI; isa++) {
+        if (kv_kernels_set_isa((kv_isa)isa) != KV_OK) continue;
+        for (int a = 0; a < 4; a++)
+            for (int b = 0; b < 3; b++)
+                for (int c = 0; c < 3; c++) {
+                    const int64_t n = ns[a], R = rows[b], K = Ks[c], ldw = K + 1, ldy = 40;
+                    assert_true(kv_gemm_pack_floats(n, K) <= sizeof Xp / sizeof *Xp);
+                    kv_gemm_pack(X, n, K, K, Xp);
+                    kv_gemm_nt(Xp, n, K, W, ldw, R, Y, ldy);
+                    for (int64_t t = 0; t < n; t++)
+                        for (int64_t r = 0; r < R; r++) {
+                            double want = 0, mass = 0;
+                            for (int64_t k = 0; k < K; k++) {
+                                want += (double)X[t * K + k] * W[r * ldw + k];
+                                mass += fabs((double)X[t * K + k] * W[r * ldw + k]);
+                            }
+                            if (fabs(Y[t * ldy + r] - want) > (double)K * 0x1p-24 * mass + 1e-30)
+                                fail_msg("%s gemm n=%lld rows=%lld K=%lld [%lld][%lld]: %.9g, float64 %.9g",
+                                         kv_isa_name((kv_isa)isa), (long long)n, (long long)R, (long long)K, (long long)t,
+                                         (long long)r, Y[t * ldy + r], want);
+                        }
+                    /* the last token alone gives its row bit for bit */
+                    memcpy(X1, X + (n - 1) * K, (size_t)K * sizeof *X1);
+                    kv_gemm_pack(X1, 1, K, K, Xp);
+                    kv_gemm_nt(Xp, 1, K, W, ldw, R, Y1, ldy);
+                    assert_memory_equal(Y1, Y + (n - 1) * ldy, (size_t)R * sizeof *Y1);
+                }
+    }
+    for (int isa = KV_ISA_AVX512_VNNI; isa > KV_ISA_SCALAR && kv_kernels_set_isa((kv_isa)isa) != KV_OK; isa--) continue;
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_matvec_all),       cmocka_unit_test(test_plain_tails),
@@ -488,7 +532,7 @@ int main(void) {
         cmocka_unit_test(test_dequant_rows_exact), cmocka_unit_test(test_dot_axpy),
         cmocka_unit_test(test_dots_wsum),          cmocka_unit_test(test_quant_act),
         cmocka_unit_test(test_int8_matvec),        cmocka_unit_test(test_softmax),
-        cmocka_unit_test(test_half_act),
+        cmocka_unit_test(test_half_act),           cmocka_unit_test(test_gemm),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
