@@ -22,8 +22,9 @@
  *   boundary. Q2_K and Q3_K take the portable integer rows (slower than
  *   their float kernels). F16 and BF16 weights keep the float kernels, on
  *   x rounded to fp16 / bf16 first, as llama.cpp converts activations for
- *   them (BF16 logits then equal its to ~2e-7 median; F16 ones still
- *   differ by ~6e-4 for a reason not found).
+ *   them (BF16 logits then equal its to ~2e-7 median; F16 ones differ by
+ *   ~6e-4 on CPUs with AVX512-FP16, where a natively built llama.cpp adds
+ *   F16 dot products up in fp16, _mm512_fmadd_ph: not emulated).
  *   It is not the default because rounding to int8 is discontinuous: an
  *   fp32-rounding difference between prefill's and decode's activations
  *   can move a value across a rounding boundary, one quantum (amax/127 of
