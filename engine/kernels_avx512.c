@@ -374,6 +374,16 @@ static int avx512_dequant_rows(const kv_tensor *W, int64_t r0, int64_t r1, float
     }
 }
 
+/* A register's horizontal sum by a fixed tree (halves of 256 bits, then of
+ * 128, then lanes {0,1} + {2,3}, then 0 + 1: GCC's _mm512_reduce_add_ps),
+ * written out so that avx512_hsum4 matches it whatever the compiler. */
+static inline float avx512_hsum(__m512 v) {
+    const __m256 h = _mm256_add_ps(_mm512_extractf32x8_ps(v, 1), _mm512_castps512_ps256(v));
+    const __m128 q = _mm_add_ps(_mm256_extractf128_ps(h, 1), _mm256_castps256_ps128(h));
+    const __m128 p = _mm_add_ps(q, _mm_shuffle_ps(q, q, _MM_SHUFFLE(1, 0, 3, 2)));
+    return _mm_cvtss_f32(_mm_add_ss(p, _mm_shuffle_ps(p, p, _MM_SHUFFLE(2, 3, 0, 1))));
+}
+
 static inline float avx512_dot(const float *a, const float *b, int64_t n) {
     __m512 s0 = _mm512_setzero_ps(), s1 = _mm512_setzero_ps();
     int64_t i = 0;
@@ -386,7 +396,7 @@ static inline float avx512_dot(const float *a, const float *b, int64_t n) {
         __mmask16 m = (__mmask16)((1u << (n - i)) - 1);
         s1 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, a + i), _mm512_maskz_loadu_ps(m, b + i), s1);
     }
-    return _mm512_reduce_add_ps(_mm512_add_ps(s0, s1));
+    return avx512_hsum(_mm512_add_ps(s0, s1));
 }
 
 static void avx512_axpy(float *y, float a, const float *x, int64_t n) {
@@ -487,8 +497,8 @@ static void avx512_softmax(float *x, int64_t n) {
 }
 
 /* The horizontal sums of four registers at once, [sum a, sum b, sum c,
- * sum d], each by the tree _mm512_reduce_add_ps (GCC) adds one register
- * in: halves of 256 bits, then of 128, then lanes {0,1}+{2,3}, then 0+1.
+ * sum d], each by avx512_hsum's tree: halves of 256 bits, then of 128,
+ * then lanes {0,1}+{2,3}, then 0+1.
  * Shuffles gather the four registers' pieces so each step is one add. */
 static inline __m128 avx512_hsum4(__m512 a, __m512 b, __m512 c, __m512 d) {
     const __m512 ab = _mm512_add_ps(_mm512_shuffle_f32x4(a, b, _MM_SHUFFLE(3, 2, 3, 2)),
