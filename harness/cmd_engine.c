@@ -11,6 +11,7 @@
 
 #include "../datasets/dataset.h"
 #include "../engine/context.h"
+#include "../engine/kernels.h"
 #include "../base/file.h"
 #include "../base/kv_error.h"
 #include "../engine/model.h"
@@ -1105,8 +1106,9 @@ int hx_cmd_bench(int argc, char **argv, int help) {
     printf("weights held     %s: %.1f of %.1f MB in 2 MB pages (KVBENCH_WEIGHTS=copy|mmap)\n",
            fm->mode == KV_FILEMAP_COPY ? "copied" : "mapped", kv_filemap_huge_bytes(fm) / 1e6, fm->size / 1e6);
     char bs[32];
-    printf("threads          %d (kernels: %s, %s)\n", kv_ctx_n_threads(c), kv_isa_name(kv_kernels_isa()),
-           kv_kernel_mode_name(kv_kernels_mode()));
+    printf("threads          %d (kernels: %s, %s; prefill products: %s)\n", kv_ctx_n_threads(c),
+           kv_isa_name(kv_kernels_isa()), kv_kernel_mode_name(kv_kernels_mode()),
+           kv_gemm_available() ? "kvbench's AVX-512 kernel" : "OpenBLAS sgemm");
     printf("policy           %s, budget %s\n", pol_name(pol), pol_budget_str(pol_get_budget(pol), bs, sizeof bs));
     printf("prefill          %d tokens: %.1f tok/s (median of %d; min %.1f, max %.1f)\n", n_prompt, pfm, reps,
            pf[0], pf[reps - 1]);
