@@ -482,6 +482,11 @@ static uint64_t prompt_key(const int32_t *prompt, int32_t n_prompt) {
     return kv_fnv1a64(kv_fnv1a64(KV_FNV1A64_INIT, &n_prompt, sizeof n_prompt), prompt, (size_t)n_prompt * sizeof *prompt);
 }
 
+/* A prompt's key and the full cache's continuation after it. */
+static uint64_t continuation_key(uint64_t prompt_key, const hx_gen_result *ref) {
+    return kv_fnv1a64(kv_fnv1a64(prompt_key, &ref->n, sizeof ref->n), ref->tokens, (size_t)ref->n * sizeof *ref->tokens);
+}
+
 static int ref_prompt(hx_engine *en, const int32_t *prompt, int32_t n_prompt, lost_state *ls) {
     const uint64_t key = prompt_key(prompt, n_prompt);
     hx_ref_snap *r = en->ref_snap;
@@ -536,7 +541,7 @@ static int ref_side_begin(ref_side *rs, const int32_t *prompt, int32_t n_prompt,
     hx_engine *en = rs->en;
     hx_ref_snap *r = en->ref_snap;
     const uint64_t pkey = prompt_key(prompt, n_prompt);
-    rs->key = kv_fnv1a64(kv_fnv1a64(pkey, &ref->n, sizeof ref->n), ref->tokens, (size_t)ref->n * sizeof *ref->tokens);
+    rs->key = continuation_key(pkey, ref);
     rs->r = r;
     rs->replay = en->share && r && r->ok && r->key == pkey && r->steps_key == rs->key;
     if (rs->replay) return ref_replay(r, 0, r->n_prompt_calls, rs->ls, en->mi->n_heads, en->mi->n_kv_heads);
@@ -615,7 +620,7 @@ hx_fid_online *hx_fid_online_new(hx_engine *en, const int32_t *prompt, int32_t n
                                  met_kld *kld) {
     hx_ref_snap *r = en->ref_snap;
     const uint64_t pkey = prompt_key(prompt, n_prompt);
-    const uint64_t skey = kv_fnv1a64(kv_fnv1a64(pkey, &ref->n, sizeof ref->n), ref->tokens, (size_t)ref->n * sizeof *ref->tokens);
+    const uint64_t skey = continuation_key(pkey, ref);
     if (!en->share || !r || !r->ok || r->key != pkey || r->steps_key != skey || !ref->logits || ref->n < 1) return NULL;
     hx_fid_online *fo = calloc(1, sizeof *fo);
     if (!fo) return NULL;
@@ -640,15 +645,14 @@ static int fid_online_token(hx_engine *en, kv_policy *pol, hx_fid_online *fo, hx
     const double t0 = kv_now_s();
     const hx_gen_result *ref = fo->ref;
     int rc = i == 0 ? ref_replay(fo->r, 0, fo->r->n_prompt_calls, &fo->ls, en->mi->n_heads, en->mi->n_kv_heads) : KV_OK;
-    if (rc) {
-    } else if (i >= ref->n) {
+    if (!rc && i >= ref->n) {
         fo->active = 0;
-    } else if (next != ref->tokens[i]) {
+    } else if (!rc && next != ref->tokens[i]) {
         rc = snap_prompt(en, pol, after);
         fo->d = i;
         fo->diverged = 1;
         fo->active = 0;
-    } else if (!(rc = fid_step(en, ref, i, fo->kld, &fo->acc))) {
+    } else if (!rc && !(rc = fid_step(en, ref, i, fo->kld, &fo->acc))) {
         fo->pending = i + 1 < ref->n;
         if (!fo->pending) fo->d = ref->n, fo->active = 0;
     }
