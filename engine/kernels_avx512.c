@@ -19,6 +19,33 @@ static inline __m512 ld_bf16(const uint16_t *p) {
     return _mm512_castsi512_ps(_mm512_slli_epi32(v, 16));
 }
 
+/* A register's horizontal sum by a fixed tree (halves of 256 bits, then of
+ * 128, then lanes {0,1} + {2,3}, then 0 + 1: GCC's _mm512_reduce_add_ps),
+ * written out so that avx512_hsum4 matches it whatever the compiler. */
+static inline float avx512_hsum(__m512 v) {
+    const __m256 h = _mm256_add_ps(_mm512_extractf32x8_ps(v, 1), _mm512_castps512_ps256(v));
+    const __m128 q = _mm_add_ps(_mm256_extractf128_ps(h, 1), _mm256_castps256_ps128(h));
+    const __m128 p = _mm_add_ps(q, _mm_shuffle_ps(q, q, _MM_SHUFFLE(1, 0, 3, 2)));
+    return _mm_cvtss_f32(_mm_add_ss(p, _mm_shuffle_ps(p, p, _MM_SHUFFLE(2, 3, 0, 1))));
+}
+
+/* The horizontal sums of four registers at once, [sum a, sum b, sum c,
+ * sum d], each by avx512_hsum's tree: halves of 256 bits, then of 128,
+ * then lanes {0,1}+{2,3}, then 0+1.
+ * Shuffles gather the four registers' pieces so each step is one add. */
+static inline __m128 avx512_hsum4(__m512 a, __m512 b, __m512 c, __m512 d) {
+    const __m512 ab = _mm512_add_ps(_mm512_shuffle_f32x4(a, b, _MM_SHUFFLE(3, 2, 3, 2)),
+                                    _mm512_shuffle_f32x4(a, b, _MM_SHUFFLE(1, 0, 1, 0)));
+    const __m512 cd = _mm512_add_ps(_mm512_shuffle_f32x4(c, d, _MM_SHUFFLE(3, 2, 3, 2)),
+                                    _mm512_shuffle_f32x4(c, d, _MM_SHUFFLE(1, 0, 1, 0)));
+    /* [a 0..7 | b 0..7], [c | d] -> quarters [a, b, c, d] of 4 lanes */
+    const __m512 z = _mm512_add_ps(_mm512_shuffle_f32x4(ab, cd, _MM_SHUFFLE(3, 1, 3, 1)),
+                                   _mm512_shuffle_f32x4(ab, cd, _MM_SHUFFLE(2, 0, 2, 0)));
+    const __m512 w = _mm512_add_ps(z, _mm512_permute_ps(z, _MM_SHUFFLE(1, 0, 3, 2)));
+    const __m512 r = _mm512_add_ps(w, _mm512_permute_ps(w, _MM_SHUFFLE(2, 3, 0, 1)));
+    return _mm512_castps512_ps128(_mm512_permutexvar_ps(_mm512_setr_epi32(0, 4, 8, 12, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0), r));
+}
+
 /* Rows are walked KV_MV_STREAMS at a time, each from its own contiguous part
  * of [r0, r1): every part is still read strictly in order (walking adjacent
  * rows together measured 20-40% slower here: the prefetcher loses the
@@ -29,15 +56,21 @@ static inline __m512 ld_bf16(const uint16_t *p) {
 #ifndef KV_MV_STREAMS
 #define KV_MV_STREAMS 2
 #endif
+/* Rows this short (floats) are taken four at a time with one reduction
+ * tree for the four (avx512_hsum4): a row of 64 is 4 products and a
+ * 15-step reduction, which then dominates (stories260K's decode). */
+#define KV_MV_SHORT 256
 #define KV_INLINE static inline __attribute__((always_inline))
 
-/* Rows r + k*part + i of W (k < K, i < cnt) into y; K a constant. */
+/* Rows r + k*part + i of W (k < K <= 4, i < cnt) into y; K a constant. Four
+ * consecutive rows of a length that is a multiple of 16 (K = 4, part = 1)
+ * share one reduction tree (avx512_hsum4: the same sums as four). */
 #define PLAIN_MATVEC(NAME, T, LD, SC)                                                                    \
     KV_INLINE void NAME##_k(const T *base, int64_t n, const float *x, float *y, int64_t r, int64_t part,  \
                             int64_t cnt, const int K) {                                                 \
         for (int64_t i = 0; i < cnt; i++) {                                                             \
-            const T *w[KV_MV_STREAMS];                                                                  \
-            __m512 a[KV_MV_STREAMS][4];                                                                 \
+            const T *w[4];                                                                              \
+            __m512 a[4][4];                                                                             \
             for (int k = 0; k < K; k++) {                                                               \
                 w[k] = base + (r + k * part + i) * n;                                                   \
                 a[k][0] = a[k][1] = a[k][2] = a[k][3] = _mm512_setzero_ps();                            \
@@ -57,8 +90,15 @@ static inline __m512 ld_bf16(const uint16_t *p) {
                 const __m512 x0 = _mm512_loadu_ps(x + c);                                               \
                 for (int k = 0; k < K; k++) a[k][0] = _mm512_fmadd_ps(LD(w[k] + c), x0, a[k][0]);       \
             }                                                                                           \
+            if (K == 4 && part == 1 && c == n) { /* four rows in a row: one tree for their sums */      \
+                __m512 t[4];                                                                            \
+                for (int k = 0; k < 4; k++)                                                             \
+                    t[k] = _mm512_add_ps(_mm512_add_ps(a[k][0], a[k][1]), _mm512_add_ps(a[k][2], a[k][3])); \
+                _mm_storeu_ps(y + r + i, avx512_hsum4(t[0], t[1], t[2], t[3]));                         \
+                continue;                                                                               \
+            }                                                                                           \
             for (int k = 0; k < K; k++) {                                                               \
-                float s = _mm512_reduce_add_ps(                                                         \
+                float s = avx512_hsum(                                                                  \
                     _mm512_add_ps(_mm512_add_ps(a[k][0], a[k][1]), _mm512_add_ps(a[k][2], a[k][3])));    \
                 for (int64_t t = c; t < n; t++) s += SC(w[k] + t) * x[t];                               \
                 y[r + k * part + i] = s;                                                                \
@@ -66,6 +106,10 @@ static inline __m512 ld_bf16(const uint16_t *p) {
         }                                                                                               \
     }                                                                                                   \
     static void NAME(const kv_tensor *W, const float *x, float *y, int64_t r0, int64_t r1) {           \
+        if (W->cols % 16 == 0 && W->cols <= KV_MV_SHORT) { /* the reductions cost as much as the products */ \
+            for (; r0 + 4 <= r1; r0 += 4) NAME##_k((const T *)W->data, W->cols, x, y, r0, 1, 1, 4);      \
+            if (r0 == r1) return;                                                                       \
+        }                                                                                               \
         const int64_t part = (r1 - r0) / KV_MV_STREAMS, rest = r0 + part * KV_MV_STREAMS;               \
         if (part > 0) NAME##_k((const T *)W->data, W->cols, x, y, r0, part, part, KV_MV_STREAMS);       \
         NAME##_k((const T *)W->data, W->cols, x, y, rest, 0, r1 - rest, 1);                             \
@@ -374,16 +418,6 @@ static int avx512_dequant_rows(const kv_tensor *W, int64_t r0, int64_t r1, float
     }
 }
 
-/* A register's horizontal sum by a fixed tree (halves of 256 bits, then of
- * 128, then lanes {0,1} + {2,3}, then 0 + 1: GCC's _mm512_reduce_add_ps),
- * written out so that avx512_hsum4 matches it whatever the compiler. */
-static inline float avx512_hsum(__m512 v) {
-    const __m256 h = _mm256_add_ps(_mm512_extractf32x8_ps(v, 1), _mm512_castps512_ps256(v));
-    const __m128 q = _mm_add_ps(_mm256_extractf128_ps(h, 1), _mm256_castps256_ps128(h));
-    const __m128 p = _mm_add_ps(q, _mm_shuffle_ps(q, q, _MM_SHUFFLE(1, 0, 3, 2)));
-    return _mm_cvtss_f32(_mm_add_ss(p, _mm_shuffle_ps(p, p, _MM_SHUFFLE(2, 3, 0, 1))));
-}
-
 static inline float avx512_dot(const float *a, const float *b, int64_t n) {
     __m512 s0 = _mm512_setzero_ps(), s1 = _mm512_setzero_ps();
     int64_t i = 0;
@@ -494,23 +528,6 @@ static void avx512_softmax(float *x, int64_t n) {
         const __mmask16 m = avx512_tail(n - i);
         _mm512_mask_storeu_ps(x + i, m, _mm512_mul_ps(_mm512_maskz_loadu_ps(m, x + i), inv));
     }
-}
-
-/* The horizontal sums of four registers at once, [sum a, sum b, sum c,
- * sum d], each by avx512_hsum's tree: halves of 256 bits, then of 128,
- * then lanes {0,1}+{2,3}, then 0+1.
- * Shuffles gather the four registers' pieces so each step is one add. */
-static inline __m128 avx512_hsum4(__m512 a, __m512 b, __m512 c, __m512 d) {
-    const __m512 ab = _mm512_add_ps(_mm512_shuffle_f32x4(a, b, _MM_SHUFFLE(3, 2, 3, 2)),
-                                    _mm512_shuffle_f32x4(a, b, _MM_SHUFFLE(1, 0, 1, 0)));
-    const __m512 cd = _mm512_add_ps(_mm512_shuffle_f32x4(c, d, _MM_SHUFFLE(3, 2, 3, 2)),
-                                    _mm512_shuffle_f32x4(c, d, _MM_SHUFFLE(1, 0, 1, 0)));
-    /* [a 0..7 | b 0..7], [c | d] -> quarters [a, b, c, d] of 4 lanes */
-    const __m512 z = _mm512_add_ps(_mm512_shuffle_f32x4(ab, cd, _MM_SHUFFLE(3, 1, 3, 1)),
-                                   _mm512_shuffle_f32x4(ab, cd, _MM_SHUFFLE(2, 0, 2, 0)));
-    const __m512 w = _mm512_add_ps(z, _mm512_permute_ps(z, _MM_SHUFFLE(1, 0, 3, 2)));
-    const __m512 r = _mm512_add_ps(w, _mm512_permute_ps(w, _MM_SHUFFLE(2, 3, 0, 1)));
-    return _mm512_castps512_ps128(_mm512_permutexvar_ps(_mm512_setr_epi32(0, 4, 8, 12, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0), r));
 }
 
 /* Four keys per pass: each key's products and adds exactly as avx512_dot
