@@ -239,13 +239,17 @@ static int rerotate_copy(const kv_ctx *src, kv_ctx *dst) {
     return KV_OK;
 }
 
-int kv_ctx_fork(const kv_ctx *src, kv_ctx *dst) {
+int kv_ctx_fork(const kv_ctx *src, kv_ctx *dst) { return kv_ctx_fork_cache(src, src->cache, dst); }
+
+int kv_ctx_fork_cache(const kv_ctx *src, const kv_cache *cache, kv_ctx *dst) {
+    if (cache == dst->cache && src != dst)
+        return kv_errorf(KV_EINVAL, "kv_ctx_fork_cache: the cache to copy is the destination's own");
     if (src == dst) return kv_errorf(KV_EINVAL, "kv_ctx_fork: the source and the destination are one context");
     if (src->m != dst->m)
         return kv_errorf(KV_EINVAL, "kv_ctx_fork: the destination runs another model than the source (%s)",
                          kv_model_path(src->m));
     kv_ctx_reset(dst);
-    int rc = kv_cache_copy(dst->cache, src->cache);
+    int rc = kv_cache_copy(dst->cache, cache);
     if (!rc) rc = rerotate_copy(src, dst);
     if (rc) {
         kv_ctx_reset(dst);
@@ -596,13 +600,12 @@ static int stats_prepare(kv_ctx *c, int layer, int n) {
     return KV_OK;
 }
 
-/* What the hook needs of layer l's attention over queries pos0..pos0+n-1:
- * its needs, narrowed by its plan, the window clipped to the call. */
-static void plan_layer(kv_ctx *c, int l, int32_t pos0, int n) {
-    const kv_ctx_hook *hk = &c->hook;
+kv_attn_plan kv_hook_plan(const kv_ctx_hook *hk, int layer, int32_t pos0, int32_t n) {
     int32_t w = hk->window < n ? hk->window : n;
     if (w < 0) w = 0;
-    kv_attn_plan pl = {.layer = l, .pos0 = pos0, .n_new = n, .needs = hk->needs, .win_pos0 = pos0 + n - w, .win_n = w};
+    kv_attn_plan pl = {.layer = layer, .pos0 = pos0, .n_new = n, .needs = hk->needs, .win_pos0 = pos0 + n - w,
+                       .win_n = w};
+    if (!hk->needs) return (kv_attn_plan){.layer = layer, .pos0 = pos0, .n_new = n};
     if (hk->plan) hk->plan(hk->user, &pl);
     pl.needs &= hk->needs;
     if (!hk->reduce_row) pl.needs &= ~(unsigned)KV_NEED_LOGITS;
@@ -615,7 +618,7 @@ static void plan_layer(kv_ctx *c, int l, int32_t pos0, int n) {
     }
     pl.win_pos0 = (int32_t)lo;
     pl.win_n = (int32_t)(hi - lo);
-    c->plan = pl;
+    return pl;
 }
 
 static float *stats_last_row(kv_ctx *c, int h) { return c->st_last + (size_t)h * c->stats_stride; }
@@ -1260,10 +1263,9 @@ static int eval_chunk(kv_ctx *c, const int32_t *tokens, int n, float *logits, in
                     rope_apply(c, c->q + (size_t)t * qd + (size_t)h * hd, 1,
                                c->cur->tab + (size_t)(ch->len - n + t) * mi->n_rot);
             }
-        c->plan = (kv_attn_plan){.layer = l, .pos0 = pos0, .n_new = n};
+        c->plan = kv_hook_plan(&c->hook, l, pos0, n);
         c->st_last = c->st_colsum = c->st_window = c->st_dcolsum = NULL;
         c->st_reduced = c->st_tmp = c->st_part = NULL;
-        if (c->hook.needs) plan_layer(c, l, pos0, n);
         if (c->plan.needs && (rc = stats_prepare(c, l, n))) return rc;
         if (in_cache && !c->alibi && (rc = rotate_in_cache(c, l, n))) return rc;
         if (c->alibi && alibi_in_cache(c) && (rc = alibi_prepare(c, l))) return rc;

@@ -134,6 +134,14 @@ typedef struct kv_ctx_hook {
     int32_t (*split)(void *user, int32_t pos0, int32_t n);
 } kv_ctx_hook;
 
+/* The statistics hook hk asks of layer `layer`'s attention over the
+ * queries pos0 .. pos0 + n - 1: its needs narrowed by its plan (called
+ * here, once), LOGITS only with a reducer, the window clipped to the call
+ * (win_n 0 and no KV_NEED_WINDOW when it falls outside). What kv_ctx_eval
+ * computes for the hook; a hook serving several policies (pol_fanout)
+ * asks it of each one's own hook. */
+kv_attn_plan kv_hook_plan(const kv_ctx_hook *hk, int layer, int32_t pos0, int32_t n);
+
 typedef struct kv_ctx_params {
     int n_threads;     /* decode threads and OpenBLAS threads; 0 = kv_default_threads */
     int32_t max_batch; /* largest n one eval call processes at once (longer
@@ -206,6 +214,14 @@ int kv_ctx_eval_ext(kv_ctx *c, const int32_t *tokens, int32_t n, const kv_eval_l
  * KV_EINVAL when dst is src or runs another model, KV_ENOMEM; on failure
  * dst is left reset (empty, position 0). */
 int kv_ctx_fork(const kv_ctx *src, kv_ctx *dst);
+
+/* kv_ctx_fork with another cache: dst continues src's sequence (its
+ * position and the rotation records of positions=rerotate) holding a copy
+ * of `cache` (same shape and type as src's). For one prompt read for several
+ * policies (pol_fanout), each of which compressed its own copy of src's
+ * cache: dst then is what that policy's own prompt pass would have left.
+ * Errors as kv_ctx_fork's, and KV_EINVAL for a cache of another shape. */
+int kv_ctx_fork_cache(const kv_ctx *src, const kv_cache *cache, kv_ctx *dst);
 
 /* Installs (or with NULL removes) the per-layer hook; copied. */
 void kv_ctx_set_hook(kv_ctx *c, const kv_ctx_hook *hook);

@@ -322,11 +322,15 @@ static int head_copy(kv_cache *dst, kv_cache_head *d, const kv_cache_head *s) {
     return KV_OK;
 }
 
+static int same_shape(const kv_cache *a, const kv_cache *b) {
+    return a->n_layers == b->n_layers && a->n_kv_heads == b->n_kv_heads && a->head_dim == b->head_dim &&
+           a->type == b->type;
+}
+
 int kv_cache_copy(kv_cache *dst, const kv_cache *src) {
     if (dst == src) return KV_OK;
     kv_cache_clear(dst);
-    if (dst->n_layers != src->n_layers || dst->n_kv_heads != src->n_kv_heads || dst->head_dim != src->head_dim ||
-        dst->type != src->type)
+    if (!same_shape(dst, src))
         return kv_errorf(KV_EINVAL, "kv_cache_copy: expected %d layers x %d KV heads x head_dim %d of %s, the source "
                          "has %d x %d x %d of %s", dst->n_layers, dst->n_kv_heads, dst->head_dim,
                          kv_cache_type_name(dst->type), src->n_layers, src->n_kv_heads, src->head_dim,
@@ -341,6 +345,30 @@ int kv_cache_copy(kv_cache *dst, const kv_cache *src) {
     }
     dst->peak_bytes = src->peak_bytes > dst->bytes ? src->peak_bytes : dst->bytes;
     return KV_OK;
+}
+
+int kv_cache_copy_layer(kv_cache *dst, const kv_cache *src, int layer) {
+    if (!same_shape(dst, src) || layer < 0 || layer >= src->n_layers)
+        return kv_errorf(KV_EINVAL, "kv_cache_copy_layer: layer %d of a %d-layer cache into a cache of another shape "
+                         "or layer count", layer, src->n_layers);
+    if (dst == src) return KV_OK;
+    const size_t base = (size_t)layer * (size_t)src->n_kv_heads;
+    for (int g = 0; g < src->n_kv_heads; g++) head_release(dst, &dst->heads[base + g]);
+    for (int g = 0; g < src->n_kv_heads; g++) {
+        int rc = head_copy(dst, &dst->heads[base + g], &src->heads[base + g]);
+        if (rc) {
+            for (int k = 0; k < src->n_kv_heads; k++) head_release(dst, &dst->heads[base + k]);
+            return rc;
+        }
+    }
+    if (dst->bytes > dst->peak_bytes) dst->peak_bytes = dst->bytes;
+    return KV_OK;
+}
+
+size_t kv_cache_layer_bytes(const kv_cache *c, int layer) {
+    size_t b = 0;
+    for (int g = 0; g < c->n_kv_heads; g++) b += (size_t)c->heads[(size_t)layer * (size_t)c->n_kv_heads + g].cap;
+    return b * slot_bytes(c);
 }
 
 int64_t kv_cache_total_slots(const kv_cache *c) {
@@ -361,3 +389,6 @@ int32_t kv_cache_max_len(const kv_cache *c) {
 size_t kv_cache_bytes(const kv_cache *c) { return c->bytes; }
 size_t kv_cache_peak_bytes(const kv_cache *c) { return c->peak_bytes; }
 void kv_cache_reset_peak(kv_cache *c) { c->peak_bytes = c->bytes; }
+void kv_cache_raise_peak(kv_cache *c, size_t bytes) {
+    if (bytes > c->peak_bytes) c->peak_bytes = bytes;
+}

@@ -104,6 +104,15 @@ void kv_cache_clear(kv_cache *c);
  * KV_ENOMEM) dst is left empty. */
 int kv_cache_copy(kv_cache *dst, const kv_cache *src);
 
+/* Layer `layer` of dst (same shape and type as src) as a copy of src's,
+ * laid out as kv_cache_copy lays out every layer; dst's other layers are
+ * untouched. One prompt pass read for several policies gives each its own
+ * copy of a layer, in turn, to compress (pol_fanout). On failure
+ * (KV_EINVAL for another shape or layer, KV_ENOMEM) that layer is empty. */
+int kv_cache_copy_layer(kv_cache *dst, const kv_cache *src, int layer);
+/* Physical bytes held by one layer's heads. */
+size_t kv_cache_layer_bytes(const kv_cache *c, int layer);
+
 /* Live slots summed over all heads, and the most in any one (layer, head). */
 int64_t kv_cache_total_slots(const kv_cache *c);
 int32_t kv_cache_max_len(const kv_cache *c);
@@ -112,5 +121,9 @@ size_t kv_cache_bytes(const kv_cache *c);
 /* Largest kv_cache_bytes() seen since creation or kv_cache_reset_peak(). */
 size_t kv_cache_peak_bytes(const kv_cache *c);
 void kv_cache_reset_peak(kv_cache *c);
+/* Raises the peak to `bytes` if it is lower: a cache assembled from parts
+ * of another (kv_cache_copy_layer) records what a cache evaluated on its
+ * own would have held, measured on the parts (pol_fanout_prompt_peak). */
+void kv_cache_raise_peak(kv_cache *c, size_t bytes);
 
 #endif

@@ -180,20 +180,117 @@ static uint64_t context_key(const int32_t *ids, int32_t n) {
     return h ? h : 1;
 }
 
+/* Which member of pass pol is, for this prompt, while its cache is not
+ * taken; -1 if none. */
+static int pass_member(const hx_prompt_pass *pp, const kv_policy *pol, const int32_t *prompt, int32_t n_ctx) {
+    if (pp->n_ctx != n_ctx || pp->key != context_key(prompt, n_ctx)) return -1;
+    for (int i = 0; i < pp->n; i++)
+        if (pp->pol[i] == pol && pp->cache[i]) return i;
+    return -1;
+}
+
+/* The sequence as member i's own prompt pass would have left it; its cache
+ * is freed once copied. The policy is in its state after the prompt. */
+static int pass_resume(hx_engine *en, kv_policy *pol, hx_prompt_pass *pp, int i) {
+    int rc = kv_ctx_fork_cache(en->pass_ctx, pp->cache[i], en->ctx);
+    if (rc) return rc;
+    kv_cache_free(pp->cache[i]);
+    pp->cache[i] = NULL;
+    memcpy(en->logits, pp->logits, (size_t)en->mi->vocab_size * sizeof *en->logits);
+    pol_attach(pol, en->ctx);
+    return KV_OK;
+}
+
+void hx_prompt_pass_free(hx_prompt_pass *pp) {
+    for (int i = 0; pp->cache && i < pp->n; i++) kv_cache_free(pp->cache[i]);
+    free(pp->cache);
+    free(pp->pol);
+    free(pp->logits);
+    memset(pp, 0, sizeof *pp);
+}
+
+/* The pass's context, empty (checked, as begin_sample checks a sample's). */
+static int pass_ctx_ready(hx_engine *en) {
+    if (!en->pass_ctx) {
+        kv_ctx_params cp = kv_ctx_default_params();
+        cp.n_threads = en->threads;
+        cp.kv_type = en->kv_type;
+        int rc = kv_ctx_new(en->model, &cp, &en->pass_ctx);
+        if (rc) return rc;
+    }
+    kv_ctx_reset(en->pass_ctx);
+    kv_cache *c = kv_ctx_cache(en->pass_ctx);
+    if (kv_cache_total_slots(c) != 0 || kv_cache_bytes(c) != 0 || kv_ctx_pos(en->pass_ctx) != 0)
+        return kv_errorf(KV_EINVAL, "internal: the shared prompt pass's cache is not empty at the start of a sample");
+    return KV_OK;
+}
+
+int hx_drv_prompt_pass(hx_engine *en, kv_policy *const *pols, int n, const int32_t *prompt, int32_t n_ctx,
+                       hx_prompt_pass *out) {
+    memset(out, 0, sizeof *out);
+    int rc = pass_ctx_ready(en);
+    if (rc) return rc;
+    const kv_cache *shape = kv_ctx_cache(en->pass_ctx);
+    out->pol = malloc((size_t)n * sizeof *out->pol);
+    out->cache = calloc((size_t)n, sizeof *out->cache);
+    out->logits = malloc((size_t)en->mi->vocab_size * sizeof *out->logits);
+    if (!out->pol || !out->cache || !out->logits) rc = kv_errorf(KV_ENOMEM, "out of memory");
+    out->n = n;
+    for (int i = 0; i < n && !rc; i++) {
+        out->pol[i] = pols[i];
+        pol_begin(pols[i], n_ctx);
+        rc = kv_cache_new(kv_cache_n_layers(shape), kv_cache_n_kv_heads(shape), kv_cache_head_dim(shape),
+                          kv_cache_get_type(shape), &out->cache[i]);
+    }
+    pol_fanout *f = NULL;
+    if (!rc) rc = pol_fanout_new(pols, out->cache, n, &f);
+    if (!rc) {
+        pol_fanout_attach(f, en->pass_ctx);
+        double t0 = kv_now_s();
+        rc = kv_ctx_eval(en->pass_ctx, prompt, n_ctx, out->logits, 0);
+        out->seconds = kv_now_s() - t0;
+        kv_ctx_set_hook(en->pass_ctx, NULL);
+    }
+    for (int i = 0; i < n && !rc; i++) { /* each member's peak, as its own pass would have held it */
+        kv_cache_reset_peak(out->cache[i]);
+        kv_cache_raise_peak(out->cache[i], pol_fanout_prompt_peak(f, i));
+    }
+    pol_fanout_free(f);
+    out->key = context_key(prompt, n_ctx);
+    out->n_ctx = n_ctx;
+    if (rc) hx_prompt_pass_free(out);
+    return rc;
+}
+
+int32_t hx_drv_pass_tokens(int32_t n_prompt, int32_t q_split) {
+    return q_split > 0 && q_split < n_prompt ? q_split : n_prompt;
+}
+
+int hx_drv_snap_holds(const hx_ctx_snap *snap, const int32_t *prompt, int32_t n_prompt, int32_t q_split) {
+    const int32_t n_ctx = hx_drv_pass_tokens(n_prompt, q_split);
+    return snap && snap->key && n_ctx < n_prompt && snap->key == context_key(prompt, n_ctx);
+}
+
 /* A sample's prompt through the policy, leaving the next-token logits in
  * en->logits. q_split 0: the prompt is one prompt. q_split > 0 (the
  * question asked after compression): its first q_split tokens are the
  * prompt the policy compresses, and the rest, the question, is read as one
  * more forward with the compressed cache. g (may be NULL) gets the
- * prompt-phase peak and the first point of the trace. */
+ * prompt-phase peak and the first point of the trace.
+ * A member of the sample's shared pass resumes from it. */
 static int read_prompt(hx_engine *en, kv_policy *pol, const int32_t *prompt, int32_t n_prompt, int32_t q_split,
-                       hx_gen_result *g, hx_ctx_snap *snap) {
-    int32_t n_ctx = q_split > 0 && q_split < n_prompt ? q_split : n_prompt;
+                       hx_gen_result *g, hx_ctx_snap *snap, hx_prompt_pass *pass) {
+    int32_t n_ctx = hx_drv_pass_tokens(n_prompt, q_split);
     const uint64_t key = snap && n_ctx < n_prompt ? context_key(prompt, n_ctx) : 0;
     int rc;
+    const int member = pass ? pass_member(pass, pol, prompt, n_ctx) : -1;
     if (key && snap->key == key) { /* the same context as a sample before: its compressed cache */
         rc = snap_resume(en, pol, snap);
         if (!rc && g) g->context_reused = 1;
+    } else if (member >= 0) { /* the sample's shared pass */
+        rc = pass_resume(en, pol, pass, member);
+        if (!rc && g) g->prompt_shared = pass->n;
+        if (!rc && key) rc = snap_take(en, pol, key, snap);
     } else {
         rc = begin_sample(en, pol, n_ctx);
         if (!rc) rc = pol_eval_prompt(pol, en->ctx, prompt, n_ctx, en->logits);
@@ -290,11 +387,13 @@ int hx_drv_generate(hx_engine *en, kv_policy *pol, const int32_t *prompt, int32_
     if (rc) return rc;
     hx_fid_online *fo = p->after ? p->fid : NULL;
     double t0 = kv_now_s();
-    rc = read_prompt(en, pol, prompt, n_prompt, p->q_split, g, p->snap);
+    rc = read_prompt(en, pol, prompt, n_prompt, p->q_split, g, p->snap, p->pass);
     if (!rc && p->after && !fo) rc = snap_prompt(en, pol, p->after);
     if (rc) return rc;
     int32_t prev = prompt[n_prompt - 1];
     double t_step = kv_now_s();
+    /* a shared pass read the prompt for this policy too: its time counts */
+    if (g->prompt_shared) t0 -= p->pass->seconds;
     g->prefill_ms = (t_step - t0) * 1e3;
     snprintf(g->stop, sizeof g->stop, "max_new_tokens");
     for (int i = 0; i < p->max_new; i++) {
@@ -328,36 +427,71 @@ int hx_drv_generate(hx_engine *en, kv_policy *pol, const int32_t *prompt, int32_
  * lacks in that layer and KV head. */
 typedef struct lost_state {
     kv_cache *pol;     /* the policy's cache */
-    uint8_t *present;  /* [cap] position -> held by the policy's head */
-    int32_t cap;
+    uint64_t *held;    /* [words] bit p: position p is held by the policy's head */
+    int32_t words;
+    int32_t *absent;   /* [absent_cap] the full cache's slots whose positions the policy lacks */
+    int32_t absent_cap;
     double sum;
     long count;
     int rc;
 } lost_state;
 
 /* The lost mass of KV head g's query heads in one layer call: rows
- * [group][stride] of the full cache's newest query over its slots at
- * positions rpos [rlen]. */
-static int lost_add(lost_state *ls, int layer, int g, int group, const float *rows, size_t stride, const int32_t *rpos,
-                    int32_t rlen, int32_t need) {
+ * [group][stride] of the full cache's newest query over its slots
+ * 0..rlen-1, slot j holding position j (the full cache never evicts);
+ * positions below `need` count. */
+static int lost_add(lost_state *ls, int layer, int g, int group, const float *rows, size_t stride, int32_t rlen,
+                    int32_t need) {
     kv_cache_head *ph = kv_cache_head_at(ls->pol, layer, g);
-    if (need > ls->cap) {
-        uint8_t *b = realloc(ls->present, (size_t)need);
+    const int32_t top = need > rlen ? need : rlen, words = (top + 63) / 64;
+    if (words > ls->words) {
+        uint64_t *b = realloc(ls->held, (size_t)words * sizeof *b);
         if (!b) return ls->rc = kv_errorf(KV_ENOMEM, "out of memory");
-        ls->present = b;
-        ls->cap = need;
+        ls->held = b;
+        ls->words = words;
     }
-    memset(ls->present, 0, (size_t)need);
+    if (rlen > ls->absent_cap) {
+        int32_t *a = realloc(ls->absent, (size_t)rlen * sizeof *a);
+        if (!a) return ls->rc = kv_errorf(KV_ENOMEM, "out of memory");
+        ls->absent = a;
+        ls->absent_cap = rlen;
+    }
+    memset(ls->held, 0, (size_t)words * sizeof *ls->held);
     for (int32_t j = 0; j < ph->len; j++)
-        if (ph->pos[j] >= 0 && ph->pos[j] < need) ls->present[ph->pos[j]] = 1;
-    for (int q = 0; q < group; q++) {
+        if (ph->pos[j] >= 0 && ph->pos[j] < need) ls->held[ph->pos[j] >> 6] |= 1ull << (ph->pos[j] & 63);
+    /* the slots the policy lacks, in slot order, once for the group's
+     * query heads: each head's sum adds them as a scan of all would */
+    int32_t n_absent = 0;
+    for (int32_t w = 0; w * 64 < rlen; w++) {
+        uint64_t m = ~ls->held[w];
+        if (rlen - w * 64 < 64) m &= (1ull << (rlen - w * 64)) - 1;
+        for (; m; m &= m - 1) ls->absent[n_absent++] = w * 64 + __builtin_ctzll(m);
+    }
+    /* four heads' sums side by side: four chains of adds instead of one,
+     * each in slot order */
+    int q = 0;
+    for (; q + 4 <= group; q += 4) {
+        const float *r0 = rows + (size_t)q * stride, *r1 = r0 + stride, *r2 = r1 + stride, *r3 = r2 + stride;
+        double l0 = 0, l1 = 0, l2 = 0, l3 = 0;
+        for (int32_t i = 0; i < n_absent; i++) {
+            const int32_t j = ls->absent[i];
+            l0 += r0[j], l1 += r1[j], l2 += r2[j], l3 += r3[j];
+        }
+        ls->sum += l0, ls->sum += l1, ls->sum += l2, ls->sum += l3;
+    }
+    for (; q + 2 <= group; q += 2) {
+        const float *r0 = rows + (size_t)q * stride, *r1 = r0 + stride;
+        double l0 = 0, l1 = 0;
+        for (int32_t i = 0; i < n_absent; i++) l0 += r0[ls->absent[i]], l1 += r1[ls->absent[i]];
+        ls->sum += l0, ls->sum += l1;
+    }
+    for (; q < group; q++) {
         const float *row = rows + (size_t)q * stride;
         double lost = 0;
-        for (int32_t j = 0; j < rlen; j++)
-            if (!ls->present[rpos[j]]) lost += row[j];
+        for (int32_t i = 0; i < n_absent; i++) lost += row[ls->absent[i]];
         ls->sum += lost;
-        ls->count++;
     }
+    ls->count += group;
     return KV_OK;
 }
 
@@ -366,8 +500,12 @@ static int lost_on_layer(void *user, kv_cache *ref, const kv_attn_view *v) {
     int group = v->n_heads / v->n_kv_heads;
     for (int g = 0; g < v->n_kv_heads; g++) {
         kv_cache_head *rh = kv_cache_head_at(ref, v->layer, g);
+        /* positions only grow as a full cache appends: the last at len - 1 means slot j holds j */
+        if (rh->len && rh->pos[rh->len - 1] != rh->len - 1)
+            return ls->rc = kv_errorf(KV_EINVAL, "internal: the full cache of fidelity holds position %d in slot %d",
+                                      rh->pos[rh->len - 1], rh->len - 1);
         int rc = lost_add(ls, v->layer, g, group, v->last_row + (size_t)(g * group) * v->stride, (size_t)v->stride,
-                          rh->pos, rh->len, v->pos0 + v->n_new + 1);
+                          rh->len, v->pos0 + v->n_new + 1);
         if (rc) return rc;
     }
     return KV_OK;
@@ -391,8 +529,6 @@ typedef struct hx_ref_snap {
     int n_calls, cap_calls;
     float *rows;        /* per call [n_heads][len] */
     size_t n_rows, cap_rows;
-    int32_t *iota;      /* 0, 1, 2, ...: the full cache's positions */
-    int32_t n_iota;
     int ok;             /* the prompt's recording is complete (else: recompute) */
     int n_prompt_calls; /* calls [0, n_prompt_calls) are the prompt's */
     size_t n_prompt_rows;
@@ -408,7 +544,6 @@ static void ref_snap_free(hx_ref_snap *r) {
     kv_ctx_free(r->ctx);
     free(r->calls);
     free(r->rows);
-    free(r->iota);
     free(r->step_end);
     free(r);
 }
@@ -457,7 +592,7 @@ static int ref_replay(const hx_ref_snap *r, int c0, int c1, lost_state *ls, int 
         const ref_call *rc = &r->calls[c];
         for (int g = 0; g < n_kv_heads; g++) {
             int e = lost_add(ls, rc->layer, g, group, r->rows + rc->off + (size_t)(g * group) * rc->len,
-                             (size_t)rc->len, r->iota, rc->len, rc->need);
+                             (size_t)rc->len, rc->len, rc->need);
             if (e) return e;
         }
     }
@@ -467,17 +602,6 @@ static int ref_replay(const hx_ref_snap *r, int c0, int c1, lost_state *ls, int 
 /* The full cache after the prompt in en->ref_ctx, with the prompt calls'
  * lost mass added to ls: forked from the sample's snapshot when there is
  * one, else computed (and kept when sharing). */
-/* The full cache's positions 0..n-1, for replaying calls of up to n slots. */
-static int iota_reserve(hx_ref_snap *r, int32_t n) {
-    if (n <= r->n_iota) return KV_OK;
-    int32_t *b = realloc(r->iota, (size_t)n * sizeof *b);
-    if (!b) return kv_errorf(KV_ENOMEM, "out of memory");
-    for (int32_t j = r->n_iota; j < n; j++) b[j] = j;
-    r->iota = b;
-    r->n_iota = n;
-    return KV_OK;
-}
-
 static uint64_t prompt_key(const int32_t *prompt, int32_t n_prompt) {
     return kv_fnv1a64(kv_fnv1a64(KV_FNV1A64_INIT, &n_prompt, sizeof n_prompt), prompt, (size_t)n_prompt * sizeof *prompt);
 }
@@ -498,8 +622,6 @@ static int ref_prompt(hx_engine *en, const int32_t *prompt, int32_t n_prompt, lo
     rec_state st = {ls, r};
     if (en->share) {
         if (!r && !(r = en->ref_snap = calloc(1, sizeof *r))) return kv_errorf(KV_ENOMEM, "out of memory");
-        int e = iota_reserve(r, n_prompt);
-        if (e) return e;
         r->key = r->steps_key = 0;
         r->n_calls = r->n_prompt_calls = 0;
         r->n_rows = 0;
@@ -548,7 +670,7 @@ static int ref_side_begin(ref_side *rs, const int32_t *prompt, int32_t n_prompt,
     kv_ctx_reset(en->ref_ctx);
     int rc = ref_prompt(en, prompt, n_prompt, rs->ls);
     r = rs->r = en->ref_snap;
-    rs->record = !rc && en->share && r && r->ok && r->key == pkey && iota_reserve(r, n_prompt + ref->n) == KV_OK;
+    rs->record = !rc && en->share && r && r->ok && r->key == pkey;
     if (rs->record) { /* the steps of another continuation make way */
         r->n_calls = r->n_prompt_calls;
         r->n_rows = r->n_prompt_rows;
@@ -630,7 +752,8 @@ hx_fid_online *hx_fid_online_new(hx_engine *en, const int32_t *prompt, int32_t n
 
 void hx_fid_online_free(hx_fid_online *fo) {
     if (!fo) return;
-    free(fo->ls.present);
+    free(fo->ls.held);
+    free(fo->ls.absent);
     free(fo);
 }
 
@@ -704,7 +827,7 @@ int hx_drv_fidelity(hx_engine *en, kv_policy *pol, const int32_t *prompt, int32_
     } else {
         /* the policy's state right after the prompt: kept by its generation
          * run (the same computation), else read again */
-        rc = after && after->key ? snap_resume(en, pol, after) : read_prompt(en, pol, prompt, n_prompt, q_split, NULL, snap);
+        rc = after && after->key ? snap_resume(en, pol, after) : read_prompt(en, pol, prompt, n_prompt, q_split, NULL, snap, NULL);
         if (!rc && after && after->key) memcpy(en->logits, after->logits, (size_t)V * sizeof(float));
         if (!rc) rc = ref_side_begin(&rs, prompt, n_prompt, ref);
     }
@@ -720,7 +843,8 @@ int hx_drv_fidelity(hx_engine *en, kv_policy *pol, const int32_t *prompt, int32_
         }
     }
     ref_side_end(&rs, !rc && i == ref->n);
-    free(ls0.present);
+    free(ls0.held);
+    free(ls0.absent);
     if (rc) return rc;
     if (ls->rc) return ls->rc;
     out->kl_mean = ref->n ? acc.kl / ref->n : 0;
@@ -789,6 +913,7 @@ void hx_engine_close(hx_engine *en) {
     free(en->logits);
     kv_ctx_free(en->ctx);
     kv_ctx_free(en->ref_ctx);
+    kv_ctx_free(en->pass_ctx);
     ref_snap_free(en->ref_snap);
     memset(en, 0, sizeof *en);
 }

@@ -45,6 +45,7 @@ typedef struct hx_engine {
     int n_end;
     int share;        /* fidelity: reuse passes that every policy of a sample repeats (run --no-share: 0) */
     struct hx_ref_snap *ref_snap; /* the full cache right after a sample's prompt, for fidelity's lockstep */
+    kv_ctx *pass_ctx; /* one prompt pass read for several policies (hx_drv_prompt_pass); made when first needed */
 } hx_engine;
 
 /* A context, the logits and the model's end tokens (kv_tokenizer_end_tokens)
@@ -68,6 +69,7 @@ typedef struct hx_gen_result {
     int32_t slots_max;
     char stop[48];      /* why generation stopped: "end <token>", "newline", "stop token", "max_new_tokens" */
     int context_reused; /* the compressed context was a sample's before (question after compression) */
+    int prompt_shared;  /* the prompt pass served this many policies (hx_prompt_pass), or 0: its own */
     int over_budget;    /* some head held more than the policy may hold */
     size_t bytes_peak, bytes_final;
     size_t bytes_prompt_peak;  /* the most held while the prompt was read (before compression, when whole) */
@@ -92,6 +94,34 @@ typedef struct hx_ctx_snap {
 
 void hx_snap_free(hx_ctx_snap *s);
 
+/* One prompt pass read for several policies of a sample (pol_fanout):
+ * each member's compressed cache and the peak its own pass would have
+ * held, kept until its generation takes them (hx_gen_params.pass). The
+ * members are the caller's instances, left in their state after the
+ * prompt; nothing else may use them before their generation. */
+typedef struct hx_prompt_pass {
+    int n;
+    kv_policy **pol;   /* [n] */
+    kv_cache **cache;  /* [n] (NULL once taken) */
+    float *logits;     /* [vocab] the next-token logits after the prompt */
+    uint64_t key;      /* the prompt's tokens, hashed */
+    int32_t n_ctx;     /* the tokens read (a question after compression comes later) */
+    double seconds;    /* the pass's wall time, shared by its members' time to first token */
+} hx_prompt_pass;
+
+/* Reads prompt[0..n_ctx) once for the n policies (pairwise
+ * pol_share_compatible; each begun here with pol_begin) on en->pass_ctx.
+ * On failure nothing is kept (hx_prompt_pass_free is still safe). */
+int hx_drv_prompt_pass(hx_engine *en, kv_policy *const *pols, int n, const int32_t *prompt, int32_t n_ctx,
+                       hx_prompt_pass *out);
+void hx_prompt_pass_free(hx_prompt_pass *pp);
+/* Whether a generation with this snap (question after compression) resumes
+ * from it rather than reading the prompt: then it has no prompt pass. */
+int hx_drv_snap_holds(const hx_ctx_snap *snap, const int32_t *prompt, int32_t n_prompt, int32_t q_split);
+/* The tokens a prompt pass reads: the context before a question asked
+ * after compression, else the whole prompt. */
+int32_t hx_drv_pass_tokens(int32_t n_prompt, int32_t q_split);
+
 /* Fidelity done during a policy's generation while its tokens are the
  * full cache's: those steps are the teacher-forced run's own, so their
  * statistics come from the generation, and hx_drv_fidelity resumes where
@@ -110,6 +140,7 @@ typedef struct hx_gen_params {
     hx_ctx_snap *after;  /* gets the state right after the prompt (for fidelity), or NULL; with
                             fid, the state where the tokens part from fid's reference */
     hx_fid_online *fid;  /* fidelity during the generation, or NULL */
+    hx_prompt_pass *pass; /* the sample's shared prompt pass, or NULL: the policy resumes from it if a member */
     /* each generated piece as it comes (generate's streaming), or NULL */
     void (*on_piece)(void *user, const char *piece, size_t len);
     void *user;

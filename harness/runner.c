@@ -688,15 +688,12 @@ static int sample_prompt(task_ctx *tk, sample_ctx *sc) {
 }
 
 /* The full cache's run of the sample, every step's logits kept: what
- * fidelity compares each policy with. */
-static int reference_run(task_ctx *tk, sample_ctx *sc) {
-    kv_policy *full = NULL;
-    pol_budget none = {POL_BUDGET_NONE, 0};
-    int rc = pol_new("full", NULL, 0, &none, tk->rs->e->seed, tk->en->d.mi, &full);
+ * fidelity compares each policy with. full: its policy (a member of pass
+ * when pass is given). */
+static int reference_run(task_ctx *tk, sample_ctx *sc, kv_policy *full, hx_prompt_pass *pass) {
     hx_gen_params gp = {.max_new = sc->max_new, .q_split = sc->q_split, .stop_newline = tk->t->stop_newline,
-                        .stop_id = tk->stop_id, .keep_logits = 1};
-    if (!rc) rc = hx_drv_generate(&tk->en->d, full, sc->ids, (int32_t)sc->n_prompt, &gp, &sc->ref);
-    pol_free(full);
+                        .stop_id = tk->stop_id, .keep_logits = 1, .pass = pass};
+    int rc = hx_drv_generate(&tk->en->d, full, sc->ids, (int32_t)sc->n_prompt, &gp, &sc->ref);
     if (rc)
         fprintf(stderr, "kvbench run: task %s sample %s (full-cache reference): %s\n", tk->t->name, sc->s->id,
                 kv_last_error());
@@ -761,7 +758,7 @@ static int put_fidelity(task_ctx *tk, sample_ctx *sc, task_run *tr, unit_out *u,
 }
 
 /* A generation: the output, the kind's scores, timings and fidelity. */
-static int run_generate(task_ctx *tk, sample_ctx *sc, task_run *tr, unit_out *u) {
+static int run_generate(task_ctx *tk, sample_ctx *sc, task_run *tr, unit_out *u, hx_prompt_pass *pass) {
     const hx_task_def *t = tk->t;
     const int is_full = !strcmp(pol_name(tr->pol), "full");
     /* fidelity resumes from this run's post-prompt state */
@@ -774,9 +771,11 @@ static int run_generate(task_ctx *tk, sample_ctx *sc, task_run *tr, unit_out *u)
     hx_fid_online *fo = fid ? hx_fid_online_new(&tk->en->d, sc->ids, (int32_t)sc->n_prompt, &sc->ref, kld) : NULL;
     hx_gen_params gp = {.max_new = sc->max_new, .q_split = sc->q_split, .stop_newline = t->stop_newline,
                         .stop_id = tk->stop_id, .snap = t->question_after ? &tr->snap : NULL,
-                        .after = fid ? &tk->after : NULL, .fid = fo};
+                        .after = fid ? &tk->after : NULL, .fid = fo, .pass = pass};
     int rc = hx_drv_generate(&tk->en->d, tr->pol, sc->ids, (int32_t)sc->n_prompt, &gp, &u->g);
     if (!rc && t->question_after) hx_metric_put(&u->ml, "context_reused", u->g.context_reused);
+    /* how many runs the prompt's pass served (1: its own), beside the timings it explains */
+    if (!rc) hx_metric_put(&u->ml, "prompt_pass_runs", u->g.prompt_shared ? u->g.prompt_shared : 1);
     hx_score_in in = {.t = t, .s = sc->s, .g = &u->g, .lbc = &tk->lbc};
     if (!rc && tk->ki->score) rc = tk->ki->score(&u->ml, &in, &u->pred);
     if (!rc) put_timing(&u->ml, &u->g);
@@ -822,14 +821,14 @@ static int write_unit(task_ctx *tk, sample_ctx *sc, task_run *tr, unit_out *u) {
 }
 
 /* One unit: run k of the task on the sample, scored and stored. */
-static int run_unit(task_ctx *tk, sample_ctx *sc, int k) {
+static int run_unit(task_ctx *tk, sample_ctx *sc, int k, hx_prompt_pass *pass) {
     task_run *tr = &tk->tr[k];
     const char *label = tk->rs->e->policy[tr->cell->policy].label;
     unit_out u = {0};
     /* this sample's own random draws (Keyformer's noise), the same in
      * every run, shard and resume */
     pol_set_sample_seed(tr->pol, kv_fnv1a64(KV_FNV1A64_INIT, sc->s->id, strlen(sc->s->id)));
-    int rc = tk->stream ? run_stream(tk, sc, tr->pol, &u) : run_generate(tk, sc, tr, &u);
+    int rc = tk->stream ? run_stream(tk, sc, tr->pol, &u) : run_generate(tk, sc, tr, &u, pass);
     if (!rc) rc = write_unit(tk, sc, tr, &u);
     if (rc)
         fprintf(stderr, "\nkvbench run: task %s sample %s policy %s budget %s: %s\n", tk->t->name, sc->s->id, label,
@@ -845,6 +844,99 @@ static int run_unit(task_ctx *tk, sample_ctx *sc, int k) {
     return rc ? -1 : 0;
 }
 
+/* The sample's policies that read the prompt: the full-cache reference's
+ * (c = -1, when fidelity needs it) and each unit's; a unit resuming a
+ * context compressed before (question after compression) reads none. */
+typedef struct share_plan {
+    kv_policy **pol;  /* [n] */
+    int *unit;        /* [n] an index into todo, or -1: the reference */
+    uint8_t *done;    /* [n] */
+    int n;
+    kv_policy **grp;  /* [n] a group's policies */
+    int *idx;         /* [n] and their candidates */
+} share_plan;
+
+/* One group: candidate a and every later one not yet run that is
+ * compatible with all the group's (pol_share_compatible), read
+ * in one pass; the reference first, then the units. Returns 1 when the
+ * group was run, 0 when a has no partner, -1 on failure. */
+static int run_group(task_ctx *tk, sample_ctx *sc, share_plan *sp, int a, int *ref_done) {
+    kv_policy **pols = sp->grp;
+    int *idx = sp->idx, n = 0, with_ref = 0;
+    for (int b = a; b < sp->n; b++) {
+        int fits = !sp->done[b] && pol_shares_prompt(sp->pol[b]);
+        for (int i = 0; i < n && fits; i++) fits = pol_share_compatible(pols[i], sp->pol[b]);
+        if (fits) {
+            pols[n] = sp->pol[b];
+            idx[n++] = b;
+            with_ref |= sp->unit[b] < 0;
+        }
+    }
+    if (n < 2) return 0;
+    /* fidelity's reference comes before any unit: on its own pass if not in this group */
+    if (sc->need_ref && !*ref_done && !with_ref) {
+        if (reference_run(tk, sc, sp->pol[0], NULL)) return -1;
+        sp->done[0] = 1;
+        *ref_done = 1;
+    }
+    hx_prompt_pass pass;
+    if (hx_drv_prompt_pass(&tk->en->d, pols, n, sc->ids, hx_drv_pass_tokens((int32_t)sc->n_prompt, sc->q_split),
+                           &pass)) {
+        fprintf(stderr, "kvbench run: task %s sample %s (the shared prompt pass): %s\n", tk->t->name, sc->s->id,
+                kv_last_error());
+        return -1;
+    }
+    int status = 0;
+    for (int i = 0; i < n && status == 0 && !run_stop_signal; i++) {
+        sp->done[idx[i]] = 1;
+        if (sp->unit[idx[i]] < 0) {
+            status = reference_run(tk, sc, pols[i], &pass);
+            *ref_done = 1;
+        } else {
+            status = run_unit(tk, sc, tk->todo[sp->unit[idx[i]]], &pass);
+        }
+    }
+    hx_prompt_pass_free(&pass);
+    return status ? -1 : 1;
+}
+
+/* The sample's units and fidelity's reference, groups of compatible
+ * policies each on one prompt pass (pol_share_compatible), the rest on
+ * their own. */
+static int run_sample_units(task_ctx *tk, sample_ctx *sc, kv_policy *ref) {
+    share_plan sp = {0};
+    const int cap = sc->n_todo + 1;
+    sp.pol = malloc((size_t)cap * sizeof *sp.pol);
+    sp.unit = malloc((size_t)cap * sizeof *sp.unit);
+    sp.done = calloc((size_t)cap, 1);
+    sp.grp = malloc((size_t)cap * sizeof *sp.grp);
+    sp.idx = malloc((size_t)cap * sizeof *sp.idx);
+    int status = sp.pol && sp.unit && sp.done && sp.grp && sp.idx ? 0 : -1, ref_done = !ref;
+    if (ref && !status) sp.pol[sp.n] = ref, sp.unit[sp.n++] = -1;
+    for (int q = 0; q < sc->n_todo && !status; q++) {
+        task_run *tr = &tk->tr[tk->todo[q]];
+        pol_set_sample_seed(tr->pol, kv_fnv1a64(KV_FNV1A64_INIT, sc->s->id, strlen(sc->s->id)));
+        if (!hx_drv_snap_holds(tk->t->question_after ? &tr->snap : NULL, sc->ids, (int32_t)sc->n_prompt, sc->q_split))
+            sp.pol[sp.n] = tr->pol, sp.unit[sp.n++] = q;
+    }
+    const int share = !tk->stream && tk->en->d.share;
+    for (int a = 0; share && a < sp.n && !status && !run_stop_signal; a++)
+        if (!sp.done[a] && pol_shares_prompt(sp.pol[a]) && run_group(tk, sc, &sp, a, &ref_done) < 0) status = -1;
+    if (!status && !ref_done) status = reference_run(tk, sc, ref, NULL);
+    for (int q = 0; q < sc->n_todo && status == 0 && !run_stop_signal; q++) {
+        int own = 1;
+        for (int i = 0; i < sp.n; i++)
+            if (sp.unit[i] == q && sp.done[i]) own = 0;
+        if (own) status = run_unit(tk, sc, tk->todo[q], NULL);
+    }
+    free(sp.pol);
+    free(sp.unit);
+    free(sp.done);
+    free(sp.grp);
+    free(sp.idx);
+    return status;
+}
+
 /* Every unit of sample si that is ours to do. A stop asked for ends the
  * sample after its unit in flight; the units claimed and not run are
  * released at the end. */
@@ -853,8 +945,14 @@ static int run_sample(task_ctx *tk, int si) {
     if (claim_units(tk, &sc)) return -1;
     if (sc.n_todo == 0) return 0;
     int status = sample_prompt(tk, &sc);
-    if (!status && sc.need_ref) status = reference_run(tk, &sc);
-    for (int q = 0; q < sc.n_todo && status == 0 && !run_stop_signal; q++) status = run_unit(tk, &sc, tk->todo[q]);
+    kv_policy *ref = NULL;
+    pol_budget none = {POL_BUDGET_NONE, 0};
+    if (!status && sc.need_ref && pol_new("full", NULL, 0, &none, tk->rs->e->seed, tk->en->d.mi, &ref)) {
+        fprintf(stderr, "kvbench run: %s\n", kv_last_error());
+        status = -1;
+    }
+    if (!status) status = run_sample_units(tk, &sc, ref);
+    pol_free(ref);
     hx_gen_free(&sc.ref);
     hx_prompt_free(&sc.hp);
     free(sc.ids);
@@ -1083,7 +1181,8 @@ int hx_cmd_run(int argc, char **argv, int help) {
     hx_opt opts[] = {
         {"dry-run", 0, HX_OPT_FLAG, &dry, NULL, "print the expanded sweep and its size, run nothing"},
         {"no-share", 0, HX_OPT_FLAG, &no_share, NULL,
-         "fidelity: recompute each policy's prompt and the full cache's (the same results, slower; for checking)"},
+         "each run reads its own prompt, fidelity recomputes what it shares (the same results, slower: a check, "
+         "and per-method prompt timings)"},
         {"only", 0, HX_OPT_STR, &only, "K=V,...", "run only these models, tasks, policies (label or name) or budgets"},
         {"shard", 0, HX_OPT_STR, &shard, "I/N", "run the units whose number is I modulo N (I from 0)"},
         {"db", 0, HX_OPT_STR, &db_path, "PATH", "results database (default: the experiment's db)"},

@@ -133,6 +133,36 @@ int pol_eval_prompt(kv_policy *p, kv_ctx *ctx, const int32_t *tokens, int32_t n,
  * pol_ops.check_model); call once a model is loaded, before any work. */
 int pol_check_model(const kv_policy *p, const kv_model *m);
 
+/* ------------------------------------ one prompt pass for several policies */
+
+/* With prefill=whole the prompt's pass does not depend on the policy: one
+ * pass can serve several (pol_fanout). A policy can share it unless it
+ * reads the prompt its own way (eval_prompt), cuts the engine's forwards
+ * (split), streams, or asks for decayed column sums. */
+int pol_shares_prompt(const kv_policy *p);
+/* Whether a and b can read one pass: both share, with the same positions=
+ * setting, and, when both reduce logit rows (Keyformer), the same method,
+ * parameters and draws, so that one reduction serves both. */
+int pol_share_compatible(const kv_policy *a, const kv_policy *b);
+
+/* A hook serving n compatible policies, each begun (pol_begin) for the
+ * same prompt, from one context: while the prompt is read each gathers
+ * its statistics from the shared cache, seeing what it would see alone;
+ * at the call that ends the prompt each layer is copied into caches[i]
+ * (empty, the context's shape and type) and policy i compresses that
+ * copy. After one kv_ctx_eval of the prompt, caches[i] holds what policy
+ * i's own pass would have left; continue on a context with
+ * kv_ctx_fork_cache. The shared cache is not evicted from. KV_EINVAL for
+ * an incompatible member or another prompt length, KV_ENOMEM. */
+typedef struct pol_fanout pol_fanout;
+int pol_fanout_new(kv_policy *const *pols, kv_cache *const *caches, int n, pol_fanout **out);
+/* Installs f as ctx's hook (kv_ctx_set_hook(ctx, NULL) removes it). */
+void pol_fanout_attach(pol_fanout *f, kv_ctx *ctx);
+/* The most KV bytes policy i's own pass would have held while the prompt
+ * was read, measured on the shared cache and caches[i] (see fanout.c). */
+size_t pol_fanout_prompt_peak(const pol_fanout *f, int i);
+void pol_fanout_free(pol_fanout *f);
+
 /* Prints the registry with each policy's parameter table. */
 void pol_print_all(void);
 

@@ -51,7 +51,10 @@ struct pol_ops {
     void (*plan)(kv_policy *p, kv_attn_plan *plan);
     /* KV_NEED_LOGITS: reduces one query's raw logit row (called from the
      * engine's threads, concurrently: it may only read p and write r->acc,
-     * r->tmp). */
+     * r->tmp). What it adds may depend only on the row, the method, its
+     * parameters, n_prompt and draw_seed: one prompt pass then serves
+     * instances that differ in anything else, the budget included
+     * (pol_share_compatible). */
     void (*reduce_row)(const kv_policy *p, const kv_logit_row *r);
     /* Optional: how many of the next n tokens from position pos0 one
      * forward may process (see kv_ctx_hook.split). */

@@ -337,6 +337,142 @@ static void test_fork_anywhere(void **state) {
         for (size_t i = 0; i < sizeof points / sizeof points[0]; i++) fork_at(cfg[k][0], cfg[k][1], points[i]);
 }
 
+/* ------------------------------------------------ one pass, several policies */
+
+typedef struct member { const char *name, *set, *budget; } member;
+
+static kv_policy *make_budget(const member *m) {
+    kv_policy *p = tu_policy(g_model, m->name, m->budget, m->set, 5);
+    if (pol_check_model(p, g_model)) fail_msg("%s %s: %s", m->name, m->set, kv_last_error());
+    pol_set_sample_seed(p, 77);
+    return p;
+}
+
+/* The members read the prompt in one pass (pol_fanout) on a context whose
+ * forwards take `batch` tokens, so that the prompt spans several calls;
+ * each then continues on its own context. Each must equal its own pass
+ * (same batch) bit for bit: the logits after the prompt, the cache (slots,
+ * keys, values, bytes and the peak while the prompt was read), the
+ * policy's limits, and the question and generation after it. */
+static void check_fanout(const member *ms, int n, int32_t batch) {
+    kv_ctx *shared = ctx_new_batch(2, batch);
+    kv_policy *pols[16];
+    kv_cache *caches[16];
+    assert_true(n <= 16);
+    for (int i = 0; i < n; i++) {
+        pols[i] = make_budget(&ms[i]);
+        pol_begin(pols[i], PROMPT);
+        assert_int_equal(kv_cache_new(LAYERS, KV_HEADS, DIM / HEADS, KV_CACHE_F32, &caches[i]), KV_OK);
+    }
+    pol_fanout *f;
+    if (pol_fanout_new(pols, caches, n, &f)) fail_msg("pol_fanout_new: %s", kv_last_error());
+    pol_fanout_attach(f, shared);
+    float got[VOCAB], want[VOCAB];
+    if (kv_ctx_eval(shared, g_prompt, PROMPT, got, 0)) fail_msg("the shared pass: %s", kv_last_error());
+    kv_ctx_set_hook(shared, NULL);
+    assert_int_equal(kv_cache_max_len(kv_ctx_cache(shared)), PROMPT); /* nothing was evicted from it */
+    for (int i = 0; i < n; i++) {
+        char what[160];
+        snprintf(what, sizeof what, "%s %s budget %s (of %d sharing, batch %d)", ms[i].name, ms[i].set, ms[i].budget,
+                 n, batch);
+        kv_cache_reset_peak(caches[i]);
+        kv_cache_raise_peak(caches[i], pol_fanout_prompt_peak(f, i));
+        kv_ctx *mine = ctx_new(1), *alone = ctx_new_batch(1, batch);
+        if (kv_ctx_fork_cache(shared, caches[i], mine)) fail_msg("%s: kv_ctx_fork_cache: %s", what, kv_last_error());
+        pol_attach(pols[i], mine);
+        kv_policy *p = make_budget(&ms[i]);
+        pol_begin(p, PROMPT);
+        pol_attach(p, alone);
+        if (kv_ctx_eval(alone, g_prompt, PROMPT, want, 0)) fail_msg("%s: alone: %s", what, kv_last_error());
+        if (memcmp(got, want, sizeof got)) fail_msg("%s: the logits after the prompt differ from its own pass", what);
+        rec a = {0}, b = {0};
+        rec_state(&a, alone, p);
+        rec_state(&b, mine, pols[i]);
+        if (a.n != b.n || memcmp(a.b, b.b, a.n))
+            fail_msg("%s: after the prompt the cache (or its bytes, peak, limits) differs from its own pass", what);
+        free(a.b), free(b.b);
+        trace ta, tb;
+        cont(alone, p, g_qa, &ta);
+        cont(mine, pols[i], g_qa, &tb);
+        trace_check(&ta, &tb, what);
+        trace_free(&ta), trace_free(&tb);
+        pol_free(p);
+        kv_ctx_free(mine), kv_ctx_free(alone);
+        kv_cache_free(caches[i]);
+        pol_free(pols[i]);
+    }
+    pol_fanout_free(f);
+    kv_ctx_free(shared);
+}
+
+/* Groups as a sweep forms them: every method that can share at two
+ * budgets (Keyformer's reduction serving both), each positions= mode, and
+ * windows of several sizes in one union. Batches 16 (the prompt in 4
+ * calls, SnapKV's window straddling two) and 512 (one call). */
+static void test_fanout(void **state) {
+    (void)state;
+    make_tokens();
+    const member original[] = {
+        {"full", "", "none"}, {"window", "", "40%"}, {"h2o", "", "40%"}, {"h2o", "sim=1", "24"},
+        {"tova", "", "24"}, {"random", "", "40%"}, {"knorm", "", "24"}, {"keyformer", "", "40%"},
+        {"keyformer", "", "24"}, {"snapkv", "", "24"}, {"snapkv", "window=8", "40%"},
+        {"pyramidkv", "granularity=query_head", "40%"}, {"adakv", "window=8", "24"}, {"zigzag", "", "40%"},
+        {"sentinel_proxy", "mode=merge", "40%"}, {"snapkv", "window=60", "50"},
+    };
+    const member in_cache[] = {{"streamingllm", "", "24"}, {"tova", "positions=cache", "40%"},
+                               {"keyformer", "positions=cache,selection=paper", "24"}};
+    const member rerotate[] = {{"h2o", "positions=rerotate", "24"}, {"snapkv", "window=8,positions=rerotate", "40%"},
+                               {"zigzag", "window=8,positions=rerotate", "24"}, {"window", "positions=rerotate", "40%"},
+                               {"knorm", "schedule=every_step,positions=rerotate", "24"}};
+    const int32_t batches[] = {16, 512};
+    for (int b = 0; b < 2; b++) {
+        check_fanout(original, (int)(sizeof original / sizeof original[0]), batches[b]);
+        check_fanout(in_cache, (int)(sizeof in_cache / sizeof in_cache[0]), batches[b]);
+        check_fanout(rerotate, (int)(sizeof rerotate / sizeof rerotate[0]), batches[b]);
+    }
+}
+
+/* What cannot share a pass is refused, by policy and by pair. */
+static void test_fanout_refusals(void **state) {
+    (void)state;
+    const member alone[] = {{"cascade", "", "24"}, {"h2o", "prefill=streaming,chunk=16", "24"},
+                            {"sentinel", "cl=1022,cr=1023", "40%"}};
+    for (size_t i = 0; i < sizeof alone / sizeof alone[0]; i++) {
+        kv_policy *p = make_budget(&alone[i]);
+        if (pol_shares_prompt(p)) fail_msg("%s %s: said to share a prompt pass", alone[i].name, alone[i].set);
+        pol_free(p);
+    }
+    const member pairs[][2] = {
+        {{"keyformer", "", "24"}, {"keyformer", "noise=constant", "24"}}, /* two reductions */
+        {{"h2o", "", "24"}, {"h2o", "positions=rerotate", "24"}},         /* keys stored otherwise */
+        {{"window", "", "24"}, {"streamingllm", "", "24"}},
+    };
+    for (size_t i = 0; i < sizeof pairs / sizeof pairs[0]; i++) {
+        kv_policy *p[2] = {make_budget(&pairs[i][0]), make_budget(&pairs[i][1])};
+        if (pol_share_compatible(p[0], p[1])) fail_msg("%s %s with %s %s: said to be compatible", pairs[i][0].name,
+                                                       pairs[i][0].set, pairs[i][1].name, pairs[i][1].set);
+        kv_cache *c[2];
+        assert_int_equal(kv_cache_new(LAYERS, KV_HEADS, DIM / HEADS, KV_CACHE_F32, &c[0]), KV_OK);
+        assert_int_equal(kv_cache_new(LAYERS, KV_HEADS, DIM / HEADS, KV_CACHE_F32, &c[1]), KV_OK);
+        pol_begin(p[0], PROMPT), pol_begin(p[1], PROMPT);
+        pol_fanout *f = NULL;
+        assert_int_equal(pol_fanout_new(p, c, 2, &f), KV_EINVAL);
+        assert_null(f);
+        assert_non_null(strstr(kv_last_error(), "cannot share a prompt pass"));
+        kv_cache_free(c[0]), kv_cache_free(c[1]);
+        pol_free(p[0]), pol_free(p[1]);
+    }
+    /* members begun for other prompt lengths */
+    const member m = {"h2o", "", "24"};
+    kv_policy *p[2] = {make_budget(&m), make_budget(&m)};
+    pol_begin(p[0], PROMPT), pol_begin(p[1], PROMPT - 1);
+    kv_cache *c[2] = {NULL, NULL};
+    pol_fanout *f = NULL;
+    assert_int_equal(pol_fanout_new(p, c, 2, &f), KV_EINVAL);
+    assert_non_null(strstr(kv_last_error(), "prompt tokens"));
+    pol_free(p[0]), pol_free(p[1]);
+}
+
 /* kv_cache_copy lays a head out as its source (capacity, offset), shares
  * nothing, and both then evolve alike. */
 static void test_cache_copy(void **state) {
@@ -432,6 +568,8 @@ int main(void) {
         cmocka_unit_test(test_fork_no_policy),
         cmocka_unit_test(test_fork_anywhere),
         cmocka_unit_test(test_fork_every_policy),
+        cmocka_unit_test(test_fanout),
+        cmocka_unit_test(test_fanout_refusals),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -158,6 +158,30 @@ else
   bad "shared fidelity passes" "$(diff "$tmp/full.txt" "$tmp/noshare.txt" | head -5)"
 fi
 
+# --- one prompt pass for every policy of a sample: every method, each
+# positions= mode, two Keyformer reductions, cascade's own pass, a question
+# after compression, fidelity's reference; the same rows as a pass each
+share_ini=$here/experiments/share.ini
+if KVBENCH_TEST_DB=$tmp/share1.db "$kv" run "$share_ini" --threads 2 -q &&
+   KVBENCH_TEST_DB=$tmp/share0.db "$kv" run "$share_ini" --threads 1 -q --no-share &&
+   dump "$tmp/share1.db" >"$tmp/share1.txt" && dump "$tmp/share0.db" >"$tmp/share0.txt" &&
+   [ -s "$tmp/share1.txt" ] && cmp -s "$tmp/share1.txt" "$tmp/share0.txt"; then
+  ok "one prompt pass per sample gives the same rows as a pass per policy (--no-share)"
+else
+  bad "shared prompt pass" "$(diff "$tmp/share1.txt" "$tmp/share0.txt" | head -5)"
+fi
+# the passes were shared (22 runs: the reference, full and 10 methods x 2
+# budgets), cascade read its own, the two Keyformers apart; none with --no-share
+q1() { $py -c 'import sqlite3,sys; print(sqlite3.connect(sys.argv[1]).execute(sys.argv[2]).fetchone()[0])' "$@"; }
+pp="select group_concat(distinct r.policy_label || '=' || cast(m.value as int)) from metrics m join runs r on r.id=m.run
+    where m.name='prompt_pass_runs' and r.task='cnndm' and r.policy_label in ('h2o','casc','kf','kfc','full')"
+got1=$(q1 "$tmp/share1.db" "$pp"); got0=$(q1 "$tmp/share0.db" "select group_concat(distinct cast(value as int)) from metrics where name='prompt_pass_runs'")
+if [ "$(echo "$got1" | tr ',' '\n' | sort | tr '\n' ' ')" = "casc=1 full=22 h2o=22 kf=22 kfc=2 " ] && [ "$got0" = 1 ]; then
+  ok "the prompt pass served 22 runs of a sample, cascade its own, Keyformer's other noise apart"
+else
+  bad "prompt_pass_runs" "shared: $got1; --no-share: $got0"
+fi
+
 # --- a rerun does nothing new
 export KVBENCH_TEST_DB=$tmp/full.db
 out=$("$kv" run "$ini" --threads 1 2>&1)
@@ -402,7 +426,7 @@ out=$(KVBENCH_TEST_DB=$tmp/reuse.db "$kv" run "$tmp/reuse.ini" --threads 1 -q 2>
 chk=$($py - "$tmp/reuse.db" <<'PY' 2>&1
 import sqlite3, sys
 d = sqlite3.connect(sys.argv[1])
-skip = ('ttft_ms', 'decode_tokens_per_s', 'latency_p50_ms', 'latency_p95_ms', 'latency_p99_ms', 'context_reused')
+skip = ('ttft_ms', 'decode_tokens_per_s', 'latency_p50_ms', 'latency_p95_ms', 'latency_p99_ms', 'context_reused', 'prompt_pass_runs')
 rows = {}
 for task, pol, ref, out, n in d.execute("select r.task, r.policy_label, s.reference, s.output, s.prompt_tokens "
                                         "from runs r join samples s on s.run = r.id"):

@@ -18,7 +18,7 @@ expect_fail() {
 }
 
 # dump DB: every column but timings (and when a sample finished), every
-# metric but timings, curves, KV traces and the runs' specs, in a fixed order.
+# metric but timings (and prompt_pass_runs, which explains them), curves, KV traces and the runs' specs, in a fixed order.
 dump() {
   /usr/bin/python3 - "$1" 2>/dev/null <<'PY'
 import sqlite3, sys
@@ -28,7 +28,7 @@ for r in db.execute("select run, sample, idx, length, depth, prompt_tokens, gene
                     "order by run, sample"):
     print(r)
 for r in db.execute("select run, sample, name, value from metrics where name not in "
-                    "('ttft_ms','decode_tokens_per_s','tokens_per_s','latency_p50_ms','latency_p95_ms','latency_p99_ms') "
+                    "('ttft_ms','decode_tokens_per_s','tokens_per_s','latency_p50_ms','latency_p95_ms','latency_p99_ms','prompt_pass_runs') "
                     "order by run, sample, name"):
     print(r)
 for t in ("curves", "kv_trace"):
