@@ -11,12 +11,14 @@
 
 #include <cblas.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
 #include "kv_error.h"
+#include "quant.h"
 #include "threadpool.h"
 
 /* Rows of a non-f32 weight dequantized at once for sgemm in prefill:
@@ -308,11 +310,39 @@ static void norm_row(const kv_ctx *c, float *out, const float *x, const float *w
     else rmsnorm(out, x, w, c->mi->dim, c->mi->norm_eps);
 }
 
+/* llama.cpp's GELU (ggml_vec_gelu_f32 and ggml_vec_geglu_f32 as built by
+ * default, GGML_GELU_FP16): 0 below -10, x above 10, else x rounded to fp16
+ * and looked up in a table of the tanh form computed in fp32 at every fp16
+ * value and rounded to fp16. The int8 kernel mode computes what llama.cpp
+ * computes, so it takes this GELU too (gemma2's logits moved by ~5e-3
+ * relative without it). */
+static uint16_t g_gelu_f16[65536];
+static pthread_once_t g_gelu_once = PTHREAD_ONCE_INIT;
+
+static void gelu_table_init(void) {
+    for (uint32_t i = 0; i < 65536; i++) {
+        const float f = kv_fp16_to_fp32((uint16_t)i);
+        g_gelu_f16[i] = kv_fp32_to_fp16(0.5f * f * (1.0f + tanhf(0.79788456080286535587989211986876f * f *
+                                                                 (1.0f + 0.044715f * f * f))));
+    }
+}
+
+static void gelu_ggml(float *x, size_t n) {
+    pthread_once(&g_gelu_once, gelu_table_init);
+    for (size_t i = 0; i < n; i++)
+        x[i] = x[i] <= -10.0f ? 0.0f : x[i] >= 10.0f ? x[i] : kv_fp16_to_fp32(g_gelu_f16[kv_fp32_to_fp16(x[i])]);
+}
+
 /* x[i] = GELU(x[i]): the tanh approximation (llama.cpp's for MPT) or the
- * exact erf form (Hugging Face MPT's nn.GELU()); see kv_gelu. */
+ * exact erf form (Hugging Face MPT's nn.GELU()); see kv_gelu. The int8
+ * kernel mode's tanh form is llama.cpp's table (gelu_ggml). */
 static void gelu(float *x, size_t n, kv_gelu kind) {
     if (kind == KV_GELU_ERF) {
         for (size_t i = 0; i < n; i++) x[i] = 0.5f * x[i] * (1.0f + erff(x[i] * 0.70710678118654752f));
+        return;
+    }
+    if (kv_kernels_mode() == KV_KERNELS_INT8) {
+        gelu_ggml(x, n);
         return;
     }
     for (size_t i = 0; i < n; i++) {

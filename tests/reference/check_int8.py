@@ -8,10 +8,12 @@ ggml's block definitions:
 - K-quant weights: blocks of 256 as block_q8_K, the scale the reciprocal
   of the fp32 multiplier 127/amax (the sign of the block's extreme,
   which ggml carries in both, cancels);
-- F16 / BF16 weights: activations rounded to that type.
+- F16 / BF16 weights: activations rounded to that type;
+- GELU (gemma2's GeGLU) through ggml's fp16 table (gelu_ggml).
 
 One token (position 0: the attention returns the value row), on
-synthetic Llama files of each type written by `kvbench synth`; the
+synthetic Llama files of each type and Gemma 2 files of three, written by
+`kvbench synth`; the
 logits must agree within 1e-5 of the largest. The float mode, against the
 unrounded forward, within 1e-5 too; and the two references differ by
 more than ten times that (the rounding is what is checked). Prints a line per
@@ -32,6 +34,7 @@ import arch_ref  # noqa: E402
 
 TOL = 1e-5
 TYPES = ['q8_0', 'q4_0', 'q4_k', 'q5_k', 'q6_k', 'q3_k', 'q2_k', 'f16', 'bf16']
+GEMMA_TYPES = ['q8_0', 'q4_k', 'bf16']  # GeGLU: llama.cpp's fp16 GELU table in int8 mode
 TOKEN = 5
 
 
@@ -66,20 +69,40 @@ def rounding(wtype):
     return {'f16': to_f16, 'bf16': to_bf16}[wtype]
 
 
-def forward_first(model, rnd):
-    """The logits of one token at position 0; rnd(x) rounds each product's input."""
+def gelu_ggml(x):
+    """llama.cpp's GELU as its CPU backend is built by default (GGML_GELU_FP16,
+    ggml_vec_geglu_f32): 0 at or below -10, x at or above 10, else the input
+    rounded to fp16 indexes a table of the tanh form computed in fp32 at that
+    fp16 value and rounded to fp16."""
+    x32 = np.asarray(x, dtype=np.float32)
+    h = x32.astype(np.float16).astype(np.float32)
+    k, a, half, one = np.float32(0.79788456080286535587989211986876), np.float32(0.044715), np.float32(0.5), np.float32(1)
+    g = (half * h * (one + np.tanh(k * h * (one + a * h * h)))).astype(np.float32)
+    y = g.astype(np.float16).astype(np.float32)
+    return np.where(x32 <= -10, np.float32(0), np.where(x32 >= 10, x32, y)).astype(np.float64)
+
+
+def forward_first(model, rnd, gelu=arch_ref.gelu_tanh):
+    """The logits of one token at position 0; rnd(x) rounds each product's
+    input. Gemma: embeddings times sqrt(dim), (1 + w) norms, the post-norms,
+    GeGLU with `gelu`, the final soft-cap (one key: the attention's cap
+    changes nothing)."""
     c = model['cfg']
-    H, KV, hd = c['n_heads'], c['n_kv_heads'], c['head_dim']
+    H, KV, hd, gemma = c['n_heads'], c['n_kv_heads'], c['head_dim'], c['gemma']
     mm = lambda h, W: rnd(h[0]).astype(np.float64)[None, :] @ W.T.astype(np.float64)  # noqa: E731
-    x = model['emb'][TOKEN][None, :].astype(np.float64)
+    norm = lambda x, w: arch_ref.rmsnorm(x, w, c['eps'], gemma)  # noqa: E731
+    x = model['emb'][TOKEN][None, :].astype(np.float64) * (np.sqrt(np.float32(c['dim'])) if gemma else 1.0)
     for L in model['layers']:
-        v = mm(arch_ref.rmsnorm(x, L['attn_norm'], c['eps']), L['wv'])
+        v = mm(norm(x, L['attn_norm']), L['wv'])
         o = np.concatenate([v[0, (h // (H // KV)) * hd:(h // (H // KV) + 1) * hd] for h in range(H)])[None, :]
-        x = x + mm(o, L['wo'])
-        h = arch_ref.rmsnorm(x, L['ffn_norm'], c['eps'])
+        a = mm(o, L['wo'])
+        x = x + (norm(a, L['post_attn']) if L['post_attn'] is not None else a)
+        h = norm(x, L['ffn_norm'])
         g, u = mm(h, L['w_gate']), mm(h, L['w_up'])
-        x = x + mm((g / (1 + np.exp(-g))) * u, L['w_down'])
-    return mm(arch_ref.rmsnorm(x, model['out_norm'], c['eps']), model['out'])[0]
+        m = mm((gelu(g) if gemma else g / (1 + np.exp(-g))) * u, L['w_down'])
+        x = x + (norm(m, L['post_ffn']) if L['post_ffn'] is not None else m)
+    logit = mm(norm(x, model['out_norm']), model['out'])[0]
+    return c['final_cap'] * np.tanh(logit / c['final_cap']) if c['final_cap'] else logit
 
 
 def kv_logits(kvbench, path, out, kernels):
@@ -98,13 +121,14 @@ def main():
     shutil.rmtree(a.tmp, ignore_errors=True)
     os.makedirs(a.tmp)
     ok = bad = 0
-    for wtype in TYPES:
-        path = os.path.join(a.tmp, wtype + '.gguf')
-        subprocess.run([a.kvbench, 'synth', path, '--dim', '256', '--hidden', '512', '--layers', '2', '--heads', '4',
-                        '--kv-heads', '2', '--vocab', '320', '--type', wtype, '--seed', '3'],
+    for arch, wtype in [('llama', t) for t in TYPES] + [('gemma2', t) for t in GEMMA_TYPES]:
+        path = os.path.join(a.tmp, arch + wtype + '.gguf')
+        subprocess.run([a.kvbench, 'synth', path, '--arch', arch, '--dim', '256', '--hidden', '512', '--layers', '2',
+                        '--heads', '4', '--kv-heads', '2', '--vocab', '320', '--type', wtype, '--seed', '3'],
                        check=True, capture_output=True)
         model = arch_ref.from_gguf(path)
-        exact, rounded = forward_first(model, lambda x: x), forward_first(model, rounding(wtype))
+        exact = forward_first(model, lambda x: x)
+        rounded = forward_first(model, rounding(wtype), gelu_ggml)
         out = os.path.join(a.tmp, 'logits.f32')
         scale = np.abs(rounded).max()
         d8 = np.abs(kv_logits(a.kvbench, path, out, 'int8') - rounded).max() / scale
@@ -112,8 +136,8 @@ def main():
         apart = np.abs(rounded - exact).max() / scale
         good = d8 <= TOL and df <= TOL and apart > 10 * TOL
         ok, bad = ok + good, bad + (not good)
-        print('%s %-5s int8 vs llama.cpp-rounded reference %.2e, float vs exact %.2e (the references %.2e apart)'
-              % ('ok  ' if good else 'FAIL', wtype, d8, df, apart), flush=True)
+        print('%s %-6s %-5s int8 vs llama.cpp-rounded reference %.2e, float vs exact %.2e (the references %.2e apart)'
+              % ('ok  ' if good else 'FAIL', arch, wtype, d8, df, apart), flush=True)
     print('%d passed, %d failed' % (ok, bad))
     return 1 if bad else 0
 
