@@ -501,6 +501,16 @@ static void mm_worker(void *arg, int ith, int nth) {
 
 /* Y [n][W->rows] = X [n][W->cols] . W^T. One token: the threaded
  * matrix-vector kernels. Several: sgemm per thread (mm_worker). */
+/* Rows [i0, i1) of X rounded as decode rounds activations for W (c->xr);
+ * each row on its own, so any split gives the same values. */
+typedef struct round_job { const kv_tensor *W; const float *X; } round_job;
+
+static void round_range(kv_ctx *c, const void *arg, int64_t i0, int64_t i1) {
+    const round_job *r = arg;
+    const size_t cols = (size_t)r->W->cols;
+    kv_round_act(r->W->type, r->X + (size_t)i0 * cols, i1 - i0, r->W->cols, c->xr + (size_t)i0 * cols);
+}
+
 static void matmul(kv_ctx *c, const kv_tensor *W, const float *X, float *Y, int n) {
     if (n == 1) {
         mv_batch b = {.job = {{W, X, Y}}, .n = 1};
@@ -508,7 +518,8 @@ static void matmul(kv_ctx *c, const kv_tensor *W, const float *X, float *Y, int 
         return;
     }
     if (kv_kernels_act_rounded(W->type)) { /* decode's integer kernels round x: prefill sees the same x */
-        kv_round_act(W->type, X, n, W->cols, c->xr);
+        round_job r = {W, X};
+        pool_range(c, n, KV_PAR_ROWS, round_range, &r);
         X = c->xr;
     }
     mm_job j = {c, W, X, Y, n, c->xp};

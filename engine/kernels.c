@@ -391,7 +391,12 @@ void kv_round_act(kv_dtype t, const float *X, int64_t n, int64_t cols, float *ou
     int16_t s16[KV_INT8_MAX_COLS / 16];
     for (int64_t i = 0; i < n; i++) {
         (k->quant_act ? k->quant_act : kv_quantize_act)(X + i * cols, cols, blk, d, q, s16);
-        for (int64_t c = 0; c < cols; c++) out[i * cols + c] = d[c / blk] * (float)q[c];
+        float *o = out + i * cols;
+        for (int64_t b = 0; b < cols / blk; b++) { /* a block at a time: a loop the compiler vectorises */
+            const float db = d[b];
+            const int8_t *qb = q + b * blk;
+            for (int32_t j = 0; j < blk; j++) o[b * blk + j] = db * (float)qb[j];
+        }
     }
 }
 
