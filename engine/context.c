@@ -499,8 +499,6 @@ static void mm_worker(void *arg, int ith, int nth) {
     }
 }
 
-/* Y [n][W->rows] = X [n][W->cols] . W^T. One token: the threaded
- * matrix-vector kernels. Several: sgemm per thread (mm_worker). */
 /* Rows [i0, i1) of X rounded as decode rounds activations for W (c->xr);
  * each row on its own, so any split gives the same values. */
 typedef struct round_job { const kv_tensor *W; const float *X; } round_job;
@@ -511,6 +509,9 @@ static void round_range(kv_ctx *c, const void *arg, int64_t i0, int64_t i1) {
     kv_round_act(r->W->type, r->X + (size_t)i0 * cols, i1 - i0, r->W->cols, c->xr + (size_t)i0 * cols);
 }
 
+/* Y [n][W->rows] = X [n][W->cols] . W^T. One token: the threaded
+ * matrix-vector kernels. Several: kv_gemm_nt or sgemm per thread (mm_worker), on x
+ * rounded as decode rounds it where the int8 kernels do. */
 static void matmul(kv_ctx *c, const kv_tensor *W, const float *X, float *Y, int n) {
     if (n == 1) {
         mv_batch b = {.job = {{W, X, Y}}, .n = 1};
