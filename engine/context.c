@@ -73,6 +73,9 @@ struct kv_ctx {
     size_t deq_stride;
     float *scores; /* attention scores; grown on demand */
     size_t scores_cap;
+    float *ascr;   /* prefill attention on kv_gemm_nt: per thread, a block's queries
+                      packed; NULL: sgemm */
+    size_t ascr_cap, ascr_stride;
     kv_ctx_hook hook;  /* on_layer NULL: none */
     float *kr;         /* KV_POS_CACHE: [n_kv_heads][kr_stride][head_dim] keys rotated for this call */
     size_t kr_cap;
@@ -127,7 +130,7 @@ void kv_ctx_free(kv_ctx *c) {
     free(c->att); free(c->hb); free(c->hb2); 
     for (int s = 0; s < 2; s++) { free(c->rs[s].inv_freq); free(c->rs[s].call); free(c->rs[s].tab); }
     free(c->deq); free(c->xr); free(c->xp); free(c->scores); free(c->stats); free(c->dstats); free(c->kr);
-    free(c->dweight); free(c->rot_cs); free(c->krow); free(c->kvf);
+    free(c->dweight); free(c->rot_cs); free(c->krow); free(c->kvf); free(c->ascr);
     if (c->rr)
         for (size_t i = 0; i < (size_t)c->mi->n_layers * (size_t)c->mi->n_kv_heads; i++) free(c->rr[i].pos);
     free(c->rr);
@@ -1110,12 +1113,19 @@ static void reduce_rows(kv_ctx *c, int layer, int h, int n, int32_t pos0, const 
  * see, soft-capped, masked (causal by slot, a layout's masks, a sliding
  * window), -INFINITY past them. Query t sees at most slots [0, base+t]. */
 static void prefill_logits(kv_ctx *c, int h, int t0, int t1, int n, int32_t pos0, const kv_cache_head *ch,
-                           const float *K, float *S, int32_t win) {
+                           const float *K, float *S, int32_t win, float *scr) {
     const kv_model_info *mi = c->mi;
     const int hd = mi->head_dim, qd = mi->n_heads * hd;
     const int32_t len = ch->len, kl = len - n + t1;
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, t1 - t0, kl, hd, mi->attn_scale,
-                c->q + (size_t)t0 * qd + (size_t)h * hd, qd, K, hd, 0.0f, S + (size_t)t0 * len, len);
+    if (scr) { /* the block's queries packed, every key's products as one chain, then the scale */
+        kv_gemm_pack(c->q + (size_t)t0 * qd + (size_t)h * hd, t1 - t0, hd, qd, scr);
+        kv_gemm_nt(scr, t1 - t0, hd, K, hd, kl, S + (size_t)t0 * len, len);
+        for (int t = t0; t < t1; t++)
+            for (int32_t j = 0; j < kl; j++) S[(size_t)t * len + j] *= mi->attn_scale;
+    } else {
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, t1 - t0, kl, hd, mi->attn_scale,
+                    c->q + (size_t)t0 * qd + (size_t)h * hd, qd, K, hd, 0.0f, S + (size_t)t0 * len, len);
+    }
     for (int t = t0; t < t1; t++) {
         float *row = S + (size_t)t * len;
         for (int32_t j = kl; j < len; j++) row[j] = -INFINITY;
@@ -1154,7 +1164,7 @@ static void prefill_probs(kv_ctx *c, int h, int t, int n, int32_t pos0, int32_t 
  * sees), masks, softmax, O = S.V (the same blocks). S: room for [n][len]
  * scores. Runs on any pool thread; with KV_NEED_LOGITS only on the caller,
  * between pool jobs (reduce_rows spreads the rows over the pool). */
-static void attn_prefill_head(kv_ctx *c, int layer, int h, int n, int32_t pos0, float *S) {
+static void attn_prefill_head(kv_ctx *c, int layer, int h, int n, int32_t pos0, float *S, float *scr) {
     const kv_model_info *mi = c->mi;
     const int hd = mi->head_dim, group = mi->n_heads / mi->n_kv_heads, qd = mi->n_heads * hd;
     const unsigned needs = c->plan.needs;
@@ -1162,25 +1172,48 @@ static void attn_prefill_head(kv_ctx *c, int layer, int h, int n, int32_t pos0, 
     const int32_t len = ch->len, win = layer_window(c, layer);
     const float *K = attn_keys(c, ch, h / group), *V = attn_values(c, ch, h / group);
     for (int t0 = 0; t0 < n; t0 += KV_ATTN_ROWS)
-        prefill_logits(c, h, t0, t0 + KV_ATTN_ROWS < n ? t0 + KV_ATTN_ROWS : n, n, pos0, ch, K, S, win);
+        prefill_logits(c, h, t0, t0 + KV_ATTN_ROWS < n ? t0 + KV_ATTN_ROWS : n, n, pos0, ch, K, S, win, scr);
     if (c->alibi) alibi_bias(c, h, h / group, ch, S, n, pos0);
     if (needs & KV_NEED_LOGITS) reduce_rows(c, layer, h, n, pos0, S, ch);
     for (int t = 0; t < n; t++) prefill_probs(c, h, t, n, pos0, len, S + (size_t)t * len);
     if (needs & KV_NEED_LAST_ROW) memcpy(stats_last_row(c, h), S + (size_t)(n - 1) * len, (size_t)len * sizeof(float));
     for (int t0 = 0; t0 < n; t0 += KV_ATTN_ROWS) {
         const int t1 = t0 + KV_ATTN_ROWS < n ? t0 + KV_ATTN_ROWS : n;
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, t1 - t0, hd, len - n + t1, 1.0f, S + (size_t)t0 * len, len,
-                    V, hd, 0.0f, c->att + (size_t)t0 * qd + (size_t)h * hd, qd);
+        const int32_t kl = len - n + t1;
+        float *o = c->att + (size_t)t0 * qd + (size_t)h * hd;
+        if (!scr || kv_gemm_pv(S + (size_t)t0 * len, len, t1 - t0, kl, V, hd, o, qd) != 0) {
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, t1 - t0, hd, kl, 1.0f, S + (size_t)t0 * len, len,
+                        V, hd, 0.0f, o, qd);
+        }
     }
 }
 
 typedef struct prefill_job { kv_ctx *c; int layer, n; int32_t pos0; size_t stride; } prefill_job;
 
+/* Thread ith's part of c->ascr, or NULL (sgemm). */
+static float *attn_scratch(kv_ctx *c, int ith) { return c->ascr ? c->ascr + c->ascr_stride * (size_t)ith : NULL; }
+
 /* Query heads split across threads, each with its own part of c->scores. */
 static void attn_prefill_worker(void *arg, int ith, int nth) {
     const prefill_job *j = arg;
     for (int h = ith; h < j->c->mi->n_heads; h += nth)
-        attn_prefill_head(j->c, j->layer, h, j->n, j->pos0, j->c->scores + j->stride * (size_t)ith);
+        attn_prefill_head(j->c, j->layer, h, j->n, j->pos0, j->c->scores + j->stride * (size_t)ith,
+                          attn_scratch(j->c, ith));
+}
+
+/* With kv_gemm_nt (c->xp): room per thread for a block's packed queries. */
+static int attn_scratch_reserve(kv_ctx *c) {
+    if (!c->xp) return KV_OK;
+    const size_t per = kv_gemm_pack_floats(KV_ATTN_ROWS, c->mi->head_dim), need = per * (size_t)kv_pool_n_threads(c->pool);
+    if (need > c->ascr_cap) {
+        size_t cap = need + need / 4;
+        float *p = realloc(c->ascr, cap * sizeof *p);
+        if (!p) return kv_errorf(KV_ENOMEM, "out of memory for prefill attention's scratch");
+        c->ascr = p;
+        c->ascr_cap = cap;
+    }
+    c->ascr_stride = per;
+    return KV_OK;
 }
 
 static int attn_prefill(kv_ctx *c, int layer, int n, int32_t pos0) {
@@ -1193,10 +1226,12 @@ static int attn_prefill(kv_ctx *c, int layer, int n, int32_t pos0) {
         if (len > max_len) max_len = len;
     }
     const size_t stride = (size_t)n * (size_t)max_len;
+    int rc1 = attn_scratch_reserve(c);
+    if (rc1) return rc1;
     if (c->plan.needs & KV_NEED_LOGITS) { /* the hook's reductions use the pool: heads one by one */
         int rc = scores_reserve(c, stride);
         if (rc) return rc;
-        for (int h = 0; h < mi->n_heads; h++) attn_prefill_head(c, layer, h, n, pos0, c->scores);
+        for (int h = 0; h < mi->n_heads; h++) attn_prefill_head(c, layer, h, n, pos0, c->scores, attn_scratch(c, 0));
         return KV_OK;
     }
     int rc = scores_reserve(c, stride * (size_t)kv_pool_n_threads(c->pool));

@@ -442,6 +442,11 @@ void kv_gemm_pack(const float *X, int64_t n, int64_t K, int64_t ldx, float *Xp) 
 }
 
 void kv_gemm_pack_range(const float *X, int64_t n, int64_t K, int64_t ldx, float *Xp, int64_t tb0, int64_t tb1) {
+    const kv_kernel_table *k = kernels();
+    if (k->gemm_pack && kv_gemm_available()) {
+        k->gemm_pack(X, n, K, ldx, Xp, tb0, tb1);
+        return;
+    }
     for (int64_t tb = tb0; tb < tb1; tb++) {
         float *p = Xp + (size_t)tb * (size_t)K * KV_GEMM_TILE;
         for (int j = 0; j < KV_GEMM_TILE; j++) {
@@ -468,6 +473,13 @@ void kv_gemm_nt(const float *Xp, int64_t n, int64_t K, const float *W, int64_t l
             for (int64_t e = 0; e < K; e++) s = fmaf(xp[e * KV_GEMM_TILE], W[r * ldw + e], s);
             Y[t * ldy + r] = s;
         }
+}
+
+int kv_gemm_pv(const float *P, int64_t ldp, int64_t n, int64_t kl, const float *V, int64_t d, float *O, int64_t ldo) {
+    const kv_kernel_table *k = kernels();
+    if (!k->gemm_pv || d % 16 != 0 || !kv_gemm_available()) return -1;
+    k->gemm_pv(P, ldp, n, kl, V, d, O, ldo);
+    return 0;
 }
 
 #if defined(KV_X86_DISPATCH)

@@ -138,6 +138,14 @@ void kv_gemm_pack(const float *X, int64_t n, int64_t K, int64_t ldx, float *Xp);
 int64_t kv_gemm_pack_tiles(int64_t n);
 void kv_gemm_pack_range(const float *X, int64_t n, int64_t K, int64_t ldx, float *Xp, int64_t tb0, int64_t tb1);
 void kv_gemm_nt(const float *Xp, int64_t n, int64_t K, const float *W, int64_t ldw, int64_t rows, float *Y, int64_t ldy);
+/* Attention's second product on the same kernels: O[t][c] = sum over
+ * j < kl of P[t][j] * V[j][c] for t < n, c < d (P rows of ldp floats, V
+ * rows of d, O rows of ldo), each element one chain of fused
+ * multiply-adds over j in order from 0, so a query's output depends on
+ * its own row of P alone. Nothing to pack: V's rows are read as vectors,
+ * P's values broadcast. Returns 0, or -1 when there is no such kernel or d
+ * is not a multiple of 16 (the caller uses sgemm then). */
+int kv_gemm_pv(const float *P, int64_t ldp, int64_t n, int64_t kl, const float *V, int64_t d, float *O, int64_t ldo);
 /* The portable kernels of kv_dots_kv / kv_wsum_kv (dequantize a row, then
  * the scalar dot / axpy): the reference the vector ones are tested against. */
 void kv_dots_kv_ref(kv_dtype t, const float *q, const void *K, int64_t n, int64_t d, float *out);

@@ -496,6 +496,63 @@ static void avx512_gemm_nt(const float *Xp, int64_t n, int64_t K, const float *W
     }
 }
 
+/* kv_gemm_pack_range with a gather per k: the tile's 16 rows at once, the
+ * rows past n as zeros (the same floats as the portable loop). */
+static void avx512_gemm_pack(const float *X, int64_t n, int64_t K, int64_t ldx, float *Xp, int64_t tb0, int64_t tb1) {
+    const __m512i idx = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+                                           _mm512_set1_epi32((int)ldx));
+    for (int64_t tb = tb0; tb < tb1; tb++) {
+        float *p = Xp + (size_t)tb * (size_t)K * KV_GEMM_TILE;
+        const int64_t left = n - tb * KV_GEMM_TILE;
+        const __mmask16 m = left >= 16 ? (__mmask16)0xffff : left <= 0 ? 0 : (__mmask16)((1u << left) - 1);
+        const float *x = X + (size_t)(tb * KV_GEMM_TILE) * (size_t)ldx;
+        for (int64_t k = 0; k < K; k++)
+            _mm512_storeu_ps(p + k * KV_GEMM_TILE, _mm512_mask_i32gather_ps(_mm512_setzero_ps(), m, idx, x + k, 4));
+    }
+}
+
+/* kv_gemm_pv: 4 query rows x 64 values a pass (16 accumulators), each
+ * lane one fused chain over the keys j in order; V's row j read once for
+ * the four rows, each row's P[t][j] broadcast. Fewer than 64 values left
+ * (d a multiple of 16): one to three registers per row. */
+static void avx512_gemm_pv(const float *P, int64_t ldp, int64_t n, int64_t kl, const float *V, int64_t d, float *O,
+                           int64_t ldo) {
+    for (int64_t c0 = 0; c0 < d; c0 += 64) {
+        const int nv = d - c0 >= 64 ? 4 : (int)((d - c0) / 16);
+        int64_t t = 0;
+        for (; nv == 4 && t + 4 <= n; t += 4) {
+            const float *p0 = P + (size_t)t * (size_t)ldp, *p1 = p0 + ldp, *p2 = p1 + ldp, *p3 = p2 + ldp;
+            __m512 a[4][4];
+            for (int r = 0; r < 4; r++) a[r][0] = a[r][1] = a[r][2] = a[r][3] = _mm512_setzero_ps();
+            for (int64_t j = 0; j < kl; j++) {
+                const float *v = V + (size_t)j * (size_t)d + c0;
+                const __m512 v0 = _mm512_loadu_ps(v), v1 = _mm512_loadu_ps(v + 16), v2 = _mm512_loadu_ps(v + 32),
+                             v3 = _mm512_loadu_ps(v + 48);
+                const __m512 b[4] = {_mm512_set1_ps(p0[j]), _mm512_set1_ps(p1[j]), _mm512_set1_ps(p2[j]),
+                                     _mm512_set1_ps(p3[j])};
+                for (int r = 0; r < 4; r++) {
+                    a[r][0] = _mm512_fmadd_ps(v0, b[r], a[r][0]);
+                    a[r][1] = _mm512_fmadd_ps(v1, b[r], a[r][1]);
+                    a[r][2] = _mm512_fmadd_ps(v2, b[r], a[r][2]);
+                    a[r][3] = _mm512_fmadd_ps(v3, b[r], a[r][3]);
+                }
+            }
+            for (int r = 0; r < 4; r++)
+                for (int i = 0; i < 4; i++) _mm512_storeu_ps(O + (size_t)(t + r) * (size_t)ldo + c0 + 16 * i, a[r][i]);
+        }
+        for (; t < n; t++) { /* one row: the same chains */
+            const float *p = P + (size_t)t * (size_t)ldp;
+            __m512 a[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
+            for (int64_t j = 0; j < kl; j++) {
+                const __m512 b = _mm512_set1_ps(p[j]);
+                for (int i = 0; i < nv; i++)
+                    a[i] = _mm512_fmadd_ps(_mm512_loadu_ps(V + (size_t)j * (size_t)d + c0 + 16 * i), b, a[i]);
+            }
+            for (int i = 0; i < nv; i++) _mm512_storeu_ps(O + (size_t)t * (size_t)ldo + c0 + 16 * i, a[i]);
+        }
+    }
+}
+
 /* kv_exp_f32 in 16 lanes: the same operations, in the same order. */
 static inline __m512 avx512_exp(__m512 x) {
     const __mmask16 tiny = _mm512_cmp_ps_mask(x, _mm512_set1_ps(KV_EXP_MIN), _CMP_LT_OQ);
@@ -653,10 +710,12 @@ static void avx512_quant_act(const float *x, int64_t n, int32_t blk, float *d, i
 const kv_kernel_table kv_kernels_avx512 = {
     .matvec_rows = avx512_matvec_rows, .dequant_rows = avx512_dequant_rows, .dot = avx512_dot, .axpy = avx512_axpy,
     .dots = avx512_dots, .wsum = avx512_wsum, .quant_act = avx512_quant_act, .matvec_q8 = avx512_matvec_q8_bw,
-    .wsum_kv = kv_avx2_wsum_kv, .softmax = avx512_softmax, .gemm_nt = avx512_gemm_nt};
+    .wsum_kv = kv_avx2_wsum_kv, .softmax = avx512_softmax, .gemm_nt = avx512_gemm_nt,
+    .gemm_pack = avx512_gemm_pack, .gemm_pv = avx512_gemm_pv};
 
 /* Chosen only when CPUID reports AVX512_VNNI (kernels.c). */
 const kv_kernel_table kv_kernels_avx512_vnni = {
     .matvec_rows = avx512_matvec_rows, .dequant_rows = avx512_dequant_rows, .dot = avx512_dot, .axpy = avx512_axpy,
     .dots = avx512_dots, .wsum = avx512_wsum, .quant_act = avx512_quant_act, .matvec_q8 = avx512_matvec_q8_vnni,
-    .wsum_kv = kv_avx2_wsum_kv, .softmax = avx512_softmax, .gemm_nt = avx512_gemm_nt};
+    .wsum_kv = kv_avx2_wsum_kv, .softmax = avx512_softmax, .gemm_nt = avx512_gemm_nt,
+    .gemm_pack = avx512_gemm_pack, .gemm_pv = avx512_gemm_pv};

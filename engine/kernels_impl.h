@@ -47,6 +47,11 @@ typedef struct kv_kernel_table {
     /* kv_gemm_nt on packed X, or NULL (no such kernel: sgemm then) */
     void (*gemm_nt)(const float *Xp, int64_t n, int64_t K, const float *W, int64_t ldw, int64_t rows, float *Y,
                     int64_t ldy);
+    /* kv_gemm_pack_range, the same floats, or NULL (the portable loop) */
+    void (*gemm_pack)(const float *X, int64_t n, int64_t K, int64_t ldx, float *Xp, int64_t tb0, int64_t tb1);
+    /* kv_gemm_pv (d a multiple of 16), or NULL (sgemm then) */
+    void (*gemm_pv)(const float *P, int64_t ldp, int64_t n, int64_t kl, const float *V, int64_t d, float *O,
+                    int64_t ldo);
 } kv_kernel_table;
 
 extern const kv_kernel_table kv_kernels_scalar;

@@ -525,6 +525,50 @@ static void test_gemm(void **state) {
     for (int isa = KV_ISA_AVX512_VNNI; isa > KV_ISA_SCALAR && kv_kernels_set_isa((kv_isa)isa) != KV_OK; isa--) continue;
 }
 
+/* The vector packing gives the portable packing's floats (rows past n as
+ * zeros, any ldx); kv_gemm_pv equals, bit for bit, one fused chain per
+ * element over the keys in order (fmaf), whatever the rows around it, and
+ * refuses a width that is not a multiple of 16. */
+static void test_gemm_pack_pv(void **state) {
+    (void)state;
+    uint64_t s = 91;
+    static float X[70 * 301], Xp0[96 * 301], Xp1[96 * 301], P[9 * 131], V[130 * 128], O[9 * 140];
+    for (int i = 0; i < 70 * 301; i++) X[i] = frand(&s);
+    for (int i = 0; i < 9 * 131; i++) P[i] = frand(&s);
+    for (int i = 0; i < 130 * 128; i++) V[i] = frand(&s);
+    const int64_t ns[4] = {1, 17, 33, 70}, Ks[3] = {1, 31, 300};
+    const kv_isa best = kv_kernels_isa();
+    for (int a = 0; a < 4; a++)
+        for (int c = 0; c < 3; c++) {
+            assert_int_equal(kv_kernels_set_isa(KV_ISA_SCALAR), KV_OK);
+            memset(Xp0, 0xff, sizeof Xp0);
+            kv_gemm_pack(X, ns[a], Ks[c], 301, Xp0);
+            assert_int_equal(kv_kernels_set_isa(best), KV_OK);
+            memset(Xp1, 0xff, sizeof Xp1);
+            kv_gemm_pack(X, ns[a], Ks[c], 301, Xp1);
+            assert_memory_equal(Xp0, Xp1, kv_gemm_pack_floats(ns[a], Ks[c]) * sizeof(float));
+        }
+    if (kv_gemm_pv(P, 131, 1, 1, V, 8, O, 140) == 0) fail_msg("kv_gemm_pv took a width of 8");
+    const int64_t ds[5] = {16, 48, 64, 80, 128}, rows[4] = {1, 3, 4, 9}, kls[3] = {1, 7, 130};
+    int ran = 0;
+    for (int a = 0; a < 5; a++)
+        for (int b = 0; b < 4; b++)
+            for (int c = 0; c < 3; c++) {
+                const int64_t d = ds[a], n = rows[b], kl = kls[c];
+                if (kv_gemm_pv(P, 131, n, kl, V, d, O, 140) != 0) continue; /* no such kernel here */
+                ran++;
+                for (int64_t t = 0; t < n; t++)
+                    for (int64_t e = 0; e < d; e++) {
+                        float want = 0.0f;
+                        for (int64_t j = 0; j < kl; j++) want = fmaf(P[t * 131 + j], V[j * d + e], want);
+                        if (memcmp(&want, &O[t * 140 + e], sizeof want))
+                            fail_msg("kv_gemm_pv d=%lld n=%lld kl=%lld [%lld][%lld]: %.9g, the chain %.9g", (long long)d,
+                                     (long long)n, (long long)kl, (long long)t, (long long)e, O[t * 140 + e], want);
+                    }
+            }
+    if (kv_gemm_available()) assert_int_equal(ran, 5 * 4 * 3);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_matvec_all),       cmocka_unit_test(test_plain_tails),
@@ -533,6 +577,7 @@ int main(void) {
         cmocka_unit_test(test_dots_wsum),          cmocka_unit_test(test_quant_act),
         cmocka_unit_test(test_int8_matvec),        cmocka_unit_test(test_softmax),
         cmocka_unit_test(test_half_act),           cmocka_unit_test(test_gemm),
+        cmocka_unit_test(test_gemm_pack_pv),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
