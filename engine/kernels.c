@@ -419,6 +419,24 @@ void kv_dequant_rows(const kv_tensor *W, int64_t r0, int64_t r1, float *out) {
     if (kernels()->dequant_rows(W, r0, r1, out) != 0) scalar_dequant_rows(W, r0, r1, out);
 }
 
+void kv_f32_to_f16(const float *x, uint16_t *y, int64_t n) {
+    const kv_kernel_table *k = kernels();
+    if (k->f32_to_f16) {
+        k->f32_to_f16(x, y, n);
+        return;
+    }
+    for (int64_t i = 0; i < n; i++) y[i] = kv_fp32_to_fp16(x[i]);
+}
+
+void kv_f16_to_f32(const uint16_t *x, float *y, int64_t n) {
+    const kv_kernel_table *k = kernels();
+    if (k->f16_to_f32) {
+        k->f16_to_f32(x, y, n);
+        return;
+    }
+    for (int64_t i = 0; i < n; i++) y[i] = kv_fp16_to_fp32(x[i]);
+}
+
 float kv_dot_f32(const float *a, const float *b, int64_t n) { return kernels()->dot(a, b, n); }
 
 void kv_axpy_f32(float *y, float a, const float *x, int64_t n) { kernels()->axpy(y, a, x, n); }

@@ -94,6 +94,11 @@ void kv_round_act(kv_dtype t, const float *X, int64_t n, int64_t cols, float *ou
 /* Dequantizes rows [r0, r1) of W into out: [(r1-r0)][W->cols] fp32. */
 void kv_dequant_rows(const kv_tensor *W, int64_t r0, int64_t r1, float *out);
 
+/* n values between fp32 and fp16 with F16C where the CPU has it: the bits
+ * of quant.h's kv_fp32_to_fp16 / kv_fp16_to_fp32 (the f16 KV cache's rows). */
+void kv_f32_to_f16(const float *x, uint16_t *y, int64_t n);
+void kv_f16_to_f32(const uint16_t *x, float *y, int64_t n);
+
 /* Small vector helpers used by the forward pass. */
 float kv_dot_f32(const float *a, const float *b, int64_t n);
 void kv_axpy_f32(float *y, float a, const float *x, int64_t n); /* y += a*x */

@@ -749,7 +749,23 @@ int kv_avx2_matvec_q8(const kv_tensor *W, const kv_q8_act *a, float *y, int64_t 
 #undef Q8_Q6K
 }
 
+/* vcvtps2ph rounds to nearest even, as kv_fp32_to_fp16 does (subnormals,
+ * infinities and quiet NaNs alike); the tail goes through it. */
+void kv_avx2_f32_to_f16(const float *x, uint16_t *y, int64_t n) {
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        _mm_storeu_si128((__m128i *)(y + i), _mm256_cvtps_ph(_mm256_loadu_ps(x + i), _MM_FROUND_TO_NEAREST_INT));
+    for (; i < n; i++) y[i] = kv_fp32_to_fp16(x[i]);
+}
+
+void kv_avx2_f16_to_f32(const uint16_t *x, float *y, int64_t n) {
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, ld_f16(x + i));
+    for (; i < n; i++) y[i] = kv_fp16_to_fp32(x[i]);
+}
+
 const kv_kernel_table kv_kernels_avx2 = {
     .matvec_rows = avx2_matvec_rows, .dequant_rows = avx2_dequant_rows, .dot = avx2_dot, .axpy = avx2_axpy,
     .dots = avx2_dots, .wsum = avx2_wsum, .quant_act = avx2_quant_act, .matvec_q8 = kv_avx2_matvec_q8,
-    .wsum_kv = kv_avx2_wsum_kv, .softmax = avx2_softmax};
+    .wsum_kv = kv_avx2_wsum_kv, .softmax = avx2_softmax, .f32_to_f16 = kv_avx2_f32_to_f16,
+    .f16_to_f32 = kv_avx2_f16_to_f32};

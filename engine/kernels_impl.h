@@ -47,6 +47,9 @@ typedef struct kv_kernel_table {
     /* kv_gemm_nt on packed X, or NULL (no such kernel: sgemm then) */
     void (*gemm_nt)(const float *Xp, int64_t n, int64_t K, const float *W, int64_t ldw, int64_t rows, float *Y,
                     int64_t ldy);
+    /* kv_f32_to_f16 / kv_f16_to_f32 (F16C), the portable converters' bits, or NULL */
+    void (*f32_to_f16)(const float *x, uint16_t *y, int64_t n);
+    void (*f16_to_f32)(const uint16_t *x, float *y, int64_t n);
     /* kv_gemm_pack_range, the same floats, or NULL (the portable loop) */
     void (*gemm_pack)(const float *X, int64_t n, int64_t K, int64_t ldx, float *Xp, int64_t tb0, int64_t tb1);
     /* kv_gemm_pv (d a multiple of 16), or NULL (sgemm then) */
@@ -65,6 +68,9 @@ int kv_avx2_matvec_q8(const kv_tensor *W, const kv_q8_act *a, float *y, int64_t 
  * use too: a head's rows are short (64..256 values), so eight lanes keep
  * up with the memory they stream. */
 int kv_avx2_wsum_kv(kv_dtype t, float *o, const float *w, const void *V, int64_t n, int64_t d);
+/* F16C conversions, eight values a step (the AVX-512 table takes them too). */
+void kv_avx2_f32_to_f16(const float *x, uint16_t *y, int64_t n);
+void kv_avx2_f16_to_f32(const uint16_t *x, float *y, int64_t n);
 #endif
 
 /* Rows the integer kernels walk together, each from its own contiguous

@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "dtype.h"
+#include "kernels.h"
 #include "kv_error.h"
 #include "quant.h"
 
@@ -173,16 +174,19 @@ int kv_cache_append(kv_cache *c, kv_cache_head *h, const float *k, const float *
     return KV_OK;
 }
 
-/* One row from floats: f32 copied, f16 and q8_0 by quant.c's converters
- * (round to nearest even; llama.cpp's reference q8_0). The type and
+/* One row from floats: f32 copied, f16 by F16C where the CPU has it (the
+ * bits of quant.c's converter: round to nearest even), q8_0 by quant.c's
+ * (llama.cpp's reference q8_0). The type and
  * head_dim were checked when the cache was made, so this cannot fail. */
 static void row_store(const kv_cache *c, uint8_t *row, const float *x) {
     if (c->type == KV_CACHE_F32) memcpy(row, x, c->rb);
+    else if (c->type == KV_CACHE_F16) kv_f32_to_f16(x, (uint16_t *)(void *)row, c->head_dim);
     else (void)kv_quantize(type_dtype(c->type), x, row, c->head_dim);
 }
 
 static void row_load(const kv_cache *c, const uint8_t *row, float *out) {
     if (c->type == KV_CACHE_F32) memcpy(out, row, c->rb);
+    else if (c->type == KV_CACHE_F16) kv_f16_to_f32((const uint16_t *)(const void *)row, out, c->head_dim);
     else (void)kv_dequantize(type_dtype(c->type), row, out, c->head_dim);
 }
 

@@ -21,7 +21,8 @@ static float bits_f32(uint32_t u) {
 float kv_fp16_to_fp32(uint16_t h) {
     uint32_t sign = (uint32_t)(h & 0x8000u) << 16;
     uint32_t exp = (h >> 10) & 0x1fu, man = h & 0x3ffu;
-    if (exp == 0x1f) return bits_f32(sign | 0x7f800000u | (man << 13)); /* inf, nan */
+    if (exp == 0x1f) /* inf; a nan comes back quiet, as F16C's vcvtph2ps returns it */
+        return bits_f32(sign | 0x7f800000u | (man << 13) | (man ? 0x400000u : 0));
     if (exp == 0) {
         /* zero or subnormal: man * 2^-24, exact in fp32 */
         float v = (float)man * 0x1.0p-24f;

@@ -8,7 +8,7 @@
 
 #include "dtype.h"
 
-float kv_fp16_to_fp32(uint16_t h);
+float kv_fp16_to_fp32(uint16_t h);  /* exact; a NaN comes back quiet (as F16C converts it) */
 uint16_t kv_fp32_to_fp16(float f);  /* round to nearest even, handles inf/nan/subnormals */
 float kv_bf16_to_fp32(uint16_t h);
 uint16_t kv_fp32_to_bf16(float f);  /* round to nearest even */

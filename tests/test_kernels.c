@@ -569,6 +569,47 @@ static void test_gemm_pack_pv(void **state) {
     if (kv_gemm_available()) assert_int_equal(ran, 5 * 4 * 3);
 }
 
+/* The F16C row converters give quant.c's bits: every fp16 value to fp32,
+ * and to fp16 every fp16 value, the points halfway between neighbours
+ * (ties to even), subnormals, the overflow boundary, infinities and NaNs,
+ * and random floats. */
+static void test_f16_rows(void **state) {
+    (void)state;
+    enum { N = 65536 * 3 + 4096 };
+    static uint16_t h[65536], got16[N], want16[N];
+    static float f[N], got32[65536];
+    for (int i = 0; i < 65536; i++) h[i] = (uint16_t)i;
+    int64_t n = 0;
+    for (int i = 0; i < 65536; i++) {
+        const float v = kv_fp16_to_fp32((uint16_t)i);
+        f[n++] = v;
+        uint32_t u;
+        memcpy(&u, &v, sizeof u);
+        u += 0x1000u; /* halfway to the next fp16 value (for normals): a tie */
+        memcpy(&f[n++], &u, sizeof u);
+        u -= 1;
+        memcpy(&f[n++], &u, sizeof u);
+    }
+    uint64_t s = 5;
+    while (n < N) f[n++] = frand(&s) * (float)(1 << (s % 40)) * ((s >> 8) % 2 ? 1e-6f : 1.0f);
+    f[0] = 65520.0f, f[1] = 65519.996f, f[2] = -INFINITY, f[3] = NAN, f[4] = 1e-8f, f[5] = -3e-8f;
+    for (int64_t i = 0; i < N; i++) want16[i] = kv_fp32_to_fp16(f[i]);
+    const kv_isa best = kv_kernels_isa();
+    for (int isa = KV_ISA_SCALAR; isa <= (int)best; isa++) {
+        if (kv_kernels_set_isa((kv_isa)isa) != KV_OK) continue;
+        kv_f32_to_f16(f, got16, N);
+        for (int64_t i = 0; i < N; i++)
+            if (got16[i] != want16[i])
+                fail_msg("%s: %.9g -> fp16 0x%04x, quant.c 0x%04x", kv_isa_name((kv_isa)isa), f[i], got16[i], want16[i]);
+        kv_f16_to_f32(h, got32, 65536);
+        for (int i = 0; i < 65536; i++) {
+            const float w = kv_fp16_to_fp32((uint16_t)i);
+            if (memcmp(&w, &got32[i], sizeof w)) fail_msg("%s: fp16 0x%04x -> %.9g, quant.c %.9g", kv_isa_name((kv_isa)isa), i, got32[i], w);
+        }
+    }
+    assert_int_equal(kv_kernels_set_isa(best), KV_OK);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_matvec_all),       cmocka_unit_test(test_plain_tails),
@@ -577,7 +618,7 @@ int main(void) {
         cmocka_unit_test(test_dots_wsum),          cmocka_unit_test(test_quant_act),
         cmocka_unit_test(test_int8_matvec),        cmocka_unit_test(test_softmax),
         cmocka_unit_test(test_half_act),           cmocka_unit_test(test_gemm),
-        cmocka_unit_test(test_gemm_pack_pv),
+        cmocka_unit_test(test_gemm_pack_pv),     cmocka_unit_test(test_f16_rows),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
