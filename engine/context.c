@@ -409,10 +409,7 @@ static void swiglu_range(kv_ctx *c, const void *arg, int64_t i0, int64_t i1) {
         for (int64_t i = i0; i < i1; i++) c->hb[i] *= c->hb2[i];
         return;
     }
-    for (int64_t i = i0; i < i1; i++) {
-        float g = c->hb[i];
-        c->hb[i] = g / (1.0f + expf(-g)) * c->hb2[i];
-    }
+    kv_silu_mul(c->hb + i0, c->hb2 + i0, i1 - i0);
 }
 
 /* xb2 rows [i0, i1) = RMSNorm(xb2) with weight arg (gemma's post-norms) */
@@ -566,10 +563,7 @@ static void decode_ffn_worker(void *arg, int ith, int nth) {
         kv_matvec_rows(&w->w_gate, c->xb, c->hb, r0, r1);
         kv_matvec_rows(&w->w_up, c->xb, c->hb2, r0, r1);
     }
-    for (int64_t i = r0; i < r1; i++) {
-        float g = c->hb[i];
-        c->hb[i] = g / (1.0f + expf(-g)) * c->hb2[i];
-    }
+    if (r1 > r0) kv_silu_mul(c->hb + r0, c->hb2 + r0, r1 - r0);
     kv_pool_barrier(c->pool);
     ffn_rows(&w->w_down, ith, nth, &r0, &r1);
     if (r1 > r0) kv_matvec_rows(&w->w_down, c->hb, c->xb2, r0, r1);

@@ -419,6 +419,15 @@ void kv_dequant_rows(const kv_tensor *W, int64_t r0, int64_t r1, float *out) {
     if (kernels()->dequant_rows(W, r0, r1, out) != 0) scalar_dequant_rows(W, r0, r1, out);
 }
 
+static void scalar_silu_mul(float *g, const float *u, int64_t n) {
+    for (int64_t i = 0; i < n; i++) g[i] = g[i] / (1.0f + kv_exp_f32(-g[i])) * u[i];
+}
+
+void kv_silu_mul(float *g, const float *u, int64_t n) {
+    const kv_kernel_table *k = kernels();
+    (k->silu_mul ? k->silu_mul : scalar_silu_mul)(g, u, n);
+}
+
 void kv_f32_to_f16(const float *x, uint16_t *y, int64_t n) {
     const kv_kernel_table *k = kernels();
     if (k->f32_to_f16) {

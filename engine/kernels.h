@@ -124,6 +124,10 @@ void kv_wsum_kv(kv_dtype t, float *o, const float *w, const void *V, int64_t n, 
  * a result does not depend on which kernels the CPU runs; -INFINITY gives
  * 0. Within a few ulp of the libm softmax (test_kernels). */
 void kv_softmax_f32(float *x, int64_t n);
+/* SwiGLU's gate: g[i] = g[i] / (1 + e^-g[i]) * u[i], with softmax's
+ * exponential (kv_exp_f32: the same bits on every ISA, within 2 ulp of
+ * expf), so prefill and decode, and every CPU, compute the same values. */
+void kv_silu_mul(float *g, const float *u, int64_t n);
 /* Prefill's products with 512-bit registers: Y[t][r] = sum over k of
  * X[t][k] * W[r][k] for t < n, r < rows, each element one chain of fused
  * multiply-adds over k in order from 0, so a token's outputs depend on its

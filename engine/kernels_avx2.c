@@ -749,6 +749,18 @@ int kv_avx2_matvec_q8(const kv_tensor *W, const kv_q8_act *a, float *y, int64_t 
 #undef Q8_Q6K
 }
 
+/* kv_silu_mul, 8 lanes (kv_exp_f32's operations), the tail as the portable loop. */
+static void avx2_silu_mul(float *g, const float *u, int64_t n) {
+    int64_t i = 0;
+    const __m256 one = _mm256_set1_ps(1.0f), sign = _mm256_set1_ps(-0.0f);
+    for (; i + 8 <= n; i += 8) {
+        const __m256 x = _mm256_loadu_ps(g + i);
+        const __m256 e = avx2_exp(_mm256_xor_ps(x, sign));
+        _mm256_storeu_ps(g + i, _mm256_mul_ps(_mm256_div_ps(x, _mm256_add_ps(one, e)), _mm256_loadu_ps(u + i)));
+    }
+    for (; i < n; i++) g[i] = g[i] / (1.0f + kv_exp_f32(-g[i])) * u[i];
+}
+
 /* vcvtps2ph rounds to nearest even, as kv_fp32_to_fp16 does (subnormals,
  * infinities and quiet NaNs alike); the tail goes through it. */
 void kv_avx2_f32_to_f16(const float *x, uint16_t *y, int64_t n) {
@@ -768,4 +780,4 @@ const kv_kernel_table kv_kernels_avx2 = {
     .matvec_rows = avx2_matvec_rows, .dequant_rows = avx2_dequant_rows, .dot = avx2_dot, .axpy = avx2_axpy,
     .dots = avx2_dots, .wsum = avx2_wsum, .quant_act = avx2_quant_act, .matvec_q8 = kv_avx2_matvec_q8,
     .wsum_kv = kv_avx2_wsum_kv, .softmax = avx2_softmax, .f32_to_f16 = kv_avx2_f32_to_f16,
-    .f16_to_f32 = kv_avx2_f16_to_f32};
+    .f16_to_f32 = kv_avx2_f16_to_f32, .silu_mul = avx2_silu_mul};

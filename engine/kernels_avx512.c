@@ -576,6 +576,17 @@ static inline __mmask16 avx512_tail(int64_t left) {
     return left >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << left) - 1);
 }
 
+/* kv_silu_mul, 16 lanes (kv_exp_f32's operations), the tail masked. */
+static void avx512_silu_mul(float *g, const float *u, int64_t n) {
+    const __m512 one = _mm512_set1_ps(1.0f), sign = _mm512_set1_ps(-0.0f);
+    for (int64_t i = 0; i < n; i += 16) {
+        const __mmask16 m = avx512_tail(n - i);
+        const __m512 x = _mm512_maskz_loadu_ps(m, g + i);
+        const __m512 e = avx512_exp(_mm512_xor_ps(x, sign));
+        _mm512_mask_storeu_ps(g + i, m, _mm512_mul_ps(_mm512_div_ps(x, _mm512_add_ps(one, e)), _mm512_maskz_loadu_ps(m, u + i)));
+    }
+}
+
 /* The portable softmax's arithmetic (kernels.c): element i in lane i % 16. */
 static void avx512_softmax(float *x, int64_t n) {
     const __m512 ninf = _mm512_set1_ps(-INFINITY);
@@ -712,7 +723,7 @@ const kv_kernel_table kv_kernels_avx512 = {
     .dots = avx512_dots, .wsum = avx512_wsum, .quant_act = avx512_quant_act, .matvec_q8 = avx512_matvec_q8_bw,
     .wsum_kv = kv_avx2_wsum_kv, .softmax = avx512_softmax, .gemm_nt = avx512_gemm_nt,
     .gemm_pack = avx512_gemm_pack, .gemm_pv = avx512_gemm_pv, .f32_to_f16 = kv_avx2_f32_to_f16,
-    .f16_to_f32 = kv_avx2_f16_to_f32};
+    .f16_to_f32 = kv_avx2_f16_to_f32, .silu_mul = avx512_silu_mul};
 
 /* Chosen only when CPUID reports AVX512_VNNI (kernels.c). */
 const kv_kernel_table kv_kernels_avx512_vnni = {
@@ -720,4 +731,4 @@ const kv_kernel_table kv_kernels_avx512_vnni = {
     .dots = avx512_dots, .wsum = avx512_wsum, .quant_act = avx512_quant_act, .matvec_q8 = avx512_matvec_q8_vnni,
     .wsum_kv = kv_avx2_wsum_kv, .softmax = avx512_softmax, .gemm_nt = avx512_gemm_nt,
     .gemm_pack = avx512_gemm_pack, .gemm_pv = avx512_gemm_pv, .f32_to_f16 = kv_avx2_f32_to_f16,
-    .f16_to_f32 = kv_avx2_f16_to_f32};
+    .f16_to_f32 = kv_avx2_f16_to_f32, .silu_mul = avx512_silu_mul};

@@ -50,6 +50,8 @@ typedef struct kv_kernel_table {
     /* kv_f32_to_f16 / kv_f16_to_f32 (F16C), the portable converters' bits, or NULL */
     void (*f32_to_f16)(const float *x, uint16_t *y, int64_t n);
     void (*f16_to_f32)(const uint16_t *x, float *y, int64_t n);
+    /* kv_silu_mul, bit for bit the portable one */
+    void (*silu_mul)(float *g, const float *u, int64_t n);
     /* kv_gemm_pack_range, the same floats, or NULL (the portable loop) */
     void (*gemm_pack)(const float *X, int64_t n, int64_t K, int64_t ldx, float *Xp, int64_t tb0, int64_t tb1);
     /* kv_gemm_pv (d a multiple of 16), or NULL (sgemm then) */
