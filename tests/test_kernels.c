@@ -610,6 +610,48 @@ static void test_f16_rows(void **state) {
     assert_int_equal(kv_kernels_set_isa(best), KV_OK);
 }
 
+/* SwiGLU's gate: every ISA gives the portable loop's bits (lengths with
+ * tails, inputs from -100 to 100, where e^-g is clamped or 0), and each
+ * value is within a few ulp of g / (1 + e^-g) * u in double (below 2^-100,
+ * where the exponential is clamped, within 1e-35 of it). */
+static void test_silu(void **state) {
+    (void)state;
+    enum { N = 1003 };
+    static float g0[N], u[N], want[N], got[N];
+    uint64_t s = 17;
+    for (int i = 0; i < N; i++) {
+        g0[i] = frand(&s) * (i % 7 == 0 ? 200.0f : 16.0f);
+        u[i] = frand(&s) * 4.0f;
+    }
+    const kv_isa best = kv_kernels_isa();
+    assert_int_equal(kv_kernels_set_isa(KV_ISA_SCALAR), KV_OK);
+    memcpy(want, g0, sizeof want);
+    kv_silu_mul(want, u, N);
+    double worst = 0;
+    for (int i = 0; i < N; i++) {
+        const double g = g0[i], ref = g / (1.0 + exp(-g)) * u[i];
+        if (fabs(ref) < 0x1p-100) { /* g below -60: the exponential is clamped at e^88, the value ~0 */
+            if (fabs(want[i] - ref) > 1e-35) fail_msg("silu(%.9g) * %.9g = %.9g, not ~0", g0[i], u[i], want[i]);
+            continue;
+        }
+        const double ulp = ldexp(1.0, ilogb(ref) - 23);
+        if (fabs(want[i] - ref) / ulp > worst) worst = fabs(want[i] - ref) / ulp;
+    }
+    if (worst > 4) fail_msg("silu: %.2f ulp from the double reference", worst);
+    for (int isa = KV_ISA_SCALAR + 1; isa <= (int)best; isa++) {
+        if (kv_kernels_set_isa((kv_isa)isa) != KV_OK) continue;
+        for (int n = 1; n <= N; n += 97) {
+            memcpy(got, g0, sizeof got);
+            kv_silu_mul(got, u, n);
+            if (memcmp(got, want, (size_t)n * sizeof *got) != 0)
+                fail_msg("%s silu over %d values differs from the portable loop", kv_isa_name((kv_isa)isa), n);
+            assert_memory_equal(got + n, g0 + n, (size_t)(N - n) * sizeof *got); /* nothing past n */
+        }
+    }
+    assert_int_equal(kv_kernels_set_isa(best), KV_OK);
+    printf("silu: worst %.2f ulp\n", worst);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_matvec_all),       cmocka_unit_test(test_plain_tails),
@@ -619,6 +661,7 @@ int main(void) {
         cmocka_unit_test(test_int8_matvec),        cmocka_unit_test(test_softmax),
         cmocka_unit_test(test_half_act),           cmocka_unit_test(test_gemm),
         cmocka_unit_test(test_gemm_pack_pv),     cmocka_unit_test(test_f16_rows),
+        cmocka_unit_test(test_silu),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
