@@ -845,7 +845,7 @@ static int run_unit(task_ctx *tk, sample_ctx *sc, int k, hx_prompt_pass *pass) {
 }
 
 /* The sample's policies that read the prompt: the full-cache reference's
- * (c = -1, when fidelity needs it) and each unit's; a unit resuming a
+ * (unit -1, when fidelity needs it) and each unit's; a unit resuming a
  * context compressed before (question after compression) reads none. */
 typedef struct share_plan {
     kv_policy **pol;  /* [n] */
