@@ -24,6 +24,10 @@
 /* Rows of a non-f32 weight dequantized at once for sgemm in prefill:
  * bounded so the scratch stays a few MB whatever the vocabulary. */
 #define KV_MM_BLOCK 128 /* weight rows per sgemm call in prefill (mm_worker) */
+/* Query rows per block of prefill attention: a block's products stop at
+ * the last key its last row sees, so the causal upper triangle (half the
+ * score matrix for a whole prompt) is never computed. */
+#define KV_ATTN_ROWS 64
 
 /* KV_POS_REROTATE: what a head's keys were rotated to: the positions of its
  * slots in index order as of the last synchronisation (the key at index i
@@ -73,9 +77,9 @@ struct kv_ctx {
     size_t deq_stride;
     float *scores; /* attention scores; grown on demand */
     size_t scores_cap;
-    float *ascr;   /* prefill attention on kv_gemm_nt: per thread, a block's queries
-                      packed; NULL: sgemm */
-    size_t ascr_cap, ascr_stride;
+    float *ascr;   /* prefill attention on kv_gemm_nt: [n_threads][ascr_stride] a block of one
+                      head's queries packed; NULL: sgemm */
+    size_t ascr_stride;
     kv_ctx_hook hook;  /* on_layer NULL: none */
     float *kr;         /* KV_POS_CACHE: [n_kv_heads][kr_stride][head_dim] keys rotated for this call */
     size_t kr_cap;
@@ -186,9 +190,14 @@ int kv_ctx_new(const kv_model *m, const kv_ctx_params *p, kv_ctx **out) {
     c->deq_stride = (size_t)KV_MM_BLOCK * widest;
     c->deq = xmalloc_floats((size_t)c->n_threads * c->deq_stride);
     c->xr = xmalloc_floats(B * widest);
-    if (kv_gemm_available() && !(c->xp = xmalloc_floats(kv_gemm_pack_floats((int64_t)B, (int64_t)widest)))) {
-        rc = kv_errorf(KV_ENOMEM, "out of memory allocating a context for %d tokens", c->max_batch);
-        goto fail;
+    if (kv_gemm_available()) { /* the own kernel's packed x; per thread, a block of one head's queries */
+        c->ascr_stride = kv_gemm_pack_floats(KV_ATTN_ROWS, mi->head_dim);
+        c->xp = xmalloc_floats(kv_gemm_pack_floats((int64_t)B, (int64_t)widest));
+        c->ascr = xmalloc_floats((size_t)c->n_threads * c->ascr_stride);
+        if (!c->xp || !c->ascr) {
+            rc = kv_errorf(KV_ENOMEM, "out of memory allocating a context for %d tokens", c->max_batch);
+            goto fail;
+        }
     }
     c->dweight = xmalloc_floats(B);
     c->dweight_n = -1;
@@ -640,11 +649,11 @@ static int stats_prepare(kv_ctx *c, int layer, int n) {
 }
 
 kv_attn_plan kv_hook_plan(const kv_ctx_hook *hk, int layer, int32_t pos0, int32_t n) {
+    if (!hk->needs) return (kv_attn_plan){.layer = layer, .pos0 = pos0, .n_new = n};
     int32_t w = hk->window < n ? hk->window : n;
     if (w < 0) w = 0;
     kv_attn_plan pl = {.layer = layer, .pos0 = pos0, .n_new = n, .needs = hk->needs, .win_pos0 = pos0 + n - w,
                        .win_n = w};
-    if (!hk->needs) return (kv_attn_plan){.layer = layer, .pos0 = pos0, .n_new = n};
     if (hk->plan) hk->plan(hk->user, &pl);
     pl.needs &= hk->needs;
     if (!hk->reduce_row) pl.needs &= ~(unsigned)KV_NEED_LOGITS;
@@ -1098,10 +1107,6 @@ static void reduce_rows(kv_ctx *c, int layer, int h, int n, int32_t pos0, const 
         for (int32_t k = 0; k < ch->len; k++) acc[k] += c->st_part[(size_t)b * row + k];
 }
 
-/* Query rows per block of prefill attention: a block's products stop at
- * the last key its last row sees, so the causal upper triangle (half the
- * score matrix for a whole prompt) is never computed. */
-#define KV_ATTN_ROWS 64
 
 /* Rows [t0, t1) of S [n][len]: scaled logits of the keys the block can
  * see, soft-capped, masked (causal by slot, a layout's masks, a sliding
@@ -1195,21 +1200,6 @@ static void attn_prefill_worker(void *arg, int ith, int nth) {
                           attn_scratch(j->c, ith));
 }
 
-/* With kv_gemm_nt (c->xp): room per thread for a block's packed queries. */
-static int attn_scratch_reserve(kv_ctx *c) {
-    if (!c->xp) return KV_OK;
-    const size_t per = kv_gemm_pack_floats(KV_ATTN_ROWS, c->mi->head_dim), need = per * (size_t)kv_pool_n_threads(c->pool);
-    if (need > c->ascr_cap) {
-        size_t cap = need + need / 4;
-        float *p = realloc(c->ascr, cap * sizeof *p);
-        if (!p) return kv_errorf(KV_ENOMEM, "out of memory for prefill attention's scratch");
-        c->ascr = p;
-        c->ascr_cap = cap;
-    }
-    c->ascr_stride = per;
-    return KV_OK;
-}
-
 static int attn_prefill(kv_ctx *c, int layer, int n, int32_t pos0) {
     const kv_model_info *mi = c->mi;
     int rc0 = kvf_fill(c, layer);
@@ -1220,8 +1210,6 @@ static int attn_prefill(kv_ctx *c, int layer, int n, int32_t pos0) {
         if (len > max_len) max_len = len;
     }
     const size_t stride = (size_t)n * (size_t)max_len;
-    int rc1 = attn_scratch_reserve(c);
-    if (rc1) return rc1;
     if (c->plan.needs & KV_NEED_LOGITS) { /* the hook's reductions use the pool: heads one by one */
         int rc = scores_reserve(c, stride);
         if (rc) return rc;

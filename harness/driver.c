@@ -59,14 +59,32 @@ static int text_add(hx_gen_result *g, const char *p, size_t n) {
     return KV_OK;
 }
 
+/* *out, made when first needed, a context like every other of en's: its
+ * thread count and cache storage (so fidelity measures what the policy
+ * loses with that storage). */
+static int ctx_make(hx_engine *en, kv_ctx **out) {
+    if (*out) return KV_OK;
+    kv_ctx_params cp = kv_ctx_default_params();
+    cp.n_threads = en->threads;
+    cp.kv_type = en->kv_type;
+    return kv_ctx_new(en->model, &cp, out);
+}
+
+/* ctx reset, and checked empty: nothing of a sample before reaches the next. */
+static int reset_checked(kv_ctx *ctx) {
+    kv_ctx_reset(ctx);
+    kv_cache *c = kv_ctx_cache(ctx);
+    if (kv_cache_total_slots(c) != 0 || kv_cache_bytes(c) != 0 || kv_ctx_pos(ctx) != 0)
+        return kv_errorf(KV_EINVAL, "internal: the cache is not empty at the start of a sample (%lld slots, %zu bytes)",
+                         (long long)kv_cache_total_slots(c), kv_cache_bytes(c));
+    return KV_OK;
+}
+
 /* Starts a sample: an empty cache (checked) and the policy's budget fixed
  * for this prompt. */
 static int begin_sample(hx_engine *en, kv_policy *pol, int32_t n_prompt) {
-    kv_ctx_reset(en->ctx);
-    kv_cache *c = kv_ctx_cache(en->ctx);
-    if (kv_cache_total_slots(c) != 0 || kv_cache_bytes(c) != 0 || kv_ctx_pos(en->ctx) != 0)
-        return kv_errorf(KV_EINVAL, "internal: the cache is not empty at the start of a sample (%lld slots, %zu bytes)",
-                         (long long)kv_cache_total_slots(c), kv_cache_bytes(c));
+    int rc = reset_checked(en->ctx);
+    if (rc) return rc;
     pol_begin(pol, n_prompt);
     pol_attach(pol, en->ctx);
     return KV_OK;
@@ -130,14 +148,9 @@ static int snap_take(hx_engine *en, kv_policy *pol, uint64_t key, hx_ctx_snap *s
     kv_policy *copy;
     int rc = pol_clone(pol, &copy);
     if (rc) return rc;
-    if (!s->ctx) {
-        kv_ctx_params cp = kv_ctx_default_params();
-        cp.n_threads = en->threads;
-        cp.kv_type = en->kv_type;
-        if ((rc = kv_ctx_new(en->model, &cp, &s->ctx))) {
-            pol_free(copy);
-            return rc;
-        }
+    if ((rc = ctx_make(en, &s->ctx))) {
+        pol_free(copy);
+        return rc;
     }
     if ((rc = kv_ctx_fork(en->ctx, s->ctx))) {
         pol_free(copy);
@@ -209,20 +222,10 @@ void hx_prompt_pass_free(hx_prompt_pass *pp) {
     memset(pp, 0, sizeof *pp);
 }
 
-/* The pass's context, empty (checked, as begin_sample checks a sample's). */
+/* The pass's context, empty (checked, as a sample's). */
 static int pass_ctx_ready(hx_engine *en) {
-    if (!en->pass_ctx) {
-        kv_ctx_params cp = kv_ctx_default_params();
-        cp.n_threads = en->threads;
-        cp.kv_type = en->kv_type;
-        int rc = kv_ctx_new(en->model, &cp, &en->pass_ctx);
-        if (rc) return rc;
-    }
-    kv_ctx_reset(en->pass_ctx);
-    kv_cache *c = kv_ctx_cache(en->pass_ctx);
-    if (kv_cache_total_slots(c) != 0 || kv_cache_bytes(c) != 0 || kv_ctx_pos(en->pass_ctx) != 0)
-        return kv_errorf(KV_EINVAL, "internal: the shared prompt pass's cache is not empty at the start of a sample");
-    return KV_OK;
+    int rc = ctx_make(en, &en->pass_ctx);
+    return rc ? rc : reset_checked(en->pass_ctx);
 }
 
 int hx_drv_prompt_pass(hx_engine *en, kv_policy *const *pols, int n, const int32_t *prompt, int32_t n_ctx,
@@ -467,18 +470,9 @@ static int lost_add(lost_state *ls, int layer, int g, int group, const float *ro
         if (rlen - w * 64 < 64) m &= (1ull << (rlen - w * 64)) - 1;
         for (; m; m &= m - 1) ls->absent[n_absent++] = w * 64 + __builtin_ctzll(m);
     }
-    /* four heads' sums side by side: four chains of adds instead of one,
+    /* two heads' sums side by side: two chains of adds instead of one,
      * each in slot order */
     int q = 0;
-    for (; q + 4 <= group; q += 4) {
-        const float *r0 = rows + (size_t)q * stride, *r1 = r0 + stride, *r2 = r1 + stride, *r3 = r2 + stride;
-        double l0 = 0, l1 = 0, l2 = 0, l3 = 0;
-        for (int32_t i = 0; i < n_absent; i++) {
-            const int32_t j = ls->absent[i];
-            l0 += r0[j], l1 += r1[j], l2 += r2[j], l3 += r3[j];
-        }
-        ls->sum += l0, ls->sum += l1, ls->sum += l2, ls->sum += l3;
-    }
     for (; q + 2 <= group; q += 2) {
         const float *r0 = rows + (size_t)q * stride, *r1 = r0 + stride;
         double l0 = 0, l1 = 0;
@@ -635,12 +629,7 @@ static int ref_prompt(hx_engine *en, const int32_t *prompt, int32_t n_prompt, lo
     int rc = kv_ctx_eval(en->ref_ctx, prompt, n_prompt, NULL, 0);
     kv_ctx_set_hook(en->ref_ctx, NULL);
     if (rc || !en->share || !r->ok) return rc;
-    if (!r->ctx) {
-        kv_ctx_params cp = kv_ctx_default_params();
-        cp.n_threads = en->threads;
-        cp.kv_type = en->kv_type;
-        if ((rc = kv_ctx_new(en->model, &cp, &r->ctx))) return rc;
-    }
+    if ((rc = ctx_make(en, &r->ctx))) return rc;
     if ((rc = kv_ctx_fork(en->ref_ctx, r->ctx))) return rc;
     r->key = key;
     r->n_prompt_calls = r->n_calls;
@@ -808,12 +797,8 @@ int hx_drv_fidelity(hx_engine *en, kv_policy *pol, const int32_t *prompt, int32_
                     hx_ctx_snap *snap, const hx_ctx_snap *after, hx_fid_online *fo, const hx_gen_result *ref,
                     met_kld *kld, hx_fid_result *out) {
     int32_t V = en->mi->vocab_size;
-    if (!en->ref_ctx) {
-        kv_ctx_params cp = kv_ctx_default_params();
-        cp.n_threads = en->threads;
-        cp.kv_type = en->kv_type;
-        if (kv_ctx_new(en->model, &cp, &en->ref_ctx)) return KV_ENOMEM;
-    }
+    int rc0 = ctx_make(en, &en->ref_ctx);
+    if (rc0) return rc0;
     if (fo && (fo->active || (!fo->diverged && fo->d != ref->n) || !after || (fo->diverged && !after->key)))
         return kv_errorf(KV_EINVAL, "internal: fidelity's online steps ended without a state to resume");
     lost_state ls0 = {.pol = kv_ctx_cache(en->ctx)}, *ls = fo ? &fo->ls : &ls0;
@@ -900,10 +885,7 @@ int hx_engine_open(hx_engine *en, kv_model *model, int threads, kv_cache_type kv
         en->n_end = kv_tokenizer_end_tokens(en->tok, en->end_ids, 16);
         if (en->n_end > 16) en->n_end = 16;
     }
-    kv_ctx_params cp = kv_ctx_default_params();
-    cp.n_threads = threads;
-    cp.kv_type = kv_type;
-    int rc = kv_ctx_new(model, &cp, &en->ctx);
+    int rc = ctx_make(en, &en->ctx);
     if (rc) return rc;
     en->logits = malloc((size_t)en->mi->vocab_size * sizeof *en->logits);
     return en->logits ? KV_OK : kv_errorf(KV_ENOMEM, "out of memory");
