@@ -428,6 +428,33 @@ void kv_silu_mul(float *g, const float *u, int64_t n) {
     (k->silu_mul ? k->silu_mul : scalar_silu_mul)(g, u, n);
 }
 
+static double scalar_masked_sum(const float *x, const float *m, int64_t n) {
+    double acc[KV_MSUM_LANES] = {0};
+    int64_t j = 0;
+    for (; j + KV_MSUM_LANES <= n; j += KV_MSUM_LANES)
+        for (int l = 0; l < KV_MSUM_LANES; l++) acc[l] += (double)(x[j + l] * m[j + l]);
+    for (int l = 0; j < n; j++, l++) acc[l] += (double)(x[j] * m[j]);
+    return kv_fold_f64(acc, KV_MSUM_LANES);
+}
+
+double kv_masked_sum(const float *x, const float *m, int64_t n) {
+    const kv_kernel_table *k = kernels();
+    return (k->masked_sum ? k->masked_sum : scalar_masked_sum)(x, m, n);
+}
+
+static double scalar_sum_exp_f64(const float *x, int64_t n, double shift) {
+    double acc[KV_SEXP_LANES] = {0};
+    for (int64_t i = 0; i < n; i++) acc[i % KV_SEXP_LANES] += kv_exp_f64((double)x[i] - shift);
+    return kv_fold_f64(acc, KV_SEXP_LANES);
+}
+
+double kv_sum_exp_f64(const float *x, int64_t n, double shift) {
+    const kv_kernel_table *k = kernels();
+    return (k->sum_exp_f64 ? k->sum_exp_f64 : scalar_sum_exp_f64)(x, n, shift);
+}
+
+double kv_exp_f64_one(double t) { return kv_exp_f64(t); }
+
 void kv_f32_to_f16(const float *x, uint16_t *y, int64_t n) {
     const kv_kernel_table *k = kernels();
     if (k->f32_to_f16) {

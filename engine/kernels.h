@@ -128,6 +128,18 @@ void kv_softmax_f32(float *x, int64_t n);
  * exponential (kv_exp_f32: the same bits on every ISA, within 2 ulp of
  * expf), so prefill and decode, and every CPU, compute the same values. */
 void kv_silu_mul(float *g, const float *u, int64_t n);
+/* The sum over j < n of x[j] * m[j] in double, for a mask m of 0s and 1s
+ * (every product exact): element j into lane j % 32, the lanes folded in
+ * halves, so every ISA gives the same bits. Fidelity's attention mass
+ * lost: a softmax row's mass on the slots a policy no longer holds. */
+double kv_masked_sum(const float *x, const float *m, int64_t n);
+/* The sum over i < n of e^(x[i] - shift) in double, with the kernels' own
+ * double exponential (within 1 ulp of libm's exp; NaN stays NaN), element
+ * i into lane i % 16, the lanes folded in halves: the same bits on every
+ * ISA. The log-sum-exp of fidelity's KL divergence, vectorised. */
+double kv_sum_exp_f64(const float *x, int64_t n, double shift);
+/* e^t: the same function, one value (the same bits as the sum's terms). */
+double kv_exp_f64_one(double t);
 /* Prefill's products with 512-bit registers: Y[t][r] = sum over k of
  * X[t][k] * W[r][k] for t < n, r < rows, each element one chain of fused
  * multiply-adds over k in order from 0, so a token's outputs depend on its

@@ -776,8 +776,66 @@ void kv_avx2_f16_to_f32(const uint16_t *x, float *y, int64_t n) {
     for (; i < n; i++) y[i] = kv_fp16_to_fp32(x[i]);
 }
 
+/* kv_masked_sum: lanes 4a..4a+3 in accumulator a; the tail as the portable loop. */
+static double avx2_masked_sum(const float *x, const float *m, int64_t n) {
+    __m256d a[8];
+    for (int i = 0; i < 8; i++) a[i] = _mm256_setzero_pd();
+    int64_t j = 0;
+    for (; j + KV_MSUM_LANES <= n; j += KV_MSUM_LANES)
+        for (int i = 0; i < 8; i++)
+            a[i] = _mm256_add_pd(a[i], _mm256_cvtps_pd(_mm_mul_ps(_mm_loadu_ps(x + j + 4 * i), _mm_loadu_ps(m + j + 4 * i))));
+    double acc[KV_MSUM_LANES];
+    for (int i = 0; i < 8; i++) _mm256_storeu_pd(acc + 4 * i, a[i]);
+    for (int l = 0; j < n; j++, l++) acc[l] += (double)(x[j] * m[j]);
+    return kv_fold_f64(acc, KV_MSUM_LANES);
+}
+
+/* 2^k for integral k in [-1022, 1023] (4 lanes): k + 1.5 * 2^52 holds k in
+ * its low mantissa bits, so its bits less the constant's are k as an int64. */
+static inline __m256d avx2_pow2_f64(__m256d k) {
+    const __m256d magic = _mm256_set1_pd(6755399441055744.0);
+    const __m256i ki = _mm256_sub_epi64(_mm256_castpd_si256(_mm256_add_pd(k, magic)), _mm256_castpd_si256(magic));
+    return _mm256_castsi256_pd(_mm256_slli_epi64(_mm256_add_epi64(ki, _mm256_set1_epi64x(1023)), 52));
+}
+
+/* kv_exp_f64 on 4 lanes: the same operations; out-of-range lanes computed
+ * on a clamped t, then replaced (0, +inf, the NaN itself). */
+static inline __m256d avx2_exp64(__m256d t) {
+    const __m256d lo = _mm256_set1_pd(KV_EXP64_MIN), hi = _mm256_set1_pd(KV_EXP64_MAX);
+    const __m256d nan = _mm256_cmp_pd(t, t, _CMP_UNORD_Q);
+    const __m256d under = _mm256_cmp_pd(t, lo, _CMP_LT_OQ), over = _mm256_cmp_pd(t, hi, _CMP_GT_OQ);
+    const __m256d x = _mm256_min_pd(_mm256_max_pd(t, lo), hi);
+    const __m256d k = _mm256_round_pd(_mm256_mul_pd(x, _mm256_set1_pd(KV_EXP64_LOG2E)),
+                                      _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m256d r = _mm256_fnmadd_pd(k, _mm256_set1_pd(KV_EXP64_LN2_HI), x);
+    r = _mm256_fnmadd_pd(k, _mm256_set1_pd(KV_EXP64_LN2_LO), r);
+    __m256d p = _mm256_set1_pd(kv_exp64_c[13]);
+    for (int i = 12; i >= 0; i--) p = _mm256_fmadd_pd(p, r, _mm256_set1_pd(kv_exp64_c[i]));
+    const __m256d k1 = _mm256_round_pd(_mm256_mul_pd(k, _mm256_set1_pd(0.5)), _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC);
+    __m256d y = _mm256_mul_pd(_mm256_mul_pd(p, avx2_pow2_f64(k1)), avx2_pow2_f64(_mm256_sub_pd(k, k1)));
+    y = _mm256_blendv_pd(y, _mm256_setzero_pd(), under);
+    y = _mm256_blendv_pd(y, _mm256_set1_pd(INFINITY), over);
+    return _mm256_blendv_pd(y, t, nan);
+}
+
+/* kv_sum_exp_f64: lanes 4a..4a+3 in accumulator a; the tail as the portable loop. */
+static double avx2_sum_exp_f64(const float *x, int64_t n, double shift) {
+    __m256d a[4];
+    for (int i = 0; i < 4; i++) a[i] = _mm256_setzero_pd();
+    const __m256d sh = _mm256_set1_pd(shift);
+    int64_t i = 0;
+    for (; i + KV_SEXP_LANES <= n; i += KV_SEXP_LANES)
+        for (int q = 0; q < 4; q++)
+            a[q] = _mm256_add_pd(a[q], avx2_exp64(_mm256_sub_pd(_mm256_cvtps_pd(_mm_loadu_ps(x + i + 4 * q)), sh)));
+    double acc[KV_SEXP_LANES];
+    for (int q = 0; q < 4; q++) _mm256_storeu_pd(acc + 4 * q, a[q]);
+    for (int l = 0; i < n; i++, l++) acc[l] += kv_exp_f64((double)x[i] - shift);
+    return kv_fold_f64(acc, KV_SEXP_LANES);
+}
+
 const kv_kernel_table kv_kernels_avx2 = {
     .matvec_rows = avx2_matvec_rows, .dequant_rows = avx2_dequant_rows, .dot = avx2_dot, .axpy = avx2_axpy,
     .dots = avx2_dots, .wsum = avx2_wsum, .quant_act = avx2_quant_act, .matvec_q8 = kv_avx2_matvec_q8,
     .wsum_kv = kv_avx2_wsum_kv, .softmax = avx2_softmax, .f32_to_f16 = kv_avx2_f32_to_f16,
-    .f16_to_f32 = kv_avx2_f16_to_f32, .silu_mul = avx2_silu_mul};
+    .f16_to_f32 = kv_avx2_f16_to_f32, .silu_mul = avx2_silu_mul, .masked_sum = avx2_masked_sum,
+    .sum_exp_f64 = avx2_sum_exp_f64};

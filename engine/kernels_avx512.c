@@ -587,6 +587,69 @@ static void avx512_silu_mul(float *g, const float *u, int64_t n) {
     }
 }
 
+/* kv_masked_sum: lanes 8a..8a+7 in accumulator a; the tail's lanes added
+ * under a mask, so a lane past it is left as the portable loop leaves it. */
+static double avx512_masked_sum(const float *x, const float *m, int64_t n) {
+    __m512d a[4];
+    for (int i = 0; i < 4; i++) a[i] = _mm512_setzero_pd();
+    for (int64_t j = 0; j < n; j += KV_MSUM_LANES) {
+        for (int h = 0; h < 2; h++) {
+            const int64_t o = j + 16 * h;
+            const __mmask16 k = o < n ? avx512_tail(n - o) : 0;
+            const __m512 p = _mm512_mul_ps(_mm512_maskz_loadu_ps(k, x + o), _mm512_maskz_loadu_ps(k, m + o));
+            a[2 * h] = _mm512_mask_add_pd(a[2 * h], (__mmask8)k, a[2 * h], _mm512_cvtps_pd(_mm512_castps512_ps256(p)));
+            a[2 * h + 1] = _mm512_mask_add_pd(a[2 * h + 1], (__mmask8)(k >> 8), a[2 * h + 1],
+                                              _mm512_cvtps_pd(_mm512_extractf32x8_ps(p, 1)));
+        }
+    }
+    double acc[KV_MSUM_LANES];
+    for (int i = 0; i < 4; i++) _mm512_storeu_pd(acc + 8 * i, a[i]);
+    return kv_fold_f64(acc, KV_MSUM_LANES);
+}
+
+/* kv_exp_f64 on 8 lanes: the same operations; the out-of-range lanes are
+ * computed on a clamped t, then replaced (0, +inf, the NaN itself). */
+static inline __m512d avx512_exp64(__m512d t) {
+    const __m512d lo = _mm512_set1_pd(KV_EXP64_MIN), hi = _mm512_set1_pd(KV_EXP64_MAX);
+    const __mmask8 nan = _mm512_cmp_pd_mask(t, t, _CMP_UNORD_Q);
+    const __mmask8 under = _mm512_cmp_pd_mask(t, lo, _CMP_LT_OQ), over = _mm512_cmp_pd_mask(t, hi, _CMP_GT_OQ);
+    const __m512d x = _mm512_min_pd(_mm512_max_pd(t, lo), hi);
+    const __m512d k = _mm512_roundscale_pd(_mm512_mul_pd(x, _mm512_set1_pd(KV_EXP64_LOG2E)),
+                                           _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m512d r = _mm512_fnmadd_pd(k, _mm512_set1_pd(KV_EXP64_LN2_HI), x);
+    r = _mm512_fnmadd_pd(k, _mm512_set1_pd(KV_EXP64_LN2_LO), r);
+    __m512d p = _mm512_set1_pd(kv_exp64_c[13]);
+    for (int i = 12; i >= 0; i--) p = _mm512_fmadd_pd(p, r, _mm512_set1_pd(kv_exp64_c[i]));
+    const __m512d k1 = _mm512_roundscale_pd(_mm512_mul_pd(k, _mm512_set1_pd(0.5)), _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC);
+    const __m512i bias = _mm512_set1_epi64(1023);
+    const __m512d s1 = _mm512_castsi512_pd(_mm512_slli_epi64(_mm512_add_epi64(_mm512_cvtpd_epi64(k1), bias), 52));
+    const __m512d s2 =
+        _mm512_castsi512_pd(_mm512_slli_epi64(_mm512_add_epi64(_mm512_cvtpd_epi64(_mm512_sub_pd(k, k1)), bias), 52));
+    __m512d y = _mm512_mul_pd(_mm512_mul_pd(p, s1), s2);
+    y = _mm512_mask_blend_pd(under, y, _mm512_setzero_pd());
+    y = _mm512_mask_blend_pd(over, y, _mm512_set1_pd(INFINITY));
+    return _mm512_mask_blend_pd(nan, y, t);
+}
+
+/* kv_sum_exp_f64: lanes 0-7 and 8-15 in two accumulators; the tail's lanes
+ * added under a mask (a lane past it stays as the portable loop leaves it). */
+static double avx512_sum_exp_f64(const float *x, int64_t n, double shift) {
+    __m512d a0 = _mm512_setzero_pd(), a1 = _mm512_setzero_pd();
+    const __m512d sh = _mm512_set1_pd(shift);
+    for (int64_t i = 0; i < n; i += 16) {
+        const __mmask16 k = avx512_tail(n - i);
+        const __m512 v = _mm512_maskz_loadu_ps(k, x + i);
+        const __m512d e0 = avx512_exp64(_mm512_sub_pd(_mm512_cvtps_pd(_mm512_castps512_ps256(v)), sh));
+        const __m512d e1 = avx512_exp64(_mm512_sub_pd(_mm512_cvtps_pd(_mm512_extractf32x8_ps(v, 1)), sh));
+        a0 = _mm512_mask_add_pd(a0, (__mmask8)k, a0, e0);
+        a1 = _mm512_mask_add_pd(a1, (__mmask8)(k >> 8), a1, e1);
+    }
+    double acc[KV_SEXP_LANES];
+    _mm512_storeu_pd(acc, a0);
+    _mm512_storeu_pd(acc + 8, a1);
+    return kv_fold_f64(acc, KV_SEXP_LANES);
+}
+
 /* The portable softmax's arithmetic (kernels.c): element i in lane i % 16. */
 static void avx512_softmax(float *x, int64_t n) {
     const __m512 ninf = _mm512_set1_ps(-INFINITY);
@@ -723,7 +786,8 @@ const kv_kernel_table kv_kernels_avx512 = {
     .dots = avx512_dots, .wsum = avx512_wsum, .quant_act = avx512_quant_act, .matvec_q8 = avx512_matvec_q8_bw,
     .wsum_kv = kv_avx2_wsum_kv, .softmax = avx512_softmax, .gemm_nt = avx512_gemm_nt,
     .gemm_pack = avx512_gemm_pack, .gemm_pv = avx512_gemm_pv, .f32_to_f16 = kv_avx2_f32_to_f16,
-    .f16_to_f32 = kv_avx2_f16_to_f32, .silu_mul = avx512_silu_mul};
+    .f16_to_f32 = kv_avx2_f16_to_f32, .silu_mul = avx512_silu_mul, .masked_sum = avx512_masked_sum,
+    .sum_exp_f64 = avx512_sum_exp_f64};
 
 /* Chosen only when CPUID reports AVX512_VNNI (kernels.c). */
 const kv_kernel_table kv_kernels_avx512_vnni = {
@@ -731,4 +795,5 @@ const kv_kernel_table kv_kernels_avx512_vnni = {
     .dots = avx512_dots, .wsum = avx512_wsum, .quant_act = avx512_quant_act, .matvec_q8 = avx512_matvec_q8_vnni,
     .wsum_kv = kv_avx2_wsum_kv, .softmax = avx512_softmax, .gemm_nt = avx512_gemm_nt,
     .gemm_pack = avx512_gemm_pack, .gemm_pv = avx512_gemm_pv, .f32_to_f16 = kv_avx2_f32_to_f16,
-    .f16_to_f32 = kv_avx2_f16_to_f32, .silu_mul = avx512_silu_mul};
+    .f16_to_f32 = kv_avx2_f16_to_f32, .silu_mul = avx512_silu_mul, .masked_sum = avx512_masked_sum,
+    .sum_exp_f64 = avx512_sum_exp_f64};

@@ -57,6 +57,10 @@ typedef struct kv_kernel_table {
     /* kv_gemm_pv (d a multiple of 16), or NULL (sgemm then) */
     void (*gemm_pv)(const float *P, int64_t ldp, int64_t n, int64_t kl, const float *V, int64_t d, float *O,
                     int64_t ldo);
+    /* kv_masked_sum, bit for bit the portable one */
+    double (*masked_sum)(const float *x, const float *m, int64_t n);
+    /* kv_sum_exp_f64, bit for bit the portable one */
+    double (*sum_exp_f64)(const float *x, int64_t n, double shift);
 } kv_kernel_table;
 
 extern const kv_kernel_table kv_kernels_scalar;
@@ -217,6 +221,56 @@ static inline float kv_exp_f32(float x) {
     return p * two_k.f;
 }
 
+/* e^t in double for the metrics' log-sum-exp, by kv_exp_f32's method
+ * with double constants: k = rint(t log2(e)), r = t - k ln2 in two fused
+ * steps (fdlibm's split of ln2), e^r from its Taylor series to degree 13
+ * in fused Horner steps (the first omitted term is below 5e-18 for |r| <=
+ * ln2/2), times 2^k as 2^k1 2^k2 (k1 = floor(k/2)), so a subnormal result
+ * rounds like the vector kernels'. NaN gives NaN, t above KV_EXP64_MAX
+ * +inf, below KV_EXP64_MIN 0. Within 1 ulp of libm's exp (test_kernels);
+ * every ISA computes the same bits. */
+#define KV_EXP64_MIN (-745.2)
+#define KV_EXP64_MAX 709.782712893384
+#define KV_EXP64_LOG2E 1.4426950408889634
+#define KV_EXP64_LN2_HI 6.93147180369123816490e-01
+#define KV_EXP64_LN2_LO 1.90821492927058770002e-10
+static const double kv_exp64_c[14] = {1.0,
+                                      1.0,
+                                      1.0 / 2,
+                                      1.0 / 6,
+                                      1.0 / 24,
+                                      1.0 / 120,
+                                      1.0 / 720,
+                                      1.0 / 5040,
+                                      1.0 / 40320,
+                                      1.0 / 362880,
+                                      1.0 / 3628800,
+                                      1.0 / 39916800,
+                                      1.0 / 479001600,
+                                      1.0 / 6227020800.0};
+
+/* 2^k for an integral k in [-1022, 1023], from the exponent bits. */
+static inline double kv_pow2_f64(double k) {
+    union { uint64_t u; double d; } v = {.u = (uint64_t)((int64_t)k + 1023) << 52};
+    return v.d;
+}
+
+static inline double kv_exp_f64(double t) {
+    if (t != t) return t;
+    if (t > KV_EXP64_MAX) return INFINITY;
+    if (t < KV_EXP64_MIN) return 0.0;
+    const double k = nearbyint(t * KV_EXP64_LOG2E);
+    double r = fma(-k, KV_EXP64_LN2_HI, t);
+    r = fma(-k, KV_EXP64_LN2_LO, r);
+    double p = kv_exp64_c[13];
+    for (int i = 12; i >= 0; i--) p = fma(p, r, kv_exp64_c[i]);
+    const double k1 = floor(k * 0.5);
+    return p * kv_pow2_f64(k1) * kv_pow2_f64(k - k1);
+}
+
+/* kv_sum_exp_f64's lanes: element i in lane i % 16 (kv_fold_f64). */
+#define KV_SEXP_LANES 16
+
 /* Softmax's sum: element i goes to lane i % 16 (one AVX-512 register, two
  * AVX2 ones, an array in the portable path), and the lanes are added in
  * this fixed tree, so every ISA's sum is the same. */
@@ -228,5 +282,19 @@ static inline float kv_sum_lanes(const float lanes[KV_SOFTMAX_LANES]) {
         for (int i = 0; i < w; i++) a[i] += a[i + w];
     return a[0];
 }
+
+/* The double sums' lanes (n a power of two, at most 32), folded in
+ * halves: lane i += lane i + n/2, and so on down to lane 0. */
+static inline double kv_fold_f64(const double *lanes, int n) {
+    double a[32];
+    memcpy(a, lanes, (size_t)n * sizeof *a);
+    for (int w = n / 2; w > 0; w /= 2)
+        for (int i = 0; i < w; i++) a[i] += a[i + w];
+    return a[0];
+}
+
+/* kv_masked_sum's lanes: element j in lane j % KV_MSUM_LANES (32 doubles:
+ * four 8-wide accumulators keep AVX-512's adds busy). */
+#define KV_MSUM_LANES 32
 
 #endif

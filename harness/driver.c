@@ -2,6 +2,7 @@
  * fidelity's lockstep, shared by `kvbench run`, `generate` and
  * `perplexity`. */
 #define _POSIX_C_SOURCE 200809L
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -12,6 +13,7 @@
 #include "driver.h"
 #include "../base/buf.h"
 #include "../base/hash.h"
+#include "../engine/kernels.h"
 
 /* ---------------------------------------------------------- tokenizing */
 
@@ -44,6 +46,8 @@ void hx_gen_free(hx_gen_result *g) {
     free(g->tokens);
     free(g->text);
     free(g->logits);
+    free(g->base);
+    free(g->base_p);
     free(g->step_ms);
     free(g->trace_pos);
     free(g->trace_bytes);
@@ -327,12 +331,35 @@ static int32_t first_token(const hx_engine *en, int32_t stop_id) {
     return best < 0 ? kv_argmax(en->logits, V) : best;
 }
 
+/* A logit row's log-normalizer and first top index (and, p given, its
+ * probabilities), as met_kld_base_of defines them, with the engine's
+ * vectorised double exponential: fidelity computes one per step of every
+ * policy, a vocabulary of exponentials each. */
+static void norm_of(const float *x, int32_t V, double *p, met_kld_base *out) {
+    out->top = kv_argmax(x, V);
+    const double mx = x[out->top];
+    out->lse = mx + log(kv_sum_exp_f64(x, V, mx));
+    out->p = p;
+    if (p)
+        for (int32_t i = 0; i < V; i++) p[i] = kv_exp_f64_one((double)x[i] - out->lse);
+}
+
+/* The reference's probabilities are kept up to this size (a 128K
+ * vocabulary and 64 new tokens: 68 MB); past it each use recomputes them. */
+#define HX_BASE_P_MAX ((size_t)96 << 20)
+
 /* The buffers one generation fills. */
 static int gen_alloc(hx_gen_result *g, int max_new, int32_t V, int keep_logits) {
     g->tokens = malloc(((size_t)max_new + 1) * sizeof *g->tokens);
     g->step_ms = malloc(((size_t)max_new + 1) * sizeof *g->step_ms);
-    if (keep_logits) g->logits = malloc(((size_t)max_new + 1) * (size_t)V * sizeof *g->logits);
-    if (!g->tokens || !g->step_ms || (keep_logits && !g->logits) || text_add(g, "", 0))
+    if (keep_logits) {
+        g->logits = malloc(((size_t)max_new + 1) * (size_t)V * sizeof *g->logits);
+        g->base = malloc(((size_t)max_new + 1) * sizeof *g->base);
+        /* each policy's fidelity step then skips vocab exponentials */
+        const size_t pb = ((size_t)max_new + 1) * (size_t)V * sizeof *g->base_p;
+        if (pb <= HX_BASE_P_MAX) g->base_p = malloc(pb);
+    }
+    if (!g->tokens || !g->step_ms || (keep_logits && (!g->logits || !g->base)) || text_add(g, "", 0))
         return kv_errorf(KV_ENOMEM, "out of memory");
     return KV_OK;
 }
@@ -361,7 +388,10 @@ static int gen_take(hx_engine *en, const hx_gen_params *p, int32_t prev, int32_t
         snprintf(g->stop, sizeof g->stop, "newline");
         return 1;
     }
-    if (p->keep_logits) memcpy(g->logits + (size_t)g->n * V, en->logits, (size_t)V * sizeof(float));
+    if (p->keep_logits) {
+        memcpy(g->logits + (size_t)g->n * V, en->logits, (size_t)V * sizeof(float));
+        norm_of(en->logits, V, g->base_p ? g->base_p + (size_t)g->n * V : NULL, &g->base[g->n]);
+    }
     g->tokens[g->n++] = next;
     int rc = text_add(g, piece, len);
     if (rc) return rc;
@@ -377,6 +407,9 @@ static int gen_take(hx_engine *en, const hx_gen_params *p, int32_t prev, int32_t
 static int fid_online_token(hx_engine *en, kv_policy *pol, hx_fid_online *fo, hx_ctx_snap *after, int i, int32_t next);
 static int fid_online_fed(hx_engine *en, hx_fid_online *fo, int i);
 static double fid_online_seconds(const hx_fid_online *fo);
+/* The reference's recording (hx_drv_ref_record_begin): its prompt read, a step evaluated. */
+static void rec_prompt_done(hx_engine *en, const kv_policy *pol);
+static void rec_step_done(hx_engine *en, const kv_policy *pol);
 
 /* Generation of up to max_new tokens after the prompt (greedy unless a
  * sampler is given), stopping at an end token or BOS (and at a newline
@@ -393,6 +426,7 @@ int hx_drv_generate(hx_engine *en, kv_policy *pol, const int32_t *prompt, int32_
     rc = read_prompt(en, pol, prompt, n_prompt, p->q_split, g, p->snap, p->pass);
     if (!rc && p->after && !fo) rc = snap_prompt(en, pol, p->after);
     if (rc) return rc;
+    rec_prompt_done(en, pol);
     int32_t prev = prompt[n_prompt - 1];
     double t_step = kv_now_s();
     /* a shared pass read the prompt for this policy too: its time counts */
@@ -409,6 +443,7 @@ int hx_drv_generate(hx_engine *en, kv_policy *pol, const int32_t *prompt, int32_
             double t = kv_now_s();
             if ((rc = kv_ctx_eval(en->ctx, &next, 1, en->logits, 0))) return rc;
             g->step_ms[g->n - 1] = (kv_now_s() - t) * 1e3;
+            rec_step_done(en, pol);
             track(en, pol, g, 1);
             if (fo && (rc = fid_online_fed(en, fo, i))) return rc;
         }
@@ -430,10 +465,8 @@ int hx_drv_generate(hx_engine *en, kv_policy *pol, const int32_t *prompt, int32_
  * lacks in that layer and KV head. */
 typedef struct lost_state {
     kv_cache *pol;     /* the policy's cache */
-    uint64_t *held;    /* [words] bit p: position p is held by the policy's head */
-    int32_t words;
-    int32_t *absent;   /* [absent_cap] the full cache's slots whose positions the policy lacks */
-    int32_t absent_cap;
+    float *absent;     /* [cap] 1 where the full cache's slot holds a position the policy lacks, else 0 */
+    int32_t cap;
     double sum;
     long count;
     int rc;
@@ -442,49 +475,26 @@ typedef struct lost_state {
 /* The lost mass of KV head g's query heads in one layer call: rows
  * [group][stride] of the full cache's newest query over its slots
  * 0..rlen-1, slot j holding position j (the full cache never evicts);
- * positions below `need` count. */
+ * the policy's positions below `need` count as held. Each row's sum is
+ * kv_masked_sum's (fixed lanes: the same bits on every ISA), a stream
+ * through the row that the prefetcher keeps up with (prefix sums read at
+ * the runs' ends were slower: one cache miss per run). */
 static int lost_add(lost_state *ls, int layer, int g, int group, const float *rows, size_t stride, int32_t rlen,
                     int32_t need) {
     kv_cache_head *ph = kv_cache_head_at(ls->pol, layer, g);
-    const int32_t top = need > rlen ? need : rlen, words = (top + 63) / 64;
-    if (words > ls->words) {
-        uint64_t *b = realloc(ls->held, (size_t)words * sizeof *b);
-        if (!b) return ls->rc = kv_errorf(KV_ENOMEM, "out of memory");
-        ls->held = b;
-        ls->words = words;
-    }
-    if (rlen > ls->absent_cap) {
-        int32_t *a = realloc(ls->absent, (size_t)rlen * sizeof *a);
+    if (rlen > ls->cap) {
+        float *a = realloc(ls->absent, (size_t)rlen * sizeof *a);
         if (!a) return ls->rc = kv_errorf(KV_ENOMEM, "out of memory");
         ls->absent = a;
-        ls->absent_cap = rlen;
+        ls->cap = rlen;
     }
-    memset(ls->held, 0, (size_t)words * sizeof *ls->held);
-    for (int32_t j = 0; j < ph->len; j++)
-        if (ph->pos[j] >= 0 && ph->pos[j] < need) ls->held[ph->pos[j] >> 6] |= 1ull << (ph->pos[j] & 63);
-    /* the slots the policy lacks, in slot order, once for the group's
-     * query heads: each head's sum adds them as a scan of all would */
-    int32_t n_absent = 0;
-    for (int32_t w = 0; w * 64 < rlen; w++) {
-        uint64_t m = ~ls->held[w];
-        if (rlen - w * 64 < 64) m &= (1ull << (rlen - w * 64)) - 1;
-        for (; m; m &= m - 1) ls->absent[n_absent++] = w * 64 + __builtin_ctzll(m);
+    float *ab = ls->absent;
+    for (int32_t j = 0; j < rlen; j++) ab[j] = 1.0f;
+    for (int32_t j = 0; j < ph->len; j++) {
+        const int32_t p = ph->pos[j];
+        if (p >= 0 && p < need && p < rlen) ab[p] = 0.0f;
     }
-    /* two heads' sums side by side: two chains of adds instead of one,
-     * each in slot order */
-    int q = 0;
-    for (; q + 2 <= group; q += 2) {
-        const float *r0 = rows + (size_t)q * stride, *r1 = r0 + stride;
-        double l0 = 0, l1 = 0;
-        for (int32_t i = 0; i < n_absent; i++) l0 += r0[ls->absent[i]], l1 += r1[ls->absent[i]];
-        ls->sum += l0, ls->sum += l1;
-    }
-    for (; q < group; q++) {
-        const float *row = rows + (size_t)q * stride;
-        double lost = 0;
-        for (int32_t i = 0; i < n_absent; i++) lost += row[ls->absent[i]];
-        ls->sum += lost;
-    }
+    for (int q = 0; q < group; q++) ls->sum += kv_masked_sum(rows + (size_t)q * stride, ab, rlen);
     ls->count += group;
     return KV_OK;
 }
@@ -531,6 +541,10 @@ typedef struct hx_ref_snap {
     int in_steps;       /* recording the steps (their failures clear steps_ok) */
     int steps_ok;
     uint64_t steps_key; /* the prompt and continuation recorded (0: none) */
+    /* recorded from the reference's own run (hx_drv_ref_record_begin) */
+    uint64_t ctx_key;         /* the prompt whose full cache ctx holds (0: none) */
+    const kv_policy *rec_pol; /* the reference's policy while recording, else NULL */
+    uint64_t rec_key;         /* its prompt's key */
 } hx_ref_snap;
 
 static void ref_snap_free(hx_ref_snap *r) {
@@ -544,16 +558,17 @@ static void ref_snap_free(hx_ref_snap *r) {
 
 typedef struct rec_state { lost_state *ls; hx_ref_snap *r; } rec_state;
 
-/* lost_on_layer, also keeping the call's rows for the other policies. */
-static int record_on_layer(void *user, kv_cache *ref, const kv_attn_view *v) {
-    rec_state *st = user;
-    hx_ref_snap *r = st->r;
+/* Keeps a full-cache layer call's newest-query rows: a failure (a cache
+ * not in position order, out of memory, the steps over HX_REF_ROWS_MAX)
+ * marks the recording incomplete, never the evaluation. */
+static void ref_record(hx_ref_snap *r, kv_cache *ref, const kv_attn_view *v) {
     int *ok = r->in_steps ? &r->steps_ok : &r->ok;
     int32_t len = kv_cache_head_at(ref, v->layer, 0)->len;
+    /* a full cache only appends, in position order: its last slot holding
+     * len - 1 means slot j holds position j (as lost_on_layer checks) */
     for (int g = 0; g < v->n_kv_heads; g++) {
         const kv_cache_head *rh = kv_cache_head_at(ref, v->layer, g);
-        if (rh->len != len) *ok = 0;
-        for (int32_t j = 0; j < rh->len && *ok; j++) *ok = rh->pos[j] == j;
+        if (rh->len != len || (len && rh->pos[len - 1] != len - 1)) *ok = 0;
     }
     size_t need = (size_t)v->n_heads * (size_t)len;
     if (r->in_steps && r->n_rows + need > HX_REF_ROWS_MAX) *ok = 0;
@@ -575,7 +590,28 @@ static int record_on_layer(void *user, kv_cache *ref, const kv_attn_view *v) {
             memcpy(r->rows + r->n_rows + (size_t)h * len, v->last_row + (size_t)h * v->stride, (size_t)len * sizeof(float));
         r->n_rows += need;
     }
+}
+
+/* lost_on_layer, also keeping the call's rows for the other policies. */
+static int record_on_layer(void *user, kv_cache *ref, const kv_attn_view *v) {
+    rec_state *st = user;
+    ref_record(st->r, ref, v);
     return lost_on_layer(st->ls, ref, v);
+}
+
+/* The end of a recorded step: its calls end here. */
+static void ref_step_mark(hx_ref_snap *r) {
+    if (!r->steps_ok) return;
+    if (r->n_steps == r->cap_steps) {
+        int cap = r->cap_steps ? 2 * r->cap_steps : 64, *b = realloc(r->step_end, (size_t)cap * sizeof *b);
+        if (!b) {
+            r->steps_ok = 0;
+            return;
+        }
+        r->step_end = b;
+        r->cap_steps = cap;
+    }
+    r->step_end[r->n_steps++] = r->n_calls;
 }
 
 /* Recorded calls [c0, c1)'s lost mass against this policy's cache, in
@@ -605,22 +641,81 @@ static uint64_t continuation_key(uint64_t prompt_key, const hx_gen_result *ref) 
     return kv_fnv1a64(kv_fnv1a64(prompt_key, &ref->n, sizeof ref->n), ref->tokens, (size_t)ref->n * sizeof *ref->tokens);
 }
 
+/* en->ref_snap emptied for a new recording (made when first needed);
+ * NULL when out of memory. ctx and ctx_key stay: they name their prompt. */
+static hx_ref_snap *ref_snap_reset(hx_engine *en) {
+    hx_ref_snap *r = en->ref_snap;
+    if (!r && !(r = en->ref_snap = calloc(1, sizeof *r))) {
+        kv_errorf(KV_ENOMEM, "out of memory");
+        return NULL;
+    }
+    r->key = r->steps_key = 0;
+    r->n_calls = r->n_prompt_calls = 0;
+    r->n_rows = r->n_prompt_rows = 0;
+    r->n_steps = 0;
+    r->ok = r->steps_ok = 1;
+    r->in_steps = 0;
+    r->rec_pol = NULL;
+    return r;
+}
+
+/* The reference's rows, layer call by layer call, as its run makes them. */
+static int rec_observe(void *user, kv_cache *c, const kv_attn_view *v) {
+    ref_record(user, c, v);
+    return KV_OK;
+}
+
+int hx_drv_ref_record_begin(hx_engine *en, kv_policy *full, const int32_t *prompt, int32_t n_prompt,
+                            int32_t q_split) {
+    /* a prompt read in two parts has calls that the lockstep's one read lacks */
+    if (!en->share || hx_drv_pass_tokens(n_prompt, q_split) < n_prompt) return KV_OK;
+    hx_ref_snap *r = ref_snap_reset(en);
+    if (!r) return KV_ENOMEM;
+    r->rec_pol = full;
+    r->rec_key = prompt_key(prompt, n_prompt);
+    pol_set_observer(full, KV_NEED_LAST_ROW, rec_observe, r);
+    return KV_OK;
+}
+
+/* Called by the generation of pol: the prompt read (steps follow), or
+ * step i's token evaluated. */
+static void rec_prompt_done(hx_engine *en, const kv_policy *pol) {
+    hx_ref_snap *r = en->ref_snap;
+    if (!r || !r->rec_pol || r->rec_pol != pol || r->in_steps) return;
+    r->n_prompt_calls = r->n_calls;
+    r->n_prompt_rows = r->n_rows;
+    r->key = r->ok ? r->rec_key : 0;
+    r->in_steps = 1;
+}
+
+static void rec_step_done(hx_engine *en, const kv_policy *pol) {
+    hx_ref_snap *r = en->ref_snap;
+    if (r && r->rec_pol && r->rec_pol == pol && r->in_steps) ref_step_mark(r);
+}
+
+void hx_drv_ref_record_end(hx_engine *en, kv_policy *full, const hx_gen_result *ref) {
+    pol_set_observer(full, 0, NULL, NULL);
+    hx_ref_snap *r = en->ref_snap;
+    if (!r || !r->rec_pol || r->rec_pol != full) return;
+    /* the steps fidelity replays are 0 .. n - 2 */
+    const int complete = ref && r->in_steps && r->ok && r->steps_ok && r->n_steps >= ref->n - 1;
+    if (!r->in_steps || !r->ok) r->key = 0;
+    r->steps_key = complete ? continuation_key(r->key, ref) : 0;
+    r->in_steps = 0;
+    r->rec_pol = NULL;
+}
+
 static int ref_prompt(hx_engine *en, const int32_t *prompt, int32_t n_prompt, lost_state *ls) {
     const uint64_t key = prompt_key(prompt, n_prompt);
     hx_ref_snap *r = en->ref_snap;
-    if (en->share && r && r->ok && r->key == key) {
+    if (en->share && r && r->ok && r->key == key && r->ctx && r->ctx_key == key) {
         int rc = kv_ctx_fork(r->ctx, en->ref_ctx);
         return rc ? rc : ref_replay(r, 0, r->n_prompt_calls, ls, en->mi->n_heads, en->mi->n_kv_heads);
     }
     kv_ctx_hook hook = {.user = ls, .needs = KV_NEED_LAST_ROW, .positions = KV_POS_ORIGINAL, .on_layer = lost_on_layer};
     rec_state st = {ls, r};
     if (en->share) {
-        if (!r && !(r = en->ref_snap = calloc(1, sizeof *r))) return kv_errorf(KV_ENOMEM, "out of memory");
-        r->key = r->steps_key = 0;
-        r->n_calls = r->n_prompt_calls = 0;
-        r->n_rows = 0;
-        r->ok = 1;
-        r->in_steps = 0;
+        if (!(r = ref_snap_reset(en))) return KV_ENOMEM;
         st.r = r;
         hook.user = &st;
         hook.on_layer = record_on_layer;
@@ -631,7 +726,7 @@ static int ref_prompt(hx_engine *en, const int32_t *prompt, int32_t n_prompt, lo
     if (rc || !en->share || !r->ok) return rc;
     if ((rc = ctx_make(en, &r->ctx))) return rc;
     if ((rc = kv_ctx_fork(en->ref_ctx, r->ctx))) return rc;
-    r->key = key;
+    r->key = r->ctx_key = key;
     r->n_prompt_calls = r->n_calls;
     r->n_prompt_rows = r->n_rows;
     return KV_OK;
@@ -678,18 +773,8 @@ static int ref_side_step(ref_side *rs, int step, const int32_t *tok) {
         return ref_replay(r, step ? r->step_end[step - 1] : r->n_prompt_calls, r->step_end[step], rs->ls, mi->n_heads,
                           mi->n_kv_heads);
     int rc = kv_ctx_eval(rs->en->ref_ctx, tok, 1, NULL, 0);
-    if (rc || !rs->record || !r->steps_ok) return rc;
-    if (r->n_steps == r->cap_steps) {
-        int cap = r->cap_steps ? 2 * r->cap_steps : 64, *b = realloc(r->step_end, (size_t)cap * sizeof *b);
-        if (!b) {
-            r->steps_ok = 0;
-            return KV_OK;
-        }
-        r->step_end = b;
-        r->cap_steps = cap;
-    }
-    r->step_end[r->n_steps++] = r->n_calls;
-    return KV_OK;
+    if (!rc && rs->record) ref_step_mark(r);
+    return rc;
 }
 
 static void ref_side_end(ref_side *rs, int completed) {
@@ -710,10 +795,13 @@ typedef struct fid_acc {
 
 static int fid_step(hx_engine *en, const hx_gen_result *ref, int i, met_kld *kld, fid_acc *a) {
     const int32_t V = en->mi->vocab_size;
-    const float *p = ref->logits + (size_t)i * V;
-    a->kl += met_kl(p, en->logits, V);
-    a->agree += kv_argmax(en->logits, V) == ref->tokens[i];
-    return met_kld_add(kld, p, en->logits, V, ref->tokens[i]);
+    double kl = 0;
+    met_kld_base q;
+    norm_of(en->logits, V, NULL, &q);
+    int rc = met_kld_add_base(kld, ref->logits + (size_t)i * V, &ref->base[i], en->logits, &q, V, ref->tokens[i], &kl);
+    a->kl += kl;
+    a->agree += q.top == ref->tokens[i];
+    return rc;
 }
 
 struct hx_fid_online {
@@ -741,7 +829,6 @@ hx_fid_online *hx_fid_online_new(hx_engine *en, const int32_t *prompt, int32_t n
 
 void hx_fid_online_free(hx_fid_online *fo) {
     if (!fo) return;
-    free(fo->ls.held);
     free(fo->ls.absent);
     free(fo);
 }
@@ -828,7 +915,6 @@ int hx_drv_fidelity(hx_engine *en, kv_policy *pol, const int32_t *prompt, int32_
         }
     }
     ref_side_end(&rs, !rc && i == ref->n);
-    free(ls0.held);
     free(ls0.absent);
     if (rc) return rc;
     if (ls->rc) return ls->rc;

@@ -64,6 +64,8 @@ typedef struct hx_gen_result {
     char *text;      /* decoded */
     size_t text_len, text_cap;
     float *logits;   /* [n][vocab] when kept (the full cache's reference) */
+    met_kld_base *base; /* [n] each kept row's normalizer and top (fidelity's base, once) */
+    double *base_p;     /* [n][vocab] their probabilities, when at most HX_BASE_P_MAX bytes, else NULL */
     double prefill_ms, ttft_ms, decode_ms;
     double *step_ms; /* [n] per decode step */
     int32_t slots_max;
@@ -151,6 +153,20 @@ typedef struct hx_gen_params {
  * asked. g is zeroed first; free it with hx_gen_free. */
 int hx_drv_generate(hx_engine *en, kv_policy *pol, const int32_t *prompt, int32_t n_prompt, const hx_gen_params *p,
                     hx_gen_result *g);
+
+/* Fidelity's full-cache rows (the attention mass lost) recorded from the
+ * reference's own run instead of a second full-cache pass: begin with the
+ * full-cache policy before its prompt is read (alone or in a shared pass),
+ * then its hx_drv_generate records the prompt's layer calls and each
+ * step's; end after it (ref: its result, or NULL when it failed). The
+ * recording serves every policy of the sample whose run reads the same
+ * prompt and continuation; without en->share, or with a prompt read in two
+ * parts (question after compression), nothing is recorded and fidelity
+ * runs the full cache in lockstep. begin returns KV_OK or KV_ENOMEM; end
+ * may be called more than once. */
+int hx_drv_ref_record_begin(hx_engine *en, kv_policy *full, const int32_t *prompt, int32_t n_prompt,
+                            int32_t q_split);
+void hx_drv_ref_record_end(hx_engine *en, kv_policy *full, const hx_gen_result *ref);
 
 /* Fidelity's figures of one policy against the full cache's run ref. */
 typedef struct hx_fid_result {

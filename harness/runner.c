@@ -693,7 +693,10 @@ static int sample_prompt(task_ctx *tk, sample_ctx *sc) {
 static int reference_run(task_ctx *tk, sample_ctx *sc, kv_policy *full, hx_prompt_pass *pass) {
     hx_gen_params gp = {.max_new = sc->max_new, .q_split = sc->q_split, .stop_newline = tk->t->stop_newline,
                         .stop_id = tk->stop_id, .keep_logits = 1, .pass = pass};
-    int rc = hx_drv_generate(&tk->en->d, full, sc->ids, (int32_t)sc->n_prompt, &gp, &sc->ref);
+    /* a shared pass began the recording before it read the prompt */
+    int rc = pass ? KV_OK : hx_drv_ref_record_begin(&tk->en->d, full, sc->ids, (int32_t)sc->n_prompt, sc->q_split);
+    if (!rc) rc = hx_drv_generate(&tk->en->d, full, sc->ids, (int32_t)sc->n_prompt, &gp, &sc->ref);
+    hx_drv_ref_record_end(&tk->en->d, full, rc ? NULL : &sc->ref);
     if (rc)
         fprintf(stderr, "kvbench run: task %s sample %s (full-cache reference): %s\n", tk->t->name, sc->s->id,
                 kv_last_error());
@@ -880,6 +883,12 @@ static int run_group(task_ctx *tk, sample_ctx *sc, share_plan *sp, int a, int *r
         *ref_done = 1;
     }
     hx_prompt_pass pass;
+    /* the reference's rows are recorded as the pass reads its prompt */
+    if (with_ref &&
+        hx_drv_ref_record_begin(&tk->en->d, sp->pol[0], sc->ids, (int32_t)sc->n_prompt, sc->q_split)) {
+        fprintf(stderr, "kvbench run: %s\n", kv_last_error());
+        return -1;
+    }
     if (hx_drv_prompt_pass(&tk->en->d, pols, n, sc->ids, hx_drv_pass_tokens((int32_t)sc->n_prompt, sc->q_split),
                            &pass)) {
         fprintf(stderr, "kvbench run: task %s sample %s (the shared prompt pass): %s\n", tk->t->name, sc->s->id,
@@ -952,6 +961,7 @@ static int run_sample(task_ctx *tk, int si) {
         status = -1;
     }
     if (!status) status = run_sample_units(tk, &sc, ref);
+    if (ref) hx_drv_ref_record_end(&tk->en->d, ref, NULL); /* after a failure: nothing stays recording */
     pol_free(ref);
     hx_gen_free(&sc.ref);
     hx_prompt_free(&sc.hp);

@@ -47,11 +47,11 @@ static double log_sum_exp(const float *x, int32_t n, int32_t *top) {
 }
 
 /* KL(base || Q) from the logits and their log-normalizers. */
-static double kl_of(const float *base, double lse_base, const float *q, double lse_q, int32_t n) {
+static double kl_of(const float *base, double lse_base, const double *pb, const float *q, double lse_q, int32_t n) {
     double kl = 0;
     for (int32_t i = 0; i < n; i++) {
         double lb = (double)base[i] - lse_base, lq = (double)q[i] - lse_q;
-        kl += exp(lb) * (lb - lq);
+        kl += (pb ? pb[i] : exp(lb)) * (lb - lq);
     }
     return kl > 0 ? kl : 0; /* identical rows can round to -1e-17 */
 }
@@ -68,7 +68,21 @@ static int grow(met_kld *acc) {
     return KV_OK;
 }
 
+void met_kld_base_of(const float *base_logits, int32_t n_vocab, double *p, met_kld_base *out) {
+    out->lse = log_sum_exp(base_logits, n_vocab, &out->top);
+    out->p = p;
+    if (p)
+        for (int32_t i = 0; i < n_vocab; i++) p[i] = exp((double)base_logits[i] - out->lse);
+}
+
 int met_kld_add(met_kld *acc, const float *base_logits, const float *logits, int32_t n_vocab, int32_t target) {
+    met_kld_base b = {0, 0, NULL};
+    if (n_vocab >= 1) met_kld_base_of(base_logits, n_vocab, NULL, &b);
+    return met_kld_add_base(acc, base_logits, &b, logits, NULL, n_vocab, target, NULL);
+}
+
+int met_kld_add_base(met_kld *acc, const float *base_logits, const met_kld_base *b, const float *logits,
+                     const met_kld_base *q, int32_t n_vocab, int32_t target, double *kld_out) {
     if (n_vocab < 1 || target < 0 || target >= n_vocab)
         return kv_errorf(KV_EINVAL, "met_kld_add: expected 0 <= target < n_vocab, got target %d, n_vocab %d", target,
                          n_vocab);
@@ -76,12 +90,13 @@ int met_kld_add(met_kld *acc, const float *base_logits, const float *logits, int
         int rc = grow(acc);
         if (rc) return rc;
     }
-    int32_t top_b, top_q;
-    double lse_b = log_sum_exp(base_logits, n_vocab, &top_b);
-    double lse_q = log_sum_exp(logits, n_vocab, &top_q);
+    int32_t top_b = b->top, top_q;
+    double lse_b = b->lse;
+    double lse_q = q ? (top_q = q->top, q->lse) : log_sum_exp(logits, n_vocab, &top_q);
     double nll_b = lse_b - base_logits[target], nll = lse_q - logits[target];
-    double kld = kl_of(base_logits, lse_b, logits, lse_q, n_vocab);
+    double kld = kl_of(base_logits, lse_b, b->p, logits, lse_q, n_vocab);
     double dp = exp(-nll) - exp(-nll_b);
+    if (kld_out) *kld_out = kld;
     acc->sum_nll += nll;
     acc->sum_nll2 += nll * nll;
     acc->sum_nll_base += nll_b;

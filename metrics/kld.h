@@ -80,6 +80,30 @@ void met_kld_free(met_kld *acc);
  * KV_ENOMEM; the accumulator is unchanged on error. */
 int met_kld_add(met_kld *acc, const float *base_logits, const float *logits, int32_t n_vocab, int32_t target);
 
+/* What met_kld_add computes of the base row alone: its log-normalizer
+ * ln sum_i exp(x_i) and the first index of its largest logit. Fidelity
+ * scores every policy against the same full-cache step, so the base's
+ * part is computed once (met_kld_base_of) and handed to met_kld_add_base. */
+typedef struct met_kld_base {
+    double lse;
+    int32_t top;
+    const double *p; /* [n_vocab] the base's probabilities exp(x_i - lse), or NULL */
+} met_kld_base;
+
+/* p, when not NULL, [n_vocab]: receives the probabilities (kept by out->p,
+ * so each use skips n_vocab exponentials; the figures are the same). */
+void met_kld_base_of(const float *base_logits, int32_t n_vocab, double *p, met_kld_base *out);
+
+/* met_kld_add with the base's part given: b is met_kld_base_of of
+ * base_logits, or the same figures computed by the caller (fidelity's,
+ * with the engine's vectorised exponential), and q likewise for logits
+ * (its p unused), or NULL: computed here. With both from met_kld_base_of
+ * the figures are met_kld_add's, bit for bit. kld, when not NULL,
+ * receives this position's KL divergence. Same return codes as
+ * met_kld_add. */
+int met_kld_add_base(met_kld *acc, const float *base_logits, const met_kld_base *b, const float *logits,
+                     const met_kld_base *q, int32_t n_vocab, int32_t target, double *kld);
+
 size_t met_kld_count(const met_kld *acc);
 
 /* llama.cpp's percentile of sorted[0..n): fraction <= 0 gives the first,

@@ -124,6 +124,18 @@ void pol_attach(kv_policy *p, kv_ctx *ctx);
  * that the prefill protocol (p->hold) and its check apply. */
 kv_ctx_hook pol_hook(kv_policy *p);
 
+/* An observer of p's layer calls: after the method's own on_layer (or in
+ * its place, for a method without one), fn sees the cache p keeps and the
+ * call's view, which then also carries the statistics in `needs`. The
+ * engine computes statistics beside the forward, so what p computes and
+ * keeps is unchanged. Fidelity records the full cache's attention rows from
+ * the reference's own run with it, instead of a second full-cache pass.
+ * Set it before the sequence's prompt is read (pol_hook copies it); fn
+ * NULL removes it. A clone (pol_clone) has none. fn returns KV_OK or an
+ * error code, which ends the evaluation. */
+typedef int (*pol_observer)(void *user, kv_cache *c, const kv_attn_view *v);
+void pol_set_observer(kv_policy *p, unsigned needs, pol_observer fn, void *user);
+
 /* Evaluates a sequence's prompt through p (attached, pol_begin called):
  * the method's own prompt evaluation when it has one, else kv_ctx_eval.
  * logits [vocab]: the next-token logits after the prompt (may be NULL). */

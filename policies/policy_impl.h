@@ -107,6 +107,10 @@ struct kv_policy {
     int n_layers, n_kv_heads;
     int n_heads;                  /* query heads (GQA: a multiple of n_kv_heads) */
     void *state;
+    /* pol_set_observer's: called after on_layer with the same view */
+    pol_observer obs;
+    void *obs_user;
+    unsigned obs_needs;
 };
 
 /* ------------------------------------------------- helpers for methods */

@@ -251,6 +251,7 @@ int pol_clone(const kv_policy *src, kv_policy **out) {
     if (!p) return kv_errorf(KV_ENOMEM, "out of memory");
     *p = *src;
     p->state = NULL;
+    pol_set_observer(p, 0, NULL, NULL);
     p->layer_limit = malloc((size_t)(src->n_layers > 0 ? src->n_layers : 1) * sizeof *p->layer_limit);
     if (!p->layer_limit) {
         free(p);
@@ -298,22 +299,35 @@ static int hook_on_layer(void *user, kv_cache *c, const kv_attn_view *v) {
         p->hold = !p->ops->eval_prompt && p->n_prompt > 0 && end < p->n_prompt;
     else /* streaming: evictions only at multiples of chunk (and the prompt's end), however the forwards fall */
         p->hold = p->chunk > 0 && (p->n_prompt == 0 || end < p->n_prompt) && end % p->chunk != 0;
-    if (!p->hold) return p->ops->on_layer(p, c, v);
-    int32_t len[HOLD_CHECK_HEADS];
-    const int nh = v->n_kv_heads < HOLD_CHECK_HEADS ? v->n_kv_heads : HOLD_CHECK_HEADS;
-    for (int g = 0; g < nh; g++) len[g] = kv_cache_head_at(c, v->layer, g)->len;
-    int rc = p->ops->on_layer(p, c, v);
-    p->hold = 0;
-    for (int g = 0; g < nh && !rc; g++)
-        if (kv_cache_head_at(c, v->layer, g)->len < len[g])
-            rc = kv_errorf(KV_EINVAL, "internal: policy %s removed slots of layer %d while the prompt was still "
-                           "being read (prefill=whole)", p->ops->name, v->layer);
-    return rc;
+    int rc = KV_OK;
+    if (!p->ops->on_layer) {
+        /* evicts nothing: only the observer */
+    } else if (!p->hold) {
+        rc = p->ops->on_layer(p, c, v);
+    } else {
+        int32_t len[HOLD_CHECK_HEADS];
+        const int nh = v->n_kv_heads < HOLD_CHECK_HEADS ? v->n_kv_heads : HOLD_CHECK_HEADS;
+        for (int g = 0; g < nh; g++) len[g] = kv_cache_head_at(c, v->layer, g)->len;
+        rc = p->ops->on_layer(p, c, v);
+        p->hold = 0;
+        for (int g = 0; g < nh && !rc; g++)
+            if (kv_cache_head_at(c, v->layer, g)->len < len[g])
+                rc = kv_errorf(KV_EINVAL, "internal: policy %s removed slots of layer %d while the prompt was still "
+                               "being read (prefill=whole)", p->ops->name, v->layer);
+    }
+    return !rc && p->obs ? p->obs(p->obs_user, c, v) : rc;
 }
 
 static void hook_plan(void *user, kv_attn_plan *plan) {
     kv_policy *p = user;
     p->ops->plan(p, plan);
+    plan->needs |= p->obs_needs; /* the observer's, at every call */
+}
+
+void pol_set_observer(kv_policy *p, unsigned needs, pol_observer fn, void *user) {
+    p->obs = fn;
+    p->obs_user = fn ? user : NULL;
+    p->obs_needs = fn ? needs : 0;
 }
 
 static void hook_reduce_row(void *user, const kv_logit_row *r) {
@@ -335,8 +349,8 @@ static int32_t hook_split(void *user, int32_t pos0, int32_t n) {
 }
 
 kv_ctx_hook pol_hook(kv_policy *p) {
-    kv_ctx_hook h = {.user = p, .needs = p->ops->needs, .positions = p->positions,
-                     .on_layer = p->ops->on_layer ? hook_on_layer : NULL,
+    kv_ctx_hook h = {.user = p, .needs = p->ops->needs | p->obs_needs, .positions = p->positions,
+                     .on_layer = p->ops->on_layer || p->obs ? hook_on_layer : NULL,
                      .plan = p->ops->plan ? hook_plan : NULL,
                      .reduce_row = p->ops->reduce_row ? hook_reduce_row : NULL,
                      .decay = p->decay,

@@ -204,11 +204,75 @@ static void test_fidelity_bounds(void **state) {
     free(ids);
 }
 
+/* The mass lost by a window of W, computed here from a full-cache pass of
+ * its own: each layer call's newest-query rows, summed over the positions
+ * below len - W (the window holds the last W after its eviction). */
+typedef struct lost_ref { int W; double sum; long count; } lost_ref;
+
+static int lost_ref_on_layer(void *user, kv_cache *c, const kv_attn_view *v) {
+    lost_ref *lr = user;
+    const int group = v->n_heads / v->n_kv_heads;
+    for (int h = 0; h < v->n_heads; h++) {
+        const int32_t len = kv_cache_head_at(c, v->layer, h / group)->len;
+        double s = 0;
+        for (int32_t j = 0; j < len - lr->W; j++) s += v->last_row[(size_t)h * v->stride + (size_t)j];
+        lr->sum += s;
+        lr->count++;
+    }
+    return KV_OK;
+}
+
+static double window_lost_mass(fixture *f, const int32_t *ids, int32_t n, const hx_gen_result *ref, int W) {
+    kv_ctx_params cp = kv_ctx_default_params();
+    kv_ctx *ctx = NULL;
+    assert_int_equal(kv_ctx_new(f->m, &cp, &ctx), KV_OK);
+    lost_ref lr = {.W = W};
+    kv_ctx_hook hook = {.user = &lr, .needs = KV_NEED_LAST_ROW, .positions = KV_POS_ORIGINAL,
+                        .on_layer = lost_ref_on_layer};
+    kv_ctx_set_hook(ctx, &hook);
+    assert_int_equal(kv_ctx_eval(ctx, ids, n, NULL, 0), KV_OK);
+    for (int i = 0; i + 1 < ref->n; i++) assert_int_equal(kv_ctx_eval(ctx, &ref->tokens[i], 1, NULL, 0), KV_OK);
+    kv_ctx_free(ctx);
+    return lr.sum / (double)lr.count;
+}
+
+/* Fidelity's attention mass lost against the figure computed above: with
+ * the full cache run in lockstep (no sharing), and replayed from the rows
+ * the reference's own run recorded (hx_drv_ref_record_begin). */
+static void test_fidelity_lost_mass(void **state) {
+    fixture *f = *state;
+    if (!f) skip();
+    int32_t n;
+    int32_t *ids = prompt_ids(f, TEXT, &n);
+    const int W = 16;
+    for (int share = 0; share <= 1; share++) {
+        f->en.share = share;
+        kv_policy *full = new_policy(f, "full", 0);
+        if (share) assert_int_equal(hx_drv_ref_record_begin(&f->en, full, ids, n, 0), KV_OK);
+        hx_gen_params gp = {.max_new = 24, .stop_id = -1, .keep_logits = 1};
+        hx_gen_result ref;
+        assert_int_equal(hx_drv_generate(&f->en, full, ids, n, &gp, &ref), KV_OK);
+        if (share) hx_drv_ref_record_end(&f->en, full, &ref);
+        pol_free(full);
+        assert_true(ref.n > 8);
+        const double want = window_lost_mass(f, ids, n, &ref, W);
+        assert_true(want > 1e-3);
+        hx_fid_result got;
+        fidelity_of(f, "window", W, ids, n, &ref, &got);
+        if (fabs(got.mass_lost - want) > 1e-12 * want)
+            fail_msg("share=%d: mass lost %.17g, the full cache's own pass gives %.17g", share, got.mass_lost, want);
+        hx_gen_free(&ref);
+    }
+    f->en.share = 0;
+    free(ids);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_generate_stops),
         cmocka_unit_test(test_stream_nll),
         cmocka_unit_test(test_fidelity_bounds),
+        cmocka_unit_test(test_fidelity_lost_mass),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

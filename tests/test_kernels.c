@@ -11,6 +11,8 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#define KV_EXP64_MAX_TEST 709.78 /* below kv_exp_f64's overflow bound */
+
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -652,6 +654,112 @@ static void test_silu(void **state) {
     printf("silu: worst %.2f ulp\n", worst);
 }
 
+/* kv_masked_sum: the portable loop against a long double sum of the same
+ * products (every product exact, the mask being 0 or 1), then every ISA
+ * against the portable loop's bits, at every tail length. */
+static void test_masked_sum(void **state) {
+    (void)state;
+    enum { N = 1100 };
+    static float x[N], m[N];
+    uint64_t s = 23;
+    for (int i = 0; i < N; i++) {
+        x[i] = fabsf(frand(&s)) * ldexpf(1.0f, -(i % 41)); /* positive, exponents 2^0..2^-40: inexact sums */
+        m[i] = frand(&s) > 0 ? 1.0f : 0.0f;
+    }
+    const kv_isa best = kv_kernels_isa();
+    static double want[N + 1];
+    assert_int_equal(kv_kernels_set_isa(KV_ISA_SCALAR), KV_OK);
+    double worst = 0;
+    for (int n = 0; n <= N; n++) {
+        want[n] = kv_masked_sum(x, m, n);
+        long double ref = 0;
+        for (int i = 0; i < n; i++) ref += (long double)x[i] * m[i];
+        const double err = fabs((double)(want[n] - ref)) / (ref > 0 ? (double)ref : 1.0);
+        if (err > worst) worst = err;
+    }
+    /* n doubles added in 32 lanes: a relative error of n * 2^-53 at most */
+    if (worst > N * 0x1p-53) fail_msg("masked sum: relative error %.3g against the long double sum", worst);
+    for (int isa = KV_ISA_SCALAR + 1; isa <= (int)best; isa++) {
+        if (kv_kernels_set_isa((kv_isa)isa) != KV_OK) continue;
+        for (int n = 0; n <= N; n++) {
+            const double got = kv_masked_sum(x, m, n);
+            if (memcmp(&got, &want[n], sizeof got) != 0)
+                fail_msg("%s masked sum over %d values: %.17g, the portable loop %.17g", kv_isa_name((kv_isa)isa), n, got,
+                         want[n]);
+        }
+    }
+    assert_int_equal(kv_kernels_set_isa(best), KV_OK);
+    printf("masked sum: worst relative error %.3g\n", worst);
+}
+
+/* Distance in units in the last place of want (the subnormal spacing
+ * below DBL_MIN). */
+static double ulps64(double got, double want) {
+    if (got == want) return 0;
+    const double ulp = want == 0 || fabs(want) < 0x1p-1022 ? 0x1p-1074 : ldexp(1.0, ilogb(want) - 52);
+    return fabs(got - want) / ulp;
+}
+
+/* kv_exp_f64 against libm's exp (1 ulp, subnormals and the edges
+ * included), then kv_sum_exp_f64 on every ISA against the portable
+ * loop's bits at every tail length, and the portable sum against a
+ * long double sum of libm's terms. */
+static void test_exp64(void **state) {
+    (void)state;
+    double worst = 0, at = 0;
+    uint64_t s = 41;
+    for (int i = 0; i < 200000; i++) {
+        const double t = -745.0 + 1455.0 * (double)(frand(&s) * 0.5f + 0.5f) + (double)frand(&s) * 1e-3;
+        if (t > KV_EXP64_MAX_TEST) continue;
+        const double e = ulps64(kv_exp_f64_one(t), exp(t));
+        if (e > worst) worst = e, at = t;
+    }
+    for (double t = -1.0; t <= 1.0; t += 1.0 / 1024) { /* the reduction's own range, densely */
+        const double e = ulps64(kv_exp_f64_one(t), exp(t));
+        if (e > worst) worst = e, at = t;
+    }
+    if (worst > 1.0) fail_msg("exp64: %.2f ulp from libm at t = %.17g", worst, at);
+    assert_true(kv_exp_f64_one(0.0) == 1.0);
+    assert_true(kv_exp_f64_one(-INFINITY) == 0.0 && kv_exp_f64_one(-746.0) == 0.0);
+    assert_true(isinf(kv_exp_f64_one(INFINITY)) && isinf(kv_exp_f64_one(710.0)));
+    assert_true(isnan(kv_exp_f64_one(NAN)));
+    enum { N = 700 };
+    static float x[N];
+    for (int i = 0; i < N; i++) x[i] = frand(&s) * (i % 13 == 0 ? 800.0f : 30.0f) - 10.0f;
+    x[5] = -INFINITY; /* a masked logit: a zero term */
+    const kv_isa best = kv_kernels_isa();
+    static double want[N + 1];
+    assert_int_equal(kv_kernels_set_isa(KV_ISA_SCALAR), KV_OK);
+    double worst_sum = 0;
+    for (int n = 0; n <= N; n++) {
+        want[n] = kv_sum_exp_f64(x, n, 20.0);
+        long double ref = 0;
+        for (int i = 0; i < n; i++) ref += expl((long double)x[i] - 20.0L);
+        if (ref > 0 && isfinite((double)ref)) {
+            const double err = fabs((double)((want[n] - ref) / ref));
+            if (err > worst_sum) worst_sum = err;
+        }
+    }
+    /* n terms within 1 ulp each, added in 16 lanes: n * 2^-52 at most */
+    if (worst_sum > N * 0x1p-52) fail_msg("sum of exponentials: relative error %.3g", worst_sum);
+    for (int isa = KV_ISA_SCALAR + 1; isa <= (int)best; isa++) {
+        if (kv_kernels_set_isa((kv_isa)isa) != KV_OK) continue;
+        for (int n = 0; n <= N; n++) {
+            const double got = kv_sum_exp_f64(x, n, 20.0);
+            if (memcmp(&got, &want[n], sizeof got) != 0)
+                fail_msg("%s sum of exponentials over %d values: %.17g, the portable loop %.17g",
+                         kv_isa_name((kv_isa)isa), n, got, want[n]);
+        }
+        /* a NaN stays a NaN, on every ISA */
+        float y[20];
+        for (int i = 0; i < 20; i++) y[i] = (float)i;
+        y[17] = NAN;
+        assert_true(isnan(kv_sum_exp_f64(y, 20, 0.0)));
+    }
+    assert_int_equal(kv_kernels_set_isa(best), KV_OK);
+    printf("exp64: worst %.2f ulp (t = %.6g); sums within %.3g\n", worst, at, worst_sum);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_matvec_all),       cmocka_unit_test(test_plain_tails),
@@ -661,7 +769,8 @@ int main(void) {
         cmocka_unit_test(test_int8_matvec),        cmocka_unit_test(test_softmax),
         cmocka_unit_test(test_half_act),           cmocka_unit_test(test_gemm),
         cmocka_unit_test(test_gemm_pack_pv),     cmocka_unit_test(test_f16_rows),
-        cmocka_unit_test(test_silu),
+        cmocka_unit_test(test_silu),              cmocka_unit_test(test_masked_sum),
+        cmocka_unit_test(test_exp64),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
