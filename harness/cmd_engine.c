@@ -1110,10 +1110,12 @@ int hx_cmd_bench(int argc, char **argv, int help) {
            kv_isa_name(kv_kernels_isa()), kv_kernel_mode_name(kv_kernels_mode()),
            kv_gemm_available() ? "kvbench's AVX-512 kernel" : "OpenBLAS sgemm");
     printf("policy           %s, budget %s\n", pol_name(pol), pol_budget_str(pol_get_budget(pol), bs, sizeof bs));
-    printf("prefill          %d tokens: %.1f tok/s (median of %d; min %.1f, max %.1f)\n", n_prompt, pfm, reps,
-           pf[0], pf[reps - 1]);
-    printf("decode           %d tokens after the prompt: %.1f tok/s (median of %d; min %.1f, max %.1f)\n", n_gen,
-           dcm, reps, dc[0], dc[reps - 1]);
+    /* two decimals below 10 tok/s (a 7B model's decode), one above */
+    const int pd = pfm < 10 ? 2 : 1, dd = dcm < 10 ? 2 : 1;
+    printf("prefill          %d tokens: %.*f tok/s (median of %d; min %.*f, max %.*f)\n", n_prompt, pd, pfm, reps, pd,
+           pf[0], pd, pf[reps - 1]);
+    printf("decode           %d tokens after the prompt: %.*f tok/s (median of %d; min %.*f, max %.*f)\n", n_gen, dd,
+           dcm, reps, dd, dc[0], dd, dc[reps - 1]);
     print_kv_held(c, n_prompt + n_gen);
     printf("bytes per token  %.2f MB weights + %.2f MB KV cache = %.2f MB\n", wb / 1e6, kv_read / 1e6,
            (wb + kv_read) / 1e6);
