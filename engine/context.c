@@ -72,7 +72,6 @@ struct kv_ctx {
     int n_rope_sets;  /* 1, or 2 (gemma3) */
     rope_set *cur;    /* the set of the layer being evaluated */
     float *deq;    /* [n_threads][deq_stride] KV_MM_BLOCK dequantized weight rows each (prefill) */
-    float *xr;     /* [max_batch][widest] prefill activations rounded as the int8 kernels round them */
     float *xp;     /* prefill activations packed for kv_gemm_nt (NULL: sgemm) */
     size_t deq_stride;
     float *scores; /* attention scores; grown on demand */
@@ -133,7 +132,7 @@ void kv_ctx_free(kv_ctx *c) {
     free(c->x); free(c->xb); free(c->xb2); free(c->q); free(c->k); free(c->v);
     free(c->att); free(c->hb); free(c->hb2); 
     for (int s = 0; s < 2; s++) { free(c->rs[s].inv_freq); free(c->rs[s].call); free(c->rs[s].tab); }
-    free(c->deq); free(c->xr); free(c->xp); free(c->scores); free(c->stats); free(c->dstats); free(c->kr);
+    free(c->deq); free(c->xp); free(c->scores); free(c->stats); free(c->dstats); free(c->kr);
     free(c->dweight); free(c->rot_cs); free(c->krow); free(c->kvf); free(c->ascr);
     if (c->rr)
         for (size_t i = 0; i < (size_t)c->mi->n_layers * (size_t)c->mi->n_kv_heads; i++) free(c->rr[i].pos);
@@ -189,7 +188,6 @@ int kv_ctx_new(const kv_model *m, const kv_ctx_params *p, kv_ctx **out) {
     if (qd > widest) widest = qd;
     c->deq_stride = (size_t)KV_MM_BLOCK * widest;
     c->deq = xmalloc_floats((size_t)c->n_threads * c->deq_stride);
-    c->xr = xmalloc_floats(B * widest);
     if (kv_gemm_available()) { /* the own kernel's packed x; per thread, a block of one head's queries */
         c->ascr_stride = kv_gemm_pack_floats(KV_ATTN_ROWS, mi->head_dim);
         c->xp = xmalloc_floats(kv_gemm_pack_floats((int64_t)B, (int64_t)widest));
@@ -204,7 +202,7 @@ int kv_ctx_new(const kv_model *m, const kv_ctx_params *p, kv_ctx **out) {
     c->rot_cs = xmalloc_floats((size_t)c->n_threads * (size_t)(mi->n_rot > 0 ? mi->n_rot : 1));
     c->krow = xmalloc_floats((size_t)c->n_threads * (size_t)mi->head_dim);
     if (!c->rot_cs || !c->krow || !c->pool || !c->x || !c->xb || !c->xb2 || !c->q || !c->k || !c->v || !c->att || !c->hb ||
-        !c->hb2 || !rs_ok || !c->deq || !c->xr || !c->dweight) {
+        !c->hb2 || !rs_ok || !c->deq || !c->dweight) {
         rc = kv_errorf(KV_ENOMEM, "out of memory allocating a context for %d tokens", c->max_batch);
         goto fail;
     }
@@ -508,29 +506,41 @@ static void mm_worker(void *arg, int ith, int nth) {
     }
 }
 
-/* Rows [i0, i1) of X rounded as decode rounds activations for W (c->xr);
- * each row on its own, so any split gives the same values. */
-typedef struct round_job { const kv_tensor *W; const float *X; } round_job;
+/* int8 mode's prefill products: each token through decode's own
+ * matrix-vector kernel, a block of KV_MM_BLOCK weight rows at a time (the
+ * block stays in cache for every token). Each output is then decode's, bit
+ * for bit: int8 rounding is discontinuous, so a prefill that summed in
+ * another order would flip roundings downstream and results would depend
+ * on how the prompt is cut (llama.cpp's CPU backend multiplies this way
+ * too, and its prefill equals its decode). */
+typedef struct xm_job { const kv_tensor *W; const float *X; float *Y; int n; } xm_job;
 
-static void round_range(kv_ctx *c, const void *arg, int64_t i0, int64_t i1) {
-    const round_job *r = arg;
-    const size_t cols = (size_t)r->W->cols;
-    kv_round_act(r->W->type, r->X + (size_t)i0 * cols, i1 - i0, r->W->cols, c->xr + (size_t)i0 * cols);
+static void exact_mm_worker(void *arg, int ith, int nth) {
+    const xm_job *j = arg;
+    const int64_t rows = j->W->rows, cols = j->W->cols, n_blocks = (rows + KV_MM_BLOCK - 1) / KV_MM_BLOCK;
+    for (int64_t bk = n_blocks * ith / nth; bk < n_blocks * (ith + 1) / nth; bk++) {
+        const int64_t r0 = bk * KV_MM_BLOCK, r1 = r0 + KV_MM_BLOCK < rows ? r0 + KV_MM_BLOCK : rows;
+        for (int t = 0; t < j->n; t++) kv_matvec_rows(j->W, j->X + (size_t)t * cols, j->Y + (size_t)t * rows, r0, r1);
+    }
 }
 
+/* Prefill computes every token as a decode step does (int8 mode). */
+static int prefill_exact(void) { return kv_kernels_mode() == KV_KERNELS_INT8; }
+
 /* Y [n][W->rows] = X [n][W->cols] . W^T. One token: the threaded
- * matrix-vector kernels. Several: kv_gemm_nt or sgemm per thread (mm_worker), on x
- * rounded as decode rounds it where the int8 kernels do. */
+ * matrix-vector kernels. Several: kv_gemm_nt or sgemm per thread
+ * (mm_worker); in int8 mode decode's kernels, token by token
+ * (exact_mm_worker). */
 static void matmul(kv_ctx *c, const kv_tensor *W, const float *X, float *Y, int n) {
     if (n == 1) {
         mv_batch b = {.job = {{W, X, Y}}, .n = 1};
         kv_pool_run(c->pool, mv_worker, &b);
         return;
     }
-    if (kv_kernels_act_rounded(W->type)) { /* decode's integer kernels round x: prefill sees the same x */
-        round_job r = {W, X};
-        pool_range(c, n, KV_PAR_ROWS, round_range, &r);
-        X = c->xr;
+    if (prefill_exact()) {
+        xm_job j = {W, X, Y, n};
+        kv_pool_run(c->pool, exact_mm_worker, &j);
+        return;
     }
     mm_job j = {c, W, X, Y, n, c->xp};
     kv_pool_run(c->pool, mm_worker, &j);
@@ -1116,7 +1126,18 @@ static void prefill_logits(kv_ctx *c, int h, int t0, int t1, int n, int32_t pos0
     const kv_model_info *mi = c->mi;
     const int hd = mi->head_dim, qd = mi->n_heads * hd;
     const int32_t len = ch->len, kl = len - n + t1;
-    if (scr) { /* the block's queries packed, every key's products as one chain, then the scale */
+    if (prefill_exact()) { /* each query's products as decode's (attn_decode_worker), over the slots it sees */
+        const int g = h / (mi->n_heads / mi->n_kv_heads);
+        for (int t = t0; t < t1; t++) {
+            const int32_t seen = len - n + t + 1;
+            const float *q = c->q + (size_t)t * qd + (size_t)h * hd;
+            float *row = S + (size_t)t * len;
+            if (keys_rotated_here(c)) kv_dots_f32(q, c->kr + (size_t)g * c->kr_stride * hd, seen, hd, row);
+            else kv_dots_kv(kv_cache_row_dtype(c->cache), q, ch->kb, seen, hd, row);
+            for (int32_t j = 0; j < seen; j++) row[j] *= mi->attn_scale;
+            for (int32_t j = seen; j < kl; j++) row[j] = 0.0f; /* masked below: finite through the soft cap */
+        }
+    } else if (scr) { /* the block's queries packed, every key's products as one chain, then the scale */
         kv_gemm_pack(c->q + (size_t)t0 * qd + (size_t)h * hd, t1 - t0, hd, qd, scr);
         kv_gemm_nt(scr, t1 - t0, hd, K, hd, kl, S + (size_t)t0 * len, len);
         for (int t = t0; t < t1; t++)
@@ -1176,6 +1197,12 @@ static void attn_prefill_head(kv_ctx *c, int layer, int h, int n, int32_t pos0, 
     if (needs & KV_NEED_LOGITS) reduce_rows(c, layer, h, n, pos0, S, ch);
     for (int t = 0; t < n; t++) prefill_probs(c, h, t, n, pos0, len, S + (size_t)t * len);
     if (needs & KV_NEED_LAST_ROW) memcpy(stats_last_row(c, h), S + (size_t)(n - 1) * len, (size_t)len * sizeof(float));
+    if (prefill_exact()) { /* decode's weighted sums, query by query */
+        for (int t = 0; t < n; t++)
+            kv_wsum_kv(kv_cache_row_dtype(c->cache), c->att + (size_t)t * qd + (size_t)h * hd, S + (size_t)t * len,
+                       ch->vb, len - n + t + 1, hd);
+        return;
+    }
     for (int t0 = 0; t0 < n; t0 += KV_ATTN_ROWS) {
         const int t1 = t0 + KV_ATTN_ROWS < n ? t0 + KV_ATTN_ROWS : n;
         const int32_t kl = len - n + t1;

@@ -81,9 +81,8 @@ void kv_matvec_rows(const kv_tensor *W, const float *x, float *y, int64_t r0, in
 
 /* 1 when products with weights of type t round their activations (int8
  * mode, and Q8_0/Q4_0/Q2_K..Q6_K to int8 blocks or F16/BF16 to that
- * type): the prefill products then multiply activations rounded by
- * kv_round_act, so that prefill and decode compute the same sums (to fp32
- * rounding) whatever the chunk sizes. */
+ * type). The float kernels on x rounded by kv_round_act then compute the
+ * integer kernels' sums to fp32 rounding (test_kernels checks it). */
 int kv_kernels_act_rounded(kv_dtype t);
 /* out[i][c] = X[i][c] rounded as decode rounds activations for weights of
  * type t (d*q of kv_quantize_act; fp16 or bf16 for F16/BF16), for n rows

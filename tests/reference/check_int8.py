@@ -14,7 +14,10 @@ ggml's block definitions:
 One token (position 0: the attention returns the value row), on
 synthetic Llama files of each type and Gemma 2 files of three, written by
 `kvbench synth`; the
-logits must agree within 1e-5 of the largest. The float mode, against the
+logits must agree within 1e-5 of the largest. Then, on each file, 31
+tokens read in one forward, a token at a time and in chunks of 7 must
+give bit-identical logits in int8 mode (prefill computes each token as
+decode does). The float mode, against the
 unrounded forward, within 1e-5 too; and the two references differ by
 more than ten times that (the rounding is what is checked). Prints a line per
 check, then "N passed, M failed".
@@ -113,6 +116,27 @@ def kv_logits(kvbench, path, out, kernels):
     return np.fromfile(out, dtype='<f4').astype(np.float64)
 
 
+def kv_sequence(kvbench, path, out, mode, tokens):
+    """Every position's logits of `tokens` in int8 mode, read as `mode`
+    (prefill: one forward; decode: a token a step; chunk:N)."""
+    r = subprocess.run([kvbench, 'logits', '--model', path, '--tokens', ','.join(map(str, tokens)), '--mode', mode,
+                        '--out', out, '--threads', '2'],
+                       capture_output=True, text=True, env=dict(os.environ, KVBENCH_KERNELS='int8'))
+    if r.returncode != 0:
+        raise RuntimeError(r.stderr.strip())
+    return np.fromfile(out, dtype='<f4').reshape(len(tokens), -1)
+
+
+def same_bits(kvbench, path, out):
+    """int8 mode computes a prompt's every token as a decode step does, so
+    one forward, a token at a time and chunks of 7 give the same bits (int8
+    rounding is discontinuous: any other summation order flips roundings
+    and results would depend on how the prompt is cut)."""
+    tokens = [1] + [3 + (37 * i) % 300 for i in range(30)]
+    a = kv_sequence(kvbench, path, out, 'prefill', tokens)
+    return all(np.array_equal(a, kv_sequence(kvbench, path, out, m, tokens)) for m in ('decode', 'chunk:7'))
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument('--kvbench', required=True)
@@ -134,10 +158,13 @@ def main():
         d8 = np.abs(kv_logits(a.kvbench, path, out, 'int8') - rounded).max() / scale
         df = np.abs(kv_logits(a.kvbench, path, out, 'float') - exact).max() / np.abs(exact).max()
         apart = np.abs(rounded - exact).max() / scale
-        good = d8 <= TOL and df <= TOL and apart > 10 * TOL
+        bits = same_bits(a.kvbench, path, out)
+        good = d8 <= TOL and df <= TOL and apart > 10 * TOL and bits
         ok, bad = ok + good, bad + (not good)
-        print('%s %-6s %-5s int8 vs llama.cpp-rounded reference %.2e, float vs exact %.2e (the references %.2e apart)'
-              % ('ok  ' if good else 'FAIL', arch, wtype, d8, df, apart), flush=True)
+        print('%s %-6s %-5s int8 vs llama.cpp-rounded reference %.2e, float vs exact %.2e (the references %.2e apart); '
+              'int8 prefill, decode and chunks of 7 %s'
+              % ('ok  ' if good else 'FAIL', arch, wtype, d8, df, apart, 'bit-identical' if bits else 'DIFFER'),
+              flush=True)
     print('%d passed, %d failed' % (ok, bad))
     return 1 if bad else 0
 
