@@ -116,25 +116,25 @@ def kv_logits(kvbench, path, out, kernels):
     return np.fromfile(out, dtype='<f4').astype(np.float64)
 
 
-def kv_sequence(kvbench, path, out, mode, tokens):
+def kv_sequence(kvbench, path, out, mode, tokens, kv_type='f32'):
     """Every position's logits of `tokens` in int8 mode, read as `mode`
     (prefill: one forward; decode: a token a step; chunk:N)."""
     r = subprocess.run([kvbench, 'logits', '--model', path, '--tokens', ','.join(map(str, tokens)), '--mode', mode,
-                        '--out', out, '--threads', '2'],
+                        '--out', out, '--threads', '2', '--kv-type', kv_type],
                        capture_output=True, text=True, env=dict(os.environ, KVBENCH_KERNELS='int8'))
     if r.returncode != 0:
         raise RuntimeError(r.stderr.strip())
     return np.fromfile(out, dtype='<f4').reshape(len(tokens), -1)
 
 
-def same_bits(kvbench, path, out):
+def same_bits(kvbench, path, out, kv_type='f32'):
     """int8 mode computes a prompt's every token as a decode step does, so
     one forward, a token at a time and chunks of 7 give the same bits (int8
     rounding is discontinuous: any other summation order flips roundings
     and results would depend on how the prompt is cut)."""
     tokens = [1] + [3 + (37 * i) % 300 for i in range(30)]
-    a = kv_sequence(kvbench, path, out, 'prefill', tokens)
-    return all(np.array_equal(a, kv_sequence(kvbench, path, out, m, tokens)) for m in ('decode', 'chunk:7'))
+    a = kv_sequence(kvbench, path, out, 'prefill', tokens, kv_type)
+    return all(np.array_equal(a, kv_sequence(kvbench, path, out, m, tokens, kv_type)) for m in ('decode', 'chunk:7'))
 
 
 def main():
@@ -165,6 +165,16 @@ def main():
               'int8 prefill, decode and chunks of 7 %s'
               % ('ok  ' if good else 'FAIL', arch, wtype, d8, df, apart, 'bit-identical' if bits else 'DIFFER'),
               flush=True)
+    # the other families (ALiBi, biases, q/k norms, fused weights, local rope) and cache types
+    for arch, kv_type in [('mpt', 'f32'), ('qwen2', 'f16'), ('qwen3', 'q8_0'), ('phi3', 'f32'), ('gemma3', 'f32')]:
+        path = os.path.join(a.tmp, arch + 'q8_0.gguf')
+        subprocess.run([a.kvbench, 'synth', path, '--arch', arch, '--dim', '256', '--hidden', '512', '--layers', '2',
+                        '--heads', '4', '--kv-heads', '4' if arch == 'mpt' else '2', '--vocab', '320', '--type', 'q8_0',
+                        '--seed', '3'], check=True, capture_output=True)
+        good = same_bits(a.kvbench, path, os.path.join(a.tmp, 'logits.f32'), kv_type)
+        ok, bad = ok + good, bad + (not good)
+        print('%s %-6s q8_0, %s cache: int8 prefill, decode and chunks of 7 %s'
+              % ('ok  ' if good else 'FAIL', arch, kv_type, 'bit-identical' if good else 'DIFFER'), flush=True)
     print('%d passed, %d failed' % (ok, bad))
     return 1 if bad else 0
 
