@@ -45,7 +45,7 @@ typedef struct model_args {
     {"tokenizer", 'z', HX_OPT_STR, &(a).tokenizer, "PATH", "tokenizer: llama2.c .bin, GGUF, or a folder with GPT-2's encoder.json + vocab.bpe"}, \
     {"threads", 't', HX_OPT_INT, &(a).threads, "N", "threads (default: all cores; one for a model under 8 MB of weights)"},          \
     {"gelu", 0, HX_OPT_STR, &(a).gelu, "tanh|erf", "MPT models: GELU form (default tanh, as llama.cpp; erf as HF)"}, \
-    {"kernels", 0, HX_OPT_STR, &(a).kernels, "int8|float", "Q8_0/Q4_0/K-quant decode products: fp32 activations (default) or int8 activation blocks as llama.cpp (faster; results then depend on chunk sizes by the rounding; KVBENCH_KERNELS sets the default)"}
+    {"kernels", 0, HX_OPT_STR, &(a).kernels, "int8|float", "Q8_0/Q4_0/K-quant products: fp32 activations (default) or int8 activation blocks as llama.cpp (decode faster, prefill slower: each prompt token computed as a decode step, so chunking changes nothing; KVBENCH_KERNELS sets the default)"}
 
 /* --kv-type, for the commands that run the model over a cache. */
 #define KV_TYPE_OPT(a)                                                                              \
