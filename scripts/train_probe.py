@@ -397,8 +397,8 @@ class Episodes:
     pieces: flag 1 marks an answer (the loss always taken), 2 a repeated
     span (the loss taken at a share of its tokens), 0 other text."""
 
-    def __init__(self, sp, corpus, seed):
-        self.sp, self.c, self.rng = sp, corpus, random.Random(seed)
+    def __init__(self, sp, corpus, seed, restate=False):
+        self.sp, self.c, self.rng, self.restate = sp, corpus, random.Random(seed), restate
         # characters per token of each filler kind, measured once
         self.cpt = {}
         for kind, sample in (('pk', PK_FILLER[:20000]), ('noise', '\n'.join([NOISE] * 200)),
@@ -417,16 +417,28 @@ class Episodes:
                 (" %d" % key, 1), (" is the pass key.\n" + PK_FILLER[:n_garbage - prefix] + "\n" + PK_QUESTION, 0),
                 (" %d." % key, 1)]
 
+    def name(self, n_words):
+        """A made-up proper name of dictionary words (no list member: copying it
+        needs a match on several pieces, not a memory of the list)."""
+        return " ".join(self.rng.choice(self.c.words).capitalize() for _ in range(n_words))
+
     def needle(self, n_tok):
         r = self.rng
         place = r.choice(PLACES)
         act = "%s %s and %s in %s %s" % (r.choice(VERBS), r.choice(NOUNS), r.choice(ACTS), r.choice(SPOTS), r.choice(WHENS))
+        if self.restate and r.random() < 0.6:  # made-up places, spots and things
+            place = self.name(r.choice((1, 2)))
+            spot = r.choice(("%s Park", "%s Square", "the %s garden", "%s Market", "the %s pier")) % self.name(1)
+            thing = r.choice(NOUNS) if r.random() < 0.5 else "a " + r.choice(self.c.words)
+            act = "%s %s and %s in %s %s" % (r.choice(VERBS), thing, r.choice(ACTS), spot, r.choice(WHENS))
         needle = "The best thing to do in %s is %s." % (place, act)
         hay = self.c.span(r, max(0, int((n_tok - 50) * self.cpt['text'])))
         at = int(len(hay) * r.random())
         while at > 0 and not (hay[at - 1] == '.' and (at == len(hay) or hay[at] in ' \n')):
             at -= 1
         ctx = hay[:at] + (" " if at else "") + needle + hay[at:]
+        if self.restate:  # the answer restates the needle: each step then has a copy to follow
+            return [(ctx + "\n\nWhat is the best thing to do in %s? Answer:" % place, 0), (" " + needle, 1)]
         return [(ctx + "\n\nWhat is the best thing to do in %s? Answer:" % place, 0), (" " + act + ".", 1)]
 
     def ruler(self, n_tok, haystack, type_k, type_v, num_k, num_v, num_q):
@@ -559,6 +571,19 @@ class Episodes:
         (6, 'drill', ()),
     ]
 
+    KINDS_NEEDLE = [  # --mix needle: a third stage for the needle questions (with --needle-answer restate)
+        (14, 'passkey', ()),
+        (36, 'needle', ()),
+        (8, 'ruler', ('noise', 'words', 'numbers', 1, 1, 1)),
+        (8, 'ruler', ('essay', 'words', 'numbers', 1, 1, 1)),
+        (4, 'ruler', ('essay', 'words', 'uuids', 1, 1, 1)),
+        (8, 'ruler', ('essay', 'words', 'numbers', 4, 1, 1)),
+        (4, 'ruler', ('needle', 'words', 'numbers', 1, 1, 1)),
+        (6, 'lm', ()),
+        (4, 'repeat', ()),
+        (4, 'drill', ()),
+    ]
+
     def sample(self, n_tok, drill_only=False):
         """Token ids (BOS first, at most n_tok) and a 0/1/2 mask (answer,
         repeated span)."""
@@ -637,9 +662,11 @@ def train(args):
     torch.set_num_threads(args.threads)
     sp = load_tokenizer(args.tokenizer)
     corpus = Corpus()
-    ep = Episodes(sp, corpus, args.seed + 2)
+    ep = Episodes(sp, corpus, args.seed + 2, restate=args.needle_answer == 'restate')
     if args.mix == 'retrieval':
         ep.KINDS = Episodes.KINDS_RETRIEVAL
+    elif args.mix == 'needle':
+        ep.KINDS = Episodes.KINDS_NEEDLE
     model = Probe(sp.vocab_size(), args.dim, args.hidden, args.layers, args.heads, args.kv_heads, args.ctx)
     if args.init:
         # a second stage: the weights of an earlier run, the curriculum from --start-frac
@@ -737,8 +764,11 @@ def main():
     p.add_argument('--init', default='', help="a second stage: start from this run's FILE.pt (no drills-only warm-up)")
     p.add_argument('--stop-at', type=int, default=0,
                    help='stop after step N (counted from 0, warm-up included), keeping the schedule of --steps')
-    p.add_argument('--mix', choices=('all', 'retrieval'), default='all',
-                   help='episode weights: all (the first stage) or retrieval (a second stage: needles and RULER lookups weighed up)')
+    p.add_argument('--mix', choices=('all', 'retrieval', 'needle'), default='all',
+                   help='episode weights: all (the first stage), retrieval (a second stage: needles and RULER lookups '
+                        'weighed up) or needle (a third stage: needle questions first)')
+    p.add_argument('--needle-answer', choices=('short', 'restate'), default='short',
+                   help="a needle episode's answer: the activity alone, or the needle sentence restated")
     p.add_argument('--start-frac', type=float, default=0.0,
                    help='start the curriculum and the learning-rate schedule this far in (a second stage)')
     p.add_argument('--threads', type=int, default=2)
