@@ -940,12 +940,22 @@ static void kvf_worker(void *arg, int ith, int nth) {
     }
 }
 
+/* s[j] = q . key j of KV head g for the first n slots, as decode reads
+ * them: this call's rotated keys, else the cache's rows in place (also
+ * int8 mode's prefill, which must compute what decode computes). */
+static void head_dots(const kv_ctx *c, const kv_cache_head *ch, int g, const float *q, int32_t n, float *s) {
+    const int hd = c->mi->head_dim;
+    if (keys_rotated_here(c)) kv_dots_f32(q, c->kr + (size_t)g * c->kr_stride * hd, n, hd, s);
+    else kv_dots_kv(kv_cache_row_dtype(c->cache), q, ch->kb, n, hd, s);
+}
+
 /* An f16 / q8_0 cache in prefill: converts layer l's keys and values to
  * floats once per call, so that the sgemm path below serves every type
  * (each KV head once, shared by its query heads). Decode reads the rows
  * in place instead (kv_dots_kv / kv_wsum_kv). */
 static int kvf_fill(kv_ctx *c, int l) {
-    if (kv_cache_get_type(c->cache) == KV_CACHE_F32) return KV_OK;
+    /* int8 mode's prefill reads the rows in place, as decode does */
+    if (kv_cache_get_type(c->cache) == KV_CACHE_F32 || prefill_exact()) return KV_OK;
     const int32_t len = kv_cache_max_len(c->cache);
     const size_t need = (size_t)c->mi->n_kv_heads * 2 * (size_t)len * (size_t)c->mi->head_dim;
     if (need > c->kvf_cap) {
@@ -1057,8 +1067,7 @@ static void attn_decode_worker(void *arg, int ith, int nth) {
         kv_cache_head *ch = kv_cache_head_at(c->cache, j->layer, h / group);
         const float *q = c->q + (size_t)h * hd;
         float *o = c->att + (size_t)h * hd;
-        if (keys_rotated_here(c)) kv_dots_f32(q, c->kr + (size_t)(h / group) * c->kr_stride * hd, ch->len, hd, s);
-        else kv_dots_kv(kt, q, ch->kb, ch->len, hd, s);
+        head_dots(c, ch, h / group, q, ch->len, s);
         if (!c->lay && !win && !(cap > 0)) { /* the common case, a loop the compiler vectorises */
             for (int32_t t = 0; t < ch->len; t++) s[t] = ch->pos[t] <= j->qpos ? s[t] * scale : -INFINITY;
         } else { /* a layout's masks, a sliding window, soft-capping */
@@ -1132,8 +1141,7 @@ static void prefill_logits(kv_ctx *c, int h, int t0, int t1, int n, int32_t pos0
             const int32_t seen = len - n + t + 1;
             const float *q = c->q + (size_t)t * qd + (size_t)h * hd;
             float *row = S + (size_t)t * len;
-            if (keys_rotated_here(c)) kv_dots_f32(q, c->kr + (size_t)g * c->kr_stride * hd, seen, hd, row);
-            else kv_dots_kv(kv_cache_row_dtype(c->cache), q, ch->kb, seen, hd, row);
+            head_dots(c, ch, g, q, seen, row);
             for (int32_t j = 0; j < seen; j++) row[j] *= mi->attn_scale;
             for (int32_t j = seen; j < kl; j++) row[j] = 0.0f; /* masked below: finite through the soft cap */
         }

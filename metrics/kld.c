@@ -68,16 +68,14 @@ static int grow(met_kld *acc) {
     return KV_OK;
 }
 
-void met_kld_base_of(const float *base_logits, int32_t n_vocab, double *p, met_kld_base *out) {
+void met_kld_base_of(const float *base_logits, int32_t n_vocab, met_kld_base *out) {
     out->lse = log_sum_exp(base_logits, n_vocab, &out->top);
-    out->p = p;
-    if (p)
-        for (int32_t i = 0; i < n_vocab; i++) p[i] = exp((double)base_logits[i] - out->lse);
+    out->p = NULL;
 }
 
 int met_kld_add(met_kld *acc, const float *base_logits, const float *logits, int32_t n_vocab, int32_t target) {
     met_kld_base b = {0, 0, NULL};
-    if (n_vocab >= 1) met_kld_base_of(base_logits, n_vocab, NULL, &b);
+    if (n_vocab >= 1) met_kld_base_of(base_logits, n_vocab, &b);
     return met_kld_add_base(acc, base_logits, &b, logits, NULL, n_vocab, target, NULL);
 }
 

@@ -90,9 +90,9 @@ typedef struct met_kld_base {
     const double *p; /* [n_vocab] the base's probabilities exp(x_i - lse), or NULL */
 } met_kld_base;
 
-/* p, when not NULL, [n_vocab]: receives the probabilities (kept by out->p,
- * so each use skips n_vocab exponentials; the figures are the same). */
-void met_kld_base_of(const float *base_logits, int32_t n_vocab, double *p, met_kld_base *out);
+/* out->p is NULL: a caller that keeps the probabilities (fidelity) fills
+ * the struct itself, each p[i] = exp(x_i - lse) as kl_of would compute it. */
+void met_kld_base_of(const float *base_logits, int32_t n_vocab, met_kld_base *out);
 
 /* met_kld_add with the base's part given: b is met_kld_base_of of
  * base_logits, or the same figures computed by the caller (fidelity's,
