@@ -322,6 +322,13 @@ void kv_kernels_set_mode(kv_kernel_mode m) {
     g_mode = m;
 }
 
+int kv_kernels_env_mode(kv_kernel_mode *m) {
+    const char *e = getenv("KVBENCH_KERNELS");
+    *m = KV_KERNELS_FLOAT;
+    if (e && kv_kernel_mode_parse(e, m)) return kv_errorf(KV_EINVAL, "KVBENCH_KERNELS: expected int8 or float, got '%s'", e);
+    return KV_OK;
+}
+
 const char *kv_kernel_mode_name(kv_kernel_mode m) { return m == KV_KERNELS_FLOAT ? "float" : "int8"; }
 
 int kv_kernel_mode_parse(const char *s, kv_kernel_mode *m) {

@@ -74,6 +74,10 @@ void kv_kernels_set_mode(kv_kernel_mode m);
 const char *kv_kernel_mode_name(kv_kernel_mode m);
 /* "int8" or "float" into *m; KV_EINVAL naming the text otherwise. */
 int kv_kernel_mode_parse(const char *s, kv_kernel_mode *m);
+/* The mode KVBENCH_KERNELS asks for (float when unset) into *m; KV_EINVAL
+ * naming the variable and its value when it is neither int8 nor float (the
+ * engine alone would take any other value as float, silently). */
+int kv_kernels_env_mode(kv_kernel_mode *m);
 
 /* y[r] = sum_c W[r][c] * x[c], for r in [r0, r1). x: [W->cols], y: [W->rows]
  * (only y[r0..r1) written). Thread-safe: callers split rows across threads. */

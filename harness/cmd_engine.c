@@ -35,7 +35,7 @@ typedef struct model_args {
     const char *tokenizer;
     int threads;
     const char *gelu; /* MPT's GELU: tanh (default) or erf */
-    const char *kernels; /* int8 (default) or float */
+    const char *kernels; /* float (default) or int8 */
     const char *kv_type; /* the cache's storage: f32 (default), f16, q8_0 */
     kv_cache_type kvt;   /* kv_type parsed by load_model */
 } model_args;
@@ -72,6 +72,10 @@ static int load_model(const char *cmd, model_args *a, int need_tokenizer, kv_mod
         return -1;
     }
     kv_kernel_mode km;
+    if (kv_kernels_env_mode(&km)) {
+        fprintf(stderr, "kvbench %s: %s\n", cmd, kv_last_error());
+        return -1;
+    }
     if (a->kernels) {
         if (kv_kernel_mode_parse(a->kernels, &km)) {
             fprintf(stderr, "kvbench %s: --%s\n", cmd, kv_last_error());

@@ -18,6 +18,7 @@
 #include "../datasets/ruler.h"
 #include "../datasets/template.h"
 #include "../engine/dtype.h"
+#include "../engine/kernels.h"
 #include "../metrics/longbench.h"
 #include "experiment.h"
 #include "paths.h"
@@ -399,6 +400,11 @@ static int handler(void *user, const char *section, const char *key, const char 
         } else if (!strcmp(key, "kv_type")) {
             if (kv_cache_type_parse(value, &m->kv_type))
                 fail(st, st->line, "[%s] kv_type: expected f32, f16 or q8_0, got '%s'", sn, value);
+        } else if (!strcmp(key, "kernels")) {
+            kv_kernel_mode km;
+            if (kv_kernel_mode_parse(value, &km))
+                fail(st, st->line, "[%s] kernels: expected float or int8, got '%s'", sn, value);
+            else set_str(st, &m->kernels, value, sn, key);
         } else if (!strcmp(key, "ctx_len")) get_int(st, sn, key, value, 16, 1 << 24, &m->ctx_len);
         else if (!strcmp(key, "rope_base") || !strcmp(key, "norm_eps")) {
             char *end;
@@ -414,7 +420,7 @@ static int handler(void *user, const char *section, const char *key, const char 
             set_str(st, &m->chat, value, sn, key);
         } else if (!strcmp(key, "gelu")) {
             if (kv_gelu_parse(value, &m->gelu)) fail(st, st->line, "[%s] gelu: expected tanh or erf, got '%s'", sn, value);
-        } else fail(st, st->line, "[%s] unknown key '%s' (expected path, tokenizer, dtype, kv_type, rope_base, ctx_len, norm_eps, gelu, chat)", sn, key);
+        } else fail(st, st->line, "[%s] unknown key '%s' (expected path, tokenizer, dtype, kv_type, kernels, rope_base, ctx_len, norm_eps, gelu, chat)", sn, key);
         break;
     }
     case S_TASK: {
@@ -795,6 +801,7 @@ void hx_experiment_free(hx_experiment *e) {
         free(e->model[i].path);
         free(e->model[i].tokenizer);
         free(e->model[i].dtype);
+        free(e->model[i].kernels);
         free(e->model[i].chat);
     }
     for (int i = 0; i < e->n_tasks; i++) {

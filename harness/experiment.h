@@ -1,7 +1,7 @@
 /* experiment.h - declarative experiment files (INI, parsed with inih).
  *
  *   [experiment]      name, description, mirrors, seed, db, threads, bootstrap
- *   [model NAME]      path, tokenizer, dtype, kv_type, rope_base, ctx_len, norm_eps, gelu
+ *   [model NAME]      path, tokenizer, dtype, kv_type, kernels, rope_base, ctx_len, norm_eps, gelu
  *   [task NAME]       kind, data, samples, template, max_prompt_tokens,
  *                     max_new_tokens, stop, fidelity, bad_rows, doc_field,
  *                     ref_field, lengths, depths, per_cell, haystack,
@@ -33,6 +33,7 @@ typedef struct hx_model_def {
     kv_gelu gelu;                  /* MPT: tanh (default, llama.cpp's) or erf (Hugging Face's) */
     char *chat;                    /* chat = auto|none|NAME (NULL: none) */
     kv_cache_type kv_type;         /* the KV cache's storage: f32 (default), f16, q8_0 */
+    char *kernels;                 /* kernels = float|int8 (NULL: KVBENCH_KERNELS's, float without it) */
     int ctx_len;
     int line;
 } hx_model_def;

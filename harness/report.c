@@ -219,6 +219,23 @@ static int window_notes(sqlite3 *db, const char *exp) {
     return rc == SQLITE_DONE ? KV_OK : kv_errorf(KV_EIO, "%s", sqlite3_errmsg(db));
 }
 
+/* Models run with int8 kernels (kernels = int8): their logits carry
+ * llama.cpp's activation rounding, so a reader must know. */
+static int kernel_notes(sqlite3 *db, const char *exp) {
+    sqlite3_stmt *st;
+    if (sqlite3_prepare_v2(db, "SELECT DISTINCT r.model FROM runs r JOIN experiment_runs er ON er.run = r.id "
+                               "WHERE er.experiment = ?1 AND instr(r.spec, '/kernels=int8') > 0 ORDER BY r.model",
+                           -1, &st, NULL))
+        return kv_errorf(KV_EIO, "%s", sqlite3_errmsg(db));
+    sqlite3_bind_text(st, 1, exp, -1, SQLITE_STATIC);
+    int rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW)
+        printf("\n> %s: int8 kernels (activations rounded to int8 blocks as llama.cpp does, prompts read a token "
+               "at a time).\n", (const char *)sqlite3_column_text(st, 0));
+    sqlite3_finalize(st);
+    return rc == SQLITE_DONE ? KV_OK : kv_errorf(KV_EIO, "%s", sqlite3_errmsg(db));
+}
+
 int hx_cmd_report(int argc, char **argv, int help) {
     const char *db_path = "results/kvbench.db", *experiment = NULL, *metric = NULL, *format = "md";
     const char *task = NULL;
@@ -271,7 +288,7 @@ int hx_cmd_report(int argc, char **argv, int help) {
     if (!strcmp(format, "csv")) printf("experiment,model,task,metric,policy,budget,n,mean,ci_lo,ci_hi,ratio_to_full\n");
     else {
         printf("## %s (%s)\n", exp, db_path);
-        if (window_notes(db, exp)) goto fail;
+        if (window_notes(db, exp) || kernel_notes(db, exp)) goto fail;
     }
     int shown = 0;
     for (int lo = 0; lo < n;) {

@@ -49,6 +49,53 @@ static void spec_question(sqlite3_stmt *st, int col, hx_q_run *r) {
     r->twin = h;
 }
 
+/* The model's settings in a run's spec: the value of its arch= field. */
+static void spec_settings(sqlite3_stmt *st, int col, hx_q_run *r) {
+    const char *spec = (const char *)sqlite3_column_text(st, col);
+    const char *a = spec ? strstr(spec, " arch=") : NULL;
+    r->settings[0] = '\0';
+    if (a) snprintf(r->settings, sizeof r->settings, "%.*s", (int)strcspn(a + 6, " "), a + 6);
+}
+
+static int by_model(const void *x, const void *y) {
+    const hx_q_run *a = x, *b = y;
+    int c = strcmp(a->model, b->model);
+    if (!c) c = strcmp(a->task, b->task);
+    return c ? c : (a->order > b->order) - (a->order < b->order);
+}
+
+/* Runs of one model name and file under several settings become models of
+ * their own ("NAME [SETTINGS]"), then the runs are sorted again so that
+ * each such model's runs are together, in their first order otherwise. */
+static void split_settings(hx_q_run *runs, int n) {
+    int any = 0;
+    for (int lo = 0, hi; lo < n; lo = hi) { /* runs come grouped by model name */
+        int distinct = 0;
+        for (hi = lo; hi < n && !strcmp(runs[hi].model, runs[lo].model); hi++) {
+            int first = 1;
+            for (int k = lo; k < hi && first; k++) first = strcmp(runs[k].settings, runs[hi].settings) != 0;
+            distinct += first;
+        }
+        for (int i = lo; i < hi; i++) {
+            runs[i].order = i;
+            runs[i].model_settings = distinct;
+        }
+        any |= distinct > 1;
+    }
+    if (!any) return;
+    for (int i = 0; i < n; i++) {
+        hx_q_run *r = &runs[i];
+        if (r->model_settings < 2) continue;
+        const size_t k = strlen(r->model);
+        if (k + strlen(r->settings) + 4 <= sizeof r->model)
+            snprintf(r->model + k, sizeof r->model - k, " [%s]", r->settings);
+        else
+            snprintf(r->model + (k > sizeof r->model - 11 ? sizeof r->model - 11 : k), 11, " #%08x",
+                     (unsigned)kv_fnv1a64(KV_FNV1A64_INIT, r->settings, strlen(r->settings)));
+    }
+    qsort(runs, (size_t)n, sizeof *runs, by_model);
+}
+
 int hx_q_runs(sqlite3 *db, const char *experiment, hx_q_run **runs, int *n) {
     *runs = NULL;
     *n = 0;
@@ -83,6 +130,7 @@ int hx_q_runs(sqlite3 *db, const char *experiment, hx_q_run **runs, int *n) {
         col_text(st, 9, r->model_hash, sizeof r->model_hash);
         r->model_files = sqlite3_column_int(st, 10);
         spec_question(st, 11, r);
+        spec_settings(st, 11, r);
         /* One model name, several files (a re-quantization, weights changed
          * between runs): averaging them together would report a model that
          * does not exist, and refusing would hide results that are sound
@@ -94,6 +142,7 @@ int hx_q_runs(sqlite3 *db, const char *experiment, hx_q_run **runs, int *n) {
         }
     }
     sqlite3_finalize(st);
+    if (rc == KV_OK) split_settings(*runs, *n);
     if (rc == KV_OK && *n == 0) rc = kv_errorf(KV_ENOTFOUND, "experiment '%s' has no runs in this database", experiment);
     if (rc) {
         free(*runs);
@@ -121,6 +170,17 @@ void hx_q_note_model_files(const char *cmd, const char *experiment, const hx_q_r
                 last = runs[j].model_hash;
             }
         fprintf(stderr, "); they are shown apart as %.*s@HASH and never averaged together\n", (int)k, runs[i].model);
+    }
+    for (int i = 0; i < n; i++) { /* settings: once per base name (the runs are sorted by name) */
+        if (runs[i].model_settings < 2) continue;
+        const size_t k = strcspn(runs[i].model, " ");
+        if (i > 0 && runs[i - 1].model_settings > 1 && !strncmp(runs[i - 1].model, runs[i].model, k) &&
+            runs[i - 1].model[k] == ' ')
+            continue;
+        fprintf(stderr, "kvbench %s: note: experiment %s holds runs of model %.*s under %d settings (arch=, the "
+                "spec's rope base/context/eps/cache type/kernels); they are shown apart as %.*s [SETTINGS] and never "
+                "averaged together\n", cmd, experiment, (int)k, runs[i].model, runs[i].model_settings, (int)k,
+                runs[i].model);
     }
 }
 

@@ -16,6 +16,9 @@ typedef struct hx_q_run {
     double budget_value;
     char model_hash[33];  /* the model file's identity (XXH3-128, hex) */
     int model_files;      /* model files (hashes) the experiment's runs of this model name came from */
+    char settings[128];   /* the model's settings in the spec (arch=...: rope base, context, eps, cache type, kernels) */
+    int model_settings;   /* distinct settings among the runs of this model name and file */
+    int order;            /* its place in the query's order (hx_q_runs' stable re-sort) */
     int question_after;   /* its task asks the question after compression (spec question=after_compression) */
     uint64_t twin;        /* a hash of its spec without the question mode: runs that differ only there share it */
 } hx_q_run;
@@ -33,11 +36,16 @@ int hx_q_latest_experiment(sqlite3 *db, char *name, size_t cap);
  * the sweep first ran them), budget kind and value. *runs is malloc'd.
  * Runs of one model name made from different model files are never pooled:
  * their model reads "NAME@HASH" (the hash's first 8 digits), so each file
- * is a model of its own for reports and plots (see hx_q_note_model_files). */
+ * is a model of its own for reports and plots (see hx_q_note_model_files).
+ * Nor are runs of one file under different model settings (kv_type,
+ * kernels, rope_base, ... changed between runs): their model reads
+ * "NAME [SETTINGS]", or "NAME #HASH" (8 digits of the settings' hash) when
+ * that is too long. */
 int hx_q_runs(sqlite3 *db, const char *experiment, hx_q_run **runs, int *n);
 
-/* Prints to stderr, once per model name, which files a model name's runs
- * came from when there are several (the note for hx_q_runs' renaming). */
+/* Prints to stderr, once per model name, which files (or settings) a model
+ * name's runs came from when there are several (the note for hx_q_runs'
+ * renaming). */
 void hx_q_note_model_files(const char *cmd, const char *experiment, const hx_q_run *runs, int n);
 
 /* The full-cache run of the same model and task (NULL if none). */

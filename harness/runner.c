@@ -24,6 +24,7 @@
 #include "../engine/context.h"
 #include "../engine/dtype.h"
 #include "../engine/export.h"
+#include "../engine/kernels.h"
 #include "../base/file.h"
 #include "../base/hash.h"
 #include "../base/kv_error.h"
@@ -218,6 +219,7 @@ typedef struct engine {
     char model_path[4096];
     char tokenizer_path[4096]; /* the tokenizer given apart from the model ("" none) */
     char swa_note[320];        /* "/swa=W:layers" for models with sliding-window layers, else "" */
+    kv_kernel_mode kernels;    /* the products' kernels this model runs with (set process-wide while it runs) */
 } engine;
 
 /* A perplexity task's curve: the mean NLL per bucket of positions. */
@@ -343,6 +345,7 @@ typedef struct run_state {
     long raced;           /* units computed here but stored first by another process */
     long counted[HX_MAX_ITEMS][HX_MAX_ITEMS]; /* units per (model, task) already in prog.total */
     int dry;
+    kv_kernel_mode kernels; /* KVBENCH_KERNELS's (float without it): a model's unless it names its own */
 } run_state;
 
 /* The chat template a (model, task) reads its prompts with: the task's
@@ -407,7 +410,7 @@ static int run_identity(const run_state *rs, const engine *en, const run_cell *r
     for (int i = 0; i < t->n_lengths; i++) snprintf(lens + strlen(lens), sizeof lens - strlen(lens), "%d ", t->lengths[i]);
     for (int i = 0; i < t->n_depths; i++) snprintf(deps + strlen(deps), sizeof deps - strlen(deps), "%d ", t->depths[i]);
     int n = snprintf(spec, cap,
-                     "kvbench-run/2 version=%s model_hash=%s arch=%g/%d/%g%s%s%s%s task_kind=%s data=%s haystack=%s template=%s@%d "
+                     "kvbench-run/2 version=%s model_hash=%s arch=%g/%d/%g%s%s%s%s%s task_kind=%s data=%s haystack=%s template=%s@%d "
                      "max_prompt_tokens=%d max_new_tokens=%d stop_newline=%d fidelity=%d doc_field=%s ref_field=%s "
                      "lengths=%s depths=%s per_cell=%d tokens=%d chunk=%d min_chars=%d curve_bucket=%d question=%s chat=%s "
                      "system=[%s] ruler_task=%s qa_data=%s%s%s%s policy=%s params=%s budget=%s seed=%llu",
@@ -419,6 +422,8 @@ static int run_identity(const run_state *rs, const engine *en, const run_cell *r
                      /* the cache's storage, only when not f32 (other runs' ids unchanged) */
                      en->d.kv_type != KV_CACHE_F32 ? "/kv_type=" : "",
                      en->d.kv_type != KV_CACHE_F32 ? kv_cache_type_name(en->d.kv_type) : "",
+                     /* int8 kernels, only when chosen (other runs' ids unchanged) */
+                     en->kernels == KV_KERNELS_INT8 ? "/kernels=int8" : "",
                      hx_task_kind_name(t->kind), t->data ? t->data : "",
                      t->haystack ? t->haystack : "", tp->name, tp->version, t->max_prompt_tokens, t->max_new_tokens,
                      t->stop_newline, t->fidelity, t->doc_field ? t->doc_field : "", t->ref_field ? t->ref_field : "",
@@ -1033,9 +1038,15 @@ static int convert_model(engine *en, const hx_model_def *md, const char *db, con
     return kv_model_load(en->model_path, p, &en->d.model);
 }
 
-static int load_engine(const hx_experiment *e, const char *db, int model, int threads, engine *en) {
+static int load_engine(const hx_experiment *e, const char *db, int model, int threads, kv_kernel_mode kernels,
+                       engine *en) {
     memset(en, 0, sizeof *en);
     const hx_model_def *md = &e->model[model];
+    /* int8 kernels round activations as llama.cpp does and read prompts a
+     * token at a time: other logits, so the mode is part of the runs' spec */
+    en->kernels = kernels;
+    if (md->kernels && kv_kernel_mode_parse(md->kernels, &en->kernels)) return -1;
+    kv_kernels_set_mode(en->kernels);
     char tp[4096];
     kv_model_params p = kv_model_default_params();
     if (md->tokenizer) p.tokenizer_path = hx_resolve_model(md->tokenizer, tp, sizeof tp);
@@ -1163,7 +1174,7 @@ static int run_model(run_state *rs, int m, const char *dbp, int threads, int no_
     for (int i = 0; i < rs->n_cells; i++) used |= rs->cells[i].model == m;
     if (!used) return 0;
     engine en;
-    if (load_engine(e, dbp, m, threads, &en)) {
+    if (load_engine(e, dbp, m, threads, rs->kernels, &en)) {
         fprintf(stderr, "kvbench run: model %s: %s\n", e->model[m].name, kv_last_error());
         free_engine(&en);
         return 1;
@@ -1232,6 +1243,11 @@ int hx_cmd_run(int argc, char **argv, int help) {
         return 2;
     }
     run_state rs = {.e = &e, .shard_i = shard_i, .shard_n = shard_n, .dry = dry};
+    if (kv_kernels_env_mode(&rs.kernels)) {
+        fprintf(stderr, "kvbench run: %s\n", kv_last_error());
+        hx_experiment_free(&e);
+        return 2;
+    }
     if (expand_sweep(&e, &of, &rs.cells, &rs.n_cells)) {
         hx_experiment_free(&e);
         return 1;

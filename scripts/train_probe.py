@@ -584,6 +584,22 @@ class Episodes:
         (4, 'drill', ()),
     ]
 
+    KINDS_KEYS = [  # --mix keys: a fourth stage for lookups among distractors (RULER multi-key, the needle at 2K)
+        (10, 'passkey', ()),
+        (22, 'needle', ()),
+        (5, 'ruler', ('noise', 'words', 'numbers', 1, 1, 1)),
+        (5, 'ruler', ('essay', 'words', 'numbers', 1, 1, 1)),
+        (3, 'ruler', ('essay', 'words', 'uuids', 1, 1, 1)),
+        (20, 'ruler', ('essay', 'words', 'numbers', 4, 1, 1)),
+        (12, 'ruler', ('needle', 'words', 'numbers', 1, 1, 1)),
+        (6, 'ruler', ('needle', 'uuids', 'uuids', 1, 1, 1)),
+        (4, 'ruler', ('essay', 'words', 'numbers', 1, 4, 1)),
+        (4, 'ruler', ('essay', 'words', 'numbers', 1, 1, 4)),
+        (4, 'lm', ()),
+        (3, 'repeat', ()),
+        (2, 'drill', ()),
+    ]
+
     def sample(self, n_tok, drill_only=False):
         """Token ids (BOS first, at most n_tok) and a 0/1/2 mask (answer,
         repeated span)."""
@@ -616,7 +632,7 @@ class Episodes:
 
 # ------------------------------------------------------------------ training
 
-def length_for(rng, frac, max_len, warm):
+def length_for(rng, frac, max_len, warm, late=None):
     """The curriculum: drills alone at 256 tokens while warm (until the
     copying circuits have formed), then every kind at growing
     lengths up to the context and a little past it (max_len), so that RoPE
@@ -627,7 +643,7 @@ def length_for(rng, frac, max_len, warm):
         return 256, 4096, True
     if frac < 0.3:
         return min(max_len, rng.choice([256, 384, 512, 768, 1024])), 4096, False
-    return min(max_len, rng.choice([512, 1024, 1536, 2048, max_len])), 6144, False
+    return min(max_len, rng.choice(late or [512, 1024, 1536, 2048, max_len])), 6144, False
 
 
 def batch(ep, n_tok, tokens_per_step, lm_share, copy_share, rng, drill_only=False):
@@ -667,6 +683,9 @@ def train(args):
         ep.KINDS = Episodes.KINDS_RETRIEVAL
     elif args.mix == 'needle':
         ep.KINDS = Episodes.KINDS_NEEDLE
+    elif args.mix == 'keys':
+        ep.KINDS = Episodes.KINDS_KEYS
+    late = [int(v) for v in args.lengths.split(',')] if args.lengths else None
     model = Probe(sp.vocab_size(), args.dim, args.hidden, args.layers, args.heads, args.kv_heads, args.ctx)
     if args.init:
         # a second stage: the weights of an earlier run, the curriculum from --start-frac
@@ -699,7 +718,7 @@ def train(args):
         lr = args.lr * min(1.0, (step + 1) / args.warmup) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * frac)))
         for g in opt.param_groups:
             g['lr'] = lr
-        n_tok, per_step, drills = length_for(rng, frac, args.ctx + args.past_ctx, warm)
+        n_tok, per_step, drills = length_for(rng, frac, args.ctx + args.past_ctx, warm, late)
         x, y, w_ans, w_copy, w_lm = batch(ep, n_tok, per_step, args.lm_share, args.copy_share, rng, drills)
         h = model.hidden(x)
         sel = (w_ans + w_copy + w_lm) > 0
@@ -764,9 +783,13 @@ def main():
     p.add_argument('--init', default='', help="a second stage: start from this run's FILE.pt (no drills-only warm-up)")
     p.add_argument('--stop-at', type=int, default=0,
                    help='stop after step N (counted from 0, warm-up included), keeping the schedule of --steps')
-    p.add_argument('--mix', choices=('all', 'retrieval', 'needle'), default='all',
+    p.add_argument('--mix', choices=('all', 'retrieval', 'needle', 'keys'), default='all',
                    help='episode weights: all (the first stage), retrieval (a second stage: needles and RULER lookups '
-                        'weighed up) or needle (a third stage: needle questions first)')
+                        'weighed up), needle (a third stage: needle questions first) or keys (a fourth stage: '
+                        'RULER multi-key lookups and needles)')
+    p.add_argument('--lengths', default='',
+                   help='episode lengths after 30%% of the schedule, comma-separated (default 512,1024,1536,2048 '
+                        'and the context plus --past-ctx); each is capped at that')
     p.add_argument('--needle-answer', choices=('short', 'restate'), default='short',
                    help="a needle episode's answer: the activity alone, or the needle sentence restated")
     p.add_argument('--start-frac', type=float, default=0.0,

@@ -66,6 +66,24 @@ spec=$($py -c "import sqlite3,sys; print(sqlite3.connect(sys.argv[1]).execute('s
 if echo "$out1" | grep -q "converted to q8_0" && ! echo "$out2" | grep -q "converted" && ls "$tmp"/dtype/cache/stories260K-*-q8_0.gguf >/dev/null 2>&1 &&
    echo "$spec" | grep -q " arch=20000/1024/"; then ok "dtype conversion cached, overrides in the run spec"; else bad "dtype" "$out1 $out2 $spec"; fi
 
+# --- kernels = int8 on that model: its own runs (the spec names the mode), other logits, apart in the report
+sed 's#^dtype = q8_0#dtype = q8_0\nkernels = int8#' "$tmp/dtype.ini" >"$tmp/int8.ini"
+out=$("$kv" run "$tmp/int8.ini" --threads 1 2>&1)
+rep=$("$kv" report --db "$tmp/dtype/d.db" 2>&1)
+chk=$($py -c "
+import sqlite3, sys
+d = sqlite3.connect(sys.argv[1])
+runs = d.execute(\"select count(*), sum(instr(spec, '/kernels=int8') > 0) from runs where policy='full'\").fetchone()
+kl = lambda k: [r[0] for r in d.execute(\"select m.value from metrics m join runs r on r.id=m.run where r.policy='h2o' and m.name='fid_kl' and (instr(r.spec, '/kernels=int8') > 0) = ? order by r.budget_value, m.sample\", (k,))]
+a, b = kl(1), kl(0)
+print(runs[0], runs[1], len(a), 'differ' if a != b and all(abs(x - y) < 0.05 for x, y in zip(a, b)) else 'same')" "$tmp/dtype/d.db" 2>&1)
+bogus=$(KVBENCH_KERNELS=int7 "$kv" run "$tmp/dtype.ini" --dry-run 2>&1; echo "rc=$?")
+if [ "$chk" = "2 1 6 differ" ] && echo "$rep" | grep -q "^> stories260K: int8 kernels" &&
+   echo "$rep" | grep -q "^### stories260K \[20000/1024/1e-05/kernels=int8\] / cnndm" && echo "$rep" | grep -q "^### stories260K \[20000/1024/1e-05\] / cnndm" &&
+   echo "$bogus" | grep -q "KVBENCH_KERNELS: expected int8 or float, got 'int7'" && echo "$bogus" | grep -q "rc=2"; then
+  ok "kernels = int8: runs of their own, other logits, apart in the report; a bad KVBENCH_KERNELS refused"
+else bad "kernels = int8" "$chk | $rep | $bogus | $out"; fi
+
 # --- the uninterrupted reference run
 export KVBENCH_TEST_DB=$tmp/full.db
 if "$kv" run "$ini" --threads 1 -q && [ "$(count "$tmp/full.db")" = 75 ]; then ok "run"; else bad "run"; fi
@@ -313,6 +331,7 @@ expect_bad "unknown template" "\[task cnndm\] template: unknown template 'plains
 expect_bad "unset variable" "environment variable \\\$NOPE_NOT_SET is not set" 's/^db = .*/db = ${NOPE_NOT_SET}\/x.db/'
 expect_bad "bad dtype" "\\[model stories260K\\] dtype: expected f32, f16, bf16, q8_0 or q4_0, got 'q9'" 's#^tokenizer = stories260K/tok512.bin#tokenizer = stories260K/tok512.bin\ndtype = q9#'
 expect_bad "bad gelu" "\\[model stories260K\\] gelu: expected tanh or erf, got 'exact'" 's#^tokenizer = stories260K/tok512.bin#tokenizer = stories260K/tok512.bin\ngelu = exact#'
+expect_bad "bad kernels" "\\[model stories260K\\] kernels: expected float or int8, got 'int4'" 's#^tokenizer = stories260K/tok512.bin#tokenizer = stories260K/tok512.bin\nkernels = int4#'
 expect_bad "bad kv_type" "\\[model stories260K\\] kv_type: expected f32, f16 or q8_0, got 'q4_0'" 's#^tokenizer = stories260K/tok512.bin#tokenizer = stories260K/tok512.bin\nkv_type = q4_0#'
 expect_bad "not key = value" "bad.ini:[0-9]+: expected 'key = value'" 's/^per_cell = 1/per_cell/'
 expect_bad "question with no question part" "\[task cnndm\] question = after_compression: template plain-summ@1 has no question part" 's/^kind = summarization/kind = summarization\nquestion = after_compression/'
