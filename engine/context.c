@@ -73,6 +73,8 @@ struct kv_ctx {
     rope_set *cur;    /* the set of the layer being evaluated */
     float *deq;    /* [n_threads][deq_stride] KV_MM_BLOCK dequantized weight rows each (prefill) */
     float *xp;     /* prefill activations packed for kv_gemm_nt (NULL: sgemm) */
+    void *q8;      /* int8 prefill: the tokens' quantized activations (kv_q8_acts_bytes), grown on demand */
+    size_t q8_cap;
     size_t deq_stride;
     float *scores; /* attention scores; grown on demand */
     size_t scores_cap;
@@ -132,7 +134,7 @@ void kv_ctx_free(kv_ctx *c) {
     free(c->x); free(c->xb); free(c->xb2); free(c->q); free(c->k); free(c->v);
     free(c->att); free(c->hb); free(c->hb2); 
     for (int s = 0; s < 2; s++) { free(c->rs[s].inv_freq); free(c->rs[s].call); free(c->rs[s].tab); }
-    free(c->deq); free(c->xp); free(c->scores); free(c->stats); free(c->dstats); free(c->kr);
+    free(c->deq); free(c->xp); free(c->q8); free(c->scores); free(c->stats); free(c->dstats); free(c->kr);
     free(c->dweight); free(c->rot_cs); free(c->krow); free(c->kvf); free(c->ascr);
     if (c->rr)
         for (size_t i = 0; i < (size_t)c->mi->n_layers * (size_t)c->mi->n_kv_heads; i++) free(c->rr[i].pos);
@@ -513,15 +515,35 @@ static void mm_worker(void *arg, int ith, int nth) {
  * another order would flip roundings downstream and results would depend
  * on how the prompt is cut (llama.cpp's CPU backend multiplies this way
  * too, and its prefill equals its decode). */
-typedef struct xm_job { const kv_tensor *W; const float *X; float *Y; int n; } xm_job;
+typedef struct xm_job { kv_ctx *c; const kv_tensor *W; const float *X; float *Y; int n; void *q8; } xm_job;
 
 static void exact_mm_worker(void *arg, int ith, int nth) {
     const xm_job *j = arg;
     const int64_t rows = j->W->rows, cols = j->W->cols, n_blocks = (rows + KV_MM_BLOCK - 1) / KV_MM_BLOCK;
+    if (j->q8) { /* integer products: every token quantized once, then the tokens share each block's decoding */
+        kv_q8_acts_quantize(j->W, j->X, j->n, j->n * ith / nth, j->n * (ith + 1) / nth, j->q8);
+        kv_pool_barrier(j->c->pool);
+    }
     for (int64_t bk = n_blocks * ith / nth; bk < n_blocks * (ith + 1) / nth; bk++) {
         const int64_t r0 = bk * KV_MM_BLOCK, r1 = r0 + KV_MM_BLOCK < rows ? r0 + KV_MM_BLOCK : rows;
-        for (int t = 0; t < j->n; t++) kv_matvec_rows(j->W, j->X + (size_t)t * cols, j->Y + (size_t)t * rows, r0, r1);
+        if (j->q8) kv_matmul_q8_rows(j->W, j->q8, j->n, j->Y, r0, r1);
+        else
+            for (int t = 0; t < j->n; t++) kv_matvec_rows(j->W, j->X + (size_t)t * cols, j->Y + (size_t)t * rows, r0, r1);
     }
+}
+
+/* The buffer of int8 prefill's quantized activations, grown on demand
+ * (NULL: the products take decode's kernels token by token instead). */
+static void *q8_buffer(kv_ctx *c, const kv_tensor *W, int n) {
+    const size_t need = kv_q8_acts_bytes(W, n);
+    if (!need) return NULL;
+    if (need > c->q8_cap) {
+        void *b = realloc(c->q8, need);
+        if (!b) return NULL;
+        c->q8 = b;
+        c->q8_cap = need;
+    }
+    return c->q8;
 }
 
 /* Prefill computes every token as a decode step does (int8 mode). */
@@ -538,7 +560,7 @@ static void matmul(kv_ctx *c, const kv_tensor *W, const float *X, float *Y, int 
         return;
     }
     if (prefill_exact()) {
-        xm_job j = {W, X, Y, n};
+        xm_job j = {c, W, X, Y, n, q8_buffer(c, W, n)};
         kv_pool_run(c->pool, exact_mm_worker, &j);
         return;
     }

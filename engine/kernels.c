@@ -356,6 +356,60 @@ static void matvec_int8(const kv_kernel_table *k, const kv_tensor *W, const floa
     if (!k->matvec_q8 || k->matvec_q8(W, &a, y, r0, r1) != 0) scalar_matvec_q8(W, &a, y, r0, r1);
 }
 
+/* kv_q8_acts_bytes' layout for n tokens of cols values in blocks of blk:
+ * the int8 values token after token, then the scales, then the sums of 16. */
+typedef struct q8_layout { size_t q, d, s16, end; } q8_layout;
+
+static q8_layout q8_layout_of(int64_t cols, int32_t blk, int n) {
+    q8_layout l;
+    l.q = 0;
+    l.d = ((size_t)n * (size_t)cols + 63) & ~(size_t)63;
+    l.s16 = l.d + (size_t)n * (size_t)(cols / blk) * sizeof(float);
+    l.end = l.s16 + (size_t)n * (size_t)(cols / 16) * sizeof(int16_t);
+    return l;
+}
+
+size_t kv_q8_acts_bytes(const kv_tensor *W, int n) {
+    const int32_t blk = kv_int8_block(W->type);
+    if (kv_kernels_mode() != KV_KERNELS_INT8 || !blk || W->cols > KV_INT8_MAX_COLS || W->cols % blk || n < 1) return 0;
+    return q8_layout_of(W->cols, blk, n).end;
+}
+
+/* Token t's activations in buf, as matvec_int8 passes them. */
+static kv_q8_act q8_act_at(const kv_tensor *W, const void *buf, int n, int t) {
+    const int32_t blk = kv_int8_block(W->type);
+    const int64_t cols = W->cols;
+    const q8_layout l = q8_layout_of(cols, blk, n);
+    const uint8_t *b = buf;
+    return (kv_q8_act){.n = cols, .blk = blk, .q = (const int8_t *)(b + l.q) + (size_t)t * (size_t)cols,
+                       .d = (const float *)(b + l.d) + (size_t)t * (size_t)(cols / blk),
+                       .s16 = (const int16_t *)(b + l.s16) + (size_t)t * (size_t)(cols / 16)};
+}
+
+void kv_q8_acts_quantize(const kv_tensor *W, const float *X, int n, int t0, int t1, void *buf) {
+    const kv_kernel_table *k = kernels();
+    for (int t = t0; t < t1; t++) {
+        const kv_q8_act a = q8_act_at(W, buf, n, t);
+        (k->quant_act ? k->quant_act : kv_quantize_act)(X + (size_t)t * (size_t)W->cols, W->cols, a.blk, (float *)a.d,
+                                                        (int8_t *)a.q, (int16_t *)a.s16);
+    }
+}
+
+void kv_matmul_q8_rows(const kv_tensor *W, const void *buf, int n, float *Y, int64_t r0, int64_t r1) {
+    enum { GROUP = 64 }; /* tokens per call: their activations stay near while the rows pass */
+    const kv_kernel_table *k = kernels();
+    kv_q8_act a[GROUP];
+    for (int t0 = 0; t0 < n; t0 += GROUP) {
+        const int g = n - t0 < GROUP ? n - t0 : GROUP;
+        for (int i = 0; i < g; i++) a[i] = q8_act_at(W, buf, n, t0 + i);
+        float *y = Y + (size_t)t0 * (size_t)W->rows;
+        if (k->matmul_q8 && k->matmul_q8(W, a, g, y, W->rows, r0, r1) == 0) continue;
+        for (int i = 0; i < g; i++) /* matvec_int8's calls, token by token */
+            if (!k->matvec_q8 || k->matvec_q8(W, &a[i], y + (size_t)i * (size_t)W->rows, r0, r1) != 0)
+                scalar_matvec_q8(W, &a[i], y + (size_t)i * (size_t)W->rows, r0, r1);
+    }
+}
+
 /* llama.cpp's CPU backend multiplies F16 and BF16 weights with the
  * activations converted to that type (its vec_dot_type), rounding to
  * nearest even: the int8 mode does the same, so that its logits are

@@ -25,11 +25,16 @@
  *   them (BF16 logits then equal its to ~2e-7 median; F16 ones differ by
  *   ~6e-4 on CPUs with AVX512-FP16, where a natively built llama.cpp adds
  *   F16 dot products up in fp16, _mm512_fmadd_ph: not emulated).
- *   It is not the default because rounding to int8 is discontinuous: an
- *   fp32-rounding difference between prefill's and decode's activations
- *   can move a value across a rounding boundary, one quantum (amax/127 of
- *   its block), so results then depend on the chunk sizes beyond fp32
- *   rounding (by ~1e-3..1e-2 of the logits on the synthetic test models).
+ *   A prompt is read as decode reads it, token by token in arithmetic
+ *   (kv_q8_acts_quantize then kv_matmul_q8_rows, which shares each weight
+ *   block's decoding among the tokens but keeps each token's sums as
+ *   kv_matvec_rows forms them): rounding to int8 is discontinuous, so any
+ *   fp32-level difference between prefill and decode would move values
+ *   across rounding boundaries and make results depend on the chunking.
+ *   It is not the default: it moves a quantized model's logits away from
+ *   the exact arithmetic of its weights (by ~1e-2 of the logits on the
+ *   synthetic test models), and it reads prompts slower than the float
+ *   family's blocked products.
  * The int8 family differs from the float one by the activations' rounding
  * (at most half a step, amax/254, per value). Either way a row's result
  * does not depend on the row range or the thread that computes it
@@ -82,6 +87,19 @@ int kv_kernels_env_mode(kv_kernel_mode *m);
 /* y[r] = sum_c W[r][c] * x[c], for r in [r0, r1). x: [W->cols], y: [W->rows]
  * (only y[r0..r1) written). Thread-safe: callers split rows across threads. */
 void kv_matvec_rows(const kv_tensor *W, const float *x, float *y, int64_t r0, int64_t r1);
+
+/* A prompt's products in int8 mode, each token's output bit for bit
+ * kv_matvec_rows's: every token's activations quantized once
+ * (kv_q8_acts_quantize, threads splitting the tokens), then the rows
+ * (kv_matmul_q8_rows, threads splitting the rows), the tokens sharing
+ * each weight block's decoding. kv_q8_acts_bytes: the buffer for n tokens
+ * of W's width; 0 when W's products are not integer ones (int8 mode off,
+ * a float type, a row too long): take kv_matvec_rows token by token. */
+size_t kv_q8_acts_bytes(const kv_tensor *W, int n);
+/* Quantizes tokens [t0, t1) of X [n][W->cols] into buf. */
+void kv_q8_acts_quantize(const kv_tensor *W, const float *X, int n, int t0, int t1, void *buf);
+/* Y [n][W->rows]: rows [r0, r1) of every token, from buf. */
+void kv_matmul_q8_rows(const kv_tensor *W, const void *buf, int n, float *Y, int64_t r0, int64_t r1);
 
 /* 1 when products with weights of type t round their activations (int8
  * mode, and Q8_0/Q4_0/Q2_K..Q6_K to int8 blocks or F16/BF16 to that

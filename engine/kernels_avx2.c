@@ -719,6 +719,80 @@ KV_INLINE void kq8_rows(const kv_dtype t, const uint8_t *base, size_t rb, const 
     }
 }
 
+/* One row against T tokens (a[0..T)), each token's sums formed as
+ * q40_rows forms a row's (one stream), so each output is decode's bit for
+ * bit. The tokens share the row's bytes, and with T constant the compiler
+ * decodes each block once for all of them. */
+KV_INLINE void q40_row_tokens(const int q8, const uint8_t *row, const kv_q8_act *a, const int T, float *y, int64_t ldy) {
+    const size_t bb = q8 ? 34 : 18;
+    const int64_t nb = a[0].n / KV_QK;
+    __m256 acc[4];
+    float off[4];
+    for (int k = 0; k < T; k++) {
+        acc[k] = _mm256_setzero_ps();
+        off[k] = 0;
+    }
+    for (int64_t b = 0; b < nb; b++) {
+        const uint8_t *blk = row + (size_t)b * bb;
+        for (int k = 0; k < T; k++) {
+            const float s = blk_scale(blk) * a[k].d[b];
+            acc[k] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(q40_dot(q8, blk, a[k].q + b * KV_QK)), _mm256_set1_ps(s), acc[k]);
+            if (!q8) off[k] += s * (float)(a[k].s16[2 * b] + a[k].s16[2 * b + 1]);
+        }
+    }
+    for (int k = 0; k < T; k++) y[k * ldy] = hsum(acc[k]) - 8 * off[k];
+}
+
+/* The same for a Q4_K / Q5_K / Q6_K row (kq8_rows' sums). */
+KV_INLINE void kq8_row_tokens(const kv_dtype t, const uint8_t *row, const kv_q8_act *a, const int T, float *y,
+                              int64_t ldy) {
+    const size_t bb = kv_dtype_block_bytes(t);
+    const int64_t nb = a[0].n / KV_QK_K;
+    __m256 acc[4], macc[4];
+    for (int k = 0; k < T; k++) acc[k] = macc[k] = _mm256_setzero_ps();
+    for (int64_t b = 0; b < nb; b++) {
+        const uint8_t *blk = row + (size_t)b * bb;
+        for (int k = 0; k < T; k++) {
+            if (t == KV_Q6_K) q6k_block(blk, a[k].q + b * KV_QK_K, a[k].s16 + 16 * b, a[k].d[b], &acc[k]);
+            else q45k_block(t, blk, a[k].q + b * KV_QK_K, a[k].s16 + 16 * b, a[k].d[b], &acc[k], &macc[k]);
+        }
+    }
+    for (int k = 0; k < T; k++) y[k * ldy] = hsum(acc[k]) - hsum(macc[k]);
+}
+
+/* Tokens four at a time (the rest one by one), rows in order within. */
+#define Q8_TOKENS(ROW)                                                                                   \
+    do {                                                                                                 \
+        int t0 = 0;                                                                                      \
+        for (; t0 + 4 <= n; t0 += 4)                                                                     \
+            for (int64_t r = r0; r < r1; r++) ROW(r, a + t0, 4, Y + (size_t)t0 * ldy + r);               \
+        for (; t0 < n; t0++)                                                                             \
+            for (int64_t r = r0; r < r1; r++) ROW(r, a + t0, 1, Y + (size_t)t0 * ldy + r);               \
+    } while (0)
+
+int kv_avx2_matmul_q8(const kv_tensor *W, const kv_q8_act *a, int n, float *Y, int64_t ldy, int64_t r0, int64_t r1) {
+    const uint8_t *base = (const uint8_t *)W->data;
+    const size_t rb = kv_row_bytes(W);
+#define Q8_R80(r, at, T, y) q40_row_tokens(1, base + (size_t)(r) * rb, at, T, y, ldy)
+#define Q8_R40(r, at, T, y) q40_row_tokens(0, base + (size_t)(r) * rb, at, T, y, ldy)
+#define Q8_R4K(r, at, T, y) kq8_row_tokens(KV_Q4_K, base + (size_t)(r) * rb, at, T, y, ldy)
+#define Q8_R5K(r, at, T, y) kq8_row_tokens(KV_Q5_K, base + (size_t)(r) * rb, at, T, y, ldy)
+#define Q8_R6K(r, at, T, y) kq8_row_tokens(KV_Q6_K, base + (size_t)(r) * rb, at, T, y, ldy)
+    switch (W->type) {
+    case KV_Q8_0: Q8_TOKENS(Q8_R80); return 0;
+    case KV_Q4_0: Q8_TOKENS(Q8_R40); return 0;
+    case KV_Q4_K: Q8_TOKENS(Q8_R4K); return 0;
+    case KV_Q5_K: Q8_TOKENS(Q8_R5K); return 0;
+    case KV_Q6_K: Q8_TOKENS(Q8_R6K); return 0;
+    default: return -1;
+    }
+#undef Q8_R80
+#undef Q8_R40
+#undef Q8_R4K
+#undef Q8_R5K
+#undef Q8_R6K
+}
+
 #define Q8_SPLIT(CALL)                                                                                   \
     do {                                                                                                 \
         const int64_t part = (r1 - r0) / KV_Q8_STREAMS, rest = r0 + part * KV_Q8_STREAMS;                \
@@ -835,7 +909,7 @@ static double avx2_sum_exp_f64(const float *x, int64_t n, double shift) {
 
 const kv_kernel_table kv_kernels_avx2 = {
     .matvec_rows = avx2_matvec_rows, .dequant_rows = avx2_dequant_rows, .dot = avx2_dot, .axpy = avx2_axpy,
-    .dots = avx2_dots, .wsum = avx2_wsum, .quant_act = avx2_quant_act, .matvec_q8 = kv_avx2_matvec_q8,
+    .dots = avx2_dots, .wsum = avx2_wsum, .quant_act = avx2_quant_act, .matvec_q8 = kv_avx2_matvec_q8, .matmul_q8 = kv_avx2_matmul_q8,
     .wsum_kv = kv_avx2_wsum_kv, .softmax = avx2_softmax, .f32_to_f16 = kv_avx2_f32_to_f16,
     .f16_to_f32 = kv_avx2_f16_to_f32, .silu_mul = avx2_silu_mul, .masked_sum = avx2_masked_sum,
     .sum_exp_f64 = avx2_sum_exp_f64};

@@ -784,6 +784,7 @@ static void avx512_quant_act(const float *x, int64_t n, int32_t blk, float *d, i
 const kv_kernel_table kv_kernels_avx512 = {
     .matvec_rows = avx512_matvec_rows, .dequant_rows = avx512_dequant_rows, .dot = avx512_dot, .axpy = avx512_axpy,
     .dots = avx512_dots, .wsum = avx512_wsum, .quant_act = avx512_quant_act, .matvec_q8 = avx512_matvec_q8_bw,
+    .matmul_q8 = avx512_matmul_q8_bw,
     .wsum_kv = kv_avx2_wsum_kv, .softmax = avx512_softmax, .gemm_nt = avx512_gemm_nt,
     .gemm_pack = avx512_gemm_pack, .gemm_pv = avx512_gemm_pv, .f32_to_f16 = kv_avx2_f32_to_f16,
     .f16_to_f32 = kv_avx2_f16_to_f32, .silu_mul = avx512_silu_mul, .masked_sum = avx512_masked_sum,
@@ -793,6 +794,7 @@ const kv_kernel_table kv_kernels_avx512 = {
 const kv_kernel_table kv_kernels_avx512_vnni = {
     .matvec_rows = avx512_matvec_rows, .dequant_rows = avx512_dequant_rows, .dot = avx512_dot, .axpy = avx512_axpy,
     .dots = avx512_dots, .wsum = avx512_wsum, .quant_act = avx512_quant_act, .matvec_q8 = avx512_matvec_q8_vnni,
+    .matmul_q8 = avx512_matmul_q8_vnni,
     .wsum_kv = kv_avx2_wsum_kv, .softmax = avx512_softmax, .gemm_nt = avx512_gemm_nt,
     .gemm_pack = avx512_gemm_pack, .gemm_pv = avx512_gemm_pv, .f32_to_f16 = kv_avx2_f32_to_f16,
     .f16_to_f32 = kv_avx2_f16_to_f32, .silu_mul = avx512_silu_mul, .masked_sum = avx512_masked_sum,

@@ -119,6 +119,56 @@ Q8_FN void Q8N(kq_rows)(const kv_dtype t, const uint8_t *base, size_t rb, const 
     }
 }
 
+/* One row against T tokens (a[0..T)), each token's sums formed as
+ * kq_rows forms a row's, so each output is decode's bit for bit; with T
+ * constant the compiler decodes each block once for all the tokens. */
+Q8_FN void Q8N(kq_row_tokens)(const kv_dtype t, const uint8_t *row, const kv_q8_act *a, const int T, float *y,
+                              int64_t ldy) {
+    const size_t bb = kv_dtype_block_bytes(t);
+    const int64_t nb = a[0].n / KV_QK_K;
+    __m512 acc[4];
+    __m256 macc[4];
+    for (int k = 0; k < T; k++) {
+        acc[k] = _mm512_setzero_ps();
+        macc[k] = _mm256_setzero_ps();
+    }
+    for (int64_t b = 0; b < nb; b++) {
+        const uint8_t *blk = row + (size_t)b * bb;
+        for (int k = 0; k < T; k++) {
+            if (t == KV_Q6_K) Q8N(q6k_block)(blk, a[k].q + b * KV_QK_K, a[k].s16 + 16 * b, a[k].d[b], &acc[k]);
+            else Q8N(q45k_block)(t, blk, a[k].q + b * KV_QK_K, a[k].s16 + 16 * b, a[k].d[b], &acc[k], &macc[k]);
+        }
+    }
+    for (int k = 0; k < T; k++) {
+        const __m256 m = macc[k];
+        const __m128 m4 = _mm_add_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
+        const __m128 m2 = _mm_add_ps(m4, _mm_movehl_ps(m4, m4));
+        y[k * ldy] = _mm512_reduce_add_ps(acc[k]) - _mm_cvtss_f32(_mm_add_ss(m2, _mm_movehdup_ps(m2)));
+    }
+}
+
+static Q8_TARGET int Q8N(avx512_matmul_q8)(const kv_tensor *W, const kv_q8_act *a, int n, float *Y, int64_t ldy,
+                                           int64_t r0, int64_t r1) {
+    const kv_dtype t = W->type;
+    if (t != KV_Q4_K && t != KV_Q5_K && t != KV_Q6_K) return kv_avx2_matmul_q8(W, a, n, Y, ldy, r0, r1);
+    const uint8_t *base = (const uint8_t *)W->data;
+    const size_t rb = kv_row_bytes(W);
+    int t0 = 0; /* tokens four at a time, the rest one by one; the type a constant in each loop */
+#define Q8_ROWS(TY, T)                                                                                   \
+    for (int64_t r = r0; r < r1; r++) Q8N(kq_row_tokens)(TY, base + (size_t)r * rb, a + t0, T, Y + (size_t)t0 * ldy + r, ldy)
+#define Q8_ALL(TY)                                                                                       \
+    do {                                                                                                 \
+        for (; t0 + 4 <= n; t0 += 4) Q8_ROWS(TY, 4);                                                     \
+        for (; t0 < n; t0++) Q8_ROWS(TY, 1);                                                             \
+    } while (0)
+    if (t == KV_Q4_K) Q8_ALL(KV_Q4_K);
+    else if (t == KV_Q5_K) Q8_ALL(KV_Q5_K);
+    else Q8_ALL(KV_Q6_K);
+#undef Q8_ALL
+#undef Q8_ROWS
+    return 0;
+}
+
 /* The row range in KV_Q8_STREAMS contiguous parts, walked together, as the
  * float kernels walk it; each part's rows read in order. */
 #define Q8_SPLIT(CALL)                                                                                   \

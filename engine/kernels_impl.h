@@ -39,6 +39,10 @@ typedef struct kv_kernel_table {
      * (the sums kv_matvec_int8_ref defines, to float rounding); returns 0
      * when it handled the type, -1 to fall back. */
     int (*matvec_q8)(const kv_tensor *W, const kv_q8_act *a, float *y, int64_t r0, int64_t r1);
+    /* Y[t * ldy + r] for t < n, r in [r0, r1): token t's activations a[t],
+     * each output bit for bit matvec_q8's (a prompt's products in int8 mode);
+     * returns 0 when it handled the type, -1 to fall back. */
+    int (*matmul_q8)(const kv_tensor *W, const kv_q8_act *a, int n, float *Y, int64_t ldy, int64_t r0, int64_t r1);
     /* kv_wsum_kv for a cache of type t (F16 or Q8_0); returns 0 when it
      * handled the type, -1 to fall back. */
     int (*wsum_kv)(kv_dtype t, float *o, const float *w, const void *V, int64_t n, int64_t d);
@@ -70,6 +74,7 @@ extern const kv_kernel_table kv_kernels_avx512;
 extern const kv_kernel_table kv_kernels_avx512_vnni;
 /* The AVX2 integer matvec, which the AVX-512 tables use for Q8_0 and Q4_0. */
 int kv_avx2_matvec_q8(const kv_tensor *W, const kv_q8_act *a, float *y, int64_t r0, int64_t r1);
+int kv_avx2_matmul_q8(const kv_tensor *W, const kv_q8_act *a, int n, float *Y, int64_t ldy, int64_t r0, int64_t r1);
 /* The AVX2 weighted sums over f16 / q8_0 rows, which the AVX-512 tables
  * use too: a head's rows are short (64..256 values), so eight lanes keep
  * up with the memory they stream. */

@@ -397,6 +397,59 @@ static void test_int8_matvec(void **state) {
     for (int isa = KV_ISA_AVX512_VNNI; isa > KV_ISA_SCALAR && kv_kernels_set_isa((kv_isa)isa) != KV_OK; isa--) continue;
 }
 
+/* The prompt's integer products (kv_q8_acts_quantize + kv_matmul_q8_rows):
+ * every token's output bit for bit kv_matvec_rows' in int8 mode, on every
+ * ISA, for 1 to 9 tokens (groups of four and their tails), rows split
+ * unevenly, the activations quantized in two token ranges. */
+static void test_int8_matmul(void **state) {
+    (void)state;
+    const kv_kernel_mode mode0 = kv_kernels_mode();
+    kv_kernels_set_mode(KV_KERNELS_INT8);
+    const int64_t rows = 37, cols = 512;
+    static float X[9 * 512], Y[9 * 37], want[9 * 37];
+    int checked = 0;
+    for (int t = 0; t < 7; t++) {
+        fixture f;
+        make(&f, int8_types[t], rows, cols, (uint64_t)(900 + t));
+        uint64_t seed = 77 + (uint64_t)t;
+        for (int i = 0; i < 9 * cols; i++) X[i] = frand(&seed) * (i % 5 ? 1.0f : 8.0f);
+        for (int isa = KV_ISA_SCALAR; isa <= KV_ISA_AVX512_VNNI; isa++) {
+            if (kv_kernels_set_isa((kv_isa)isa) != KV_OK) continue;
+            for (int n = 1; n <= 9; n++) {
+                const size_t need = kv_q8_acts_bytes(&f.W, n);
+                assert_true(need > 0);
+                void *buf = malloc(need);
+                kv_q8_acts_quantize(&f.W, X, n, 0, n / 2, buf);
+                kv_q8_acts_quantize(&f.W, X, n, n / 2, n, buf);
+                for (int i = 0; i < n * rows; i++) Y[i] = 12345.0f;
+                kv_matmul_q8_rows(&f.W, buf, n, Y, 0, 5);
+                kv_matmul_q8_rows(&f.W, buf, n, Y, 5, 30);
+                kv_matmul_q8_rows(&f.W, buf, n, Y, 30, rows);
+                for (int i = 0; i < n; i++) kv_matvec_rows(&f.W, X + i * cols, want + i * rows, 0, rows);
+                for (int i = 0; i < n * rows; i++)
+                    if (memcmp(&Y[i], &want[i], sizeof(float)))
+                        fail_msg("%s %s, %d tokens: token %d row %d: %.9g, decode's kernel %.9g", kv_isa_name((kv_isa)isa),
+                                 kv_dtype_name(f.W.type), n, i / (int)rows, i % (int)rows, Y[i], want[i]);
+                checked += n * (int)rows;
+                free(buf);
+            }
+        }
+        drop(&f);
+    }
+    kv_kernels_set_mode(KV_KERNELS_FLOAT);
+    fixture f;
+    make(&f, KV_Q4_K, rows, cols, 5);
+    assert_int_equal(kv_q8_acts_bytes(&f.W, 4), 0); /* float mode: token by token, no buffer */
+    drop(&f);
+    make(&f, KV_F16, rows, cols, 5);
+    kv_kernels_set_mode(KV_KERNELS_INT8);
+    assert_int_equal(kv_q8_acts_bytes(&f.W, 4), 0); /* F16: rounded activations, not integer blocks */
+    drop(&f);
+    printf("prompt integer products: %d outputs bit-identical to decode's\n", checked);
+    kv_kernels_set_mode(mode0);
+    for (int isa = KV_ISA_AVX512_VNNI; isa > KV_ISA_SCALAR && kv_kernels_set_isa((kv_isa)isa) != KV_OK; isa--) continue;
+}
+
 /* F16 and BF16 weights in int8 mode: the float kernels on x rounded to
  * the weight's type (llama.cpp's vec_dot_type), bit for bit on every ISA;
  * and not the float mode's result (the rounding is there). Prefill's
@@ -762,7 +815,7 @@ static void test_exp64(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_matvec_all),       cmocka_unit_test(test_plain_tails),
+        cmocka_unit_test(test_matvec_all), cmocka_unit_test(test_int8_matmul),       cmocka_unit_test(test_plain_tails),
         cmocka_unit_test(test_matvec_range_invariant),
         cmocka_unit_test(test_dequant_rows_exact), cmocka_unit_test(test_dot_axpy),
         cmocka_unit_test(test_dots_wsum),          cmocka_unit_test(test_quant_act),
