@@ -19,8 +19,7 @@
  *   widening every weight to fp32 is compute-bound. Its logits equal
  *   llama.cpp's to ~4e-7 (median) on the synthetic llama/qwen2/qwen3 files,
  *   except where an fp32-level difference moves a value across a rounding
- *   boundary. Q2_K and Q3_K take the portable integer rows (slower than
- *   their float kernels). F16 and BF16 weights keep the float kernels, on
+ *   boundary. F16 and BF16 weights keep the float kernels, on
  *   x rounded to fp16 / bf16 first, as llama.cpp converts activations for
  *   them (BF16 logits then equal its to ~2e-7 median; F16 ones differ by
  *   ~6e-4 on CPUs with AVX512-FP16, where a natively built llama.cpp adds

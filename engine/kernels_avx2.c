@@ -697,6 +697,66 @@ KV_INLINE void q6k_block(const uint8_t *blk, const int8_t *x, const int16_t *xs,
     *acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sum), _mm256_set1_ps(dx * blk_scale(blk + 208)), *acc);
 }
 
+/* One Q2_K super-block: quants 0..3 times the scale of their run of 16
+ * into *acc (scaled by d * dx), mins times activation sums into *macc
+ * (scaled by dmin * dx). Value 128c + 32j + l is bits 2j of qs[32c + l],
+ * run 8c + 2j (l < 16) or 8c + 2j + 1. */
+KV_INLINE void q2k_block(const uint8_t *blk, const int8_t *x, const int16_t *xs, float dx, __m256 *acc, __m256 *macc) {
+    const __m128i sb = _mm_loadu_si128((const __m128i *)blk), m4 = _mm_set1_epi8(0x0f);
+    const __m256i sc16 = _mm256_cvtepu8_epi16(_mm_and_si128(sb, m4));
+    const __m256i mins = _mm256_madd_epi16(_mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(sb, 4), m4)),
+                                           _mm256_loadu_si256((const __m256i *)xs));
+    *macc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(mins), _mm256_set1_ps(dx * blk_scale(blk + 82)), *macc);
+    const __m256i m3 = _mm256_set1_epi8(3);
+    __m256i sum = _mm256_setzero_si256();
+    for (int c = 0; c < 2; c++) {
+        const __m256i q = _mm256_loadu_si256((const __m256i *)(blk + 16 + 32 * c));
+        const __m256i scales = _mm256_broadcastsi128_si256(c ? _mm256_extracti128_si256(sc16, 1) : _mm256_castsi256_si128(sc16));
+        for (int j = 0; j < 4; j++) {
+            const __m256i v = _mm256_and_si256(_mm256_srli_epi16(q, 2 * j), m3);
+            const __m256i p = _mm256_maddubs_epi16(v, _mm256_loadu_si256((const __m256i *)(x + 128 * c + 32 * j)));
+            sum = _mm256_add_epi32(sum, _mm256_madd_epi16(p, _mm256_shuffle_epi8(scales, pick2(2 * j, 2 * j + 1))));
+        }
+    }
+    *acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sum), _mm256_set1_ps(dx * blk_scale(blk + 80)), *acc);
+}
+
+/* One Q3_K super-block, its quants taken as q + 4 (0..7: the two low bits
+ * and 4 where the hmask bit is set): 4 times the sum of scale * activation
+ * sums subtracted in int32. Value 128c + 32j + l: bits 2j of qs[32c + l],
+ * hmask[l] bit 4c + j. */
+KV_INLINE void q3k_block(const uint8_t *blk, const int8_t *x, const int16_t *xs, float dx, __m256 *acc) {
+    uint32_t sc[4], mn[4];
+    uint16_t dm[2];
+    kq_scale_ints(KV_Q3_K, blk, sc, mn, dm);
+    const __m256i sc16 = _mm256_cvtepi8_epi16(_mm_set_epi32((int)sc[3], (int)sc[2], (int)sc[1], (int)sc[0]));
+    __m256i sum = _mm256_sub_epi32(_mm256_setzero_si256(),
+                                   _mm256_slli_epi32(_mm256_madd_epi16(sc16, _mm256_loadu_si256((const __m256i *)xs)), 2));
+    const __m256i m3 = _mm256_set1_epi8(3), hm = _mm256_loadu_si256((const __m256i *)blk);
+    for (int c = 0; c < 2; c++) {
+        const __m256i q = _mm256_loadu_si256((const __m256i *)(blk + 32 + 32 * c));
+        const __m256i scales = _mm256_broadcastsi128_si256(c ? _mm256_extracti128_si256(sc16, 1) : _mm256_castsi256_si128(sc16));
+        for (int j = 0; j < 4; j++) {
+            const __m256i bit = _mm256_set1_epi8((char)(1 << (4 * c + j)));
+            const __m256i hi = _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(hm, bit), bit), _mm256_set1_epi8(4));
+            const __m256i v = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(q, 2 * j), m3), hi);
+            const __m256i p = _mm256_maddubs_epi16(v, _mm256_loadu_si256((const __m256i *)(x + 128 * c + 32 * j)));
+            sum = _mm256_add_epi32(sum, _mm256_madd_epi16(p, _mm256_shuffle_epi8(scales, pick2(2 * j, 2 * j + 1))));
+        }
+    }
+    *acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sum), _mm256_set1_ps(dx * _cvtsh_ss(dm[0])), *acc);
+}
+
+/* One super-block of any K-quant into *acc and *macc (Q3_K and Q6_K have
+ * no mins: *macc stays). */
+KV_INLINE void kq8_block(const kv_dtype t, const uint8_t *blk, const int8_t *x, const int16_t *xs, float dx,
+                         __m256 *acc, __m256 *macc) {
+    if (t == KV_Q6_K) q6k_block(blk, x, xs, dx, acc);
+    else if (t == KV_Q3_K) q3k_block(blk, x, xs, dx, acc);
+    else if (t == KV_Q2_K) q2k_block(blk, x, xs, dx, acc, macc);
+    else q45k_block(t, blk, x, xs, dx, acc, macc);
+}
+
 /* Rows r + k*part + i (k < K, i < cnt) of a Q4_K / Q5_K / Q6_K weight. */
 KV_INLINE void kq8_rows(const kv_dtype t, const uint8_t *base, size_t rb, const kv_q8_act *a, float *y, int64_t r,
                         int64_t part, int64_t cnt, const int K) {
@@ -711,9 +771,7 @@ KV_INLINE void kq8_rows(const kv_dtype t, const uint8_t *base, size_t rb, const 
         }
         for (int64_t b = 0; b < nb; b++)
             for (int k = 0; k < K; k++) {
-                const uint8_t *blk = p[k] + (size_t)b * bb;
-                if (t == KV_Q6_K) q6k_block(blk, a->q + b * KV_QK_K, a->s16 + 16 * b, a->d[b], &acc[k]);
-                else q45k_block(t, blk, a->q + b * KV_QK_K, a->s16 + 16 * b, a->d[b], &acc[k], &macc[k]);
+                kq8_block(t, p[k] + (size_t)b * bb, a->q + b * KV_QK_K, a->s16 + 16 * b, a->d[b], &acc[k], &macc[k]);
             }
         for (int k = 0; k < K; k++) y[r + k * part + i] = hsum(acc[k]) - hsum(macc[k]);
     }
@@ -752,10 +810,7 @@ KV_INLINE void kq8_row_tokens(const kv_dtype t, const uint8_t *row, const kv_q8_
     for (int k = 0; k < T; k++) acc[k] = macc[k] = _mm256_setzero_ps();
     for (int64_t b = 0; b < nb; b++) {
         const uint8_t *blk = row + (size_t)b * bb;
-        for (int k = 0; k < T; k++) {
-            if (t == KV_Q6_K) q6k_block(blk, a[k].q + b * KV_QK_K, a[k].s16 + 16 * b, a[k].d[b], &acc[k]);
-            else q45k_block(t, blk, a[k].q + b * KV_QK_K, a[k].s16 + 16 * b, a[k].d[b], &acc[k], &macc[k]);
-        }
+        for (int k = 0; k < T; k++) kq8_block(t, blk, a[k].q + b * KV_QK_K, a[k].s16 + 16 * b, a[k].d[b], &acc[k], &macc[k]);
     }
     for (int k = 0; k < T; k++) y[k * ldy] = hsum(acc[k]) - hsum(macc[k]);
 }
@@ -778,7 +833,11 @@ int kv_avx2_matmul_q8(const kv_tensor *W, const kv_q8_act *a, int n, float *Y, i
 #define Q8_R4K(r, at, T, y) kq8_row_tokens(KV_Q4_K, base + (size_t)(r) * rb, at, T, y, ldy)
 #define Q8_R5K(r, at, T, y) kq8_row_tokens(KV_Q5_K, base + (size_t)(r) * rb, at, T, y, ldy)
 #define Q8_R6K(r, at, T, y) kq8_row_tokens(KV_Q6_K, base + (size_t)(r) * rb, at, T, y, ldy)
+#define Q8_R2K(r, at, T, y) kq8_row_tokens(KV_Q2_K, base + (size_t)(r) * rb, at, T, y, ldy)
+#define Q8_R3K(r, at, T, y) kq8_row_tokens(KV_Q3_K, base + (size_t)(r) * rb, at, T, y, ldy)
     switch (W->type) {
+    case KV_Q2_K: Q8_TOKENS(Q8_R2K); return 0;
+    case KV_Q3_K: Q8_TOKENS(Q8_R3K); return 0;
     case KV_Q8_0: Q8_TOKENS(Q8_R80); return 0;
     case KV_Q4_0: Q8_TOKENS(Q8_R40); return 0;
     case KV_Q4_K: Q8_TOKENS(Q8_R4K); return 0;
@@ -791,6 +850,8 @@ int kv_avx2_matmul_q8(const kv_tensor *W, const kv_q8_act *a, int n, float *Y, i
 #undef Q8_R4K
 #undef Q8_R5K
 #undef Q8_R6K
+#undef Q8_R2K
+#undef Q8_R3K
 }
 
 #define Q8_SPLIT(CALL)                                                                                   \
@@ -808,7 +869,11 @@ int kv_avx2_matvec_q8(const kv_tensor *W, const kv_q8_act *a, float *y, int64_t 
 #define Q8_Q4K(r, part, cnt, K) kq8_rows(KV_Q4_K, base, rb, a, y, r, part, cnt, K)
 #define Q8_Q5K(r, part, cnt, K) kq8_rows(KV_Q5_K, base, rb, a, y, r, part, cnt, K)
 #define Q8_Q6K(r, part, cnt, K) kq8_rows(KV_Q6_K, base, rb, a, y, r, part, cnt, K)
+#define Q8_Q2K(r, part, cnt, K) kq8_rows(KV_Q2_K, base, rb, a, y, r, part, cnt, K)
+#define Q8_Q3K(r, part, cnt, K) kq8_rows(KV_Q3_K, base, rb, a, y, r, part, cnt, K)
     switch (W->type) {
+    case KV_Q2_K: Q8_SPLIT(Q8_Q2K); return 0;
+    case KV_Q3_K: Q8_SPLIT(Q8_Q3K); return 0;
     case KV_Q8_0: Q8_SPLIT(Q8_Q80); return 0;
     case KV_Q4_0: Q8_SPLIT(Q8_Q40); return 0;
     case KV_Q4_K: Q8_SPLIT(Q8_Q4K); return 0;
@@ -821,6 +886,8 @@ int kv_avx2_matvec_q8(const kv_tensor *W, const kv_q8_act *a, float *y, int64_t 
 #undef Q8_Q4K
 #undef Q8_Q5K
 #undef Q8_Q6K
+#undef Q8_Q2K
+#undef Q8_Q3K
 }
 
 /* kv_silu_mul, 8 lanes (kv_exp_f32's operations), the tail as the portable loop. */

@@ -186,7 +186,9 @@ static Q8_TARGET int Q8N(avx512_matvec_q8)(const kv_tensor *W, const kv_q8_act *
 #define Q8_Q6K(r, part, cnt, K) Q8N(kq_rows)(KV_Q6_K, base, rb, a, y, r, part, cnt, K)
     switch (W->type) {
     case KV_Q8_0:
-    case KV_Q4_0: return kv_avx2_matvec_q8(W, a, y, r0, r1); /* see kernels_avx2.c */
+    case KV_Q4_0:
+    case KV_Q2_K:
+    case KV_Q3_K: return kv_avx2_matvec_q8(W, a, y, r0, r1); /* see kernels_avx2.c */
     case KV_Q4_K: Q8_SPLIT(Q8_Q4K); return 0;
     case KV_Q5_K: Q8_SPLIT(Q8_Q5K); return 0;
     case KV_Q6_K: Q8_SPLIT(Q8_Q6K); return 0;

@@ -93,7 +93,7 @@ void kv_avx2_f16_to_f32(const uint16_t *x, float *y, int64_t n);
 #endif
 
 /* Activation block size of W's type on the integer path: 32 (Q8_0, Q4_0),
- * 256 (the K-quants; Q2_K and Q3_K by the portable rows only), 0 for the
+ * 256 (the K-quants), 0 for the
  * types that stay on the float path. */
 static inline int32_t kv_int8_block(kv_dtype t) {
     switch (t) {
