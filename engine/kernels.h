@@ -16,10 +16,13 @@
  *   applied in fp32. This is what llama.cpp's CPU backend computes for
  *   these types (activations as Q8_0 / Q8_K, with its scales: see
  *   kv_act_scale), and it keeps decode near the memory-bandwidth limit:
- *   widening every weight to fp32 is compute-bound. Its logits equal
- *   llama.cpp's to ~4e-7 (median) on the synthetic llama/qwen2/qwen3 files,
- *   except where an fp32-level difference moves a value across a rounding
- *   boundary. F16 and BF16 weights keep the float kernels, on
+ *   widening every weight to fp32 is compute-bound. The K-quant kernels
+ *   repeat the fp32 arithmetic of llama.cpp's AVX2 dots (their int32 lanes,
+ *   scales and horizontal sums; AVX-512 folds its sixteen lanes into those
+ *   eight exactly), so a row's sum is llama.cpp's bit for bit: its logits
+ *   equal llama.cpp's exactly at most positions of the synthetic files,
+ *   except where an fp32-level difference elsewhere (exponentials, norms)
+ *   moves a value across a rounding boundary. F16 and BF16 weights keep the float kernels, on
  *   x rounded to fp16 / bf16 first, as llama.cpp converts activations for
  *   them (BF16 logits then equal its to ~2e-7 median; F16 ones differ by
  *   ~6e-4 on CPUs with AVX512-FP16, where a natively built llama.cpp adds

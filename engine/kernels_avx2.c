@@ -642,16 +642,32 @@ static inline __m256i q5_bit(__m256i qh, int bit) {
     return _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(qh, m), m), _mm256_set1_epi8(16));
 }
 
+/* The mins of a Q4_K / Q5_K super-block times its activation sums, into
+ * four lanes as llama.cpp's AVX2 dot forms them (each lane two runs of 32:
+ * min times the sum of the run's two sums of 16), scaled by ndm = -dmin *
+ * dx: with the scales' eight lanes (kq8_sum) a row's sum is then llama.cpp's
+ * bit for bit, so int8 logits stay on its side of every rounding boundary. */
+KV_INLINE __m128 kq_mins(const uint32_t mn[4], const int16_t *xs, float ndm, __m128 macc) {
+    const __m128i m8 = _mm_cvtepu8_epi16(_mm_set_epi32(0, 0, (int)mn[1], (int)mn[0]));
+    const __m128i s32 = _mm_hadd_epi16(_mm_loadu_si128((const __m128i *)xs), _mm_loadu_si128((const __m128i *)(xs + 8)));
+    return _mm_fmadd_ps(_mm_cvtepi32_ps(_mm_madd_epi16(m8, s32)), _mm_set1_ps(ndm), macc);
+}
+
+/* A row's sum from its eight scale lanes and four min lanes (llama.cpp's
+ * order: the eight, then the four, then their sum). */
+KV_INLINE float kq8_sum(__m256 acc, __m128 macc) {
+    macc = _mm_add_ps(macc, _mm_movehl_ps(macc, macc));
+    macc = _mm_add_ss(macc, _mm_movehdup_ps(macc));
+    return hsum(acc) + _mm_cvtss_f32(macc);
+}
+
 /* One Q4_K / Q5_K super-block (see kernels_avx512_q8.h). */
 KV_INLINE void q45k_block(const kv_dtype t, const uint8_t *blk, const int8_t *x, const int16_t *xs, float dx,
-                          __m256 *acc, __m256 *macc) {
+                          __m256 *acc, __m128 *macc) {
     uint32_t sc[4], mn[4];
     uint16_t dm[2];
     kq_scale_ints(t, blk, sc, mn, dm);
-    const __m128i mb = _mm_set_epi32(0, 0, (int)mn[1], (int)mn[0]);
-    const __m256i mins = _mm256_madd_epi16(_mm256_cvtepu8_epi16(_mm_unpacklo_epi8(mb, mb)),
-                                           _mm256_loadu_si256((const __m256i *)xs));
-    *macc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(mins), _mm256_set1_ps(dx * _cvtsh_ss(dm[1])), *macc);
+    *macc = kq_mins(mn, xs, -dx * _cvtsh_ss(dm[1]), *macc);
     const __m256i scales = _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(_mm_set_epi32(0, 0, (int)sc[1], (int)sc[0])));
     const uint8_t *qs = blk + (t == KV_Q4_K ? 16 : 48);
     const __m256i m15 = _mm256_set1_epi8(0x0f);
@@ -697,16 +713,19 @@ KV_INLINE void q6k_block(const uint8_t *blk, const int8_t *x, const int16_t *xs,
     *acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sum), _mm256_set1_ps(dx * blk_scale(blk + 208)), *acc);
 }
 
-/* One Q2_K super-block: quants 0..3 times the scale of their run of 16
- * into *acc (scaled by d * dx), mins times activation sums into *macc
- * (scaled by dmin * dx). Value 128c + 32j + l is bits 2j of qs[32c + l],
+/* One Q2_K super-block into *acc: the mins times the activation sums
+ * first (scaled by -dmin * dx), then quants 0..3 times the scale of their
+ * run of 16 (scaled by d * dx), in one accumulator and in the int32 lanes
+ * of llama.cpp's AVX2 dot (ggml's vec_dot_q2_K_q8_K), so that a row's sum
+ * is its sum bit for bit and int8 logits stay on llama.cpp's side of
+ * every rounding boundary. Value 128c + 32j + l is bits 2j of qs[32c + l],
  * run 8c + 2j (l < 16) or 8c + 2j + 1. */
-KV_INLINE void q2k_block(const uint8_t *blk, const int8_t *x, const int16_t *xs, float dx, __m256 *acc, __m256 *macc) {
+KV_INLINE void q2k_block(const uint8_t *blk, const int8_t *x, const int16_t *xs, float dx, __m256 *acc) {
     const __m128i sb = _mm_loadu_si128((const __m128i *)blk), m4 = _mm_set1_epi8(0x0f);
     const __m256i sc16 = _mm256_cvtepu8_epi16(_mm_and_si128(sb, m4));
     const __m256i mins = _mm256_madd_epi16(_mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(sb, 4), m4)),
                                            _mm256_loadu_si256((const __m256i *)xs));
-    *macc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(mins), _mm256_set1_ps(dx * blk_scale(blk + 82)), *macc);
+    *acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(mins), _mm256_set1_ps(-dx * blk_scale(blk + 82)), *acc);
     const __m256i m3 = _mm256_set1_epi8(3);
     __m256i sum = _mm256_setzero_si256();
     for (int c = 0; c < 2; c++) {
@@ -721,39 +740,40 @@ KV_INLINE void q2k_block(const uint8_t *blk, const int8_t *x, const int16_t *xs,
     *acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sum), _mm256_set1_ps(dx * blk_scale(blk + 80)), *acc);
 }
 
-/* One Q3_K super-block, its quants taken as q + 4 (0..7: the two low bits
- * and 4 where the hmask bit is set): 4 times the sum of scale * activation
- * sums subtracted in int32. Value 128c + 32j + l: bits 2j of qs[32c + l],
- * hmask[l] bit 4c + j. */
-KV_INLINE void q3k_block(const uint8_t *blk, const int8_t *x, const int16_t *xs, float dx, __m256 *acc) {
+/* One Q3_K super-block into *acc: per 32 values the two low bits times x
+ * less 4 times x where the hmask bit is clear (both unsigned, as vpmaddubsw
+ * needs), times the signed scales: the int32 lanes of llama.cpp's AVX2 dot
+ * (ggml's vec_dot_q3_K_q8_K), as for Q2_K. Value 128c + 32j + l: bits 2j
+ * of qs[32c + l], hmask[l] bit 4c + j. */
+KV_INLINE void q3k_block(const uint8_t *blk, const int8_t *x, float dx, __m256 *acc) {
     uint32_t sc[4], mn[4];
     uint16_t dm[2];
     kq_scale_ints(KV_Q3_K, blk, sc, mn, dm);
     const __m256i sc16 = _mm256_cvtepi8_epi16(_mm_set_epi32((int)sc[3], (int)sc[2], (int)sc[1], (int)sc[0]));
-    __m256i sum = _mm256_sub_epi32(_mm256_setzero_si256(),
-                                   _mm256_slli_epi32(_mm256_madd_epi16(sc16, _mm256_loadu_si256((const __m256i *)xs)), 2));
-    const __m256i m3 = _mm256_set1_epi8(3), hm = _mm256_loadu_si256((const __m256i *)blk);
+    const __m256i m3 = _mm256_set1_epi8(3), four = _mm256_set1_epi8(4), hm = _mm256_loadu_si256((const __m256i *)blk);
+    __m256i sum = _mm256_setzero_si256();
     for (int c = 0; c < 2; c++) {
         const __m256i q = _mm256_loadu_si256((const __m256i *)(blk + 32 + 32 * c));
         const __m256i scales = _mm256_broadcastsi128_si256(c ? _mm256_extracti128_si256(sc16, 1) : _mm256_castsi256_si128(sc16));
         for (int j = 0; j < 4; j++) {
             const __m256i bit = _mm256_set1_epi8((char)(1 << (4 * c + j)));
-            const __m256i hi = _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(hm, bit), bit), _mm256_set1_epi8(4));
-            const __m256i v = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(q, 2 * j), m3), hi);
-            const __m256i p = _mm256_maddubs_epi16(v, _mm256_loadu_si256((const __m256i *)(x + 128 * c + 32 * j)));
+            const __m256i lo = _mm256_and_si256(_mm256_srli_epi16(q, 2 * j), m3);
+            const __m256i neg = _mm256_andnot_si256(_mm256_cmpeq_epi8(_mm256_and_si256(hm, bit), bit), four);
+            const __m256i xb = _mm256_loadu_si256((const __m256i *)(x + 128 * c + 32 * j));
+            const __m256i p = _mm256_sub_epi16(_mm256_maddubs_epi16(lo, xb), _mm256_maddubs_epi16(neg, xb));
             sum = _mm256_add_epi32(sum, _mm256_madd_epi16(p, _mm256_shuffle_epi8(scales, pick2(2 * j, 2 * j + 1))));
         }
     }
     *acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sum), _mm256_set1_ps(dx * _cvtsh_ss(dm[0])), *acc);
 }
 
-/* One super-block of any K-quant into *acc and *macc (Q3_K and Q6_K have
- * no mins: *macc stays). */
+/* One super-block of any K-quant into *acc and *macc (only Q4_K and Q5_K
+ * keep their mins apart). */
 KV_INLINE void kq8_block(const kv_dtype t, const uint8_t *blk, const int8_t *x, const int16_t *xs, float dx,
-                         __m256 *acc, __m256 *macc) {
+                         __m256 *acc, __m128 *macc) {
     if (t == KV_Q6_K) q6k_block(blk, x, xs, dx, acc);
-    else if (t == KV_Q3_K) q3k_block(blk, x, xs, dx, acc);
-    else if (t == KV_Q2_K) q2k_block(blk, x, xs, dx, acc, macc);
+    else if (t == KV_Q3_K) q3k_block(blk, x, dx, acc);
+    else if (t == KV_Q2_K) q2k_block(blk, x, xs, dx, acc);
     else q45k_block(t, blk, x, xs, dx, acc, macc);
 }
 
@@ -764,16 +784,18 @@ KV_INLINE void kq8_rows(const kv_dtype t, const uint8_t *base, size_t rb, const 
     const int64_t nb = a->n / KV_QK_K;
     for (int64_t i = 0; i < cnt; i++) {
         const uint8_t *p[KV_Q8_STREAMS];
-        __m256 acc[KV_Q8_STREAMS], macc[KV_Q8_STREAMS];
+        __m256 acc[KV_Q8_STREAMS];
+        __m128 macc[KV_Q8_STREAMS];
         for (int k = 0; k < K; k++) {
             p[k] = base + (size_t)(r + k * part + i) * rb;
-            acc[k] = macc[k] = _mm256_setzero_ps();
+            acc[k] = _mm256_setzero_ps();
+            macc[k] = _mm_setzero_ps();
         }
         for (int64_t b = 0; b < nb; b++)
             for (int k = 0; k < K; k++) {
                 kq8_block(t, p[k] + (size_t)b * bb, a->q + b * KV_QK_K, a->s16 + 16 * b, a->d[b], &acc[k], &macc[k]);
             }
-        for (int k = 0; k < K; k++) y[r + k * part + i] = hsum(acc[k]) - hsum(macc[k]);
+        for (int k = 0; k < K; k++) y[r + k * part + i] = kq8_sum(acc[k], macc[k]);
     }
 }
 
@@ -806,13 +828,17 @@ KV_INLINE void kq8_row_tokens(const kv_dtype t, const uint8_t *row, const kv_q8_
                               int64_t ldy) {
     const size_t bb = kv_dtype_block_bytes(t);
     const int64_t nb = a[0].n / KV_QK_K;
-    __m256 acc[4], macc[4];
-    for (int k = 0; k < T; k++) acc[k] = macc[k] = _mm256_setzero_ps();
+    __m256 acc[4];
+    __m128 macc[4];
+    for (int k = 0; k < T; k++) {
+        acc[k] = _mm256_setzero_ps();
+        macc[k] = _mm_setzero_ps();
+    }
     for (int64_t b = 0; b < nb; b++) {
         const uint8_t *blk = row + (size_t)b * bb;
         for (int k = 0; k < T; k++) kq8_block(t, blk, a[k].q + b * KV_QK_K, a[k].s16 + 16 * b, a[k].d[b], &acc[k], &macc[k]);
     }
-    for (int k = 0; k < T; k++) y[k * ldy] = hsum(acc[k]) - hsum(macc[k]);
+    for (int k = 0; k < T; k++) y[k * ldy] = kq8_sum(acc[k], macc[k]);
 }
 
 /* Tokens four at a time (the rest one by one), rows in order within. */

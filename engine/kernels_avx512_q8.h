@@ -34,18 +34,32 @@ Q8_FN __m512i Q8N(pick4)(int w) {
     return _mm512_inserti64x4(lo, _mm256_inserti128_si256(_mm256_castsi128_si256(c2), c3, 1), 1);
 }
 
+/* A block's sixteen int32 lanes (the low half one run of 32 values, the
+ * high half the next) folded into eight, exactly: the lanes of llama.cpp's
+ * AVX2 dot, whose fp32 arithmetic the row's sum then repeats bit for bit
+ * (mins in four lanes, kernels_avx2.c's kq_mins), so that int8 logits stay
+ * on llama.cpp's side of every rounding boundary. */
+Q8_FN __m256i Q8N(fold)(__m512i v) { return _mm256_add_epi32(_mm512_castsi512_si256(v), _mm512_extracti64x4_epi64(v, 1)); }
+
+/* The eight scale lanes, then the four min lanes, then their sum. */
+Q8_FN float Q8N(row_sum)(__m256 acc, __m128 macc) {
+    const __m128 a4 = _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1));
+    const __m128 a2 = _mm_add_ps(a4, _mm_movehl_ps(a4, a4));
+    const __m128 m2 = _mm_add_ps(macc, _mm_movehl_ps(macc, macc));
+    return _mm_cvtss_f32(_mm_add_ss(a2, _mm_movehdup_ps(a2))) + _mm_cvtss_f32(_mm_add_ss(m2, _mm_movehdup_ps(m2)));
+}
+
 /* One Q4_K / Q5_K super-block: sum over its eight runs of 32 of scale *
  * (quants . activations) into *acc (scaled by d * dx), and sum of min *
  * (activation sums) into *macc (scaled by dmin * dx). */
 Q8_FN void Q8N(q45k_block)(const kv_dtype t, const uint8_t *blk, const int8_t *x, const int16_t *xs, float dx,
-                           __m512 *acc, __m256 *macc) {
+                           __m256 *acc, __m128 *macc) {
     uint32_t sc[4], mn[4];
     uint16_t dm[2];
     kq_scale_ints(t, blk, sc, mn, dm);
-    const __m128i mb = _mm_set_epi32(0, 0, (int)mn[1], (int)mn[0]);
-    const __m256i mins = _mm256_madd_epi16(_mm256_cvtepu8_epi16(_mm_unpacklo_epi8(mb, mb)),
-                                           _mm256_loadu_si256((const __m256i *)xs));
-    *macc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(mins), _mm256_set1_ps(dx * _cvtsh_ss(dm[1])), *macc);
+    const __m128i m8 = _mm_cvtepu8_epi16(_mm_set_epi32(0, 0, (int)mn[1], (int)mn[0]));
+    const __m128i s32 = _mm_hadd_epi16(_mm_loadu_si128((const __m128i *)xs), _mm_loadu_si128((const __m128i *)(xs + 8)));
+    *macc = _mm_fmadd_ps(_mm_cvtepi32_ps(_mm_madd_epi16(m8, s32)), _mm_set1_ps(-dx * _cvtsh_ss(dm[1])), *macc);
     const __m512i scales = _mm512_broadcast_i32x4(_mm_cvtepu8_epi16(_mm_set_epi32(0, 0, (int)sc[1], (int)sc[0])));
     const uint8_t *qs = blk + (t == KV_Q4_K ? 16 : 48);
     const __m512i m15 = _mm512_set1_epi8(0x0f);
@@ -63,12 +77,12 @@ Q8_FN void Q8N(q45k_block)(const kv_dtype t, const uint8_t *blk, const int8_t *x
         const __m512i p = _mm512_maddubs_epi16(v, _mm512_loadu_si512(x + 64 * h));
         sum = Q8_DOT16(sum, p, _mm512_shuffle_epi8(scales, Q8N(pick2)(2 * h, 2 * h + 1)));
     }
-    *acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sum), _mm512_set1_ps(dx * _cvtsh_ss(dm[0])), *acc);
+    *acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(Q8N(fold)(sum)), _mm256_set1_ps(dx * _cvtsh_ss(dm[0])), *acc);
 }
 
 /* One Q6_K super-block, its quants taken as stored (q + 32, 0..63): the
  * 32 * sum of scale * activation sums is subtracted in int32. */
-Q8_FN void Q8N(q6k_block)(const uint8_t *blk, const int8_t *x, const int16_t *xs, float dx, __m512 *acc) {
+Q8_FN void Q8N(q6k_block)(const uint8_t *blk, const int8_t *x, const int16_t *xs, float dx, __m256 *acc) {
     const __m256i sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(blk + 192)));
     const __m256i off = _mm256_slli_epi32(_mm256_madd_epi16(sc16, _mm256_loadu_si256((const __m256i *)xs)), 5);
     __m512i sum = _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_zextsi256_si512(off));
@@ -87,7 +101,7 @@ Q8_FN void Q8N(q6k_block)(const uint8_t *blk, const int8_t *x, const int16_t *xs
             sum = Q8_DOT16(sum, p, _mm512_shuffle_epi8(scales, Q8N(pick4)(4 * j)));
         }
     }
-    *acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sum), _mm512_set1_ps(dx * blk_scale(blk + 208)), *acc);
+    *acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(Q8N(fold)(sum)), _mm256_set1_ps(dx * blk_scale(blk + 208)), *acc);
 }
 
 /* Rows r + k*part + i (k < K, i < cnt) of a Q4_K / Q5_K / Q6_K weight. */
@@ -97,12 +111,12 @@ Q8_FN void Q8N(kq_rows)(const kv_dtype t, const uint8_t *base, size_t rb, const 
     const int64_t nb = a->n / KV_QK_K;
     for (int64_t i = 0; i < cnt; i++) {
         const uint8_t *p[KV_Q8_STREAMS];
-        __m512 acc[KV_Q8_STREAMS];
-        __m256 macc[KV_Q8_STREAMS];
+        __m256 acc[KV_Q8_STREAMS];
+        __m128 macc[KV_Q8_STREAMS];
         for (int k = 0; k < K; k++) {
             p[k] = base + (size_t)(r + k * part + i) * rb;
-            acc[k] = _mm512_setzero_ps();
-            macc[k] = _mm256_setzero_ps();
+            acc[k] = _mm256_setzero_ps();
+            macc[k] = _mm_setzero_ps();
         }
         for (int64_t b = 0; b < nb; b++)
             for (int k = 0; k < K; k++) {
@@ -110,12 +124,7 @@ Q8_FN void Q8N(kq_rows)(const kv_dtype t, const uint8_t *base, size_t rb, const 
                 if (t == KV_Q6_K) Q8N(q6k_block)(blk, a->q + b * KV_QK_K, a->s16 + 16 * b, a->d[b], &acc[k]);
                 else Q8N(q45k_block)(t, blk, a->q + b * KV_QK_K, a->s16 + 16 * b, a->d[b], &acc[k], &macc[k]);
             }
-        for (int k = 0; k < K; k++) {
-            const __m256 m = macc[k];
-            const __m128 m4 = _mm_add_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
-            const __m128 m2 = _mm_add_ps(m4, _mm_movehl_ps(m4, m4));
-            y[r + k * part + i] = _mm512_reduce_add_ps(acc[k]) - _mm_cvtss_f32(_mm_add_ss(m2, _mm_movehdup_ps(m2)));
-        }
+        for (int k = 0; k < K; k++) y[r + k * part + i] = Q8N(row_sum)(acc[k], macc[k]);
     }
 }
 
@@ -126,11 +135,11 @@ Q8_FN void Q8N(kq_row_tokens)(const kv_dtype t, const uint8_t *row, const kv_q8_
                               int64_t ldy) {
     const size_t bb = kv_dtype_block_bytes(t);
     const int64_t nb = a[0].n / KV_QK_K;
-    __m512 acc[4];
-    __m256 macc[4];
+    __m256 acc[4];
+    __m128 macc[4];
     for (int k = 0; k < T; k++) {
-        acc[k] = _mm512_setzero_ps();
-        macc[k] = _mm256_setzero_ps();
+        acc[k] = _mm256_setzero_ps();
+        macc[k] = _mm_setzero_ps();
     }
     for (int64_t b = 0; b < nb; b++) {
         const uint8_t *blk = row + (size_t)b * bb;
@@ -139,12 +148,7 @@ Q8_FN void Q8N(kq_row_tokens)(const kv_dtype t, const uint8_t *row, const kv_q8_
             else Q8N(q45k_block)(t, blk, a[k].q + b * KV_QK_K, a[k].s16 + 16 * b, a[k].d[b], &acc[k], &macc[k]);
         }
     }
-    for (int k = 0; k < T; k++) {
-        const __m256 m = macc[k];
-        const __m128 m4 = _mm_add_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
-        const __m128 m2 = _mm_add_ps(m4, _mm_movehl_ps(m4, m4));
-        y[k * ldy] = _mm512_reduce_add_ps(acc[k]) - _mm_cvtss_f32(_mm_add_ss(m2, _mm_movehdup_ps(m2)));
-    }
+    for (int k = 0; k < T; k++) y[k * ldy] = Q8N(row_sum)(acc[k], macc[k]);
 }
 
 static Q8_TARGET int Q8N(avx512_matmul_q8)(const kv_tensor *W, const kv_q8_act *a, int n, float *Y, int64_t ldy,
