@@ -508,13 +508,13 @@ static void mm_worker(void *arg, int ith, int nth) {
     }
 }
 
-/* int8 mode's prefill products: each token through decode's own
- * matrix-vector kernel, a block of KV_MM_BLOCK weight rows at a time (the
- * block stays in cache for every token). Each output is then decode's, bit
- * for bit: int8 rounding is discontinuous, so a prefill that summed in
- * another order would flip roundings downstream and results would depend
- * on how the prompt is cut (llama.cpp's CPU backend multiplies this way
- * too, and its prefill equals its decode). */
+/* int8 mode's prefill products: every token's sums exactly as decode's
+ * matrix-vector kernel forms them, a block of KV_MM_BLOCK weight rows at a
+ * time (the block stays in cache for every token). int8 rounding is
+ * discontinuous, so a prefill that summed in another order would flip
+ * roundings downstream and results would depend on how the prompt is cut
+ * (llama.cpp's CPU backend does multiply K-quants this way in both, but
+ * takes tinyBLAS for prompts of F16/BF16/Q8_0/Q4_0 weights: docs/MODELS.md). */
 typedef struct xm_job { kv_ctx *c; const kv_tensor *W; const float *X; float *Y; int n; void *q8; } xm_job;
 
 static void exact_mm_worker(void *arg, int ith, int nth) {
