@@ -169,6 +169,19 @@ for ty in f32 q8_0; do
   cmp -s "$tmp/thr-1.f32" "$tmp/thr-2.f32" && cmp -s "$tmp/thr-1.f32" "$tmp/thr-3.f32" || same=0
   if [ $same = 1 ]; then ok "logits identical on 1, 2, 3 threads ($ty)"; else bad "logits identical on 1, 2, 3 threads ($ty)"; fi
 done
+# int8 kernels too: the prompt's tokens quantized by thread ranges, rows in
+# blocks, tokens four to a row (43 tokens: groups and a tail); Q8_0 and Q4_K
+"$kv" synth "$tmp/thr-q4k.gguf" --dim 256 --hidden 512 --layers 2 --heads 4 --kv-heads 2 --vocab 1000 --type q4_k >/dev/null
+for ty in q8_0 q4k; do
+  same=1
+  for th in 1 2 3; do
+    KVBENCH_KERNELS=int8 "$kv" logits --model "$tmp/thr-$ty.gguf" --tokens "$toks" --mode prefill --threads $th --out "$tmp/thr8-$th.f32" >/dev/null || same=0
+  done
+  "$kv" logits --model "$tmp/thr-$ty.gguf" --tokens "$toks" --mode prefill --threads 2 --out "$tmp/thrf.f32" >/dev/null || same=0
+  cmp -s "$tmp/thr8-1.f32" "$tmp/thr8-2.f32" && cmp -s "$tmp/thr8-1.f32" "$tmp/thr8-3.f32" || same=0
+  cmp -s "$tmp/thr8-1.f32" "$tmp/thrf.f32" && same=0 # the int8 mode is in force: other logits than the float one
+  if [ $same = 1 ]; then ok "int8 logits identical on 1, 2, 3 threads ($ty)"; else bad "int8 logits identical on 1, 2, 3 threads ($ty)"; fi
+done
 expect_fail "synth: unknown architecture" 2 "arch: expected llama, qwen2, qwen3, phi3, gemma2, gemma3 or mpt" -- "$kv" synth "$tmp/x.gguf" --arch gpt2
 expect_fail "bad --gelu" 1 "gelu: expected tanh or erf" -- "$kv" info --model "$tmp/mpt.gguf" --gelu exact
 # --kv-type: the cache's storage; the same greedy text from an f16 cache on
