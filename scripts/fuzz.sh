@@ -21,6 +21,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 secs=${1:-60}
 runs=${2:-0}
+for v in "$secs" "$runs"; do
+  [[ $v =~ ^[0-9]+$ ]] || { echo "fuzz.sh: expected SECONDS and RUNS as whole numbers before the targets (fuzz.sh SECONDS RUNS [TARGET...]), got '$v'" >&2; exit 2; }
+done
 shift 2 || shift $# || true
 targets=("$@")
 [ ${#targets[@]} -gt 0 ] || targets=(fuzz_model fuzz_vocab fuzz_tokenizer fuzz_experiment fuzz_dataset fuzz_resultsdb fuzz_safetensors fuzz_chat fuzz_hfconfig)
