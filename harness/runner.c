@@ -1180,7 +1180,10 @@ static int run_model(run_state *rs, int m, const char *dbp, int threads, int no_
         return 1;
     }
     en.d.share = !no_share;
-    if (rs->dry) printf("model %s: %s (%lld parameters)\n", e->model[m].name, en.model_path, (long long)en.d.mi->n_params);
+    if (rs->dry)
+        printf("model %s: %s (%lld parameters; %s kernels%s%s)\n", e->model[m].name, en.model_path,
+               (long long)en.d.mi->n_params, kv_kernel_mode_name(en.kernels), en.d.kv_type != KV_CACHE_F32 ? ", cache " : "",
+               en.d.kv_type != KV_CACHE_F32 ? kv_cache_type_name(en.d.kv_type) : "");
     if (!rs->dry && rs->prog.total == 0) count_units(rs);
     int status = 0;
     for (int ti = 0; ti < e->n_sweep_tasks && status == 0 && !run_stop_signal; ti++) {
