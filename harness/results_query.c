@@ -54,7 +54,13 @@ static void spec_settings(sqlite3_stmt *st, int col, hx_q_run *r) {
     const char *spec = (const char *)sqlite3_column_text(st, col);
     const char *a = spec ? strstr(spec, " arch=") : NULL;
     r->settings[0] = '\0';
-    if (a) snprintf(r->settings, sizeof r->settings, "%.*s", (int)strcspn(a + 6, " "), a + 6);
+    r->settings_hash = 0;
+    if (!a) return;
+    const int len = (int)strcspn(a + 6, " ");
+    /* the hash tells settings apart even where the text is longer than the field */
+    r->settings_hash = kv_fnv1a64(KV_FNV1A64_INIT, a + 6, (size_t)len);
+    snprintf(r->settings, sizeof r->settings, "%.*s", len, a + 6);
+    if (len >= (int)sizeof r->settings) r->settings[0] = '\0'; /* too long to show: named by its hash */
 }
 
 static int by_model(const void *x, const void *y) {
@@ -73,7 +79,7 @@ static void split_settings(hx_q_run *runs, int n) {
         int distinct = 0;
         for (hi = lo; hi < n && !strcmp(runs[hi].model, runs[lo].model); hi++) {
             int first = 1;
-            for (int k = lo; k < hi && first; k++) first = strcmp(runs[k].settings, runs[hi].settings) != 0;
+            for (int k = lo; k < hi && first; k++) first = runs[k].settings_hash != runs[hi].settings_hash;
             distinct += first;
         }
         for (int i = lo; i < hi; i++) {
@@ -87,11 +93,11 @@ static void split_settings(hx_q_run *runs, int n) {
         hx_q_run *r = &runs[i];
         if (r->model_settings < 2) continue;
         const size_t k = strlen(r->model);
-        if (k + strlen(r->settings) + 4 <= sizeof r->model)
+        if (r->settings[0] && k + strlen(r->settings) + 4 <= sizeof r->model)
             snprintf(r->model + k, sizeof r->model - k, " [%s]", r->settings);
         else
             snprintf(r->model + (k > sizeof r->model - 11 ? sizeof r->model - 11 : k), 11, " #%08x",
-                     (unsigned)kv_fnv1a64(KV_FNV1A64_INIT, r->settings, strlen(r->settings)));
+                     (unsigned)r->settings_hash);
     }
     qsort(runs, (size_t)n, sizeof *runs, by_model);
 }

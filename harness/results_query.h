@@ -16,7 +16,9 @@ typedef struct hx_q_run {
     double budget_value;
     char model_hash[33];  /* the model file's identity (XXH3-128, hex) */
     int model_files;      /* model files (hashes) the experiment's runs of this model name came from */
-    char settings[128];   /* the model's settings in the spec (arch=...: rope base, context, eps, cache type, kernels) */
+    char settings[128];   /* the model's settings in the spec (arch=...: rope base, context, eps, cache type, kernels);
+                             "" when longer than this */
+    uint64_t settings_hash; /* FNV-1a of the whole arch= value: what tells settings apart */
     int model_settings;   /* distinct settings among the runs of this model name and file */
     int order;            /* its place in the query's order (hx_q_runs' stable re-sort) */
     int question_after;   /* its task asks the question after compression (spec question=after_compression) */

@@ -83,6 +83,15 @@ if [ "$chk" = "2 1 6 differ" ] && echo "$rep" | grep -q "^> stories260K: int8 ke
    echo "$bogus" | grep -q "KVBENCH_KERNELS: expected int8 or float, got 'int7'" && echo "$bogus" | grep -q "rc=2"; then
   ok "kernels = int8: runs of their own, other logits, apart in the report; a bad KVBENCH_KERNELS refused"
 else bad "kernels = int8" "$chk | $rep | $bogus | $out"; fi
+# settings longer than the report's field (a long window list before /kernels=int8) still apart
+long=$(seq -s, 0 2 120)
+$py -c "
+import sqlite3, sys
+d = sqlite3.connect(sys.argv[1])
+d.execute(\"update runs set spec = replace(spec, ' arch=20000/1024/1e-05', ' arch=20000/1024/1e-05/swa=64:' || ?)\", (sys.argv[2],))
+d.commit()" "$tmp/dtype/d.db" "$long"
+n=$("$kv" report --db "$tmp/dtype/d.db" 2>/dev/null | sed -n 's/^### \(stories260K #[0-9a-f]*\) \/ cnndm (summarization): rouge1_f.*/\1/p' | sort -u | wc -l)
+if [ "$n" = 2 ]; then ok "settings longer than the report shows: still two models, named by hash"; else bad "long settings" "$n"; fi
 
 # --- the uninterrupted reference run
 export KVBENCH_TEST_DB=$tmp/full.db
