@@ -432,35 +432,6 @@ static void matvec_half_x(const kv_kernel_table *k, const kv_tensor *W, const fl
     if (k->matvec_rows(W, xr, y, r0, r1) != 0) scalar_matvec_rows(W, xr, y, r0, r1);
 }
 
-int kv_kernels_act_rounded(kv_dtype t) {
-    return kv_kernels_mode() == KV_KERNELS_INT8 && (kv_int8_block(t) != 0 || rounds_to_half(t));
-}
-
-void kv_round_act(kv_dtype t, const float *X, int64_t n, int64_t cols, float *out) {
-    if (rounds_to_half(t)) {
-        round_to_half(t, X, n * cols, out);
-        return;
-    }
-    const int32_t blk = kv_int8_block(t);
-    if (!blk || cols > KV_INT8_MAX_COLS || cols % blk) {
-        memcpy(out, X, (size_t)(n * cols) * sizeof *out);
-        return;
-    }
-    const kv_kernel_table *k = kernels();
-    int8_t q[KV_INT8_MAX_COLS];
-    float d[KV_INT8_MAX_COLS / KV_QK];
-    int16_t s16[KV_INT8_MAX_COLS / 16];
-    for (int64_t i = 0; i < n; i++) {
-        (k->quant_act ? k->quant_act : kv_quantize_act)(X + i * cols, cols, blk, d, q, s16);
-        float *o = out + i * cols;
-        for (int64_t b = 0; b < cols / blk; b++) { /* a block at a time: a loop the compiler vectorises */
-            const float db = d[b];
-            const int8_t *qb = q + b * blk;
-            for (int32_t j = 0; j < blk; j++) o[b * blk + j] = db * (float)qb[j];
-        }
-    }
-}
-
 void kv_matvec_rows(const kv_tensor *W, const float *x, float *y, int64_t r0, int64_t r1) {
     const kv_kernel_table *k = kernels();
     if (g_mode == KV_KERNELS_INT8 && W->cols <= KV_INT8_MAX_COLS) {

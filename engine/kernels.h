@@ -103,17 +103,6 @@ void kv_q8_acts_quantize(const kv_tensor *W, const float *X, int n, int t0, int 
 /* Y [n][W->rows]: rows [r0, r1) of every token, from buf. */
 void kv_matmul_q8_rows(const kv_tensor *W, const void *buf, int n, float *Y, int64_t r0, int64_t r1);
 
-/* 1 when products with weights of type t round their activations (int8
- * mode, and Q8_0/Q4_0/Q2_K..Q6_K to int8 blocks or F16/BF16 to that
- * type). The float kernels on x rounded by kv_round_act then compute the
- * integer kernels' sums to fp32 rounding (test_kernels checks it). */
-int kv_kernels_act_rounded(kv_dtype t);
-/* out[i][c] = X[i][c] rounded as decode rounds activations for weights of
- * type t (d*q of kv_quantize_act; fp16 or bf16 for F16/BF16), for n rows
- * of cols values; for the int8 types cols a multiple of t's block (256 at
- * most 65536, else X is copied). */
-void kv_round_act(kv_dtype t, const float *X, int64_t n, int64_t cols, float *out);
-
 /* Dequantizes rows [r0, r1) of W into out: [(r1-r0)][W->cols] fp32. */
 void kv_dequant_rows(const kv_tensor *W, int64_t r0, int64_t r1, float *out);
 

@@ -104,6 +104,13 @@ Q8_FN void Q8N(q6k_block)(const uint8_t *blk, const int8_t *x, const int16_t *xs
     *acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(Q8N(fold)(sum)), _mm256_set1_ps(dx * blk_scale(blk + 208)), *acc);
 }
 
+/* One Q4_K / Q5_K / Q6_K super-block into *acc (and Q4_K/Q5_K's mins into *macc). */
+Q8_FN void Q8N(kq_block)(const kv_dtype t, const uint8_t *blk, const int8_t *x, const int16_t *xs, float dx,
+                         __m256 *acc, __m128 *macc) {
+    if (t == KV_Q6_K) Q8N(q6k_block)(blk, x, xs, dx, acc);
+    else Q8N(q45k_block)(t, blk, x, xs, dx, acc, macc);
+}
+
 /* Rows r + k*part + i (k < K, i < cnt) of a Q4_K / Q5_K / Q6_K weight. */
 Q8_FN void Q8N(kq_rows)(const kv_dtype t, const uint8_t *base, size_t rb, const kv_q8_act *a, float *y, int64_t r,
                         int64_t part, int64_t cnt, const int K) {
@@ -119,11 +126,8 @@ Q8_FN void Q8N(kq_rows)(const kv_dtype t, const uint8_t *base, size_t rb, const 
             macc[k] = _mm_setzero_ps();
         }
         for (int64_t b = 0; b < nb; b++)
-            for (int k = 0; k < K; k++) {
-                const uint8_t *blk = p[k] + (size_t)b * bb;
-                if (t == KV_Q6_K) Q8N(q6k_block)(blk, a->q + b * KV_QK_K, a->s16 + 16 * b, a->d[b], &acc[k]);
-                else Q8N(q45k_block)(t, blk, a->q + b * KV_QK_K, a->s16 + 16 * b, a->d[b], &acc[k], &macc[k]);
-            }
+            for (int k = 0; k < K; k++)
+                Q8N(kq_block)(t, p[k] + (size_t)b * bb, a->q + b * KV_QK_K, a->s16 + 16 * b, a->d[b], &acc[k], &macc[k]);
         for (int k = 0; k < K; k++) y[r + k * part + i] = Q8N(row_sum)(acc[k], macc[k]);
     }
 }
@@ -143,10 +147,8 @@ Q8_FN void Q8N(kq_row_tokens)(const kv_dtype t, const uint8_t *row, const kv_q8_
     }
     for (int64_t b = 0; b < nb; b++) {
         const uint8_t *blk = row + (size_t)b * bb;
-        for (int k = 0; k < T; k++) {
-            if (t == KV_Q6_K) Q8N(q6k_block)(blk, a[k].q + b * KV_QK_K, a[k].s16 + 16 * b, a[k].d[b], &acc[k]);
-            else Q8N(q45k_block)(t, blk, a[k].q + b * KV_QK_K, a[k].s16 + 16 * b, a[k].d[b], &acc[k], &macc[k]);
-        }
+        for (int k = 0; k < T; k++)
+            Q8N(kq_block)(t, blk, a[k].q + b * KV_QK_K, a[k].s16 + 16 * b, a[k].d[b], &acc[k], &macc[k]);
     }
     for (int k = 0; k < T; k++) y[k * ldy] = Q8N(row_sum)(acc[k], macc[k]);
 }

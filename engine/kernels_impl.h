@@ -36,7 +36,7 @@ typedef struct kv_kernel_table {
     void (*quant_act)(const float *x, int64_t n, int32_t blk, float *d, int8_t *q, int16_t *s16);
     /* y[r] for r in [r0, r1) from activations quantized in blocks of
      * kv_int8_block(W->type): integer products per block, scaled in fp32
-     * (the sums kv_matvec_int8_ref defines, to float rounding); returns 0
+     * (the sums the portable rows of kernels.c define, to float rounding); returns 0
      * when it handled the type, -1 to fall back. */
     int (*matvec_q8)(const kv_tensor *W, const kv_q8_act *a, float *y, int64_t r0, int64_t r1);
     /* Y[t * ldy + r] for t < n, r in [r0, r1): token t's activations a[t],
