@@ -82,6 +82,9 @@ struct kv_ctx {
                       head's queries packed; NULL: sgemm */
     size_t ascr_stride;
     kv_ctx_hook hook;  /* on_layer NULL: none */
+    int swa_keep;      /* kv_ctx_params.swa_keep: window layers keep what they no longer see */
+    int32_t *trim_keep; /* [trim_cap] a head's kept slot indices while trimming a window layer */
+    int32_t trim_cap;
     float *kr;         /* KV_POS_CACHE: [n_kv_heads][kr_stride][head_dim] keys rotated for this call */
     size_t kr_cap;
     int32_t kr_stride;
@@ -135,7 +138,7 @@ void kv_ctx_free(kv_ctx *c) {
     free(c->att); free(c->hb); free(c->hb2); 
     for (int s = 0; s < 2; s++) { free(c->rs[s].inv_freq); free(c->rs[s].call); free(c->rs[s].tab); }
     free(c->deq); free(c->xp); free(c->q8); free(c->scores); free(c->stats); free(c->dstats); free(c->kr);
-    free(c->dweight); free(c->rot_cs); free(c->krow); free(c->kvf); free(c->ascr);
+    free(c->dweight); free(c->rot_cs); free(c->krow); free(c->kvf); free(c->ascr); free(c->trim_keep);
     if (c->rr)
         for (size_t i = 0; i < (size_t)c->mi->n_layers * (size_t)c->mi->n_kv_heads; i++) free(c->rr[i].pos);
     free(c->rr);
@@ -161,6 +164,7 @@ int kv_ctx_new(const kv_model *m, const kv_ctx_params *p, kv_ctx **out) {
     c->n_threads = p->n_threads > 0 ? p->n_threads : kv_default_threads(m);
     if (c->n_threads < 1) c->n_threads = 1;
     c->max_batch = p->max_batch > 0 ? p->max_batch : 512;
+    c->swa_keep = p->swa_keep != 0;
     size_t B = (size_t)c->max_batch;
     size_t qd = (size_t)mi->n_heads * mi->head_dim, kvd = (size_t)mi->n_kv_heads * mi->head_dim;
     int rc = kv_cache_new(mi->n_layers, mi->n_kv_heads, mi->head_dim, p->kv_type, &c->cache);
@@ -1312,6 +1316,78 @@ static void qk_extras(kv_ctx *c, const kv_layer_weights *w, int n) {
     }
 }
 
+/* ------------------------------------------------- sliding-window trimming */
+
+/* Moves entry keep[j] of each of a view's per-slot rows (n_rows rows of
+ * `stride` entries of `size` bytes) to entry j, and zeroes the entries
+ * from n_keep to len, as a shorter head's rows are. */
+static void compact_rows(void *base, size_t size, int32_t n_rows, int32_t stride, const int32_t *keep,
+                         int32_t n_keep, int32_t len) {
+    for (int32_t r = 0; r < n_rows; r++) {
+        char *row = (char *)base + (size_t)r * (size_t)stride * size;
+        for (int32_t j = 0; j < n_keep; j++)
+            if (keep[j] != j) memcpy(row + (size_t)j * size, row + (size_t)keep[j] * size, size);
+        memset(row + (size_t)n_keep * size, 0, (size_t)(len - n_keep) * size);
+    }
+}
+
+/* The statistics rows of the query heads of KV head g, compacted as the
+ * head's slots are about to be. */
+static void compact_stats(kv_ctx *c, int g, const int32_t *keep, int32_t n_keep, int32_t len) {
+    const int group = c->mi->n_heads / c->mi->n_kv_heads;
+    const int32_t st = c->stats_stride, wn = c->plan.win_n;
+    for (int h = g * group; h < (g + 1) * group; h++) {
+        const size_t row = (size_t)h * (size_t)st;
+        if (c->st_last) compact_rows(c->st_last + row, sizeof(float), 1, st, keep, n_keep, len);
+        if (c->st_colsum) compact_rows(c->st_colsum + row, sizeof(float), 1, st, keep, n_keep, len);
+        if (c->st_dcolsum) compact_rows(c->st_dcolsum + row, sizeof(float), 1, st, keep, n_keep, len);
+        if (c->st_reduced) compact_rows(c->st_reduced + row, sizeof(double), 1, st, keep, n_keep, len);
+        if (c->st_window && wn > 0)
+            compact_rows(c->st_window + (size_t)h * (size_t)wn * (size_t)st, sizeof(float), wn, st, keep, n_keep, len);
+    }
+}
+
+/* After window layer `layer` attended for the queries up to position
+ * qlast: frees every slot no later query can see (position <= qlast + 1 -
+ * window; the next query sits at qlast + 1), as llama.cpp's SWA cache
+ * holds only the window. Why here, before the hook: a policy then budgets
+ * and scores only slots its layer can still use, and what it sees at a
+ * decision does not depend on how the engine cut the forwards (the floor
+ * depends only on the last query). Never with cache or rerotated
+ * positions (removing a slot renumbers the others), a layout (explicit
+ * positions), or a hook that cannot move its per-slot state. */
+static int swa_trim(kv_ctx *c, int layer, int32_t qlast) {
+    const int32_t win = layer_window(c, layer);
+    if (!win || c->swa_keep || c->lay || c->hook.positions != KV_POS_ORIGINAL) return KV_OK;
+    if (c->hook.on_layer && !c->hook.on_trim) return KV_OK;
+    const int64_t floor64 = (int64_t)qlast + 2 - win;
+    if (floor64 <= 0) return KV_OK;
+    const int32_t min_pos = (int32_t)floor64;
+    for (int g = 0; g < c->mi->n_kv_heads; g++) {
+        kv_cache_head *ch = kv_cache_head_at(c->cache, layer, g);
+        int32_t drop = 0;
+        for (int32_t j = 0; j < ch->len; j++) drop += ch->pos[j] < min_pos;
+        if (!drop) continue;
+        if (ch->len > c->trim_cap) {
+            int32_t *v = realloc(c->trim_keep, (size_t)ch->len * sizeof *v);
+            if (!v) return kv_errorf(KV_ENOMEM, "out of memory");
+            c->trim_keep = v;
+            c->trim_cap = ch->len;
+        }
+        int32_t n_keep = 0;
+        for (int32_t j = 0; j < ch->len; j++)
+            if (ch->pos[j] >= min_pos) c->trim_keep[n_keep++] = j;
+        const int32_t len = ch->len;
+        compact_stats(c, g, c->trim_keep, n_keep, len);
+        /* the hook first, while the head still holds them (a shared pass
+         * measures the layer's bytes before any head of it is trimmed) */
+        int rc = c->hook.on_trim ? c->hook.on_trim(c->hook.user, layer, g, c->trim_keep, n_keep, min_pos) : KV_OK;
+        if (!rc) rc = kv_cache_keep(c->cache, ch, c->trim_keep, n_keep);
+        if (rc) return rc;
+    }
+    return KV_OK;
+}
+
 /* ---------------------------------------------------------- the forward */
 
 static int eval_chunk(kv_ctx *c, const int32_t *tokens, int n, float *logits, int all_logits) {
@@ -1391,6 +1467,7 @@ static int eval_chunk(kv_ctx *c, const int32_t *tokens, int n, float *logits, in
         } else if ((rc = attn_prefill(c, l, n, pos0))) {
             return rc;
         }
+        if (w->swa && (rc = swa_trim(c, l, pos0 + n - 1))) return rc;
         if (c->hook.on_layer) {
             kv_attn_view view = {
                 .layer = l, .n_heads = mi->n_heads, .n_kv_heads = mi->n_kv_heads, .n_new = n, .pos0 = pos0,

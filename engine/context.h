@@ -132,6 +132,17 @@ typedef struct kv_ctx_hook {
      * also splits at max_batch). Lets a policy that evicts after chunks of
      * positions (Cascading's strided prefill) see its chunks' boundaries. */
     int32_t (*split)(void *user, int32_t pos0, int32_t n);
+    /* Sliding-window layers hold only what a later query can see: after a
+     * window layer's attention, before on_layer, the engine frees each KV
+     * head's slots at positions below min_pos (the oldest position the next
+     * query attends to), calling on_trim just before, with the kept slots'
+     * old indices keep[0..n_keep) (increasing), so a hook that keeps
+     * per-slot state can move it alongside; the view's rows are already
+     * compacted the same way.
+     * A hook with on_layer but no on_trim is never trimmed for: its method
+     * may index state by slot. Trimming needs positions=original and no
+     * layout (cache positions would renumber); it changes no logits. */
+    int (*on_trim)(void *user, int layer, int kv_head, const int32_t *keep, int32_t n_keep, int32_t min_pos);
 } kv_ctx_hook;
 
 /* The statistics hook hk asks of layer `layer`'s attention over the
@@ -147,6 +158,9 @@ typedef struct kv_ctx_params {
     int32_t max_batch; /* largest n one eval call processes at once (longer
                           inputs are split into chunks of this size); 0 = 512 */
     kv_cache_type kv_type; /* the cache's storage type (kvcache.h); 0 = f32 */
+    int swa_keep;      /* 1: sliding-window layers keep the slots their window no longer
+                          sees (as before 2026-12; for checking that freeing them changes
+                          nothing); 0 = free them (kv_ctx_hook.on_trim) */
 } kv_ctx_params;
 
 kv_ctx_params kv_ctx_default_params(void);

@@ -100,15 +100,20 @@ static int load_model(const char *cmd, model_args *a, int need_tokenizer, kv_mod
     return 0;
 }
 
-static int new_ctx(const char *cmd, const kv_model *m, int threads, kv_cache_type kvt, kv_ctx **c) {
+static int new_ctx_ext(const char *cmd, const kv_model *m, int threads, kv_cache_type kvt, int swa_keep, kv_ctx **c) {
     kv_ctx_params p = kv_ctx_default_params();
     p.n_threads = threads;
     p.kv_type = kvt;
+    p.swa_keep = swa_keep;
     if (kv_ctx_new(m, &p, c)) {
         fprintf(stderr, "kvbench %s: %s\n", cmd, kv_last_error());
         return -1;
     }
     return 0;
+}
+
+static int new_ctx(const char *cmd, const kv_model *m, int threads, kv_cache_type kvt, kv_ctx **c) {
+    return new_ctx_ext(cmd, m, threads, kvt, 0, c);
 }
 
 /* The KV policy options shared by generate and logits. */
@@ -485,10 +490,14 @@ int hx_cmd_logits(int argc, char **argv, int help) {
     hx_recorder rec = {0};
     policy_args pa = {.seed = 42};
     int32_t n_prompt = 0;
+    int swa_keep = 0, stats = 0;
     hx_opt opts[] = {
         MODEL_OPTS(a),
         KV_TYPE_OPT(a),
         POLICY_OPTS(pa),
+        {"swa-keep", 0, HX_OPT_FLAG, &swa_keep, NULL, "sliding-window layers keep the slots their window no longer "
+         "sees (default: freed; for checking that freeing them changes nothing)"},
+        {"stats", 0, HX_OPT_FLAG, &stats, NULL, "print the cache's slots and bytes at the end and at its peak"},
         {"prompt-len", 0, HX_OPT_INT, &n_prompt, "N", "tokens that count as the prompt for % budgets (default: all)"},
         {"record", 0, HX_OPT_STR, &record, "FILE", "record what the policy saw and kept at every layer call"},
         {"tokens", 0, HX_OPT_STR, &tokens, "IDS", "comma-separated token ids"},
@@ -536,7 +545,7 @@ int hx_cmd_logits(int argc, char **argv, int help) {
         fprintf(stderr, "kvbench logits: no tokens\n");
         goto out;
     }
-    if (new_ctx("logits", m, a.threads, a.kvt, &c) || make_policy("logits", &pa, m, &pol)) goto out;
+    if (new_ctx_ext("logits", m, a.threads, a.kvt, swa_keep, &c) || make_policy("logits", &pa, m, &pol)) goto out;
     logits = malloc((size_t)n * mi->vocab_size * sizeof *logits);
     if (!logits) goto out;
     pol_begin(pol, n_prompt > 0 ? n_prompt : n);
@@ -586,6 +595,11 @@ int hx_cmd_logits(int argc, char **argv, int help) {
         goto out;
     }
     if (hx_record_close(&rec)) goto out;
+    if (stats) {
+        const kv_cache *kc = kv_ctx_cache(c);
+        printf("kv_slots %lld\nkv_max_head_slots %d\nkv_bytes %zu\nkv_bytes_peak %zu\n",
+               (long long)kv_cache_total_slots(kc), kv_cache_max_len(kc), kv_cache_bytes(kc), kv_cache_peak_bytes(kc));
+    }
     status = 0;
 out:
     hx_record_close(&rec);

@@ -47,6 +47,25 @@ static void record_plan(void *user, kv_attn_plan *pl) {
         r->logits_cap = need;
     }
     for (size_t i = 0; i < need; i++) r->logits[i] = -INFINITY;
+    /* the keys the rows cover: a window layer may lose some before the policy runs */
+    const int n_kv = kv_cache_n_kv_heads(c);
+    size_t need_pos = (size_t)n_kv * ((size_t)len + 1);
+    if (need_pos > r->lg_keys_cap) {
+        int32_t *b = realloc(r->lg_keys, need_pos * sizeof *b);
+        if (!b) {
+            r->failed = 1;
+            r->lg_n = 0;
+            return;
+        }
+        r->lg_keys = b;
+        r->lg_keys_cap = need_pos;
+    }
+    for (int g = 0; g < n_kv; g++) {
+        const kv_cache_head *h = kv_cache_head_at(c, pl->layer, g);
+        int32_t *dst = r->lg_keys + (size_t)g * ((size_t)len + 1);
+        dst[0] = h->len;
+        memcpy(dst + 1, h->pos, (size_t)h->len * sizeof *dst);
+    }
     r->lg_pos0 = pl->pos0;
     r->lg_n = pl->n_new;
     r->lg_stride = len;
@@ -74,8 +93,15 @@ static int record_layer(void *user, kv_cache *c, const kv_attn_view *v) {
     if (v->needs & KV_NEED_LAST_ROW) put(r, v->last_row, rows);
     if (v->needs & KV_NEED_COLSUM) put(r, v->colsum, rows);
     if (v->needs & KV_NEED_LOGITS) {
-        if (r->lg_n != v->n_new || r->lg_stride != v->stride) r->failed = 1;
-        else put(r, r->logits, rows * (size_t)v->n_new);
+        if (r->lg_n != v->n_new || r->lg_stride != v->stride) {
+            r->failed = 1;
+        } else {
+            for (int g = 0; g < v->n_kv_heads; g++) {
+                const int32_t *k = r->lg_keys + (size_t)g * ((size_t)r->lg_stride + 1);
+                put(r, k, ((size_t)k[0] + 1) * 4);
+            }
+            put(r, r->logits, rows * (size_t)v->n_new);
+        }
     }
     if (v->needs & KV_NEED_WINDOW) {
         put_i32(r, v->win_pos0);
@@ -88,6 +114,14 @@ static int record_layer(void *user, kv_cache *c, const kv_attn_view *v) {
     return rc;
 }
 
+/* A window layer's trim passes through: the record's "before" sets are
+ * the slots left, what the policy saw; the raw rows stay as the reducer
+ * saw them, over the keys record_plan noted. */
+static int record_trim(void *user, int layer, int kv_head, const int32_t *keep, int32_t n_keep, int32_t min_pos) {
+    hx_recorder *r = user;
+    return r->inner.on_trim(r->inner.user, layer, kv_head, keep, n_keep, min_pos);
+}
+
 int hx_record_attach(hx_recorder *r, const char *path, kv_policy *p, kv_ctx *ctx) {
     memset(r, 0, sizeof *r);
     r->p = p;
@@ -98,7 +132,7 @@ int hx_record_attach(hx_recorder *r, const char *path, kv_policy *p, kv_ctx *ctx
         return -1;
     }
     put(r, "KVRC", 4);
-    put_i32(r, 2);
+    put_i32(r, 3);
     put_i32(r, pol_limit(p));
     put_i32(r, pol_n_prompt(p));
     int64_t seed = (int64_t)pol_draw_seed(p); /* the draws the policy makes (seed, unless a sample's own) */
@@ -120,6 +154,7 @@ int hx_record_attach(hx_recorder *r, const char *path, kv_policy *p, kv_ctx *ctx
     h.plan = record_plan;
     h.reduce_row = r->inner.reduce_row ? record_reduce_row : NULL;
     h.split = r->inner.split ? record_split : NULL;
+    h.on_trim = r->inner.on_trim ? record_trim : NULL;
     kv_ctx_set_hook(ctx, &h);
     return 0;
 }
@@ -128,6 +163,9 @@ int hx_record_close(hx_recorder *r) {
     free(r->logits);
     r->logits = NULL;
     r->logits_cap = 0;
+    free(r->lg_keys);
+    r->lg_keys = NULL;
+    r->lg_keys_cap = 0;
     if (!r->f) return 0;
     if (fclose(r->f) != 0) r->failed = 1;
     r->f = NULL;

@@ -258,4 +258,5 @@ const pol_ops pol_adakv_ops = {
     .free = adakv_free,
     .clone_state = adakv_clone,
     .plan = snap_plan,
+    .on_trim = snap_on_trim,
 };

@@ -37,6 +37,9 @@ struct pol_fanout {
     int last_started;   /* the call that ends the prompt has begun */
     float *win;         /* a member's window rows when its window is part of the union's */
     size_t win_cap;
+    kv_cache *shared;   /* the attached context's cache */
+    int trim_layer;     /* the layer whose bytes before its window trim are in trim_bytes (-1: none) */
+    size_t trim_bytes;
 };
 
 int pol_shares_prompt(const kv_policy *p) {
@@ -52,8 +55,12 @@ static int same_reducer(const kv_policy *a, const kv_policy *b) {
            memcmp(a->param, b->param, sizeof a->param) == 0;
 }
 
+/* Whether the engine frees a window layer's unseen slots for p (policy_impl.h, on_trim). */
+static int follows_trims(const kv_policy *p) { return p->ops->on_trim || !p->ops->on_layer; }
+
 int pol_share_compatible(const kv_policy *a, const kv_policy *b) {
-    return pol_shares_prompt(a) && pol_shares_prompt(b) && a->positions == b->positions && same_reducer(a, b);
+    return pol_shares_prompt(a) && pol_shares_prompt(b) && a->positions == b->positions && same_reducer(a, b) &&
+           follows_trims(a) == follows_trims(b); /* one shared pass either frees them or keeps them */
 }
 
 void pol_fanout_free(pol_fanout *f) {
@@ -185,19 +192,46 @@ static int fan_on_layer(void *user, kv_cache *shared, const kv_attn_view *v) {
             kv_cache_reset_peak(c);
             rc = kv_cache_copy_layer(c, shared, v->layer);
         }
+        /* a window layer held its untrimmed slots for a moment, alone too */
+        if (!rc && last && f->trim_layer == v->layer) {
+            size_t pre = kv_cache_bytes(c) - kv_cache_layer_bytes(c, v->layer) + f->trim_bytes + later;
+            if (pre > f->peak[i]) f->peak[i] = pre;
+        }
         if (!rc && f->hook[i].on_layer) rc = f->hook[i].on_layer(f->hook[i].user, c, &mv);
         if (rc) return rc;
         if (last && kv_cache_peak_bytes(c) + later > f->peak[i]) f->peak[i] = kv_cache_peak_bytes(c) + later;
+    }
+    f->trim_layer = -1;
+    return KV_OK;
+}
+
+/* The shared cache's window layer was trimmed: every member's state
+ * follows (each would have trimmed the same slots alone). */
+static int fan_on_trim(void *user, int layer, int kv_head, const int32_t *keep, int32_t n_keep, int32_t min_pos) {
+    pol_fanout *f = user;
+    if (f->trim_layer != layer) { /* the first head trimmed: the layer as the attention left it */
+        f->trim_layer = layer;
+        f->trim_bytes = kv_cache_layer_bytes(f->shared, layer);
+    }
+    for (int i = 0; i < f->n; i++) {
+        int rc = f->hook[i].on_trim ? f->hook[i].on_trim(f->hook[i].user, layer, kv_head, keep, n_keep, min_pos) : KV_OK;
+        if (rc) return rc;
     }
     return KV_OK;
 }
 
 void pol_fanout_attach(pol_fanout *f, kv_ctx *ctx) {
     kv_ctx_hook h = {.user = f, .positions = f->pol[0]->positions, .plan = fan_plan, .on_layer = fan_on_layer,
-                     .reduce_row = f->reducer ? fan_reduce_row : NULL};
+                     .reduce_row = f->reducer ? fan_reduce_row : NULL, .on_trim = fan_on_trim};
     for (int i = 0; i < f->n; i++) h.needs |= f->hook[i].needs;
+    /* trimmed only when every member can follow (pol_share_compatible groups
+     * only members alike in this) */
+    for (int i = 0; i < f->n; i++)
+        if (f->hook[i].on_layer && !f->hook[i].on_trim) h.on_trim = NULL;
     f->needs = h.needs;
     f->last_started = 0;
+    f->shared = kv_ctx_cache(ctx);
+    f->trim_layer = -1;
     kv_ctx_set_hook(ctx, &h);
 }
 

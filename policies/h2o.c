@@ -274,6 +274,22 @@ static int h2o_on_layer(kv_policy *p, kv_cache *c, const kv_attn_view *v) {
     return KV_OK;
 }
 
+/* A window layer's head lost what its window no longer sees: the scores
+ * follow their slots, and a parked token (sim) below the floor is gone
+ * too (it could never be seen again). */
+static int h2o_on_trim(kv_policy *p, int layer, int kv_head, const int32_t *keep, int32_t n_keep, int32_t min_pos) {
+    h2o_state *st = p->state;
+    pol_scores_trim(st->score, layer, kv_head, keep, n_keep);
+    h2o_parked *pk = st->park ? &st->park[(size_t)layer * p->n_kv_heads + kv_head] : NULL;
+    if (pk && pk->pos >= 0 && pk->pos < min_pos) {
+        free(pk->kv);
+        pk->kv = NULL;
+        pk->pos = -1;
+        pk->score = 0;
+    }
+    return KV_OK;
+}
+
 const pol_ops pol_h2o_ops = {
     .name = "h2o",
     .summary = "heavy hitters by accumulated attention + recent window (H2O: real drop, or sim=1 the mask "
@@ -286,4 +302,5 @@ const pol_ops pol_h2o_ops = {
     .reset = h2o_reset,
     .free = h2o_free,
     .clone_state = h2o_clone,
+    .on_trim = h2o_on_trim,
 };

@@ -260,6 +260,14 @@ static int kf_on_layer(kv_policy *p, kv_cache *c, const kv_attn_view *v) {
     return KV_OK;
 }
 
+/* A window layer's head lost what its window no longer sees: the
+ * scores follow their slots. */
+static int kf_on_trim(kv_policy *p, int layer, int kv_head, const int32_t *keep, int32_t n_keep, int32_t min_pos) {
+    (void)min_pos;
+    pol_scores_trim(((kf_state *)p->state)->score, layer, kv_head, keep, n_keep);
+    return KV_OK;
+}
+
 const pol_ops pol_keyformer_ops = {
     .name = "keyformer",
     .summary = "Gumbel-noised attention score with a temperature schedule + recent window (Keyformer; defaults and "
@@ -274,4 +282,5 @@ const pol_ops pol_keyformer_ops = {
     .clone_state = kf_clone,
     .reduce_row = kf_reduce_row,
     .plan = kf_plan,
+    .on_trim = kf_on_trim,
 };

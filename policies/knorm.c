@@ -90,6 +90,14 @@ static int knorm_on_layer(kv_policy *p, kv_cache *c, const kv_attn_view *v) {
     return KV_OK;
 }
 
+/* A window layer's head lost what its window no longer sees: the
+ * scores follow their slots. */
+static int knorm_on_trim(kv_policy *p, int layer, int kv_head, const int32_t *keep, int32_t n_keep, int32_t min_pos) {
+    (void)min_pos;
+    pol_scores_trim(((knorm_state *)p->state)->score, layer, kv_head, keep, n_keep);
+    return KV_OK;
+}
+
 const pol_ops pol_knorm_ops = {
     .name = "knorm",
     .summary = "one-shot by default (schedule=prompt, as kvpress runs it): keep the lowest-norm keys (kvpress KnormPress; a floor)",
@@ -100,4 +108,5 @@ const pol_ops pol_knorm_ops = {
     .reset = knorm_reset,
     .free = knorm_free,
     .clone_state = knorm_clone,
+    .on_trim = knorm_on_trim,
 };

@@ -76,6 +76,16 @@ struct pol_ops {
      * for state (NULL). On failure dst->state holds what was built, every
      * pointer either dst's own or NULL, so that `free` releases it. */
     int (*clone_state)(const kv_policy *src, kv_policy *dst);
+    /* A sliding-window layer's head lost the slots its window no longer
+     * sees (kv_ctx_hook.on_trim): keep[0..n_keep) are the old indices of
+     * the slots left (increasing), and every slot below position min_pos
+     * goes (the head still holds them during the call). Called before
+     * on_layer. A method whose state follows slots
+     * moves it (pol_scores_trim); pol_trim_stateless for one that keeps
+     * none. NULL: the engine keeps the slots for this method (as the
+     * cascading cache's sub-caches and the sentinel spans need), so its
+     * memory on a model with windows counts them. */
+    int (*on_trim)(kv_policy *p, int layer, int kv_head, const int32_t *keep, int32_t n_keep, int32_t min_pos);
 };
 
 /* An instance: the ops, its parameter values, the budget, and the method's state. */
@@ -144,6 +154,13 @@ pol_scores *pol_scores_clone(const pol_scores *s);
 /* The same with double scores (pol_keep_top_d). */
 pol_scores *pol_dscores_new(int n_layers, int n_kv_heads);
 double *pol_dscores_sync(pol_scores *s, int layer, int kv_head, const kv_cache_head *h, int32_t *fresh);
+
+/* Moves a head's scores as its slots moved (keep: old indices of the
+ * slots left, increasing; kv_ctx_hook.on_trim), float or double scores
+ * alike; entries not yet synced stay unsynced. */
+void pol_scores_trim(pol_scores *s, int layer, int kv_head, const int32_t *keep, int32_t n_keep);
+/* on_trim of a method with no per-slot state. */
+int pol_trim_stateless(kv_policy *p, int layer, int kv_head, const int32_t *keep, int32_t n_keep, int32_t min_pos);
 
 /* Keeps the first `sinks` and the newest limit - sinks slots of a head
  * whose slots are in insertion order (a no-op at or under the limit). */

@@ -100,4 +100,5 @@ const pol_ops pol_pyramidkv_ops = {
     .free = snap_free,
     .plan = snap_plan,
     .clone_state = snap_clone,
+    .on_trim = snap_on_trim,
 };

@@ -121,4 +121,5 @@ const pol_ops pol_random_ops = {
     .reset = random_reset,
     .free = random_free,
     .clone_state = random_clone,
+    .on_trim = pol_trim_stateless,
 };

@@ -348,13 +348,28 @@ static int32_t hook_split(void *user, int32_t pos0, int32_t n) {
     return m;
 }
 
+/* A window layer's head was trimmed (kv_ctx_hook.on_trim): the method
+ * moves its per-slot state. Trimming is not eviction: it happens while
+ * held too. */
+static int hook_on_trim(void *user, int layer, int kv_head, const int32_t *keep, int32_t n_keep, int32_t min_pos) {
+    kv_policy *p = user;
+    return p->ops->on_trim ? p->ops->on_trim(p, layer, kv_head, keep, n_keep, min_pos) : KV_OK;
+}
+
+int pol_trim_stateless(kv_policy *p, int layer, int kv_head, const int32_t *keep, int32_t n_keep, int32_t min_pos) {
+    (void)p, (void)layer, (void)kv_head, (void)keep, (void)n_keep, (void)min_pos;
+    return KV_OK;
+}
+
 kv_ctx_hook pol_hook(kv_policy *p) {
     kv_ctx_hook h = {.user = p, .needs = p->ops->needs | p->obs_needs, .positions = p->positions,
                      .on_layer = p->ops->on_layer || p->obs ? hook_on_layer : NULL,
                      .plan = p->ops->plan ? hook_plan : NULL,
                      .reduce_row = p->ops->reduce_row ? hook_reduce_row : NULL,
                      .decay = p->decay,
-                     .split = p->ops->split || (p->prefill == POL_PREFILL_STREAMING && p->chunk > 0) ? hook_split : NULL};
+                     .split = p->ops->split || (p->prefill == POL_PREFILL_STREAMING && p->chunk > 0) ? hook_split : NULL,
+                     /* a method without on_layer keeps nothing per slot */
+                     .on_trim = p->ops->on_trim || !p->ops->on_layer ? hook_on_trim : NULL};
     return h;
 }
 
@@ -384,8 +399,14 @@ void pol_print_all(void) {
             printf("    %-12s original|cache|rerotate: positions after eviction, every policy (cache = StreamingLLM's pos shift, rerotate = kvpress's key rerotation)\n", "positions");
             printf("    %-12s whole|streaming: whole = the prompt read with full attention, then compressed (the authors' protocol; default but for cascade); streaming = evict while reading\n", "prefill");
             printf("    %-12s N: with prefill=streaming, the prompt tokens read between evictions (required)\n", "chunk");
+            printf("    %-12s models with sliding-window layers (gemma2, gemma3): the engine frees what a window no "
+                   "longer sees before the policy runs, with positions=original (cache positions would renumber)\n",
+                   "(windows)");
         }
         if (o->prefill == POL_PREFILL_STREAMING) printf("    %-12s default streaming (the authors' prefill)\n", "prefill");
+        if (o->on_layer && !o->on_trim)
+            printf("    %-12s a sliding-window layer keeps the slots its window no longer sees (this method's state "
+                   "follows slot indices), so its memory counts them\n", "(windows)");
         for (int k = 0; k < o->n_params; k++) {
             const pol_param_def *d = &o->params[k];
             if (d->choices) {
@@ -530,6 +551,14 @@ static void *scores_sync(pol_scores *s, int layer, int kv_head, const kv_cache_h
     if (h->len > r->n) memset(r->v + (size_t)r->n * s->elem, 0, (size_t)(h->len - r->n) * s->elem); /* 0.0 */
     r->n = h->len;
     return r->v;
+}
+
+void pol_scores_trim(pol_scores *s, int layer, int kv_head, const int32_t *keep, int32_t n_keep) {
+    pol_score_row *r = &s->rows[layer * s->n_kv_heads + kv_head];
+    int32_t j = 0;
+    for (; j < n_keep && keep[j] < r->n; j++) /* keep[j] >= j: moving down is safe in order */
+        if (keep[j] != j) memcpy(r->v + (size_t)j * s->elem, r->v + (size_t)keep[j] * s->elem, s->elem);
+    r->n = j; /* the slots kept after r->n were never synced: they stay fresh */
 }
 
 float *pol_scores_sync(pol_scores *s, int layer, int kv_head, const kv_cache_head *h, int32_t *fresh) {

@@ -200,4 +200,5 @@ const pol_ops pol_sentinel_proxy_ops = {
     .reset = sent_reset,
     .free = sent_free,
     .clone_state = sent_clone,
+    .on_trim = pol_trim_stateless, /* spans by position: a freed slot is skipped */
 };

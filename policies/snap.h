@@ -80,6 +80,8 @@ void snap_free(kv_policy *p);
 int snap_clone(const kv_policy *src, kv_policy *dst);
 void snap_plan(kv_policy *p, kv_attn_plan *plan);
 int snap_on_layer(kv_policy *p, kv_cache *c, const kv_attn_view *v);
+/* on_trim: a window layer's freed positions lose their votes. */
+int snap_on_trim(kv_policy *p, int layer, int kv_head, const int32_t *keep, int32_t n_keep, int32_t min_pos);
 
 /* Keeps the k best-scored prefix keys of a head (score by position, for
  * positions < m; ties: the older) and every key at position >= m. */

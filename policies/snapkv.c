@@ -294,6 +294,24 @@ int snap_on_layer(kv_policy *p, kv_cache *c, const kv_attn_view *v) {
     return rc;
 }
 
+/* A window layer freed the slots below min_pos: their votes go too. Votes
+ * are kept by position while the observation window spans several calls,
+ * and a slot freed between two of them has votes from the earlier queries
+ * only; in one call the engine drops its row entries before the policy
+ * sees them. Zeroing makes both the same (the pooling reads neighbours). */
+int snap_on_trim(kv_policy *p, int layer, int kv_head, const int32_t *keep, int32_t n_keep, int32_t min_pos) {
+    (void)keep, (void)n_keep;
+    snap_state *st = p->state;
+    double *vote = st->vote ? st->vote[layer] : NULL;
+    const int32_t m = st->n - st->w;
+    if (!vote || m <= 0) return KV_OK;
+    const int32_t upto = min_pos < m ? min_pos : m;
+    const int group = p->n_heads / p->n_kv_heads;
+    for (int q = kv_head * group; q < (kv_head + 1) * group; q++)
+        for (int32_t i = 0; i < upto; i++) vote[(size_t)q * m + i] = 0.0;
+    return KV_OK;
+}
+
 /* ------------------------------------------------------------ SnapKV */
 
 static const pol_param_def params[] = {
@@ -323,4 +341,5 @@ const pol_ops pol_snapkv_ops = {
     .free = snap_free,
     .plan = snap_plan,
     .clone_state = snap_clone,
+    .on_trim = snap_on_trim,
 };

@@ -29,4 +29,5 @@ const pol_ops pol_streamingllm_ops = {
     .n_params = 1,
     .on_layer = streaming_on_layer,
     .positions = KV_POS_CACHE, /* the authors' pos shift */
+    .on_trim = pol_trim_stateless,
 };

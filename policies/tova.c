@@ -50,4 +50,5 @@ const pol_ops pol_tova_ops = {
     .summary = "keep the tokens the newest query attends to most, averaged over heads (TOVA; METHODS.md A6)",
     .needs = KV_NEED_LAST_ROW,
     .on_layer = tova_on_layer,
+    .on_trim = pol_trim_stateless,
 };

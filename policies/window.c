@@ -17,4 +17,5 @@ const pol_ops pol_window_ops = {
     .name = "window",
     .summary = "the most recent tokens only (local attention; METHODS.md A2)",
     .on_layer = window_on_layer,
+    .on_trim = pol_trim_stateless,
 };

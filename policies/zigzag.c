@@ -281,4 +281,5 @@ const pol_ops pol_zigzag_ops = {
     .free = zigzag_free,
     .clone_state = zigzag_clone,
     .plan = snap_plan,
+    .on_trim = snap_on_trim,
 };

@@ -55,6 +55,18 @@ out=$("$kv" info "$tmp/gemma2_swa8_cap.gguf" 2>&1)
 if echo "$out" | grep -q "^softcap       attention 2, output 5" && echo "$out" | grep -q "on 2 of 3 layers (0,2;"; then
   ok "info gemma2"; else bad "info gemma2" "$out"; fi
 
+# window layers free what they no longer see: the same logits as with the
+# slots kept, fewer slots (3 layers x 2 KV heads, 60 tokens: layer 1 all,
+# layers 0 and 2 the 7 the next query sees)
+toks=$(seq -s, 3 62)
+"$kv" logits --model "$tmp/gemma2_swa8_cap.gguf" --tokens "$toks" --mode decode --out "$tmp/trim.f32" --stats \
+  > "$tmp/trim.txt" 2>&1 || bad "logits --stats" "$(cat "$tmp/trim.txt")"
+"$kv" logits --model "$tmp/gemma2_swa8_cap.gguf" --tokens "$toks" --mode decode --out "$tmp/keep.f32" --stats \
+  --swa-keep > "$tmp/keep.txt" 2>&1 || bad "logits --swa-keep" "$(cat "$tmp/keep.txt")"
+if cmp -s "$tmp/trim.f32" "$tmp/keep.f32" && grep -qx "kv_slots 148" "$tmp/trim.txt" && grep -qx "kv_slots 360" "$tmp/keep.txt"; then
+  ok "window layers freed: same logits, 148 slots instead of 360"
+else bad "window layers freed" "$(cat "$tmp/trim.txt" "$tmp/keep.txt")"; fi
+
 cat > "$tmp/g2.ini" <<INI
 [experiment]
 name = g2

@@ -40,6 +40,12 @@ enum { PROMPT = 60, QLEN = 10, GEN = 8, STEPS = 1 + GEN };
 static char g_tmp[256];
 static char g_path[512];
 static kv_model *g_model;
+/* The same shape with sliding-window layers (gemma2: layers 0 and 2
+ * windowed at 16 tokens; meson writes it with `kvbench synth`): forks and
+ * shared passes must carry the window layers' trims (each policy's state
+ * follows its slots) exactly as a pass alone does. */
+static const char *g_swa_path;
+static kv_model *g_swa, *g_llama;
 
 static int setup(void **state) {
     (void)state;
@@ -48,12 +54,22 @@ static int setup(void **state) {
     tu_write_llama(g_path, &(tu_llama_shape){DIM, HIDDEN, LAYERS, HEADS, KV_HEADS, VOCAB, CTX, 23});
     kv_model_params mp = kv_model_default_params();
     mp.no_tokenizer = 1;
-    return kv_model_load(g_path, &mp, &g_model) == KV_OK ? 0 : -1;
+    if (!g_swa_path || kv_model_load(g_swa_path, &mp, &g_swa) != KV_OK) {
+        fprintf(stderr, "test_fork: expected the sliding-window model's path as the argument\n");
+        return -1;
+    }
+    const kv_model_info *si = kv_model_get_info(g_swa);
+    if (si->n_layers != LAYERS || si->n_kv_heads != KV_HEADS || si->vocab_size != VOCAB || si->n_swa_layers != 2)
+        return -1;
+    if (kv_model_load(g_path, &mp, &g_model) != KV_OK) return -1;
+    g_llama = g_model;
+    return 0;
 }
 
 static int teardown(void **state) {
     (void)state;
-    kv_model_free(g_model);
+    kv_model_free(g_llama);
+    kv_model_free(g_swa);
     tu_rmdir(g_tmp);
     return 0;
 }
@@ -561,8 +577,23 @@ static void test_refusals(void **state) {
     pol_free(p);
 }
 
-int main(void) {
+/* The fork and fanout checks on the sliding-window model. */
+static void test_fork_anywhere_swa(void **state) {
+    g_model = g_swa;
+    test_fork_anywhere(state);
+    g_model = g_llama;
+}
+
+static void test_fanout_swa(void **state) {
+    g_model = g_swa;
+    test_fanout(state);
+    g_model = g_llama;
+}
+
+int main(int argc, char **argv) {
+    g_swa_path = argc > 1 ? argv[1] : NULL;
     const struct CMUnitTest tests[] = {
+
         cmocka_unit_test(test_cache_copy),
         cmocka_unit_test(test_refusals),
         cmocka_unit_test(test_fork_no_policy),
@@ -570,6 +601,8 @@ int main(void) {
         cmocka_unit_test(test_fork_every_policy),
         cmocka_unit_test(test_fanout),
         cmocka_unit_test(test_fanout_refusals),
+        cmocka_unit_test(test_fork_anywhere_swa),
+        cmocka_unit_test(test_fanout_swa),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -38,6 +38,14 @@ static kv_model *g_model;
 /* The same shape but head_dim 32 (two heads), so that q8_0 rows are whole
  * blocks: the model the f16 / q8_0 caches are checked on. */
 static kv_model *g_model32;
+/* A model with a sliding-window layer (meson writes it with `kvbench
+ * synth --arch gemma2 --swa 24`, in this shape: layer 0 windowed, layer 1
+ * global): the engine frees the window layer's slots as they leave its
+ * window, before the policy runs, and that must not depend on the chunks
+ * either. */
+static const char *g_swa_path;
+static kv_model *g_swa;
+enum { SWA_WINDOW = 24 };
 /* What feed() runs: the model, the cache's storage and the threads. */
 static kv_model *g_cur;
 static kv_cache_type g_kv_type = KV_CACHE_F32;
@@ -55,6 +63,15 @@ static int setup(void **state) {
     snprintf(p, sizeof p, "%s/model32.gguf", g_tmp);
     tu_write_llama(p, &(tu_llama_shape){DIM, HIDDEN, LAYERS, 2, KV_HEADS, VOCAB, CTX, 12});
     g_cur = g_model;
+    if (!g_swa_path || kv_model_load(g_swa_path, &mp, &g_swa) != KV_OK) {
+        fprintf(stderr, "test_prefill: expected the sliding-window model's path as the argument (%s)\n",
+                g_swa_path ? kv_last_error() : "none given");
+        return -1;
+    }
+    const kv_model_info *si = kv_model_get_info(g_swa);
+    if (si->n_layers != LAYERS || si->n_kv_heads != KV_HEADS || si->vocab_size != VOCAB ||
+        si->swa_window != SWA_WINDOW || si->n_swa_layers != 1)
+        return -1;
     return kv_model_load(p, &mp, &g_model32) == KV_OK ? 0 : -1;
 }
 
@@ -62,6 +79,7 @@ static int teardown(void **state) {
     (void)state;
     kv_model_free(g_model);
     kv_model_free(g_model32);
+    kv_model_free(g_swa);
     tu_rmdir(g_tmp);
     return 0;
 }
@@ -167,6 +185,7 @@ static int configs(const char **name, const char **set) {
 
 static void test_chunk_invariance(void **state) {
     (void)state;
+    g_cur = *state ? *(kv_model **)*state : g_model; /* the sliding-window model when given */
     const int32_t lengths[2] = {40, 700};
     const int ways[6][2] = {{1024, 7}, {1024, 64}, {1024, 512}, {7, 0}, {64, 0}, {512, 0}}; /* batch, chunk */
     const char *name[64], *set[64];
@@ -195,6 +214,7 @@ static void test_chunk_invariance(void **state) {
                 }
             }
     assert_int_equal(checked, n_cfg * 2 * 2 * 6);
+    g_cur = g_model;
     free(prompt);
     outcome_free(&ref);
     outcome_free(&got);
@@ -339,12 +359,57 @@ static void test_prefill_settings(void **state) {
     pol_free(p);
 }
 
-int main(void) {
+/* The sliding-window model: the window layer holds exactly what the next
+ * query can see after the prompt and each decode step (the slots are
+ * freed, so the invariance below is not vacuous), the global layer
+ * everything; and freeing them changes no logit (swa_keep keeps them). */
+static void test_swa_trim(void **state) {
+    (void)state;
+    int32_t prompt[40], follow[GEN];
+    for (int i = 0; i < 40; i++) prompt[i] = (int32_t)((i * 131 + 17) % VOCAB);
+    g_cur = g_swa;
+    outcome o, keep;
+    outcome_new(&o);
+    outcome_new(&keep);
+    feed("full", "", prompt, 40, 1024, 0, follow, 1, &o);
+    for (int s = 0; s <= GEN; s++)
+        for (int g = 0; g < KV_HEADS; g++) {
+            const int32_t *w = o.kept + ((size_t)s * LAYERS * KV_HEADS + g) * CTX; /* layer 0 */
+            const int32_t *a = o.kept + ((size_t)s * LAYERS * KV_HEADS + KV_HEADS + g) * CTX; /* layer 1 */
+            const int32_t next = 40 + s; /* the next query's position */
+            for (int32_t j = 0; j < CTX; j++) {
+                const int32_t want_w = j < SWA_WINDOW - 1 ? next - (SWA_WINDOW - 1) + j : INT32_MAX;
+                if (w[j] != want_w || a[j] != (j < next ? j : INT32_MAX))
+                    fail_msg("step %d head %d slot %d: window layer holds %d (want %d), global %d", s, g, j, w[j],
+                             want_w, a[j]);
+            }
+        }
+    /* the same with the slots kept: same bits */
+    kv_ctx_params cp = kv_ctx_default_params();
+    cp.n_threads = 2;
+    cp.swa_keep = 1;
+    kv_ctx *c;
+    assert_int_equal(kv_ctx_new(g_swa, &cp, &c), KV_OK);
+    assert_int_equal(kv_ctx_eval(c, prompt, 40, keep.logits, 0), KV_OK);
+    for (int s = 0; s < GEN; s++)
+        assert_int_equal(kv_ctx_eval(c, &follow[s], 1, keep.logits + (size_t)(s + 1) * VOCAB, 0), KV_OK);
+    assert_int_equal(kv_cache_head_at(kv_ctx_cache(c), 0, 0)->len, 40 + GEN);
+    assert_memory_equal(o.logits, keep.logits, (size_t)(1 + GEN) * VOCAB * sizeof(float));
+    kv_ctx_free(c);
+    outcome_free(&o);
+    outcome_free(&keep);
+    g_cur = g_model;
+}
+
+int main(int argc, char **argv) {
+    g_swa_path = argc > 1 ? argv[1] : NULL;
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_prefill_settings),
         cmocka_unit_test(test_streaming_differs),
         cmocka_unit_test(test_chunk_invariance),
         cmocka_unit_test(test_chunk_invariance_kv_types),
+        cmocka_unit_test(test_swa_trim),
+        cmocka_unit_test_prestate(test_chunk_invariance, &g_swa),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

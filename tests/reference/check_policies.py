@@ -98,7 +98,7 @@ def plan(a):
             print('skip: %s not found' % model)
             return []
         tokens = [1] + list(np.random.default_rng(7).integers(3, 512, 59))
-        return [('', model, tokens, RUNS, lambda p: POLICY_MODES.get(p, MODES))]
+        return [('', model, tokens, RUNS, lambda p: POLICY_MODES.get(p, MODES), None)]
     firsts, seen = [], set()
     for run in RUNS:  # each policy's first configuration
         if run[0] not in seen:
@@ -109,7 +109,9 @@ def plan(a):
         path = os.path.join(a.tmp, name + '.gguf')
         arch_ref.make(path, name)
         tokens = [1] + list(np.random.default_rng(7).integers(3, 256, 59))
-        out.append((name + ' ', path, tokens, firsts, lambda p: POLICY_MODES.get(p, ['chunk:13'])[-1:]))
+        c = arch_ref.from_gguf(path)['cfg']
+        swa = (c['window'], {l for l, w in enumerate(c['swa']) if w}) if c['window'] else None
+        out.append((name + ' ', path, tokens, firsts, lambda p: POLICY_MODES.get(p, ['chunk:13'])[-1:], swa))
     return out
 
 
@@ -122,15 +124,29 @@ def main():
     a = ap.parse_args()
     os.makedirs(a.tmp, exist_ok=True)
     passed = failed = 0
-    for prefix, model, tokens, runs, modes_of in plan(a):
-        p, f = check_runs(a, prefix, model, tokens, runs, modes_of)
+    for prefix, model, tokens, runs, modes_of, swa in plan(a):
+        p, f = check_runs(a, prefix, model, tokens, runs, modes_of, swa)
         passed, failed = passed + p, failed + f
     shutil.rmtree(a.tmp, ignore_errors=True)
     print('%d passed, %d failed' % (passed, failed))
     return 1 if failed else 0
 
 
-def check_runs(a, prefix, model, tokens, runs, modes_of):
+# the methods whose state follows slot indices: the engine keeps a window
+# layer's slots for them (policy_impl.h, on_trim)
+UNTRIMMED = ('cascade', 'sentinel', 'sentinel_proxy')
+# nor under cache positions (renumbering), StreamingLLM's default
+CACHE_POSITIONS = ('streamingllm',)
+
+
+def trims(policy, settings, swa):
+    """The model's windows when kvbench trims for this run, else None."""
+    opt = dict(kv.split('=') for kv in settings.split(',')) if settings else {}
+    pos = opt.get('positions', 'cache' if policy in CACHE_POSITIONS else 'original')
+    return None if policy in UNTRIMMED or pos != 'original' else swa
+
+
+def check_runs(a, prefix, model, tokens, runs, modes_of, swa):
     passed = failed = 0
     for policy, settings, budget in runs:
         for mode in modes_of(policy):
@@ -148,7 +164,7 @@ def check_runs(a, prefix, model, tokens, runs, modes_of):
                 continue
             rec_obj = policies_ref.Record(rec)
             evicted = policies_ref.evicted(rec_obj)
-            calls, bad = policies_ref.check(rec)
+            calls, bad = policies_ref.check(rec, trims(policy, settings, swa))
             if policy == 'cascade':
                 bad += cascade_limit_differs(rec_obj, settings, budget, 30)
             elif policy in ('keyformer', 'snapkv', 'h2o'):

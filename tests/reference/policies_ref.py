@@ -89,6 +89,7 @@ a counter-based draw so that it can be replayed here: splitmix64's finaliser
 chained over (seed, layer, query head, query position, key position).
 """
 from fractions import Fraction
+import itertools
 import struct
 import sys
 
@@ -102,9 +103,10 @@ class Record:
         assert self.d[:4] == b'KVRC', 'not a kvbench attention record'
         self.o = 4
         version, self.limit = self.i32(2)
-        assert version in (1, 2)
+        assert version in (1, 2, 3)
+        self.version = version
         self.n_prompt, self.seed, self.n_layers, self.layer_limit = 0, 0, 0, []
-        if version == 2:
+        if version >= 2:
             (self.n_prompt,) = self.i32(1)
             (self.seed,) = struct.unpack_from('<Q', self.d, self.o)
             self.o += 8
@@ -142,6 +144,9 @@ class Record:
             before = self.heads(KV)
             last = self.f32(H * stride).reshape(H, stride) if needs & 1 else None
             colsum = self.f32(H * stride).reshape(H, stride) if needs & 2 else None
+            lg_keys = None
+            if needs & 4 and self.version >= 3:  # the keys the rows cover (before a window layer's trim)
+                lg_keys = self.heads(KV)
             logits = self.f32(H * n_new * stride).reshape(H, n_new, stride) if needs & 4 else None
             win_pos0, win_n, window = 0, 0, None
             if needs & 8:
@@ -150,7 +155,7 @@ class Record:
             dcolsum = self.f32(H * stride).reshape(H, stride) if needs & 16 else None
             after = self.heads(KV)
             yield dict(layer=layer, H=H, KV=KV, n_new=n_new, pos0=pos0, before=before, last=last,
-                       colsum=colsum, logits=logits, win_pos0=win_pos0, win_n=win_n, window=window,
+                       colsum=colsum, logits=logits, lg_keys=lg_keys, win_pos0=win_pos0, win_n=win_n, window=window,
                        dcolsum=dcolsum, after=after)
 
 
@@ -410,7 +415,34 @@ def best_of(scores, k):
     return {scores[i][0] for i in order[:k]}
 
 
-def replay(rec):
+def trim_floor(swa, ev):
+    """A sliding-window layer keeps only what the next query can see: the
+    positions >= last query + 2 - window (swa = (window, windowed layers));
+    None for a global layer or a model without windows."""
+    if not swa or ev['layer'] not in swa[1]:
+        return None
+    return ev['pos0'] + ev['n_new'] + 1 - swa[0]
+
+
+def replay_trims(rec, swa):
+    """Yields (event, KV head, expected set, recorded set) for what each
+    layer call started from: the slots the previous call left plus this
+    call's tokens, less what a window layer frees (trim_floor) - kvbench's
+    slots before the policy ran, for every policy that follows the trim.
+    Window layers only (a global one starts from what it left). ZigZag cuts
+    a layer in a later layer's call, so what a call leaves is not final
+    there: replay checks its cut calls, trims included."""
+    after = {}
+    for ev in rec.events():
+        floor = trim_floor(swa, ev)
+        new = set(range(ev['pos0'], ev['pos0'] + ev['n_new']))
+        for g in range(ev['KV']) if floor is not None and rec.name != 'zigzag' else []:
+            want = {p for p in after.get((ev['layer'], g), set()) | new if p >= floor}
+            yield ev, g, want, set(ev['before'][g])
+            after[(ev['layer'], g)] = set(ev['after'][g])
+
+
+def replay(rec, swa=None):
     """Yields (event, expected kept set, recorded kept set) per (layer call, KV head)."""
     B = rec.limit
     state = {}       # (layer, g) -> {position: score}   (h2o, keyformer)
@@ -425,9 +457,11 @@ def replay(rec):
                 snap = dict(n=n, w=w, caps=caps, votes={}, done=set(), stash={}, pending={})
             # zigzag: a layer cut in a later layer's call shows it in its next call
             cut = snap['pending'].pop(ev['layer'], None)
+            floor = trim_floor(swa, ev)
             for g in range(ev['KV']) if cut is not None else []:
                 new = set(range(ev['pos0'], ev['pos0'] + ev['n_new']))
-                yield ev, g, cut[g] | new, set(ev['before'][g])
+                want = {p for p in cut[g] | new if floor is None or p >= floor}
+                yield ev, g, want, set(ev['before'][g])
             snap_event(rec, snap, ev)
         group = ev['H'] // ev['KV']
         # prefill=whole (the records here use it): the prompt is read with
@@ -469,12 +503,16 @@ def replay(rec):
             elif rec.name == 'keyformer':
                 sc = state.setdefault((ev['layer'], g), {})
                 sc = {p: sc.get(p, 0.0) for p in held}
+                # each row's softmax is over the keys its query saw; a key a
+                # window layer then freed takes its share with it
+                keys = ev['lg_keys'][g] if ev['lg_keys'] is not None else before
                 for q in range(g * group, (g + 1) * group) if ev['logits'] is not None else []:
                     for r in range(ev['n_new']):
                         f = keyformer_row_score(rec, ev['layer'], q, ev['pos0'] + r,
-                                                ev['logits'][q][r][:len(before)], before)
-                        for j, p in enumerate(before):
-                            sc[p] += f[j]
+                                                ev['logits'][q][r][:len(keys)], keys)
+                        for j, p in enumerate(keys):
+                            if p in sc:
+                                sc[p] += f[j]
                 k = B
                 w = int(k * rec.params[0] / 100)
                 keep = held
@@ -753,11 +791,14 @@ def evicted(rec):
     return False
 
 
-def check(path):
+def check(path, swa=None):
+    """swa: (window, windowed layers) of the model, whose trims are then
+    checked too (policies that keep slots by index, cascade and the
+    sentinels, are never trimmed for: pass None)."""
     rec = Record(path)
     calls = bad = 0
     try:
-        for ev, g, want, got in replay(rec):
+        for ev, g, want, got in itertools.chain(replay_trims(rec, swa) if swa else (), replay(rec, swa)):
             calls += 1
             if want != got:
                 bad += 1
