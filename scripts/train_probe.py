@@ -397,8 +397,9 @@ class Episodes:
     pieces: flag 1 marks an answer (the loss always taken), 2 a repeated
     span (the loss taken at a share of its tokens), 0 other text."""
 
-    def __init__(self, sp, corpus, seed, restate=False):
+    def __init__(self, sp, corpus, seed, restate=False, ruler_restate=False):
         self.sp, self.c, self.rng, self.restate = sp, corpus, random.Random(seed), restate
+        self.ruler_restate = ruler_restate
         # characters per token of each filler kind, measured once
         self.cpt = {}
         for kind, sample in (('pk', PK_FILLER[:20000]), ('noise', '\n'.join([NOISE] * 200)),
@@ -491,6 +492,12 @@ class Episodes:
         q = "What %s the special magic %s for %s mentioned in the provided text?" % ("is" if single else "are all", tv, query)
         ap = " The special magic %s for %s mentioned in the provided text %s" % (tv, query, "is" if single else "are")
         ans = ", ".join(v for i in qi for v in vals[i])
+        if self.ruler_restate and num_q == 1 and num_v == 1:
+            # the answer restates the key as the needle has it ("KEY is: VALUE"): the
+            # value then follows the same words as in its needle, which a copy
+            # step can match among needles of other keys (RULER scores whether the
+            # value occurs in the answer, so the words around it cost nothing)
+            return [(head + body + "\n" + q + ap, 0), (" " + qkeys[0] + " is: " + ans + ".", 1)]
         return [(head + body + "\n" + q + ap, 0), (" " + ans + ".", 1)]
 
     def repeat(self, n_tok):
@@ -678,7 +685,8 @@ def train(args):
     torch.set_num_threads(args.threads)
     sp = load_tokenizer(args.tokenizer)
     corpus = Corpus()
-    ep = Episodes(sp, corpus, args.seed + 2, restate=args.needle_answer == 'restate')
+    ep = Episodes(sp, corpus, args.seed + 2, restate=args.needle_answer == 'restate',
+                  ruler_restate=args.ruler_answer == 'restate')
     if args.mix == 'retrieval':
         ep.KINDS = Episodes.KINDS_RETRIEVAL
     elif args.mix == 'needle':
@@ -792,6 +800,8 @@ def main():
                         'and the context plus --past-ctx); each is capped at that')
     p.add_argument('--needle-answer', choices=('short', 'restate'), default='short',
                    help="a needle episode's answer: the activity alone, or the needle sentence restated")
+    p.add_argument('--ruler-answer', choices=('short', 'restate'), default='short',
+                   help="RULER single-value lookups: the value alone (short), or 'KEY is: VALUE' (restate)")
     p.add_argument('--start-frac', type=float, default=0.0,
                    help='start the curriculum and the learning-rate schedule this far in (a second stage)')
     p.add_argument('--threads', type=int, default=2)

@@ -2,7 +2,7 @@
 # usage (from the repository root): gnuplot models/probe/loss_curve.gp
 #   or gnuplot -e "csv='run.csv'; out='run.png'" models/probe/loss_curve.gp
 # Columns: step,seconds,length,loss,loss_answer,acc_answer,loss_lm,lr,loss_copy,stage
-# (stage 2's steps continue stage 1's count, stage 3's stage 2's).
+# (each stage's steps continue the count of the one before).
 if (!exists("csv")) csv = 'models/probe/kvprobe-train-loss.csv'
 if (!exists("out")) out = 'models/probe/loss_curve.png'
 set terminal pngcairo size 900,520 font ',10'
@@ -18,9 +18,10 @@ set y2tics 0.2
 set ytics nomirror
 set logscale y
 set yrange [0.01:20]
-set title noenhanced 'kvprobe (docs/PROBE.md): stage 1 to step 1100, stage 2 (retrieval mix) from 1101, stage 3 (needles restated) from 1902; means of 25'
+set title noenhanced "kvprobe (docs/PROBE.md): stage 1 to step 1100, 2 (retrieval mix) from 1101,\n3 (needles restated) from 1902, 4 (keys restated) from 3102; means of 25"
 set arrow from 1101, graph 0 to 1101, graph 1 nohead dt 2 lc rgb '#666666'
 set arrow from 1902, graph 0 to 1902, graph 1 nohead dt 2 lc rgb '#666666'
+set arrow from 3102, graph 0 to 3102, graph 1 nohead dt 2 lc rgb '#666666'
 # running mean over the last n values (step rows are in order)
 n = 25
 init(x) = (b0 = b1 = b2 = b3 = b4 = b5 = b6 = b7 = b8 = b9 = b10 = b11 = b12 = b13 = b14 = b15 = b16 = b17 = b18 = b19 = b20 = b21 = b22 = b23 = b24 = x, 0)
