@@ -1365,9 +1365,6 @@ static int swa_trim(kv_ctx *c, int layer, int32_t qlast) {
     const int32_t min_pos = (int32_t)floor64;
     for (int g = 0; g < c->mi->n_kv_heads; g++) {
         kv_cache_head *ch = kv_cache_head_at(c->cache, layer, g);
-        int32_t drop = 0;
-        for (int32_t j = 0; j < ch->len; j++) drop += ch->pos[j] < min_pos;
-        if (!drop) continue;
         if (ch->len > c->trim_cap) {
             int32_t *v = realloc(c->trim_keep, (size_t)ch->len * sizeof *v);
             if (!v) return kv_errorf(KV_ENOMEM, "out of memory");
@@ -1378,6 +1375,7 @@ static int swa_trim(kv_ctx *c, int layer, int32_t qlast) {
         for (int32_t j = 0; j < ch->len; j++)
             if (ch->pos[j] >= min_pos) c->trim_keep[n_keep++] = j;
         const int32_t len = ch->len;
+        if (n_keep == len) continue; /* nothing out of the window */
         compact_stats(c, g, c->trim_keep, n_keep, len);
         /* the hook first, while the head still holds them (a shared pass
          * measures the layer's bytes before any head of it is trimmed) */

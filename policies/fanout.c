@@ -55,12 +55,9 @@ static int same_reducer(const kv_policy *a, const kv_policy *b) {
            memcmp(a->param, b->param, sizeof a->param) == 0;
 }
 
-/* Whether the engine frees a window layer's unseen slots for p (policy_impl.h, on_trim). */
-static int follows_trims(const kv_policy *p) { return p->ops->on_trim || !p->ops->on_layer; }
-
 int pol_share_compatible(const kv_policy *a, const kv_policy *b) {
     return pol_shares_prompt(a) && pol_shares_prompt(b) && a->positions == b->positions && same_reducer(a, b) &&
-           follows_trims(a) == follows_trims(b); /* one shared pass either frees them or keeps them */
+           pol_follows_trims(a->ops) == pol_follows_trims(b->ops); /* one shared pass frees them or keeps them */
 }
 
 void pol_fanout_free(pol_fanout *f) {
@@ -222,12 +219,10 @@ static int fan_on_trim(void *user, int layer, int kv_head, const int32_t *keep, 
 
 void pol_fanout_attach(pol_fanout *f, kv_ctx *ctx) {
     kv_ctx_hook h = {.user = f, .positions = f->pol[0]->positions, .plan = fan_plan, .on_layer = fan_on_layer,
-                     .reduce_row = f->reducer ? fan_reduce_row : NULL, .on_trim = fan_on_trim};
+                     .reduce_row = f->reducer ? fan_reduce_row : NULL,
+                     /* the members are alike in this (pol_share_compatible) */
+                     .on_trim = pol_follows_trims(f->pol[0]->ops) ? fan_on_trim : NULL};
     for (int i = 0; i < f->n; i++) h.needs |= f->hook[i].needs;
-    /* trimmed only when every member can follow (pol_share_compatible groups
-     * only members alike in this) */
-    for (int i = 0; i < f->n; i++)
-        if (f->hook[i].on_layer && !f->hook[i].on_trim) h.on_trim = NULL;
     f->needs = h.needs;
     f->last_started = 0;
     f->shared = kv_ctx_cache(ctx);

@@ -161,6 +161,9 @@ double *pol_dscores_sync(pol_scores *s, int layer, int kv_head, const kv_cache_h
 void pol_scores_trim(pol_scores *s, int layer, int kv_head, const int32_t *keep, int32_t n_keep);
 /* on_trim of a method with no per-slot state. */
 int pol_trim_stateless(kv_policy *p, int layer, int kv_head, const int32_t *keep, int32_t n_keep, int32_t min_pos);
+/* Whether the engine frees a window layer's unseen slots for method o: it
+ * has on_trim, or no on_layer (then it keeps nothing per slot). */
+int pol_follows_trims(const pol_ops *o);
 
 /* Keeps the first `sinks` and the newest limit - sinks slots of a head
  * whose slots are in insertion order (a no-op at or under the limit). */

@@ -356,6 +356,8 @@ static int hook_on_trim(void *user, int layer, int kv_head, const int32_t *keep,
     return p->ops->on_trim ? p->ops->on_trim(p, layer, kv_head, keep, n_keep, min_pos) : KV_OK;
 }
 
+int pol_follows_trims(const pol_ops *o) { return o->on_trim || !o->on_layer; }
+
 int pol_trim_stateless(kv_policy *p, int layer, int kv_head, const int32_t *keep, int32_t n_keep, int32_t min_pos) {
     (void)p, (void)layer, (void)kv_head, (void)keep, (void)n_keep, (void)min_pos;
     return KV_OK;
@@ -368,8 +370,7 @@ kv_ctx_hook pol_hook(kv_policy *p) {
                      .reduce_row = p->ops->reduce_row ? hook_reduce_row : NULL,
                      .decay = p->decay,
                      .split = p->ops->split || (p->prefill == POL_PREFILL_STREAMING && p->chunk > 0) ? hook_split : NULL,
-                     /* a method without on_layer keeps nothing per slot */
-                     .on_trim = p->ops->on_trim || !p->ops->on_layer ? hook_on_trim : NULL};
+                     .on_trim = pol_follows_trims(p->ops) ? hook_on_trim : NULL};
     return h;
 }
 
@@ -404,7 +405,7 @@ void pol_print_all(void) {
                    "(windows)");
         }
         if (o->prefill == POL_PREFILL_STREAMING) printf("    %-12s default streaming (the authors' prefill)\n", "prefill");
-        if (o->on_layer && !o->on_trim)
+        if (!pol_follows_trims(o))
             printf("    %-12s a sliding-window layer keeps the slots its window no longer sees (this method's state "
                    "follows slot indices), so its memory counts them\n", "(windows)");
         for (int k = 0; k < o->n_params; k++) {
