@@ -55,10 +55,13 @@ int hx_parse_weight_type(const char *cmd, const char *name, kv_dtype *type, kv_q
 int hx_cmd_convert(int argc, char **argv, int help) {
     const char *type_name = "f32", *tokenizer = NULL;
     int vocab_only = 0;
+    float rope_base = 0;
     hx_opt opts[] = {
         {"type", 0, HX_OPT_STR, &type_name, "TYPE", "type of the 2-D weights: " TYPE_LIST " (default f32)"},
         {"tokenizer", 'z', HX_OPT_STR, &tokenizer, "PATH",
          "tokenizer for llama2.c input (default: found beside it) or instead of a Hugging Face folder's"},
+        {"rope-base", 0, HX_OPT_FLOAT, &rope_base, "F",
+         "rotary base to write instead of IN's (a llama2.c checkpoint has none: 10000)"},
         {"vocab-only", 0, HX_OPT_FLAG, &vocab_only, NULL,
          "IN is a tokenizer (a Hugging Face tokenizer.json folder, ...): write its vocabulary alone"},
     };
@@ -98,6 +101,10 @@ int hx_cmd_convert(int argc, char **argv, int help) {
     char ip[4096], tp[4096];
     const char *in = hx_resolve_model(pos[0], ip, sizeof ip);
     if (hx_is_hf_dir(in)) {
+        if (rope_base > 0) {
+            fprintf(stderr, "kvbench convert: --rope-base: a Hugging Face folder's config.json gives rope_theta\n");
+            return 2;
+        }
         int rc = hx_convert_hf(in, pos[1], type, mix, tokenizer ? hx_resolve_model(tokenizer, tp, sizeof tp) : NULL);
         if (rc) fprintf(stderr, "kvbench convert: %s\n", kv_last_error());
         else printf("wrote %s (%s weights, from the Hugging Face folder %s)\n", pos[1], mix ? type_name : kv_dtype_name(type), in);
@@ -106,6 +113,7 @@ int hx_cmd_convert(int argc, char **argv, int help) {
     kv_model_params p = kv_model_default_params();
     if (tokenizer) p.tokenizer_path = hx_resolve_model(tokenizer, tp, sizeof tp);
     p.weights_mmap = 1; /* each weight is read once: no copy */
+    if (rope_base > 0) p.rope_base = rope_base;
     kv_model *m;
     if (kv_model_load(in, &p, &m)) {
         fprintf(stderr, "kvbench convert: %s\n", kv_last_error());

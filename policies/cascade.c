@@ -58,6 +58,12 @@
  * (kv_cache_keep), so a key's in-cache index is its slot index. The
  * default here too; positions=original is their --do_og_pos.
  *
+ * Sliding-window layers (Gemma), with positions=original: the engine frees
+ * what the window no longer sees (cascade_on_trim); the freed positions
+ * leave the sinks and sub-caches, which refill as when not yet full. The
+ * authors' code has no windowed model; this is the reading under which a
+ * layer's budget holds only tokens it can attend to, as for every method.
+ *
  * Where this differs from the authors' code: the attention and the EMA are
  * exact here (their flash kernel's chunk normaliser is approximate, per its
  * comment); scores are double (theirs fp16); W = floor(N / C) (the authors
@@ -91,7 +97,8 @@ typedef struct ring {     /* one sub-cache: token positions, oldest at `start` *
 } ring;
 
 typedef struct head_st {
-    int32_t n_sinks;
+    int32_t n_sinks;      /* sinks taken (the first S tokens) */
+    int32_t sinks_gone;   /* of them, freed by a sliding window (cascade_on_trim) */
     ring *rings;          /* [n_rings] */
     double *acc;          /* [acc_len][G]: P of the open chunk (several pieces) */
     size_t acc_cap;
@@ -147,6 +154,7 @@ static int cascade_init(kv_policy *p) {
 /* One head's sinks, sub-caches and open chunk's sums, into d (zeroed). */
 static int head_clone(const head_st *s, head_st *d, int n_rings, int G) {
     d->n_sinks = s->n_sinks;
+    d->sinks_gone = s->sinks_gone;
     d->open_from = s->open_from;
     d->open_len = s->open_len;
     if (!(d->rings = calloc((size_t)n_rings, sizeof *d->rings))) return KV_ENOMEM;
@@ -209,7 +217,7 @@ static void cascade_reset(kv_policy *p) {
     for (int l = 0; l < p->n_layers; l++) p->layer_limit[l] = p->limit;
     for (int i = 0; i < p->n_layers * p->n_kv_heads; i++) {
         head_st *hs = &st->hs[i];
-        hs->n_sinks = 0;
+        hs->n_sinks = hs->sinks_gone = 0;
         for (int r = 0; r < st->n_rings; r++) hs->rings[r].start = hs->rings[r].count = 0;
         hs->acc_len = 0;
         hs->open_from = -1;
@@ -391,7 +399,7 @@ static int cascade_on_layer(kv_policy *p, kv_cache *c, const kv_attn_view *v) {
             int rc = insert(p, st, hs, h, sc, h->pos[j], &n_drop);
             if (rc) return rc;
         }
-        int64_t held = hs->n_sinks;
+        int64_t held = hs->n_sinks - hs->sinks_gone;
         for (int i = 0; i < st->C; i++) held += hs->rings[i].count;
         if (held != h->len - n_drop)
             return kv_errorf(KV_EINVAL, "cascade: layer %d head %d holds %d slots, its sub-caches %lld", v->layer, g,
@@ -416,6 +424,52 @@ static int cascade_on_layer(kv_policy *p, kv_cache *c, const kv_attn_view *v) {
     return KV_OK;
 }
 
+/* A window layer's head lost the positions below min_pos, which no later
+ * query of that layer sees (positions=original only: the engine does not
+ * trim under in-cache positions, the default). They leave the sinks and
+ * the sub-caches, which then refill as when not yet full: with the slots
+ * freed, the layer's budget goes to tokens it can still attend to. Sinks
+ * stay the first S tokens: a freed sink is not replaced. Scores and the
+ * open chunk's sums follow their slots. */
+static int cascade_on_trim(kv_policy *p, int layer, int kv_head, const int32_t *keep, int32_t n_keep,
+                           int32_t min_pos) {
+    cascade_st *st = p->state;
+    head_st *hs = &st->hs[layer * p->n_kv_heads + kv_head];
+    const int G = p->n_heads / p->n_kv_heads;
+    pol_scores_trim(st->score, layer, kv_head, keep, n_keep);
+    /* the sinks are the lowest positions, so the first slots */
+    const int32_t sinks_left = hs->n_sinks - hs->sinks_gone;
+    int32_t kept = 0;
+    while (kept < n_keep && keep[kept] < sinks_left) kept++;
+    hs->sinks_gone += sinks_left - kept;
+    if (grow_scratch(st, st->W)) return KV_ENOMEM;
+    for (int r = 0; r < st->C; r++) { /* a ring's positions rise from its oldest: a prefix goes */
+        ring *g = &hs->rings[r];
+        int32_t n = 0;
+        for (int32_t k = 0; k < g->count; k++) {
+            const int32_t x = g->pos[(g->start + k) % g->cap];
+            if (x >= min_pos) st->keep[n++] = x;
+        }
+        if (n == g->count) continue;
+        memcpy(g->pos, st->keep, (size_t)n * sizeof *g->pos); /* not full: oldest at 0 */
+        g->count = n;
+        g->start = 0;
+    }
+    if (hs->open_from >= 0) { /* the open chunk's first slot and sums, renumbered */
+        int32_t from = 0, len = 0;
+        for (int32_t k = 0; k < n_keep; k++) {
+            from += keep[k] < hs->open_from;
+            if (keep[k] < hs->acc_len) {
+                memmove(hs->acc + (size_t)len * G, hs->acc + (size_t)keep[k] * G, (size_t)G * sizeof *hs->acc);
+                len++;
+            }
+        }
+        hs->open_from = from;
+        hs->acc_len = len;
+    }
+    return KV_OK;
+}
+
 const pol_ops pol_cascade_ops = {
     .name = "cascade",
     .summary = "sinks + C sub-caches taking every 2^i-th token, EMA-attention-gated, strided prefill; holds budget + sinks, "
@@ -431,4 +485,5 @@ const pol_ops pol_cascade_ops = {
     .clone_state = cascade_clone,
     .split = cascade_split,
     .positions = KV_POS_CACHE,
+    .on_trim = cascade_on_trim,
 };

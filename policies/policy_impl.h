@@ -82,9 +82,9 @@ struct pol_ops {
      * goes (the head still holds them during the call). Called before
      * on_layer. A method whose state follows slots
      * moves it (pol_scores_trim); pol_trim_stateless for one that keeps
-     * none. NULL: the engine keeps the slots for this method (as the
-     * cascading cache's sub-caches and the sentinel spans need), so its
-     * memory on a model with windows counts them. */
+     * none. NULL: the engine keeps the slots for this method, so its
+     * memory on a model with windows counts them (every shipped method
+     * has one; `kvbench list policies` names any that has not). */
     int (*on_trim)(kv_policy *p, int layer, int kv_head, const int32_t *keep, int32_t n_keep, int32_t min_pos);
 };
 

@@ -254,4 +254,7 @@ const pol_ops pol_sentinel_ops = {
     .eval_prompt = sen_eval_prompt,
     .check_model = sen_check_model,
     .clone_state = sen_clone,
+    /* no per-slot state between calls; a span's call (an explicit layout)
+     * is never trimmed, so its slot arithmetic holds */
+    .on_trim = pol_trim_stateless,
 };

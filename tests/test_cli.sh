@@ -68,6 +68,14 @@ if "$kv" convert $M "$tmp/s.gguf" >/dev/null && "$kv" convert $M "$tmp/s8.gguf" 
 else
   bad "convert"
 fi
+# --rope-base: a llama2.c checkpoint has no base; the one given is written, and the forward uses it
+if "$kv" convert $M "$tmp/rb.gguf" --rope-base 500000 >/dev/null; then
+  rb=$("$kv" info "$tmp/rb.gguf" 2>/dev/null | awk '$1 == "rope_base" {print $2}')
+  g4=$("$kv" generate --model "$tmp/rb.gguf" -n 60 -q 2>/dev/null)
+  if [ "$rb" = "500000" ] && [ -n "$g4" ] && [ "$g4" != "$g1" ]; then ok "convert --rope-base"; else bad "convert --rope-base" "base '$rb'"; fi
+else
+  bad "convert --rope-base"
+fi
 
 # perplexity over a small text
 head -c 20000 "${KVBENCH_DATA:-../shared/data}/wikitext/wikitext2_test.txt" > "$tmp/wiki.txt"

@@ -401,6 +401,64 @@ static void test_swa_trim(void **state) {
     g_cur = g_model;
 }
 
+/* The sentinel method evaluates the prompt itself (its spans in calls with
+ * explicit layouts, which are never trimmed mid-span): on the window model
+ * its window layer must end the prompt and each decode step holding no
+ * slot the next query cannot see, and the logits must be those of a
+ * context that keeps every slot (the method keeps no per-slot state, so
+ * freeing may change nothing). Not bit for bit: a span's call attends over
+ * every cached slot under its mask, and with fewer slots held each key
+ * sits in another vector lane of the sums, so they round differently
+ * (measured: 2e-7 of the largest logit); bounded at 1e-5 as the chunkings
+ * above. */
+static void test_swa_trim_sentinel(void **state) {
+    (void)state;
+    int32_t prompt[60];
+    for (int i = 0; i < 60; i++) prompt[i] = (int32_t)((i * 131 + 17) % VOCAB);
+    for (int i = 0; i < 60; i++)
+        if (prompt[i] == 1 || prompt[i] == 2) prompt[i] = 3; /* not the sentinel ids */
+    float *lg[2];
+    int32_t held[2][1 + GEN];
+    for (int keep = 0; keep < 2; keep++) {
+        lg[keep] = malloc((size_t)(1 + GEN) * VOCAB * sizeof(float));
+        assert_non_null(lg[keep]);
+        kv_ctx_params cp = kv_ctx_default_params();
+        cp.n_threads = 2;
+        cp.swa_keep = keep;
+        kv_ctx *c;
+        assert_int_equal(kv_ctx_new(g_swa, &cp, &c), KV_OK);
+        kv_policy *p = tu_policy(g_swa, "sentinel", "40%", "cl=1,cr=2,max_span=6", 5);
+        kv_ctx_reset(c);
+        pol_begin(p, 60);
+        pol_attach(p, c);
+        assert_int_equal(pol_eval_prompt(p, c, prompt, 60, lg[keep]), KV_OK);
+        held[keep][0] = kv_cache_head_at(kv_ctx_cache(c), 0, 0)->len;
+        for (int s = 0; s < GEN; s++) {
+            int32_t t = kv_argmax(lg[keep] + (size_t)s * VOCAB, VOCAB);
+            assert_int_equal(kv_ctx_eval(c, &t, 1, lg[keep] + (size_t)(s + 1) * VOCAB, 0), KV_OK);
+            const kv_cache_head *h = kv_cache_head_at(kv_ctx_cache(c), 0, 0);
+            held[keep][s + 1] = h->len;
+            for (int32_t j = 0; !keep && j < h->len; j++) /* the window layer: only what the next query sees */
+                assert_true(h->pos[j] >= 60 + s + 1 - (SWA_WINDOW - 1));
+        }
+        pol_free(p);
+        kv_ctx_free(c);
+    }
+    for (int s = 0; s <= GEN; s++) {
+        assert_true(held[0][s] <= SWA_WINDOW - 1);
+        assert_true(held[1][s] > held[0][s]); /* the spans alone leave more than the window */
+    }
+    double d = 0, m = 0;
+    for (size_t i = 0; i < (size_t)(1 + GEN) * VOCAB; i++) {
+        d = fmax(d, fabs((double)lg[0][i] - lg[1][i]));
+        m = fmax(m, fabs((double)lg[1][i]));
+    }
+    print_message("sentinel on the window model: freed vs kept slots, max |logit diff| / max |logit| %g\n", d / m);
+    assert_true(d <= 1e-5 * m);
+    free(lg[0]);
+    free(lg[1]);
+}
+
 int main(int argc, char **argv) {
     g_swa_path = argc > 1 ? argv[1] : NULL;
     const struct CMUnitTest tests[] = {
@@ -409,6 +467,7 @@ int main(int argc, char **argv) {
         cmocka_unit_test(test_chunk_invariance),
         cmocka_unit_test(test_chunk_invariance_kv_types),
         cmocka_unit_test(test_swa_trim),
+        cmocka_unit_test(test_swa_trim_sentinel),
         cmocka_unit_test_prestate(test_chunk_invariance, &g_swa),
     };
     return cmocka_run_group_tests(tests, setup, teardown);

@@ -64,6 +64,12 @@ MODES = ['decode', 'chunk:13', 'prefill']
 # shows only in its next call, which 'prefill' (one call) never makes: instead
 # chunk:30 feeds the prompt alone, then the rest (as the runner does)
 POLICY_MODES = {'zigzag': ['decode', 'chunk:13', 'chunk:30']}
+# --archs: besides each policy's first run, cascade at original positions,
+# where the engine frees window layers' slots under it; its chunks of 7 span
+# several one-token calls, so a window of 6 frees a chunk's own first tokens
+# before they are inserted
+ARCH_EXTRA = [('cascade', 'positions=original,beta=0.5,stride=7', '40%')]
+ARCH_MODES = {'cascade': ['decode', 'chunk:13']}
 
 
 def cascade_limit_differs(rec, settings, budget, n_prompt):
@@ -111,7 +117,8 @@ def plan(a):
         tokens = [1] + list(np.random.default_rng(7).integers(3, 256, 59))
         c = arch_ref.from_gguf(path)['cfg']
         swa = (c['window'], {l for l, w in enumerate(c['swa']) if w}) if c['window'] else None
-        out.append((name + ' ', path, tokens, firsts, lambda p: POLICY_MODES.get(p, ['chunk:13'])[-1:], swa))
+        out.append((name + ' ', path, tokens, firsts + ARCH_EXTRA,
+                    lambda p: ARCH_MODES.get(p, POLICY_MODES.get(p, ['chunk:13'])[-1:]), swa))
     return out
 
 
@@ -132,18 +139,16 @@ def main():
     return 1 if failed else 0
 
 
-# the methods whose state follows slot indices: the engine keeps a window
-# layer's slots for them (policy_impl.h, on_trim)
-UNTRIMMED = ('cascade', 'sentinel', 'sentinel_proxy')
-# nor under cache positions (renumbering), StreamingLLM's default
-CACHE_POSITIONS = ('streamingllm',)
+# the engine frees a window layer's unseen slots for every method, but not
+# under in-cache positions (renumbering): StreamingLLM's and cascade's default
+CACHE_POSITIONS = ('streamingllm', 'cascade')
 
 
 def trims(policy, settings, swa):
     """The model's windows when kvbench trims for this run, else None."""
     opt = dict(kv.split('=') for kv in settings.split(',')) if settings else {}
     pos = opt.get('positions', 'cache' if policy in CACHE_POSITIONS else 'original')
-    return None if policy in UNTRIMMED or pos != 'original' else swa
+    return None if pos != 'original' else swa
 
 
 def check_runs(a, prefix, model, tokens, runs, modes_of, swa):

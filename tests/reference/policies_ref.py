@@ -528,7 +528,7 @@ def replay(rec, swa=None):
             elif rec.name in SNAP_POLICIES:
                 keep = snap['keep'].get(g, held)
             elif rec.name == 'cascade':
-                keep = cascade_event(rec, state, ev, g)
+                keep = cascade_event(rec, state, ev, g, trim_floor(swa, ev))
             else:
                 raise ValueError('no reference for policy %s' % rec.name)
             yield ev, g, keep, set(ev['after'][g])
@@ -623,6 +623,7 @@ class CascadeHead:
     """One (layer, KV head) of the Cascading KV cache."""
 
     def __init__(self, C):
+        self.taken = 0                        # sinks taken (a window may have freed some since)
         self.sinks = []
         self.subs = [[] for _ in range(C)]   # each oldest first
         self.score = {}                       # position -> score
@@ -645,7 +646,8 @@ def cascade_geometry(rec):
 
 
 def cascade_insert(st, t, S, C, W, eager):
-    if len(st.sinks) < S:
+    if st.taken < S:
+        st.taken += 1
         st.sinks.append(t)
         return
     early = eager and t <= C * W + S
@@ -666,11 +668,25 @@ def cascade_insert(st, t, S, C, W, eager):
     # pushed out of the last sub-cache: dropped
 
 
-def cascade_event(rec, state, ev, g):
+def cascade_trim(st, floor):
+    """A window layer freed the positions below floor: they leave the
+    sinks (which are not replaced: sinks are the first S tokens), the
+    sub-caches (which then take tokens as when not yet full), the scores
+    and the open chunk."""
+    st.sinks = [p for p in st.sinks if p >= floor]
+    st.subs = [[p for p in sub if p >= floor] for sub in st.subs]
+    st.score = {p: v for p, v in st.score.items() if p >= floor}
+    st.P = {p: v for p, v in st.P.items() if p >= floor}
+    st.new = [p for p in st.new if p >= floor]
+
+
+def cascade_event(rec, state, ev, g, floor=None):
     S, C, W = cascade_geometry(rec)
     beta, eager, stride = rec.params[2], int(rec.params[4]) != 0, int(rec.params[5])
     mode = ['max', 'mean'][int(rec.params[3])]
     st = state.setdefault((ev['layer'], g), CascadeHead(C))
+    if floor is not None:
+        cascade_trim(st, floor)
     before, pos0, n, np_ = ev['before'][g], ev['pos0'], ev['n_new'], rec.n_prompt
     G = ev['H'] // ev['KV']
     # the engine stopped its forwards at the chunks' boundaries
@@ -680,10 +696,11 @@ def cascade_event(rec, state, ev, g):
     elif pos0 // stride != (pos0 + n - 1) // stride or (np_ > 0 and pos0 + n > np_):
         raise ValueError('cascade: a forward over %d..%d crosses a chunk boundary' % (pos0, pos0 + n - 1))
     had = st.held() | set(st.new)
-    if set(before) != had | set(range(pos0, pos0 + n)) or had & set(range(pos0, pos0 + n)):
+    fresh = [p for p in range(pos0, pos0 + n) if floor is None or p >= floor]  # a long call frees its own first
+    if set(before) != had | set(fresh) or had & set(fresh):
         raise ValueError('cascade: layer %d head %d holds %s before, the reference %s + the new tokens' % (
             ev['layer'], g, sorted(before), sorted(had)))
-    st.new += list(range(pos0, pos0 + n))
+    st.new += fresh
     st.L += n
     b = beta ** n
     D = ev['dcolsum']
@@ -793,8 +810,8 @@ def evicted(rec):
 
 def check(path, swa=None):
     """swa: (window, windowed layers) of the model, whose trims are then
-    checked too (policies that keep slots by index, cascade and the
-    sentinels, are never trimmed for: pass None)."""
+    checked too (pass None for a run the engine does not trim: in-cache
+    positions)."""
     rec = Record(path)
     calls = bad = 0
     try:
