@@ -24,6 +24,9 @@ needle task (San Francisco, Dolores Park) never appears in training.
 
 Start: layer 0 head 0 a previous-token head and layer 1 head 0 an induction
 head (init_prev_token_head, init_induction_head), every weight trainable.
+--plant trigram starts layer 0 head 1 as a two-back head and the induction
+head matching two tokens (init_trigram_circuit); with --rope-base 500000 it
+was tried as a recipe and not shipped (docs/PROBE.md).
 Curriculum: drills alone at 256 tokens until their loss is below 1 nat, then
 every kind at 256-1,024 tokens, then at 512-2,112. A second stage (--init the
 first stage's .bin, --mix retrieval, --start-frac) weighs needles and RULER
@@ -180,13 +183,14 @@ def rope(x, cos, sin):
 
 
 class Probe(nn.Module):
-    def __init__(self, vocab, dim, hidden, n_layers, n_heads, n_kv, ctx):
+    def __init__(self, vocab, dim, hidden, n_layers, n_heads, n_kv, ctx, rope_base=10000.0):
         super().__init__()
-        self.cfg = dict(vocab=vocab, dim=dim, hidden=hidden, n_layers=n_layers, n_heads=n_heads, n_kv=n_kv, ctx=ctx)
+        self.cfg = dict(vocab=vocab, dim=dim, hidden=hidden, n_layers=n_layers, n_heads=n_heads, n_kv=n_kv, ctx=ctx,
+                        rope_base=rope_base)
         self.emb = nn.Embedding(vocab, dim)
         self.layers = nn.ModuleList(Block(dim, hidden, n_heads, n_kv) for _ in range(n_layers))
         self.out_norm = nn.Parameter(torch.ones(dim))
-        cos, sin = rope_tables(ctx + 512, dim // n_heads)
+        cos, sin = rope_tables(ctx + 512, dim // n_heads, rope_base)
         self.register_buffer('cos', cos, persistent=False)
         self.register_buffer('sin', sin, persistent=False)
         for name, p in self.named_parameters():
@@ -262,6 +266,58 @@ class Probe(nn.Module):
         L1.wv.weight[tok, tok] = 1.0
         L1.wo.weight[:, :hd] = 0.0
         L1.wo.weight[tok, tok] = copy_out
+
+    @torch.no_grad()
+    def init_trigram_circuit(self, gain, pos_gain, n_pos=8, r=8, prev_out=0.02, copy_out=0.05):
+        """Plant an induction head that matches two tokens, not one (--plant
+        trigram). Layer 0's query heads 0 and 1 share KV head 0: its key is
+        a constant rotated by position (every embedding gets a constant in
+        dimension 0), its value the token. Head 0's query peaks one position
+        back and head 1's two back, in the n_pos highest-frequency rotary
+        pairs; they write the previous token and the one before it into two
+        further thirds of the residual. Layer 1 head 0 then matches (current,
+        previous) against (previous, the one before) in the r lowest-frequency
+        pairs each, and copies the token it finds. Why: with one token of
+        match, the copy after "San Francisco is" lands on any "is" of the
+        essay and a uuid's copy jumps at a repeated character; two tokens of
+        match tell them apart. Every weight stays trainable."""
+        L0, L1 = self.layers[0], self.layers[1]
+        dim, hd, base = self.cfg['dim'], L0.hd, self.cfg['rope_base']
+        assert L0.n_heads // L0.n_kv >= 2, 'the trigram circuit needs two query heads on KV head 0'
+        third = (dim - 1) // 3
+        n_tok = min(third, hd)  # token code: dimensions 1..n_tok; previous: third+1..; the one before: 2*third+1..
+        A, B, C = 1, 1 + third, 1 + 2 * third
+        self.emb.weight[:, 0] = 0.2
+        self.emb.weight[:, n_tok + 1:] = 0.0
+        theta = base ** (-torch.arange(0, hd, 2, dtype=torch.float64) / hd)
+        tok = torch.arange(n_tok)
+        for q_head, back, dst in ((0, 1, B), (1, 2, C)):
+            rows = slice(q_head * hd, (q_head + 1) * hd)
+            L0.wq.weight[rows].zero_()
+            # score sum_i cos((t - s) theta_i - back theta_i): the peak is at s = t - back
+            L0.wq.weight[q_head * hd:q_head * hd + 2 * n_pos:2, 0] = (pos_gain * torch.cos((back - 1) * theta[:n_pos])).float()
+            L0.wq.weight[q_head * hd + 1:q_head * hd + 2 * n_pos:2, 0] = (-pos_gain * torch.sin((back - 1) * theta[:n_pos])).float()
+            L0.wo.weight[:, rows] = 0.0
+            L0.wo.weight[dst + tok, q_head * hd + tok] = prev_out
+        L0.wk.weight[:hd].zero_()
+        L0.wk.weight[0:2 * n_pos:2, 0] = (pos_gain * torch.cos(theta[:n_pos])).float()
+        L0.wk.weight[1:2 * n_pos:2, 0] = (pos_gain * torch.sin(theta[:n_pos])).float()
+        L0.wv.weight[:hd] = 0.0
+        L0.wv.weight[tok, A + tok] = 1.0
+        g = torch.Generator().manual_seed(12345)
+        p1 = torch.linalg.qr(torch.randn(n_tok, 2 * r, generator=g))[0].t()  # 2r x n_tok, orthonormal rows
+        p2 = torch.linalg.qr(torch.randn(n_tok, 2 * r, generator=g))[0].t()
+        L1.wq.weight[:hd] = 0.0
+        L1.wk.weight[:hd] = 0.0
+        lo, mid = hd - 2 * r, hd - 4 * r  # the r lowest pairs match the current token, the r before them the previous
+        L1.wq.weight[lo:hd, A:A + n_tok] = gain * p1
+        L1.wk.weight[lo:hd, B:B + n_tok] = gain * p1
+        L1.wq.weight[mid:lo, B:B + n_tok] = gain * p2
+        L1.wk.weight[mid:lo, C:C + n_tok] = gain * p2
+        L1.wv.weight[:hd] = 0.0
+        L1.wv.weight[tok, A + tok] = 1.0
+        L1.wo.weight[:, :hd] = 0.0
+        L1.wo.weight[A + tok, tok] = copy_out
 
     def hidden(self, tokens):
         T = tokens.shape[1]
@@ -694,13 +750,18 @@ def train(args):
     elif args.mix == 'keys':
         ep.KINDS = Episodes.KINDS_KEYS
     late = [int(v) for v in args.lengths.split(',')] if args.lengths else None
-    model = Probe(sp.vocab_size(), args.dim, args.hidden, args.layers, args.heads, args.kv_heads, args.ctx)
+    model = Probe(sp.vocab_size(), args.dim, args.hidden, args.layers, args.heads, args.kv_heads, args.ctx,
+                  args.rope_base)
     if args.init:
         # a second stage: the weights of an earlier run, the curriculum from --start-frac
         if args.init.endswith('.bin'):
             read_llama2c(model, args.init)
         else:
             model.load_state_dict(torch.load(args.init))
+    elif args.plant == 'trigram':
+        # its position heads read 8 rotary pairs where the bigram start's read
+        # all 32: the gain doubles so that their peaks stay as sharp
+        model.init_trigram_circuit(args.induction_gain, 2 * args.prev_head_gain)
     else:
         model.init_prev_token_head(args.prev_head_gain)
         model.init_induction_head(args.induction_gain)
@@ -788,6 +849,12 @@ def main():
                    help='start layer 0 head 0 as a previous-token head with this weight (0: plain random start)')
     p.add_argument('--induction-gain', type=float, default=3.0,
                    help='start layer 1 head 0 as an induction head with this query/key gain (0: plain random start)')
+    p.add_argument('--plant', choices=('bigram', 'trigram'), default='bigram',
+                   help='the planted start: an induction head matching one token (bigram) or two (trigram: '
+                        'layer 0 head 1 looks two back; needs --heads >= 2 per KV head and dim >= 3 * 43)')
+    p.add_argument('--rope-base', type=float, default=10000.0,
+                   help='rotary base (500000 as Llama 3: more pairs turn little across 2K tokens); write the GGUF '
+                        'with kvbench convert --rope-base')
     p.add_argument('--init', default='', help="a second stage: start from this run's FILE.pt (no drills-only warm-up)")
     p.add_argument('--stop-at', type=int, default=0,
                    help='stop after step N (counted from 0, warm-up included), keeping the schedule of --steps')
