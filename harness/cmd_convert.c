@@ -55,7 +55,7 @@ int hx_parse_weight_type(const char *cmd, const char *name, kv_dtype *type, kv_q
 int hx_cmd_convert(int argc, char **argv, int help) {
     const char *type_name = "f32", *tokenizer = NULL;
     int vocab_only = 0;
-    float rope_base = 0;
+    float rope_base = NAN; /* NAN: not given */
     hx_opt opts[] = {
         {"type", 0, HX_OPT_STR, &type_name, "TYPE", "type of the 2-D weights: " TYPE_LIST " (default f32)"},
         {"tokenizer", 'z', HX_OPT_STR, &tokenizer, "PATH",
@@ -94,6 +94,10 @@ int hx_cmd_convert(int argc, char **argv, int help) {
         fprintf(stderr, "kvbench convert: expected IN and OUT paths\n");
         return 2;
     }
+    if (!isnan(rope_base) && !(rope_base > 0 && isfinite(rope_base))) {
+        fprintf(stderr, "kvbench convert: --rope-base: expected a positive number, got %g\n", (double)rope_base);
+        return 2;
+    }
     if (vocab_only) return convert_vocab(pos[0], pos[1]);
     kv_dtype type;
     kv_quant_mix mix;
@@ -101,7 +105,7 @@ int hx_cmd_convert(int argc, char **argv, int help) {
     char ip[4096], tp[4096];
     const char *in = hx_resolve_model(pos[0], ip, sizeof ip);
     if (hx_is_hf_dir(in)) {
-        if (rope_base > 0) {
+        if (!isnan(rope_base)) {
             fprintf(stderr, "kvbench convert: --rope-base: a Hugging Face folder's config.json gives rope_theta\n");
             return 2;
         }
@@ -113,7 +117,7 @@ int hx_cmd_convert(int argc, char **argv, int help) {
     kv_model_params p = kv_model_default_params();
     if (tokenizer) p.tokenizer_path = hx_resolve_model(tokenizer, tp, sizeof tp);
     p.weights_mmap = 1; /* each weight is read once: no copy */
-    if (rope_base > 0) p.rope_base = rope_base;
+    if (!isnan(rope_base)) p.rope_base = rope_base;
     kv_model *m;
     if (kv_model_load(in, &p, &m)) {
         fprintf(stderr, "kvbench convert: %s\n", kv_last_error());

@@ -246,6 +246,7 @@ expect_fail "unknown option" 2 "unknown option '--nope'" -- "$kv" generate --mod
 expect_fail "bad number" 2 "option --n: expected an integer, got 'x'" -- "$kv" generate --model $M -n x
 expect_fail "unknown command" 2 "unknown command 'frobnicate'" -- "$kv" frobnicate
 expect_fail "bad convert type" 2 "expected f32, f16, bf16, q8_0, q4_0, q2_k, q3_k, q4_k, q5_k, q6_k, q4_k_m or q5_k_m" -- "$kv" convert $M "$tmp/x.gguf" --type q3
+expect_fail "bad convert rope base" 2 "rope-base: expected a positive number, got 0" -- "$kv" convert $M "$tmp/x.gguf" --rope-base 0
 expect_fail "token outside vocabulary" 1 "outside the vocabulary" -- "$kv" logits --model $M --tokens 1,600 --out "$tmp/l.f32"
 [ -e "$tmp/x.gguf" ] && bad "failed convert left a file" || ok "failed convert left no file"
 
