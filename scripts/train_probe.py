@@ -24,9 +24,11 @@ needle task (San Francisco, Dolores Park) never appears in training.
 
 Start: layer 0 head 0 a previous-token head and layer 1 head 0 an induction
 head (init_prev_token_head, init_induction_head), every weight trainable.
---plant trigram starts layer 0 head 1 as a two-back head and the induction
-head matching two tokens (init_trigram_circuit); with --rope-base 500000 it
-was tried as a recipe and not shipped (docs/PROBE.md). --tokenizer also takes
+The shipped model runs every stage with --rope-base 500000: with base 10000
+the induction head's planted match faded to a third of its strength 1,500
+tokens back (docs/PROBE.md). --plant trigram starts layer 0 head 1 as a
+two-back head and the induction head matching two tokens
+(init_trigram_circuit); it was tried as a recipe and not shipped. --tokenizer also takes
 Llama 2's tokenizer.bin (32,000 pieces).
 Curriculum: drills alone at 256 tokens until their loss is below 1 nat, then
 every kind at 256-1,024 tokens, then at 512-2,112. A second stage (--init the
@@ -43,10 +45,9 @@ FILE.csv with the losses per step, and FILE.pt (the PyTorch state).
 
 Usage (the shipped model; docs/PROBE.md):
   /usr/bin/python3 scripts/train_probe.py --steps 2000 --warmup 100 --lr 2e-3 \
-      --dim 128 --hidden 384 --heads 2 --kv-heads 1 --layers 4 --seed 1 --stop-at 1100 --out s1.bin
-  /usr/bin/python3 scripts/train_probe.py --init s1.bin --mix retrieval --seed 2 --lr 2e-3 \
-      --start-frac 0.5 --steps 1000 --warmup 20 --dim 128 --hidden 384 --heads 2 --kv-heads 1 \
-      --layers 4 --deadline 2900 --out kvprobe.bin
+      --dim 128 --hidden 384 --heads 2 --kv-heads 1 --layers 4 --rope-base 500000 --seed 1 \
+      --stop-at 1100 --out s1.bin
+  then stages 2-4 from s1.bin (--init), as docs/PROBE.md gives them.
 """
 import argparse
 import glob
@@ -185,7 +186,9 @@ class Probe(nn.Module):
         L = self.layers[0]
         hd = L.hd
         self.emb.weight[:, 0] = 0.2
-        theta = 10000.0 ** (-torch.arange(0, hd, 2, dtype=torch.float64) / hd)
+        # the rotary base the model runs with (a base of 10000 here under
+        # --rope-base 500000 peaked nowhere near the previous token)
+        theta = self.cfg['rope_base'] ** (-torch.arange(0, hd, 2, dtype=torch.float64) / hd)
         L.wq.weight[:hd].zero_()
         L.wk.weight[:hd].zero_()  # KV head 0 (shared with the group's other query heads)
         L.wq.weight[0:hd:2, 0] = gain
