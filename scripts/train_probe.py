@@ -28,8 +28,8 @@ The shipped model runs every stage with --rope-base 500000: with base 10000
 the induction head's planted match faded to a third of its strength 1,500
 tokens back (docs/PROBE.md). --plant trigram starts layer 0 head 1 as a
 two-back head and the induction head matching two tokens
-(init_trigram_circuit); it was tried as a recipe and not shipped. --tokenizer also takes
-Llama 2's tokenizer.bin (32,000 pieces).
+(init_trigram_circuit); it was tried as a recipe and not shipped.
+--tokenizer also takes Llama 2's tokenizer.bin (32,000 pieces).
 Curriculum: drills alone at 256 tokens until their loss is below 1 nat, then
 every kind at 256-1,024 tokens, then at 512-2,112. A second stage (--init the
 first stage's .bin, --mix retrieval, --start-frac) weighs needles and RULER
@@ -135,8 +135,15 @@ def rmsnorm(x, w, eps=1e-5):
     return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps) * w
 
 
+def rope_freqs(hd, base):
+    """Pair i's angle per position, base^(-2i/hd) (float64). The rotary tables
+    and the planted heads' phases both come from here, so that the start is
+    planted at the base the model runs with."""
+    return base ** (-torch.arange(0, hd, 2, dtype=torch.float64) / hd)
+
+
 def rope_tables(T, hd, base=10000.0):
-    inv = base ** (-torch.arange(0, hd, 2, dtype=torch.float64) / hd)
+    inv = rope_freqs(hd, base)
     ang = torch.arange(T, dtype=torch.float64)[:, None] * inv[None, :]
     return torch.cos(ang).float(), torch.sin(ang).float()
 
@@ -186,9 +193,7 @@ class Probe(nn.Module):
         L = self.layers[0]
         hd = L.hd
         self.emb.weight[:, 0] = 0.2
-        # the rotary base the model runs with (a base of 10000 here under
-        # --rope-base 500000 peaked nowhere near the previous token)
-        theta = self.cfg['rope_base'] ** (-torch.arange(0, hd, 2, dtype=torch.float64) / hd)
+        theta = rope_freqs(hd, self.cfg['rope_base'])
         L.wq.weight[:hd].zero_()
         L.wk.weight[:hd].zero_()  # KV head 0 (shared with the group's other query heads)
         L.wq.weight[0:hd:2, 0] = gain
@@ -258,7 +263,7 @@ class Probe(nn.Module):
         A, B, C = 1, 1 + third, 1 + 2 * third
         self.emb.weight[:, 0] = 0.2
         self.emb.weight[:, n_tok + 1:] = 0.0
-        theta = base ** (-torch.arange(0, hd, 2, dtype=torch.float64) / hd)
+        theta = rope_freqs(hd, base)
         tok = torch.arange(n_tok)
         for q_head, back, dst in ((0, 1, B), (1, 2, C)):
             rows = slice(q_head * hd, (q_head + 1) * hd)
