@@ -242,6 +242,32 @@ class Probe(nn.Module):
         L1.wo.weight[tok, tok] = copy_out
 
     @torch.no_grad()
+    def plant_pair_match(self, gain, r, n_tok, A, B, second, copy_out):
+        """Layer 1 head 0 as a copying head that matches two things at once:
+        the current token (query, from offset A) against the previous one
+        (key, from B) in the r lowest-frequency rotary pairs, and
+        second = (query offset, key offset) in the r pairs above them. Its
+        value and output copy the token found (offset A) into the tied
+        classifier. The projections are fixed random orthonormal rows, so
+        the same start comes out whatever the training seed."""
+        L1, hd = self.layers[1], self.layers[1].hd
+        tok = torch.arange(n_tok)
+        g = torch.Generator().manual_seed(12345)
+        p1 = torch.linalg.qr(torch.randn(n_tok, 2 * r, generator=g))[0].t()  # 2r x n_tok, orthonormal rows
+        p2 = torch.linalg.qr(torch.randn(n_tok, 2 * r, generator=g))[0].t()
+        L1.wq.weight[:hd] = 0.0
+        L1.wk.weight[:hd] = 0.0
+        lo, mid = hd - 2 * r, hd - 4 * r
+        L1.wq.weight[lo:hd, A:A + n_tok] = gain * p1
+        L1.wk.weight[lo:hd, B:B + n_tok] = gain * p1
+        L1.wq.weight[mid:lo, second[0]:second[0] + n_tok] = gain * p2
+        L1.wk.weight[mid:lo, second[1]:second[1] + n_tok] = gain * p2
+        L1.wv.weight[:hd] = 0.0
+        L1.wv.weight[tok, A + tok] = 1.0
+        L1.wo.weight[:, :hd] = 0.0
+        L1.wo.weight[A + tok, tok] = copy_out
+
+    @torch.no_grad()
     def init_trigram_circuit(self, gain, pos_gain, n_pos=8, r=8, prev_out=0.02, copy_out=0.05):
         """Plant an induction head that matches two tokens, not one (--plant
         trigram). Layer 0's query heads 0 and 1 share KV head 0: its key is
@@ -255,7 +281,7 @@ class Probe(nn.Module):
         match, the copy after "San Francisco is" lands on any "is" of the
         essay and a uuid's copy jumps at a repeated character; two tokens of
         match tell them apart. Every weight stays trainable."""
-        L0, L1 = self.layers[0], self.layers[1]
+        L0 = self.layers[0]
         dim, hd, base = self.cfg['dim'], L0.hd, self.cfg['rope_base']
         assert L0.n_heads // L0.n_kv >= 2, 'the trigram circuit needs two query heads on KV head 0'
         third = (dim - 1) // 3
@@ -278,20 +304,64 @@ class Probe(nn.Module):
         L0.wk.weight[1:2 * n_pos:2, 0] = (pos_gain * torch.sin(theta[:n_pos])).float()
         L0.wv.weight[:hd] = 0.0
         L0.wv.weight[tok, A + tok] = 1.0
-        g = torch.Generator().manual_seed(12345)
-        p1 = torch.linalg.qr(torch.randn(n_tok, 2 * r, generator=g))[0].t()  # 2r x n_tok, orthonormal rows
-        p2 = torch.linalg.qr(torch.randn(n_tok, 2 * r, generator=g))[0].t()
-        L1.wq.weight[:hd] = 0.0
-        L1.wk.weight[:hd] = 0.0
-        lo, mid = hd - 2 * r, hd - 4 * r  # the r lowest pairs match the current token, the r before them the previous
-        L1.wq.weight[lo:hd, A:A + n_tok] = gain * p1
-        L1.wk.weight[lo:hd, B:B + n_tok] = gain * p1
-        L1.wq.weight[mid:lo, B:B + n_tok] = gain * p2
-        L1.wk.weight[mid:lo, C:C + n_tok] = gain * p2
-        L1.wv.weight[:hd] = 0.0
-        L1.wv.weight[tok, A + tok] = 1.0
-        L1.wo.weight[:, :hd] = 0.0
-        L1.wo.weight[A + tok, tok] = copy_out
+        self.plant_pair_match(gain, r, n_tok, A, B, (B, C), copy_out)
+
+    @torch.no_grad()
+    def init_context_circuit(self, gain, pos_gain, n_pos=8, n_box=16, box=(1, 10), box_gain=1.5, r=6,
+                             prev_out=0.02, box_out=0.1, copy_out=0.05):
+        """Plant an induction head that matches the current token and a
+        summary of the few before it (--plant context). Layer 0's query
+        heads share KV head 0, whose key is a constant rotated by position.
+        Head 0 peaks one position back and writes the previous token into
+        the residual's second third. Head 1 spreads its weight over the
+        positions box[0]..box[1] back (a bump fitted by least squares over
+        the n_box highest-frequency rotary pairs) and writes the mean of
+        their tokens into the last third. Layer 1 head 0 then matches
+        (current token, summary) against (previous token, summary) in the
+        2r lowest-frequency pairs, and copies the token it finds. Why: in
+        RULER's multi-key tasks every needle ends "... KEY is:", so the
+        pieces just before the value are the same in all of them; only a
+        match that reaches back into the key tells them apart, and with
+        tok512's letter-sized pieces two tokens do not (PROBE.md). The
+        summary's bump at the key is one position later than at the query
+        (the key side is aligned one back), so the match is of two bags
+        that overlap in most of their tokens. Every weight stays trainable."""
+        L0 = self.layers[0]
+        dim, hd, base = self.cfg['dim'], L0.hd, self.cfg['rope_base']
+        assert L0.n_heads // L0.n_kv >= 2, 'the context circuit needs two query heads on KV head 0'
+        assert n_pos <= n_box <= hd // 2 - 2 * r, 'the positional pairs and the match pairs overlap'
+        third = (dim - 1) // 3
+        n_tok = min(third, hd)
+        A, B, C = 1, 1 + third, 1 + 2 * third
+        self.emb.weight[:, 0] = 0.2
+        self.emb.weight[:, n_tok + 1:] = 0.0
+        theta = rope_freqs(hd, base)
+        # the key: the constant in the n_box highest-frequency pairs, pair i at phase theta_i
+        L0.wk.weight[:hd].zero_()
+        L0.wk.weight[0:2 * n_box:2, 0] = (pos_gain * torch.cos(theta[:n_box])).float()
+        L0.wk.weight[1:2 * n_box:2, 0] = (pos_gain * torch.sin(theta[:n_box])).float()
+        # head 0: score sum_i cos((d - 1) theta_i) over n_pos pairs, the peak at d = 1
+        L0.wq.weight[:2 * hd].zero_()
+        L0.wq.weight[0:2 * n_pos:2, 0] = pos_gain
+        # head 1: the pair's score is q.R(-d theta)k; with k = (cos theta, sin theta) that is
+        # a cos(d theta) + b sin(d theta) for q = M (a, b), M = [[kc, ks], [ks, -kc]] (its own inverse)
+        d = torch.arange(0, 2200, dtype=torch.float64)
+        ang = d[:, None] * theta[None, :n_box]
+        feats = torch.cat((torch.cos(ang), torch.sin(ang)), 1)
+        target = ((d >= box[0]) & (d <= box[1])).double()
+        w = torch.where(d <= 40, 1.0, 0.05).double()
+        coef = torch.linalg.lstsq(feats * w[:, None], (target * w)[:, None]).solution[:, 0]
+        a, b = coef[:n_box], coef[n_box:]
+        kc, ks = torch.cos(theta[:n_box]), torch.sin(theta[:n_box])
+        L0.wq.weight[hd:hd + 2 * n_box:2, 0] = (box_gain * (kc * a + ks * b)).float()
+        L0.wq.weight[hd + 1:hd + 2 * n_box:2, 0] = (box_gain * (ks * a - kc * b)).float()
+        tok = torch.arange(n_tok)
+        L0.wv.weight[:hd] = 0.0
+        L0.wv.weight[tok, A + tok] = 1.0
+        L0.wo.weight[:, :2 * hd] = 0.0
+        L0.wo.weight[B + tok, tok] = prev_out
+        L0.wo.weight[C + tok, hd + tok] = box_out
+        self.plant_pair_match(gain, r, n_tok, A, B, (C, C), copy_out)
 
     def hidden(self, tokens):
         C = ATTN_BLOCK
@@ -736,6 +806,8 @@ def train(args):
         # its position heads read 8 rotary pairs where the bigram start's read
         # all 32: the gain doubles so that their peaks stay as sharp
         model.init_trigram_circuit(args.induction_gain, 2 * args.prev_head_gain)
+    elif args.plant == 'context':
+        model.init_context_circuit(args.induction_gain, 2 * args.prev_head_gain)
     else:
         model.init_prev_token_head(args.prev_head_gain)
         model.init_induction_head(args.induction_gain)
@@ -823,9 +895,11 @@ def main():
                    help='start layer 0 head 0 as a previous-token head with this weight (0: plain random start)')
     p.add_argument('--induction-gain', type=float, default=3.0,
                    help='start layer 1 head 0 as an induction head with this query/key gain (0: plain random start)')
-    p.add_argument('--plant', choices=('bigram', 'trigram'), default='bigram',
-                   help='the planted start: an induction head matching one token (bigram) or two (trigram: '
-                        'layer 0 head 1 looks two back; needs --heads >= 2 per KV head and dim >= 3 * 43)')
+    p.add_argument('--plant', choices=('bigram', 'trigram', 'context'), default='bigram',
+                   help='the planted start: an induction head matching one token (bigram), two (trigram: '
+                        'layer 0 head 1 looks two back) or the token and a summary of the 3-8 before it '
+                        '(context: layer 0 head 1 averages them); trigram and context need --heads >= 2 per KV '
+                        'head and dim >= 3 * 43')
     p.add_argument('--rope-base', type=float, default=10000.0,
                    help='rotary base (500000 as Llama 3: more pairs turn little across 2K tokens); write the GGUF '
                         'with kvbench convert --rope-base')
