@@ -46,8 +46,9 @@ FILE.csv with the losses per step, and FILE.pt (the PyTorch state).
 Usage (the shipped model; docs/PROBE.md):
   /usr/bin/python3 scripts/train_probe.py --steps 2000 --warmup 100 --lr 2e-3 \
       --dim 128 --hidden 384 --heads 2 --kv-heads 1 --layers 4 --rope-base 500000 --seed 1 \
-      --stop-at 1100 --out s1.bin
-  then stages 2-4 from s1.bin (--init), as docs/PROBE.md gives them.
+      --stop-at 1100 --fit subtract --out s1.bin
+  then stages 2-4 from s1.bin (--init), as docs/PROBE.md gives them
+  (stages 1-3 with --fit subtract, the rule they were trained with).
 """
 import argparse
 import glob
@@ -268,6 +269,21 @@ class Probe(nn.Module):
         L1.wo.weight[A + tok, tok] = copy_out
 
     @torch.no_grad()
+    def residual_thirds(self, what):
+        """The set-up the trigram and context starts share: the token code
+        in dimensions A.., two further thirds of the residual from B.. and
+        C.., and a constant in dimension 0 for layer 0's positional key.
+        Returns (layer 0, head dim, rotary frequencies, n_tok, A, B, C)."""
+        L0 = self.layers[0]
+        dim, hd = self.cfg['dim'], L0.hd
+        assert L0.n_heads // L0.n_kv >= 2, 'the %s circuit needs two query heads on KV head 0' % what
+        third = (dim - 1) // 3
+        n_tok = min(third, hd)
+        self.emb.weight[:, 0] = 0.2
+        self.emb.weight[:, n_tok + 1:] = 0.0
+        return L0, hd, rope_freqs(hd, self.cfg['rope_base']), n_tok, 1, 1 + third, 1 + 2 * third
+
+    @torch.no_grad()
     def init_trigram_circuit(self, gain, pos_gain, n_pos=8, r=8, prev_out=0.02, copy_out=0.05):
         """Plant an induction head that matches two tokens, not one (--plant
         trigram). Layer 0's query heads 0 and 1 share KV head 0: its key is
@@ -281,15 +297,8 @@ class Probe(nn.Module):
         match, the copy after "San Francisco is" lands on any "is" of the
         essay and a uuid's copy jumps at a repeated character; two tokens of
         match tell them apart. Every weight stays trainable."""
-        L0 = self.layers[0]
-        dim, hd, base = self.cfg['dim'], L0.hd, self.cfg['rope_base']
-        assert L0.n_heads // L0.n_kv >= 2, 'the trigram circuit needs two query heads on KV head 0'
-        third = (dim - 1) // 3
-        n_tok = min(third, hd)  # token code: dimensions 1..n_tok; previous: third+1..; the one before: 2*third+1..
-        A, B, C = 1, 1 + third, 1 + 2 * third
-        self.emb.weight[:, 0] = 0.2
-        self.emb.weight[:, n_tok + 1:] = 0.0
-        theta = rope_freqs(hd, base)
+        # token code from A, previous token from B, the one before from C
+        L0, hd, theta, n_tok, A, B, C = self.residual_thirds('trigram')
         tok = torch.arange(n_tok)
         for q_head, back, dst in ((0, 1, B), (1, 2, C)):
             rows = slice(q_head * hd, (q_head + 1) * hd)
@@ -326,16 +335,9 @@ class Probe(nn.Module):
         summary's bump at the key is one position later than at the query
         (the key side is aligned one back), so the match is of two bags
         that overlap in most of their tokens. Every weight stays trainable."""
-        L0 = self.layers[0]
-        dim, hd, base = self.cfg['dim'], L0.hd, self.cfg['rope_base']
-        assert L0.n_heads // L0.n_kv >= 2, 'the context circuit needs two query heads on KV head 0'
+        # token code from A, previous token from B, the summary from C
+        L0, hd, theta, n_tok, A, B, C = self.residual_thirds('context')
         assert n_pos <= n_box <= hd // 2 - 2 * r, 'the positional pairs and the match pairs overlap'
-        third = (dim - 1) // 3
-        n_tok = min(third, hd)
-        A, B, C = 1, 1 + third, 1 + 2 * third
-        self.emb.weight[:, 0] = 0.2
-        self.emb.weight[:, n_tok + 1:] = 0.0
-        theta = rope_freqs(hd, base)
         # the key: the constant in the n_box highest-frequency pairs, pair i at phase theta_i
         L0.wk.weight[:hd].zero_()
         L0.wk.weight[0:2 * n_box:2, 0] = (pos_gain * torch.cos(theta[:n_box])).float()
@@ -492,14 +494,19 @@ def ruler_value(rng, corpus, kind):
     return '%s-%s' % (rng.choice(corpus.words), rng.choice(corpus.words))
 
 
+def reweigh(kinds, weights):
+    """An episode mix with some kinds' weights changed (same kinds, same order)."""
+    return [(weights.get(k[1:], k[0]),) + k[1:] for k in kinds]
+
+
 class Episodes:
     """Seeded episode generator. Each episode is a list of (text, flag)
     pieces: flag 1 marks an answer (the loss always taken), 2 a repeated
     span (the loss taken at a share of its tokens), 0 other text."""
 
-    def __init__(self, sp, corpus, seed, restate=False, ruler_restate=False):
+    def __init__(self, sp, corpus, seed, restate=False, ruler_restate=False, fit='scale'):
         self.sp, self.c, self.rng, self.restate = sp, corpus, random.Random(seed), restate
-        self.ruler_restate = ruler_restate
+        self.ruler_restate, self.fit = ruler_restate, fit
         # characters per token of each filler kind, measured once
         self.cpt = {}
         for kind, sample in (('pk', PK_FILLER[:20000]), ('noise', '\n'.join([NOISE] * 200)),
@@ -707,6 +714,10 @@ class Episodes:
         (2, 'drill', ()),
     ]
 
+    # --mix haystack: --mix keys with RULER's needle haystacks weighed up (niah_multikey_2/3)
+    KINDS_HAYSTACK = reweigh(KINDS_KEYS, {('ruler', ('needle', 'words', 'numbers', 1, 1, 1)): 20,
+                                          ('ruler', ('needle', 'uuids', 'uuids', 1, 1, 1)): 18})
+
     def sample(self, n_tok, drill_only=False):
         """Token ids (BOS first, at most n_tok) and a 0/1/2 mask (answer,
         repeated span)."""
@@ -733,7 +744,14 @@ class Episodes:
                 ids, ans = ids[:n_tok], [0] * min(len(ids), n_tok)
             if len(ids) <= n_tok:
                 return ids, ans
-            target -= (len(ids) - n_tok) + 8
+            if self.fit == 'subtract':
+                # stages 1-4 of the shipped model: the excess taken off the
+                # target; a generator whose units cost more tokens than it
+                # assumes (RULER's needle lines, about 52 pieces against 24)
+                # then collapses to a haystack of one or two lines
+                target -= (len(ids) - n_tok) + 8
+            else:  # the target scaled by what the text really costs
+                target = int(target * n_tok / len(ids)) - 8
         return ids[:n_tok], ans[:n_tok]
 
 
@@ -786,13 +804,15 @@ def train(args):
     sp = load_tokenizer(args.tokenizer)
     corpus = Corpus()
     ep = Episodes(sp, corpus, args.seed + 2, restate=args.needle_answer == 'restate',
-                  ruler_restate=args.ruler_answer == 'restate')
+                  ruler_restate=args.ruler_answer == 'restate', fit=args.fit)
     if args.mix == 'retrieval':
         ep.KINDS = Episodes.KINDS_RETRIEVAL
     elif args.mix == 'needle':
         ep.KINDS = Episodes.KINDS_NEEDLE
     elif args.mix == 'keys':
         ep.KINDS = Episodes.KINDS_KEYS
+    elif args.mix == 'haystack':
+        ep.KINDS = Episodes.KINDS_HAYSTACK
     late = [int(v) for v in args.lengths.split(',')] if args.lengths else None
     model = Probe(sp.vocab_size(), args.dim, args.hidden, args.layers, args.heads, args.kv_heads, args.ctx,
                   args.rope_base)
@@ -906,10 +926,11 @@ def main():
     p.add_argument('--init', default='', help="a second stage: start from this run's FILE.pt (no drills-only warm-up)")
     p.add_argument('--stop-at', type=int, default=0,
                    help='stop after step N (counted from 0, warm-up included), keeping the schedule of --steps')
-    p.add_argument('--mix', choices=('all', 'retrieval', 'needle', 'keys'), default='all',
+    p.add_argument('--mix', choices=('all', 'retrieval', 'needle', 'keys', 'haystack'), default='all',
                    help='episode weights: all (the first stage), retrieval (a second stage: needles and RULER lookups '
-                        'weighed up), needle (a third stage: needle questions first) or keys (a fourth stage: '
-                        'RULER multi-key lookups and needles)')
+                        'weighed up), needle (a third stage: needle questions first), keys (a fourth stage: '
+                        'RULER multi-key lookups and needles) or haystack (keys with RULER\'s needle haystacks '
+                        'weighed up)')
     p.add_argument('--lengths', default='',
                    help='episode lengths after 30%% of the schedule, comma-separated (default 512,1024,1536,2048 '
                         'and the context plus --past-ctx); each is capped at that')
@@ -919,6 +940,10 @@ def main():
                    help="RULER single-value lookups: the value alone (short), or 'KEY is: VALUE' (restate)")
     p.add_argument('--start-frac', type=float, default=0.0,
                    help='start the curriculum and the learning-rate schedule this far in (a second stage)')
+    p.add_argument('--fit', choices=('scale', 'subtract'), default='scale',
+                   help='an episode over its length is made again with its text budget scaled by what it cost '
+                        '(scale), or less the excess (subtract: the shipped stages 1-4, whose RULER needle '
+                        'haystacks shrank to one or two lines)')
     p.add_argument('--threads', type=int, default=2)
     p.add_argument('--log-every', type=int, default=10)
     p.add_argument('--save-every', type=int, default=200)

@@ -18,11 +18,10 @@ set y2tics 0.2
 set ytics nomirror
 set logscale y
 set yrange [0.01:20]
-set title noenhanced "kvprobe (docs/PROBE.md): stage 1 to step 1100, 2 (retrieval mix) from 1101,\n3 (needles restated) from 1902, 4 (keys restated) from 2891,\n5 (keys restated, a second pass) from 3954; means of 25"
+set title noenhanced "kvprobe (docs/PROBE.md): stage 1 to step 1100, 2 (retrieval mix) from 1101,\n3 (needles restated) from 1902, 4 (keys restated, RULER's needle haystacks) from 2891;\nmeans of 25"
 set arrow from 1101, graph 0 to 1101, graph 1 nohead dt 2 lc rgb '#666666'
 set arrow from 1902, graph 0 to 1902, graph 1 nohead dt 2 lc rgb '#666666'
 set arrow from 2891, graph 0 to 2891, graph 1 nohead dt 2 lc rgb '#666666'
-set arrow from 3954, graph 0 to 3954, graph 1 nohead dt 2 lc rgb '#666666'
 # running mean over the last n values (step rows are in order)
 n = 25
 init(x) = (b0 = b1 = b2 = b3 = b4 = b5 = b6 = b7 = b8 = b9 = b10 = b11 = b12 = b13 = b14 = b15 = b16 = b17 = b18 = b19 = b20 = b21 = b22 = b23 = b24 = x, 0)
