@@ -718,6 +718,10 @@ class Episodes:
     KINDS_HAYSTACK = reweigh(KINDS_KEYS, {('ruler', ('needle', 'words', 'numbers', 1, 1, 1)): 20,
                                           ('ruler', ('needle', 'uuids', 'uuids', 1, 1, 1)): 18})
 
+    # --mix NAME: the episode weights of each stage
+    MIXES = {'all': KINDS, 'retrieval': KINDS_RETRIEVAL, 'needle': KINDS_NEEDLE, 'keys': KINDS_KEYS,
+             'haystack': KINDS_HAYSTACK}
+
     def sample(self, n_tok, drill_only=False):
         """Token ids (BOS first, at most n_tok) and a 0/1/2 mask (answer,
         repeated span)."""
@@ -745,7 +749,7 @@ class Episodes:
             if len(ids) <= n_tok:
                 return ids, ans
             if self.fit == 'subtract':
-                # stages 1-4 of the shipped model: the excess taken off the
+                # stages 1-3 of the shipped model: the excess taken off the
                 # target; a generator whose units cost more tokens than it
                 # assumes (RULER's needle lines, about 52 pieces against 24)
                 # then collapses to a haystack of one or two lines
@@ -805,14 +809,7 @@ def train(args):
     corpus = Corpus()
     ep = Episodes(sp, corpus, args.seed + 2, restate=args.needle_answer == 'restate',
                   ruler_restate=args.ruler_answer == 'restate', fit=args.fit)
-    if args.mix == 'retrieval':
-        ep.KINDS = Episodes.KINDS_RETRIEVAL
-    elif args.mix == 'needle':
-        ep.KINDS = Episodes.KINDS_NEEDLE
-    elif args.mix == 'keys':
-        ep.KINDS = Episodes.KINDS_KEYS
-    elif args.mix == 'haystack':
-        ep.KINDS = Episodes.KINDS_HAYSTACK
+    ep.KINDS = Episodes.MIXES[args.mix]
     late = [int(v) for v in args.lengths.split(',')] if args.lengths else None
     model = Probe(sp.vocab_size(), args.dim, args.hidden, args.layers, args.heads, args.kv_heads, args.ctx,
                   args.rope_base)
@@ -926,7 +923,7 @@ def main():
     p.add_argument('--init', default='', help="a second stage: start from this run's FILE.pt (no drills-only warm-up)")
     p.add_argument('--stop-at', type=int, default=0,
                    help='stop after step N (counted from 0, warm-up included), keeping the schedule of --steps')
-    p.add_argument('--mix', choices=('all', 'retrieval', 'needle', 'keys', 'haystack'), default='all',
+    p.add_argument('--mix', choices=tuple(Episodes.MIXES), default='all',
                    help='episode weights: all (the first stage), retrieval (a second stage: needles and RULER lookups '
                         'weighed up), needle (a third stage: needle questions first), keys (a fourth stage: '
                         'RULER multi-key lookups and needles) or haystack (keys with RULER\'s needle haystacks '
@@ -942,7 +939,7 @@ def main():
                    help='start the curriculum and the learning-rate schedule this far in (a second stage)')
     p.add_argument('--fit', choices=('scale', 'subtract'), default='scale',
                    help='an episode over its length is made again with its text budget scaled by what it cost '
-                        '(scale), or less the excess (subtract: the shipped stages 1-4, whose RULER needle '
+                        '(scale), or less the excess (subtract: the shipped stages 1-3, whose RULER needle '
                         'haystacks shrank to one or two lines)')
     p.add_argument('--threads', type=int, default=2)
     p.add_argument('--log-every', type=int, default=10)
